@@ -1,0 +1,25 @@
+/* cache.h - size-bounded LRU cache of store ranges in <state>/cache. */
+#ifndef BATTLEFS_CACHE_H
+#define BATTLEFS_CACHE_H
+
+#include <stdint.h>
+
+struct bfs_cache;
+struct bfs_stats;
+struct bfs_store;
+
+/* Open the cache directory (created 0700; leftovers from a previous mount are
+ * reused or removed). 0 or -errno. */
+int bfs_cache_open(const char *dir, uint64_t max_bytes, struct bfs_stats *stats,
+                   struct bfs_cache **out);
+void bfs_cache_close(struct bfs_cache *c);
+
+/* The unit [unit_off, unit_off+unit_len) of key is the cache's entry: on a
+ * miss exactly that range is fetched with one get_range and kept (evicting
+ * least recently used entries beyond max_bytes); on a hit no store I/O happens.
+ * Copies [want_off, want_off+want_len), which lies inside the unit, to buf.
+ * Counts cache_hits / cache_misses. 0 or -errno. */
+int bfs_cache_read(struct bfs_cache *c, struct bfs_store *st, const char *key, uint64_t unit_off,
+                   uint64_t unit_len, uint64_t want_off, uint64_t want_len, void *buf);
+
+#endif

@@ -1,0 +1,183 @@
+/* catalog.h - the SQLite catalog: schemas, partitions, hot buffer, archives, indexes.
+ *
+ * One database, <state>/catalog.db, in WAL mode with synchronous=FULL. Versioned
+ * by PRAGMA user_version with forward-only migrations. Safe to call from many
+ * threads: writes go through one connection under a mutex, concurrent upload
+ * commits are grouped into one transaction (one fsync for the group), reads use
+ * a small pool of read-only connections so they never wait for a commit.
+ *
+ * Tables (the names follow the FUSOU system battlefs replaces):
+ *   schemas(id, canonical UNIQUE, fingerprint, json)
+ *   partitions(id, table_name, period_tag, schema_id, codec, header BLOB,
+ *              header_length, UNIQUE(table_name, period_tag))
+ *   buffer_logs(id, table_name, period_tag, dataset_id, schema_id, record_count,
+ *               byte_length, data BLOB, created_at, roll_id)
+ *   rolls(id TEXT, claimed_at, committed_at, row_count, byte_count)
+ *   archived_files(id, file_path UNIQUE, table_name, period_tag, size,
+ *                  header_length, roll_id, seq, created_at)
+ *   block_indexes(id, dataset_id, table_name, period_tag, file_id, start_byte,
+ *                 length, record_count)
+ */
+#ifndef BATTLEFS_CATALOG_H
+#define BATTLEFS_CATALOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "battlefs/ocf.h"
+
+struct bfs_catalog;
+
+/* Open (creating and migrating as needed) the catalog at path. 0 or -errno. */
+int bfs_catalog_open(const char *path, struct bfs_catalog **out);
+void bfs_catalog_close(struct bfs_catalog *cat);
+
+/* A (table, period): its one schema and codec, and its layout header. */
+struct bfs_partition {
+    int64_t id;
+    int64_t schema_id;
+    enum bfs_codec codec;
+    uint8_t sync[16];
+    char *schema_json; /* the schema text stored for the partition (first upload's) */
+    size_t schema_len;
+    uint8_t *header; /* the layout header bytes (bfs_ocf_layout_header) */
+    size_t header_len;
+};
+void bfs_partition_free(struct bfs_partition *p);
+
+/* 0 (p filled, free with bfs_partition_free), -ENOENT, or -errno. */
+int bfs_catalog_partition_get(struct bfs_catalog *cat, const char *table, const char *period,
+                              struct bfs_partition *p);
+
+/* One validated, normalised upload to commit. */
+struct bfs_upload {
+    const char *table;
+    const char *period;
+    const char *dataset;
+    const char *schema_json; /* the upload's schema text */
+    size_t schema_len;
+    const char *canonical; /* its Parsing Canonical Form */
+    size_t canonical_len;
+    enum bfs_codec codec;  /* the codec data is normalised to */
+    const uint8_t *data;   /* normalised blocks, no header */
+    size_t len;
+    uint64_t records;
+};
+
+/* Commit one upload durably (the transaction's commit is fsynced before this
+ * returns). Concurrent callers are committed together in one transaction.
+ * Creates the schema and partition rows on first use.
+ * Returns 0;
+ *   -EINVAL  the partition holds another schema (msg says which);
+ *   -EAGAIN  the partition exists with another codec than upload->codec
+ *            (created concurrently): normalise again and retry;
+ *   -ENOSPC  the disk is full; -EIO otherwise (msg set). */
+int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *up, char *msg,
+                              size_t msglen);
+
+/* Listing: cb is called once per distinct name, sorted; a non-zero return from
+ * cb stops the walk and is returned. Hot and cold data are merged. */
+typedef int (*bfs_name_cb)(void *ctx, const char *name);
+int bfs_catalog_list_tables(struct bfs_catalog *cat, bfs_name_cb cb, void *ctx);
+int bfs_catalog_list_periods(struct bfs_catalog *cat, const char *table, bfs_name_cb cb,
+                             void *ctx);
+int bfs_catalog_list_datasets(struct bfs_catalog *cat, const char *table, const char *period,
+                              bfs_name_cb cb, void *ctx);
+/* 0 if the table (period) has any data, else -ENOENT. */
+int bfs_catalog_table_exists(struct bfs_catalog *cat, const char *table);
+int bfs_catalog_period_exists(struct bfs_catalog *cat, const char *table, const char *period);
+
+enum bfs_segment_kind { BFS_SEG_HOT = 1, BFS_SEG_COLD = 2 };
+
+/* One piece of a dataset's virtual file. */
+struct bfs_segment {
+    enum bfs_segment_kind kind;
+    int64_t id;      /* buffer_logs.id (hot) or archived_files.id (cold) */
+    char *key;       /* cold: archived_files.file_path; NULL for hot */
+    uint64_t offset; /* cold: start_byte in the archive; hot: 0 */
+    uint64_t length;
+    uint64_t records;
+};
+
+/* A consistent snapshot of a dataset: header + cold segments (oldest roll
+ * first, archives in order) + hot segments (oldest upload first). */
+struct bfs_dataset_view {
+    struct bfs_partition part;
+    size_t n;
+    struct bfs_segment *seg;
+    uint64_t size;   /* part.header_len + sum of segment lengths */
+    int64_t mtime;   /* unix seconds of the newest upload */
+};
+/* 0, -ENOENT (no such dataset), or -errno. Free with bfs_dataset_view_free. */
+int bfs_catalog_dataset(struct bfs_catalog *cat, const char *table, const char *period,
+                        const char *dataset, struct bfs_dataset_view *v);
+void bfs_dataset_view_free(struct bfs_dataset_view *v);
+/* Size and mtime only (for getattr): 0, -ENOENT or -errno. */
+int bfs_catalog_dataset_stat(struct bfs_catalog *cat, const char *table, const char *period,
+                             const char *dataset, uint64_t *size, int64_t *mtime);
+
+/* Read len bytes at off of hot row id's data into buf. 0, -ENOENT if the row
+ * is gone (rolled), -EIO. */
+int bfs_catalog_read_hot(struct bfs_catalog *cat, int64_t id, uint64_t off, void *buf,
+                         size_t len);
+
+/* Current state, for .battlefs/stats. */
+struct bfs_catalog_counts {
+    uint64_t buffer_uploads;
+    uint64_t buffer_bytes;
+    uint64_t archived_files;
+};
+int bfs_catalog_counts(struct bfs_catalog *cat, struct bfs_catalog_counts *c);
+
+/* ---- Roll protocol (see docs/design.md) ---- */
+
+#define BFS_ROLL_ID_MAX 64
+
+/* The unfinished (claimed, not committed) roll, if any: 0 with its id, -ENOENT. */
+int bfs_catalog_roll_pending(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX]);
+
+/* Claim every unclaimed buffer row in one transaction under a new
+ * deterministic roll id (e.g. "20251218T130000Z-42": claim time and first row
+ * id). 0 with the id and totals, -ENODATA if the buffer is empty, -errno. */
+int bfs_catalog_roll_claim(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX],
+                           uint64_t *rows, uint64_t *bytes);
+
+struct bfs_roll_row {
+    int64_t id;
+    const char *table;
+    const char *period;
+    const char *dataset;
+    uint64_t records;
+    uint64_t length;
+};
+/* Stream the roll's rows ordered by (table, period, dataset, id); the callback
+ * reads the data with bfs_catalog_read_hot. A non-zero return stops the walk
+ * and is returned. */
+int bfs_catalog_roll_rows(struct bfs_catalog *cat, const char *roll_id,
+                          int (*cb)(void *ctx, const struct bfs_roll_row *row), void *ctx);
+
+struct bfs_archive_rec {
+    const char *key; /* store key, relative to the store root */
+    const char *table;
+    const char *period;
+    uint64_t size;
+    uint64_t header_length;
+    size_t first_index; /* its rows in the index array */
+    size_t n_index;
+};
+struct bfs_index_rec {
+    const char *dataset;
+    uint64_t start_byte;
+    uint64_t length;
+    uint64_t records;
+};
+/* One transaction: insert archived_files and block_indexes, delete the roll's
+ * buffer rows, mark the roll committed. 0 or -errno. */
+int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
+                            const struct bfs_archive_rec *archives, size_t n_archives,
+                            const struct bfs_index_rec *index, size_t n_index);
+
+/* Store keys of every archived file (for checks and tools). */
+int bfs_catalog_list_archives(struct bfs_catalog *cat, bfs_name_cb cb, void *ctx);
+
+#endif

@@ -1,0 +1,18 @@
+/* names.h - the name rules of the tree. */
+#ifndef BATTLEFS_NAMES_H
+#define BATTLEFS_NAMES_H
+
+#include <stddef.h>
+
+#define BFS_NAME_MAX 128
+
+/* A table, period or dataset name: [A-Za-z0-9_.-]{1,128}, not starting with '.'.
+ * n is the length (the name need not be NUL-terminated). 1 if valid, else 0. */
+int bfs_name_valid(const char *s, size_t n);
+
+/* Today's UTC date as YYYY-MM-DD into out[11]. */
+void bfs_utc_date(char out[11]);
+/* Now as an ISO-8601 UTC timestamp "YYYY-MM-DDTHH:MM:SSZ" into out[21]. */
+void bfs_utc_timestamp(char out[21]);
+
+#endif

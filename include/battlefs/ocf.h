@@ -1,0 +1,76 @@
+/* ocf.h - Avro Object Container File parsing, validation, normalisation and headers.
+ *
+ * All functions work on an in-memory (usually mmap'd) image of a file. Nothing
+ * trusts a length field: every size is checked against the bytes that exist and
+ * against BFS_OCF_MAX_BLOCK before anything is allocated.
+ */
+#ifndef BATTLEFS_OCF_H
+#define BATTLEFS_OCF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "battlefs/buf.h"
+
+/* Largest decompressed block accepted (a zip bomb stops here). */
+#define BFS_OCF_MAX_BLOCK (64u * 1024 * 1024)
+
+enum bfs_codec {
+    BFS_CODEC_NULL = 0,
+    BFS_CODEC_DEFLATE = 1,
+    BFS_CODEC_SNAPPY = 2,
+};
+
+/* "null", "deflate", "snappy" -> codec. 0 or -EINVAL. */
+int bfs_codec_parse(const char *name, size_t len, enum bfs_codec *out);
+const char *bfs_codec_name(enum bfs_codec c);
+
+struct bfs_ocf_meta {
+    char *key;       /* NUL-terminated */
+    uint8_t *val;    /* NUL-terminated for convenience; val_len excludes the NUL */
+    size_t val_len;
+};
+
+struct bfs_ocf_header {
+    char *schema_json; /* the avro.schema value, NUL-terminated */
+    size_t schema_len;
+    enum bfs_codec codec;
+    uint8_t sync[16];
+    size_t header_len; /* bytes up to and including the sync marker */
+    size_t n_meta;
+    struct bfs_ocf_meta *meta;
+};
+
+/* A human-readable reason for a rejection, e.g.
+ * "block 3 at byte 5120: sync marker does not match the header". */
+struct bfs_ocf_error {
+    char msg[256];
+};
+
+/* Look a metadata key up; NULL if absent. */
+const struct bfs_ocf_meta *bfs_ocf_meta_get(const struct bfs_ocf_header *h, const char *key);
+void bfs_ocf_header_free(struct bfs_ocf_header *h);
+
+/* Parse the header of buf[0..len): magic, metadata map, avro.schema (present;
+ * parses with avro-c), avro.codec (absent = null; null/deflate/snappy), sync.
+ * Returns 0, -EINVAL (err set) or -ENOMEM. h is valid only on success. */
+int bfs_ocf_parse_header(const uint8_t *buf, size_t len, struct bfs_ocf_header *h,
+                         struct bfs_ocf_error *err);
+
+/* Validate every block after the header and, if out != NULL, append the
+ * blocks normalised to the layout (sync marker `sync`, codec `codec`) to out:
+ * count, size, data, sync per block, no header. Checks: count >= 0, size
+ * within the file, sync equal to the header's, nothing after the last block,
+ * every record decodes with avro-c against h->schema_json and consumes the
+ * block exactly. *records gets the total record count.
+ * Returns 0, -EINVAL (err set) or -ENOMEM. On error out may hold partial data. */
+int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header *h,
+                    const uint8_t sync[16], enum bfs_codec codec, struct bfs_buf *out,
+                    uint64_t *records, struct bfs_ocf_error *err);
+
+/* Append a layout header to out: magic, metadata map {avro.codec, avro.schema}
+ * (keys sorted), sync. Deterministic: the same inputs give the same bytes. */
+int bfs_ocf_layout_header(const char *schema_json, size_t schema_len, enum bfs_codec codec,
+                          const uint8_t sync[16], struct bfs_buf *out);
+
+#endif

@@ -1,0 +1,36 @@
+/* stats.h - counters since mount, rendered as .battlefs/stats. */
+#ifndef BATTLEFS_STATS_H
+#define BATTLEFS_STATS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "battlefs/buf.h"
+
+struct bfs_stats {
+    atomic_uint_fast64_t uploads_ingested;
+    atomic_uint_fast64_t uploads_rejected;
+    atomic_uint_fast64_t rolls;
+    atomic_uint_fast64_t store_get_requests;
+    atomic_uint_fast64_t store_get_bytes;
+    atomic_uint_fast64_t store_put_requests;
+    atomic_uint_fast64_t store_put_bytes;
+    atomic_uint_fast64_t cache_hits;
+    atomic_uint_fast64_t cache_misses;
+    pthread_mutex_t lock; /* guards last_roll_error */
+    char last_roll_error[512];
+    int has_roll_error;
+};
+
+void bfs_stats_init(struct bfs_stats *s);
+void bfs_stats_destroy(struct bfs_stats *s);
+#define bfs_stats_add(s, field, n) atomic_fetch_add(&(s)->field, (uint_fast64_t)(n))
+/* Record (msg != NULL) or clear (msg == NULL) the last roll error. */
+void bfs_stats_set_roll_error(struct bfs_stats *s, const char *msg);
+
+struct bfs_catalog_counts;
+/* Render the JSON object of .battlefs/stats into out (with a trailing newline). */
+int bfs_stats_json(struct bfs_stats *s, const struct bfs_catalog_counts *c, struct bfs_buf *out);
+
+#endif

@@ -1,0 +1,1 @@
+/* ingest.c - to be written */

@@ -1,0 +1,1 @@
+/* ocf.c - to be written */

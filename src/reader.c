@@ -1,0 +1,1 @@
+/* reader.c - to be written */

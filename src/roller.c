@@ -1,0 +1,1 @@
+/* roller.c - to be written */

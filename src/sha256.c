@@ -1,0 +1,1 @@
+/* sha256.c - to be written */

@@ -1,0 +1,75 @@
+/* stats.c - counters and the .battlefs/stats JSON. */
+#include "battlefs/stats.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "battlefs/catalog.h"
+
+void bfs_stats_init(struct bfs_stats *s)
+{
+    memset(s, 0, sizeof *s);
+    pthread_mutex_init(&s->lock, NULL);
+}
+
+void bfs_stats_destroy(struct bfs_stats *s)
+{
+    pthread_mutex_destroy(&s->lock);
+}
+
+void bfs_stats_set_roll_error(struct bfs_stats *s, const char *msg)
+{
+    pthread_mutex_lock(&s->lock);
+    if (msg) {
+        snprintf(s->last_roll_error, sizeof s->last_roll_error, "%s", msg);
+        s->has_roll_error = 1;
+    } else {
+        s->last_roll_error[0] = '\0';
+        s->has_roll_error = 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+static int json_string(struct bfs_buf *out, const char *s)
+{
+    int rc = bfs_buf_append(out, "\"", 1);
+    for (; rc == 0 && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            rc = bfs_buf_printf(out, "\\%c", c);
+        else if (c < 0x20)
+            rc = bfs_buf_printf(out, "\\u%04x", c);
+        else
+            rc = bfs_buf_append(out, s, 1);
+    }
+    return rc ? rc : bfs_buf_append(out, "\"", 1);
+}
+
+int bfs_stats_json(struct bfs_stats *s, const struct bfs_catalog_counts *c, struct bfs_buf *out)
+{
+#define U(f) (unsigned long long)atomic_load(&s->f)
+    int rc = bfs_buf_printf(
+        out,
+        "{\"uploads_ingested\": %llu, \"uploads_rejected\": %llu, \"buffer_uploads\": %llu, "
+        "\"buffer_bytes\": %llu, \"rolls\": %llu, \"last_roll_error\": ",
+        U(uploads_ingested), U(uploads_rejected), (unsigned long long)c->buffer_uploads,
+        (unsigned long long)c->buffer_bytes, U(rolls));
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&s->lock);
+    if (s->has_roll_error)
+        rc = json_string(out, s->last_roll_error);
+    else
+        rc = bfs_buf_append(out, "null", 4);
+    pthread_mutex_unlock(&s->lock);
+    if (rc)
+        return rc;
+    return bfs_buf_printf(
+        out,
+        ", \"archived_files\": %llu, \"store_get_requests\": %llu, \"store_get_bytes\": %llu, "
+        "\"store_put_requests\": %llu, \"store_put_bytes\": %llu, \"cache_hits\": %llu, "
+        "\"cache_misses\": %llu}\n",
+        (unsigned long long)c->archived_files, U(store_get_requests), U(store_get_bytes),
+        U(store_put_requests), U(store_put_bytes), U(cache_hits), U(cache_misses));
+#undef U
+}

@@ -1,0 +1,1 @@
+/* store_file.c - to be written */

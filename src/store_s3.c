@@ -1,0 +1,1 @@
+/* store_s3.c - to be written */
