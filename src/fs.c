@@ -1,0 +1,1 @@
+/* fs.c - to be written */

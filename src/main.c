@@ -1,0 +1,5 @@
+/* main.c - placeholder until the mount code lands. */
+int main(void)
+{
+    return 1;
+}
