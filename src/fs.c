@@ -1,1 +1,1184 @@
-/* fs.c - to be written */
+/* fs.c - FUSE operations and path routing.
+ *
+ * The tree:
+ *   /                                   tables, incoming, .battlefs
+ *   /incoming/...                       drop box: uploads being written, held
+ *                                       dot-files and virtual directories
+ *   /<table>/<period>/<dataset>.avro    read-only, from the catalog (reader.c)
+ *   /.battlefs/{stats,errors,roll}      control files
+ *
+ * incoming/ lives in memory (struct bfs_fs): the list of open or held uploads,
+ * each spooled to a file in <state>/spool, and the directories made with
+ * mkdir. A directory inside incoming/ at depth 1 or 2 whose name has no '.'
+ * exists implicitly, so `cp x.avro incoming/battle/2025-12-18/u1.avro` needs no
+ * mkdir; names with a dot need mkdir (-p). See docs/design.md for the errno of
+ * each operation that makes no sense here.
+ */
+#include "battlefs/fs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <fuse.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "battlefs/battlefs.h"
+#include "battlefs/catalog.h"
+#include "battlefs/ingest.h"
+#include "battlefs/log.h"
+#include "battlefs/names.h"
+#include "battlefs/reader.h"
+#include "battlefs/roller.h"
+
+#define INCOMING  "incoming"
+#define CTL       ".battlefs"
+#define MAX_DEPTH 3 /* incoming/<table>/<period>/<dataset>.avro */
+
+struct upload {
+    struct upload *next;
+    char *path; /* relative to incoming/, e.g. "battle/2025-12-18/u1.avro" */
+    char *spool;
+    int fd;
+    uint64_t size;
+    int opens;   /* open file descriptions */
+    int linked;  /* still listed in incoming/ */
+    int done;    /* ingested or rejected: no more writes */
+    int result;  /* outcome of ingest, returned by later flushes */
+    int written; /* any write since creation */
+    struct timespec mtime;
+    mode_t mode;
+};
+
+struct vdir {
+    struct vdir *next;
+    char *path; /* relative to incoming/ */
+};
+
+struct bfs_fs {
+    pthread_mutex_t lock;
+    struct upload *uploads;
+    struct vdir *dirs;
+    unsigned long long seq;
+};
+
+enum node_kind {
+    N_ROOT,
+    N_INCOMING,
+    N_IN, /* something inside incoming/ */
+    N_CTL,
+    N_CTL_STATS,
+    N_CTL_ERRORS,
+    N_CTL_ROLL,
+    N_TABLE,
+    N_PERIOD,
+    N_DATASET,
+};
+
+struct node {
+    enum node_kind kind;
+    const char *rel; /* N_IN: path relative to incoming/ */
+    int depth;       /* N_IN: number of components */
+    char table[BFS_NAME_MAX + 1];
+    char period[BFS_NAME_MAX + 1];
+    char dataset[BFS_NAME_MAX + 1];
+};
+
+enum handle_kind { H_UPLOAD, H_READER, H_TEXT, H_ROLL };
+
+struct handle {
+    enum handle_kind kind;
+    struct upload *up;
+    struct bfs_reader *rd;
+    struct bfs_buf text;
+};
+
+static struct bfs_ctx *get_ctx(void)
+{
+    return fuse_get_context()->private_data;
+}
+
+/* ---- paths ---- */
+
+static int copy_name(char *dst, const char *s, size_t n)
+{
+    if (!bfs_name_valid(s, n))
+        return -ENOENT;
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+    return 0;
+}
+
+static int ends_with(const char *s, size_t n, const char *suffix)
+{
+    size_t k = strlen(suffix);
+    return n > k && memcmp(s + n - k, suffix, k) == 0;
+}
+
+/* Classify an absolute path. 0 or -ENOENT. */
+static int parse_path(const char *path, struct node *nd)
+{
+    memset(nd, 0, sizeof *nd);
+    const char *p = path + 1;
+    if (*p == '\0') {
+        nd->kind = N_ROOT;
+        return 0;
+    }
+    const char *c[4];
+    size_t len[4];
+    int n = 0;
+    while (*p) {
+        const char *slash = strchr(p, '/');
+        size_t l = slash ? (size_t)(slash - p) : strlen(p);
+        if (n == 4)
+            return -ENOENT;
+        c[n] = p;
+        len[n] = l;
+        n++;
+        p += l;
+        if (*p == '/')
+            p++;
+    }
+    if (len[0] == strlen(INCOMING) && memcmp(c[0], INCOMING, len[0]) == 0) {
+        if (n == 1) {
+            nd->kind = N_INCOMING;
+            return 0;
+        }
+        nd->kind = N_IN;
+        nd->rel = c[1];
+        nd->depth = n - 1;
+        return 0;
+    }
+    if (len[0] == strlen(CTL) && memcmp(c[0], CTL, len[0]) == 0) {
+        if (n == 1) {
+            nd->kind = N_CTL;
+            return 0;
+        }
+        if (n != 2)
+            return -ENOENT;
+        if (strcmp(c[1], "stats") == 0)
+            nd->kind = N_CTL_STATS;
+        else if (strcmp(c[1], "errors") == 0)
+            nd->kind = N_CTL_ERRORS;
+        else if (strcmp(c[1], "roll") == 0)
+            nd->kind = N_CTL_ROLL;
+        else
+            return -ENOENT;
+        return 0;
+    }
+    if (n > 3 || copy_name(nd->table, c[0], len[0]) < 0)
+        return -ENOENT;
+    nd->kind = N_TABLE;
+    if (n == 1)
+        return 0;
+    if (copy_name(nd->period, c[1], len[1]) < 0)
+        return -ENOENT;
+    nd->kind = N_PERIOD;
+    if (n == 2)
+        return 0;
+    if (!ends_with(c[2], len[2], ".avro") ||
+        copy_name(nd->dataset, c[2], len[2] - strlen(".avro")) < 0)
+        return -ENOENT;
+    nd->kind = N_DATASET;
+    return 0;
+}
+
+static int is_data_tree(enum node_kind k)
+{
+    return k == N_TABLE || k == N_PERIOD || k == N_DATASET;
+}
+
+static int is_incoming(enum node_kind k)
+{
+    return k == N_INCOMING || k == N_IN;
+}
+
+static const char *base_name(const char *rel)
+{
+    const char *s = strrchr(rel, '/');
+    return s ? s + 1 : rel;
+}
+
+static int is_held_name(const char *rel)
+{
+    return base_name(rel)[0] == '.';
+}
+
+/* ---- incoming/ state (call with fs->lock held) ---- */
+
+static struct upload *find_upload(struct bfs_fs *fs, const char *rel)
+{
+    for (struct upload *u = fs->uploads; u; u = u->next)
+        if (strcmp(u->path, rel) == 0)
+            return u;
+    return NULL;
+}
+
+static struct vdir *find_dir(struct bfs_fs *fs, const char *rel)
+{
+    for (struct vdir *d = fs->dirs; d; d = d->next)
+        if (strcmp(d->path, rel) == 0)
+            return d;
+    return NULL;
+}
+
+/* 1 if rel is strictly below dir (dir "" is incoming/ itself). */
+static int is_below(const char *rel, const char *dir)
+{
+    size_t n = strlen(dir);
+    if (n == 0)
+        return 1;
+    return strncmp(rel, dir, n) == 0 && rel[n] == '/';
+}
+
+static int has_children(struct bfs_fs *fs, const char *dir)
+{
+    for (struct upload *u = fs->uploads; u; u = u->next)
+        if (is_below(u->path, dir))
+            return 1;
+    for (struct vdir *d = fs->dirs; d; d = d->next)
+        if (is_below(d->path, dir))
+            return 1;
+    return 0;
+}
+
+static int implicit_dir(const char *rel, int depth)
+{
+    const char *b = base_name(rel);
+    return depth <= MAX_DEPTH - 1 && strchr(b, '.') == NULL && bfs_name_valid(b, strlen(b));
+}
+
+static void unlink_upload(struct bfs_fs *fs, struct upload *u)
+{
+    for (struct upload **pp = &fs->uploads; *pp; pp = &(*pp)->next)
+        if (*pp == u) {
+            *pp = u->next;
+            break;
+        }
+    u->next = NULL;
+    u->linked = 0;
+}
+
+static void free_upload(struct upload *u)
+{
+    if (u->fd >= 0)
+        close(u->fd);
+    if (u->spool && unlink(u->spool) < 0 && errno != ENOENT)
+        bfs_warn("cannot remove spool file %s: %s", u->spool, strerror(errno));
+    free(u->spool);
+    free(u->path);
+    free(u);
+}
+
+/* Drop an upload from incoming/; freed now or at its last release. */
+static void discard_upload(struct bfs_fs *fs, struct upload *u)
+{
+    if (u->linked)
+        unlink_upload(fs, u);
+    u->done = 1;
+    if (u->opens == 0)
+        free_upload(u);
+}
+
+static struct upload *new_upload(struct bfs_ctx *ctx, const char *rel, mode_t mode, int *err)
+{
+    struct bfs_fs *fs = ctx->fs;
+    struct upload *u = calloc(1, sizeof *u);
+    char name[64];
+    snprintf(name, sizeof name, "%llu.upload", ++fs->seq);
+    size_t n = strlen(ctx->spool_dir) + strlen(name) + 2;
+    if (!u || !(u->path = strdup(rel)) || !(u->spool = malloc(n))) {
+        *err = -ENOMEM;
+        goto fail;
+    }
+    snprintf(u->spool, n, "%s/%s", ctx->spool_dir, name);
+    u->fd = open(u->spool, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (u->fd < 0) {
+        *err = -errno;
+        bfs_error("cannot create spool file %s: %s", u->spool, strerror(errno));
+        goto fail;
+    }
+    u->mode = S_IFREG | (mode & 07777);
+    clock_gettime(CLOCK_REALTIME, &u->mtime);
+    u->linked = 1;
+    u->next = fs->uploads;
+    fs->uploads = u;
+    return u;
+fail:
+    if (u) {
+        free(u->spool);
+        free(u->path);
+        free(u);
+    }
+    return NULL;
+}
+
+/* Identity from a path inside incoming/ (rel, depth 1..3). Fields point into
+ * buf. 0 or -EINVAL with reason. */
+static int identity_from_path(const char *rel, char *buf, size_t buflen, struct bfs_identity *id,
+                              char *reason, size_t rlen)
+{
+    if (snprintf(buf, buflen, "%s", rel) >= (int)buflen) {
+        snprintf(reason, rlen, "name too long");
+        return -EINVAL;
+    }
+    char *part[3];
+    int n = 0;
+    for (char *p = buf; n < 3;) {
+        part[n++] = p;
+        char *slash = strchr(p, '/');
+        if (!slash)
+            break;
+        *slash = '\0';
+        p = slash + 1;
+    }
+    char *file = part[n - 1];
+    size_t fl = strlen(file);
+    if (!ends_with(file, fl, ".avro")) {
+        snprintf(reason, rlen, "upload names must end in .avro");
+        return -EINVAL;
+    }
+    file[fl - strlen(".avro")] = '\0';
+    memset(id, 0, sizeof *id);
+    if (n == 1)
+        return 0; /* identity from the OCF metadata */
+    id->table = part[0];
+    id->dataset = file;
+    if (n == 3)
+        id->period = part[1];
+    return 0;
+}
+
+/* Ingest u (fs->lock held on entry and exit; dropped while ingesting). */
+static int ingest_upload(struct bfs_ctx *ctx, struct upload *u)
+{
+    struct bfs_fs *fs = ctx->fs;
+    char what[PATH_MAX];
+    snprintf(what, sizeof what, INCOMING "/%s", u->path);
+    u->done = 1;
+    unlink_upload(fs, u); /* vanishes from incoming/ whatever the outcome */
+    u->opens++;           /* keep u alive while unlocked */
+    pthread_mutex_unlock(&fs->lock);
+
+    char buf[PATH_MAX], reason[256];
+    struct bfs_identity id;
+    int rc = identity_from_path(what + strlen(INCOMING) + 1, buf, sizeof buf, &id, reason,
+                                sizeof reason);
+    if (rc < 0)
+        bfs_ingest_reject(ctx, what, reason);
+    else
+        rc = bfs_ingest(ctx, u->fd, &id, what);
+    if (rc == 0 && ctx->roller)
+        bfs_roller_notify(ctx->roller);
+
+    pthread_mutex_lock(&fs->lock);
+    u->opens--;
+    u->result = rc;
+    return rc;
+}
+
+/* ---- getattr / readdir ---- */
+
+static void fill_dir(struct stat *st, mode_t perm)
+{
+    st->st_mode = S_IFDIR | perm;
+    st->st_nlink = 2;
+}
+
+static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    struct node nd;
+    (void)fi;
+    memset(st, 0, sizeof *st);
+    st->st_uid = getuid();
+    st->st_gid = getgid();
+    int rc = parse_path(path, &nd);
+    if (rc < 0)
+        return rc;
+    switch (nd.kind) {
+    case N_ROOT:
+    case N_CTL:
+        fill_dir(st, 0755);
+        return 0;
+    case N_INCOMING:
+        fill_dir(st, 0755);
+        return 0;
+    case N_CTL_STATS:
+    case N_CTL_ERRORS: {
+        st->st_mode = S_IFREG | 0444;
+        st->st_nlink = 1;
+        return 0; /* content is rendered at open; reads are direct_io */
+    }
+    case N_CTL_ROLL:
+        st->st_mode = S_IFREG | 0200;
+        st->st_nlink = 1;
+        return 0;
+    case N_IN: {
+        struct bfs_fs *fs = ctx->fs;
+        pthread_mutex_lock(&fs->lock);
+        struct upload *u = find_upload(fs, nd.rel);
+        if (u) {
+            st->st_mode = u->mode;
+            st->st_nlink = 1;
+            st->st_size = (off_t)u->size;
+            st->st_mtim = u->mtime;
+            st->st_ctim = u->mtime;
+            rc = 0;
+        } else if (nd.depth < MAX_DEPTH &&
+                   (find_dir(fs, nd.rel) || implicit_dir(nd.rel, nd.depth))) {
+            fill_dir(st, 0755);
+            rc = 0;
+        } else {
+            rc = -ENOENT;
+        }
+        pthread_mutex_unlock(&fs->lock);
+        return rc;
+    }
+    case N_TABLE:
+        rc = bfs_catalog_table_exists(ctx->cat, nd.table);
+        if (rc == 0)
+            fill_dir(st, 0555);
+        return rc;
+    case N_PERIOD:
+        rc = bfs_catalog_period_exists(ctx->cat, nd.table, nd.period);
+        if (rc == 0)
+            fill_dir(st, 0555);
+        return rc;
+    case N_DATASET: {
+        uint64_t size;
+        int64_t mtime;
+        rc = bfs_catalog_dataset_stat(ctx->cat, nd.table, nd.period, nd.dataset, &size, &mtime);
+        if (rc < 0)
+            return rc;
+        st->st_mode = S_IFREG | 0444;
+        st->st_nlink = 1;
+        st->st_size = (off_t)size;
+        st->st_mtime = (time_t)mtime;
+        st->st_ctime = (time_t)mtime;
+        st->st_blocks = (blkcnt_t)((size + 511) / 512);
+        return 0;
+    }
+    }
+    return -ENOENT;
+}
+
+struct fill_ctx {
+    void *buf;
+    fuse_fill_dir_t filler;
+    const char *suffix;
+};
+
+static int fill_name(void *arg, const char *name)
+{
+    struct fill_ctx *f = arg;
+    char tmp[BFS_NAME_MAX + 16];
+    if (f->suffix) {
+        snprintf(tmp, sizeof tmp, "%s%s", name, f->suffix);
+        name = tmp;
+    }
+    return f->filler(f->buf, name, NULL, 0, 0) ? -ENOMEM : 0;
+}
+
+/* Names directly below dir in incoming/ (dir "" = incoming/ itself), each once. */
+static int fill_incoming(struct bfs_fs *fs, const char *dir, void *buf, fuse_fill_dir_t filler)
+{
+    size_t dl = strlen(dir);
+    size_t cap = 16, n = 0;
+    char **seen = malloc(cap * sizeof *seen);
+    if (!seen)
+        return -ENOMEM;
+    int rc = 0;
+    pthread_mutex_lock(&fs->lock);
+    for (int pass = 0; pass < 2 && rc == 0; pass++) {
+        struct upload *u = fs->uploads;
+        struct vdir *d = fs->dirs;
+        for (;;) {
+            const char *p;
+            if (pass == 0) {
+                if (!u)
+                    break;
+                p = u->path;
+                u = u->next;
+            } else {
+                if (!d)
+                    break;
+                p = d->path;
+                d = d->next;
+            }
+            if (!is_below(p, dir))
+                continue;
+            const char *child = p + (dl ? dl + 1 : 0);
+            size_t cl = strcspn(child, "/");
+            int dup = 0;
+            for (size_t i = 0; i < n && !dup; i++)
+                dup = strlen(seen[i]) == cl && memcmp(seen[i], child, cl) == 0;
+            if (dup)
+                continue;
+            if (n == cap) {
+                char **ns = realloc(seen, 2 * cap * sizeof *ns);
+                if (!ns) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                seen = ns;
+                cap *= 2;
+            }
+            if (!(seen[n] = strndup(child, cl))) {
+                rc = -ENOMEM;
+                break;
+            }
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&fs->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0 && filler(buf, seen[i], NULL, 0, 0))
+            rc = -ENOMEM;
+        free(seen[i]);
+    }
+    free(seen);
+    return rc;
+}
+
+static int bfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+                       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    struct node nd;
+    (void)off;
+    (void)fi;
+    (void)flags;
+    int rc = parse_path(path, &nd);
+    if (rc < 0)
+        return rc;
+    filler(buf, ".", NULL, 0, 0);
+    filler(buf, "..", NULL, 0, 0);
+    struct fill_ctx f = {buf, filler, NULL};
+    switch (nd.kind) {
+    case N_ROOT:
+        filler(buf, INCOMING, NULL, 0, 0);
+        filler(buf, CTL, NULL, 0, 0);
+        return bfs_catalog_list_tables(ctx->cat, fill_name, &f);
+    case N_CTL:
+        filler(buf, "stats", NULL, 0, 0);
+        filler(buf, "errors", NULL, 0, 0);
+        filler(buf, "roll", NULL, 0, 0);
+        return 0;
+    case N_INCOMING:
+        return fill_incoming(ctx->fs, "", buf, filler);
+    case N_IN:
+        if (nd.depth >= MAX_DEPTH)
+            return -ENOTDIR;
+        return fill_incoming(ctx->fs, nd.rel, buf, filler);
+    case N_TABLE:
+        if ((rc = bfs_catalog_table_exists(ctx->cat, nd.table)) < 0)
+            return rc;
+        return bfs_catalog_list_periods(ctx->cat, nd.table, fill_name, &f);
+    case N_PERIOD:
+        if ((rc = bfs_catalog_period_exists(ctx->cat, nd.table, nd.period)) < 0)
+            return rc;
+        f.suffix = ".avro";
+        return bfs_catalog_list_datasets(ctx->cat, nd.table, nd.period, fill_name, &f);
+    default:
+        return -ENOTDIR;
+    }
+}
+
+/* ---- directories in incoming/ ---- */
+
+static int bfs_mkdir(const char *path, mode_t mode)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    struct node nd;
+    (void)mode;
+    int rc = parse_path(path, &nd);
+    if (rc < 0)
+        return -EROFS;
+    if (nd.kind != N_IN)
+        return nd.kind == N_CTL ? -EEXIST : -EROFS;
+    if (nd.depth >= MAX_DEPTH)
+        return -EPERM; /* uploads are at most incoming/<table>/<period>/<file> */
+    const char *b = base_name(nd.rel);
+    if (b[0] == '\0')
+        return -EINVAL;
+    struct bfs_fs *fs = ctx->fs;
+    pthread_mutex_lock(&fs->lock);
+    if (find_dir(fs, nd.rel) || find_upload(fs, nd.rel)) {
+        rc = -EEXIST;
+    } else {
+        struct vdir *d = calloc(1, sizeof *d);
+        if (!d || !(d->path = strdup(nd.rel))) {
+            free(d);
+            rc = -ENOMEM;
+        } else {
+            d->next = fs->dirs;
+            fs->dirs = d;
+        }
+    }
+    pthread_mutex_unlock(&fs->lock);
+    return rc;
+}
+
+static int bfs_rmdir(const char *path)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    struct node nd;
+    int rc = parse_path(path, &nd);
+    if (rc < 0)
+        return rc;
+    if (nd.kind != N_IN)
+        return -EROFS;
+    struct bfs_fs *fs = ctx->fs;
+    pthread_mutex_lock(&fs->lock);
+    if (find_upload(fs, nd.rel)) {
+        rc = -ENOTDIR;
+    } else if (has_children(fs, nd.rel)) {
+        rc = -ENOTEMPTY;
+    } else {
+        rc = implicit_dir(nd.rel, nd.depth) ? 0 : -ENOENT;
+        for (struct vdir **pp = &fs->dirs; *pp; pp = &(*pp)->next)
+            if (strcmp((*pp)->path, nd.rel) == 0) {
+                struct vdir *d = *pp;
+                *pp = d->next;
+                free(d->path);
+                free(d);
+                rc = 0;
+                break;
+            }
+    }
+    pthread_mutex_unlock(&fs->lock);
+    return rc;
+}
+
+/* ---- files ---- */
+
+static struct handle *new_handle(enum handle_kind kind)
+{
+    struct handle *h = calloc(1, sizeof *h);
+    if (h)
+        h->kind = kind;
+    return h;
+}
+
+static int render_ctl(struct bfs_ctx *ctx, enum node_kind kind, struct bfs_buf *out)
+{
+    if (kind == N_CTL_ERRORS)
+        return bfs_errors_render(&ctx->errors, out);
+    struct bfs_catalog_counts c;
+    int rc = bfs_catalog_counts(ctx->cat, &c);
+    if (rc < 0)
+        return rc;
+    return bfs_stats_json(&ctx->stats, &c, out);
+}
+
+static int bfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    struct node nd;
+    int rc = parse_path(path, &nd);
+    if (rc < 0)
+        return -EROFS;
+    if (nd.kind != N_IN)
+        return nd.kind == N_CTL_ROLL ? -EEXIST : is_incoming(nd.kind) ? -EISDIR : -EROFS;
+    if (nd.depth > MAX_DEPTH)
+        return -ENOENT;
+    struct handle *h = new_handle(H_UPLOAD);
+    if (!h)
+        return -ENOMEM;
+    struct bfs_fs *fs = ctx->fs;
+    pthread_mutex_lock(&fs->lock);
+    struct upload *u = find_upload(fs, nd.rel);
+    if (u) {
+        if (fi->flags & O_EXCL) {
+            rc = -EEXIST;
+        } else if (ftruncate(u->fd, 0) < 0) {
+            rc = -errno;
+        } else {
+            u->size = 0;
+        }
+    } else {
+        u = new_upload(ctx, nd.rel, mode, &rc);
+    }
+    if (rc == 0 && u) {
+        u->opens++;
+        h->up = u;
+        fi->fh = (uint64_t)(uintptr_t)h;
+        fi->direct_io = 1; /* the spool file is the truth; no page cache for uploads */
+    }
+    pthread_mutex_unlock(&fs->lock);
+    if (rc < 0)
+        free(h);
+    return rc;
+}
+
+static int bfs_open(const char *path, struct fuse_file_info *fi)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    struct node nd;
+    int rc = parse_path(path, &nd);
+    if (rc < 0)
+        return rc;
+    int acc = fi->flags & O_ACCMODE;
+    struct handle *h = NULL;
+    switch (nd.kind) {
+    case N_DATASET: {
+        if (acc != O_RDONLY)
+            return -EROFS;
+        h = new_handle(H_READER);
+        if (!h)
+            return -ENOMEM;
+        rc = bfs_reader_open(ctx, nd.table, nd.period, nd.dataset, &h->rd);
+        break;
+    }
+    case N_CTL_STATS:
+    case N_CTL_ERRORS:
+        if (acc != O_RDONLY)
+            return -EACCES;
+        h = new_handle(H_TEXT);
+        if (!h)
+            return -ENOMEM;
+        rc = render_ctl(ctx, nd.kind, &h->text);
+        fi->direct_io = 1;
+        break;
+    case N_CTL_ROLL:
+        if (acc == O_RDONLY)
+            return -EACCES;
+        h = new_handle(H_ROLL);
+        if (!h)
+            return -ENOMEM;
+        fi->direct_io = 1;
+        break;
+    case N_IN: {
+        struct bfs_fs *fs = ctx->fs;
+        h = new_handle(H_UPLOAD);
+        if (!h)
+            return -ENOMEM;
+        pthread_mutex_lock(&fs->lock);
+        struct upload *u = find_upload(fs, nd.rel);
+        if (!u) {
+            rc = -ENOENT;
+        } else {
+            u->opens++;
+            h->up = u;
+            fi->direct_io = 1;
+        }
+        pthread_mutex_unlock(&fs->lock);
+        break;
+    }
+    default:
+        return -EISDIR;
+    }
+    if (rc < 0) {
+        bfs_buf_free(&h->text);
+        free(h);
+        return rc;
+    }
+    fi->fh = (uint64_t)(uintptr_t)h;
+    return 0;
+}
+
+static struct handle *get_handle(struct fuse_file_info *fi)
+{
+    return (struct handle *)(uintptr_t)fi->fh;
+}
+
+static int bfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    struct handle *h = get_handle(fi);
+    (void)path;
+    switch (h->kind) {
+    case H_READER:
+        return (int)bfs_reader_read(h->rd, buf, size, (uint64_t)off);
+    case H_TEXT:
+        if ((uint64_t)off >= h->text.len)
+            return 0;
+        if (size > h->text.len - (size_t)off)
+            size = h->text.len - (size_t)off;
+        memcpy(buf, h->text.data + off, size);
+        return (int)size;
+    case H_UPLOAD: {
+        ssize_t n = pread(h->up->fd, buf, size, off);
+        return n < 0 ? -errno : (int)n;
+    }
+    case H_ROLL:
+        return -EBADF;
+    }
+    return -EBADF;
+}
+
+static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    struct handle *h = get_handle(fi);
+    (void)path;
+    if (h->kind == H_ROLL) {
+        int rc = ctx->roller ? bfs_roller_roll_now(ctx->roller) : -EIO;
+        return rc < 0 ? -EIO : (int)size;
+    }
+    if (h->kind != H_UPLOAD)
+        return -EBADF;
+    struct bfs_fs *fs = ctx->fs;
+    struct upload *u = h->up;
+    int rc;
+    pthread_mutex_lock(&fs->lock);
+    if (u->done) {
+        /* Already ingested (or rejected) at an earlier close of a duplicate. */
+        rc = -EBADF;
+    } else if ((uint64_t)off + size > ctx->opt.max_upload) {
+        char what[PATH_MAX], reason[128];
+        snprintf(what, sizeof what, INCOMING "/%s", u->path);
+        snprintf(reason, sizeof reason, "upload larger than max_upload (%llu bytes)",
+                 (unsigned long long)ctx->opt.max_upload);
+        u->result = -EFBIG;
+        discard_upload(fs, u);
+        pthread_mutex_unlock(&fs->lock);
+        bfs_ingest_reject(ctx, what, reason);
+        return -EFBIG;
+    } else {
+        ssize_t n = pwrite(u->fd, buf, size, off);
+        if (n < 0) {
+            rc = -errno;
+            bfs_error("spool write for incoming/%s: %s", u->path, strerror(errno));
+        } else {
+            if ((uint64_t)off + (uint64_t)n > u->size)
+                u->size = (uint64_t)off + (uint64_t)n;
+            u->written = 1;
+            clock_gettime(CLOCK_REALTIME, &u->mtime);
+            rc = (int)n;
+        }
+    }
+    pthread_mutex_unlock(&fs->lock);
+    return rc;
+}
+
+/* flush runs at every close(2); its result is close's result. The upload is
+ * ingested at the first flush that finds data written and this the only open
+ * file description; held (dot) names wait for a rename. */
+static int bfs_flush(const char *path, struct fuse_file_info *fi)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    struct handle *h = get_handle(fi);
+    (void)path;
+    if (h->kind != H_UPLOAD)
+        return 0;
+    struct bfs_fs *fs = ctx->fs;
+    struct upload *u = h->up;
+    int rc = 0;
+    pthread_mutex_lock(&fs->lock);
+    if (u->done)
+        rc = u->result;
+    else if (u->linked && !is_held_name(u->path) && u->written && u->opens == 1)
+        rc = ingest_upload(ctx, u);
+    pthread_mutex_unlock(&fs->lock);
+    return rc;
+}
+
+static int bfs_release(const char *path, struct fuse_file_info *fi)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    struct handle *h = get_handle(fi);
+    (void)path;
+    if (h->kind == H_READER)
+        bfs_reader_close(h->rd);
+    if (h->kind == H_UPLOAD) {
+        struct bfs_fs *fs = ctx->fs;
+        struct upload *u = h->up;
+        pthread_mutex_lock(&fs->lock);
+        u->opens--;
+        if (u->opens == 0 && !u->done && u->linked && !is_held_name(u->path)) {
+            if (u->written)
+                ingest_upload(ctx, u); /* nobody hears this result: it is logged */
+            else if (u->size == 0)
+                discard_upload(fs, u); /* e.g. touch: an empty file is no upload */
+        }
+        if (u->opens == 0 && (u->done || !u->linked))
+            free_upload(u);
+        pthread_mutex_unlock(&fs->lock);
+    }
+    bfs_buf_free(&h->text);
+    free(h);
+    return 0;
+}
+
+static int bfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+    struct handle *h = get_handle(fi);
+    (void)path;
+    if (h->kind == H_UPLOAD && (datasync ? fdatasync(h->up->fd) : fsync(h->up->fd)) < 0)
+        return -errno;
+    return 0;
+}
+
+static int bfs_unlink(const char *path)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    struct node nd;
+    int rc = parse_path(path, &nd);
+    if (rc < 0)
+        return rc;
+    if (nd.kind != N_IN)
+        return is_data_tree(nd.kind) ? -EROFS : -EACCES;
+    struct bfs_fs *fs = ctx->fs;
+    pthread_mutex_lock(&fs->lock);
+    struct upload *u = find_upload(fs, nd.rel);
+    if (u)
+        discard_upload(fs, u);
+    else
+        rc = -ENOENT;
+    pthread_mutex_unlock(&fs->lock);
+    return rc;
+}
+
+static int bfs_rename(const char *from, const char *to, unsigned int flags)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    struct node a, b;
+    int rc = parse_path(from, &a);
+    if (rc < 0)
+        return rc;
+    if (parse_path(to, &b) < 0)
+        return a.kind == N_IN ? -ENOENT : -EROFS;
+    if (a.kind != N_IN || b.kind != N_IN) {
+        if (is_data_tree(a.kind) && is_data_tree(b.kind))
+            return -EROFS;
+        if (is_incoming(a.kind) != is_incoming(b.kind))
+            return -EXDEV;
+        return -EACCES;
+    }
+    if (flags & RENAME_EXCHANGE)
+        return -EINVAL;
+    if (b.depth > MAX_DEPTH)
+        return -ENOENT;
+    struct bfs_fs *fs = ctx->fs;
+    pthread_mutex_lock(&fs->lock);
+    struct upload *u = find_upload(fs, a.rel);
+    struct upload *v = find_upload(fs, b.rel);
+    if (!u) {
+        /* A directory: renaming it would move its uploads' identity; let mv copy. */
+        rc = (find_dir(fs, a.rel) || implicit_dir(a.rel, a.depth)) ? -EXDEV : -ENOENT;
+    } else if (v && (flags & RENAME_NOREPLACE)) {
+        rc = -EEXIST;
+    } else if (u != v) {
+        char *np = strdup(b.rel);
+        if (!np) {
+            rc = -ENOMEM;
+        } else {
+            if (v)
+                discard_upload(fs, v);
+            free(u->path);
+            u->path = np;
+            clock_gettime(CLOCK_REALTIME, &u->mtime);
+            /* rsync and editors: a held dot-file renamed to its real name. */
+            if (!is_held_name(u->path) && u->opens == 0 && !u->done)
+                rc = ingest_upload(ctx, u);
+            if (u->done && u->opens == 0)
+                free_upload(u);
+        }
+    }
+    pthread_mutex_unlock(&fs->lock);
+    return rc;
+}
+
+static int bfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    struct node nd;
+    int rc = parse_path(path, &nd);
+    if (rc < 0)
+        return rc;
+    if (nd.kind == N_CTL_ROLL)
+        return 0; /* `echo > roll` truncates first */
+    if (nd.kind != N_IN)
+        return is_data_tree(nd.kind) ? -EROFS : -EACCES;
+    (void)fi;
+    if ((uint64_t)size > ctx->opt.max_upload)
+        return -EFBIG;
+    struct bfs_fs *fs = ctx->fs;
+    pthread_mutex_lock(&fs->lock);
+    struct upload *u = find_upload(fs, nd.rel);
+    if (!u)
+        rc = (find_dir(fs, nd.rel) || implicit_dir(nd.rel, nd.depth)) ? -EISDIR : -ENOENT;
+    else if (u->done)
+        rc = -EBADF;
+    else if (ftruncate(u->fd, size) < 0)
+        rc = -errno;
+    else
+        u->size = (uint64_t)size;
+    pthread_mutex_unlock(&fs->lock);
+    return rc;
+}
+
+/* chmod, chown and utimens: accepted inside incoming/ (cp -p, rsync -a and mv
+ * set them), refused in the read-only data tree. */
+static int setattr_common(const char *path, const struct timespec *tv)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    struct node nd;
+    int rc = parse_path(path, &nd);
+    if (rc < 0)
+        return rc;
+    if (!is_incoming(nd.kind))
+        return is_data_tree(nd.kind) || nd.kind == N_ROOT ? -EROFS : -EACCES;
+    if (nd.kind == N_IN && tv) {
+        struct bfs_fs *fs = ctx->fs;
+        pthread_mutex_lock(&fs->lock);
+        struct upload *u = find_upload(fs, nd.rel);
+        if (u && tv[1].tv_nsec != UTIME_OMIT) {
+            if (tv[1].tv_nsec == UTIME_NOW)
+                clock_gettime(CLOCK_REALTIME, &u->mtime);
+            else
+                u->mtime = tv[1];
+        }
+        pthread_mutex_unlock(&fs->lock);
+    }
+    return 0;
+}
+
+static int bfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    (void)mode;
+    (void)fi;
+    return setattr_common(path, NULL);
+}
+
+static int bfs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+{
+    (void)uid;
+    (void)gid;
+    (void)fi;
+    return setattr_common(path, NULL);
+}
+
+static int bfs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+{
+    (void)fi;
+    return setattr_common(path, tv);
+}
+
+static int bfs_link(const char *from, const char *to)
+{
+    (void)from;
+    (void)to;
+    return -EPERM;
+}
+
+static int bfs_symlink(const char *target, const char *path)
+{
+    (void)target;
+    (void)path;
+    return -EPERM;
+}
+
+static int bfs_mknod(const char *path, mode_t mode, dev_t dev)
+{
+    (void)path;
+    (void)mode;
+    (void)dev;
+    return -EPERM;
+}
+
+static int bfs_statfs(const char *path, struct statvfs *st)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    (void)path;
+    /* Free space is the state directory's: that is where uploads go. */
+    return statvfs(ctx->opt.state_dir, st) < 0 ? -errno : 0;
+}
+
+static void *bfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+    (void)conn;
+    cfg->use_ino = 0;
+    cfg->entry_timeout = 0;
+    cfg->attr_timeout = 0;
+    cfg->negative_timeout = 0;
+    /* Dataset files only grow and never change in place: libfuse keeps the
+     * page cache when size and mtime are unchanged since the last open. */
+    cfg->auto_cache = 1;
+    return get_ctx();
+}
+
+static const struct fuse_operations bfs_ops = {
+    .init = bfs_init,
+    .getattr = bfs_getattr,
+    .readdir = bfs_readdir,
+    .mkdir = bfs_mkdir,
+    .rmdir = bfs_rmdir,
+    .create = bfs_create,
+    .open = bfs_open,
+    .read = bfs_read,
+    .write = bfs_write,
+    .flush = bfs_flush,
+    .release = bfs_release,
+    .fsync = bfs_fsync,
+    .unlink = bfs_unlink,
+    .rename = bfs_rename,
+    .truncate = bfs_truncate,
+    .chmod = bfs_chmod,
+    .chown = bfs_chown,
+    .utimens = bfs_utimens,
+    .link = bfs_link,
+    .symlink = bfs_symlink,
+    .mknod = bfs_mknod,
+    .statfs = bfs_statfs,
+};
+
+const struct fuse_operations *bfs_fs_operations(void)
+{
+    return &bfs_ops;
+}
+
+int bfs_fs_init(struct bfs_ctx *ctx)
+{
+    struct bfs_fs *fs = calloc(1, sizeof *fs);
+    if (!fs)
+        return -ENOMEM;
+    pthread_mutex_init(&fs->lock, NULL);
+    ctx->fs = fs;
+    /* Uploads a previous daemon never closed were never acknowledged: drop them. */
+    DIR *d = opendir(ctx->spool_dir);
+    if (!d) {
+        bfs_error("cannot open spool %s: %s", ctx->spool_dir, strerror(errno));
+        return -errno;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) < 0)
+            bfs_warn("cannot remove stale spool file %s: %s", e->d_name, strerror(errno));
+    }
+    closedir(d);
+    return 0;
+}
+
+void bfs_fs_destroy(struct bfs_ctx *ctx)
+{
+    struct bfs_fs *fs = ctx->fs;
+    if (!fs)
+        return;
+    while (fs->uploads) {
+        struct upload *u = fs->uploads;
+        fs->uploads = u->next;
+        free_upload(u);
+    }
+    while (fs->dirs) {
+        struct vdir *d = fs->dirs;
+        fs->dirs = d->next;
+        free(d->path);
+        free(d);
+    }
+    pthread_mutex_destroy(&fs->lock);
+    free(fs);
+    ctx->fs = NULL;
+}

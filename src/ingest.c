@@ -1,1 +1,194 @@
-/* ingest.c - to be written */
+/* ingest.c - validate, normalise and commit one upload.
+ *
+ * The spooled file is mapped read-only, its header parsed, its identity
+ * resolved (path first, then the battlefs.* metadata, then today's date for a
+ * missing period), every block validated and normalised to the partition's
+ * layout in one pass, and the result committed through the catalog's group
+ * commit. Nothing is stored unless everything succeeded.
+ */
+#include "battlefs/ingest.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "battlefs/battlefs.h"
+#include "battlefs/catalog.h"
+#include "battlefs/log.h"
+#include "battlefs/names.h"
+#include "battlefs/ocf.h"
+#include "battlefs/schema.h"
+
+void bfs_ingest_reject(struct bfs_ctx *ctx, const char *what, const char *reason)
+{
+    bfs_warn("rejected %s: %s", what, reason);
+    bfs_stats_add(&ctx->stats, uploads_rejected, 1);
+    if (bfs_errors_add(&ctx->errors, what, reason) < 0)
+        bfs_error("out of memory recording a rejection of %s", what);
+}
+
+/* Resolve one identity field: the path's value, else the metadata key. */
+static int resolve_field(const struct bfs_ocf_header *h, const char *from_path, const char *key,
+                         char out[BFS_NAME_MAX + 1], char *reason, size_t rlen)
+{
+    const char *v = from_path;
+    size_t n = v ? strlen(v) : 0;
+    if (!v) {
+        const struct bfs_ocf_meta *m = bfs_ocf_meta_get(h, key);
+        if (!m) {
+            snprintf(reason, rlen,
+                     "no %s: name the file <table>/<period>/<dataset>.avro or set "
+                     "the header metadata key %s",
+                     key + strlen("battlefs."), key);
+            return -EINVAL;
+        }
+        v = (const char *)m->val;
+        n = m->val_len;
+    }
+    if (!bfs_name_valid(v, n)) {
+        snprintf(reason, rlen,
+                 "bad %s name '%.*s' (allowed: [A-Za-z0-9_.-]{1,128}, not "
+                 "starting with '.')",
+                 key + strlen("battlefs."), (int)(n > 160 ? 160 : n), v);
+        return -EINVAL;
+    }
+    memcpy(out, v, n);
+    out[n] = '\0';
+    return 0;
+}
+
+static int errno_of_commit(int rc)
+{
+    return rc == -EINVAL || rc == -ENOSPC ? rc : -EIO;
+}
+
+int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const char *what)
+{
+    char reason[512] = "";
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        snprintf(reason, sizeof reason, "cannot stat spool file: %s", strerror(errno));
+        bfs_ingest_reject(ctx, what, reason);
+        return -EIO;
+    }
+    if (st.st_size == 0) {
+        bfs_ingest_reject(ctx, what, "empty file: not an Avro object container file");
+        return -EINVAL;
+    }
+    if ((uint64_t)st.st_size > ctx->opt.max_upload) {
+        snprintf(reason, sizeof reason, "upload larger than max_upload (%llu bytes)",
+                 (unsigned long long)ctx->opt.max_upload);
+        bfs_ingest_reject(ctx, what, reason);
+        return -EFBIG;
+    }
+    size_t len = (size_t)st.st_size;
+    const uint8_t *buf = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (buf == MAP_FAILED) {
+        snprintf(reason, sizeof reason, "cannot map spool file: %s", strerror(errno));
+        bfs_ingest_reject(ctx, what, reason);
+        return -EIO;
+    }
+
+    struct bfs_ocf_header h;
+    struct bfs_ocf_error err = {""};
+    struct bfs_buf out = {0};
+    char *canon = NULL;
+    size_t canon_len = 0;
+    char table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1], dataset[BFS_NAME_MAX + 1];
+    int have_header = 0;
+    int rc = bfs_ocf_parse_header(buf, len, &h, &err);
+    if (rc < 0) {
+        snprintf(reason, sizeof reason, "%s", err.msg);
+        goto reject;
+    }
+    have_header = 1;
+    rc = resolve_field(&h, id->table, "battlefs.table", table, reason, sizeof reason);
+    if (rc == 0)
+        rc = resolve_field(&h, id->dataset, "battlefs.dataset", dataset, reason, sizeof reason);
+    if (rc == 0) {
+        if (id->period || bfs_ocf_meta_get(&h, "battlefs.period")) {
+            rc = resolve_field(&h, id->period, "battlefs.period", period, reason, sizeof reason);
+        } else {
+            bfs_utc_date(period);
+        }
+    }
+    if (rc < 0)
+        goto reject;
+    char msg[256] = "";
+    rc = bfs_schema_canonical(h.schema_json, h.schema_len, &canon, &canon_len, msg, sizeof msg);
+    if (rc < 0) {
+        snprintf(reason, sizeof reason, "schema: %s", msg[0] ? msg : strerror(-rc));
+        goto reject;
+    }
+    uint8_t sync[16];
+    bfs_schema_sync(canon, canon_len, sync);
+
+    for (int attempt = 0;; attempt++) {
+        struct bfs_partition part;
+        enum bfs_codec codec = ctx->opt.codec;
+        rc = bfs_catalog_partition_get(ctx->cat, table, period, &part);
+        if (rc == 0) {
+            int same = memcmp(part.sync, sync, sizeof sync) == 0;
+            codec = part.codec;
+            bfs_partition_free(&part);
+            if (!same) {
+                snprintf(reason, sizeof reason,
+                         "schema differs from the one stored for %s/%s (schema evolution is "
+                         "not supported)",
+                         table, period);
+                rc = -EINVAL;
+                goto reject;
+            }
+        } else if (rc != -ENOENT) {
+            snprintf(reason, sizeof reason, "catalog: %s", strerror(-rc));
+            rc = -EIO;
+            goto reject;
+        }
+        uint64_t records = 0;
+        bfs_buf_reset(&out);
+        rc = bfs_ocf_process(buf, len, &h, sync, codec, &out, &records, &err);
+        if (rc < 0) {
+            snprintf(reason, sizeof reason, "%s", rc == -EINVAL ? err.msg : strerror(-rc));
+            rc = rc == -EINVAL ? -EINVAL : -EIO;
+            goto reject;
+        }
+        struct bfs_upload up = {
+            .table = table,
+            .period = period,
+            .dataset = dataset,
+            .schema_json = h.schema_json,
+            .schema_len = h.schema_len,
+            .canonical = canon,
+            .canonical_len = canon_len,
+            .codec = codec,
+            .data = out.data,
+            .len = out.len,
+            .records = records,
+        };
+        rc = bfs_catalog_commit_upload(ctx->cat, &up, msg, sizeof msg);
+        if (rc == -EAGAIN && attempt < 3)
+            continue; /* the partition appeared meanwhile with another codec */
+        if (rc < 0) {
+            snprintf(reason, sizeof reason, "%s", msg[0] ? msg : strerror(-rc));
+            rc = errno_of_commit(rc);
+            goto reject;
+        }
+        bfs_debug("ingested %s as %s/%s/%s.avro: %llu records, %zu bytes", what, table, period,
+                  dataset, (unsigned long long)records, out.len);
+        break;
+    }
+    bfs_stats_add(&ctx->stats, uploads_ingested, 1);
+    goto out;
+reject:
+    bfs_ingest_reject(ctx, what, reason);
+out:
+    free(canon);
+    bfs_buf_free(&out);
+    if (have_header)
+        bfs_ocf_header_free(&h);
+    munmap((void *)buf, len);
+    return rc;
+}

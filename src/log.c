@@ -40,6 +40,5 @@ void bfs_log(enum bfs_log_level level, const char *fmt, ...)
     char when[32];
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
     /* One fprintf per line: stdio locks the stream, so lines never interleave. */
-    fprintf(stderr, "battlefs: %s.%03ldZ %s: %s\n", when, ts.tv_nsec / 1000000L, names[level],
-            msg);
+    fprintf(stderr, "battlefs: %s.%03ldZ %s: %s\n", when, ts.tv_nsec / 1000000L, names[level], msg);
 }

@@ -12,6 +12,7 @@ struct bfs_catalog;
 struct bfs_store;
 struct bfs_cache;
 struct bfs_roller;
+struct bfs_fs;
 
 struct bfs_options {
     char *store_url;   /* NULL until resolved: file://<state>/store */
@@ -40,6 +41,7 @@ struct bfs_ctx {
     struct bfs_store *store;
     struct bfs_cache *cache;
     struct bfs_roller *roller;
+    struct bfs_fs *fs; /* incoming/ state, owned by fs.c */
     struct bfs_stats stats;
     struct bfs_errors errors;
 };
