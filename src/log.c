@@ -5,9 +5,18 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <syslog.h>
 #include <time.h>
 
 static atomic_int log_level = BFS_LOG_INFO;
+static atomic_int log_syslog = 0;
+
+void bfs_log_to_syslog(int on)
+{
+    if (on)
+        openlog("battlefs", LOG_PID, LOG_DAEMON);
+    atomic_store(&log_syslog, on);
+}
 
 void bfs_log_set_level(enum bfs_log_level level)
 {
@@ -33,6 +42,11 @@ void bfs_log(enum bfs_log_level level, const char *fmt, ...)
     for (char *p = msg; *p; p++)
         if (*p == '\n' || *p == '\r')
             *p = ' ';
+    if (atomic_load(&log_syslog)) {
+        static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+        syslog(prio[level], "%s: %s", names[level], msg);
+        return;
+    }
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);

@@ -438,6 +438,8 @@ int main(int argc, char *argv[])
         goto out_fuse;
     if (fuse_daemonize(copts.foreground) != 0)
         goto out_unmount;
+    if (!copts.foreground)
+        bfs_log_to_syslog(1); /* fuse_daemonize pointed stderr at /dev/null */
     struct fuse_session *se = fuse_get_session(fuse);
     if (fuse_set_signal_handlers(se) != 0)
         goto out_unmount;

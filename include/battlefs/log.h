@@ -1,6 +1,6 @@
 /* log.h - the one logging helper of battlefs.
  *
- * Lines go to stderr as "battlefs: LEVEL: message". The level names are
+ * Lines go to stderr as "battlefs: <UTC time> LEVEL: message" (or to syslog). The level names are
  * ERROR, WARN, INFO and DEBUG; tests treat any ERROR or WARN line they did not
  * expect as a failure, so use them for things an operator must look at.
  */
@@ -17,6 +17,10 @@ enum bfs_log_level {
 /* Set the most verbose level that is printed (default BFS_LOG_INFO). */
 void bfs_log_set_level(enum bfs_log_level level);
 enum bfs_log_level bfs_log_get_level(void);
+
+/* Send lines to syslog (daemon facility) instead of stderr: used when the
+ * daemon runs in the background, where stderr is /dev/null. */
+void bfs_log_to_syslog(int on);
 
 void bfs_log(enum bfs_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
