@@ -1,0 +1,167 @@
+#!/usr/bin/python3
+"""bench_ingest.py - ingest throughput of battlefs against a SQLite baseline.
+
+Generates N uploads (1-64 KiB, FUSOU-shaped, from the real schemas), then:
+  * mounts battlefs on a fresh state directory and copies them into incoming/
+    with 1 writer process, and again (fresh state) with 4 writer processes;
+  * runs the baseline (tools/bench/sqlite_baseline.c): the same normalised
+    blobs, read back from battlefs' catalog, inserted into a fresh SQLite
+    database with the same durability (WAL, synchronous=FULL, one fsynced
+    transaction per upload, one writer), on the same filesystem, in this run.
+Prints uploads/s, MB/s, the daemon's peak RSS, and ratios against the baseline.
+
+    tools/bench/bench_ingest.py [--uploads 10000] [--build build-bench] [--codec deflate]
+
+Needs root (FUSE mounts). Not a test: it asserts nothing, it reports.
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import gen_avro  # noqa: E402
+
+
+def build(build_dir):
+    if not os.path.exists(os.path.join(build_dir, "build.ninja")):
+        subprocess.run(["meson", "setup", build_dir, ROOT, "-Dbuildtype=release"], check=True,
+                       stdout=subprocess.DEVNULL)
+    subprocess.run(["ninja", "-C", build_dir], check=True, stdout=subprocess.DEVNULL)
+
+
+class Mount:
+    def __init__(self, build_dir, work, opts):
+        self.mnt = os.path.join(work, "mnt")
+        self.state = os.path.join(work, "state")
+        os.makedirs(self.mnt, exist_ok=True)
+        self.log = open(os.path.join(work, "battlefs.log"), "w")
+        self.proc = subprocess.Popen(
+            [os.path.join(build_dir, "battlefs"), self.mnt, "-f", "-o",
+             "state=%s,roll_interval=100000000,%s" % (self.state, opts)],
+            stderr=self.log)
+        for _ in range(200):
+            if os.path.ismount(self.mnt):
+                return
+            if self.proc.poll() is not None:
+                raise SystemExit("battlefs exited: see %s" % self.log.name)
+            time.sleep(0.05)
+        raise SystemExit("battlefs did not mount")
+
+    def peak_rss_kib(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stats(self):
+        with open(os.path.join(self.mnt, ".battlefs", "stats")) as f:
+            return json.load(f)
+
+    def close(self):
+        subprocess.run(["fusermount3", "-u", self.mnt], check=False)
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+def writer(args):
+    src, dst, paths = args
+    made = set()
+    for rel in paths:
+        d = os.path.dirname(os.path.join(dst, rel))
+        if d not in made:
+            os.makedirs(d, exist_ok=True)
+            made.add(d)
+        with open(os.path.join(src, rel), "rb") as f:
+            data = f.read()
+        fd = os.open(os.path.join(dst, rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)  # raises if battlefs rejected the upload
+    return len(paths)
+
+
+def run_battlefs(build_dir, tree, entries, writers, codec, work):
+    m = Mount(build_dir, work, "codec=" + codec)
+    try:
+        paths = [e["path"] for e in entries]
+        shares = [(tree, os.path.join(m.mnt, "incoming"), paths[i::writers])
+                  for i in range(writers)]
+        t0 = time.monotonic()
+        with multiprocessing.Pool(writers) as pool:
+            done = sum(pool.map(writer, shares))
+        dt = time.monotonic() - t0
+        st = m.stats()
+        rss = m.peak_rss_kib()
+    finally:
+        m.close()
+    assert done == len(entries) and st["uploads_ingested"] == len(entries), st
+    nbytes = sum(e["bytes"] for e in entries)
+    return {"writers": writers, "codec": codec, "uploads": done, "seconds": dt,
+            "uploads_per_s": done / dt, "mb_per_s": nbytes / dt / 1e6, "peak_rss_mib": rss / 1024,
+            "catalog": os.path.join(m.state, "catalog.db")}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--uploads", type=int, default=10000)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
+    ap.add_argument("--codec", default="deflate")
+    ap.add_argument("--work", default="/var/tmp/battlefs-bench")
+    args = ap.parse_args()
+
+    build(args.build)
+    os.makedirs(args.work, exist_ok=True)
+    tree = os.path.join(args.work, "tree-%d" % args.uploads)
+    manifest = tree + ".json"
+    if not os.path.exists(manifest):
+        shutil.rmtree(tree, ignore_errors=True)
+        gen_avro.make_tree(tree, args.uploads, min_size=1024, max_size=64 * 1024, seed=1,
+                           manifest=manifest)
+    with open(manifest) as f:
+        entries = json.load(f)
+    nbytes = sum(e["bytes"] for e in entries)
+    print("uploads: %d, %.1f MB (1-64 KiB each, FUSOU-shaped, 35 tables)" % (len(entries),
+                                                                          nbytes / 1e6))
+
+    results = []
+    for writers in (1, 4):
+        work = tempfile.mkdtemp(prefix="ingest-%d-" % writers, dir=args.work)
+        results.append(run_battlefs(args.build, tree, entries, writers, args.codec, work))
+    # Baseline: the normalised blobs of the 1-writer run, same filesystem.
+    dst = os.path.join(args.work, "baseline.db")
+    out = subprocess.run([os.path.join(args.build, "tools", "bench", "sqlite_baseline"),
+                          results[0]["catalog"], dst], check=True, capture_output=True, text=True)
+    base = json.loads(out.stdout)
+    base_ups = base["uploads"] / base["seconds"]
+    base_mbs = nbytes / base["seconds"] / 1e6
+
+    print()
+    print("| run | uploads/s | MB/s (upload bytes) | peak RSS | vs baseline |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| baseline: SQLite, 1 fsynced txn per upload | %.0f | %.1f | - | 1.00x |"
+          % (base_ups, base_mbs))
+    for r in results:
+        print("| battlefs, %d writer%s, codec %s | %.0f | %.1f | %.1f MiB | %.2fx |"
+              % (r["writers"], "s" if r["writers"] > 1 else "", r["codec"], r["uploads_per_s"],
+                 r["mb_per_s"], r["peak_rss_mib"], r["uploads_per_s"] / base_ups))
+    print()
+    print("4 writers / 1 writer: %.2fx" % (results[1]["uploads_per_s"] /
+                                           results[0]["uploads_per_s"]))
+    for r in results:
+        shutil.rmtree(os.path.dirname(r["catalog"]), ignore_errors=True)
+    os.remove(dst)
+
+
+if __name__ == "__main__":
+    main()
