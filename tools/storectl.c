@@ -1,0 +1,185 @@
+/* storectl.c - battlefs-store: one store operation from the command line.
+ *
+ *   battlefs-store [-o endpoint=URL,region=NAME,timeout=SECONDS] [-v] STORE-URL COMMAND ...
+ *     put KEY FILE        upload FILE under KEY
+ *     get KEY OFF LEN     write LEN bytes at OFF of KEY to stdout (one ranged GET)
+ *     list [PREFIX]       print "KEY<TAB>SIZE" for every key starting with PREFIX
+ *     del KEY             delete KEY
+ *
+ * S3 credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+ * AWS_SESSION_TOKEN only. Exit status: 0 done, 1 the operation failed, 2 usage.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "battlefs/log.h"
+#include "battlefs/store.h"
+
+#define MAX_GET_LEN (1ull << 30)
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: battlefs-store [-o endpoint=URL,region=NAME,timeout=SECONDS] [-v] STORE-URL "
+               "COMMAND ...\n"
+               "  STORE-URL   file:///abs/dir or s3://bucket[/prefix]\n"
+               "  put KEY FILE       upload FILE under KEY\n"
+               "  get KEY OFF LEN    write LEN bytes at byte OFF of KEY to stdout\n"
+               "  list [PREFIX]      print KEY<TAB>SIZE for every key starting with PREFIX\n"
+               "  del KEY            delete KEY\n"
+               "S3 credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN.\n");
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    if (!s[0] || s[0] == '-')
+        return -EINVAL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* Parse "k=v,k=v" into opts; the strings point into arg (modified). */
+static int parse_o(char *arg, struct bfs_store_opts *opts)
+{
+    char *save = NULL;
+    for (char *tok = strtok_r(arg, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq) {
+            fprintf(stderr, "battlefs-store: option \"%s\" needs a value\n", tok);
+            return -EINVAL;
+        }
+        *eq = '\0';
+        const char *v = eq + 1;
+        if (strcmp(tok, "endpoint") == 0) {
+            opts->endpoint = v;
+        } else if (strcmp(tok, "region") == 0) {
+            opts->region = v;
+        } else if (strcmp(tok, "timeout") == 0) {
+            uint64_t t;
+            if (parse_u64(v, &t) < 0 || t == 0 || t > 86400) {
+                fprintf(stderr, "battlefs-store: timeout must be 1..86400 seconds\n");
+                return -EINVAL;
+            }
+            opts->timeout_s = (unsigned)t;
+        } else {
+            fprintf(stderr, "battlefs-store: unknown option \"%s\"\n", tok);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int print_key(void *ctx, const char *key, uint64_t size)
+{
+    (void)ctx;
+    if (printf("%s\t%" PRIu64 "\n", key, size) < 0)
+        return -EIO;
+    return 0;
+}
+
+static int fail(const char *what, const char *arg, int rc)
+{
+    fprintf(stderr, "battlefs-store: %s %s: %s\n", what, arg, strerror(-rc));
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    struct bfs_store_opts opts = {0};
+    int opt;
+    while ((opt = getopt(argc, argv, "+o:vh")) != -1) {
+        switch (opt) {
+        case 'o':
+            if (parse_o(optarg, &opts) < 0)
+                return 2;
+            break;
+        case 'v':
+            bfs_log_set_level(BFS_LOG_DEBUG);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (argc - optind < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *url = argv[optind];
+    const char *cmd = argv[optind + 1];
+    char **args = argv + optind + 2;
+    int nargs = argc - optind - 2;
+    int want = strcmp(cmd, "put") == 0    ? 2
+               : strcmp(cmd, "get") == 0  ? 3
+               : strcmp(cmd, "del") == 0  ? 1
+               : strcmp(cmd, "list") == 0 ? -1
+                                          : -2;
+    if (want == -2 || (want >= 0 && nargs != want) || (want == -1 && nargs > 1)) {
+        fprintf(stderr, "battlefs-store: bad command line for \"%s\"\n", cmd);
+        usage(stderr);
+        return 2;
+    }
+    uint64_t off = 0, len = 0;
+    if (strcmp(cmd, "get") == 0) {
+        if (parse_u64(args[1], &off) < 0 || parse_u64(args[2], &len) < 0) {
+            fprintf(stderr, "battlefs-store: OFF and LEN must be non-negative integers\n");
+            return 2;
+        }
+        if (len > MAX_GET_LEN) {
+            fprintf(stderr, "battlefs-store: LEN is limited to %llu bytes\n", MAX_GET_LEN);
+            return 2;
+        }
+    }
+
+    struct bfs_store *st = NULL;
+    char msg[512] = "";
+    int rc = bfs_store_open(url, &opts, NULL, &st, msg, sizeof msg);
+    if (rc < 0) {
+        fprintf(stderr, "battlefs-store: cannot open %s: %s\n", url, msg[0] ? msg : strerror(-rc));
+        return 1;
+    }
+    int status = 0;
+    if (strcmp(cmd, "put") == 0) {
+        rc = bfs_store_put(st, args[0], args[1]);
+        if (rc < 0)
+            status = fail("put", args[0], rc);
+    } else if (strcmp(cmd, "get") == 0) {
+        void *buf = malloc(len ? (size_t)len : 1);
+        if (!buf) {
+            status = fail("get", args[0], -ENOMEM);
+        } else {
+            rc = bfs_store_get_range(st, args[0], off, len, buf);
+            if (rc < 0)
+                status = fail("get", args[0], rc);
+            else if (len && fwrite(buf, 1, (size_t)len, stdout) != (size_t)len)
+                status = fail("get", "(writing stdout)", -EIO);
+            free(buf);
+        }
+    } else if (strcmp(cmd, "list") == 0) {
+        const char *prefix = nargs ? args[0] : "";
+        rc = st->ops->list(st, prefix, print_key, NULL);
+        if (rc < 0)
+            status = fail("list", prefix[0] ? prefix : "(all)", rc);
+    } else {
+        rc = st->ops->del(st, args[0]);
+        if (rc < 0)
+            status = fail("del", args[0], rc);
+    }
+    bfs_store_close(st);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "battlefs-store: writing stdout: %s\n", strerror(errno));
+        status = 1;
+    }
+    return status;
+}
