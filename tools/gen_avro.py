@@ -72,6 +72,59 @@ def schema_json(table: str, path: str = SCHEMA_FILE) -> str:
     return load_schemas(path)[table]
 
 
+def canonical_form(schema) -> str:
+    """Parsing Canonical Form (Avro spec 1.11, "Transforming into Parsing Canonical Form"):
+    primitives in simple form, full names, only the attributes name, type, fields, symbols,
+    items, values, size in that order, no whitespace. schema: JSON text or parsed."""
+    if isinstance(schema, (str, bytes)) and str(schema).lstrip()[:1] in ("{", "[", '"'):
+        schema = json.loads(schema)
+
+    def q(x):
+        return json.dumps(x, ensure_ascii=False)
+
+    def full(name, ns):
+        if "." in name or not ns:
+            return name
+        return ns + "." + name
+
+    def pcf(s, ns):
+        if isinstance(s, str):
+            return q(s if s in PRIMS else full(s, ns))
+        if isinstance(s, list):
+            return "[" + ",".join(pcf(b, ns) for b in s) + "]"
+        t = s["type"]
+        if isinstance(t, (dict, list)):
+            return pcf(t, ns)
+        if t in PRIMS:
+            return q(t)
+        parts = []
+        if t in ("record", "error", "enum", "fixed"):
+            nm = full(s["name"], s.get("namespace", ns))
+            ns = nm.rsplit(".", 1)[0] if "." in nm else None
+            parts.append('"name":' + q(nm))
+        parts.append('"type":' + q("record" if t == "error" else t))
+        if t in ("record", "error"):
+            parts.append('"fields":[' + ",".join(
+                '{"name":%s,"type":%s}' % (q(f["name"]), pcf(f["type"], ns))
+                for f in s["fields"]) + "]")
+        if t == "enum":
+            parts.append('"symbols":' + json.dumps(s["symbols"], separators=(",", ":"), ensure_ascii=False))
+        if t == "array":
+            parts.append('"items":' + pcf(s["items"], ns))
+        if t == "map":
+            parts.append('"values":' + pcf(s["values"], ns))
+        if t == "fixed":
+            parts.append('"size":%d' % int(s["size"]))
+        return "{" + ",".join(parts) + "}"
+
+    return pcf(schema, None)
+
+
+def layout_sync(schema_text: str) -> bytes:
+    """battlefs' layout sync marker: SHA-256 of the Parsing Canonical Form, first 16 bytes."""
+    return hashlib.sha256(canonical_form(schema_text).encode("utf-8")).digest()[:16]
+
+
 def fusou_sync(schema_text: str) -> bytes:
     """The FUSOU client's sync marker: SHA-256 of its schema JSON, first 16 bytes."""
     return hashlib.sha256(schema_text.encode("utf-8")).digest()[:16]
@@ -864,7 +917,6 @@ def make_tree(out: str, uploads: int, *, min_size: int = 1024, max_size: int = 6
 def selftest(verbose: bool = True) -> int:
     """Check the encoder against avro.io and every generated file against python3-avro and
     avrocat (when installed). Returns the number of failures."""
-    import subprocess
     import tempfile
     import avro.io
     import avro.schema

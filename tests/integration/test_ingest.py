@@ -1,0 +1,347 @@
+"""Uploading with ordinary tools: cp, cp -r, rsync, mv, shell redirection, Python writers;
+the three ways to name an upload; held dot-files; concurrent writers."""
+
+import datetime
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mountlib import PERIOD, gen_avro
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run(cmd, timeout=60, **kw):
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, **kw)
+
+
+def utc_today():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+
+
+def assert_dataset(mount, table, period, dataset, records, schema=None):
+    """The dataset file holds exactly these records (python3-avro and avrocat)."""
+    got = mount.records(table, period, dataset)
+    assert len(got) == len(records)
+    assert got == records
+    schema = schema or gen_avro.schema_json(table)
+    assert mount.avrocat(table, period, dataset) == [gen_avro.to_avro_json(schema, r) for r in records]
+
+
+def incoming_files(mount):
+    """Files (not directories) left in incoming/."""
+    out = []
+    for dirpath, _, filenames in os.walk(mount.incoming()):
+        out += [os.path.relpath(os.path.join(dirpath, f), mount.incoming()) for f in filenames]
+    return sorted(out)
+
+
+def make_staging(root, gen, layout):
+    """Write uploads to a staging tree: layout = [(table, period, dataset, nrecords, codec)]."""
+    ups = []
+    for table, period, dataset, n, codec in layout:
+        up = gen.upload(table, n, codec=codec, blocks=2, period=period, dataset=dataset)
+        p = os.path.join(root, table, period, dataset + ".avro")
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(up.data)
+        ups.append(up)
+    return ups
+
+
+STAGING_LAYOUT = [
+    ("battle", PERIOD, "u1", 7, "null"),
+    ("battle", PERIOD, "u2", 3, "deflate"),
+    ("battle", "2025-12-19", "u1", 5, "snappy"),
+    ("own_ship", PERIOD, "u1", 12, "deflate"),
+    ("cells", "2025-12-17", "a" * 64, 4, "null"),
+]
+
+
+# ------------------------------------------------------------------------ single files
+
+def test_cp_one_file(mount, gen, tmp_path):
+    up = gen.upload("battle", 20, codec="deflate", blocks=3, period=PERIOD, dataset="u1")
+    src = tmp_path / "u1.avro"
+    src.write_bytes(up.data)
+    r = run(["cp", str(src), mount.incoming("battle/%s/u1.avro" % PERIOD)])
+    assert r.returncode == 0, r.stderr
+    assert_dataset(mount, "battle", PERIOD, "u1", up.records)
+    assert incoming_files(mount) == []
+    st = mount.stats()
+    assert st["uploads_ingested"] == 1
+    assert st["uploads_rejected"] == 0
+    assert st["buffer_uploads"] == 1
+    assert st["buffer_bytes"] > 0
+    assert sorted(set(os.listdir(mount.mnt)) - {".battlefs"}) == ["battle", "incoming"]
+    assert os.listdir(mount.path("battle")) == [PERIOD]
+    assert os.listdir(mount.path("battle", PERIOD)) == ["u1.avro"]
+
+
+def test_cp_r_tree(mount, gen, tmp_path):
+    staging = str(tmp_path / "staging")
+    ups = make_staging(staging, gen, STAGING_LAYOUT)
+    r = run(["cp", "-r", staging + "/.", mount.incoming() + "/"])
+    assert r.returncode == 0, r.stderr
+    for up in ups:
+        assert_dataset(mount, up.table, up.period, up.dataset, up.records)
+    assert mount.datasets() == sorted((u.table, u.period, u.dataset) for u in ups)
+    assert incoming_files(mount) == []
+    assert mount.stats()["uploads_ingested"] == len(ups)
+
+
+def test_rsync_tree(mount, gen, tmp_path):
+    """rsync writes .name.XXXXXX then renames it: held, then ingested at the rename."""
+    staging = str(tmp_path / "staging")
+    ups = make_staging(staging, gen, STAGING_LAYOUT)
+    r = run(["rsync", "-r", staging + "/", mount.incoming() + "/"])
+    assert r.returncode == 0, r.stderr
+    for up in ups:
+        assert_dataset(mount, up.table, up.period, up.dataset, up.records)
+    assert incoming_files(mount) == []  # no held temporary left behind
+    assert mount.stats()["uploads_ingested"] == len(ups)
+
+
+def test_rsync_archive_mode(mount, gen, tmp_path):
+    """rsync -a also sets times and modes (accepted without effect in incoming/)."""
+    staging = str(tmp_path / "staging")
+    ups = make_staging(staging, gen, STAGING_LAYOUT[:2])
+    r = run(["rsync", "-a", staging + "/", mount.incoming() + "/"])
+    assert r.returncode == 0, r.stderr
+    for up in ups:
+        assert_dataset(mount, up.table, up.period, up.dataset, up.records)
+
+
+def test_mv_from_another_filesystem(mount, gen, tmp_path):
+    up = gen.upload("own_ship", 9, codec="snappy", blocks=2)
+    src = tmp_path / "x.avro"
+    src.write_bytes(up.data)
+    r = run(["mv", str(src), mount.incoming("own_ship/%s/d9.avro" % PERIOD)])
+    assert r.returncode == 0, r.stderr
+    assert not src.exists()
+    assert_dataset(mount, "own_ship", PERIOD, "d9", up.records)
+
+
+def test_shell_redirection(mount, gen, tmp_path):
+    up = gen.upload("cells", 15, codec="null", blocks=4)
+    src = tmp_path / "c.avro"
+    src.write_bytes(up.data)
+    dst = mount.incoming("cells/%s/shell.avro" % PERIOD)
+    r = run(["sh", "-c", 'cat "$1" > "$2"', "sh", str(src), dst])
+    assert r.returncode == 0, r.stderr
+    assert_dataset(mount, "cells", PERIOD, "shell", up.records)
+    # and through a pipe, writing in the pipe's chunks
+    up2 = gen.upload("cells", 40, codec="deflate", blocks=5)
+    src.write_bytes(up2.data)
+    r = run(["sh", "-c", 'cat "$1" | dd bs=1000 status=none > "$2"', "sh", str(src), dst])
+    assert r.returncode == 0, r.stderr
+    assert_dataset(mount, "cells", PERIOD, "shell", up.records + up2.records)
+
+
+@pytest.mark.parametrize("chunks", [[1, 3, 7, 4093, 13, 65537], [4096], [1]])
+def test_python_writer_odd_write_sizes(mount, gen, chunks):
+    n = 6 if chunks == [1] else 60
+    up = gen.upload("battle", n, codec="deflate", blocks=3)
+    mount.upload_ok("battle/%s/py.avro" % PERIOD, up.data, chunks=chunks)
+    assert_dataset(mount, "battle", PERIOD, "py", up.records)
+
+
+def test_python_open_write_pwrite(mount, gen):
+    """Writes out of order (pwrite) still make one upload of the final bytes."""
+    up = gen.upload("battle", 30, codec="null", blocks=3)
+    data = up.data
+    fd = os.open(mount.incoming("battle/%s/pw.avro" % PERIOD), os.O_WRONLY | os.O_CREAT, 0o644)
+    half = len(data) // 2
+    os.pwrite(fd, data[half:], half)
+    os.pwrite(fd, data[:half], 0)
+    os.close(fd)
+    assert_dataset(mount, "battle", PERIOD, "pw", up.records)
+
+
+# ------------------------------------------------------------------------ naming
+
+def test_flat_name_with_metadata(mount, gen):
+    up = gen.upload("own_ship", 5, codec="deflate", meta=True, dataset="flat1", period="2025-11-01")
+    mount.upload_ok("anything.avro", up.data)
+    assert_dataset(mount, "own_ship", "2025-11-01", "flat1", up.records)
+
+
+def test_flat_name_without_period_is_today(mount, gen):
+    before = utc_today()
+    up = gen.upload("battle", 4, meta=True, dataset="flat2")
+    assert "battlefs.period" not in up.meta
+    mount.upload_ok("x.avro", up.data)
+    after = utc_today()
+    periods = os.listdir(mount.path("battle"))
+    assert len(periods) == 1 and periods[0] in (before, after)
+    assert_dataset(mount, "battle", periods[0], "flat2", up.records)
+
+
+def test_table_dataset_name_is_today(mount, gen):
+    before = utc_today()
+    up = gen.upload("cells", 6, codec="snappy")
+    mount.upload_ok("cells/today1.avro", up.data)
+    after = utc_today()
+    periods = os.listdir(mount.path("cells"))
+    assert len(periods) == 1 and periods[0] in (before, after)
+    assert_dataset(mount, "cells", periods[0], "today1", up.records)
+
+
+def test_path_wins_over_metadata(mount, gen):
+    """docs/design.md: the path wins over header metadata when both are present."""
+    up = gen.upload("battle", 3, meta=True, dataset="meta-ds", period="2025-01-01")
+    mount.upload_ok("battle/%s/path-ds.avro" % PERIOD, up.data)
+    assert mount.datasets() == [("battle", PERIOD, "path-ds")]
+    assert_dataset(mount, "battle", PERIOD, "path-ds", up.records)
+
+
+def test_mkdir_p_in_incoming(mount, gen):
+    """mkdir -p works in incoming/, also for names with dots (not implicit directories)."""
+    r = run(["mkdir", "-p", mount.incoming("fusou.v1/2025-12-18")])
+    assert r.returncode == 0, r.stderr
+    assert os.path.isdir(mount.incoming("fusou.v1/2025-12-18"))
+    up = gen.upload("battle", 3)
+    mount.upload_ok("fusou.v1/2025-12-18/u.v2.avro", up.data)
+    assert mount.datasets() == [("fusou.v1", "2025-12-18", "u.v2")]
+    assert_dataset(mount, "fusou.v1", "2025-12-18", "u.v2", up.records, schema=up.schema)
+
+
+# ------------------------------------------------------------------------ held dot-files
+
+def test_dot_file_held_until_rename(mount, gen):
+    up = gen.upload("battle", 8, codec="deflate")
+    held = "battle/%s/.u5.avro.XYZ123" % PERIOD
+    mount.upload_ok(held, up.data)
+    # held: not ingested, still visible in incoming/ with its size
+    assert mount.datasets() == []
+    assert mount.stats()["uploads_ingested"] == 0
+    st = os.stat(mount.incoming(held))
+    assert st.st_size == len(up.data)
+    assert ".u5.avro.XYZ123" in os.listdir(mount.incoming("battle/%s" % PERIOD))
+    os.rename(mount.incoming(held), mount.incoming("battle/%s/u5.avro" % PERIOD))
+    assert not os.path.exists(mount.incoming(held))
+    assert_dataset(mount, "battle", PERIOD, "u5", up.records)
+    assert mount.stats()["uploads_ingested"] == 1
+    assert incoming_files(mount) == []
+
+
+def test_unlink_of_held_file_discards_it(mount, gen):
+    up = gen.upload("battle", 8)
+    held = "battle/%s/.tmp" % PERIOD
+    mount.upload_ok(held, up.data)
+    os.unlink(mount.incoming(held))
+    assert not os.path.exists(mount.incoming(held))
+    assert incoming_files(mount) == []
+    assert mount.datasets() == []
+    st = mount.stats()
+    assert st["uploads_ingested"] == 0 and st["uploads_rejected"] == 0
+    assert st["buffer_uploads"] == 0
+    # the spool holds nothing of it any more
+    spool = os.path.join(mount.state, "spool")
+    assert os.listdir(spool) == []
+
+
+def test_held_file_can_be_rewritten_before_rename(mount, gen):
+    a = gen.upload("battle", 4)
+    b = gen.upload("battle", 6)
+    held = "battle/%s/.edit.swp" % PERIOD
+    mount.upload_ok(held, a.data)
+    mount.upload_ok(held, b.data)  # O_TRUNC rewrite of the held file
+    os.rename(mount.incoming(held), mount.incoming("battle/%s/ed.avro" % PERIOD))
+    assert_dataset(mount, "battle", PERIOD, "ed", b.records)
+
+
+def test_touch_makes_no_upload(mount):
+    r = run(["touch", mount.incoming("battle/%s/empty.avro" % PERIOD)])
+    assert r.returncode == 0, r.stderr
+    assert mount.datasets() == []
+    st = mount.stats()
+    assert st["uploads_ingested"] == 0 and st["uploads_rejected"] == 0
+    assert incoming_files(mount) == []
+
+
+# ------------------------------------------------------------------------ close semantics
+
+def test_write_through_dup_after_ingest_is_ebadf(mount, gen):
+    up = gen.upload("battle", 5)
+    fd = os.open(mount.incoming("battle/%s/dup.avro" % PERIOD), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, up.data)
+    fd2 = os.dup(fd)
+    os.close(fd)  # the first flush ingests
+    assert_dataset(mount, "battle", PERIOD, "dup", up.records)
+    with pytest.raises(OSError) as ei:
+        os.write(fd2, b"more")
+    assert ei.value.errno == errno.EBADF
+    os.close(fd2)  # reports the ingest's result again: 0
+    assert_dataset(mount, "battle", PERIOD, "dup", up.records)
+
+
+def test_two_opens_last_close_ingests(mount, gen):
+    up = gen.upload("battle", 5)
+    p = mount.incoming("battle/%s/two.avro" % PERIOD)
+    fd1 = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+    fd2 = os.open(p, os.O_WRONLY)
+    os.write(fd1, up.data)
+    os.close(fd1)
+    time.sleep(0.2)
+    assert mount.datasets() == []  # fd2 still open: not yet
+    os.close(fd2)
+    deadline = time.monotonic() + 5  # the last release may ingest asynchronously
+    while not mount.datasets() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert_dataset(mount, "battle", PERIOD, "two", up.records)
+
+
+def test_fsync_before_close(mount, gen):
+    up = gen.upload("battle", 5)
+    fd = os.open(mount.incoming("battle/%s/fs.avro" % PERIOD), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, up.data)
+    os.fsync(fd)
+    os.close(fd)
+    assert_dataset(mount, "battle", PERIOD, "fs", up.records)
+
+
+# ------------------------------------------------------------------------ concurrency
+
+def test_four_concurrent_writers(mount, tmp_path):
+    """4 writer processes x 250 uploads each: every upload present with its exact records,
+    in each writer's upload order."""
+    nw, per = 4, 250
+    procs = []
+    for w in range(nw):
+        out = tmp_path / ("w%d.jsonl" % w)
+        procs.append((out, subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "writer_proc.py"), "--mnt", mount.mnt,
+             "--writer", str(w), "--count", str(per), "--out", str(out), "--seed", "77",
+             "--datasets", "5", "--period", PERIOD],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)))
+    results = []
+    for out, p in procs:
+        so, se = p.communicate(timeout=240)
+        assert p.returncode == 0, se.decode()
+        results += [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(results) == nw * per
+    failed = [r for r in results if r["errno"] != 0]
+    assert failed == [], failed[:5]
+    st = mount.stats()
+    assert st["uploads_ingested"] == nw * per
+    assert st["uploads_rejected"] == 0
+    assert st["buffer_uploads"] == nw * per
+    # per dataset: the uploads of its writer, in order
+    want = {}
+    for r in results:
+        want.setdefault((r["table"], r["period"], r["dataset"]), []).append(r)
+    assert sorted(want) == mount.datasets()
+    total = 0
+    for (t, p, d), ups in want.items():
+        ups.sort(key=lambda r: r["seq"])
+        got = mount.avrocat(t, p, d)
+        assert len(got) == sum(u["records"] for u in ups), (t, p, d)
+        assert got == [rec for u in ups for rec in u["avro_json"]], (t, p, d)
+        total += len(got)
+    assert total == sum(r["records"] for r in results)
