@@ -1,1 +1,1167 @@
-/* ocf.c - to be written */
+/* ocf.c - Avro Object Container Files: parse, validate, normalise, write headers.
+ *
+ * Every length in the input is checked against the bytes that exist before it
+ * is used. Records are decoded twice: first by a small validator here that
+ * walks the binary encoding with the schema (bounds, varint lengths, union and
+ * enum indexes, UTF-8, nesting depth, element budgets), then by avro-c
+ * (avro_value_read) on exactly the bytes the validator measured. avro-c 1.11
+ * allocates a string's or a fixed's length before it checks that the bytes
+ * exist and loops over array counts without a bound, so it must only ever see
+ * data the validator has accepted.
+ */
+#include "battlefs/ocf.h"
+
+#include "battlefs/schema.h"
+
+#include <assert.h>
+#include <avro.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <snappy-c.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+static const uint8_t magic[4] = {'O', 'b', 'j', 1};
+
+/* Most metadata entries accepted in a header. */
+#define MAX_META 1024
+/* Deepest nesting of values (records, arrays, maps, unions) in a record. */
+#define MAX_DATA_DEPTH 256
+/* Largest compressed block accepted (a little over BFS_OCF_MAX_BLOCK: stored
+ * deflate blocks and snappy literals add a few bytes). */
+#define MAX_COMPRESSED ((size_t)BFS_OCF_MAX_BLOCK + 1024 * 1024)
+/* The smallest possible block: count, size (one byte each), sync. */
+#define MIN_BLOCK 18
+
+/* ------------------------------------------------------------------------ */
+/* errors                                                                    */
+
+static void seterr(struct bfs_ocf_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void seterr(struct bfs_ocf_error *err, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+}
+
+/* A printable, bounded copy of untrusted bytes for a message. */
+static const char *printable(const uint8_t *s, size_t n, char *tmp, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (o + 4 >= cap) {
+            memcpy(tmp + o, "...", 3);
+            o += 3;
+            break;
+        }
+        tmp[o++] = (s[i] >= 0x20 && s[i] < 0x7f && s[i] != '\'') ? (char)s[i] : '?';
+    }
+    tmp[o] = '\0';
+    return tmp;
+}
+
+/* ------------------------------------------------------------------------ */
+/* varints                                                                   */
+
+enum { VARINT_OK = 0, VARINT_TRUNCATED = -1, VARINT_BAD = -2 };
+
+/* A zig-zag varint long of at most 10 bytes (the 10th may only carry bit 63). */
+static int get_long(const uint8_t *buf, size_t len, size_t *pos, int64_t *out)
+{
+    uint64_t v = 0;
+    size_t p = *pos;
+    for (int i = 0; i < 10; i++) {
+        if (p >= len)
+            return VARINT_TRUNCATED;
+        uint8_t b = buf[p++];
+        if (i == 9 && (b & 0xfe))
+            return VARINT_BAD;
+        v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *pos = p;
+            *out = (int64_t)((v >> 1) ^ (0 - (v & 1)));
+            return VARINT_OK;
+        }
+    }
+    return VARINT_BAD;
+}
+
+/* ------------------------------------------------------------------------ */
+/* codecs                                                                    */
+
+int bfs_codec_parse(const char *name, size_t len, enum bfs_codec *out)
+{
+    static const struct {
+        const char *name;
+        enum bfs_codec codec;
+    } codecs[] = {
+        {"null", BFS_CODEC_NULL},
+        {"deflate", BFS_CODEC_DEFLATE},
+        {"snappy", BFS_CODEC_SNAPPY},
+    };
+    for (size_t i = 0; i < sizeof codecs / sizeof codecs[0]; i++) {
+        if (strlen(codecs[i].name) == len && memcmp(codecs[i].name, name, len) == 0) {
+            *out = codecs[i].codec;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+const char *bfs_codec_name(enum bfs_codec c)
+{
+    switch (c) {
+    case BFS_CODEC_NULL:
+        return "null";
+    case BFS_CODEC_DEFLATE:
+        return "deflate";
+    case BFS_CODEC_SNAPPY:
+        return "snappy";
+    }
+    return "unknown";
+}
+
+/* ------------------------------------------------------------------------ */
+/* header                                                                    */
+
+const struct bfs_ocf_meta *bfs_ocf_meta_get(const struct bfs_ocf_header *h, const char *key)
+{
+    for (size_t i = 0; i < h->n_meta; i++)
+        if (strcmp(h->meta[i].key, key) == 0)
+            return &h->meta[i];
+    return NULL;
+}
+
+void bfs_ocf_header_free(struct bfs_ocf_header *h)
+{
+    if (!h)
+        return;
+    for (size_t i = 0; i < h->n_meta; i++) {
+        free(h->meta[i].key);
+        free(h->meta[i].val);
+    }
+    free(h->meta);
+    free(h->schema_json);
+    memset(h, 0, sizeof *h);
+}
+
+/* Read a length-prefixed byte string into a new NUL-terminated buffer. */
+static int get_bytes(const uint8_t *buf, size_t len, size_t *pos, uint8_t **out, size_t *n,
+                     struct bfs_ocf_error *err)
+{
+    int64_t l;
+    int rc = get_long(buf, len, pos, &l);
+    if (rc == VARINT_TRUNCATED) {
+        seterr(err, "truncated header");
+        return -EINVAL;
+    }
+    if (rc != VARINT_OK || l < 0) {
+        seterr(err, "bad header: a metadata length is not a valid length");
+        return -EINVAL;
+    }
+    if ((uint64_t)l > len - *pos) {
+        seterr(err, "truncated header");
+        return -EINVAL;
+    }
+    uint8_t *p = malloc((size_t)l + 1);
+    if (!p) {
+        seterr(err, "out of memory");
+        return -ENOMEM;
+    }
+    memcpy(p, buf + *pos, (size_t)l);
+    p[l] = '\0';
+    *pos += (size_t)l;
+    *out = p;
+    *n = (size_t)l;
+    return 0;
+}
+
+static int parse_meta(const uint8_t *buf, size_t len, size_t *pos, struct bfs_ocf_header *h,
+                      struct bfs_ocf_error *err)
+{
+    size_t cap = 0;
+    for (;;) {
+        int64_t count;
+        int rc = get_long(buf, len, pos, &count);
+        if (rc == VARINT_TRUNCATED) {
+            seterr(err, "truncated header");
+            return -EINVAL;
+        }
+        if (rc != VARINT_OK || count == INT64_MIN) {
+            seterr(err, "bad header: metadata count is not a valid long");
+            return -EINVAL;
+        }
+        if (count == 0)
+            return 0;
+        if (count < 0) {
+            /* A negative count is followed by the block's size in bytes. */
+            int64_t size;
+            count = -count;
+            rc = get_long(buf, len, pos, &size);
+            if (rc == VARINT_TRUNCATED) {
+                seterr(err, "truncated header");
+                return -EINVAL;
+            }
+            if (rc != VARINT_OK || size < 0) {
+                seterr(err, "bad header: metadata block size is not a valid size");
+                return -EINVAL;
+            }
+        }
+        /* Each entry takes at least two bytes (two zero lengths). */
+        if ((uint64_t)count > (len - *pos) / 2) {
+            seterr(err, "truncated header");
+            return -EINVAL;
+        }
+        if ((uint64_t)count > MAX_META - h->n_meta) {
+            seterr(err, "bad header: more than %d metadata entries", MAX_META);
+            return -EINVAL;
+        }
+        if (h->n_meta + (size_t)count > cap) {
+            size_t ncap = h->n_meta + (size_t)count;
+            struct bfs_ocf_meta *m = realloc(h->meta, ncap * sizeof *m);
+            if (!m) {
+                seterr(err, "out of memory");
+                return -ENOMEM;
+            }
+            h->meta = m;
+            cap = ncap;
+        }
+        for (int64_t i = 0; i < count; i++) {
+            struct bfs_ocf_meta *m = &h->meta[h->n_meta];
+            uint8_t *key;
+            size_t klen;
+            rc = get_bytes(buf, len, pos, &key, &klen, err);
+            if (rc < 0)
+                return rc;
+            m->key = (char *)key;
+            m->val = NULL;
+            m->val_len = 0;
+            h->n_meta++;
+            char tmp[64];
+            if (memchr(key, '\0', klen)) {
+                seterr(err, "bad header: metadata key '%s' contains a NUL byte",
+                       printable(key, klen, tmp, sizeof tmp));
+                return -EINVAL;
+            }
+            for (size_t k = 0; k + 1 < h->n_meta; k++) {
+                if (strcmp(h->meta[k].key, m->key) == 0) {
+                    seterr(err, "bad header: metadata key '%s' appears twice",
+                           printable(key, klen, tmp, sizeof tmp));
+                    return -EINVAL;
+                }
+            }
+            rc = get_bytes(buf, len, pos, &m->val, &m->val_len, err);
+            if (rc < 0)
+                return rc;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* the schema, compiled for the validator                                    */
+
+enum kind {
+    K_NULL,
+    K_BOOLEAN,
+    K_INT,
+    K_LONG,
+    K_FLOAT,
+    K_DOUBLE,
+    K_BYTES,
+    K_STRING,
+    K_RECORD,
+    K_ENUM,
+    K_FIXED,
+    K_ARRAY,
+    K_MAP,
+    K_UNION,
+};
+
+struct node {
+    enum kind kind;
+    bool zero;      /* some value of this type encodes in zero bytes */
+    uint32_t nkids; /* record fields, union branches; 1 for array and map */
+    uint32_t kids;  /* index of the first kid in prog.kids */
+    int64_t size;   /* fixed: byte size; enum: number of symbols */
+    avro_schema_t src;
+};
+
+struct prog {
+    struct node *nodes;
+    size_t n_nodes, cap_nodes;
+    uint32_t *kids;
+    size_t n_kids, cap_kids;
+};
+
+static void prog_free(struct prog *p)
+{
+    free(p->nodes);
+    free(p->kids);
+    memset(p, 0, sizeof *p);
+}
+
+static int new_node(struct prog *p, enum kind k, avro_schema_t src, uint32_t *idx)
+{
+    if (p->n_nodes == p->cap_nodes) {
+        size_t cap = p->cap_nodes ? 2 * p->cap_nodes : 32;
+        struct node *n = realloc(p->nodes, cap * sizeof *n);
+        if (!n)
+            return -ENOMEM;
+        p->nodes = n;
+        p->cap_nodes = cap;
+    }
+    if (p->n_nodes >= UINT32_MAX)
+        return -ENOMEM;
+    *idx = (uint32_t)p->n_nodes++;
+    p->nodes[*idx] = (struct node){.kind = k, .src = src};
+    return 0;
+}
+
+static int new_kids(struct prog *p, size_t n, uint32_t *first)
+{
+    if (n > UINT32_MAX - p->n_kids)
+        return -ENOMEM;
+    if (p->n_kids + n > p->cap_kids) {
+        size_t cap = p->cap_kids ? p->cap_kids : 32;
+        while (cap < p->n_kids + n)
+            cap *= 2;
+        uint32_t *k = realloc(p->kids, cap * sizeof *k);
+        if (!k)
+            return -ENOMEM;
+        p->kids = k;
+        p->cap_kids = cap;
+    }
+    *first = (uint32_t)p->n_kids;
+    p->n_kids += n;
+    return 0;
+}
+
+/* Compile s (and what it contains) into p; *idx gets its node. Named types are
+ * compiled once (so recursive schemas terminate). depth bounds the C stack. */
+static int compile(struct prog *p, avro_schema_t s, uint32_t *idx, int depth)
+{
+    if (depth > MAX_DATA_DEPTH || !s)
+        return -EINVAL;
+    if (is_avro_link(s))
+        s = avro_schema_link_target(s);
+    if (!s)
+        return -EINVAL;
+    if (is_avro_named_type(s)) {
+        for (size_t i = 0; i < p->n_nodes; i++) {
+            if (p->nodes[i].src == s) {
+                *idx = (uint32_t)i;
+                return 0;
+            }
+        }
+    }
+    int rc;
+    uint32_t me, first, kid;
+    switch (avro_typeof(s)) {
+    case AVRO_NULL:
+        return new_node(p, K_NULL, s, idx);
+    case AVRO_BOOLEAN:
+        return new_node(p, K_BOOLEAN, s, idx);
+    case AVRO_INT32:
+        return new_node(p, K_INT, s, idx);
+    case AVRO_INT64:
+        return new_node(p, K_LONG, s, idx);
+    case AVRO_FLOAT:
+        return new_node(p, K_FLOAT, s, idx);
+    case AVRO_DOUBLE:
+        return new_node(p, K_DOUBLE, s, idx);
+    case AVRO_BYTES:
+        return new_node(p, K_BYTES, s, idx);
+    case AVRO_STRING:
+        return new_node(p, K_STRING, s, idx);
+    case AVRO_ENUM: {
+        int n = avro_schema_enum_number_of_symbols(s);
+        if (n <= 0)
+            return -EINVAL;
+        if ((rc = new_node(p, K_ENUM, s, idx)) < 0)
+            return rc;
+        p->nodes[*idx].size = n;
+        return 0;
+    }
+    case AVRO_FIXED: {
+        int64_t n = avro_schema_fixed_size(s);
+        if (n < 0)
+            return -EINVAL;
+        if ((rc = new_node(p, K_FIXED, s, idx)) < 0)
+            return rc;
+        p->nodes[*idx].size = n;
+        return 0;
+    }
+    case AVRO_ARRAY:
+    case AVRO_MAP: {
+        bool arr = avro_typeof(s) == AVRO_ARRAY;
+        if ((rc = new_node(p, arr ? K_ARRAY : K_MAP, s, &me)) < 0)
+            return rc;
+        if ((rc = new_kids(p, 1, &first)) < 0)
+            return rc;
+        avro_schema_t sub = arr ? avro_schema_array_items(s) : avro_schema_map_values(s);
+        if ((rc = compile(p, sub, &kid, depth + 1)) < 0)
+            return rc;
+        p->nodes[me].nkids = 1;
+        p->nodes[me].kids = first;
+        p->kids[first] = kid;
+        *idx = me;
+        return 0;
+    }
+    case AVRO_RECORD:
+    case AVRO_UNION: {
+        bool rec = avro_typeof(s) == AVRO_RECORD;
+        size_t n = rec ? avro_schema_record_size(s) : avro_schema_union_size(s);
+        if (n > INT_MAX || (!rec && n == 0))
+            return -EINVAL;
+        if ((rc = new_node(p, rec ? K_RECORD : K_UNION, s, &me)) < 0)
+            return rc;
+        if ((rc = new_kids(p, n, &first)) < 0)
+            return rc;
+        p->nodes[me].nkids = (uint32_t)n;
+        p->nodes[me].kids = first;
+        for (size_t i = 0; i < n; i++) {
+            avro_schema_t sub = rec ? avro_schema_record_field_get_by_index(s, (int)i)
+                                    : avro_schema_union_branch(s, (int)i);
+            if ((rc = compile(p, sub, &kid, depth + 1)) < 0)
+                return rc;
+            p->kids[first + i] = kid;
+        }
+        *idx = me;
+        return 0;
+    }
+    default:
+        return -EINVAL;
+    }
+}
+
+/* Which types can encode a value in zero bytes: null, fixed(0), and records of
+ * such types only (least fixed point, so recursive records are not). */
+static void compute_zero(struct prog *p)
+{
+    for (size_t i = 0; i < p->n_nodes; i++) {
+        struct node *n = &p->nodes[i];
+        n->zero = n->kind == K_NULL || (n->kind == K_FIXED && n->size == 0);
+    }
+    bool changed = true;
+    while (changed) {
+        changed = false;
+        for (size_t i = 0; i < p->n_nodes; i++) {
+            struct node *n = &p->nodes[i];
+            if (n->kind != K_RECORD || n->zero)
+                continue;
+            bool all = true;
+            for (uint32_t k = 0; k < n->nkids && all; k++)
+                all = p->nodes[p->kids[n->kids + k]].zero;
+            if (all) {
+                n->zero = true;
+                changed = true;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* the validator                                                             */
+
+struct walk {
+    const struct prog *prog;
+    const uint8_t *d;
+    size_t len;
+    size_t pos;
+    uint64_t *budget; /* zero-byte values still allowed in this file */
+    char why[128];
+};
+
+static int wfail(struct walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int wfail(struct walk *w, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->why, sizeof w->why, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int wlong(struct walk *w, int64_t *v, const char *what)
+{
+    int rc = get_long(w->d, w->len, &w->pos, v);
+    if (rc == VARINT_TRUNCATED)
+        return wfail(w, "the block ends inside %s", what);
+    if (rc != VARINT_OK)
+        return wfail(w, "%s is not a valid varint", what);
+    return 0;
+}
+
+static bool utf8_ok(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            k = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            k = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            k = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (n - i - 1 < k)
+            return false;
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + j] & 0x3f);
+        }
+        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += k + 1;
+    }
+    return true;
+}
+
+static int wlen(struct walk *w, const char *what, bool text)
+{
+    int64_t n;
+    if (wlong(w, &n, what) < 0)
+        return -1;
+    if (n < 0)
+        return wfail(w, "%s has a negative length", what);
+    if ((uint64_t)n > w->len - w->pos)
+        return wfail(w, "%s of %" PRId64 " bytes goes beyond the block", what, n);
+    if (text && !utf8_ok(w->d + w->pos, (size_t)n))
+        return wfail(w, "%s is not valid UTF-8", what);
+    w->pos += (size_t)n;
+    return 0;
+}
+
+static int walk_value(struct walk *w, uint32_t idx, int depth);
+
+static int walk_blocks(struct walk *w, const struct node *n, int depth)
+{
+    const char *what = n->kind == K_ARRAY ? "an array" : "a map";
+    uint32_t item = w->prog->kids[n->kids];
+    bool zero = w->prog->nodes[item].zero;
+    for (;;) {
+        int64_t count, size = -1;
+        if (wlong(w, &count, "an array or map block count") < 0)
+            return -1;
+        if (count == 0)
+            return 0;
+        if (count == INT64_MIN)
+            return wfail(w, "%s block count is out of range", what);
+        if (count < 0) {
+            count = -count;
+            if (wlong(w, &size, "an array or map block size") < 0)
+                return -1;
+            if (size < 0 || (uint64_t)size > w->len - w->pos)
+                return wfail(w, "%s block size %" PRId64 " is not within the block", what, size);
+        }
+        if (zero && n->kind == K_ARRAY) {
+            if ((uint64_t)count > *w->budget)
+                return wfail(w, "%s of %" PRId64 " empty items is too long", what, count);
+            *w->budget -= (uint64_t)count;
+        } else if ((uint64_t)count > w->len - w->pos) {
+            return wfail(w, "%s block of %" PRId64 " items goes beyond the block", what, count);
+        }
+        size_t start = w->pos;
+        for (int64_t i = 0; i < count; i++) {
+            if (n->kind == K_MAP && wlen(w, "a map key", true) < 0)
+                return -1;
+            if (walk_value(w, item, depth + 1) < 0)
+                return -1;
+        }
+        if (size >= 0 && w->pos - start != (uint64_t)size)
+            return wfail(w, "%s block's size %" PRId64 " does not match its %zu bytes", what, size,
+                         w->pos - start);
+    }
+}
+
+static int walk_value(struct walk *w, uint32_t idx, int depth)
+{
+    const struct node *n = &w->prog->nodes[idx];
+    int64_t v;
+    if (depth > MAX_DATA_DEPTH)
+        return wfail(w, "values nested more than %d levels deep", MAX_DATA_DEPTH);
+    switch (n->kind) {
+    case K_NULL:
+        return 0;
+    case K_BOOLEAN:
+        if (w->pos >= w->len)
+            return wfail(w, "the block ends inside a boolean");
+        if (w->d[w->pos] > 1)
+            return wfail(w, "a boolean is %u, not 0 or 1", w->d[w->pos]);
+        w->pos++;
+        return 0;
+    case K_INT:
+        if (wlong(w, &v, "an int") < 0)
+            return -1;
+        if (v < INT32_MIN || v > INT32_MAX)
+            return wfail(w, "an int is out of range");
+        return 0;
+    case K_LONG:
+        return wlong(w, &v, "a long");
+    case K_FLOAT:
+    case K_DOUBLE: {
+        size_t k = n->kind == K_FLOAT ? 4 : 8;
+        if (w->len - w->pos < k)
+            return wfail(w, "the block ends inside a %s", n->kind == K_FLOAT ? "float" : "double");
+        w->pos += k;
+        return 0;
+    }
+    case K_BYTES:
+        return wlen(w, "a bytes value", false);
+    case K_STRING:
+        return wlen(w, "a string", true);
+    case K_FIXED:
+        if ((uint64_t)n->size > w->len - w->pos)
+            return wfail(w, "the block ends inside a fixed of %" PRId64 " bytes", n->size);
+        w->pos += (size_t)n->size;
+        return 0;
+    case K_ENUM:
+        if (wlong(w, &v, "an enum") < 0)
+            return -1;
+        if (v < 0 || v >= n->size)
+            return wfail(w, "enum index %" PRId64 " is not one of the %" PRId64 " symbols", v,
+                         n->size);
+        return 0;
+    case K_UNION:
+        if (wlong(w, &v, "a union branch") < 0)
+            return -1;
+        if (v < 0 || v >= (int64_t)n->nkids)
+            return wfail(w, "union branch %" PRId64 " is not one of the %u branches", v, n->nkids);
+        return walk_value(w, w->prog->kids[n->kids + (uint32_t)v], depth + 1);
+    case K_RECORD:
+        for (uint32_t k = 0; k < n->nkids; k++)
+            if (walk_value(w, w->prog->kids[n->kids + k], depth + 1) < 0)
+                return -1;
+        return 0;
+    case K_ARRAY:
+    case K_MAP:
+        return walk_blocks(w, n, depth);
+    }
+    return wfail(w, "unknown type");
+}
+
+/* ------------------------------------------------------------------------ */
+/* processing                                                                */
+
+struct proc {
+    const struct bfs_ocf_header *h;
+    struct bfs_ocf_error *err;
+    avro_schema_t schema;
+    avro_value_iface_t *iface;
+    avro_value_t value;
+    bool have_value;
+    avro_reader_t reader;
+    struct prog prog;
+    uint32_t root;
+    uint64_t budget;
+    uint64_t total; /* decompressed bytes so far */
+    uint8_t *dec;   /* decompressed block */
+    size_t dec_cap;
+    uint8_t *cmp; /* recompressed block */
+    size_t cmp_cap;
+    z_stream inf, def;
+    bool inf_init, def_init;
+    /* the block being processed, for messages */
+    uint64_t block;
+    size_t at;
+};
+
+static int perr(struct proc *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* "block N at byte X: ..." */
+static int perr(struct proc *p, const char *fmt, ...)
+{
+    char tail[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tail, sizeof tail, fmt, ap);
+    va_end(ap);
+    seterr(p->err, "block %" PRIu64 " at byte %zu: %s", p->block, p->at, tail);
+    return -EINVAL;
+}
+
+static int nomem(struct proc *p)
+{
+    seterr(p->err, "out of memory");
+    return -ENOMEM;
+}
+
+static int grow(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    uint8_t *b = realloc(*buf, need);
+    if (!b)
+        return -ENOMEM;
+    *buf = b;
+    *cap = need;
+    return 0;
+}
+
+static void proc_free(struct proc *p)
+{
+    if (p->have_value)
+        avro_value_decref(&p->value);
+    if (p->iface)
+        avro_value_iface_decref(p->iface);
+    if (p->schema)
+        avro_schema_decref(p->schema);
+    if (p->reader)
+        avro_reader_free(p->reader);
+    if (p->inf_init)
+        inflateEnd(&p->inf);
+    if (p->def_init)
+        deflateEnd(&p->def);
+    prog_free(&p->prog);
+    free(p->dec);
+    free(p->cmp);
+}
+
+/* Parse and compile the schema; set up avro-c. Error messages without a block. */
+static int proc_init(struct proc *p, const char *json, size_t len)
+{
+    static const char zero = 0;
+    if (avro_schema_from_json_length(json, len, &p->schema) != 0 || !p->schema) {
+        p->schema = NULL;
+        seterr(p->err, "schema does not parse (avro-c)");
+        return -EINVAL;
+    }
+    int rc = compile(&p->prog, p->schema, &p->root, 0);
+    if (rc == -ENOMEM)
+        return nomem(p);
+    if (rc < 0) {
+        seterr(p->err, "schema is not supported");
+        return -EINVAL;
+    }
+    compute_zero(&p->prog);
+    p->iface = avro_generic_class_from_schema(p->schema);
+    if (!p->iface) {
+        seterr(p->err, "schema is not supported by avro-c");
+        return -EINVAL;
+    }
+    if (avro_generic_value_new(p->iface, &p->value) != 0)
+        return nomem(p);
+    p->have_value = true;
+    p->reader = avro_reader_memory(&zero, 0);
+    if (!p->reader)
+        return nomem(p);
+    p->budget = BFS_OCF_MAX_EMPTY;
+    return 0;
+}
+
+static int inflate_block(struct proc *p, const uint8_t *src, size_t n, size_t *outlen)
+{
+    if (!p->inf_init) {
+        memset(&p->inf, 0, sizeof p->inf);
+        if (inflateInit2(&p->inf, -15) != Z_OK)
+            return nomem(p);
+        p->inf_init = true;
+    } else if (inflateReset(&p->inf) != Z_OK) {
+        return perr(p, "deflate data is corrupt");
+    }
+    size_t cap = n < (SIZE_MAX / 4) ? 4 * n : BFS_OCF_MAX_BLOCK;
+    if (cap < 65536)
+        cap = 65536;
+    if (cap > BFS_OCF_MAX_BLOCK)
+        cap = BFS_OCF_MAX_BLOCK;
+    if (grow(&p->dec, &p->dec_cap, cap) < 0)
+        return nomem(p);
+    assert(n <= MAX_COMPRESSED);
+    p->inf.next_in = (Bytef *)src;
+    p->inf.avail_in = (uInt)n;
+    p->inf.next_out = p->dec;
+    p->inf.avail_out = (uInt)cap;
+    uint8_t probe;
+    bool probing = false;
+    for (;;) {
+        int zr = inflate(&p->inf, Z_NO_FLUSH);
+        if (probing && p->inf.avail_out == 0)
+            return perr(p, "block decompresses to more than %u MiB", BFS_OCF_MAX_BLOCK >> 20);
+        if (zr == Z_STREAM_END)
+            break;
+        if (zr == Z_MEM_ERROR)
+            return nomem(p);
+        if (zr != Z_OK && zr != Z_BUF_ERROR)
+            return perr(p, "deflate data is corrupt");
+        if (p->inf.avail_out > 0) {
+            /* Room left but no end: the input ran out. */
+            if (zr == Z_BUF_ERROR || p->inf.avail_in == 0)
+                return perr(p, "deflate data ends before its end marker");
+            continue;
+        }
+        if (cap == BFS_OCF_MAX_BLOCK) {
+            /* Full: the stream may still end without more output. */
+            probing = true;
+            p->inf.next_out = &probe;
+            p->inf.avail_out = 1;
+            continue;
+        }
+        size_t used = cap;
+        cap = cap * 2 > BFS_OCF_MAX_BLOCK ? BFS_OCF_MAX_BLOCK : cap * 2;
+        if (grow(&p->dec, &p->dec_cap, cap) < 0)
+            return nomem(p);
+        p->inf.next_out = p->dec + used;
+        p->inf.avail_out = (uInt)(cap - used);
+    }
+    /* Bytes after the end of the deflate stream are ignored, as other readers
+     * do (python3-avro writes three: the rest of a zlib trailer). */
+    *outlen = (size_t)p->inf.total_out;
+    return 0;
+}
+
+static int unsnappy_block(struct proc *p, const uint8_t *src, size_t n, size_t *outlen)
+{
+    if (n < 4)
+        return perr(p, "snappy block is shorter than its CRC32");
+    size_t clen = n - 4, ulen;
+    if (snappy_uncompressed_length((const char *)src, clen, &ulen) != SNAPPY_OK)
+        return perr(p, "snappy data is corrupt");
+    if (ulen > BFS_OCF_MAX_BLOCK)
+        return perr(p, "block decompresses to more than %u MiB", BFS_OCF_MAX_BLOCK >> 20);
+    /* Validate before allocating what the stream claims. */
+    if (snappy_validate_compressed_buffer((const char *)src, clen) != SNAPPY_OK)
+        return perr(p, "snappy data is corrupt");
+    if (grow(&p->dec, &p->dec_cap, ulen ? ulen : 1) < 0)
+        return nomem(p);
+    size_t got = ulen;
+    if (snappy_uncompress((const char *)src, clen, (char *)p->dec, &got) != SNAPPY_OK ||
+        got != ulen)
+        return perr(p, "snappy data is corrupt");
+    uint32_t want = (uint32_t)src[clen] << 24 | (uint32_t)src[clen + 1] << 16 |
+                    (uint32_t)src[clen + 2] << 8 | (uint32_t)src[clen + 3];
+    uint32_t crc = (uint32_t)crc32(0L, p->dec, (uInt)ulen);
+    if (crc != want)
+        return perr(p, "snappy CRC32 does not match the data");
+    *outlen = ulen;
+    return 0;
+}
+
+/* Compress data[0..n) with codec into p->cmp (or point at data for null). */
+static int compress_block(struct proc *p, enum bfs_codec codec, const uint8_t *data, size_t n,
+                          const uint8_t **out, size_t *outlen)
+{
+    switch (codec) {
+    case BFS_CODEC_NULL:
+        *out = data;
+        *outlen = n;
+        return 0;
+    case BFS_CODEC_DEFLATE: {
+        if (!p->def_init) {
+            memset(&p->def, 0, sizeof p->def);
+            if (deflateInit2(&p->def, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+                return nomem(p);
+            p->def_init = true;
+        } else if (deflateReset(&p->def) != Z_OK) {
+            return nomem(p);
+        }
+        size_t bound = deflateBound(&p->def, (uLong)n);
+        if (grow(&p->cmp, &p->cmp_cap, bound) < 0)
+            return nomem(p);
+        p->def.next_in = (Bytef *)data;
+        p->def.avail_in = (uInt)n;
+        p->def.next_out = p->cmp;
+        p->def.avail_out = (uInt)bound;
+        int zr = deflate(&p->def, Z_FINISH);
+        if (zr != Z_STREAM_END)
+            return zr == Z_MEM_ERROR ? nomem(p) : perr(p, "deflate compression failed");
+        *out = p->cmp;
+        *outlen = (size_t)p->def.total_out;
+        return 0;
+    }
+    case BFS_CODEC_SNAPPY: {
+        size_t bound = snappy_max_compressed_length(n) + 4;
+        if (grow(&p->cmp, &p->cmp_cap, bound) < 0)
+            return nomem(p);
+        size_t clen = bound - 4;
+        if (snappy_compress((const char *)data, n, (char *)p->cmp, &clen) != SNAPPY_OK)
+            return perr(p, "snappy compression failed");
+        uint32_t crc = (uint32_t)crc32(0L, data, (uInt)n);
+        p->cmp[clen] = (uint8_t)(crc >> 24);
+        p->cmp[clen + 1] = (uint8_t)(crc >> 16);
+        p->cmp[clen + 2] = (uint8_t)(crc >> 8);
+        p->cmp[clen + 3] = (uint8_t)crc;
+        *out = p->cmp;
+        *outlen = clen + 4;
+        return 0;
+    }
+    }
+    return perr(p, "unknown codec");
+}
+
+/* Validate and decode `count` records in data[0..n). */
+static int decode_records(struct proc *p, const uint8_t *data, size_t n, int64_t count)
+{
+    const struct node *root = &p->prog.nodes[p->root];
+    if (root->zero) {
+        if ((uint64_t)count > p->budget)
+            return perr(p, "record count %" PRId64 " is too large for records of no bytes", count);
+        p->budget -= (uint64_t)count;
+    } else if ((uint64_t)count > n) {
+        return perr(p, "record count %" PRId64 " is more than the block's %zu bytes can hold",
+                    count, n);
+    }
+    struct walk w = {.prog = &p->prog, .d = data, .len = n, .budget = &p->budget};
+    for (int64_t r = 1; r <= count; r++) {
+        size_t start = w.pos;
+        if (walk_value(&w, p->root, 0) < 0)
+            return perr(p, "record %" PRId64 " does not decode against the schema (%s)", r, w.why);
+        /* avro-c decodes exactly these bytes and must use all of them. */
+        avro_reader_memory_set_source(p->reader, (const char *)data + start,
+                                      (int64_t)(w.pos - start));
+        if (avro_value_read(p->reader, &p->value) != 0)
+            return perr(p, "record %" PRId64 " does not decode against the schema (avro-c)", r);
+        uint8_t extra;
+        if (avro_read(p->reader, &extra, 1) == 0)
+            return perr(p,
+                        "record %" PRId64 " does not decode against the schema (avro-c reads"
+                        " fewer bytes)",
+                        r);
+    }
+    if (w.pos != n)
+        return perr(p, "%zu bytes left after the block's %" PRId64 " records", n - w.pos, count);
+    return 0;
+}
+
+static int emit_block(struct proc *p, struct bfs_buf *out, int64_t count, const uint8_t *raw,
+                      size_t raw_len, const uint8_t *plain, size_t plain_len, enum bfs_codec codec,
+                      const uint8_t sync[16])
+{
+    const uint8_t *data = NULL;
+    size_t n = 0;
+    int rc;
+    if (count == 0)
+        return 0; /* an empty block carries nothing: dropped */
+    if (codec == p->h->codec) {
+        data = raw;
+        n = raw_len;
+    } else if ((rc = compress_block(p, codec, plain, plain_len, &data, &n)) < 0) {
+        return rc;
+    }
+    if (bfs_buf_put_long(out, count) < 0 || bfs_buf_put_long(out, (int64_t)n) < 0 ||
+        bfs_buf_append(out, data, n) < 0 || bfs_buf_append(out, sync, 16) < 0)
+        return nomem(p);
+    return 0;
+}
+
+static int process(struct proc *p, const uint8_t *buf, size_t len, const uint8_t sync[16],
+                   enum bfs_codec codec, struct bfs_buf *out, uint64_t *records)
+{
+    const struct bfs_ocf_header *h = p->h;
+    size_t pos = h->header_len;
+    uint64_t total_records = 0;
+    int rc;
+    while (pos < len) {
+        p->block++;
+        p->at = pos;
+        if (len - pos < MIN_BLOCK) {
+            seterr(p->err, "%zu bytes after the last block", len - pos);
+            return -EINVAL;
+        }
+        int64_t count, size;
+        rc = get_long(buf, len, &pos, &count);
+        if (rc != VARINT_OK)
+            return perr(p, "record count is not a valid long");
+        if (count < 0)
+            return perr(p, "negative record count %" PRId64, count);
+        rc = get_long(buf, len, &pos, &size);
+        if (rc != VARINT_OK)
+            return perr(p, "block size is not a valid long");
+        if (size < 0)
+            return perr(p, "negative block size %" PRId64, size);
+        if ((uint64_t)size > len - pos || len - pos - (size_t)size < 16)
+            return perr(p,
+                        "block of %" PRId64 " bytes and its sync marker go beyond the end "
+                        "of the file (%zu bytes left): truncated block",
+                        size, len - pos);
+        const uint8_t *raw = buf + pos;
+        size_t raw_len = (size_t)size;
+        if (memcmp(raw + raw_len, h->sync, 16) != 0)
+            return perr(p, "sync marker does not match the header");
+        if (raw_len > (h->codec == BFS_CODEC_NULL ? (size_t)BFS_OCF_MAX_BLOCK : MAX_COMPRESSED))
+            return perr(p, "block is larger than %u MiB", BFS_OCF_MAX_BLOCK >> 20);
+
+        const uint8_t *plain = raw;
+        size_t plain_len = raw_len;
+        if (h->codec == BFS_CODEC_DEFLATE) {
+            if ((rc = inflate_block(p, raw, raw_len, &plain_len)) < 0)
+                return rc;
+            plain = p->dec;
+        } else if (h->codec == BFS_CODEC_SNAPPY) {
+            if ((rc = unsnappy_block(p, raw, raw_len, &plain_len)) < 0)
+                return rc;
+            plain = p->dec;
+        }
+        p->total += plain_len;
+        if (p->total > BFS_OCF_MAX_TOTAL)
+            return perr(p, "the blocks decompress to more than %u MiB in all",
+                        BFS_OCF_MAX_TOTAL >> 20);
+        if ((rc = decode_records(p, plain, plain_len, count)) < 0)
+            return rc;
+        if (out &&
+            (rc = emit_block(p, out, count, raw, raw_len, plain, plain_len, codec, sync)) < 0)
+            return rc;
+        total_records += (uint64_t)count;
+        pos += raw_len + 16;
+    }
+    if (records)
+        *records = total_records;
+    return 0;
+}
+
+int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header *h,
+                    const uint8_t sync[16], enum bfs_codec codec, struct bfs_buf *out,
+                    uint64_t *records, struct bfs_ocf_error *err)
+{
+    struct proc p = {.h = h, .err = err};
+    if (records)
+        *records = 0;
+    if (err)
+        err->msg[0] = '\0';
+    if (h->header_len > len || !h->schema_json) {
+        seterr(err, "truncated header");
+        return -EINVAL;
+    }
+    int rc = proc_init(&p, h->schema_json, h->schema_len);
+    if (rc == 0)
+        rc = process(&p, buf, len, sync, codec, out, records);
+    proc_free(&p);
+    return rc;
+}
+
+int bfs_ocf_parse_header(const uint8_t *buf, size_t len, struct bfs_ocf_header *h,
+                         struct bfs_ocf_error *err)
+{
+    memset(h, 0, sizeof *h);
+    if (err)
+        err->msg[0] = '\0';
+    if (len < sizeof magic) {
+        seterr(err, memcmp(buf, magic, len) == 0 ? "truncated header"
+                                                 : "not an Avro object container file (bad magic)");
+        return -EINVAL;
+    }
+    if (memcmp(buf, magic, sizeof magic) != 0) {
+        seterr(err, "not an Avro object container file (bad magic)");
+        return -EINVAL;
+    }
+    size_t pos = sizeof magic;
+    int rc = parse_meta(buf, len, &pos, h, err);
+    if (rc == 0 && len - pos < 16) {
+        seterr(err, "truncated header");
+        rc = -EINVAL;
+    }
+    if (rc < 0) {
+        bfs_ocf_header_free(h);
+        return rc;
+    }
+    memcpy(h->sync, buf + pos, 16);
+    h->header_len = pos + 16;
+
+    char tmp[48];
+    const struct bfs_ocf_meta *codec = bfs_ocf_meta_get(h, "avro.codec");
+    const struct bfs_ocf_meta *schema = bfs_ocf_meta_get(h, "avro.schema");
+    h->codec = BFS_CODEC_NULL;
+    if (codec && bfs_codec_parse((const char *)codec->val, codec->val_len, &h->codec) < 0) {
+        seterr(err, "codec '%s' is not supported (null, deflate, snappy)",
+               printable(codec->val, codec->val_len, tmp, sizeof tmp));
+        rc = -EINVAL;
+    } else if (!schema) {
+        seterr(err, "header has no avro.schema");
+        rc = -EINVAL;
+    }
+    if (rc < 0) {
+        bfs_ocf_header_free(h);
+        return rc;
+    }
+
+    /* The schema must be one this module can canonicalise (strict: valid names,
+     * no duplicate definitions, ...) and that avro-c parses and can decode. */
+    char *canon = NULL;
+    size_t canon_len;
+    char why[160];
+    rc = bfs_schema_canonical((const char *)schema->val, schema->val_len, &canon, &canon_len, why,
+                              sizeof why);
+    free(canon);
+    if (rc == -ENOMEM) {
+        seterr(err, "out of memory");
+    } else if (rc < 0) {
+        seterr(err, "schema does not parse: %s", why);
+    } else {
+        struct proc p = {.h = h, .err = err};
+        rc = proc_init(&p, (const char *)schema->val, schema->val_len);
+        proc_free(&p);
+    }
+    if (rc == 0) {
+        h->schema_json = malloc(schema->val_len + 1);
+        if (!h->schema_json) {
+            seterr(err, "out of memory");
+            rc = -ENOMEM;
+        } else {
+            memcpy(h->schema_json, schema->val, schema->val_len + 1);
+            h->schema_len = schema->val_len;
+        }
+    }
+    if (rc < 0)
+        bfs_ocf_header_free(h);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* layout header                                                             */
+
+static int put_bytes(struct bfs_buf *out, const void *p, size_t n)
+{
+    int rc = bfs_buf_put_long(out, (int64_t)n);
+    if (rc == 0)
+        rc = bfs_buf_append(out, p, n);
+    return rc;
+}
+
+int bfs_ocf_layout_header(const char *schema_json, size_t schema_len, enum bfs_codec codec,
+                          const uint8_t sync[16], struct bfs_buf *out)
+{
+    size_t mark = out->len;
+    const char *name = bfs_codec_name(codec);
+    int rc = bfs_buf_append(out, magic, sizeof magic);
+    /* one map block of two entries, keys in sorted order */
+    if (rc == 0)
+        rc = bfs_buf_put_long(out, 2);
+    if (rc == 0)
+        rc = put_bytes(out, "avro.codec", 10);
+    if (rc == 0)
+        rc = put_bytes(out, name, strlen(name));
+    if (rc == 0)
+        rc = put_bytes(out, "avro.schema", 11);
+    if (rc == 0)
+        rc = put_bytes(out, schema_json, schema_len);
+    if (rc == 0)
+        rc = bfs_buf_put_long(out, 0);
+    if (rc == 0)
+        rc = bfs_buf_append(out, sync, 16);
+    if (rc < 0)
+        out->len = mark;
+    return rc;
+}

@@ -36,6 +36,8 @@
 
 /* Deepest nesting of schemas accepted (records in arrays in unions ...). */
 #define MAX_DEPTH 200
+/* Most named types (records, enums, fixed) in one schema. */
+#define MAX_NAMED 1000
 
 struct canon {
     struct bfs_buf out;
@@ -150,6 +152,8 @@ static int define(struct canon *c, const char *full)
     char tmp[80];
     if (is_defined(c, full))
         return fail(c, -EINVAL, "type '%s' is defined twice", shown(full, tmp, sizeof tmp));
+    if (c->n_names >= MAX_NAMED)
+        return fail(c, -EINVAL, "more than %d named types", MAX_NAMED);
     if (c->n_names == c->cap_names) {
         size_t cap = c->cap_names ? 2 * c->cap_names : 16;
         char **p = realloc(c->names, cap * sizeof *p);

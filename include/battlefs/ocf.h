@@ -14,6 +14,12 @@
 
 /* Largest decompressed block accepted (a zip bomb stops here). */
 #define BFS_OCF_MAX_BLOCK (64u * 1024 * 1024)
+/* Largest sum of the decompressed sizes of a file's blocks. */
+#define BFS_OCF_MAX_TOTAL (1024u * 1024 * 1024)
+/* Most values that encode in zero bytes (records of a schema like "null",
+ * items of an array of null) accepted in one file: bounds the work a few
+ * bytes can ask for. Every other value takes at least one byte. */
+#define BFS_OCF_MAX_EMPTY (1u << 20)
 
 enum bfs_codec {
     BFS_CODEC_NULL = 0,
@@ -26,8 +32,8 @@ int bfs_codec_parse(const char *name, size_t len, enum bfs_codec *out);
 const char *bfs_codec_name(enum bfs_codec c);
 
 struct bfs_ocf_meta {
-    char *key;       /* NUL-terminated */
-    uint8_t *val;    /* NUL-terminated for convenience; val_len excludes the NUL */
+    char *key;    /* NUL-terminated */
+    uint8_t *val; /* NUL-terminated for convenience; val_len excludes the NUL */
     size_t val_len;
 };
 

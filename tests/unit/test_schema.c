@@ -1,4 +1,5 @@
 /* test_schema.c - Parsing Canonical Form, Rabin fingerprint, layout sync. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
