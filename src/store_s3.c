@@ -59,6 +59,7 @@ struct s3_store {
     char *bucket;
     char *prefix;   /* "" or "dir/sub/" */
     char *base_url; /* ends with '/': the object key follows */
+    char *list_url; /* the bucket's URL for ListObjectsV2 ("<endpoint>/<bucket>" path-style) */
     char *region;
     char *sigv4;            /* "aws:amz:<region>:s3" */
     char *access_key;       /* AWS_ACCESS_KEY_ID */
@@ -558,6 +559,7 @@ static int setup_handle(struct s3_req *r, CURL *h, struct curl_slist *hdrs, long
         SETOPT(h, CURLOPT_SEEKFUNCTION, on_seek);
         SETOPT(h, CURLOPT_SEEKDATA, r);
         SETOPT(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->put_size);
+        SETOPT(h, CURLOPT_EXPECT_100_TIMEOUT_MS, 1000L);
     } else if (strcmp(r->method, "DELETE") == 0) {
         SETOPT(h, CURLOPT_CUSTOMREQUEST, "DELETE");
     } else {
@@ -741,11 +743,11 @@ static int s3_perform(struct s3_req *r, uint64_t extra_ms)
         snprintf(line, sizeof line, "Range: %s", r->range);
         rc = add_header(&hdrs, line);
     }
-    if (rc == 0 && strcmp(r->method, "PUT") == 0) {
+    /* No "Expect:" header to turn 100-continue off: libcurl 7.88 signs every
+     * custom header, including a disabled (unsent) one, and S3 then refuses the
+     * signature. 100-continue also spares the body upload when S3 says no. */
+    if (rc == 0 && strcmp(r->method, "PUT") == 0)
         rc = add_header(&hdrs, "Content-Type: application/octet-stream");
-        if (rc == 0)
-            rc = add_header(&hdrs, "Expect:"); /* no 100-continue round trip */
-    }
     if (rc < 0) {
         curl_slist_free_all(hdrs);
         bfs_error("s3: %s s3://%s/%s%s: out of memory", r->method, st->bucket, st->prefix, r->what);
@@ -1021,7 +1023,7 @@ static int s3_list(struct bfs_store *base, const char *prefix,
         /* Parameters in canonical (sorted, encoded) order: libcurl 7.88 signs
          * the query string as written. */
         struct bfs_buf u = {0};
-        rc = bfs_buf_printf(&u, "%s?", st->base_url);
+        rc = bfs_buf_printf(&u, "%s?", st->list_url);
         if (rc == 0 && token) {
             rc = bfs_buf_printf(&u, "continuation-token=");
             if (rc == 0)
@@ -1095,6 +1097,7 @@ static void s3_destroy(struct bfs_store *base)
     free(st->bucket);
     free(st->prefix);
     free(st->base_url);
+    free(st->list_url);
     free(st->region);
     free(st->sigv4);
     free(st->access_key);
@@ -1270,6 +1273,13 @@ int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_s
         if (asprintf(&st->base_url, "https://s3.%s.amazonaws.com/%s/", region, bucket) < 0)
             st->base_url = NULL;
     }
+    if (st->base_url) {
+        size_t bl = strlen(st->base_url);
+        /* path-style: "<endpoint>/<bucket>"; virtual-host: "https://<host>/" */
+        if (endpoint || !dns_bucket(bucket))
+            bl--;
+        st->list_url = strndup(st->base_url, bl);
+    }
     if (pl) {
         if (asprintf(&st->base.url, "s3://%s/%.*s", bucket, (int)pl, ps) < 0)
             st->base.url = NULL;
@@ -1277,7 +1287,7 @@ int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_s
         st->base.url = NULL;
     }
     if (rc < 0 || !st->prefix || !st->bucket || !st->region || !st->access_key || !st->secret_key ||
-        !st->sigv4 || !st->base_url || !st->base.url) {
+        !st->sigv4 || !st->base_url || !st->list_url || !st->base.url) {
         snprintf(msg, msglen, "s3: out of memory");
         s3_destroy(&st->base);
         return -ENOMEM;
