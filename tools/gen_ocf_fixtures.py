@@ -14,6 +14,9 @@ deterministic (seeded data, fixed sync markers), so re-running it changes nothin
   empty.avro        a header and no block
   rich-bzip2.avro   a codec battlefs does not accept
   fixtures.txt      name codec records blocks, one line per .avro file
+
+and the fuzzer's seed corpus, tests/fuzz/corpus/: small valid files (each codec,
+a FUSOU schema, no block, a recursive schema) and a few broken ones.
 """
 import io
 import json
@@ -28,6 +31,7 @@ import avro.schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "data", "ocf")
+CORPUS = os.path.join(ROOT, "tests", "fuzz", "corpus")
 
 RICH = {
     "type": "record",
@@ -74,6 +78,54 @@ def record(rng, i):
     }
 
 
+def ocf_bytes(schema_json, codec, records, block, meta=None):
+    schema = avro.schema.parse(schema_json)
+    buf = io.BytesIO()
+    w = avro.datafile.DataFileWriter(buf, avro.io.DatumWriter(), schema, codec=codec)
+    w.sync_marker = SYNC
+    for k, v in (meta or {}).items():
+        w.set_meta(k, v)
+    for i, r in enumerate(records):
+        w.append(r)
+        if (i + 1) % block == 0:
+            w.sync()
+    w.flush()
+    return buf.getvalue()
+
+
+def corpus():
+    os.makedirs(CORPUS, exist_ok=True)
+    rng = random.Random(99)
+    rich = json.dumps(RICH)
+    seeds = {}
+    for codec in ("null", "deflate", "snappy"):
+        seeds["rich-%s.avro" % codec] = ocf_bytes(rich, codec, [record(rng, i) for i in range(3)], 2)
+    table = json.load(open(os.path.join(ROOT, "tests", "data", "schema_v0_5_1.json")))
+    env = [s["schema"] for s in table["schemas"] if s["table_name"] == "env_info"][0]
+    env_recs = [{"version": "0.5.1", "uuid": "00000000-0000-4000-8000-00000000000%d" % i, "user_env_unique": "e", "timestamp": 1765000000 + i}
+                for i in range(2)]
+    seeds["fusou-env_info.avro"] = ocf_bytes(env, "null", env_recs, 2,
+                                             {"battlefs.table": b"env_info", "battlefs.dataset": b"u1"})
+    seeds["no-blocks.avro"] = ocf_bytes('"int"', "deflate", [], 1)
+    seeds["ints.avro"] = ocf_bytes('"int"', "snappy", [0, -1, 2 ** 31 - 1, -(2 ** 31)], 3)
+    linked = json.dumps({"type": "record", "name": "L", "fields": [
+        {"name": "v", "type": {"type": "map", "values": "double"}},
+        {"name": "next", "type": ["null", "L"]}]})
+    seeds["recursive.avro"] = ocf_bytes(linked, "null", [
+        {"v": {"a": 1.5}, "next": {"v": {}, "next": None}}], 1)
+    good = seeds["rich-deflate.avro"]
+    seeds["bad-truncated.avro"] = good[:len(good) - 20]
+    bad_sync = bytearray(good)
+    bad_sync[-1] ^= 1
+    seeds["bad-sync.avro"] = bytes(bad_sync)
+    seeds["bad-trailing.avro"] = good + b"junk"
+    seeds["bad-magic.avro"] = b"Obj\x02" + good[4:]
+    seeds["bad-codec.avro"] = good.replace(b"\x0edeflate", b"\x0ezstdard")
+    for name, data in seeds.items():
+        with open(os.path.join(CORPUS, name), "wb") as f:
+            f.write(data)
+
+
 def write(name, codec, n, block, meta=None):
     schema = avro.schema.parse(json.dumps(RICH))
     buf = io.BytesIO()
@@ -117,6 +169,7 @@ def main():
     lines.append(write("rich-bzip2.avro", "bzip2", 5, 17))
     with open(os.path.join(OUT, "fixtures.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
+    corpus()
     print("wrote %d fixtures to %s" % (len(lines), OUT), file=sys.stderr)
 
 
