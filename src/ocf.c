@@ -994,8 +994,8 @@ static int process(struct proc *p, const uint8_t *buf, size_t len, const uint8_t
             return perr(p, "negative block size %" PRId64, size);
         if ((uint64_t)size > len - pos || len - pos - (size_t)size < 16)
             return perr(p,
-                        "block of %" PRId64 " bytes and its sync marker go beyond the end "
-                        "of the file (%zu bytes left): truncated block",
+                        "truncated block: its %" PRId64 " bytes and sync marker go beyond "
+                        "the end of the file (%zu bytes left)",
                         size, len - pos);
         const uint8_t *raw = buf + pos;
         size_t raw_len = (size_t)size;

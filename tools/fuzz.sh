@@ -52,7 +52,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 "$bdir/tests/fuzz/fuzz_ocf" "$work/corpus" \
     -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=256 -timeout=30 \
-    -max_len=8192 -print_final_stats=1 -artifact_prefix="$bdir/artifacts/" \
+    -max_len=8192 -dict="$root/tests/fuzz/fuzz_ocf.dict" -print_final_stats=1 -artifact_prefix="$bdir/artifacts/" \
     >"$work/log" 2>&1
 rc=$?
 execs="$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$work/log" | tail -1)"

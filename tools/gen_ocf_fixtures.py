@@ -121,6 +121,30 @@ def corpus():
     seeds["bad-trailing.avro"] = good + b"junk"
     seeds["bad-magic.avro"] = b"Obj\x02" + good[4:]
     seeds["bad-codec.avro"] = good.replace(b"\x0edeflate", b"\x0ezstdard")
+    # Structured inputs (see tests/fuzz/fuzz_ocf.c): schema index, codec, then
+    # [count][length][data] blocks; schema 0 is RICH without "uuid" and "again".
+    enc_schema = avro.schema.parse(json.dumps({"type": "record", "name": "Rich", "fields": [
+        {"name": "id", "type": "long"}, {"name": "s", "type": "string"},
+        {"name": "ok", "type": "boolean"},
+        {"name": "hp", "type": {"type": "array", "items": "int"}},
+        {"name": "tags", "type": {"type": "map", "values": "string"}},
+        {"name": "rank", "type": {"type": "enum", "name": "R", "symbols": ["S", "A"]}},
+        {"name": "d", "type": {"type": "fixed", "name": "D", "size": 4}},
+        {"name": "x", "type": "double"}, {"name": "y", "type": "float"},
+        {"name": "b", "type": "bytes"}, {"name": "n", "type": "null"},
+        {"name": "o", "type": ["null", "int", "string", "D"]},
+        {"name": "g", "type": {"type": "array", "items": {"type": "array", "items": "R"}}}]}))
+    out = io.BytesIO()
+    enc = avro.io.BinaryEncoder(out)
+    w = avro.io.DatumWriter(enc_schema)
+    w.write({"id": 7, "s": "abc", "ok": True, "hp": [1, -2, 300], "tags": {"k": "v"}, "rank": "A",
+             "d": b"1234", "x": 0.5, "y": 2.0, "b": b"\x00\xff", "n": None, "o": "str",
+             "g": [["S", "A"], []]}, enc)
+    rec = out.getvalue()
+    for codec in range(3):
+        seeds["structured-rich-%d" % codec] = bytes([0, codec, 2, 2 * len(rec)]) + rec + rec
+    seeds["structured-null"] = bytes([2, 0, 200, 0, 3, 0])
+    seeds["structured-list"] = bytes([1, 1, 1, 13, 2, 2, 97, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0, 0])
     for name, data in seeds.items():
         with open(os.path.join(CORPUS, name), "wb") as f:
             f.write(data)
