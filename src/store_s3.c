@@ -667,8 +667,13 @@ static struct s3_outcome attempt(struct s3_req *r, CURL *h, struct curl_slist *h
                      r->status, r->range);
             o.rc = -EIO;
         } else if (r->overflow) {
-            snprintf(why, whylen, "the answer is longer than asked for (%s)",
-                     r->dst ? r->range : "listing over 32 MiB");
+            if (r->dst)
+                snprintf(why, whylen,
+                         "the answer is longer than the %" PRIu64
+                         " bytes asked for (Range %s, Content-Range \"%s\")",
+                         r->dst_len, r->range, r->content_range);
+            else
+                snprintf(why, whylen, "the listing page is over %u bytes", S3_LIST_BODY_MAX);
             o.rc = -EIO;
         } else if (r->put_errno) {
             snprintf(why, whylen, "reading the local file: %s", strerror(r->put_errno));

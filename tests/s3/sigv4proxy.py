@@ -13,7 +13,8 @@ tests put this proxy between battlefs and s3rver. For every request it:
 - answers a failure like S3 (403 SignatureDoesNotMatch, 400 XAmzContentSHA256Mismatch, ...)
   without forwarding, and records it in `failures`;
 - records every request (method, path, query, Range, status, bytes) in `requests`;
-- applies the first matching injected fault (see `add_fault`), else forwards to s3rver.
+- applies the first matching injected fault (see `add_fault`), else forwards to s3rver
+  (502 BadGateway when s3rver is down).
 
     proxy = SigV4Proxy(upstream_port, "S3RVER", "secret", region="us-east-1").start()
     proxy.url                                 # http://127.0.0.1:PORT
@@ -42,6 +43,7 @@ import random
 import socket
 import socketserver
 import struct
+import sys
 import threading
 import time
 import urllib.parse
@@ -235,6 +237,12 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
+
+    def handle_error(self, request, client_address):
+        # Clients that give up (timeouts, tests of faults) reset connections: not news.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, socket.timeout)):
+            return
+        super().handle_error(request, client_address)
 
 
 class SigV4Proxy:
@@ -469,6 +477,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             headers["Content-Length"] = str(len(body))
         conn = http.client.HTTPConnection(*self.proxy.upstream, timeout=120)
         try:
+            try:
+                conn.connect()
+            except OSError as e:  # the server is down: answer like a load balancer would
+                rec["status"] = 502
+                rec["resp_bytes"] = self._send_simple(
+                    502, _xml_error("BadGateway", f"upstream: {e}", rec["raw_path"]),
+                    extra=[("Connection", "close")])
+                self.close_connection = True
+                return
             conn.request(self.command, self.path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
