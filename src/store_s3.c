@@ -1173,8 +1173,8 @@ int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_s
         return -EIO;
     }
     const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
-    if (!vi || vi->version_num < 0x074b00) {
-        snprintf(msg, msglen, "s3: libcurl %s is too old (AWS SigV4 needs 7.75 or later)",
+    if (!vi || vi->version_num < 0x075500) {
+        snprintf(msg, msglen, "s3: libcurl %s is too old (7.85 or later is needed)",
                  vi ? vi->version : "?");
         return -ENOTSUP;
     }
