@@ -348,7 +348,7 @@ static int new_kids(struct prog *p, size_t n, uint32_t *first)
 
 /* Compile s (and what it contains) into p; *idx gets its node. Named types are
  * compiled once (so recursive schemas terminate). depth bounds the C stack. */
-static int compile(struct prog *p, avro_schema_t s, uint32_t *idx, int depth)
+static int compile(struct prog *p, avro_schema_t s, uint32_t *idx, int depth, const char **why)
 {
     if (depth > MAX_DATA_DEPTH || !s)
         return -EINVAL;
@@ -394,8 +394,12 @@ static int compile(struct prog *p, avro_schema_t s, uint32_t *idx, int depth)
     }
     case AVRO_FIXED: {
         int64_t n = avro_schema_fixed_size(s);
-        if (n < 0)
+        if (n <= 0) {
+            /* avro-c 1.11 cannot decode a fixed of size 0 (its allocator
+             * returns NULL for 0 bytes). */
+            *why = "a fixed of size 0 (avro-c cannot decode it)";
             return -EINVAL;
+        }
         if ((rc = new_node(p, K_FIXED, s, idx)) < 0)
             return rc;
         p->nodes[*idx].size = n;
@@ -409,7 +413,7 @@ static int compile(struct prog *p, avro_schema_t s, uint32_t *idx, int depth)
         if ((rc = new_kids(p, 1, &first)) < 0)
             return rc;
         avro_schema_t sub = arr ? avro_schema_array_items(s) : avro_schema_map_values(s);
-        if ((rc = compile(p, sub, &kid, depth + 1)) < 0)
+        if ((rc = compile(p, sub, &kid, depth + 1, why)) < 0)
             return rc;
         p->nodes[me].nkids = 1;
         p->nodes[me].kids = first;
@@ -432,7 +436,7 @@ static int compile(struct prog *p, avro_schema_t s, uint32_t *idx, int depth)
         for (size_t i = 0; i < n; i++) {
             avro_schema_t sub = rec ? avro_schema_record_field_get_by_index(s, (int)i)
                                     : avro_schema_union_branch(s, (int)i);
-            if ((rc = compile(p, sub, &kid, depth + 1)) < 0)
+            if ((rc = compile(p, sub, &kid, depth + 1, why)) < 0)
                 return rc;
             p->kids[first + i] = kid;
         }
@@ -444,13 +448,14 @@ static int compile(struct prog *p, avro_schema_t s, uint32_t *idx, int depth)
     }
 }
 
-/* Which types can encode a value in zero bytes: null, fixed(0), and records of
- * such types only (least fixed point, so recursive records are not). */
+/* Which types can encode a value in zero bytes: null and records of such types
+ * only (least fixed point, so recursive records are not). A fixed of size 0
+ * would be one too, but is refused above. */
 static void compute_zero(struct prog *p)
 {
     for (size_t i = 0; i < p->n_nodes; i++) {
         struct node *n = &p->nodes[i];
-        n->zero = n->kind == K_NULL || (n->kind == K_FIXED && n->size == 0);
+        n->zero = n->kind == K_NULL;
     }
     bool changed = true;
     while (changed) {
@@ -750,11 +755,12 @@ static int proc_init(struct proc *p, const char *json, size_t len)
         seterr(p->err, "schema does not parse (avro-c)");
         return -EINVAL;
     }
-    int rc = compile(&p->prog, p->schema, &p->root, 0);
+    const char *why = "a type this module does not know";
+    int rc = compile(&p->prog, p->schema, &p->root, 0, &why);
     if (rc == -ENOMEM)
         return nomem(p);
     if (rc < 0) {
-        seterr(p->err, "schema is not supported");
+        seterr(p->err, "schema is not supported: %s", why);
         return -EINVAL;
     }
     compute_zero(&p->prog);
@@ -925,24 +931,21 @@ static int decode_records(struct proc *p, const uint8_t *data, size_t n, int64_t
                     count, n);
     }
     struct walk w = {.prog = &p->prog, .d = data, .len = n, .budget = &p->budget};
+    /* avro-c reads the records that the validator accepted, one after the
+     * other from the same bytes, and must end where the validator ended. */
+    avro_reader_memory_set_source(p->reader, (const char *)data, (int64_t)n);
     for (int64_t r = 1; r <= count; r++) {
-        size_t start = w.pos;
         if (walk_value(&w, p->root, 0) < 0)
             return perr(p, "record %" PRId64 " does not decode against the schema (%s)", r, w.why);
-        /* avro-c decodes exactly these bytes and must use all of them. */
-        avro_reader_memory_set_source(p->reader, (const char *)data + start,
-                                      (int64_t)(w.pos - start));
         if (avro_value_read(p->reader, &p->value) != 0)
             return perr(p, "record %" PRId64 " does not decode against the schema (avro-c)", r);
-        uint8_t extra;
-        if (avro_read(p->reader, &extra, 1) == 0)
-            return perr(p,
-                        "record %" PRId64 " does not decode against the schema (avro-c reads"
-                        " fewer bytes)",
-                        r);
     }
     if (w.pos != n)
         return perr(p, "%zu bytes left after the block's %" PRId64 " records", n - w.pos, count);
+    uint8_t extra;
+    if (count > 0 && avro_read(p->reader, &extra, 1) == 0)
+        return perr(p, "the block's records do not decode against the schema (avro-c reads "
+                       "fewer bytes)");
     return 0;
 }
 
@@ -1059,8 +1062,9 @@ int bfs_ocf_parse_header(const uint8_t *buf, size_t len, struct bfs_ocf_header *
     if (err)
         err->msg[0] = '\0';
     if (len < sizeof magic) {
-        seterr(err, memcmp(buf, magic, len) == 0 ? "truncated header"
-                                                 : "not an Avro object container file (bad magic)");
+        seterr(err, len == 0 || memcmp(buf, magic, len) == 0
+                        ? "truncated header"
+                        : "not an Avro object container file (bad magic)");
         return -EINVAL;
     }
     if (memcmp(buf, magic, sizeof magic) != 0) {

@@ -71,6 +71,9 @@ static int upload(const uint8_t *data, size_t size)
     if (rc != 0) {
         check(rc == -EINVAL || rc == -ENOMEM, "process returns -EINVAL or -ENOMEM", &err);
         check_msg(&err);
+        /* The pre-decoder is at least as strict as avro-c: what it accepts,
+         * avro-c decodes, to the same end. */
+        check(strstr(err.msg, "(avro-c") == NULL, "pre-decoder and avro-c agree", &err);
     } else {
         /* The normalised file is valid, with the same records. */
         struct bfs_ocf_header h2;
@@ -114,9 +117,9 @@ static const char *const schemas[] = {
     "\"null\"",
     "{\"type\":\"array\",\"items\":\"null\"}",
     "[\"null\",\"string\",{\"type\":\"array\",\"items\":\"long\"},{\"type\":\"map\",\"values\":"
-    "{\"type\":\"fixed\",\"name\":\"F0\",\"size\":0}}]",
+    "{\"type\":\"fixed\",\"name\":\"F1\",\"size\":1}}]",
     "{\"type\":\"record\",\"name\":\"E\",\"fields\":[{\"name\":\"a\",\"type\":\"null\"},"
-    "{\"name\":\"z\",\"type\":{\"type\":\"fixed\",\"name\":\"Z\",\"size\":0}}]}",
+    "{\"name\":\"z\",\"type\":{\"type\":\"record\",\"name\":\"Z\",\"fields\":[]}}]}",
     "{\"type\":\"record\",\"name\":\"EnvInfo\",\"fields\":[{\"name\":\"version\",\"type\":"
     "\"string\"},{\"name\":\"uuid\",\"type\":{\"type\":\"string\",\"logicalType\":\"uuid\"}},"
     "{\"name\":\"user_env_unique\",\"type\":\"string\"},{\"name\":\"timestamp\",\"type\":"

@@ -629,6 +629,17 @@ static void test_reject_header_content(void **state)
         hdr(&f, "null", bad[i], SYNC_A);
         expect_reject(f.data, f.len, "schema does not parse");
     }
+    /* a schema avro-c parses but cannot decode */
+    f.len = 0;
+    hdr(&f, "null", "{\"type\":\"fixed\",\"name\":\"Z\",\"size\":0}", SYNC_A);
+    expect_reject(f.data, f.len, "schema is not supported: a fixed of size 0");
+    /* a schema only the Java rules accept (null-namespace fallback): avro-c decides */
+    f.len = 0;
+    hdr(&f, "null",
+        "[{\"type\":\"fixed\",\"name\":\"G\",\"size\":1},{\"type\":\"record\",\"name\":"
+        "\"a.R\",\"fields\":[{\"name\":\"g\",\"type\":\"G\"}]}]",
+        SYNC_A);
+    expect_reject(f.data, f.len, "schema does not parse (avro-c)");
     /* unsupported codecs, with the exact message */
     const char *codecs[] = {"lzma", "xz", "zstandard", "bzip2", "Deflate", ""};
     for (size_t i = 0; i < 6; i++) {
@@ -988,6 +999,14 @@ static void test_empty_values_budget(void **state)
     put_long(&d, 0);
     blk_raw(&f, 1, d.data, d.len, "null", SYNC_A);
     expect_ok(f.data, f.len, 1);
+    /* records of no bytes: a record of null and an empty record */
+    f.len = 0;
+    hdr(&f, "deflate",
+        "{\"type\":\"record\",\"name\":\"E\",\"fields\":[{\"name\":\"a\",\"type\":\"null\"},"
+        "{\"name\":\"z\",\"type\":{\"type\":\"record\",\"name\":\"Z\",\"fields\":[]}}]}",
+        SYNC_A);
+    blk_raw(&f, 5000, NULL, 0, "deflate", SYNC_A);
+    expect_ok(f.data, f.len, 5000);
     bfs_buf_free(&d);
     bfs_buf_free(&f);
 }
