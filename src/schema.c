@@ -209,6 +209,7 @@ static int put_reference(struct canon *c, const char *name, const char *ns)
 }
 
 static int emit(struct canon *c, json_t *j, const char *ns, int depth);
+static int emit_union(struct canon *c, json_t *j, const char *ns, int depth);
 
 /* The fullname of a named type from its "name" and "namespace" attributes. */
 static char *fullname_of(struct canon *c, json_t *obj, const char *ns, const char *what)
@@ -397,6 +398,76 @@ static int emit_named(struct canon *c, json_t *j, const char *type, const char *
     return rc;
 }
 
+/* What makes two union branches the same type, from a branch's canonical form:
+ * the primitive's name, "array", "map", or the named type's fullname (malloc'd). */
+static char *branch_key(struct canon *c, size_t start)
+{
+    const char *s = (const char *)c->out.data + start;
+    size_t n = c->out.len - start;
+    const char *name = NULL, *end = NULL;
+    if (n > 0 && s[0] == '[') {
+        fail(c, -EINVAL, "a union directly inside a union");
+        return NULL;
+    }
+    if (n > 1 && s[0] == '"') {
+        name = s + 1;
+        end = memchr(name, '"', n - 1);
+    } else if (n > 9 && memcmp(s, "{\"name\":\"", 9) == 0) {
+        name = s + 9;
+        end = memchr(name, '"', n - 9);
+    } else if (n > 15 && memcmp(s, "{\"type\":\"array\"", 15) == 0) {
+        name = "array";
+        end = name + 5;
+    } else if (n > 13 && memcmp(s, "{\"type\":\"map\"", 13) == 0) {
+        name = "map";
+        end = name + 3;
+    }
+    assert(name && end);
+    if (!name || !end) {
+        fail(c, -EINVAL, "bad union branch");
+        return NULL;
+    }
+    size_t k = (size_t)(end - name);
+    char *key = malloc(k + 1);
+    if (!key) {
+        fail(c, -ENOMEM, "out of memory");
+        return NULL;
+    }
+    memcpy(key, name, k);
+    key[k] = '\0';
+    return key;
+}
+
+/* A union: not empty, no union directly inside, no two branches of one type. */
+static int emit_union(struct canon *c, json_t *j, const char *ns, int depth)
+{
+    size_t n = json_array_size(j);
+    if (n == 0)
+        return fail(c, -EINVAL, "union without branches");
+    json_t *seen = json_object();
+    if (!seen)
+        return fail(c, -ENOMEM, "out of memory");
+    put(c, "[");
+    for (size_t i = 0; i < n && !c->rc; i++) {
+        if (i)
+            put(c, ",");
+        size_t start = c->out.len;
+        if (emit(c, json_array_get(j, i), ns, depth + 1))
+            break;
+        char *key = branch_key(c, start);
+        if (!key)
+            break;
+        char tmp[80];
+        if (json_object_get(seen, key))
+            fail(c, -EINVAL, "union has two branches of type '%s'", shown(key, tmp, sizeof tmp));
+        else if (json_object_set_new(seen, key, json_true()) < 0)
+            fail(c, -ENOMEM, "out of memory");
+        free(key);
+    }
+    json_decref(seen);
+    return put(c, "]");
+}
+
 static int emit(struct canon *c, json_t *j, const char *ns, int depth)
 {
     if (c->rc)
@@ -409,18 +480,8 @@ static int emit(struct canon *c, json_t *j, const char *ns, int depth)
             return put_quoted(c, s);
         return put_reference(c, s, ns);
     }
-    if (json_is_array(j)) {
-        size_t n = json_array_size(j);
-        if (n == 0)
-            return fail(c, -EINVAL, "union without branches");
-        put(c, "[");
-        for (size_t i = 0; i < n && !c->rc; i++) {
-            if (i)
-                put(c, ",");
-            emit(c, json_array_get(j, i), ns, depth + 1);
-        }
-        return put(c, "]");
-    }
+    if (json_is_array(j))
+        return emit_union(c, j, ns, depth);
     if (!json_is_object(j))
         return fail(c, -EINVAL, "a schema must be a string, an object or an array");
     json_t *jt = json_object_get(j, "type");

@@ -215,9 +215,9 @@ static void test_complex(void **state)
            "{\"type\":\"map\",\"values\":{\"type\":\"array\",\"items\":[\"null\",{\"type\":"
            "\"map\",\"values\":\"bytes\"}]}}");
     expect("[\"null\",{\"type\":\"array\",\"items\":\"int\"},{\"type\":\"enum\",\"name\":\"E\","
-           "\"symbols\":[\"A\",\"B\"]},\"E\"]",
+           "\"symbols\":[\"A\",\"B\"]},{\"type\":\"map\",\"values\":\"E\"}]",
            "[\"null\",{\"type\":\"array\",\"items\":\"int\"},{\"name\":\"E\",\"type\":\"enum\","
-           "\"symbols\":[\"A\",\"B\"]},\"E\"]");
+           "\"symbols\":[\"A\",\"B\"]},{\"type\":\"map\",\"values\":\"E\"}]");
 }
 
 static void test_named_references(void **state)
@@ -266,6 +266,20 @@ static void test_rejections(void **state)
     reject("{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"A\",\"A\"]}", "appears twice");
     reject("{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"a b\"]}", "symbol 1");
     reject("{\"type\":\"array\"}", "items");
+    /* unions: no union directly inside, no two branches of one type */
+    reject("[\"int\",[\"null\"]]", "a union directly inside a union");
+    reject("[\"int\",\"long\",{\"type\":\"int\"}]", "two branches of type 'int'");
+    reject("[{\"type\":\"array\",\"items\":\"int\"},{\"type\":\"array\",\"items\":\"long\"}]",
+           "two branches of type 'array'");
+    reject("[{\"type\":\"map\",\"values\":\"int\"},\"null\",{\"type\":\"map\",\"values\":\"int\"}]",
+           "two branches of type 'map'");
+    reject("[{\"type\":\"fixed\",\"name\":\"F\",\"size\":1},\"F\"]", "two branches of type 'F'");
+    expect("[{\"type\":\"fixed\",\"name\":\"F\",\"size\":1},{\"type\":\"fixed\",\"name\":\"G\","
+           "\"size\":1},{\"type\":\"array\",\"items\":[\"F\",\"G\"]},{\"type\":\"map\",\"values\":"
+           "\"F\"},\"int\",\"long\"]",
+           "[{\"name\":\"F\",\"type\":\"fixed\",\"size\":1},{\"name\":\"G\",\"type\":\"fixed\","
+           "\"size\":1},{\"type\":\"array\",\"items\":[\"F\",\"G\"]},{\"type\":\"map\",\"values\":"
+           "\"F\"},\"int\",\"long\"]");
     reject("{\"type\":\"map\"}", "values");
     reject("{\"type\":\"error\",\"name\":\"X\",\"fields\":[]}", "error");
     /* a reference in another namespace is not found by its short name */
