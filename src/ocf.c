@@ -1044,6 +1044,10 @@ int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header 
         *records = 0;
     if (err)
         err->msg[0] = '\0';
+    if (codec != BFS_CODEC_NULL && codec != BFS_CODEC_DEFLATE && codec != BFS_CODEC_SNAPPY) {
+        seterr(err, "unknown target codec %d", (int)codec);
+        return -EINVAL;
+    }
     if (h->header_len > len || !h->schema_json) {
         seterr(err, "truncated header");
         return -EINVAL;
@@ -1148,6 +1152,8 @@ int bfs_ocf_layout_header(const char *schema_json, size_t schema_len, enum bfs_c
                           const uint8_t sync[16], struct bfs_buf *out)
 {
     size_t mark = out->len;
+    if (codec != BFS_CODEC_NULL && codec != BFS_CODEC_DEFLATE && codec != BFS_CODEC_SNAPPY)
+        return -EINVAL;
     const char *name = bfs_codec_name(codec);
     int rc = bfs_buf_append(out, magic, sizeof magic);
     /* one map block of two entries, keys in sorted order */

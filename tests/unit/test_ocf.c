@@ -557,6 +557,9 @@ static void test_layout_header(void **state)
     /* appended after what was there, deterministic */
     assert_int_equal(a.len, 6 + b.len);
     assert_memory_equal(a.data + 6, b.data, b.len);
+    /* an unknown codec is refused and appends nothing */
+    assert_int_equal(bfs_ocf_layout_header("\"int\"", 5, (enum bfs_codec)7, SYNC_A, &a), -EINVAL);
+    assert_int_equal(a.len, 6 + b.len);
     /* exactly: magic, {avro.codec, avro.schema} in one block, 0, sync */
     assert_int_equal(bfs_buf_append(&want, "Obj\x01", 4), 0);
     put_long(&want, 2);
