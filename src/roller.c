@@ -1,1 +1,868 @@
-/* roller.c - to be written */
+/* roller.c - the background roll of the hot buffer into store archives.
+ *
+ * One roll (bfs_roll_once) follows the brief's protocol:
+ *
+ *  1. Claim. bfs_catalog_roll_claim marks every unclaimed buffer row with a new
+ *     roll id in one transaction. While a claimed roll is unfinished
+ *     (bfs_catalog_roll_pending) nothing new is claimed: the next attempt
+ *     finishes that roll first.
+ *  2. Build. bfs_catalog_roll_rows streams the claimed rows ordered by (table,
+ *     period, dataset, id). Each (table, period) group goes into archives in
+ *     ctx->work_dir: the partition's layout header, then the rows' stored blocks,
+ *     copied through one ROLL_CHUNK buffer (memory does not grow with the
+ *     buffer). A group is split into a new archive when the next row would make
+ *     the archive exceed archive_max_bytes (a row is never split; an archive
+ *     holds at least one row). Every dataset's rows are contiguous in an
+ *     archive; one index entry per dataset per archive records start_byte,
+ *     length and the summed record count.
+ *  3. Upload. Each archive is put under "<table>/<period>/<roll-id>-<n>.avro",
+ *     n numbering the archives of the roll within the (table, period) from 0.
+ *     Keys and bytes are a pure function of the claimed rows, the partition
+ *     header and archive_max_bytes, so a rebuild of the same roll puts the same
+ *     objects again (harmless). A failed put fails the roll; the claim stays.
+ *     (Retries with backoff inside one put are the store's business.)
+ *  4. Commit. bfs_catalog_roll_commit inserts archived_files and block_indexes
+ *     and deletes the claimed buffer rows in one transaction.
+ *  5. Recovery. bfs_roller_recover finishes a pending roll at mount (same rows,
+ *     same bytes, same keys), before the roll thread starts.
+ *
+ * Local archive files are named "<roll-id>-<i>.avro" (i counting all archives
+ * of the roll). They are not fsynced: they are only the source of the put, the
+ * store makes its copy durable, and after a crash they are rebuilt from the
+ * catalog, never reused (stale ones are removed when a roll starts). Each one is
+ * removed as soon as its put succeeded, so the work directory holds at most one
+ * roll's archives. If the mount is restarted with another archive_max_bytes
+ * while a roll is pending, the rebuilt roll splits differently: the objects put
+ * before the crash under other keys are unreferenced (never read), not
+ * duplicated data.
+ *
+ * Fault injection (only in builds with -DBFS_FAULT_INJECTION, meson
+ * -Dfault_injection=true; -o fault=STEP, optionally written "roll:STEP"):
+ *   after-claim    _exit(99) right after the claim transaction committed
+ *   mid-build      _exit(99) after the first row of the first archive is written
+ *   after-build    _exit(99) when every archive is built, before any put
+ *   after-upload   _exit(99) when every archive has been put, before the commit
+ *   before-commit  the same point as after-upload
+ *   after-commit   _exit(99) right after the commit transaction
+ *   put-fail       every put fails with EIO (the roll fails, nothing exits)
+ *
+ * The roll thread (bfs_roller_start) rolls at every multiple of roll_interval
+ * seconds since the Unix epoch (UTC), when the buffer holds roll_bytes (checked
+ * at most every ROLL_BYTES_CHECK_MS after bfs_roller_notify, in the thread, so
+ * an upload never waits for a query), on demand (bfs_roller_roll_now), and
+ * after a failed roll with exponential backoff (1 s doubling up to
+ * ROLL_RETRY_MAX_S). Rolls are serialised: only this thread rolls after start.
+ */
+#include "battlefs/roller.h"
+
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "battlefs/battlefs.h"
+#include "battlefs/catalog.h"
+#include "battlefs/errors.h"
+#include "battlefs/log.h"
+#include "battlefs/names.h"
+#include "battlefs/stats.h"
+#include "battlefs/store.h"
+
+#define ROLL_CHUNK          (1024u * 1024u) /* the one copy buffer of a roll */
+#define ROLL_BYTES_CHECK_MS 200             /* roll_bytes is checked at most this often */
+#define ROLL_RETRY_MAX_S    300             /* longest wait before retrying a failed roll */
+#define ROLL_ERR_MAX        480
+
+/* ---- fault injection ---- */
+
+static const char *const fault_steps[] = {
+    "after-claim",   "mid-build",    "after-build", "after-upload",
+    "before-commit", "after-commit", "put-fail",
+};
+
+/* The configured step ("roll:" prefix removed), or NULL. */
+static const char *fault_step(const struct bfs_ctx *ctx)
+{
+#ifdef BFS_FAULT_INJECTION
+    const char *f = ctx->opt.fault;
+    if (!f || !*f)
+        return NULL;
+    if (strncmp(f, "roll:", 5) == 0)
+        f += 5;
+    return f;
+#else
+    (void)ctx;
+    return NULL;
+#endif
+}
+
+static int fault_is(const struct bfs_ctx *ctx, const char *step)
+{
+    const char *f = fault_step(ctx);
+    return f && strcmp(f, step) == 0;
+}
+
+/* _exit(99) here when the mount's fault names this step (test builds only). */
+static void fault_point(const struct bfs_ctx *ctx, const char *step, const char *roll_id)
+{
+    if (fault_is(ctx, step)) {
+        bfs_info("fault injection: roll %s: _exit(99) at %s", roll_id, step);
+        fflush(stderr);
+        _exit(99);
+    }
+}
+
+/* ---- building archives ---- */
+
+struct archive {
+    char *key;
+    char *path; /* the local file; NULL once removed */
+    char table[BFS_NAME_MAX + 1];
+    char period[BFS_NAME_MAX + 1];
+    uint64_t size;
+    uint64_t header_length;
+    size_t first_index;
+    size_t n_index;
+};
+
+struct index_ent {
+    char *dataset;
+    uint64_t start;
+    uint64_t length;
+    uint64_t records;
+};
+
+struct build {
+    struct bfs_ctx *ctx;
+    const char *roll_id;
+    char err[ROLL_ERR_MAX]; /* the reason of the failure (without the roll id) */
+    uint8_t *buf;           /* ROLL_CHUNK bytes: data not yet written to fd */
+    size_t buf_len;
+    int fd; /* the open archive (arch[n_arch - 1]) or -1 */
+    struct archive *arch;
+    size_t n_arch, cap_arch;
+    struct index_ent *idx;
+    size_t n_idx, cap_idx;
+    struct bfs_partition part; /* of the current group */
+    int have_part;
+    unsigned group_n;   /* archives of the current group so far */
+    uint64_t arch_rows; /* rows in the open archive */
+    int ds_open;        /* idx[n_idx - 1] is the open archive's current dataset */
+    uint64_t rows, bytes, records;
+};
+
+static int fail(struct build *b, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Record the first failure's reason ("what: strerror(rc)"); returns rc. */
+static int fail(struct build *b, int rc, const char *fmt, ...)
+{
+    assert(rc < 0);
+    if (b->err[0])
+        return rc;
+    char what[ROLL_ERR_MAX - 96];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    snprintf(b->err, sizeof b->err, "%s: %s", what, strerror(-rc));
+    return rc;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (w == 0)
+            return -EIO;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static struct archive *cur_archive(struct build *b)
+{
+    assert(b->fd >= 0 && b->n_arch > 0);
+    return &b->arch[b->n_arch - 1];
+}
+
+static int flush_buf(struct build *b)
+{
+    if (b->buf_len == 0)
+        return 0;
+    struct archive *a = cur_archive(b);
+    int rc = write_all(b->fd, b->buf, b->buf_len);
+    if (rc < 0)
+        return fail(b, rc, "write %s", a->path);
+    b->buf_len = 0;
+    return 0;
+}
+
+/* Append bytes to the open archive (through the buffer). */
+static int out_write(struct build *b, const void *p, size_t n)
+{
+    if (b->buf_len + n > ROLL_CHUNK) {
+        int rc = flush_buf(b);
+        if (rc < 0)
+            return rc;
+        if (n > ROLL_CHUNK) {
+            rc = write_all(b->fd, p, n);
+            return rc < 0 ? fail(b, rc, "write %s", cur_archive(b)->path) : 0;
+        }
+    }
+    memcpy(b->buf + b->buf_len, p, n);
+    b->buf_len += n;
+    return 0;
+}
+
+static void *grow(void *arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return arr;
+    size_t nc = *cap ? *cap * 2 : 16;
+    while (nc < need)
+        nc *= 2;
+    void *p = realloc(arr, nc * elem);
+    if (p)
+        *cap = nc;
+    return p;
+}
+
+static int open_archive(struct build *b, const char *table, const char *period)
+{
+    struct bfs_ctx *ctx = b->ctx;
+    assert(b->fd < 0 && b->have_part);
+    struct archive *arr = grow(b->arch, &b->cap_arch, b->n_arch + 1, sizeof *arr);
+    if (!arr)
+        return fail(b, -ENOMEM, "archive list");
+    b->arch = arr;
+    struct archive *a = &b->arch[b->n_arch];
+    memset(a, 0, sizeof *a);
+    snprintf(a->table, sizeof a->table, "%s", table);
+    snprintf(a->period, sizeof a->period, "%s", period);
+    if (asprintf(&a->key, "%s/%s/%s-%u.avro", table, period, b->roll_id, b->group_n) < 0) {
+        a->key = NULL;
+        return fail(b, -ENOMEM, "archive key");
+    }
+    if (asprintf(&a->path, "%s/%s-%zu.avro", ctx->work_dir, b->roll_id, b->n_arch) < 0) {
+        free(a->key);
+        a->key = NULL;
+        a->path = NULL;
+        return fail(b, -ENOMEM, "archive path");
+    }
+    a->first_index = b->n_idx;
+    b->n_arch++;
+    b->group_n++;
+    b->fd = open(a->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (b->fd < 0) {
+        int rc = -errno;
+        free(a->path); /* nothing to remove */
+        a->path = NULL;
+        return fail(b, rc, "create %s", b->arch[b->n_arch - 1].key);
+    }
+    b->arch_rows = 0;
+    b->ds_open = 0;
+    a->header_length = b->part.header_len;
+    a->size = b->part.header_len;
+    return out_write(b, b->part.header, b->part.header_len);
+}
+
+static int close_archive(struct build *b)
+{
+    if (b->fd < 0)
+        return 0;
+    struct archive *a = cur_archive(b);
+    int rc = flush_buf(b);
+    if (close(b->fd) < 0 && rc == 0)
+        rc = fail(b, -errno, "close %s", a->path);
+    b->fd = -1;
+    b->ds_open = 0;
+    if (rc < 0)
+        return rc;
+    a->n_index = b->n_idx - a->first_index;
+    assert(b->arch_rows >= 1 && a->n_index >= 1);
+    return 0;
+}
+
+static int start_group(struct build *b, const char *table, const char *period)
+{
+    if (b->have_part) {
+        bfs_partition_free(&b->part);
+        b->have_part = 0;
+    }
+    memset(&b->part, 0, sizeof b->part);
+    int rc = bfs_catalog_partition_get(b->ctx->cat, table, period, &b->part);
+    if (rc < 0) {
+        memset(&b->part, 0, sizeof b->part);
+        return fail(b, rc == -ENOENT ? -EIO : rc, "partition %s/%s", table, period);
+    }
+    b->have_part = 1;
+    if (!b->part.header || b->part.header_len == 0)
+        return fail(b, -EIO, "partition %s/%s has no layout header", table, period);
+    b->group_n = 0;
+    return 0;
+}
+
+static int same_group(const struct build *b, const struct bfs_roll_row *row)
+{
+    if (b->n_arch == 0 || !b->have_part)
+        return 0;
+    const struct archive *a = &b->arch[b->n_arch - 1];
+    return strcmp(a->table, row->table) == 0 && strcmp(a->period, row->period) == 0;
+}
+
+static int on_row(void *vb, const struct bfs_roll_row *row)
+{
+    struct build *b = vb;
+    struct bfs_ctx *ctx = b->ctx;
+    int rc;
+
+    if (!bfs_name_valid(row->table, strlen(row->table)) ||
+        !bfs_name_valid(row->period, strlen(row->period)) ||
+        !bfs_name_valid(row->dataset, strlen(row->dataset)))
+        return fail(b, -EIO, "buffer row %" PRId64 " has a bad name", row->id);
+    if (!same_group(b, row)) {
+        if ((rc = close_archive(b)) < 0 || (rc = start_group(b, row->table, row->period)) < 0)
+            return rc;
+    } else if (b->fd >= 0 && b->arch_rows > 0 &&
+               cur_archive(b)->size + row->length > ctx->opt.archive_max_bytes) {
+        if ((rc = close_archive(b)) < 0)
+            return rc;
+    }
+    if (b->fd < 0 && (rc = open_archive(b, row->table, row->period)) < 0)
+        return rc;
+    struct archive *a = cur_archive(b);
+
+    if (!b->ds_open || strcmp(b->idx[b->n_idx - 1].dataset, row->dataset) != 0) {
+        struct index_ent *arr = grow(b->idx, &b->cap_idx, b->n_idx + 1, sizeof *arr);
+        if (!arr)
+            return fail(b, -ENOMEM, "index list");
+        b->idx = arr;
+        struct index_ent *e = &b->idx[b->n_idx];
+        e->dataset = strdup(row->dataset);
+        if (!e->dataset)
+            return fail(b, -ENOMEM, "index list");
+        e->start = a->size;
+        e->length = 0;
+        e->records = 0;
+        b->n_idx++;
+        b->ds_open = 1;
+    }
+    struct index_ent *e = &b->idx[b->n_idx - 1];
+
+    /* Copy the row's bytes in bounded pieces straight into the buffer. */
+    uint64_t off = 0;
+    while (off < row->length) {
+        if (b->buf_len == ROLL_CHUNK && (rc = flush_buf(b)) < 0)
+            return rc;
+        size_t n = ROLL_CHUNK - b->buf_len;
+        if ((uint64_t)n > row->length - off)
+            n = (size_t)(row->length - off);
+        rc = bfs_catalog_read_hot(ctx->cat, row->id, off, b->buf + b->buf_len, n);
+        if (rc < 0)
+            return fail(b, rc == -ENOENT ? -EIO : rc, "read buffer row %" PRId64, row->id);
+        b->buf_len += n;
+        off += n;
+    }
+    a->size += row->length;
+    e->length += row->length;
+    e->records += row->records;
+    b->arch_rows++;
+    b->rows++;
+    b->bytes += row->length;
+    b->records += row->records;
+
+    if (b->n_arch == 1 && b->arch_rows == 1 && fault_is(ctx, "mid-build")) {
+        if ((rc = flush_buf(b)) < 0)
+            return rc;
+        fault_point(ctx, "mid-build", b->roll_id);
+    }
+    return 0;
+}
+
+static void remove_local(struct build *b, struct archive *a)
+{
+    if (!a->path)
+        return;
+    if (unlink(a->path) < 0 && errno != ENOENT)
+        bfs_warn("roll %s: cannot remove %s: %s", b->roll_id, a->path, strerror(errno));
+    free(a->path);
+    a->path = NULL;
+}
+
+static void build_free(struct build *b)
+{
+    if (b->fd >= 0)
+        close(b->fd);
+    b->fd = -1;
+    for (size_t i = 0; i < b->n_arch; i++) {
+        remove_local(b, &b->arch[i]);
+        free(b->arch[i].key);
+    }
+    free(b->arch);
+    for (size_t i = 0; i < b->n_idx; i++)
+        free(b->idx[i].dataset);
+    free(b->idx);
+    if (b->have_part)
+        bfs_partition_free(&b->part);
+    free(b->buf);
+}
+
+/* Remove archive files left in the work directory by an interrupted roll. */
+static void clean_work_dir(struct bfs_ctx *ctx)
+{
+    DIR *d = opendir(ctx->work_dir);
+    if (!d) {
+        bfs_warn("cannot open the work directory %s: %s", ctx->work_dir, strerror(errno));
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (n < 5 || de->d_name[0] == '.' || strcmp(de->d_name + n - 5, ".avro") != 0)
+            continue;
+        if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
+            bfs_warn("cannot remove %s/%s: %s", ctx->work_dir, de->d_name, strerror(errno));
+    }
+    closedir(d);
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Build, upload and commit the claimed roll roll_id. claimed_rows/bytes are
+ * the totals the claim reported (UINT64_MAX when unknown: a pending roll).
+ * 0 or -errno with b->err set. */
+static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_bytes)
+{
+    struct bfs_ctx *ctx = b->ctx;
+    int rc;
+
+    clean_work_dir(ctx);
+    b->buf = malloc(ROLL_CHUNK);
+    if (!b->buf)
+        return fail(b, -ENOMEM, "copy buffer");
+
+    /* 2. Build. */
+    rc = bfs_catalog_roll_rows(ctx->cat, b->roll_id, on_row, b);
+    if (rc < 0)
+        return fail(b, rc, "read the claimed rows");
+    if (rc > 0)
+        return fail(b, -EIO, "read the claimed rows (walk stopped with %d)", rc);
+    if ((rc = close_archive(b)) < 0)
+        return rc;
+    if (b->rows == 0)
+        return fail(b, -EIO, "the roll has no rows");
+    if (claimed_rows != UINT64_MAX && (b->rows != claimed_rows || b->bytes != claimed_bytes))
+        return fail(b, -EIO,
+                    "claimed %" PRIu64 " rows / %" PRIu64 " bytes but read %" PRIu64
+                    " rows / %" PRIu64 " bytes",
+                    claimed_rows, claimed_bytes, b->rows, b->bytes);
+    fault_point(ctx, "after-build", b->roll_id);
+
+    /* 3. Upload. */
+    for (size_t i = 0; i < b->n_arch; i++) {
+        struct archive *a = &b->arch[i];
+        if (fault_is(ctx, "put-fail"))
+            return fail(b, -EIO, "put %s (fault put-fail)", a->key);
+        rc = bfs_store_put(ctx->store, a->key, a->path);
+        if (rc < 0)
+            return fail(b, rc, "put %s", a->key);
+        remove_local(b, a);
+    }
+    fault_point(ctx, "after-upload", b->roll_id);
+    fault_point(ctx, "before-commit", b->roll_id);
+
+    /* 4. Commit. */
+    struct bfs_archive_rec *ar = calloc(b->n_arch, sizeof *ar);
+    struct bfs_index_rec *ir = calloc(b->n_idx, sizeof *ir);
+    if (!ar || !ir) {
+        free(ar);
+        free(ir);
+        return fail(b, -ENOMEM, "commit records");
+    }
+    for (size_t i = 0; i < b->n_arch; i++) {
+        const struct archive *a = &b->arch[i];
+        ar[i] = (struct bfs_archive_rec){
+            .key = a->key,
+            .table = a->table,
+            .period = a->period,
+            .size = a->size,
+            .header_length = a->header_length,
+            .first_index = a->first_index,
+            .n_index = a->n_index,
+        };
+    }
+    for (size_t i = 0; i < b->n_idx; i++)
+        ir[i] = (struct bfs_index_rec){
+            .dataset = b->idx[i].dataset,
+            .start_byte = b->idx[i].start,
+            .length = b->idx[i].length,
+            .records = b->idx[i].records,
+        };
+    rc = bfs_catalog_roll_commit(ctx->cat, b->roll_id, ar, b->n_arch, ir, b->n_idx);
+    free(ar);
+    free(ir);
+    if (rc < 0)
+        return fail(b, rc, "commit");
+    fault_point(ctx, "after-commit", b->roll_id);
+    return 0;
+}
+
+/* One roll; *did is set to 1 when a roll was committed, *was_pending to 1 when
+ * it finished a roll claimed earlier. */
+static int roll_step(struct bfs_ctx *ctx, int *did, int *was_pending)
+{
+    char roll_id[BFS_ROLL_ID_MAX] = "";
+    uint64_t rows = UINT64_MAX, bytes = UINT64_MAX;
+    char reason[ROLL_ERR_MAX + BFS_ROLL_ID_MAX + 16];
+    double t0 = mono_now();
+    *did = 0;
+    *was_pending = 0;
+
+    int rc = bfs_catalog_roll_pending(ctx->cat, roll_id);
+    if (rc == 0) {
+        *was_pending = 1;
+        bfs_info("roll %s: finishing the unfinished roll", roll_id);
+    } else if (rc == -ENOENT) {
+        rc = bfs_catalog_roll_claim(ctx->cat, roll_id, &rows, &bytes);
+        if (rc == -ENODATA) {
+            bfs_debug("roll: the buffer is empty");
+            bfs_stats_set_roll_error(&ctx->stats, NULL);
+            return 0;
+        }
+        if (rc < 0) {
+            snprintf(reason, sizeof reason, "roll: claim: %s", strerror(-rc));
+            goto failed;
+        }
+        bfs_debug("roll %s: claimed %" PRIu64 " rows, %" PRIu64 " bytes", roll_id, rows, bytes);
+        fault_point(ctx, "after-claim", roll_id);
+    } else {
+        snprintf(reason, sizeof reason, "roll: find an unfinished roll: %s", strerror(-rc));
+        goto failed;
+    }
+    roll_id[BFS_ROLL_ID_MAX - 1] = '\0';
+    if (!bfs_name_valid(roll_id, strlen(roll_id))) {
+        rc = -EIO;
+        snprintf(reason, sizeof reason, "roll: bad roll id \"%s\"", roll_id);
+        goto failed;
+    }
+
+    struct build b = {.ctx = ctx, .roll_id = roll_id, .fd = -1};
+    rc = roll_finish(&b, rows, bytes);
+    if (rc < 0) {
+        snprintf(reason, sizeof reason, "roll %s: %s", roll_id, b.err[0] ? b.err : strerror(-rc));
+        build_free(&b);
+        goto failed;
+    }
+    bfs_stats_add(&ctx->stats, rolls, 1);
+    bfs_stats_set_roll_error(&ctx->stats, NULL);
+    bfs_info("roll %s: committed %" PRIu64 " rows, %" PRIu64 " records, %" PRIu64
+             " bytes in %zu archives, %zu index rows, %.3f s",
+             roll_id, b.rows, b.records, b.bytes, b.n_arch, b.n_idx, mono_now() - t0);
+    build_free(&b);
+    *did = 1;
+    return 0;
+
+failed:
+    assert(rc < 0);
+    bfs_error("%s", reason);
+    if (bfs_errors_add(&ctx->errors, ".battlefs/roll", reason) < 0)
+        bfs_error("cannot record the roll error: out of memory");
+    bfs_stats_set_roll_error(&ctx->stats, reason);
+    return rc;
+}
+
+int bfs_roll_once(struct bfs_ctx *ctx)
+{
+    int did, was_pending;
+    return roll_step(ctx, &did, &was_pending);
+}
+
+int bfs_roller_recover(struct bfs_ctx *ctx)
+{
+    char roll_id[BFS_ROLL_ID_MAX];
+    int rc = bfs_catalog_roll_pending(ctx->cat, roll_id);
+    if (rc == -ENOENT) {
+        clean_work_dir(ctx);
+        return 0;
+    }
+    if (rc < 0) {
+        bfs_error("roll recovery: cannot look for an unfinished roll: %s", strerror(-rc));
+        return rc;
+    }
+    return bfs_roll_once(ctx);
+}
+
+/* ---- the roll thread ---- */
+
+struct bfs_roller {
+    struct bfs_ctx *ctx;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* to the thread: a request, a notify, stop */
+    pthread_cond_t done; /* from the thread: a roll finished, or it stopped */
+    int stop;
+    int stopped;
+    uint64_t requested; /* on-demand requests so far */
+    uint64_t served;    /* requests covered by finished rolls */
+    int served_rc;      /* the result of the last finished roll */
+    int grew;           /* bfs_roller_notify since the last roll_bytes check */
+    int failing;        /* the last roll failed: retry at retry_at */
+    unsigned backoff_s;
+    struct timespec retry_at;
+    struct timespec next_check; /* earliest next roll_bytes check */
+};
+
+static struct timespec real_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts;
+}
+
+static int ts_before(struct timespec a, struct timespec b)
+{
+    return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec);
+}
+
+static struct timespec ts_add_ms(struct timespec a, long ms)
+{
+    a.tv_sec += ms / 1000;
+    a.tv_nsec += (ms % 1000) * 1000000L;
+    if (a.tv_nsec >= 1000000000L) {
+        a.tv_sec++;
+        a.tv_nsec -= 1000000000L;
+    }
+    return a;
+}
+
+/* The next multiple of roll_interval seconds since the epoch after now. */
+static struct timespec next_tick(const struct bfs_roller *r, struct timespec now)
+{
+    uint64_t iv = r->ctx->opt.roll_interval;
+    struct timespec t = {0, 0};
+    uint64_t s = (uint64_t)now.tv_sec;
+    uint64_t next = (s / iv + 1) * iv;
+    if (next > (uint64_t)INT64_MAX / 2)
+        next = (uint64_t)INT64_MAX / 2;
+    t.tv_sec = (time_t)next;
+    return t;
+}
+
+/* Roll until nothing claimed before now is left: finish a pending roll, then
+ * claim and roll what the buffer holds. */
+static int roll_all(struct bfs_ctx *ctx)
+{
+    int did, was_pending;
+    int rc = roll_step(ctx, &did, &was_pending);
+    if (rc == 0 && was_pending)
+        rc = roll_step(ctx, &did, &was_pending);
+    return rc;
+}
+
+static void *roller_main(void *arg)
+{
+    struct bfs_roller *r = arg;
+    struct bfs_ctx *ctx = r->ctx;
+    int interval = ctx->opt.roll_interval > 0;
+    struct timespec tick = interval ? next_tick(r, real_now()) : (struct timespec){0, 0};
+
+    pthread_mutex_lock(&r->lock);
+    while (!r->stop) {
+        struct timespec now = real_now();
+        const char *why = NULL;
+        if (r->requested > r->served)
+            why = "requested";
+        else if (interval && !ts_before(now, tick))
+            why = "interval";
+        else if (r->failing && !ts_before(now, r->retry_at))
+            why = "retry";
+        else if (r->grew && !r->failing && ctx->opt.roll_bytes > 0 &&
+                 !ts_before(now, r->next_check)) {
+            r->grew = 0;
+            r->next_check = ts_add_ms(now, ROLL_BYTES_CHECK_MS);
+            pthread_mutex_unlock(&r->lock);
+            struct bfs_catalog_counts c;
+            int crc = bfs_catalog_counts(ctx->cat, &c);
+            pthread_mutex_lock(&r->lock);
+            if (crc < 0)
+                bfs_warn("roll: cannot read the buffer size: %s", strerror(-crc));
+            else if (c.buffer_bytes >= ctx->opt.roll_bytes)
+                why = "roll_bytes";
+            if (!why)
+                continue;
+        }
+        if (!why) {
+            /* Sleep until the earliest thing that can make us roll. */
+            struct timespec until = {0, 0};
+            int have = 0;
+            if (interval) {
+                until = tick;
+                have = 1;
+            }
+            if (r->failing && (!have || ts_before(r->retry_at, until))) {
+                until = r->retry_at;
+                have = 1;
+            }
+            if (r->grew && !r->failing && ctx->opt.roll_bytes > 0 &&
+                (!have || ts_before(r->next_check, until))) {
+                until = r->next_check;
+                have = 1;
+            }
+            if (have)
+                pthread_cond_timedwait(&r->wake, &r->lock, &until);
+            else
+                pthread_cond_wait(&r->wake, &r->lock);
+            continue;
+        }
+
+        uint64_t covers = r->requested;
+        pthread_mutex_unlock(&r->lock);
+        bfs_debug("roll: starting (%s)", why);
+        int rc = roll_all(ctx);
+        pthread_mutex_lock(&r->lock);
+
+        now = real_now();
+        if (interval && !ts_before(now, tick))
+            tick = next_tick(r, now);
+        if (rc < 0) {
+            r->failing = 1;
+            r->backoff_s = r->backoff_s ? r->backoff_s * 2 : 1;
+            if (r->backoff_s > ROLL_RETRY_MAX_S)
+                r->backoff_s = ROLL_RETRY_MAX_S;
+            r->retry_at = ts_add_ms(now, (long)r->backoff_s * 1000);
+        } else {
+            r->failing = 0;
+            r->backoff_s = 0;
+        }
+        r->served = covers;
+        r->served_rc = rc;
+        pthread_cond_broadcast(&r->done);
+    }
+    r->stopped = 1;
+    pthread_cond_broadcast(&r->done);
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+int bfs_roller_start(struct bfs_ctx *ctx, struct bfs_roller **out)
+{
+    const char *f = fault_step(ctx);
+    if (f) {
+        size_t i;
+        for (i = 0; i < sizeof fault_steps / sizeof fault_steps[0]; i++)
+            if (strcmp(f, fault_steps[i]) == 0)
+                break;
+        if (i == sizeof fault_steps / sizeof fault_steps[0]) {
+            bfs_error("unknown -o fault=%s (after-claim, mid-build, after-build, after-upload, "
+                      "before-commit, after-commit, put-fail)",
+                      ctx->opt.fault);
+            return -EINVAL;
+        }
+    }
+    struct bfs_roller *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->ctx = ctx;
+    int rc = pthread_mutex_init(&r->lock, NULL);
+    if (rc) {
+        free(r);
+        return -rc;
+    }
+    if ((rc = pthread_cond_init(&r->wake, NULL)) != 0) {
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+        return -rc;
+    }
+    if ((rc = pthread_cond_init(&r->done, NULL)) != 0) {
+        pthread_cond_destroy(&r->wake);
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+        return -rc;
+    }
+    /* A roll left unfinished (recovery failed: the store is down) is retried
+     * soon, not only at the next interval. */
+    char roll_id[BFS_ROLL_ID_MAX];
+    if (bfs_catalog_roll_pending(ctx->cat, roll_id) == 0) {
+        r->failing = 1;
+        r->backoff_s = 1;
+        r->retry_at = ts_add_ms(real_now(), 1000);
+    }
+    r->grew = 1; /* check roll_bytes once at start */
+    if ((rc = pthread_create(&r->thread, NULL, roller_main, r)) != 0) {
+        pthread_cond_destroy(&r->done);
+        pthread_cond_destroy(&r->wake);
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+        return -rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void bfs_roller_notify(struct bfs_roller *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->lock);
+    if (!r->grew) {
+        r->grew = 1;
+        pthread_cond_signal(&r->wake);
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+int bfs_roller_roll_now(struct bfs_roller *r)
+{
+    if (!r)
+        return -EIO;
+    pthread_mutex_lock(&r->lock);
+    if (r->stop || r->stopped) {
+        pthread_mutex_unlock(&r->lock);
+        return -EIO;
+    }
+    uint64_t mine = ++r->requested;
+    pthread_cond_signal(&r->wake);
+    while (r->served < mine && !r->stopped)
+        pthread_cond_wait(&r->done, &r->lock);
+    int rc = r->served >= mine ? r->served_rc : -EIO;
+    pthread_mutex_unlock(&r->lock);
+    return rc < 0 ? -EIO : 0;
+}
+
+void bfs_roller_stop(struct bfs_roller *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->lock);
+    r->stop = 1;
+    pthread_cond_broadcast(&r->wake);
+    pthread_mutex_unlock(&r->lock);
+    int rc = pthread_join(r->thread, NULL);
+    if (rc)
+        bfs_error("roll: cannot join the roll thread: %s", strerror(rc));
+    pthread_cond_destroy(&r->done);
+    pthread_cond_destroy(&r->wake);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
