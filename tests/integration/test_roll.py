@@ -12,7 +12,6 @@ import sqlite3
 import threading
 import time
 
-import pytest
 
 from mountlib import PERIOD, gen_avro, write_file
 
