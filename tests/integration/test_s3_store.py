@@ -155,6 +155,20 @@ def test_delete(s3, blob):
     assert "No such file" in get(s3, "d/x.avro", 0, 1, check=1).stderr.decode()
     dels = [q for q in s3.requests if q["method"] == "DELETE"]
     assert len(dels) == 1 and dels[0]["status"] == 204
+    # deleting a key that is not there is not an error (as S3)
+    run(s3, s3.url, "del", "d/x.avro", check=0)
+    run(s3, s3.url, "del", "never/was.avro", check=0)
+
+
+def test_invalid_keys_are_refused_before_any_request(s3, blob):
+    path, _ = blob
+    for key in ["a/../b.avro", "/abs.avro", "a//b.avro", "dir/", "./x.avro", "a/.bfs-tmp-1"]:
+        r = put(s3, key, path, check=1)
+        assert "Invalid argument" in r.stderr.decode() and "invalid store key" in r.stderr.decode()
+        get(s3, key, 0, 1, check=1)
+        run(s3, s3.url, "del", key, check=1)
+    run(s3, s3.url, "list", "../x", check=1)
+    assert s3.requests == []
 
 
 def test_large_put_streams_and_verifies(s3, tmp_path):
