@@ -1,1 +1,253 @@
-/* store.c - to be written */
+/* store.c - store URLs, key rules, and dispatch to the backends.
+ *
+ * Counting of store_* stats happens in the backends (each knows when a
+ * request really went out and how many bytes came back); store.c only hands
+ * the stats pointer to the opened store.
+ */
+#include "battlefs/store.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "battlefs/log.h"
+
+#define COMPONENT_MAX 255u
+
+static int is_ctl(unsigned char c)
+{
+    return c < 0x20 || c == 0x7f;
+}
+
+/* Check the components of s[0..n): each non-empty, not "." or "..", at most
+ * COMPONENT_MAX bytes, no control characters, not a temporary file's name.
+ * With partial_last, the last component (after the last '/') is a name filter:
+ * it may be empty, "." or "..". */
+static int check_components(const char *s, size_t n, int partial_last)
+{
+    size_t start = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n && s[i] != '/') {
+            if (is_ctl((unsigned char)s[i]))
+                return -EINVAL;
+            continue;
+        }
+        const char *c = s + start;
+        size_t len = i - start;
+        int last = i == n;
+        if (!(last && partial_last)) {
+            if (len == 0 || (len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.'))
+                return -EINVAL;
+        }
+        if (len > COMPONENT_MAX)
+            return -EINVAL;
+        size_t tl = strlen(BFS_STORE_TEMP_PREFIX);
+        if (len >= tl && memcmp(c, BFS_STORE_TEMP_PREFIX, tl) == 0)
+            return -EINVAL;
+        start = i + 1;
+    }
+    return 0;
+}
+
+int bfs_store_key_check(const char *key)
+{
+    if (!key)
+        return -EINVAL;
+    size_t n = strlen(key);
+    if (n == 0 || n > BFS_STORE_KEY_MAX || key[0] == '/' || key[n - 1] == '/')
+        return -EINVAL;
+    return check_components(key, n, 0);
+}
+
+int bfs_store_prefix_check(const char *prefix)
+{
+    if (!prefix)
+        return -EINVAL;
+    size_t n = strlen(prefix);
+    if (n == 0)
+        return 0;
+    if (n > BFS_STORE_KEY_MAX || prefix[0] == '/')
+        return -EINVAL;
+    return check_components(prefix, n, 1);
+}
+
+int bfs_store_is_temp_name(const char *name)
+{
+    return strncmp(name, BFS_STORE_TEMP_PREFIX, strlen(BFS_STORE_TEMP_PREFIX)) == 0;
+}
+
+/* ---- URLs ------------------------------------------------------------- */
+
+static int bucket_name_ok(const char *b, size_t n)
+{
+    if (n < 3 || n > 63)
+        return 0;
+    int all_digits_dots = 1, dots = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = b[i];
+        int alnum = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+        if (!alnum && ch != '.' && ch != '-')
+            return 0;
+        if ((i == 0 || i == n - 1) && !alnum)
+            return 0;
+        if (i > 0 && (ch == '.' || ch == '-') && (b[i - 1] == '.' || b[i - 1] == '-') &&
+            !(ch == '-' && b[i - 1] == '-'))
+            return 0; /* "..", ".-", "-." ("--" is allowed) */
+        if (ch == '.')
+            dots++;
+        else if (!(ch >= '0' && ch <= '9'))
+            all_digits_dots = 0;
+    }
+    if (all_digits_dots && dots == 3)
+        return 0; /* formatted as an IPv4 address */
+    return 1;
+}
+
+void bfs_store_url_free(struct bfs_store_url *u)
+{
+    if (!u)
+        return;
+    free(u->path);
+    free(u->bucket);
+    free(u->prefix);
+    memset(u, 0, sizeof *u);
+}
+
+static int parse_file(const char *rest, struct bfs_store_url *out, char *msg, size_t msglen)
+{
+    /* RFC 8089: file:///path or file://localhost/path; no other host. */
+    if (strncasecmp(rest, "localhost/", 10) == 0)
+        rest += 9;
+    if (rest[0] != '/') {
+        snprintf(msg, msglen,
+                 "file:// store needs an absolute path, as in file:///abs/dir (three slashes)");
+        return -EINVAL;
+    }
+    size_t n = strlen(rest);
+    for (size_t i = 0; i < n; i++)
+        if (is_ctl((unsigned char)rest[i])) {
+            snprintf(msg, msglen, "file:// store path contains a control character");
+            return -EINVAL;
+        }
+    while (n > 1 && rest[n - 1] == '/')
+        n--;
+    out->scheme = BFS_STORE_FILE;
+    out->path = strndup(rest, n);
+    if (!out->path) {
+        snprintf(msg, msglen, "out of memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static int parse_s3(const char *rest, struct bfs_store_url *out, char *msg, size_t msglen)
+{
+    const char *slash = strchr(rest, '/');
+    size_t bl = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (!bucket_name_ok(rest, bl)) {
+        snprintf(msg, msglen,
+                 "bad S3 bucket name \"%.*s\": 3-63 characters of a-z, 0-9, '.' and '-', "
+                 "starting and ending with a letter or digit, no \"..\", not an IP address",
+                 (int)(bl > 63 ? 63 : bl), rest);
+        return -EINVAL;
+    }
+    const char *p = slash ? slash + 1 : "";
+    size_t pl = strlen(p);
+    while (pl && p[pl - 1] == '/')
+        pl--;
+    char *prefix = strndup(p, pl);
+    if (!prefix) {
+        snprintf(msg, msglen, "out of memory");
+        return -ENOMEM;
+    }
+    if (pl && bfs_store_key_check(prefix) < 0) {
+        snprintf(msg, msglen,
+                 "bad S3 prefix \"%s\": no leading or double '/', no \".\" or \"..\" parts, no "
+                 "control characters, at most %u bytes",
+                 prefix, BFS_STORE_KEY_MAX);
+        free(prefix);
+        return -EINVAL;
+    }
+    out->scheme = BFS_STORE_S3;
+    out->prefix = prefix;
+    out->bucket = strndup(rest, bl);
+    if (!out->bucket) {
+        snprintf(msg, msglen, "out of memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int bfs_store_parse_url(const char *url, struct bfs_store_url *out, char *msg, size_t msglen)
+{
+    assert(out);
+    memset(out, 0, sizeof *out);
+    char dummy[1];
+    if (!msg || !msglen) {
+        msg = dummy;
+        msglen = sizeof dummy;
+    }
+    msg[0] = '\0';
+    if (!url || !url[0]) {
+        snprintf(msg, msglen, "empty store URL (use file:///abs/dir or s3://bucket[/prefix])");
+        return -EINVAL;
+    }
+    int rc;
+    if (strncasecmp(url, "file://", 7) == 0) {
+        rc = parse_file(url + 7, out, msg, msglen);
+    } else if (strncasecmp(url, "s3://", 5) == 0) {
+        rc = parse_s3(url + 5, out, msg, msglen);
+    } else {
+        snprintf(msg, msglen,
+                 "unsupported store URL (use file:///abs/dir or s3://bucket[/prefix])");
+        rc = -EINVAL;
+    }
+    if (rc < 0)
+        bfs_store_url_free(out);
+    return rc;
+}
+
+/* ---- open / close ----------------------------------------------------- */
+
+int bfs_store_open(const char *url, const struct bfs_store_opts *opts, struct bfs_stats *stats,
+                   struct bfs_store **out, char *msg, size_t msglen)
+{
+    assert(out);
+    *out = NULL;
+    char dummy[1];
+    if (!msg || !msglen) {
+        msg = dummy;
+        msglen = sizeof dummy;
+    }
+    struct bfs_store_url u;
+    int rc = bfs_store_parse_url(url, &u, msg, msglen);
+    if (rc < 0)
+        return rc;
+    struct bfs_store *st = NULL;
+    if (u.scheme == BFS_STORE_FILE) {
+        rc = bfs_store_file_open(u.path, &st);
+        if (rc < 0)
+            snprintf(msg, msglen, "store directory %s: %s", u.path, strerror(-rc));
+    } else {
+        rc = bfs_store_s3_open(u.bucket, u.prefix, opts, &st, msg, msglen);
+        if (rc < 0 && !msg[0])
+            snprintf(msg, msglen, "s3://%s: %s", u.bucket, strerror(-rc));
+    }
+    bfs_store_url_free(&u);
+    if (rc < 0)
+        return rc;
+    assert(st && st->ops);
+    st->stats = stats;
+    *out = st;
+    return 0;
+}
+
+void bfs_store_close(struct bfs_store *st)
+{
+    if (!st)
+        return;
+    st->ops->destroy(st);
+}

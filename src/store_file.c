@@ -1,1 +1,484 @@
-/* store_file.c - to be written */
+/* store_file.c - the file:// store: objects are files under a local directory.
+ *
+ * The root directory is opened once (O_DIRECTORY) and every operation works
+ * relative to that descriptor (openat, mkdirat, renameat, unlinkat), so the
+ * store keeps working on the directory it was opened on and needs no shared
+ * mutable state: every operation is thread-safe.
+ *
+ * put: copy the local file to "<dir of key>/.bfs-tmp-<pid>-<n>-<leaf>" (0600,
+ *   parent directories created 0700 as needed, each new one made durable by
+ *   an fsync of its parent), fsync it, rename it over the key, fsync the
+ *   directory. Readers see the old object or the new one, never a partial one.
+ *   On failure the temporary file is removed (directories created on the way
+ *   stay; they hold no objects).
+ * get_range: pread of exactly len bytes; a range past the end is -EIO before
+ *   anything is read; a file that shrinks under the read is -EIO too.
+ * list: a recursive walk from the deepest directory the prefix names, skipping
+ *   temporary files, symbolic links, non-regular files and names that are not
+ *   valid keys.
+ * del: unlink; a missing key is not an error (as S3).
+ *
+ * Failures are returned as -errno (EROFS, ENOSPC, EDQUOT, EACCES pass through)
+ * and logged at DEBUG level only: the caller reports them with its context.
+ */
+#include "battlefs/store.h"
+
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "battlefs/log.h"
+#include "battlefs/stats.h"
+
+#define COPY_CHUNK (1u << 20)
+
+struct file_store {
+    struct bfs_store base;
+    int rootfd;
+    atomic_uint_fast64_t tmp_seq;
+};
+
+static struct file_store *fs_of(struct bfs_store *st)
+{
+    return (struct file_store *)st;
+}
+
+static int close_checked(int fd)
+{
+    if (close(fd) < 0 && errno != EINTR)
+        return -errno;
+    return 0;
+}
+
+/* Open (creating with 0700 as needed) the directory holding key's leaf; the
+ * directory part is key[0..dirlen). Returns a directory fd or -errno. */
+static int open_parent(int rootfd, const char *key, size_t dirlen, int create)
+{
+    int fd = dup(rootfd);
+    if (fd < 0)
+        return -errno;
+    char comp[256];
+    size_t i = 0;
+    while (i < dirlen) {
+        size_t j = i;
+        while (j < dirlen && key[j] != '/')
+            j++;
+        size_t len = j - i;
+        assert(len > 0 && len < sizeof comp); /* key checked */
+        memcpy(comp, key + i, len);
+        comp[len] = '\0';
+        int nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (nfd < 0 && errno == ENOENT && create) {
+            if (mkdirat(fd, comp, 0700) < 0 && errno != EEXIST) {
+                int e = errno;
+                close(fd);
+                return -e;
+            }
+            /* Make the new directory entry durable before anything is put in it. */
+            if (fsync(fd) < 0) {
+                int e = errno;
+                close(fd);
+                return -e;
+            }
+            nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        }
+        if (nfd < 0) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
+        close(fd);
+        fd = nfd;
+        i = j + 1;
+    }
+    return fd;
+}
+
+static size_t dir_len(const char *key)
+{
+    const char *slash = strrchr(key, '/');
+    return slash ? (size_t)(slash - key) : 0;
+}
+
+/* Copy all of src (size bytes) to dst. 0, -EIO if src changed size, -errno. */
+static int copy_fd(int src, int dst, uint64_t size)
+{
+    uint64_t done = 0;
+    int fallback = 0;
+    while (!fallback && done < size) {
+        size_t want = size - done > (1u << 30) ? (1u << 30) : (size_t)(size - done);
+        ssize_t n = copy_file_range(src, NULL, dst, NULL, want, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
+                errno == ETXTBSY || errno == EPERM) {
+                fallback = 1;
+                break;
+            }
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO; /* the source shrank */
+        done += (uint64_t)n;
+    }
+    if (fallback) {
+        /* copy_file_range moved both file offsets by what it copied. */
+        char *buf = malloc(COPY_CHUNK);
+        if (!buf)
+            return -ENOMEM;
+        while (done < size) {
+            size_t want = size - done > COPY_CHUNK ? COPY_CHUNK : (size_t)(size - done);
+            ssize_t n = pread(src, buf, want, (off_t)done);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                int e = errno;
+                free(buf);
+                return -e;
+            }
+            if (n == 0) {
+                free(buf);
+                return -EIO;
+            }
+            size_t w = 0;
+            while (w < (size_t)n) {
+                ssize_t m = pwrite(dst, buf + w, (size_t)n - w, (off_t)(done + w));
+                if (m < 0 && errno == EINTR)
+                    continue;
+                if (m < 0) {
+                    int e = errno;
+                    free(buf);
+                    return -e;
+                }
+                w += (size_t)m;
+            }
+            done += (uint64_t)n;
+        }
+        free(buf);
+    }
+    /* The source must not have grown either: what was stat'ed is what is stored. */
+    char extra;
+    ssize_t n;
+    do
+        n = pread(src, &extra, 1, (off_t)size);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    if (n != 0)
+        return -EIO;
+    return 0;
+}
+
+static int file_put(struct bfs_store *base, const char *key, const char *local_path)
+{
+    struct file_store *st = fs_of(base);
+    if (bfs_store_key_check(key) < 0 || !local_path)
+        return -EINVAL;
+    int src = open(local_path, O_RDONLY | O_CLOEXEC);
+    if (src < 0) {
+        int e = errno;
+        bfs_debug("file store: put %s: open %s: %s", key, local_path, strerror(e));
+        return -e;
+    }
+    struct stat sb;
+    if (fstat(src, &sb) < 0) {
+        int e = errno;
+        close(src);
+        return -e;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(src);
+        return -EINVAL;
+    }
+    uint64_t size = (uint64_t)sb.st_size;
+
+    size_t dl = dir_len(key);
+    const char *leaf = dl ? key + dl + 1 : key;
+    int dfd = open_parent(st->rootfd, key, dl, 1);
+    if (dfd < 0) {
+        bfs_debug("file store: put %s: parent directory: %s", key, strerror(-dfd));
+        close(src);
+        return dfd;
+    }
+    /* ".bfs-tmp-<pid>-<seq>-" + leaf may exceed NAME_MAX for a long leaf: cut the leaf. */
+    char tmp[256];
+    uint64_t seq = atomic_fetch_add(&st->tmp_seq, 1);
+    snprintf(tmp, sizeof tmp, "%s%ld-%" PRIu64 "-%.200s", BFS_STORE_TEMP_PREFIX, (long)getpid(),
+             seq, leaf);
+    int rc = 0;
+    int tfd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (tfd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    rc = copy_fd(src, tfd, size);
+    if (rc == 0 && fsync(tfd) < 0)
+        rc = -errno;
+    int crc = close_checked(tfd);
+    if (rc == 0)
+        rc = crc;
+    if (rc == 0 && renameat(dfd, tmp, dfd, leaf) < 0)
+        rc = -errno;
+    if (rc < 0) {
+        if (unlinkat(dfd, tmp, 0) < 0 && errno != ENOENT)
+            bfs_debug("file store: put %s: removing %s: %s", key, tmp, strerror(errno));
+        goto out;
+    }
+    if (fsync(dfd) < 0)
+        rc = -errno; /* renamed, but not known to be durable: report it */
+out:
+    if (rc < 0)
+        bfs_debug("file store: put %s: %s", key, strerror(-rc));
+    close(dfd);
+    close(src);
+    if (rc == 0 && base->stats) {
+        bfs_stats_add(base->stats, store_put_requests, 1);
+        bfs_stats_add(base->stats, store_put_bytes, size);
+    }
+    return rc;
+}
+
+static int file_get_range(struct bfs_store *base, const char *key, uint64_t off, uint64_t len,
+                          void *buf)
+{
+    struct file_store *st = fs_of(base);
+    if (bfs_store_key_check(key) < 0 || (len && !buf) || off > UINT64_MAX - len)
+        return -EINVAL;
+    if (len == 0)
+        return 0;
+    if (len > SIZE_MAX || off > (uint64_t)INT64_MAX - len)
+        return -EINVAL;
+    int fd = openat(st->rootfd, key, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        bfs_debug("file store: get %s: %s", key, strerror(e));
+        return e == ENOTDIR ? -ENOENT : -e;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return -ENOENT;
+    }
+    if (off + len > (uint64_t)sb.st_size) {
+        bfs_debug("file store: get %s bytes %" PRIu64 "-%" PRIu64 ": beyond the end (%" PRIu64
+                  " bytes)",
+                  key, off, off + len - 1, (uint64_t)sb.st_size);
+        close(fd);
+        return -EIO;
+    }
+    uint64_t done = 0;
+    int rc = 0;
+    while (done < len) {
+        size_t want = len - done > (1u << 30) ? (1u << 30) : (size_t)(len - done);
+        ssize_t n = pread(fd, (char *)buf + done, want, (off_t)(off + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        if (n == 0) {
+            rc = -EIO; /* shrank under us */
+            break;
+        }
+        done += (uint64_t)n;
+    }
+    close(fd);
+    if (rc == 0 && base->stats) {
+        bfs_stats_add(base->stats, store_get_requests, 1);
+        bfs_stats_add(base->stats, store_get_bytes, len);
+    }
+    return rc;
+}
+
+struct walk {
+    const char *prefix;
+    size_t plen;
+    int (*cb)(void *ctx, const char *key, uint64_t size);
+    void *ctx;
+    char key[BFS_STORE_KEY_MAX + 2];
+};
+
+/* Walk directory dfd (consumed) whose key prefix is w->key[0..klen) ("" or "a/b/"). */
+static int walk_dir(struct walk *w, int dfd, size_t klen)
+{
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        int e = errno;
+        close(dfd);
+        return -e;
+    }
+    int rc = 0;
+    for (;;) {
+        errno = 0;
+        struct dirent *de = readdir(d);
+        if (!de) {
+            if (errno)
+                rc = -errno;
+            break;
+        }
+        const char *name = de->d_name;
+        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || bfs_store_is_temp_name(name))
+            continue;
+        size_t nl = strlen(name);
+        if (klen + nl + 1 > BFS_STORE_KEY_MAX)
+            continue;
+        memcpy(w->key + klen, name, nl + 1);
+        size_t kl = klen + nl;
+        /* Only what can still match the prefix. */
+        size_t cmp = kl < w->plen ? kl : w->plen;
+        if (memcmp(w->key, w->prefix, cmp) != 0)
+            continue;
+        struct stat sb;
+        if (fstatat(dirfd(d), name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (errno == ENOENT)
+                continue; /* deleted meanwhile */
+            rc = -errno;
+            break;
+        }
+        if (S_ISDIR(sb.st_mode)) {
+            if (bfs_store_prefix_check(w->key) < 0)
+                continue;
+            int sub = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub < 0) {
+                if (errno == ENOENT)
+                    continue;
+                rc = -errno;
+                break;
+            }
+            w->key[kl] = '/';
+            w->key[kl + 1] = '\0';
+            rc = walk_dir(w, sub, kl + 1);
+            if (rc != 0)
+                break;
+        } else if (S_ISREG(sb.st_mode)) {
+            if (kl < w->plen || bfs_store_key_check(w->key) < 0)
+                continue;
+            rc = w->cb(w->ctx, w->key, (uint64_t)sb.st_size);
+            if (rc != 0)
+                break;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+static int file_list(struct bfs_store *base, const char *prefix,
+                     int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+{
+    struct file_store *st = fs_of(base);
+    if (!prefix)
+        prefix = "";
+    if (!cb || bfs_store_prefix_check(prefix) < 0)
+        return -EINVAL;
+    struct walk *w = malloc(sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->prefix = prefix;
+    w->plen = strlen(prefix);
+    w->cb = cb;
+    w->ctx = ctx;
+    size_t dl = 0;
+    const char *slash = strrchr(prefix, '/');
+    if (slash)
+        dl = (size_t)(slash - prefix);
+    int dfd = open_parent(st->rootfd, prefix, dl, 0);
+    int rc;
+    if (dfd == -ENOENT || dfd == -ENOTDIR) {
+        rc = 0; /* nothing under that prefix */
+    } else if (dfd < 0) {
+        rc = dfd;
+    } else {
+        size_t klen = slash ? dl + 1 : 0;
+        memcpy(w->key, prefix, klen);
+        w->key[klen] = '\0';
+        rc = walk_dir(w, dfd, klen);
+    }
+    free(w);
+    if (rc < 0)
+        bfs_debug("file store: list %s: %s", prefix, strerror(-rc));
+    return rc;
+}
+
+static int file_del(struct bfs_store *base, const char *key)
+{
+    struct file_store *st = fs_of(base);
+    if (bfs_store_key_check(key) < 0)
+        return -EINVAL;
+    size_t dl = dir_len(key);
+    int dfd = open_parent(st->rootfd, key, dl, 0);
+    if (dfd == -ENOENT || dfd == -ENOTDIR)
+        return 0;
+    if (dfd < 0)
+        return dfd;
+    const char *leaf = dl ? key + dl + 1 : key;
+    int rc = 0;
+    if (unlinkat(dfd, leaf, 0) < 0) {
+        rc = errno == ENOENT ? 0 : -errno;
+    } else if (fsync(dfd) < 0) {
+        rc = -errno;
+    }
+    close(dfd);
+    if (rc < 0)
+        bfs_debug("file store: del %s: %s", key, strerror(-rc));
+    return rc;
+}
+
+static void file_destroy(struct bfs_store *base)
+{
+    struct file_store *st = fs_of(base);
+    close(st->rootfd);
+    free(st->base.url);
+    free(st);
+}
+
+static const struct bfs_store_ops file_ops = {
+    .put = file_put,
+    .get_range = file_get_range,
+    .list = file_list,
+    .del = file_del,
+    .destroy = file_destroy,
+};
+
+int bfs_store_file_open(const char *dir, struct bfs_store **out)
+{
+    assert(out);
+    *out = NULL;
+    if (!dir || dir[0] != '/')
+        return -EINVAL;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct file_store *st = calloc(1, sizeof *st);
+    if (!st) {
+        close(fd);
+        return -ENOMEM;
+    }
+    st->rootfd = fd;
+    atomic_init(&st->tmp_seq, 0);
+    st->base.ops = &file_ops;
+    if (asprintf(&st->base.url, "file://%s", dir) < 0) {
+        st->base.url = NULL;
+        close(fd);
+        free(st);
+        return -ENOMEM;
+    }
+    bfs_debug("file store: %s", st->base.url);
+    *out = &st->base;
+    return 0;
+}

@@ -3,6 +3,21 @@
  * Keys are relative to the store's root (the file:// directory or the s3://
  * bucket/prefix), '/'-separated, e.g. "battle/2025-12-18/20251218T130000Z-1-0.avro".
  * Every operation is safe to call from several threads at once.
+ *
+ * Key rules (bfs_store_key_check, shared by all backends): 1..1024 bytes; no
+ * leading or trailing '/', no empty component ("a//b"), no "." or ".."
+ * component, components of at most 255 bytes, no control characters (bytes
+ * below 0x20 and 0x7f), no component starting with ".bfs-tmp-" (reserved for
+ * the file:// backend's temporary files).
+ *
+ * Counting: each backend adds to st->stats (when not NULL) after a successful
+ * operation only: put -> store_put_requests + 1, store_put_bytes + file size;
+ * get_range -> store_get_requests + 1, store_get_bytes + len (the bytes
+ * actually fetched). A get_range of len 0 does no I/O and counts nothing.
+ *
+ * Errors are negative errno. Backends do not log failures at WARN/ERROR
+ * level on their own behalf where the caller reports them (file://); the
+ * caller (roller, reader) logs one line with the key and strerror(-rc).
  */
 #ifndef BATTLEFS_STORE_H
 #define BATTLEFS_STORE_H
@@ -14,15 +29,18 @@ struct bfs_stats;
 struct bfs_store;
 
 struct bfs_store_ops {
-    /* Upload the local file under key, atomically (readers see all or nothing). */
+    /* Upload the local file under key, atomically (readers see all or nothing).
+     * Putting an existing key replaces it (a repeated put of the same bytes is
+     * harmless). file://: -EROFS, -ENOSPC, -EACCES, -EDQUOT pass through. */
     int (*put)(struct bfs_store *st, const char *key, const char *local_path);
     /* Read exactly len bytes at off of key into buf. -ENOENT no such key,
      * -EIO (short, wrong range, transport), -ETIMEDOUT. Never partial. */
-    int (*get_range)(struct bfs_store *st, const char *key, uint64_t off, uint64_t len,
-                     void *buf);
-    /* Call cb for every key starting with prefix (any order). */
+    int (*get_range)(struct bfs_store *st, const char *key, uint64_t off, uint64_t len, void *buf);
+    /* Call cb for every key starting with prefix (any order). A non-zero
+     * return of cb stops the walk and is returned. */
     int (*list)(struct bfs_store *st, const char *prefix,
                 int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx);
+    /* Delete key; deleting a key that does not exist is not an error (as S3). */
     int (*del)(struct bfs_store *st, const char *key);
     void (*destroy)(struct bfs_store *st);
 };
@@ -54,6 +72,49 @@ static inline int bfs_store_get_range(struct bfs_store *st, const char *key, uin
 {
     return st->ops->get_range(st, key, off, len, buf);
 }
+static inline int bfs_store_list(struct bfs_store *st, const char *prefix,
+                                 int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+{
+    return st->ops->list(st, prefix, cb, ctx);
+}
+static inline int bfs_store_del(struct bfs_store *st, const char *key)
+{
+    return st->ops->del(st, key);
+}
+
+/* A parsed store URL (bfs_store_parse_url). */
+enum bfs_store_scheme {
+    BFS_STORE_FILE = 1,
+    BFS_STORE_S3 = 2,
+};
+struct bfs_store_url {
+    enum bfs_store_scheme scheme;
+    char *path;   /* file: the absolute directory, without trailing '/' ("/" stays "/") */
+    char *bucket; /* s3: the bucket */
+    char *prefix; /* s3: "" or "a/b" (no leading, trailing or double '/') */
+};
+
+/* Parse url without opening anything:
+ *   file:///abs/dir (also file://localhost/abs/dir): the path is taken literally
+ *     (no %-decoding); trailing '/' are dropped; no control characters.
+ *   s3://bucket[/prefix]: the bucket follows the S3 naming rules (3-63 of
+ *     [a-z0-9.-], starting and ending with a letter or digit, no "..", ".-" or
+ *     "-.", not an IPv4 address); the prefix follows the key rules, trailing '/'
+ *     are dropped ("s3://b/" is the empty prefix).
+ * 0 (free with bfs_store_url_free), -EINVAL with msg set, -ENOMEM. */
+int bfs_store_parse_url(const char *url, struct bfs_store_url *out, char *msg, size_t msglen);
+void bfs_store_url_free(struct bfs_store_url *u);
+
+/* 0 if key follows the key rules above, else -EINVAL. */
+int bfs_store_key_check(const char *key);
+/* 0 if prefix may be listed, else -EINVAL: "" (everything), or a string whose
+ * '/'-terminated components follow the key rules (its last, partial component
+ * is only a name filter, e.g. "battle/2025-" matches "battle/2025-12-18/..."). */
+int bfs_store_prefix_check(const char *prefix);
+/* 1 if name (one path component) is a file:// temporary file, else 0. */
+int bfs_store_is_temp_name(const char *name);
+#define BFS_STORE_TEMP_PREFIX ".bfs-tmp-"
+#define BFS_STORE_KEY_MAX     1024u
 
 /* Backends (store.c dispatches on the scheme). */
 int bfs_store_file_open(const char *dir, struct bfs_store **out);
