@@ -98,8 +98,9 @@ struct s3_req {
     int errbody_full;
     char content_range[128];
     char request_id[96];
-    int bad_status; /* a 2xx we did not ask for (200 to a Range): aborted */
-    int overflow;   /* more body than asked for: aborted */
+    char err_code[64]; /* <Code> of the last error answer, "" if none */
+    int bad_status;    /* a 2xx we did not ask for (200 to a Range): aborted */
+    int overflow;      /* more body than asked for: aborted */
     char curl_err[CURL_ERROR_SIZE];
 };
 
@@ -333,9 +334,11 @@ static int xml_find(const char *s, const char *e, const char *tag, const char **
 }
 
 /* Copy an error answer's <Code> and <Message> into out, printable only. */
-static void s3_error_summary(const struct bfs_buf *body, char *out, size_t outlen)
+static void s3_error_summary(const struct bfs_buf *body, char *out, size_t outlen, char *code_out,
+                             size_t code_len)
 {
     out[0] = '\0';
+    code_out[0] = '\0';
     if (!body->len)
         return;
     const char *s = (const char *)body->data, *e = s + body->len;
@@ -345,6 +348,8 @@ static void s3_error_summary(const struct bfs_buf *body, char *out, size_t outle
         code = NULL;
     if (xml_find(s, e, "Message", &ms, &me) && xml_text(ms, me, &msg) < 0)
         msg = NULL;
+    if (code)
+        snprintf(code_out, code_len, "%s", code);
     snprintf(out, outlen, "%s%s%.300s", code ? code : "", code && msg ? ": " : "", msg ? msg : "");
     for (char *p = out; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
@@ -641,6 +646,7 @@ static struct s3_outcome attempt(struct s3_req *r, CURL *h, struct curl_slist *h
     r->errbody_full = 0;
     r->content_range[0] = '\0';
     r->request_id[0] = '\0';
+    r->err_code[0] = '\0';
     r->bad_status = r->overflow = 0;
     r->curl_err[0] = '\0';
     r->dst_got = 0;
@@ -709,7 +715,7 @@ static struct s3_outcome attempt(struct s3_req *r, CURL *h, struct curl_slist *h
         return o; /* success */
     }
     char summary[400];
-    s3_error_summary(&r->errbody, summary, sizeof summary);
+    s3_error_summary(&r->errbody, summary, sizeof summary, r->err_code, sizeof r->err_code);
     const char *hint = "";
     if (st == 403 && strstr(summary, "SignatureDoesNotMatch"))
         hint = " (check AWS_SECRET_ACCESS_KEY and the region)";
@@ -822,9 +828,13 @@ static void req_free(struct s3_req *r)
     bfs_buf_free(&r->errbody);
 }
 
-static int key_ok(const char *key)
+/* The shared key rules (store.h), with a log line naming the bad key. */
+static int key_ok(const char *op, const char *key)
 {
-    return key && key[0] && key[0] != '/';
+    if (bfs_store_key_check(key) == 0)
+        return 1;
+    bfs_error("s3: %s: invalid store key \"%.200s\"", op, key ? key : "(null)");
+    return 0;
 }
 
 /* ---- operations ------------------------------------------------------- */
@@ -832,7 +842,7 @@ static int key_ok(const char *key)
 static int s3_put(struct bfs_store *base, const char *key, const char *local_path)
 {
     struct s3_store *st = (struct s3_store *)base;
-    if (!key_ok(key))
+    if (!key_ok("PUT", key))
         return -EINVAL;
     int fd = open(local_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -900,7 +910,9 @@ static int s3_get_range(struct bfs_store *base, const char *key, uint64_t off, u
                         void *buf)
 {
     struct s3_store *st = (struct s3_store *)base;
-    if (!key_ok(key) || (len && !buf) || off > UINT64_MAX - len)
+    if (!key_ok("GET", key))
+        return -EINVAL;
+    if ((len && !buf) || off > UINT64_MAX - len)
         return -EINVAL;
     if (len == 0)
         return 0;
@@ -923,12 +935,17 @@ static int s3_get_range(struct bfs_store *base, const char *key, uint64_t off, u
 static int s3_del(struct bfs_store *base, const char *key)
 {
     struct s3_store *st = (struct s3_store *)base;
-    if (!key_ok(key))
+    if (!key_ok("DELETE", key))
         return -EINVAL;
     struct s3_req r;
     req_init(&r, st, "DELETE", key);
     r.url = object_url(st, key);
     int rc = r.url ? s3_perform(&r, 0) : -ENOMEM;
+    if (rc == -ENOENT && strcmp(r.err_code, "NoSuchKey") == 0)
+        rc = 0; /* deleting a missing key is not an error (S3 itself answers 204) */
+    else if (rc == -ENOENT)
+        bfs_error("s3: DELETE s3://%s/%s%s failed: HTTP 404 %s", st->bucket, st->prefix, key,
+                  r.err_code[0] ? r.err_code : "(no error code)");
     req_free(&r);
     return rc;
 }
@@ -1010,8 +1027,10 @@ static int s3_list(struct bfs_store *base, const char *prefix,
                    int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
 {
     struct s3_store *st = (struct s3_store *)base;
-    if (!prefix || !cb)
+    if (!cb || bfs_store_prefix_check(prefix) < 0) {
+        bfs_error("s3: list: invalid prefix \"%.200s\"", prefix ? prefix : "(null)");
         return -EINVAL;
+    }
     char *full = NULL;
     if (asprintf(&full, "%s%s", st->prefix, prefix) < 0)
         return -ENOMEM;
