@@ -63,7 +63,9 @@ static int close_checked(int fd)
  * directory part is key[0..dirlen). Returns a directory fd or -errno. */
 static int open_parent(int rootfd, const char *key, size_t dirlen, int create)
 {
-    int fd = dup(rootfd);
+    /* A new open file description (not dup): a directory stream's position
+     * lives there, and concurrent walks must not share one. */
+    int fd = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
     char comp[256];
@@ -256,7 +258,7 @@ static int file_get_range(struct bfs_store *base, const char *key, uint64_t off,
         return -EINVAL;
     if (len == 0)
         return 0;
-    if (len > SIZE_MAX || off > (uint64_t)INT64_MAX - len)
+    if (len > SIZE_MAX)
         return -EINVAL;
     int fd = openat(st->rootfd, key, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {

@@ -1,0 +1,870 @@
+/* test_store.c - store URLs, key rules and the file:// backend. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "battlefs/stats.h"
+#include "battlefs/store.h"
+
+/* ---- helpers --------------------------------------------------------------- */
+
+static char *make_tmpdir(void)
+{
+    char tmpl[] = "/tmp/bfs-test-store-XXXXXX";
+    char *d = mkdtemp(tmpl);
+    assert_non_null(d);
+    return strdup(d);
+}
+
+static void rm_rf(const char *path)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    assert_int_equal(system(cmd), 0);
+}
+
+static char *path_join(const char *a, const char *b)
+{
+    char *p;
+    assert_true(asprintf(&p, "%s/%s", a, b) > 0);
+    return p;
+}
+
+static void write_file(const char *path, const void *data, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, n), (ssize_t)n);
+    assert_int_equal(close(fd), 0);
+}
+
+static uint8_t *pattern(size_t n, unsigned seed)
+{
+    uint8_t *p = malloc(n ? n : 1);
+    assert_non_null(p);
+    uint32_t x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        p[i] = (uint8_t)x;
+    }
+    return p;
+}
+
+/* Count files whose name starts with the temporary prefix, anywhere under dir. */
+static int count_temp_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        if (bfs_store_is_temp_name(de->d_name))
+            n++;
+        char *sub = path_join(dir, de->d_name);
+        struct stat sb;
+        assert_int_equal(lstat(sub, &sb), 0);
+        if (S_ISDIR(sb.st_mode))
+            n += count_temp_files(sub);
+        free(sub);
+    }
+    closedir(d);
+    return n;
+}
+
+static struct bfs_store *open_file_store(const char *dir, struct bfs_stats *stats)
+{
+    char url[4200];
+    snprintf(url, sizeof url, "file://%s", dir);
+    struct bfs_store *st = NULL;
+    char msg[256] = "";
+    int rc = bfs_store_open(url, NULL, stats, &st, msg, sizeof msg);
+    if (rc != 0)
+        fail_msg("open %s: %d %s", url, rc, msg);
+    assert_non_null(st);
+    return st;
+}
+
+/* ---- URL parsing ------------------------------------------------------------ */
+
+static void parse_ok(const char *url, enum bfs_store_scheme scheme, const char *a, const char *b)
+{
+    struct bfs_store_url u;
+    char msg[256] = "x";
+    int rc = bfs_store_parse_url(url, &u, msg, sizeof msg);
+    if (rc != 0)
+        fail_msg("%s: %d %s", url, rc, msg);
+    assert_int_equal(u.scheme, scheme);
+    if (scheme == BFS_STORE_FILE) {
+        assert_string_equal(u.path, a);
+        assert_null(u.bucket);
+    } else {
+        assert_string_equal(u.bucket, a);
+        assert_string_equal(u.prefix, b);
+        assert_null(u.path);
+    }
+    bfs_store_url_free(&u);
+}
+
+static void parse_bad(const char *url, const char *msg_part)
+{
+    struct bfs_store_url u;
+    char msg[256] = "";
+    int rc = bfs_store_parse_url(url, &u, msg, sizeof msg);
+    if (rc != -EINVAL)
+        fail_msg("%s: expected -EINVAL, got %d", url ? url : "(null)", rc);
+    assert_true(msg[0] != '\0');
+    if (msg_part && !strstr(msg, msg_part))
+        fail_msg("%s: message \"%s\" lacks \"%s\"", url, msg, msg_part);
+    assert_null(u.path);
+    assert_null(u.bucket);
+    assert_null(u.prefix);
+}
+
+static void test_parse_file_urls(void **state)
+{
+    (void)state;
+    parse_ok("file:///tmp/x", BFS_STORE_FILE, "/tmp/x", NULL);
+    parse_ok("file:///tmp/x///", BFS_STORE_FILE, "/tmp/x", NULL);
+    parse_ok("file:///", BFS_STORE_FILE, "/", NULL);
+    parse_ok("file://localhost/srv/a b", BFS_STORE_FILE, "/srv/a b", NULL);
+    parse_ok("FILE:///var/lib/battlefs/store", BFS_STORE_FILE, "/var/lib/battlefs/store", NULL);
+    parse_ok("file:///100%25", BFS_STORE_FILE, "/100%25", NULL); /* literal, no %-decoding */
+    parse_bad("file://relative/dir", "absolute");
+    parse_bad("file://", "absolute");
+    parse_bad("file:relative", "file:///abs/dir");
+    parse_bad("file:/abs", NULL);
+    parse_bad("file:///a\nb", "control");
+}
+
+static void test_parse_s3_urls(void **state)
+{
+    (void)state;
+    parse_ok("s3://battle-archive", BFS_STORE_S3, "battle-archive", "");
+    parse_ok("s3://battle-archive/", BFS_STORE_S3, "battle-archive", "");
+    parse_ok("S3://my.bucket-1/pre/fix/", BFS_STORE_S3, "my.bucket-1", "pre/fix");
+    parse_ok("s3://abc/x", BFS_STORE_S3, "abc", "x");
+    parse_ok("s3://a--b/x.y", BFS_STORE_S3, "a--b", "x.y");
+    parse_ok("s3://1.2.3/p", BFS_STORE_S3, "1.2.3", "p");
+    parse_ok("s3://1.2.3.4a", BFS_STORE_S3, "1.2.3.4a", "");
+    char b63[80];
+    memset(b63, 'b', 63);
+    b63[63] = '\0';
+    char url[128];
+    snprintf(url, sizeof url, "s3://%s/p", b63);
+    parse_ok(url, BFS_STORE_S3, b63, "p");
+
+    snprintf(url, sizeof url, "s3://%sb/p", b63); /* 64 characters */
+    parse_bad(url, "bucket");
+    const char *bad_buckets[] = {
+        "s3://",
+        "s3://ab",
+        "s3://Upper",
+        "s3://-abc",
+        "s3://abc-",
+        "s3://.ab",
+        "s3://a..b",
+        "s3://a.-b",
+        "s3://a-.b",
+        "s3://192.168.1.1",
+        "s3://under_score",
+        "s3:///prefix",
+        "s3://user:pw@bucket",
+        "s3://b c",
+    };
+    for (size_t i = 0; i < sizeof bad_buckets / sizeof *bad_buckets; i++)
+        parse_bad(bad_buckets[i], "bucket");
+    const char *bad_prefixes[] = {
+        "s3://bucket//x",   "s3://bucket/a//b", "s3://bucket/a/../b",     "s3://bucket/./a",
+        "s3://bucket/a\tb", "s3://bucket/..",   "s3://bucket/.bfs-tmp-1",
+    };
+    for (size_t i = 0; i < sizeof bad_prefixes / sizeof *bad_prefixes; i++)
+        parse_bad(bad_prefixes[i], "prefix");
+}
+
+static void test_parse_other_urls(void **state)
+{
+    (void)state;
+    parse_bad("", "file:///abs/dir");
+    parse_bad(NULL, NULL);
+    parse_bad("http://example.com/x", "file:///abs/dir or s3://bucket");
+    parse_bad("/abs/dir", "file:///abs/dir");
+    parse_bad("s3:/bucket", NULL);
+    parse_bad("gs://bucket", NULL);
+    /* msg may be absent */
+    struct bfs_store_url u;
+    assert_int_equal(bfs_store_parse_url("nope", &u, NULL, 0), -EINVAL);
+}
+
+static void test_open_errors(void **state)
+{
+    (void)state;
+    struct bfs_store *st = (struct bfs_store *)1;
+    char msg[256] = "";
+    assert_int_equal(bfs_store_open("ftp://x", NULL, NULL, &st, msg, sizeof msg), -EINVAL);
+    assert_null(st);
+    assert_non_null(strstr(msg, "file:///abs/dir"));
+
+    msg[0] = '\0';
+    assert_int_equal(
+        bfs_store_open("file:///nonexistent/bfs-store-dir", NULL, NULL, &st, msg, sizeof msg),
+        -ENOENT);
+    assert_null(st);
+    assert_non_null(strstr(msg, "/nonexistent/bfs-store-dir"));
+
+    char *dir = make_tmpdir();
+    char *file = path_join(dir, "plain");
+    write_file(file, "x", 1);
+    char url[4200];
+    snprintf(url, sizeof url, "file://%s", file);
+    assert_int_equal(bfs_store_open(url, NULL, NULL, &st, msg, sizeof msg), -ENOTDIR);
+    assert_null(st);
+    free(file);
+    rm_rf(dir);
+    free(dir);
+}
+
+static void test_open_dispatch(void **state)
+{
+    (void)state;
+    struct bfs_stats stats;
+    bfs_stats_init(&stats);
+    char *dir = make_tmpdir();
+    char url[4200];
+    snprintf(url, sizeof url, "file://%s//", dir);
+    struct bfs_store *st = NULL;
+    char msg[256] = "";
+    assert_int_equal(bfs_store_open(url, NULL, &stats, &st, msg, sizeof msg), 0);
+    assert_ptr_equal(st->stats, &stats);
+    char want[4200];
+    snprintf(want, sizeof want, "file://%s", dir);
+    assert_string_equal(st->url, want);
+    bfs_store_close(st);
+    bfs_store_close(NULL);
+
+    /* s3:// goes to the S3 backend with bucket and normalised prefix (no I/O at open). */
+    setenv("AWS_ACCESS_KEY_ID", "AKIDTEST", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "secret-for-tests", 1);
+    struct bfs_store_opts o = {.endpoint = "http://127.0.0.1:9", .region = "us-east-1"};
+    st = NULL;
+    assert_int_equal(
+        bfs_store_open("s3://battlefs-test/pre/fix/", &o, &stats, &st, msg, sizeof msg), 0);
+    assert_non_null(st);
+    assert_ptr_equal(st->stats, &stats);
+    assert_string_equal(st->url, "s3://battlefs-test/pre/fix");
+    bfs_store_close(st);
+
+    /* Without credentials the S3 backend refuses, with a message. */
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    st = (struct bfs_store *)1;
+    msg[0] = '\0';
+    int rc = bfs_store_open("s3://battlefs-test", &o, &stats, &st, msg, sizeof msg);
+    assert_true(rc < 0);
+    assert_null(st);
+    assert_true(msg[0] != '\0');
+    rm_rf(dir);
+    free(dir);
+    bfs_stats_destroy(&stats);
+}
+
+/* ---- key rules ------------------------------------------------------------- */
+
+static void test_key_rules(void **state)
+{
+    (void)state;
+    const char *good[] = {
+        "a",       "a/b.avro", "battle/2025-12-18/20251218T130000Z-1-0.avro",
+        ".hidden", "a/..b",    "a/b..",
+        "x/.y/z",  "sp ace/ü", "a\\b",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+        if (bfs_store_key_check(good[i]) != 0)
+            fail_msg("key \"%s\" should be valid", good[i]);
+    const char *bad[] = {
+        "",  "/a",   "a/",   "a//b",  "./a",  "a/./b",      "a/..",           "..",
+        ".", "../x", "a\nb", "a\x7f", "\x01", ".bfs-tmp-x", "a/.bfs-tmp-1-b",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (bfs_store_key_check(bad[i]) != -EINVAL)
+            fail_msg("key \"%s\" should be invalid", bad[i]);
+    assert_int_equal(bfs_store_key_check(NULL), -EINVAL);
+
+    /* lengths: 1024 bytes in components of 255 is fine; 1025 or a 256-byte component is not */
+    char k[1100];
+    memset(k, 'k', sizeof k);
+    for (size_t i = 200; i < 1000; i += 200)
+        k[i] = '/';
+    k[1024] = '\0';
+    assert_int_equal(bfs_store_key_check(k), 0);
+    k[1024] = 'k';
+    k[1025] = '\0';
+    assert_int_equal(bfs_store_key_check(k), -EINVAL);
+    memset(k, 'k', 256);
+    k[256] = '\0';
+    assert_int_equal(bfs_store_key_check(k), -EINVAL);
+    k[255] = '\0';
+    assert_int_equal(bfs_store_key_check(k), 0);
+
+    /* prefixes */
+    const char *good_p[] = {"", "battle/", "battle/20", "a", "a/b/", "a/..", "a/."};
+    for (size_t i = 0; i < sizeof good_p / sizeof *good_p; i++)
+        if (bfs_store_prefix_check(good_p[i]) != 0)
+            fail_msg("prefix \"%s\" should be valid", good_p[i]);
+    const char *bad_p[] = {"/", "/a", "a//", "a/./", "../", "a/../b", "a\n", ".bfs-tmp-"};
+    for (size_t i = 0; i < sizeof bad_p / sizeof *bad_p; i++)
+        if (bfs_store_prefix_check(bad_p[i]) != -EINVAL)
+            fail_msg("prefix \"%s\" should be invalid", bad_p[i]);
+    assert_int_equal(bfs_store_prefix_check(NULL), -EINVAL);
+
+    assert_true(bfs_store_is_temp_name(".bfs-tmp-1-x"));
+    assert_false(bfs_store_is_temp_name("bfs-tmp-1"));
+    assert_false(bfs_store_is_temp_name(".bfs-tm"));
+}
+
+/* ---- file:// put / get_range -------------------------------------------- */
+
+static void test_file_put_get(void **state)
+{
+    (void)state;
+    struct bfs_stats stats;
+    bfs_stats_init(&stats);
+    char *dir = make_tmpdir();
+    char *root = path_join(dir, "store");
+    assert_int_equal(mkdir(root, 0755), 0);
+    struct bfs_store *st = open_file_store(root, &stats);
+
+    const size_t n = 300000;
+    uint8_t *data = pattern(n, 1);
+    char *src = path_join(dir, "src.avro");
+    write_file(src, data, n);
+    const char *key = "battle/2025-12-18/20251218T130000Z-1-0.avro";
+    assert_int_equal(bfs_store_put(st, key, src), 0);
+    assert_int_equal(stats.store_put_requests, 1);
+    assert_int_equal(stats.store_put_bytes, n);
+
+    /* modes: directories 0700, the object 0600 */
+    struct stat sb;
+    char *p = path_join(root, "battle");
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0700);
+    free(p);
+    p = path_join(root, "battle/2025-12-18");
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0700);
+    free(p);
+    p = path_join(root, key);
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0600);
+    assert_int_equal(sb.st_size, n);
+    free(p);
+    assert_int_equal(count_temp_files(root), 0);
+
+    uint8_t *buf = malloc(n + 16);
+    /* whole object */
+    assert_int_equal(bfs_store_get_range(st, key, 0, n, buf), 0);
+    assert_memory_equal(buf, data, n);
+    /* exact ranges: first byte, last byte, middle */
+    assert_int_equal(bfs_store_get_range(st, key, 0, 1, buf), 0);
+    assert_int_equal(buf[0], data[0]);
+    assert_int_equal(bfs_store_get_range(st, key, n - 1, 1, buf), 0);
+    assert_int_equal(buf[0], data[n - 1]);
+    memset(buf, 0xEE, n + 16);
+    assert_int_equal(bfs_store_get_range(st, key, 12345, 54321, buf), 0);
+    assert_memory_equal(buf, data + 12345, 54321);
+    assert_int_equal(buf[54321], 0xEE); /* nothing written past len */
+    assert_int_equal(stats.store_get_requests, 4);
+    assert_int_equal(stats.store_get_bytes, n + 1 + 1 + 54321);
+
+    /* out of range: never partial, buffer untouched, not counted */
+    memset(buf, 0xEE, 64);
+    assert_int_equal(bfs_store_get_range(st, key, n, 1, buf), -EIO);
+    assert_int_equal(bfs_store_get_range(st, key, n - 10, 11, buf), -EIO);
+    assert_int_equal(bfs_store_get_range(st, key, UINT64_MAX / 2, 10, buf), -EIO);
+    assert_int_equal(buf[0], 0xEE);
+    assert_int_equal(bfs_store_get_range(st, key, UINT64_MAX - 1, 5, buf), -EINVAL);
+    /* len 0 does nothing */
+    assert_int_equal(bfs_store_get_range(st, key, n + 100, 0, buf), 0);
+    assert_int_equal(stats.store_get_requests, 4);
+
+    /* missing keys */
+    assert_int_equal(bfs_store_get_range(st, "battle/2025-12-18/nope.avro", 0, 1, buf), -ENOENT);
+    assert_int_equal(bfs_store_get_range(st, "nodir/x.avro", 0, 1, buf), -ENOENT);
+    char under_file[512];
+    snprintf(under_file, sizeof under_file, "%s/x", key);
+    assert_int_equal(bfs_store_get_range(st, under_file, 0, 1, buf), -ENOENT);
+    assert_int_equal(bfs_store_get_range(st, "battle", 0, 1, buf), -ENOENT); /* a directory */
+    assert_int_equal(stats.store_get_requests, 4);
+
+    /* invalid keys */
+    assert_int_equal(bfs_store_get_range(st, "../x", 0, 1, buf), -EINVAL);
+    assert_int_equal(bfs_store_get_range(st, "/etc/passwd", 0, 1, buf), -EINVAL);
+    assert_int_equal(bfs_store_put(st, "a/../../escape", src), -EINVAL);
+    assert_int_equal(bfs_store_put(st, "", src), -EINVAL);
+    assert_int_equal(bfs_store_del(st, "a//b"), -EINVAL);
+
+    /* bad sources: nothing stored, nothing left behind */
+    assert_int_equal(bfs_store_put(st, "k/missing", "/nonexistent/src"), -ENOENT);
+    assert_int_equal(bfs_store_put(st, "k/dir", dir), -EINVAL);
+    assert_int_equal(bfs_store_get_range(st, "k/missing", 0, 1, buf), -ENOENT);
+    /* a key below an existing object */
+    assert_int_equal(bfs_store_put(st, under_file, src), -ENOTDIR);
+    /* a key naming an existing directory */
+    assert_true(bfs_store_put(st, "battle/2025-12-18", src) < 0);
+    assert_int_equal(count_temp_files(root), 0);
+    assert_int_equal(stats.store_put_requests, 1);
+
+    /* an empty object */
+    char *empty = path_join(dir, "empty");
+    write_file(empty, "", 0);
+    assert_int_equal(bfs_store_put(st, "e", empty), 0);
+    assert_int_equal(bfs_store_get_range(st, "e", 0, 0, buf), 0);
+    assert_int_equal(bfs_store_get_range(st, "e", 0, 1, buf), -EIO);
+
+    free(empty);
+    free(buf);
+    free(src);
+    free(data);
+    bfs_store_close(st);
+    rm_rf(dir);
+    free(dir);
+    free(root);
+    bfs_stats_destroy(&stats);
+}
+
+static void test_file_reput_idempotent(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char *root = path_join(dir, "store");
+    assert_int_equal(mkdir(root, 0700), 0);
+    struct bfs_store *st = open_file_store(root, NULL);
+    const size_t n = 5000;
+    uint8_t *data = pattern(n, 7);
+    char *src = path_join(dir, "a");
+    write_file(src, data, n);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(bfs_store_put(st, "t/p/r-0.avro", src), 0);
+    uint8_t *buf = malloc(n);
+    assert_int_equal(bfs_store_get_range(st, "t/p/r-0.avro", 0, n, buf), 0);
+    assert_memory_equal(buf, data, n);
+    assert_int_equal(count_temp_files(root), 0);
+    /* exactly one object */
+    DIR *d = opendir(root);
+    char *pd = path_join(root, "t/p");
+    closedir(d);
+    d = opendir(pd);
+    assert_non_null(d);
+    int files = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.')
+            files++;
+    closedir(d);
+    assert_int_equal(files, 1);
+
+    /* a put of other bytes replaces the object */
+    uint8_t *data2 = pattern(n / 2, 8);
+    write_file(src, data2, n / 2);
+    assert_int_equal(bfs_store_put(st, "t/p/r-0.avro", src), 0);
+    assert_int_equal(bfs_store_get_range(st, "t/p/r-0.avro", 0, n / 2, buf), 0);
+    assert_memory_equal(buf, data2, n / 2);
+    assert_int_equal(bfs_store_get_range(st, "t/p/r-0.avro", 0, n / 2 + 1, buf), -EIO);
+
+    free(pd);
+    free(buf);
+    free(data);
+    free(data2);
+    free(src);
+    bfs_store_close(st);
+    rm_rf(dir);
+    free(dir);
+    free(root);
+}
+
+/* ---- list / del ------------------------------------------------------------ */
+
+struct listing {
+    char keys[32][128];
+    uint64_t sizes[32];
+    int n;
+    int stop_after; /* 0 = never */
+};
+
+static int collect(void *ctx, const char *key, uint64_t size)
+{
+    struct listing *l = ctx;
+    assert_true(l->n < 32);
+    snprintf(l->keys[l->n], sizeof l->keys[l->n], "%s", key);
+    l->sizes[l->n] = size;
+    l->n++;
+    if (l->stop_after && l->n == l->stop_after)
+        return 42;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* List prefix and compare with the expected keys (a NULL-terminated list, any order). */
+static void expect_list(struct bfs_store *st, const char *prefix, const char *const *want)
+{
+    struct listing l = {.n = 0};
+    assert_int_equal(bfs_store_list(st, prefix, collect, &l), 0);
+    qsort(l.keys, (size_t)l.n, sizeof l.keys[0], cmp_str);
+    int nw = 0;
+    while (want[nw])
+        nw++;
+    if (l.n != nw) {
+        for (int i = 0; i < l.n; i++)
+            print_message("  got %s\n", l.keys[i]);
+        fail_msg("list \"%s\": %d keys, expected %d", prefix, l.n, nw);
+    }
+    for (int i = 0; i < nw; i++)
+        assert_string_equal(l.keys[i], want[i]); /* want is sorted */
+}
+
+static void test_file_list_del(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char *root = path_join(dir, "store");
+    assert_int_equal(mkdir(root, 0700), 0);
+    struct bfs_store *st = open_file_store(root, NULL);
+    const char *keys[] = {"a/1", "a/2", "a/b/3", "ab/5", "b/4", "top"};
+    for (size_t i = 0; i < 6; i++) {
+        char *src = path_join(dir, "src");
+        uint8_t *d = pattern(10 + i, (unsigned)i);
+        write_file(src, d, 10 + i);
+        assert_int_equal(bfs_store_put(st, keys[i], src), 0);
+        free(d);
+        free(src);
+    }
+    /* things list must skip: a temporary file, a symlink, a fifo, a bad name */
+    char *p = path_join(root, "a/.bfs-tmp-99-1-x");
+    write_file(p, "junk", 4);
+    free(p);
+    p = path_join(root, "a/link");
+    assert_int_equal(symlink("1", p), 0);
+    free(p);
+    p = path_join(root, "b/fifo");
+    assert_int_equal(mkfifo(p, 0600), 0);
+    free(p);
+    p = path_join(root, "b/new\nline");
+    write_file(p, "x", 1);
+    free(p);
+
+    struct listing l = {.n = 0};
+    assert_int_equal(bfs_store_list(st, "", collect, &l), 0);
+    assert_int_equal(l.n, 6);
+    for (int i = 0; i < l.n; i++) {
+        int found = 0;
+        for (size_t k = 0; k < 6; k++)
+            if (!strcmp(l.keys[i], keys[k])) {
+                assert_int_equal(l.sizes[i], 10 + k);
+                found = 1;
+            }
+        assert_true(found);
+    }
+    expect_list(st, "", (const char *const[]){"a/1", "a/2", "a/b/3", "ab/5", "b/4", "top", NULL});
+    expect_list(st, "a/", (const char *const[]){"a/1", "a/2", "a/b/3", NULL});
+    expect_list(st, "a", (const char *const[]){"a/1", "a/2", "a/b/3", "ab/5", NULL});
+    expect_list(st, "a/b", (const char *const[]){"a/b/3", NULL});
+    expect_list(st, "a/b/3", (const char *const[]){"a/b/3", NULL});
+    expect_list(st, "t", (const char *const[]){"top", NULL});
+    expect_list(st, "zzz/", (const char *const[]){NULL});
+    expect_list(st, "top/", (const char *const[]){NULL}); /* a file, not a directory */
+    expect_list(st, "a/b/3/x", (const char *const[]){NULL});
+
+    /* the callback stops the walk */
+    struct listing s = {.n = 0, .stop_after = 2};
+    assert_int_equal(bfs_store_list(st, "", collect, &s), 42);
+    assert_int_equal(s.n, 2);
+    /* bad prefixes */
+    assert_int_equal(bfs_store_list(st, "../", collect, &l), -EINVAL);
+    assert_int_equal(bfs_store_list(st, "/a", collect, &l), -EINVAL);
+
+    /* del */
+    assert_int_equal(bfs_store_del(st, "a/1"), 0);
+    uint8_t b;
+    assert_int_equal(bfs_store_get_range(st, "a/1", 0, 1, &b), -ENOENT);
+    assert_int_equal(bfs_store_del(st, "a/1"), 0);       /* again: not an error */
+    assert_int_equal(bfs_store_del(st, "nodir/x/y"), 0); /* never existed */
+    expect_list(st, "a/", (const char *const[]){"a/2", "a/b/3", NULL});
+    assert_int_equal(bfs_store_del(st, "a/b"), -EISDIR); /* a directory is no object */
+    expect_list(st, "a/", (const char *const[]){"a/2", "a/b/3", NULL});
+
+    bfs_store_close(st);
+    rm_rf(dir);
+    free(dir);
+    free(root);
+}
+
+/* ---- failures: read-only, permission ---------------------------------- */
+
+/* In a child: open the store at root and put; exit with -rc (0 = success). */
+static int put_in_child(const char *root, const char *src, int drop_to_nobody, int ro_mount)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (ro_mount) {
+            if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+                mount(root, root, NULL, MS_BIND, NULL) < 0 ||
+                mount(NULL, root, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
+                _exit(250); /* not permitted here */
+        }
+        if (drop_to_nobody && (setgid(65534) < 0 || setuid(65534) < 0))
+            _exit(251);
+        char url[4200];
+        snprintf(url, sizeof url, "file://%s", root);
+        struct bfs_store *st = NULL;
+        if (bfs_store_open(url, NULL, NULL, &st, NULL, 0) < 0)
+            _exit(252);
+        int rc = bfs_store_put(st, "t/p/x.avro", src);
+        int rc2 = bfs_store_put(st, "flat.avro", src);
+        bfs_store_close(st);
+        _exit(rc == rc2 ? -rc : 253);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static void test_file_put_denied(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    assert_int_equal(chmod(dir, 0755), 0);
+    char *root = path_join(dir, "store");
+    assert_int_equal(mkdir(root, 0755), 0);
+    char *src = path_join(dir, "src");
+    write_file(src, "0123456789", 10);
+    assert_int_equal(chmod(src, 0644), 0);
+
+    /* Permission: the store directory is not writable for the caller. */
+    int code;
+    if (geteuid() == 0) {
+        code = put_in_child(root, src, 1, 0);
+    } else {
+        assert_int_equal(chmod(root, 0500), 0);
+        code = put_in_child(root, src, 0, 0);
+        assert_int_equal(chmod(root, 0700), 0);
+    }
+    assert_int_equal(code, EACCES);
+    assert_int_equal(count_temp_files(root), 0);
+
+    /* Read-only file system (needs a mount namespace: root only). */
+    code = put_in_child(root, src, 0, 1);
+    if (code == 250) {
+        print_message("skipped the read-only mount case: no permission to mount here\n");
+    } else {
+        assert_int_equal(code, EROFS);
+    }
+    assert_int_equal(count_temp_files(root), 0);
+    DIR *d = opendir(root);
+    struct dirent *de;
+    while ((de = readdir(d)))
+        assert_true(!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."));
+    closedir(d);
+
+    free(src);
+    rm_rf(dir);
+    free(dir);
+    free(root);
+}
+
+/* ---- atomicity under concurrency ------------------------------------------ */
+
+struct race {
+    struct bfs_store *st;
+    const char *root;
+    const char *src_a, *src_b;
+    size_t na, nb;
+    volatile int stop;
+    int bad;
+    int reads;
+};
+
+static void *racer_put(void *arg)
+{
+    struct race *r = arg;
+    for (int i = 0; i < 60; i++) {
+        int rc = bfs_store_put(r->st, "race/obj", (i & 1) ? r->src_b : r->src_a);
+        if (rc != 0)
+            r->bad++;
+    }
+    r->stop = 1;
+    return NULL;
+}
+
+static void *racer_read(void *arg)
+{
+    struct race *r = arg;
+    uint8_t *buf = malloc(r->nb);
+    char *path = path_join(r->root, "race/obj");
+    while (!r->stop) {
+        /* through the store: a prefix both versions have */
+        int rc = bfs_store_get_range(r->st, "race/obj", 0, r->na, buf);
+        if (rc == 0) {
+            for (size_t i = 1; i < r->na; i++)
+                if (buf[i] != buf[0]) {
+                    r->bad++;
+                    break;
+                }
+            if (buf[0] != 'a' && buf[0] != 'b')
+                r->bad++;
+        } else if (rc != -ENOENT) {
+            r->bad++;
+        }
+        /* directly: the whole file is one version, complete */
+        int fd = open(path, O_RDONLY);
+        if (fd >= 0) {
+            ssize_t n = read(fd, buf, r->nb);
+            close(fd);
+            size_t want = n > 0 && buf[0] == 'a' ? r->na : r->nb;
+            if (n != (ssize_t)want)
+                r->bad++;
+            for (ssize_t i = 1; i < n; i++)
+                if (buf[i] != buf[0]) {
+                    r->bad++;
+                    break;
+                }
+        }
+        r->reads++;
+    }
+    free(path);
+    free(buf);
+    return NULL;
+}
+
+static void test_file_put_atomic(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char *root = path_join(dir, "store");
+    assert_int_equal(mkdir(root, 0700), 0);
+    struct bfs_store *st = open_file_store(root, NULL);
+    struct race r = {.st = st, .root = root, .na = 1 << 20, .nb = 3 << 19};
+    uint8_t *a = malloc(r.na), *b = malloc(r.nb);
+    memset(a, 'a', r.na);
+    memset(b, 'b', r.nb);
+    char *sa = path_join(dir, "a"), *sb = path_join(dir, "b");
+    write_file(sa, a, r.na);
+    write_file(sb, b, r.nb);
+    r.src_a = sa;
+    r.src_b = sb;
+    pthread_t tp, tr;
+    assert_int_equal(pthread_create(&tr, NULL, racer_read, &r), 0);
+    assert_int_equal(pthread_create(&tp, NULL, racer_put, &r), 0);
+    pthread_join(tp, NULL);
+    pthread_join(tr, NULL);
+    assert_int_equal(r.bad, 0);
+    assert_true(r.reads > 0);
+    assert_int_equal(count_temp_files(root), 0);
+    free(a);
+    free(b);
+    free(sa);
+    free(sb);
+    bfs_store_close(st);
+    rm_rf(dir);
+    free(dir);
+    free(root);
+}
+
+/* Many threads putting into the same new directories (mkdir races). */
+struct mput {
+    struct bfs_store *st;
+    const char *src;
+    int id;
+    int bad;
+};
+
+static void *mput_thread(void *arg)
+{
+    struct mput *m = arg;
+    for (int i = 0; i < 20; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "t%d/p/x/%d-%d.avro", i, m->id, i);
+        if (bfs_store_put(m->st, key, m->src) != 0)
+            m->bad++;
+    }
+    return NULL;
+}
+
+static int count_cb(void *ctx, const char *key, uint64_t size)
+{
+    (void)key;
+    (void)size;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static void test_file_concurrent_puts(void **state)
+{
+    (void)state;
+    struct bfs_stats stats;
+    bfs_stats_init(&stats);
+    char *dir = make_tmpdir();
+    char *root = path_join(dir, "store");
+    assert_int_equal(mkdir(root, 0700), 0);
+    struct bfs_store *st = open_file_store(root, &stats);
+    char *src = path_join(dir, "src");
+    write_file(src, "hello", 5);
+    struct mput m[6];
+    pthread_t t[6];
+    for (int i = 0; i < 6; i++) {
+        m[i] = (struct mput){.st = st, .src = src, .id = i};
+        assert_int_equal(pthread_create(&t[i], NULL, mput_thread, &m[i]), 0);
+    }
+    for (int i = 0; i < 6; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(m[i].bad, 0);
+    }
+    int n = 0;
+    assert_int_equal(bfs_store_list(st, "", count_cb, &n), 0);
+    assert_int_equal(n, 120);
+    assert_int_equal(stats.store_put_requests, 120);
+    assert_int_equal(stats.store_put_bytes, 600);
+    assert_int_equal(count_temp_files(root), 0);
+    free(src);
+    bfs_store_close(st);
+    rm_rf(dir);
+    free(dir);
+    free(root);
+    bfs_stats_destroy(&stats);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_file_urls),  cmocka_unit_test(test_parse_s3_urls),
+        cmocka_unit_test(test_parse_other_urls), cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_open_dispatch),    cmocka_unit_test(test_key_rules),
+        cmocka_unit_test(test_file_put_get),     cmocka_unit_test(test_file_reput_idempotent),
+        cmocka_unit_test(test_file_list_del),    cmocka_unit_test(test_file_put_denied),
+        cmocka_unit_test(test_file_put_atomic),  cmocka_unit_test(test_file_concurrent_puts),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
