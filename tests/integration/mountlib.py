@@ -268,7 +268,6 @@ class Mount:
                     if e[0].search(m.group(3)):
                         e[2] += 1
                         hit = True
-                        break
                 if not hit:
                     problems.append("unexpected log line: " + line)
         for rx, required, seen in self.expected:
