@@ -387,10 +387,14 @@ static int ingest_upload(struct bfs_ctx *ctx, struct upload *u)
 
 /* ---- getattr / readdir ---- */
 
+/* Directories carry the mount time: they have no history of their own. */
+static struct timespec mount_time;
+
 static void fill_dir(struct stat *st, mode_t perm)
 {
     st->st_mode = S_IFDIR | perm;
     st->st_nlink = 2;
+    st->st_mtim = st->st_atim = st->st_ctim = mount_time;
 }
 
 static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
@@ -1145,6 +1149,7 @@ int bfs_fs_init(struct bfs_ctx *ctx)
         return -ENOMEM;
     pthread_mutex_init(&fs->lock, NULL);
     ctx->fs = fs;
+    clock_gettime(CLOCK_REALTIME, &mount_time);
     /* Uploads a previous daemon never closed were never acknowledged: drop them. */
     DIR *d = opendir(ctx->spool_dir);
     if (!d) {

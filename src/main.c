@@ -451,13 +451,19 @@ int main(int argc, char *argv[])
     if (copts.singlethread) {
         ret = fuse_loop(fuse) ? 1 : 0;
     } else {
-        struct fuse_loop_config lc = {
-            .clone_fd = copts.clone_fd,
-            .max_idle_threads = copts.max_idle_threads,
-        };
-        ret = fuse_loop_mt(fuse, &lc) ? 1 : 0;
+        struct fuse_loop_config *lc = fuse_loop_cfg_create();
+        if (!lc)
+            goto out_modules;
+        fuse_loop_cfg_set_clone_fd(lc, (unsigned)copts.clone_fd);
+        if (copts.max_idle_threads != UINT_MAX) /* UINT_MAX: not given; 3.14 would complain */
+            fuse_loop_cfg_set_idle_threads(lc, copts.max_idle_threads);
+        if (copts.max_threads > 0 && copts.max_threads <= 100000)
+            fuse_loop_cfg_set_max_threads(lc, copts.max_threads);
+        ret = fuse_loop_mt(fuse, lc) ? 1 : 0;
+        fuse_loop_cfg_destroy(lc);
     }
     bfs_info("unmounting %s", copts.mountpoint);
+out_modules:
     ctx_close_modules(&ctx);
 out_signals:
     fuse_remove_signal_handlers(se);
