@@ -6,17 +6,21 @@
  * commits are grouped into one transaction (one fsync for the group), reads use
  * a small pool of read-only connections so they never wait for a commit.
  *
- * Tables (the names follow the FUSOU system battlefs replaces):
+ * Tables (the names follow the FUSOU system battlefs replaces; details in
+ * src/catalog.c):
  *   schemas(id, canonical UNIQUE, fingerprint, json)
- *   partitions(id, table_name, period_tag, schema_id, codec, header BLOB,
- *              header_length, UNIQUE(table_name, period_tag))
- *   buffer_logs(id, table_name, period_tag, dataset_id, schema_id, record_count,
- *               byte_length, data BLOB, created_at, roll_id)
+ *   partitions(id, table_name, period_tag, schema_id, codec, sync, schema_json,
+ *              header BLOB, header_length, created_at, UNIQUE(table_name, period_tag))
+ *   buffer_rows(id, table_name, period_tag, dataset_id, schema_id, record_count,
+ *               byte_length, created_at, roll_id)   the hot uploads' metadata
+ *   buffer_data(id, data BLOB)                      their normalised blocks
+ *   buffer_logs   a VIEW joining the two: id, table_name, period_tag, dataset_id,
+ *                 schema_id, record_count, byte_length, data, created_at, roll_id
  *   rolls(id TEXT, claimed_at, committed_at, row_count, byte_count)
  *   archived_files(id, file_path UNIQUE, table_name, period_tag, size,
  *                  header_length, roll_id, seq, created_at)
  *   block_indexes(id, dataset_id, table_name, period_tag, file_id, start_byte,
- *                 length, record_count)
+ *                 length, record_count, uploaded_at)
  */
 #ifndef BATTLEFS_CATALOG_H
 #define BATTLEFS_CATALOG_H
@@ -28,7 +32,8 @@
 
 struct bfs_catalog;
 
-/* Open (creating and migrating as needed) the catalog at path. 0 or -errno. */
+/* Open (creating with mode 0600 and migrating as needed) the catalog at path.
+ * 0, -ENOTSUP (the database is newer than this code; logged), or -errno. */
 int bfs_catalog_open(const char *path, struct bfs_catalog **out);
 void bfs_catalog_close(struct bfs_catalog *cat);
 
@@ -58,8 +63,8 @@ struct bfs_upload {
     size_t schema_len;
     const char *canonical; /* its Parsing Canonical Form */
     size_t canonical_len;
-    enum bfs_codec codec;  /* the codec data is normalised to */
-    const uint8_t *data;   /* normalised blocks, no header */
+    enum bfs_codec codec; /* the codec data is normalised to */
+    const uint8_t *data;  /* normalised blocks, no header */
     size_t len;
     uint64_t records;
 };
@@ -75,12 +80,15 @@ struct bfs_upload {
 int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *up, char *msg,
                               size_t msglen);
 
+/* How many upload transactions (groups of one or more uploads) have been
+ * committed or attempted since open: for tests and benchmarks. */
+uint64_t bfs_catalog_commit_groups(struct bfs_catalog *cat);
+
 /* Listing: cb is called once per distinct name, sorted; a non-zero return from
  * cb stops the walk and is returned. Hot and cold data are merged. */
 typedef int (*bfs_name_cb)(void *ctx, const char *name);
 int bfs_catalog_list_tables(struct bfs_catalog *cat, bfs_name_cb cb, void *ctx);
-int bfs_catalog_list_periods(struct bfs_catalog *cat, const char *table, bfs_name_cb cb,
-                             void *ctx);
+int bfs_catalog_list_periods(struct bfs_catalog *cat, const char *table, bfs_name_cb cb, void *ctx);
 int bfs_catalog_list_datasets(struct bfs_catalog *cat, const char *table, const char *period,
                               bfs_name_cb cb, void *ctx);
 /* 0 if the table (period) has any data, else -ENOENT. */
@@ -105,8 +113,8 @@ struct bfs_dataset_view {
     struct bfs_partition part;
     size_t n;
     struct bfs_segment *seg;
-    uint64_t size;   /* part.header_len + sum of segment lengths */
-    int64_t mtime;   /* unix seconds of the newest upload */
+    uint64_t size; /* part.header_len + sum of segment lengths */
+    int64_t mtime; /* unix seconds of the newest upload */
 };
 /* 0, -ENOENT (no such dataset), or -errno. Free with bfs_dataset_view_free. */
 int bfs_catalog_dataset(struct bfs_catalog *cat, const char *table, const char *period,
@@ -118,8 +126,7 @@ int bfs_catalog_dataset_stat(struct bfs_catalog *cat, const char *table, const c
 
 /* Read len bytes at off of hot row id's data into buf. 0, -ENOENT if the row
  * is gone (rolled), -EIO. */
-int bfs_catalog_read_hot(struct bfs_catalog *cat, int64_t id, uint64_t off, void *buf,
-                         size_t len);
+int bfs_catalog_read_hot(struct bfs_catalog *cat, int64_t id, uint64_t off, void *buf, size_t len);
 
 /* Current state, for .battlefs/stats. */
 struct bfs_catalog_counts {
@@ -138,9 +145,11 @@ int bfs_catalog_roll_pending(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_M
 
 /* Claim every unclaimed buffer row in one transaction under a new
  * deterministic roll id (e.g. "20251218T130000Z-42": claim time and first row
- * id). 0 with the id and totals, -ENODATA if the buffer is empty, -errno. */
-int bfs_catalog_roll_claim(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX],
-                           uint64_t *rows, uint64_t *bytes);
+ * id). 0 with the id and totals, -ENODATA if the buffer is empty, -EBUSY if
+ * a claimed roll is not committed yet, -errno. Rows committed after the claim
+ * stay unclaimed. */
+int bfs_catalog_roll_claim(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX], uint64_t *rows,
+                           uint64_t *bytes);
 
 struct bfs_roll_row {
     int64_t id;
@@ -152,7 +161,8 @@ struct bfs_roll_row {
 };
 /* Stream the roll's rows ordered by (table, period, dataset, id); the callback
  * reads the data with bfs_catalog_read_hot. A non-zero return stops the walk
- * and is returned. */
+ * and is returned. The rows are read in pages: memory stays bounded and the
+ * callback runs with no database connection held. -ENOENT: no such roll. */
 int bfs_catalog_roll_rows(struct bfs_catalog *cat, const char *roll_id,
                           int (*cb)(void *ctx, const struct bfs_roll_row *row), void *ctx);
 
@@ -172,12 +182,17 @@ struct bfs_index_rec {
     uint64_t records;
 };
 /* One transaction: insert archived_files and block_indexes, delete the roll's
- * buffer rows, mark the roll committed. 0 or -errno. */
+ * buffer rows, mark the roll committed. archives[i] gets seq i; their index
+ * slices must cover index[] in order. The index must account for every
+ * claimed row: per (table, period, dataset) its lengths and records sum to
+ * the claimed rows'. Returns 0; -ENOENT no such roll; -EALREADY the roll is
+ * already committed (nothing changes); -EINVAL records that do not match the
+ * claim or a key already used; -ENOSPC; -EIO. */
 int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
                             const struct bfs_archive_rec *archives, size_t n_archives,
                             const struct bfs_index_rec *index, size_t n_index);
 
-/* Store keys of every archived file (for checks and tools). */
+/* Store keys of every archived file, in archive (id) order (for checks and tools). */
 int bfs_catalog_list_archives(struct bfs_catalog *cat, bfs_name_cb cb, void *ctx);
 
 #endif

@@ -1,0 +1,1075 @@
+/* test_catalog.c - the SQLite catalog: migrations, group commit, views, listing, rolls. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "battlefs/buf.h"
+#include "battlefs/catalog.h"
+#include "battlefs/ocf.h"
+#include "battlefs/schema.h"
+
+/* ------------------------------------------------------------------------ */
+/* fixtures                                                                  */
+
+static const char *SCHEMA_A = "{\"type\": \"record\", \"name\": \"Battle\", \"doc\": \"x\","
+                              " \"fields\": [{\"name\": \"id\", \"type\": \"long\"}]}";
+static const char *SCHEMA_B = "{\"type\":\"record\",\"name\":\"Battle\","
+                              "\"fields\":[{\"name\":\"id\",\"type\":\"string\"}]}";
+
+struct env {
+    char dir[64];
+    char path[96];
+    struct bfs_catalog *cat;
+    char *canon_a, *canon_b;
+    size_t canon_a_len, canon_b_len;
+};
+
+static char *canonical(const char *json, size_t *len)
+{
+    char *out = NULL;
+    char msg[128];
+    int rc = bfs_schema_canonical(json, strlen(json), &out, len, msg, sizeof msg);
+    if (rc != 0)
+        fail_msg("canonical form: %d %s", rc, msg);
+    return out;
+}
+
+static int setup(void **state)
+{
+    struct env *e = calloc(1, sizeof *e);
+    assert_non_null(e);
+    snprintf(e->dir, sizeof e->dir, "/tmp/bfs-catalog-XXXXXX");
+    assert_non_null(mkdtemp(e->dir));
+    snprintf(e->path, sizeof e->path, "%s/catalog.db", e->dir);
+    assert_int_equal(bfs_catalog_open(e->path, &e->cat), 0);
+    e->canon_a = canonical(SCHEMA_A, &e->canon_a_len);
+    e->canon_b = canonical(SCHEMA_B, &e->canon_b_len);
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct env *e = *state;
+    bfs_catalog_close(e->cat);
+    const char *sfx[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        char p[128];
+        snprintf(p, sizeof p, "%s%s", e->path, sfx[i]);
+        unlink(p);
+    }
+    rmdir(e->dir);
+    free(e->canon_a);
+    free(e->canon_b);
+    free(e);
+    return 0;
+}
+
+static void reopen(struct env *e)
+{
+    bfs_catalog_close(e->cat);
+    e->cat = NULL;
+    assert_int_equal(bfs_catalog_open(e->path, &e->cat), 0);
+}
+
+/* Deterministic upload bytes: seed selects the content. */
+static void fill(uint8_t *buf, size_t len, unsigned seed)
+{
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)(seed * 131u + i * 7u + (i >> 8));
+}
+
+struct up_spec {
+    const char *table, *period, *dataset;
+    int schema_b;
+    enum bfs_codec codec;
+    size_t len;
+    unsigned seed;
+    uint64_t records;
+};
+
+static int commit(struct env *e, const struct up_spec *s, char *msg, size_t msglen)
+{
+    uint8_t *data = malloc(s->len ? s->len : 1);
+    assert_non_null(data);
+    fill(data, s->len, s->seed);
+    struct bfs_upload up = {
+        .table = s->table,
+        .period = s->period,
+        .dataset = s->dataset,
+        .schema_json = s->schema_b ? SCHEMA_B : SCHEMA_A,
+        .schema_len = strlen(s->schema_b ? SCHEMA_B : SCHEMA_A),
+        .canonical = s->schema_b ? e->canon_b : e->canon_a,
+        .canonical_len = s->schema_b ? e->canon_b_len : e->canon_a_len,
+        .codec = s->codec,
+        .data = data,
+        .len = s->len,
+        .records = s->records,
+    };
+    int rc = bfs_catalog_commit_upload(e->cat, &up, msg, msglen);
+    free(data);
+    return rc;
+}
+
+/* Commit and expect success. */
+static void put(struct env *e, const char *table, const char *period, const char *dataset,
+                size_t len, unsigned seed)
+{
+    struct up_spec s = {table, period, dataset, 0, BFS_CODEC_DEFLATE, len, seed, len / 10 + 1};
+    char msg[256];
+    int rc = commit(e, &s, msg, sizeof msg);
+    if (rc != 0)
+        fail_msg("commit %s/%s/%s: %d %s", table, period, dataset, rc, msg);
+}
+
+/* Read a hot segment fully and compare it with fill(len, seed). */
+static void expect_hot(struct env *e, int64_t id, size_t len, unsigned seed)
+{
+    uint8_t *want = malloc(len + 1), *got = malloc(len + 1);
+    assert_non_null(want);
+    assert_non_null(got);
+    fill(want, len, seed);
+    assert_int_equal(bfs_catalog_read_hot(e->cat, id, 0, got, len), 0);
+    assert_memory_equal(got, want, len);
+    free(want);
+    free(got);
+}
+
+static sqlite3 *raw_open(struct env *e)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(e->path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    return db;
+}
+
+static int64_t raw_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+struct names {
+    int n;
+    char name[64][64];
+    int stop_after; /* return 7 after this many (0: never) */
+};
+
+static int collect(void *ctx, const char *name)
+{
+    struct names *ns = ctx;
+    assert_true(ns->n < 64);
+    snprintf(ns->name[ns->n++], sizeof ns->name[0], "%s", name);
+    return ns->stop_after && ns->n == ns->stop_after ? 7 : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* migrations                                                                */
+
+static int has_column(sqlite3 *db, const char *table, const char *col)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pragma_table_info('%s') WHERE name = '%s'",
+             table, col);
+    return raw_int(db, sql) == 1;
+}
+
+static void test_migrations(void **state)
+{
+    struct env *e = *state;
+    struct stat st;
+    assert_int_equal(stat(e->path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+
+    sqlite3 *db = raw_open(e);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 1);
+    /* WAL, and every table of the brief */
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(q, 0), "wal");
+    sqlite3_finalize(q);
+    const char *fixed_af[] = {"id",         "file_path", "table_name",
+                              "period_tag", "size",      "header_length"};
+    for (size_t i = 0; i < sizeof fixed_af / sizeof *fixed_af; i++)
+        assert_true(has_column(db, "archived_files", fixed_af[i]));
+    const char *fixed_bi[] = {"dataset_id", "table_name", "period_tag",  "file_id",
+                              "start_byte", "length",     "record_count"};
+    for (size_t i = 0; i < sizeof fixed_bi / sizeof *fixed_bi; i++)
+        assert_true(has_column(db, "block_indexes", fixed_bi[i]));
+    const char *bl[] = {"table_name",  "period_tag", "dataset_id", "schema_id", "record_count",
+                        "byte_length", "data",       "created_at", "roll_id"};
+    for (size_t i = 0; i < sizeof bl / sizeof *bl; i++)
+        assert_true(has_column(db, "buffer_logs", bl[i]));
+    assert_true(has_column(db, "schemas", "canonical"));
+    assert_true(has_column(db, "schemas", "fingerprint"));
+    sqlite3_close(db);
+
+    /* Reopen: the data survives, nothing is migrated twice. */
+    put(e, "battle", "2025-12-18", "u1", 100, 1);
+    reopen(e);
+    struct bfs_catalog_counts c;
+    assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
+    assert_int_equal(c.buffer_uploads, 1);
+    assert_int_equal(c.buffer_bytes, 100);
+
+    /* The SQL view of the buffer shows the upload with its data. */
+    db = raw_open(e);
+    assert_int_equal(raw_int(db, "SELECT length(data) FROM buffer_logs"), 100);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NULL"), 1);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 1);
+    sqlite3_close(db);
+
+    /* A database from a newer battlefs is refused. */
+    bfs_catalog_close(e->cat);
+    e->cat = NULL;
+    db = raw_open(e);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    struct bfs_catalog *cat = NULL;
+    assert_int_equal(bfs_catalog_open(e->path, &cat), -ENOTSUP);
+    assert_null(cat);
+    db = raw_open(e);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(bfs_catalog_open(e->path, &e->cat), 0);
+
+    /* Not a database at all. */
+    char junk[128];
+    snprintf(junk, sizeof junk, "%s/junk.db", e->dir);
+    FILE *f = fopen(junk, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 200; i++)
+        fputs("this is not a sqlite database\n", f);
+    fclose(f);
+    assert_int_equal(bfs_catalog_open(junk, &cat), -EIO);
+    unlink(junk);
+}
+
+/* ------------------------------------------------------------------------ */
+/* commit, view, read                                                        */
+
+static void test_commit_view_read(void **state)
+{
+    struct env *e = *state;
+    struct bfs_partition p;
+    assert_int_equal(bfs_catalog_partition_get(e->cat, "battle", "2025-12-18", &p), -ENOENT);
+    struct bfs_dataset_view v;
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", "u1", &v), -ENOENT);
+
+    int64_t t0 = (int64_t)time(NULL);
+    put(e, "battle", "2025-12-18", "u1", 1000, 1);
+    put(e, "battle", "2025-12-18", "u2", 10, 2);
+    put(e, "battle", "2025-12-18", "u1", 70000, 3); /* spans many pages */
+    put(e, "battle", "2025-12-18", "u1", 0, 4);     /* an upload without blocks */
+    int64_t t1 = (int64_t)time(NULL);
+
+    /* The partition: layout header of the first upload's schema, codec, sync. */
+    assert_int_equal(bfs_catalog_partition_get(e->cat, "battle", "2025-12-18", &p), 0);
+    uint8_t sync[16];
+    bfs_schema_sync(e->canon_a, e->canon_a_len, sync);
+    assert_memory_equal(p.sync, sync, 16);
+    assert_int_equal(p.codec, BFS_CODEC_DEFLATE);
+    assert_int_equal(p.schema_len, strlen(SCHEMA_A));
+    assert_string_equal(p.schema_json, SCHEMA_A);
+    struct bfs_buf hdr = {0};
+    assert_int_equal(
+        bfs_ocf_layout_header(SCHEMA_A, strlen(SCHEMA_A), BFS_CODEC_DEFLATE, sync, &hdr), 0);
+    assert_int_equal(p.header_len, hdr.len);
+    assert_memory_equal(p.header, hdr.data, hdr.len);
+    bfs_buf_free(&hdr);
+
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", "u1", &v), 0);
+    assert_int_equal(v.n, 3);
+    assert_int_equal(v.part.header_len, p.header_len);
+    assert_memory_equal(v.part.header, p.header, p.header_len);
+    size_t lens[3] = {1000, 70000, 0};
+    unsigned seeds[3] = {1, 3, 4};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(v.seg[i].kind, BFS_SEG_HOT);
+        assert_null(v.seg[i].key);
+        assert_int_equal(v.seg[i].offset, 0);
+        assert_int_equal(v.seg[i].length, lens[i]);
+        assert_int_equal(v.seg[i].records, lens[i] / 10 + 1);
+        if (i > 0)
+            assert_true(v.seg[i].id > v.seg[i - 1].id);
+        expect_hot(e, v.seg[i].id, lens[i], seeds[i]);
+    }
+    assert_int_equal(v.size, p.header_len + 71000);
+    assert_true(v.mtime >= t0 && v.mtime <= t1);
+
+    /* Partial reads at odd offsets, and the bounds. */
+    uint8_t want[70000], got[4096];
+    fill(want, sizeof want, 3);
+    assert_int_equal(bfs_catalog_read_hot(e->cat, v.seg[1].id, 65533, got, 4096), 0);
+    assert_memory_equal(got, want + 65533, 4096);
+    assert_int_equal(bfs_catalog_read_hot(e->cat, v.seg[1].id, 69999, got, 1), 0);
+    assert_int_equal(got[0], want[69999]);
+    assert_int_equal(bfs_catalog_read_hot(e->cat, v.seg[1].id, 69999, got, 2), -EINVAL);
+    assert_int_equal(bfs_catalog_read_hot(e->cat, v.seg[1].id, 70001, got, 0), -EINVAL);
+    assert_int_equal(bfs_catalog_read_hot(e->cat, 999999, 0, got, 1), -ENOENT);
+
+    uint64_t size;
+    int64_t mtime;
+    assert_int_equal(bfs_catalog_dataset_stat(e->cat, "battle", "2025-12-18", "u1", &size, &mtime),
+                     0);
+    assert_int_equal(size, v.size);
+    assert_int_equal(mtime, v.mtime);
+    assert_int_equal(bfs_catalog_dataset_stat(e->cat, "battle", "2025-12-18", "u3", &size, &mtime),
+                     -ENOENT);
+    assert_int_equal(bfs_catalog_dataset_stat(e->cat, "battle", "2025-12-19", "u1", &size, &mtime),
+                     -ENOENT);
+    bfs_dataset_view_free(&v);
+    bfs_partition_free(&p);
+
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", "u2", &v), 0);
+    assert_int_equal(v.n, 1);
+    expect_hot(e, v.seg[0].id, 10, 2);
+    bfs_dataset_view_free(&v);
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", "u3", &v), -ENOENT);
+
+    struct bfs_catalog_counts c;
+    assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
+    assert_int_equal(c.buffer_uploads, 4);
+    assert_int_equal(c.buffer_bytes, 71010);
+    assert_int_equal(c.archived_files, 0);
+
+    /* Bad names are refused before anything is stored. */
+    struct up_spec bad = {"battle", "2025-12-18", "../x", 0, BFS_CODEC_DEFLATE, 5, 1, 1};
+    char msg[256];
+    assert_int_equal(commit(e, &bad, msg, sizeof msg), -EINVAL);
+    assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
+    assert_int_equal(c.buffer_uploads, 4);
+}
+
+static void test_schema_mismatch(void **state)
+{
+    struct env *e = *state;
+    put(e, "battle", "2025-12-18", "u1", 50, 1);
+    struct up_spec s = {"battle", "2025-12-18", "u2", 1, BFS_CODEC_DEFLATE, 50, 2, 5};
+    char msg[256] = "";
+    assert_int_equal(commit(e, &s, msg, sizeof msg), -EINVAL);
+    char fa[17], fb[17], want[256];
+    snprintf(fa, sizeof fa, "%016llx",
+             (unsigned long long)bfs_schema_rabin(e->canon_a, e->canon_a_len));
+    snprintf(fb, sizeof fb, "%016llx",
+             (unsigned long long)bfs_schema_rabin(e->canon_b, e->canon_b_len));
+    snprintf(want, sizeof want,
+             "schema differs from the one stored for battle/2025-12-18 (fingerprint %s, upload "
+             "has %s)",
+             fa, fb);
+    assert_string_equal(msg, want);
+
+    /* Nothing of it is stored; the other schema is fine in another period. */
+    struct bfs_dataset_view v;
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", "u2", &v), -ENOENT);
+    s.period = "2025-12-19";
+    assert_int_equal(commit(e, &s, msg, sizeof msg), 0);
+    assert_string_equal(msg, "");
+    struct bfs_catalog_counts c;
+    assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
+    assert_int_equal(c.buffer_uploads, 2);
+
+    /* The same canonical form with another text is the same schema. */
+    const char *same = "{\"name\":\"Battle\",\"type\":\"record\",\"fields\":"
+                       "[{\"type\":\"long\",\"name\":\"id\",\"doc\":\"d\"}]}";
+    size_t clen;
+    char *canon = canonical(same, &clen);
+    assert_int_equal(clen, e->canon_a_len);
+    assert_memory_equal(canon, e->canon_a, clen);
+    uint8_t byte = 1;
+    struct bfs_upload up = {"battle",          "2025-12-18", "u3", same, strlen(same), canon, clen,
+                            BFS_CODEC_DEFLATE, &byte,        1,    1};
+    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, msg, sizeof msg), 0);
+    free(canon);
+    sqlite3 *db = raw_open(e);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM schemas"), 2);
+    sqlite3_close(db);
+}
+
+static void test_codec_mismatch(void **state)
+{
+    struct env *e = *state;
+    put(e, "battle", "2025-12-18", "u1", 50, 1); /* deflate */
+    struct up_spec s = {"battle", "2025-12-18", "u1", 0, BFS_CODEC_SNAPPY, 50, 2, 5};
+    char msg[256] = "";
+    assert_int_equal(commit(e, &s, msg, sizeof msg), -EAGAIN);
+    assert_non_null(strstr(msg, "deflate"));
+    struct bfs_dataset_view v;
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", "u1", &v), 0);
+    assert_int_equal(v.n, 1);
+    bfs_dataset_view_free(&v);
+    /* A new partition takes the upload's codec. */
+    s.period = "2025-12-20";
+    assert_int_equal(commit(e, &s, msg, sizeof msg), 0);
+    struct bfs_partition p;
+    assert_int_equal(bfs_catalog_partition_get(e->cat, "battle", "2025-12-20", &p), 0);
+    assert_int_equal(p.codec, BFS_CODEC_SNAPPY);
+    bfs_partition_free(&p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* listing                                                                   */
+
+static void test_listing(void **state)
+{
+    struct env *e = *state;
+    struct names ns = {0};
+    assert_int_equal(bfs_catalog_list_tables(e->cat, collect, &ns), 0);
+    assert_int_equal(ns.n, 0);
+    assert_int_equal(bfs_catalog_table_exists(e->cat, "zeta"), -ENOENT);
+
+    put(e, "zeta", "2025-12-18", "b", 10, 1);
+    put(e, "alpha", "2025-12-19", "c", 10, 2);
+    put(e, "alpha", "2025-12-18", "b", 10, 3);
+    put(e, "alpha", "2025-12-18", "a", 10, 4);
+    put(e, "alpha", "2025-12-18", "b", 10, 5);
+    put(e, "mid", "p", "x", 10, 6);
+
+    memset(&ns, 0, sizeof ns);
+    assert_int_equal(bfs_catalog_list_tables(e->cat, collect, &ns), 0);
+    assert_int_equal(ns.n, 3);
+    assert_string_equal(ns.name[0], "alpha");
+    assert_string_equal(ns.name[1], "mid");
+    assert_string_equal(ns.name[2], "zeta");
+
+    memset(&ns, 0, sizeof ns);
+    assert_int_equal(bfs_catalog_list_periods(e->cat, "alpha", collect, &ns), 0);
+    assert_int_equal(ns.n, 2);
+    assert_string_equal(ns.name[0], "2025-12-18");
+    assert_string_equal(ns.name[1], "2025-12-19");
+
+    memset(&ns, 0, sizeof ns);
+    assert_int_equal(bfs_catalog_list_datasets(e->cat, "alpha", "2025-12-18", collect, &ns), 0);
+    assert_int_equal(ns.n, 2);
+    assert_string_equal(ns.name[0], "a");
+    assert_string_equal(ns.name[1], "b");
+
+    memset(&ns, 0, sizeof ns);
+    assert_int_equal(bfs_catalog_list_datasets(e->cat, "alpha", "nope", collect, &ns), 0);
+    assert_int_equal(ns.n, 0);
+
+    /* A non-zero callback return stops the walk and is returned. */
+    memset(&ns, 0, sizeof ns);
+    ns.stop_after = 1;
+    assert_int_equal(bfs_catalog_list_tables(e->cat, collect, &ns), 7);
+    assert_int_equal(ns.n, 1);
+
+    assert_int_equal(bfs_catalog_table_exists(e->cat, "alpha"), 0);
+    assert_int_equal(bfs_catalog_table_exists(e->cat, "alph"), -ENOENT);
+    assert_int_equal(bfs_catalog_period_exists(e->cat, "alpha", "2025-12-19"), 0);
+    assert_int_equal(bfs_catalog_period_exists(e->cat, "zeta", "2025-12-19"), -ENOENT);
+    assert_int_equal(bfs_catalog_period_exists(e->cat, "nope", "2025-12-19"), -ENOENT);
+}
+
+/* ------------------------------------------------------------------------ */
+/* group commit                                                              */
+
+#define THREADS          8
+#define PER_THREAD       200
+#define BAD_EVERY        25 /* every 25th upload of a thread has the wrong schema */
+#define UPLOAD_LEN(t, i) (100 + ((t)*37 + (i)*13) % 900)
+
+struct worker {
+    struct env *e;
+    int t;
+    int ok, bad, errors;
+    char last_error[320];
+};
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    char ds[16];
+    snprintf(ds, sizeof ds, "t%d", w->t);
+    for (int i = 0; i < PER_THREAD; i++) {
+        int bad = i % BAD_EVERY == BAD_EVERY - 1;
+        struct up_spec s = {"battle",
+                            "2025-12-18",
+                            ds,
+                            bad,
+                            BFS_CODEC_DEFLATE,
+                            UPLOAD_LEN(w->t, i),
+                            (unsigned)(w->t * 1000 + i),
+                            (uint64_t)i};
+        char msg[256];
+        int rc = commit(w->e, &s, msg, sizeof msg);
+        if (bad && rc == -EINVAL && strstr(msg, "schema differs"))
+            w->bad++;
+        else if (!bad && rc == 0 && msg[0] == '\0')
+            w->ok++;
+        else {
+            w->errors++;
+            snprintf(w->last_error, sizeof w->last_error, "upload %d: %d %s", i, rc, msg);
+        }
+    }
+    return NULL;
+}
+
+static void test_group_commit(void **state)
+{
+    struct env *e = *state;
+    put(e, "battle", "2025-12-18", "seed", 10, 99); /* the partition exists with schema A */
+    uint64_t g0 = bfs_catalog_commit_groups(e->cat);
+
+    pthread_t th[THREADS];
+    struct worker w[THREADS];
+    for (int t = 0; t < THREADS; t++) {
+        w[t] = (struct worker){.e = e, .t = t};
+        assert_int_equal(pthread_create(&th[t], NULL, worker_main, &w[t]), 0);
+    }
+    int ok = 0, bad = 0;
+    for (int t = 0; t < THREADS; t++) {
+        pthread_join(th[t], NULL);
+        if (w[t].errors)
+            fail_msg("thread %d: %d unexpected results, last: %s", t, w[t].errors, w[t].last_error);
+        ok += w[t].ok;
+        bad += w[t].bad;
+    }
+    int uploads = THREADS * PER_THREAD;
+    assert_int_equal(bad, THREADS * (PER_THREAD / BAD_EVERY));
+    assert_int_equal(ok + bad, uploads);
+    uint64_t groups = bfs_catalog_commit_groups(e->cat) - g0;
+    print_message("group commit: %d uploads in %llu transactions\n", uploads,
+                  (unsigned long long)groups);
+    assert_true(groups < (uint64_t)uploads);
+    assert_true(groups >= 1);
+
+    /* Every good upload is there, in each thread's order, byte-exact. */
+    struct bfs_catalog_counts c;
+    assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
+    assert_int_equal(c.buffer_uploads, (uint64_t)ok + 1);
+    for (int t = 0; t < THREADS; t++) {
+        char ds[16];
+        snprintf(ds, sizeof ds, "t%d", t);
+        struct bfs_dataset_view v;
+        assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", ds, &v), 0);
+        assert_int_equal(v.n, (size_t)w[t].ok);
+        size_t k = 0;
+        for (int i = 0; i < PER_THREAD; i++) {
+            if (i % BAD_EVERY == BAD_EVERY - 1)
+                continue;
+            assert_int_equal(v.seg[k].length, UPLOAD_LEN(t, i));
+            assert_int_equal(v.seg[k].records, (uint64_t)i);
+            expect_hot(e, v.seg[k].id, UPLOAD_LEN(t, i), (unsigned)(t * 1000 + i));
+            k++;
+        }
+        bfs_dataset_view_free(&v);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* rolls                                                                     */
+
+struct rowlist {
+    size_t n;
+    struct {
+        int64_t id;
+        char table[32], period[32], dataset[32];
+        uint64_t records, length;
+    } r[1024];
+};
+
+static int collect_row(void *ctx, const struct bfs_roll_row *row)
+{
+    struct rowlist *l = ctx;
+    assert_true(l->n < 1024);
+    l->r[l->n].id = row->id;
+    snprintf(l->r[l->n].table, 32, "%s", row->table);
+    snprintf(l->r[l->n].period, 32, "%s", row->period);
+    snprintf(l->r[l->n].dataset, 32, "%s", row->dataset);
+    l->r[l->n].records = row->records;
+    l->r[l->n].length = row->length;
+    l->n++;
+    return 0;
+}
+
+/* A simulated roller: one archive per (table, period) group (split into a
+ * new archive after max_rows rows), built in memory from the claimed rows as
+ * bfs_catalog_read_hot returns them. */
+struct sim_archive {
+    char key[128], table[32], period[32];
+    struct bfs_buf bytes;
+    size_t header_len, first_index, n_index, rows;
+};
+struct sim {
+    struct env *e;
+    const char *roll_id;
+    size_t max_rows;
+    size_t n_ar, n_ix;
+    struct sim_archive ar[16];
+    struct bfs_index_rec ix[256];
+    char ix_ds[256][32];
+};
+
+static int sim_row(void *ctx, const struct bfs_roll_row *row)
+{
+    struct sim *s = ctx;
+    struct sim_archive *a = s->n_ar ? &s->ar[s->n_ar - 1] : NULL;
+    int new_group = !a || strcmp(a->table, row->table) || strcmp(a->period, row->period);
+    if (new_group || a->rows == s->max_rows) {
+        assert_true(s->n_ar < 16);
+        int n = 0;
+        for (size_t i = 0; !new_group && i < s->n_ar; i++)
+            n += strcmp(s->ar[i].table, row->table) == 0 &&
+                 strcmp(s->ar[i].period, row->period) == 0;
+        a = &s->ar[s->n_ar++];
+        memset(a, 0, sizeof *a);
+        snprintf(a->table, 32, "%s", row->table);
+        snprintf(a->period, 32, "%s", row->period);
+        snprintf(a->key, sizeof a->key, "%s/%s/%s-%d.avro", row->table, row->period, s->roll_id, n);
+        struct bfs_partition p;
+        assert_int_equal(bfs_catalog_partition_get(s->e->cat, row->table, row->period, &p), 0);
+        assert_int_equal(bfs_buf_append(&a->bytes, p.header, p.header_len), 0);
+        a->header_len = p.header_len;
+        bfs_partition_free(&p);
+        a->first_index = s->n_ix;
+    }
+    if (a->n_index == 0 || strcmp(s->ix_ds[s->n_ix - 1], row->dataset) != 0) {
+        assert_true(s->n_ix < 256);
+        snprintf(s->ix_ds[s->n_ix], 32, "%s", row->dataset);
+        s->ix[s->n_ix] = (struct bfs_index_rec){.start_byte = a->bytes.len};
+        s->n_ix++;
+        a->n_index++;
+    }
+    struct bfs_index_rec *x = &s->ix[s->n_ix - 1];
+    size_t at = a->bytes.len;
+    assert_int_equal(bfs_buf_reserve(&a->bytes, row->length + 1), 0);
+    assert_int_equal(
+        bfs_catalog_read_hot(s->e->cat, row->id, 0, a->bytes.data + at, (size_t)row->length), 0);
+    a->bytes.len += row->length;
+    x->length += row->length;
+    x->records += row->records;
+    a->rows++;
+    return 0;
+}
+
+static int sim_commit(struct sim *s)
+{
+    struct bfs_archive_rec ar[16];
+    for (size_t i = 0; i < s->n_ix; i++)
+        s->ix[i].dataset = s->ix_ds[i];
+    for (size_t i = 0; i < s->n_ar; i++)
+        ar[i] = (struct bfs_archive_rec){
+            .key = s->ar[i].key,
+            .table = s->ar[i].table,
+            .period = s->ar[i].period,
+            .size = s->ar[i].bytes.len,
+            .header_length = s->ar[i].header_len,
+            .first_index = s->ar[i].first_index,
+            .n_index = s->ar[i].n_index,
+        };
+    return bfs_catalog_roll_commit(s->e->cat, s->roll_id, ar, s->n_ar, s->ix, s->n_ix);
+}
+
+static void sim_free(struct sim *s)
+{
+    for (size_t i = 0; i < s->n_ar; i++)
+        bfs_buf_free(&s->ar[i].bytes);
+}
+
+/* The whole virtual file of a dataset, from the simulated store and read_hot. */
+static uint8_t *file_bytes(struct env *e, struct sim **sims, size_t n_sims, const char *table,
+                           const char *period, const char *dataset, uint64_t *size)
+{
+    struct bfs_dataset_view v;
+    assert_int_equal(bfs_catalog_dataset(e->cat, table, period, dataset, &v), 0);
+    uint8_t *out = malloc(v.size + 1);
+    assert_non_null(out);
+    memcpy(out, v.part.header, v.part.header_len);
+    size_t pos = v.part.header_len;
+    int hot_seen = 0;
+    for (size_t i = 0; i < v.n; i++) {
+        struct bfs_segment *sg = &v.seg[i];
+        if (sg->kind == BFS_SEG_HOT) {
+            hot_seen = 1;
+            assert_int_equal(bfs_catalog_read_hot(e->cat, sg->id, 0, out + pos, sg->length), 0);
+        } else {
+            assert_int_equal(sg->kind, BFS_SEG_COLD);
+            assert_false(hot_seen); /* cold segments come first */
+            const struct sim_archive *a = NULL;
+            for (size_t k = 0; k < n_sims && !a; k++)
+                for (size_t j = 0; j < sims[k]->n_ar && !a; j++)
+                    if (strcmp(sims[k]->ar[j].key, sg->key) == 0)
+                        a = &sims[k]->ar[j];
+            assert_non_null(a);
+            assert_true(sg->offset + sg->length <= a->bytes.len);
+            memcpy(out + pos, a->bytes.data + sg->offset, sg->length);
+        }
+        pos += sg->length;
+    }
+    assert_int_equal(pos, v.size);
+    *size = v.size;
+    bfs_dataset_view_free(&v);
+    return out;
+}
+
+static void test_roll(void **state)
+{
+    struct env *e = *state;
+    char id[BFS_ROLL_ID_MAX];
+    uint64_t rows, bytes;
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, id), -ENOENT);
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, id, &rows, &bytes), -ENODATA);
+
+    put(e, "battle", "p1", "u1", 300, 1);
+    put(e, "own_ship", "p1", "u1", 200, 2);
+    put(e, "battle", "p1", "u2", 100, 3);
+    put(e, "battle", "p1", "u1", 400, 4);
+    struct bfs_dataset_view v;
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "p1", "u1", &v), 0);
+    int64_t first_id = v.seg[0].id, rolled_id = v.seg[1].id;
+    int64_t mtime_before = v.mtime;
+    bfs_dataset_view_free(&v);
+    uint64_t size_before;
+    uint8_t *before = file_bytes(e, NULL, 0, "battle", "p1", "u1", &size_before);
+    uint64_t size_u2;
+    int64_t mtime_u2;
+    assert_int_equal(bfs_catalog_dataset_stat(e->cat, "battle", "p1", "u2", &size_u2, &mtime_u2),
+                     0);
+
+    /* Claim: the deterministic id is "<UTC time>-<smallest row id>". */
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, id, &rows, &bytes), 0);
+    assert_int_equal(rows, 4);
+    assert_int_equal(bytes, 1000);
+    char want_sfx[32];
+    snprintf(want_sfx, sizeof want_sfx, "-%lld", (long long)first_id);
+    assert_int_equal(strlen(id), 16 + strlen(want_sfx));
+    assert_string_equal(id + 16, want_sfx);
+    assert_int_equal(id[8], 'T');
+    assert_int_equal(id[15], 'Z');
+    char pending[BFS_ROLL_ID_MAX];
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending), 0);
+    assert_string_equal(pending, id);
+    uint64_t r2, b2;
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, pending, &r2, &b2), -EBUSY);
+
+    /* An upload after the claim stays hot and unclaimed. */
+    put(e, "battle", "p1", "u1", 50, 5);
+
+    static struct rowlist l;
+    l.n = 0;
+    assert_int_equal(bfs_catalog_roll_rows(e->cat, id, collect_row, &l), 0);
+    assert_int_equal(l.n, 4);
+    const char *order[4][2] = {
+        {"battle", "u1"}, {"battle", "u1"}, {"battle", "u2"}, {"own_ship", "u1"}};
+    for (size_t i = 0; i < 4; i++) {
+        assert_string_equal(l.r[i].table, order[i][0]);
+        assert_string_equal(l.r[i].dataset, order[i][1]);
+        assert_string_equal(l.r[i].period, "p1");
+    }
+    assert_true(l.r[0].id < l.r[1].id);
+    assert_int_equal(l.r[0].length, 300);
+    assert_int_equal(l.r[1].length, 400);
+    sqlite3 *db = raw_open(e);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NOT NULL"), 4);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NULL"), 1);
+    sqlite3_close(db);
+
+    /* Commit records that miss a dataset: refused, nothing changes. */
+    static struct sim s;
+    memset(&s, 0, sizeof s);
+    s.e = e;
+    s.roll_id = id;
+    s.max_rows = 100;
+    assert_int_equal(bfs_catalog_roll_rows(e->cat, id, sim_row, &s), 0);
+    assert_int_equal(s.n_ar, 2);
+    assert_int_equal(s.n_ix, 3);
+    assert_string_equal(s.ix_ds[1], "u2");
+    s.ar[0].n_index--; /* drop u2 of battle */
+    s.n_ix--;
+    memmove(&s.ix[1], &s.ix[2], sizeof s.ix[0]);
+    memmove(s.ix_ds[1], s.ix_ds[2], 32);
+    s.ar[1].first_index--;
+    assert_int_equal(sim_commit(&s), -EINVAL);
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending), 0);
+    struct bfs_catalog_counts c;
+    assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
+    assert_int_equal(c.buffer_uploads, 5);
+    assert_int_equal(c.archived_files, 0);
+    sim_free(&s);
+
+    /* The real commit. */
+    memset(&s, 0, sizeof s);
+    s.e = e;
+    s.roll_id = id;
+    s.max_rows = 100;
+    assert_int_equal(bfs_catalog_roll_rows(e->cat, id, sim_row, &s), 0);
+    assert_int_equal(sim_commit(&s), 0);
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending), -ENOENT);
+    /* Twice: refused, nothing duplicated. */
+    assert_int_equal(sim_commit(&s), -EALREADY);
+    assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
+    assert_int_equal(c.buffer_uploads, 1);
+    assert_int_equal(c.buffer_bytes, 50);
+    assert_int_equal(c.archived_files, 2);
+    db = raw_open(e);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM block_indexes"), 3);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM buffer_data"), 1);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM rolls WHERE committed_at IS NOT NULL"), 1);
+    sqlite3_close(db);
+
+    /* The rolled rows are gone from the hot tier. */
+    uint8_t b1[16];
+    assert_int_equal(bfs_catalog_read_hot(e->cat, first_id, 0, b1, 1), -ENOENT);
+    assert_int_equal(bfs_catalog_read_hot(e->cat, rolled_id, 0, b1, 1), -ENOENT);
+
+    /* The view: one cold segment (header_len offset, both rows), then the hot row. */
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "p1", "u1", &v), 0);
+    assert_int_equal(v.n, 2);
+    assert_int_equal(v.seg[0].kind, BFS_SEG_COLD);
+    assert_string_equal(v.seg[0].key, s.ar[0].key);
+    assert_int_equal(v.seg[0].offset, s.ar[0].header_len);
+    assert_int_equal(v.seg[0].length, 700);
+    assert_int_equal(v.seg[0].records, 30 + 1 + 40 + 1);
+    assert_int_equal(v.seg[1].kind, BFS_SEG_HOT);
+    assert_int_equal(v.seg[1].length, 50);
+    assert_int_equal(v.size, size_before + 50);
+    assert_true(v.mtime >= mtime_before);
+    bfs_dataset_view_free(&v);
+    /* ... and its bytes are the bytes before the roll, plus the new upload. */
+    struct sim *sims[1] = {&s};
+    uint64_t size_after;
+    uint8_t *after = file_bytes(e, sims, 1, "battle", "p1", "u1", &size_after);
+    assert_int_equal(size_after, size_before + 50);
+    assert_memory_equal(after, before, size_before);
+    uint8_t tail[50];
+    fill(tail, 50, 5);
+    assert_memory_equal(after + size_before, tail, 50);
+    free(after);
+    free(before);
+
+    /* A cold-only dataset keeps its size and mtime (the upload time). */
+    uint64_t size2;
+    int64_t mtime2;
+    assert_int_equal(bfs_catalog_dataset_stat(e->cat, "battle", "p1", "u2", &size2, &mtime2), 0);
+    assert_int_equal(size2, size_u2);
+    assert_int_equal(mtime2, mtime_u2);
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "p1", "u2", &v), 0);
+    assert_int_equal(v.n, 1);
+    assert_int_equal(v.seg[0].kind, BFS_SEG_COLD);
+    assert_int_equal(v.seg[0].offset, s.ar[0].header_len + 700);
+    bfs_dataset_view_free(&v);
+
+    /* Listing merges hot and cold. */
+    struct names ns = {0};
+    assert_int_equal(bfs_catalog_list_tables(e->cat, collect, &ns), 0);
+    assert_int_equal(ns.n, 2);
+    assert_string_equal(ns.name[1], "own_ship");
+    assert_int_equal(bfs_catalog_table_exists(e->cat, "own_ship"), 0);
+    assert_int_equal(bfs_catalog_period_exists(e->cat, "own_ship", "p1"), 0);
+    memset(&ns, 0, sizeof ns);
+    assert_int_equal(bfs_catalog_list_datasets(e->cat, "battle", "p1", collect, &ns), 0);
+    assert_int_equal(ns.n, 2);
+    assert_string_equal(ns.name[0], "u1");
+    assert_string_equal(ns.name[1], "u2");
+    memset(&ns, 0, sizeof ns);
+    assert_int_equal(bfs_catalog_list_archives(e->cat, collect, &ns), 0);
+    assert_int_equal(ns.n, 2);
+    assert_string_equal(ns.name[0], s.ar[0].key);
+    assert_string_equal(ns.name[1], s.ar[1].key);
+
+    /* A second roll splits battle/p1 after every row: u1 gets two more cold
+     * segments, in archive order, after the first roll's. */
+    put(e, "battle", "p1", "u1", 60, 6);
+    put(e, "battle", "p1", "u2", 70, 7);
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, id, &rows, &bytes), 0);
+    assert_int_equal(rows, 3);
+    static struct sim s2;
+    memset(&s2, 0, sizeof s2);
+    s2.e = e;
+    s2.roll_id = id;
+    s2.max_rows = 1;
+    assert_int_equal(bfs_catalog_roll_rows(e->cat, id, sim_row, &s2), 0);
+    assert_int_equal(s2.n_ar, 3);
+    assert_int_equal(sim_commit(&s2), 0);
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "p1", "u1", &v), 0);
+    assert_int_equal(v.n, 3);
+    assert_string_equal(v.seg[0].key, s.ar[0].key);
+    assert_string_equal(v.seg[1].key, s2.ar[0].key);
+    assert_string_equal(v.seg[2].key, s2.ar[1].key);
+    assert_int_equal(v.seg[1].length, 50);
+    assert_int_equal(v.seg[2].length, 60);
+    bfs_dataset_view_free(&v);
+    struct sim *both[2] = {&s, &s2};
+    after = file_bytes(e, both, 2, "battle", "p1", "u1", &size_after);
+    assert_int_equal(size_after, size_before + 110);
+    free(after);
+    sim_free(&s);
+    sim_free(&s2);
+    assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
+    assert_int_equal(c.buffer_uploads, 0);
+    assert_int_equal(c.buffer_bytes, 0);
+    assert_int_equal(c.archived_files, 5);
+}
+
+/* A claim survives a crash (close without commit): the same roll, the same rows. */
+static void test_roll_recovery(void **state)
+{
+    struct env *e = *state;
+    for (int i = 0; i < 600; i++) { /* more than one page of roll_rows */
+        char ds[16];
+        snprintf(ds, sizeof ds, "d%03d", (i * 7) % 50);
+        put(e, i % 3 ? "battle" : "own_ship", "p1", ds, 20 + (size_t)i % 30, (unsigned)i);
+    }
+    char id[BFS_ROLL_ID_MAX];
+    uint64_t rows, bytes;
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, id, &rows, &bytes), 0);
+    assert_int_equal(rows, 600);
+    static struct rowlist l1, l2;
+    l1.n = l2.n = 0;
+    assert_int_equal(bfs_catalog_roll_rows(e->cat, id, collect_row, &l1), 0);
+    assert_int_equal(l1.n, 600);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < l1.n; i++) {
+        sum += l1.r[i].length;
+        if (i == 0)
+            continue;
+        int c = strcmp(l1.r[i - 1].table, l1.r[i].table);
+        if (c == 0)
+            c = strcmp(l1.r[i - 1].dataset, l1.r[i].dataset);
+        assert_true(c < 0 || (c == 0 && l1.r[i - 1].id < l1.r[i].id));
+    }
+    assert_int_equal(sum, bytes);
+
+    reopen(e); /* the "crash" */
+    char pending[BFS_ROLL_ID_MAX];
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending), 0);
+    assert_string_equal(pending, id);
+    assert_int_equal(bfs_catalog_roll_rows(e->cat, pending, collect_row, &l2), 0);
+    assert_int_equal(l2.n, l1.n);
+    assert_memory_equal(&l2.r[0], &l1.r[0], l1.n * sizeof l1.r[0]);
+    uint64_t r2, b2;
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, pending, &r2, &b2), -EBUSY);
+    assert_int_equal(bfs_catalog_roll_rows(e->cat, "no-such-roll", collect_row, &l2), -ENOENT);
+
+    static struct sim s;
+    memset(&s, 0, sizeof s);
+    s.e = e;
+    s.roll_id = pending;
+    s.max_rows = 1000;
+    assert_int_equal(bfs_catalog_roll_rows(e->cat, pending, sim_row, &s), 0);
+    assert_int_equal(sim_commit(&s), 0);
+    sim_free(&s);
+    struct bfs_catalog_counts c;
+    assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
+    assert_int_equal(c.buffer_uploads, 0);
+    assert_int_equal(c.archived_files, 2);
+}
+
+/* Uploads racing rolls: every upload ends up exactly once, hot or cold. */
+#define RACE_UPLOADS 300
+static void *race_uploader(void *arg)
+{
+    struct env *e = arg;
+    for (int i = 0; i < RACE_UPLOADS; i++) {
+        struct up_spec s = {"battle",          "p1", i % 2 ? "a" : "b", 0,
+                            BFS_CODEC_DEFLATE, 32,   (unsigned)i,       1};
+        char msg[256];
+        if (commit(e, &s, msg, sizeof msg) != 0)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void test_roll_races_uploads(void **state)
+{
+    struct env *e = *state;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, race_uploader, e), 0);
+    size_t n_sims = 0, cap = 0;
+    struct sim **ps = NULL;
+    int done = 0;
+    while (!done) {
+        void *ret = NULL;
+        done = pthread_tryjoin_np(th, &ret) == 0;
+        assert_null(ret);
+        char id[BFS_ROLL_ID_MAX];
+        uint64_t rows, bytes;
+        int rc = bfs_catalog_roll_claim(e->cat, id, &rows, &bytes);
+        if (rc == -ENODATA)
+            continue;
+        assert_int_equal(rc, 0);
+        if (n_sims == cap) {
+            cap = cap ? cap * 2 : 16;
+            ps = realloc(ps, cap * sizeof *ps);
+            assert_non_null(ps);
+        }
+        struct sim *s = calloc(1, sizeof *s);
+        assert_non_null(s);
+        s->e = e;
+        s->roll_id = strdup(id);
+        s->max_rows = SIZE_MAX; /* one archive: one (table, period), two datasets */
+        assert_int_equal(bfs_catalog_roll_rows(e->cat, id, sim_row, s), 0);
+        assert_int_equal(s->ar[0].rows, rows);
+        assert_int_equal(sim_commit(s), 0);
+        ps[n_sims++] = s;
+        usleep(3000);
+    }
+    for (int d = 0; d < 2; d++) {
+        const char *ds = d ? "a" : "b";
+        struct bfs_dataset_view v;
+        assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "p1", ds, &v), 0);
+        uint64_t records = 0;
+        for (size_t i = 0; i < v.n; i++)
+            records += v.seg[i].records;
+        assert_int_equal(records, RACE_UPLOADS / 2);
+        assert_int_equal(v.size, v.part.header_len + 32 * (RACE_UPLOADS / 2));
+        bfs_dataset_view_free(&v);
+        /* and byte-exact: upload i of the dataset is fill(32, i) */
+        uint64_t size;
+        uint8_t *all = file_bytes(e, ps, n_sims, "battle", "p1", ds, &size);
+        struct bfs_partition p;
+        assert_int_equal(bfs_catalog_partition_get(e->cat, "battle", "p1", &p), 0);
+        size_t pos = p.header_len;
+        for (int i = d ? 1 : 0; i < RACE_UPLOADS; i += 2) {
+            uint8_t want[32];
+            fill(want, 32, (unsigned)i);
+            assert_memory_equal(all + pos, want, 32);
+            pos += 32;
+        }
+        bfs_partition_free(&p);
+        free(all);
+    }
+    print_message("uploads racing rolls: %zu rolls\n", n_sims);
+    assert_true(n_sims >= 1);
+    for (size_t i = 0; i < n_sims; i++) {
+        free((char *)ps[i]->roll_id);
+        sim_free(ps[i]);
+        free(ps[i]);
+    }
+    free(ps);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_migrations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_view_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_codec_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_listing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_roll, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_roll_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_roll_races_uploads, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
