@@ -137,6 +137,18 @@ def test_bad_data_is_rejected(mount, gen, kind):
     assert mount.records("battle", PERIOD, "victim")[-3:] == up.records
 
 
+@pytest.mark.parametrize("k", [0, 2])
+def test_bad_sync_reason_names_block_and_byte(mount, gen, k):
+    """The reason says which block (counted from 1) and at which byte it starts, as in the
+    brief's example "block 3 at byte 5120: sync marker does not match the header"."""
+    before = seed_tree(mount, gen)
+    good = _up(gen, codec="snappy")
+    block = gen_avro.parse_ocf(good).blocks[k]
+    reason = assert_rejected(mount, "battle/%s/victim.avro" % PERIOD, errno.EINVAL, before,
+                             gen_avro.bad_sync(good, k))
+    assert re.search(r"\bblock %d at byte %d\b.*sync" % (k + 1, block.offset), reason), reason
+
+
 def test_bad_data_with_cp_fails_cp(mount, gen, tmp_path):
     before = seed_tree(mount, gen)
     src = tmp_path / "bad.avro"
