@@ -441,6 +441,10 @@ static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
                    (find_dir(fs, nd.rel) || implicit_dir(nd.rel, nd.depth))) {
             fill_dir(st, 0755);
             rc = 0;
+        } else if (nd.depth < MAX_DEPTH && !strchr(base_name(nd.rel), '.')) {
+            /* Would be an implicit directory but is no valid table or period name:
+             * refuse it here, so `cp x "incoming/bad name/p/u.avro"` fails with EINVAL. */
+            rc = -EINVAL;
         } else {
             rc = -ENOENT;
         }
@@ -902,10 +906,12 @@ static int bfs_release(const char *path, struct fuse_file_info *fi)
         if (u->opens == 0 && !u->done && u->linked && !is_held_name(u->path)) {
             if (u->written)
                 ingest_upload(ctx, u); /* nobody hears this result: it is logged */
-            else if (u->size == 0)
-                discard_upload(fs, u); /* e.g. touch: an empty file is no upload */
+            else if (u->size == 0) {
+                discard_upload(fs, u); /* e.g. touch: an empty file is no upload; frees u */
+                u = NULL;
+            }
         }
-        if (u->opens == 0 && (u->done || !u->linked))
+        if (u && u->opens == 0 && (u->done || !u->linked))
             free_upload(u);
         pthread_mutex_unlock(&fs->lock);
     }
