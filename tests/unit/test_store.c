@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -702,9 +703,9 @@ struct race {
     const char *root;
     const char *src_a, *src_b;
     size_t na, nb;
-    volatile int stop;
-    int bad;
-    int reads;
+    atomic_int stop;
+    atomic_int bad;
+    atomic_int reads;
 };
 
 static void *racer_put(void *arg)
