@@ -270,7 +270,8 @@ enum rst {
     R_COUNTS,
     R_PENDING,
     R_ROLL_EXISTS,
-    R_ROLL_ROWS,
+    R_ROLL_SAME,
+    R_ROLL_NEXT,
     R_ARCHIVES,
     R_COUNT
 };
@@ -288,7 +289,7 @@ static const char *const RSQL[R_COUNT] = {
     [R_COLD] = "SELECT a.id, a.file_path, i.start_byte, i.length, i.record_count, i.uploaded_at"
                " FROM block_indexes i JOIN archived_files a ON a.id = i.file_id"
                " WHERE i.table_name = ?1 AND i.period_tag = ?2 AND i.dataset_id = ?3"
-               " ORDER BY i.file_id, i.start_byte",
+               " ORDER BY i.file_id, i.id",
     [R_HOT] = "SELECT id, byte_length, record_count, created_at FROM buffer_rows"
               " WHERE table_name = ?1 AND period_tag = ?2 AND dataset_id = ?3 ORDER BY id",
     [R_STAT] = "SELECT p.header_length, c.n, c.len, c.t, h.n, h.len, h.t FROM partitions p,"
@@ -315,10 +316,16 @@ static const char *const RSQL[R_COUNT] = {
     [R_COUNTS] = "SELECT uploads, bytes, (SELECT count(*) FROM archived_files) FROM buffer_totals",
     [R_PENDING] = "SELECT id FROM rolls WHERE committed_at IS NULL ORDER BY claimed_at, id LIMIT 1",
     [R_ROLL_EXISTS] = "SELECT 1 FROM rolls WHERE id = ?1",
-    [R_ROLL_ROWS] = "SELECT id, table_name, period_tag, dataset_id, record_count, byte_length"
+    /* A page of claimed rows after (table, period, dataset, id) = (?2, ?3, ?4,
+     * ?5): the rest of that dataset, then the next datasets. (Two queries:
+     * SQLite does not seek on a row value that includes the rowid.) */
+    [R_ROLL_SAME] = "SELECT id, table_name, period_tag, dataset_id, record_count, byte_length"
+                    " FROM buffer_rows WHERE roll_id = ?1 AND table_name = ?2"
+                    " AND period_tag = ?3 AND dataset_id = ?4 AND id > ?5 ORDER BY id LIMIT ?6",
+    [R_ROLL_NEXT] = "SELECT id, table_name, period_tag, dataset_id, record_count, byte_length"
                     " FROM buffer_rows WHERE roll_id = ?1"
-                    " AND (table_name, period_tag, dataset_id, id) > (?2, ?3, ?4, ?5)"
-                    " ORDER BY table_name, period_tag, dataset_id, id LIMIT ?6",
+                    " AND (table_name, period_tag, dataset_id) > (?2, ?3, ?4)"
+                    " ORDER BY table_name, period_tag, dataset_id, id LIMIT ?5",
     [R_ARCHIVES] = "SELECT file_path FROM archived_files ORDER BY id",
 };
 
@@ -1437,30 +1444,36 @@ static int roll_page(struct bfs_catalog *cat, const char *roll_id, const struct 
             goto out;
         }
     }
-    sqlite3_stmt *st = c->st[R_ROLL_ROWS];
-    bind_text(st, 1, roll_id);
-    bind_text(st, 2, last->table);
-    bind_text(st, 3, last->period);
-    bind_text(st, 4, last->dataset);
-    sqlite3_bind_int64(st, 5, last->id);
-    sqlite3_bind_int(st, 6, ROLL_PAGE);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        assert(n < ROLL_PAGE);
-        struct page_row *r = &rows[n];
-        r->id = sqlite3_column_int64(st, 0);
-        r->records = (uint64_t)sqlite3_column_int64(st, 4);
-        r->length = (uint64_t)sqlite3_column_int64(st, 5);
-        if (copy_name(r->table, st, 1) < 0 || copy_name(r->period, st, 2) < 0 ||
-            copy_name(r->dataset, st, 3) < 0) {
-            bfs_error("catalog: buffer row %" PRId64 " has a bad name", r->id);
-            n = -EIO;
-            break;
+    for (int q = 0; q < 2 && n >= 0 && n < ROLL_PAGE; q++) {
+        sqlite3_stmt *st = c->st[q == 0 ? R_ROLL_SAME : R_ROLL_NEXT];
+        bind_text(st, 1, roll_id);
+        bind_text(st, 2, last->table);
+        bind_text(st, 3, last->period);
+        bind_text(st, 4, last->dataset);
+        if (q == 0) {
+            sqlite3_bind_int64(st, 5, last->id);
+            sqlite3_bind_int(st, 6, ROLL_PAGE - n);
+        } else {
+            sqlite3_bind_int(st, 5, ROLL_PAGE - n);
         }
-        n++;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            assert(n < ROLL_PAGE);
+            struct page_row *r = &rows[n];
+            r->id = sqlite3_column_int64(st, 0);
+            r->records = (uint64_t)sqlite3_column_int64(st, 4);
+            r->length = (uint64_t)sqlite3_column_int64(st, 5);
+            if (copy_name(r->table, st, 1) < 0 || copy_name(r->period, st, 2) < 0 ||
+                copy_name(r->dataset, st, 3) < 0) {
+                bfs_error("catalog: buffer row %" PRId64 " has a bad name", r->id);
+                n = -EIO;
+                break;
+            }
+            n++;
+        }
+        if (n >= 0 && rc != SQLITE_DONE)
+            n = sql_fail(c->db, rc, "read the roll's rows");
+        sqlite3_reset(st);
     }
-    if (n >= 0 && rc != SQLITE_DONE)
-        n = sql_fail(c->db, rc, "read the roll's rows");
-    sqlite3_reset(st);
 out:
     rrelease(cat, c);
     return n;

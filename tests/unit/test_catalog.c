@@ -924,9 +924,11 @@ static void test_roll(void **state)
 static void test_roll_recovery(void **state)
 {
     struct env *e = *state;
-    for (int i = 0; i < 600; i++) { /* more than one page of roll_rows */
+    /* More than two pages of roll_rows (256 rows), one dataset alone longer
+     * than a page. */
+    for (int i = 0; i < 600; i++) {
         char ds[16];
-        snprintf(ds, sizeof ds, "d%03d", (i * 7) % 50);
+        snprintf(ds, sizeof ds, "d%03d", i % 3 && i < 450 ? 999 : (i * 7) % 50);
         put(e, i % 3 ? "battle" : "own_ship", "p1", ds, 20 + (size_t)i % 30, (unsigned)i);
     }
     char id[BFS_ROLL_ID_MAX];
