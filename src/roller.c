@@ -158,6 +158,7 @@ struct build {
     uint64_t arch_rows; /* rows in the open archive */
     int ds_open;        /* idx[n_idx - 1] is the open archive's current dataset */
     uint64_t rows, bytes, records;
+    double t_build, t_upload, t_commit; /* seconds per phase */
 };
 
 static int fail(struct build *b, int rc, const char *fmt, ...)
@@ -456,6 +457,7 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
 {
     struct bfs_ctx *ctx = b->ctx;
     int rc;
+    double t = mono_now();
 
     clean_work_dir(ctx);
     b->buf = malloc(ROLL_CHUNK);
@@ -478,6 +480,8 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
                     " rows / %" PRIu64 " bytes",
                     claimed_rows, claimed_bytes, b->rows, b->bytes);
     fault_point(ctx, "after-build", b->roll_id);
+    b->t_build = mono_now() - t;
+    t = mono_now();
 
     /* 3. Upload. */
     for (size_t i = 0; i < b->n_arch; i++) {
@@ -491,6 +495,8 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
     }
     fault_point(ctx, "after-upload", b->roll_id);
     fault_point(ctx, "before-commit", b->roll_id);
+    b->t_upload = mono_now() - t;
+    t = mono_now();
 
     /* 4. Commit. */
     struct bfs_archive_rec *ar = calloc(b->n_arch, sizeof *ar);
@@ -524,6 +530,7 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
     free(ir);
     if (rc < 0)
         return fail(b, rc, "commit");
+    b->t_commit = mono_now() - t;
     fault_point(ctx, "after-commit", b->roll_id);
     return 0;
 }
@@ -577,8 +584,10 @@ static int roll_step(struct bfs_ctx *ctx, int *did, int *was_pending)
     bfs_stats_add(&ctx->stats, rolls, 1);
     bfs_stats_set_roll_error(&ctx->stats, NULL);
     bfs_info("roll %s: committed %" PRIu64 " rows, %" PRIu64 " records, %" PRIu64
-             " bytes in %zu archives, %zu index rows, %.3f s",
-             roll_id, b.rows, b.records, b.bytes, b.n_arch, b.n_idx, mono_now() - t0);
+             " bytes in %zu archives, %zu index rows, %.3f s (build %.3f, upload %.3f, "
+             "commit %.3f)",
+             roll_id, b.rows, b.records, b.bytes, b.n_arch, b.n_idx, mono_now() - t0, b.t_build,
+             b.t_upload, b.t_commit);
     build_free(&b);
     *did = 1;
     return 0;
