@@ -326,6 +326,54 @@ def test_over_max_upload_fails_at_write(mount_factory, gen, tmp_path):
     assert m.records("battle", PERIOD, "victim")[-n:] == big.records[:n]
 
 
+# ------------------------------------------------------------------------ state directory full
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs")
+def test_state_dir_full_is_enospc(mount_factory, gen):
+    """With the state directory full, the upload fails with ENOSPC (at write, and again at
+    close), is rejected as such, and uploads work again once there is space."""
+    m = mount_factory(start=False)
+    os.makedirs(m.state)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M,mode=0700", "tmpfs", m.state],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    try:
+        m.start()
+        before = seed_tree(m, gen)
+        filler = os.path.join(m.state, "filler")
+        st = os.statvfs(m.state)
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (st.f_bavail * st.f_frsize - 64 * 1024))
+        big = gen.upload("battle", 600).data
+        assert len(big) > 256 * 1024
+        rel = "battle/%s/victim.avro" % PERIOD
+        m.expect_log(r"No space left|ENOSPC|full")
+
+        def write_big():
+            fd = os.open(m.incoming(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            pos, werr = 0, 0
+            try:
+                while pos < len(big):
+                    pos += os.write(fd, big[pos:pos + 65536])
+            except OSError as e:
+                werr = e.errno
+            assert werr == errno.ENOSPC, "write with the state directory full: %s" % errname(werr)
+            try:
+                os.close(fd)
+            except OSError as e:
+                return e.errno
+            return 0
+
+        assert_rejected(m, rel, errno.ENOSPC, before, how=write_big)
+        os.unlink(filler)
+        up = gen.upload("battle", 600)
+        m.upload_ok(rel, up.data)
+        assert m.records("battle", PERIOD, "victim")[-600:] == up.records
+    finally:
+        m.stop()
+        subprocess.run(["umount", "-l", m.state], capture_output=True, timeout=30)
+
+
 # ------------------------------------------------------------------------ held files
 
 def test_rename_of_bad_held_file_fails_rename(mount, gen):
