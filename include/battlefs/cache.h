@@ -8,8 +8,10 @@ struct bfs_cache;
 struct bfs_stats;
 struct bfs_store;
 
-/* Open the cache directory (created 0700; leftovers from a previous mount are
- * reused or removed). 0 or -errno. */
+/* Open the cache directory (created 0700 with missing parents). Entry and
+ * temporary files a previous mount left are removed (entries are never trusted
+ * across mounts; other files are left alone). max_bytes bounds the total size
+ * of kept entries (0 = keep nothing). 0 or -errno. */
 int bfs_cache_open(const char *dir, uint64_t max_bytes, struct bfs_stats *stats,
                    struct bfs_cache **out);
 void bfs_cache_close(struct bfs_cache *c);
@@ -18,7 +20,14 @@ void bfs_cache_close(struct bfs_cache *c);
  * miss exactly that range is fetched with one get_range and kept (evicting
  * least recently used entries beyond max_bytes); on a hit no store I/O happens.
  * Copies [want_off, want_off+want_len), which lies inside the unit, to buf.
- * Counts cache_hits / cache_misses. 0 or -errno. */
+ * Callers must always cut the same units for the same bytes (a unit is
+ * identified by key, unit_off and unit_len exactly).
+ * Readers that miss the same unit at the same time share one fetch. A unit
+ * larger than max_bytes is served but not kept; a failure to write an entry
+ * (cache disk full) is logged once and the read still succeeds.
+ * Counts cache_misses (units fetched) and cache_hits (reads served without a
+ * fetch of their own). Thread-safe. 0, -EINVAL (want outside the unit, empty
+ * unit), or the store's error (nothing is kept then). */
 int bfs_cache_read(struct bfs_cache *c, struct bfs_store *st, const char *key, uint64_t unit_off,
                    uint64_t unit_len, uint64_t want_off, uint64_t want_len, void *buf);
 
