@@ -367,12 +367,13 @@ def test_archive_max_bytes_splits(mount_factory, gen):
 def test_readers_during_roll_see_identical_bytes(mount_factory, gen):
     """Several readers loop over the files (page cache dropped, so battlefs serves every read,
     and one descriptor held open across the roll) while rolls commit."""
-    m = mount_factory(archive_max_bytes="256K")
+    m = mount_factory(archive_max_bytes="1M", codec="null")
     ups = {}
     datasets = ["r%d" % i for i in range(8)]
+    bulk = gen.upload("battle", 1500, codec="null", blocks=4)  # ~1 MB: the roll takes a while
     for rnd in range(3):
         for d in datasets:
-            up = gen.upload("battle", 40, codec="deflate", blocks=3)
+            up = bulk if rnd == 1 else gen.upload("battle", 40, codec="deflate", blocks=3)
             m.upload_ok("battle/%s/%s.avro" % (PERIOD, d), up.data)
             ups.setdefault(("battle", PERIOD, d), []).extend(up.records)
     want = {k: m.read_bytes(*k) for k in ups}
@@ -397,8 +398,11 @@ def test_readers_during_roll_see_identical_bytes(mount_factory, gen):
                 fd = held[k]
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
                 off = (i * 997) % len(want[k])
-                if os.pread(fd, 4096, off) != want[k][off:off + 4096]:
-                    errors.append("%s: held descriptor at %d differs" % (k, off))
+                got = os.pread(fd, 4096, off)
+                exp = want[k][off:off + 4096]
+                if got[:len(exp)] != exp or (len(got) > len(exp) and not grown.is_set()):
+                    errors.append("%s: held descriptor at %d: %d bytes, expected %d%s"
+                                  % (k, off, len(got), len(exp), " (grown)" if grown.is_set() else ""))
                     return
                 reads[0] += 1
         except Exception as e:  # report in the main thread
