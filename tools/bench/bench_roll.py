@@ -1,0 +1,255 @@
+#!/usr/bin/python3
+"""bench_roll.py - roll throughput and memory of battlefs against a same-run baseline.
+
+Generates (once, cached in the work directory) 10,000 FUSOU-shaped uploads of 150-230 KiB
+across 13 tables, each upload its own dataset; with the default codec (deflate, applied at
+ingest) they buffer as about 1 GiB. For two buffer sizes (the first quarter of the uploads,
+about 256 MiB buffered, then all of them, about 1 GiB):
+
+  * mounts battlefs (file:// store in the state directory, automatic rolls off), copies the
+    uploads into incoming/ with 4 writer processes, unmounts;
+  * baseline (tools/bench/roll_baseline.c): drops the page cache, reads the same blobs out of
+    the catalog (buffer_logs ORDER BY table_name, period_tag, dataset_id, id) and writes them,
+    after each group's layout header, to files in the same filesystem (split at 128 MiB), each
+    file fsynced - the roll's I/O without battlefs' logic;
+  * remounts, drops the page cache, resets the daemon's peak RSS (clear_refs 5), writes
+    .battlefs/roll (returns when the roll has committed) and times it; reads VmHWM.
+
+Prints MB/s (of buffered bytes), peak RSS and ratios against the baseline as a markdown table.
+
+    tools/bench/bench_roll.py [--uploads 10000] [--build build-bench] [--work /var/tmp/battlefs-bench]
+
+Needs root (FUSE mounts, drop_caches). Not a test: it asserts nothing, it reports.
+The helpers here (tree, Mount, ingest, drop_caches) are used by bench_coldread.py and bench_s3.py.
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import gen_avro  # noqa: E402
+from bench_ingest import build, writer  # noqa: E402
+
+TABLES = gen_avro.tables()[:13]
+PERIOD = "2025-12-18"
+MIN_KIB, MAX_KIB = 150, 230  # uploads; deflate at ingest stores them at ~55 %
+WRITERS = 4
+NO_AUTO_ROLL = "roll_interval=100000000,roll_bytes=1024G"
+
+
+def default_build():
+    return os.path.join(ROOT, "build-bench")
+
+
+def tree(work, uploads, min_kib=MIN_KIB, max_kib=MAX_KIB):
+    """The cached upload tree and its manifest entries (generated on first use)."""
+    os.makedirs(work, exist_ok=True)
+    path = os.path.join(work, "tree-roll-%d-%d-%dk" % (uploads, min_kib, max_kib))
+    manifest = path + ".json"
+    if not os.path.exists(manifest):
+        shutil.rmtree(path, ignore_errors=True)
+        t0 = time.monotonic()
+        print("generating %d uploads in %s ..." % (uploads, path), flush=True)
+        gen_avro.make_tree(path, uploads, min_size=min_kib * 1024, max_size=max_kib * 1024,
+                           seed=3, tables_=TABLES, periods=(PERIOD,), manifest=manifest + ".tmp")
+        os.rename(manifest + ".tmp", manifest)
+        print("generated in %.0f s" % (time.monotonic() - t0), flush=True)
+    with open(manifest) as f:
+        return path, json.load(f)
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3")
+
+
+def proc_status(pid, field):
+    """A /proc/PID/status field in KiB (VmRSS, VmHWM)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def proc_io(pid, field):
+    """A /proc/PID/io counter (rchar, wchar, read_bytes, ...)."""
+    with open("/proc/%d/io" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+class Mount:
+    """battlefs [STORE] WORK/mnt -f -o state=WORK/state,OPTS with automatic rolls off."""
+
+    def __init__(self, build_dir, work, opts="", store=None, env=None, log_name="battlefs.log"):
+        self.work = work
+        self.mnt = os.path.join(work, "mnt")
+        self.state = os.path.join(work, "state")
+        os.makedirs(self.mnt, exist_ok=True)
+        self.log = open(os.path.join(work, log_name), "a")
+        o = "state=%s,%s" % (self.state, NO_AUTO_ROLL) + ("," + opts if opts else "")
+        argv = [os.path.join(build_dir, "battlefs")] + ([store] if store else [])
+        argv += [self.mnt, "-f", "-o", o]
+        self.proc = subprocess.Popen(argv, stderr=self.log, env=env)
+        self.pid = self.proc.pid
+        for _ in range(400):
+            if os.path.ismount(self.mnt):
+                return
+            if self.proc.poll() is not None:
+                raise SystemExit("battlefs exited: see %s" % self.log.name)
+            time.sleep(0.05)
+        raise SystemExit("battlefs did not mount")
+
+    @property
+    def catalog(self):
+        return os.path.join(self.state, "catalog.db")
+
+    def stats(self):
+        with open(os.path.join(self.mnt, ".battlefs", "stats")) as f:
+            return json.load(f)
+
+    def rss(self):
+        return proc_status(self.pid, "VmRSS")
+
+    def peak_rss(self):
+        return proc_status(self.pid, "VmHWM")
+
+    def reset_peak_rss(self):
+        with open("/proc/%d/clear_refs" % self.pid, "w") as f:
+            f.write("5")
+
+    def roll(self):
+        """Roll now; returns the seconds the .battlefs/roll write took (= until committed)."""
+        t0 = time.monotonic()
+        fd = os.open(os.path.join(self.mnt, ".battlefs", "roll"), os.O_WRONLY)
+        try:
+            os.write(fd, b"1")
+        finally:
+            os.close(fd)
+        return time.monotonic() - t0
+
+    def close(self):
+        subprocess.run(["fusermount3", "-u", self.mnt], check=False)
+        try:
+            self.proc.wait(timeout=120)
+        finally:
+            self.log.close()
+
+
+def ingest(m, src, entries, writers=WRITERS):
+    """Copy the uploads into m's incoming/ with `writers` processes; returns seconds."""
+    paths = [e["path"] for e in entries]
+    shares = [(src, os.path.join(m.mnt, "incoming"), paths[i::writers]) for i in range(writers)]
+    t0 = time.monotonic()
+    with multiprocessing.Pool(writers) as pool:
+        done = sum(pool.map(writer, shares))
+    dt = time.monotonic() - t0
+    st = m.stats()
+    if done != len(entries) or st["uploads_ingested"] != len(entries):
+        raise SystemExit("ingest: %d of %d uploads ingested: %s" % (st["uploads_ingested"],
+                                                                    len(entries), st))
+    return dt
+
+
+def run_size(build_dir, work_root, src, entries, label):
+    work = tempfile.mkdtemp(prefix="roll-%s-" % label.replace(" ", ""), dir=work_root)
+    res = {"label": label, "uploads": len(entries),
+           "upload_bytes": sum(e["bytes"] for e in entries)}
+    # 1. ingest
+    m = Mount(build_dir, work)
+    try:
+        res["ingest_s"] = ingest(m, src, entries)
+        st = m.stats()
+        res["buffer_bytes"] = st["buffer_bytes"]
+        res["ingest_peak_rss_kib"] = m.peak_rss()
+    finally:
+        m.close()
+    catalog = os.path.join(work, "state", "catalog.db")
+    # 2. baseline: the same blobs, SQLite -> fsynced files in the same filesystem
+    out = os.path.join(work, "baseline-out")
+    drop_caches()
+    p = subprocess.run([os.path.join(build_dir, "tools", "bench", "roll_baseline"), catalog, out],
+                       check=True, capture_output=True, text=True)
+    res["baseline"] = json.loads(p.stdout)
+    shutil.rmtree(out)
+    # 3. battlefs roll on a fresh mount, page cache dropped, peak RSS reset
+    m = Mount(build_dir, work)
+    try:
+        drop_caches()
+        res["rss_before_kib"] = m.rss()
+        m.reset_peak_rss()
+        res["roll_s"] = m.roll()
+        res["roll_peak_rss_kib"] = m.peak_rss()
+        st = m.stats()
+        res["stats"] = st
+    finally:
+        m.close()
+    if st["rolls"] != 1 or st["buffer_bytes"] != 0 or st["last_roll_error"]:
+        raise SystemExit("roll did not complete: %s" % st)
+    res["work"] = work
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--uploads", type=int, default=10000)
+    ap.add_argument("--build", default=default_build())
+    ap.add_argument("--work", default="/var/tmp/battlefs-bench")
+    ap.add_argument("--keep", action="store_true", help="keep the state directories")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench_roll.py needs root (FUSE mounts, drop_caches)")
+
+    build(args.build)
+    src, entries = tree(args.work, args.uploads)
+    runs = [(entries[:len(entries) // 4], "quarter"), (entries, "full")]
+    results = []
+    for sub, label in runs:
+        print("run %s: %d uploads ..." % (label, len(sub)), flush=True)
+        results.append(run_size(args.build, args.work, src, sub, label))
+
+    mib = 1024 * 1024
+    print()
+    print("| run | buffered | archives | seconds | MB/s | peak RSS (roll) | RSS growth in roll "
+          "| vs baseline |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        b = r["baseline"]
+        bmbs = b["bytes"] / b["seconds"] / 1e6
+        mbs = r["buffer_bytes"] / r["roll_s"] / 1e6
+        buf = "%.0f MiB, %d datasets" % (r["buffer_bytes"] / mib, r["uploads"])
+        print("| baseline: SQLite -> fsynced files | %s | %d | %.2f | %.1f | %.1f MiB | - | 1.00x |"
+              % (buf, b["files"], b["seconds"], bmbs, b["peak_rss_kib"] / 1024))
+        print("| battlefs roll (file://) | %s | %d | %.2f | %.1f | %.1f MiB | %+.1f MiB | %.2fx |"
+              % (buf, r["stats"]["archived_files"], r["roll_s"], mbs,
+                 r["roll_peak_rss_kib"] / 1024,
+                 (r["roll_peak_rss_kib"] - r["rss_before_kib"]) / 1024, mbs / bmbs))
+    print()
+    for r in results:
+        print("%s: %d uploads, %.1f MB uploaded, %.1f MB buffered (deflate), ingest %.1f s; "
+              "daemon peak RSS during ingest %.1f MiB; RSS before roll %.1f MiB; "
+              "store_put_bytes %d in %d puts"
+              % (r["label"], r["uploads"], r["upload_bytes"] / 1e6, r["buffer_bytes"] / 1e6,
+                 r["ingest_s"], r["ingest_peak_rss_kib"] / 1024, r["rss_before_kib"] / 1024,
+                 r["stats"]["store_put_bytes"], r["stats"]["store_put_requests"]))
+    if not args.keep:
+        for r in results:
+            shutil.rmtree(r["work"], ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
