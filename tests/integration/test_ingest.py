@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mountlib import PERIOD, gen_avro
+from mountlib import PERIOD, gen_avro, write_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -345,3 +345,94 @@ def test_four_concurrent_writers(mount, tmp_path):
         assert got == [rec for u in ups for rec in u["avro_json"]], (t, p, d)
         total += len(got)
     assert total == sum(r["records"] for r in results)
+
+
+def test_concurrent_uploads_to_one_dataset(mount, gen):
+    """Threads uploading into one dataset at once (threads 0 and 1 with flat names and header
+    metadata, 2 and 3 rsync-style: a dot-file renamed to <dataset>.avro): every upload's
+    records appear contiguous, each exactly once, and each thread's uploads in its order."""
+    import threading
+    nthreads, per = 4, 25
+    ups = [[gen.upload("battle", 1 + (t * per + i) % 5, codec=("null", "deflate", "snappy")[i % 3],
+                       meta=t < 2, dataset="shared", period=PERIOD)
+            for i in range(per)] for t in range(nthreads)]
+    errs = []
+
+    def work(t):
+        for i, up in enumerate(ups[t]):
+            if t < 2:
+                e = write_file(mount.incoming("t%d-%d.avro" % (t, i)), up.data, chunks=[3000])
+            else:
+                tmp = "battle/%s/.shared.avro.%d-%d" % (PERIOD, t, i)
+                e = write_file(mount.incoming(tmp), up.data, chunks=[3000])
+                if not e:
+                    try:
+                        os.rename(mount.incoming(tmp), mount.incoming("battle/%s/shared.avro" % PERIOD))
+                    except OSError as ex:
+                        e = ex.errno
+            if e:
+                errs.append((t, i, errno.errorcode.get(e, e)))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(nthreads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    assert errs == []
+    got = mount.records("battle", PERIOD, "shared")
+    assert len(got) == sum(len(u.records) for us in ups for u in us)
+    # walk the file: at each point the next upload of some thread must match
+    pos = [0] * nthreads
+    i = 0
+    while i < len(got):
+        for t in range(nthreads):
+            if pos[t] < per:
+                recs = ups[t][pos[t]].records
+                if got[i:i + len(recs)] == recs:
+                    pos[t] += 1
+                    i += len(recs)
+                    break
+        else:
+            raise AssertionError("record %d is not the next upload of any thread" % i)
+    assert pos == [per] * nthreads
+
+
+def test_large_upload(mount_factory, gen, tmp_path):
+    """An 8 MiB upload of many blocks through cp; with codec=null the stored blocks are the
+    uploaded ones."""
+    m = mount_factory(codec="null")
+    schema = gen_avro.schema_json("battle")
+    pool = gen_avro.encode_records(schema, gen.records("battle", 200))
+    enc = [pool[i % 200] for i in range(8 * 1024 * 1024 // (sum(map(len, pool)) // 200))]
+    data = gen_avro.make_ocf(schema, encoded=enc, block_records=150, seed=3)
+    assert len(data) > 8 * 1024 * 1024 - 65536
+    src = tmp_path / "big.avro"
+    src.write_bytes(data)
+    r = run(["cp", str(src), m.incoming("battle/%s/big.avro" % PERIOD)], timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = m.read_bytes("battle", PERIOD, "big")
+    a, b = gen_avro.parse_ocf(got), gen_avro.parse_ocf(data)
+    assert got[a.header_len:].replace(a.sync, b.sync) == data[b.header_len:]
+    assert a.record_count == len(enc)
+    r = run(["avrocat", m.dataset_path("battle", PERIOD, "big")], timeout=120)
+    assert r.returncode == 0 and not r.stderr
+    assert r.stdout.count(b"\n") == len(enc)
+
+
+@pytest.mark.parametrize("codec", ["deflate", "snappy"])
+def test_one_huge_record(mount_factory, gen, codec):
+    """A single record of about 2 MB (a long array) in one block, transcoded."""
+    m = mount_factory(codec=codec)
+    rec = gen.records("battle", 1)[0]
+    rec["battle_order"] = list(range(-300000, 300000, 1))
+    up = gen.upload("battle", 1, codec="null", records=[rec])
+    assert len(up.data) > 1_500_000
+    m.upload_ok("battle/%s/huge.avro" % PERIOD, up.data)
+    assert m.records("battle", PERIOD, "huge") == [rec]
+
+
+def test_many_small_blocks(mount, gen):
+    up = gen.upload("cells", 500, codec="deflate", block_records=1)
+    assert len(gen_avro.parse_ocf(up.data).blocks) == 500
+    mount.upload_ok("cells/%s/blocks.avro" % PERIOD, up.data)
+    assert mount.records("cells", PERIOD, "blocks") == up.records
