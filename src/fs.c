@@ -132,8 +132,8 @@ static int parse_path(const char *path, struct node *nd)
         nd->kind = N_ROOT;
         return 0;
     }
-    const char *c[4];
-    size_t len[4];
+    const char *c[4] = {0};
+    size_t len[4] = {0};
     int n = 0;
     while (*p) {
         const char *slash = strchr(p, '/');

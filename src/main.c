@@ -217,10 +217,12 @@ static int resolve_options(struct raw_opts *r, struct bfs_options *o)
 {
     memset(o, 0, sizeof *o);
     if (r->n_positional == 1) {
-        o->mountpoint = r->positional[0];
+        o->mountpoint = strdup(r->positional[0]);
     } else if (r->n_positional == 2) {
-        o->store_url = r->positional[0];
-        o->mountpoint = r->positional[1];
+        o->store_url = strdup(r->positional[0]);
+        o->mountpoint = strdup(r->positional[1]);
+        if (!o->store_url)
+            return -ENOMEM;
     } else {
         fprintf(stderr, "battlefs: expected [STORE] MOUNTPOINT (see --help)\n");
         return -EINVAL;
@@ -274,10 +276,14 @@ static int resolve_options(struct raw_opts *r, struct bfs_options *o)
             return -EINVAL;
         }
     }
-    o->endpoint = r->endpoint;
-    o->region = r->region;
+    if (!o->mountpoint)
+        return -ENOMEM;
+    o->endpoint = r->endpoint ? strdup(r->endpoint) : NULL;
+    o->region = r->region ? strdup(r->region) : NULL;
+    if ((r->endpoint && !o->endpoint) || (r->region && !o->region))
+        return -ENOMEM;
 #ifdef BFS_FAULT_INJECTION
-    o->fault = r->fault;
+    o->fault = r->fault ? strdup(r->fault) : NULL;
 #else
     if (r->fault) {
         fprintf(stderr, "battlefs: -o fault= needs a build with -Dfault_injection=true\n");
@@ -302,6 +308,32 @@ static int resolve_options(struct raw_opts *r, struct bfs_options *o)
         }
     }
     return 0;
+}
+
+static void free_raw(struct raw_opts *r)
+{
+    char **s[] = {
+        &r->state,      &r->roll_interval,     &r->roll_bytes, &r->codec,    &r->max_upload,
+        &r->cache_size, &r->archive_max_bytes, &r->read_chunk, &r->endpoint, &r->region,
+        &r->fault,      &r->log_level};
+    for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
+        free(*s[i]);
+        *s[i] = NULL;
+    }
+    for (int i = 0; i < r->n_positional; i++)
+        free(r->positional[i]);
+    r->n_positional = 0;
+}
+
+static void free_options(struct bfs_options *o)
+{
+    free(o->store_url);
+    free(o->mountpoint);
+    free(o->state_dir);
+    free(o->endpoint);
+    free(o->region);
+    free(o->fault);
+    memset(o, 0, sizeof *o);
 }
 
 static void ctx_close_modules(struct bfs_ctx *ctx)
@@ -475,6 +507,8 @@ out_cmd:
     free(copts.mountpoint);
 out_args:
     fuse_opt_free_args(&args);
+    free_raw(&raw);
+    free_options(&ctx.opt);
     bfs_fs_destroy(&ctx);
     bfs_errors_destroy(&ctx.errors);
     bfs_stats_destroy(&ctx.stats);
