@@ -13,19 +13,15 @@
  *       (bfs_ocf_layout_header of that upload's schema text, the codec, and
  *       sync = bfs_schema_sync(canonical)).
  *   buffer_rows(id AUTOINCREMENT, table_name, period_tag, dataset_id, schema_id,
- *               record_count, byte_length, created_at, roll_id -> rolls)
+ *               record_count, byte_length, created_at)
  *   buffer_data(id -> buffer_rows, data BLOB)
- *   buffer_logs: a VIEW joining the two, with the brief's columns (table_name,
- *       period_tag, dataset_id, schema_id, record_count, byte_length, data,
- *       created_at, roll_id). The hot tier is split in two tables because a
- *       claim sets roll_id on every buffered row, and SQLite rewrites a whole
- *       record on UPDATE: with the blob in the same row, claiming a 256 MiB
- *       buffer wrote 256 MiB to the WAL (and again at checkpoint) while
- *       holding the writer. Split, a claim rewrites only small rows, and scans
- *       of the hot metadata never touch blob pages.
  *   buffer_totals(uploads, bytes): one row kept by triggers on buffer_rows,
- *       so bfs_catalog_counts does not scan the buffer.
- *   rolls(id, claimed_at, committed_at, row_count, byte_count)
+ *       so bfs_catalog_counts and a claim do not scan the buffer.
+ *   buffer_logs: a VIEW with the brief's columns (id, table_name, period_tag,
+ *       dataset_id, schema_id, record_count, byte_length, data, created_at,
+ *       roll_id = the pending roll that claimed the row, else NULL).
+ *   rolls(id, claimed_at, committed_at, first_row, last_row, row_count,
+ *         byte_count)
  *   archived_files(id AUTOINCREMENT, file_path UNIQUE, table_name, period_tag,
  *                  size, header_length, roll_id, seq, created_at)
  *       seq = the archive's position in its roll commit, so id order is
@@ -36,11 +32,19 @@
  *       a cold segment keeps the upload time, so a dataset's mtime (the newest
  *       of its segments) does not change when it is rolled.
  *
- * Ids of buffer_rows and archived_files are AUTOINCREMENT: never reused, so a
- * hot segment id that a roll deleted stays gone (read_hot -> -ENOENT) and the
- * id order is the commit order. A claim is "every row with roll_id NULL";
- * rows committed later get larger ids and stay unclaimed. At most one roll is
- * pending: a claim while one is pending fails with -EBUSY.
+ * Claims are id ranges. Ids of buffer_rows are AUTOINCREMENT (never reused)
+ * and assigned under the one writer, so id order is commit order. At most one
+ * roll is pending (a claim while one is pending fails with -EBUSY), and a
+ * committed roll deleted its rows, so when a claim runs every buffered row is
+ * unclaimed: the claim records [min(id), max(id)] in its rolls row, in O(1).
+ * Rows committed later get larger ids and stay unclaimed; the roll's rows are
+ * the buffer rows in its range until its commit deletes them. The claim is
+ * not written into each row because SQLite rewrites a whole row on UPDATE:
+ * marking 100k rows held the writer (every upload) for 0.6 s, and with the
+ * blob in the row, claiming 256 MiB wrote 256 MiB more to the WAL. For the
+ * same reason the blobs live in their own table: scans and lookups of the hot
+ * metadata never touch blob pages. A deleted hot id stays gone, so
+ * bfs_catalog_read_hot of a rolled row is -ENOENT, never another row's bytes.
  *
  * Connections and locking:
  *   - One read-write connection (cat->w) with its prepared statements, used
@@ -117,6 +121,8 @@ static const char *const MIGRATIONS[] = {
     "  id TEXT PRIMARY KEY,"
     "  claimed_at INTEGER NOT NULL,"
     "  committed_at INTEGER,"
+    "  first_row INTEGER NOT NULL,"
+    "  last_row INTEGER NOT NULL,"
     "  row_count INTEGER NOT NULL,"
     "  byte_count INTEGER NOT NULL);"
     "CREATE INDEX rolls_pending ON rolls(claimed_at) WHERE committed_at IS NULL;"
@@ -128,17 +134,16 @@ static const char *const MIGRATIONS[] = {
     "  schema_id INTEGER NOT NULL REFERENCES schemas(id),"
     "  record_count INTEGER NOT NULL,"
     "  byte_length INTEGER NOT NULL,"
-    "  created_at INTEGER NOT NULL,"
-    "  roll_id TEXT REFERENCES rolls(id));"
+    "  created_at INTEGER NOT NULL);"
     "CREATE INDEX buffer_rows_dataset ON buffer_rows(table_name, period_tag, dataset_id);"
-    "CREATE INDEX buffer_rows_roll ON buffer_rows(roll_id, table_name, period_tag, dataset_id);"
     "CREATE TABLE buffer_data("
     "  id INTEGER PRIMARY KEY REFERENCES buffer_rows(id),"
     "  data BLOB NOT NULL);"
     "CREATE VIEW buffer_logs AS SELECT r.id AS id, r.table_name AS table_name,"
     "  r.period_tag AS period_tag, r.dataset_id AS dataset_id, r.schema_id AS schema_id,"
     "  r.record_count AS record_count, r.byte_length AS byte_length, d.data AS data,"
-    "  r.created_at AS created_at, r.roll_id AS roll_id"
+    "  r.created_at AS created_at, (SELECT o.id FROM rolls o WHERE o.committed_at IS NULL"
+    "  AND r.id BETWEEN o.first_row AND o.last_row) AS roll_id"
     "  FROM buffer_rows r JOIN buffer_data d ON d.id = r.id;"
     "CREATE TABLE buffer_totals("
     "  id INTEGER PRIMARY KEY CHECK (id = 1),"
@@ -196,7 +201,6 @@ enum wst {
     W_PENDING,
     W_UNCLAIMED,
     W_ROLL_INS,
-    W_CLAIM,
     W_ROLL_GET,
     W_ARCH_INS,
     W_IDX_INS,
@@ -226,32 +230,31 @@ static const char *const WSQL[W_COUNT] = {
                   " record_count, byte_length, created_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [W_DATA_INS] = "INSERT INTO buffer_data(id, data) VALUES(?1, ?2)",
     [W_PENDING] = "SELECT id FROM rolls WHERE committed_at IS NULL ORDER BY claimed_at, id LIMIT 1",
-    [W_UNCLAIMED] = "SELECT min(id), count(*), coalesce(sum(byte_length), 0) FROM buffer_rows"
-                    " WHERE roll_id IS NULL",
-    [W_ROLL_INS] =
-        "INSERT INTO rolls(id, claimed_at, row_count, byte_count) VALUES(?1, ?2, ?3, ?4)",
-    [W_CLAIM] = "UPDATE buffer_rows SET roll_id = ?1 WHERE roll_id IS NULL",
-    [W_ROLL_GET] = "SELECT committed_at FROM rolls WHERE id = ?1",
+    [W_UNCLAIMED] = "SELECT (SELECT min(id) FROM buffer_rows), (SELECT max(id) FROM buffer_rows),"
+                    " uploads, bytes FROM buffer_totals",
+    [W_ROLL_INS] = "INSERT INTO rolls(id, claimed_at, first_row, last_row, row_count, byte_count)"
+                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [W_ROLL_GET] = "SELECT committed_at, first_row, last_row FROM rolls WHERE id = ?1",
     [W_ARCH_INS] = "INSERT INTO archived_files(file_path, table_name, period_tag, size,"
                    " header_length, roll_id, seq, created_at)"
                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [W_IDX_INS] = "INSERT INTO block_indexes(dataset_id, table_name, period_tag, file_id,"
                   " start_byte, length, record_count, uploaded_at)"
                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT coalesce(max(created_at), ?8)"
-                  " FROM buffer_rows WHERE roll_id = ?9 AND table_name = ?2 AND period_tag = ?3"
-                  " AND dataset_id = ?1))",
+                  " FROM buffer_rows WHERE table_name = ?2 AND period_tag = ?3 AND dataset_id = ?1"
+                  " AND id BETWEEN ?9 AND ?10))",
     /* Rows of (table, period, dataset, bytes, records) on one side only. */
-    [W_ROLL_CHECK] = "WITH b AS (SELECT table_name, period_tag, dataset_id, sum(byte_length),"
-                     "  sum(record_count) FROM buffer_rows WHERE roll_id = ?1 GROUP BY 1, 2, 3),"
-                     " c AS (SELECT i.table_name, i.period_tag, i.dataset_id, sum(i.length),"
-                     "  sum(i.record_count) FROM archived_files a"
-                     "  JOIN block_indexes i ON i.file_id = a.id WHERE a.roll_id = ?1"
-                     "  GROUP BY 1, 2, 3)"
-                     " SELECT (SELECT count(*) FROM (SELECT * FROM b EXCEPT SELECT * FROM c)) +"
-                     " (SELECT count(*) FROM (SELECT * FROM c EXCEPT SELECT * FROM b))",
-    [W_DEL_DATA] = "DELETE FROM buffer_data WHERE id IN (SELECT id FROM buffer_rows"
-                   " WHERE roll_id = ?1)",
-    [W_DEL_ROWS] = "DELETE FROM buffer_rows WHERE roll_id = ?1",
+    [W_ROLL_CHECK] =
+        "WITH b AS (SELECT table_name, period_tag, dataset_id, sum(byte_length),"
+        "  sum(record_count) FROM buffer_rows WHERE id BETWEEN ?2 AND ?3 GROUP BY 1, 2, 3),"
+        " c AS (SELECT i.table_name, i.period_tag, i.dataset_id, sum(i.length),"
+        "  sum(i.record_count) FROM archived_files a"
+        "  JOIN block_indexes i ON i.file_id = a.id WHERE a.roll_id = ?1"
+        "  GROUP BY 1, 2, 3)"
+        " SELECT (SELECT count(*) FROM (SELECT * FROM b EXCEPT SELECT * FROM c)) +"
+        " (SELECT count(*) FROM (SELECT * FROM c EXCEPT SELECT * FROM b))",
+    [W_DEL_DATA] = "DELETE FROM buffer_data WHERE id BETWEEN ?1 AND ?2",
+    [W_DEL_ROWS] = "DELETE FROM buffer_rows WHERE id BETWEEN ?1 AND ?2",
     [W_ROLL_DONE] = "UPDATE rolls SET committed_at = ?2 WHERE id = ?1 AND committed_at IS NULL",
 };
 
@@ -269,7 +272,7 @@ enum rst {
     R_PERIOD_EXISTS,
     R_COUNTS,
     R_PENDING,
-    R_ROLL_EXISTS,
+    R_ROLL_GET,
     R_ROLL_SAME,
     R_ROLL_NEXT,
     R_ARCHIVES,
@@ -315,17 +318,20 @@ static const char *const RSQL[R_COUNT] = {
                         " AND " HAS_DATA("p"),
     [R_COUNTS] = "SELECT uploads, bytes, (SELECT count(*) FROM archived_files) FROM buffer_totals",
     [R_PENDING] = "SELECT id FROM rolls WHERE committed_at IS NULL ORDER BY claimed_at, id LIMIT 1",
-    [R_ROLL_EXISTS] = "SELECT 1 FROM rolls WHERE id = ?1",
-    /* A page of claimed rows after (table, period, dataset, id) = (?2, ?3, ?4,
-     * ?5): the rest of that dataset, then the next datasets. (Two queries:
-     * SQLite does not seek on a row value that includes the rowid.) */
+    [R_ROLL_GET] = "SELECT first_row, last_row FROM rolls WHERE id = ?1",
+    /* A page of the roll's rows (ids ?6 to ?1) after (table, period, dataset,
+     * id) = (?2, ?3, ?4, ?5): the rest of that dataset, then the next
+     * datasets. (Two queries: SQLite does not seek on a row value that
+     * includes the rowid.) */
     [R_ROLL_SAME] = "SELECT id, table_name, period_tag, dataset_id, record_count, byte_length"
-                    " FROM buffer_rows WHERE roll_id = ?1 AND table_name = ?2"
-                    " AND period_tag = ?3 AND dataset_id = ?4 AND id > ?5 ORDER BY id LIMIT ?6",
+                    " FROM buffer_rows WHERE table_name = ?2 AND period_tag = ?3"
+                    " AND dataset_id = ?4 AND id > ?5 AND id BETWEEN ?6 AND ?1"
+                    " ORDER BY id LIMIT ?7",
     [R_ROLL_NEXT] = "SELECT id, table_name, period_tag, dataset_id, record_count, byte_length"
-                    " FROM buffer_rows WHERE roll_id = ?1"
-                    " AND (table_name, period_tag, dataset_id) > (?2, ?3, ?4)"
-                    " ORDER BY table_name, period_tag, dataset_id, id LIMIT ?5",
+                    " FROM buffer_rows INDEXED BY buffer_rows_dataset"
+                    " WHERE (table_name, period_tag, dataset_id) > (?2, ?3, ?4)"
+                    " AND id BETWEEN ?6 AND ?1"
+                    " ORDER BY table_name, period_tag, dataset_id, id LIMIT ?7",
     [R_ARCHIVES] = "SELECT file_path FROM archived_files ORDER BY id",
 };
 
@@ -1350,19 +1356,31 @@ int bfs_catalog_roll_claim(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX
         e = -EBUSY;
         goto rollback;
     }
+    /* No roll is pending, so every buffered row is unclaimed: the claim is
+     * the id range [min, max] (later rows get larger ids). */
     sqlite3_stmt *st = cat->ws[W_UNCLAIMED];
     rc = sqlite3_step(st);
-    int64_t first = 0, n = 0, total = 0;
+    int64_t first = 0, last = 0, n = 0, total = 0;
+    int empty = 1;
     if (rc == SQLITE_ROW) {
+        empty = sqlite3_column_type(st, 0) == SQLITE_NULL;
         first = sqlite3_column_int64(st, 0);
-        n = sqlite3_column_int64(st, 1);
-        total = sqlite3_column_int64(st, 2);
+        last = sqlite3_column_int64(st, 1);
+        n = sqlite3_column_int64(st, 2);
+        total = sqlite3_column_int64(st, 3);
         rc = SQLITE_OK;
     }
     sqlite3_reset(st);
     if (rc != SQLITE_OK)
         goto sql_error;
-    if (n == 0) {
+    if (empty != (n == 0) || n < 0 || total < 0 || (!empty && n > last - first + 1)) {
+        bfs_error("catalog: buffer totals (%" PRId64 " rows) do not match rows %" PRId64
+                  "..%" PRId64,
+                  n, first, last);
+        e = -EIO;
+        goto rollback;
+    }
+    if (empty) {
         e = -ENODATA;
         goto rollback;
     }
@@ -1377,20 +1395,12 @@ int bfs_catalog_roll_claim(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX
     st = cat->ws[W_ROLL_INS];
     bind_text(st, 1, id);
     sqlite3_bind_int64(st, 2, (int64_t)now);
-    sqlite3_bind_int64(st, 3, n);
-    sqlite3_bind_int64(st, 4, total);
+    sqlite3_bind_int64(st, 3, first);
+    sqlite3_bind_int64(st, 4, last);
+    sqlite3_bind_int64(st, 5, n);
+    sqlite3_bind_int64(st, 6, total);
     if ((rc = run(st)) != SQLITE_OK)
         goto sql_error;
-    st = cat->ws[W_CLAIM];
-    bind_text(st, 1, id);
-    if ((rc = run(st)) != SQLITE_OK)
-        goto sql_error;
-    if (sqlite3_changes(db) != n) {
-        bfs_error("catalog: claim %s marked %d rows, expected %" PRId64, id, sqlite3_changes(db),
-                  n);
-        e = -EIO;
-        goto rollback;
-    }
     if ((rc = run(cat->ws[W_COMMIT])) != SQLITE_OK)
         goto sql_error;
     memcpy(roll_id, id, strlen(id) + 1);
@@ -1424,38 +1434,48 @@ static int copy_name(char dst[BFS_NAME_MAX + 1], sqlite3_stmt *st, int col)
     return 0;
 }
 
-/* Read up to ROLL_PAGE claimed rows after *last into rows. Returns the number
- * read or -errno. */
-static int roll_page(struct bfs_catalog *cat, const char *roll_id, const struct page_row *last,
-                     struct page_row *rows, int first)
+/* The id range [lo, hi] of roll_id's rows: 0, -ENOENT or -errno. */
+static int roll_range(struct bfs_catalog *cat, const char *roll_id, int64_t *lo, int64_t *hi)
+{
+    struct rconn *c;
+    int rc = racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *st = c->st[R_ROLL_GET];
+    bind_text(st, 1, roll_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *lo = sqlite3_column_int64(st, 0);
+        *hi = sqlite3_column_int64(st, 1);
+        rc = 0;
+    } else {
+        rc = rc == SQLITE_DONE ? -ENOENT : sql_fail(c->db, rc, "look a roll up");
+    }
+    sqlite3_reset(st);
+    rrelease(cat, c);
+    return rc;
+}
+
+/* Read up to ROLL_PAGE rows with ids in [lo, hi] that come after *last in
+ * (table, period, dataset, id) order into rows. The number read or -errno. */
+static int roll_page(struct bfs_catalog *cat, int64_t lo, int64_t hi, const struct page_row *last,
+                     struct page_row *rows)
 {
     struct rconn *c;
     int rc = racquire(cat, &c);
     if (rc < 0)
         return rc;
     int n = 0;
-    if (first) {
-        sqlite3_stmt *st = c->st[R_ROLL_EXISTS];
-        bind_text(st, 1, roll_id);
-        rc = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (rc != SQLITE_ROW) {
-            n = rc == SQLITE_DONE ? -ENOENT : sql_fail(c->db, rc, "look the roll up");
-            goto out;
-        }
-    }
     for (int q = 0; q < 2 && n >= 0 && n < ROLL_PAGE; q++) {
         sqlite3_stmt *st = c->st[q == 0 ? R_ROLL_SAME : R_ROLL_NEXT];
-        bind_text(st, 1, roll_id);
+        sqlite3_bind_int64(st, 1, hi);
         bind_text(st, 2, last->table);
         bind_text(st, 3, last->period);
         bind_text(st, 4, last->dataset);
-        if (q == 0) {
+        if (q == 0)
             sqlite3_bind_int64(st, 5, last->id);
-            sqlite3_bind_int(st, 6, ROLL_PAGE - n);
-        } else {
-            sqlite3_bind_int(st, 5, ROLL_PAGE - n);
-        }
+        sqlite3_bind_int64(st, 6, lo);
+        sqlite3_bind_int(st, 7, ROLL_PAGE - n);
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             assert(n < ROLL_PAGE);
             struct page_row *r = &rows[n];
@@ -1474,7 +1494,6 @@ static int roll_page(struct bfs_catalog *cat, const char *roll_id, const struct 
             n = sql_fail(c->db, rc, "read the roll's rows");
         sqlite3_reset(st);
     }
-out:
     rrelease(cat, c);
     return n;
 }
@@ -1482,14 +1501,17 @@ out:
 int bfs_catalog_roll_rows(struct bfs_catalog *cat, const char *roll_id,
                           int (*cb)(void *ctx, const struct bfs_roll_row *row), void *ctx)
 {
+    int64_t lo, hi;
+    int ret = roll_range(cat, roll_id, &lo, &hi);
+    if (ret < 0)
+        return ret;
     struct page_row *rows = malloc(ROLL_PAGE * sizeof *rows);
     if (!rows)
         return -ENOMEM;
     /* Names are never empty, so ("", "", "", 0) sorts before every row. */
     struct page_row last = {.id = 0};
-    int ret = 0;
-    for (int first = 1;; first = 0) {
-        int n = roll_page(cat, roll_id, &last, rows, first);
+    for (;;) {
+        int n = roll_page(cat, lo, hi, &last, rows);
         if (n < 0) {
             ret = n;
             break;
@@ -1563,6 +1585,8 @@ int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
     bind_text(st, 1, roll_id);
     rc = sqlite3_step(st);
     int committed = rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL;
+    int64_t lo = rc == SQLITE_ROW ? sqlite3_column_int64(st, 1) : 0;
+    int64_t hi = rc == SQLITE_ROW ? sqlite3_column_int64(st, 2) : 0;
     sqlite3_reset(st);
     if (rc == SQLITE_DONE) {
         bfs_error("catalog: commit of roll %s: no such roll", roll_id);
@@ -1603,7 +1627,8 @@ int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
             sqlite3_bind_int64(st, 6, (int64_t)x->length);
             sqlite3_bind_int64(st, 7, (int64_t)x->records);
             sqlite3_bind_int64(st, 8, now);
-            bind_text(st, 9, roll_id);
+            sqlite3_bind_int64(st, 9, lo);
+            sqlite3_bind_int64(st, 10, hi);
             if ((rc = run(st)) != SQLITE_OK)
                 goto sql_error;
         }
@@ -1612,6 +1637,8 @@ int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
      * index rows' bytes and records equal the claimed rows'. */
     st = cat->ws[W_ROLL_CHECK];
     bind_text(st, 1, roll_id);
+    sqlite3_bind_int64(st, 2, lo);
+    sqlite3_bind_int64(st, 3, hi);
     rc = sqlite3_step(st);
     int64_t diff = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
     sqlite3_reset(st);
@@ -1624,14 +1651,13 @@ int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
         e = -EINVAL;
         goto rollback;
     }
-    st = cat->ws[W_DEL_DATA];
-    bind_text(st, 1, roll_id);
-    if ((rc = run(st)) != SQLITE_OK)
-        goto sql_error;
-    st = cat->ws[W_DEL_ROWS];
-    bind_text(st, 1, roll_id);
-    if ((rc = run(st)) != SQLITE_OK)
-        goto sql_error;
+    for (int k = 0; k < 2; k++) {
+        st = cat->ws[k == 0 ? W_DEL_DATA : W_DEL_ROWS];
+        sqlite3_bind_int64(st, 1, lo);
+        sqlite3_bind_int64(st, 2, hi);
+        if ((rc = run(st)) != SQLITE_OK)
+            goto sql_error;
+    }
     st = cat->ws[W_ROLL_DONE];
     bind_text(st, 1, roll_id);
     sqlite3_bind_int64(st, 2, now);

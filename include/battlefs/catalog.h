@@ -12,11 +12,14 @@
  *   partitions(id, table_name, period_tag, schema_id, codec, sync, schema_json,
  *              header BLOB, header_length, created_at, UNIQUE(table_name, period_tag))
  *   buffer_rows(id, table_name, period_tag, dataset_id, schema_id, record_count,
- *               byte_length, created_at, roll_id)   the hot uploads' metadata
+ *               byte_length, created_at)            the hot uploads' metadata
  *   buffer_data(id, data BLOB)                      their normalised blocks
  *   buffer_logs   a VIEW joining the two: id, table_name, period_tag, dataset_id,
  *                 schema_id, record_count, byte_length, data, created_at, roll_id
- *   rolls(id TEXT, claimed_at, committed_at, row_count, byte_count)
+ *                 (the pending roll that claimed the row, else NULL)
+ *   buffer_totals(uploads, bytes)                   kept by triggers
+ *   rolls(id TEXT, claimed_at, committed_at, first_row, last_row, row_count,
+ *         byte_count)   a roll claims the buffer rows with ids in [first_row, last_row]
  *   archived_files(id, file_path UNIQUE, table_name, period_tag, size,
  *                  header_length, roll_id, seq, created_at)
  *   block_indexes(id, dataset_id, table_name, period_tag, file_id, start_byte,
