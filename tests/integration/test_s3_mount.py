@@ -1,0 +1,485 @@
+"""battlefs on an s3:// store through a real mount: s3rver behind the SigV4-verifying,
+fault-injecting proxy of tests/s3/ (every request's signature and payload hash is checked with
+botocore; the `s3` fixture fails a test on any bad one unless it allows them).
+
+    battlefs s3://battlefs-test/<prefix> MNT -f -o state=...,endpoint=<proxy>,region=us-east-1
+
+with the credentials in the daemon's environment only (s3mount.EnvMount). The archives are read
+straight from s3rver and checked with python3-avro against archived_files and block_indexes;
+the proxy's log shows what battlefs fetched.
+"""
+
+import errno
+import os
+import re
+import threading
+import time
+
+import pytest
+
+from mountlib import PERIOD, errname
+from s3mount import check_s3_store, s3_mount_factory  # noqa: F401  (fixture; sets sys.path)
+from s3fixtures import s3, s3_server  # noqa: F401,E402  (fixtures)
+from test_roll import (archives, buffer_rows, check_datasets, index_rows, populate, query,
+                       read_uncached, roll, roll_ok, wait_for)
+
+# several tables, periods and datasets; several uploads per dataset; mixed upload codecs
+PLAN = [("battle", PERIOD, "u1", "null"), ("battle", PERIOD, "u2", "deflate"),
+        ("battle", PERIOD, "u1", "snappy"), ("own_ship", PERIOD, "u1", "deflate"),
+        ("own_ship", "2025-12-19", "u1", "null"), ("cells", PERIOD, "x" * 64, "null"),
+        ("battle", "2025-12-19", "u3", "deflate"), ("battle", PERIOD, "u0", "null"),
+        ("battle", PERIOD, "u2", "null"), ("own_ship", PERIOD, "u1", "snappy"),
+        ("battle", PERIOD, "u1", "deflate")]
+
+RANGE_RE = re.compile(r"^bytes=(\d+)-(\d+)$")
+HANG_BOUND_S = 60  # a hang guard, not a performance assertion
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+def key_of(s3, req):
+    """The store key of a proxied request (path-style /bucket/prefix/key), else None."""
+    pre = "/%s/%s/" % (s3.bucket, s3.prefix)
+    return req["path"][len(pre):] if req["path"].startswith(pre) else None
+
+
+def object_gets(s3, reqs=None):
+    """[(key, first byte, last byte, response bytes, status)] of the GETs of objects."""
+    out = []
+    for q in s3.requests if reqs is None else reqs:
+        if q["method"] != "GET" or "list-type" in q["query"]:
+            continue
+        m = RANGE_RE.match(q["range"] or "")
+        assert m, "a GET without a single-range Range header: %r" % (q,)
+        out.append((key_of(s3, q), int(m[1]), int(m[2]), q["resp_bytes"], q["status"]))
+    return out
+
+
+def segments(m, table, period, dataset):
+    """[(key, start, length)] of the dataset's cold segments, in file order."""
+    keys = {a[0]: a[1] for a in archives(m)}
+    return [(keys[fid], s, n) for ds, t, p, fid, s, n, _ in index_rows(m)
+            if (t, p, ds) == (table, period, dataset)]
+
+
+def check_ranges_cover(gets, segs):
+    """The successful GETs' ranges tile the segments exactly: nothing outside, no overlap."""
+    got = sorted((k, a, b) for k, a, b, n, st in gets if st == 206)
+    for k, a, b, n, st in gets:
+        if st == 206:
+            assert n == b - a + 1, (k, a, b, n)
+    want = {}
+    for k, s, n in segs:
+        want.setdefault(k, []).append((s, s + n - 1))
+    pos = {}
+    for k, a, b in got:
+        assert k in want, "fetched %s, not one of the dataset's archives" % k
+        inside = [(s, e) for s, e in want[k] if s <= a and b <= e]
+        assert inside, "range %d-%d of %s is outside the dataset's segments" % (a, b, k)
+        s, e = inside[0]
+        assert pos.get((k, s), s) == a, "gap or overlap at %s %d" % (k, a)
+        pos[(k, s)] = b + 1
+    for k, rs in want.items():
+        for s, e in rs:
+            assert pos.get((k, s)) == e + 1, "segment %s %d-%d not fetched whole" % (k, s, e)
+
+
+def assert_no_secret(m, *secrets):
+    """No secret in the daemon's log, .battlefs/*, argv, or any file of the state directory."""
+    texts = {"log": m.log_text().encode()}
+    if m.running:
+        for name in ("stats", "errors"):
+            with open(m.path(".battlefs", name), "rb") as f:
+                texts[".battlefs/" + name] = f.read()
+        with open("/proc/%d/cmdline" % m.proc.pid, "rb") as f:
+            texts["argv"] = f.read()
+    for dirpath, _, files in os.walk(m.state):
+        for fn in files:
+            p = os.path.join(dirpath, fn)
+            try:
+                with open(p, "rb") as f:
+                    texts[os.path.relpath(p, m.state)] = f.read()
+            except OSError:
+                pass
+    for s in secrets:
+        for where, data in texts.items():
+            assert s.encode() not in data, "the secret appears in %s" % where
+
+
+def read_direct(path):
+    """The whole file with O_DIRECT reads (no page cache, no readahead)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        out = b""
+        while True:
+            b = os.read(fd, 1 << 20)
+            if not b:
+                return out
+            out += b
+    finally:
+        os.close(fd)
+
+
+def timed(fn, *args):
+    t = time.monotonic()
+    try:
+        r = fn(*args)
+        e = 0
+    except OSError as ex:
+        r, e = None, ex.errno
+    return r, e, time.monotonic() - t
+
+
+# --------------------------------------------------------------------------------------- tests
+
+def test_full_cycle(s3, s3_mount_factory, gen):
+    m = s3_mount_factory(s3, archive_max_bytes="20K", read_chunk="8K")
+    ups = populate(m, gen, PLAN, records=12, blocks=3)
+    big = gen.upload("battle", 80, codec="deflate", blocks=4)  # a segment over read_chunk
+    m.upload_ok("battle/%s/big.avro" % PERIOD, big.data)
+    ups[("battle", PERIOD, "big")] = list(big.records)
+    tree = m.data_tree()
+    assert s3.requests == []  # ingest and hot reads do no store I/O
+    roll_ok(m)
+    st = m.stats()
+    assert st["rolls"] == 1 and st["last_roll_error"] is None and st["buffer_uploads"] == 0
+    assert buffer_rows(m) == 0
+    arch = archives(m)
+    assert st["archived_files"] == len(arch) > 5  # 5 partitions, some split
+    counts, files = check_s3_store(m, s3)
+    assert counts == {k: len(v) for k, v in ups.items()}
+    # one signed PUT per archive, of exactly its bytes, with the payload hash
+    puts = [q for q in s3.requests if q["method"] == "PUT"]
+    assert sorted(key_of(s3, q) for q in puts) == sorted(a[1] for a in arch)
+    for q in puts:
+        assert q["status"] == 200 and q["req_bytes"] == len(files[key_of(s3, q)])
+        assert q["raw_path"].startswith("/%s/%s/" % (s3.bucket, s3.prefix))  # path-style
+    assert st["store_put_requests"] == len(arch)
+    assert st["store_put_bytes"] == sum(a[4] for a in arch)
+    assert [q["method"] for q in s3.requests] == ["PUT"] * len(arch)
+
+    # a cold read of one dataset: ranged GETs of exactly its segments
+    s3.clear_log()
+    for k in (("battle", PERIOD, "u1"), ("battle", PERIOD, "big")):
+        segs = segments(m, *k)
+        assert len(segs) >= 1
+        cold = sum(n for _, _, n in segs)
+        st0 = m.stats()
+        assert read_uncached(m.dataset_path(*k)) == tree["%s/%s/%s.avro" % k]
+        st1 = m.stats()
+        gets = object_gets(s3)
+        check_ranges_cover(gets, segs)
+        assert sum(g[3] for g in gets) == cold
+        assert st1["store_get_bytes"] - st0["store_get_bytes"] == cold
+        assert st1["store_get_requests"] - st0["store_get_requests"] == len(gets)
+        if k[2] == "big":
+            assert max(n for _, _, n in segs) > 8192 and len(gets) > len(segs)  # chunked
+        # the second read (page cache dropped) comes from battlefs's cache
+        s3.clear_log()
+        assert read_uncached(m.dataset_path(*k)) == tree["%s/%s/%s.avro" % k]
+        st2 = m.stats()
+        assert s3.requests == []
+        assert st2["store_get_bytes"] == st1["store_get_bytes"]
+        assert st2["cache_hits"] > st1["cache_hits"]
+    # every file unchanged; everything fetched by single ranged GETs, each segment once
+    s3.clear_log()
+    for k in ups:
+        assert read_uncached(m.dataset_path(*k)) == tree["%s/%s/%s.avro" % k], k
+    assert m.data_tree() == tree
+    gets = object_gets(s3)
+    assert all(g[4] == 206 for g in gets)
+    assert [q["method"] for q in s3.requests] == ["GET"] * len(gets)
+    check_datasets(m, ups)
+    # after a remount (the cache starts empty: everything is fetched again, ranged)
+    m.remount()
+    assert m.data_tree() == tree
+    check_datasets(m, ups)
+    assert m.stats()["store_put_requests"] == 0
+    for q in s3.requests:
+        assert q["method"] == "GET" and RANGE_RE.match(q["range"] or "")
+        assert q["headers"]["authorization"].startswith(
+            "AWS4-HMAC-SHA256 Credential=%s/" % s3.access_key)
+        assert q["sig_error"] is None
+        assert "x-amz-security-token" not in q["headers"]  # no AWS_SESSION_TOKEN: none sent
+    assert s3.failures == []
+    assert_no_secret(m, s3.secret_key)
+    for d in (m.state, os.path.join(m.state, "cache")):
+        assert os.stat(d).st_mode & 0o777 == 0o700, d
+
+
+def test_wrong_secret(s3, s3_mount_factory, gen):
+    """The roll fails with EIO and a clear reason, nothing is lost, no secret anywhere; with
+    the right secret a remount finishes the claimed roll and everything reads the same."""
+    s3.allow_signature_failures()
+    wrong = "wrong-" + s3.secret_key
+    m = s3_mount_factory(s3, env=s3.environ(AWS_SECRET_ACCESS_KEY=wrong))
+    # the store's line (with the hint), the roll's line; the roll thread retries on its own
+    m.expect_log(r"^s3: PUT s3://%s/%s/\S+ failed: HTTP 403 SignatureDoesNotMatch.*"
+                 r"check AWS_SECRET_ACCESS_KEY" % (s3.bucket, re.escape(s3.prefix)))
+    m.expect_log(r"^roll \S+: put \S+: Permission denied$")
+    ups = populate(m, gen, PLAN)
+    tree = m.data_tree()
+    e = roll(m)
+    assert e == errno.EIO, errname(e)
+    st = m.stats()
+    err = st["last_roll_error"]
+    assert err and err.startswith("roll ") and "Permission denied" in err
+    assert st["rolls"] == 0 and st["archived_files"] == 0 and st["buffer_uploads"] == len(PLAN)
+    errs = [l for l in m.errors() if " .battlefs/roll: " in l]
+    assert errs and "Permission denied" in errs[-1]
+    assert s3.objects() == {}
+    refused = s3.failures
+    assert refused and all(q["status"] == 403 and "SignatureDoesNotMatch" in q["sig_error"]
+                           for q in refused)
+    assert len([q for q in s3.requests if q["method"] == "PUT"]) == 1  # a 403 is not retried
+    # nothing lost: the files read the same, uploads go on
+    assert m.data_tree() == tree
+    check_datasets(m, ups)
+    more = populate(m, gen, PLAN[:2])
+    for k, v in more.items():
+        ups[k] += v
+    assert roll(m) == errno.EIO
+    assert_no_secret(m, wrong, s3.secret_key)
+    tree = m.data_tree()
+    # fixed: the remount finishes the claimed roll, the next roll takes the rest
+    m.env = s3.environ()
+    m.remount()
+    st = m.stats()
+    assert st["last_roll_error"] is None and st["rolls"] == 1
+    roll_ok(m)
+    st = m.stats()
+    assert st["buffer_uploads"] == 0 and st["last_roll_error"] is None
+    assert m.data_tree() == tree
+    check_datasets(m, ups)
+    counts, _ = check_s3_store(m, s3)
+    assert counts == {k: len(v) for k, v in ups.items()}
+    assert_no_secret(m, wrong, s3.secret_key)
+
+
+FAULTS = {
+    # a share of all requests answered 503 SlowDown
+    "503": [("status", dict(status=503, ratio=0.3, seed=3))],
+    # GET answers cut mid-body; PUT connections reset before any answer
+    "broken": [("close_body", dict(method="GET", ratio=0.3, seed=4)),
+               ("reset", dict(method="PUT", every=2))],
+    # slow answers: before the headers, and mid-body (shorter than the client's timeouts)
+    "stall": [("stall", dict(seconds=0.4, every=3)),
+              ("stall_body", dict(method="GET", seconds=0.4, every=4))],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FAULTS))
+def test_flaky_server(s3, s3_mount_factory, gen, kind):
+    """Rolls succeed through retries; cold reads return the right bytes or EIO, in bounded
+    time."""
+    m = s3_mount_factory(s3, read_chunk="8K")
+    # a read that still fails after its retries logs these; not required
+    m.expect_log(r"^s3: GET s3://\S+ bytes=\d+-\d+ failed: ", required=False)
+    m.expect_log(r"^read of \S+: ", required=False)
+    ups = populate(m, gen, PLAN, records=20, blocks=3)
+    tree = m.data_tree()
+    faults = [s3.add_fault(k, **kw) for k, kw in FAULTS[kind]]
+    roll_ok(m)
+    st = m.stats()
+    assert st["last_roll_error"] is None and st["buffer_uploads"] == 0
+    puts = [q for q in s3.requests if q["method"] == "PUT"]
+    assert any(q["fault"] for q in puts), "no PUT met a fault"
+    if kind != "stall":  # a stall shorter than the timeouts is waited for, not retried
+        assert len(puts) > st["archived_files"], "no PUT was retried"
+    ok = fail = 0
+    for k in ups:
+        data, e, took = timed(read_uncached, m.dataset_path(*k))
+        assert took < HANG_BOUND_S, (k, took)
+        assert e in (0, errno.EIO), (k, errname(e))
+        if e == 0:
+            assert data == tree["%s/%s/%s.avro" % k], k
+            ok += 1
+        else:
+            fail += 1
+    assert ok >= len(ups) - 1, "%d of %d cold reads failed" % (fail, len(ups))
+    assert all(f.applied > 0 for f in faults), faults
+    gets = [q for q in s3.requests if q["method"] == "GET"]
+    assert any(q["fault"] for q in gets), "no GET met a fault"
+    print("%s: %d PUTs, %d GETs, faults %s" % (kind, len(puts), len(gets), faults))
+    # without the faults everything reads back, the store is exactly the catalog's
+    s3.clear_faults()
+    assert m.data_tree() == tree
+    check_datasets(m, ups)
+    counts, _ = check_s3_store(m, s3)
+    assert counts == {k: len(v) for k, v in ups.items()}
+
+
+def test_reads_when_the_store_fails(s3, s3_mount_factory, gen):
+    """Each dataset below lives in its own archive. While one archive's GETs stall forever
+    (headers and half the body, then nothing) and another's answer 503 every time: the cached
+    dataset reads from the cache, an unaffected one reads normally (the stalled read blocks
+    nobody), the 503 one fails with EIO after bounded retries, the stalled one with EIO in
+    bounded time. Once the store is healthy again everything reads."""
+    m = s3_mount_factory(s3)
+    m.expect_log(r"^s3: GET s3://\S+ bytes=\d+-\d+ failed: HTTP 503 .*\(5 attempts, ")
+    m.expect_log(r"^s3: GET s3://\S+ bytes=\d+-\d+ failed: .*(timed out|Timeout)")
+    m.expect_log(r"^read of (cells|own_ship)/%s/\S+: \S+ bytes \d+-\d+: " % PERIOD)
+    plan = [("battle", PERIOD, "a", "null"), ("own_ship", PERIOD, "b", "deflate"),
+            ("cells", PERIOD, "c", "null"), ("battle", "2025-12-19", "d", "snappy")]
+    ups = populate(m, gen, plan + plan, records=10)
+    tree = m.data_tree()
+    roll_ok(m)
+    A, B, C, D = [(t, p, d) for t, p, d, _ in plan]
+    keys = {k: {s[0] for s in segments(m, *k)} for k in (A, B, C, D)}
+    assert all(len(v) == 1 for v in keys.values()) and len(set.union(*keys.values())) == 4
+    want = {k: tree["%s/%s/%s.avro" % k] for k in (A, B, C, D)}
+    assert read_uncached(m.dataset_path(*A)) == want[A]  # now in battlefs's cache
+    (kb,) = keys[B]
+    (kc,) = keys[C]
+    stall = s3.add_fault("stall_body", method="GET", path_contains=kb, seconds=3600)
+    s3.add_fault("status", status=503, method="GET", path_contains=kc)
+    s3.clear_log()
+
+    result = {}
+
+    def stalled_read():
+        # O_DIRECT: one FUSE read, not the kernel's readahead and its retry of the page read
+        # (each would wait for the store's deadline)
+        result["b"] = timed(read_direct, m.dataset_path(*B))
+
+    t = threading.Thread(target=stalled_read)
+    t.start()
+    try:
+        wait_for(lambda: stall.applied >= 1, timeout=10, what="the stalled GET")
+        st0 = m.stats()
+        for _ in range(3):
+            assert read_uncached(m.dataset_path(*A)) == want[A]
+        assert m.stats()["cache_hits"] > st0["cache_hits"]
+        data, e, took = timed(read_uncached, m.dataset_path(*D))
+        assert e == 0 and data == want[D] and took < 10, (errname(e), took)
+        data, e, took = timed(read_uncached, m.dataset_path(*C))
+        assert e == errno.EIO and took < HANG_BOUND_S, (errname(e), took)
+        n = len([q for q in s3.requests if key_of(s3, q) == kc])
+        assert n in (5, 10), n  # 5 attempts per fetch (the kernel may retry its page read once)
+        assert t.is_alive(), "the stalled read returned early"
+    finally:
+        t.join(HANG_BOUND_S + 30)
+    assert not t.is_alive(), "a read of a stalled store hangs"
+    _, e, took = result["b"]
+    assert e == errno.EIO and took < HANG_BOUND_S, (errname(e), took)
+    print("stalled read: %s after %.1f s" % (errname(e), took))
+    s3.clear_faults()
+    for k in (A, B, C, D):
+        assert read_uncached(m.dataset_path(*k)) == want[k], k
+    check_datasets(m, ups)
+
+
+def count_all_records(m):
+    """{(table, period, dataset): records} over every per-dataset file (python3-avro)."""
+    return {k: len(m.records(*k)) for k in m.datasets()}
+
+
+def check_exactly_once(m, s3, ups):
+    """Every uploaded record exactly once, in order, in the files and in the store; the store
+    holds exactly the catalog's archives; one block_indexes row per dataset per archive."""
+    check_datasets(m, ups)
+    assert count_all_records(m) == {k: len(v) for k, v in ups.items()}
+    counts, files = check_s3_store(m, s3)
+    assert counts == {k: len(v) for k, v in ups.items()}
+    keys = [a[1] for a in archives(m)]
+    assert len(keys) == len(set(keys)) and sorted(keys) == sorted(s3.objects())
+    per_archive = query(m, "SELECT file_id, count(*), count(DISTINCT dataset_id) "
+                           "FROM block_indexes GROUP BY file_id")
+    assert len(per_archive) == len(keys) and all(n == d for _, n, d in per_archive)
+    assert buffer_rows(m) == 0
+    assert query(m, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NOT NULL")[0][0] == 0
+
+
+def test_server_stopped(s3, s3_mount_factory, gen):
+    """s3rver stopped before a roll, and stopped in the middle of one (an archive stored, the
+    next PUT in flight), with a remount while it is down: the rolls fail with EIO, cached and
+    hot data stay readable, and once the server is back the rolls finish: no loss, no
+    duplicates."""
+    m = s3_mount_factory(s3, archive_max_bytes="6K")
+    m.expect_log(r"^s3: PUT s3://\S+ failed: HTTP 502 BadGateway")
+    m.expect_log(r"^roll \S+: put \S+: Input/output error$")
+    m.expect_log(r"^recovery of an unfinished roll failed: Input/output error \(will retry\)$")
+    ups = populate(m, gen, PLAN[:4], records=10)
+    roll_ok(m)
+    cached = ("battle", PERIOD, "u1")
+    assert read_uncached(m.dataset_path(*cached))  # its cold segments are now cached
+
+    # 1. stopped before the roll
+    for k, v in populate(m, gen, PLAN[4:8], records=10).items():
+        ups.setdefault(k, []).extend(v)
+    tree = m.data_tree()
+    s3.server.stop()
+    t0 = time.monotonic()
+    e = roll(m)
+    assert e == errno.EIO and time.monotonic() - t0 < HANG_BOUND_S, errname(e)
+    assert "Input/output error" in m.stats()["last_roll_error"]
+    assert m.data_tree() == tree  # hot + cached cold data
+    s3.server.start()
+    roll_ok(m)
+    assert m.stats()["last_roll_error"] is None and m.stats()["buffer_uploads"] == 0
+    check_exactly_once(m, s3, ups)
+
+    # 2. stopped while the second archive's PUT is in flight
+    for k, v in populate(m, gen, PLAN, records=15).items():
+        ups.setdefault(k, []).extend(v)
+    new = ("cells", PERIOD, "new")
+    up = gen.upload("cells", 7)
+    m.upload_ok("cells/%s/new.avro" % PERIOD, up.data)
+    ups[new] = list(up.records)
+    want = {k: m.read_bytes(*k) for k in (cached, new)}
+    tree = m.data_tree()
+    assert read_uncached(m.dataset_path(*cached)) == want[cached]
+    stall = s3.add_fault("stall", method="PUT", seconds=2.0, every=2, times=1)
+    s3.clear_log()
+    result = {}
+    t = threading.Thread(target=lambda: result.update(e=roll(m)))
+    t.start()
+    try:
+        wait_for(lambda: stall.applied >= 1, timeout=20, what="the second PUT")
+        s3.server.stop()
+    finally:
+        t.join(HANG_BOUND_S)
+    assert not t.is_alive()
+    assert result["e"] == errno.EIO, errname(result["e"])
+    puts = [q for q in s3.requests if q["method"] == "PUT"]
+    assert puts[0]["status"] == 200 and any(q["status"] == 502 for q in puts)
+    pending = query(m, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NOT NULL")[0][0]
+    assert pending > 0 and m.stats()["buffer_uploads"] == buffer_rows(m)
+    # while it is down: cached cold + hot data read; and after a remount (recovery fails, the
+    # mount serves; the cache starts empty at every mount, so only the hot-only file reads)
+    for k in (cached, new):
+        assert read_uncached(m.dataset_path(*k)) == want[k], k
+    m.remount()
+    assert m.stats()["last_roll_error"] is not None
+    assert read_uncached(m.dataset_path(*new)) == want[new]
+    s3.server.start()
+    roll_ok(m)
+    wait_for(lambda: m.stats()["buffer_uploads"] == 0, what="an empty buffer")
+    assert m.stats()["last_roll_error"] is None
+    assert m.data_tree() == tree
+    check_exactly_once(m, s3, ups)
+    m.remount()
+    assert m.data_tree() == tree
+
+
+def test_session_token(s3, s3_mount_factory, gen):
+    """AWS_SESSION_TOKEN goes out, signed, as x-amz-security-token on every request (the proxy
+    refuses requests without it); it appears in no log or state file."""
+    token = "IQoJb3JpZ2luX2VjE/session+token=/" + "Z" * 300
+    s3.expect_token = token
+    m = s3_mount_factory(s3, env=s3.environ(AWS_SESSION_TOKEN=token), read_chunk="8K")
+    ups = populate(m, gen, PLAN[:5])
+    tree = m.data_tree()
+    roll_ok(m)
+    for k in ups:
+        assert read_uncached(m.dataset_path(*k)) == tree["%s/%s/%s.avro" % k]
+    methods = {q["method"] for q in s3.requests}
+    assert methods == {"PUT", "GET"}
+    for q in s3.requests:
+        assert q["headers"].get("x-amz-security-token") == token
+        signed = re.search(r"SignedHeaders=([^,]+)", q["headers"]["authorization"]).group(1)
+        assert "x-amz-security-token" in signed.split(";")
+        assert q["sig_error"] is None
+    assert s3.failures == []
+    check_datasets(m, ups)
+    assert_no_secret(m, token, s3.secret_key)
