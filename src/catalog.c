@@ -445,7 +445,7 @@ static int set_pragmas(sqlite3 *db, int writer)
     if (writer)
         snprintf(sql, sizeof sql,
                  "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
-                 " PRAGMA journal_size_limit = %d;",
+                 " PRAGMA journal_size_limit = %d; PRAGMA secure_delete = FAST;",
                  WAL_LIMIT);
     else
         snprintf(sql, sizeof sql, "PRAGMA query_only = ON;");

@@ -12,7 +12,9 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "battlefs/buf.h"
@@ -1060,6 +1062,66 @@ static void test_roll_races_uploads(void **state)
     free(ps);
 }
 
+/* ------------------------------------------------------------------------ */
+/* a full disk                                                               */
+
+/* On a small tmpfs (needs root; skipped otherwise): a commit that does not
+ * fit fails with -ENOSPC and a message, stores nothing, and commits work again
+ * once there is space. */
+static void test_disk_full(void **state)
+{
+    (void)state;
+    char dir[64] = "/tmp/bfs-catalog-full-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    if (mount("tmpfs", dir, "tmpfs", 0, "size=2m,mode=0700") != 0) {
+        rmdir(dir);
+        skip();
+    }
+    struct env e = {0};
+    snprintf(e.path, sizeof e.path, "%s/catalog.db", dir);
+    e.canon_a = canonical(SCHEMA_A, &e.canon_a_len);
+    assert_int_equal(bfs_catalog_open(e.path, &e.cat), 0);
+    put(&e, "battle", "p1", "u1", 1000, 1);
+
+    /* Fill the file system, leaving a little room. */
+    char filler[96];
+    snprintf(filler, sizeof filler, "%s/filler", dir);
+    FILE *f = fopen(filler, "w");
+    assert_non_null(f);
+    static uint8_t zeros[4096];
+    struct statvfs sv;
+    assert_int_equal(statvfs(dir, &sv), 0);
+    uint64_t room = (uint64_t)sv.f_bavail * sv.f_frsize;
+    for (uint64_t n = 0; n + 64 * 1024 + sizeof zeros <= room; n += sizeof zeros)
+        assert_int_equal(fwrite(zeros, 1, sizeof zeros, f), sizeof zeros);
+    assert_int_equal(fclose(f), 0);
+
+    struct up_spec big = {"battle", "p1", "u1", 0, BFS_CODEC_DEFLATE, 512 * 1024, 2, 7};
+    char msg[256] = "";
+    int rc = commit(&e, &big, msg, sizeof msg);
+    assert_int_equal(rc, -ENOSPC);
+    print_message("disk full: %s\n", msg);
+    assert_true(msg[0] != '\0');
+    struct bfs_dataset_view v;
+    assert_int_equal(bfs_catalog_dataset(e.cat, "battle", "p1", "u1", &v), 0);
+    assert_int_equal(v.n, 1);
+    bfs_dataset_view_free(&v);
+
+    /* Space again: the same upload commits. */
+    assert_int_equal(unlink(filler), 0);
+    assert_int_equal(commit(&e, &big, msg, sizeof msg), 0);
+    reopen(&e);
+    assert_int_equal(bfs_catalog_dataset(e.cat, "battle", "p1", "u1", &v), 0);
+    assert_int_equal(v.n, 2);
+    assert_int_equal(v.seg[1].length, 512 * 1024);
+    expect_hot(&e, v.seg[1].id, 512 * 1024, 2);
+    bfs_dataset_view_free(&v);
+    bfs_catalog_close(e.cat);
+    free(e.canon_a);
+    assert_int_equal(umount2(dir, MNT_DETACH), 0);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1072,6 +1134,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_roll, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll_races_uploads, setup, teardown),
+        cmocka_unit_test(test_disk_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
