@@ -561,18 +561,43 @@ static int set_wal(struct bfs_catalog *cat)
     return 0;
 }
 
+/* Create the database file if it is missing: mode 0600 (SQLite gives the
+ * -wal and -shm files the database's mode), and its directory entry synced
+ * (SQLite syncs the directory for the WAL it creates, not for the database). */
+static int create_private(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno == EEXIST ? 0 : -errno;
+    int e = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    char *dir = strdup(path);
+    if (!dir)
+        return -ENOMEM;
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, strlen(dir) + 1, ".");
+    else if (slash == dir)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    int dfd = e == 0 ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (e == 0 && (dfd < 0 || fsync(dfd) < 0))
+        e = -errno;
+    if (dfd >= 0)
+        close(dfd);
+    free(dir);
+    return e;
+}
+
 int bfs_catalog_open(const char *path, struct bfs_catalog **out)
 {
     *out = NULL;
-    /* Create the file ourselves so that it is private (SQLite gives the -wal
-     * and -shm files the database file's mode). */
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int e = errno;
-        bfs_error("catalog: cannot open %s: %s", path, strerror(e));
-        return -e;
+    int rc = create_private(path);
+    if (rc < 0) {
+        bfs_error("catalog: cannot create %s: %s", path, strerror(-rc));
+        return rc;
     }
-    close(fd);
 
     struct bfs_catalog *cat = calloc(1, sizeof *cat);
     if (!cat)
@@ -588,7 +613,7 @@ int bfs_catalog_open(const char *path, struct bfs_catalog **out)
     pthread_mutex_init(&cat->rmu, NULL);
     cat->qtail = &cat->qhead;
 
-    int rc = open_conn(path, 1, &cat->w);
+    rc = open_conn(path, 1, &cat->w);
     if (rc == 0)
         rc = set_wal(cat);
     if (rc == 0)
@@ -796,7 +821,9 @@ static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, i
             set_msg(msg, msglen,
                     "schema differs from the one stored for %s/%s (fingerprint %s, upload has "
                     "%s)",
-                    up->table, up->period, (const char *)sqlite3_column_text(st, 3), fp_hex);
+                    up->table, up->period,
+                    sqlite3_column_text(st, 3) ? (const char *)sqlite3_column_text(st, 3) : "?",
+                    fp_hex);
             sqlite3_reset(st);
             return -EINVAL;
         }
