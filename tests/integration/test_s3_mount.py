@@ -483,3 +483,34 @@ def test_session_token(s3, s3_mount_factory, gen):
     assert s3.failures == []
     check_datasets(m, ups)
     assert_no_secret(m, token, s3.secret_key)
+
+
+def test_wrong_answers_are_never_data(s3, s3_mount_factory, gen):
+    """A 200 with the whole object instead of 206, a shifted Content-Range, a short body: the
+    read fails with EIO (never returns those bytes), nothing of it is cached, and once the
+    store answers right the same files read the right bytes."""
+    m = s3_mount_factory(s3)
+    m.expect_log(r"^s3: GET \S+ bytes=\d+-\d+ failed: HTTP 200 instead of 206 ")
+    m.expect_log(r"^s3: GET \S+ bytes=\d+-\d+ failed: HTTP 206 answered Content-Range ")
+    m.expect_log(r"^s3: GET \S+ bytes=\d+-\d+ failed: short body: \d+ of \d+ bytes "
+                 r"\(5 attempts")
+    m.expect_log(r"^read of battle/%s/w\d: \S+ bytes \d+-\d+: Input/output error$" % PERIOD)
+    kinds = ("ignore_range", "bad_range", "short_body")
+    plan = [("battle", PERIOD, "w%d" % i, c) for c in ("deflate", "null") for i in range(3)]
+    ups = populate(m, gen, plan, records=10)
+    want = {k: m.read_bytes(*k) for k in ups}
+    roll_ok(m)
+    (key,) = {a[1] for a in archives(m)}
+    s3.clear_log()
+    for i, kind in enumerate(kinds):  # each on a dataset not read (not cached) yet
+        k = ("battle", PERIOD, "w%d" % i)
+        f = s3.add_fault(kind, method="GET")
+        data, e, took = timed(read_uncached, m.dataset_path(*k))
+        assert e == errno.EIO and took < HANG_BOUND_S, (kind, errname(e), took)
+        assert f.applied >= 1 and all(q["fault"] == kind for q in s3.requests), kind
+        assert all(key_of(s3, q) == key for q in s3.requests)
+        s3.clear_faults()
+        s3.clear_log()
+    for k in ups:
+        assert read_uncached(m.dataset_path(*k)) == want[k], k
+    check_datasets(m, ups)
