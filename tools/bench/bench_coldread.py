@@ -108,6 +108,7 @@ def main():
         raise SystemExit("bench_coldread.py needs root (FUSE mounts, drop_caches)")
 
     build(args.build)
+    br.load("start")
     src, entries = br.tree(args.work, args.uploads)
     work = tempfile.mkdtemp(prefix="coldread-", dir=args.work)
     sample = random.Random(7).sample(entries, args.samples)
@@ -192,6 +193,7 @@ def main():
     print("target: first read <= 2 x (baseline + FUSE overhead) = %s: first read median %s "
           "(%.2f of the bound)" % (ms(bound), ms(med("cold_s")), med("cold_s") / bound))
     print("ingest %.1f s, roll %.1f s" % (ingest_s, roll_s))
+    br.load("end")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -68,6 +68,12 @@ def tree(work, uploads, min_kib=MIN_KIB, max_kib=MAX_KIB):
         return path, json.load(f)
 
 
+def load(when):
+    """Print the load average: other work on the machine skews the timings."""
+    print("load average at %s: %s (nproc %d)" % (when, " ".join("%.2f" % x for x in os.getloadavg()),
+                                                  os.cpu_count()), flush=True)
+
+
 def drop_caches():
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
@@ -215,6 +221,7 @@ def main():
         raise SystemExit("bench_roll.py needs root (FUSE mounts, drop_caches)")
 
     build(args.build)
+    load("start")
     src, entries = tree(args.work, args.uploads)
     runs = [(entries[:len(entries) // 4], "quarter"), (entries, "full")]
     results = []
@@ -246,6 +253,7 @@ def main():
               % (r["label"], r["uploads"], r["upload_bytes"] / 1e6, r["buffer_bytes"] / 1e6,
                  r["ingest_s"], r["ingest_peak_rss_kib"] / 1024, r["rss_before_kib"] / 1024,
                  r["stats"]["store_put_bytes"], r["stats"]["store_put_requests"]))
+    load("end")
     if not args.keep:
         for r in results:
             shutil.rmtree(r["work"], ignore_errors=True)

@@ -162,6 +162,7 @@ def main():
         raise SystemExit("bench_s3.py needs root (FUSE mounts, drop_caches, apt-get)")
 
     build(args.build)
+    br.load("start")
     ensure_rclone()
     src, entries = br.tree(args.work, args.uploads)
     work = tempfile.mkdtemp(prefix="s3-", dir=args.work)
@@ -331,6 +332,7 @@ def main():
     print("ingest %.1f s; dataset bytes median %d; archive bytes / dataset bytes (median) %.0f"
           % (ingest_s, med("length"), statistics.median(r["archive_size"] / r["length"]
                                                        for r in res)))
+    br.load("end")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
