@@ -27,6 +27,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -148,6 +149,17 @@ class Mount:
             os.close(fd)
         return time.monotonic() - t0
 
+    def roll_phases(self):
+        """(build, upload, commit) seconds of the last committed roll, from the daemon's log."""
+        self.log.flush()
+        found = None
+        with open(self.log.name) as f:
+            for line in f:
+                mt = re.search(r"\(build ([0-9.]+), upload ([0-9.]+), commit ([0-9.]+)\)", line)
+                if mt and "committed" in line:
+                    found = tuple(float(x) for x in mt.groups())
+        return found
+
     def close(self):
         subprocess.run(["fusermount3", "-u", self.mnt], check=False)
         try:
@@ -201,6 +213,8 @@ def run_size(build_dir, work_root, src, entries, label):
         res["roll_s"] = m.roll()
         res["roll_peak_rss_kib"] = m.peak_rss()
         st = m.stats()
+        time.sleep(0.2)  # the roll's log line
+        res["phases"] = m.roll_phases()
         res["stats"] = st
     finally:
         m.close()
@@ -253,6 +267,10 @@ def main():
               % (r["label"], r["uploads"], r["upload_bytes"] / 1e6, r["buffer_bytes"] / 1e6,
                  r["ingest_s"], r["ingest_peak_rss_kib"] / 1024, r["rss_before_kib"] / 1024,
                  r["stats"]["store_put_bytes"], r["stats"]["store_put_requests"]))
+        if r["phases"]:
+            print("%s: roll phases (daemon log): build %.2f s (SQLite -> local archives), upload "
+                  "%.2f s (copy into the store, fsync, rename), commit %.2f s"
+                  % ((r["label"],) + r["phases"]))
     load("end")
     if not args.keep:
         for r in results:

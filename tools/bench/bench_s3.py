@@ -184,6 +184,8 @@ def main():
         if st["rolls"] != 1 or st["buffer_bytes"] != 0 or st["last_roll_error"]:
             raise SystemExit("roll did not complete: %s" % st)
         put_bytes, puts = st["store_put_bytes"], st["store_put_requests"]
+        time.sleep(0.2)  # the roll's log line
+        phases = m.roll_phases()
         db = sqlite3.connect("file:%s?mode=ro" % m.catalog, uri=True)
         archives = [(aid, PREFIX + "/" + path, size, hlen) for aid, path, size, hlen in db.execute(
             "SELECT id, file_path, size, header_length FROM archived_files ORDER BY id")]
@@ -292,6 +294,10 @@ def main():
           % (curl_bytes, curl_put_s, cmbs))
     print("| battlefs roll to s3:// (build + %d PUTs + commit) | %d | %.2f | %.1f | %.2fx |"
           % (puts, put_bytes, roll_s, put_bytes / roll_s / 1e6, put_bytes / roll_s / 1e6 / cmbs))
+    if phases:
+        print()
+        print("battlefs roll phases (daemon log): build %.2f s (SQLite -> local archives), upload "
+              "%.2f s (SHA-256 of each archive, then its PUT), commit %.2f s" % phases)
     print()
     base = med("curl_s")
     print("| cat of one dataset (median of %d; page cache dropped before each) | latency "
