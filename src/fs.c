@@ -823,6 +823,27 @@ static int bfs_read(const char *path, char *buf, size_t size, off_t off, struct 
     return -EBADF;
 }
 
+/* Reject an upload that failed before close (too large, or its spool write
+ * failed): discard it, report it once, and make every later write and the
+ * close return err. Called with fs->lock held; releases it. */
+static int reject_upload_unlock(struct bfs_ctx *ctx, struct upload *u, int err)
+{
+    struct bfs_fs *fs = ctx->fs;
+    char what[PATH_MAX], reason[160];
+    snprintf(what, sizeof what, INCOMING "/%s", u->path);
+    if (err == -EFBIG)
+        snprintf(reason, sizeof reason, "upload larger than max_upload (%llu bytes)",
+                 (unsigned long long)ctx->opt.max_upload);
+    else
+        snprintf(reason, sizeof reason, "cannot spool the upload in the state directory: %s",
+                 strerror(-err));
+    u->result = err;
+    discard_upload(fs, u);
+    pthread_mutex_unlock(&fs->lock);
+    bfs_ingest_reject(ctx, what, reason);
+    return err;
+}
+
 static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
@@ -840,23 +861,16 @@ static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
     int rc;
     pthread_mutex_lock(&fs->lock);
     if (u->done) {
-        /* Already ingested (or rejected) at an earlier close of a duplicate. */
-        rc = -EBADF;
+        /* Already ingested (or rejected) at an earlier close of a duplicate,
+         * or rejected by an earlier write: that write's error again. */
+        rc = u->result < 0 ? u->result : -EBADF;
     } else if ((uint64_t)off + size > ctx->opt.max_upload) {
-        char what[PATH_MAX], reason[128];
-        snprintf(what, sizeof what, INCOMING "/%s", u->path);
-        snprintf(reason, sizeof reason, "upload larger than max_upload (%llu bytes)",
-                 (unsigned long long)ctx->opt.max_upload);
-        u->result = -EFBIG;
-        discard_upload(fs, u);
-        pthread_mutex_unlock(&fs->lock);
-        bfs_ingest_reject(ctx, what, reason);
-        return -EFBIG;
+        return reject_upload_unlock(ctx, u, -EFBIG);
     } else {
         ssize_t n = pwrite(u->fd, buf, size, off);
         if (n < 0) {
-            rc = -errno;
-            bfs_error("spool write for incoming/%s: %s", u->path, strerror(errno));
+            /* The spool copy is now incomplete: the upload cannot be stored. */
+            return reject_upload_unlock(ctx, u, -errno);
         } else {
             if ((uint64_t)off + (uint64_t)n > u->size)
                 u->size = (uint64_t)off + (uint64_t)n;
@@ -1011,8 +1025,6 @@ static int bfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
     if (nd.kind != N_IN)
         return is_data_tree(nd.kind) ? -EROFS : -EACCES;
     (void)fi;
-    if ((uint64_t)size > ctx->opt.max_upload)
-        return -EFBIG;
     struct bfs_fs *fs = ctx->fs;
     pthread_mutex_lock(&fs->lock);
     struct upload *u = find_upload(fs, nd.rel);
@@ -1020,6 +1032,8 @@ static int bfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
         rc = (find_dir(fs, nd.rel) || implicit_dir(nd.rel, nd.depth)) ? -EISDIR : -ENOENT;
     else if (u->done)
         rc = -EBADF;
+    else if ((uint64_t)size > ctx->opt.max_upload)
+        return reject_upload_unlock(ctx, u, -EFBIG);
     else if (ftruncate(u->fd, size) < 0)
         rc = -errno;
     else
