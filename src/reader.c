@@ -5,6 +5,8 @@
  * changing the byte stream (same blocks, same order), and new uploads only
  * append. So when a hot row of the snapshot has been rolled away, the reader
  * takes a fresh view, whose first `size` bytes are the same, and carries on.
+ * A read past the end of the view also takes a fresh view: the file may have
+ * grown since it was opened, and the kernel may already know the new size.
  */
 #include "battlefs/reader.h"
 
@@ -26,6 +28,7 @@ struct view {
     atomic_int refs;
     struct bfs_dataset_view v;
     uint64_t *start; /* start[i]: file offset of segment i */
+    uint64_t groups; /* upload commits before the view was taken */
 };
 
 struct bfs_reader {
@@ -33,9 +36,9 @@ struct bfs_reader {
     char table[BFS_NAME_MAX + 1];
     char period[BFS_NAME_MAX + 1];
     char dataset[BFS_NAME_MAX + 1];
-    pthread_mutex_t lock; /* guards cur */
+    pthread_mutex_t lock; /* guards cur and size */
     struct view *cur;
-    uint64_t size; /* the size at open: reads never go past it */
+    uint64_t size; /* the size of cur: reads never go past it */
 };
 
 static void view_put(struct view *w)
@@ -52,6 +55,8 @@ static int view_load(struct bfs_reader *r, struct view **out)
     struct view *w = calloc(1, sizeof *w);
     if (!w)
         return -ENOMEM;
+    /* Read before the snapshot: any upload committed after it changes this. */
+    w->groups = bfs_catalog_commit_groups(r->ctx->cat);
     int rc = bfs_catalog_dataset(r->ctx->cat, r->table, r->period, r->dataset, &w->v);
     if (rc < 0) {
         free(w);
@@ -103,9 +108,12 @@ int bfs_reader_open(struct bfs_ctx *ctx, const char *table, const char *period, 
     return 0;
 }
 
-uint64_t bfs_reader_size(const struct bfs_reader *r)
+uint64_t bfs_reader_size(struct bfs_reader *r)
 {
-    return r->size;
+    pthread_mutex_lock(&r->lock);
+    uint64_t size = r->size;
+    pthread_mutex_unlock(&r->lock);
+    return size;
 }
 
 void bfs_reader_close(struct bfs_reader *r)
@@ -133,15 +141,18 @@ static int view_refresh(struct bfs_reader *r, struct view *old)
     int rc = view_load(r, &w);
     if (rc < 0)
         return rc;
-    if (w->v.size < r->size || w->v.part.header_len != old->v.part.header_len) {
+    pthread_mutex_lock(&r->lock);
+    uint64_t size = r->size;
+    if (w->v.size < size || w->v.part.header_len != old->v.part.header_len) {
+        pthread_mutex_unlock(&r->lock);
         bfs_error("%s/%s/%s changed under an open file (size %llu -> %llu)", r->table, r->period,
-                  r->dataset, (unsigned long long)r->size, (unsigned long long)w->v.size);
+                  r->dataset, (unsigned long long)size, (unsigned long long)w->v.size);
         view_put(w);
         return -EIO;
     }
-    pthread_mutex_lock(&r->lock);
     struct view *prev = r->cur;
     r->cur = w;
+    r->size = w->v.size;
     pthread_mutex_unlock(&r->lock);
     view_put(prev);
     return 0;
@@ -193,12 +204,27 @@ static int read_cold(struct bfs_reader *r, const struct bfs_segment *s, uint64_t
     return 0;
 }
 
-ssize_t bfs_reader_read(struct bfs_reader *r, char *buf, size_t size, uint64_t off)
+/* The current end of the file: the view's size, or, when want goes past it
+ * and an upload has committed since the view was taken, a fresh view's. */
+static int reader_end(struct bfs_reader *r, uint64_t want, uint64_t *end)
 {
-    if (off >= r->size)
+    *end = bfs_reader_size(r);
+    if (want <= *end)
         return 0;
-    if (size > r->size - off)
-        size = (size_t)(r->size - off);
+    struct view *w = view_get(r);
+    int rc = 0;
+    if (w->groups != bfs_catalog_commit_groups(r->ctx->cat))
+        rc = view_refresh(r, w);
+    view_put(w);
+    if (rc < 0)
+        return rc;
+    *end = bfs_reader_size(r);
+    return 0;
+}
+
+/* Read exactly [off, off + size), which lies within the current view. */
+static int read_range(struct bfs_reader *r, char *buf, size_t size, uint64_t off)
+{
     size_t done = 0;
     int refreshes = 0;
     while (done < size) {
@@ -234,6 +260,29 @@ ssize_t bfs_reader_read(struct bfs_reader *r, char *buf, size_t size, uint64_t o
         if (rc < 0)
             return rc == -ENOENT ? -EIO : rc;
         done += n;
+    }
+    return 0;
+}
+
+ssize_t bfs_reader_read(struct bfs_reader *r, char *buf, size_t size, uint64_t off)
+{
+    size_t done = 0;
+    while (done < size) {
+        uint64_t end, pos = off + done;
+        int rc = reader_end(r, off + size, &end);
+        if (rc < 0)
+            return rc;
+        if (pos >= end)
+            break;
+        size_t n = end - pos < size - done ? (size_t)(end - pos) : size - done;
+        rc = read_range(r, buf + done, n, pos);
+        if (rc < 0)
+            return rc;
+        done += n;
+        /* Short of size: loop, for the file may have grown while we read (a
+         * slow cold read). The kernel takes a short reply for the end of the
+         * file and zero-fills the rest of the page, even when it already
+         * knows a larger size. */
     }
     return (ssize_t)done;
 }

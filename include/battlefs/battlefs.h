@@ -15,7 +15,7 @@ struct bfs_roller;
 struct bfs_fs;
 
 struct bfs_options {
-    char *store_url;   /* NULL until resolved: file://<state>/store */
+    char *store_url; /* NULL until resolved: file://<state>/store */
     char *mountpoint;
     char *state_dir;
     uint64_t roll_interval; /* seconds */
@@ -27,16 +27,16 @@ struct bfs_options {
     uint64_t read_chunk;
     char *endpoint;
     char *region;
-    char *fault;  /* test builds only: "roll:after-claim" etc., else NULL */
+    char *fault; /* test builds only: "roll:after-claim" etc., else NULL */
     int foreground;
     int debug;
 };
 
 struct bfs_ctx {
     struct bfs_options opt;
-    char *spool_dir;   /* <state>/spool */
-    char *cache_dir;   /* <state>/cache */
-    char *work_dir;    /* <state>/work (roll archives being built) */
+    char *spool_dir; /* <state>/spool */
+    char *cache_dir; /* <state>/cache */
+    char *work_dir;  /* <state>/work (roll archives being built) */
     struct bfs_catalog *cat;
     struct bfs_store *store;
     struct bfs_cache *cache;

@@ -22,8 +22,7 @@ enum bfs_log_level bfs_log_get_level(void);
  * daemon runs in the background, where stderr is /dev/null. */
 void bfs_log_to_syslog(int on);
 
-void bfs_log(enum bfs_log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void bfs_log(enum bfs_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define bfs_error(...) bfs_log(BFS_LOG_ERROR, __VA_ARGS__)
 #define bfs_warn(...)  bfs_log(BFS_LOG_WARN, __VA_ARGS__)

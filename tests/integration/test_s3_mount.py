@@ -593,8 +593,7 @@ def test_concurrent_cold_reads_during_rolls(s3, s3_mount_factory, gen):
     assert st["cache_misses"] == st["store_get_requests"] > max(st["cache_hits"], reads[0])
     gets = object_gets(s3)
     assert all(g[4] == 206 for g in gets) and len(gets) == st["store_get_requests"]
-    # the final content, read past the page cache (which a read in flight while the file grew
-    # can leave wrong: see test_read_in_flight_while_the_file_grows)
+    # the final content, read past the page cache
     for k, recs in ups.items():
         data = read_uncached(m.dataset_path(*k))
         assert data.startswith(want[k]) and gen_avro.read_ocf(data)[1] == recs, k
@@ -602,9 +601,6 @@ def test_concurrent_cold_reads_during_rolls(s3, s3_mount_factory, gen):
     assert counts == {k: len(v) for k, v in ups.items()}
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug (reader.c/fs.c): a read through a handle opened "
-                   "before an append is cut at the size at open; when the kernel already knows the "
-                   "new size it zero-fills the rest of the page and returns/caches those zeros")
 def test_read_in_flight_while_the_file_grows(s3, s3_mount_factory, gen):
     """A read of a cold file whose GET is slow (stalled 1.5 s) while an upload appends to the
     same dataset: the read returns only bytes of the file (a prefix of its new content), and
