@@ -63,11 +63,15 @@ struct vdir {
     char *path; /* relative to incoming/ */
 };
 
+struct handle;
+
 struct bfs_fs {
-    pthread_mutex_t lock;
+    pthread_mutex_t lock; /* guards everything below */
     struct upload *uploads;
     struct vdir *dirs;
+    struct handle *handles; /* open files; what is left at unmount is freed there */
     unsigned long long seq;
+    struct timespec mount_time; /* times of the directories */
 };
 
 enum node_kind {
@@ -95,6 +99,7 @@ struct node {
 enum handle_kind { H_UPLOAD, H_READER, H_TEXT, H_ROLL };
 
 struct handle {
+    struct handle *prev, *next; /* in fs->handles */
     enum handle_kind kind;
     struct upload *up;
     struct bfs_reader *rd;
@@ -388,13 +393,12 @@ static int ingest_upload(struct bfs_ctx *ctx, struct upload *u)
 /* ---- getattr / readdir ---- */
 
 /* Directories carry the mount time: they have no history of their own. */
-static struct timespec mount_time;
 
 static void fill_dir(struct stat *st, mode_t perm)
 {
     st->st_mode = S_IFDIR | perm;
     st->st_nlink = 2;
-    st->st_mtim = st->st_atim = st->st_ctim = mount_time;
+    st->st_mtim = st->st_atim = st->st_ctim = get_ctx()->fs->mount_time;
 }
 
 static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
@@ -677,6 +681,36 @@ static struct handle *new_handle(enum handle_kind kind)
     return h;
 }
 
+/* Give h to the kernel as fi->fh. Call with fs->lock held. */
+static void handle_attach_locked(struct bfs_fs *fs, struct handle *h, struct fuse_file_info *fi)
+{
+    h->prev = NULL;
+    h->next = fs->handles;
+    if (fs->handles)
+        fs->handles->prev = h;
+    fs->handles = h;
+    fi->fh = (uint64_t)(uintptr_t)h;
+}
+
+static void handle_attach(struct bfs_fs *fs, struct handle *h, struct fuse_file_info *fi)
+{
+    pthread_mutex_lock(&fs->lock);
+    handle_attach_locked(fs, h, fi);
+    pthread_mutex_unlock(&fs->lock);
+}
+
+/* Call with fs->lock held. */
+static void handle_detach(struct bfs_fs *fs, struct handle *h)
+{
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        fs->handles = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+}
+
 static int render_ctl(struct bfs_ctx *ctx, enum node_kind kind, struct bfs_buf *out)
 {
     if (kind == N_CTL_ERRORS)
@@ -719,7 +753,7 @@ static int bfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
     if (rc == 0 && u) {
         u->opens++;
         h->up = u;
-        fi->fh = (uint64_t)(uintptr_t)h;
+        handle_attach_locked(fs, h, fi);
         fi->direct_io = 1; /* the spool file is the truth; no page cache for uploads */
     }
     pthread_mutex_unlock(&fs->lock);
@@ -772,8 +806,14 @@ static int bfs_open(const char *path, struct fuse_file_info *fi)
             return -ENOMEM;
         pthread_mutex_lock(&fs->lock);
         struct upload *u = find_upload(fs, nd.rel);
+        if (!u && acc != O_RDONLY && nd.depth <= MAX_DEPTH) {
+            /* Ingested (or unlinked) between the kernel's lookup and this open,
+             * e.g. two writers of one name: the writer starts a new upload, as
+             * it would have with O_CREAT a moment later. */
+            u = new_upload(ctx, nd.rel, 0644, &rc);
+        }
         if (!u) {
-            rc = -ENOENT;
+            rc = rc < 0 ? rc : -ENOENT;
         } else {
             u->opens++;
             h->up = u;
@@ -790,7 +830,7 @@ static int bfs_open(const char *path, struct fuse_file_info *fi)
         free(h);
         return rc;
     }
-    fi->fh = (uint64_t)(uintptr_t)h;
+    handle_attach(ctx->fs, h, fi);
     return 0;
 }
 
@@ -909,11 +949,14 @@ static int bfs_release(const char *path, struct fuse_file_info *fi)
 {
     struct bfs_ctx *ctx = get_ctx();
     struct handle *h = get_handle(fi);
+    struct bfs_fs *fs = ctx->fs;
     (void)path;
+    pthread_mutex_lock(&fs->lock);
+    handle_detach(fs, h);
+    pthread_mutex_unlock(&fs->lock);
     if (h->kind == H_READER)
         bfs_reader_close(h->rd);
     if (h->kind == H_UPLOAD) {
-        struct bfs_fs *fs = ctx->fs;
         struct upload *u = h->up;
         pthread_mutex_lock(&fs->lock);
         u->opens--;
@@ -1169,7 +1212,7 @@ int bfs_fs_init(struct bfs_ctx *ctx)
         return -ENOMEM;
     pthread_mutex_init(&fs->lock, NULL);
     ctx->fs = fs;
-    clock_gettime(CLOCK_REALTIME, &mount_time);
+    clock_gettime(CLOCK_REALTIME, &fs->mount_time);
     /* Uploads a previous daemon never closed were never acknowledged: drop them. */
     DIR *d = opendir(ctx->spool_dir);
     if (!d) {
@@ -1192,6 +1235,18 @@ void bfs_fs_destroy(struct bfs_ctx *ctx)
     struct bfs_fs *fs = ctx->fs;
     if (!fs)
         return;
+    /* Files still open when the loop ended (a lazy unmount, a signal): the
+     * kernel will not release them. Their uploads were never acknowledged. */
+    while (fs->handles) {
+        struct handle *h = fs->handles;
+        handle_detach(fs, h);
+        if (h->kind == H_READER)
+            bfs_reader_close(h->rd);
+        if (h->kind == H_UPLOAD && --h->up->opens == 0 && !h->up->linked)
+            free_upload(h->up); /* linked ones are freed below */
+        bfs_buf_free(&h->text);
+        free(h);
+    }
     while (fs->uploads) {
         struct upload *u = fs->uploads;
         fs->uploads = u->next;
