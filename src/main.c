@@ -39,6 +39,7 @@ struct raw_opts {
     char *cache_size;
     char *archive_max_bytes;
     char *read_chunk;
+    char *store_timeout;
     char *endpoint;
     char *region;
     char *fault;
@@ -62,6 +63,7 @@ static const struct fuse_opt bfs_opts[] = {
     OPT("cache_size=%s", cache_size),
     OPT("archive_max_bytes=%s", archive_max_bytes),
     OPT("read_chunk=%s", read_chunk),
+    OPT("store_timeout=%s", store_timeout),
     OPT("endpoint=%s", endpoint),
     OPT("region=%s", region),
     OPT("fault=%s", fault),
@@ -111,6 +113,7 @@ static void usage(const char *prog)
         "    -o cache_size=BYTES        cold-read cache bound (1G)\n"
         "    -o archive_max_bytes=BYTES split larger roll groups (128M)\n"
         "    -o read_chunk=BYTES        largest single ranged GET (4M)\n"
+        "    -o store_timeout=SECONDS   bound on one S3 request, retries included (30)\n"
         "    -o endpoint=URL            S3 endpoint (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL)\n"
         "    -o region=NAME             S3 region (else AWS_REGION, else us-east-1)\n"
         "    -o log_level=LEVEL         error, warn, info (default) or debug\n"
@@ -255,6 +258,11 @@ static int resolve_options(struct raw_opts *r, struct bfs_options *o)
     rc |= size_opt("archive_max_bytes", r->archive_max_bytes, 128ull << 20, 4096,
                    &o->archive_max_bytes);
     rc |= size_opt("read_chunk", r->read_chunk, 4ull << 20, 4096, &o->read_chunk);
+    rc |= size_opt("store_timeout", r->store_timeout, 30, 1, &o->store_timeout);
+    if (rc == 0 && o->store_timeout > 86400) {
+        fprintf(stderr, "battlefs: -o store_timeout=%s: at most 86400 seconds\n", r->store_timeout);
+        rc = 1;
+    }
     if (rc)
         return -EINVAL;
     o->codec = BFS_CODEC_DEFLATE;
@@ -312,10 +320,19 @@ static int resolve_options(struct raw_opts *r, struct bfs_options *o)
 
 static void free_raw(struct raw_opts *r)
 {
-    char **s[] = {
-        &r->state,      &r->roll_interval,     &r->roll_bytes, &r->codec,    &r->max_upload,
-        &r->cache_size, &r->archive_max_bytes, &r->read_chunk, &r->endpoint, &r->region,
-        &r->fault,      &r->log_level};
+    char **s[] = {&r->state,
+                  &r->roll_interval,
+                  &r->roll_bytes,
+                  &r->codec,
+                  &r->max_upload,
+                  &r->cache_size,
+                  &r->archive_max_bytes,
+                  &r->read_chunk,
+                  &r->store_timeout,
+                  &r->endpoint,
+                  &r->region,
+                  &r->fault,
+                  &r->log_level};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
         free(*s[i]);
         *s[i] = NULL;
@@ -372,7 +389,7 @@ static int ctx_open_modules(struct bfs_ctx *ctx, int start)
     struct bfs_store_opts so = {
         .endpoint = ctx->opt.endpoint,
         .region = ctx->opt.region,
-        .timeout_s = 0,
+        .timeout_s = (unsigned)ctx->opt.store_timeout,
     };
     char msg[256] = "";
     rc = bfs_store_open(ctx->opt.store_url, &so, &ctx->stats, &ctx->store, msg, sizeof msg);

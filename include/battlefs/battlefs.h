@@ -25,6 +25,7 @@ struct bfs_options {
     uint64_t cache_size;
     uint64_t archive_max_bytes;
     uint64_t read_chunk;
+    uint64_t store_timeout; /* seconds: bound on one store operation, retries included */
     char *endpoint;
     char *region;
     char *fault; /* test builds only: "roll:after-claim" etc., else NULL */

@@ -370,6 +370,32 @@ def test_reads_when_the_store_fails(s3, s3_mount_factory, gen):
     check_datasets(m, ups)
 
 
+def test_store_timeout_bounds_a_hung_read(s3, s3_mount_factory, gen):
+    """-o store_timeout=3: a cold read from a store that stalls forever fails with EIO after
+    about 3 s (not the default 30 s); the next read, once the store answers, succeeds."""
+    m = s3_mount_factory(s3, store_timeout="3", cache_size="0")
+    m.expect_log(r"^s3: GET s3://\S+ bytes=\d+-\d+ failed: .*(timed out|Timeout)")
+    m.expect_log(r"^read of battle/%s/t: \S+ bytes \d+-\d+: " % PERIOD)
+    up = gen.upload("battle", 10, codec="deflate")
+    m.upload_ok("battle/%s/t.avro" % PERIOD, up.data)
+    want = m.read_bytes("battle", PERIOD, "t")
+    roll_ok(m)
+    stall = s3.add_fault("stall_body", method="GET", seconds=3600)
+    _, e, took = timed(read_direct, m.dataset_path("battle", PERIOD, "t"))
+    assert stall.applied >= 1
+    print("hung read: %s after %.1f s" % (errname(e), took))
+    assert e == errno.EIO and took < 20, (errname(e), took)  # 20: far below the default 30 s
+    s3.clear_faults()
+    assert read_uncached(m.dataset_path("battle", PERIOD, "t")) == want
+
+
+def test_bad_store_timeout_refuses_the_mount(s3, s3_mount_factory):
+    for bad in ("0", "x", "86401"):
+        m = s3_mount_factory(s3, start=False, store_timeout=bad)
+        r = subprocess.run(m.cmdline(), capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and "store_timeout" in r.stderr, (bad, r.stderr)
+
+
 def count_all_records(m):
     """{(table, period, dataset): records} over every per-dataset file (python3-avro)."""
     return {k: len(m.records(*k)) for k in m.datasets()}
