@@ -680,6 +680,7 @@ struct proc {
     avro_value_t value;
     bool have_value;
     avro_reader_t reader;
+    bool crosscheck; /* also decode every record with avro-c */
     struct prog prog;
     uint32_t root;
     uint64_t budget;
@@ -746,8 +747,9 @@ static void proc_free(struct proc *p)
     free(p->cmp);
 }
 
-/* Parse and compile the schema; set up avro-c. Error messages without a block. */
-static int proc_init(struct proc *p, const char *json, size_t len)
+/* Parse (avro-c) and compile the schema; with decode, also set up avro-c's
+ * generic reader for the cross-check. Error messages without a block. */
+static int proc_init(struct proc *p, const char *json, size_t len, bool decode)
 {
     static const char zero = 0;
     if (avro_schema_from_json_length(json, len, &p->schema) != 0 || !p->schema) {
@@ -764,6 +766,10 @@ static int proc_init(struct proc *p, const char *json, size_t len)
         return -EINVAL;
     }
     compute_zero(&p->prog);
+    p->budget = BFS_OCF_MAX_EMPTY;
+    p->crosscheck = decode;
+    if (!decode)
+        return 0;
     p->iface = avro_generic_class_from_schema(p->schema);
     if (!p->iface) {
         seterr(p->err, "schema is not supported by avro-c");
@@ -775,7 +781,6 @@ static int proc_init(struct proc *p, const char *json, size_t len)
     p->reader = avro_reader_memory(&zero, 0);
     if (!p->reader)
         return nomem(p);
-    p->budget = BFS_OCF_MAX_EMPTY;
     return 0;
 }
 
@@ -931,19 +936,20 @@ static int decode_records(struct proc *p, const uint8_t *data, size_t n, int64_t
                     count, n);
     }
     struct walk w = {.prog = &p->prog, .d = data, .len = n, .budget = &p->budget};
-    /* avro-c reads the records that the validator accepted, one after the
-     * other from the same bytes, and must end where the validator ended. */
-    avro_reader_memory_set_source(p->reader, (const char *)data, (int64_t)n);
+    /* Cross-check: avro-c reads the records that the validator accepted, one
+     * after the other from the same bytes, and must end where it ended. */
+    if (p->crosscheck)
+        avro_reader_memory_set_source(p->reader, (const char *)data, (int64_t)n);
     for (int64_t r = 1; r <= count; r++) {
         if (walk_value(&w, p->root, 0) < 0)
             return perr(p, "record %" PRId64 " does not decode against the schema (%s)", r, w.why);
-        if (avro_value_read(p->reader, &p->value) != 0)
+        if (p->crosscheck && avro_value_read(p->reader, &p->value) != 0)
             return perr(p, "record %" PRId64 " does not decode against the schema (avro-c)", r);
     }
     if (w.pos != n)
         return perr(p, "%zu bytes left after the block's %" PRId64 " records", n - w.pos, count);
     uint8_t extra;
-    if (count > 0 && avro_read(p->reader, &extra, 1) == 0)
+    if (p->crosscheck && count > 0 && avro_read(p->reader, &extra, 1) == 0)
         return perr(p, "the block's records do not decode against the schema (avro-c reads "
                        "fewer bytes)");
     return 0;
@@ -1037,7 +1043,7 @@ static int process(struct proc *p, const uint8_t *buf, size_t len, const uint8_t
 
 int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header *h,
                     const uint8_t sync[16], enum bfs_codec codec, struct bfs_buf *out,
-                    uint64_t *records, struct bfs_ocf_error *err)
+                    uint64_t *records, unsigned flags, struct bfs_ocf_error *err)
 {
     struct proc p = {.h = h, .err = err};
     if (records)
@@ -1052,7 +1058,7 @@ int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header 
         seterr(err, "truncated header");
         return -EINVAL;
     }
-    int rc = proc_init(&p, h->schema_json, h->schema_len);
+    int rc = proc_init(&p, h->schema_json, h->schema_len, (flags & BFS_OCF_CROSSCHECK) != 0);
     if (rc == 0)
         rc = process(&p, buf, len, sync, codec, out, records);
     proc_free(&p);
@@ -1119,7 +1125,7 @@ int bfs_ocf_parse_header(const uint8_t *buf, size_t len, struct bfs_ocf_header *
         seterr(err, "schema does not parse: %s", why);
     } else {
         struct proc p = {.h = h, .err = err};
-        rc = proc_init(&p, (const char *)schema->val, schema->val_len);
+        rc = proc_init(&p, (const char *)schema->val, schema->val_len, false);
         proc_free(&p);
     }
     if (rc == 0) {

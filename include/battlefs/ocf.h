@@ -67,8 +67,11 @@ int bfs_ocf_parse_header(const uint8_t *buf, size_t len, struct bfs_ocf_header *
  * blocks normalised to the layout (sync marker `sync`, codec `codec`) to out:
  * count, size, data, sync per block, no header. Checks: count >= 0, size
  * within the file, sync equal to the header's, nothing after the last block,
- * every record decodes with avro-c against h->schema_json and consumes the
- * block exactly. *records gets the total record count.
+ * every record decodes against h->schema_json (battlefs' own compiled
+ * validator) and the records consume the block exactly. With flags
+ * BFS_OCF_CROSSCHECK, every record is also decoded with avro-c, which must
+ * accept it and end at the same byte (a differential check for tests and the
+ * fuzzer; it doubles the cost). *records gets the total record count.
  * Blocks of count 0 are validated but left out of `out`. A block whose codec
  * equals `codec` is copied as it is (bytes after the end of a deflate stream
  * included: other readers ignore them); others are recompressed (deflate:
@@ -80,7 +83,8 @@ int bfs_ocf_parse_header(const uint8_t *buf, size_t len, struct bfs_ocf_header *
  * Returns 0, -EINVAL (err set) or -ENOMEM. On error out may hold partial data. */
 int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header *h,
                     const uint8_t sync[16], enum bfs_codec codec, struct bfs_buf *out,
-                    uint64_t *records, struct bfs_ocf_error *err);
+                    uint64_t *records, unsigned flags, struct bfs_ocf_error *err);
+#define BFS_OCF_CROSSCHECK 1u
 
 /* Append a layout header to out: magic, metadata map {avro.codec, avro.schema}
  * (keys sorted), sync. Deterministic: the same inputs give the same bytes. */

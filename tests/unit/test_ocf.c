@@ -187,7 +187,8 @@ static int check(const uint8_t *buf, size_t len, uint64_t *records, struct bfs_o
     if (rc < 0)
         return rc;
     struct bfs_buf out = {0};
-    rc = bfs_ocf_process(buf, len, &h, SYNC_B, BFS_CODEC_DEFLATE, &out, records, err);
+    rc = bfs_ocf_process(buf, len, &h, SYNC_B, BFS_CODEC_DEFLATE, &out, records, BFS_OCF_CROSSCHECK,
+                         err);
     bfs_buf_free(&out);
     bfs_ocf_header_free(&h);
     return rc;
@@ -343,7 +344,8 @@ static void test_fixtures(void **state)
             assert_int_equal(bfs_ocf_parse_header(buf, len, &h, &err), 0);
             assert_int_equal(h.codec, c);
             uint64_t got = 0;
-            assert_int_equal(bfs_ocf_process(buf, len, &h, h.sync, c, NULL, &got, &err), 0);
+            assert_int_equal(
+                bfs_ocf_process(buf, len, &h, h.sync, c, NULL, &got, BFS_OCF_CROSSCHECK, &err), 0);
             assert_int_equal(got, records);
             bfs_ocf_header_free(&h);
         }
@@ -366,7 +368,7 @@ static void normalise(const uint8_t *src, size_t len, const uint8_t sync[16], en
     assert_int_equal(bfs_ocf_parse_header(src, len, &h, &err), 0);
     whole->len = 0;
     assert_int_equal(bfs_ocf_layout_header(h.schema_json, h.schema_len, codec, sync, whole), 0);
-    int rc = bfs_ocf_process(src, len, &h, sync, codec, whole, records, &err);
+    int rc = bfs_ocf_process(src, len, &h, sync, codec, whole, records, BFS_OCF_CROSSCHECK, &err);
     if (rc != 0)
         fail_msg("process: %d %s", rc, err.msg);
     bfs_ocf_header_free(&h);
@@ -392,16 +394,16 @@ static void test_normalise_matrix(void **state)
             assert_int_equal(h.codec, codecs[t]);
             assert_memory_equal(h.sync, SYNC_B, 16);
             uint64_t again = 0;
-            assert_int_equal(
-                bfs_ocf_process(whole.data, whole.len, &h, SYNC_B, codecs[t], NULL, &again, &err),
-                0);
+            assert_int_equal(bfs_ocf_process(whole.data, whole.len, &h, SYNC_B, codecs[t], NULL,
+                                             &again, BFS_OCF_CROSSCHECK, &err),
+                             0);
             assert_int_equal(again, 50);
             /* Normalising a normalised file changes nothing. */
             struct bfs_buf second = {0};
             assert_int_equal(
                 bfs_ocf_layout_header(h.schema_json, h.schema_len, codecs[t], SYNC_B, &second), 0);
             assert_int_equal(bfs_ocf_process(whole.data, whole.len, &h, SYNC_B, codecs[t], &second,
-                                             &again, &err),
+                                             &again, BFS_OCF_CROSSCHECK, &err),
                              0);
             assert_int_equal(second.len, whole.len);
             assert_memory_equal(second.data, whole.data, whole.len);
@@ -431,8 +433,9 @@ static void test_normalise_matches_python(void **state)
         assert_int_equal(bfs_ocf_parse_header(src, len, &h, &err), 0);
         struct bfs_buf out = {0};
         uint64_t records;
-        assert_int_equal(
-            bfs_ocf_process(src, len, &h, py_sync, BFS_CODEC_NULL, &out, &records, &err), 0);
+        assert_int_equal(bfs_ocf_process(src, len, &h, py_sync, BFS_CODEC_NULL, &out, &records,
+                                         BFS_OCF_CROSSCHECK, &err),
+                         0);
         assert_int_equal(out.len, nlen - nhdr);
         assert_memory_equal(out.data, null_file + nhdr, out.len);
         bfs_buf_free(&out);
@@ -459,7 +462,9 @@ static void test_normalise_same_codec_copies(void **state)
         assert_int_equal(bfs_ocf_parse_header(src, len, &h, &err), 0);
         struct bfs_buf out = {0};
         uint64_t records;
-        assert_int_equal(bfs_ocf_process(src, len, &h, SYNC_B, codecs[i], &out, &records, &err), 0);
+        assert_int_equal(bfs_ocf_process(src, len, &h, SYNC_B, codecs[i], &out, &records,
+                                         BFS_OCF_CROSSCHECK, &err),
+                         0);
         assert_int_equal(out.len, len - hl);
         /* the body with every old sync marker replaced */
         uint8_t *want = malloc(len - hl);
@@ -502,8 +507,9 @@ static void test_concatenation(void **state)
         struct bfs_ocf_error err;
         assert_int_equal(bfs_ocf_parse_header(f.data, f.len, &h, &err), 0);
         uint64_t records;
-        assert_int_equal(
-            bfs_ocf_process(f.data, f.len, &h, sync, BFS_CODEC_SNAPPY, &all, &records, &err), 0);
+        assert_int_equal(bfs_ocf_process(f.data, f.len, &h, sync, BFS_CODEC_SNAPPY, &all, &records,
+                                         BFS_OCF_CROSSCHECK, &err),
+                         0);
         assert_int_equal(records, 5 * (i + 1));
         total += records;
         bfs_ocf_header_free(&h);
@@ -533,8 +539,9 @@ static void test_empty_blocks(void **state)
     assert_int_equal(h.header_len, hl);
     struct bfs_buf out = {0}, want = {0};
     uint64_t records;
-    assert_int_equal(
-        bfs_ocf_process(f.data, f.len, &h, SYNC_B, BFS_CODEC_NULL, &out, &records, &err), 0);
+    assert_int_equal(bfs_ocf_process(f.data, f.len, &h, SYNC_B, BFS_CODEC_NULL, &out, &records,
+                                     BFS_OCF_CROSSCHECK, &err),
+                     0);
     blk(&want, 0, 2, "null", SYNC_B);
     assert_int_equal(out.len, want.len);
     assert_memory_equal(out.data, want.data, out.len);
@@ -1072,8 +1079,8 @@ static void *worker(void *arg)
             return (void *)1;
         struct bfs_buf out = {0};
         uint64_t records = 0;
-        int rc =
-            bfs_ocf_process(src, len, &h, SYNC_B, (enum bfs_codec)(i % 3), &out, &records, &err);
+        int rc = bfs_ocf_process(src, len, &h, SYNC_B, (enum bfs_codec)(i % 3), &out, &records,
+                                 BFS_OCF_CROSSCHECK, &err);
         bfs_buf_free(&out);
         bfs_ocf_header_free(&h);
         if (rc != 0 || records != 50)
@@ -1082,7 +1089,8 @@ static void *worker(void *arg)
         src[len - 1] ^= 1;
         if (bfs_ocf_parse_header(src, len, &h, &err) != 0)
             return (void *)3;
-        rc = bfs_ocf_process(src, len, &h, SYNC_B, BFS_CODEC_NULL, NULL, &records, &err);
+        rc = bfs_ocf_process(src, len, &h, SYNC_B, BFS_CODEC_NULL, NULL, &records,
+                             BFS_OCF_CROSSCHECK, &err);
         bfs_ocf_header_free(&h);
         src[len - 1] ^= 1;
         if (rc != -EINVAL || !strstr(err.msg, "block 3 at byte"))
