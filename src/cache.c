@@ -91,11 +91,14 @@ struct bfs_cache {
 
 /* ---- identity ---------------------------------------------------------- */
 
-static void unit_id(const char *key, uint64_t off, uint64_t len, uint8_t id[32])
+/* 0, -ENOMEM, -EIO (SHA-256 failed). */
+static int unit_id(const char *key, uint64_t off, uint64_t len, uint8_t id[32])
 {
     struct bfs_sha256 h;
     uint8_t be[17];
-    bfs_sha256_init(&h);
+    int rc = bfs_sha256_init(&h);
+    if (rc < 0)
+        return rc;
     bfs_sha256_update(&h, key, strlen(key));
     be[0] = 0;
     for (int i = 0; i < 8; i++) {
@@ -103,7 +106,7 @@ static void unit_id(const char *key, uint64_t off, uint64_t len, uint8_t id[32])
         be[9 + i] = (uint8_t)(len >> (56 - 8 * i));
     }
     bfs_sha256_update(&h, be, sizeof be);
-    bfs_sha256_final(&h, id);
+    return bfs_sha256_final(&h, id);
 }
 
 static void id_name(const uint8_t id[32], char name[NAME_LEN + 1])
@@ -286,7 +289,12 @@ int bfs_cache_read(struct bfs_cache *c, struct bfs_store *st, const char *key, u
         return 0;
     uint8_t id[32];
     char name[NAME_LEN + 1];
-    unit_id(key, unit_off, unit_len, id);
+    int idrc = unit_id(key, unit_off, unit_len, id);
+    if (idrc < 0) {
+        bfs_error("cache: naming the entry of %s bytes %" PRIu64 "+%" PRIu64 ": %s", key, unit_off,
+                  unit_len, strerror(-idrc));
+        return idrc;
+    }
     id_name(id, name);
     uint64_t rel = want_off - unit_off;
 

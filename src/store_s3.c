@@ -864,7 +864,12 @@ static int s3_put(struct bfs_store *base, const char *key, const char *local_pat
     }
     /* The payload hash, streamed: the file is never held in memory whole. */
     struct bfs_sha256 ctx;
-    bfs_sha256_init(&ctx);
+    int hrc = bfs_sha256_init(&ctx);
+    if (hrc < 0) {
+        bfs_error("s3: PUT %s: SHA-256: %s", key, strerror(-hrc));
+        close(fd);
+        return hrc;
+    }
     uint8_t chunk[65536];
     uint64_t total = 0;
     for (;;) {
@@ -874,6 +879,7 @@ static int s3_put(struct bfs_store *base, const char *key, const char *local_pat
         if (got < 0) {
             int e = errno;
             bfs_error("s3: PUT %s: reading %s: %s", key, local_path, strerror(e));
+            bfs_sha256_discard(&ctx);
             close(fd);
             return -e;
         }
@@ -882,13 +888,18 @@ static int s3_put(struct bfs_store *base, const char *key, const char *local_pat
         bfs_sha256_update(&ctx, chunk, (size_t)got);
         total += (uint64_t)got;
     }
+    uint8_t digest[32];
+    hrc = bfs_sha256_final(&ctx, digest);
+    if (hrc < 0) {
+        bfs_error("s3: PUT %s: SHA-256: %s", key, strerror(-hrc));
+        close(fd);
+        return hrc;
+    }
     if (total != (uint64_t)sb.st_size) {
         bfs_error("s3: PUT %s: %s changed size while being hashed", key, local_path);
         close(fd);
         return -EIO;
     }
-    uint8_t digest[32];
-    bfs_sha256_final(&ctx, digest);
 
     struct s3_req r;
     req_init(&r, st, "PUT", key);

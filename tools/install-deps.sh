@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages battlefs needs. Idempotent.
-#   tools/install-deps.sh          build + run (libfuse3, avro-c, sqlite3, libcurl)
+#   tools/install-deps.sh          build + run (libfuse3, avro-c, sqlite3, libcurl, libcrypto)
 #   tools/install-deps.sh --test   also everything the test suite and benchmarks use
 set -euo pipefail
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 pkgs=(build-essential pkg-config meson ninja-build fuse3 libfuse3-dev libavro-dev
-      libsqlite3-dev libcurl4-openssl-dev libjansson-dev zlib1g-dev libsnappy-dev liblzma-dev)
+      libsqlite3-dev libcurl4-openssl-dev libssl-dev libjansson-dev zlib1g-dev libsnappy-dev
+      liblzma-dev)
 if [ "$want_test" = 1 ]; then
   pkgs+=(clang libclang-rt-14-dev llvm libcmocka-dev avro-bin python3-avro python3-pytest
          python3-botocore python3-snappy rsync sqlite3 curl procps psmisc clang-format)

@@ -27,7 +27,7 @@ void bfs_cache_close(struct bfs_cache *c);
  * (cache disk full) is logged once and the read still succeeds.
  * Counts cache_misses (units fetched) and cache_hits (reads served without a
  * fetch of their own). Thread-safe. 0, -EINVAL (want outside the unit, empty
- * unit), or the store's error (nothing is kept then). */
+ * unit), -ENOMEM, or the store's error (nothing is kept then). */
 int bfs_cache_read(struct bfs_cache *c, struct bfs_store *st, const char *key, uint64_t unit_off,
                    uint64_t unit_len, uint64_t want_off, uint64_t want_len, void *buf);
 
