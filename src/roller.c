@@ -27,14 +27,23 @@
  *     same bytes, same keys), before the roll thread starts.
  *
  * Local archive files are named "<roll-id>-<i>.avro" (i counting all archives
- * of the roll). They are not fsynced: they are only the source of the put, the
- * store makes its copy durable, and after a crash they are rebuilt from the
- * catalog, never reused (stale ones are removed when a roll starts). Each one is
- * removed as soon as its put succeeded, so the work directory holds at most one
- * roll's archives. If the mount is restarted with another archive_max_bytes
- * while a roll is pending, the rebuilt roll splits differently: the objects put
- * before the crash under other keys are unreferenced (never read), not
- * duplicated data.
+ * of the roll). The roller does not fsync them: they are only the source of the
+ * put, the store makes what it keeps durable, and after a crash they are
+ * rebuilt from the catalog, never reused (stale ones are removed when a roll
+ * starts). Each one is removed as soon as its put succeeded, so the work
+ * directory holds at most one roll's archives. If the mount is restarted with
+ * another archive_max_bytes while a roll is pending, the rebuilt roll splits
+ * differently: the objects put before the crash under other keys are
+ * unreferenced (never read), not duplicated data.
+ *
+ * The put may take the file itself (may_link: file:// hard-links it into the
+ * store when both are on one file system and fsyncs it there, so no byte is
+ * copied twice). So an archive is never written again once put, and a new one
+ * is always a new file (O_EXCL, never O_TRUNC): a stale name that could not be
+ * removed fails the roll instead of truncating what may be a store object.
+ * When the store wants it (put_wants_sha256: s3://), each archive's SHA-256 is
+ * computed as its bytes are written and handed to the put, which then does not
+ * read the file once more to hash it.
  *
  * Fault injection (only in builds with -DBFS_FAULT_INJECTION, meson
  * -Dfault_injection=true; -o fault=STEP, optionally written "roll:STEP"):
@@ -74,6 +83,7 @@
 #include "battlefs/errors.h"
 #include "battlefs/log.h"
 #include "battlefs/names.h"
+#include "battlefs/sha256.h"
 #include "battlefs/stats.h"
 #include "battlefs/store.h"
 
@@ -125,7 +135,8 @@ static void fault_point(const struct bfs_ctx *ctx, const char *step, const char 
 
 struct archive {
     char *key;
-    char *path; /* the local file; NULL once removed */
+    char *path;         /* the local file; NULL once removed */
+    uint8_t sha256[32]; /* of the whole file, when b->hashing */
     char table[BFS_NAME_MAX + 1];
     char period[BFS_NAME_MAX + 1];
     uint64_t size;
@@ -147,7 +158,9 @@ struct build {
     char err[ROLL_ERR_MAX]; /* the reason of the failure (without the roll id) */
     uint8_t *buf;           /* ROLL_CHUNK bytes: data not yet written to fd */
     size_t buf_len;
-    int fd; /* the open archive (arch[n_arch - 1]) or -1 */
+    int fd;                /* the open archive (arch[n_arch - 1]) or -1 */
+    int hashing;           /* compute each archive's SHA-256 for the put */
+    struct bfs_sha256 sha; /* of the open archive's bytes written so far (when hashing) */
     struct archive *arch;
     size_t n_arch, cap_arch;
     struct index_ent *idx;
@@ -202,14 +215,22 @@ static struct archive *cur_archive(struct build *b)
     return &b->arch[b->n_arch - 1];
 }
 
+/* Write bytes to the open archive's file (and its hash). */
+static int write_out(struct build *b, const uint8_t *p, size_t n)
+{
+    if (b->hashing)
+        bfs_sha256_update(&b->sha, p, n);
+    int rc = write_all(b->fd, p, n);
+    return rc < 0 ? fail(b, rc, "write %s", cur_archive(b)->path) : 0;
+}
+
 static int flush_buf(struct build *b)
 {
     if (b->buf_len == 0)
         return 0;
-    struct archive *a = cur_archive(b);
-    int rc = write_all(b->fd, b->buf, b->buf_len);
+    int rc = write_out(b, b->buf, b->buf_len);
     if (rc < 0)
-        return fail(b, rc, "write %s", a->path);
+        return rc;
     b->buf_len = 0;
     return 0;
 }
@@ -221,10 +242,8 @@ static int out_write(struct build *b, const void *p, size_t n)
         int rc = flush_buf(b);
         if (rc < 0)
             return rc;
-        if (n > ROLL_CHUNK) {
-            rc = write_all(b->fd, p, n);
-            return rc < 0 ? fail(b, rc, "write %s", cur_archive(b)->path) : 0;
-        }
+        if (n > ROLL_CHUNK)
+            return write_out(b, p, n);
     }
     memcpy(b->buf + b->buf_len, p, n);
     b->buf_len += n;
@@ -269,12 +288,22 @@ static int open_archive(struct build *b, const char *table, const char *period)
     a->first_index = b->n_idx;
     b->n_arch++;
     b->group_n++;
-    b->fd = open(a->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* Never O_TRUNC: a stale file of that name may be linked into the store. */
+    b->fd = open(a->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (b->fd < 0) {
         int rc = -errno;
-        free(a->path); /* nothing to remove */
+        fail(b, rc, "create %s", a->path);
+        free(a->path); /* nothing to remove (or not ours) */
         a->path = NULL;
-        return fail(b, rc, "create %s", b->arch[b->n_arch - 1].key);
+        return rc;
+    }
+    if (b->hashing) {
+        int rc = bfs_sha256_init(&b->sha);
+        if (rc < 0) {
+            close(b->fd);
+            b->fd = -1;
+            return fail(b, rc, "SHA-256 of %s", a->path);
+        }
     }
     b->arch_rows = 0;
     b->ds_open = 0;
@@ -293,6 +322,11 @@ static int close_archive(struct build *b)
         rc = fail(b, -errno, "close %s", a->path);
     b->fd = -1;
     b->ds_open = 0;
+    if (b->hashing) {
+        int hrc = bfs_sha256_final(&b->sha, a->sha256);
+        if (hrc < 0 && rc == 0)
+            rc = fail(b, hrc, "SHA-256 of %s", a->path);
+    }
     if (rc < 0)
         return rc;
     a->n_index = b->n_idx - a->first_index;
@@ -411,6 +445,7 @@ static void build_free(struct build *b)
     if (b->fd >= 0)
         close(b->fd);
     b->fd = -1;
+    bfs_sha256_discard(&b->sha);
     for (size_t i = 0; i < b->n_arch; i++) {
         remove_local(b, &b->arch[i]);
         free(b->arch[i].key);
@@ -488,7 +523,12 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
         struct archive *a = &b->arch[i];
         if (fault_is(ctx, "put-fail"))
             return fail(b, -EIO, "put %s (fault put-fail)", a->key);
-        rc = bfs_store_put(ctx->store, a->key, a->path);
+        const struct bfs_put_src src = {
+            .path = a->path,
+            .sha256 = b->hashing ? a->sha256 : NULL,
+            .may_link = 1, /* never written again; removed right after the put */
+        };
+        rc = bfs_store_put_src(ctx->store, a->key, &src);
         if (rc < 0)
             return fail(b, rc, "put %s", a->key);
         remove_local(b, a);
@@ -574,7 +614,8 @@ static int roll_step(struct bfs_ctx *ctx, int *did, int *was_pending)
         goto failed;
     }
 
-    struct build b = {.ctx = ctx, .roll_id = roll_id, .fd = -1};
+    struct build b = {
+        .ctx = ctx, .roll_id = roll_id, .fd = -1, .hashing = ctx->store->put_wants_sha256};
     rc = roll_finish(&b, rows, bytes);
     if (rc < 0) {
         snprintf(reason, sizeof reason, "roll %s: %s", roll_id, b.err[0] ? b.err : strerror(-rc));

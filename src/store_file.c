@@ -5,12 +5,19 @@
  * store keeps working on the directory it was opened on and needs no shared
  * mutable state: every operation is thread-safe.
  *
- * put: copy the local file to "<dir of key>/.bfs-tmp-<pid>-<n>-<leaf>" (0600,
- *   parent directories created 0700 as needed, each new one made durable by
- *   an fsync of its parent), fsync it, rename it over the key, fsync the
- *   directory. Readers see the old object or the new one, never a partial one.
- *   On failure the temporary file is removed (directories created on the way
- *   stay; they hold no objects).
+ * put: make "<dir of key>/.bfs-tmp-<pid>-<n>-<leaf>" (0600, parent directories
+ *   created 0700 as needed, each new one made durable by an fsync of its
+ *   parent) hold the local file's bytes, fsync it, rename it over the key,
+ *   fsync the directory. Readers see the old object or the new one, never a
+ *   partial one. On failure the temporary file is removed (directories created
+ *   on the way stay; they hold no objects).
+ *   The temporary file is a copy, or, when the caller allows it (may_link: the
+ *   file will not change and is removed after the put), a hard link to the
+ *   local file itself: no byte is copied, and the fsync makes the caller's
+ *   bytes durable (the roller does not fsync its archives). A link that fails
+ *   for any reason (EXDEV: another file system; EPERM: no hard links there or
+ *   protected_hardlinks; EMLINK; ...) falls back to the copy, which then
+ *   reports its own errors. The linked object takes mode 0600 like a copy.
  * get_range: pread of exactly len bytes; a range past the end is -EIO before
  *   anything is read; a file that shrinks under the read is -EIO too.
  * list: a recursive walk from the deepest directory the prefix names, skipping
@@ -181,11 +188,54 @@ static int copy_fd(int src, int dst, uint64_t size)
     return 0;
 }
 
-static int file_put(struct bfs_store *base, const char *key, const char *local_path)
+/* Make tmp (in dfd) a hard link to the source file, open as src with stat sb.
+ * 1: linked; 0: not (the reason logged at DEBUG; the caller copies). */
+static int link_temp(int src, const struct stat *sb, const char *path, int dfd, const char *tmp,
+                     const char *key)
+{
+    if (linkat(AT_FDCWD, path, dfd, tmp, 0) < 0) {
+        bfs_debug("file store: put %s: cannot link %s (%s): copying it", key, path,
+                  strerror(errno));
+        return 0;
+    }
+    /* path must still name the file that was opened (and not a symbolic link,
+     * which linkat links itself), and the object is 0600 like a copy. */
+    struct stat lb;
+    const char *why = NULL;
+    if (fstatat(dfd, tmp, &lb, AT_SYMLINK_NOFOLLOW) < 0)
+        why = strerror(errno);
+    else if (lb.st_dev != sb->st_dev || lb.st_ino != sb->st_ino)
+        why = "it was replaced after it was opened";
+    else if ((sb->st_mode & 07777) != 0600 && fchmod(src, 0600) < 0)
+        why = strerror(errno);
+    if (!why)
+        return 1;
+    bfs_debug("file store: put %s: linked %s but %s: copying it", key, path, why);
+    if (unlinkat(dfd, tmp, 0) < 0 && errno != ENOENT)
+        bfs_debug("file store: put %s: removing %s: %s", key, tmp, strerror(errno));
+    return 0;
+}
+
+/* Fill the new temporary file tmp (in dfd) with a copy of src (size bytes)
+ * and fsync it. */
+static int copy_temp(int src, uint64_t size, int dfd, const char *tmp)
+{
+    int tfd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (tfd < 0)
+        return -errno;
+    int rc = copy_fd(src, tfd, size);
+    if (rc == 0 && fsync(tfd) < 0)
+        rc = -errno;
+    int crc = close_checked(tfd);
+    return rc < 0 ? rc : crc;
+}
+
+static int file_put(struct bfs_store *base, const char *key, const struct bfs_put_src *ps)
 {
     struct file_store *st = fs_of(base);
-    if (bfs_store_key_check(key) < 0 || !local_path)
+    if (bfs_store_key_check(key) < 0 || !ps || !ps->path)
         return -EINVAL;
+    const char *local_path = ps->path;
     int src = open(local_path, O_RDONLY | O_CLOEXEC);
     if (src < 0) {
         int e = errno;
@@ -218,27 +268,21 @@ static int file_put(struct bfs_store *base, const char *key, const char *local_p
     snprintf(tmp, sizeof tmp, "%s%ld-%" PRIu64 "-%.200s", BFS_STORE_TEMP_PREFIX, (long)getpid(),
              seq, leaf);
     int rc = 0;
-    int tfd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (tfd < 0) {
-        rc = -errno;
-        goto out;
+    int linked = ps->may_link && link_temp(src, &sb, local_path, dfd, tmp, key);
+    if (linked) {
+        if (fsync(src) < 0)
+            rc = -errno;
+    } else {
+        rc = copy_temp(src, size, dfd, tmp);
     }
-    rc = copy_fd(src, tfd, size);
-    if (rc == 0 && fsync(tfd) < 0)
-        rc = -errno;
-    int crc = close_checked(tfd);
-    if (rc == 0)
-        rc = crc;
     if (rc == 0 && renameat(dfd, tmp, dfd, leaf) < 0)
         rc = -errno;
-    if (rc < 0) {
-        if (unlinkat(dfd, tmp, 0) < 0 && errno != ENOENT)
-            bfs_debug("file store: put %s: removing %s: %s", key, tmp, strerror(errno));
-        goto out;
-    }
-    if (fsync(dfd) < 0)
+    /* A link renamed over a link to the same file is a no-op that leaves tmp
+     * (rename(2)); a failure leaves it too. */
+    if ((rc < 0 || linked) && unlinkat(dfd, tmp, 0) < 0 && errno != ENOENT)
+        bfs_debug("file store: put %s: removing %s: %s", key, tmp, strerror(errno));
+    if (rc == 0 && fsync(dfd) < 0)
         rc = -errno; /* renamed, but not known to be durable: report it */
-out:
     if (rc < 0)
         bfs_debug("file store: put %s: %s", key, strerror(-rc));
     close(dfd);

@@ -2,8 +2,9 @@
  *
  * Requests are signed by libcurl (CURLOPT_AWS_SIGV4, "aws:amz:<region>:s3").
  * libcurl 7.88 does not add x-amz-content-sha256 by itself, so every request
- * carries it: the SHA-256 of the PUT body (computed by streaming the file
- * before the upload), or of the empty string otherwise; curl then signs it.
+ * carries it: the SHA-256 of the PUT body (the caller's, when it passes one,
+ * else computed by streaming the file before the upload), or of the empty
+ * string otherwise; curl then signs it.
  *
  * Addressing: path-style (<endpoint>/<bucket>/<key>) when an endpoint is given
  * (-o endpoint, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL), virtual-host style
@@ -839,11 +840,54 @@ static int key_ok(const char *op, const char *key)
 
 /* ---- operations ------------------------------------------------------- */
 
-static int s3_put(struct bfs_store *base, const char *key, const char *local_path)
+/* The SHA-256 of fd's size bytes, streamed: the file is never held in memory
+ * whole. 0, -EIO if the file changed size, -errno. */
+static int hash_file(int fd, uint64_t size, const char *key, const char *path, uint8_t out[32])
+{
+    struct bfs_sha256 ctx;
+    int rc = bfs_sha256_init(&ctx);
+    if (rc < 0) {
+        bfs_error("s3: PUT %s: SHA-256: %s", key, strerror(-rc));
+        return rc;
+    }
+    uint8_t chunk[65536];
+    uint64_t total = 0;
+    for (;;) {
+        ssize_t got = read(fd, chunk, sizeof chunk);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            rc = -errno;
+            bfs_error("s3: PUT %s: reading %s: %s", key, path, strerror(-rc));
+            break;
+        }
+        if (got == 0)
+            break;
+        bfs_sha256_update(&ctx, chunk, (size_t)got);
+        total += (uint64_t)got;
+    }
+    int frc = bfs_sha256_final(&ctx, out);
+    if (rc < 0)
+        return rc;
+    if (frc < 0) {
+        bfs_error("s3: PUT %s: SHA-256: %s", key, strerror(-frc));
+        return frc;
+    }
+    if (total != size) {
+        bfs_error("s3: PUT %s: %s changed size while being hashed", key, path);
+        return -EIO;
+    }
+    return 0;
+}
+
+static int s3_put(struct bfs_store *base, const char *key, const struct bfs_put_src *src)
 {
     struct s3_store *st = (struct s3_store *)base;
     if (!key_ok("PUT", key))
         return -EINVAL;
+    if (!src || !src->path)
+        return -EINVAL;
+    const char *local_path = src->path;
     int fd = open(local_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
@@ -862,43 +906,16 @@ static int s3_put(struct bfs_store *base, const char *key, const char *local_pat
         close(fd);
         return -EINVAL;
     }
-    /* The payload hash, streamed: the file is never held in memory whole. */
-    struct bfs_sha256 ctx;
-    int hrc = bfs_sha256_init(&ctx);
-    if (hrc < 0) {
-        bfs_error("s3: PUT %s: SHA-256: %s", key, strerror(-hrc));
-        close(fd);
-        return hrc;
-    }
-    uint8_t chunk[65536];
-    uint64_t total = 0;
-    for (;;) {
-        ssize_t got = read(fd, chunk, sizeof chunk);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            int e = errno;
-            bfs_error("s3: PUT %s: reading %s: %s", key, local_path, strerror(e));
-            bfs_sha256_discard(&ctx);
-            close(fd);
-            return -e;
-        }
-        if (got == 0)
-            break;
-        bfs_sha256_update(&ctx, chunk, (size_t)got);
-        total += (uint64_t)got;
-    }
+    uint64_t total = (uint64_t)sb.st_size;
     uint8_t digest[32];
-    hrc = bfs_sha256_final(&ctx, digest);
-    if (hrc < 0) {
-        bfs_error("s3: PUT %s: SHA-256: %s", key, strerror(-hrc));
-        close(fd);
-        return hrc;
-    }
-    if (total != (uint64_t)sb.st_size) {
-        bfs_error("s3: PUT %s: %s changed size while being hashed", key, local_path);
-        close(fd);
-        return -EIO;
+    if (src->sha256) {
+        memcpy(digest, src->sha256, sizeof digest);
+    } else {
+        int hrc = hash_file(fd, total, key, local_path, digest);
+        if (hrc < 0) {
+            close(fd);
+            return hrc;
+        }
     }
 
     struct s3_req r;
@@ -1260,6 +1277,7 @@ int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_s
         pthread_mutex_init(&st->share_lock[i], NULL);
     pthread_mutex_init(&st->pool_lock, NULL);
     st->base.ops = &s3_ops;
+    st->base.put_wants_sha256 = 1;
     st->timeout_s = opts && opts->timeout_s ? opts->timeout_s : S3_DEFAULT_TIMEOUT_S;
     const char *mk = getenv("BATTLEFS_S3_LIST_MAX_KEYS"); /* tests: force pagination */
     if (mk && mk[0]) {

@@ -11,7 +11,8 @@
  * the file:// backend's temporary files).
  *
  * Counting: each backend adds to st->stats (when not NULL) after a successful
- * operation only: put -> store_put_requests + 1, store_put_bytes + file size;
+ * operation only: put -> store_put_requests + 1, store_put_bytes + file size
+ * (whether the bytes were copied, sent or the file linked);
  * get_range -> store_get_requests + 1, store_get_bytes + len (the bytes
  * actually fetched). A get_range of len 0 does no I/O and counts nothing.
  *
@@ -28,11 +29,23 @@
 struct bfs_stats;
 struct bfs_store;
 
+/* What a put uploads: a local regular file, and what the caller knows of it. */
+struct bfs_put_src {
+    const char *path;      /* the local file */
+    const uint8_t *sha256; /* its SHA-256 (32 bytes) if known, else NULL. s3:// then sends it
+                            * as x-amz-content-sha256 instead of reading the file once more
+                            * to compute it (a wrong one makes S3 refuse the PUT) */
+    int may_link;          /* nonzero: the file will not change again and the caller removes
+                            * it after the put, so the store may take the file itself
+                            * instead of a copy (file:// hard-links it when it can) */
+};
+
 struct bfs_store_ops {
-    /* Upload the local file under key, atomically (readers see all or nothing).
-     * Putting an existing key replaces it (a repeated put of the same bytes is
-     * harmless). file://: -EROFS, -ENOSPC, -EACCES, -EDQUOT pass through. */
-    int (*put)(struct bfs_store *st, const char *key, const char *local_path);
+    /* Upload src->path under key, atomically (readers see all or nothing) and,
+     * on success, durably. Putting an existing key replaces it (a repeated put
+     * of the same bytes is harmless). file://: -EROFS, -ENOSPC, -EACCES,
+     * -EDQUOT pass through. */
+    int (*put)(struct bfs_store *st, const char *key, const struct bfs_put_src *src);
     /* Read exactly len bytes at off of key into buf. -ENOENT no such key,
      * -EIO (short, wrong range, transport), -ETIMEDOUT. Never partial. */
     int (*get_range)(struct bfs_store *st, const char *key, uint64_t off, uint64_t len, void *buf);
@@ -49,6 +62,8 @@ struct bfs_store {
     const struct bfs_store_ops *ops;
     struct bfs_stats *stats; /* store_get_* / store_put_* are counted here; may be NULL */
     char *url;               /* as given, for messages (no secrets) */
+    int put_wants_sha256;    /* put uses the file's SHA-256: a caller that can compute it
+                              * cheaply (while writing the file) should pass it */
 };
 
 struct bfs_store_opts {
@@ -63,9 +78,16 @@ int bfs_store_open(const char *url, const struct bfs_store_opts *opts, struct bf
                    struct bfs_store **out, char *msg, size_t msglen);
 void bfs_store_close(struct bfs_store *st);
 
+static inline int bfs_store_put_src(struct bfs_store *st, const char *key,
+                                    const struct bfs_put_src *src)
+{
+    return st->ops->put(st, key, src);
+}
+/* A put of path with nothing known: no digest, never linked (the file is copied). */
 static inline int bfs_store_put(struct bfs_store *st, const char *key, const char *path)
 {
-    return st->ops->put(st, key, path);
+    const struct bfs_put_src src = {.path = path, .sha256 = NULL, .may_link = 0};
+    return st->ops->put(st, key, &src);
 }
 static inline int bfs_store_get_range(struct bfs_store *st, const char *key, uint64_t off,
                                       uint64_t len, void *buf)

@@ -72,9 +72,9 @@ static int fake_get(struct bfs_store *st, const char *key, uint64_t off, uint64_
     return 0;
 }
 
-static int fake_put(struct bfs_store *st, const char *key, const char *path)
+static int fake_put(struct bfs_store *st, const char *key, const struct bfs_put_src *src)
 {
-    (void)st, (void)key, (void)path;
+    (void)st, (void)key, (void)src;
     return -ENOTSUP;
 }
 static int fake_list(struct bfs_store *st, const char *prefix,

@@ -621,6 +621,222 @@ static void test_file_list_del(void **state)
     free(root);
 }
 
+/* ---- file:// put that takes the file (may_link) ------------------------- */
+
+/* A temporary directory with an empty store directory "store" in it. */
+struct tmp_store {
+    char *dir, *root;
+    struct bfs_store *st; /* open on root with stats, or NULL */
+    struct bfs_stats stats;
+};
+
+static void tmp_store_new(struct tmp_store *t, int open_store)
+{
+    bfs_stats_init(&t->stats);
+    t->dir = make_tmpdir();
+    t->root = path_join(t->dir, "store");
+    assert_int_equal(mkdir(t->root, 0700), 0);
+    t->st = open_store ? open_file_store(t->root, &t->stats) : NULL;
+}
+
+static void tmp_store_free(struct tmp_store *t)
+{
+    if (t->st)
+        bfs_store_close(t->st);
+    rm_rf(t->dir);
+    free(t->dir);
+    free(t->root);
+    bfs_stats_destroy(&t->stats);
+}
+
+static int put_link(struct bfs_store *st, const char *key, const char *path, int may_link)
+{
+    const struct bfs_put_src src = {.path = path, .sha256 = NULL, .may_link = may_link};
+    return bfs_store_put_src(st, key, &src);
+}
+
+static void assert_object(struct bfs_store *st, const char *key, const uint8_t *data, size_t n)
+{
+    uint8_t *buf = malloc(n + 1);
+    assert_non_null(buf);
+    assert_int_equal(bfs_store_get_range(st, key, 0, n, buf), 0);
+    assert_memory_equal(buf, data, n);
+    assert_int_equal(bfs_store_get_range(st, key, 0, n + 1, buf), -EIO); /* nothing more */
+    free(buf);
+}
+
+static void assert_file(const char *path, const uint8_t *data, size_t n)
+{
+    uint8_t *buf = malloc(n + 1);
+    assert_non_null(buf);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, buf, n + 1), (ssize_t)n);
+    close(fd);
+    assert_memory_equal(buf, data, n);
+    free(buf);
+}
+
+static ino_t ino_of(const char *path)
+{
+    struct stat sb;
+    assert_int_equal(lstat(path, &sb), 0);
+    return sb.st_ino;
+}
+
+static void test_file_put_link(void **state)
+{
+    (void)state;
+    struct tmp_store t;
+    tmp_store_new(&t, 1);
+    struct bfs_store *st = t.st;
+    const char *dir = t.dir, *root = t.root;
+    const struct bfs_stats *stats = &t.stats;
+    const size_t n = 200000;
+    uint8_t *data = pattern(n, 11);
+    char *src = path_join(dir, "r-0.avro");
+    write_file(src, data, n);
+    assert_int_equal(chmod(src, 0644), 0);
+    const char *key = "battle/2025-12-18/r-0.avro";
+    char *obj = path_join(root, key);
+
+    /* Linked: the object is the source file itself, made 0600; the source is intact. */
+    assert_int_equal(put_link(st, key, src, 1), 0);
+    assert_int_equal(stats->store_put_requests, 1);
+    assert_int_equal(stats->store_put_bytes, n);
+    assert_true(ino_of(obj) == ino_of(src));
+    struct stat sb;
+    assert_int_equal(stat(obj, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0600);
+    assert_int_equal(sb.st_nlink, 2);
+    assert_object(st, key, data, n);
+    assert_file(src, data, n);
+    assert_int_equal(count_temp_files(root), 0);
+
+    /* Putting the same linked file again (rename(2) of a link over a link to
+     * the same file does nothing): no temporary file stays. */
+    assert_int_equal(put_link(st, key, src, 1), 0);
+    assert_int_equal(count_temp_files(root), 0);
+    assert_int_equal(stat(obj, &sb), 0);
+    assert_int_equal(sb.st_nlink, 2);
+
+    /* The caller removes its file: the object stays whole. */
+    assert_int_equal(unlink(src), 0);
+    assert_int_equal(stat(obj, &sb), 0);
+    assert_int_equal(sb.st_nlink, 1);
+    assert_object(st, key, data, n);
+
+    /* may_link = 0 copies: another file, and changing the source later does
+     * not change the object. */
+    uint8_t *data2 = pattern(n / 3, 12);
+    write_file(src, data2, n / 3);
+    assert_int_equal(put_link(st, key, src, 0), 0);
+    assert_true(ino_of(obj) != ino_of(src));
+    assert_object(st, key, data2, n / 3);
+    write_file(src, data, n);
+    assert_object(st, key, data2, n / 3);
+    /* bfs_store_put never links */
+    assert_int_equal(bfs_store_put(st, "flat.avro", src), 0);
+    char *flat = path_join(root, "flat.avro");
+    assert_true(ino_of(flat) != ino_of(src));
+    assert_object(st, "flat.avro", data, n);
+
+    /* A symbolic link as the source: linkat would link the symlink itself, so
+     * the put copies the file it points to. */
+    char *sym = path_join(dir, "sym.avro");
+    assert_int_equal(symlink(src, sym), 0);
+    assert_int_equal(put_link(st, "t/p/sym.avro", sym, 1), 0);
+    char *symobj = path_join(root, "t/p/sym.avro");
+    assert_int_equal(lstat(symobj, &sb), 0);
+    assert_true(S_ISREG(sb.st_mode));
+    assert_true(sb.st_ino != ino_of(src));
+    assert_object(st, "t/p/sym.avro", data, n);
+
+    /* The sha256 hint means nothing to file:// (even a wrong one). */
+    uint8_t zero[32] = {0};
+    const struct bfs_put_src hinted = {.path = src, .sha256 = zero, .may_link = 1};
+    assert_int_equal(bfs_store_put_src(st, "t/p/hinted.avro", &hinted), 0);
+    assert_object(st, "t/p/hinted.avro", data, n);
+
+    /* Failures are the copy's: a missing source, a directory. */
+    assert_int_equal(put_link(st, "k/missing", "/nonexistent/src", 1), -ENOENT);
+    assert_int_equal(put_link(st, "k/dir", dir, 1), -EINVAL);
+    assert_int_equal(count_temp_files(root), 0);
+    assert_int_equal(stats->store_put_requests, 6);
+    assert_int_equal(stats->store_put_bytes, 5 * n + n / 3);
+
+    free(symobj);
+    free(sym);
+    free(flat);
+    free(data2);
+    free(obj);
+    free(src);
+    free(data);
+    tmp_store_free(&t);
+}
+
+/* may_link with the store on another file system (a tmpfs mounted over the
+ * store directory in a private mount namespace: root only): link(2) fails
+ * with EXDEV and the put copies. In a child; exit code 0 = checked. */
+static void test_file_put_link_other_fs(void **state)
+{
+    (void)state;
+    struct tmp_store t;
+    tmp_store_new(&t, 0); /* the store is opened in the child, on the tmpfs */
+    const char *dir = t.dir, *root = t.root;
+    const size_t n = 150000;
+    uint8_t *data = pattern(n, 13);
+    char *src = path_join(dir, "r-1.avro");
+    write_file(src, data, n);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+            mount("bfs-test", root, "tmpfs", 0, "size=4m") < 0)
+            _exit(250); /* not permitted here */
+        struct bfs_store *st = open_file_store(root, &t.stats);
+        if (put_link(st, "t/p/r-1.avro", src, 1) != 0)
+            _exit(1);
+        char *obj = path_join(root, "t/p/r-1.avro");
+        struct stat so, ss;
+        if (stat(obj, &so) < 0 || stat(src, &ss) < 0 || so.st_dev == ss.st_dev)
+            _exit(2); /* not another file system after all */
+        if ((so.st_mode & 07777) != 0600 || so.st_nlink != 1 || ss.st_nlink != 1)
+            _exit(3);
+        uint8_t *buf = malloc(n);
+        if (!buf || bfs_store_get_range(st, "t/p/r-1.avro", 0, n, buf) != 0 ||
+            memcmp(buf, data, n) != 0)
+            _exit(4);
+        if (t.stats.store_put_requests != 1 || t.stats.store_put_bytes != n)
+            _exit(5);
+        if (count_temp_files(root) != 0)
+            _exit(6);
+        /* too big for the tmpfs: the copy's ENOSPC, nothing left behind */
+        char *big = path_join(dir, "big");
+        int fd = open(big, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || ftruncate(fd, 8 << 20) < 0 || close(fd) < 0)
+            _exit(7);
+        if (put_link(st, "t/p/big.avro", big, 1) != -ENOSPC || count_temp_files(root) != 0)
+            _exit(8);
+        free(big);
+        free(buf);
+        free(obj);
+        bfs_store_close(st);
+        _exit(0);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 250)
+        print_message("skipped: no permission to mount a tmpfs here\n");
+    else
+        assert_int_equal(WEXITSTATUS(status), 0);
+    assert_file(src, data, n); /* the source is intact */
+    free(src);
+    free(data);
+    tmp_store_free(&t);
+}
+
 /* ---- failures: read-only, permission ---------------------------------- */
 
 /* In a child: open the store at root and put; exit with -rc (0 = success). */
@@ -866,6 +1082,7 @@ int main(void)
         cmocka_unit_test(test_file_put_get),     cmocka_unit_test(test_file_reput_idempotent),
         cmocka_unit_test(test_file_list_del),    cmocka_unit_test(test_file_put_denied),
         cmocka_unit_test(test_file_put_atomic),  cmocka_unit_test(test_file_concurrent_puts),
+        cmocka_unit_test(test_file_put_link),    cmocka_unit_test(test_file_put_link_other_fs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

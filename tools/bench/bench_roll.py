@@ -269,7 +269,7 @@ def main():
                  r["stats"]["store_put_bytes"], r["stats"]["store_put_requests"]))
         if r["phases"]:
             print("%s: roll phases (daemon log): build %.2f s (SQLite -> local archives), upload "
-                  "%.2f s (copy into the store, fsync, rename), commit %.2f s"
+                  "%.2f s (link, else copy, into the store; fsync, rename), commit %.2f s"
                   % ((r["label"],) + r["phases"]))
     load("end")
     if not args.keep:

@@ -297,7 +297,7 @@ def main():
     if phases:
         print()
         print("battlefs roll phases (daemon log): build %.2f s (SQLite -> local archives), upload "
-              "%.2f s (SHA-256 of each archive, then its PUT), commit %.2f s" % phases)
+              "%.2f s (the PUTs; SHA-256 computed during the build), commit %.2f s" % phases)
     print()
     base = med("curl_s")
     print("| cat of one dataset (median of %d; page cache dropped before each) | latency "
