@@ -20,7 +20,6 @@
 #include "battlefs/log.h"
 #include "battlefs/names.h"
 #include "battlefs/ocf.h"
-#include "battlefs/schema.h"
 
 void bfs_ingest_reject(struct bfs_ctx *ctx, const char *what, const char *reason)
 {
@@ -95,11 +94,11 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
     struct bfs_ocf_header h;
     struct bfs_ocf_error err = {""};
     struct bfs_buf out = {0};
-    char *canon = NULL;
+    const char *canon = NULL;
     size_t canon_len = 0;
     char table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1], dataset[BFS_NAME_MAX + 1];
     int have_header = 0;
-    int rc = bfs_ocf_parse_header(buf, len, &h, &err);
+    int rc = bfs_ocf_parse_header_cached(buf, len, ctx->schemas, &h, &err);
     if (rc < 0) {
         snprintf(reason, sizeof reason, "%s", err.msg);
         goto reject;
@@ -118,20 +117,15 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
     if (rc < 0)
         goto reject;
     char msg[256] = "";
-    rc = bfs_schema_canonical(h.schema_json, h.schema_len, &canon, &canon_len, msg, sizeof msg);
-    if (rc < 0) {
-        snprintf(reason, sizeof reason, "schema: %s", msg[0] ? msg : strerror(-rc));
-        goto reject;
-    }
-    uint8_t sync[16];
-    bfs_schema_sync(canon, canon_len, sync);
+    canon = bfs_ocf_schema_canonical(h.compiled, &canon_len);
+    const uint8_t *sync = bfs_ocf_schema_sync(h.compiled);
 
     for (int attempt = 0;; attempt++) {
         struct bfs_partition part;
         enum bfs_codec codec = ctx->opt.codec;
         rc = bfs_catalog_partition_get(ctx->cat, table, period, &part);
         if (rc == 0) {
-            int same = memcmp(part.sync, sync, sizeof sync) == 0;
+            int same = memcmp(part.sync, sync, sizeof part.sync) == 0;
             codec = part.codec;
             bfs_partition_free(&part);
             if (!same) {
@@ -185,7 +179,6 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
 reject:
     bfs_ingest_reject(ctx, what, reason);
 out:
-    free(canon);
     bfs_buf_free(&out);
     if (have_header)
         bfs_ocf_header_free(&h);

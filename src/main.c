@@ -363,6 +363,8 @@ static void ctx_close_modules(struct bfs_ctx *ctx)
         bfs_cache_close(ctx->cache);
         ctx->cache = NULL;
     }
+    bfs_ocf_schema_cache_free(ctx->schemas);
+    ctx->schemas = NULL;
     if (ctx->store) {
         bfs_store_close(ctx->store);
         ctx->store = NULL;
@@ -400,6 +402,12 @@ static int ctx_open_modules(struct bfs_ctx *ctx, int start)
     rc = bfs_cache_open(ctx->cache_dir, ctx->opt.cache_size, &ctx->stats, &ctx->cache);
     if (rc < 0) {
         bfs_error("cannot open cache %s: %s", ctx->cache_dir, strerror(-rc));
+        goto fail;
+    }
+    /* 64 slots: the FUSOU client has 35 tables, one schema each per version. */
+    rc = bfs_ocf_schema_cache_new(64, &ctx->schemas);
+    if (rc < 0) {
+        bfs_error("cannot create the schema cache: %s", strerror(-rc));
         goto fail;
     }
     if (!start)

@@ -1,13 +1,18 @@
 /* ocf.c - Avro Object Container Files: parse, validate, normalise, write headers.
  *
  * Every length in the input is checked against the bytes that exist before it
- * is used. Records are decoded twice: first by a small validator here that
- * walks the binary encoding with the schema (bounds, varint lengths, union and
- * enum indexes, UTF-8, nesting depth, element budgets), then by avro-c
- * (avro_value_read) on exactly the bytes the validator measured. avro-c 1.11
- * allocates a string's or a fixed's length before it checks that the bytes
- * exist and loops over array counts without a bound, so it must only ever see
- * data the validator has accepted.
+ * is used. Records are decoded by a small validator here that walks the
+ * binary encoding with the schema compiled into a program (bounds, varint
+ * lengths, union and enum indexes, UTF-8, nesting depth, element budgets).
+ * With BFS_OCF_CROSSCHECK (tests, fuzzer) avro-c (avro_value_read) also decodes
+ * exactly the bytes the validator measured. avro-c 1.11 allocates a string's or
+ * a fixed's length before it checks that the bytes exist and loops over array
+ * counts without a bound, so it must only ever see data the validator accepted.
+ *
+ * A compiled schema (struct bfs_ocf_schema: avro-c's parse, the Parsing
+ * Canonical Form, the layout sync marker and the validator's program) is
+ * immutable once built and reference-counted; a bfs_ocf_schema_cache keeps the
+ * most recently used ones, so uploads of a known schema skip that work.
  */
 #include "battlefs/ocf.h"
 
@@ -15,6 +20,8 @@
 
 #include <assert.h>
 #include <avro.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -152,6 +159,7 @@ void bfs_ocf_header_free(struct bfs_ocf_header *h)
     }
     free(h->meta);
     free(h->schema_json);
+    bfs_ocf_schema_unref(h->compiled);
     memset(h, 0, sizeof *h);
 }
 
@@ -672,17 +680,172 @@ static int walk_value(struct walk *w, uint32_t idx, int depth)
 /* ------------------------------------------------------------------------ */
 /* processing                                                                */
 
+/* ------------------------------------------------------------------------ */
+/* compiled schemas and their cache                                          */
+
+struct bfs_ocf_schema {
+    atomic_int refs;
+    char *json; /* the writer schema as uploaded (the cache's key) */
+    size_t json_len;
+    char *canon; /* Parsing Canonical Form */
+    size_t canon_len;
+    uint8_t sync[16];
+    avro_schema_t schema; /* avro-c's parse; the program's nodes point into it */
+    struct prog prog;
+    uint32_t root;
+};
+
+void bfs_ocf_schema_unref(struct bfs_ocf_schema *s)
+{
+    if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    prog_free(&s->prog);
+    if (s->schema)
+        avro_schema_decref(s->schema);
+    free(s->canon);
+    free(s->json);
+    free(s);
+}
+
+static struct bfs_ocf_schema *schema_ref(struct bfs_ocf_schema *s)
+{
+    atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
+int bfs_ocf_schema_new(const char *json, size_t len, struct bfs_ocf_schema **out,
+                       struct bfs_ocf_error *err)
+{
+    *out = NULL;
+    struct bfs_ocf_schema *s = calloc(1, sizeof *s);
+    if (!s || !(s->json = malloc(len + 1))) {
+        free(s);
+        seterr(err, "out of memory");
+        return -ENOMEM;
+    }
+    atomic_init(&s->refs, 1);
+    memcpy(s->json, json, len);
+    s->json[len] = '\0';
+    s->json_len = len;
+    /* Strict first (valid names, no duplicate definitions, ...), then avro-c
+     * must parse it too, then the validator must know every type. */
+    char why[160];
+    int rc = bfs_schema_canonical(json, len, &s->canon, &s->canon_len, why, sizeof why);
+    if (rc == -ENOMEM) {
+        seterr(err, "out of memory");
+    } else if (rc < 0) {
+        seterr(err, "schema does not parse: %s", why);
+    } else if (avro_schema_from_json_length(json, len, &s->schema) != 0 || !s->schema) {
+        s->schema = NULL;
+        seterr(err, "schema does not parse (avro-c)");
+        rc = -EINVAL;
+    } else {
+        const char *cwhy = "a type this module does not know";
+        rc = compile(&s->prog, s->schema, &s->root, 0, &cwhy);
+        if (rc == -ENOMEM)
+            seterr(err, "out of memory");
+        else if (rc < 0)
+            seterr(err, "schema is not supported: %s", cwhy);
+    }
+    if (rc < 0) {
+        bfs_ocf_schema_unref(s);
+        return rc == -ENOMEM ? -ENOMEM : -EINVAL;
+    }
+    compute_zero(&s->prog);
+    bfs_schema_sync(s->canon, s->canon_len, s->sync);
+    *out = s;
+    return 0;
+}
+
+const char *bfs_ocf_schema_canonical(const struct bfs_ocf_schema *s, size_t *len)
+{
+    *len = s->canon_len;
+    return s->canon;
+}
+
+const uint8_t *bfs_ocf_schema_sync(const struct bfs_ocf_schema *s)
+{
+    return s->sync;
+}
+
+struct cache_slot {
+    struct bfs_ocf_schema *s;
+    uint64_t used; /* tick of the last hit; 0 = empty */
+};
+
+struct bfs_ocf_schema_cache {
+    pthread_mutex_t mu; /* guards everything below */
+    struct cache_slot *slot;
+    size_t n;
+    uint64_t tick;
+};
+
+int bfs_ocf_schema_cache_new(size_t n, struct bfs_ocf_schema_cache **out)
+{
+    struct bfs_ocf_schema_cache *c = calloc(1, sizeof *c);
+    if (!c || n == 0 || !(c->slot = calloc(n, sizeof *c->slot))) {
+        free(c);
+        return n == 0 ? -EINVAL : -ENOMEM;
+    }
+    c->n = n;
+    pthread_mutex_init(&c->mu, NULL);
+    *out = c;
+    return 0;
+}
+
+void bfs_ocf_schema_cache_free(struct bfs_ocf_schema_cache *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n; i++)
+        bfs_ocf_schema_unref(c->slot[i].s);
+    pthread_mutex_destroy(&c->mu);
+    free(c->slot);
+    free(c);
+}
+
+int bfs_ocf_schema_get(struct bfs_ocf_schema_cache *c, const char *json, size_t len,
+                       struct bfs_ocf_schema **out, struct bfs_ocf_error *err)
+{
+    if (!c)
+        return bfs_ocf_schema_new(json, len, out, err);
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->n; i++) {
+        struct bfs_ocf_schema *s = c->slot[i].s;
+        if (s && s->json_len == len && memcmp(s->json, json, len) == 0) {
+            c->slot[i].used = ++c->tick;
+            *out = schema_ref(s);
+            pthread_mutex_unlock(&c->mu);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    /* Compiled outside the lock; a schema that does not compile is not kept
+     * (a hostile upload cannot fill the cache with failures). */
+    int rc = bfs_ocf_schema_new(json, len, out, err);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&c->mu);
+    size_t victim = 0;
+    for (size_t i = 1; i < c->n; i++)
+        if (c->slot[i].used < c->slot[victim].used)
+            victim = i;
+    bfs_ocf_schema_unref(c->slot[victim].s);
+    c->slot[victim].s = schema_ref(*out);
+    c->slot[victim].used = ++c->tick;
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
 struct proc {
     const struct bfs_ocf_header *h;
     struct bfs_ocf_error *err;
-    avro_schema_t schema;
+    const struct bfs_ocf_schema *cs;
     avro_value_iface_t *iface;
     avro_value_t value;
     bool have_value;
     avro_reader_t reader;
     bool crosscheck; /* also decode every record with avro-c */
-    struct prog prog;
-    uint32_t root;
     uint64_t budget;
     uint64_t total; /* decompressed bytes so far */
     uint8_t *dec;   /* decompressed block */
@@ -734,43 +897,27 @@ static void proc_free(struct proc *p)
         avro_value_decref(&p->value);
     if (p->iface)
         avro_value_iface_decref(p->iface);
-    if (p->schema)
-        avro_schema_decref(p->schema);
     if (p->reader)
         avro_reader_free(p->reader);
     if (p->inf_init)
         inflateEnd(&p->inf);
     if (p->def_init)
         deflateEnd(&p->def);
-    prog_free(&p->prog);
     free(p->dec);
     free(p->cmp);
 }
 
-/* Parse (avro-c) and compile the schema; with decode, also set up avro-c's
- * generic reader for the cross-check. Error messages without a block. */
-static int proc_init(struct proc *p, const char *json, size_t len, bool decode)
+/* Use the compiled schema cs; with decode, also set up avro-c's generic
+ * reader for the cross-check. Error messages without a block. */
+static int proc_init(struct proc *p, const struct bfs_ocf_schema *cs, bool decode)
 {
     static const char zero = 0;
-    if (avro_schema_from_json_length(json, len, &p->schema) != 0 || !p->schema) {
-        p->schema = NULL;
-        seterr(p->err, "schema does not parse (avro-c)");
-        return -EINVAL;
-    }
-    const char *why = "a type this module does not know";
-    int rc = compile(&p->prog, p->schema, &p->root, 0, &why);
-    if (rc == -ENOMEM)
-        return nomem(p);
-    if (rc < 0) {
-        seterr(p->err, "schema is not supported: %s", why);
-        return -EINVAL;
-    }
-    compute_zero(&p->prog);
+    p->cs = cs;
     p->budget = BFS_OCF_MAX_EMPTY;
     p->crosscheck = decode;
     if (!decode)
         return 0;
-    p->iface = avro_generic_class_from_schema(p->schema);
+    p->iface = avro_generic_class_from_schema(cs->schema);
     if (!p->iface) {
         seterr(p->err, "schema is not supported by avro-c");
         return -EINVAL;
@@ -926,7 +1073,7 @@ static int compress_block(struct proc *p, enum bfs_codec codec, const uint8_t *d
 /* Validate and decode `count` records in data[0..n). */
 static int decode_records(struct proc *p, const uint8_t *data, size_t n, int64_t count)
 {
-    const struct node *root = &p->prog.nodes[p->root];
+    const struct node *root = &p->cs->prog.nodes[p->cs->root];
     if (root->zero) {
         if ((uint64_t)count > p->budget)
             return perr(p, "record count %" PRId64 " is too large for records of no bytes", count);
@@ -935,13 +1082,13 @@ static int decode_records(struct proc *p, const uint8_t *data, size_t n, int64_t
         return perr(p, "record count %" PRId64 " is more than the block's %zu bytes can hold",
                     count, n);
     }
-    struct walk w = {.prog = &p->prog, .d = data, .len = n, .budget = &p->budget};
+    struct walk w = {.prog = &p->cs->prog, .d = data, .len = n, .budget = &p->budget};
     /* Cross-check: avro-c reads the records that the validator accepted, one
      * after the other from the same bytes, and must end where it ended. */
     if (p->crosscheck)
         avro_reader_memory_set_source(p->reader, (const char *)data, (int64_t)n);
     for (int64_t r = 1; r <= count; r++) {
-        if (walk_value(&w, p->root, 0) < 0)
+        if (walk_value(&w, p->cs->root, 0) < 0)
             return perr(p, "record %" PRId64 " does not decode against the schema (%s)", r, w.why);
         if (p->crosscheck && avro_value_read(p->reader, &p->value) != 0)
             return perr(p, "record %" PRId64 " does not decode against the schema (avro-c)", r);
@@ -1058,15 +1205,30 @@ int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header 
         seterr(err, "truncated header");
         return -EINVAL;
     }
-    int rc = proc_init(&p, h->schema_json, h->schema_len, (flags & BFS_OCF_CROSSCHECK) != 0);
+    struct bfs_ocf_schema *own = NULL;
+    const struct bfs_ocf_schema *cs = h->compiled;
+    int rc = 0;
+    if (!cs) { /* a header not from bfs_ocf_parse_header */
+        rc = bfs_ocf_schema_new(h->schema_json, h->schema_len, &own, err);
+        cs = own;
+    }
+    if (rc == 0)
+        rc = proc_init(&p, cs, (flags & BFS_OCF_CROSSCHECK) != 0);
     if (rc == 0)
         rc = process(&p, buf, len, sync, codec, out, records);
     proc_free(&p);
+    bfs_ocf_schema_unref(own);
     return rc;
 }
 
 int bfs_ocf_parse_header(const uint8_t *buf, size_t len, struct bfs_ocf_header *h,
                          struct bfs_ocf_error *err)
+{
+    return bfs_ocf_parse_header_cached(buf, len, NULL, h, err);
+}
+
+int bfs_ocf_parse_header_cached(const uint8_t *buf, size_t len, struct bfs_ocf_schema_cache *cache,
+                                struct bfs_ocf_header *h, struct bfs_ocf_error *err)
 {
     memset(h, 0, sizeof *h);
     if (err)
@@ -1112,22 +1274,9 @@ int bfs_ocf_parse_header(const uint8_t *buf, size_t len, struct bfs_ocf_header *
     }
 
     /* The schema must be one this module can canonicalise (strict: valid names,
-     * no duplicate definitions, ...) and that avro-c parses and can decode. */
-    char *canon = NULL;
-    size_t canon_len;
-    char why[160];
-    rc = bfs_schema_canonical((const char *)schema->val, schema->val_len, &canon, &canon_len, why,
-                              sizeof why);
-    free(canon);
-    if (rc == -ENOMEM) {
-        seterr(err, "out of memory");
-    } else if (rc < 0) {
-        seterr(err, "schema does not parse: %s", why);
-    } else {
-        struct proc p = {.h = h, .err = err};
-        rc = proc_init(&p, (const char *)schema->val, schema->val_len, false);
-        proc_free(&p);
-    }
+     * no duplicate definitions, ...), that avro-c parses, and that the
+     * validator can compile. */
+    rc = bfs_ocf_schema_get(cache, (const char *)schema->val, schema->val_len, &h->compiled, err);
     if (rc == 0) {
         h->schema_json = malloc(schema->val_len + 1);
         if (!h->schema_json) {

@@ -33,6 +33,8 @@ struct bfs_options {
     int debug;
 };
 
+struct bfs_ocf_schema_cache;
+
 struct bfs_ctx {
     struct bfs_options opt;
     char *spool_dir; /* <state>/spool */
@@ -41,6 +43,7 @@ struct bfs_ctx {
     struct bfs_catalog *cat;
     struct bfs_store *store;
     struct bfs_cache *cache;
+    struct bfs_ocf_schema_cache *schemas; /* compiled upload schemas, by JSON */
     struct bfs_roller *roller;
     struct bfs_fs *fs; /* incoming/ state, owned by fs.c */
     struct bfs_stats stats;

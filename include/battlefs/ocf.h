@@ -37,9 +37,13 @@ struct bfs_ocf_meta {
     size_t val_len;
 };
 
+struct bfs_ocf_schema;
+struct bfs_ocf_schema_cache;
+
 struct bfs_ocf_header {
     char *schema_json; /* the avro.schema value, NUL-terminated */
     size_t schema_len;
+    struct bfs_ocf_schema *compiled; /* the schema, compiled (a reference) */
     enum bfs_codec codec;
     uint8_t sync[16];
     size_t header_len; /* bytes up to and including the sync marker */
@@ -62,6 +66,32 @@ void bfs_ocf_header_free(struct bfs_ocf_header *h);
  * Returns 0, -EINVAL (err set) or -ENOMEM. h is valid only on success. */
 int bfs_ocf_parse_header(const uint8_t *buf, size_t len, struct bfs_ocf_header *h,
                          struct bfs_ocf_error *err);
+
+/* Like bfs_ocf_parse_header, taking the compiled schema from cache (NULL: no
+ * cache) when the same schema JSON was seen before. */
+int bfs_ocf_parse_header_cached(const uint8_t *buf, size_t len, struct bfs_ocf_schema_cache *cache,
+                                struct bfs_ocf_header *h, struct bfs_ocf_error *err);
+
+/* A writer schema compiled for validation: avro-c's parse, the Parsing
+ * Canonical Form, the layout sync marker (bfs_schema_sync) and the validator's
+ * program. Immutable and reference-counted: safe to share between threads.
+ * 0, -EINVAL (err: "schema does not parse: ...", "schema does not parse
+ * (avro-c)", "schema is not supported: ...") or -ENOMEM. */
+int bfs_ocf_schema_new(const char *json, size_t len, struct bfs_ocf_schema **out,
+                       struct bfs_ocf_error *err);
+void bfs_ocf_schema_unref(struct bfs_ocf_schema *s); /* NULL is fine */
+const char *bfs_ocf_schema_canonical(const struct bfs_ocf_schema *s, size_t *len);
+const uint8_t *bfs_ocf_schema_sync(const struct bfs_ocf_schema *s);
+
+/* The most recently used compiled schemas, keyed by their exact JSON bytes;
+ * thread-safe. Schemas that fail to compile are not kept. */
+struct bfs_ocf_schema_cache;
+int bfs_ocf_schema_cache_new(size_t slots, struct bfs_ocf_schema_cache **out);
+void bfs_ocf_schema_cache_free(struct bfs_ocf_schema_cache *c);
+/* A reference to the compiled json (from the cache, or compiled and added;
+ * c NULL: compiled). Errors as bfs_ocf_schema_new. */
+int bfs_ocf_schema_get(struct bfs_ocf_schema_cache *c, const char *json, size_t len,
+                       struct bfs_ocf_schema **out, struct bfs_ocf_error *err);
 
 /* Validate every block after the header and, if out != NULL, append the
  * blocks normalised to the layout (sync marker `sync`, codec `codec`) to out:

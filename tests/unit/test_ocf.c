@@ -1115,6 +1115,76 @@ static void test_threads(void **state)
     }
 }
 
+/* Compiled schemas: the cache returns the same object for the same JSON bytes,
+ * keeps the most recently used, never keeps failures, and a header parsed
+ * through it validates like one parsed without it. */
+static void test_schema_cache(void **state)
+{
+    (void)state;
+    struct bfs_ocf_schema_cache *c;
+    struct bfs_ocf_error err;
+    assert_int_equal(bfs_ocf_schema_cache_new(0, &c), -EINVAL);
+    assert_int_equal(bfs_ocf_schema_cache_new(2, &c), 0);
+    const char *a = SCHEMA;
+    const char *b =
+        "{\"type\":\"record\",\"name\":\"B\",\"fields\":[{\"name\":\"x\",\"type\":\"int\"}]}";
+    const char *d = "\"long\"";
+    struct bfs_ocf_schema *s1, *s2, *s3, *s4;
+    assert_int_equal(bfs_ocf_schema_get(c, a, strlen(a), &s1, &err), 0);
+    assert_int_equal(bfs_ocf_schema_get(c, a, strlen(a), &s2, &err), 0);
+    assert_ptr_equal(s1, s2);
+    /* the canonical form and sync marker are those of schema.c */
+    char *canon;
+    size_t clen, got_len;
+    char why[160];
+    assert_int_equal(bfs_schema_canonical(a, strlen(a), &canon, &clen, why, sizeof why), 0);
+    const char *got = bfs_ocf_schema_canonical(s1, &got_len);
+    assert_int_equal(got_len, clen);
+    assert_memory_equal(got, canon, clen);
+    uint8_t sync[16];
+    bfs_schema_sync(canon, clen, sync);
+    assert_memory_equal(bfs_ocf_schema_sync(s1), sync, 16);
+    free(canon);
+    /* failures are reported and not kept */
+    const char *bad = "{\"type\":\"fixed\",\"name\":\"Z\",\"size\":0}";
+    assert_int_equal(bfs_ocf_schema_get(c, bad, strlen(bad), &s3, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "schema is not supported"));
+    /* two slots: b and d push a out; a is compiled anew (a different object) */
+    assert_int_equal(bfs_ocf_schema_get(c, b, strlen(b), &s3, &err), 0);
+    assert_int_equal(bfs_ocf_schema_get(c, d, strlen(d), &s4, &err), 0);
+    bfs_ocf_schema_unref(s3);
+    bfs_ocf_schema_unref(s4);
+    assert_int_equal(bfs_ocf_schema_get(c, a, strlen(a), &s3, &err), 0);
+    assert_ptr_not_equal(s3, s1); /* s1 outlived its eviction: still usable */
+    size_t l1, l3;
+    assert_memory_equal(bfs_ocf_schema_canonical(s1, &l1), bfs_ocf_schema_canonical(s3, &l3), clen);
+    bfs_ocf_schema_unref(s3);
+    bfs_ocf_schema_unref(s2);
+    /* a header through the cache: same validation, same output */
+    struct bfs_buf f = {0};
+    file(&f, "deflate", 3);
+    struct bfs_ocf_header h1, h2;
+    assert_int_equal(bfs_ocf_parse_header(f.data, f.len, &h1, &err), 0);
+    assert_int_equal(bfs_ocf_parse_header_cached(f.data, f.len, c, &h2, &err), 0);
+    struct bfs_buf o1 = {0}, o2 = {0};
+    uint64_t r1 = 0, r2 = 0;
+    assert_int_equal(bfs_ocf_process(f.data, f.len, &h1, SYNC_B, BFS_CODEC_NULL, &o1, &r1, 0, &err),
+                     0);
+    assert_int_equal(bfs_ocf_process(f.data, f.len, &h2, SYNC_B, BFS_CODEC_NULL, &o2, &r2,
+                                     BFS_OCF_CROSSCHECK, &err),
+                     0);
+    assert_int_equal(r1, r2);
+    assert_int_equal(o1.len, o2.len);
+    assert_memory_equal(o1.data, o2.data, o1.len);
+    bfs_buf_free(&o1);
+    bfs_buf_free(&o2);
+    bfs_ocf_header_free(&h1);
+    bfs_ocf_header_free(&h2);
+    bfs_buf_free(&f);
+    bfs_ocf_schema_unref(s1);
+    bfs_ocf_schema_cache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1140,6 +1210,7 @@ int main(void)
         cmocka_unit_test(test_nesting_limit),
         cmocka_unit_test(test_schema_types),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_schema_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
