@@ -528,9 +528,14 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
             .sha256 = b->hashing ? a->sha256 : NULL,
             .may_link = 1, /* never written again; removed right after the put */
         };
+        bfs_store_set_last_error(NULL);
         rc = bfs_store_put_src(ctx->store, a->key, &src);
-        if (rc < 0)
+        if (rc < 0) {
+            const char *detail = bfs_store_last_error();
+            if (detail[0])
+                return fail(b, rc, "put %s: %s", a->key, detail);
             return fail(b, rc, "put %s", a->key);
+        }
         remove_local(b, a);
     }
     fault_point(ctx, "after-upload", b->roll_id);

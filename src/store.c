@@ -8,6 +8,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,4 +251,24 @@ void bfs_store_close(struct bfs_store *st)
     if (!st)
         return;
     st->ops->destroy(st);
+}
+
+/* The detail of this thread's last failure: per thread, like errno. */
+static _Thread_local char last_error[512];
+
+const char *bfs_store_last_error(void)
+{
+    return last_error;
+}
+
+void bfs_store_set_last_error(const char *fmt, ...)
+{
+    if (!fmt) {
+        last_error[0] = '\0';
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
 }

@@ -772,6 +772,7 @@ static int s3_perform(struct s3_req *r, uint64_t extra_ms)
         bfs_error("s3: curl_easy_init failed");
         return -ENOMEM;
     }
+    bfs_store_set_last_error(NULL);
     uint64_t start = now_ms();
     uint64_t deadline = start + (uint64_t)st->timeout_s * 1000u + extra_ms;
     unsigned n;
@@ -806,10 +807,13 @@ static int s3_perform(struct s3_req *r, uint64_t extra_ms)
         unsigned tried = n > S3_MAX_ATTEMPTS ? S3_MAX_ATTEMPTS : n;
         if (rc == -ENOENT && strcmp(r->method, "DELETE") == 0)
             return rc; /* the caller decides whether a missing key matters */
+        const char *reason = why[0] ? why : "deadline reached before the request could be sent";
+        double secs = (double)(now_ms() - start) / 1000.0;
         bfs_error("s3: %s s3://%s/%s%s%s%s failed: %s (%u attempt%s, %.1f s)", r->method,
-                  st->bucket, st->prefix, r->what, r->range[0] ? " " : "", r->range,
-                  why[0] ? why : "deadline reached before the request could be sent", tried,
-                  tried == 1 ? "" : "s", (double)(now_ms() - start) / 1000.0);
+                  st->bucket, st->prefix, r->what, r->range[0] ? " " : "", r->range, reason, tried,
+                  tried == 1 ? "" : "s", secs);
+        bfs_store_set_last_error("%s (%u attempt%s, %.1f s)", reason, tried, tried == 1 ? "" : "s",
+                                 secs);
     }
     return rc;
 }

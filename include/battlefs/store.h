@@ -104,6 +104,14 @@ static inline int bfs_store_del(struct bfs_store *st, const char *key)
     return st->ops->del(st, key);
 }
 
+/* Why the calling thread's most recent failed store operation failed, as the
+ * backend knows it (s3://: "HTTP 403 SignatureDoesNotMatch: ..." and the
+ * attempts made), or "" if the backend said nothing more than the errno.
+ * Per thread, like errno; never contains a secret. */
+const char *bfs_store_last_error(void);
+/* For backends: record the detail of a failure (fmt NULL: clear it). */
+void bfs_store_set_last_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* A parsed store URL (bfs_store_parse_url). */
 enum bfs_store_scheme {
     BFS_STORE_FILE = 1,

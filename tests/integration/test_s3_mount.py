@@ -217,14 +217,16 @@ def test_wrong_secret(s3, s3_mount_factory, gen):
     # the store's line (with the hint), the roll's line; the roll thread retries on its own
     m.expect_log(r"^s3: PUT s3://%s/%s/\S+ failed: HTTP 403 SignatureDoesNotMatch.*"
                  r"check AWS_SECRET_ACCESS_KEY" % (s3.bucket, re.escape(s3.prefix)))
-    m.expect_log(r"^roll \S+: put \S+: Permission denied$")
+    m.expect_log(r"^roll \S+: put \S+: HTTP 403 SignatureDoesNotMatch.*: Permission denied$")
     ups = populate(m, gen, PLAN)
     tree = m.data_tree()
     e = roll(m)
     assert e == errno.EIO, errname(e)
     st = m.stats()
     err = st["last_roll_error"]
-    assert err and err.startswith("roll ") and "Permission denied" in err
+    # the reason says what S3 said, not only the errno
+    assert err and err.startswith("roll ") and "Permission denied" in err, err
+    assert "HTTP 403 SignatureDoesNotMatch" in err and "AWS_SECRET_ACCESS_KEY" in err, err
     assert st["rolls"] == 0 and st["archived_files"] == 0 and st["buffer_uploads"] == len(PLAN)
     errs = [l for l in m.errors() if " .battlefs/roll: " in l]
     assert errs and "Permission denied" in errs[-1]
