@@ -9,6 +9,7 @@
  * instead of a daemon that dies after the shell got exit status 0.
  */
 #include <errno.h>
+#include <signal.h>
 #include <fuse.h>
 #include <fuse_lowlevel.h>
 #include <inttypes.h>
@@ -353,6 +354,17 @@ static void free_options(struct bfs_options *o)
     memset(o, 0, sizeof *o);
 }
 
+/* Exit status from the FUSE loop's result: libfuse returns the number of the
+ * signal that ended the loop (SIGTERM from systemd or kill, SIGINT, SIGHUP);
+ * that is an orderly stop, as an unmount is. Anything else is a failure. */
+static int loop_status(int rc)
+{
+    if (rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP)
+        return 0;
+    bfs_error("the FUSE loop failed: %s", rc < 0 ? strerror(-rc) : "unexpected result");
+    return 1;
+}
+
 static void ctx_close_modules(struct bfs_ctx *ctx)
 {
     if (ctx->roller) {
@@ -506,7 +518,7 @@ int main(int argc, char *argv[])
     bfs_info("mounted %s on %s (state %s, codec %s)", ctx.opt.store_url, copts.mountpoint,
              ctx.opt.state_dir, bfs_codec_name(ctx.opt.codec));
     if (copts.singlethread) {
-        ret = fuse_loop(fuse) ? 1 : 0;
+        ret = loop_status(fuse_loop(fuse));
     } else {
         struct fuse_loop_config *lc = fuse_loop_cfg_create();
         if (!lc)
@@ -516,7 +528,7 @@ int main(int argc, char *argv[])
             fuse_loop_cfg_set_idle_threads(lc, copts.max_idle_threads);
         if (copts.max_threads > 0 && copts.max_threads <= 100000)
             fuse_loop_cfg_set_max_threads(lc, copts.max_threads);
-        ret = fuse_loop_mt(fuse, lc) ? 1 : 0;
+        ret = loop_status(fuse_loop_mt(fuse, lc));
         fuse_loop_cfg_destroy(lc);
     }
     bfs_info("unmounting %s", copts.mountpoint);
