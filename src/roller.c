@@ -21,6 +21,12 @@
  *     header and archive_max_bytes, so a rebuild of the same roll puts the same
  *     objects again (harmless). A failed put fails the roll; the claim stays.
  *     (Retries with backoff inside one put are the store's business.)
+ *     The puts overlap the build: an upload thread puts each archive as soon
+ *     as the build has closed it (in order, one at a time) while the build
+ *     writes the next one; the commit waits for the last put. A failed put
+ *     stops the build at the next archive; a failed build lets the put in
+ *     progress finish and puts nothing more. Objects put before a roll fails
+ *     are uncommitted, so never read, and a rebuild puts them again.
  *  4. Commit. bfs_catalog_roll_commit inserts archived_files and block_indexes
  *     and deletes the claimed buffer rows in one transaction.
  *  5. Recovery. bfs_roller_recover finishes a pending roll at mount (same rows,
@@ -49,7 +55,10 @@
  * -Dfault_injection=true; -o fault=STEP, optionally written "roll:STEP"):
  *   after-claim    _exit(99) right after the claim transaction committed
  *   mid-build      _exit(99) after the first row of the first archive is written
- *   after-build    _exit(99) when every archive is built, before any put
+ *   after-build    _exit(99) when every archive is built, before any put (with
+ *                  this fault the puts wait for the end of the build)
+ *   mid-upload     _exit(99) in the upload thread right after the first archive
+ *                  was put and removed (the build may be writing later ones)
  *   after-upload   _exit(99) when every archive has been put, before the commit
  *   before-commit  the same point as after-upload
  *   after-commit   _exit(99) right after the commit transaction
@@ -95,8 +104,8 @@
 /* ---- fault injection ---- */
 
 static const char *const fault_steps[] = {
-    "after-claim",   "mid-build",    "after-build", "after-upload",
-    "before-commit", "after-commit", "put-fail",
+    "after-claim",  "mid-build",     "after-build",  "mid-upload",
+    "after-upload", "before-commit", "after-commit", "put-fail",
 };
 
 /* The configured step ("roll:" prefix removed), or NULL. */
@@ -172,6 +181,23 @@ struct build {
     int ds_open;        /* idx[n_idx - 1] is the open archive's current dataset */
     uint64_t rows, bytes, records;
     double t_build, t_upload, t_commit; /* seconds per phase */
+    /* The upload thread (uploader_main) and what it shares with the build.
+     * up_lock guards these fields and the address of arch (the build grows it
+     * with the lock held; the thread copies arch[i] and clears arch[i].path
+     * only with the lock held, for i < n_closed, which the build no longer
+     * touches). */
+    pthread_t up_thread;
+    int up_started;
+    pthread_mutex_t up_lock;
+    pthread_cond_t up_cond;
+    size_t n_closed; /* arch[0..n_closed) are complete: the thread may put them */
+    size_t n_put;    /* arch[0..n_put) are put and removed locally */
+    int hold_puts;   /* publish no archive until the build is done (fault after-build) */
+    int up_closing;  /* the build is done: put what is left, then end */
+    int up_stop;     /* the build failed: put nothing more */
+    int up_rc;       /* the first put failure (then the thread has ended), else 0 */
+    char up_what[ROLL_ERR_MAX - 96]; /* what failed, for fail() */
+    double t_puts;                   /* seconds spent in puts */
 };
 
 static int fail(struct build *b, int rc, const char *fmt, ...)
@@ -267,10 +293,19 @@ static int open_archive(struct build *b, const char *table, const char *period)
 {
     struct bfs_ctx *ctx = b->ctx;
     assert(b->fd < 0 && b->have_part);
-    struct archive *arr = grow(b->arch, &b->cap_arch, b->n_arch + 1, sizeof *arr);
+    /* The upload thread may be copying an earlier entry: move the array only
+     * under its lock. A failed put ends the build here, at an archive boundary. */
+    assert(b->up_started);
+    pthread_mutex_lock(&b->up_lock);
+    int up_rc = b->up_rc;
+    struct archive *arr = up_rc ? NULL : grow(b->arch, &b->cap_arch, b->n_arch + 1, sizeof *arr);
+    if (arr)
+        b->arch = arr;
+    pthread_mutex_unlock(&b->up_lock);
+    if (up_rc < 0)
+        return fail(b, up_rc, "%s", b->up_what);
     if (!arr)
         return fail(b, -ENOMEM, "archive list");
-    b->arch = arr;
     struct archive *a = &b->arch[b->n_arch];
     memset(a, 0, sizeof *a);
     snprintf(a->table, sizeof a->table, "%s", table);
@@ -331,6 +366,12 @@ static int close_archive(struct build *b)
         return rc;
     a->n_index = b->n_idx - a->first_index;
     assert(b->arch_rows >= 1 && a->n_index >= 1);
+    if (!b->hold_puts) {
+        pthread_mutex_lock(&b->up_lock);
+        b->n_closed = b->n_arch; /* the upload thread may put it now */
+        pthread_cond_signal(&b->up_cond);
+        pthread_mutex_unlock(&b->up_lock);
+    }
     return 0;
 }
 
@@ -440,8 +481,123 @@ static void remove_local(struct build *b, struct archive *a)
     a->path = NULL;
 }
 
+/* ---- uploading: the puts overlap the build ---- */
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Put one complete archive (a copy of its entry); on failure what names it. */
+static int put_archive(struct build *b, const struct archive *a, char *what, size_t whatlen)
+{
+    if (fault_is(b->ctx, "put-fail")) {
+        snprintf(what, whatlen, "put %s (fault put-fail)", a->key);
+        return -EIO;
+    }
+    const struct bfs_put_src src = {
+        .path = a->path,
+        .sha256 = b->hashing ? a->sha256 : NULL,
+        .may_link = 1, /* never written again; removed right after the put */
+    };
+    bfs_store_set_last_error(NULL);
+    int rc = bfs_store_put_src(b->ctx->store, a->key, &src);
+    if (rc < 0) {
+        /* The store's detail is per thread: read it here, in the putting thread. */
+        const char *detail = bfs_store_last_error();
+        snprintf(what, whatlen, "put %s%s%s", a->key, detail[0] ? ": " : "", detail);
+    }
+    return rc;
+}
+
+/* The upload thread: puts arch[n_put] as soon as the build has closed it, in
+ * order, one at a time, and removes the local file; ends when the build is
+ * done and everything is put, when the build failed (up_stop), or at the
+ * first failed put (up_rc). */
+static void *uploader_main(void *arg)
+{
+    struct build *b = arg;
+    char what[sizeof b->up_what];
+    pthread_mutex_lock(&b->up_lock);
+    for (;;) {
+        while (!b->up_stop && b->n_put == b->n_closed && !b->up_closing)
+            pthread_cond_wait(&b->up_cond, &b->up_lock);
+        if (b->up_stop || b->n_put == b->n_closed)
+            break;
+        size_t i = b->n_put;
+        struct archive a = b->arch[i]; /* the build may move the array meanwhile */
+        pthread_mutex_unlock(&b->up_lock);
+        double t = mono_now();
+        int rc = put_archive(b, &a, what, sizeof what);
+        pthread_mutex_lock(&b->up_lock);
+        b->t_puts += mono_now() - t;
+        if (rc < 0) {
+            memcpy(b->up_what, what, sizeof what);
+            b->up_rc = rc;
+            break;
+        }
+        remove_local(b, &b->arch[i]);
+        b->n_put++;
+        if (i == 0)
+            fault_point(b->ctx, "mid-upload", b->roll_id);
+    }
+    pthread_mutex_unlock(&b->up_lock);
+    return NULL;
+}
+
+static int uploader_start(struct build *b)
+{
+    int rc = pthread_mutex_init(&b->up_lock, NULL);
+    if (rc)
+        return fail(b, -rc, "upload thread lock");
+    if ((rc = pthread_cond_init(&b->up_cond, NULL)) != 0) {
+        pthread_mutex_destroy(&b->up_lock);
+        return fail(b, -rc, "upload thread condition");
+    }
+    b->hold_puts = fault_is(b->ctx, "after-build");
+    if ((rc = pthread_create(&b->up_thread, NULL, uploader_main, b)) != 0) {
+        pthread_cond_destroy(&b->up_cond);
+        pthread_mutex_destroy(&b->up_lock);
+        return fail(b, -rc, "start the upload thread");
+    }
+    b->up_started = 1;
+    return 0;
+}
+
+/* End the upload thread. build_done: every archive is built, so put the rest
+ * and wait for them; else (the build failed) wait for the put in progress, if
+ * any, and put nothing more. Returns the first put failure (up_what says
+ * which) or 0. */
+static int uploader_finish(struct build *b, int build_done)
+{
+    if (!b->up_started)
+        return 0;
+    pthread_mutex_lock(&b->up_lock);
+    if (build_done) {
+        b->n_closed = b->n_arch;
+        b->up_closing = 1;
+    } else {
+        b->up_stop = 1;
+    }
+    pthread_cond_broadcast(&b->up_cond);
+    pthread_mutex_unlock(&b->up_lock);
+    int rc = pthread_join(b->up_thread, NULL);
+    if (rc) {
+        /* Only a bug can make this fail; the thread's state cannot be freed. */
+        bfs_error("roll %s: cannot join the upload thread: %s", b->roll_id, strerror(rc));
+        abort();
+    }
+    pthread_cond_destroy(&b->up_cond);
+    pthread_mutex_destroy(&b->up_lock);
+    b->up_started = 0;
+    return b->up_rc;
+}
+
 static void build_free(struct build *b)
 {
+    uploader_finish(b, 0);
     if (b->fd >= 0)
         close(b->fd);
     b->fd = -1;
@@ -478,13 +634,6 @@ static void clean_work_dir(struct bfs_ctx *ctx)
     closedir(d);
 }
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Build, upload and commit the claimed roll roll_id. claimed_rows/bytes are
  * the totals the claim reported (UINT64_MAX when unknown: a pending roll).
  * 0 or -errno with b->err set. */
@@ -498,8 +647,10 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
     b->buf = malloc(ROLL_CHUNK);
     if (!b->buf)
         return fail(b, -ENOMEM, "copy buffer");
+    if ((rc = uploader_start(b)) < 0)
+        return rc;
 
-    /* 2. Build. */
+    /* 2. Build (3. the upload thread puts each archive once it is closed). */
     rc = bfs_catalog_roll_rows(ctx->cat, b->roll_id, on_row, b);
     if (rc < 0)
         return fail(b, rc, "read the claimed rows");
@@ -518,26 +669,11 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
     b->t_build = mono_now() - t;
     t = mono_now();
 
-    /* 3. Upload. */
-    for (size_t i = 0; i < b->n_arch; i++) {
-        struct archive *a = &b->arch[i];
-        if (fault_is(ctx, "put-fail"))
-            return fail(b, -EIO, "put %s (fault put-fail)", a->key);
-        const struct bfs_put_src src = {
-            .path = a->path,
-            .sha256 = b->hashing ? a->sha256 : NULL,
-            .may_link = 1, /* never written again; removed right after the put */
-        };
-        bfs_store_set_last_error(NULL);
-        rc = bfs_store_put_src(ctx->store, a->key, &src);
-        if (rc < 0) {
-            const char *detail = bfs_store_last_error();
-            if (detail[0])
-                return fail(b, rc, "put %s: %s", a->key, detail);
-            return fail(b, rc, "put %s", a->key);
-        }
-        remove_local(b, a);
-    }
+    /* 3. Upload: wait for the puts still to do. */
+    rc = uploader_finish(b, 1);
+    if (rc < 0)
+        return fail(b, rc, "%s", b->up_what);
+    assert(b->n_put == b->n_arch);
     fault_point(ctx, "after-upload", b->roll_id);
     fault_point(ctx, "before-commit", b->roll_id);
     b->t_upload = mono_now() - t;
@@ -631,9 +767,9 @@ static int roll_step(struct bfs_ctx *ctx, int *did, int *was_pending)
     bfs_stats_set_roll_error(&ctx->stats, NULL);
     bfs_info("roll %s: committed %" PRIu64 " rows, %" PRIu64 " records, %" PRIu64
              " bytes in %zu archives, %zu index rows, %.3f s (build %.3f, upload %.3f, "
-             "commit %.3f)",
+             "commit %.3f), puts %.3f s in all",
              roll_id, b.rows, b.records, b.bytes, b.n_arch, b.n_idx, mono_now() - t0, b.t_build,
-             b.t_upload, b.t_commit);
+             b.t_upload, b.t_commit, b.t_puts);
     build_free(&b);
     *did = 1;
     return 0;
@@ -829,8 +965,8 @@ int bfs_roller_start(struct bfs_ctx *ctx, struct bfs_roller **out)
             if (strcmp(f, fault_steps[i]) == 0)
                 break;
         if (i == sizeof fault_steps / sizeof fault_steps[0]) {
-            bfs_error("unknown -o fault=%s (after-claim, mid-build, after-build, after-upload, "
-                      "before-commit, after-commit, put-fail)",
+            bfs_error("unknown -o fault=%s (after-claim, mid-build, after-build, mid-upload, "
+                      "after-upload, before-commit, after-commit, put-fail)",
                       ctx->opt.fault);
             return -EINVAL;
         }

@@ -26,8 +26,8 @@ def _fault_build():
 needs_faults = pytest.mark.skipif(not _fault_build(),
                                   reason="needs a build with -Dfault_injection=true")
 
-STEPS = ["after-claim", "mid-build", "after-build", "after-upload", "before-commit",
-         "after-commit"]
+STEPS = ["after-claim", "mid-build", "after-build", "mid-upload", "after-upload",
+         "before-commit", "after-commit"]
 
 PLAN = [("battle", PERIOD, "u%d" % (i % 4), ("null", "deflate", "snappy")[i % 3])
         for i in range(14)] + [
@@ -68,6 +68,11 @@ def test_crash_at_each_step(mount_factory, gen, step):
         assert len(pending_rolls(m)) == 1 and claimed_rows(m) == len(PLAN)
         if step == "mid-build":
             assert len(os.listdir(os.path.join(m.state, "work"))) == 1
+    elif step == "mid-upload":
+        # the upload thread _exited right after the first put: one whole object, no temporary
+        # file, nothing committed (the build may have been writing later archives)
+        assert len(before) == 1 and archives(m) == []
+        assert len(pending_rolls(m)) == 1 and claimed_rows(m) == len(PLAN)
     elif step in ("after-upload", "before-commit"):
         assert len(before) >= 3 and archives(m) == []
         assert len(pending_rolls(m)) == 1 and claimed_rows(m) == len(PLAN)
