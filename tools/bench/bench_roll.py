@@ -150,14 +150,18 @@ class Mount:
         return time.monotonic() - t0
 
     def roll_phases(self):
-        """(build, upload, commit) seconds of the last committed roll, from the daemon's log."""
+        """(build, upload, commit, puts) seconds of the last committed roll, from the daemon's
+        log: the puts overlap the build, upload is the wait for the puts left after it, puts
+        the puts' total time (nan from a daemon that does not log it)."""
         self.log.flush()
         found = None
         with open(self.log.name) as f:
             for line in f:
-                mt = re.search(r"\(build ([0-9.]+), upload ([0-9.]+), commit ([0-9.]+)\)", line)
+                mt = re.search(r"\(build ([0-9.]+), upload ([0-9.]+), commit ([0-9.]+)\)"
+                               r"(?:, puts ([0-9.]+) s)?", line)
                 if mt and "committed" in line:
-                    found = tuple(float(x) for x in mt.groups())
+                    found = tuple(float(x) if x is not None else float("nan")
+                                  for x in mt.groups())
         return found
 
     def close(self):
@@ -268,9 +272,10 @@ def main():
                  r["ingest_s"], r["ingest_peak_rss_kib"] / 1024, r["rss_before_kib"] / 1024,
                  r["stats"]["store_put_bytes"], r["stats"]["store_put_requests"]))
         if r["phases"]:
-            print("%s: roll phases (daemon log): build %.2f s (SQLite -> local archives), upload "
-                  "%.2f s (link, else copy, into the store; fsync, rename), commit %.2f s"
-                  % ((r["label"],) + r["phases"]))
+            print("%s: roll phases (daemon log): build %.2f s (SQLite -> local archives, the "
+                  "puts overlapping), upload %.2f s (waiting for the puts left after the build), "
+                  "commit %.2f s; the puts (link, else copy, into the store; fsync, rename) "
+                  "took %.2f s in all" % ((r["label"],) + r["phases"]))
     load("end")
     if not args.keep:
         for r in results:

@@ -296,8 +296,9 @@ def main():
           % (puts, put_bytes, roll_s, put_bytes / roll_s / 1e6, put_bytes / roll_s / 1e6 / cmbs))
     if phases:
         print()
-        print("battlefs roll phases (daemon log): build %.2f s (SQLite -> local archives), upload "
-              "%.2f s (the PUTs; SHA-256 computed during the build), commit %.2f s" % phases)
+        print("battlefs roll phases (daemon log): build %.2f s (SQLite -> local archives and "
+              "their SHA-256, the PUTs overlapping), upload %.2f s (waiting for the PUTs left "
+              "after the build), commit %.2f s; the PUTs took %.2f s in all" % phases)
     print()
     base = med("curl_s")
     print("| cat of one dataset (median of %d; page cache dropped before each) | latency "
