@@ -426,7 +426,7 @@ def test_server_stopped(s3, s3_mount_factory, gen):
     duplicates."""
     m = s3_mount_factory(s3, archive_max_bytes="6K")
     m.expect_log(r"^s3: PUT s3://\S+ failed: HTTP 502 BadGateway")
-    m.expect_log(r"^roll \S+: put \S+: Input/output error$")
+    m.expect_log(r"^roll \S+: put \S+: HTTP 502 BadGateway.*: Input/output error$")
     m.expect_log(r"^recovery of an unfinished roll failed: Input/output error \(will retry\)$")
     ups = populate(m, gen, PLAN[:4], records=10)
     roll_ok(m)
