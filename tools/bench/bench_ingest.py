@@ -46,7 +46,7 @@ class Mount:
         self.log = open(os.path.join(work, "battlefs.log"), "w")
         self.proc = subprocess.Popen(
             [os.path.join(build_dir, "battlefs"), self.mnt, "-f", "-o",
-             "state=%s,roll_interval=100000000,%s" % (self.state, opts)],
+             "state=%s,roll_interval=100000000,roll_bytes=1024G,%s" % (self.state, opts)],
             stderr=self.log)
         for _ in range(200):
             if os.path.ismount(self.mnt):
@@ -71,6 +71,12 @@ class Mount:
         subprocess.run(["fusermount3", "-u", self.mnt], check=False)
         self.proc.wait(timeout=60)
         self.log.close()
+
+
+def load(when):
+    """Print the load average: other work on the machine skews the timings."""
+    print("load average at %s: %s (nproc %d)" % (when, " ".join("%.2f" % x for x in os.getloadavg()),
+                                                  os.cpu_count()), flush=True)
 
 
 def writer(args):
@@ -134,6 +140,7 @@ def main():
     print("uploads: %d, %.1f MB (1-64 KiB each, FUSOU-shaped, 35 tables)" % (len(entries),
                                                                           nbytes / 1e6))
 
+    load("start")
     results = []
     for writers in (1, 4):
         work = tempfile.mkdtemp(prefix="ingest-%d-" % writers, dir=args.work)
@@ -146,6 +153,7 @@ def main():
     base_ups = base["uploads"] / base["seconds"]
     base_mbs = nbytes / base["seconds"] / 1e6
 
+    load("end")
     print()
     print("| run | uploads/s | MB/s (upload bytes) | peak RSS | vs baseline |")
     print("| --- | ---: | ---: | ---: | ---: |")
