@@ -368,6 +368,21 @@ struct bfs_catalog {
     pthread_mutex_t rmu; /* the idle read connections */
     struct rconn *idle;
     unsigned n_idle;
+
+    /* Layouts of committed partitions, which never change once stored: a
+     * direct-mapped cache by hash of (table, period). */
+    pthread_mutex_t lmu;
+    struct layout_slot *layouts; /* LAYOUT_SLOTS */
+};
+
+#define LAYOUT_SLOTS 1024
+
+struct layout_slot {
+    int used;
+    enum bfs_codec codec;
+    uint8_t sync[16];
+    char table[BFS_NAME_MAX + 1];
+    char period[BFS_NAME_MAX + 1];
 };
 
 /* ---- helpers ---- */
@@ -611,7 +626,13 @@ int bfs_catalog_open(const char *path, struct bfs_catalog **out)
     pthread_mutex_init(&cat->qmu, NULL);
     pthread_cond_init(&cat->qcv, NULL);
     pthread_mutex_init(&cat->rmu, NULL);
+    pthread_mutex_init(&cat->lmu, NULL);
     cat->qtail = &cat->qhead;
+    cat->layouts = calloc(LAYOUT_SLOTS, sizeof *cat->layouts);
+    if (!cat->layouts) {
+        bfs_catalog_close(cat);
+        return -ENOMEM;
+    }
 
     rc = open_conn(path, 1, &cat->w);
     if (rc == 0)
@@ -655,6 +676,8 @@ void bfs_catalog_close(struct bfs_catalog *cat)
     pthread_mutex_destroy(&cat->qmu);
     pthread_cond_destroy(&cat->qcv);
     pthread_mutex_destroy(&cat->rmu);
+    pthread_mutex_destroy(&cat->lmu);
+    free(cat->layouts);
     free(cat->path);
     free(cat);
 }
@@ -782,6 +805,55 @@ int bfs_catalog_partition_get(struct bfs_catalog *cat, const char *table, const 
     rc = read_partition(c, table, period, p);
     rrelease(cat, c);
     return rc;
+}
+
+/* FNV-1a of "table\0period". */
+static size_t layout_hash(const char *table, const char *period)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const char *s = table;; s++) {
+        h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+        if (!*s)
+            break;
+    }
+    for (const char *s = period; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+    return (size_t)(h % LAYOUT_SLOTS);
+}
+
+int bfs_catalog_partition_layout(struct bfs_catalog *cat, const char *table, const char *period,
+                                 uint8_t sync[16], enum bfs_codec *codec)
+{
+    if (strlen(table) > BFS_NAME_MAX || strlen(period) > BFS_NAME_MAX)
+        return -ENOENT; /* no partition has such a name */
+    struct layout_slot *slot = &cat->layouts[layout_hash(table, period)];
+    pthread_mutex_lock(&cat->lmu);
+    int hit = slot->used && strcmp(slot->table, table) == 0 && strcmp(slot->period, period) == 0;
+    if (hit) {
+        memcpy(sync, slot->sync, 16);
+        *codec = slot->codec;
+    }
+    pthread_mutex_unlock(&cat->lmu);
+    if (hit)
+        return 0;
+
+    struct bfs_partition p;
+    int rc = bfs_catalog_partition_get(cat, table, period, &p);
+    if (rc < 0)
+        return rc;
+    memcpy(sync, p.sync, 16);
+    *codec = p.codec;
+    bfs_partition_free(&p);
+    /* Committed rows only (a reader sees no uncommitted write), and a
+     * partition is never changed or removed: the slot stays true. */
+    pthread_mutex_lock(&cat->lmu);
+    slot->used = 1;
+    slot->codec = *codec;
+    memcpy(slot->sync, sync, 16);
+    snprintf(slot->table, sizeof slot->table, "%s", table);
+    snprintf(slot->period, sizeof slot->period, "%s", period);
+    pthread_mutex_unlock(&cat->lmu);
+    return 0;
 }
 
 /* ---- upload commits ---- */

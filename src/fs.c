@@ -1166,7 +1166,15 @@ static void *bfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
     (void)conn;
     cfg->use_ino = 0;
-    cfg->entry_timeout = 0;
+    /* Names are cached for a second: an upload is four lookups (incoming,
+     * table, period, name) before its create, and directories never go away
+     * behind the kernel's back. What can (an upload ingested at close, an empty
+     * upload discarded) is handled where the stale name is used: getattr says
+     * ENOENT, O_EXCL and rename targets make the kernel look up again, and a
+     * writable open of a vanished upload starts a new one (bfs_open). Negative
+     * lookups and attributes are never cached: new dataset files and their
+     * growing sizes show at once. */
+    cfg->entry_timeout = 1.0;
     cfg->attr_timeout = 0;
     cfg->negative_timeout = 0;
     /* Dataset files only grow and never change in place: libfuse keeps the

@@ -121,14 +121,11 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
     const uint8_t *sync = bfs_ocf_schema_sync(h.compiled);
 
     for (int attempt = 0;; attempt++) {
-        struct bfs_partition part;
+        uint8_t psync[16];
         enum bfs_codec codec = ctx->opt.codec;
-        rc = bfs_catalog_partition_get(ctx->cat, table, period, &part);
+        rc = bfs_catalog_partition_layout(ctx->cat, table, period, psync, &codec);
         if (rc == 0) {
-            int same = memcmp(part.sync, sync, sizeof part.sync) == 0;
-            codec = part.codec;
-            bfs_partition_free(&part);
-            if (!same) {
+            if (memcmp(psync, sync, sizeof psync) != 0) {
                 snprintf(reason, sizeof reason,
                          "schema differs from the one stored for %s/%s (schema evolution is "
                          "not supported)",

@@ -508,6 +508,11 @@ static int wfail(struct walk *w, const char *fmt, ...)
 
 static int wlong(struct walk *w, int64_t *v, const char *what)
 {
+    if (w->pos < w->len && w->d[w->pos] < 0x80) { /* one byte: most values */
+        uint8_t b = w->d[w->pos++];
+        *v = (int64_t)(b >> 1) ^ -(int64_t)(b & 1);
+        return 0;
+    }
     int rc = get_long(w->d, w->len, &w->pos, v);
     if (rc == VARINT_TRUNCATED)
         return wfail(w, "the block ends inside %s", what);

@@ -57,6 +57,12 @@ void bfs_partition_free(struct bfs_partition *p);
 int bfs_catalog_partition_get(struct bfs_catalog *cat, const char *table, const char *period,
                               struct bfs_partition *p);
 
+/* The layout of a committed (table, period): its sync marker and codec.
+ * Cached in memory (partitions never change once stored): the ingest path
+ * asks this at every upload. 0, -ENOENT, or -errno. */
+int bfs_catalog_partition_layout(struct bfs_catalog *cat, const char *table, const char *period,
+                                 uint8_t sync[16], enum bfs_codec *codec);
+
 /* One validated, normalised upload to commit. */
 struct bfs_upload {
     const char *table;

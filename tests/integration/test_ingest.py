@@ -143,6 +143,44 @@ def test_shell_redirection(mount, gen, tmp_path):
     assert_dataset(mount, "cells", PERIOD, "shell", up.records + up2.records)
 
 
+def test_one_name_reused_at_once_by_every_tool(mount, gen, tmp_path):
+    """The kernel caches names for a second (entry_timeout): an upload's name vanishes at
+    close, and the next tool writing that name a moment later must still make a new upload,
+    whatever way it opens (O_CREAT|O_EXCL, O_CREAT|O_TRUNC, rename, cross-fs mv)."""
+    rel = "battle/%s/again.avro" % PERIOD
+    dst = mount.incoming(rel)
+    src = str(tmp_path / "again.avro")
+    tools = [
+        ["cp", src, dst],
+        ["sh", "-c", 'cat "$1" > "$2"', "sh", src, dst],
+        ["dd", "if=" + src, "of=" + dst, "bs=777", "status=none"],
+        [sys.executable, "-c", "import sys; open(sys.argv[2], 'wb').write(open(sys.argv[1], 'rb').read())",
+         src, dst],
+        [sys.executable, "-c", "import os, sys; d = open(sys.argv[1], 'rb').read(); "
+         "fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC); os.write(fd, d); "
+         "os.close(fd)", src, dst],
+        ["rsync", src, dst],
+        ["cp", src, dst],
+        ["mv", src, dst],
+    ]
+    want = []
+    for i, cmd in enumerate(tools):
+        up = gen.upload("battle", 3 + i, codec=("null", "deflate", "snappy")[i % 3], blocks=2)
+        with open(src, "wb") as f:
+            f.write(up.data)
+        # stat first, as cp does: the name of the previous upload is cached but gone
+        assert not os.path.exists(dst), cmd
+        r = run(cmd)
+        assert r.returncode == 0, (cmd, r.stderr)
+        want += up.records
+        assert mount.records("battle", PERIOD, "again") == want, cmd
+    assert not os.path.exists(dst)
+    with pytest.raises(FileNotFoundError):
+        os.unlink(dst)
+    assert mount.stats()["uploads_ingested"] == len(tools)
+    assert incoming_files(mount) == []
+
+
 @pytest.mark.parametrize("chunks", [[1, 3, 7, 4093, 13, 65537], [4096], [1]])
 def test_python_writer_odd_write_sizes(mount, gen, chunks):
     n = 6 if chunks == [1] else 60

@@ -427,6 +427,44 @@ static void test_codec_mismatch(void **state)
     bfs_partition_free(&p);
 }
 
+/* The layout cache answers as the partition rows do, for more partitions
+ * than it has slots, and knows nothing of a partition before its commit. */
+static void test_partition_layout(void **state)
+{
+    struct env *e = *state;
+    uint8_t sync[16], want_a[16], want_b[16];
+    enum bfs_codec codec;
+    bfs_schema_sync(e->canon_a, e->canon_a_len, want_a);
+    bfs_schema_sync(e->canon_b, e->canon_b_len, want_b);
+    assert_int_equal(bfs_catalog_partition_layout(e->cat, "battle", "p0", sync, &codec), -ENOENT);
+    enum { N = 3000 }; /* more than the cache's slots: entries are replaced */
+    char period[32], msg[256];
+    for (int i = 0; i < N; i++) {
+        snprintf(period, sizeof period, "p%d", i);
+        struct up_spec s = {"battle", period, "u", i % 2, (enum bfs_codec)(i % 3), 10, 1, 1};
+        assert_int_equal(commit(e, &s, msg, sizeof msg), 0);
+    }
+    for (int pass = 0; pass < 2; pass++) /* the second pass mostly from the cache */
+        for (int i = 0; i < N; i++) {
+            snprintf(period, sizeof period, "p%d", i);
+            memset(sync, 0, sizeof sync);
+            assert_int_equal(bfs_catalog_partition_layout(e->cat, "battle", period, sync, &codec),
+                             0);
+            assert_memory_equal(sync, i % 2 ? want_b : want_a, 16);
+            assert_int_equal(codec, (enum bfs_codec)(i % 3));
+            struct bfs_partition p;
+            if (i % 97 == 0) { /* and the row agrees */
+                assert_int_equal(bfs_catalog_partition_get(e->cat, "battle", period, &p), 0);
+                assert_memory_equal(p.sync, sync, 16);
+                assert_int_equal(p.codec, codec);
+                bfs_partition_free(&p);
+            }
+        }
+    assert_int_equal(bfs_catalog_partition_layout(e->cat, "battle", "p-none", sync, &codec),
+                     -ENOENT);
+    assert_int_equal(bfs_catalog_partition_layout(e->cat, "other", "p1", sync, &codec), -ENOENT);
+}
+
 /* ------------------------------------------------------------------------ */
 /* listing                                                                   */
 
@@ -1129,6 +1167,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_view_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_codec_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_partition_layout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll, setup, teardown),

@@ -19,6 +19,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -79,34 +80,55 @@ def load(when):
                                                   os.cpu_count()), flush=True)
 
 
-def writer(args):
-    src, dst, paths = args
-    made = set()
+def writer(src, dst, paths, barrier, out):
+    """One writer process: reads its uploads into memory first (the baseline has its blobs in
+    memory too, so neither side times the source disk), then, when every writer is ready,
+    writes each one through the mount as `open(O_CREAT|O_TRUNC); write; close` and reports
+    its own start and end on the system-wide monotonic clock."""
+    blobs = []
     for rel in paths:
-        d = os.path.dirname(os.path.join(dst, rel))
+        with open(os.path.join(src, rel), "rb") as f:
+            blobs.append((os.path.join(dst, rel), f.read()))
+    made = set()
+    barrier.wait()
+    t0 = time.monotonic()
+    for path, data in blobs:
+        d = os.path.dirname(path)
         if d not in made:
             os.makedirs(d, exist_ok=True)
             made.add(d)
-        with open(os.path.join(src, rel), "rb") as f:
-            data = f.read()
-        fd = os.open(os.path.join(dst, rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, data)
         finally:
             os.close(fd)  # raises if battlefs rejected the upload
-    return len(paths)
+    out.put((len(blobs), t0, time.monotonic()))
 
 
 def run_battlefs(build_dir, tree, entries, writers, codec, work):
     m = Mount(build_dir, work, "codec=" + codec)
     try:
         paths = [e["path"] for e in entries]
-        shares = [(tree, os.path.join(m.mnt, "incoming"), paths[i::writers])
-                  for i in range(writers)]
-        t0 = time.monotonic()
-        with multiprocessing.Pool(writers) as pool:
-            done = sum(pool.map(writer, shares))
-        dt = time.monotonic() - t0
+        barrier = multiprocessing.Barrier(writers)
+        out = multiprocessing.Queue()
+        procs = [multiprocessing.Process(target=writer, args=(
+            tree, os.path.join(m.mnt, "incoming"), paths[i::writers], barrier, out))
+            for i in range(writers)]
+        for p in procs:
+            p.start()
+        got = []
+        while len(got) < writers:
+            try:
+                got.append(out.get(timeout=1))
+            except queue.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs):
+                    for p in procs:
+                        p.terminate()
+                    raise SystemExit("a writer failed (see its traceback above)")
+        for p in procs:
+            p.join()
+        done = sum(g[0] for g in got)
+        dt = max(g[2] for g in got) - min(g[1] for g in got)
         st = m.stats()
         rss = m.peak_rss_kib()
     finally:
