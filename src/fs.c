@@ -46,7 +46,7 @@
 struct upload {
     struct upload *next;
     char *path; /* relative to incoming/, e.g. "battle/2025-12-18/u1.avro" */
-    char *spool;
+    char *spool; /* the spool file's name, NULL when anonymous (O_TMPFILE) */
     int fd;
     uint64_t size;
     int opens;   /* open file descriptions */
@@ -293,22 +293,50 @@ static void discard_upload(struct bfs_fs *fs, struct upload *u)
         free_upload(u);
 }
 
+/* The spool file of an upload: anonymous (O_TMPFILE) where the filesystem
+ * has them, so there is no name to create or unlink and a crash leaves
+ * nothing behind; else <spool>/<n>.upload, unlinked when the upload is freed.
+ * Returns the fd or -errno; *named is the name, or NULL. */
+static int open_spool(struct bfs_ctx *ctx, struct bfs_fs *fs, char **named)
+{
+    *named = NULL;
+    int fd = open(ctx->spool_dir, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        return fd;
+    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+        int e = errno;
+        bfs_error("cannot create a spool file in %s: %s", ctx->spool_dir, strerror(e));
+        return -e;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "%llu.upload", ++fs->seq);
+    size_t n = strlen(ctx->spool_dir) + strlen(name) + 2;
+    char *path = malloc(n);
+    if (!path)
+        return -ENOMEM;
+    snprintf(path, n, "%s/%s", ctx->spool_dir, name);
+    fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        bfs_error("cannot create spool file %s: %s", path, strerror(e));
+        free(path);
+        return -e;
+    }
+    *named = path;
+    return fd;
+}
+
 static struct upload *new_upload(struct bfs_ctx *ctx, const char *rel, mode_t mode, int *err)
 {
     struct bfs_fs *fs = ctx->fs;
     struct upload *u = calloc(1, sizeof *u);
-    char name[64];
-    snprintf(name, sizeof name, "%llu.upload", ++fs->seq);
-    size_t n = strlen(ctx->spool_dir) + strlen(name) + 2;
-    if (!u || !(u->path = strdup(rel)) || !(u->spool = malloc(n))) {
+    if (!u || !(u->path = strdup(rel))) {
         *err = -ENOMEM;
         goto fail;
     }
-    snprintf(u->spool, n, "%s/%s", ctx->spool_dir, name);
-    u->fd = open(u->spool, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    u->fd = open_spool(ctx, fs, &u->spool);
     if (u->fd < 0) {
-        *err = -errno;
-        bfs_error("cannot create spool file %s: %s", u->spool, strerror(errno));
+        *err = u->fd;
         goto fail;
     }
     u->mode = S_IFREG | (mode & 07777);

@@ -206,6 +206,27 @@ class Mount:
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def spool_files(self, timeout=10):
+        """What the spool still holds: names in <state>/spool and the daemon's open spool files
+        (anonymous, O_TMPFILE). Waits up to timeout for them to go, since the kernel releases
+        a closed file asynchronously."""
+        spool = os.path.realpath(os.path.join(self.state, "spool"))
+        deadline = time.monotonic() + timeout
+        while True:
+            held = sorted(os.listdir(spool))
+            if self.running:
+                fds = "/proc/%d/fd" % self.proc.pid
+                for fd in os.listdir(fds):
+                    try:
+                        target = os.readlink(os.path.join(fds, fd))
+                    except OSError:
+                        continue  # closed meanwhile
+                    if target.startswith(spool + "/"):
+                        held.append("fd %s -> %s" % (fd, target))
+            if not held or time.monotonic() > deadline:
+                return held
+            time.sleep(0.02)
+
     # ---------------------------------------------------------------- log
 
     def expect_log(self, regex, required=True):

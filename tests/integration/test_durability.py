@@ -94,7 +94,7 @@ def test_kill9_forgets_unfinished_and_held_uploads(mount, gen):
     assert mount.data_tree() == tree
     check_all(mount, ups)
     assert [f for _, _, fs in os.walk(mount.incoming()) for f in fs] == []
-    assert os.listdir(os.path.join(mount.state, "spool")) == []
+    assert mount.spool_files() == []
     st = mount.stats()
     assert st["buffer_uploads"] == 5
 
@@ -163,7 +163,7 @@ def test_kill9_during_a_stream_of_uploads(mount, tmp_path, kill_after):
     assert extra <= nw
     st = mount.stats()
     assert st["buffer_uploads"] == len(ok) + extra
-    assert os.listdir(os.path.join(mount.state, "spool")) == []
+    assert mount.spool_files() == []
     assert [f for _, _, fs in os.walk(mount.incoming()) for f in fs] == []
 
 

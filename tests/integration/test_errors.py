@@ -44,8 +44,8 @@ def assert_rejected(mount, rel, err, before, data=None, reason=None, rejected=1,
     if reason:
         assert re.search(reason, m.group(2), re.I), "reason %r does not match %r" % (m.group(2), reason)
     assert not os.path.exists(mount.incoming(rel)), "a rejected upload stays in incoming/"
-    spool = os.path.join(mount.state, "spool")
-    assert os.listdir(spool) == [], "a rejected upload left spool files: %s" % os.listdir(spool)
+    left = mount.spool_files()
+    assert left == [], "a rejected upload left spool files: %s" % left
     return m.group(2)
 
 

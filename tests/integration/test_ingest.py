@@ -280,8 +280,7 @@ def test_unlink_of_held_file_discards_it(mount, gen):
     assert st["uploads_ingested"] == 0 and st["uploads_rejected"] == 0
     assert st["buffer_uploads"] == 0
     # the spool holds nothing of it any more
-    spool = os.path.join(mount.state, "spool")
-    assert os.listdir(spool) == []
+    assert mount.spool_files() == []
 
 
 def test_held_file_can_be_rewritten_before_rename(mount, gen):
@@ -370,6 +369,7 @@ def test_four_concurrent_writers(mount, tmp_path):
     assert st["uploads_ingested"] == nw * per
     assert st["uploads_rejected"] == 0
     assert st["buffer_uploads"] == nw * per
+    assert mount.spool_files() == []  # every spool file closed and gone
     # per dataset: the uploads of its writer, in order
     want = {}
     for r in results:
