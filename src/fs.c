@@ -45,7 +45,7 @@
 
 struct upload {
     struct upload *next;
-    char *path; /* relative to incoming/, e.g. "battle/2025-12-18/u1.avro" */
+    char *path;  /* relative to incoming/, e.g. "battle/2025-12-18/u1.avro" */
     char *spool; /* the spool file's name, NULL when anonymous (O_TMPFILE) */
     int fd;
     uint64_t size;
