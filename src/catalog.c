@@ -95,6 +95,8 @@
 #define ROLL_PAGE       256 /* claimed rows read per query by roll_rows */
 #define BUSY_TIMEOUT_MS 10000
 #define WAL_LIMIT       (64 * 1024 * 1024) /* journal_size_limit */
+#define CKPT_FRAMES     1000               /* WAL frames that wake the checkpointer */
+#define CKPT_INLINE     16000 /* WAL frames (64 MiB) past which a commit checkpoints itself */
 
 /* ---- schema ---- */
 
@@ -373,6 +375,16 @@ struct bfs_catalog {
      * direct-mapped cache by hash of (table, period). */
     pthread_mutex_t lmu;
     struct layout_slot *layouts; /* LAYOUT_SLOTS */
+
+    /* The checkpointer: a thread with its own connection that copies the WAL
+     * into the database (PASSIVE checkpoints) when the writer's WAL hook says
+     * it holds CKPT_FRAMES frames, so no commit waits for a checkpoint. */
+    pthread_mutex_t cmu;
+    pthread_cond_t ccv;
+    pthread_t ckpt_thread;
+    int ckpt_started, ckpt_wanted, ckpt_stop;
+    sqlite3 *ckpt_db;
+    uint64_t checkpoints;
 };
 
 #define LAYOUT_SLOTS 1024
@@ -605,6 +617,94 @@ static int create_private(const char *path)
     return e;
 }
 
+/* ---- the checkpointer ---- */
+
+/* The writer connection's WAL hook, called after each commit (under wmu):
+ * wake the checkpointer; past CKPT_INLINE frames (the checkpointer never
+ * caught up with a stream of commits), checkpoint here so the WAL stays
+ * bounded: with wmu held no commit lands meanwhile, and the next transaction
+ * restarts the WAL from its start. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    struct bfs_catalog *cat = arg;
+    if (frames >= CKPT_INLINE) {
+        int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            bfs_warn("catalog: checkpoint of a %d-frame WAL: %s", frames, sqlite3_errmsg(db));
+        return SQLITE_OK;
+    }
+    if (frames >= CKPT_FRAMES && cat->ckpt_started) {
+        pthread_mutex_lock(&cat->cmu);
+        if (!cat->ckpt_wanted) {
+            cat->ckpt_wanted = 1;
+            pthread_cond_signal(&cat->ccv);
+        }
+        pthread_mutex_unlock(&cat->cmu);
+    }
+    return SQLITE_OK;
+}
+
+static void *ckpt_main(void *arg)
+{
+    struct bfs_catalog *cat = arg;
+    pthread_mutex_lock(&cat->cmu);
+    for (;;) {
+        while (!cat->ckpt_wanted && !cat->ckpt_stop)
+            pthread_cond_wait(&cat->ccv, &cat->cmu);
+        if (cat->ckpt_stop)
+            break;
+        cat->ckpt_wanted = 0;
+        pthread_mutex_unlock(&cat->cmu);
+        int rc =
+            sqlite3_wal_checkpoint_v2(cat->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            bfs_warn("catalog: checkpoint: %s", sqlite3_errmsg(cat->ckpt_db));
+        pthread_mutex_lock(&cat->cmu);
+        cat->checkpoints++;
+    }
+    pthread_mutex_unlock(&cat->cmu);
+    return NULL;
+}
+
+/* Hand checkpoints to the checkpointer thread. Without it (it cannot start),
+ * SQLite's own automatic checkpoints in the committing thread stay on. */
+static void start_checkpointer(struct bfs_catalog *cat)
+{
+    if (open_conn(cat->path, 1, &cat->ckpt_db) < 0)
+        return;
+    if (pthread_create(&cat->ckpt_thread, NULL, ckpt_main, cat) != 0) {
+        bfs_warn("catalog: no checkpointer thread; commits checkpoint themselves");
+        sqlite3_close(cat->ckpt_db);
+        cat->ckpt_db = NULL;
+        return;
+    }
+    cat->ckpt_started = 1;
+    sqlite3_wal_hook(cat->w, wal_hook, cat); /* replaces the automatic checkpoints */
+}
+
+static void stop_checkpointer(struct bfs_catalog *cat)
+{
+    if (cat->ckpt_started) {
+        pthread_mutex_lock(&cat->cmu);
+        cat->ckpt_stop = 1;
+        pthread_cond_signal(&cat->ccv);
+        pthread_mutex_unlock(&cat->cmu);
+        pthread_join(cat->ckpt_thread, NULL);
+        cat->ckpt_started = 0;
+    }
+    if (cat->ckpt_db && sqlite3_close(cat->ckpt_db) != SQLITE_OK)
+        bfs_error("catalog: close the checkpointer's connection: %s", sqlite3_errmsg(cat->ckpt_db));
+    cat->ckpt_db = NULL;
+}
+
+uint64_t bfs_catalog_checkpoints(struct bfs_catalog *cat)
+{
+    pthread_mutex_lock(&cat->cmu);
+    uint64_t n = cat->checkpoints;
+    pthread_mutex_unlock(&cat->cmu);
+    return n;
+}
+
 int bfs_catalog_open(const char *path, struct bfs_catalog **out)
 {
     *out = NULL;
@@ -627,6 +727,8 @@ int bfs_catalog_open(const char *path, struct bfs_catalog **out)
     pthread_cond_init(&cat->qcv, NULL);
     pthread_mutex_init(&cat->rmu, NULL);
     pthread_mutex_init(&cat->lmu, NULL);
+    pthread_mutex_init(&cat->cmu, NULL);
+    pthread_cond_init(&cat->ccv, NULL);
     cat->qtail = &cat->qhead;
     cat->layouts = calloc(LAYOUT_SLOTS, sizeof *cat->layouts);
     if (!cat->layouts) {
@@ -648,6 +750,7 @@ int bfs_catalog_open(const char *path, struct bfs_catalog **out)
         bfs_catalog_close(cat);
         return rc;
     }
+    start_checkpointer(cat);
     *out = cat;
     return 0;
 }
@@ -664,6 +767,7 @@ void bfs_catalog_close(struct bfs_catalog *cat)
     if (!cat)
         return;
     assert(!cat->leading && !cat->qhead);
+    stop_checkpointer(cat);
     while (cat->idle) {
         struct rconn *c = cat->idle;
         cat->idle = c->next;
@@ -677,6 +781,8 @@ void bfs_catalog_close(struct bfs_catalog *cat)
     pthread_cond_destroy(&cat->qcv);
     pthread_mutex_destroy(&cat->rmu);
     pthread_mutex_destroy(&cat->lmu);
+    pthread_mutex_destroy(&cat->cmu);
+    pthread_cond_destroy(&cat->ccv);
     free(cat->layouts);
     free(cat->path);
     free(cat);

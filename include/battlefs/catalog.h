@@ -57,6 +57,9 @@ void bfs_partition_free(struct bfs_partition *p);
 int bfs_catalog_partition_get(struct bfs_catalog *cat, const char *table, const char *period,
                               struct bfs_partition *p);
 
+/* Checkpoints done by the catalog's checkpointer thread since open. */
+uint64_t bfs_catalog_checkpoints(struct bfs_catalog *cat);
+
 /* The layout of a committed (table, period): its sync marker and codec.
  * Cached in memory (partitions never change once stored): the ingest path
  * asks this at every upload. 0, -ENOENT, or -errno. */

@@ -465,6 +465,34 @@ static void test_partition_layout(void **state)
     assert_int_equal(bfs_catalog_partition_layout(e->cat, "other", "p1", sync, &codec), -ENOENT);
 }
 
+/* Commits hand checkpoints to the checkpointer thread: it runs, and the WAL
+ * stays bounded (CKPT_INLINE frames of 4 KiB pages, plus one transaction)
+ * while a stream of commits never waits for it. */
+static void test_checkpointer(void **state)
+{
+    struct env *e = *state;
+    enum { N = 3000, LEN = 12000 };
+    char ds[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(ds, sizeof ds, "u%d", i % 50);
+        put(e, "battle", "2025-12-18", ds, LEN, (unsigned)i);
+    }
+    assert_true(bfs_catalog_checkpoints(e->cat) > 0);
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", e->path);
+    struct stat st;
+    assert_int_equal(stat(wal, &st), 0);
+    assert_true(st.st_size < (off_t)(16000 + 64) * (4096 + 24));
+    struct bfs_dataset_view v;
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", "u7", &v), 0);
+    assert_int_equal(v.n, N / 50);
+    bfs_dataset_view_free(&v);
+    reopen(e);
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", "u49", &v), 0);
+    assert_int_equal(v.n, N / 50);
+    bfs_dataset_view_free(&v);
+}
+
 /* ------------------------------------------------------------------------ */
 /* listing                                                                   */
 
@@ -1168,6 +1196,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schema_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_codec_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_layout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpointer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll, setup, teardown),
