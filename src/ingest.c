@@ -140,7 +140,8 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
         }
         uint64_t records = 0;
         bfs_buf_reset(&out);
-        rc = bfs_ocf_process(buf, len, &h, sync, codec, &out, &records, 0, &err);
+        rc = bfs_ocf_process(buf, len, &h, sync, codec, &out, &records,
+                             BFS_OCF_DEFLATE_LEVEL(ctx->opt.deflate_level), &err);
         if (rc < 0) {
             snprintf(reason, sizeof reason, "%s", rc == -EINVAL ? err.msg : strerror(-rc));
             rc = rc == -EINVAL ? -EINVAL : -EIO;

@@ -36,6 +36,7 @@ struct raw_opts {
     char *roll_interval;
     char *roll_bytes;
     char *codec;
+    char *deflate_level;
     char *max_upload;
     char *cache_size;
     char *archive_max_bytes;
@@ -60,6 +61,7 @@ static const struct fuse_opt bfs_opts[] = {
     OPT("roll_interval=%s", roll_interval),
     OPT("roll_bytes=%s", roll_bytes),
     OPT("codec=%s", codec),
+    OPT("deflate_level=%s", deflate_level),
     OPT("max_upload=%s", max_upload),
     OPT("cache_size=%s", cache_size),
     OPT("archive_max_bytes=%s", archive_max_bytes),
@@ -110,6 +112,7 @@ static void usage(const char *prog)
         "    -o roll_interval=SECONDS   roll at multiples of this since the epoch (3600)\n"
         "    -o roll_bytes=BYTES        also roll when the buffer holds this much (256M)\n"
         "    -o codec=null|deflate|snappy  codec of stored blocks (deflate)\n"
+        "    -o deflate_level=1..9      zlib level of blocks compressed at ingest (6)\n"
         "    -o max_upload=BYTES        largest accepted upload (64M)\n"
         "    -o cache_size=BYTES        cold-read cache bound (1G)\n"
         "    -o archive_max_bytes=BYTES split larger roll groups (128M)\n"
@@ -264,6 +267,17 @@ static int resolve_options(struct raw_opts *r, struct bfs_options *o)
         fprintf(stderr, "battlefs: -o store_timeout=%s: at most 86400 seconds\n", r->store_timeout);
         rc = 1;
     }
+    uint64_t level = 6;
+    if (r->deflate_level) {
+        const char *v = r->deflate_level;
+        if (strlen(v) != 1 || v[0] < '1' || v[0] > '9') {
+            fprintf(stderr, "battlefs: bad -o deflate_level=%s (1 to 9)\n", v);
+            rc = 1;
+        } else {
+            level = (uint64_t)(v[0] - '0');
+        }
+    }
+    o->deflate_level = (int)level;
     if (rc)
         return -EINVAL;
     o->codec = BFS_CODEC_DEFLATE;
@@ -321,19 +335,10 @@ static int resolve_options(struct raw_opts *r, struct bfs_options *o)
 
 static void free_raw(struct raw_opts *r)
 {
-    char **s[] = {&r->state,
-                  &r->roll_interval,
-                  &r->roll_bytes,
-                  &r->codec,
-                  &r->max_upload,
-                  &r->cache_size,
-                  &r->archive_max_bytes,
-                  &r->read_chunk,
-                  &r->store_timeout,
-                  &r->endpoint,
-                  &r->region,
-                  &r->fault,
-                  &r->log_level};
+    char **s[] = {&r->state,         &r->roll_interval, &r->roll_bytes, &r->codec,
+                  &r->deflate_level, &r->max_upload,    &r->cache_size, &r->archive_max_bytes,
+                  &r->read_chunk,    &r->store_timeout, &r->endpoint,   &r->region,
+                  &r->fault,         &r->log_level};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
         free(*s[i]);
         *s[i] = NULL;

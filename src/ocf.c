@@ -859,6 +859,7 @@ struct proc {
     size_t cmp_cap;
     z_stream inf, def;
     bool inf_init, def_init;
+    int level; /* deflate level of recompressed blocks */
     /* the block being processed, for messages */
     uint64_t block;
     size_t at;
@@ -1035,7 +1036,7 @@ static int compress_block(struct proc *p, enum bfs_codec codec, const uint8_t *d
     case BFS_CODEC_DEFLATE: {
         if (!p->def_init) {
             memset(&p->def, 0, sizeof p->def);
-            if (deflateInit2(&p->def, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+            if (deflateInit2(&p->def, p->level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
                 return nomem(p);
             p->def_init = true;
         } else if (deflateReset(&p->def) != Z_OK) {
@@ -1197,11 +1198,17 @@ int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header 
                     const uint8_t sync[16], enum bfs_codec codec, struct bfs_buf *out,
                     uint64_t *records, unsigned flags, struct bfs_ocf_error *err)
 {
-    struct proc p = {.h = h, .err = err};
+    struct proc p = {.h = h, .err = err, .level = (int)((flags >> 4) & 0xfu)};
     if (records)
         *records = 0;
     if (err)
         err->msg[0] = '\0';
+    if (p.level == 0)
+        p.level = 6;
+    if (p.level > 9 || (flags & ~(BFS_OCF_CROSSCHECK | BFS_OCF_DEFLATE_LEVEL(0xf)))) {
+        seterr(err, "bad flags %#x (deflate level %d)", flags, p.level);
+        return -EINVAL;
+    }
     if (codec != BFS_CODEC_NULL && codec != BFS_CODEC_DEFLATE && codec != BFS_CODEC_SNAPPY) {
         seterr(err, "unknown target codec %d", (int)codec);
         return -EINVAL;

@@ -21,6 +21,7 @@ struct bfs_options {
     uint64_t roll_interval; /* seconds */
     uint64_t roll_bytes;
     enum bfs_codec codec;
+    int deflate_level; /* 1..9: zlib level of blocks compressed at ingest */
     uint64_t max_upload;
     uint64_t cache_size;
     uint64_t archive_max_bytes;

@@ -105,16 +105,16 @@ int bfs_ocf_schema_get(struct bfs_ocf_schema_cache *c, const char *json, size_t 
  * Blocks of count 0 are validated but left out of `out`. A block whose codec
  * equals `codec` is copied as it is (bytes after the end of a deflate stream
  * included: other readers ignore them); others are recompressed (deflate:
- * raw, level 6; snappy: with its CRC32). Limits: BFS_OCF_MAX_BLOCK per block,
- * BFS_OCF_MAX_TOTAL per file, BFS_OCF_MAX_EMPTY zero-byte values per file,
- * values nested at most 256 deep; strings must be valid UTF-8 and booleans 0/1.
- * Errors read "block N at byte X: ..." (N from 1, X the block's offset) or
- * "K bytes after the last block".
+ * raw, level 6 or BFS_OCF_DEFLATE_LEVEL(n) in flags; snappy: with its CRC32). Limits:
+ * BFS_OCF_MAX_BLOCK per block, BFS_OCF_MAX_TOTAL per file, BFS_OCF_MAX_EMPTY zero-byte values per
+ * file, values nested at most 256 deep; strings must be valid UTF-8 and booleans 0/1. Errors read
+ * "block N at byte X: ..." (N from 1, X the block's offset) or "K bytes after the last block".
  * Returns 0, -EINVAL (err set) or -ENOMEM. On error out may hold partial data. */
 int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header *h,
                     const uint8_t sync[16], enum bfs_codec codec, struct bfs_buf *out,
                     uint64_t *records, unsigned flags, struct bfs_ocf_error *err);
-#define BFS_OCF_CROSSCHECK 1u
+#define BFS_OCF_CROSSCHECK       1u
+#define BFS_OCF_DEFLATE_LEVEL(n) (((unsigned)(n)&0xfu) << 4) /* n = 1..9; 0: level 6 */
 
 /* Append a layout header to out: magic, metadata map {avro.codec, avro.schema}
  * (keys sorted), sync. Deterministic: the same inputs give the same bytes. */

@@ -3,6 +3,7 @@ OCF in the partition's layout (codec, canonical-form sync marker), sizes, and .b
 
 import os
 import random
+import subprocess
 
 import pytest
 
@@ -70,6 +71,27 @@ def test_mount_codec_decides_stored_codec(mount_factory, gen, codec):
     assert [b.count for b in lay.blocks] == [b.count for up in ups for b in gen_avro.parse_ocf(up.data).blocks]
     assert m.records("cells", PERIOD, "mix") == want
     assert m.avrocat("cells", PERIOD, "mix") == [gen_avro.to_avro_json(ups[0].schema, r) for r in want]
+
+
+def test_deflate_level(mount_factory, gen):
+    """-o deflate_level: level 1 and level 9 store the same records in valid deflate files,
+    level 9 in no more bytes; a bad level refuses the mount with a clear message."""
+    ups = [gen.upload("own_ship", 200, codec=c, blocks=4) for c in ("null", "snappy")]
+    sizes = {}
+    for level in (1, 9):
+        m = mount_factory(codec="deflate", deflate_level=level)
+        for up in ups:
+            m.upload_ok("own_ship/%s/lv.avro" % PERIOD, up.data)
+        data = m.read_bytes("own_ship", PERIOD, "lv")
+        check_layout(data, gen_avro.schema_json("own_ship"), "deflate")
+        assert m.records("own_ship", PERIOD, "lv") == [r for up in ups for r in up.records]
+        sizes[level] = len(data)
+        m.stop()
+    assert sizes[9] <= sizes[1], sizes
+    for bad in ("0", "10", "x", "6x", ""):
+        m = mount_factory(start=False, deflate_level=bad)
+        r = subprocess.run(m.cmdline(), capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and "deflate_level" in r.stderr, (bad, r.stderr)
 
 
 def test_null_codec_blocks_are_the_uploaded_bytes(mount_factory, gen):

@@ -415,6 +415,54 @@ static void test_normalise_matrix(void **state)
     }
 }
 
+/* BFS_OCF_DEFLATE_LEVEL: levels 1 and 9 give valid files of the same records
+ * (9 no bigger), level 0 means 6, and a level past 9 is refused. */
+static void test_deflate_level(void **state)
+{
+    (void)state;
+    size_t len;
+    uint8_t *src = slurp("rich-null.avro", &len);
+    struct bfs_ocf_header h;
+    struct bfs_ocf_error err;
+    assert_int_equal(bfs_ocf_parse_header(src, len, &h, &err), 0);
+    struct bfs_buf out[4] = {{0}};
+    const unsigned levels[] = {1, 9, 0, 6};
+    for (int i = 0; i < 4; i++) {
+        uint64_t records = 0;
+        assert_int_equal(
+            bfs_ocf_layout_header(h.schema_json, h.schema_len, BFS_CODEC_DEFLATE, SYNC_B, &out[i]),
+            0);
+        assert_int_equal(bfs_ocf_process(src, len, &h, SYNC_B, BFS_CODEC_DEFLATE, &out[i], &records,
+                                         BFS_OCF_CROSSCHECK | BFS_OCF_DEFLATE_LEVEL(levels[i]),
+                                         &err),
+                         0);
+        assert_int_equal(records, 50);
+        /* the output decodes (avro-c cross-check) to the same records */
+        struct bfs_ocf_header h2;
+        assert_int_equal(bfs_ocf_parse_header(out[i].data, out[i].len, &h2, &err), 0);
+        uint64_t again = 0;
+        assert_int_equal(bfs_ocf_process(out[i].data, out[i].len, &h2, SYNC_B, BFS_CODEC_NULL, NULL,
+                                         &again, BFS_OCF_CROSSCHECK, &err),
+                         0);
+        assert_int_equal(again, 50);
+        bfs_ocf_header_free(&h2);
+    }
+    assert_true(out[1].len <= out[0].len);
+    assert_int_equal(out[2].len, out[3].len); /* 0 is the default, 6 */
+    assert_memory_equal(out[2].data, out[3].data, out[2].len);
+    uint64_t records;
+    assert_int_equal(bfs_ocf_process(src, len, &h, SYNC_B, BFS_CODEC_DEFLATE, NULL, &records,
+                                     BFS_OCF_DEFLATE_LEVEL(10), &err),
+                     -EINVAL);
+    assert_int_equal(
+        bfs_ocf_process(src, len, &h, SYNC_B, BFS_CODEC_DEFLATE, NULL, &records, 1u << 12, &err),
+        -EINVAL);
+    for (int i = 0; i < 4; i++)
+        bfs_buf_free(&out[i]);
+    bfs_ocf_header_free(&h);
+    free(src);
+}
+
 /* deflate -> null and snappy -> null with python's sync marker give python's
  * null-codec file byte for byte (same records, same block boundaries). */
 static void test_normalise_matches_python(void **state)
@@ -1194,6 +1242,7 @@ int main(void)
         cmocka_unit_test(test_fixtures),
         cmocka_unit_test(test_normalise_matrix),
         cmocka_unit_test(test_normalise_matches_python),
+        cmocka_unit_test(test_deflate_level),
         cmocka_unit_test(test_normalise_same_codec_copies),
         cmocka_unit_test(test_concatenation),
         cmocka_unit_test(test_empty_blocks),
