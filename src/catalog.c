@@ -1043,9 +1043,10 @@ static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, i
             schema_id = sqlite3_last_insert_rowid(db);
         }
         uint8_t sync[16];
-        bfs_schema_sync(up->canonical, up->canonical_len, sync);
         struct bfs_buf hdr = {0};
-        int e = bfs_ocf_layout_header(up->schema_json, up->schema_len, up->codec, sync, &hdr);
+        int e = bfs_schema_sync(up->canonical, up->canonical_len, sync);
+        if (e == 0)
+            e = bfs_ocf_layout_header(up->schema_json, up->schema_len, up->codec, sync, &hdr);
         if (e < 0) {
             bfs_buf_free(&hdr);
             set_msg(msg, msglen, "layout header for %s/%s: %s", up->table, up->period,

@@ -757,7 +757,12 @@ int bfs_ocf_schema_new(const char *json, size_t len, struct bfs_ocf_schema **out
         return rc == -ENOMEM ? -ENOMEM : -EINVAL;
     }
     compute_zero(&s->prog);
-    bfs_schema_sync(s->canon, s->canon_len, s->sync);
+    rc = bfs_schema_sync(s->canon, s->canon_len, s->sync);
+    if (rc < 0) {
+        seterr(err, "SHA-256 of the schema: %s", strerror(-rc));
+        bfs_ocf_schema_unref(s);
+        return rc;
+    }
     *out = s;
     return 0;
 }

@@ -566,15 +566,14 @@ uint64_t bfs_schema_rabin(const char *canon, size_t len)
     return fp;
 }
 
-void bfs_schema_sync(const char *canon, size_t len, uint8_t sync[16])
+int bfs_schema_sync(const char *canon, size_t len, uint8_t sync[16])
 {
     uint8_t d[32];
     int rc = bfs_sha256(canon, len, d);
     if (rc < 0) {
-        /* A wrong marker would corrupt the partition, and the callers have no
-         * way to hear of a failure (see schema.h): stop here. */
         bfs_error("schema: SHA-256 of a canonical form failed: %s", strerror(-rc));
-        abort();
+        return rc;
     }
     memcpy(sync, d, 16);
+    return 0;
 }

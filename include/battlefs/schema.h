@@ -15,9 +15,8 @@ int bfs_schema_canonical(const char *json, size_t len, char **out, size_t *out_l
 uint64_t bfs_schema_rabin(const char *canon, size_t len);
 
 /* The layout sync marker: first 16 bytes of SHA-256 of the canonical form.
- * SHA-256 (libcrypto) fails only if it cannot allocate its context; then this
- * logs and abort()s rather than return a wrong marker (the callers in
- * catalog.c and ingest.c do not expect a failure). */
-void bfs_schema_sync(const char *canon, size_t len, uint8_t sync[16]);
+ * 0, or -ENOMEM when SHA-256 (libcrypto) cannot allocate its context (sync
+ * is then left unset and must not be used). */
+int bfs_schema_sync(const char *canon, size_t len, uint8_t sync[16]);
 
 #endif

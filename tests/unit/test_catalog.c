@@ -286,7 +286,7 @@ static void test_commit_view_read(void **state)
     /* The partition: layout header of the first upload's schema, codec, sync. */
     assert_int_equal(bfs_catalog_partition_get(e->cat, "battle", "2025-12-18", &p), 0);
     uint8_t sync[16];
-    bfs_schema_sync(e->canon_a, e->canon_a_len, sync);
+    assert_int_equal(bfs_schema_sync(e->canon_a, e->canon_a_len, sync), 0);
     assert_memory_equal(p.sync, sync, 16);
     assert_int_equal(p.codec, BFS_CODEC_DEFLATE);
     assert_int_equal(p.schema_len, strlen(SCHEMA_A));
@@ -434,8 +434,8 @@ static void test_partition_layout(void **state)
     struct env *e = *state;
     uint8_t sync[16], want_a[16], want_b[16];
     enum bfs_codec codec;
-    bfs_schema_sync(e->canon_a, e->canon_a_len, want_a);
-    bfs_schema_sync(e->canon_b, e->canon_b_len, want_b);
+    assert_int_equal(bfs_schema_sync(e->canon_a, e->canon_a_len, want_a), 0);
+    assert_int_equal(bfs_schema_sync(e->canon_b, e->canon_b_len, want_b), 0);
     assert_int_equal(bfs_catalog_partition_layout(e->cat, "battle", "p0", sync, &codec), -ENOENT);
     enum { N = 3000 }; /* more than the cache's slots: entries are replaced */
     char period[32], msg[256];

@@ -52,17 +52,21 @@ def default_build():
     return os.path.join(ROOT, "build-bench")
 
 
-def tree(work, uploads, min_kib=MIN_KIB, max_kib=MAX_KIB):
-    """The cached upload tree and its manifest entries (generated on first use)."""
+def tree(work, uploads, min_kib=MIN_KIB, max_kib=MAX_KIB, ntables=len(TABLES)):
+    """The cached upload tree and its manifest entries (generated on first use), over the first
+    ntables of TABLES."""
     os.makedirs(work, exist_ok=True)
     path = os.path.join(work, "tree-roll-%d-%d-%dk" % (uploads, min_kib, max_kib))
+    if ntables != len(TABLES):
+        path += "-t%d" % ntables
     manifest = path + ".json"
     if not os.path.exists(manifest):
         shutil.rmtree(path, ignore_errors=True)
         t0 = time.monotonic()
         print("generating %d uploads in %s ..." % (uploads, path), flush=True)
         gen_avro.make_tree(path, uploads, min_size=min_kib * 1024, max_size=max_kib * 1024,
-                           seed=3, tables_=TABLES, periods=(PERIOD,), manifest=manifest + ".tmp")
+                           seed=3, tables_=TABLES[:ntables], periods=(PERIOD,),
+                           manifest=manifest + ".tmp")
         os.rename(manifest + ".tmp", manifest)
         print("generated in %.0f s" % (time.monotonic() - t0), flush=True)
     with open(manifest) as f:
