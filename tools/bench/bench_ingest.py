@@ -85,6 +85,26 @@ def load(when):
                                                   os.cpu_count()), flush=True)
 
 
+def copy_uploads(args):
+    """Copy (src, dst, paths): each upload read from src and written to dst as open, write,
+    close. Returns the number copied. (For the roll benchmarks' ingest; not timed per write.)"""
+    src, dst, paths = args
+    made = set()
+    for rel in paths:
+        d = os.path.dirname(os.path.join(dst, rel))
+        if d not in made:
+            os.makedirs(d, exist_ok=True)
+            made.add(d)
+        with open(os.path.join(src, rel), "rb") as f:
+            data = f.read()
+        fd = os.open(os.path.join(dst, rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)  # raises if battlefs rejected the upload
+    return len(paths)
+
+
 def writer(src, dst, paths, barrier, out):
     """One writer process: reads its uploads into memory first (the baseline has its blobs in
     memory too, so neither side times the source disk), then, when every writer is ready,

@@ -39,7 +39,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import gen_avro  # noqa: E402
-from bench_ingest import build, writer  # noqa: E402
+from bench_ingest import build, copy_uploads  # noqa: E402
 
 TABLES = gen_avro.tables()[:13]
 PERIOD = "2025-12-18"
@@ -182,7 +182,7 @@ def ingest(m, src, entries, writers=WRITERS):
     shares = [(src, os.path.join(m.mnt, "incoming"), paths[i::writers]) for i in range(writers)]
     t0 = time.monotonic()
     with multiprocessing.Pool(writers) as pool:
-        done = sum(pool.map(writer, shares))
+        done = sum(pool.map(copy_uploads, shares))
     dt = time.monotonic() - t0
     st = m.stats()
     if done != len(entries) or st["uploads_ingested"] != len(entries):
