@@ -24,8 +24,8 @@ default 10,000 uploads, one dataset each, 13 tables, about 1 GiB buffered with d
         of that archive through rclone (no decoding).
 Prints markdown tables with ratios against the same-run baselines.
 
-    tools/bench/bench_s3.py [--uploads 10000] [--tables 13] [--samples 10] [--rclone-samples 2]
-                            [--build build-bench]
+    tools/bench/bench_s3.py [--uploads 10000] [--tables 13] [--upload-kib 150-230]
+                            [--samples 10] [--rclone-samples 2] [--build build-bench]
 
 --tables 1 puts every dataset in one table, so the roll's archives are as big as
 archive_max_bytes allows (128 MiB): the bytes ratio against (b) is the archive's size over the
@@ -159,6 +159,9 @@ def main():
     ap.add_argument("--uploads", type=int, default=10000)
     ap.add_argument("--tables", type=int, default=len(br.TABLES),
                     help="spread the uploads over this many tables (fewer: bigger archives)")
+    ap.add_argument("--upload-kib", default="%d-%d" % (br.MIN_KIB, br.MAX_KIB),
+                    help="upload sizes, MIN-MAX KiB (tables compress differently: with --tables 1,"
+                         " 184-282 makes the 1 GiB buffer that 150-230 makes over 13 tables)")
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--rclone-samples", type=int, default=2)
     ap.add_argument("--build", default=br.default_build())
@@ -171,7 +174,8 @@ def main():
     build(args.build)
     br.load("start")
     ensure_rclone()
-    src, entries = br.tree(args.work, args.uploads, ntables=args.tables)
+    lo, hi = (int(x) for x in args.upload_kib.split("-"))
+    src, entries = br.tree(args.work, args.uploads, min_kib=lo, max_kib=hi, ntables=args.tables)
     work = tempfile.mkdtemp(prefix="s3-", dir=args.work)
     srv = S3Rver(os.path.join(work, "s3rver"), buckets=[BUCKET]).start()
     base_url = "%s/%s" % (srv.url, BUCKET)
