@@ -252,6 +252,8 @@ class SigV4Proxy:
         self.access_key, self.secret_key, self.region = access_key, secret_key, region
         self.session_token = session_token
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when _inflight drops to 0
+        self._inflight = 0  # requests being handled (recorded when their answer is sent)
         self._faults = []
         self._requests = []
         self._failures = []
@@ -307,15 +309,25 @@ class SigV4Proxy:
         return None
 
     # ---- records
+    def _settled(self, timeout=2.0):
+        """Wait (lock held) until no request is being handled, at most timeout seconds: a
+        request is recorded after its answer is sent, so a client may see the answer before
+        the log does. Stalled requests (fault "stall") can outlast the wait."""
+        deadline = time.monotonic() + timeout
+        while self._inflight and time.monotonic() < deadline:
+            self._idle.wait(max(0.0, deadline - time.monotonic()))
+
     @property
     def requests(self):
         with self._lock:
+            self._settled()
             return list(self._requests)
 
     @property
     def failures(self):
         """Requests refused for their signature or payload hash."""
         with self._lock:
+            self._settled()
             return list(self._failures)
 
     def clear_log(self):
@@ -346,7 +358,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
-        self._handle()
+        p = self.proxy
+        with p._lock:
+            p._inflight += 1
+        try:
+            self._handle()
+        finally:
+            with p._lock:
+                p._inflight -= 1
+                if p._inflight == 0:
+                    p._idle.notify_all()
 
     do_PUT = do_POST = do_DELETE = do_HEAD = do_GET
 
