@@ -72,6 +72,7 @@ struct bfs_fs {
     struct handle *handles; /* open files; what is left at unmount is freed there */
     unsigned long long seq;
     struct timespec mount_time; /* times of the directories */
+    int named_spool;            /* test builds, -o fault=spool:named: no O_TMPFILE */
 };
 
 enum node_kind {
@@ -300,7 +301,10 @@ static void discard_upload(struct bfs_fs *fs, struct upload *u)
 static int open_spool(struct bfs_ctx *ctx, struct bfs_fs *fs, char **named)
 {
     *named = NULL;
-    int fd = open(ctx->spool_dir, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+    int fd = -1;
+    errno = EOPNOTSUPP;
+    if (!fs->named_spool)
+        fd = open(ctx->spool_dir, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
     if (fd >= 0)
         return fd;
     if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
@@ -1249,6 +1253,17 @@ int bfs_fs_init(struct bfs_ctx *ctx)
     pthread_mutex_init(&fs->lock, NULL);
     ctx->fs = fs;
     clock_gettime(CLOCK_REALTIME, &fs->mount_time);
+#ifdef BFS_FAULT_INJECTION
+    /* -o fault=spool:named: spool files as on a file system without O_TMPFILE. */
+    const char *f = ctx->opt.fault;
+    if (f && strncmp(f, "spool:", 6) == 0) {
+        if (strcmp(f, "spool:named") != 0) {
+            bfs_error("unknown -o fault=%s (spool:named)", f);
+            return -EINVAL;
+        }
+        fs->named_spool = 1;
+    }
+#endif
     /* Uploads a previous daemon never closed were never acknowledged: drop them. */
     DIR *d = opendir(ctx->spool_dir);
     if (!d) {

@@ -63,6 +63,8 @@
  *   before-commit  the same point as after-upload
  *   after-commit   _exit(99) right after the commit transaction
  *   put-fail       every put fails with EIO (the roll fails, nothing exits)
+ * (fs.c has one of its own, -o fault=spool:named: spool files with names, as
+ * on a file system without O_TMPFILE; the roller ignores "spool:" faults.)
  *
  * The roll thread (bfs_roller_start) rolls at every multiple of roll_interval
  * seconds since the Unix epoch (UTC), when the buffer holds roll_bytes (checked
@@ -115,6 +117,8 @@ static const char *fault_step(const struct bfs_ctx *ctx)
     const char *f = ctx->opt.fault;
     if (!f || !*f)
         return NULL;
+    if (strncmp(f, "spool:", 6) == 0)
+        return NULL; /* fs.c's */
     if (strncmp(f, "roll:", 5) == 0)
         f += 5;
     return f;

@@ -41,6 +41,20 @@ sys.path.insert(0, HERE)
 import gen_avro  # noqa: E402
 
 BUILD = os.environ.get("BATTLEFS_BUILD", os.path.join(REPO, "build"))
+
+
+def fault_build():
+    """Whether BUILD honours -o fault= (configured with -Dfault_injection=true)."""
+    try:
+        with open(os.path.join(BUILD, "meson-info", "intro-buildoptions.json")) as f:
+            opts = json.load(f)
+    except OSError:
+        return False
+    return any(o["name"] == "fault_injection" and o["value"] is True for o in opts)
+
+
+needs_faults = pytest.mark.skipif(not fault_build(),
+                                  reason="needs a build with -Dfault_injection=true")
 BINARY = os.path.join(BUILD, "battlefs")
 TEST_TIMEOUT = float(os.environ.get("BATTLEFS_TEST_TIMEOUT", "180"))
 START_TIMEOUT = 30.0

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mountlib import PERIOD, gen_avro
+from mountlib import PERIOD, gen_avro, needs_faults
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -68,6 +68,46 @@ def test_remount_with_another_codec_keeps_partition_codec(mount, gen):
     assert gen_avro.parse_ocf(mount.read_bytes("battle", "2025-12-20", "c")).codec == "snappy"
     assert mount.records("battle", PERIOD, "c") == a.records + b.records
     assert mount.avrocat("battle", PERIOD, "c") == [gen_avro.to_avro_json(a.schema, r) for r in a.records + b.records]
+
+
+@needs_faults
+def test_named_spool_files_without_o_tmpfile(mount_factory, gen):
+    """Where the state directory's file system has no O_TMPFILE (-o fault=spool:named makes the
+    daemon act so), uploads spool to <state>/spool/<n>.upload: one file per open upload, gone
+    when it is ingested, rejected or discarded; a kill -9 leaves them, and the next mount
+    removes them."""
+    m = mount_factory(fault="spool:named")
+    spool = os.path.join(m.state, "spool")
+    up = gen.upload("battle", 9, codec="deflate", blocks=2)
+    fd = os.open(m.incoming("battle/%s/n1.avro" % PERIOD), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, up.data)
+    names = os.listdir(spool)
+    assert len(names) == 1 and names[0].endswith(".upload"), names
+    with open(os.path.join(spool, names[0]), "rb") as f:
+        assert f.read() == up.data
+    os.close(fd)
+    assert m.spool_files() == []
+    assert m.records("battle", PERIOD, "n1") == up.records
+    m.expect_log(r"not an Avro object container file")
+    assert m.upload("battle/%s/bad.avro" % PERIOD, b"not avro at all") != 0
+    assert m.spool_files() == []
+    # an upload left open when the daemon dies: its spool file stays until the next mount
+    fd = os.open(m.incoming("battle/%s/n2.avro" % PERIOD), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, up.data[:100])
+    assert len(os.listdir(spool)) == 1
+    m.kill9()
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    m.start()
+    assert os.listdir(spool) == []
+    assert m.records("battle", PERIOD, "n1") == up.records
+    assert m.datasets() == [("battle", PERIOD, "n1")]
+    m.options["fault"] = "spool:bogus"
+    m.stop()
+    r = subprocess.run(m.cmdline(), capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "spool:bogus" in r.stderr, r.stderr
 
 
 def test_kill9_after_uploads(mount, gen):

@@ -3,28 +3,16 @@ test build with -Dfault_injection=true) and the store fails (the put-fail fault,
 a read-only bind mount). After recovery every uploaded record is in exactly one place."""
 
 import errno
-import json
 import os
 import subprocess
 
 import pytest
 
-from mountlib import BUILD, PERIOD
+from mountlib import BUILD, PERIOD, needs_faults
 from test_roll import (archives, buffer_rows, check_datasets, check_files_are_segments,
                        check_store, populate, query, roll, roll_ok, store_files, wait_for)
 
 
-def _fault_build():
-    try:
-        with open(os.path.join(BUILD, "meson-info", "intro-buildoptions.json")) as f:
-            opts = json.load(f)
-    except OSError:
-        return False
-    return any(o["name"] == "fault_injection" and o["value"] is True for o in opts)
-
-
-needs_faults = pytest.mark.skipif(not _fault_build(),
-                                  reason="needs a build with -Dfault_injection=true")
 
 STEPS = ["after-claim", "mid-build", "after-build", "mid-upload", "after-upload",
          "before-commit", "after-commit"]
