@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from mountlib import BUILD, PERIOD, needs_faults
+from mountlib import PERIOD, needs_faults
 from test_roll import (archives, buffer_rows, check_datasets, check_files_are_segments,
                        check_store, populate, query, roll, roll_ok, store_files, wait_for)
 
