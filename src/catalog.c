@@ -38,13 +38,17 @@
  * committed roll deleted its rows, so when a claim runs every buffered row is
  * unclaimed: the claim records [min(id), max(id)] in its rolls row, in O(1).
  * Rows committed later get larger ids and stay unclaimed; the roll's rows are
- * the buffer rows in its range until its commit deletes them. The claim is
+ * the buffer rows in its range until its commit deletes them (their blobs in
+ * buffer_data stay, orphaned, until bfs_catalog_purge deletes them in small
+ * transactions: freeing a blob reads all its overflow pages, 0.6 s per GiB,
+ * too long to hold the writer in the commit). The claim is
  * not written into each row because SQLite rewrites a whole row on UPDATE:
  * marking 100k rows held the writer (every upload) for 0.6 s, and with the
  * blob in the row, claiming 256 MiB wrote 256 MiB more to the WAL. For the
  * same reason the blobs live in their own table: scans and lookups of the hot
- * metadata never touch blob pages. A deleted hot id stays gone, so
- * bfs_catalog_read_hot of a rolled row is -ENOENT, never another row's bytes.
+ * metadata never touch blob pages. Ids are never reused, so
+ * bfs_catalog_read_hot of a rolled row gives its own bytes until its purge,
+ * then -ENOENT, never another row's bytes.
  *
  * Connections and locking:
  *   - One read-write connection (cat->w) with its prepared statements, used
@@ -207,7 +211,7 @@ enum wst {
     W_ARCH_INS,
     W_IDX_INS,
     W_ROLL_CHECK,
-    W_DEL_DATA,
+    W_PURGE,
     W_DEL_ROWS,
     W_ROLL_DONE,
     W_COUNT
@@ -255,7 +259,11 @@ static const char *const WSQL[W_COUNT] = {
         "  GROUP BY 1, 2, 3)"
         " SELECT (SELECT count(*) FROM (SELECT * FROM b EXCEPT SELECT * FROM c)) +"
         " (SELECT count(*) FROM (SELECT * FROM c EXCEPT SELECT * FROM b))",
-    [W_DEL_DATA] = "DELETE FROM buffer_data WHERE id BETWEEN ?1 AND ?2",
+    /* Blobs whose buffer_rows row a roll commit deleted: every id below the
+     * smallest live row (rolls claim whole prefixes; ids are never reused). */
+    [W_PURGE] = "DELETE FROM buffer_data WHERE id IN (SELECT id FROM buffer_data WHERE id <"
+                " coalesce((SELECT min(id) FROM buffer_rows), 9223372036854775807)"
+                " ORDER BY id LIMIT ?1)",
     [W_DEL_ROWS] = "DELETE FROM buffer_rows WHERE id BETWEEN ?1 AND ?2",
     [W_ROLL_DONE] = "UPDATE rolls SET committed_at = ?2 WHERE id = ?1 AND committed_at IS NULL",
 };
@@ -1620,6 +1628,22 @@ rollback:
     if (!sqlite3_get_autocommit(db) && run(cat->ws[W_ROLLBACK]) != SQLITE_OK)
         bfs_error("catalog: rollback: %s", sqlite3_errmsg(db));
 out:
+    rc = sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL);
+    if (rc != SQLITE_OK && e == 0)
+        e = sql_fail(db, rc, "foreign keys back on after a roll commit");
+    pthread_mutex_unlock(&cat->wmu);
+    return e;
+}
+
+int bfs_catalog_purge(struct bfs_catalog *cat, int rows)
+{
+    assert(rows > 0);
+    sqlite3 *db = cat->w;
+    pthread_mutex_lock(&cat->wmu);
+    sqlite3_stmt *st = cat->ws[W_PURGE];
+    sqlite3_bind_int(st, 1, rows);
+    int rc = run(st); /* its own transaction (autocommit) */
+    int e = rc == SQLITE_OK ? sqlite3_changes(db) : sql_fail(db, rc, "purge rolled blobs");
     pthread_mutex_unlock(&cat->wmu);
     return e;
 }
@@ -1782,7 +1806,12 @@ int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
     sqlite3 *db = cat->w;
     sqlite3_stmt *st;
     pthread_mutex_lock(&cat->wmu);
-    int rc = run(cat->ws[W_BEGIN]);
+    int rc = sqlite3_exec(db, "PRAGMA foreign_keys = OFF", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        e = sql_fail(db, rc, "foreign keys off for a roll commit");
+        goto out;
+    }
+    rc = run(cat->ws[W_BEGIN]);
     if (rc != SQLITE_OK) {
         e = sql_fail(db, rc, "begin a roll commit");
         goto out;
@@ -1857,13 +1886,15 @@ int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
         e = -EINVAL;
         goto rollback;
     }
-    for (int k = 0; k < 2; k++) {
-        st = cat->ws[k == 0 ? W_DEL_DATA : W_DEL_ROWS];
-        sqlite3_bind_int64(st, 1, lo);
-        sqlite3_bind_int64(st, 2, hi);
-        if ((rc = run(st)) != SQLITE_OK)
-            goto sql_error;
-    }
+    /* The rows only: their blobs stay, orphaned (foreign keys are off for
+     * this transaction), until bfs_catalog_purge. Nothing reads a blob
+     * without its row but a reader that resolved the row before this commit,
+     * and it gets the same bytes the archive now holds. */
+    st = cat->ws[W_DEL_ROWS];
+    sqlite3_bind_int64(st, 1, lo);
+    sqlite3_bind_int64(st, 2, hi);
+    if ((rc = run(st)) != SQLITE_OK)
+        goto sql_error;
     st = cat->ws[W_ROLL_DONE];
     bind_text(st, 1, roll_id);
     sqlite3_bind_int64(st, 2, now);

@@ -72,6 +72,10 @@
  * an upload never waits for a query), on demand (bfs_roller_roll_now), and
  * after a failed roll with exponential backoff (1 s doubling up to
  * ROLL_RETRY_MAX_S). Rolls are serialised: only this thread rolls after start.
+ * When idle after a committed roll (and once at start, for what a crash left),
+ * the thread deletes the rolled blobs the commit left (bfs_catalog_purge), a
+ * few rows per transaction so that uploads and readers interleave; a roll
+ * request goes first.
  */
 #include "battlefs/roller.h"
 
@@ -100,6 +104,7 @@
 
 #define ROLL_CHUNK          (1024u * 1024u) /* the one copy buffer of a roll */
 #define ROLL_BYTES_CHECK_MS 200             /* roll_bytes is checked at most this often */
+#define PURGE_ROWS          16              /* rolled blobs deleted per purge transaction */
 #define ROLL_RETRY_MAX_S    300             /* longest wait before retrying a failed roll */
 #define ROLL_ERR_MAX        480
 
@@ -822,6 +827,7 @@ struct bfs_roller {
     uint64_t served;    /* requests covered by finished rolls */
     int served_rc;      /* the result of the last finished roll */
     int grew;           /* bfs_roller_notify since the last roll_bytes check */
+    int purge;          /* rolled blobs may be left to delete */
     int failing;        /* the last roll failed: retry at retry_at */
     unsigned backoff_s;
     struct timespec retry_at;
@@ -907,6 +913,17 @@ static void *roller_main(void *arg)
             if (!why)
                 continue;
         }
+        if (!why && r->purge) {
+            pthread_mutex_unlock(&r->lock);
+            int n = bfs_catalog_purge(ctx->cat, PURGE_ROWS);
+            pthread_mutex_lock(&r->lock);
+            if (n < 0)
+                bfs_warn("roll: cannot delete rolled blobs (retried after the next roll): %s",
+                         strerror(-n));
+            if (n <= 0)
+                r->purge = 0;
+            continue;
+        }
         if (!why) {
             /* Sleep until the earliest thing that can make us roll. */
             struct timespec until = {0, 0};
@@ -949,6 +966,7 @@ static void *roller_main(void *arg)
         } else {
             r->failing = 0;
             r->backoff_s = 0;
+            r->purge = 1;
         }
         r->served = covers;
         r->served_rc = rc;
@@ -979,6 +997,7 @@ int bfs_roller_start(struct bfs_ctx *ctx, struct bfs_roller **out)
     if (!r)
         return -ENOMEM;
     r->ctx = ctx;
+    r->purge = 1; /* what a crash between a commit and its purge left */
     int rc = pthread_mutex_init(&r->lock, NULL);
     if (rc) {
         free(r);

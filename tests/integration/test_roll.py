@@ -79,6 +79,14 @@ def buffer_rows(m):
     return query(m, "SELECT count(*) FROM buffer_logs")[0][0]
 
 
+def wait_purged(m, timeout=20):
+    """The roller deletes rolled blobs after the commit, in small transactions, when idle:
+    wait until no blob is left without its buffer row."""
+    wait_for(lambda: query(m, "SELECT count(*) FROM buffer_data d WHERE NOT EXISTS"
+                              " (SELECT 1 FROM buffer_rows r WHERE r.id = d.id)")[0][0] == 0,
+             timeout=timeout, what="the purge of rolled blobs")
+
+
 def populate(m, gen, plan, records=5, blocks=2):
     """plan: [(table, period, dataset, codec)] uploaded in order. {(t, p, d): records}."""
     ups = {}
@@ -218,8 +226,10 @@ def test_manual_roll(mount, gen):
     check_datasets(mount, ups)
     check_files_are_segments(mount, ups)
     mount.wait_log(r"roll \S+: committed %d rows" % len(PLAN))
-    # the roll's local files are gone
+    # the roll's local files are gone, and (soon after) the rolled blobs
     assert os.listdir(os.path.join(mount.state, "work")) == []
+    wait_purged(mount)
+    assert query(mount, "SELECT count(*) FROM buffer_data")[0][0] == 0
     mount.remount()
     assert mount.data_tree() == tree
     check_datasets(mount, ups)

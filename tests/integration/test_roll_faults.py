@@ -10,7 +10,8 @@ import pytest
 
 from mountlib import PERIOD, needs_faults
 from test_roll import (archives, buffer_rows, check_datasets, check_files_are_segments,
-                       check_store, populate, query, roll, roll_ok, store_files, wait_for)
+                       check_store, populate, query, roll, roll_ok, store_files, wait_for,
+                       wait_purged)
 
 
 
@@ -74,6 +75,8 @@ def test_crash_at_each_step(mount_factory, gen, step):
     assert st["rolls"] == (0 if step == "after-commit" else 1)
     assert pending_rolls(m) == [] and buffer_rows(m) == 0  # no orphan claimed rows
     assert os.listdir(os.path.join(m.state, "work")) == []
+    # after-commit: the commit left the rolled blobs, the restarted roller deletes them
+    wait_purged(m)
     # no loss, no duplicate: each record exactly once, in upload order, in the files and in
     # the archives; the store holds exactly the catalog's archives (same keys as before)
     check_datasets(m, ups)
