@@ -205,7 +205,7 @@ def main():
         r4 = run_battlefs(args.build, tree, entries, 4, args.codec,
                           tempfile.mkdtemp(prefix="ingest-4-", dir=args.work))
         for r in (r1, r4):
-            shutil.rmtree(os.path.dirname(r["catalog"]), ignore_errors=True)
+            shutil.rmtree(os.path.dirname(os.path.dirname(r["catalog"])), ignore_errors=True)
         b = {"uploads_per_s": base["uploads"] / base["seconds"],
              "mb_per_s": nbytes / base["seconds"] / 1e6}
         rounds.append((b, r1, r4))
