@@ -267,17 +267,16 @@ static int resolve_options(struct raw_opts *r, struct bfs_options *o)
         fprintf(stderr, "battlefs: -o store_timeout=%s: at most 86400 seconds\n", r->store_timeout);
         rc = 1;
     }
-    uint64_t level = 6;
+    o->deflate_level = 6;
     if (r->deflate_level) {
         const char *v = r->deflate_level;
         if (strlen(v) != 1 || v[0] < '1' || v[0] > '9') {
             fprintf(stderr, "battlefs: bad -o deflate_level=%s (1 to 9)\n", v);
             rc = 1;
         } else {
-            level = (uint64_t)(v[0] - '0');
+            o->deflate_level = v[0] - '0';
         }
     }
-    o->deflate_level = (int)level;
     if (rc)
         return -EINVAL;
     o->codec = BFS_CODEC_DEFLATE;

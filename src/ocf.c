@@ -87,6 +87,11 @@ static int get_long(const uint8_t *buf, size_t len, size_t *pos, int64_t *out)
 {
     uint64_t v = 0;
     size_t p = *pos;
+    if (p < len && buf[p] < 0x80) { /* one byte: most values */
+        *pos = p + 1;
+        *out = (int64_t)(buf[p] >> 1) ^ -(int64_t)(buf[p] & 1);
+        return VARINT_OK;
+    }
     for (int i = 0; i < 10; i++) {
         if (p >= len)
             return VARINT_TRUNCATED;
@@ -508,11 +513,6 @@ static int wfail(struct walk *w, const char *fmt, ...)
 
 static int wlong(struct walk *w, int64_t *v, const char *what)
 {
-    if (w->pos < w->len && w->d[w->pos] < 0x80) { /* one byte: most values */
-        uint8_t b = w->d[w->pos++];
-        *v = (int64_t)(b >> 1) ^ -(int64_t)(b & 1);
-        return 0;
-    }
     int rc = get_long(w->d, w->len, &w->pos, v);
     if (rc == VARINT_TRUNCATED)
         return wfail(w, "the block ends inside %s", what);

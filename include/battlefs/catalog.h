@@ -195,22 +195,22 @@ struct bfs_index_rec {
 };
 /* One transaction: insert archived_files and block_indexes, delete the roll's
  * buffer rows (their blobs are left for bfs_catalog_purge), mark the roll
- * committed. archives[i] gets seq i; their index
- * slices must cover index[] in order. The index must account for every
+ * committed. archives[i] gets seq i; their index slices must cover index[] in
+ * order. The index must account for every
  * claimed row: per (table, period, dataset) its lengths and records sum to
  * the claimed rows'. Returns 0; -ENOENT no such roll; -EALREADY the roll is
  * already committed (nothing changes); -EINVAL records that do not match the
  * claim or a key already used; -ENOSPC; -EIO. */
+int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
+                            const struct bfs_archive_rec *archives, size_t n_archives,
+                            const struct bfs_index_rec *index, size_t n_index);
+
 /* Delete up to `rows` blobs of committed rolls (left by bfs_catalog_roll_commit,
  * whose transaction would otherwise read every overflow page of 1 GiB of blobs
  * to free them, holding the writer meanwhile). One short transaction (a
  * purge lost in a crash is redone by the next). Returns the number deleted
  * (0: nothing left) or -errno. */
 int bfs_catalog_purge(struct bfs_catalog *cat, int rows);
-
-int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
-                            const struct bfs_archive_rec *archives, size_t n_archives,
-                            const struct bfs_index_rec *index, size_t n_index);
 
 /* Store keys of every archived file, in archive (id) order (for checks and tools). */
 int bfs_catalog_list_archives(struct bfs_catalog *cat, bfs_name_cb cb, void *ctx);

@@ -43,17 +43,18 @@ import gen_avro  # noqa: E402
 BUILD = os.environ.get("BATTLEFS_BUILD", os.path.join(REPO, "build"))
 
 
-def fault_build():
-    """Whether BUILD honours -o fault= (configured with -Dfault_injection=true)."""
+def build_option(name):
+    """The value of meson option `name` in BUILD, or None (no such build or option)."""
     try:
         with open(os.path.join(BUILD, "meson-info", "intro-buildoptions.json")) as f:
             opts = json.load(f)
     except OSError:
-        return False
-    return any(o["name"] == "fault_injection" and o["value"] is True for o in opts)
+        return None
+    return next((o["value"] for o in opts if o["name"] == name), None)
 
 
-needs_faults = pytest.mark.skipif(not fault_build(),
+# BUILD honours -o fault= (configured with -Dfault_injection=true)
+needs_faults = pytest.mark.skipif(build_option("fault_injection") is not True,
                                   reason="needs a build with -Dfault_injection=true")
 BINARY = os.path.join(BUILD, "battlefs")
 TEST_TIMEOUT = float(os.environ.get("BATTLEFS_TEST_TIMEOUT", "180"))

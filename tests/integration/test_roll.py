@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from mountlib import BUILD, PERIOD, gen_avro, write_file
+from mountlib import PERIOD, build_option, gen_avro, write_file
 
 KEY_RE = re.compile(r"^(?P<table>[A-Za-z0-9_.-]+)/(?P<period>[A-Za-z0-9_.-]+)/"
                     r"(?P<roll>\d{8}T\d{6}Z-\d+)-(?P<n>\d+)\.avro$")
@@ -516,12 +516,7 @@ def _rss_kb(pid, field):
 
 
 def _sanitized_build():
-    try:
-        with open(os.path.join(BUILD, "meson-info", "intro-buildoptions.json")) as f:
-            opts = json.load(f)
-    except OSError:
-        return False
-    return any(o["name"] == "b_sanitize" and o["value"] not in ("none", "", []) for o in opts)
+    return build_option("b_sanitize") not in (None, "none", "", [])
 
 
 @pytest.mark.skipif(_sanitized_build(), reason="sanitizer builds use far more memory")
