@@ -391,6 +391,7 @@ struct bfs_catalog {
     pthread_cond_t ccv;
     pthread_t ckpt_thread;
     int ckpt_started, ckpt_wanted, ckpt_stop;
+    int ckpt_mark; /* WAL frames at the last wake-up (the WAL hook's, under wmu) */
     sqlite3 *ckpt_db;
     uint64_t checkpoints;
 };
@@ -628,10 +629,12 @@ static int create_private(const char *path)
 /* ---- the checkpointer ---- */
 
 /* The writer connection's WAL hook, called after each commit (under wmu):
- * wake the checkpointer; past CKPT_INLINE frames (the checkpointer never
- * caught up with a stream of commits), checkpoint here so the WAL stays
- * bounded: with wmu held no commit lands meanwhile, and the next transaction
- * restarts the WAL from its start. */
+ * wake the checkpointer for every CKPT_FRAMES new frames (not after every
+ * commit past the mark: a checkpoint ends with an fsync of the database, and
+ * a checkpointer chasing each commit syncs the database as often as the WAL);
+ * past CKPT_INLINE frames (the checkpointer never caught up with a stream of
+ * commits), checkpoint here so the WAL stays bounded: with wmu held no commit
+ * lands meanwhile, and the next transaction restarts the WAL from its start. */
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
     struct bfs_catalog *cat = arg;
@@ -641,7 +644,10 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
             bfs_warn("catalog: checkpoint of a %d-frame WAL: %s", frames, sqlite3_errmsg(db));
         return SQLITE_OK;
     }
-    if (frames >= CKPT_FRAMES && cat->ckpt_started) {
+    if (frames < cat->ckpt_mark)
+        cat->ckpt_mark = 0; /* the WAL restarted */
+    if (frames >= cat->ckpt_mark + CKPT_FRAMES && cat->ckpt_started) {
+        cat->ckpt_mark = frames;
         pthread_mutex_lock(&cat->cmu);
         if (!cat->ckpt_wanted) {
             cat->ckpt_wanted = 1;

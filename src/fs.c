@@ -930,29 +930,37 @@ static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
         return -EBADF;
     struct bfs_fs *fs = ctx->fs;
     struct upload *u = h->up;
-    int rc;
     pthread_mutex_lock(&fs->lock);
     if (u->done) {
         /* Already ingested (or rejected) at an earlier close of a duplicate,
          * or rejected by an earlier write: that write's error again. */
-        rc = u->result < 0 ? u->result : -EBADF;
-    } else if ((uint64_t)off + size > ctx->opt.max_upload) {
-        return reject_upload_unlock(ctx, u, -EFBIG);
-    } else {
-        ssize_t n = pwrite(u->fd, buf, size, off);
-        if (n < 0) {
-            /* The spool copy is now incomplete: the upload cannot be stored. */
-            return reject_upload_unlock(ctx, u, -errno);
-        } else {
-            if ((uint64_t)off + (uint64_t)n > u->size)
-                u->size = (uint64_t)off + (uint64_t)n;
-            u->written = 1;
-            clock_gettime(CLOCK_REALTIME, &u->mtime);
-            rc = (int)n;
-        }
+        int rc = u->result < 0 ? u->result : -EBADF;
+        pthread_mutex_unlock(&fs->lock);
+        return rc;
     }
+    if ((uint64_t)off + size > ctx->opt.max_upload)
+        return reject_upload_unlock(ctx, u, -EFBIG);
+    /* The copy into the spool file runs unlocked, so writers of different
+     * uploads copy in parallel. u and its fd live while this handle is open;
+     * it is ingested only at a flush, which the kernel sends after the
+     * write(2)s on its file descriptions have returned. */
     pthread_mutex_unlock(&fs->lock);
-    return rc;
+    ssize_t n = pwrite(u->fd, buf, size, off);
+    int e = errno;
+    pthread_mutex_lock(&fs->lock);
+    if (u->done) {
+        int rc = u->result < 0 ? u->result : -EBADF;
+        pthread_mutex_unlock(&fs->lock);
+        return rc;
+    }
+    if (n < 0) /* the spool copy is now incomplete: the upload cannot be stored */
+        return reject_upload_unlock(ctx, u, -e);
+    if ((uint64_t)off + (uint64_t)n > u->size)
+        u->size = (uint64_t)off + (uint64_t)n;
+    u->written = 1;
+    clock_gettime(CLOCK_REALTIME, &u->mtime);
+    pthread_mutex_unlock(&fs->lock);
+    return (int)n;
 }
 
 /* flush runs at every close(2); its result is close's result. The upload is

@@ -1,6 +1,6 @@
 /* ingest.c - validate, normalise and commit one upload.
  *
- * The spooled file is mapped read-only, its header parsed, its identity
+ * The spooled file is read into memory, its header parsed, its identity
  * resolved (path first, then the battlefs.* metadata, then today's date for a
  * missing period), every block validated and normalised to the partition's
  * layout in one pass, and the result committed through the catalog's group
@@ -12,8 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "battlefs/battlefs.h"
 #include "battlefs/catalog.h"
@@ -83,12 +83,24 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
         bfs_ingest_reject(ctx, what, reason);
         return -EFBIG;
     }
+    /* Read, not mapped: a munmap in this many-threaded process is a TLB
+     * shootdown on every CPU that runs one of its threads. */
     size_t len = (size_t)st.st_size;
-    const uint8_t *buf = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (buf == MAP_FAILED) {
-        snprintf(reason, sizeof reason, "cannot map spool file: %s", strerror(errno));
-        bfs_ingest_reject(ctx, what, reason);
+    uint8_t *buf = malloc(len);
+    if (!buf) {
+        bfs_ingest_reject(ctx, what, "out of memory for the upload");
         return -EIO;
+    }
+    for (size_t got = 0; got < len;) {
+        ssize_t n = pread(fd, buf + got, len - got, (off_t)got);
+        if (n <= 0) {
+            snprintf(reason, sizeof reason, "cannot read spool file: %s",
+                     n < 0 ? strerror(errno) : "it is shorter than its size");
+            bfs_ingest_reject(ctx, what, reason);
+            free(buf);
+            return -EIO;
+        }
+        got += (size_t)n;
     }
 
     struct bfs_ocf_header h;
@@ -117,6 +129,13 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
     if (rc < 0)
         goto reject;
     char msg[256] = "";
+    /* The normalised blocks are about the upload's size (null codec): one
+     * allocation instead of a doubling series. */
+    if (bfs_buf_reserve(&out, len) < 0) {
+        snprintf(reason, sizeof reason, "out of memory for the upload");
+        rc = -EIO;
+        goto reject;
+    }
     canon = bfs_ocf_schema_canonical(h.compiled, &canon_len);
     const uint8_t *sync = bfs_ocf_schema_sync(h.compiled);
 
@@ -180,6 +199,6 @@ out:
     bfs_buf_free(&out);
     if (have_header)
         bfs_ocf_header_free(&h);
-    munmap((void *)buf, len);
+    free(buf);
     return rc;
 }

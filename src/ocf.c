@@ -1,7 +1,7 @@
 /* ocf.c - Avro Object Container Files: parse, validate, normalise, write headers.
  *
  * Every length in the input is checked against the bytes that exist before it
- * is used. Records are decoded by a small validator here that walks the
+ * is used. Records are checked by the validator (validate.c), which walks the
  * binary encoding with the schema compiled into a program (bounds, varint
  * lengths, union and enum indexes, UTF-8, nesting depth, element budgets).
  * With BFS_OCF_CROSSCHECK (tests, fuzzer) avro-c (avro_value_read) also decodes
@@ -17,6 +17,7 @@
 #include "battlefs/ocf.h"
 
 #include "battlefs/schema.h"
+#include "battlefs/validate.h"
 
 #include <assert.h>
 #include <avro.h>
@@ -37,8 +38,6 @@ static const uint8_t magic[4] = {'O', 'b', 'j', 1};
 
 /* Most metadata entries accepted in a header. */
 #define MAX_META 1024
-/* Deepest nesting of values (records, arrays, maps, unions) in a record. */
-#define MAX_DATA_DEPTH 256
 /* Largest compressed block accepted (a little over BFS_OCF_MAX_BLOCK: stored
  * deflate blocks and snappy literals add a few bytes). */
 #define MAX_COMPRESSED ((size_t)BFS_OCF_MAX_BLOCK + 1024 * 1024)
@@ -281,408 +280,6 @@ static int parse_meta(const uint8_t *buf, size_t len, size_t *pos, struct bfs_oc
 }
 
 /* ------------------------------------------------------------------------ */
-/* the schema, compiled for the validator                                    */
-
-enum kind {
-    K_NULL,
-    K_BOOLEAN,
-    K_INT,
-    K_LONG,
-    K_FLOAT,
-    K_DOUBLE,
-    K_BYTES,
-    K_STRING,
-    K_RECORD,
-    K_ENUM,
-    K_FIXED,
-    K_ARRAY,
-    K_MAP,
-    K_UNION,
-};
-
-struct node {
-    enum kind kind;
-    bool zero;      /* some value of this type encodes in zero bytes */
-    uint32_t nkids; /* record fields, union branches; 1 for array and map */
-    uint32_t kids;  /* index of the first kid in prog.kids */
-    int64_t size;   /* fixed: byte size; enum: number of symbols */
-    avro_schema_t src;
-};
-
-struct prog {
-    struct node *nodes;
-    size_t n_nodes, cap_nodes;
-    uint32_t *kids;
-    size_t n_kids, cap_kids;
-};
-
-static void prog_free(struct prog *p)
-{
-    free(p->nodes);
-    free(p->kids);
-    memset(p, 0, sizeof *p);
-}
-
-static int new_node(struct prog *p, enum kind k, avro_schema_t src, uint32_t *idx)
-{
-    if (p->n_nodes == p->cap_nodes) {
-        size_t cap = p->cap_nodes ? 2 * p->cap_nodes : 32;
-        struct node *n = realloc(p->nodes, cap * sizeof *n);
-        if (!n)
-            return -ENOMEM;
-        p->nodes = n;
-        p->cap_nodes = cap;
-    }
-    if (p->n_nodes >= UINT32_MAX)
-        return -ENOMEM;
-    *idx = (uint32_t)p->n_nodes++;
-    p->nodes[*idx] = (struct node){.kind = k, .src = src};
-    return 0;
-}
-
-static int new_kids(struct prog *p, size_t n, uint32_t *first)
-{
-    if (n > UINT32_MAX - p->n_kids)
-        return -ENOMEM;
-    if (p->n_kids + n > p->cap_kids) {
-        size_t cap = p->cap_kids ? p->cap_kids : 32;
-        while (cap < p->n_kids + n)
-            cap *= 2;
-        uint32_t *k = realloc(p->kids, cap * sizeof *k);
-        if (!k)
-            return -ENOMEM;
-        p->kids = k;
-        p->cap_kids = cap;
-    }
-    *first = (uint32_t)p->n_kids;
-    p->n_kids += n;
-    return 0;
-}
-
-/* Compile s (and what it contains) into p; *idx gets its node. Named types are
- * compiled once (so recursive schemas terminate). depth bounds the C stack. */
-static int compile(struct prog *p, avro_schema_t s, uint32_t *idx, int depth, const char **why)
-{
-    if (depth > MAX_DATA_DEPTH || !s)
-        return -EINVAL;
-    if (is_avro_link(s))
-        s = avro_schema_link_target(s);
-    if (!s)
-        return -EINVAL;
-    if (is_avro_named_type(s)) {
-        for (size_t i = 0; i < p->n_nodes; i++) {
-            if (p->nodes[i].src == s) {
-                *idx = (uint32_t)i;
-                return 0;
-            }
-        }
-    }
-    int rc;
-    uint32_t me, first, kid;
-    switch (avro_typeof(s)) {
-    case AVRO_NULL:
-        return new_node(p, K_NULL, s, idx);
-    case AVRO_BOOLEAN:
-        return new_node(p, K_BOOLEAN, s, idx);
-    case AVRO_INT32:
-        return new_node(p, K_INT, s, idx);
-    case AVRO_INT64:
-        return new_node(p, K_LONG, s, idx);
-    case AVRO_FLOAT:
-        return new_node(p, K_FLOAT, s, idx);
-    case AVRO_DOUBLE:
-        return new_node(p, K_DOUBLE, s, idx);
-    case AVRO_BYTES:
-        return new_node(p, K_BYTES, s, idx);
-    case AVRO_STRING:
-        return new_node(p, K_STRING, s, idx);
-    case AVRO_ENUM: {
-        int n = avro_schema_enum_number_of_symbols(s);
-        if (n <= 0)
-            return -EINVAL;
-        if ((rc = new_node(p, K_ENUM, s, idx)) < 0)
-            return rc;
-        p->nodes[*idx].size = n;
-        return 0;
-    }
-    case AVRO_FIXED: {
-        int64_t n = avro_schema_fixed_size(s);
-        if (n <= 0) {
-            /* avro-c 1.11 cannot decode a fixed of size 0 (its allocator
-             * returns NULL for 0 bytes). */
-            *why = "a fixed of size 0 (avro-c cannot decode it)";
-            return -EINVAL;
-        }
-        if ((rc = new_node(p, K_FIXED, s, idx)) < 0)
-            return rc;
-        p->nodes[*idx].size = n;
-        return 0;
-    }
-    case AVRO_ARRAY:
-    case AVRO_MAP: {
-        bool arr = avro_typeof(s) == AVRO_ARRAY;
-        if ((rc = new_node(p, arr ? K_ARRAY : K_MAP, s, &me)) < 0)
-            return rc;
-        if ((rc = new_kids(p, 1, &first)) < 0)
-            return rc;
-        avro_schema_t sub = arr ? avro_schema_array_items(s) : avro_schema_map_values(s);
-        if ((rc = compile(p, sub, &kid, depth + 1, why)) < 0)
-            return rc;
-        p->nodes[me].nkids = 1;
-        p->nodes[me].kids = first;
-        p->kids[first] = kid;
-        *idx = me;
-        return 0;
-    }
-    case AVRO_RECORD:
-    case AVRO_UNION: {
-        bool rec = avro_typeof(s) == AVRO_RECORD;
-        size_t n = rec ? avro_schema_record_size(s) : avro_schema_union_size(s);
-        if (n > INT_MAX || (!rec && n == 0))
-            return -EINVAL;
-        if ((rc = new_node(p, rec ? K_RECORD : K_UNION, s, &me)) < 0)
-            return rc;
-        if ((rc = new_kids(p, n, &first)) < 0)
-            return rc;
-        p->nodes[me].nkids = (uint32_t)n;
-        p->nodes[me].kids = first;
-        for (size_t i = 0; i < n; i++) {
-            avro_schema_t sub = rec ? avro_schema_record_field_get_by_index(s, (int)i)
-                                    : avro_schema_union_branch(s, (int)i);
-            if ((rc = compile(p, sub, &kid, depth + 1, why)) < 0)
-                return rc;
-            p->kids[first + i] = kid;
-        }
-        *idx = me;
-        return 0;
-    }
-    default:
-        return -EINVAL;
-    }
-}
-
-/* Which types can encode a value in zero bytes: null and records of such types
- * only (least fixed point, so recursive records are not). A fixed of size 0
- * would be one too, but is refused above. */
-static void compute_zero(struct prog *p)
-{
-    for (size_t i = 0; i < p->n_nodes; i++) {
-        struct node *n = &p->nodes[i];
-        n->zero = n->kind == K_NULL;
-    }
-    bool changed = true;
-    while (changed) {
-        changed = false;
-        for (size_t i = 0; i < p->n_nodes; i++) {
-            struct node *n = &p->nodes[i];
-            if (n->kind != K_RECORD || n->zero)
-                continue;
-            bool all = true;
-            for (uint32_t k = 0; k < n->nkids && all; k++)
-                all = p->nodes[p->kids[n->kids + k]].zero;
-            if (all) {
-                n->zero = true;
-                changed = true;
-            }
-        }
-    }
-}
-
-/* ------------------------------------------------------------------------ */
-/* the validator                                                             */
-
-struct walk {
-    const struct prog *prog;
-    const uint8_t *d;
-    size_t len;
-    size_t pos;
-    uint64_t *budget; /* zero-byte values still allowed in this file */
-    char why[128];
-};
-
-static int wfail(struct walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int wfail(struct walk *w, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(w->why, sizeof w->why, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static int wlong(struct walk *w, int64_t *v, const char *what)
-{
-    int rc = get_long(w->d, w->len, &w->pos, v);
-    if (rc == VARINT_TRUNCATED)
-        return wfail(w, "the block ends inside %s", what);
-    if (rc != VARINT_OK)
-        return wfail(w, "%s is not a valid varint", what);
-    return 0;
-}
-
-static bool utf8_ok(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            k = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            k = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            k = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (n - i - 1 < k)
-            return false;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + j] & 0x3f);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += k + 1;
-    }
-    return true;
-}
-
-static int wlen(struct walk *w, const char *what, bool text)
-{
-    int64_t n;
-    if (wlong(w, &n, what) < 0)
-        return -1;
-    if (n < 0)
-        return wfail(w, "%s has a negative length", what);
-    if ((uint64_t)n > w->len - w->pos)
-        return wfail(w, "%s of %" PRId64 " bytes goes beyond the block", what, n);
-    if (text && !utf8_ok(w->d + w->pos, (size_t)n))
-        return wfail(w, "%s is not valid UTF-8", what);
-    w->pos += (size_t)n;
-    return 0;
-}
-
-static int walk_value(struct walk *w, uint32_t idx, int depth);
-
-static int walk_blocks(struct walk *w, const struct node *n, int depth)
-{
-    const char *what = n->kind == K_ARRAY ? "an array" : "a map";
-    uint32_t item = w->prog->kids[n->kids];
-    bool zero = w->prog->nodes[item].zero;
-    for (;;) {
-        int64_t count, size = -1;
-        if (wlong(w, &count, "an array or map block count") < 0)
-            return -1;
-        if (count == 0)
-            return 0;
-        if (count == INT64_MIN)
-            return wfail(w, "%s block count is out of range", what);
-        if (count < 0) {
-            count = -count;
-            if (wlong(w, &size, "an array or map block size") < 0)
-                return -1;
-            if (size < 0 || (uint64_t)size > w->len - w->pos)
-                return wfail(w, "%s block size %" PRId64 " is not within the block", what, size);
-        }
-        if (zero && n->kind == K_ARRAY) {
-            if ((uint64_t)count > *w->budget)
-                return wfail(w, "%s of %" PRId64 " empty items is too long", what, count);
-            *w->budget -= (uint64_t)count;
-        } else if ((uint64_t)count > w->len - w->pos) {
-            return wfail(w, "%s block of %" PRId64 " items goes beyond the block", what, count);
-        }
-        size_t start = w->pos;
-        for (int64_t i = 0; i < count; i++) {
-            if (n->kind == K_MAP && wlen(w, "a map key", true) < 0)
-                return -1;
-            if (walk_value(w, item, depth + 1) < 0)
-                return -1;
-        }
-        if (size >= 0 && w->pos - start != (uint64_t)size)
-            return wfail(w, "%s block's size %" PRId64 " does not match its %zu bytes", what, size,
-                         w->pos - start);
-    }
-}
-
-static int walk_value(struct walk *w, uint32_t idx, int depth)
-{
-    const struct node *n = &w->prog->nodes[idx];
-    int64_t v;
-    if (depth > MAX_DATA_DEPTH)
-        return wfail(w, "values nested more than %d levels deep", MAX_DATA_DEPTH);
-    switch (n->kind) {
-    case K_NULL:
-        return 0;
-    case K_BOOLEAN:
-        if (w->pos >= w->len)
-            return wfail(w, "the block ends inside a boolean");
-        if (w->d[w->pos] > 1)
-            return wfail(w, "a boolean is %u, not 0 or 1", w->d[w->pos]);
-        w->pos++;
-        return 0;
-    case K_INT:
-        if (wlong(w, &v, "an int") < 0)
-            return -1;
-        if (v < INT32_MIN || v > INT32_MAX)
-            return wfail(w, "an int is out of range");
-        return 0;
-    case K_LONG:
-        return wlong(w, &v, "a long");
-    case K_FLOAT:
-    case K_DOUBLE: {
-        size_t k = n->kind == K_FLOAT ? 4 : 8;
-        if (w->len - w->pos < k)
-            return wfail(w, "the block ends inside a %s", n->kind == K_FLOAT ? "float" : "double");
-        w->pos += k;
-        return 0;
-    }
-    case K_BYTES:
-        return wlen(w, "a bytes value", false);
-    case K_STRING:
-        return wlen(w, "a string", true);
-    case K_FIXED:
-        if ((uint64_t)n->size > w->len - w->pos)
-            return wfail(w, "the block ends inside a fixed of %" PRId64 " bytes", n->size);
-        w->pos += (size_t)n->size;
-        return 0;
-    case K_ENUM:
-        if (wlong(w, &v, "an enum") < 0)
-            return -1;
-        if (v < 0 || v >= n->size)
-            return wfail(w, "enum index %" PRId64 " is not one of the %" PRId64 " symbols", v,
-                         n->size);
-        return 0;
-    case K_UNION:
-        if (wlong(w, &v, "a union branch") < 0)
-            return -1;
-        if (v < 0 || v >= (int64_t)n->nkids)
-            return wfail(w, "union branch %" PRId64 " is not one of the %u branches", v, n->nkids);
-        return walk_value(w, w->prog->kids[n->kids + (uint32_t)v], depth + 1);
-    case K_RECORD:
-        for (uint32_t k = 0; k < n->nkids; k++)
-            if (walk_value(w, w->prog->kids[n->kids + k], depth + 1) < 0)
-                return -1;
-        return 0;
-    case K_ARRAY:
-    case K_MAP:
-        return walk_blocks(w, n, depth);
-    }
-    return wfail(w, "unknown type");
-}
-
-/* ------------------------------------------------------------------------ */
 /* processing                                                                */
 
 /* ------------------------------------------------------------------------ */
@@ -695,16 +292,15 @@ struct bfs_ocf_schema {
     char *canon; /* Parsing Canonical Form */
     size_t canon_len;
     uint8_t sync[16];
-    avro_schema_t schema; /* avro-c's parse; the program's nodes point into it */
-    struct prog prog;
-    uint32_t root;
+    avro_schema_t schema;   /* avro-c's parse */
+    struct bfs_vprog *prog; /* the validator's program */
 };
 
 void bfs_ocf_schema_unref(struct bfs_ocf_schema *s)
 {
     if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
         return;
-    prog_free(&s->prog);
+    bfs_vprog_free(s->prog);
     if (s->schema)
         avro_schema_decref(s->schema);
     free(s->canon);
@@ -746,7 +342,7 @@ int bfs_ocf_schema_new(const char *json, size_t len, struct bfs_ocf_schema **out
         rc = -EINVAL;
     } else {
         const char *cwhy = "a type this module does not know";
-        rc = compile(&s->prog, s->schema, &s->root, 0, &cwhy);
+        rc = bfs_vprog_compile(s->schema, &s->prog, &cwhy);
         if (rc == -ENOMEM)
             seterr(err, "out of memory");
         else if (rc < 0)
@@ -756,7 +352,6 @@ int bfs_ocf_schema_new(const char *json, size_t len, struct bfs_ocf_schema **out
         bfs_ocf_schema_unref(s);
         return rc == -ENOMEM ? -ENOMEM : -EINVAL;
     }
-    compute_zero(&s->prog);
     rc = bfs_schema_sync(s->canon, s->canon_len, s->sync);
     if (rc < 0) {
         seterr(err, "SHA-256 of the schema: %s", strerror(-rc));
@@ -1084,8 +679,7 @@ static int compress_block(struct proc *p, enum bfs_codec codec, const uint8_t *d
 /* Validate and decode `count` records in data[0..n). */
 static int decode_records(struct proc *p, const uint8_t *data, size_t n, int64_t count)
 {
-    const struct node *root = &p->cs->prog.nodes[p->cs->root];
-    if (root->zero) {
+    if (bfs_vprog_zero(p->cs->prog)) {
         if ((uint64_t)count > p->budget)
             return perr(p, "record count %" PRId64 " is too large for records of no bytes", count);
         p->budget -= (uint64_t)count;
@@ -1093,19 +687,20 @@ static int decode_records(struct proc *p, const uint8_t *data, size_t n, int64_t
         return perr(p, "record count %" PRId64 " is more than the block's %zu bytes can hold",
                     count, n);
     }
-    struct walk w = {.prog = &p->cs->prog, .d = data, .len = n, .budget = &p->budget};
     /* Cross-check: avro-c reads the records that the validator accepted, one
      * after the other from the same bytes, and must end where it ended. */
     if (p->crosscheck)
         avro_reader_memory_set_source(p->reader, (const char *)data, (int64_t)n);
+    size_t pos = 0;
+    char why[128];
     for (int64_t r = 1; r <= count; r++) {
-        if (walk_value(&w, p->cs->root, 0) < 0)
-            return perr(p, "record %" PRId64 " does not decode against the schema (%s)", r, w.why);
+        if (bfs_vprog_check(p->cs->prog, data, n, &pos, &p->budget, why, sizeof why) < 0)
+            return perr(p, "record %" PRId64 " does not decode against the schema (%s)", r, why);
         if (p->crosscheck && avro_value_read(p->reader, &p->value) != 0)
             return perr(p, "record %" PRId64 " does not decode against the schema (avro-c)", r);
     }
-    if (w.pos != n)
-        return perr(p, "%zu bytes left after the block's %" PRId64 " records", n - w.pos, count);
+    if (pos != n)
+        return perr(p, "%zu bytes left after the block's %" PRId64 " records", n - pos, count);
     uint8_t extra;
     if (p->crosscheck && count > 0 && avro_read(p->reader, &extra, 1) == 0)
         return perr(p, "the block's records do not decode against the schema (avro-c reads "

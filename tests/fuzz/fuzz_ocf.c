@@ -127,6 +127,18 @@ static const char *const schemas[] = {
     "\"long\"}]}",
     "{\"type\":\"array\",\"items\":{\"type\":\"array\",\"items\":{\"type\":\"map\","
     "\"values\":[\"boolean\",\"bytes\"]}}}",
+    /* FUSOU-shaped: runs of ints and longs, unions of null and a value both
+     * ways round, arrays of ints, a record inlined and one called. */
+    "{\"type\":\"record\",\"name\":\"C\",\"fields\":[{\"name\":\"a\",\"type\":\"int\"},"
+    "{\"name\":\"b\",\"type\":\"long\"},{\"name\":\"c\",\"type\":\"int\"},"
+    "{\"name\":\"o\",\"type\":[\"null\",\"int\"]},{\"name\":\"p\",\"type\":[\"string\","
+    "\"null\"]},{\"name\":\"q\",\"type\":[\"null\",{\"type\":\"enum\",\"name\":\"Q\","
+    "\"symbols\":[\"A\",\"B\",\"C\"]}]},{\"name\":\"xs\",\"type\":{\"type\":\"array\","
+    "\"items\":\"int\"}},{\"name\":\"ys\",\"type\":[\"null\",{\"type\":\"array\","
+    "\"items\":[\"null\",\"long\"]}]},{\"name\":\"in\",\"type\":{\"type\":\"record\","
+    "\"name\":\"In\",\"fields\":[{\"name\":\"f\",\"type\":\"float\"},{\"name\":\"g\","
+    "\"type\":\"double\"},{\"name\":\"t\",\"type\":\"boolean\"},{\"name\":\"r\","
+    "\"type\":[\"null\",\"In\"]}]}},{\"name\":\"z\",\"type\":\"long\"}]}",
 };
 
 static int block_data(struct bfs_buf *f, int codec, const uint8_t *p, size_t n)

@@ -1069,6 +1069,146 @@ static void test_empty_values_budget(void **state)
     bfs_buf_free(&f);
 }
 
+/* A file of one block of one record: valid (needle NULL) or refused with needle. */
+static void expect_one(const char *schema, const uint8_t *rec, size_t n, const char *needle)
+{
+    struct bfs_buf f = {0};
+    hdr(&f, "null", schema, SYNC_A);
+    blk_raw(&f, 1, rec, n, "null", SYNC_A);
+    if (needle)
+        expect_reject(f.data, f.len, needle);
+    else
+        expect_ok(f.data, f.len, 1);
+    bfs_buf_free(&f);
+}
+
+/* The validator's compiled shortcuts: runs of ints and longs, unions of null
+ * and one value (null first or second), arrays of ints, records inlined and
+ * called, and varints at the very end of a block (fewer than eight bytes
+ * left). Each valid record is also decoded by avro-c (BFS_OCF_CROSSCHECK). */
+static void test_validator_shortcuts(void **state)
+{
+    (void)state;
+    const char *schema =
+        "{\"type\":\"record\",\"name\":\"V\",\"fields\":["
+        "{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"b\",\"type\":\"long\"},"
+        "{\"name\":\"c\",\"type\":\"int\"},"
+        "{\"name\":\"o1\",\"type\":[\"null\",\"int\"]},"
+        "{\"name\":\"o2\",\"type\":[\"string\",\"null\"]},"
+        "{\"name\":\"o3\",\"type\":[\"null\",{\"type\":\"enum\",\"name\":\"K\","
+        "\"symbols\":[\"X\",\"Y\"]}]},"
+        "{\"name\":\"xs\",\"type\":{\"type\":\"array\",\"items\":\"int\"}},"
+        "{\"name\":\"in\",\"type\":{\"type\":\"record\",\"name\":\"I\",\"fields\":["
+        "{\"name\":\"p\",\"type\":\"double\"},{\"name\":\"q\",\"type\":\"float\"},"
+        "{\"name\":\"r\",\"type\":[\"null\",\"I\"]}]}},"
+        "{\"name\":\"z\",\"type\":\"long\"}]}";
+    struct bfs_buf d = {0}, f = {0};
+    /* a valid record with every shortcut's slow side: multi-byte varints,
+     * the int extremes, both union branches, a nested I */
+    put_long(&d, INT32_MAX);
+    put_long(&d, INT64_MIN);
+    put_long(&d, INT32_MIN);
+    put_long(&d, 1);
+    put_long(&d, -123456);
+    put_long(&d, 1);
+    put_long(&d, 1);
+    put_long(&d, 1);
+    put_long(&d, 3);
+    put_long(&d, 0);
+    put_long(&d, INT32_MAX);
+    put_long(&d, -1);
+    put_long(&d, 0);
+    bfs_buf_append(&d, "\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11", 12); /* p, q */
+    put_long(&d, 1);                                                            /* r: an inner I */
+    bfs_buf_append(&d, "\0\0\0\0\0\0\0\0\0\0\0\0", 12);
+    put_long(&d, 0);         /* its r: null */
+    put_long(&d, INT64_MAX); /* z: ten bytes, at the very end */
+    size_t good_len = d.len;
+    hdr(&f, "null", schema, SYNC_A);
+    blk_raw(&f, 1, d.data, d.len, "null", SYNC_A);
+    expect_ok(f.data, f.len, 1);
+    /* two records back to back: the first one's z is no longer at the end */
+    bfs_buf_append(&d, d.data, good_len);
+    f.len = 0;
+    hdr(&f, "null", schema, SYNC_A);
+    blk_raw(&f, 2, d.data, d.len, "null", SYNC_A);
+    expect_ok(f.data, f.len, 2);
+
+    /* the same record with one thing wrong */
+    const struct {
+        size_t at;      /* byte to replace from */
+        uint8_t by[10]; /* with */
+        size_t n;
+        const char *needle;
+    } bad[] = {
+        /* a: five bytes, the fifth above 0x0f (2^32 zig-zag) */
+        {0, {0x80, 0x80, 0x80, 0x80, 0x10}, 5, "int is out of range"},
+        /* a: six bytes (2^35 zig-zag); six bytes for a small value are fine */
+        {0, {0x80, 0x80, 0x80, 0x80, 0x80, 0x01}, 6, "int is out of range"},
+        /* o1: branch 2 of 2 */
+        {20, {0x04}, 1, "union branch 2 is not one of the 2 branches"},
+        /* o1: branch -1 */
+        {20, {0x01}, 1, "union branch -1"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct bfs_buf r = {0};
+        bfs_buf_append(&r, d.data, good_len);
+        /* the offset of o1 is after a (5), b (10), c (5) */
+        assert_true(bad[i].at + bad[i].n <= r.len);
+        if (bad[i].at == 0) { /* a is 5 bytes: splice */
+            struct bfs_buf t = {0};
+            bfs_buf_append(&t, bad[i].by, bad[i].n);
+            bfs_buf_append(&t, r.data + 5, r.len - 5);
+            bfs_buf_free(&r);
+            r = t;
+        } else {
+            memcpy(r.data + bad[i].at, bad[i].by, bad[i].n);
+        }
+        f.len = 0;
+        hdr(&f, "null", schema, SYNC_A);
+        blk_raw(&f, 1, r.data, r.len, "null", SYNC_A);
+        expect_reject(f.data, f.len, bad[i].needle);
+        bfs_buf_free(&r);
+    }
+
+    /* unions of null and a value, each way round, at the end of a block */
+    const char *opt = "{\"type\":\"record\",\"name\":\"O\",\"fields\":["
+                      "{\"name\":\"s\",\"type\":[\"string\",\"null\"]},"
+                      "{\"name\":\"i\",\"type\":[\"null\",\"int\"]}]}";
+    const struct {
+        uint8_t b[8];
+        size_t n;
+        const char *needle; /* NULL: valid */
+    } opts[] = {
+        {{0x02, 0x00}, 2, NULL},                               /* null, null */
+        {{0x00, 0x02, 'h', 0x02, 0x7f}, 5, NULL},              /* "h", -64 */
+        {{0x02, 0x02, 0xfe, 0xff, 0xff, 0xff, 0x0f}, 7, NULL}, /* null, INT32_MAX */
+        {{0x02, 0x02, 0xfe, 0xff, 0xff, 0xff, 0x1f}, 7, "int is out of range"},
+        {{0x02, 0x02, 0xfe}, 3, "the block ends inside an int"},
+        {{0x00, 0x04, 0xff, 0xfe, 0x00}, 5, "not valid UTF-8"},
+        {{0x00, 0x04, 'h'}, 3, "goes beyond the block"},
+    };
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        expect_one(opt, opts[i].b, opts[i].n, opts[i].needle);
+
+    /* an array of ints: the tight loop, and its errors */
+    const char *arr = "{\"type\":\"array\",\"items\":\"int\"}";
+    const struct {
+        uint8_t b[16];
+        size_t n;
+        const char *needle;
+    } arrs[] = {
+        {{0x06, 0x02, 0xfe, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x00}, 9, NULL},
+        {{0x06, 0x02, 0xfe, 0xff, 0xff, 0xff, 0x1f, 0x01, 0x00}, 9, "int is out of range"},
+        {{0x05, 0x04, 0x02, 0x04, 0x06, 0x00}, 6, "does not match"},
+        {{0x06, 0x02, 0x04}, 3, "goes beyond the block"},
+    };
+    for (size_t i = 0; i < sizeof arrs / sizeof arrs[0]; i++)
+        expect_one(arr, arrs[i].b, arrs[i].n, arrs[i].needle);
+    bfs_buf_free(&d);
+    bfs_buf_free(&f);
+}
+
 /* Deeply nested data of a recursive schema is refused before avro-c recurses. */
 static void test_nesting_limit(void **state)
 {
@@ -1257,6 +1397,7 @@ int main(void)
         cmocka_unit_test(test_deflate_bomb),
         cmocka_unit_test(test_empty_values_budget),
         cmocka_unit_test(test_nesting_limit),
+        cmocka_unit_test(test_validator_shortcuts),
         cmocka_unit_test(test_schema_types),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_schema_cache),
