@@ -7,7 +7,7 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 pkgs=(build-essential pkg-config meson ninja-build fuse3 libfuse3-dev libavro-dev
-      libsqlite3-dev libcurl4-openssl-dev libssl-dev libjansson-dev zlib1g-dev libsnappy-dev
+      libsqlite3-dev libcurl4-openssl-dev libssl-dev libjansson-dev zlib1g-dev libdeflate-dev libsnappy-dev
       liblzma-dev)
 if [ "$want_test" = 1 ]; then
   pkgs+=(clang libclang-rt-14-dev llvm libcmocka-dev avro-bin python3-avro python3-pytest

