@@ -983,6 +983,11 @@ static int valid_name(const char *s)
     return s && bfs_name_valid(s, strlen(s));
 }
 
+static void fingerprint_hex(const struct bfs_upload *up, char hex[17])
+{
+    snprintf(hex, 17, "%016" PRIx64, bfs_schema_rabin(up->canonical, up->canonical_len));
+}
+
 /* Insert one upload inside the group transaction (under its savepoint).
  * Returns 0 or -errno with msg set. */
 static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, int64_t now,
@@ -993,9 +998,9 @@ static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, i
     int rc;
     int64_t schema_id = -1;
     const char *codec = bfs_codec_name(up->codec);
-    uint64_t fp = bfs_schema_rabin(up->canonical, up->canonical_len);
+    /* The fingerprint is for a new schema's row and for messages only: the
+     * common case, an upload to an existing partition, does not compute it. */
     char fp_hex[17];
-    snprintf(fp_hex, sizeof fp_hex, "%016" PRIx64, fp);
 
     /* The partition, if it exists. */
     st = cat->ws[W_PART_LOOKUP];
@@ -1010,6 +1015,7 @@ static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, i
         int same = canon_len == up->canonical_len &&
                    (canon_len == 0 || memcmp(canon, up->canonical, canon_len) == 0);
         if (!same) {
+            fingerprint_hex(up, fp_hex);
             set_msg(msg, msglen,
                     "schema differs from the one stored for %s/%s (fingerprint %s, upload has "
                     "%s)",
@@ -1050,6 +1056,7 @@ static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, i
         if (schema_id < 0) {
             st = cat->ws[W_SCHEMA_INS];
             sqlite3_bind_text(st, 1, up->canonical, (int)up->canonical_len, SQLITE_STATIC);
+            fingerprint_hex(up, fp_hex);
             bind_text(st, 2, fp_hex);
             sqlite3_bind_text(st, 3, up->schema_json, (int)up->schema_len, SQLITE_STATIC);
             if ((rc = run(st)) != SQLITE_OK)
