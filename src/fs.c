@@ -24,6 +24,7 @@
 #include <fuse.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -1008,9 +1009,12 @@ static int bfs_release(const char *path, struct fuse_file_info *fi)
                 u = NULL;
             }
         }
-        if (u && u->opens == 0 && (u->done || !u->linked))
-            free_upload(u);
+        /* Done or unlinked and not open: nothing else can reach u, so it is
+         * freed unlocked (closing its spool file frees the file's blocks). */
+        bool free_it = u && u->opens == 0 && (u->done || !u->linked);
         pthread_mutex_unlock(&fs->lock);
+        if (free_it)
+            free_upload(u);
     }
     bfs_buf_free(&h->text);
     free(h);
