@@ -1,6 +1,6 @@
 /* ingest.c - validate, normalise and commit one upload.
  *
- * The spooled file is read into memory, its header parsed, its identity
+ * The spooled file is read into memory (mapped, if large), its header parsed, its identity
  * resolved (path first, then the battlefs.* metadata, then today's date for a
  * missing period), every block validated and normalised to the partition's
  * layout in one pass, and the result committed through the catalog's group
@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -64,6 +65,46 @@ static int errno_of_commit(int rc)
     return rc == -EINVAL || rc == -ENOSPC ? rc : -EIO;
 }
 
+/* Uploads up to this size are read into memory; larger ones are mapped. */
+#define READ_MAX (1024 * 1024)
+
+/* The spool file's len bytes: read for small uploads (the common case: a
+ * munmap in this many-threaded process is a TLB shootdown on every CPU that
+ * runs one of its threads, which costs more than copying a few pages), mapped
+ * for large ones (no second copy of a big upload in memory). 0 or -errno. */
+static int spool_load(int fd, size_t len, uint8_t **out)
+{
+    if (len > READ_MAX) {
+        void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED)
+            return -errno;
+        *out = m;
+        return 0;
+    }
+    uint8_t *buf = malloc(len);
+    if (!buf)
+        return -ENOMEM;
+    for (size_t got = 0; got < len;) {
+        ssize_t n = pread(fd, buf + got, len - got, (off_t)got);
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO; /* shorter than its size */
+            free(buf);
+            return -e;
+        }
+        got += (size_t)n;
+    }
+    *out = buf;
+    return 0;
+}
+
+static void spool_unload(uint8_t *buf, size_t len)
+{
+    if (len > READ_MAX)
+        munmap(buf, len);
+    else
+        free(buf);
+}
+
 int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const char *what)
 {
     char reason[512] = "";
@@ -83,24 +124,13 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
         bfs_ingest_reject(ctx, what, reason);
         return -EFBIG;
     }
-    /* Read, not mapped: a munmap in this many-threaded process is a TLB
-     * shootdown on every CPU that runs one of its threads. */
     size_t len = (size_t)st.st_size;
-    uint8_t *buf = malloc(len);
-    if (!buf) {
-        bfs_ingest_reject(ctx, what, "out of memory for the upload");
+    uint8_t *buf = NULL;
+    int rc = spool_load(fd, len, &buf);
+    if (rc < 0) {
+        snprintf(reason, sizeof reason, "cannot read spool file: %s", strerror(-rc));
+        bfs_ingest_reject(ctx, what, reason);
         return -EIO;
-    }
-    for (size_t got = 0; got < len;) {
-        ssize_t n = pread(fd, buf + got, len - got, (off_t)got);
-        if (n <= 0) {
-            snprintf(reason, sizeof reason, "cannot read spool file: %s",
-                     n < 0 ? strerror(errno) : "it is shorter than its size");
-            bfs_ingest_reject(ctx, what, reason);
-            free(buf);
-            return -EIO;
-        }
-        got += (size_t)n;
     }
 
     struct bfs_ocf_header h;
@@ -110,7 +140,7 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
     size_t canon_len = 0;
     char table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1], dataset[BFS_NAME_MAX + 1];
     int have_header = 0;
-    int rc = bfs_ocf_parse_header_cached(buf, len, ctx->schemas, &h, &err);
+    rc = bfs_ocf_parse_header_cached(buf, len, ctx->schemas, &h, &err);
     if (rc < 0) {
         snprintf(reason, sizeof reason, "%s", err.msg);
         goto reject;
@@ -199,6 +229,6 @@ out:
     bfs_buf_free(&out);
     if (have_header)
         bfs_ocf_header_free(&h);
-    free(buf);
+    spool_unload(buf, len);
     return rc;
 }
