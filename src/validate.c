@@ -62,7 +62,7 @@ struct bfs_vprog {
     struct op *ops;
     size_t n_ops, cap_ops;
     uint32_t *seq; /* first op of each sequence */
-    bool *zero;    /* per sequence */
+    bool *zero;    /* per sequence, computed once all are compiled */
     size_t n_seq, cap_seq;
     uint32_t *kids; /* union branches' sequences */
     size_t n_kids, cap_kids;
@@ -163,12 +163,7 @@ static int new_seq(struct bfs_vprog *p, uint32_t *id)
         return -ENOMEM;
     if (grow((void **)&p->seq, &p->cap_seq, p->n_seq + 1, sizeof *p->seq) < 0)
         return -ENOMEM;
-    bool *z = realloc(p->zero, p->cap_seq * sizeof *z);
-    if (!z)
-        return -ENOMEM;
-    p->zero = z;
     p->seq[p->n_seq] = UINT32_MAX; /* not complete yet */
-    p->zero[p->n_seq] = false;
     *id = (uint32_t)p->n_seq++;
     return 0;
 }
@@ -372,8 +367,10 @@ static int emit(struct compiler *c, struct opvec *v, avro_schema_t s, unsigned l
 
 /* zero[] as the least fixed point: start from "no", set "yes" while some
  * sequence has only calls to "yes" sequences (or nothing at all). */
-static void compute_zero(struct bfs_vprog *p)
+static int compute_zero(struct bfs_vprog *p)
 {
+    if (!(p->zero = calloc(p->n_seq, sizeof *p->zero)))
+        return -ENOMEM;
     bool changed = true;
     while (changed) {
         changed = false;
@@ -389,6 +386,7 @@ static void compute_zero(struct bfs_vprog *p)
             }
         }
     }
+    return 0;
 }
 
 void bfs_vprog_free(struct bfs_vprog *p)
@@ -419,7 +417,10 @@ int bfs_vprog_compile(avro_schema_t schema, struct bfs_vprog **out, const char *
     for (size_t s = 0; s < p->n_seq; s++)
         assert(p->seq[s] < p->n_ops);
 #endif
-    compute_zero(p);
+    if (compute_zero(p) < 0) {
+        bfs_vprog_free(p);
+        return -ENOMEM;
+    }
     *out = p;
     return 0;
 }
