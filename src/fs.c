@@ -55,6 +55,7 @@ struct upload {
     int done;    /* ingested or rejected: no more writes */
     int result;  /* outcome of ingest, returned by later flushes */
     int written; /* any write since creation */
+    int flushed; /* closed by its only opener, no write since: its release may be in flight */
     struct timespec mtime;
     mode_t mode;
 };
@@ -959,6 +960,7 @@ static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
     if ((uint64_t)off + (uint64_t)n > u->size)
         u->size = (uint64_t)off + (uint64_t)n;
     u->written = 1;
+    u->flushed = 0;
     clock_gettime(CLOCK_REALTIME, &u->mtime);
     pthread_mutex_unlock(&fs->lock);
     return (int)n;
@@ -982,6 +984,8 @@ static int bfs_flush(const char *path, struct fuse_file_info *fi)
         rc = u->result;
     else if (u->linked && !is_held_name(u->path) && u->written && u->opens == 1)
         rc = ingest_upload(ctx, u);
+    else if (u->opens == 1)
+        u->flushed = 1; /* a held name: see bfs_rename */
     pthread_mutex_unlock(&fs->lock);
     return rc;
 }
@@ -1089,8 +1093,13 @@ static int bfs_rename(const char *from, const char *to, unsigned int flags)
             free(u->path);
             u->path = np;
             clock_gettime(CLOCK_REALTIME, &u->mtime);
-            /* rsync and editors: a held dot-file renamed to its real name. */
-            if (!is_held_name(u->path) && u->opens == 0 && !u->done)
+            /* rsync and editors: a held dot-file renamed to its real name.
+             * close(2) waits for FLUSH but not for RELEASE, so a rename right
+             * after the close can arrive while the upload still counts as
+             * open: one that its only opener has flushed since the last
+             * write is complete too. */
+            bool closed = u->opens == 0 || (u->opens == 1 && u->flushed && u->written);
+            if (!is_held_name(u->path) && closed && !u->done)
                 rc = ingest_upload(ctx, u);
             if (u->done && u->opens == 0)
                 free_upload(u);
@@ -1123,8 +1132,10 @@ static int bfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
         return reject_upload_unlock(ctx, u, -EFBIG);
     else if (ftruncate(u->fd, size) < 0)
         rc = -errno;
-    else
+    else {
         u->size = (uint64_t)size;
+        u->flushed = 0;
+    }
     pthread_mutex_unlock(&fs->lock);
     return rc;
 }

@@ -268,6 +268,39 @@ def test_dot_file_held_until_rename(mount, gen):
     assert incoming_files(mount) == []
 
 
+def test_rename_right_after_close_ingests_at_the_rename(mount, gen):
+    """close(2) waits for FLUSH, not for RELEASE, so rsync's rename can reach the daemon while
+    the held file still counts as open. A dup keeps it open after the close, deterministically:
+    the rename must still ingest, and report the result, before it returns."""
+    up = gen.upload("battle", 4)
+    held = mount.incoming("battle/%s/.late.avro.Q1" % PERIOD)
+    fd = os.open(held, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, up.data)
+    fd2 = os.dup(fd)
+    os.close(fd)  # FLUSH; the file description stays open through fd2: no RELEASE yet
+    os.rename(held, mount.incoming("battle/%s/late.avro" % PERIOD))
+    assert_dataset(mount, "battle", PERIOD, "late", up.records)
+    with pytest.raises(OSError) as ei:
+        os.write(fd2, b"more")
+    assert ei.value.errno == errno.EBADF
+    os.close(fd2)
+    assert_dataset(mount, "battle", PERIOD, "late", up.records)
+    assert mount.stats()["uploads_ingested"] == 1
+
+
+def test_rename_of_held_file_still_being_written_waits_for_close(mount, gen):
+    """A held file renamed while its writer has not closed it is ingested at that close."""
+    up = gen.upload("battle", 4)
+    held = mount.incoming("battle/%s/.open.avro.Q2" % PERIOD)
+    fd = os.open(held, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, up.data[:100])
+    os.rename(held, mount.incoming("battle/%s/open.avro" % PERIOD))
+    assert mount.datasets() == []
+    os.write(fd, up.data[100:])
+    os.close(fd)
+    assert_dataset(mount, "battle", PERIOD, "open", up.records)
+
+
 def test_unlink_of_held_file_discards_it(mount, gen):
     up = gen.upload("battle", 8)
     held = "battle/%s/.tmp" % PERIOD
