@@ -57,7 +57,7 @@ int bfs_buf_put_long(struct bfs_buf *b, int64_t v)
 {
     uint8_t tmp[10];
     size_t n = 0;
-    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    uint64_t z = ((uint64_t)v << 1) ^ (v < 0 ? UINT64_MAX : 0); /* zigzag, no signed shift */
     do {
         uint8_t byte = z & 0x7f;
         z >>= 7;

@@ -1095,8 +1095,9 @@ static void test_roll_races_uploads(void **state)
         assert_int_equal(rc, 0);
         if (n_sims == cap) {
             cap = cap ? cap * 2 : 16;
-            ps = realloc(ps, cap * sizeof *ps);
-            assert_non_null(ps);
+            struct sim **grown = realloc(ps, cap * sizeof *ps);
+            assert_non_null(grown);
+            ps = grown;
         }
         struct sim *s = calloc(1, sizeof *s);
         assert_non_null(s);

@@ -1374,9 +1374,38 @@ static void test_schema_cache(void **state)
     bfs_ocf_schema_cache_free(c);
 }
 
+/* Avro longs are zigzag varints (spec: 0 -> 00, -1 -> 01, 1 -> 02, -64 -> 7f, 64 -> 80 01);
+ * the extremes take ten bytes. */
+static void test_put_long_zigzag(void **state)
+{
+    (void)state;
+    static const struct {
+        int64_t v;
+        size_t n;
+        uint8_t bytes[10];
+    } cases[] = {
+        {0, 1, {0x00}},
+        {-1, 1, {0x01}},
+        {1, 1, {0x02}},
+        {-2, 1, {0x03}},
+        {-64, 1, {0x7f}},
+        {64, 2, {0x80, 0x01}},
+        {INT64_MAX, 10, {0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}},
+        {INT64_MIN, 10, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct bfs_buf b = {0};
+        assert_int_equal(bfs_buf_put_long(&b, cases[i].v), 0);
+        assert_int_equal(b.len, cases[i].n);
+        assert_memory_equal(b.data, cases[i].bytes, cases[i].n);
+        bfs_buf_free(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_put_long_zigzag),
         cmocka_unit_test(test_codec_names),
         cmocka_unit_test(test_header_fields),
         cmocka_unit_test(test_header_map_blocks),

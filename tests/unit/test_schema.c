@@ -389,8 +389,9 @@ static char *slurp(const char *path, size_t *n)
     for (;;) {
         if (*n + 4096 > cap) {
             cap = cap ? cap * 2 : 65536;
-            buf = realloc(buf, cap);
-            assert_non_null(buf);
+            char *grown = realloc(buf, cap);
+            assert_non_null(grown);
+            buf = grown;
         }
         size_t got = fread(buf + *n, 1, cap - *n - 1, f);
         *n += got;

@@ -53,11 +53,15 @@ int main(int argc, char **argv)
     size_t n = 0, cap = 1024;
     long long total = 0;
     struct blob *b = malloc(cap * sizeof *b);
+    if (!b)
+        return 1;
     while (check(sqlite3_step(q), src, "select") == SQLITE_ROW) {
-        if (n == cap)
-            b = realloc(b, (cap *= 2) * sizeof *b);
-        if (!b)
-            return 1;
+        if (n == cap) {
+            struct blob *grown = realloc(b, (cap *= 2) * sizeof *b);
+            if (!grown)
+                return 1;
+            b = grown;
+        }
         b[n].table = strdup((const char *)sqlite3_column_text(q, 0));
         b[n].period = strdup((const char *)sqlite3_column_text(q, 1));
         b[n].dataset = strdup((const char *)sqlite3_column_text(q, 2));
