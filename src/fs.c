@@ -55,7 +55,7 @@ struct upload {
     int done;    /* ingested or rejected: no more writes */
     int result;  /* outcome of ingest, returned by later flushes */
     int written; /* any write since creation */
-    int flushed; /* closed by its only opener, no write since: its release may be in flight */
+    int flushed; /* flushed by its only opener, no write or open since: release may be in flight */
     struct timespec mtime;
     mode_t mode;
 };
@@ -786,6 +786,7 @@ static int bfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
     }
     if (rc == 0 && u) {
         u->opens++;
+        u->flushed = 0; /* a new file description: not closed yet */
         h->up = u;
         handle_attach_locked(fs, h, fi);
         fi->direct_io = 1; /* the spool file is the truth; no page cache for uploads */
@@ -850,6 +851,7 @@ static int bfs_open(const char *path, struct fuse_file_info *fi)
             rc = rc < 0 ? rc : -ENOENT;
         } else {
             u->opens++;
+            u->flushed = 0;
             h->up = u;
             fi->direct_io = 1;
         }

@@ -301,6 +301,23 @@ def test_rename_of_held_file_still_being_written_waits_for_close(mount, gen):
     assert_dataset(mount, "battle", PERIOD, "open", up.records)
 
 
+def test_held_file_reopened_and_renamed_waits_for_the_new_close(mount, gen):
+    """An earlier close of a held file does not make a later opener's file complete: renamed
+    while reopened, it is ingested at the reopened file's close, with everything written."""
+    up = gen.upload("battle", 4)
+    held = mount.incoming("battle/%s/.again.avro.Q3" % PERIOD)
+    fd = os.open(held, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, up.data[:100])
+    os.close(fd)
+    fd = os.open(held, os.O_WRONLY)
+    os.rename(held, mount.incoming("battle/%s/again.avro" % PERIOD))
+    assert mount.datasets() == []
+    os.pwrite(fd, up.data[100:], 100)
+    os.close(fd)
+    assert_dataset(mount, "battle", PERIOD, "again", up.records)
+    assert mount.stats()["uploads_rejected"] == 0
+
+
 def test_unlink_of_held_file_discards_it(mount, gen):
     up = gen.upload("battle", 8)
     held = "battle/%s/.tmp" % PERIOD
