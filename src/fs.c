@@ -1098,8 +1098,8 @@ static int bfs_rename(const char *from, const char *to, unsigned int flags)
             /* rsync and editors: a held dot-file renamed to its real name.
              * close(2) waits for FLUSH but not for RELEASE, so a rename right
              * after the close can arrive while the upload still counts as
-             * open: one that its only opener has flushed since the last
-             * write is complete too. */
+             * open: one whose only file description was flushed after it was
+             * opened and after the last write is complete too. */
             bool closed = u->opens == 0 || (u->opens == 1 && u->flushed && u->written);
             if (!is_held_name(u->path) && closed && !u->done)
                 rc = ingest_upload(ctx, u);
