@@ -920,6 +920,16 @@ static int reject_upload_unlock(struct bfs_ctx *ctx, struct upload *u, int err)
     return err;
 }
 
+/* A write to an upload already ingested (or rejected) at an earlier close of
+ * a duplicate, or rejected by an earlier write: that write's error again, or
+ * EBADF. Unlocks fs->lock. */
+static int done_write_unlock(struct bfs_fs *fs, const struct upload *u)
+{
+    int rc = u->result < 0 ? u->result : -EBADF;
+    pthread_mutex_unlock(&fs->lock);
+    return rc;
+}
+
 static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
@@ -935,13 +945,8 @@ static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
     struct bfs_fs *fs = ctx->fs;
     struct upload *u = h->up;
     pthread_mutex_lock(&fs->lock);
-    if (u->done) {
-        /* Already ingested (or rejected) at an earlier close of a duplicate,
-         * or rejected by an earlier write: that write's error again. */
-        int rc = u->result < 0 ? u->result : -EBADF;
-        pthread_mutex_unlock(&fs->lock);
-        return rc;
-    }
+    if (u->done)
+        return done_write_unlock(fs, u);
     if ((uint64_t)off + size > ctx->opt.max_upload)
         return reject_upload_unlock(ctx, u, -EFBIG);
     /* The copy into the spool file runs unlocked, so writers of different
@@ -952,11 +957,8 @@ static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
     ssize_t n = pwrite(u->fd, buf, size, off);
     int e = errno;
     pthread_mutex_lock(&fs->lock);
-    if (u->done) {
-        int rc = u->result < 0 ? u->result : -EBADF;
-        pthread_mutex_unlock(&fs->lock);
-        return rc;
-    }
+    if (u->done) /* ingested or rejected through another descriptor meanwhile */
+        return done_write_unlock(fs, u);
     if (n < 0) /* the spool copy is now incomplete: the upload cannot be stored */
         return reject_upload_unlock(ctx, u, -e);
     if ((uint64_t)off + (uint64_t)n > u->size)
