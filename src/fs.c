@@ -39,25 +39,33 @@
 #include "battlefs/names.h"
 #include "battlefs/reader.h"
 #include "battlefs/roller.h"
+#include "battlefs/upload.h"
 
 #define INCOMING  "incoming"
 #define CTL       ".battlefs"
 #define MAX_DEPTH 3 /* incoming/<table>/<period>/<dataset>.avro */
 
 struct upload {
-    struct upload *next;
+    struct upload *next; /* in fs->uploads while listed: bound to its name */
+    bool listed;
     char *path;  /* relative to incoming/, e.g. "battle/2025-12-18/u1.avro" */
     char *spool; /* the spool file's name, NULL when anonymous (O_TMPFILE) */
     int fd;
-    uint64_t size;
-    int opens;   /* open file descriptions */
-    int linked;  /* still listed in incoming/ */
-    int done;    /* ingested or rejected: no more writes */
-    int result;  /* outcome of ingest, returned by later flushes */
-    int written; /* any write since creation */
-    int flushed; /* flushed by its only opener, no write or open since: release may be in flight */
+    uid_t uid;         /* its creator: held files are counted per uid */
+    struct bfs_up st;  /* the lifecycle (upload.c) */
+    uint64_t charged;  /* bytes counted against uid's held-file bound (0 or size) */
+    bool charged_file; /* counted as one of uid's held files */
     struct timespec mtime;
     mode_t mode;
+};
+
+/* Held files of one uid: at most BFS_HELD_FILES_MAX of them and
+ * opt.held_bytes_max bytes (beyond, a create fails with EDQUOT). */
+#define BFS_HELD_FILES_MAX 1024u
+struct held_quota {
+    uid_t uid;
+    unsigned files;
+    uint64_t bytes;
 };
 
 struct vdir {
@@ -67,14 +75,21 @@ struct vdir {
 
 struct handle;
 
+/* Lock order: fs->lock is taken before nothing else of the daemon's except
+ * the log's and the errors ring's; it is never held across an ingest, a
+ * catalog call or a spool write. fs->ingested is waited on with fs->lock. */
 struct bfs_fs {
-    pthread_mutex_t lock; /* guards everything below */
-    struct upload *uploads;
+    pthread_mutex_t lock;    /* guards everything below */
+    pthread_cond_t ingested; /* an upload left INGESTING */
+    struct upload *uploads;  /* bound to their names in incoming/ */
     struct vdir *dirs;
-    struct handle *handles; /* open files; what is left at unmount is freed there */
+    struct handle *handles;   /* open files; what is left at unmount is freed there */
+    struct held_quota *quota; /* per uid */
+    size_t n_quota;
     unsigned long long seq;
     struct timespec mount_time; /* times of the directories */
     int named_spool;            /* test builds, -o fault=spool:named: no O_TMPFILE */
+    int pause_ingest;           /* test builds, -o fault=ingest:pause */
 };
 
 enum node_kind {
@@ -105,9 +120,16 @@ struct handle {
     struct handle *prev, *next; /* in fs->handles */
     enum handle_kind kind;
     struct upload *up;
+    struct bfs_up_desc desc; /* H_UPLOAD: this file description's part in up's lifecycle */
+    pid_t opener;            /* H_UPLOAD: the thread that opened it */
     struct bfs_reader *rd;
     struct bfs_buf text;
 };
+
+static struct handle *get_handle(struct fuse_file_info *fi)
+{
+    return (struct handle *)(uintptr_t)fi->fh;
+}
 
 static struct bfs_ctx *get_ctx(void)
 {
@@ -135,6 +157,8 @@ static int ends_with(const char *s, size_t n, const char *suffix)
 static int parse_path(const char *path, struct node *nd)
 {
     memset(nd, 0, sizeof *nd);
+    if (!path)
+        return -ENOENT; /* an open file whose name is gone (nullpath_ok) */
     const char *p = path + 1;
     if (*p == '\0') {
         nd->kind = N_ROOT;
@@ -264,15 +288,47 @@ static int implicit_dir(const char *rel, int depth)
     return depth <= MAX_DEPTH - 1 && strchr(b, '.') == NULL && bfs_name_valid(b, strlen(b));
 }
 
-static void unlink_upload(struct bfs_fs *fs, struct upload *u)
+static struct held_quota *quota_of(struct bfs_fs *fs, uid_t uid, bool add)
 {
-    for (struct upload **pp = &fs->uploads; *pp; pp = &(*pp)->next)
-        if (*pp == u) {
-            *pp = u->next;
-            break;
-        }
-    u->next = NULL;
-    u->linked = 0;
+    for (size_t i = 0; i < fs->n_quota; i++)
+        if (fs->quota[i].uid == uid)
+            return &fs->quota[i];
+    if (!add)
+        return NULL;
+    struct held_quota *q = realloc(fs->quota, (fs->n_quota + 1) * sizeof *q);
+    if (!q)
+        return NULL;
+    fs->quota = q;
+    q = &fs->quota[fs->n_quota++];
+    *q = (struct held_quota){.uid = uid};
+    return q;
+}
+
+/* Bring fs's view of u in line with its lifecycle state after a transition:
+ * listed exactly while bound to its name, and counted against its uid's
+ * held-file bound exactly while it is a named held file. */
+static void sync_upload(struct bfs_fs *fs, struct upload *u)
+{
+    if (u->listed && !u->st.named) {
+        for (struct upload **pp = &fs->uploads; *pp; pp = &(*pp)->next)
+            if (*pp == u) {
+                *pp = u->next;
+                break;
+            }
+        u->next = NULL;
+        u->listed = false;
+    }
+    bool held = u->st.named && u->st.held_name;
+    uint64_t bytes = held ? u->st.size : 0;
+    if (held == u->charged_file && bytes == u->charged)
+        return;
+    struct held_quota *q = quota_of(fs, u->uid, true);
+    if (!q)
+        return; /* out of memory: the bound is not kept for this uid */
+    q->files = q->files - (u->charged_file ? 1 : 0) + (held ? 1 : 0);
+    q->bytes = q->bytes - u->charged + bytes;
+    u->charged_file = held;
+    u->charged = bytes;
 }
 
 static void free_upload(struct upload *u)
@@ -284,16 +340,6 @@ static void free_upload(struct upload *u)
     free(u->spool);
     free(u->path);
     free(u);
-}
-
-/* Drop an upload from incoming/; freed now or at its last release. */
-static void discard_upload(struct bfs_fs *fs, struct upload *u)
-{
-    if (u->linked)
-        unlink_upload(fs, u);
-    u->done = 1;
-    if (u->opens == 0)
-        free_upload(u);
 }
 
 /* The spool file of an upload: anonymous (O_TMPFILE) where the filesystem
@@ -332,9 +378,44 @@ static int open_spool(struct bfs_ctx *ctx, struct bfs_fs *fs, char **named)
     return fd;
 }
 
-static struct upload *new_upload(struct bfs_ctx *ctx, const char *rel, mode_t mode, int *err)
+/* Reject a name that can never become an upload's: "<dir>/.avro" or
+ * "<dir>/..avro" would be a dataset called "" or ".". 0 or -EINVAL. */
+static int check_new_name(struct bfs_ctx *ctx, const char *rel)
+{
+    const char *b = base_name(rel);
+    size_t n = strlen(b);
+    if (!ends_with(b, n, ".avro") && strcmp(b, ".avro") != 0)
+        return 0;
+    if (strspn(b, ".") < n - strlen("avro"))
+        return 0;
+    char what[PATH_MAX];
+    snprintf(what, sizeof what, INCOMING "/%s", rel);
+    bfs_ingest_reject(ctx, what, "no dataset name before .avro");
+    return -EINVAL;
+}
+
+/* A new upload bound to rel (the caller has unbound any other upload there).
+ * NULL with *err on failure. */
+static struct upload *new_upload(struct bfs_ctx *ctx, const char *rel, mode_t mode, uid_t uid,
+                                 int *err)
 {
     struct bfs_fs *fs = ctx->fs;
+    bool held = is_held_name(rel);
+    if (held) {
+        struct held_quota *q = quota_of(fs, uid, false);
+        if (q && (q->files >= BFS_HELD_FILES_MAX || q->bytes >= ctx->opt.held_bytes_max)) {
+            char what[PATH_MAX], reason[200];
+            snprintf(what, sizeof what, INCOMING "/%s", rel);
+            snprintf(reason, sizeof reason,
+                     "uid %u holds %u held files of %llu bytes (bounds: %u files, %llu bytes): "
+                     "rename or remove some",
+                     (unsigned)uid, q->files, (unsigned long long)q->bytes, BFS_HELD_FILES_MAX,
+                     (unsigned long long)ctx->opt.held_bytes_max);
+            bfs_ingest_reject(ctx, what, reason);
+            *err = -EDQUOT;
+            return NULL;
+        }
+    }
     struct upload *u = calloc(1, sizeof *u);
     if (!u || !(u->path = strdup(rel))) {
         *err = -ENOMEM;
@@ -345,11 +426,14 @@ static struct upload *new_upload(struct bfs_ctx *ctx, const char *rel, mode_t mo
         *err = u->fd;
         goto fail;
     }
+    bfs_up_init(&u->st, held);
+    u->uid = uid;
     u->mode = S_IFREG | (mode & 07777);
     clock_gettime(CLOCK_REALTIME, &u->mtime);
-    u->linked = 1;
+    u->listed = true;
     u->next = fs->uploads;
     fs->uploads = u;
+    sync_upload(fs, u);
     return u;
 fail:
     if (u) {
@@ -358,6 +442,57 @@ fail:
         free(u);
     }
     return NULL;
+}
+
+/* Carry out a transition's FREE, else nothing (INGEST and WAIT are the
+ * caller's). Returns true if u was freed. */
+static bool settle(struct bfs_fs *fs, struct upload *u, enum bfs_up_action act)
+{
+    sync_upload(fs, u);
+    if (act != BFS_UP_FREE)
+        return false;
+    free_upload(u);
+    return true;
+}
+
+/* Unbind whatever upload holds rel's name, for a new upload or a rename onto
+ * it: a held file there is discarded, a real upload being written keeps
+ * going under its old identity and is ingested at its close. */
+static void unbind_name(struct bfs_fs *fs, const char *rel)
+{
+    struct upload *v = find_upload(fs, rel);
+    if (v)
+        settle(fs, v, bfs_up_replaced(&v->st));
+}
+
+/* Discard HELD uploads left unrenamed for held_timeout seconds. */
+static void expire_held(struct bfs_ctx *ctx)
+{
+    struct bfs_fs *fs = ctx->fs;
+    time_t now = time(NULL);
+    for (struct upload *u = fs->uploads, *next; u; u = next) {
+        next = u->next;
+        if (!bfs_up_expired(&u->st, now, (time_t)ctx->opt.held_timeout))
+            continue;
+        char what[PATH_MAX], reason[128];
+        snprintf(what, sizeof what, INCOMING "/%s", u->path);
+        snprintf(reason, sizeof reason, "held file not renamed within %llu s: discarded",
+                 (unsigned long long)ctx->opt.held_timeout);
+        bfs_ingest_reject(ctx, what, reason);
+        settle(fs, u, bfs_up_discard(&u->st, 0));
+    }
+}
+
+/* Whether the threads a and b (FUSE request pids, i.e. thread ids) belong to
+ * one process. A pid of 0 (a process in another pid namespace) counts as the
+ * same, which ingests at its close as before this rule. */
+static bool same_process(pid_t a, pid_t b)
+{
+    if (a == b || a <= 0 || b <= 0)
+        return true;
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%d/task/%d", (int)a, (int)b);
+    return access(p, F_OK) == 0;
 }
 
 /* Identity from a path inside incoming/ (rel, depth 1..3). Fields point into
@@ -396,17 +531,37 @@ static int identity_from_path(const char *rel, char *buf, size_t buflen, struct 
     return 0;
 }
 
-/* Ingest u (fs->lock held on entry and exit; dropped while ingesting). */
-static int ingest_upload(struct bfs_ctx *ctx, struct upload *u)
+#ifdef BFS_FAULT_INJECTION
+/* -o fault=ingest:pause: the ingest waits while <state>/fault-ingest-paused
+ * exists; it creates the file when it starts waiting (the test removes it). */
+static void fault_pause_ingest(struct bfs_ctx *ctx)
+{
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/fault-ingest-paused", ctx->opt.state_dir);
+    int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    bfs_info("fault injection: ingest paused until %s is removed", p);
+    while (access(p, F_OK) == 0)
+        usleep(10 * 1000);
+}
+#endif
+
+/* Run the ingest that a transition started (u is INGESTING): fs->lock held
+ * on entry and exit, dropped while ingesting. Returns its result; u is freed
+ * here when nothing refers to it any more (*freed). */
+static int run_ingest(struct bfs_ctx *ctx, struct upload *u, bool *freed)
 {
     struct bfs_fs *fs = ctx->fs;
     char what[PATH_MAX];
     snprintf(what, sizeof what, INCOMING "/%s", u->path);
-    u->done = 1;
-    unlink_upload(fs, u); /* vanishes from incoming/ whatever the outcome */
-    u->opens++;           /* keep u alive while unlocked */
+    sync_upload(fs, u); /* it left incoming/ */
     pthread_mutex_unlock(&fs->lock);
 
+#ifdef BFS_FAULT_INJECTION
+    if (fs->pause_ingest)
+        fault_pause_ingest(ctx);
+#endif
     char buf[PATH_MAX], reason[256];
     struct bfs_identity id;
     int rc = identity_from_path(what + strlen(INCOMING) + 1, buf, sizeof buf, &id, reason,
@@ -419,9 +574,17 @@ static int ingest_upload(struct bfs_ctx *ctx, struct upload *u)
         bfs_roller_notify(ctx->roller);
 
     pthread_mutex_lock(&fs->lock);
-    u->opens--;
-    u->result = rc;
+    *freed = settle(fs, u, bfs_up_ingested(&u->st, rc));
+    pthread_cond_broadcast(&fs->ingested);
     return rc;
+}
+
+/* Wait until u leaves INGESTING (fs->lock held); its result. */
+static int wait_ingest(struct bfs_fs *fs, const struct upload *u)
+{
+    while (u->st.state == BFS_UP_INGESTING)
+        pthread_cond_wait(&fs->ingested, &fs->lock);
+    return u->st.result;
 }
 
 /* ---- getattr / readdir ---- */
@@ -435,14 +598,30 @@ static void fill_dir(struct stat *st, mode_t perm)
     st->st_mtim = st->st_atim = st->st_ctim = get_ctx()->fs->mount_time;
 }
 
+static void fill_upload(struct stat *st, const struct upload *u)
+{
+    st->st_mode = u->mode;
+    st->st_uid = u->uid;
+    st->st_nlink = 1;
+    st->st_size = (off_t)u->st.size;
+    st->st_mtim = u->mtime;
+    st->st_ctim = u->mtime;
+}
+
 static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
     struct bfs_ctx *ctx = get_ctx();
     struct node nd;
-    (void)fi;
     memset(st, 0, sizeof *st);
     st->st_uid = getuid();
     st->st_gid = getgid();
+    struct handle *h = fi ? get_handle(fi) : NULL;
+    if (!path && h && h->kind == H_UPLOAD) { /* an upload whose name is gone */
+        pthread_mutex_lock(&ctx->fs->lock);
+        fill_upload(st, h->up);
+        pthread_mutex_unlock(&ctx->fs->lock);
+        return 0;
+    }
     int rc = parse_path(path, &nd);
     if (rc < 0)
         return rc;
@@ -467,13 +646,11 @@ static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
     case N_IN: {
         struct bfs_fs *fs = ctx->fs;
         pthread_mutex_lock(&fs->lock);
-        struct upload *u = find_upload(fs, nd.rel);
+        /* fstat(2) of an open upload answers for its own file description,
+         * also once the name has gone to another upload or it was ingested. */
+        struct upload *u = h && h->kind == H_UPLOAD ? h->up : find_upload(fs, nd.rel);
         if (u) {
-            st->st_mode = u->mode;
-            st->st_nlink = 1;
-            st->st_size = (off_t)u->size;
-            st->st_mtim = u->mtime;
-            st->st_ctim = u->mtime;
+            fill_upload(st, u);
             rc = 0;
         } else if (nd.depth < MAX_DEPTH &&
                    (find_dir(fs, nd.rel) || implicit_dir(nd.rel, nd.depth))) {
@@ -539,11 +716,13 @@ static int fill_incoming(struct bfs_fs *fs, const char *dir, void *buf, fuse_fil
 {
     size_t dl = strlen(dir);
     size_t cap = 16, n = 0;
+    struct bfs_ctx *ctx = get_ctx();
     char **seen = malloc(cap * sizeof *seen);
     if (!seen)
         return -ENOMEM;
     int rc = 0;
     pthread_mutex_lock(&fs->lock);
+    expire_held(ctx);
     for (int pass = 0; pass < 2 && rc == 0; pass++) {
         struct upload *u = fs->uploads;
         struct vdir *d = fs->dirs;
@@ -756,6 +935,48 @@ static int render_ctl(struct bfs_ctx *ctx, enum node_kind kind, struct bfs_buf *
     return bfs_stats_json(&ctx->stats, &c, out);
 }
 
+/* Open an upload in incoming/ for h. The drop box's rule: every open for
+ * writing that creates or truncates starts an upload of its own (another
+ * upload at that name keeps going and is ingested on its own, or, held,
+ * is discarded); other opens join the upload at that name. */
+static int open_upload(struct bfs_ctx *ctx, const struct node *nd, struct fuse_file_info *fi,
+                       mode_t mode, bool create, struct handle *h)
+{
+    struct bfs_fs *fs = ctx->fs;
+    const struct fuse_context *fc = fuse_get_context();
+    bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+    int rc = 0;
+    pthread_mutex_lock(&fs->lock);
+    expire_held(ctx);
+    struct upload *u = find_upload(fs, nd->rel);
+    if (u && create && (fi->flags & O_EXCL)) {
+        rc = -EEXIST;
+    } else if (writable && (!u || (fi->flags & O_TRUNC))) {
+        /* A new name, a truncating open, or a name whose upload was ingested
+         * between the kernel's lookup and this open (two writers of one
+         * name): a new upload, as O_CREAT would have made a moment later. */
+        if (nd->depth > MAX_DEPTH)
+            rc = -ENOENT;
+        else if ((rc = check_new_name(ctx, nd->rel)) == 0) {
+            if (u)
+                unbind_name(fs, nd->rel);
+            u = new_upload(ctx, nd->rel, mode, fc->uid, &rc);
+        }
+    } else if (!u) {
+        rc = -ENOENT;
+    }
+    if (rc == 0) {
+        h->up = u;
+        h->opener = fc->pid;
+        bfs_up_open(&u->st, &h->desc, writable);
+        sync_upload(fs, u);
+        handle_attach_locked(fs, h, fi);
+        fi->direct_io = 1; /* the spool file is the truth; no page cache for uploads */
+    }
+    pthread_mutex_unlock(&fs->lock);
+    return rc;
+}
+
 static int bfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
     struct bfs_ctx *ctx = get_ctx();
@@ -765,33 +986,10 @@ static int bfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
         return -EROFS;
     if (nd.kind != N_IN)
         return nd.kind == N_CTL_ROLL ? -EEXIST : is_incoming(nd.kind) ? -EISDIR : -EROFS;
-    if (nd.depth > MAX_DEPTH)
-        return -ENOENT;
     struct handle *h = new_handle(H_UPLOAD);
     if (!h)
         return -ENOMEM;
-    struct bfs_fs *fs = ctx->fs;
-    pthread_mutex_lock(&fs->lock);
-    struct upload *u = find_upload(fs, nd.rel);
-    if (u) {
-        if (fi->flags & O_EXCL) {
-            rc = -EEXIST;
-        } else if (ftruncate(u->fd, 0) < 0) {
-            rc = -errno;
-        } else {
-            u->size = 0;
-        }
-    } else {
-        u = new_upload(ctx, nd.rel, mode, &rc);
-    }
-    if (rc == 0 && u) {
-        u->opens++;
-        u->flushed = 0; /* a new file description: not closed yet */
-        h->up = u;
-        handle_attach_locked(fs, h, fi);
-        fi->direct_io = 1; /* the spool file is the truth; no page cache for uploads */
-    }
-    pthread_mutex_unlock(&fs->lock);
+    rc = open_upload(ctx, &nd, fi, mode, true, h);
     if (rc < 0)
         free(h);
     return rc;
@@ -814,6 +1012,10 @@ static int bfs_open(const char *path, struct fuse_file_info *fi)
         if (!h)
             return -ENOMEM;
         rc = bfs_reader_open(ctx, nd.table, nd.period, nd.dataset, &h->rd);
+        /* No page cache: a file that grows while open would otherwise read
+         * as zeros where the kernel zero-filled a page past an older size
+         * (docs/design.md, "The data tree"). */
+        fi->direct_io = 1;
         break;
     }
     case N_CTL_STATS:
@@ -834,30 +1036,14 @@ static int bfs_open(const char *path, struct fuse_file_info *fi)
             return -ENOMEM;
         fi->direct_io = 1;
         break;
-    case N_IN: {
-        struct bfs_fs *fs = ctx->fs;
+    case N_IN:
         h = new_handle(H_UPLOAD);
         if (!h)
             return -ENOMEM;
-        pthread_mutex_lock(&fs->lock);
-        struct upload *u = find_upload(fs, nd.rel);
-        if (!u && acc != O_RDONLY && nd.depth <= MAX_DEPTH) {
-            /* Ingested (or unlinked) between the kernel's lookup and this open,
-             * e.g. two writers of one name: the writer starts a new upload, as
-             * it would have with O_CREAT a moment later. */
-            u = new_upload(ctx, nd.rel, 0644, &rc);
-        }
-        if (!u) {
-            rc = rc < 0 ? rc : -ENOENT;
-        } else {
-            u->opens++;
-            u->flushed = 0;
-            h->up = u;
-            fi->direct_io = 1;
-        }
-        pthread_mutex_unlock(&fs->lock);
-        break;
-    }
+        rc = open_upload(ctx, &nd, fi, 0644, false, h);
+        if (rc < 0)
+            free(h);
+        return rc; /* attached by open_upload */
     default:
         return -EISDIR;
     }
@@ -868,11 +1054,6 @@ static int bfs_open(const char *path, struct fuse_file_info *fi)
     }
     handle_attach(ctx->fs, h, fi);
     return 0;
-}
-
-static struct handle *get_handle(struct fuse_file_info *fi)
-{
-    return (struct handle *)(uintptr_t)fi->fh;
 }
 
 static int bfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
@@ -899,35 +1080,46 @@ static int bfs_read(const char *path, char *buf, size_t size, off_t off, struct 
     return -EBADF;
 }
 
-/* Reject an upload that failed before close (too large, or its spool write
- * failed): discard it, report it once, and make every later write and the
- * close return err. Called with fs->lock held; releases it. */
-static int reject_upload_unlock(struct bfs_ctx *ctx, struct upload *u, int err)
+/* Record a rejection that a write or truncate just decided (u is DISCARDED
+ * with its errno in result): log it and count it once. */
+static void report_refusal(struct bfs_ctx *ctx, const char *rel, int err)
 {
-    struct bfs_fs *fs = ctx->fs;
     char what[PATH_MAX], reason[160];
-    snprintf(what, sizeof what, INCOMING "/%s", u->path);
+    snprintf(what, sizeof what, INCOMING "/%s", rel);
     if (err == -EFBIG)
         snprintf(reason, sizeof reason, "upload larger than max_upload (%llu bytes)",
                  (unsigned long long)ctx->opt.max_upload);
     else
         snprintf(reason, sizeof reason, "cannot spool the upload in the state directory: %s",
                  strerror(-err));
-    u->result = err;
-    discard_upload(fs, u);
-    pthread_mutex_unlock(&fs->lock);
     bfs_ingest_reject(ctx, what, reason);
-    return err;
 }
 
-/* A write to an upload already ingested (or rejected) at an earlier close of
- * a duplicate, or rejected by an earlier write: that write's error again, or
- * EBADF. Unlocks fs->lock. */
-static int done_write_unlock(struct bfs_fs *fs, const struct upload *u)
+/* The end of a write or truncate that a transition refused or rejected (rc
+ * from bfs_up_*_begin/end, != 0): fs->lock held on entry, released. */
+static int refuse_unlock(struct bfs_ctx *ctx, struct upload *u, int rc, enum bfs_up_action act,
+                         size_t accepted)
 {
-    int rc = u->result < 0 ? u->result : -EBADF;
+    struct bfs_fs *fs = ctx->fs;
+    char *rel = NULL;
+    if (act == BFS_UP_REJECT)
+        rel = strdup(u->path);
+    sync_upload(fs, u);
     pthread_mutex_unlock(&fs->lock);
-    return rc;
+    if (act == BFS_UP_REJECT)
+        report_refusal(ctx, rel ? rel : "?", rc);
+    free(rel);
+    return rc == 1 ? (int)accepted : rc; /* 1: a discarded upload takes and drops it */
+}
+
+/* Held files of one uid beyond held_bytes_max: the write that crosses it
+ * fails with EDQUOT and the held file is discarded. fs->lock held. */
+static bool over_held_bytes(struct bfs_ctx *ctx, const struct upload *u, uint64_t end)
+{
+    if (!u->st.held_name || !u->st.named || end <= u->st.size)
+        return false;
+    const struct held_quota *q = quota_of(ctx->fs, u->uid, false);
+    return q && q->bytes - u->charged + end > ctx->opt.held_bytes_max;
 }
 
 static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
@@ -944,35 +1136,37 @@ static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
         return -EBADF;
     struct bfs_fs *fs = ctx->fs;
     struct upload *u = h->up;
+    uint64_t end = (uint64_t)off + size;
+    enum bfs_up_action act;
     pthread_mutex_lock(&fs->lock);
-    if (u->done)
-        return done_write_unlock(fs, u);
-    if ((uint64_t)off + size > ctx->opt.max_upload)
-        return reject_upload_unlock(ctx, u, -EFBIG);
+    int rc = bfs_up_write_begin(&u->st, end, ctx->opt.max_upload, &act);
+    if (rc == 0 && over_held_bytes(ctx, u, end)) {
+        char what[PATH_MAX];
+        snprintf(what, sizeof what, INCOMING "/%s", u->path);
+        settle(fs, u, bfs_up_discard(&u->st, -EDQUOT));
+        pthread_mutex_unlock(&fs->lock);
+        bfs_ingest_reject(ctx, what, "held files of this uid over their byte bound: discarded");
+        return -EDQUOT;
+    }
+    if (rc != 0)
+        return refuse_unlock(ctx, u, rc, act, size);
     /* The copy into the spool file runs unlocked, so writers of different
-     * uploads copy in parallel. u and its fd live while this handle is open;
-     * it is ingested only at a flush, which the kernel sends after the
-     * write(2)s on its file descriptions have returned. */
+     * uploads copy in parallel. u and its fd live while this handle is open. */
     pthread_mutex_unlock(&fs->lock);
     ssize_t n = pwrite(u->fd, buf, size, off);
-    int e = errno;
+    int e = n < 0 ? -errno : 0;
     pthread_mutex_lock(&fs->lock);
-    if (u->done) /* ingested or rejected through another descriptor meanwhile */
-        return done_write_unlock(fs, u);
-    if (n < 0) /* the spool copy is now incomplete: the upload cannot be stored */
-        return reject_upload_unlock(ctx, u, -e);
-    if ((uint64_t)off + (uint64_t)n > u->size)
-        u->size = (uint64_t)off + (uint64_t)n;
-    u->written = 1;
-    u->flushed = 0;
+    rc = bfs_up_write_end(&u->st, &h->desc, n < 0 ? end : (uint64_t)off + (uint64_t)n, e, &act);
+    if (rc != 0)
+        return refuse_unlock(ctx, u, rc, act, size);
     clock_gettime(CLOCK_REALTIME, &u->mtime);
+    sync_upload(fs, u);
     pthread_mutex_unlock(&fs->lock);
     return (int)n;
 }
 
-/* flush runs at every close(2); its result is close's result. The upload is
- * ingested at the first flush that finds data written and this the only open
- * file description; held (dot) names wait for a rename. */
+/* flush runs at every close(2); its result is close's result (upload.h says
+ * when it ingests). A flush that meets an ingest in progress waits for it. */
 static int bfs_flush(const char *path, struct fuse_file_info *fi)
 {
     struct bfs_ctx *ctx = get_ctx();
@@ -982,14 +1176,19 @@ static int bfs_flush(const char *path, struct fuse_file_info *fi)
         return 0;
     struct bfs_fs *fs = ctx->fs;
     struct upload *u = h->up;
-    int rc = 0;
+    pid_t pid = fuse_get_context()->pid;
+    bool by_opener = same_process(pid, h->opener);
+    int rc;
     pthread_mutex_lock(&fs->lock);
-    if (u->done)
-        rc = u->result;
-    else if (u->linked && !is_held_name(u->path) && u->written && u->opens == 1)
-        rc = ingest_upload(ctx, u);
-    else if (u->opens == 1)
-        u->flushed = 1; /* a held name: see bfs_rename */
+    enum bfs_up_action act = bfs_up_flush(&u->st, &h->desc, by_opener, &rc);
+    if (act == BFS_UP_INGEST) {
+        bool freed; /* never: this handle is still open */
+        rc = run_ingest(ctx, u, &freed);
+    } else if (act == BFS_UP_WAIT) {
+        rc = wait_ingest(fs, u);
+    } else {
+        sync_upload(fs, u);
+    }
     pthread_mutex_unlock(&fs->lock);
     return rc;
 }
@@ -1000,30 +1199,28 @@ static int bfs_release(const char *path, struct fuse_file_info *fi)
     struct handle *h = get_handle(fi);
     struct bfs_fs *fs = ctx->fs;
     (void)path;
+    struct upload *to_free = NULL;
     pthread_mutex_lock(&fs->lock);
     handle_detach(fs, h);
-    pthread_mutex_unlock(&fs->lock);
-    if (h->kind == H_READER)
-        bfs_reader_close(h->rd);
     if (h->kind == H_UPLOAD) {
         struct upload *u = h->up;
-        pthread_mutex_lock(&fs->lock);
-        u->opens--;
-        if (u->opens == 0 && !u->done && u->linked && !is_held_name(u->path)) {
-            if (u->written)
-                ingest_upload(ctx, u); /* nobody hears this result: it is logged */
-            else if (u->size == 0) {
-                discard_upload(fs, u); /* e.g. touch: an empty file is no upload; frees u */
-                u = NULL;
-            }
+        enum bfs_up_action act = bfs_up_release(&u->st, &h->desc, time(NULL));
+        if (act == BFS_UP_INGEST) {
+            bool freed;
+            run_ingest(ctx, u, &freed); /* nobody hears this result: it is logged */
+        } else {
+            sync_upload(fs, u);
+            if (act == BFS_UP_FREE)
+                to_free = u;
         }
-        /* Done or unlinked and not open: nothing else can reach u, so it is
-         * freed unlocked (closing its spool file frees the file's blocks). */
-        bool free_it = u && u->opens == 0 && (u->done || !u->linked);
-        pthread_mutex_unlock(&fs->lock);
-        if (free_it)
-            free_upload(u);
     }
+    pthread_mutex_unlock(&fs->lock);
+    /* Nothing else can reach a freed upload, so it is freed unlocked
+     * (closing its spool file frees the file's blocks). */
+    if (to_free)
+        free_upload(to_free);
+    if (h->kind == H_READER)
+        bfs_reader_close(h->rd);
     bfs_buf_free(&h->text);
     free(h);
     return 0;
@@ -1051,7 +1248,7 @@ static int bfs_unlink(const char *path)
     pthread_mutex_lock(&fs->lock);
     struct upload *u = find_upload(fs, nd.rel);
     if (u)
-        discard_upload(fs, u);
+        settle(fs, u, bfs_up_discard(&u->st, 0)); /* like a file unlinked while open */
     else
         rc = -ENOENT;
     pthread_mutex_unlock(&fs->lock);
@@ -1082,31 +1279,28 @@ static int bfs_rename(const char *from, const char *to, unsigned int flags)
     pthread_mutex_lock(&fs->lock);
     struct upload *u = find_upload(fs, a.rel);
     struct upload *v = find_upload(fs, b.rel);
+    char *np = NULL;
     if (!u) {
         /* A directory: renaming it would move its uploads' identity; let mv copy. */
         rc = (find_dir(fs, a.rel) || implicit_dir(a.rel, a.depth)) ? -EXDEV : -ENOENT;
     } else if (v && (flags & RENAME_NOREPLACE)) {
         rc = -EEXIST;
-    } else if (u != v) {
-        char *np = strdup(b.rel);
-        if (!np) {
+    } else if (u != v && (rc = check_new_name(ctx, b.rel)) == 0) {
+        if (!(np = strdup(b.rel))) {
             rc = -ENOMEM;
         } else {
             if (v)
-                discard_upload(fs, v);
+                unbind_name(fs, b.rel);
             free(u->path);
             u->path = np;
             clock_gettime(CLOCK_REALTIME, &u->mtime);
-            /* rsync and editors: a held dot-file renamed to its real name.
-             * close(2) waits for FLUSH but not for RELEASE, so a rename right
-             * after the close can arrive while the upload still counts as
-             * open: one whose only file description was flushed after it was
-             * opened and after the last write is complete too. */
-            bool closed = u->opens == 0 || (u->opens == 1 && u->flushed && u->written);
-            if (!is_held_name(u->path) && closed && !u->done)
-                rc = ingest_upload(ctx, u);
-            if (u->done && u->opens == 0)
-                free_upload(u);
+            enum bfs_up_action act = bfs_up_rename(&u->st, is_held_name(u->path));
+            if (act == BFS_UP_INGEST) {
+                bool freed;
+                rc = run_ingest(ctx, u, &freed);
+            } else {
+                sync_upload(fs, u);
+            }
         }
     }
     pthread_mutex_unlock(&fs->lock);
@@ -1118,27 +1312,31 @@ static int bfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
     struct bfs_ctx *ctx = get_ctx();
     struct node nd;
     int rc = parse_path(path, &nd);
-    if (rc < 0)
+    struct handle *h = fi ? get_handle(fi) : NULL;
+    if (rc < 0 && !(h && h->kind == H_UPLOAD))
         return rc;
+    if (h && h->kind == H_UPLOAD)
+        nd.kind = N_IN; /* ftruncate(2): its own upload, whatever its name */
     if (nd.kind == N_CTL_ROLL)
         return 0; /* `echo > roll` truncates first */
     if (nd.kind != N_IN)
         return is_data_tree(nd.kind) ? -EROFS : -EACCES;
-    (void)fi;
     struct bfs_fs *fs = ctx->fs;
     pthread_mutex_lock(&fs->lock);
-    struct upload *u = find_upload(fs, nd.rel);
+    /* ftruncate(2) acts on its own file description's upload. */
+    struct upload *u = h && h->kind == H_UPLOAD ? h->up : find_upload(fs, nd.rel);
+    enum bfs_up_action act = BFS_UP_NONE;
     if (!u)
         rc = (find_dir(fs, nd.rel) || implicit_dir(nd.rel, nd.depth)) ? -EISDIR : -ENOENT;
-    else if (u->done)
-        rc = -EBADF;
-    else if ((uint64_t)size > ctx->opt.max_upload)
-        return reject_upload_unlock(ctx, u, -EFBIG);
+    else if ((rc = bfs_up_write_begin(&u->st, (uint64_t)size, ctx->opt.max_upload, &act)) != 0)
+        return refuse_unlock(ctx, u, rc, act, 0);
+    else if (over_held_bytes(ctx, u, (uint64_t)size))
+        rc = -EDQUOT;
     else if (ftruncate(u->fd, size) < 0)
         rc = -errno;
     else {
-        u->size = (uint64_t)size;
-        u->flushed = 0;
+        bfs_up_truncated(&u->st, (uint64_t)size);
+        sync_upload(fs, u);
     }
     pthread_mutex_unlock(&fs->lock);
     return rc;
@@ -1223,8 +1421,17 @@ static int bfs_statfs(const char *path, struct statvfs *st)
 
 static void *bfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
-    (void)conn;
+    /* open(O_TRUNC) arrives as one OPEN with O_TRUNC, not as a SETATTR of the
+     * name (which would truncate another writer's upload) and an OPEN. */
+    if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+        conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
     cfg->use_ino = 0;
+    /* unlink and rename onto an open upload reach battlefs (upload.c decides),
+     * instead of libfuse renaming it to a held .fuse_hidden* name. An open
+     * file whose name is gone then gets a NULL path in the operations with
+     * a file handle (getattr and truncate answer from the handle; parse_path
+     * refuses NULL). */
+    cfg->hard_remove = 1;
     /* Names are cached for a second: an upload is four lookups (incoming,
      * table, period, name) before its create, and directories never go away
      * behind the kernel's back. What can (an upload ingested at close, an empty
@@ -1236,9 +1443,7 @@ static void *bfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     cfg->entry_timeout = 1.0;
     cfg->attr_timeout = 0;
     cfg->negative_timeout = 0;
-    /* Dataset files only grow and never change in place: libfuse keeps the
-     * page cache when size and mtime are unchanged since the last open. */
-    cfg->auto_cache = 1;
+    /* Dataset files are opened with direct_io (bfs_open): no page cache. */
     return get_ctx();
 }
 
@@ -1278,17 +1483,22 @@ int bfs_fs_init(struct bfs_ctx *ctx)
     if (!fs)
         return -ENOMEM;
     pthread_mutex_init(&fs->lock, NULL);
+    pthread_cond_init(&fs->ingested, NULL);
     ctx->fs = fs;
     clock_gettime(CLOCK_REALTIME, &fs->mount_time);
 #ifdef BFS_FAULT_INJECTION
-    /* -o fault=spool:named: spool files as on a file system without O_TMPFILE. */
+    /* -o fault=spool:named: spool files as on a file system without O_TMPFILE;
+     * -o fault=ingest:pause: every ingest waits (see fault_pause_ingest). */
     const char *f = ctx->opt.fault;
-    if (f && strncmp(f, "spool:", 6) == 0) {
-        if (strcmp(f, "spool:named") != 0) {
-            bfs_error("unknown -o fault=%s (spool:named)", f);
+    if (f && (strncmp(f, "spool:", 6) == 0 || strncmp(f, "ingest:", 7) == 0)) {
+        if (strcmp(f, "spool:named") == 0) {
+            fs->named_spool = 1;
+        } else if (strcmp(f, "ingest:pause") == 0) {
+            fs->pause_ingest = 1;
+        } else {
+            bfs_error("unknown -o fault=%s (spool:named, ingest:pause)", f);
             return -EINVAL;
         }
-        fs->named_spool = 1;
     }
 #endif
     /* Uploads a previous daemon never closed were never acknowledged: drop them. */
@@ -1320,8 +1530,8 @@ void bfs_fs_destroy(struct bfs_ctx *ctx)
         handle_detach(fs, h);
         if (h->kind == H_READER)
             bfs_reader_close(h->rd);
-        if (h->kind == H_UPLOAD && --h->up->opens == 0 && !h->up->linked)
-            free_upload(h->up); /* linked ones are freed below */
+        if (h->kind == H_UPLOAD && --h->up->st.opens == 0 && !h->up->listed)
+            free_upload(h->up); /* listed ones are freed below */
         bfs_buf_free(&h->text);
         free(h);
     }
@@ -1336,6 +1546,8 @@ void bfs_fs_destroy(struct bfs_ctx *ctx)
         free(d->path);
         free(d);
     }
+    free(fs->quota);
+    pthread_cond_destroy(&fs->ingested);
     pthread_mutex_destroy(&fs->lock);
     free(fs);
     ctx->fs = NULL;

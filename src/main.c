@@ -42,6 +42,7 @@ struct raw_opts {
     char *archive_max_bytes;
     char *read_chunk;
     char *store_timeout;
+    char *held_timeout;
     char *endpoint;
     char *region;
     char *fault;
@@ -67,6 +68,7 @@ static const struct fuse_opt bfs_opts[] = {
     OPT("archive_max_bytes=%s", archive_max_bytes),
     OPT("read_chunk=%s", read_chunk),
     OPT("store_timeout=%s", store_timeout),
+    OPT("held_timeout=%s", held_timeout),
     OPT("endpoint=%s", endpoint),
     OPT("region=%s", region),
     OPT("fault=%s", fault),
@@ -118,6 +120,8 @@ static void usage(const char *prog)
         "    -o archive_max_bytes=BYTES split larger roll groups (128M)\n"
         "    -o read_chunk=BYTES        largest single ranged GET (4M)\n"
         "    -o store_timeout=SECONDS   bound on one S3 request, retries included (30)\n"
+        "    -o held_timeout=SECONDS    a closed dot-file in incoming/ not renamed by then is\n"
+        "                               discarded (3600)\n"
         "    -o endpoint=URL            S3 endpoint (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL)\n"
         "    -o region=NAME             S3 region (else AWS_REGION, else us-east-1)\n"
         "    -o log_level=LEVEL         error, warn, info (default) or debug\n"
@@ -263,6 +267,8 @@ static int resolve_options(struct raw_opts *r, struct bfs_options *o)
                    &o->archive_max_bytes);
     rc |= size_opt("read_chunk", r->read_chunk, 4ull << 20, 4096, &o->read_chunk);
     rc |= size_opt("store_timeout", r->store_timeout, 30, 1, &o->store_timeout);
+    rc |= size_opt("held_timeout", r->held_timeout, 3600, 1, &o->held_timeout);
+    o->held_bytes_max = o->max_upload > UINT64_MAX / 16 ? UINT64_MAX : 16 * o->max_upload;
     if (rc == 0 && o->store_timeout > 86400) {
         fprintf(stderr, "battlefs: -o store_timeout=%s: at most 86400 seconds\n", r->store_timeout);
         rc = 1;
@@ -334,10 +340,10 @@ static int resolve_options(struct raw_opts *r, struct bfs_options *o)
 
 static void free_raw(struct raw_opts *r)
 {
-    char **s[] = {&r->state,         &r->roll_interval, &r->roll_bytes, &r->codec,
-                  &r->deflate_level, &r->max_upload,    &r->cache_size, &r->archive_max_bytes,
-                  &r->read_chunk,    &r->store_timeout, &r->endpoint,   &r->region,
-                  &r->fault,         &r->log_level};
+    char **s[] = {&r->state,         &r->roll_interval, &r->roll_bytes,  &r->codec,
+                  &r->deflate_level, &r->max_upload,    &r->cache_size,  &r->archive_max_bytes,
+                  &r->read_chunk,    &r->store_timeout, &r->endpoint,    &r->region,
+                  &r->fault,         &r->log_level,     &r->held_timeout};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
         free(*s[i]);
         *s[i] = NULL;

@@ -122,7 +122,7 @@ static const char *fault_step(const struct bfs_ctx *ctx)
     const char *f = ctx->opt.fault;
     if (!f || !*f)
         return NULL;
-    if (strncmp(f, "spool:", 6) == 0)
+    if (strncmp(f, "spool:", 6) == 0 || strncmp(f, "ingest:", 7) == 0)
         return NULL; /* fs.c's */
     if (strncmp(f, "roll:", 5) == 0)
         f += 5;

@@ -26,7 +26,9 @@ struct bfs_options {
     uint64_t cache_size;
     uint64_t archive_max_bytes;
     uint64_t read_chunk;
-    uint64_t store_timeout; /* seconds: bound on one store operation, retries included */
+    uint64_t store_timeout;  /* seconds: bound on one store operation, retries included */
+    uint64_t held_timeout;   /* seconds a closed held (dot) file waits for its rename */
+    uint64_t held_bytes_max; /* bytes of held files per uid: 16 x max_upload */
     char *endpoint;
     char *region;
     char *fault; /* test builds only: "roll:after-claim" etc., else NULL */

@@ -419,6 +419,23 @@ def write_file(path, data, chunks=None, mode=0o644, flags=os.O_WRONLY | os.O_CRE
 PERIOD = "2025-12-18"
 
 
+def assert_uploads_interleaved(got, per_writer):
+    """got (a dataset's records) is the uploads of per_writer ([[Upload]] per writer) each
+    whole and contiguous, each exactly once, and each writer's uploads in its order."""
+    assert len(got) == sum(len(u.records) for us in per_writer for u in us)
+    pos = [0] * len(per_writer)
+    i = 0
+    while i < len(got):
+        for t, us in enumerate(per_writer):
+            if pos[t] < len(us) and got[i:i + len(us[pos[t]].records)] == us[pos[t]].records:
+                i += len(us[pos[t]].records)
+                pos[t] += 1
+                break
+        else:
+            raise AssertionError("record %d is not the next upload of any writer" % i)
+    assert pos == [len(us) for us in per_writer]
+
+
 def errname(e):
     return errno.errorcode.get(e, str(e)) if e else "OK"
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mountlib import PERIOD, gen_avro, write_file
+from mountlib import PERIOD, assert_uploads_interleaved, gen_avro, write_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -467,22 +467,7 @@ def test_concurrent_uploads_to_one_dataset(mount, gen):
     for th in threads:
         th.join(120)
     assert errs == []
-    got = mount.records("battle", PERIOD, "shared")
-    assert len(got) == sum(len(u.records) for us in ups for u in us)
-    # walk the file: at each point the next upload of some thread must match
-    pos = [0] * nthreads
-    i = 0
-    while i < len(got):
-        for t in range(nthreads):
-            if pos[t] < per:
-                recs = ups[t][pos[t]].records
-                if got[i:i + len(recs)] == recs:
-                    pos[t] += 1
-                    i += len(recs)
-                    break
-        else:
-            raise AssertionError("record %d is not the next upload of any thread" % i)
-    assert pos == [per] * nthreads
+    assert_uploads_interleaved(mount.records("battle", PERIOD, "shared"), ups)
 
 
 def test_large_upload(mount_factory, gen, tmp_path):
