@@ -7,7 +7,7 @@
  * a small pool of read-only connections so they never wait for a commit.
  *
  * Tables (the names follow the FUSOU system battlefs replaces; details in
- * src/catalog.c):
+ * src/catalog_db.c):
  *   schemas(id, canonical UNIQUE, fingerprint, json)
  *   partitions(id, table_name, period_tag, schema_id, codec, sync, schema_json,
  *              header BLOB, header_length, created_at, UNIQUE(table_name, period_tag))
