@@ -289,54 +289,133 @@ static void finalize_all(sqlite3_stmt **st, int n)
     }
 }
 
-/* ---- open, migrate, close ---- */
+/* ---- write transactions ---- */
 
-static int migrate(struct bfs_catalog *cat)
+/* Under wmu, outside a transaction: the writer's foreign keys on or off.
+ * SQLITE_OK or SQLite's error. */
+static int set_foreign_keys(struct bfs_catalog *cat, int off)
+{
+    if (!sqlite3_get_autocommit(cat->w))
+        return SQLITE_MISUSE; /* SQLite would ignore it */
+    cat->w_fk_off = 1;        /* unknown until it succeeded */
+    int rc = sqlite3_exec(cat->w, off ? "PRAGMA foreign_keys = OFF" : "PRAGMA foreign_keys = ON",
+                          NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        cat->w_fk_off = off;
+    return rc;
+}
+
+/* Under wmu, outside a transaction: undo what tx->flags set, release wmu. */
+static void wtx_release(struct bfs_catalog *cat, const struct wtx *tx)
+{
+    if (cat->w_fk_off) {
+        int rc = set_foreign_keys(cat, 0);
+        if (rc != SQLITE_OK)
+            bfs_error("catalog: %s: foreign keys back on: %s", tx->what,
+                      rc == SQLITE_MISUSE ? "a transaction is still open" : sqlite3_errmsg(cat->w));
+    }
+    pthread_mutex_unlock(&cat->wmu);
+}
+
+static int wtx_fail(struct wtx *tx, sqlite3 *db, int rc, const char *step)
+{
+    snprintf(tx->err, sizeof tx->err, "%s", sqlite3_errmsg(db));
+    if (!(tx->flags & WTX_QUIET))
+        bfs_error("catalog: %s: %s: %s", tx->what, step, tx->err);
+    return sql_errno(rc);
+}
+
+int bfs_cat_wtx_begin(struct bfs_catalog *cat, struct wtx *tx)
 {
     sqlite3 *db = cat->w;
-    for (;;) {
-        int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    tx->err[0] = '\0';
+    pthread_mutex_lock(&cat->wmu);
+    int off = (tx->flags & WTX_FK_OFF) != 0;
+    int rc = SQLITE_OK;
+    if (cat->w_fk_off != off) /* also a restore that failed at the last end */
+        rc = set_foreign_keys(cat, off);
+    if (rc != SQLITE_OK) {
+        int e = wtx_fail(tx, db, rc, off ? "foreign keys off" : "foreign keys on");
+        wtx_release(cat, tx);
+        return e;
+    }
+    rc = run(cat->ws[W_BEGIN]);
+    if (rc != SQLITE_OK) {
+        int e = wtx_fail(tx, db, rc, "begin");
+        wtx_release(cat, tx);
+        return e;
+    }
+    return 0;
+}
+
+int bfs_cat_wtx_end(struct bfs_catalog *cat, struct wtx *tx, int e)
+{
+    sqlite3 *db = cat->w;
+    if (e == 0) {
+        int rc = run(cat->ws[W_COMMIT]);
         if (rc != SQLITE_OK)
-            return sql_fail(db, rc, "begin migration");
-        sqlite3_stmt *st;
-        int version = -1;
-        rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
-        if (rc == SQLITE_OK) {
-            if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                version = sqlite3_column_int(st, 0);
-                rc = SQLITE_OK;
-            }
-            sqlite3_finalize(st);
+            e = wtx_fail(tx, db, rc, "commit");
+    }
+    if (e < 0 && !sqlite3_get_autocommit(db) && run(cat->ws[W_ROLLBACK]) != SQLITE_OK)
+        bfs_error("catalog: %s: rollback: %s", tx->what, sqlite3_errmsg(db));
+    wtx_release(cat, tx);
+    return e;
+}
+
+/* ---- open, migrate, close ---- */
+
+/* In a write transaction: apply the next migration step, if any. 0 with
+ * *to = the version it migrates to (0: the schema is current), or -errno. */
+static int migrate_step(struct bfs_catalog *cat, int *to)
+{
+    sqlite3 *db = cat->w;
+    sqlite3_stmt *st;
+    int version = -1;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            version = sqlite3_column_int(st, 0);
+            rc = SQLITE_OK;
         }
-        if (rc != SQLITE_OK) {
-            int e = sql_fail(db, rc, "read the schema version");
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        sqlite3_finalize(st);
+    }
+    if (rc != SQLITE_OK)
+        return sql_fail(db, rc, "read the schema version");
+    *to = 0;
+    if (version == SCHEMA_VERSION)
+        return 0;
+    if (version > SCHEMA_VERSION || version < 0) {
+        bfs_error("catalog %s has schema version %d, but this battlefs knows versions up "
+                  "to %d: use a newer battlefs",
+                  cat->path, version, SCHEMA_VERSION);
+        return -ENOTSUP;
+    }
+    char set[64];
+    snprintf(set, sizeof set, "PRAGMA user_version = %d", version + 1);
+    rc = sqlite3_exec(db, MIGRATIONS[version], NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, set, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        char what[64];
+        snprintf(what, sizeof what, "migration to schema version %d", version + 1);
+        return sql_fail(db, rc, what);
+    }
+    *to = version + 1;
+    return 0;
+}
+
+/* Each step in its own transaction, until the schema is current. */
+static int migrate(struct bfs_catalog *cat)
+{
+    for (;;) {
+        struct wtx tx = {.what = "migration"};
+        int to = 0;
+        int e = bfs_cat_wtx_begin(cat, &tx);
+        if (e == 0)
+            e = bfs_cat_wtx_end(cat, &tx, migrate_step(cat, &to));
+        if (e < 0 || to == 0)
             return e;
-        }
-        if (version == SCHEMA_VERSION || version > SCHEMA_VERSION || version < 0) {
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-            if (version == SCHEMA_VERSION)
-                return 0;
-            bfs_error("catalog %s has schema version %d, but this battlefs knows versions up "
-                      "to %d: use a newer battlefs",
-                      cat->path, version, SCHEMA_VERSION);
-            return -ENOTSUP;
-        }
-        char set[64];
-        snprintf(set, sizeof set, "PRAGMA user_version = %d", version + 1);
-        rc = sqlite3_exec(db, MIGRATIONS[version], NULL, NULL, NULL);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_exec(db, set, NULL, NULL, NULL);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-        if (rc != SQLITE_OK) {
-            char what[64];
-            snprintf(what, sizeof what, "migration to schema version %d", version + 1);
-            int e = sql_fail(db, rc, what);
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-            return e;
-        }
-        bfs_debug("catalog %s: migrated to schema version %d", cat->path, version + 1);
+        bfs_debug("catalog %s: migrated to schema version %d", cat->path, to);
     }
 }
 
@@ -536,10 +615,16 @@ int bfs_catalog_open(const char *path, struct bfs_catalog **out)
     rc = open_conn(path, 1, &cat->w);
     if (rc == 0)
         rc = set_wal(cat);
+    if (rc == 0) { /* the transactions' own statements: the migrations use them */
+        int src = prepare_all(cat->w, WSQL, cat->ws, W_TX_COUNT);
+        if (src != SQLITE_OK)
+            rc = sql_fail(cat->w, src, "prepare statements");
+    }
     if (rc == 0)
         rc = migrate(cat);
     if (rc == 0) {
-        int src = prepare_all(cat->w, WSQL, cat->ws, W_COUNT);
+        int src =
+            prepare_all(cat->w, WSQL + W_TX_COUNT, cat->ws + W_TX_COUNT, W_COUNT - W_TX_COUNT);
         if (src != SQLITE_OK)
             rc = sql_fail(cat->w, src, "prepare statements");
     }
@@ -583,6 +668,30 @@ void bfs_catalog_close(struct bfs_catalog *cat)
     free(cat->layouts);
     free(cat->path);
     free(cat);
+}
+
+int bfs_catalog_writer_pragma(struct bfs_catalog *cat, const char *name, int64_t *value)
+{
+    size_t n = strspn(name, "abcdefghijklmnopqrstuvwxyz_");
+    if (n == 0 || n > 64 || name[n] != '\0')
+        return -EINVAL;
+    char sql[80];
+    snprintf(sql, sizeof sql, "PRAGMA %s", name);
+    pthread_mutex_lock(&cat->wmu);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(cat->w, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    int e = 0;
+    if (rc == SQLITE_ROW)
+        *value = sqlite3_column_int64(st, 0);
+    else if (rc == SQLITE_DONE)
+        e = -ENOENT;
+    else
+        e = sql_fail(cat->w, rc, sql);
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&cat->wmu);
+    return e;
 }
 
 /* ---- the read pool ---- */

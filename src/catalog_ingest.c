@@ -309,45 +309,44 @@ static void fail_all(struct request *r, int e, const char *what, const char *why
     }
 }
 
-/* Commit a group of uploads in one transaction; set each request's rc. */
-static void commit_group(struct bfs_catalog *cat, struct request *group)
+/* In the group's transaction: each upload under its savepoint, its rc set.
+ * 0, or -errno when the error rolled the whole transaction back (e.g. disk
+ * full): then nothing of the group is stored and every rc says so. */
+static int commit_group_locked(struct bfs_catalog *cat, struct request *group)
 {
-    sqlite3 *db = cat->w;
-    pthread_mutex_lock(&cat->wmu);
-    int rc = run(cat->ws[W_BEGIN]);
-    if (rc != SQLITE_OK) {
-        fail_all(group, sql_errno(rc), "begin", sqlite3_errmsg(db));
-        pthread_mutex_unlock(&cat->wmu);
-        return;
-    }
     int64_t now = (int64_t)time(NULL);
     for (struct request *r = group; r; r = r->next) {
         r->rc = commit_one(cat, r->up, now, r->msg, r->msglen);
-        if (sqlite3_get_autocommit(db)) {
-            /* The error rolled the whole transaction back (e.g. disk full):
-             * nothing of the group is stored. */
+        if (sqlite3_get_autocommit(cat->w)) {
             int e = r->rc < 0 ? r->rc : -EIO;
             char why[256];
             snprintf(why, sizeof why, "%s", r->msg && r->msglen ? r->msg : "rolled back");
             fail_all(group, e, "transaction rolled back", why);
-            pthread_mutex_unlock(&cat->wmu);
-            return;
+            return e;
         }
     }
-    rc = run(cat->ws[W_COMMIT]);
-    if (rc != SQLITE_OK) {
-        int e = sql_errno(rc);
-        char why[256];
-        snprintf(why, sizeof why, "%s", sqlite3_errmsg(db));
-        if (!sqlite3_get_autocommit(db) && run(cat->ws[W_ROLLBACK]) != SQLITE_OK)
-            bfs_error("catalog: rollback: %s", sqlite3_errmsg(db));
+    return 0;
+}
+
+/* Commit a group of uploads in one transaction; set each request's rc.
+ * Failures are the requests' messages (each rejection is logged), not logged
+ * here. */
+static void commit_group(struct bfs_catalog *cat, struct request *group)
+{
+    struct wtx tx = {.flags = WTX_QUIET, .what = "upload group"};
+    int e = bfs_cat_wtx_begin(cat, &tx);
+    if (e < 0) {
+        fail_all(group, e, "begin", tx.err);
+        return;
+    }
+    int body = commit_group_locked(cat, group);
+    e = bfs_cat_wtx_end(cat, &tx, body);
+    if (body == 0 && e < 0) /* the commit failed: the uploads that were fine are not stored */
         for (struct request *r = group; r; r = r->next)
             if (r->rc == 0) {
                 r->rc = e;
-                set_msg(r->msg, r->msglen, "catalog: commit: %s", why);
+                set_msg(r->msg, r->msglen, "catalog: commit: %s", tx.err);
             }
-    }
-    pthread_mutex_unlock(&cat->wmu);
 }
 
 int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *up, char *msg,

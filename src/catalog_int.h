@@ -11,7 +11,8 @@
  *
  * Connections and locking:
  *   - One read-write connection (cat->w) with its prepared statements, used
- *     only under cat->wmu: upload groups, claims, roll commits.
+ *     only under cat->wmu, which only bfs_cat_wtx_begin/_end take for writes
+ *     (below): migrations, upload groups, claims, roll commits, purges.
  *   - Group commit: bfs_catalog_commit_upload appends a request to a queue
  *     (cat->qmu). If no leader is running, the caller becomes the leader,
  *     takes the whole queue, runs one BEGIN IMMEDIATE ... COMMIT over it (one
@@ -30,8 +31,15 @@
  *     time, keyset on (table, period, dataset, id)) and calls the callback
  *     with no connection held: memory is bounded and no read transaction
  *     stays open across a long roll build.
- * Lock order: qmu is never held while wmu or rmu is taken, and wmu and rmu are
- * never held together.
+ * Locks (docs/design.md, "Catalog locks"), in the order they may be taken:
+ *   qmu/qcv  the group-commit queue; released before the leader takes wmu.
+ *   wmu      the writer; held for a whole write transaction.
+ *   cmu/ccv  the checkpointer's flags; taken under wmu by the WAL hook,
+ *            which SQLite runs inside each COMMIT.
+ *   rmu      the idle read connections, and lmu, the layout cache: leaves,
+ *            held for a few loads and stores, never with another of these.
+ * So: qmu is never held while another lock is taken; wmu -> cmu is the only
+ * nesting; nothing that holds wmu takes rmu or lmu.
  */
 #ifndef BATTLEFS_CATALOG_INT_H
 #define BATTLEFS_CATALOG_INT_H
@@ -63,7 +71,8 @@ enum wst {
     W_SAVEPOINT,
     W_RELEASE,
     W_ROLLBACK_TO,
-    W_PART_LOOKUP,
+    W_TX_COUNT, /* the statements above use no table: prepared before the migrations */
+    W_PART_LOOKUP = W_TX_COUNT,
     W_SCHEMA_FIND,
     W_SCHEMA_INS,
     W_PART_INS,
@@ -123,9 +132,11 @@ struct request {
 struct bfs_catalog {
     char *path;
 
-    pthread_mutex_t wmu; /* w and ws */
+    pthread_mutex_t wmu; /* w, ws and w_fk_off (taken by bfs_cat_wtx_begin and, to
+                          * read a pragma, bfs_catalog_writer_pragma) */
     sqlite3 *w;
     sqlite3_stmt *ws[W_COUNT];
+    int w_fk_off; /* w's foreign keys are (or may be) off: a WTX_FK_OFF transaction ran */
 
     pthread_mutex_t qmu; /* the commit queue and the counters below */
     pthread_cond_t qcv;
@@ -245,6 +256,43 @@ static inline int valid_name(const char *s)
  * any read transaction left open. 0 or -errno. */
 int bfs_cat_racquire(struct bfs_catalog *cat, struct rconn **out);
 void bfs_cat_rrelease(struct bfs_catalog *cat, struct rconn *c);
+
+/* Write transactions (catalog_db.c). Every write to the database is one
+ * bfs_cat_wtx_begin ... bfs_cat_wtx_end pair on the writer connection, and
+ * nothing else takes wmu to write: the pair takes and releases wmu, and
+ * whatever a transaction changes on the connection for itself (flags) is
+ * set by the begin and restored by the end on every path, so no setting
+ * outlives its transaction.
+ *
+ *     struct wtx tx = {.what = "claim"};
+ *     int e = bfs_cat_wtx_begin(cat, &tx);
+ *     if (e < 0)
+ *         return e;
+ *     e = claim_locked(cat, ...);       (statements of cat->ws; 0 or -errno)
+ *     e = bfs_cat_wtx_end(cat, &tx, e); (COMMIT if e == 0, else ROLLBACK)
+ */
+#define WTX_FK_OFF 1u /* PRAGMA foreign_keys = OFF for this transaction */
+#define WTX_QUIET  2u /* begin and commit failures are not logged, only put in err */
+
+struct wtx {
+    unsigned flags;   /* WTX_* */
+    const char *what; /* names the transaction in messages: "catalog: <what>: commit: ..." */
+    char err[256];    /* SQLite's message when the begin or the commit failed, else "" */
+};
+
+/* Take wmu, set the connection up as tx->flags ask (outside a transaction:
+ * SQLite ignores PRAGMA foreign_keys inside one) and BEGIN IMMEDIATE. 0 with
+ * wmu held and the transaction open; -errno (tx->err set, logged unless
+ * WTX_QUIET) with wmu released and the connection as before. */
+int bfs_cat_wtx_begin(struct bfs_catalog *cat, struct wtx *tx);
+
+/* End the transaction of bfs_cat_wtx_begin: COMMIT if e == 0, else ROLLBACK
+ * (unless SQLite rolled it back already); then restore what tx->flags
+ * changed and release wmu. Returns e, or the COMMIT's -errno (tx->err set,
+ * logged unless WTX_QUIET; the transaction is rolled back). A setting that
+ * cannot be restored is logged and restored by the next begin, which fails
+ * rather than run a transaction without it. */
+int bfs_cat_wtx_end(struct bfs_catalog *cat, struct wtx *tx, int e);
 
 /* Read the partition row with R_PARTITION on c (catalog_ingest.c).
  * 0, -ENOENT, -errno. */

@@ -49,24 +49,19 @@ static int pending_locked(struct bfs_catalog *cat, char id[BFS_ROLL_ID_MAX])
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-int bfs_catalog_roll_claim(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX], uint64_t *rows,
-                           uint64_t *bytes)
+/* In a write transaction: record a claim of every buffered row in id. 0 with
+ * its rows and bytes, -EBUSY, -ENODATA, -errno. */
+static int claim_locked(struct bfs_catalog *cat, char id[BFS_ROLL_ID_MAX], int64_t *rows,
+                        int64_t *bytes)
 {
     sqlite3 *db = cat->w;
-    int e = 0;
-    pthread_mutex_lock(&cat->wmu);
-    int rc = run(cat->ws[W_BEGIN]);
-    if (rc != SQLITE_OK) {
-        e = sql_fail(db, rc, "begin a claim");
-        goto out;
-    }
     char pending[BFS_ROLL_ID_MAX];
-    if ((rc = pending_locked(cat, pending)) != SQLITE_OK)
-        goto sql_error;
+    int rc = pending_locked(cat, pending);
+    if (rc != SQLITE_OK)
+        return sql_fail(db, rc, "claim");
     if (pending[0]) {
         bfs_debug("catalog: claim refused: roll %s is pending", pending);
-        e = -EBUSY;
-        goto rollback;
+        return -EBUSY;
     }
     /* No roll is pending, so every buffered row is unclaimed: the claim is
      * the id range [min, max] (later rows get larger ids). */
@@ -84,25 +79,21 @@ int bfs_catalog_roll_claim(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX
     }
     sqlite3_reset(st);
     if (rc != SQLITE_OK)
-        goto sql_error;
+        return sql_fail(db, rc, "claim");
     if (empty != (n == 0) || n < 0 || total < 0 || (!empty && n > last - first + 1)) {
         bfs_error("catalog: buffer totals (%" PRId64 " rows) do not match rows %" PRId64
                   "..%" PRId64,
                   n, first, last);
-        e = -EIO;
-        goto rollback;
+        return -EIO;
     }
-    if (empty) {
-        e = -ENODATA;
-        goto rollback;
-    }
+    if (empty)
+        return -ENODATA;
     time_t now = time(NULL);
     struct tm tm;
     char stamp[32];
     gmtime_r(&now, &tm);
     strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-    char id[BFS_ROLL_ID_MAX];
-    snprintf(id, sizeof id, "%s-%" PRId64, stamp, first);
+    snprintf(id, BFS_ROLL_ID_MAX, "%s-%" PRId64, stamp, first);
 
     st = cat->ws[W_ROLL_INS];
     bind_text(st, 1, id);
@@ -112,38 +103,42 @@ int bfs_catalog_roll_claim(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX
     sqlite3_bind_int64(st, 5, n);
     sqlite3_bind_int64(st, 6, total);
     if ((rc = run(st)) != SQLITE_OK)
-        goto sql_error;
-    if ((rc = run(cat->ws[W_COMMIT])) != SQLITE_OK)
-        goto sql_error;
+        return sql_fail(db, rc, "claim");
+    *rows = n;
+    *bytes = total;
+    return 0;
+}
+
+int bfs_catalog_roll_claim(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX], uint64_t *rows,
+                           uint64_t *bytes)
+{
+    char id[BFS_ROLL_ID_MAX];
+    int64_t n = 0, total = 0;
+    struct wtx tx = {.what = "claim"};
+    int e = bfs_cat_wtx_begin(cat, &tx);
+    if (e == 0)
+        e = bfs_cat_wtx_end(cat, &tx, claim_locked(cat, id, &n, &total));
+    if (e < 0)
+        return e;
     memcpy(roll_id, id, strlen(id) + 1);
     *rows = (uint64_t)n;
     *bytes = (uint64_t)total;
-    goto out;
-
-sql_error:
-    e = sql_fail(db, rc, "claim");
-rollback:
-    if (!sqlite3_get_autocommit(db) && run(cat->ws[W_ROLLBACK]) != SQLITE_OK)
-        bfs_error("catalog: rollback: %s", sqlite3_errmsg(db));
-out:
-    rc = sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL);
-    if (rc != SQLITE_OK && e == 0)
-        e = sql_fail(db, rc, "foreign keys back on after a roll commit");
-    pthread_mutex_unlock(&cat->wmu);
-    return e;
+    return 0;
 }
 
 int bfs_catalog_purge(struct bfs_catalog *cat, int rows)
 {
     assert(rows > 0);
-    sqlite3 *db = cat->w;
-    pthread_mutex_lock(&cat->wmu);
+    struct wtx tx = {.what = "purge"};
+    int e = bfs_cat_wtx_begin(cat, &tx);
+    if (e < 0)
+        return e;
     sqlite3_stmt *st = cat->ws[W_PURGE];
     sqlite3_bind_int(st, 1, rows);
-    int rc = run(st); /* its own transaction (autocommit) */
-    int e = rc == SQLITE_OK ? sqlite3_changes(db) : sql_fail(db, rc, "purge rolled blobs");
-    pthread_mutex_unlock(&cat->wmu);
-    return e;
+    int rc = run(st);
+    int n = rc == SQLITE_OK ? sqlite3_changes(cat->w) : sql_fail(cat->w, rc, "purge rolled blobs");
+    e = bfs_cat_wtx_end(cat, &tx, n < 0 ? n : 0);
+    return e < 0 ? e : n;
 }
 
 struct page_row {
@@ -294,44 +289,29 @@ static int check_records(const char *roll_id, const struct bfs_archive_rec *ar, 
     return 0;
 }
 
-int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
-                            const struct bfs_archive_rec *archives, size_t n_archives,
-                            const struct bfs_index_rec *index, size_t n_index)
+/* In a write transaction with foreign keys off: the roll commit's rows. 0 or
+ * -errno (logged). */
+static int roll_commit_locked(struct bfs_catalog *cat, const char *roll_id,
+                              const struct bfs_archive_rec *archives, size_t n_archives,
+                              const struct bfs_index_rec *index)
 {
-    int e = check_records(roll_id, archives, n_archives, index, n_index);
-    if (e < 0)
-        return e;
     sqlite3 *db = cat->w;
-    sqlite3_stmt *st;
-    pthread_mutex_lock(&cat->wmu);
-    int rc = sqlite3_exec(db, "PRAGMA foreign_keys = OFF", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        e = sql_fail(db, rc, "foreign keys off for a roll commit");
-        goto out;
-    }
-    rc = run(cat->ws[W_BEGIN]);
-    if (rc != SQLITE_OK) {
-        e = sql_fail(db, rc, "begin a roll commit");
-        goto out;
-    }
-    st = cat->ws[W_ROLL_GET];
+    sqlite3_stmt *st = cat->ws[W_ROLL_GET];
     bind_text(st, 1, roll_id);
-    rc = sqlite3_step(st);
+    int rc = sqlite3_step(st);
     int committed = rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL;
     int64_t lo = rc == SQLITE_ROW ? sqlite3_column_int64(st, 1) : 0;
     int64_t hi = rc == SQLITE_ROW ? sqlite3_column_int64(st, 2) : 0;
     sqlite3_reset(st);
     if (rc == SQLITE_DONE) {
         bfs_error("catalog: commit of roll %s: no such roll", roll_id);
-        e = -ENOENT;
-        goto rollback;
+        return -ENOENT;
     }
     if (rc != SQLITE_ROW)
         goto sql_error;
     if (committed) {
         bfs_error("catalog: commit of roll %s: already committed", roll_id);
-        e = -EALREADY;
-        goto rollback;
+        return -EALREADY;
     }
 
     int64_t now = (int64_t)time(NULL);
@@ -381,8 +361,7 @@ int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
         bfs_error("catalog: commit of roll %s: the index does not match the claimed rows "
                   "(%" PRId64 " datasets differ)",
                   roll_id, diff);
-        e = -EINVAL;
-        goto rollback;
+        return -EINVAL;
     }
     /* The rows only: their blobs stay, orphaned (foreign keys are off for
      * this transaction), until bfs_catalog_purge. Nothing reads a blob
@@ -398,21 +377,28 @@ int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
     sqlite3_bind_int64(st, 2, now);
     if ((rc = run(st)) != SQLITE_OK)
         goto sql_error;
-    if ((rc = run(cat->ws[W_COMMIT])) != SQLITE_OK)
-        goto sql_error;
-    goto out;
+    return 0;
 
 sql_error:
     if ((rc & 0xff) == SQLITE_CONSTRAINT) {
         bfs_error("catalog: commit of roll %s: %s", roll_id, sqlite3_errmsg(db));
-        e = -EINVAL;
-    } else {
-        e = sql_fail(db, rc, "roll commit");
+        return -EINVAL;
     }
-rollback:
-    if (!sqlite3_get_autocommit(db) && run(cat->ws[W_ROLLBACK]) != SQLITE_OK)
-        bfs_error("catalog: rollback: %s", sqlite3_errmsg(db));
-out:
-    pthread_mutex_unlock(&cat->wmu);
-    return e;
+    return sql_fail(db, rc, "roll commit");
+}
+
+int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
+                            const struct bfs_archive_rec *archives, size_t n_archives,
+                            const struct bfs_index_rec *index, size_t n_index)
+{
+    int e = check_records(roll_id, archives, n_archives, index, n_index);
+    if (e < 0)
+        return e;
+    /* Foreign keys off for this transaction only: it deletes the rows and
+     * leaves their blobs to bfs_catalog_purge. */
+    struct wtx tx = {.flags = WTX_FK_OFF, .what = "roll commit"};
+    e = bfs_cat_wtx_begin(cat, &tx);
+    if (e < 0)
+        return e;
+    return bfs_cat_wtx_end(cat, &tx, roll_commit_locked(cat, roll_id, archives, n_archives, index));
 }

@@ -96,6 +96,11 @@ int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *
  * committed or attempted since open: for tests and benchmarks. */
 uint64_t bfs_catalog_commit_groups(struct bfs_catalog *cat);
 
+/* For tests: *value = PRAGMA name (letters and '_' only) as the writer
+ * connection reads it between two write transactions (under the writer's
+ * lock). 0, -EINVAL (a bad name), -ENOENT (the pragma returns no value), -EIO. */
+int bfs_catalog_writer_pragma(struct bfs_catalog *cat, const char *name, int64_t *value);
+
 /* Listing: cb is called once per distinct name, sorted; a non-zero return from
  * cb stops the walk and is returned. Hot and cold data are merged. */
 typedef int (*bfs_name_cb)(void *ctx, const char *name);

@@ -1004,6 +1004,65 @@ static void test_roll(void **state)
     assert_int_equal(c.archived_files, 5);
 }
 
+/* The writer's PRAGMA foreign_keys, as every upload finds it. */
+static int64_t writer_fk(struct env *e)
+{
+    int64_t v = -1;
+    assert_int_equal(bfs_catalog_writer_pragma(e->cat, "foreign_keys", &v), 0);
+    return v;
+}
+
+/* A roll commit turns foreign keys off for its own transaction only: after
+ * it, failed or not, the writer has them on again, so the uploads that
+ * follow are checked. */
+static void test_roll_foreign_keys(void **state)
+{
+    struct env *e = *state;
+    int64_t v;
+    assert_int_equal(bfs_catalog_writer_pragma(e->cat, "foreign_keys; DROP TABLE x", &v), -EINVAL);
+    assert_int_equal(bfs_catalog_writer_pragma(e->cat, "", &v), -EINVAL);
+    assert_int_equal(writer_fk(e), 1);
+    put(e, "battle", "p1", "u1", 300, 1);
+    put(e, "battle", "p1", "u2", 100, 2);
+    char id[BFS_ROLL_ID_MAX];
+    uint64_t rows, bytes;
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, id, &rows, &bytes), 0);
+    assert_int_equal(writer_fk(e), 1);
+
+    /* A failed commit: the index misses a dataset. */
+    static struct sim s;
+    memset(&s, 0, sizeof s);
+    s.e = e;
+    s.roll_id = id;
+    s.max_rows = 100;
+    assert_int_equal(bfs_catalog_roll_rows(e->cat, id, sim_row, &s), 0);
+    assert_int_equal(s.n_ix, 2);
+    s.ar[0].n_index--;
+    s.n_ix--;
+    assert_int_equal(sim_commit(&s), -EINVAL);
+    assert_int_equal(writer_fk(e), 1);
+    s.ar[0].n_index++;
+    s.n_ix++;
+    /* ... and one of a roll that does not exist. */
+    s.roll_id = "no-such-roll";
+    assert_int_equal(sim_commit(&s), -ENOENT);
+    assert_int_equal(writer_fk(e), 1);
+
+    /* The real commit, then one twice. */
+    s.roll_id = id;
+    assert_int_equal(sim_commit(&s), 0);
+    assert_int_equal(writer_fk(e), 1);
+    assert_int_equal(sim_commit(&s), -EALREADY);
+    assert_int_equal(writer_fk(e), 1);
+
+    /* The next upload is committed with foreign keys on, and so is a purge. */
+    put(e, "battle", "p1", "u1", 50, 3);
+    assert_int_equal(writer_fk(e), 1);
+    assert_int_equal(bfs_catalog_purge(e->cat, 16), 2);
+    assert_int_equal(writer_fk(e), 1);
+    sim_free(&s);
+}
+
 /* A claim survives a crash (close without commit): the same roll, the same rows. */
 static void test_roll_recovery(void **state)
 {
@@ -1217,6 +1276,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_listing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_roll_foreign_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll_races_uploads, setup, teardown),
         cmocka_unit_test(test_disk_full),
