@@ -13,7 +13,8 @@
  *              header, header_length, created_at, UNIQUE(table_name, period_tag))
  *       created by the first upload of a (table, period): its layout header
  *       (bfs_ocf_layout_header of that upload's schema text, the codec, and
- *       sync = bfs_schema_sync(canonical)).
+ *       sync = bfs_schema_sync(canonical)), as the upload brings them: the
+ *       catalog computes neither.
  *   buffer_rows(id AUTOINCREMENT, table_name, period_tag, dataset_id, schema_id,
  *               record_count, byte_length, created_at)
  *   buffer_data(id -> buffer_rows, data BLOB)

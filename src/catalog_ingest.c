@@ -3,8 +3,6 @@
 #include <inttypes.h>
 #include <time.h>
 
-#include "battlefs/buf.h"
-#include "battlefs/schema.h"
 #include "catalog_int.h"
 
 /* ---- partitions ---- */
@@ -40,7 +38,7 @@ int bfs_cat_read_partition(struct rconn *c, const char *table, const char *perio
     p->id = sqlite3_column_int64(st, 0);
     p->schema_id = sqlite3_column_int64(st, 1);
     const char *codec = (const char *)sqlite3_column_text(st, 2);
-    if (!codec || bfs_codec_parse(codec, strlen(codec), &p->codec) < 0)
+    if (!codec || codec_from_text(codec, &p->codec) < 0)
         e = -EIO;
     if (e == 0 && sqlite3_column_bytes(st, 3) != 16)
         e = -EIO;
@@ -132,7 +130,7 @@ int bfs_catalog_partition_layout(struct bfs_catalog *cat, const char *table, con
 
 static void fingerprint_hex(const struct bfs_upload *up, char hex[17])
 {
-    snprintf(hex, 17, "%016" PRIx64, bfs_schema_rabin(up->canonical, up->canonical_len));
+    snprintf(hex, 17, "%016" PRIx64, up->fingerprint);
 }
 
 /* Insert one upload inside the group transaction (under its savepoint).
@@ -144,10 +142,8 @@ static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, i
     sqlite3_stmt *st;
     int rc;
     int64_t schema_id = -1;
-    const char *codec = bfs_codec_name(up->codec);
-    /* The fingerprint is for a new schema's row and for messages only: the
-     * common case, an upload to an existing partition, does not compute it. */
-    char fp_hex[17];
+    const char *codec = codec_text(up->codec);
+    char fp_hex[17]; /* for a new schema's row and for messages only */
 
     /* The partition, if it exists. */
     st = cat->ws[W_PART_LOOKUP];
@@ -210,31 +206,26 @@ static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, i
                 goto sql_error;
             schema_id = sqlite3_last_insert_rowid(db);
         }
-        uint8_t sync[16];
-        struct bfs_buf hdr = {0};
-        int e = bfs_schema_sync(up->canonical, up->canonical_len, sync);
-        if (e == 0)
-            e = bfs_ocf_layout_header(up->schema_json, up->schema_len, up->codec, sync, &hdr);
-        if (e < 0) {
-            bfs_buf_free(&hdr);
-            set_msg(msg, msglen, "layout header for %s/%s: %s", up->table, up->period,
-                    strerror(-e));
-            return e == -ENOMEM ? -EIO : e;
+        /* The layout as the upload brings it: its sync marker and the header
+         * the caller built (the caller found no partition, so it built one). */
+        if (!up->header || up->header_len == 0) {
+            set_msg(msg, msglen, "no layout header for the new partition %s/%s", up->table,
+                    up->period);
+            return -EINVAL;
         }
         st = cat->ws[W_PART_INS];
         bind_text(st, 1, up->table);
         bind_text(st, 2, up->period);
         sqlite3_bind_int64(st, 3, schema_id);
         bind_text(st, 4, codec);
-        bind_blob(st, 5, sync, sizeof sync);
+        bind_blob(st, 5, up->sync, sizeof up->sync);
         sqlite3_bind_text(st, 6, up->schema_json, (int)up->schema_len, SQLITE_STATIC);
-        rc = bind_blob(st, 7, hdr.data, hdr.len);
-        sqlite3_bind_int64(st, 8, (int64_t)hdr.len);
+        rc = bind_blob(st, 7, up->header, up->header_len);
+        sqlite3_bind_int64(st, 8, (int64_t)up->header_len);
         sqlite3_bind_int64(st, 9, now);
         if (rc == SQLITE_OK)
             rc = run(st);
         sqlite3_clear_bindings(st);
-        bfs_buf_free(&hdr);
         if (rc != SQLITE_OK)
             goto sql_error;
     }
@@ -272,13 +263,13 @@ static int commit_one(struct bfs_catalog *cat, const struct bfs_upload *up, int6
         set_msg(msg, msglen, "bad table, period or dataset name");
         return -EINVAL;
     }
-    if (up->codec != BFS_CODEC_NULL && up->codec != BFS_CODEC_DEFLATE &&
-        up->codec != BFS_CODEC_SNAPPY) {
+    if (!codec_text(up->codec)) {
         set_msg(msg, msglen, "unknown codec %d", (int)up->codec);
         return -EINVAL;
     }
     if (!up->canonical || !up->schema_json || (up->len && !up->data) || up->len > INT_MAX ||
-        up->canonical_len > INT_MAX || up->schema_len > INT_MAX || !u64_ok(up->records)) {
+        up->canonical_len > INT_MAX || up->schema_len > INT_MAX || up->header_len > INT_MAX ||
+        !u64_ok(up->records)) {
         set_msg(msg, msglen, "bad upload (missing schema or data, or too large)");
         return -EINVAL;
     }

@@ -249,6 +249,33 @@ static inline int valid_name(const char *s)
     return s && bfs_name_valid(s, strlen(s));
 }
 
+/* partitions.codec: the codec's Avro name (avro.codec). The catalog's own
+ * table, so that it uses nothing of ocf.h but enum bfs_codec. NULL: no such
+ * codec. */
+static inline const char *codec_text(enum bfs_codec c)
+{
+    switch (c) {
+    case BFS_CODEC_NULL:
+        return "null";
+    case BFS_CODEC_DEFLATE:
+        return "deflate";
+    case BFS_CODEC_SNAPPY:
+        return "snappy";
+    }
+    return NULL;
+}
+
+static inline int codec_from_text(const char *s, enum bfs_codec *out)
+{
+    static const enum bfs_codec all[] = {BFS_CODEC_NULL, BFS_CODEC_DEFLATE, BFS_CODEC_SNAPPY};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (strcmp(s, codec_text(all[i])) == 0) {
+            *out = all[i];
+            return 0;
+        }
+    return -EINVAL;
+}
+
 /* ---- shared between the files ---- */
 
 /* The read pool (catalog_db.c): a read-only connection with its prepared
