@@ -136,6 +136,7 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
     struct bfs_ocf_header h;
     struct bfs_ocf_error err = {""};
     struct bfs_buf out = {0};
+    struct bfs_buf hdr = {0}; /* a new partition's layout header */
     const char *canon = NULL;
     size_t canon_len = 0;
     char table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1], dataset[BFS_NAME_MAX + 1];
@@ -187,6 +188,7 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
             rc = -EIO;
             goto reject;
         }
+        int new_partition = rc == -ENOENT;
         uint64_t records = 0;
         bfs_buf_reset(&out);
         rc = bfs_ocf_process(buf, len, &h, sync, codec, &out, &records,
@@ -194,6 +196,16 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
         if (rc < 0) {
             snprintf(reason, sizeof reason, "%s", rc == -EINVAL ? err.msg : strerror(-rc));
             rc = rc == -EINVAL ? -EINVAL : -EIO;
+            goto reject;
+        }
+        /* The catalog stores the layout as given: the header only when the
+         * partition is new (rare: the layout is cached once it exists). */
+        bfs_buf_reset(&hdr);
+        if (new_partition &&
+            (rc = bfs_ocf_layout_header(h.schema_json, h.schema_len, codec, sync, &hdr)) < 0) {
+            snprintf(reason, sizeof reason, "layout header for %s/%s: %s", table, period,
+                     strerror(-rc));
+            rc = -EIO;
             goto reject;
         }
         struct bfs_upload up = {
@@ -204,11 +216,15 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
             .schema_len = h.schema_len,
             .canonical = canon,
             .canonical_len = canon_len,
+            .fingerprint = bfs_ocf_schema_fingerprint(h.compiled),
             .codec = codec,
+            .header = new_partition ? hdr.data : NULL,
+            .header_len = new_partition ? hdr.len : 0,
             .data = out.data,
             .len = out.len,
             .records = records,
         };
+        memcpy(up.sync, sync, sizeof up.sync);
         rc = bfs_catalog_commit_upload(ctx->cat, &up, msg, sizeof msg);
         if (rc == -EAGAIN && attempt < 3)
             continue; /* the partition appeared meanwhile with another codec */
@@ -227,6 +243,7 @@ reject:
     bfs_ingest_reject(ctx, what, reason);
 out:
     bfs_buf_free(&out);
+    bfs_buf_free(&hdr);
     if (have_header)
         bfs_ocf_header_free(&h);
     spool_unload(buf, len);

@@ -292,6 +292,7 @@ struct bfs_ocf_schema {
     size_t json_len;
     char *canon; /* Parsing Canonical Form */
     size_t canon_len;
+    uint64_t fingerprint; /* CRC-64-AVRO of canon */
     uint8_t sync[16];
     avro_schema_t schema;   /* avro-c's parse */
     struct bfs_vprog *prog; /* the validator's program */
@@ -359,6 +360,7 @@ int bfs_ocf_schema_new(const char *json, size_t len, struct bfs_ocf_schema **out
         bfs_ocf_schema_unref(s);
         return rc;
     }
+    s->fingerprint = bfs_schema_rabin(s->canon, s->canon_len);
     *out = s;
     return 0;
 }
@@ -372,6 +374,11 @@ const char *bfs_ocf_schema_canonical(const struct bfs_ocf_schema *s, size_t *len
 const uint8_t *bfs_ocf_schema_sync(const struct bfs_ocf_schema *s)
 {
     return s->sync;
+}
+
+uint64_t bfs_ocf_schema_fingerprint(const struct bfs_ocf_schema *s)
+{
+    return s->fingerprint;
 }
 
 struct cache_slot {

@@ -7,7 +7,7 @@
  * a small pool of read-only connections so they never wait for a commit.
  *
  * Tables (the names follow the FUSOU system battlefs replaces; details in
- * src/catalog.c):
+ * src/catalog_db.c):
  *   schemas(id, canonical UNIQUE, fingerprint, json)
  *   partitions(id, table_name, period_tag, schema_id, codec, sync, schema_json,
  *              header BLOB, header_length, created_at, UNIQUE(table_name, period_tag))
@@ -66,7 +66,8 @@ uint64_t bfs_catalog_checkpoints(struct bfs_catalog *cat);
 int bfs_catalog_partition_layout(struct bfs_catalog *cat, const char *table, const char *period,
                                  uint8_t sync[16], enum bfs_codec *codec);
 
-/* One validated, normalised upload to commit. */
+/* One validated, normalised upload to commit. The catalog stores what it is
+ * handed: it derives nothing from the schema (under its writer lock). */
 struct bfs_upload {
     const char *table;
     const char *period;
@@ -75,8 +76,16 @@ struct bfs_upload {
     size_t schema_len;
     const char *canonical; /* its Parsing Canonical Form */
     size_t canonical_len;
+    uint64_t fingerprint; /* bfs_schema_rabin(canonical): a new schema's row, messages */
+    uint8_t sync[16];     /* bfs_schema_sync(canonical): the layout's sync marker */
     enum bfs_codec codec; /* the codec data is normalised to */
-    const uint8_t *data;  /* normalised blocks, no header */
+    /* The layout header of the partition, if this upload creates it:
+     * bfs_ocf_layout_header(schema_json, codec, sync). NULL when the caller
+     * found the partition's layout (bfs_catalog_partition_layout returned 0):
+     * partitions are never removed, so the commit will not create it. */
+    const uint8_t *header;
+    size_t header_len;
+    const uint8_t *data; /* normalised blocks, no header */
     size_t len;
     uint64_t records;
 };
@@ -85,7 +94,8 @@ struct bfs_upload {
  * returns). Concurrent callers are committed together in one transaction.
  * Creates the schema and partition rows on first use.
  * Returns 0;
- *   -EINVAL  the partition holds another schema (msg says which);
+ *   -EINVAL  the partition holds another schema (msg says which), or the
+ *            upload would create the partition but has no header;
  *   -EAGAIN  the partition exists with another codec than upload->codec
  *            (created concurrently): normalise again and retry;
  *   -ENOSPC  the disk is full; -EIO otherwise (msg set). */
@@ -95,6 +105,11 @@ int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *
 /* How many upload transactions (groups of one or more uploads) have been
  * committed or attempted since open: for tests and benchmarks. */
 uint64_t bfs_catalog_commit_groups(struct bfs_catalog *cat);
+
+/* For tests: *value = PRAGMA name (letters and '_' only) as the writer
+ * connection reads it between two write transactions (under the writer's
+ * lock). 0, -EINVAL (a bad name), -ENOENT (the pragma returns no value), -EIO. */
+int bfs_catalog_writer_pragma(struct bfs_catalog *cat, const char *name, int64_t *value);
 
 /* Listing: cb is called once per distinct name, sorted; a non-zero return from
  * cb stops the walk and is returned. Hot and cold data are merged. */

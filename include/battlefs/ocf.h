@@ -73,15 +73,16 @@ int bfs_ocf_parse_header_cached(const uint8_t *buf, size_t len, struct bfs_ocf_s
                                 struct bfs_ocf_header *h, struct bfs_ocf_error *err);
 
 /* A writer schema compiled for validation: avro-c's parse, the Parsing
- * Canonical Form, the layout sync marker (bfs_schema_sync) and the validator's
- * program. Immutable and reference-counted: safe to share between threads.
- * 0, -EINVAL (err: "schema does not parse: ...", "schema does not parse
- * (avro-c)", "schema is not supported: ...") or -ENOMEM. */
+ * Canonical Form, its fingerprint (bfs_schema_rabin), the layout sync marker
+ * (bfs_schema_sync) and the validator's program. Immutable and reference-counted: safe to share
+ * between threads. 0, -EINVAL (err: "schema does not parse: ...", "schema does not parse (avro-c)",
+ * "schema is not supported: ...") or -ENOMEM. */
 int bfs_ocf_schema_new(const char *json, size_t len, struct bfs_ocf_schema **out,
                        struct bfs_ocf_error *err);
 void bfs_ocf_schema_unref(struct bfs_ocf_schema *s); /* NULL is fine */
 const char *bfs_ocf_schema_canonical(const struct bfs_ocf_schema *s, size_t *len);
 const uint8_t *bfs_ocf_schema_sync(const struct bfs_ocf_schema *s);
+uint64_t bfs_ocf_schema_fingerprint(const struct bfs_ocf_schema *s);
 
 /* The most recently used compiled schemas, keyed by their exact JSON bytes;
  * thread-safe. Schemas that fail to compile are not kept. */

@@ -102,6 +102,19 @@ struct up_spec {
     uint64_t records;
 };
 
+/* What ingest derives from the schema for the catalog, as for an upload
+ * that creates its partition: fingerprint, sync marker, layout header (in
+ * hdr, which the caller frees). */
+static void derive_layout(struct bfs_upload *up, struct bfs_buf *hdr)
+{
+    up->fingerprint = bfs_schema_rabin(up->canonical, up->canonical_len);
+    assert_int_equal(bfs_schema_sync(up->canonical, up->canonical_len, up->sync), 0);
+    assert_int_equal(
+        bfs_ocf_layout_header(up->schema_json, up->schema_len, up->codec, up->sync, hdr), 0);
+    up->header = hdr->data;
+    up->header_len = hdr->len;
+}
+
 static int commit(struct env *e, const struct up_spec *s, char *msg, size_t msglen)
 {
     uint8_t *data = malloc(s->len ? s->len : 1);
@@ -120,7 +133,10 @@ static int commit(struct env *e, const struct up_spec *s, char *msg, size_t msgl
         .len = s->len,
         .records = s->records,
     };
+    struct bfs_buf hdr = {0};
+    derive_layout(&up, &hdr);
     int rc = bfs_catalog_commit_upload(e->cat, &up, msg, msglen);
+    bfs_buf_free(&hdr);
     free(data);
     return rc;
 }
@@ -397,13 +413,95 @@ static void test_schema_mismatch(void **state)
     assert_int_equal(clen, e->canon_a_len);
     assert_memory_equal(canon, e->canon_a, clen);
     uint8_t byte = 1;
-    struct bfs_upload up = {"battle",          "2025-12-18", "u3", same, strlen(same), canon, clen,
-                            BFS_CODEC_DEFLATE, &byte,        1,    1};
+    struct bfs_upload up = {.table = "battle",
+                            .period = "2025-12-18",
+                            .dataset = "u3",
+                            .schema_json = same,
+                            .schema_len = strlen(same),
+                            .canonical = canon,
+                            .canonical_len = clen,
+                            .codec = BFS_CODEC_DEFLATE,
+                            .data = &byte,
+                            .len = 1,
+                            .records = 1};
+    struct bfs_buf hdr = {0};
+    derive_layout(&up, &hdr);
     assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, msg, sizeof msg), 0);
+    bfs_buf_free(&hdr);
     free(canon);
     sqlite3 *db = raw_open(e);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM schemas"), 2);
     sqlite3_close(db);
+}
+
+/* The catalog stores the layout it is handed (it derives nothing from the
+ * schema itself), and needs a header only to create a partition. */
+static void test_upload_layout(void **state)
+{
+    struct env *e = *state;
+    static const char fake_header[] = "a header as the caller built it";
+    uint8_t byte = 7;
+    struct bfs_upload up = {.table = "battle",
+                            .period = "p1",
+                            .dataset = "u1",
+                            .schema_json = SCHEMA_A,
+                            .schema_len = strlen(SCHEMA_A),
+                            .canonical = e->canon_a,
+                            .canonical_len = e->canon_a_len,
+                            .fingerprint = UINT64_C(0x0123456789abcdef),
+                            .codec = BFS_CODEC_SNAPPY,
+                            .data = &byte,
+                            .len = 1,
+                            .records = 1};
+    memset(up.sync, 0xab, sizeof up.sync);
+    char msg[256] = "";
+
+    /* A new partition without its header: refused, nothing stored. */
+    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, msg, sizeof msg), -EINVAL);
+    assert_non_null(strstr(msg, "no layout header"));
+    struct bfs_partition p;
+    assert_int_equal(bfs_catalog_partition_get(e->cat, "battle", "p1", &p), -ENOENT);
+
+    /* With it: the partition row holds exactly the bytes handed over. */
+    up.header = (const uint8_t *)fake_header;
+    up.header_len = sizeof fake_header;
+    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, msg, sizeof msg), 0);
+    assert_int_equal(bfs_catalog_partition_get(e->cat, "battle", "p1", &p), 0);
+    assert_int_equal(p.header_len, sizeof fake_header);
+    assert_memory_equal(p.header, fake_header, sizeof fake_header);
+    uint8_t want_sync[16];
+    memset(want_sync, 0xab, sizeof want_sync);
+    assert_memory_equal(p.sync, want_sync, 16);
+    assert_int_equal(p.codec, BFS_CODEC_SNAPPY);
+    bfs_partition_free(&p);
+    uint8_t sync[16];
+    enum bfs_codec codec;
+    assert_int_equal(bfs_catalog_partition_layout(e->cat, "battle", "p1", sync, &codec), 0);
+    assert_memory_equal(sync, want_sync, 16);
+    sqlite3 *db = raw_open(e);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT fingerprint FROM schemas", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "0123456789abcdef");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+
+    /* An upload to an existing partition needs no header. */
+    up.header = NULL;
+    up.header_len = 0;
+    up.dataset = "u2";
+    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, msg, sizeof msg), 0);
+    struct bfs_catalog_counts c;
+    assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
+    assert_int_equal(c.buffer_uploads, 2);
+
+    /* A mismatch names the fingerprint the upload brought. */
+    up.canonical = e->canon_b;
+    up.canonical_len = e->canon_b_len;
+    up.fingerprint = UINT64_C(0xfedcba9876543210);
+    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, msg, sizeof msg), -EINVAL);
+    assert_non_null(strstr(msg, "(fingerprint 0123456789abcdef, upload has fedcba9876543210)"));
 }
 
 static void test_codec_mismatch(void **state)
@@ -1004,6 +1102,65 @@ static void test_roll(void **state)
     assert_int_equal(c.archived_files, 5);
 }
 
+/* The writer's PRAGMA foreign_keys, as every upload finds it. */
+static int64_t writer_fk(struct env *e)
+{
+    int64_t v = -1;
+    assert_int_equal(bfs_catalog_writer_pragma(e->cat, "foreign_keys", &v), 0);
+    return v;
+}
+
+/* A roll commit turns foreign keys off for its own transaction only: after
+ * it, failed or not, the writer has them on again, so the uploads that
+ * follow are checked. */
+static void test_roll_foreign_keys(void **state)
+{
+    struct env *e = *state;
+    int64_t v;
+    assert_int_equal(bfs_catalog_writer_pragma(e->cat, "foreign_keys; DROP TABLE x", &v), -EINVAL);
+    assert_int_equal(bfs_catalog_writer_pragma(e->cat, "", &v), -EINVAL);
+    assert_int_equal(writer_fk(e), 1);
+    put(e, "battle", "p1", "u1", 300, 1);
+    put(e, "battle", "p1", "u2", 100, 2);
+    char id[BFS_ROLL_ID_MAX];
+    uint64_t rows, bytes;
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, id, &rows, &bytes), 0);
+    assert_int_equal(writer_fk(e), 1);
+
+    /* A failed commit: the index misses a dataset. */
+    static struct sim s;
+    memset(&s, 0, sizeof s);
+    s.e = e;
+    s.roll_id = id;
+    s.max_rows = 100;
+    assert_int_equal(bfs_catalog_roll_rows(e->cat, id, sim_row, &s), 0);
+    assert_int_equal(s.n_ix, 2);
+    s.ar[0].n_index--;
+    s.n_ix--;
+    assert_int_equal(sim_commit(&s), -EINVAL);
+    assert_int_equal(writer_fk(e), 1);
+    s.ar[0].n_index++;
+    s.n_ix++;
+    /* ... and one of a roll that does not exist. */
+    s.roll_id = "no-such-roll";
+    assert_int_equal(sim_commit(&s), -ENOENT);
+    assert_int_equal(writer_fk(e), 1);
+
+    /* The real commit, then one twice. */
+    s.roll_id = id;
+    assert_int_equal(sim_commit(&s), 0);
+    assert_int_equal(writer_fk(e), 1);
+    assert_int_equal(sim_commit(&s), -EALREADY);
+    assert_int_equal(writer_fk(e), 1);
+
+    /* The next upload is committed with foreign keys on, and so is a purge. */
+    put(e, "battle", "p1", "u1", 50, 3);
+    assert_int_equal(writer_fk(e), 1);
+    assert_int_equal(bfs_catalog_purge(e->cat, 16), 2);
+    assert_int_equal(writer_fk(e), 1);
+    sim_free(&s);
+}
+
 /* A claim survives a crash (close without commit): the same roll, the same rows. */
 static void test_roll_recovery(void **state)
 {
@@ -1211,12 +1368,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migrations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_view_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_layout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_codec_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_layout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpointer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_roll_foreign_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll_races_uploads, setup, teardown),
         cmocka_unit_test(test_disk_full),

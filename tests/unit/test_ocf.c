@@ -1333,6 +1333,7 @@ static void test_schema_cache(void **state)
     uint8_t sync[16];
     assert_int_equal(bfs_schema_sync(canon, clen, sync), 0);
     assert_memory_equal(bfs_ocf_schema_sync(s1), sync, 16);
+    assert_true(bfs_ocf_schema_fingerprint(s1) == bfs_schema_rabin(canon, clen));
     free(canon);
     /* failures are reported and not kept */
     const char *bad = "{\"type\":\"fixed\",\"name\":\"Z\",\"size\":0}";

@@ -1,0 +1,749 @@
+/* catalog_db.c - the catalog's database: its schema and migrations, the SQL
+ * of every statement, open and close, the read pool and the checkpointer
+ * (the catalog is described in catalog_int.h and include/battlefs/catalog.h).
+ *
+ * Schema (version 1; PRAGMA user_version holds the version, MIGRATIONS below
+ * is the forward-only list of steps, each applied in its own transaction; a
+ * database newer than this code is refused):
+ *
+ *   schemas(id, canonical UNIQUE, fingerprint, json)
+ *       one row per Parsing Canonical Form; fingerprint = hex CRC-64-AVRO;
+ *       json = the text of the first upload that brought it.
+ *   partitions(id, table_name, period_tag, schema_id, codec, sync, schema_json,
+ *              header, header_length, created_at, UNIQUE(table_name, period_tag))
+ *       created by the first upload of a (table, period): its layout header
+ *       (bfs_ocf_layout_header of that upload's schema text, the codec, and
+ *       sync = bfs_schema_sync(canonical)), as the upload brings them: the
+ *       catalog computes neither.
+ *   buffer_rows(id AUTOINCREMENT, table_name, period_tag, dataset_id, schema_id,
+ *               record_count, byte_length, created_at)
+ *   buffer_data(id -> buffer_rows, data BLOB)
+ *   buffer_totals(uploads, bytes): one row kept by triggers on buffer_rows,
+ *       so bfs_catalog_counts and a claim do not scan the buffer.
+ *   buffer_logs: a VIEW with the brief's columns (id, table_name, period_tag,
+ *       dataset_id, schema_id, record_count, byte_length, data, created_at,
+ *       roll_id = the pending roll that claimed the row, else NULL).
+ *   rolls(id, claimed_at, committed_at, first_row, last_row, row_count,
+ *         byte_count)
+ *   archived_files(id AUTOINCREMENT, file_path UNIQUE, table_name, period_tag,
+ *                  size, header_length, roll_id, seq, created_at)
+ *       seq = the archive's position in its roll commit, so id order is
+ *       (roll commit order, seq).
+ *   block_indexes(id, dataset_id, table_name, period_tag, file_id, start_byte,
+ *                 length, record_count, uploaded_at)
+ *       uploaded_at = the newest created_at of the dataset's rows in the roll:
+ *       a cold segment keeps the upload time, so a dataset's mtime (the newest
+ *       of its segments) does not change when it is rolled.
+ *
+ * Claims are id ranges. Ids of buffer_rows are AUTOINCREMENT (never reused)
+ * and assigned under the one writer, so id order is commit order. At most one
+ * roll is pending (a claim while one is pending fails with -EBUSY), and a
+ * committed roll deleted its rows, so when a claim runs every buffered row is
+ * unclaimed: the claim records [min(id), max(id)] in its rolls row, in O(1).
+ * Rows committed later get larger ids and stay unclaimed; the roll's rows are
+ * the buffer rows in its range until its commit deletes them (their blobs in
+ * buffer_data stay, orphaned, until bfs_catalog_purge deletes them in small
+ * transactions: freeing a blob reads all its overflow pages, 0.6 s per GiB,
+ * too long to hold the writer in the commit). The claim is
+ * not written into each row because SQLite rewrites a whole row on UPDATE:
+ * marking 100k rows held the writer (every upload) for 0.6 s, and with the
+ * blob in the row, claiming 256 MiB wrote 256 MiB more to the WAL. For the
+ * same reason the blobs live in their own table: scans and lookups of the hot
+ * metadata never touch blob pages. Ids are never reused, so
+ * bfs_catalog_read_hot of a rolled row gives its own bytes until its purge,
+ * then -ENOENT, never another row's bytes.
+ */
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "catalog_int.h"
+
+#define BUSY_TIMEOUT_MS 10000
+#define WAL_LIMIT       (64 * 1024 * 1024) /* journal_size_limit */
+#define CKPT_FRAMES     1000               /* WAL frames that wake the checkpointer */
+#define CKPT_INLINE     16000 /* WAL frames (64 MiB) past which a commit checkpoints itself */
+
+/* ---- schema ---- */
+
+static const char *const MIGRATIONS[] = {
+    /* 1: the initial schema */
+    "CREATE TABLE schemas("
+    "  id INTEGER PRIMARY KEY,"
+    "  canonical TEXT NOT NULL UNIQUE,"
+    "  fingerprint TEXT NOT NULL,"
+    "  json TEXT NOT NULL);"
+    "CREATE TABLE partitions("
+    "  id INTEGER PRIMARY KEY,"
+    "  table_name TEXT NOT NULL,"
+    "  period_tag TEXT NOT NULL,"
+    "  schema_id INTEGER NOT NULL REFERENCES schemas(id),"
+    "  codec TEXT NOT NULL,"
+    "  sync BLOB NOT NULL,"
+    "  schema_json TEXT NOT NULL,"
+    "  header BLOB NOT NULL,"
+    "  header_length INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  UNIQUE(table_name, period_tag));"
+    "CREATE TABLE rolls("
+    "  id TEXT PRIMARY KEY,"
+    "  claimed_at INTEGER NOT NULL,"
+    "  committed_at INTEGER,"
+    "  first_row INTEGER NOT NULL,"
+    "  last_row INTEGER NOT NULL,"
+    "  row_count INTEGER NOT NULL,"
+    "  byte_count INTEGER NOT NULL);"
+    "CREATE INDEX rolls_pending ON rolls(claimed_at) WHERE committed_at IS NULL;"
+    "CREATE TABLE buffer_rows("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  table_name TEXT NOT NULL,"
+    "  period_tag TEXT NOT NULL,"
+    "  dataset_id TEXT NOT NULL,"
+    "  schema_id INTEGER NOT NULL REFERENCES schemas(id),"
+    "  record_count INTEGER NOT NULL,"
+    "  byte_length INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL);"
+    "CREATE INDEX buffer_rows_dataset ON buffer_rows(table_name, period_tag, dataset_id);"
+    "CREATE TABLE buffer_data("
+    "  id INTEGER PRIMARY KEY REFERENCES buffer_rows(id),"
+    "  data BLOB NOT NULL);"
+    "CREATE VIEW buffer_logs AS SELECT r.id AS id, r.table_name AS table_name,"
+    "  r.period_tag AS period_tag, r.dataset_id AS dataset_id, r.schema_id AS schema_id,"
+    "  r.record_count AS record_count, r.byte_length AS byte_length, d.data AS data,"
+    "  r.created_at AS created_at, (SELECT o.id FROM rolls o WHERE o.committed_at IS NULL"
+    "  AND r.id BETWEEN o.first_row AND o.last_row) AS roll_id"
+    "  FROM buffer_rows r JOIN buffer_data d ON d.id = r.id;"
+    "CREATE TABLE buffer_totals("
+    "  id INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  uploads INTEGER NOT NULL,"
+    "  bytes INTEGER NOT NULL);"
+    "INSERT INTO buffer_totals VALUES(1, 0, 0);"
+    "CREATE TRIGGER buffer_rows_ins AFTER INSERT ON buffer_rows BEGIN"
+    "  UPDATE buffer_totals SET uploads = uploads + 1, bytes = bytes + NEW.byte_length;"
+    "  END;"
+    "CREATE TRIGGER buffer_rows_del AFTER DELETE ON buffer_rows BEGIN"
+    "  UPDATE buffer_totals SET uploads = uploads - 1, bytes = bytes - OLD.byte_length;"
+    "  END;"
+    "CREATE TABLE archived_files("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  file_path TEXT NOT NULL UNIQUE,"
+    "  table_name TEXT NOT NULL,"
+    "  period_tag TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  header_length INTEGER NOT NULL,"
+    "  roll_id TEXT NOT NULL REFERENCES rolls(id),"
+    "  seq INTEGER NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  UNIQUE(roll_id, seq));"
+    "CREATE TABLE block_indexes("
+    "  id INTEGER PRIMARY KEY,"
+    "  dataset_id TEXT NOT NULL,"
+    "  table_name TEXT NOT NULL,"
+    "  period_tag TEXT NOT NULL,"
+    "  file_id INTEGER NOT NULL REFERENCES archived_files(id),"
+    "  start_byte INTEGER NOT NULL,"
+    "  length INTEGER NOT NULL,"
+    "  record_count INTEGER NOT NULL,"
+    "  uploaded_at INTEGER NOT NULL);"
+    "CREATE INDEX block_indexes_dataset ON block_indexes(table_name, period_tag, dataset_id,"
+    "  file_id);"
+    "CREATE INDEX block_indexes_file ON block_indexes(file_id);",
+};
+#define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
+
+/* ---- statements (enum wst and enum rst are in catalog_int.h) ---- */
+
+static const char *const WSQL[W_COUNT] = {
+    [W_BEGIN] = "BEGIN IMMEDIATE",
+    [W_COMMIT] = "COMMIT",
+    [W_ROLLBACK] = "ROLLBACK",
+    [W_SAVEPOINT] = "SAVEPOINT up",
+    [W_RELEASE] = "RELEASE up",
+    [W_ROLLBACK_TO] = "ROLLBACK TO up",
+    [W_PART_LOOKUP] = "SELECT p.schema_id, p.codec, s.canonical, s.fingerprint FROM partitions p"
+                      " JOIN schemas s ON s.id = p.schema_id"
+                      " WHERE p.table_name = ?1 AND p.period_tag = ?2",
+    [W_SCHEMA_FIND] = "SELECT id FROM schemas WHERE canonical = ?1",
+    [W_SCHEMA_INS] = "INSERT INTO schemas(canonical, fingerprint, json) VALUES(?1, ?2, ?3)",
+    [W_PART_INS] = "INSERT INTO partitions(table_name, period_tag, schema_id, codec, sync,"
+                   " schema_json, header, header_length, created_at)"
+                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [W_ROW_INS] = "INSERT INTO buffer_rows(table_name, period_tag, dataset_id, schema_id,"
+                  " record_count, byte_length, created_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [W_DATA_INS] = "INSERT INTO buffer_data(id, data) VALUES(?1, ?2)",
+    [W_PENDING] = "SELECT id FROM rolls WHERE committed_at IS NULL ORDER BY claimed_at, id LIMIT 1",
+    [W_UNCLAIMED] = "SELECT (SELECT min(id) FROM buffer_rows), (SELECT max(id) FROM buffer_rows),"
+                    " uploads, bytes FROM buffer_totals",
+    [W_ROLL_INS] = "INSERT INTO rolls(id, claimed_at, first_row, last_row, row_count, byte_count)"
+                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [W_ROLL_GET] = "SELECT committed_at, first_row, last_row FROM rolls WHERE id = ?1",
+    [W_ARCH_INS] = "INSERT INTO archived_files(file_path, table_name, period_tag, size,"
+                   " header_length, roll_id, seq, created_at)"
+                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [W_IDX_INS] = "INSERT INTO block_indexes(dataset_id, table_name, period_tag, file_id,"
+                  " start_byte, length, record_count, uploaded_at)"
+                  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT coalesce(max(created_at), ?8)"
+                  " FROM buffer_rows WHERE table_name = ?2 AND period_tag = ?3 AND dataset_id = ?1"
+                  " AND id BETWEEN ?9 AND ?10))",
+    /* Rows of (table, period, dataset, bytes, records) on one side only. */
+    [W_ROLL_CHECK] =
+        "WITH b AS (SELECT table_name, period_tag, dataset_id, sum(byte_length),"
+        "  sum(record_count) FROM buffer_rows WHERE id BETWEEN ?2 AND ?3 GROUP BY 1, 2, 3),"
+        " c AS (SELECT i.table_name, i.period_tag, i.dataset_id, sum(i.length),"
+        "  sum(i.record_count) FROM archived_files a"
+        "  JOIN block_indexes i ON i.file_id = a.id WHERE a.roll_id = ?1"
+        "  GROUP BY 1, 2, 3)"
+        " SELECT (SELECT count(*) FROM (SELECT * FROM b EXCEPT SELECT * FROM c)) +"
+        " (SELECT count(*) FROM (SELECT * FROM c EXCEPT SELECT * FROM b))",
+    /* Blobs whose buffer_rows row a roll commit deleted: every id below the
+     * smallest live row (rolls claim whole prefixes; ids are never reused). */
+    [W_PURGE] = "DELETE FROM buffer_data WHERE id IN (SELECT id FROM buffer_data WHERE id <"
+                " coalesce((SELECT min(id) FROM buffer_rows), 9223372036854775807)"
+                " ORDER BY id LIMIT ?1)",
+    [W_DEL_ROWS] = "DELETE FROM buffer_rows WHERE id BETWEEN ?1 AND ?2",
+    [W_ROLL_DONE] = "UPDATE rolls SET committed_at = ?2 WHERE id = ?1 AND committed_at IS NULL",
+};
+
+#define HAS_DATA(p)                                                                                \
+    "(EXISTS (SELECT 1 FROM buffer_rows b WHERE b.table_name = " p ".table_name"                   \
+    " AND b.period_tag = " p ".period_tag) OR EXISTS (SELECT 1 FROM block_indexes c"               \
+    " WHERE c.table_name = " p ".table_name AND c.period_tag = " p ".period_tag))"
+
+static const char *const RSQL[R_COUNT] = {
+    [R_BEGIN] = "BEGIN",
+    [R_COMMIT] = "COMMIT",
+    [R_PARTITION] = "SELECT id, schema_id, codec, sync, schema_json, header FROM partitions"
+                    " WHERE table_name = ?1 AND period_tag = ?2",
+    [R_COLD] = "SELECT a.id, a.file_path, i.start_byte, i.length, i.record_count, i.uploaded_at"
+               " FROM block_indexes i JOIN archived_files a ON a.id = i.file_id"
+               " WHERE i.table_name = ?1 AND i.period_tag = ?2 AND i.dataset_id = ?3"
+               " ORDER BY i.file_id, i.id",
+    [R_HOT] = "SELECT id, byte_length, record_count, created_at FROM buffer_rows"
+              " WHERE table_name = ?1 AND period_tag = ?2 AND dataset_id = ?3 ORDER BY id",
+    [R_STAT] = "SELECT p.header_length, c.n, c.len, c.t, h.n, h.len, h.t FROM partitions p,"
+               " (SELECT count(*) n, coalesce(sum(length), 0) len, max(uploaded_at) t"
+               "  FROM block_indexes WHERE table_name = ?1 AND period_tag = ?2"
+               "  AND dataset_id = ?3) c,"
+               " (SELECT count(*) n, coalesce(sum(byte_length), 0) len, max(created_at) t"
+               "  FROM buffer_rows WHERE table_name = ?1 AND period_tag = ?2"
+               "  AND dataset_id = ?3) h"
+               " WHERE p.table_name = ?1 AND p.period_tag = ?2",
+    /* Tables and periods come from partitions (a handful of rows) and are
+     * listed when they hold hot or cold data. */
+    [R_TABLES] = "SELECT DISTINCT p.table_name FROM partitions p WHERE " HAS_DATA(
+        "p") " ORDER BY p.table_name",
+    [R_PERIODS] = "SELECT p.period_tag FROM partitions p WHERE p.table_name = ?1 AND " HAS_DATA(
+        "p") " ORDER BY p.period_tag",
+    [R_DATASETS] = "SELECT dataset_id FROM buffer_rows WHERE table_name = ?1 AND period_tag = ?2"
+                   " UNION SELECT dataset_id FROM block_indexes WHERE table_name = ?1"
+                   " AND period_tag = ?2 ORDER BY 1",
+    [R_TABLE_EXISTS] =
+        "SELECT 1 FROM partitions p WHERE p.table_name = ?1 AND " HAS_DATA("p") " LIMIT 1",
+    [R_PERIOD_EXISTS] = "SELECT 1 FROM partitions p WHERE p.table_name = ?1 AND p.period_tag = ?2"
+                        " AND " HAS_DATA("p"),
+    [R_COUNTS] = "SELECT uploads, bytes, (SELECT count(*) FROM archived_files) FROM buffer_totals",
+    [R_PENDING] = "SELECT id FROM rolls WHERE committed_at IS NULL ORDER BY claimed_at, id LIMIT 1",
+    [R_ROLL_GET] = "SELECT first_row, last_row FROM rolls WHERE id = ?1",
+    /* A page of the roll's rows (ids ?6 to ?1) after (table, period, dataset,
+     * id) = (?2, ?3, ?4, ?5): the rest of that dataset, then the next
+     * datasets. (Two queries: SQLite does not seek on a row value that
+     * includes the rowid.) */
+    [R_ROLL_SAME] = "SELECT id, table_name, period_tag, dataset_id, record_count, byte_length"
+                    " FROM buffer_rows WHERE table_name = ?2 AND period_tag = ?3"
+                    " AND dataset_id = ?4 AND id > ?5 AND id BETWEEN ?6 AND ?1"
+                    " ORDER BY id LIMIT ?7",
+    [R_ROLL_NEXT] = "SELECT id, table_name, period_tag, dataset_id, record_count, byte_length"
+                    " FROM buffer_rows INDEXED BY buffer_rows_dataset"
+                    " WHERE (table_name, period_tag, dataset_id) > (?2, ?3, ?4)"
+                    " AND id BETWEEN ?6 AND ?1"
+                    " ORDER BY table_name, period_tag, dataset_id, id LIMIT ?7",
+    [R_ARCHIVES] = "SELECT file_path FROM archived_files ORDER BY id",
+};
+
+static int set_pragmas(sqlite3 *db, int writer)
+{
+    char sql[256];
+    if (writer)
+        snprintf(sql, sizeof sql,
+                 "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                 " PRAGMA journal_size_limit = %d; PRAGMA secure_delete = FAST;",
+                 WAL_LIMIT);
+    else
+        snprintf(sql, sizeof sql, "PRAGMA query_only = ON;");
+    return sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+static int prepare_all(sqlite3 *db, const char *const *sql, sqlite3_stmt **st, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int rc = sqlite3_prepare_v3(db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st[i], NULL);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
+static void finalize_all(sqlite3_stmt **st, int n)
+{
+    for (int i = 0; i < n; i++) {
+        sqlite3_finalize(st[i]);
+        st[i] = NULL;
+    }
+}
+
+/* ---- write transactions ---- */
+
+/* Under wmu, outside a transaction: the writer's foreign keys on or off.
+ * SQLITE_OK or SQLite's error. */
+static int set_foreign_keys(struct bfs_catalog *cat, int off)
+{
+    if (!sqlite3_get_autocommit(cat->w))
+        return SQLITE_MISUSE; /* SQLite would ignore it */
+    cat->w_fk_off = 1;        /* unknown until it succeeded */
+    int rc = sqlite3_exec(cat->w, off ? "PRAGMA foreign_keys = OFF" : "PRAGMA foreign_keys = ON",
+                          NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        cat->w_fk_off = off;
+    return rc;
+}
+
+/* Under wmu, outside a transaction: undo what tx->flags set, release wmu. */
+static void wtx_release(struct bfs_catalog *cat, const struct wtx *tx)
+{
+    if (cat->w_fk_off) {
+        int rc = set_foreign_keys(cat, 0);
+        if (rc != SQLITE_OK)
+            bfs_error("catalog: %s: foreign keys back on: %s", tx->what,
+                      rc == SQLITE_MISUSE ? "a transaction is still open" : sqlite3_errmsg(cat->w));
+    }
+    pthread_mutex_unlock(&cat->wmu);
+}
+
+static int wtx_fail(struct wtx *tx, sqlite3 *db, int rc, const char *step)
+{
+    snprintf(tx->err, sizeof tx->err, "%s", sqlite3_errmsg(db));
+    if (!(tx->flags & WTX_QUIET))
+        bfs_error("catalog: %s: %s: %s", tx->what, step, tx->err);
+    return sql_errno(rc);
+}
+
+int bfs_cat_wtx_begin(struct bfs_catalog *cat, struct wtx *tx)
+{
+    sqlite3 *db = cat->w;
+    tx->err[0] = '\0';
+    pthread_mutex_lock(&cat->wmu);
+    int off = (tx->flags & WTX_FK_OFF) != 0;
+    int rc = SQLITE_OK;
+    if (cat->w_fk_off != off) /* also a restore that failed at the last end */
+        rc = set_foreign_keys(cat, off);
+    if (rc != SQLITE_OK) {
+        int e = wtx_fail(tx, db, rc, off ? "foreign keys off" : "foreign keys on");
+        wtx_release(cat, tx);
+        return e;
+    }
+    rc = run(cat->ws[W_BEGIN]);
+    if (rc != SQLITE_OK) {
+        int e = wtx_fail(tx, db, rc, "begin");
+        wtx_release(cat, tx);
+        return e;
+    }
+    return 0;
+}
+
+int bfs_cat_wtx_end(struct bfs_catalog *cat, struct wtx *tx, int e)
+{
+    sqlite3 *db = cat->w;
+    if (e == 0) {
+        int rc = run(cat->ws[W_COMMIT]);
+        if (rc != SQLITE_OK)
+            e = wtx_fail(tx, db, rc, "commit");
+    }
+    if (e < 0 && !sqlite3_get_autocommit(db) && run(cat->ws[W_ROLLBACK]) != SQLITE_OK)
+        bfs_error("catalog: %s: rollback: %s", tx->what, sqlite3_errmsg(db));
+    wtx_release(cat, tx);
+    return e;
+}
+
+/* ---- open, migrate, close ---- */
+
+/* In a write transaction: apply the next migration step, if any. 0 with
+ * *to = the version it migrates to (0: the schema is current), or -errno. */
+static int migrate_step(struct bfs_catalog *cat, int *to)
+{
+    sqlite3 *db = cat->w;
+    sqlite3_stmt *st;
+    int version = -1;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            version = sqlite3_column_int(st, 0);
+            rc = SQLITE_OK;
+        }
+        sqlite3_finalize(st);
+    }
+    if (rc != SQLITE_OK)
+        return sql_fail(db, rc, "read the schema version");
+    *to = 0;
+    if (version == SCHEMA_VERSION)
+        return 0;
+    if (version > SCHEMA_VERSION || version < 0) {
+        bfs_error("catalog %s has schema version %d, but this battlefs knows versions up "
+                  "to %d: use a newer battlefs",
+                  cat->path, version, SCHEMA_VERSION);
+        return -ENOTSUP;
+    }
+    char set[64];
+    snprintf(set, sizeof set, "PRAGMA user_version = %d", version + 1);
+    rc = sqlite3_exec(db, MIGRATIONS[version], NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, set, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        char what[64];
+        snprintf(what, sizeof what, "migration to schema version %d", version + 1);
+        return sql_fail(db, rc, what);
+    }
+    *to = version + 1;
+    return 0;
+}
+
+/* Each step in its own transaction, until the schema is current. */
+static int migrate(struct bfs_catalog *cat)
+{
+    for (;;) {
+        struct wtx tx = {.what = "migration"};
+        int to = 0;
+        int e = bfs_cat_wtx_begin(cat, &tx);
+        if (e == 0)
+            e = bfs_cat_wtx_end(cat, &tx, migrate_step(cat, &to));
+        if (e < 0 || to == 0)
+            return e;
+        bfs_debug("catalog %s: migrated to schema version %d", cat->path, to);
+    }
+}
+
+static int open_conn(const char *path, int writer, sqlite3 **out)
+{
+    int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE |
+                (writer ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY);
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, flags, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_extended_result_codes(db, 1);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    if (rc == SQLITE_OK)
+        rc = set_pragmas(db, writer);
+    if (rc != SQLITE_OK) {
+        bfs_error("catalog: open %s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return sql_errno(rc);
+    }
+    *out = db;
+    return 0;
+}
+
+static int set_wal(struct bfs_catalog *cat)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(cat->w, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return sql_fail(cat->w, rc, "set WAL mode");
+    rc = sqlite3_step(st);
+    const char *mode = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+    int ok = mode && strcmp(mode, "wal") == 0;
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return sql_fail(cat->w, rc, "set WAL mode");
+    if (!ok) {
+        bfs_error("catalog %s: cannot switch to WAL mode", cat->path);
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Create the database file if it is missing: mode 0600 (SQLite gives the
+ * -wal and -shm files the database's mode), and its directory entry synced
+ * (SQLite syncs the directory for the WAL it creates, not for the database). */
+static int create_private(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno == EEXIST ? 0 : -errno;
+    int e = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    char *dir = strdup(path);
+    if (!dir)
+        return -ENOMEM;
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, strlen(dir) + 1, ".");
+    else if (slash == dir)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    int dfd = e == 0 ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (e == 0 && (dfd < 0 || fsync(dfd) < 0))
+        e = -errno;
+    if (dfd >= 0)
+        close(dfd);
+    free(dir);
+    return e;
+}
+
+/* ---- the checkpointer ---- */
+
+/* The writer connection's WAL hook, called after each commit (under wmu):
+ * wake the checkpointer for every CKPT_FRAMES new frames (not after every
+ * commit past the mark: a checkpoint ends with an fsync of the database, and
+ * a checkpointer chasing each commit syncs the database as often as the WAL);
+ * past CKPT_INLINE frames (the checkpointer never caught up with a stream of
+ * commits), checkpoint here so the WAL stays bounded: with wmu held no commit
+ * lands meanwhile, and the next transaction restarts the WAL from its start. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    struct bfs_catalog *cat = arg;
+    if (frames >= CKPT_INLINE) {
+        int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            bfs_warn("catalog: checkpoint of a %d-frame WAL: %s", frames, sqlite3_errmsg(db));
+        return SQLITE_OK;
+    }
+    if (frames < cat->ckpt_mark)
+        cat->ckpt_mark = 0; /* the WAL restarted */
+    if (frames >= cat->ckpt_mark + CKPT_FRAMES && cat->ckpt_started) {
+        cat->ckpt_mark = frames;
+        pthread_mutex_lock(&cat->cmu);
+        if (!cat->ckpt_wanted) {
+            cat->ckpt_wanted = 1;
+            pthread_cond_signal(&cat->ccv);
+        }
+        pthread_mutex_unlock(&cat->cmu);
+    }
+    return SQLITE_OK;
+}
+
+static void *ckpt_main(void *arg)
+{
+    struct bfs_catalog *cat = arg;
+    pthread_mutex_lock(&cat->cmu);
+    for (;;) {
+        while (!cat->ckpt_wanted && !cat->ckpt_stop)
+            pthread_cond_wait(&cat->ccv, &cat->cmu);
+        if (cat->ckpt_stop)
+            break;
+        cat->ckpt_wanted = 0;
+        pthread_mutex_unlock(&cat->cmu);
+        int rc =
+            sqlite3_wal_checkpoint_v2(cat->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            bfs_warn("catalog: checkpoint: %s", sqlite3_errmsg(cat->ckpt_db));
+        pthread_mutex_lock(&cat->cmu);
+        cat->checkpoints++;
+    }
+    pthread_mutex_unlock(&cat->cmu);
+    return NULL;
+}
+
+/* Hand checkpoints to the checkpointer thread. Without it (it cannot start),
+ * SQLite's own automatic checkpoints in the committing thread stay on. */
+static void start_checkpointer(struct bfs_catalog *cat)
+{
+    if (open_conn(cat->path, 1, &cat->ckpt_db) < 0)
+        return;
+    if (pthread_create(&cat->ckpt_thread, NULL, ckpt_main, cat) != 0) {
+        bfs_warn("catalog: no checkpointer thread; commits checkpoint themselves");
+        sqlite3_close(cat->ckpt_db);
+        cat->ckpt_db = NULL;
+        return;
+    }
+    cat->ckpt_started = 1;
+    sqlite3_wal_hook(cat->w, wal_hook, cat); /* replaces the automatic checkpoints */
+}
+
+static void stop_checkpointer(struct bfs_catalog *cat)
+{
+    if (cat->ckpt_started) {
+        pthread_mutex_lock(&cat->cmu);
+        cat->ckpt_stop = 1;
+        pthread_cond_signal(&cat->ccv);
+        pthread_mutex_unlock(&cat->cmu);
+        pthread_join(cat->ckpt_thread, NULL);
+        cat->ckpt_started = 0;
+    }
+    if (cat->ckpt_db && sqlite3_close(cat->ckpt_db) != SQLITE_OK)
+        bfs_error("catalog: close the checkpointer's connection: %s", sqlite3_errmsg(cat->ckpt_db));
+    cat->ckpt_db = NULL;
+}
+
+uint64_t bfs_catalog_checkpoints(struct bfs_catalog *cat)
+{
+    pthread_mutex_lock(&cat->cmu);
+    uint64_t n = cat->checkpoints;
+    pthread_mutex_unlock(&cat->cmu);
+    return n;
+}
+
+int bfs_catalog_open(const char *path, struct bfs_catalog **out)
+{
+    *out = NULL;
+    int rc = create_private(path);
+    if (rc < 0) {
+        bfs_error("catalog: cannot create %s: %s", path, strerror(-rc));
+        return rc;
+    }
+
+    struct bfs_catalog *cat = calloc(1, sizeof *cat);
+    if (!cat)
+        return -ENOMEM;
+    cat->path = strdup(path);
+    if (!cat->path) {
+        free(cat);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&cat->wmu, NULL);
+    pthread_mutex_init(&cat->qmu, NULL);
+    pthread_cond_init(&cat->qcv, NULL);
+    pthread_mutex_init(&cat->rmu, NULL);
+    pthread_mutex_init(&cat->lmu, NULL);
+    pthread_mutex_init(&cat->cmu, NULL);
+    pthread_cond_init(&cat->ccv, NULL);
+    cat->qtail = &cat->qhead;
+    cat->layouts = calloc(LAYOUT_SLOTS, sizeof *cat->layouts);
+    if (!cat->layouts) {
+        bfs_catalog_close(cat);
+        return -ENOMEM;
+    }
+
+    rc = open_conn(path, 1, &cat->w);
+    if (rc == 0)
+        rc = set_wal(cat);
+    if (rc == 0) { /* the transactions' own statements: the migrations use them */
+        int src = prepare_all(cat->w, WSQL, cat->ws, W_TX_COUNT);
+        if (src != SQLITE_OK)
+            rc = sql_fail(cat->w, src, "prepare statements");
+    }
+    if (rc == 0)
+        rc = migrate(cat);
+    if (rc == 0) {
+        int src =
+            prepare_all(cat->w, WSQL + W_TX_COUNT, cat->ws + W_TX_COUNT, W_COUNT - W_TX_COUNT);
+        if (src != SQLITE_OK)
+            rc = sql_fail(cat->w, src, "prepare statements");
+    }
+    if (rc < 0) {
+        bfs_catalog_close(cat);
+        return rc;
+    }
+    start_checkpointer(cat);
+    *out = cat;
+    return 0;
+}
+
+static void rconn_free(struct rconn *c)
+{
+    finalize_all(c->st, R_COUNT);
+    sqlite3_close(c->db);
+    free(c);
+}
+
+void bfs_catalog_close(struct bfs_catalog *cat)
+{
+    if (!cat)
+        return;
+    assert(!cat->leading && !cat->qhead);
+    stop_checkpointer(cat);
+    while (cat->idle) {
+        struct rconn *c = cat->idle;
+        cat->idle = c->next;
+        rconn_free(c);
+    }
+    finalize_all(cat->ws, W_COUNT);
+    if (cat->w && sqlite3_close(cat->w) != SQLITE_OK)
+        bfs_error("catalog: close %s: %s", cat->path, sqlite3_errmsg(cat->w));
+    pthread_mutex_destroy(&cat->wmu);
+    pthread_mutex_destroy(&cat->qmu);
+    pthread_cond_destroy(&cat->qcv);
+    pthread_mutex_destroy(&cat->rmu);
+    pthread_mutex_destroy(&cat->lmu);
+    pthread_mutex_destroy(&cat->cmu);
+    pthread_cond_destroy(&cat->ccv);
+    free(cat->layouts);
+    free(cat->path);
+    free(cat);
+}
+
+int bfs_catalog_writer_pragma(struct bfs_catalog *cat, const char *name, int64_t *value)
+{
+    size_t n = strspn(name, "abcdefghijklmnopqrstuvwxyz_");
+    if (n == 0 || n > 64 || name[n] != '\0')
+        return -EINVAL;
+    char sql[80];
+    snprintf(sql, sizeof sql, "PRAGMA %s", name);
+    pthread_mutex_lock(&cat->wmu);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(cat->w, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    int e = 0;
+    if (rc == SQLITE_ROW)
+        *value = sqlite3_column_int64(st, 0);
+    else if (rc == SQLITE_DONE)
+        e = -ENOENT;
+    else
+        e = sql_fail(cat->w, rc, sql);
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&cat->wmu);
+    return e;
+}
+
+/* ---- the read pool ---- */
+
+int bfs_cat_racquire(struct bfs_catalog *cat, struct rconn **out)
+{
+    pthread_mutex_lock(&cat->rmu);
+    struct rconn *c = cat->idle;
+    if (c) {
+        cat->idle = c->next;
+        cat->n_idle--;
+    }
+    pthread_mutex_unlock(&cat->rmu);
+    if (c) {
+        *out = c;
+        return 0;
+    }
+    c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    int rc = open_conn(cat->path, 0, &c->db);
+    if (rc < 0) {
+        free(c);
+        return rc;
+    }
+    int src = prepare_all(c->db, RSQL, c->st, R_COUNT);
+    if (src != SQLITE_OK) {
+        rc = sql_fail(c->db, src, "prepare read statements");
+        rconn_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void bfs_cat_rrelease(struct bfs_catalog *cat, struct rconn *c)
+{
+    if (!sqlite3_get_autocommit(c->db) &&
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL) != SQLITE_OK) {
+        bfs_error("catalog: end a read: %s", sqlite3_errmsg(c->db));
+        rconn_free(c);
+        return;
+    }
+    pthread_mutex_lock(&cat->rmu);
+    if (cat->n_idle < POOL_MAX) {
+        c->next = cat->idle;
+        cat->idle = c;
+        cat->n_idle++;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&cat->rmu);
+    if (c)
+        rconn_free(c);
+}

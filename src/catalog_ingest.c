@@ -1,0 +1,390 @@
+/* catalog_ingest.c - partitions, their layout cache, and upload commits
+ * through the group commit (see catalog_int.h for the locking). */
+#include <inttypes.h>
+#include <time.h>
+
+#include "catalog_int.h"
+
+/* ---- partitions ---- */
+
+void bfs_partition_free(struct bfs_partition *p)
+{
+    if (!p)
+        return;
+    free(p->schema_json);
+    free(p->header);
+    memset(p, 0, sizeof *p);
+}
+
+/* Read the partition row with R_PARTITION on c. 0, -ENOENT, -errno. */
+int bfs_cat_read_partition(struct rconn *c, const char *table, const char *period,
+                           struct bfs_partition *p)
+{
+    memset(p, 0, sizeof *p);
+    sqlite3_stmt *st = c->st[R_PARTITION];
+    bind_text(st, 1, table);
+    bind_text(st, 2, period);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return -ENOENT;
+    }
+    if (rc != SQLITE_ROW) {
+        int e = sql_fail(c->db, rc, "read partition");
+        sqlite3_reset(st);
+        return e;
+    }
+    int e = 0;
+    p->id = sqlite3_column_int64(st, 0);
+    p->schema_id = sqlite3_column_int64(st, 1);
+    const char *codec = (const char *)sqlite3_column_text(st, 2);
+    if (!codec || codec_from_text(codec, &p->codec) < 0)
+        e = -EIO;
+    if (e == 0 && sqlite3_column_bytes(st, 3) != 16)
+        e = -EIO;
+    if (e == 0)
+        memcpy(p->sync, sqlite3_column_blob(st, 3), 16);
+    if (e == 0) {
+        const void *json = sqlite3_column_text(st, 4);
+        p->schema_len = (size_t)sqlite3_column_bytes(st, 4);
+        const void *hdr = sqlite3_column_blob(st, 5);
+        p->header_len = (size_t)sqlite3_column_bytes(st, 5);
+        p->schema_json = dup_n(json, p->schema_len);
+        p->header = malloc(p->header_len ? p->header_len : 1);
+        if (!p->schema_json || !p->header)
+            e = -ENOMEM;
+        else if (p->header_len)
+            memcpy(p->header, hdr, p->header_len);
+    }
+    if (e == -EIO)
+        bfs_error("catalog: partition %s/%s has a bad codec or sync marker", table, period);
+    sqlite3_reset(st);
+    if (e < 0)
+        bfs_partition_free(p);
+    return e;
+}
+
+int bfs_catalog_partition_get(struct bfs_catalog *cat, const char *table, const char *period,
+                              struct bfs_partition *p)
+{
+    struct rconn *c;
+    memset(p, 0, sizeof *p);
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    rc = bfs_cat_read_partition(c, table, period, p);
+    bfs_cat_rrelease(cat, c);
+    return rc;
+}
+
+/* FNV-1a of "table\0period". */
+static size_t layout_hash(const char *table, const char *period)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const char *s = table;; s++) {
+        h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+        if (!*s)
+            break;
+    }
+    for (const char *s = period; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+    return (size_t)(h % LAYOUT_SLOTS);
+}
+
+int bfs_catalog_partition_layout(struct bfs_catalog *cat, const char *table, const char *period,
+                                 uint8_t sync[16], enum bfs_codec *codec)
+{
+    if (strlen(table) > BFS_NAME_MAX || strlen(period) > BFS_NAME_MAX)
+        return -ENOENT; /* no partition has such a name */
+    struct layout_slot *slot = &cat->layouts[layout_hash(table, period)];
+    pthread_mutex_lock(&cat->lmu);
+    int hit = slot->used && strcmp(slot->table, table) == 0 && strcmp(slot->period, period) == 0;
+    if (hit) {
+        memcpy(sync, slot->sync, 16);
+        *codec = slot->codec;
+    }
+    pthread_mutex_unlock(&cat->lmu);
+    if (hit)
+        return 0;
+
+    struct bfs_partition p;
+    int rc = bfs_catalog_partition_get(cat, table, period, &p);
+    if (rc < 0)
+        return rc;
+    memcpy(sync, p.sync, 16);
+    *codec = p.codec;
+    bfs_partition_free(&p);
+    /* Committed rows only (a reader sees no uncommitted write), and a
+     * partition is never changed or removed: the slot stays true. */
+    pthread_mutex_lock(&cat->lmu);
+    slot->used = 1;
+    slot->codec = *codec;
+    memcpy(slot->sync, sync, 16);
+    snprintf(slot->table, sizeof slot->table, "%s", table);
+    snprintf(slot->period, sizeof slot->period, "%s", period);
+    pthread_mutex_unlock(&cat->lmu);
+    return 0;
+}
+
+/* ---- upload commits ---- */
+
+static void fingerprint_hex(const struct bfs_upload *up, char hex[17])
+{
+    snprintf(hex, 17, "%016" PRIx64, up->fingerprint);
+}
+
+/* Insert one upload inside the group transaction (under its savepoint).
+ * Returns 0 or -errno with msg set. */
+static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, int64_t now,
+                         char *msg, size_t msglen)
+{
+    sqlite3 *db = cat->w;
+    sqlite3_stmt *st;
+    int rc;
+    int64_t schema_id = -1;
+    const char *codec = codec_text(up->codec);
+    char fp_hex[17]; /* for a new schema's row and for messages only */
+
+    /* The partition, if it exists. */
+    st = cat->ws[W_PART_LOOKUP];
+    bind_text(st, 1, up->table);
+    bind_text(st, 2, up->period);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        schema_id = sqlite3_column_int64(st, 0);
+        const char *pcodec = (const char *)sqlite3_column_text(st, 1);
+        const void *canon = sqlite3_column_blob(st, 2);
+        size_t canon_len = (size_t)sqlite3_column_bytes(st, 2);
+        int same = canon_len == up->canonical_len &&
+                   (canon_len == 0 || memcmp(canon, up->canonical, canon_len) == 0);
+        if (!same) {
+            fingerprint_hex(up, fp_hex);
+            set_msg(msg, msglen,
+                    "schema differs from the one stored for %s/%s (fingerprint %s, upload has "
+                    "%s)",
+                    up->table, up->period,
+                    sqlite3_column_text(st, 3) ? (const char *)sqlite3_column_text(st, 3) : "?",
+                    fp_hex);
+            sqlite3_reset(st);
+            return -EINVAL;
+        }
+        if (!pcodec || strcmp(pcodec, codec) != 0) {
+            set_msg(msg, msglen, "partition %s/%s stores codec %s, the upload has %s", up->table,
+                    up->period, pcodec ? pcodec : "?", codec);
+            sqlite3_reset(st);
+            return -EAGAIN;
+        }
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_OK)
+        goto sql_error;
+
+    if (schema_id < 0) {
+        /* A new partition: find or insert the schema, then the partition. */
+        st = cat->ws[W_SCHEMA_FIND];
+        sqlite3_bind_text(st, 1, up->canonical, (int)up->canonical_len, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            schema_id = sqlite3_column_int64(st, 0);
+            rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE) {
+            rc = SQLITE_OK;
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_OK)
+            goto sql_error;
+        if (schema_id < 0) {
+            st = cat->ws[W_SCHEMA_INS];
+            sqlite3_bind_text(st, 1, up->canonical, (int)up->canonical_len, SQLITE_STATIC);
+            fingerprint_hex(up, fp_hex);
+            bind_text(st, 2, fp_hex);
+            sqlite3_bind_text(st, 3, up->schema_json, (int)up->schema_len, SQLITE_STATIC);
+            if ((rc = run(st)) != SQLITE_OK)
+                goto sql_error;
+            schema_id = sqlite3_last_insert_rowid(db);
+        }
+        /* The layout as the upload brings it: its sync marker and the header
+         * the caller built (the caller found no partition, so it built one). */
+        if (!up->header || up->header_len == 0) {
+            set_msg(msg, msglen, "no layout header for the new partition %s/%s", up->table,
+                    up->period);
+            return -EINVAL;
+        }
+        st = cat->ws[W_PART_INS];
+        bind_text(st, 1, up->table);
+        bind_text(st, 2, up->period);
+        sqlite3_bind_int64(st, 3, schema_id);
+        bind_text(st, 4, codec);
+        bind_blob(st, 5, up->sync, sizeof up->sync);
+        sqlite3_bind_text(st, 6, up->schema_json, (int)up->schema_len, SQLITE_STATIC);
+        rc = bind_blob(st, 7, up->header, up->header_len);
+        sqlite3_bind_int64(st, 8, (int64_t)up->header_len);
+        sqlite3_bind_int64(st, 9, now);
+        if (rc == SQLITE_OK)
+            rc = run(st);
+        sqlite3_clear_bindings(st);
+        if (rc != SQLITE_OK)
+            goto sql_error;
+    }
+
+    st = cat->ws[W_ROW_INS];
+    bind_text(st, 1, up->table);
+    bind_text(st, 2, up->period);
+    bind_text(st, 3, up->dataset);
+    sqlite3_bind_int64(st, 4, schema_id);
+    sqlite3_bind_int64(st, 5, (int64_t)up->records);
+    sqlite3_bind_int64(st, 6, (int64_t)up->len);
+    sqlite3_bind_int64(st, 7, now);
+    if ((rc = run(st)) != SQLITE_OK)
+        goto sql_error;
+    st = cat->ws[W_DATA_INS];
+    sqlite3_bind_int64(st, 1, sqlite3_last_insert_rowid(db));
+    rc = bind_blob(st, 2, up->data, up->len);
+    if (rc == SQLITE_OK)
+        rc = run(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_OK)
+        goto sql_error;
+    return 0;
+
+sql_error:
+    set_msg(msg, msglen, "catalog: %s", sqlite3_errmsg(db));
+    return sql_errno(rc);
+}
+
+/* One upload of a group: validated, then inserted under a savepoint. */
+static int commit_one(struct bfs_catalog *cat, const struct bfs_upload *up, int64_t now, char *msg,
+                      size_t msglen)
+{
+    if (!valid_name(up->table) || !valid_name(up->period) || !valid_name(up->dataset)) {
+        set_msg(msg, msglen, "bad table, period or dataset name");
+        return -EINVAL;
+    }
+    if (!codec_text(up->codec)) {
+        set_msg(msg, msglen, "unknown codec %d", (int)up->codec);
+        return -EINVAL;
+    }
+    if (!up->canonical || !up->schema_json || (up->len && !up->data) || up->len > INT_MAX ||
+        up->canonical_len > INT_MAX || up->schema_len > INT_MAX || up->header_len > INT_MAX ||
+        !u64_ok(up->records)) {
+        set_msg(msg, msglen, "bad upload (missing schema or data, or too large)");
+        return -EINVAL;
+    }
+    sqlite3 *db = cat->w;
+    int rc = run(cat->ws[W_SAVEPOINT]);
+    if (rc != SQLITE_OK) {
+        set_msg(msg, msglen, "catalog: savepoint: %s", sqlite3_errmsg(db));
+        return sql_errno(rc);
+    }
+    int e = insert_upload(cat, up, now, msg, msglen);
+    if (e < 0 && !sqlite3_get_autocommit(db) && run(cat->ws[W_ROLLBACK_TO]) != SQLITE_OK)
+        bfs_error("catalog: rollback to savepoint: %s", sqlite3_errmsg(db));
+    if (!sqlite3_get_autocommit(db)) {
+        rc = run(cat->ws[W_RELEASE]);
+        if (rc != SQLITE_OK && e == 0) {
+            set_msg(msg, msglen, "catalog: release savepoint: %s", sqlite3_errmsg(db));
+            e = sql_errno(rc);
+        }
+    }
+    return e;
+}
+
+static void fail_all(struct request *r, int e, const char *what, const char *why)
+{
+    for (; r; r = r->next) {
+        r->rc = e;
+        set_msg(r->msg, r->msglen, "catalog: %s: %s", what, why);
+    }
+}
+
+/* In the group's transaction: each upload under its savepoint, its rc set.
+ * 0, or -errno when the error rolled the whole transaction back (e.g. disk
+ * full): then nothing of the group is stored and every rc says so. */
+static int commit_group_locked(struct bfs_catalog *cat, struct request *group)
+{
+    int64_t now = (int64_t)time(NULL);
+    for (struct request *r = group; r; r = r->next) {
+        r->rc = commit_one(cat, r->up, now, r->msg, r->msglen);
+        if (sqlite3_get_autocommit(cat->w)) {
+            int e = r->rc < 0 ? r->rc : -EIO;
+            char why[256];
+            snprintf(why, sizeof why, "%s", r->msg && r->msglen ? r->msg : "rolled back");
+            fail_all(group, e, "transaction rolled back", why);
+            return e;
+        }
+    }
+    return 0;
+}
+
+/* Commit a group of uploads in one transaction; set each request's rc.
+ * Failures are the requests' messages (each rejection is logged), not logged
+ * here. */
+static void commit_group(struct bfs_catalog *cat, struct request *group)
+{
+    struct wtx tx = {.flags = WTX_QUIET, .what = "upload group"};
+    int e = bfs_cat_wtx_begin(cat, &tx);
+    if (e < 0) {
+        fail_all(group, e, "begin", tx.err);
+        return;
+    }
+    int body = commit_group_locked(cat, group);
+    e = bfs_cat_wtx_end(cat, &tx, body);
+    if (body == 0 && e < 0) /* the commit failed: the uploads that were fine are not stored */
+        for (struct request *r = group; r; r = r->next)
+            if (r->rc == 0) {
+                r->rc = e;
+                set_msg(r->msg, r->msglen, "catalog: commit: %s", tx.err);
+            }
+}
+
+int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *up, char *msg,
+                              size_t msglen)
+{
+    struct request req = {.up = up, .msg = msg, .msglen = msglen};
+    set_msg(msg, msglen, "%s", "");
+
+    pthread_mutex_lock(&cat->qmu);
+    /* req lives on this stack in the queue: a leader takes the whole queue
+     * before it commits, and this function returns only once req is done. */
+    *cat->qtail = &req;
+    // cppcheck-suppress autoVariables
+    cat->qtail = &req.next;
+    while (!req.done) {
+        if (cat->leading) {
+            pthread_cond_wait(&cat->qcv, &cat->qmu);
+            continue;
+        }
+        /* Lead: take the whole queue (ours included) and commit it. */
+        cat->leading = 1;
+        struct request *group = cat->qhead;
+        cat->qhead = NULL;
+        cat->qtail = &cat->qhead;
+        pthread_mutex_unlock(&cat->qmu);
+
+        commit_group(cat, group);
+
+        pthread_mutex_lock(&cat->qmu);
+        /* A follower may return as soon as it sees done (after we unlock):
+         * read next before marking. */
+        for (struct request *r = group, *next; r; r = next) {
+            next = r->next;
+            r->done = 1;
+        }
+        cat->groups++;
+        cat->leading = 0;
+        pthread_cond_broadcast(&cat->qcv);
+    }
+    pthread_mutex_unlock(&cat->qmu);
+    return req.rc;
+}
+
+uint64_t bfs_catalog_commit_groups(struct bfs_catalog *cat)
+{
+    pthread_mutex_lock(&cat->qmu);
+    uint64_t n = cat->groups;
+    pthread_mutex_unlock(&cat->qmu);
+    return n;
+}

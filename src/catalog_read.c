@@ -1,0 +1,277 @@
+/* catalog_read.c - the read side: listing, dataset views (one read
+ * transaction each), hot reads through incremental blob I/O, counts. */
+#include <inttypes.h>
+
+#include "catalog_int.h"
+
+/* ---- listing ---- */
+
+static int list_names(struct bfs_catalog *cat, enum rst which, const char *a, const char *b,
+                      bfs_name_cb cb, void *ctx)
+{
+    struct rconn *c;
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *st = c->st[which];
+    if (a)
+        bind_text(st, 1, a);
+    if (b)
+        bind_text(st, 2, b);
+    int ret = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        if (!name) {
+            ret = -ENOMEM;
+            break;
+        }
+        if ((ret = cb(ctx, name)) != 0)
+            break;
+    }
+    if (ret == 0 && rc != SQLITE_DONE)
+        ret = sql_fail(c->db, rc, "list");
+    sqlite3_reset(st);
+    bfs_cat_rrelease(cat, c);
+    return ret;
+}
+
+int bfs_catalog_list_tables(struct bfs_catalog *cat, bfs_name_cb cb, void *ctx)
+{
+    return list_names(cat, R_TABLES, NULL, NULL, cb, ctx);
+}
+
+int bfs_catalog_list_periods(struct bfs_catalog *cat, const char *table, bfs_name_cb cb, void *ctx)
+{
+    return list_names(cat, R_PERIODS, table, NULL, cb, ctx);
+}
+
+int bfs_catalog_list_datasets(struct bfs_catalog *cat, const char *table, const char *period,
+                              bfs_name_cb cb, void *ctx)
+{
+    return list_names(cat, R_DATASETS, table, period, cb, ctx);
+}
+
+int bfs_catalog_list_archives(struct bfs_catalog *cat, bfs_name_cb cb, void *ctx)
+{
+    return list_names(cat, R_ARCHIVES, NULL, NULL, cb, ctx);
+}
+
+static int exists(struct bfs_catalog *cat, enum rst which, const char *a, const char *b)
+{
+    struct rconn *c;
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *st = c->st[which];
+    bind_text(st, 1, a);
+    if (b)
+        bind_text(st, 2, b);
+    rc = sqlite3_step(st);
+    int ret = rc == SQLITE_ROW    ? 0
+              : rc == SQLITE_DONE ? -ENOENT
+                                  : sql_fail(c->db, rc, "look a name up");
+    sqlite3_reset(st);
+    bfs_cat_rrelease(cat, c);
+    return ret;
+}
+
+int bfs_catalog_table_exists(struct bfs_catalog *cat, const char *table)
+{
+    return exists(cat, R_TABLE_EXISTS, table, NULL);
+}
+
+int bfs_catalog_period_exists(struct bfs_catalog *cat, const char *table, const char *period)
+{
+    return exists(cat, R_PERIOD_EXISTS, table, period);
+}
+
+/* ---- dataset views ---- */
+
+void bfs_dataset_view_free(struct bfs_dataset_view *v)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < v->n; i++)
+        free(v->seg[i].key);
+    free(v->seg);
+    bfs_partition_free(&v->part);
+    memset(v, 0, sizeof *v);
+}
+
+static struct bfs_segment *add_segment(struct bfs_dataset_view *v, size_t *cap)
+{
+    if (v->n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 8;
+        struct bfs_segment *s = realloc(v->seg, ncap * sizeof *s);
+        if (!s)
+            return NULL;
+        v->seg = s;
+        *cap = ncap;
+    }
+    struct bfs_segment *s = &v->seg[v->n++];
+    memset(s, 0, sizeof *s);
+    return s;
+}
+
+/* Fill v inside the read transaction of c. */
+static int read_view(struct rconn *c, const char *table, const char *period, const char *dataset,
+                     struct bfs_dataset_view *v)
+{
+    int rc = bfs_cat_read_partition(c, table, period, &v->part);
+    if (rc < 0)
+        return rc;
+    size_t cap = 0;
+    uint64_t size = v->part.header_len;
+    int64_t mtime = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        int cold = pass == 0;
+        sqlite3_stmt *st = c->st[cold ? R_COLD : R_HOT];
+        bind_text(st, 1, table);
+        bind_text(st, 2, period);
+        bind_text(st, 3, dataset);
+        int e = 0;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            struct bfs_segment *s = add_segment(v, &cap);
+            if (!s) {
+                e = -ENOMEM;
+                break;
+            }
+            s->id = sqlite3_column_int64(st, 0);
+            if (cold) {
+                s->kind = BFS_SEG_COLD;
+                s->key = dup_n(sqlite3_column_text(st, 1), (size_t)sqlite3_column_bytes(st, 1));
+                s->offset = (uint64_t)sqlite3_column_int64(st, 2);
+                s->length = (uint64_t)sqlite3_column_int64(st, 3);
+                s->records = (uint64_t)sqlite3_column_int64(st, 4);
+                if (!s->key) {
+                    e = -ENOMEM;
+                    break;
+                }
+            } else {
+                s->kind = BFS_SEG_HOT;
+                s->length = (uint64_t)sqlite3_column_int64(st, 1);
+                s->records = (uint64_t)sqlite3_column_int64(st, 2);
+            }
+            int64_t t = sqlite3_column_int64(st, cold ? 5 : 3);
+            if (t > mtime)
+                mtime = t;
+            size += s->length;
+        }
+        if (e == 0 && rc != SQLITE_DONE)
+            e = sql_fail(c->db, rc, "read a dataset");
+        sqlite3_reset(st);
+        if (e < 0)
+            return e;
+    }
+    if (v->n == 0)
+        return -ENOENT;
+    v->size = size;
+    v->mtime = mtime;
+    return 0;
+}
+
+int bfs_catalog_dataset(struct bfs_catalog *cat, const char *table, const char *period,
+                        const char *dataset, struct bfs_dataset_view *v)
+{
+    memset(v, 0, sizeof *v);
+    struct rconn *c;
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    int src = run(c->st[R_BEGIN]);
+    if (src != SQLITE_OK) {
+        rc = sql_fail(c->db, src, "begin a read");
+    } else {
+        rc = read_view(c, table, period, dataset, v);
+        src = run(c->st[R_COMMIT]);
+        if (src != SQLITE_OK && rc == 0)
+            rc = sql_fail(c->db, src, "end a read");
+    }
+    bfs_cat_rrelease(cat, c);
+    if (rc < 0)
+        bfs_dataset_view_free(v);
+    return rc;
+}
+
+int bfs_catalog_dataset_stat(struct bfs_catalog *cat, const char *table, const char *period,
+                             const char *dataset, uint64_t *size, int64_t *mtime)
+{
+    struct rconn *c;
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    /* One statement: one consistent snapshot. */
+    sqlite3_stmt *st = c->st[R_STAT];
+    bind_text(st, 1, table);
+    bind_text(st, 2, period);
+    bind_text(st, 3, dataset);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        int64_t cold_n = sqlite3_column_int64(st, 1), hot_n = sqlite3_column_int64(st, 4);
+        int64_t tc = sqlite3_column_int64(st, 3), th = sqlite3_column_int64(st, 6);
+        *size = (uint64_t)sqlite3_column_int64(st, 0) + (uint64_t)sqlite3_column_int64(st, 2) +
+                (uint64_t)sqlite3_column_int64(st, 5);
+        *mtime = tc > th ? tc : th;
+        rc = cold_n + hot_n > 0 ? 0 : -ENOENT;
+    } else if (rc == SQLITE_DONE) {
+        rc = -ENOENT;
+    } else {
+        rc = sql_fail(c->db, rc, "stat a dataset");
+    }
+    sqlite3_reset(st);
+    bfs_cat_rrelease(cat, c);
+    return rc;
+}
+
+int bfs_catalog_read_hot(struct bfs_catalog *cat, int64_t id, uint64_t off, void *buf, size_t len)
+{
+    struct rconn *c;
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    sqlite3_blob *b = NULL;
+    int src = sqlite3_blob_open(c->db, "main", "buffer_data", "data", id, 0, &b);
+    if (src != SQLITE_OK) {
+        /* A missing row is SQLITE_ERROR with "no such rowid: N". */
+        if ((src & 0xff) == SQLITE_ERROR &&
+            strncmp(sqlite3_errmsg(c->db), "no such rowid", 13) == 0)
+            rc = -ENOENT;
+        else
+            rc = sql_fail(c->db, src, "open a buffer row");
+    } else {
+        uint64_t size = (uint64_t)sqlite3_blob_bytes(b);
+        if (off > size || len > size - off) {
+            bfs_error("catalog: read of %zu bytes at %" PRIu64 " of buffer row %" PRId64
+                      " (%" PRIu64 " bytes)",
+                      len, off, id, size);
+            rc = -EINVAL;
+        } else if (len > 0 && (src = sqlite3_blob_read(b, buf, (int)len, (int)off)) != SQLITE_OK) {
+            rc = sql_fail(c->db, src, "read a buffer row");
+        }
+    }
+    if (b)
+        sqlite3_blob_close(b);
+    bfs_cat_rrelease(cat, c);
+    return rc;
+}
+
+int bfs_catalog_counts(struct bfs_catalog *cat, struct bfs_catalog_counts *out)
+{
+    struct rconn *c;
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *st = c->st[R_COUNTS];
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->buffer_uploads = (uint64_t)sqlite3_column_int64(st, 0);
+        out->buffer_bytes = (uint64_t)sqlite3_column_int64(st, 1);
+        out->archived_files = (uint64_t)sqlite3_column_int64(st, 2);
+        rc = 0;
+    } else {
+        rc = sql_fail(c->db, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc, "counts");
+    }
+    sqlite3_reset(st);
+    bfs_cat_rrelease(cat, c);
+    return rc;
+}

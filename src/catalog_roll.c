@@ -1,0 +1,404 @@
+/* catalog_roll.c - the roll protocol's side in the catalog: the pending roll,
+ * claims (id ranges: see the schema comment in catalog_db.c), the claimed
+ * rows paged through with a keyset, the commit, and the purge of rolled blobs. */
+#include <inttypes.h>
+#include <time.h>
+
+#include "catalog_int.h"
+
+/* ---- rolls ---- */
+
+int bfs_catalog_roll_pending(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX])
+{
+    struct rconn *c;
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *st = c->st[R_PENDING];
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        if (id && strlen(id) < BFS_ROLL_ID_MAX) {
+            memcpy(roll_id, id, strlen(id) + 1);
+            rc = 0;
+        } else {
+            bfs_error("catalog: the pending roll has a bad id");
+            rc = -EIO;
+        }
+    } else if (rc == SQLITE_DONE) {
+        rc = -ENOENT;
+    } else {
+        rc = sql_fail(c->db, rc, "find the pending roll");
+    }
+    sqlite3_reset(st);
+    bfs_cat_rrelease(cat, c);
+    return rc;
+}
+
+/* Under wmu, in a transaction: the pending roll's id into id (or ""). */
+static int pending_locked(struct bfs_catalog *cat, char id[BFS_ROLL_ID_MAX])
+{
+    sqlite3_stmt *st = cat->ws[W_PENDING];
+    int rc = sqlite3_step(st);
+    id[0] = '\0';
+    if (rc == SQLITE_ROW) {
+        const char *s = (const char *)sqlite3_column_text(st, 0);
+        snprintf(id, BFS_ROLL_ID_MAX, "%s", s ? s : "?");
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* In a write transaction: record a claim of every buffered row in id. 0 with
+ * its rows and bytes, -EBUSY, -ENODATA, -errno. */
+static int claim_locked(struct bfs_catalog *cat, char id[BFS_ROLL_ID_MAX], int64_t *rows,
+                        int64_t *bytes)
+{
+    sqlite3 *db = cat->w;
+    char pending[BFS_ROLL_ID_MAX];
+    int rc = pending_locked(cat, pending);
+    if (rc != SQLITE_OK)
+        return sql_fail(db, rc, "claim");
+    if (pending[0]) {
+        bfs_debug("catalog: claim refused: roll %s is pending", pending);
+        return -EBUSY;
+    }
+    /* No roll is pending, so every buffered row is unclaimed: the claim is
+     * the id range [min, max] (later rows get larger ids). */
+    sqlite3_stmt *st = cat->ws[W_UNCLAIMED];
+    rc = sqlite3_step(st);
+    int64_t first = 0, last = 0, n = 0, total = 0;
+    int empty = 1;
+    if (rc == SQLITE_ROW) {
+        empty = sqlite3_column_type(st, 0) == SQLITE_NULL;
+        first = sqlite3_column_int64(st, 0);
+        last = sqlite3_column_int64(st, 1);
+        n = sqlite3_column_int64(st, 2);
+        total = sqlite3_column_int64(st, 3);
+        rc = SQLITE_OK;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_OK)
+        return sql_fail(db, rc, "claim");
+    if (empty != (n == 0) || n < 0 || total < 0 || (!empty && n > last - first + 1)) {
+        bfs_error("catalog: buffer totals (%" PRId64 " rows) do not match rows %" PRId64
+                  "..%" PRId64,
+                  n, first, last);
+        return -EIO;
+    }
+    if (empty)
+        return -ENODATA;
+    time_t now = time(NULL);
+    struct tm tm;
+    char stamp[32];
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(id, BFS_ROLL_ID_MAX, "%s-%" PRId64, stamp, first);
+
+    st = cat->ws[W_ROLL_INS];
+    bind_text(st, 1, id);
+    sqlite3_bind_int64(st, 2, (int64_t)now);
+    sqlite3_bind_int64(st, 3, first);
+    sqlite3_bind_int64(st, 4, last);
+    sqlite3_bind_int64(st, 5, n);
+    sqlite3_bind_int64(st, 6, total);
+    if ((rc = run(st)) != SQLITE_OK)
+        return sql_fail(db, rc, "claim");
+    *rows = n;
+    *bytes = total;
+    return 0;
+}
+
+int bfs_catalog_roll_claim(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX], uint64_t *rows,
+                           uint64_t *bytes)
+{
+    char id[BFS_ROLL_ID_MAX];
+    int64_t n = 0, total = 0;
+    struct wtx tx = {.what = "claim"};
+    int e = bfs_cat_wtx_begin(cat, &tx);
+    if (e == 0)
+        e = bfs_cat_wtx_end(cat, &tx, claim_locked(cat, id, &n, &total));
+    if (e < 0)
+        return e;
+    memcpy(roll_id, id, strlen(id) + 1);
+    *rows = (uint64_t)n;
+    *bytes = (uint64_t)total;
+    return 0;
+}
+
+int bfs_catalog_purge(struct bfs_catalog *cat, int rows)
+{
+    assert(rows > 0);
+    struct wtx tx = {.what = "purge"};
+    int e = bfs_cat_wtx_begin(cat, &tx);
+    if (e < 0)
+        return e;
+    sqlite3_stmt *st = cat->ws[W_PURGE];
+    sqlite3_bind_int(st, 1, rows);
+    int rc = run(st);
+    int n = rc == SQLITE_OK ? sqlite3_changes(cat->w) : sql_fail(cat->w, rc, "purge rolled blobs");
+    e = bfs_cat_wtx_end(cat, &tx, n < 0 ? n : 0);
+    return e < 0 ? e : n;
+}
+
+struct page_row {
+    int64_t id;
+    uint64_t records, length;
+    char table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1], dataset[BFS_NAME_MAX + 1];
+};
+
+static int copy_name(char dst[BFS_NAME_MAX + 1], sqlite3_stmt *st, int col)
+{
+    const char *s = (const char *)sqlite3_column_text(st, col);
+    int n = sqlite3_column_bytes(st, col);
+    if (!s || n <= 0 || n > BFS_NAME_MAX)
+        return -EIO;
+    memcpy(dst, s, (size_t)n + 1);
+    return 0;
+}
+
+/* The id range [lo, hi] of roll_id's rows: 0, -ENOENT or -errno. */
+static int roll_range(struct bfs_catalog *cat, const char *roll_id, int64_t *lo, int64_t *hi)
+{
+    struct rconn *c;
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *st = c->st[R_ROLL_GET];
+    bind_text(st, 1, roll_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *lo = sqlite3_column_int64(st, 0);
+        *hi = sqlite3_column_int64(st, 1);
+        rc = 0;
+    } else {
+        rc = rc == SQLITE_DONE ? -ENOENT : sql_fail(c->db, rc, "look a roll up");
+    }
+    sqlite3_reset(st);
+    bfs_cat_rrelease(cat, c);
+    return rc;
+}
+
+/* Read up to ROLL_PAGE rows with ids in [lo, hi] that come after *last in
+ * (table, period, dataset, id) order into rows. The number read or -errno. */
+static int roll_page(struct bfs_catalog *cat, int64_t lo, int64_t hi, const struct page_row *last,
+                     struct page_row *rows)
+{
+    struct rconn *c;
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    int n = 0;
+    for (int q = 0; q < 2 && n >= 0 && n < ROLL_PAGE; q++) {
+        sqlite3_stmt *st = c->st[q == 0 ? R_ROLL_SAME : R_ROLL_NEXT];
+        sqlite3_bind_int64(st, 1, hi);
+        bind_text(st, 2, last->table);
+        bind_text(st, 3, last->period);
+        bind_text(st, 4, last->dataset);
+        if (q == 0)
+            sqlite3_bind_int64(st, 5, last->id);
+        sqlite3_bind_int64(st, 6, lo);
+        sqlite3_bind_int(st, 7, ROLL_PAGE - n);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            assert(n < ROLL_PAGE);
+            struct page_row *r = &rows[n];
+            r->id = sqlite3_column_int64(st, 0);
+            r->records = (uint64_t)sqlite3_column_int64(st, 4);
+            r->length = (uint64_t)sqlite3_column_int64(st, 5);
+            if (copy_name(r->table, st, 1) < 0 || copy_name(r->period, st, 2) < 0 ||
+                copy_name(r->dataset, st, 3) < 0) {
+                bfs_error("catalog: buffer row %" PRId64 " has a bad name", r->id);
+                n = -EIO;
+                break;
+            }
+            n++;
+        }
+        if (n >= 0 && rc != SQLITE_DONE)
+            n = sql_fail(c->db, rc, "read the roll's rows");
+        sqlite3_reset(st);
+    }
+    bfs_cat_rrelease(cat, c);
+    return n;
+}
+
+int bfs_catalog_roll_rows(struct bfs_catalog *cat, const char *roll_id,
+                          int (*cb)(void *ctx, const struct bfs_roll_row *row), void *ctx)
+{
+    int64_t lo, hi;
+    int ret = roll_range(cat, roll_id, &lo, &hi);
+    if (ret < 0)
+        return ret;
+    struct page_row *rows = malloc(ROLL_PAGE * sizeof *rows);
+    if (!rows)
+        return -ENOMEM;
+    /* Names are never empty, so ("", "", "", 0) sorts before every row. */
+    struct page_row last = {.id = 0};
+    for (;;) {
+        int n = roll_page(cat, lo, hi, &last, rows);
+        if (n < 0) {
+            ret = n;
+            break;
+        }
+        for (int i = 0; i < n && ret == 0; i++) {
+            struct bfs_roll_row row = {
+                .id = rows[i].id,
+                .table = rows[i].table,
+                .period = rows[i].period,
+                .dataset = rows[i].dataset,
+                .records = rows[i].records,
+                .length = rows[i].length,
+            };
+            ret = cb(ctx, &row);
+        }
+        if (ret != 0 || n < ROLL_PAGE)
+            break;
+        last = rows[n - 1];
+    }
+    free(rows);
+    return ret;
+}
+
+/* Check the shape of a roll commit's records before touching the database. */
+static int check_records(const char *roll_id, const struct bfs_archive_rec *ar, size_t n_ar,
+                         const struct bfs_index_rec *ix, size_t n_ix)
+{
+    size_t next = 0;
+    for (size_t i = 0; i < n_ar; i++) {
+        const struct bfs_archive_rec *a = &ar[i];
+        if (!a->key || !a->key[0] || !valid_name(a->table) || !valid_name(a->period) ||
+            !u64_ok(a->size) || a->header_length > a->size || a->first_index != next ||
+            a->n_index > n_ix - next) {
+            bfs_error("catalog: roll %s: bad archive record %zu", roll_id, i);
+            return -EINVAL;
+        }
+        for (size_t j = a->first_index; j < a->first_index + a->n_index; j++) {
+            const struct bfs_index_rec *x = &ix[j];
+            if (!valid_name(x->dataset) || x->start_byte < a->header_length ||
+                x->start_byte > a->size || x->length > a->size - x->start_byte ||
+                !u64_ok(x->records)) {
+                bfs_error("catalog: roll %s: bad index record %zu of %s", roll_id, j, a->key);
+                return -EINVAL;
+            }
+        }
+        next += a->n_index;
+    }
+    if (next != n_ix) {
+        bfs_error("catalog: roll %s: %zu index records, archives cover %zu", roll_id, n_ix, next);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* In a write transaction with foreign keys off: the roll commit's rows. 0 or
+ * -errno (logged). */
+static int roll_commit_locked(struct bfs_catalog *cat, const char *roll_id,
+                              const struct bfs_archive_rec *archives, size_t n_archives,
+                              const struct bfs_index_rec *index)
+{
+    sqlite3 *db = cat->w;
+    sqlite3_stmt *st = cat->ws[W_ROLL_GET];
+    bind_text(st, 1, roll_id);
+    int rc = sqlite3_step(st);
+    int committed = rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL;
+    int64_t lo = rc == SQLITE_ROW ? sqlite3_column_int64(st, 1) : 0;
+    int64_t hi = rc == SQLITE_ROW ? sqlite3_column_int64(st, 2) : 0;
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE) {
+        bfs_error("catalog: commit of roll %s: no such roll", roll_id);
+        return -ENOENT;
+    }
+    if (rc != SQLITE_ROW)
+        goto sql_error;
+    if (committed) {
+        bfs_error("catalog: commit of roll %s: already committed", roll_id);
+        return -EALREADY;
+    }
+
+    int64_t now = (int64_t)time(NULL);
+    for (size_t i = 0; i < n_archives; i++) {
+        const struct bfs_archive_rec *a = &archives[i];
+        st = cat->ws[W_ARCH_INS];
+        bind_text(st, 1, a->key);
+        bind_text(st, 2, a->table);
+        bind_text(st, 3, a->period);
+        sqlite3_bind_int64(st, 4, (int64_t)a->size);
+        sqlite3_bind_int64(st, 5, (int64_t)a->header_length);
+        bind_text(st, 6, roll_id);
+        sqlite3_bind_int64(st, 7, (int64_t)i);
+        sqlite3_bind_int64(st, 8, now);
+        if ((rc = run(st)) != SQLITE_OK)
+            goto sql_error;
+        int64_t file_id = sqlite3_last_insert_rowid(db);
+        st = cat->ws[W_IDX_INS];
+        for (size_t j = a->first_index; j < a->first_index + a->n_index; j++) {
+            const struct bfs_index_rec *x = &index[j];
+            bind_text(st, 1, x->dataset);
+            bind_text(st, 2, a->table);
+            bind_text(st, 3, a->period);
+            sqlite3_bind_int64(st, 4, file_id);
+            sqlite3_bind_int64(st, 5, (int64_t)x->start_byte);
+            sqlite3_bind_int64(st, 6, (int64_t)x->length);
+            sqlite3_bind_int64(st, 7, (int64_t)x->records);
+            sqlite3_bind_int64(st, 8, now);
+            sqlite3_bind_int64(st, 9, lo);
+            sqlite3_bind_int64(st, 10, hi);
+            if ((rc = run(st)) != SQLITE_OK)
+                goto sql_error;
+        }
+    }
+    /* Every claimed row must be covered: per (table, period, dataset), the
+     * index rows' bytes and records equal the claimed rows'. */
+    st = cat->ws[W_ROLL_CHECK];
+    bind_text(st, 1, roll_id);
+    sqlite3_bind_int64(st, 2, lo);
+    sqlite3_bind_int64(st, 3, hi);
+    rc = sqlite3_step(st);
+    int64_t diff = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW)
+        goto sql_error;
+    if (diff != 0) {
+        bfs_error("catalog: commit of roll %s: the index does not match the claimed rows "
+                  "(%" PRId64 " datasets differ)",
+                  roll_id, diff);
+        return -EINVAL;
+    }
+    /* The rows only: their blobs stay, orphaned (foreign keys are off for
+     * this transaction), until bfs_catalog_purge. Nothing reads a blob
+     * without its row but a reader that resolved the row before this commit,
+     * and it gets the same bytes the archive now holds. */
+    st = cat->ws[W_DEL_ROWS];
+    sqlite3_bind_int64(st, 1, lo);
+    sqlite3_bind_int64(st, 2, hi);
+    if ((rc = run(st)) != SQLITE_OK)
+        goto sql_error;
+    st = cat->ws[W_ROLL_DONE];
+    bind_text(st, 1, roll_id);
+    sqlite3_bind_int64(st, 2, now);
+    if ((rc = run(st)) != SQLITE_OK)
+        goto sql_error;
+    return 0;
+
+sql_error:
+    if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+        bfs_error("catalog: commit of roll %s: %s", roll_id, sqlite3_errmsg(db));
+        return -EINVAL;
+    }
+    return sql_fail(db, rc, "roll commit");
+}
+
+int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
+                            const struct bfs_archive_rec *archives, size_t n_archives,
+                            const struct bfs_index_rec *index, size_t n_index)
+{
+    int e = check_records(roll_id, archives, n_archives, index, n_index);
+    if (e < 0)
+        return e;
+    /* Foreign keys off for this transaction only: it deletes the rows and
+     * leaves their blobs to bfs_catalog_purge. */
+    struct wtx tx = {.flags = WTX_FK_OFF, .what = "roll commit"};
+    e = bfs_cat_wtx_begin(cat, &tx);
+    if (e < 0)
+        return e;
+    return bfs_cat_wtx_end(cat, &tx, roll_commit_locked(cat, roll_id, archives, n_archives, index));
+}
