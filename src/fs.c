@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "battlefs/access.h"
 #include "battlefs/battlefs.h"
 #include "battlefs/catalog.h"
 #include "battlefs/ingest.h"
@@ -44,6 +45,10 @@
 #define INCOMING  "incoming"
 #define CTL       ".battlefs"
 #define MAX_DEPTH 3 /* incoming/<table>/<period>/<dataset>.avro */
+/* incoming/ and its directories: anyone the umask lets in may upload; the
+ * sticky bit keeps each upload to its writer (and the tree's owner, root). */
+#define INCOMING_DIR_MODE 01777
+#define UPLOAD_MODE       0600 /* an upload is its writer's alone */
 
 struct upload {
     struct upload *next; /* in fs->uploads while listed: bound to its name */
@@ -51,7 +56,8 @@ struct upload {
     char *path;  /* relative to incoming/, e.g. "battle/2025-12-18/u1.avro" */
     char *spool; /* the spool file's name, NULL when anonymous (O_TMPFILE) */
     int fd;
-    uid_t uid;         /* its creator: held files are counted per uid */
+    uid_t uid; /* its creator (owner, mode 0600): held files are counted per uid */
+    gid_t gid;
     struct bfs_up st;  /* the lifecycle (upload.c) */
     uint64_t charged;  /* bytes counted against uid's held-file bound (0 or size) */
     bool charged_file; /* counted as one of uid's held files */
@@ -244,6 +250,86 @@ static int is_held_name(const char *rel)
     return base_name(rel)[0] == '.';
 }
 
+/* ---- access (access.h: battlefs checks the modes it reports) ---- */
+
+/* The permission bits of everything but an upload (which is UPLOAD_MODE of
+ * its writer): directories and control files of the tree's owner. */
+static mode_t perm_of(const struct bfs_ctx *ctx, enum node_kind k)
+{
+    switch (k) {
+    case N_ROOT:
+    case N_CTL:
+        return 0755 & ~ctx->opt.umask;
+    case N_INCOMING:
+    case N_IN: /* a directory inside incoming/ */
+        return INCOMING_DIR_MODE & ~ctx->opt.umask;
+    case N_TABLE:
+    case N_PERIOD:
+        return 0555 & ~ctx->opt.umask;
+    case N_DATASET:
+    case N_CTL_STATS:
+    case N_CTL_ERRORS:
+        return 0444 & ~ctx->opt.umask;
+    case N_CTL_ROLL:
+        return 0200;
+    }
+    return 0;
+}
+
+static int caller_groups(gid_t *list, int size)
+{
+    return fuse_getgroups(size, list);
+}
+
+static struct bfs_caller caller(void)
+{
+    const struct fuse_context *fc = fuse_get_context();
+    return (struct bfs_caller){fc->uid, fc->gid, caller_groups};
+}
+
+/* May the caller do `want` on a node of kind k (not an upload)? 0 or -EACCES. */
+static int may(const struct bfs_ctx *ctx, enum node_kind k, int want)
+{
+    struct bfs_caller c = caller();
+    return bfs_access_check(&c, perm_of(ctx, k), ctx->opt.uid, ctx->opt.gid, want);
+}
+
+/* Search permission on every directory above nd (to look it up). */
+static int may_reach(const struct bfs_ctx *ctx, const struct node *nd)
+{
+    if (fuse_get_context()->uid == 0 || nd->kind == N_ROOT)
+        return 0;
+    int rc = may(ctx, N_ROOT, BFS_MAY_EXEC);
+    if (rc == 0 && (nd->kind == N_IN))
+        rc = may(ctx, N_INCOMING, BFS_MAY_EXEC);
+    if (rc == 0 && (nd->kind == N_PERIOD || nd->kind == N_DATASET))
+        rc = may(ctx, N_TABLE, BFS_MAY_EXEC);
+    if (rc == 0 && (nd->kind == N_CTL_STATS || nd->kind == N_CTL_ERRORS || nd->kind == N_CTL_ROLL))
+        rc = may(ctx, N_CTL, BFS_MAY_EXEC);
+    return rc;
+}
+
+/* An upload is its writer's (mode 0600): 0 or -EACCES. fs->lock held. */
+static int may_upload(const struct upload *u, int want)
+{
+    struct bfs_caller c = caller();
+    return bfs_access_check(&c, u->mode & 07777, u->uid, u->gid, want);
+}
+
+/* Removing or renaming u out of incoming/'s sticky directories: its writer,
+ * the tree's owner or root. 0 or -EPERM. */
+static int may_remove(const struct bfs_ctx *ctx, const struct upload *u)
+{
+    uid_t uid = fuse_get_context()->uid;
+    return uid == 0 || uid == u->uid || uid == ctx->opt.uid ? 0 : -EPERM;
+}
+
+/* Creating or removing a name in incoming/: write and search on it. */
+static int may_change_incoming(const struct bfs_ctx *ctx)
+{
+    return may(ctx, N_INCOMING, BFS_MAY_WRITE | BFS_MAY_EXEC);
+}
+
 /* ---- incoming/ state (call with fs->lock held) ---- */
 
 static struct upload *find_upload(struct bfs_fs *fs, const char *rel)
@@ -396,7 +482,7 @@ static int check_new_name(struct bfs_ctx *ctx, const char *rel)
 
 /* A new upload bound to rel (the caller has unbound any other upload there).
  * NULL with *err on failure. */
-static struct upload *new_upload(struct bfs_ctx *ctx, const char *rel, mode_t mode, uid_t uid,
+static struct upload *new_upload(struct bfs_ctx *ctx, const char *rel, uid_t uid, gid_t gid,
                                  int *err)
 {
     struct bfs_fs *fs = ctx->fs;
@@ -428,7 +514,8 @@ static struct upload *new_upload(struct bfs_ctx *ctx, const char *rel, mode_t mo
     }
     bfs_up_init(&u->st, held);
     u->uid = uid;
-    u->mode = S_IFREG | (mode & 07777);
+    u->gid = gid;
+    u->mode = S_IFREG | UPLOAD_MODE;
     clock_gettime(CLOCK_REALTIME, &u->mtime);
     u->listed = true;
     u->next = fs->uploads;
@@ -591,17 +678,19 @@ static int wait_ingest(struct bfs_fs *fs, const struct upload *u)
 
 /* Directories carry the mount time: they have no history of their own. */
 
-static void fill_dir(struct stat *st, mode_t perm)
+static void fill_dir(struct stat *st, enum node_kind k)
 {
-    st->st_mode = S_IFDIR | perm;
+    const struct bfs_ctx *ctx = get_ctx();
+    st->st_mode = S_IFDIR | perm_of(ctx, k);
     st->st_nlink = 2;
-    st->st_mtim = st->st_atim = st->st_ctim = get_ctx()->fs->mount_time;
+    st->st_mtim = st->st_atim = st->st_ctim = ctx->fs->mount_time;
 }
 
 static void fill_upload(struct stat *st, const struct upload *u)
 {
     st->st_mode = u->mode;
     st->st_uid = u->uid;
+    st->st_gid = u->gid;
     st->st_nlink = 1;
     st->st_size = (off_t)u->st.size;
     st->st_mtim = u->mtime;
@@ -613,8 +702,8 @@ static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
     struct bfs_ctx *ctx = get_ctx();
     struct node nd;
     memset(st, 0, sizeof *st);
-    st->st_uid = getuid();
-    st->st_gid = getgid();
+    st->st_uid = ctx->opt.uid;
+    st->st_gid = ctx->opt.gid;
     struct handle *h = fi ? get_handle(fi) : NULL;
     if (!path && h && h->kind == H_UPLOAD) { /* an upload whose name is gone */
         pthread_mutex_lock(&ctx->fs->lock);
@@ -623,26 +712,20 @@ static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
         return 0;
     }
     int rc = parse_path(path, &nd);
-    if (rc < 0)
+    if (rc < 0 || (rc = may_reach(ctx, &nd)) < 0)
         return rc;
     switch (nd.kind) {
     case N_ROOT:
     case N_CTL:
-        fill_dir(st, 0755);
-        return 0;
     case N_INCOMING:
-        fill_dir(st, 0755);
+        fill_dir(st, nd.kind);
         return 0;
     case N_CTL_STATS:
-    case N_CTL_ERRORS: {
-        st->st_mode = S_IFREG | 0444;
+    case N_CTL_ERRORS:
+    case N_CTL_ROLL:
+        st->st_mode = S_IFREG | perm_of(ctx, nd.kind);
         st->st_nlink = 1;
         return 0; /* content is rendered at open; reads are direct_io */
-    }
-    case N_CTL_ROLL:
-        st->st_mode = S_IFREG | 0200;
-        st->st_nlink = 1;
-        return 0;
     case N_IN: {
         struct bfs_fs *fs = ctx->fs;
         pthread_mutex_lock(&fs->lock);
@@ -654,7 +737,7 @@ static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
             rc = 0;
         } else if (nd.depth < MAX_DEPTH &&
                    (find_dir(fs, nd.rel) || implicit_dir(nd.rel, nd.depth))) {
-            fill_dir(st, 0755);
+            fill_dir(st, N_IN);
             rc = 0;
         } else if (nd.depth < MAX_DEPTH && !strchr(base_name(nd.rel), '.')) {
             /* Would be an implicit directory but is no valid table or period name:
@@ -669,12 +752,12 @@ static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
     case N_TABLE:
         rc = bfs_catalog_table_exists(ctx->cat, nd.table);
         if (rc == 0)
-            fill_dir(st, 0555);
+            fill_dir(st, N_TABLE);
         return rc;
     case N_PERIOD:
         rc = bfs_catalog_period_exists(ctx->cat, nd.table, nd.period);
         if (rc == 0)
-            fill_dir(st, 0555);
+            fill_dir(st, N_PERIOD);
         return rc;
     case N_DATASET: {
         uint64_t size;
@@ -682,7 +765,7 @@ static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
         rc = bfs_catalog_dataset_stat(ctx->cat, nd.table, nd.period, nd.dataset, &size, &mtime);
         if (rc < 0)
             return rc;
-        st->st_mode = S_IFREG | 0444;
+        st->st_mode = S_IFREG | perm_of(ctx, N_DATASET);
         st->st_nlink = 1;
         st->st_size = (off_t)size;
         st->st_mtime = (time_t)mtime;
@@ -783,7 +866,7 @@ static int bfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_
     (void)fi;
     (void)flags;
     int rc = parse_path(path, &nd);
-    if (rc < 0)
+    if (rc < 0 || (rc = may_reach(ctx, &nd)) < 0 || (rc = may(ctx, nd.kind, BFS_MAY_READ)) < 0)
         return rc;
     filler(buf, ".", NULL, 0, 0);
     filler(buf, "..", NULL, 0, 0);
@@ -835,6 +918,8 @@ static int bfs_mkdir(const char *path, mode_t mode)
     const char *b = base_name(nd.rel);
     if (b[0] == '\0')
         return -EINVAL;
+    if ((rc = may_reach(ctx, &nd)) < 0 || (rc = may_change_incoming(ctx)) < 0)
+        return rc;
     struct bfs_fs *fs = ctx->fs;
     pthread_mutex_lock(&fs->lock);
     if (find_dir(fs, nd.rel) || find_upload(fs, nd.rel)) {
@@ -862,6 +947,8 @@ static int bfs_rmdir(const char *path)
         return rc;
     if (nd.kind != N_IN)
         return -EROFS;
+    if ((rc = may_reach(ctx, &nd)) < 0 || (rc = may_change_incoming(ctx)) < 0)
+        return rc;
     struct bfs_fs *fs = ctx->fs;
     pthread_mutex_lock(&fs->lock);
     if (find_upload(fs, nd.rel)) {
@@ -940,17 +1027,25 @@ static int render_ctl(struct bfs_ctx *ctx, enum node_kind kind, struct bfs_buf *
  * upload at that name keeps going and is ingested on its own, or, held,
  * is discarded); other opens join the upload at that name. */
 static int open_upload(struct bfs_ctx *ctx, const struct node *nd, struct fuse_file_info *fi,
-                       mode_t mode, bool create, struct handle *h)
+                       bool create, struct handle *h)
 {
     struct bfs_fs *fs = ctx->fs;
     const struct fuse_context *fc = fuse_get_context();
-    bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
-    int rc = 0;
+    int acc = fi->flags & O_ACCMODE;
+    bool writable = acc != O_RDONLY;
+    int want = (acc == O_WRONLY ? 0 : BFS_MAY_READ) | (writable ? BFS_MAY_WRITE : 0);
+    int rc = may_reach(ctx, nd);
+    if (rc < 0)
+        return rc;
     pthread_mutex_lock(&fs->lock);
     expire_held(ctx);
     struct upload *u = find_upload(fs, nd->rel);
     if (u && create && (fi->flags & O_EXCL)) {
         rc = -EEXIST;
+    } else if (u && (rc = may_upload(u, want)) < 0) {
+        /* another writer's upload: not to be read, joined or truncated */
+    } else if (writable && !u && (rc = may_change_incoming(ctx)) < 0) {
+        /* no new names here for this caller */
     } else if (writable && (!u || (fi->flags & O_TRUNC))) {
         /* A new name, a truncating open, or a name whose upload was ingested
          * between the kernel's lookup and this open (two writers of one
@@ -960,7 +1055,7 @@ static int open_upload(struct bfs_ctx *ctx, const struct node *nd, struct fuse_f
         else if ((rc = check_new_name(ctx, nd->rel)) == 0) {
             if (u)
                 unbind_name(fs, nd->rel);
-            u = new_upload(ctx, nd->rel, mode, fc->uid, &rc);
+            u = new_upload(ctx, nd->rel, fc->uid, fc->gid, &rc);
         }
     } else if (!u) {
         rc = -ENOENT;
@@ -989,7 +1084,8 @@ static int bfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
     struct handle *h = new_handle(H_UPLOAD);
     if (!h)
         return -ENOMEM;
-    rc = open_upload(ctx, &nd, fi, mode, true, h);
+    (void)mode; /* an upload is UPLOAD_MODE, whatever its writer asks */
+    rc = open_upload(ctx, &nd, fi, true, h);
     if (rc < 0)
         free(h);
     return rc;
@@ -1008,6 +1104,8 @@ static int bfs_open(const char *path, struct fuse_file_info *fi)
     case N_DATASET: {
         if (acc != O_RDONLY)
             return -EROFS;
+        if ((rc = may_reach(ctx, &nd)) < 0 || (rc = may(ctx, nd.kind, BFS_MAY_READ)) < 0)
+            return rc;
         h = new_handle(H_READER);
         if (!h)
             return -ENOMEM;
@@ -1022,6 +1120,8 @@ static int bfs_open(const char *path, struct fuse_file_info *fi)
     case N_CTL_ERRORS:
         if (acc != O_RDONLY)
             return -EACCES;
+        if ((rc = may_reach(ctx, &nd)) < 0 || (rc = may(ctx, nd.kind, BFS_MAY_READ)) < 0)
+            return rc;
         h = new_handle(H_TEXT);
         if (!h)
             return -ENOMEM;
@@ -1031,6 +1131,8 @@ static int bfs_open(const char *path, struct fuse_file_info *fi)
     case N_CTL_ROLL:
         if (acc == O_RDONLY)
             return -EACCES;
+        if ((rc = may_reach(ctx, &nd)) < 0 || (rc = may(ctx, nd.kind, BFS_MAY_WRITE)) < 0)
+            return rc;
         h = new_handle(H_ROLL);
         if (!h)
             return -ENOMEM;
@@ -1040,7 +1142,7 @@ static int bfs_open(const char *path, struct fuse_file_info *fi)
         h = new_handle(H_UPLOAD);
         if (!h)
             return -ENOMEM;
-        rc = open_upload(ctx, &nd, fi, 0644, false, h);
+        rc = open_upload(ctx, &nd, fi, false, h);
         if (rc < 0)
             free(h);
         return rc; /* attached by open_upload */
@@ -1244,13 +1346,15 @@ static int bfs_unlink(const char *path)
         return rc;
     if (nd.kind != N_IN)
         return is_data_tree(nd.kind) ? -EROFS : -EACCES;
+    if ((rc = may_reach(ctx, &nd)) < 0 || (rc = may_change_incoming(ctx)) < 0)
+        return rc;
     struct bfs_fs *fs = ctx->fs;
     pthread_mutex_lock(&fs->lock);
     struct upload *u = find_upload(fs, nd.rel);
-    if (u)
-        settle(fs, u, bfs_up_discard(&u->st, 0)); /* like a file unlinked while open */
-    else
+    if (!u)
         rc = -ENOENT;
+    else if ((rc = may_remove(ctx, u)) == 0)
+        settle(fs, u, bfs_up_discard(&u->st, 0)); /* like a file unlinked while open */
     pthread_mutex_unlock(&fs->lock);
     return rc;
 }
@@ -1275,6 +1379,9 @@ static int bfs_rename(const char *from, const char *to, unsigned int flags)
         return -EINVAL;
     if (b.depth > MAX_DEPTH)
         return -ENOENT;
+    if ((rc = may_reach(ctx, &a)) < 0 || (rc = may_reach(ctx, &b)) < 0 ||
+        (rc = may_change_incoming(ctx)) < 0)
+        return rc;
     struct bfs_fs *fs = ctx->fs;
     pthread_mutex_lock(&fs->lock);
     struct upload *u = find_upload(fs, a.rel);
@@ -1285,6 +1392,8 @@ static int bfs_rename(const char *from, const char *to, unsigned int flags)
         rc = (find_dir(fs, a.rel) || implicit_dir(a.rel, a.depth)) ? -EXDEV : -ENOENT;
     } else if (v && (flags & RENAME_NOREPLACE)) {
         rc = -EEXIST;
+    } else if ((rc = may_remove(ctx, u)) < 0 || (v && (rc = may_remove(ctx, v)) < 0)) {
+        /* incoming/ is sticky: only a writer moves or replaces its uploads */
     } else if (u != v && (rc = check_new_name(ctx, b.rel)) == 0) {
         if (!(np = strdup(b.rel))) {
             rc = -ENOMEM;
@@ -1328,6 +1437,8 @@ static int bfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
     enum bfs_up_action act = BFS_UP_NONE;
     if (!u)
         rc = (find_dir(fs, nd.rel) || implicit_dir(nd.rel, nd.depth)) ? -EISDIR : -ENOENT;
+    else if (!h && (rc = may_upload(u, BFS_MAY_WRITE)) < 0)
+        ; /* truncate(2) of another writer's upload */
     else if ((rc = bfs_up_write_begin(&u->st, (uint64_t)size, ctx->opt.max_upload, &act)) != 0)
         return refuse_unlock(ctx, u, rc, act, 0);
     else if (over_held_bytes(ctx, u, (uint64_t)size))
@@ -1344,49 +1455,72 @@ static int bfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 
 /* chmod, chown and utimens: accepted inside incoming/ (cp -p, rsync -a and mv
  * set them), refused in the read-only data tree. */
-static int setattr_common(const char *path, const struct timespec *tv)
+static int setattr_common(const char *path, const struct timespec *tv, struct fuse_file_info *fi)
+{
+    struct bfs_ctx *ctx = get_ctx();
+    struct node nd;
+    struct handle *h = fi ? get_handle(fi) : NULL;
+    int rc = parse_path(path, &nd);
+    if (rc < 0 && !(h && h->kind == H_UPLOAD))
+        return rc;
+    if (rc == 0 && !is_incoming(nd.kind))
+        return is_data_tree(nd.kind) || nd.kind == N_ROOT ? -EROFS : -EACCES;
+    if (rc == 0 && (rc = may_reach(ctx, &nd)) < 0)
+        return rc;
+    uid_t uid = fuse_get_context()->uid;
+    struct bfs_fs *fs = ctx->fs;
+    pthread_mutex_lock(&fs->lock);
+    struct upload *u = h && h->kind == H_UPLOAD ? h->up : find_upload(fs, nd.rel);
+    uid_t owner = u ? u->uid : ctx->opt.uid; /* an upload, or a directory of incoming/ */
+    if (uid != 0 && uid != owner) {
+        rc = -EPERM;
+    } else if (u && tv && tv[1].tv_nsec != UTIME_OMIT) {
+        if (tv[1].tv_nsec == UTIME_NOW)
+            clock_gettime(CLOCK_REALTIME, &u->mtime);
+        else
+            u->mtime = tv[1];
+    }
+    pthread_mutex_unlock(&fs->lock);
+    return rc;
+}
+
+/* access(2): the same checks as the operations make. */
+static int bfs_access(const char *path, int mask)
 {
     struct bfs_ctx *ctx = get_ctx();
     struct node nd;
     int rc = parse_path(path, &nd);
-    if (rc < 0)
+    if (rc < 0 || (rc = may_reach(ctx, &nd)) < 0 || mask == F_OK)
         return rc;
-    if (!is_incoming(nd.kind))
-        return is_data_tree(nd.kind) || nd.kind == N_ROOT ? -EROFS : -EACCES;
-    if (nd.kind == N_IN && tv) {
+    if (nd.kind == N_IN) {
         struct bfs_fs *fs = ctx->fs;
         pthread_mutex_lock(&fs->lock);
         struct upload *u = find_upload(fs, nd.rel);
-        if (u && tv[1].tv_nsec != UTIME_OMIT) {
-            if (tv[1].tv_nsec == UTIME_NOW)
-                clock_gettime(CLOCK_REALTIME, &u->mtime);
-            else
-                u->mtime = tv[1];
-        }
+        rc = u ? may_upload(u, mask) : may(ctx, N_IN, mask);
         pthread_mutex_unlock(&fs->lock);
+        return rc;
     }
-    return 0;
+    if ((mask & W_OK) && nd.kind != N_INCOMING && nd.kind != N_CTL_ROLL)
+        return -EROFS;
+    return may(ctx, nd.kind, mask);
 }
 
 static int bfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
     (void)mode;
-    (void)fi;
-    return setattr_common(path, NULL);
+    return setattr_common(path, NULL, fi);
 }
 
 static int bfs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
     (void)uid;
     (void)gid;
-    (void)fi;
-    return setattr_common(path, NULL);
+    return setattr_common(path, NULL, fi);
 }
 
 static int bfs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
-    (void)fi;
-    return setattr_common(path, tv);
+    return setattr_common(path, tv, fi);
 }
 
 static int bfs_link(const char *from, const char *to)
@@ -1470,6 +1604,7 @@ static const struct fuse_operations bfs_ops = {
     .symlink = bfs_symlink,
     .mknod = bfs_mknod,
     .statfs = bfs_statfs,
+    .access = bfs_access,
 };
 
 const struct fuse_operations *bfs_fs_operations(void)

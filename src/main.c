@@ -43,6 +43,9 @@ struct raw_opts {
     char *read_chunk;
     char *store_timeout;
     char *held_timeout;
+    char *uid;
+    char *gid;
+    char *umask;
     char *endpoint;
     char *region;
     char *fault;
@@ -69,6 +72,9 @@ static const struct fuse_opt bfs_opts[] = {
     OPT("read_chunk=%s", read_chunk),
     OPT("store_timeout=%s", store_timeout),
     OPT("held_timeout=%s", held_timeout),
+    OPT("uid=%s", uid),
+    OPT("gid=%s", gid),
+    OPT("umask=%s", umask),
     OPT("endpoint=%s", endpoint),
     OPT("region=%s", region),
     OPT("fault=%s", fault),
@@ -122,6 +128,9 @@ static void usage(const char *prog)
         "    -o store_timeout=SECONDS   bound on one S3 request, retries included (30)\n"
         "    -o held_timeout=SECONDS    a closed dot-file in incoming/ not renamed by then is\n"
         "                               discarded (3600)\n"
+        "    -o uid=N,gid=N             owner and group of the tree (the mount's user and group)\n"
+        "    -o umask=M                 modes of the tree: data 0444/0555, incoming/ 01777,\n"
+        "                               less this mask (022); uploads are 0600 of their writer\n"
         "    -o endpoint=URL            S3 endpoint (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL)\n"
         "    -o region=NAME             S3 region (else AWS_REGION, else us-east-1)\n"
         "    -o log_level=LEVEL         error, warn, info (default) or debug\n"
@@ -173,6 +182,25 @@ static int size_opt(const char *name, const char *val, uint64_t def, uint64_t mi
                 name, val, min);
         return -EINVAL;
     }
+    return 0;
+}
+
+/* A uid, gid (decimal) or umask (octal) option: 0 or -EINVAL. */
+static int id_opt(const char *name, const char *val, int base, unsigned long max, unsigned def,
+                  unsigned *out)
+{
+    *out = def;
+    if (!val)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(val, &end, base);
+    if (errno || end == val || *end || v > max || val[0] == '-') {
+        fprintf(stderr, "battlefs: bad -o %s=%s (%s)\n", name, val,
+                base == 8 ? "an octal mode mask such as 027" : "a number");
+        return -EINVAL;
+    }
+    *out = (unsigned)v;
     return 0;
 }
 
@@ -268,6 +296,13 @@ static int resolve_options(struct raw_opts *r, struct bfs_options *o)
     rc |= size_opt("read_chunk", r->read_chunk, 4ull << 20, 4096, &o->read_chunk);
     rc |= size_opt("store_timeout", r->store_timeout, 30, 1, &o->store_timeout);
     rc |= size_opt("held_timeout", r->held_timeout, 3600, 1, &o->held_timeout);
+    unsigned uid, gid, um;
+    rc |= id_opt("uid", r->uid, 10, UINT32_MAX - 1, (unsigned)getuid(), &uid);
+    rc |= id_opt("gid", r->gid, 10, UINT32_MAX - 1, (unsigned)getgid(), &gid);
+    rc |= id_opt("umask", r->umask, 8, 0777, 022, &um);
+    o->uid = (uid_t)uid;
+    o->gid = (gid_t)gid;
+    o->umask = (mode_t)um;
     o->held_bytes_max = o->max_upload > UINT64_MAX / 16 ? UINT64_MAX : 16 * o->max_upload;
     if (rc == 0 && o->store_timeout > 86400) {
         fprintf(stderr, "battlefs: -o store_timeout=%s: at most 86400 seconds\n", r->store_timeout);
@@ -340,10 +375,11 @@ static int resolve_options(struct raw_opts *r, struct bfs_options *o)
 
 static void free_raw(struct raw_opts *r)
 {
-    char **s[] = {&r->state,         &r->roll_interval, &r->roll_bytes,  &r->codec,
-                  &r->deflate_level, &r->max_upload,    &r->cache_size,  &r->archive_max_bytes,
-                  &r->read_chunk,    &r->store_timeout, &r->endpoint,    &r->region,
-                  &r->fault,         &r->log_level,     &r->held_timeout};
+    char **s[] = {&r->state,         &r->roll_interval, &r->roll_bytes,   &r->codec,
+                  &r->deflate_level, &r->max_upload,    &r->cache_size,   &r->archive_max_bytes,
+                  &r->read_chunk,    &r->store_timeout, &r->endpoint,     &r->region,
+                  &r->fault,         &r->log_level,     &r->held_timeout, &r->uid,
+                  &r->gid,           &r->umask};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
         free(*s[i]);
         *s[i] = NULL;

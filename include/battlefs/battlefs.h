@@ -3,6 +3,7 @@
 #define BATTLEFS_BATTLEFS_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "battlefs/errors.h"
 #include "battlefs/ocf.h"
@@ -29,6 +30,9 @@ struct bfs_options {
     uint64_t store_timeout;  /* seconds: bound on one store operation, retries included */
     uint64_t held_timeout;   /* seconds a closed held (dot) file waits for its rename */
     uint64_t held_bytes_max; /* bytes of held files per uid: 16 x max_upload */
+    uid_t uid;               /* owner of the tree and the control files (-o uid) */
+    gid_t gid;               /* its group (-o gid) */
+    mode_t umask;            /* taken from the tree's modes (-o umask) */
     char *endpoint;
     char *region;
     char *fault; /* test builds only: "roll:after-claim" etc., else NULL */
