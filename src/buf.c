@@ -1,6 +1,7 @@
-/* buf.c - growable byte buffer. */
+/* buf.c - growable byte buffer, and the growth of arrays. */
 #include "battlefs/buf.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,6 +22,20 @@ int bfs_buf_reserve(struct bfs_buf *b, size_t n)
         return -ENOMEM;
     b->data = p;
     b->cap = cap;
+    return 0;
+}
+
+int bfs_buf_reserve_exact(struct bfs_buf *b, size_t n)
+{
+    if (n <= b->cap - b->len)
+        return 0;
+    if (n > SIZE_MAX - b->len)
+        return -ENOMEM;
+    uint8_t *p = realloc(b->data, b->len + n);
+    if (!p)
+        return -ENOMEM;
+    b->data = p;
+    b->cap = b->len + n;
     return 0;
 }
 
@@ -78,4 +93,28 @@ void bfs_buf_free(struct bfs_buf *b)
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+}
+
+int bfs_array_reserve(void *arrp, size_t *cap, size_t need, size_t elem)
+{
+    assert(need > 0 && elem > 0);
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 16;
+    while (c < need) {
+        if (c > SIZE_MAX / 2 / elem)
+            return -ENOMEM;
+        c *= 2;
+    }
+    if (c > SIZE_MAX / elem)
+        return -ENOMEM;
+    /* The T * at arrp is read and written as bytes: no T ** to void ** cast. */
+    void *arr;
+    memcpy(&arr, arrp, sizeof arr);
+    void *n = realloc(arr, c * elem);
+    if (!n)
+        return -ENOMEM;
+    memcpy(arrp, &n, sizeof n);
+    *cap = c;
+    return 0;
 }

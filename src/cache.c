@@ -46,6 +46,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "battlefs/fsutil.h"
 #include "battlefs/log.h"
 #include "battlefs/sha256.h"
 #include "battlefs/stats.h"
@@ -483,29 +484,6 @@ static int clear_dir(struct bfs_cache *c)
     return rc;
 }
 
-static int mkdirs(const char *path)
-{
-    char *p = strdup(path);
-    if (!p)
-        return -ENOMEM;
-    for (char *s = p + 1;; s++) {
-        if (*s == '/' || *s == '\0') {
-            char ch = *s;
-            *s = '\0';
-            if (mkdir(p, 0700) < 0 && errno != EEXIST) {
-                int e = errno;
-                free(p);
-                return -e;
-            }
-            *s = ch;
-            if (!ch)
-                break;
-        }
-    }
-    free(p);
-    return 0;
-}
-
 int bfs_cache_open(const char *dir, uint64_t max_bytes, struct bfs_stats *stats,
                    struct bfs_cache **out)
 {
@@ -513,7 +491,7 @@ int bfs_cache_open(const char *dir, uint64_t max_bytes, struct bfs_stats *stats,
     *out = NULL;
     if (!dir || !dir[0])
         return -EINVAL;
-    int rc = mkdirs(dir);
+    int rc = bfs_mkdirs(dir, 0700);
     if (rc < 0)
         return rc;
     struct bfs_cache *c = calloc(1, sizeof *c);

@@ -25,6 +25,7 @@
 #include "battlefs/cache.h"
 #include "battlefs/catalog.h"
 #include "battlefs/fs.h"
+#include "battlefs/fsutil.h"
 #include "battlefs/log.h"
 #include "battlefs/options.h"
 #include "battlefs/roller.h"
@@ -220,29 +221,6 @@ static char *default_state_dir(void)
     return strdup(buf);
 }
 
-/* mkdir -p with mode 0700 for the directories it creates. */
-static int mkdirs(const char *path)
-{
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return -ENAMETOOLONG;
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-                return -errno;
-            *p = c;
-            if (c == '\0')
-                break;
-        }
-    }
-    struct stat st;
-    if (stat(path, &st) < 0)
-        return -errno;
-    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
-}
-
 static char *path_join(const char *a, const char *b)
 {
     size_t n = strlen(a) + strlen(b) + 2;
@@ -363,7 +341,7 @@ static int resolve_options(struct raw_opts *r, struct bfs_options *o)
         char *dir = path_join(o->state_dir, "store");
         if (!dir)
             return -ENOMEM;
-        int mrc = mkdirs(dir);
+        int mrc = bfs_mkdirs(dir, 0700);
         free(dir);
         if (mrc < 0) {
             fprintf(stderr, "battlefs: cannot create %s/store: %s\n", o->state_dir, strerror(-mrc));
@@ -514,7 +492,7 @@ int main(int argc, char *argv[])
     if (resolve_options(&raw, &ctx.opt) < 0)
         goto out_args;
 
-    int rc = mkdirs(ctx.opt.state_dir);
+    int rc = bfs_mkdirs(ctx.opt.state_dir, 0700);
     if (rc == 0)
         rc = chmod(ctx.opt.state_dir, 0700) < 0 ? -errno : 0;
     ctx.spool_dir = path_join(ctx.opt.state_dir, "spool");
@@ -523,9 +501,9 @@ int main(int argc, char *argv[])
     if (rc == 0 && (!ctx.spool_dir || !ctx.cache_dir || !ctx.work_dir))
         rc = -ENOMEM;
     if (rc == 0)
-        rc = mkdirs(ctx.spool_dir);
+        rc = bfs_mkdirs(ctx.spool_dir, 0700);
     if (rc == 0)
-        rc = mkdirs(ctx.work_dir);
+        rc = bfs_mkdirs(ctx.work_dir, 0700);
     if (rc < 0) {
         fprintf(stderr, "battlefs: state directory %s: %s\n", ctx.opt.state_dir, strerror(-rc));
         goto out_args;

@@ -18,6 +18,7 @@
 
 #include "battlefs/schema.h"
 #include "battlefs/validate.h"
+#include "battlefs/varint.h"
 
 #include <assert.h>
 #include <avro.h>
@@ -75,37 +76,6 @@ static const char *printable(const uint8_t *s, size_t n, char *tmp, size_t cap)
     }
     tmp[o] = '\0';
     return tmp;
-}
-
-/* ------------------------------------------------------------------------ */
-/* varints                                                                   */
-
-enum { VARINT_OK = 0, VARINT_TRUNCATED = -1, VARINT_BAD = -2 };
-
-/* A zig-zag varint long of at most 10 bytes (the 10th may only carry bit 63). */
-static int get_long(const uint8_t *buf, size_t len, size_t *pos, int64_t *out)
-{
-    uint64_t v = 0;
-    size_t p = *pos;
-    if (p < len && buf[p] < 0x80) { /* one byte: most values */
-        *pos = p + 1;
-        *out = (int64_t)(buf[p] >> 1) ^ -(int64_t)(buf[p] & 1);
-        return VARINT_OK;
-    }
-    for (int i = 0; i < 10; i++) {
-        if (p >= len)
-            return VARINT_TRUNCATED;
-        uint8_t b = buf[p++];
-        if (i == 9 && (b & 0xfe))
-            return VARINT_BAD;
-        v |= (uint64_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80)) {
-            *pos = p;
-            *out = (int64_t)((v >> 1) ^ (0 - (v & 1)));
-            return VARINT_OK;
-        }
-    }
-    return VARINT_BAD;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -173,12 +143,12 @@ static int get_bytes(const uint8_t *buf, size_t len, size_t *pos, uint8_t **out,
                      struct bfs_ocf_error *err)
 {
     int64_t l;
-    int rc = get_long(buf, len, pos, &l);
-    if (rc == VARINT_TRUNCATED) {
+    int rc = bfs_varint_get_long(buf, len, pos, &l);
+    if (rc == BFS_VARINT_TRUNCATED) {
         seterr(err, "truncated header");
         return -EINVAL;
     }
-    if (rc != VARINT_OK || l < 0) {
+    if (rc != BFS_VARINT_OK || l < 0) {
         seterr(err, "bad header: a metadata length is not a valid length");
         return -EINVAL;
     }
@@ -205,12 +175,12 @@ static int parse_meta(const uint8_t *buf, size_t len, size_t *pos, struct bfs_oc
     size_t cap = 0;
     for (;;) {
         int64_t count;
-        int rc = get_long(buf, len, pos, &count);
-        if (rc == VARINT_TRUNCATED) {
+        int rc = bfs_varint_get_long(buf, len, pos, &count);
+        if (rc == BFS_VARINT_TRUNCATED) {
             seterr(err, "truncated header");
             return -EINVAL;
         }
-        if (rc != VARINT_OK || count == INT64_MIN) {
+        if (rc != BFS_VARINT_OK || count == INT64_MIN) {
             seterr(err, "bad header: metadata count is not a valid long");
             return -EINVAL;
         }
@@ -220,12 +190,12 @@ static int parse_meta(const uint8_t *buf, size_t len, size_t *pos, struct bfs_oc
             /* A negative count is followed by the block's size in bytes. */
             int64_t size;
             count = -count;
-            rc = get_long(buf, len, pos, &size);
-            if (rc == VARINT_TRUNCATED) {
+            rc = bfs_varint_get_long(buf, len, pos, &size);
+            if (rc == BFS_VARINT_TRUNCATED) {
                 seterr(err, "truncated header");
                 return -EINVAL;
             }
-            if (rc != VARINT_OK || size < 0) {
+            if (rc != BFS_VARINT_OK || size < 0) {
                 seterr(err, "bad header: metadata block size is not a valid size");
                 return -EINVAL;
             }
@@ -460,11 +430,9 @@ struct proc {
     avro_reader_t reader;
     bool crosscheck; /* also decode every record with avro-c */
     uint64_t budget;
-    uint64_t total; /* decompressed bytes so far */
-    uint8_t *dec;   /* decompressed block */
-    size_t dec_cap;
-    uint8_t *cmp; /* recompressed block */
-    size_t cmp_cap;
+    uint64_t total;     /* decompressed bytes so far */
+    struct bfs_buf dec; /* decompressed block (scratch: its len stays 0) */
+    struct bfs_buf cmp; /* recompressed block (scratch) */
     z_stream inf;
     bool inf_init;
     struct libdeflate_compressor *def; /* at p->level, made at the first block to deflate */
@@ -494,18 +462,6 @@ static int nomem(struct proc *p)
     return -ENOMEM;
 }
 
-static int grow(uint8_t **buf, size_t *cap, size_t need)
-{
-    if (need <= *cap)
-        return 0;
-    uint8_t *b = realloc(*buf, need);
-    if (!b)
-        return -ENOMEM;
-    *buf = b;
-    *cap = need;
-    return 0;
-}
-
 static void proc_free(struct proc *p)
 {
     if (p->have_value)
@@ -517,8 +473,8 @@ static void proc_free(struct proc *p)
     if (p->inf_init)
         inflateEnd(&p->inf);
     libdeflate_free_compressor(p->def);
-    free(p->dec);
-    free(p->cmp);
+    bfs_buf_free(&p->dec);
+    bfs_buf_free(&p->cmp);
 }
 
 /* Use the compiled schema cs; with decode, also set up avro-c's generic
@@ -560,12 +516,12 @@ static int inflate_block(struct proc *p, const uint8_t *src, size_t n, size_t *o
         cap = 65536;
     if (cap > BFS_OCF_MAX_BLOCK)
         cap = BFS_OCF_MAX_BLOCK;
-    if (grow(&p->dec, &p->dec_cap, cap) < 0)
+    if (bfs_buf_reserve_exact(&p->dec, cap) < 0)
         return nomem(p);
     assert(n <= MAX_COMPRESSED);
     p->inf.next_in = (Bytef *)src;
     p->inf.avail_in = (uInt)n;
-    p->inf.next_out = p->dec;
+    p->inf.next_out = p->dec.data;
     p->inf.avail_out = (uInt)cap;
     uint8_t probe;
     bool probing = false;
@@ -594,9 +550,9 @@ static int inflate_block(struct proc *p, const uint8_t *src, size_t n, size_t *o
         }
         size_t used = cap;
         cap = cap * 2 > BFS_OCF_MAX_BLOCK ? BFS_OCF_MAX_BLOCK : cap * 2;
-        if (grow(&p->dec, &p->dec_cap, cap) < 0)
+        if (bfs_buf_reserve_exact(&p->dec, cap) < 0)
             return nomem(p);
-        p->inf.next_out = p->dec + used;
+        p->inf.next_out = p->dec.data + used;
         p->inf.avail_out = (uInt)(cap - used);
     }
     /* Bytes after the end of the deflate stream are ignored, as other readers
@@ -617,15 +573,15 @@ static int unsnappy_block(struct proc *p, const uint8_t *src, size_t n, size_t *
     /* Validate before allocating what the stream claims. */
     if (snappy_validate_compressed_buffer((const char *)src, clen) != SNAPPY_OK)
         return perr(p, "snappy data is corrupt");
-    if (grow(&p->dec, &p->dec_cap, ulen ? ulen : 1) < 0)
+    if (bfs_buf_reserve_exact(&p->dec, ulen ? ulen : 1) < 0)
         return nomem(p);
     size_t got = ulen;
-    if (snappy_uncompress((const char *)src, clen, (char *)p->dec, &got) != SNAPPY_OK ||
+    if (snappy_uncompress((const char *)src, clen, (char *)p->dec.data, &got) != SNAPPY_OK ||
         got != ulen)
         return perr(p, "snappy data is corrupt");
     uint32_t want = (uint32_t)src[clen] << 24 | (uint32_t)src[clen + 1] << 16 |
                     (uint32_t)src[clen + 2] << 8 | (uint32_t)src[clen + 3];
-    uint32_t crc = (uint32_t)crc32(0L, p->dec, (uInt)ulen);
+    uint32_t crc = (uint32_t)crc32(0L, p->dec.data, (uInt)ulen);
     if (crc != want)
         return perr(p, "snappy CRC32 does not match the data");
     *outlen = ulen;
@@ -647,28 +603,28 @@ static int compress_block(struct proc *p, enum bfs_codec codec, const uint8_t *d
         if (!p->def && !(p->def = libdeflate_alloc_compressor(p->level)))
             return nomem(p);
         size_t bound = libdeflate_deflate_compress_bound(p->def, n);
-        if (grow(&p->cmp, &p->cmp_cap, bound) < 0)
+        if (bfs_buf_reserve_exact(&p->cmp, bound) < 0)
             return nomem(p);
-        size_t clen = libdeflate_deflate_compress(p->def, data, n, p->cmp, bound);
+        size_t clen = libdeflate_deflate_compress(p->def, data, n, p->cmp.data, bound);
         if (clen == 0)
             return perr(p, "deflate compression failed");
-        *out = p->cmp;
+        *out = p->cmp.data;
         *outlen = clen;
         return 0;
     }
     case BFS_CODEC_SNAPPY: {
         size_t bound = snappy_max_compressed_length(n) + 4;
-        if (grow(&p->cmp, &p->cmp_cap, bound) < 0)
+        if (bfs_buf_reserve_exact(&p->cmp, bound) < 0)
             return nomem(p);
         size_t clen = bound - 4;
-        if (snappy_compress((const char *)data, n, (char *)p->cmp, &clen) != SNAPPY_OK)
+        if (snappy_compress((const char *)data, n, (char *)p->cmp.data, &clen) != SNAPPY_OK)
             return perr(p, "snappy compression failed");
         uint32_t crc = (uint32_t)crc32(0L, data, (uInt)n);
-        p->cmp[clen] = (uint8_t)(crc >> 24);
-        p->cmp[clen + 1] = (uint8_t)(crc >> 16);
-        p->cmp[clen + 2] = (uint8_t)(crc >> 8);
-        p->cmp[clen + 3] = (uint8_t)crc;
-        *out = p->cmp;
+        p->cmp.data[clen] = (uint8_t)(crc >> 24);
+        p->cmp.data[clen + 1] = (uint8_t)(crc >> 16);
+        p->cmp.data[clen + 2] = (uint8_t)(crc >> 8);
+        p->cmp.data[clen + 3] = (uint8_t)crc;
+        *out = p->cmp.data;
         *outlen = clen + 4;
         return 0;
     }
@@ -744,13 +700,13 @@ static int process(struct proc *p, const uint8_t *buf, size_t len, const uint8_t
             return -EINVAL;
         }
         int64_t count, size;
-        rc = get_long(buf, len, &pos, &count);
-        if (rc != VARINT_OK)
+        rc = bfs_varint_get_long(buf, len, &pos, &count);
+        if (rc != BFS_VARINT_OK)
             return perr(p, "record count is not a valid long");
         if (count < 0)
             return perr(p, "negative record count %" PRId64, count);
-        rc = get_long(buf, len, &pos, &size);
-        if (rc != VARINT_OK)
+        rc = bfs_varint_get_long(buf, len, &pos, &size);
+        if (rc != BFS_VARINT_OK)
             return perr(p, "block size is not a valid long");
         if (size < 0)
             return perr(p, "negative block size %" PRId64, size);
@@ -771,11 +727,11 @@ static int process(struct proc *p, const uint8_t *buf, size_t len, const uint8_t
         if (h->codec == BFS_CODEC_DEFLATE) {
             if ((rc = inflate_block(p, raw, raw_len, &plain_len)) < 0)
                 return rc;
-            plain = p->dec;
+            plain = p->dec.data;
         } else if (h->codec == BFS_CODEC_SNAPPY) {
             if ((rc = unsnappy_block(p, raw, raw_len, &plain_len)) < 0)
                 return rc;
-            plain = p->dec;
+            plain = p->dec.data;
         }
         p->total += plain_len;
         if (p->total > BFS_OCF_MAX_TOTAL)

@@ -94,6 +94,7 @@
 #include <unistd.h>
 
 #include "battlefs/battlefs.h"
+#include "battlefs/buf.h"
 #include "battlefs/catalog.h"
 #include "battlefs/errors.h"
 #include "battlefs/log.h"
@@ -285,19 +286,6 @@ static int out_write(struct build *b, const void *p, size_t n)
     return 0;
 }
 
-static void *grow(void *arr, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return arr;
-    size_t nc = *cap ? *cap * 2 : 16;
-    while (nc < need)
-        nc *= 2;
-    void *p = realloc(arr, nc * elem);
-    if (p)
-        *cap = nc;
-    return p;
-}
-
 static int open_archive(struct build *b, const char *table, const char *period)
 {
     struct bfs_ctx *ctx = b->ctx;
@@ -307,14 +295,13 @@ static int open_archive(struct build *b, const char *table, const char *period)
     assert(b->up_started);
     pthread_mutex_lock(&b->up_lock);
     int up_rc = b->up_rc;
-    struct archive *arr = up_rc ? NULL : grow(b->arch, &b->cap_arch, b->n_arch + 1, sizeof *arr);
-    if (arr)
-        b->arch = arr;
+    int grow_rc =
+        up_rc ? 0 : bfs_array_reserve(&b->arch, &b->cap_arch, b->n_arch + 1, sizeof *b->arch);
     pthread_mutex_unlock(&b->up_lock);
     if (up_rc < 0)
         return fail(b, up_rc, "%s", b->up_what);
-    if (!arr)
-        return fail(b, -ENOMEM, "archive list");
+    if (grow_rc < 0)
+        return fail(b, grow_rc, "archive list");
     struct archive *a = &b->arch[b->n_arch];
     memset(a, 0, sizeof *a);
     snprintf(a->table, sizeof a->table, "%s", table);
@@ -434,10 +421,8 @@ static int on_row(void *vb, const struct bfs_roll_row *row)
     struct archive *a = cur_archive(b);
 
     if (!b->ds_open || strcmp(b->idx[b->n_idx - 1].dataset, row->dataset) != 0) {
-        struct index_ent *arr = grow(b->idx, &b->cap_idx, b->n_idx + 1, sizeof *arr);
-        if (!arr)
+        if (bfs_array_reserve(&b->idx, &b->cap_idx, b->n_idx + 1, sizeof *b->idx) < 0)
             return fail(b, -ENOMEM, "index list");
-        b->idx = arr;
         struct index_ent *e = &b->idx[b->n_idx];
         e->dataset = strdup(row->dataset);
         if (!e->dataset)

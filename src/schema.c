@@ -155,14 +155,8 @@ static int define(struct canon *c, const char *full)
         return fail(c, -EINVAL, "type '%s' is defined twice", shown(full, tmp, sizeof tmp));
     if (c->n_names >= MAX_NAMED)
         return fail(c, -EINVAL, "more than %d named types", MAX_NAMED);
-    if (c->n_names == c->cap_names) {
-        size_t cap = c->cap_names ? 2 * c->cap_names : 16;
-        char **p = realloc(c->names, cap * sizeof *p);
-        if (!p)
-            return fail(c, -ENOMEM, "out of memory");
-        c->names = p;
-        c->cap_names = cap;
-    }
+    if (bfs_array_reserve(&c->names, &c->cap_names, c->n_names + 1, sizeof *c->names) < 0)
+        return fail(c, -ENOMEM, "out of memory");
     char *d = strdup(full);
     if (!d)
         return fail(c, -ENOMEM, "out of memory");

@@ -82,29 +82,29 @@ int bfs_store_is_temp_name(const char *name)
 
 /* ---- URLs ------------------------------------------------------------- */
 
-static int bucket_name_ok(const char *b, size_t n)
+int bfs_store_bucket_check(const char *b, size_t n)
 {
-    if (n < 3 || n > 63)
-        return 0;
+    if (!b || n < 3 || n > 63)
+        return -EINVAL;
     int all_digits_dots = 1, dots = 0;
     for (size_t i = 0; i < n; i++) {
         char ch = b[i];
         int alnum = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
         if (!alnum && ch != '.' && ch != '-')
-            return 0;
+            return -EINVAL;
         if ((i == 0 || i == n - 1) && !alnum)
-            return 0;
+            return -EINVAL;
         if (i > 0 && (ch == '.' || ch == '-') && (b[i - 1] == '.' || b[i - 1] == '-') &&
             !(ch == '-' && b[i - 1] == '-'))
-            return 0; /* "..", ".-", "-." ("--" is allowed) */
+            return -EINVAL; /* "..", ".-", "-." ("--" is allowed) */
         if (ch == '.')
             dots++;
         else if (!(ch >= '0' && ch <= '9'))
             all_digits_dots = 0;
     }
     if (all_digits_dots && dots == 3)
-        return 0; /* formatted as an IPv4 address */
-    return 1;
+        return -EINVAL; /* formatted as an IPv4 address */
+    return 0;
 }
 
 void bfs_store_url_free(struct bfs_store_url *u)
@@ -148,7 +148,7 @@ static int parse_s3(const char *rest, struct bfs_store_url *out, char *msg, size
 {
     const char *slash = strchr(rest, '/');
     size_t bl = slash ? (size_t)(slash - rest) : strlen(rest);
-    if (!bucket_name_ok(rest, bl)) {
+    if (bfs_store_bucket_check(rest, bl) < 0) {
         snprintf(msg, msglen,
                  "bad S3 bucket name \"%.*s\": 3-63 characters of a-z, 0-9, '.' and '-', "
                  "starting and ending with a letter or digit, no \"..\", not an IP address",

@@ -1179,17 +1179,6 @@ static const char *env_nonempty(const char *name)
     return v && v[0] ? v : NULL;
 }
 
-static int bucket_ok(const char *b)
-{
-    size_t n = strlen(b);
-    if (n < 1 || n > 255)
-        return 0;
-    for (const char *p = b; *p; p++)
-        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' && *p != '_')
-            return 0;
-    return 1;
-}
-
 static int dns_bucket(const char *b)
 {
     size_t n = strlen(b);
@@ -1229,7 +1218,7 @@ int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_s
                  vi ? vi->version : "?");
         return -ENOTSUP;
     }
-    if (!bucket || !bucket_ok(bucket)) {
+    if (!bucket || bfs_store_bucket_check(bucket, strlen(bucket)) < 0) {
         snprintf(msg, msglen, "s3: bad bucket name \"%s\"", bucket ? bucket : "");
         return -EINVAL;
     }

@@ -20,6 +20,9 @@
  */
 #include "battlefs/validate.h"
 
+#include "battlefs/buf.h"
+#include "battlefs/varint.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -100,24 +103,6 @@ struct compiler {
     const char **why;
 };
 
-static int grow(void **v, size_t *cap, size_t need, size_t size)
-{
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : 16;
-    while (c < need) {
-        if (c > SIZE_MAX / 2 / size)
-            return -ENOMEM;
-        c *= 2;
-    }
-    void *n = realloc(*v, c * size);
-    if (!n)
-        return -ENOMEM;
-    *v = n;
-    *cap = c;
-    return 0;
-}
-
 static int push(struct compiler *c, struct opvec *v, struct op op)
 {
     /* Merge fixed-size runs (the bounds check is then one compare) and runs
@@ -133,7 +118,7 @@ static int push(struct compiler *c, struct opvec *v, struct op op)
         last->b++;
         return 0;
     }
-    if (grow((void **)&v->v, &v->cap, v->n + 1, sizeof *v->v) < 0)
+    if (bfs_array_reserve(&v->v, &v->cap, v->n + 1, sizeof *v->v) < 0)
         return -ENOMEM;
     v->v[v->n++] = op;
     c->pending++;
@@ -150,7 +135,7 @@ static struct named *find_named(struct compiler *c, avro_schema_t s)
 
 static int add_named(struct compiler *c, avro_schema_t s, size_t *idx)
 {
-    if (grow((void **)&c->named, &c->cap_named, c->n_named + 1, sizeof *c->named) < 0)
+    if (bfs_array_reserve(&c->named, &c->cap_named, c->n_named + 1, sizeof *c->named) < 0)
         return -ENOMEM;
     c->named[c->n_named] = (struct named){.src = s, .seq = UINT32_MAX};
     *idx = c->n_named++;
@@ -161,7 +146,7 @@ static int new_seq(struct bfs_vprog *p, uint32_t *id)
 {
     if (p->n_seq >= UINT32_MAX - 1)
         return -ENOMEM;
-    if (grow((void **)&p->seq, &p->cap_seq, p->n_seq + 1, sizeof *p->seq) < 0)
+    if (bfs_array_reserve(&p->seq, &p->cap_seq, p->n_seq + 1, sizeof *p->seq) < 0)
         return -ENOMEM;
     p->seq[p->n_seq] = UINT32_MAX; /* not complete yet */
     *id = (uint32_t)p->n_seq++;
@@ -222,7 +207,7 @@ static int seq_for(struct compiler *c, avro_schema_t s, int depth, uint32_t *id)
     if (rc == 0)
         rc = push(c, &v, (struct op){.code = OP_END});
     if (rc == 0 && (p->n_ops > UINT32_MAX - v.n ||
-                    grow((void **)&p->ops, &p->cap_ops, p->n_ops + v.n, sizeof *p->ops) < 0))
+                    bfs_array_reserve(&p->ops, &p->cap_ops, p->n_ops + v.n, sizeof *p->ops) < 0))
         rc = -ENOMEM;
     if (rc == 0) {
         memcpy(p->ops + p->n_ops, v.v, v.n * sizeof *v.v);
@@ -308,8 +293,9 @@ static int emit(struct compiler *c, struct opvec *v, avro_schema_t s, unsigned l
         rc = 0;
         for (size_t i = 0; i < n && rc == 0; i++)
             rc = seq_for(c, avro_schema_union_branch(s, (int)i), depth + 1, &ids[i]);
-        if (rc == 0 && (p->n_kids > UINT32_MAX - n ||
-                        grow((void **)&p->kids, &p->cap_kids, p->n_kids + n, sizeof *p->kids) < 0))
+        if (rc == 0 &&
+            (p->n_kids > UINT32_MAX - n ||
+             bfs_array_reserve(&p->kids, &p->cap_kids, p->n_kids + n, sizeof *p->kids) < 0))
             rc = -ENOMEM;
         if (rc == 0) {
             memcpy(p->kids + p->n_kids, ids, n * sizeof *ids);
@@ -458,23 +444,14 @@ __attribute__((noinline, cold)) static int fail(struct vstate *v, const char *fm
 __attribute__((noinline)) static int long_slow(struct vstate *v, size_t *pos, int64_t *out,
                                                const char *what)
 {
-    const uint8_t *d = v->d;
-    size_t p = *pos;
-    uint64_t x = 0;
-    for (int i = 0; i < 10; i++) {
-        if (p >= v->len)
-            return fail(v, "the block ends inside %s", what);
-        uint8_t b = d[p++];
-        if (i == 9 && (b & 0xfe))
-            break;
-        x |= (uint64_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80)) {
-            *pos = p;
-            *out = (int64_t)((x >> 1) ^ (0 - (x & 1)));
-            return 0;
-        }
+    switch (bfs_varint_get_long(v->d, v->len, pos, out)) {
+    case BFS_VARINT_OK:
+        return 0;
+    case BFS_VARINT_TRUNCATED:
+        return fail(v, "the block ends inside %s", what);
+    default:
+        return fail(v, "%s is not a valid varint", what);
     }
-    return fail(v, "%s is not a valid varint", what);
 }
 
 /* Read a long into out; one-byte values inline. */
@@ -482,7 +459,7 @@ __attribute__((noinline)) static int long_slow(struct vstate *v, size_t *pos, in
     do {                                                                                           \
         if ((pos) < (v)->len && (v)->d[pos] < 0x80) {                                              \
             uint8_t b_ = (v)->d[pos];                                                              \
-            (out) = (int64_t)(b_ >> 1) ^ -(int64_t)(b_ & 1);                                       \
+            (out) = bfs_zigzag_decode(b_);                                                         \
             (pos)++;                                                                               \
         } else if (long_slow((v), &(pos), &(out), (what)) < 0) {                                   \
             return -1;                                                                             \

@@ -127,14 +127,20 @@ struct bfs_store_url {
 /* Parse url without opening anything:
  *   file:///abs/dir (also file://localhost/abs/dir): the path is taken literally
  *     (no %-decoding); trailing '/' are dropped; no control characters.
- *   s3://bucket[/prefix]: the bucket follows the S3 naming rules (3-63 of
- *     [a-z0-9.-], starting and ending with a letter or digit, no "..", ".-" or
- *     "-.", not an IPv4 address); the prefix follows the key rules, trailing '/'
+ *   s3://bucket[/prefix]: the bucket follows the S3 naming rules
+ *     (bfs_store_bucket_check); the prefix follows the key rules, trailing '/'
  *     are dropped ("s3://b/" is the empty prefix).
  * 0 (free with bfs_store_url_free), -EINVAL with msg set, -ENOMEM. */
 int bfs_store_parse_url(const char *url, struct bfs_store_url *out, char *msg, size_t msglen);
 void bfs_store_url_free(struct bfs_store_url *u);
 
+/* 0 if b[0..n) is a valid S3 bucket name, else -EINVAL: the one rule of
+ * bfs_store_parse_url and the S3 backend (bfs_store_s3_open). AWS's naming
+ * rules: 3-63 characters of a-z, 0-9, '.' and '-'; the first and last a letter
+ * or digit; no "..", and no ".-" or "-." (each '.'-separated label starts and
+ * ends with a letter or digit); not formatted as an IPv4 address (a.b.c.d of
+ * digits). b need not be NUL-terminated. */
+int bfs_store_bucket_check(const char *b, size_t n);
 /* 0 if key follows the key rules above, else -EINVAL. */
 int bfs_store_key_check(const char *key);
 /* 0 if prefix may be listed, else -EINVAL: "" (everything), or a string whose

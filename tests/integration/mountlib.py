@@ -64,7 +64,7 @@ DEFAULT_OPTS = {"roll_interval": "1000000"}
 
 LOG_RE = re.compile(r"^battlefs: (\S+) (ERROR|WARN|INFO|DEBUG): (.*)$")
 # Lines that are always a failure, whatever the test expects.
-FATAL_RE = re.compile(r"AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|"
+FATAL_RE = re.compile(r"AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|ThreadSanitizer|"
                       r"runtime error:|^SUMMARY: |Assertion .* failed|^fuse: ")
 
 

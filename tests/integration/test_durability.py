@@ -139,6 +139,7 @@ def test_kill9_forgets_unfinished_and_held_uploads(mount, gen):
     assert st["buffer_uploads"] == 5
 
 
+@pytest.mark.concurrency
 @pytest.mark.parametrize("kill_after", [30, 300])
 def test_kill9_during_a_stream_of_uploads(mount, tmp_path, kill_after):
     """Writers upload continuously; the daemon is killed with SIGKILL; after a remount every
@@ -207,6 +208,7 @@ def test_kill9_during_a_stream_of_uploads(mount, tmp_path, kill_after):
     assert [f for _, _, fs in os.walk(mount.incoming()) for f in fs] == []
 
 
+@pytest.mark.concurrency
 def test_sigterm_with_files_open(mount, gen):
     """SIGTERM while a dataset file and an unfinished upload are open: the daemon exits 0
     (its files still open are freed at exit: the sanitizer build would report a leak), the

@@ -288,6 +288,7 @@ def test_rename_right_after_close_ingests_at_the_rename(mount, gen):
     assert mount.stats()["uploads_ingested"] == 1
 
 
+@pytest.mark.concurrency
 def test_rename_of_held_file_still_being_written_waits_for_close(mount, gen):
     """A held file renamed while its writer has not closed it is ingested at that close."""
     up = gen.upload("battle", 4)
@@ -395,6 +396,7 @@ def test_fsync_before_close(mount, gen):
 
 # ------------------------------------------------------------------------ concurrency
 
+@pytest.mark.concurrency
 def test_four_concurrent_writers(mount, tmp_path):
     """4 writer processes x 250 uploads each: every upload present with its exact records,
     in each writer's upload order."""
@@ -435,6 +437,7 @@ def test_four_concurrent_writers(mount, tmp_path):
     assert total == sum(r["records"] for r in results)
 
 
+@pytest.mark.concurrency
 def test_concurrent_uploads_to_one_dataset(mount, gen):
     """Threads uploading into one dataset at once (threads 0 and 1 with flat names and header
     metadata, 2 and 3 rsync-style: a dot-file renamed to <dataset>.avro): every upload's

@@ -179,6 +179,7 @@ def test_stat_gives_size_and_reads_are_consistent(mount, gen):
     assert data2[:len(data)] == data, "a dataset file only grows at its end"
 
 
+@pytest.mark.concurrency
 def test_open_reader_sees_a_consistent_snapshot(mount, gen):
     """A file opened before another upload reads a valid OCF (its bytes up to some size)."""
     mount.upload_ok("battle/%s/snap.avro" % PERIOD, gen.upload("battle", 10).data)

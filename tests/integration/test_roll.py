@@ -17,6 +17,12 @@ import pytest
 
 from mountlib import PERIOD, build_option, gen_avro, write_file
 
+
+# The whole module is in the ThreadSanitizer selection (tools/test.sh, -m concurrency):
+# the roller thread works while FUSE threads ingest and read.
+pytestmark = pytest.mark.concurrency
+
+
 KEY_RE = re.compile(r"^(?P<table>[A-Za-z0-9_.-]+)/(?P<period>[A-Za-z0-9_.-]+)/"
                     r"(?P<roll>\d{8}T\d{6}Z-\d+)-(?P<n>\d+)\.avro$")
 

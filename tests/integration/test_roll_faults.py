@@ -14,6 +14,10 @@ from test_roll import (archives, buffer_rows, check_datasets, check_files_are_se
                        wait_purged)
 
 
+# The whole module is in the ThreadSanitizer selection (tools/test.sh, -m concurrency):
+# the roller thread under faults, recovery at mount, reads meanwhile.
+pytestmark = pytest.mark.concurrency
+
 
 STEPS = ["after-claim", "mid-build", "after-build", "mid-upload", "after-upload",
          "before-commit", "after-commit"]

@@ -312,6 +312,7 @@ def test_flaky_server(s3, s3_mount_factory, gen, kind):
     assert counts == {k: len(v) for k, v in ups.items()}
 
 
+@pytest.mark.concurrency
 def test_reads_when_the_store_fails(s3, s3_mount_factory, gen):
     """Each dataset below lives in its own archive. While one archive's GETs stall forever
     (headers and half the body, then nothing) and another's answer 503 every time: the cached
@@ -419,6 +420,7 @@ def check_exactly_once(m, s3, ups):
     assert query(m, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NOT NULL")[0][0] == 0
 
 
+@pytest.mark.concurrency
 def test_server_stopped(s3, s3_mount_factory, gen):
     """s3rver stopped before a roll, and stopped in the middle of one (an archive stored, the
     next PUT in flight), with a remount while it is down: the rolls fail with EIO, cached and
@@ -565,6 +567,7 @@ def test_missing_credentials_refuse_the_mount(s3, tmp_path, unset):
         assert str(mnt) not in f.read()
 
 
+@pytest.mark.concurrency
 def test_concurrent_cold_reads_during_rolls(s3, s3_mount_factory, gen):
     """cache_size=0: every read goes to the store. Six readers loop over the files (page
     cache dropped) while uploads and rolls go on: they always see the same bytes (or the same
@@ -629,6 +632,7 @@ def test_concurrent_cold_reads_during_rolls(s3, s3_mount_factory, gen):
     assert counts == {k: len(v) for k, v in ups.items()}
 
 
+@pytest.mark.concurrency
 def test_read_in_flight_while_the_file_grows(s3, s3_mount_factory, gen):
     """A read of a cold file whose GET is slow (stalled 1.5 s) while an upload appends to the
     same dataset: the read returns only bytes of the file (a prefix of its new content), and

@@ -201,6 +201,58 @@ static void test_parse_s3_urls(void **state)
         parse_bad(bad_prefixes[i], "prefix");
 }
 
+/* The one bucket rule: bfs_store_bucket_check, used by the URL parser and by the
+ * S3 backend itself (which once had a looser rule of its own: 1-255 characters
+ * with upper case and '_'). */
+static void test_bucket_rules(void **state)
+{
+    (void)state;
+    const char *good[] = {
+        "abc",      "battle-archive", "my.bucket-1", "a--b", "1.2.3", "1.2.3.4a",
+        "a1.2.3.4", "1.2.3.4.5",      "0ab",         "ab9",  "a.b.c", "123",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+        if (bfs_store_bucket_check(good[i], strlen(good[i])) != 0)
+            fail_msg("\"%s\" should be a valid bucket name", good[i]);
+    const char *bad[] = {
+        "",     "a",           "ab",      "Abc",  "abC",        "under_score", "-abc",
+        "abc-", ".abc",        "abc.",    "a..b", "a.-b",       "a-.b",        "a b",
+        "a/b",  "192.168.1.1", "1.2.3.4", "a\tb", "ab\xc3\xa9", "a:b",         "a@b",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (bfs_store_bucket_check(bad[i], strlen(bad[i])) != -EINVAL)
+            fail_msg("\"%s\" should be refused", bad[i]);
+    assert_int_equal(bfs_store_bucket_check(NULL, 3), -EINVAL);
+
+    char b[80];
+    memset(b, 'b', sizeof b);
+    assert_int_equal(bfs_store_bucket_check(b, 63), 0);
+    assert_int_equal(bfs_store_bucket_check(b, 64), -EINVAL);
+    /* the length given is the name: what follows is not looked at */
+    assert_int_equal(bfs_store_bucket_check("abc/prefix", 3), 0);
+    assert_int_equal(bfs_store_bucket_check("abc-", 3), 0);
+
+    /* The S3 backend applies the same rule when opened directly (no I/O at open). */
+    setenv("AWS_ACCESS_KEY_ID", "AKIDTEST", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "secret-for-tests", 1);
+    struct bfs_store_opts o = {.endpoint = "http://127.0.0.1:9", .region = "us-east-1"};
+    const char *s3_bad[] = {"Upper", "under_score", "ab", "a..b", "10.0.0.1"};
+    for (size_t i = 0; i < sizeof s3_bad / sizeof *s3_bad; i++) {
+        struct bfs_store *st = (struct bfs_store *)1;
+        char msg[256] = "";
+        assert_int_equal(bfs_store_s3_open(s3_bad[i], "", &o, &st, msg, sizeof msg), -EINVAL);
+        assert_null(st);
+        if (!strstr(msg, "bucket"))
+            fail_msg("%s: message \"%s\" lacks \"bucket\"", s3_bad[i], msg);
+    }
+    struct bfs_store *st = NULL;
+    char msg[256] = "";
+    assert_int_equal(bfs_store_s3_open("my.bucket-1", "p", &o, &st, msg, sizeof msg), 0);
+    bfs_store_close(st);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+}
+
 static void test_parse_other_urls(void **state)
 {
     (void)state;
@@ -1076,13 +1128,21 @@ static void test_file_concurrent_puts(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_file_urls),  cmocka_unit_test(test_parse_s3_urls),
-        cmocka_unit_test(test_parse_other_urls), cmocka_unit_test(test_open_errors),
-        cmocka_unit_test(test_open_dispatch),    cmocka_unit_test(test_key_rules),
-        cmocka_unit_test(test_file_put_get),     cmocka_unit_test(test_file_reput_idempotent),
-        cmocka_unit_test(test_file_list_del),    cmocka_unit_test(test_file_put_denied),
-        cmocka_unit_test(test_file_put_atomic),  cmocka_unit_test(test_file_concurrent_puts),
-        cmocka_unit_test(test_file_put_link),    cmocka_unit_test(test_file_put_link_other_fs),
+        cmocka_unit_test(test_parse_file_urls),
+        cmocka_unit_test(test_parse_s3_urls),
+        cmocka_unit_test(test_bucket_rules),
+        cmocka_unit_test(test_parse_other_urls),
+        cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_open_dispatch),
+        cmocka_unit_test(test_key_rules),
+        cmocka_unit_test(test_file_put_get),
+        cmocka_unit_test(test_file_reput_idempotent),
+        cmocka_unit_test(test_file_list_del),
+        cmocka_unit_test(test_file_put_denied),
+        cmocka_unit_test(test_file_put_atomic),
+        cmocka_unit_test(test_file_concurrent_puts),
+        cmocka_unit_test(test_file_put_link),
+        cmocka_unit_test(test_file_put_link_other_fs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,14 @@
+/* fsutil.h - small file-system helpers shared by the daemon's modules. */
+#ifndef BATTLEFS_FSUTIL_H
+#define BATTLEFS_FSUTIL_H
+
+#include <sys/types.h>
+
+/* mkdir -p: create path and every missing parent, each new directory with mode
+ * (less the umask); existing ones are left as they are. Absolute or relative;
+ * repeated and trailing '/' are fine. 0 when path is then a directory;
+ * -EINVAL (NULL or ""), -ENAMETOOLONG (PATH_MAX or longer), -ENOTDIR (path or
+ * a parent exists and is not a directory), -ENOMEM, or mkdir's -errno. */
+int bfs_mkdirs(const char *path, mode_t mode);
+
+#endif
