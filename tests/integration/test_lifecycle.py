@@ -36,6 +36,7 @@ def wait_for(pred, timeout=10.0):
 # ------------------------------------------------------------ shared descriptors
 
 
+@pytest.mark.concurrency
 @pytest.mark.parametrize("shape", ["group", "subshell", "exec-fd"])
 def test_shell_group_ingests_the_whole_file(mount, gen, tmp_path, shape):
     """`{ cat p1; cat p2; } > f`: each cat is another process closing a copy of the shell's
@@ -59,6 +60,7 @@ def test_shell_group_ingests_the_whole_file(mount, gen, tmp_path, shape):
     assert st["uploads_ingested"] == 1 and st["uploads_rejected"] == 0
 
 
+@pytest.mark.concurrency
 def test_child_inheriting_the_descriptor_does_not_ingest(mount, gen, tmp_path):
     """subprocess.run while the file is open: the child writes its part and exits; the
     parent's next write works and its close ingests all of it."""
@@ -108,6 +110,7 @@ def test_opener_closed_first_child_finishes_at_release(mount, gen, tmp_path):
 # ------------------------------------------------------------ several writers of one name
 
 
+@pytest.mark.concurrency
 def test_two_truncating_opens_of_one_name_are_two_uploads(mount, gen):
     """Two descriptors opened with O_TRUNC on one name before either closes: each is an
     upload of its own, both closes return 0 and both are stored."""
@@ -126,6 +129,7 @@ def test_two_truncating_opens_of_one_name_are_two_uploads(mount, gen):
     assert mount.stats()["uploads_ingested"] == 2
 
 
+@pytest.mark.concurrency
 def test_threads_writing_one_name(mount, gen):
     """Four threads, each writing uploads to the same incoming/ name with open('wb') in
     small writes: every close returns 0 and every record is stored exactly once."""
@@ -151,6 +155,7 @@ def test_threads_writing_one_name(mount, gen):
     assert mount.stats()["uploads_rejected"] == 0
 
 
+@pytest.mark.concurrency
 def test_rename_onto_a_name_being_written(mount, gen):
     """rsync-style rename of a held file onto a name another writer still has open: the
     rename ingests the renamed file, the writer's close ingests its own."""
@@ -242,6 +247,7 @@ def test_held_files_per_uid_are_bounded_in_bytes(mount_factory):
 # ------------------------------------------------------------ a flush meets an ingest
 
 
+@pytest.mark.concurrency
 @needs_faults
 def test_flush_waits_for_the_ingest_in_progress(mount_factory):
     """A descriptor and its duplicate: the first close ingests (paused by a test fault);
@@ -279,6 +285,7 @@ def test_flush_waits_for_the_ingest_in_progress(mount_factory):
 # ------------------------------------------------------------ readers of a growing file
 
 
+@pytest.mark.concurrency
 def test_readers_of_a_growing_file_never_see_zeros(mount, gen):
     """Readers keep <dataset>.avro open while uploads append (and rolls move them): two
     re-read it from the start, one reads on from where it was (tail -f). Every snapshot is
