@@ -23,16 +23,16 @@ void bfs_errors_destroy(struct bfs_errors *e)
 
 int bfs_errors_add(struct bfs_errors *e, const char *what, const char *reason)
 {
-    char when[21];
+    char when[21], w[1024], r[1024];
     bfs_utc_timestamp(when);
-    size_t n = strlen(when) + strlen(what) + strlen(reason) + 8;
+    /* One line per rejection, no terminal escapes from an upload's name. */
+    bfs_escape_ctl(w, sizeof w, what);
+    bfs_escape_ctl(r, sizeof r, reason);
+    size_t n = strlen(when) + strlen(w) + strlen(r) + 8;
     char *line = malloc(n);
     if (!line)
         return -ENOMEM;
-    snprintf(line, n, "%s %s: %s\n", when, what, reason);
-    for (char *p = line; p[1]; p++) /* one line per rejection */
-        if (*p == '\n' || *p == '\r')
-            *p = ' ';
+    snprintf(line, n, "%s %s: %s\n", when, w, r);
     pthread_mutex_lock(&e->lock);
     free(e->line[e->next]);
     e->line[e->next] = line;

@@ -34,6 +34,7 @@
 
 #include "battlefs/access.h"
 #include "battlefs/battlefs.h"
+#include "battlefs/buf.h"
 #include "battlefs/catalog.h"
 #include "battlefs/ingest.h"
 #include "battlefs/log.h"
@@ -48,7 +49,10 @@
 /* incoming/ and its directories: anyone the umask lets in may upload; the
  * sticky bit keeps each upload to its writer (and the tree's owner, root). */
 #define INCOMING_DIR_MODE 01777
-#define UPLOAD_MODE       0600 /* an upload is its writer's alone */
+/* Directories made with mkdir in incoming/ (kept in memory; the implicit ones
+ * cost nothing): beyond, mkdir fails with EMLINK. */
+#define BFS_VDIRS_MAX 10000
+#define UPLOAD_MODE   0600 /* an upload is its writer's alone */
 
 struct upload {
     struct upload *next; /* in fs->uploads while listed: bound to its name */
@@ -89,6 +93,7 @@ struct bfs_fs {
     pthread_cond_t ingested; /* an upload left INGESTING */
     struct upload *uploads;  /* bound to their names in incoming/ */
     struct vdir *dirs;
+    size_t n_dirs;            /* at most BFS_VDIRS_MAX */
     struct handle *handles;   /* open files; what is left at unmount is freed there */
     struct held_quota *quota; /* per uid */
     size_t n_quota;
@@ -795,14 +800,20 @@ static int fill_name(void *arg, const char *name)
 }
 
 /* Names directly below dir in incoming/ (dir "" = incoming/ itself), each once. */
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Names directly below dir in incoming/ (dir "" = incoming/ itself), each
+ * once, sorted: collected under the lock, sorted and deduplicated outside it
+ * (O(n log n) for n uploads and directories; at most BFS_VDIRS_MAX of the latter). */
 static int fill_incoming(struct bfs_fs *fs, const char *dir, void *buf, fuse_fill_dir_t filler)
 {
     size_t dl = strlen(dir);
-    size_t cap = 16, n = 0;
+    size_t cap = 0, n = 0;
     struct bfs_ctx *ctx = get_ctx();
-    char **seen = malloc(cap * sizeof *seen);
-    if (!seen)
-        return -ENOMEM;
+    char **seen = NULL;
     int rc = 0;
     pthread_mutex_lock(&fs->lock);
     expire_held(ctx);
@@ -825,22 +836,8 @@ static int fill_incoming(struct bfs_fs *fs, const char *dir, void *buf, fuse_fil
             if (!is_below(p, dir))
                 continue;
             const char *child = p + (dl ? dl + 1 : 0);
-            size_t cl = strcspn(child, "/");
-            int dup = 0;
-            for (size_t i = 0; i < n && !dup; i++)
-                dup = strlen(seen[i]) == cl && memcmp(seen[i], child, cl) == 0;
-            if (dup)
-                continue;
-            if (n == cap) {
-                char **ns = realloc(seen, 2 * cap * sizeof *ns);
-                if (!ns) {
-                    rc = -ENOMEM;
-                    break;
-                }
-                seen = ns;
-                cap *= 2;
-            }
-            if (!(seen[n] = strndup(child, cl))) {
+            if (bfs_array_reserve(&seen, &cap, n + 1, sizeof *seen) < 0 ||
+                !(seen[n] = strndup(child, strcspn(child, "/")))) {
                 rc = -ENOMEM;
                 break;
             }
@@ -848,11 +845,15 @@ static int fill_incoming(struct bfs_fs *fs, const char *dir, void *buf, fuse_fil
         }
     }
     pthread_mutex_unlock(&fs->lock);
+    if (n)
+        qsort(seen, n, sizeof *seen, cmp_names);
     for (size_t i = 0; i < n; i++) {
-        if (rc == 0 && filler(buf, seen[i], NULL, 0, 0))
+        bool dup = i > 0 && strcmp(seen[i], seen[i - 1]) == 0;
+        if (rc == 0 && !dup && filler(buf, seen[i], NULL, 0, 0))
             rc = -ENOMEM;
-        free(seen[i]);
     }
+    for (size_t i = 0; i < n; i++)
+        free(seen[i]);
     free(seen);
     return rc;
 }
@@ -924,6 +925,8 @@ static int bfs_mkdir(const char *path, mode_t mode)
     pthread_mutex_lock(&fs->lock);
     if (find_dir(fs, nd.rel) || find_upload(fs, nd.rel)) {
         rc = -EEXIST;
+    } else if (fs->n_dirs >= BFS_VDIRS_MAX) {
+        rc = -EMLINK; /* directories made with mkdir live in memory: bounded */
     } else {
         struct vdir *d = calloc(1, sizeof *d);
         if (!d || !(d->path = strdup(nd.rel))) {
@@ -932,6 +935,7 @@ static int bfs_mkdir(const char *path, mode_t mode)
         } else {
             d->next = fs->dirs;
             fs->dirs = d;
+            fs->n_dirs++;
         }
     }
     pthread_mutex_unlock(&fs->lock);
@@ -963,6 +967,7 @@ static int bfs_rmdir(const char *path)
                 *pp = d->next;
                 free(d->path);
                 free(d);
+                fs->n_dirs--;
                 rc = 0;
                 break;
             }

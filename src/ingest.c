@@ -9,6 +9,7 @@
 #include "battlefs/ingest.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,10 @@ static int resolve_field(const struct bfs_ocf_header *h, const char *from_path, 
         }
         v = (const char *)m->val;
         n = m->val_len;
+    }
+    if (strcmp(key, "battlefs.table") == 0 && bfs_table_reserved(v, n)) {
+        snprintf(reason, rlen, "table name '%.*s' is reserved for battlefs", (int)n, v);
+        return -EINVAL;
     }
     if (!bfs_name_valid(v, n)) {
         snprintf(reason, rlen,
@@ -191,11 +196,15 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
         int new_partition = rc == -ENOENT;
         uint64_t records = 0;
         bfs_buf_reset(&out);
+        /* A decompression bomb stops at max_upload bytes of records (EFBIG). */
         rc = bfs_ocf_process(buf, len, &h, sync, codec, &out, &records,
-                             BFS_OCF_DEFLATE_LEVEL(ctx->opt.deflate_level), &err);
+                             BFS_OCF_DEFLATE_LEVEL(ctx->opt.deflate_level), ctx->opt.max_upload,
+                             &err);
         if (rc < 0) {
-            snprintf(reason, sizeof reason, "%s", rc == -EINVAL ? err.msg : strerror(-rc));
-            rc = rc == -EINVAL ? -EINVAL : -EIO;
+            bool said = rc == -EINVAL || rc == -EFBIG;
+            snprintf(reason, sizeof reason, "%s%s", said ? err.msg : strerror(-rc),
+                     rc == -EFBIG ? " (max_upload)" : "");
+            rc = said ? rc : -EIO;
             goto reject;
         }
         /* The catalog stores the layout as given: the header only when the

@@ -1,6 +1,8 @@
 /* log.c - the logging helper: one line per message to stderr. */
 #include "battlefs/log.h"
 
+#include "battlefs/names.h"
+
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -33,15 +35,14 @@ void bfs_log(enum bfs_log_level level, const char *fmt, ...)
     static const char *const names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
     if ((int)level > atomic_load(&log_level))
         return;
-    char msg[2048];
+    char raw[2048], msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
-    /* Keep one message on one line whatever it contains. */
-    for (char *p = msg; *p; p++)
-        if (*p == '\n' || *p == '\r')
-            *p = ' ';
+    /* One message on one line, and no terminal escapes from an upload's
+     * name or metadata, whatever it contains. */
+    bfs_escape_ctl(msg, sizeof msg, raw);
     if (atomic_load(&log_syslog)) {
         static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
         syslog(prio[level], "%s: %s", names[level], msg);

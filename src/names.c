@@ -1,6 +1,8 @@
 /* names.c - name rules of the tree and UTC time strings. */
 #include "battlefs/names.h"
 
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 int bfs_name_valid(const char *s, size_t n)
@@ -15,6 +17,36 @@ int bfs_name_valid(const char *s, size_t n)
             return 0;
     }
     return 1;
+}
+
+int bfs_table_reserved(const char *s, size_t n)
+{
+    static const char *const reserved[] = {"incoming", "_battlefs"};
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        if (n == strlen(reserved[i]) && memcmp(s, reserved[i], n) == 0)
+            return 1;
+    return 0;
+}
+
+size_t bfs_escape_ctl(char *dst, size_t cap, const char *src)
+{
+    size_t o = 0;
+    if (cap == 0)
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)src; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            if (o + 4 >= cap)
+                break;
+            snprintf(dst + o, 5, "\\x%02x", *p);
+            o += 4;
+        } else {
+            if (o + 1 >= cap)
+                break;
+            dst[o++] = (char)*p;
+        }
+    }
+    dst[o] = '\0';
+    return o;
 }
 
 void bfs_utc_date(char out[11])

@@ -156,6 +156,10 @@ static int get_bytes(const uint8_t *buf, size_t len, size_t *pos, uint8_t **out,
         seterr(err, "truncated header");
         return -EINVAL;
     }
+    if (*pos + (size_t)l > BFS_OCF_MAX_HEADER) {
+        seterr(err, "header (metadata and schema) larger than %u KiB", BFS_OCF_MAX_HEADER >> 10);
+        return -EFBIG;
+    }
     uint8_t *p = malloc((size_t)l + 1);
     if (!p) {
         seterr(err, "out of memory");
@@ -431,6 +435,7 @@ struct proc {
     bool crosscheck; /* also decode every record with avro-c */
     uint64_t budget;
     uint64_t total;     /* decompressed bytes so far */
+    uint64_t max_plain; /* bound on total (the caller's, at most BFS_OCF_MAX_TOTAL) */
     struct bfs_buf dec; /* decompressed block (scratch: its len stays 0) */
     struct bfs_buf cmp; /* recompressed block (scratch) */
     z_stream inf;
@@ -454,6 +459,22 @@ static int perr(struct proc *p, const char *fmt, ...)
     va_end(ap);
     seterr(p->err, "block %" PRIu64 " at byte %zu: %s", p->block, p->at, tail);
     return -EINVAL;
+}
+
+/* The blocks decompress to more than the caller allows: EFBIG, not EINVAL. */
+static int toobig(struct proc *p)
+{
+    seterr(p->err, "the records decompress to more than %" PRIu64 " bytes", p->max_plain);
+    return -EFBIG;
+}
+
+/* Largest decompressed size the next block may have; *caller: the bound is the
+ * caller's total (EFBIG), not BFS_OCF_MAX_BLOCK (EINVAL). */
+static size_t block_limit(const struct proc *p, bool *caller)
+{
+    uint64_t left = p->max_plain - p->total;
+    *caller = left < BFS_OCF_MAX_BLOCK;
+    return *caller ? (size_t)left : (size_t)BFS_OCF_MAX_BLOCK;
 }
 
 static int nomem(struct proc *p)
@@ -511,11 +532,13 @@ static int inflate_block(struct proc *p, const uint8_t *src, size_t n, size_t *o
     } else if (inflateReset(&p->inf) != Z_OK) {
         return perr(p, "deflate data is corrupt");
     }
-    size_t cap = n < (SIZE_MAX / 4) ? 4 * n : BFS_OCF_MAX_BLOCK;
+    bool caller;
+    size_t limit = block_limit(p, &caller);
+    size_t cap = n < (SIZE_MAX / 4) ? 4 * n : limit;
     if (cap < 65536)
         cap = 65536;
-    if (cap > BFS_OCF_MAX_BLOCK)
-        cap = BFS_OCF_MAX_BLOCK;
+    if (cap > limit)
+        cap = limit;
     if (bfs_buf_reserve_exact(&p->dec, cap) < 0)
         return nomem(p);
     assert(n <= MAX_COMPRESSED);
@@ -528,7 +551,9 @@ static int inflate_block(struct proc *p, const uint8_t *src, size_t n, size_t *o
     for (;;) {
         int zr = inflate(&p->inf, Z_NO_FLUSH);
         if (probing && p->inf.avail_out == 0)
-            return perr(p, "block decompresses to more than %u MiB", BFS_OCF_MAX_BLOCK >> 20);
+            return caller
+                       ? toobig(p)
+                       : perr(p, "block decompresses to more than %u MiB", BFS_OCF_MAX_BLOCK >> 20);
         if (zr == Z_STREAM_END)
             break;
         if (zr == Z_MEM_ERROR)
@@ -541,7 +566,7 @@ static int inflate_block(struct proc *p, const uint8_t *src, size_t n, size_t *o
                 return perr(p, "deflate data ends before its end marker");
             continue;
         }
-        if (cap == BFS_OCF_MAX_BLOCK) {
+        if (cap == limit) {
             /* Full: the stream may still end without more output. */
             probing = true;
             p->inf.next_out = &probe;
@@ -549,7 +574,7 @@ static int inflate_block(struct proc *p, const uint8_t *src, size_t n, size_t *o
             continue;
         }
         size_t used = cap;
-        cap = cap * 2 > BFS_OCF_MAX_BLOCK ? BFS_OCF_MAX_BLOCK : cap * 2;
+        cap = cap > limit / 2 ? limit : cap * 2;
         if (bfs_buf_reserve_exact(&p->dec, cap) < 0)
             return nomem(p);
         p->inf.next_out = p->dec.data + used;
@@ -568,8 +593,10 @@ static int unsnappy_block(struct proc *p, const uint8_t *src, size_t n, size_t *
     size_t clen = n - 4, ulen;
     if (snappy_uncompressed_length((const char *)src, clen, &ulen) != SNAPPY_OK)
         return perr(p, "snappy data is corrupt");
-    if (ulen > BFS_OCF_MAX_BLOCK)
-        return perr(p, "block decompresses to more than %u MiB", BFS_OCF_MAX_BLOCK >> 20);
+    bool caller;
+    if (ulen > block_limit(p, &caller))
+        return caller ? toobig(p)
+                      : perr(p, "block decompresses to more than %u MiB", BFS_OCF_MAX_BLOCK >> 20);
     /* Validate before allocating what the stream claims. */
     if (snappy_validate_compressed_buffer((const char *)src, clen) != SNAPPY_OK)
         return perr(p, "snappy data is corrupt");
@@ -733,10 +760,9 @@ static int process(struct proc *p, const uint8_t *buf, size_t len, const uint8_t
                 return rc;
             plain = p->dec.data;
         }
+        if (plain_len > p->max_plain - p->total)
+            return toobig(p);
         p->total += plain_len;
-        if (p->total > BFS_OCF_MAX_TOTAL)
-            return perr(p, "the blocks decompress to more than %u MiB in all",
-                        BFS_OCF_MAX_TOTAL >> 20);
         if ((rc = decode_records(p, plain, plain_len, count)) < 0)
             return rc;
         if (out &&
@@ -752,9 +778,11 @@ static int process(struct proc *p, const uint8_t *buf, size_t len, const uint8_t
 
 int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header *h,
                     const uint8_t sync[16], enum bfs_codec codec, struct bfs_buf *out,
-                    uint64_t *records, unsigned flags, struct bfs_ocf_error *err)
+                    uint64_t *records, unsigned flags, uint64_t max_plain,
+                    struct bfs_ocf_error *err)
 {
     struct proc p = {.h = h, .err = err, .level = (int)((flags >> 4) & 0xfu)};
+    p.max_plain = max_plain && max_plain < BFS_OCF_MAX_TOTAL ? max_plain : BFS_OCF_MAX_TOTAL;
     if (records)
         *records = 0;
     if (err)

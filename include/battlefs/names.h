@@ -10,6 +10,16 @@
  * n is the length (the name need not be NUL-terminated). 1 if valid, else 0. */
 int bfs_name_valid(const char *s, size_t n);
 
+/* Reserved table names: "incoming" (the drop box) and "_battlefs" (the
+ * store's prefix for battlefs' own objects). 1 if reserved, else 0. */
+int bfs_table_reserved(const char *s, size_t n);
+
+/* Copy src to dst (cap bytes, NUL-terminated, cut if needed) with every
+ * control byte (below 0x20, and 0x7f) written as \xNN: names and metadata
+ * of uploads reach the log and .battlefs/errors, which terminals display.
+ * Returns the length written. */
+size_t bfs_escape_ctl(char *dst, size_t cap, const char *src);
+
 /* Today's UTC date as YYYY-MM-DD into out[11]. */
 void bfs_utc_date(char out[11]);
 /* Now as an ISO-8601 UTC timestamp "YYYY-MM-DDTHH:MM:SSZ" into out[21]. */

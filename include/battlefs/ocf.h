@@ -14,8 +14,13 @@
 
 /* Largest decompressed block accepted (a zip bomb stops here). */
 #define BFS_OCF_MAX_BLOCK (64u * 1024 * 1024)
-/* Largest sum of the decompressed sizes of a file's blocks. */
+/* Largest sum of the decompressed sizes of a file's blocks (callers pass a
+ * smaller one: ingest passes max_upload). */
 #define BFS_OCF_MAX_TOTAL (1024u * 1024 * 1024)
+/* Largest header (magic, metadata with the schema, sync) accepted: 350 times
+ * the largest FUSOU schema (2,990 bytes). A larger one is refused (EFBIG)
+ * before anything of it is copied. */
+#define BFS_OCF_MAX_HEADER (1024u * 1024)
 /* Most values that encode in zero bytes (records of a schema like "null",
  * items of an array of null) accepted in one file: bounds the work a few
  * bytes can ask for. Every other value takes at least one byte. */
@@ -107,13 +112,16 @@ int bfs_ocf_schema_get(struct bfs_ocf_schema_cache *c, const char *json, size_t 
  * equals `codec` is copied as it is (bytes after the end of a deflate stream
  * included: other readers ignore them); others are recompressed (deflate:
  * raw, level 6 or BFS_OCF_DEFLATE_LEVEL(n) in flags; snappy: with its CRC32). Limits:
- * BFS_OCF_MAX_BLOCK per block, BFS_OCF_MAX_TOTAL per file, BFS_OCF_MAX_EMPTY zero-byte values per
- * file, values nested at most 256 deep; strings must be valid UTF-8 and booleans 0/1. Errors read
- * "block N at byte X: ..." (N from 1, X the block's offset) or "K bytes after the last block".
- * Returns 0, -EINVAL (err set) or -ENOMEM. On error out may hold partial data. */
+ * BFS_OCF_MAX_BLOCK per block, max_plain decompressed bytes per file (0 or beyond:
+ * BFS_OCF_MAX_TOTAL), BFS_OCF_MAX_EMPTY zero-byte values per file, values nested at most 256
+ * deep; strings must be valid UTF-8 and booleans 0/1. Errors read "block N at byte X: ..." (N
+ * from 1, X the block's offset) or "K bytes after the last block". Returns 0, -EINVAL (err set),
+ * -EFBIG (the records decompress to more than max_plain: a decompression bomb; err set) or
+ * -ENOMEM. On error out may hold partial data. */
 int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header *h,
                     const uint8_t sync[16], enum bfs_codec codec, struct bfs_buf *out,
-                    uint64_t *records, unsigned flags, struct bfs_ocf_error *err);
+                    uint64_t *records, unsigned flags, uint64_t max_plain,
+                    struct bfs_ocf_error *err);
 #define BFS_OCF_CROSSCHECK       1u
 #define BFS_OCF_DEFLATE_LEVEL(n) (((unsigned)(n)&0xfu) << 4) /* n = 1..9; 0: level 6 */
 

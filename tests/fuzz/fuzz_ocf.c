@@ -65,7 +65,7 @@ static int upload(const uint8_t *data, size_t size)
     check(bfs_ocf_layout_header(h.schema_json, h.schema_len, BFS_CODEC_DEFLATE, sync, &out) == 0,
           "layout header", NULL);
     rc = bfs_ocf_process(data, size, &h, sync, BFS_CODEC_DEFLATE, &out, &records,
-                         BFS_OCF_CROSSCHECK, &err);
+                         BFS_OCF_CROSSCHECK, 0, &err);
     if (verbose)
         fprintf(stderr, "fuzz_ocf: process: %d %s (%llu records)\n", rc, rc ? err.msg : "",
                 (unsigned long long)records);
@@ -87,7 +87,7 @@ static int upload(const uint8_t *data, size_t size)
                                     &again) == 0,
               "layout header 2", NULL);
         rc = bfs_ocf_process(out.data, out.len, &h2, sync, BFS_CODEC_DEFLATE, &again, &records2,
-                             BFS_OCF_CROSSCHECK, &err);
+                             BFS_OCF_CROSSCHECK, 0, &err);
         check(rc == 0, "normalised blocks validate", &err);
         check(records2 == records, "same record count", NULL);
         check(again.len == out.len && memcmp(again.data, out.data, out.len) == 0,

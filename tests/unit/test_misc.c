@@ -17,6 +17,7 @@
 
 #include "battlefs/buf.h"
 #include "battlefs/fsutil.h"
+#include "battlefs/names.h"
 #include "battlefs/varint.h"
 
 /* ---- varint decoder -------------------------------------------------------- */
@@ -339,6 +340,38 @@ static void test_mkdirs(void **state)
     free(d);
 }
 
+/* ---- names: reserved tables, control bytes escaped ------------------------ */
+
+static void test_table_reserved(void **state)
+{
+    (void)state;
+    assert_true(bfs_table_reserved("incoming", 8));
+    assert_true(bfs_table_reserved("_battlefs", 9));
+    assert_false(bfs_table_reserved("incoming2", 9));
+    assert_false(bfs_table_reserved("incoming", 7)); /* "incomin" */
+    assert_false(bfs_table_reserved("battle", 6));
+}
+
+static void test_escape_ctl(void **state)
+{
+    (void)state;
+    char out[64];
+    assert_int_equal(bfs_escape_ctl(out, sizeof out, "a\x1b[31mb\nc\x7f"), 19);
+    assert_string_equal(out, "a\\x1b[31mb\\x0ac\\x7f");
+    assert_int_equal(bfs_escape_ctl(out, sizeof out, "plain: \xc3\xa9"), 9); /* UTF-8 kept */
+    /* cut at the buffer's end, never in the middle of an escape */
+    assert_int_equal(bfs_escape_ctl(out, 6,
+                                    "ab\x01"
+                                    "cd"),
+                     2);
+    assert_string_equal(out, "ab");
+    assert_int_equal(bfs_escape_ctl(out, 7,
+                                    "ab\x01"
+                                    "cd"),
+                     6);
+    assert_string_equal(out, "ab\\x01");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -346,6 +379,7 @@ int main(void)
         cmocka_unit_test(test_varint_ten_bytes),  cmocka_unit_test(test_varint_overlong),
         cmocka_unit_test(test_varint_truncated),  cmocka_unit_test(test_buf_reserve_exact),
         cmocka_unit_test(test_array_reserve),     cmocka_unit_test(test_mkdirs),
+        cmocka_unit_test(test_table_reserved),    cmocka_unit_test(test_escape_ctl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

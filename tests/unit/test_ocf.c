@@ -188,7 +188,7 @@ static int check(const uint8_t *buf, size_t len, uint64_t *records, struct bfs_o
         return rc;
     struct bfs_buf out = {0};
     rc = bfs_ocf_process(buf, len, &h, SYNC_B, BFS_CODEC_DEFLATE, &out, records, BFS_OCF_CROSSCHECK,
-                         err);
+                         0, err);
     bfs_buf_free(&out);
     bfs_ocf_header_free(&h);
     return rc;
@@ -345,7 +345,8 @@ static void test_fixtures(void **state)
             assert_int_equal(h.codec, c);
             uint64_t got = 0;
             assert_int_equal(
-                bfs_ocf_process(buf, len, &h, h.sync, c, NULL, &got, BFS_OCF_CROSSCHECK, &err), 0);
+                bfs_ocf_process(buf, len, &h, h.sync, c, NULL, &got, BFS_OCF_CROSSCHECK, 0, &err),
+                0);
             assert_int_equal(got, records);
             bfs_ocf_header_free(&h);
         }
@@ -368,7 +369,8 @@ static void normalise(const uint8_t *src, size_t len, const uint8_t sync[16], en
     assert_int_equal(bfs_ocf_parse_header(src, len, &h, &err), 0);
     whole->len = 0;
     assert_int_equal(bfs_ocf_layout_header(h.schema_json, h.schema_len, codec, sync, whole), 0);
-    int rc = bfs_ocf_process(src, len, &h, sync, codec, whole, records, BFS_OCF_CROSSCHECK, &err);
+    int rc =
+        bfs_ocf_process(src, len, &h, sync, codec, whole, records, BFS_OCF_CROSSCHECK, 0, &err);
     if (rc != 0)
         fail_msg("process: %d %s", rc, err.msg);
     bfs_ocf_header_free(&h);
@@ -395,7 +397,7 @@ static void test_normalise_matrix(void **state)
             assert_memory_equal(h.sync, SYNC_B, 16);
             uint64_t again = 0;
             assert_int_equal(bfs_ocf_process(whole.data, whole.len, &h, SYNC_B, codecs[t], NULL,
-                                             &again, BFS_OCF_CROSSCHECK, &err),
+                                             &again, BFS_OCF_CROSSCHECK, 0, &err),
                              0);
             assert_int_equal(again, 50);
             /* Normalising a normalised file changes nothing. */
@@ -403,7 +405,7 @@ static void test_normalise_matrix(void **state)
             assert_int_equal(
                 bfs_ocf_layout_header(h.schema_json, h.schema_len, codecs[t], SYNC_B, &second), 0);
             assert_int_equal(bfs_ocf_process(whole.data, whole.len, &h, SYNC_B, codecs[t], &second,
-                                             &again, BFS_OCF_CROSSCHECK, &err),
+                                             &again, BFS_OCF_CROSSCHECK, 0, &err),
                              0);
             assert_int_equal(second.len, whole.len);
             assert_memory_equal(second.data, whole.data, whole.len);
@@ -434,7 +436,7 @@ static void test_deflate_level(void **state)
             bfs_ocf_layout_header(h.schema_json, h.schema_len, BFS_CODEC_DEFLATE, SYNC_B, &out[i]),
             0);
         assert_int_equal(bfs_ocf_process(src, len, &h, SYNC_B, BFS_CODEC_DEFLATE, &out[i], &records,
-                                         BFS_OCF_CROSSCHECK | BFS_OCF_DEFLATE_LEVEL(levels[i]),
+                                         BFS_OCF_CROSSCHECK | BFS_OCF_DEFLATE_LEVEL(levels[i]), 0,
                                          &err),
                          0);
         assert_int_equal(records, 50);
@@ -443,7 +445,7 @@ static void test_deflate_level(void **state)
         assert_int_equal(bfs_ocf_parse_header(out[i].data, out[i].len, &h2, &err), 0);
         uint64_t again = 0;
         assert_int_equal(bfs_ocf_process(out[i].data, out[i].len, &h2, SYNC_B, BFS_CODEC_NULL, NULL,
-                                         &again, BFS_OCF_CROSSCHECK, &err),
+                                         &again, BFS_OCF_CROSSCHECK, 0, &err),
                          0);
         assert_int_equal(again, 50);
         bfs_ocf_header_free(&h2);
@@ -453,10 +455,10 @@ static void test_deflate_level(void **state)
     assert_memory_equal(out[2].data, out[3].data, out[2].len);
     uint64_t records;
     assert_int_equal(bfs_ocf_process(src, len, &h, SYNC_B, BFS_CODEC_DEFLATE, NULL, &records,
-                                     BFS_OCF_DEFLATE_LEVEL(10), &err),
+                                     BFS_OCF_DEFLATE_LEVEL(10), 0, &err),
                      -EINVAL);
     assert_int_equal(
-        bfs_ocf_process(src, len, &h, SYNC_B, BFS_CODEC_DEFLATE, NULL, &records, 1u << 12, &err),
+        bfs_ocf_process(src, len, &h, SYNC_B, BFS_CODEC_DEFLATE, NULL, &records, 1u << 12, 0, &err),
         -EINVAL);
     for (int i = 0; i < 4; i++)
         bfs_buf_free(&out[i]);
@@ -483,7 +485,7 @@ static void test_normalise_matches_python(void **state)
         struct bfs_buf out = {0};
         uint64_t records;
         assert_int_equal(bfs_ocf_process(src, len, &h, py_sync, BFS_CODEC_NULL, &out, &records,
-                                         BFS_OCF_CROSSCHECK, &err),
+                                         BFS_OCF_CROSSCHECK, 0, &err),
                          0);
         assert_int_equal(out.len, nlen - nhdr);
         assert_memory_equal(out.data, null_file + nhdr, out.len);
@@ -512,7 +514,7 @@ static void test_normalise_same_codec_copies(void **state)
         struct bfs_buf out = {0};
         uint64_t records;
         assert_int_equal(bfs_ocf_process(src, len, &h, SYNC_B, codecs[i], &out, &records,
-                                         BFS_OCF_CROSSCHECK, &err),
+                                         BFS_OCF_CROSSCHECK, 0, &err),
                          0);
         assert_int_equal(out.len, len - hl);
         /* the body with every old sync marker replaced */
@@ -557,7 +559,7 @@ static void test_concatenation(void **state)
         assert_int_equal(bfs_ocf_parse_header(f.data, f.len, &h, &err), 0);
         uint64_t records;
         assert_int_equal(bfs_ocf_process(f.data, f.len, &h, sync, BFS_CODEC_SNAPPY, &all, &records,
-                                         BFS_OCF_CROSSCHECK, &err),
+                                         BFS_OCF_CROSSCHECK, 0, &err),
                          0);
         assert_int_equal(records, 5 * (i + 1));
         total += records;
@@ -589,7 +591,7 @@ static void test_empty_blocks(void **state)
     struct bfs_buf out = {0}, want = {0};
     uint64_t records;
     assert_int_equal(bfs_ocf_process(f.data, f.len, &h, SYNC_B, BFS_CODEC_NULL, &out, &records,
-                                     BFS_OCF_CROSSCHECK, &err),
+                                     BFS_OCF_CROSSCHECK, 0, &err),
                      0);
     blk(&want, 0, 2, "null", SYNC_B);
     assert_int_equal(out.len, want.len);
@@ -758,6 +760,70 @@ static void test_reject_header_content(void **state)
     put_long(&f, INT64_MAX);
     assert_int_equal(bfs_buf_append(&f, SYNC_A, 16), 0);
     expect_reject(f.data, f.len, "truncated header");
+    bfs_buf_free(&f);
+}
+
+/* Hostile uploads cost little: a header over BFS_OCF_MAX_HEADER is refused
+ * with EFBIG before its bytes are copied, and blocks that decompress beyond
+ * the caller's max_plain stop there with EFBIG (a decompression bomb). */
+static void test_hostile_bounds(void **state)
+{
+    (void)state;
+    struct bfs_buf f = {0};
+    struct bfs_ocf_error err;
+    struct bfs_ocf_header h;
+    /* a metadata value of 2 MiB */
+    size_t big = 2u << 20;
+    char *v = malloc(big + 1);
+    assert_non_null(v);
+    memset(v, 'a', big);
+    v[big] = '\0';
+    assert_int_equal(bfs_buf_append(&f, "Obj\x01", 4), 0);
+    put_long(&f, 2);
+    put_str(&f, "avro.schema");
+    put_str(&f, SCHEMA);
+    put_str(&f, "user.big");
+    put_str(&f, v);
+    put_long(&f, 0);
+    assert_int_equal(bfs_buf_append(&f, SYNC_A, 16), 0);
+    assert_int_equal(bfs_ocf_parse_header(f.data, f.len, &h, &err), -EFBIG);
+    assert_non_null(strstr(err.msg, "header (metadata and schema) larger than 1024 KiB"));
+    free(v);
+
+    /* a deflate block of 8 MiB of zero-length... of 8 MiB of bytes, 8 KiB compressed */
+    const char *bytes_schema = "\"bytes\"";
+    size_t plain_len = 8u << 20;
+    struct bfs_buf plain = {0}, z = {0};
+    put_long(&plain, (int64_t)(plain_len - 4)); /* one record: a bytes value */
+    assert_int_equal(bfs_buf_reserve(&plain, plain_len), 0);
+    memset(plain.data + plain.len, 0, plain_len - plain.len);
+    plain.len = plain_len;
+    test_compress("deflate", plain.data, plain.len, &z);
+    assert_true(z.len < 64 * 1024);
+    f.len = 0;
+    hdr(&f, "deflate", bytes_schema, SYNC_A);
+    put_long(&f, 1);
+    put_bytes(&f, z.data, z.len);
+    assert_int_equal(bfs_buf_append(&f, SYNC_A, 16), 0);
+    assert_int_equal(bfs_ocf_parse_header(f.data, f.len, &h, &err), 0);
+    uint64_t records;
+    struct bfs_buf out = {0};
+    /* within the bound: accepted */
+    assert_int_equal(bfs_ocf_process(f.data, f.len, &h, SYNC_B, BFS_CODEC_NULL, &out, &records, 0,
+                                     plain_len, &err),
+                     0);
+    assert_int_equal(records, 1);
+    /* beyond: EFBIG, and the output never grew past the bound */
+    out.len = 0;
+    assert_int_equal(bfs_ocf_process(f.data, f.len, &h, SYNC_B, BFS_CODEC_NULL, &out, &records, 0,
+                                     plain_len - 1, &err),
+                     -EFBIG);
+    assert_non_null(strstr(err.msg, "decompress to more than"));
+    assert_true(out.len < plain_len);
+    bfs_ocf_header_free(&h);
+    bfs_buf_free(&out);
+    bfs_buf_free(&plain);
+    bfs_buf_free(&z);
     bfs_buf_free(&f);
 }
 
@@ -1269,7 +1335,7 @@ static void *worker(void *arg)
         struct bfs_buf out = {0};
         uint64_t records = 0;
         int rc = bfs_ocf_process(src, len, &h, SYNC_B, (enum bfs_codec)(i % 3), &out, &records,
-                                 BFS_OCF_CROSSCHECK, &err);
+                                 BFS_OCF_CROSSCHECK, 0, &err);
         bfs_buf_free(&out);
         bfs_ocf_header_free(&h);
         if (rc != 0 || records != 50)
@@ -1279,7 +1345,7 @@ static void *worker(void *arg)
         if (bfs_ocf_parse_header(src, len, &h, &err) != 0)
             return (void *)3;
         rc = bfs_ocf_process(src, len, &h, SYNC_B, BFS_CODEC_NULL, NULL, &records,
-                             BFS_OCF_CROSSCHECK, &err);
+                             BFS_OCF_CROSSCHECK, 0, &err);
         bfs_ocf_header_free(&h);
         src[len - 1] ^= 1;
         if (rc != -EINVAL || !strstr(err.msg, "block 3 at byte"))
@@ -1358,10 +1424,10 @@ static void test_schema_cache(void **state)
     assert_int_equal(bfs_ocf_parse_header_cached(f.data, f.len, c, &h2, &err), 0);
     struct bfs_buf o1 = {0}, o2 = {0};
     uint64_t r1 = 0, r2 = 0;
-    assert_int_equal(bfs_ocf_process(f.data, f.len, &h1, SYNC_B, BFS_CODEC_NULL, &o1, &r1, 0, &err),
-                     0);
+    assert_int_equal(
+        bfs_ocf_process(f.data, f.len, &h1, SYNC_B, BFS_CODEC_NULL, &o1, &r1, 0, 0, &err), 0);
     assert_int_equal(bfs_ocf_process(f.data, f.len, &h2, SYNC_B, BFS_CODEC_NULL, &o2, &r2,
-                                     BFS_OCF_CROSSCHECK, &err),
+                                     BFS_OCF_CROSSCHECK, 0, &err),
                      0);
     assert_int_equal(r1, r2);
     assert_int_equal(o1.len, o2.len);
@@ -1421,6 +1487,7 @@ int main(void)
         cmocka_unit_test(test_reject_magic),
         cmocka_unit_test(test_reject_truncated_header),
         cmocka_unit_test(test_reject_header_content),
+        cmocka_unit_test(test_hostile_bounds),
         cmocka_unit_test(test_reject_bad_sync),
         cmocka_unit_test(test_reject_block_framing),
         cmocka_unit_test(test_reject_records),

@@ -13,6 +13,7 @@
 #include <avro.h>
 #include <jansson.h>
 
+#include "battlefs/buf.h"
 #include "battlefs/schema.h"
 #include "battlefs/sha256.h"
 
@@ -456,6 +457,48 @@ static void test_fusou_schemas(void **state)
     json_decref(root);
 }
 
+/* Width costs linear time: 200,000 fields and 200,000 enum symbols (a
+ * quadratic duplicate check took over 11 minutes for 300,000 fields; the
+ * suite's timeout catches a regression), and duplicates are still found. */
+static void test_wide_schemas(void **state)
+{
+    (void)state;
+    const int n = 200000;
+    struct bfs_buf j = {0};
+    const char *head = "{\"type\":\"record\",\"name\":\"W\",\"fields\":[";
+    assert_int_equal(bfs_buf_append(&j, head, strlen(head)), 0);
+    char tmp[64];
+    for (int i = 0; i < n; i++) {
+        int k = snprintf(tmp, sizeof tmp, "%s{\"name\":\"f%d\",\"type\":\"int\"}", i ? "," : "", i);
+        assert_int_equal(bfs_buf_append(&j, tmp, (size_t)k), 0);
+    }
+    const char *mid = ",{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[";
+    assert_int_equal(bfs_buf_append(&j, mid, strlen(mid)), 0);
+    for (int i = 0; i < n; i++) {
+        int k = snprintf(tmp, sizeof tmp, "%s\"S%d\"", i ? "," : "", i);
+        assert_int_equal(bfs_buf_append(&j, tmp, (size_t)k), 0);
+    }
+    assert_int_equal(bfs_buf_append(&j, "]}}]}", 5), 0);
+    char *out = NULL, msg[256];
+    size_t out_len;
+    int rc = bfs_schema_canonical((const char *)j.data, j.len, &out, &out_len, msg, sizeof msg);
+    if (rc != 0)
+        fail_msg("%d: %s", rc, msg);
+    assert_true(out_len > (size_t)n * 20);
+    free(out);
+    bfs_buf_free(&j);
+    const char *dup =
+        "{\"type\":\"record\",\"name\":\"D\",\"fields\":[{\"name\":\"a\",\"type\":\"int\"},"
+        "{\"name\":\"b\",\"type\":\"int\"},{\"name\":\"a\",\"type\":\"long\"}]}";
+    assert_int_equal(bfs_schema_canonical(dup, strlen(dup), &out, &out_len, msg, sizeof msg),
+                     -EINVAL);
+    assert_string_equal(msg, "record 'D': field 'a' appears twice");
+    const char *dsym = "{\"type\":\"enum\",\"name\":\"F\",\"symbols\":[\"x\",\"y\",\"x\"]}";
+    assert_int_equal(bfs_schema_canonical(dsym, strlen(dsym), &out, &out_len, msg, sizeof msg),
+                     -EINVAL);
+    assert_string_equal(msg, "enum 'F': symbol 'x' appears twice");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -474,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_rabin),
         cmocka_unit_test(test_sync),
         cmocka_unit_test(test_fusou_schemas),
+        cmocka_unit_test(test_wide_schemas),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
