@@ -25,6 +25,15 @@
  *   valid keys.
  * del: unlink; a missing key is not an error (as S3).
  *
+ * clean: remove the temporary files a killed daemon left (older than a bound,
+ *   so a put in progress, here or on another host, is never touched).
+ *
+ * The root is reopened by its path when it was deleted (an operator removed and
+ * made the directory again): an operation that fails with ENOENT or ESTALE
+ * checks whether the open root still has a link, reopens it if not, and tries
+ * once more. The replaced descriptors stay open until the store is closed
+ * (another thread may still be using one), at most ROOTS_MAX of them.
+ *
  * Failures are returned as -errno (EROFS, ENOSPC, EDQUOT, EACCES pass through)
  * and logged at DEBUG level only: the caller reports them with its context.
  */
@@ -35,7 +44,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,15 +60,52 @@
 
 #define COPY_CHUNK (1u << 20)
 
+#define ROOTS_MAX 16 /* reopens of a deleted root before giving up */
+
 struct file_store {
     struct bfs_store base;
-    int rootfd;
+    char *dir;                   /* the root's path, to reopen it */
+    atomic_int rootfd;           /* the root directory */
+    pthread_mutex_t reopen_lock; /* guards old[] and the swap of rootfd (a leaf lock) */
+    int old[ROOTS_MAX];          /* replaced roots, closed at destroy */
+    size_t n_old;
     atomic_uint_fast64_t tmp_seq;
 };
 
 static struct file_store *fs_of(struct bfs_store *st)
 {
     return (struct file_store *)st;
+}
+
+static int root(struct file_store *st)
+{
+    return atomic_load(&st->rootfd);
+}
+
+/* An operation on root `used` failed with rc: true if it is worth trying
+ * again on a new root (another thread reopened it, or the root directory was
+ * deleted and its path now opens). */
+static bool retry_on_new_root(struct file_store *st, int used, int rc)
+{
+    if (rc != -ENOENT && rc != -ESTALE)
+        return false;
+    bool again = false;
+    pthread_mutex_lock(&st->reopen_lock);
+    struct stat sb;
+    if (root(st) != used) {
+        again = true;
+    } else if (fstat(used, &sb) == 0 && sb.st_nlink == 0 && st->n_old < ROOTS_MAX) {
+        int fd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0) {
+            st->old[st->n_old++] = used;
+            atomic_store(&st->rootfd, fd);
+            bfs_warn("file store %s: the directory was deleted and made again: reopened it",
+                     st->dir);
+            again = true;
+        }
+    }
+    pthread_mutex_unlock(&st->reopen_lock);
+    return again;
 }
 
 static int close_checked(int fd)
@@ -230,9 +279,21 @@ static int copy_temp(int src, uint64_t size, int dfd, const char *tmp)
     return rc < 0 ? rc : crc;
 }
 
+static int put_at(struct file_store *st, int rootfd, const char *key, const struct bfs_put_src *ps);
+
 static int file_put(struct bfs_store *base, const char *key, const struct bfs_put_src *ps)
 {
     struct file_store *st = fs_of(base);
+    int fd = root(st);
+    int rc = put_at(st, fd, key, ps);
+    if (rc < 0 && retry_on_new_root(st, fd, rc))
+        rc = put_at(st, root(st), key, ps);
+    return rc;
+}
+
+static int put_at(struct file_store *st, int rootfd, const char *key, const struct bfs_put_src *ps)
+{
+    struct bfs_store *base = &st->base;
     if (bfs_store_key_check(key) < 0 || !ps || !ps->path)
         return -EINVAL;
     const char *local_path = ps->path;
@@ -256,7 +317,7 @@ static int file_put(struct bfs_store *base, const char *key, const struct bfs_pu
 
     size_t dl = dir_len(key);
     const char *leaf = dl ? key + dl + 1 : key;
-    int dfd = open_parent(st->rootfd, key, dl, 1);
+    int dfd = open_parent(rootfd, key, dl, 1);
     if (dfd < 0) {
         bfs_debug("file store: put %s: parent directory: %s", key, strerror(-dfd));
         close(src);
@@ -294,17 +355,31 @@ static int file_put(struct bfs_store *base, const char *key, const struct bfs_pu
     return rc;
 }
 
+static int get_at(struct file_store *st, int rootfd, const char *key, uint64_t off, uint64_t len,
+                  void *buf);
+
 static int file_get_range(struct bfs_store *base, const char *key, uint64_t off, uint64_t len,
                           void *buf)
 {
     struct file_store *st = fs_of(base);
+    int fd = root(st);
+    int rc = get_at(st, fd, key, off, len, buf);
+    if (rc < 0 && retry_on_new_root(st, fd, rc))
+        rc = get_at(st, root(st), key, off, len, buf);
+    return rc;
+}
+
+static int get_at(struct file_store *st, int rootfd, const char *key, uint64_t off, uint64_t len,
+                  void *buf)
+{
+    struct bfs_store *base = &st->base;
     if (bfs_store_key_check(key) < 0 || (len && !buf) || off > UINT64_MAX - len)
         return -EINVAL;
     if (len == 0)
         return 0;
     if (len > SIZE_MAX)
         return -EINVAL;
-    int fd = openat(st->rootfd, key, O_RDONLY | O_CLOEXEC);
+    int fd = openat(rootfd, key, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
         bfs_debug("file store: get %s: %s", key, strerror(e));
@@ -443,7 +518,7 @@ static int file_list(struct bfs_store *base, const char *prefix,
     const char *slash = strrchr(prefix, '/');
     if (slash)
         dl = (size_t)(slash - prefix);
-    int dfd = open_parent(st->rootfd, prefix, dl, 0);
+    int dfd = open_parent(root(st), prefix, dl, 0);
     int rc;
     if (dfd == -ENOENT || dfd == -ENOTDIR) {
         rc = 0; /* nothing under that prefix */
@@ -467,7 +542,7 @@ static int file_del(struct bfs_store *base, const char *key)
     if (bfs_store_key_check(key) < 0)
         return -EINVAL;
     size_t dl = dir_len(key);
-    int dfd = open_parent(st->rootfd, key, dl, 0);
+    int dfd = open_parent(root(st), key, dl, 0);
     if (dfd == -ENOENT || dfd == -ENOTDIR)
         return 0;
     if (dfd < 0)
@@ -485,10 +560,60 @@ static int file_del(struct bfs_store *base, const char *key)
     return rc;
 }
 
+/* Remove temporaries older than age seconds below directory dfd (closed here).
+ * Returns how many were removed, or -errno. */
+static int clean_dir(int dfd, time_t now, uint64_t age, int depth)
+{
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        int e = errno;
+        close(dfd);
+        return -e;
+    }
+    int removed = 0, rc = 0;
+    struct dirent *e;
+    while (rc >= 0 && (e = readdir(d))) {
+        const char *name = e->d_name;
+        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+            continue;
+        struct stat sb;
+        if (fstatat(dirfd(d), name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+            continue; /* gone meanwhile */
+        if (S_ISDIR(sb.st_mode) && depth < 64) {
+            int sub = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            int n = sub < 0 ? 0 : clean_dir(sub, now, age, depth + 1);
+            if (n > 0)
+                removed += n;
+        } else if (S_ISREG(sb.st_mode) &&
+                   strncmp(name, BFS_STORE_TEMP_PREFIX, strlen(BFS_STORE_TEMP_PREFIX)) == 0 &&
+                   (uint64_t)(now - sb.st_mtime) >= age) {
+            if (unlinkat(dirfd(d), name, 0) == 0)
+                removed++;
+            else if (errno != ENOENT)
+                rc = -errno;
+        }
+    }
+    closedir(d);
+    return rc < 0 ? rc : removed;
+}
+
+static int file_clean(struct bfs_store *base, uint64_t age)
+{
+    struct file_store *st = fs_of(base);
+    int fd = openat(root(st), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    return clean_dir(fd, time(NULL), age, 0);
+}
+
 static void file_destroy(struct bfs_store *base)
 {
     struct file_store *st = fs_of(base);
-    close(st->rootfd);
+    close(root(st));
+    for (size_t i = 0; i < st->n_old; i++)
+        close(st->old[i]);
+    pthread_mutex_destroy(&st->reopen_lock);
+    free(st->dir);
     free(st->base.url);
     free(st);
 }
@@ -498,6 +623,7 @@ static const struct bfs_store_ops file_ops = {
     .get_range = file_get_range,
     .list = file_list,
     .del = file_del,
+    .clean = file_clean,
     .destroy = file_destroy,
 };
 
@@ -515,11 +641,14 @@ int bfs_store_file_open(const char *dir, struct bfs_store **out)
         close(fd);
         return -ENOMEM;
     }
-    st->rootfd = fd;
+    atomic_init(&st->rootfd, fd);
     atomic_init(&st->tmp_seq, 0);
+    pthread_mutex_init(&st->reopen_lock, NULL);
     st->base.ops = &file_ops;
-    if (asprintf(&st->base.url, "file://%s", dir) < 0) {
+    if (!(st->dir = strdup(dir)) || asprintf(&st->base.url, "file://%s", dir) < 0) {
         st->base.url = NULL;
+        free(st->dir);
+        pthread_mutex_destroy(&st->reopen_lock);
         close(fd);
         free(st);
         return -ENOMEM;

@@ -55,6 +55,10 @@ struct bfs_store_ops {
                 int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx);
     /* Delete key; deleting a key that does not exist is not an error (as S3). */
     int (*del)(struct bfs_store *st, const char *key);
+    /* Remove what a killed daemon's puts left behind (file://: temporary
+     * files) if older than age seconds. The number removed or -errno. NULL:
+     * nothing to clean (s3://: a PUT is one request, nothing stays). */
+    int (*clean)(struct bfs_store *st, uint64_t age);
     void (*destroy)(struct bfs_store *st);
 };
 
@@ -82,6 +86,11 @@ static inline int bfs_store_put_src(struct bfs_store *st, const char *key,
                                     const struct bfs_put_src *src)
 {
     return st->ops->put(st, key, src);
+}
+/* What bfs_store_ops.clean says, or 0 for a store that needs no cleaning. */
+static inline int bfs_store_clean(struct bfs_store *st, uint64_t age)
+{
+    return st->ops->clean ? st->ops->clean(st, age) : 0;
 }
 /* A put of path with nothing known: no digest, never linked (the file is copied). */
 static inline int bfs_store_put(struct bfs_store *st, const char *key, const char *path)

@@ -17,6 +17,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "battlefs/stats.h"
@@ -1125,6 +1126,78 @@ static void test_file_concurrent_puts(void **state)
     bfs_stats_destroy(&stats);
 }
 
+/* The store directory deleted and made again under a running store: the next
+ * operations reopen it (they used to fail until a remount). */
+static void test_file_root_recreated(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char *root = path_join(dir, "store");
+    assert_int_equal(mkdir(root, 0755), 0);
+    struct bfs_store *st = open_file_store(root, NULL);
+    uint8_t *data = pattern(1000, 3);
+    char *src = path_join(dir, "src");
+    write_file(src, data, 1000);
+    assert_int_equal(bfs_store_put(st, "t/p/a.avro", src), 0);
+    rm_rf(root);
+    assert_int_equal(mkdir(root, 0755), 0);
+    uint8_t buf[1000];
+    assert_int_equal(bfs_store_get_range(st, "t/p/a.avro", 0, 10, buf), -ENOENT);
+    assert_int_equal(bfs_store_put(st, "t/p/b.avro", src), 0);
+    char *p = path_join(root, "t/p/b.avro");
+    struct stat sb;
+    assert_int_equal(stat(p, &sb), 0); /* in the new directory */
+    assert_int_equal(bfs_store_get_range(st, "t/p/b.avro", 0, 1000, buf), 0);
+    assert_memory_equal(buf, data, 1000);
+    /* deleted and not made again: a clear ENOENT, every time */
+    rm_rf(root);
+    assert_int_equal(bfs_store_put(st, "t/p/c.avro", src), -ENOENT);
+    bfs_store_close(st);
+    free(p);
+    free(src);
+    free(data);
+    free(root);
+    rm_rf(dir);
+    free(dir);
+}
+
+/* clean: temporaries a killed put left, older than the bound, are removed;
+ * young ones (a put in progress) and objects are not. */
+static void test_file_clean_temps(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char *root = path_join(dir, "store");
+    assert_int_equal(mkdir(root, 0755), 0);
+    struct bfs_store *st = open_file_store(root, NULL);
+    char *src = path_join(dir, "src");
+    write_file(src, "abc", 3);
+    assert_int_equal(bfs_store_put(st, "t/p/a.avro", src), 0);
+    const char *olds[] = {".bfs-tmp-1-0-a.avro", "t/.bfs-tmp-2-5-x", "t/p/.bfs-tmp-9-1-b.avro"};
+    struct timespec past[2] = {{.tv_sec = time(NULL) - 7200}, {.tv_sec = time(NULL) - 7200}};
+    for (size_t i = 0; i < 3; i++) {
+        char *p = path_join(root, olds[i]);
+        write_file(p, "x", 1);
+        assert_int_equal(utimensat(AT_FDCWD, p, past, 0), 0);
+        free(p);
+    }
+    char *young = path_join(root, "t/p/.bfs-tmp-3-1-c.avro");
+    write_file(young, "y", 1);
+    assert_int_equal(bfs_store_clean(st, 3600), 3);
+    struct stat sb;
+    assert_int_equal(stat(young, &sb), 0);
+    char *obj = path_join(root, "t/p/a.avro");
+    assert_int_equal(stat(obj, &sb), 0);
+    assert_int_equal(bfs_store_clean(st, 3600), 0);
+    bfs_store_close(st);
+    free(obj);
+    free(young);
+    free(src);
+    free(root);
+    rm_rf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1143,6 +1216,8 @@ int main(void)
         cmocka_unit_test(test_file_concurrent_puts),
         cmocka_unit_test(test_file_put_link),
         cmocka_unit_test(test_file_put_link_other_fs),
+        cmocka_unit_test(test_file_root_recreated),
+        cmocka_unit_test(test_file_clean_temps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
