@@ -510,7 +510,8 @@ int bfs_cache_open(const char *dir, uint64_t max_bytes, struct bfs_stats *stats,
     c->max_bytes = max_bytes;
     c->stats = stats;
     c->lru.prev = c->lru.next = &c->lru;
-    c->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* Never follow a link: clear_dir removes every entry-named file in it. */
+    c->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (c->dirfd < 0) {
         rc = -errno;
     } else {

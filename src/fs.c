@@ -1642,10 +1642,15 @@ int bfs_fs_init(struct bfs_ctx *ctx)
     }
 #endif
     /* Uploads a previous daemon never closed were never acknowledged: drop them. */
-    DIR *d = opendir(ctx->spool_dir);
+    /* Never through a link: everything in it is removed. */
+    int sfd = open(ctx->spool_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = sfd < 0 ? NULL : fdopendir(sfd);
     if (!d) {
-        bfs_error("cannot open spool %s: %s", ctx->spool_dir, strerror(errno));
-        return -errno;
+        int e = errno;
+        bfs_error("cannot open spool %s: %s", ctx->spool_dir, strerror(e));
+        if (sfd >= 0)
+            close(sfd);
+        return -e;
     }
     struct dirent *e;
     while ((e = readdir(d))) {

@@ -2,6 +2,7 @@
 #ifndef BATTLEFS_FSUTIL_H
 #define BATTLEFS_FSUTIL_H
 
+#include <stddef.h>
 #include <sys/types.h>
 
 /* mkdir -p: create path and every missing parent, each new directory with mode
@@ -10,5 +11,11 @@
  * -EINVAL (NULL or ""), -ENAMETOOLONG (PATH_MAX or longer), -ENOTDIR (path or
  * a parent exists and is not a directory), -ENOMEM, or mkdir's -errno. */
 int bfs_mkdirs(const char *path, mode_t mode);
+
+/* A directory of the state is what it should be: a real directory (not a
+ * symbolic link: the mount would empty or chmod its target), owned by uid.
+ * 0, or -ELOOP (a symbolic link), -ENOTDIR, -EPERM (another owner) or lstat's
+ * -errno, with msg saying which and what to do. */
+int bfs_dir_check(const char *path, uid_t uid, char *msg, size_t msglen);
 
 #endif

@@ -372,6 +372,34 @@ static void test_escape_ctl(void **state)
     assert_string_equal(out, "ab\\x01");
 }
 
+static void test_dir_check(void **state)
+{
+    (void)state;
+    char tmpl[] = "/tmp/bfs-test-dircheck-XXXXXX";
+    char *d = mkdtemp(tmpl);
+    assert_non_null(d);
+    char p[PATH_MAX], l[PATH_MAX], f[PATH_MAX], msg[512];
+    snprintf(p, sizeof p, "%s/real", d);
+    snprintf(l, sizeof l, "%s/link", d);
+    snprintf(f, sizeof f, "%s/file", d);
+    assert_int_equal(mkdir(p, 0700), 0);
+    assert_int_equal(symlink(p, l), 0);
+    int fd = open(f, O_WRONLY | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(bfs_dir_check(p, getuid(), msg, sizeof msg), 0);
+    assert_int_equal(bfs_dir_check(l, getuid(), msg, sizeof msg), -ELOOP);
+    assert_non_null(strstr(msg, "is a symbolic link (to "));
+    assert_int_equal(bfs_dir_check(f, getuid(), msg, sizeof msg), -ENOTDIR);
+    assert_int_equal(bfs_dir_check(p, getuid() + 1, msg, sizeof msg), -EPERM);
+    assert_non_null(strstr(msg, "not to the mounting user"));
+    snprintf(f, sizeof f, "%s/none", d);
+    assert_int_equal(bfs_dir_check(f, getuid(), msg, sizeof msg), -ENOENT);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -380,6 +408,7 @@ int main(void)
         cmocka_unit_test(test_varint_truncated),  cmocka_unit_test(test_buf_reserve_exact),
         cmocka_unit_test(test_array_reserve),     cmocka_unit_test(test_mkdirs),
         cmocka_unit_test(test_table_reserved),    cmocka_unit_test(test_escape_ctl),
+        cmocka_unit_test(test_dir_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
