@@ -1,0 +1,615 @@
+/* manifest.c - write and read roll manifests (manifest.h; docs/format.md).
+ *
+ * A manifest is an OCF file of the schema below, written with the layout rule
+ * of every battlefs file (bfs_ocf_layout_header: the header is a function of
+ * the schema and codec, the sync marker the first 16 bytes of the SHA-256 of
+ * the schema's canonical form), codec deflate, a block every ENTRIES_PER_BLOCK
+ * entries. Reading streams the file a block at a time through one buffer.
+ */
+#include "battlefs/manifest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libdeflate.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "battlefs/buf.h"
+#include "battlefs/names.h"
+#include "battlefs/schema.h"
+#include "battlefs/sha256.h"
+#include "battlefs/store.h"
+#include "battlefs/varint.h"
+
+const char bfs_manifest_schema[] =
+    "{\"type\":\"record\",\"name\":\"ManifestEntry\",\"namespace\":\"battlefs.manifest.v1\","
+    "\"fields\":[{\"name\":\"entry\",\"type\":["
+    "{\"type\":\"record\",\"name\":\"Roll\",\"fields\":["
+    "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"roll_id\",\"type\":\"string\"},"
+    "{\"name\":\"seq\",\"type\":\"long\"},{\"name\":\"epoch\",\"type\":\"long\"},"
+    "{\"name\":\"claimed_at\",\"type\":\"long\"}]},"
+    "{\"type\":\"record\",\"name\":\"Archive\",\"fields\":["
+    "{\"name\":\"key\",\"type\":\"string\"},{\"name\":\"table\",\"type\":\"string\"},"
+    "{\"name\":\"period\",\"type\":\"string\"},{\"name\":\"size\",\"type\":\"long\"},"
+    "{\"name\":\"header_length\",\"type\":\"long\"},"
+    "{\"name\":\"sha256\",\"type\":{\"type\":\"fixed\",\"name\":\"SHA256\",\"size\":32}},"
+    "{\"name\":\"schema_fingerprint\",\"type\":\"string\"},{\"name\":\"codec\",\"type\":\"string\"}"
+    "]},"
+    "{\"type\":\"record\",\"name\":\"Index\",\"fields\":["
+    "{\"name\":\"dataset\",\"type\":\"string\"},{\"name\":\"start\",\"type\":\"long\"},"
+    "{\"name\":\"length\",\"type\":\"long\"},{\"name\":\"records\",\"type\":\"long\"},"
+    "{\"name\":\"uploaded_at\",\"type\":\"long\"}]}]}]}";
+
+enum { E_ROLL = 0, E_ARCHIVE = 1, E_INDEX = 2 };
+
+#define ENTRIES_PER_BLOCK 4096
+#define DEFLATE_LEVEL     6
+#define STR_MAX           1024                /* longest string field */
+#define BLOCK_MAX         (16u * 1024 * 1024) /* largest block, compressed or not */
+
+/* ---- the layout of a manifest --------------------------------------------- */
+
+static int manifest_header(struct bfs_buf *out, uint8_t sync[16])
+{
+    char *canon = NULL;
+    size_t clen;
+    int rc = bfs_schema_canonical(bfs_manifest_schema, strlen(bfs_manifest_schema), &canon, &clen,
+                                  NULL, 0);
+    if (rc == 0)
+        rc = bfs_schema_sync(canon, clen, sync);
+    free(canon);
+    if (rc == 0)
+        rc = bfs_ocf_layout_header(bfs_manifest_schema, strlen(bfs_manifest_schema),
+                                   BFS_CODEC_DEFLATE, sync, out);
+    return rc;
+}
+
+/* ---- writing ---------------------------------------------------------------- */
+
+struct bfs_manifest_writer {
+    int fd;
+    char *path;
+    uint8_t sync[16];
+    struct bfs_buf block; /* encoded entries of the block being filled */
+    struct bfs_buf out;   /* scratch: a block as written */
+    int64_t entries;      /* in block */
+    struct bfs_sha256 sha;
+    uint64_t size;
+    struct libdeflate_compressor *def;
+    /* the current archive, to check its index rows */
+    bool have_archive;
+    uint64_t arch_size, arch_header;
+};
+
+static int put_str(struct bfs_buf *b, const char *s)
+{
+    size_t n = strlen(s);
+    int rc = bfs_buf_put_long(b, (int64_t)n);
+    return rc ? rc : bfs_buf_append(b, s, n);
+}
+
+static int write_all(struct bfs_manifest_writer *w, const void *p, size_t n)
+{
+    for (size_t done = 0; done < n;) {
+        ssize_t k = write(w->fd, (const char *)p + done, n - done);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        done += (size_t)k;
+    }
+    bfs_sha256_update(&w->sha, p, n);
+    w->size += n;
+    return 0;
+}
+
+static int flush_block(struct bfs_manifest_writer *w)
+{
+    if (w->entries == 0)
+        return 0;
+    size_t bound = libdeflate_deflate_compress_bound(w->def, w->block.len);
+    bfs_buf_reset(&w->out);
+    int rc = bfs_buf_put_long(&w->out, w->entries);
+    size_t head = w->out.len;
+    if (rc == 0)
+        rc = bfs_buf_reserve(&w->out, 10 + bound + 16);
+    if (rc < 0)
+        return rc;
+    /* The data after room for the size varint, then moved into place. */
+    uint8_t *data = w->out.data + head + 10;
+    size_t clen = libdeflate_deflate_compress(w->def, w->block.data, w->block.len, data, bound);
+    if (clen == 0)
+        return -EIO;
+    struct bfs_buf sz = {0};
+    if ((rc = bfs_buf_put_long(&sz, (int64_t)clen)) < 0)
+        return rc;
+    memcpy(w->out.data + head, sz.data, sz.len);
+    memmove(w->out.data + head + sz.len, data, clen);
+    w->out.len = head + sz.len + clen;
+    bfs_buf_free(&sz);
+    if ((rc = bfs_buf_append(&w->out, w->sync, 16)) < 0)
+        return rc;
+    rc = write_all(w, w->out.data, w->out.len);
+    bfs_buf_reset(&w->block);
+    w->entries = 0;
+    return rc;
+}
+
+static int end_entry(struct bfs_manifest_writer *w)
+{
+    return ++w->entries >= ENTRIES_PER_BLOCK ? flush_block(w) : 0;
+}
+
+static bool node_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static bool printable(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] == 0x7f)
+            return false;
+    return true;
+}
+
+static bool fingerprint_valid(const char *s)
+{
+    if (strlen(s) != 16)
+        return false;
+    for (int i = 0; i < 16; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+void bfs_manifest_abort(struct bfs_manifest_writer *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->path)
+        unlink(w->path);
+    bfs_sha256_discard(&w->sha);
+    libdeflate_free_compressor(w->def);
+    bfs_buf_free(&w->block);
+    bfs_buf_free(&w->out);
+    free(w->path);
+    free(w);
+}
+
+int bfs_manifest_create(const char *path, const struct bfs_manifest_roll *roll,
+                        struct bfs_manifest_writer **out)
+{
+    *out = NULL;
+    if (!node_valid(roll->node) || !printable(roll->roll_id, 64) || roll->seq < 1 ||
+        roll->epoch < 0 || roll->claimed_at < 0)
+        return -EINVAL;
+    struct bfs_manifest_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->fd = -1;
+    int rc = bfs_sha256_init(&w->sha);
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    if (!(w->path = strdup(path)) || !(w->def = libdeflate_alloc_compressor(DEFLATE_LEVEL))) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    w->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (w->fd < 0) {
+        rc = -errno;
+        free(w->path);
+        w->path = NULL; /* not ours: do not remove it */
+        goto fail;
+    }
+    struct bfs_buf h = {0};
+    rc = manifest_header(&h, w->sync);
+    if (rc == 0)
+        rc = write_all(w, h.data, h.len);
+    bfs_buf_free(&h);
+    struct bfs_buf *b = &w->block;
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, E_ROLL);
+    if (rc == 0)
+        rc = put_str(b, roll->node);
+    if (rc == 0)
+        rc = put_str(b, roll->roll_id);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, roll->seq);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, roll->epoch);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, roll->claimed_at);
+    if (rc == 0)
+        rc = end_entry(w);
+    if (rc < 0)
+        goto fail;
+    *out = w;
+    return 0;
+fail:
+    bfs_manifest_abort(w);
+    return rc;
+}
+
+static bool fits_i64(uint64_t v)
+{
+    return v <= (uint64_t)INT64_MAX;
+}
+
+int bfs_manifest_add_archive(struct bfs_manifest_writer *w, const struct bfs_manifest_archive *a)
+{
+    const char *codec = bfs_codec_name(a->codec);
+    bool codec_ok =
+        a->codec == BFS_CODEC_NULL || a->codec == BFS_CODEC_DEFLATE || a->codec == BFS_CODEC_SNAPPY;
+    if (bfs_store_key_check(a->key) < 0 || strlen(a->key) > STR_MAX || !codec_ok ||
+        !bfs_name_valid(a->table, strlen(a->table)) ||
+        !bfs_name_valid(a->period, strlen(a->period)) || !fits_i64(a->size) ||
+        a->header_length > a->size || !fingerprint_valid(a->schema_fingerprint))
+        return -EINVAL;
+    struct bfs_buf *b = &w->block;
+    int rc = bfs_buf_put_long(b, E_ARCHIVE);
+    if (rc == 0)
+        rc = put_str(b, a->key);
+    if (rc == 0)
+        rc = put_str(b, a->table);
+    if (rc == 0)
+        rc = put_str(b, a->period);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, (int64_t)a->size);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, (int64_t)a->header_length);
+    if (rc == 0)
+        rc = bfs_buf_append(b, a->sha256, 32);
+    if (rc == 0)
+        rc = put_str(b, a->schema_fingerprint);
+    if (rc == 0)
+        rc = put_str(b, codec);
+    if (rc < 0)
+        return rc;
+    w->have_archive = true;
+    w->arch_size = a->size;
+    w->arch_header = a->header_length;
+    return end_entry(w);
+}
+
+int bfs_manifest_add_index(struct bfs_manifest_writer *w, const struct bfs_manifest_index *x)
+{
+    if (!w->have_archive || !bfs_name_valid(x->dataset, strlen(x->dataset)) ||
+        x->start < w->arch_header || x->length > w->arch_size - x->start || !fits_i64(x->records) ||
+        x->uploaded_at < 0)
+        return -EINVAL;
+    struct bfs_buf *b = &w->block;
+    int rc = bfs_buf_put_long(b, E_INDEX);
+    if (rc == 0)
+        rc = put_str(b, x->dataset);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, (int64_t)x->start);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, (int64_t)x->length);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, (int64_t)x->records);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, x->uploaded_at);
+    return rc < 0 ? rc : end_entry(w);
+}
+
+int bfs_manifest_finish(struct bfs_manifest_writer *w, uint8_t sha256[32], uint64_t *size)
+{
+    int rc = flush_block(w);
+    if (rc == 0 && close(w->fd) < 0)
+        rc = -errno;
+    w->fd = -1;
+    if (rc == 0)
+        rc = bfs_sha256_final(&w->sha, sha256);
+    if (rc < 0) {
+        bfs_manifest_abort(w);
+        return rc;
+    }
+    *size = w->size;
+    free(w->path);
+    w->path = NULL; /* finished: keep the file */
+    bfs_manifest_abort(w);
+    return 0;
+}
+
+/* ---- reading ---------------------------------------------------------------- */
+
+struct reader {
+    int fd;
+    struct bfs_buf buf; /* unread bytes are [pos, len) */
+    size_t pos;
+    uint64_t off; /* file offset of buf.data[0] */
+    bool eof;
+    struct bfs_ocf_error *err;
+};
+
+static int rerr(struct reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int rerr(struct reader *r, const char *fmt, ...)
+{
+    if (r->err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->err->msg, sizeof r->err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -EINVAL;
+}
+
+/* At least n unread bytes, unless the file ends first. 0 or -errno. */
+static int fill(struct reader *r, size_t n)
+{
+    if (r->buf.len - r->pos >= n || r->eof)
+        return 0;
+    if (r->pos > 0) { /* keep only the unread bytes */
+        memmove(r->buf.data, r->buf.data + r->pos, r->buf.len - r->pos);
+        r->off += r->pos;
+        r->buf.len -= r->pos;
+        r->pos = 0;
+    }
+    while (r->buf.len < n && !r->eof) {
+        size_t want = n - r->buf.len < 65536 ? 65536 : n - r->buf.len;
+        if (bfs_buf_reserve(&r->buf, want) < 0)
+            return -ENOMEM;
+        ssize_t k = read(r->fd, r->buf.data + r->buf.len, want);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -errno;
+        if (k == 0)
+            r->eof = true;
+        r->buf.len += (size_t)k;
+    }
+    return 0;
+}
+
+/* A varint long from the stream. */
+static int get_long(struct reader *r, int64_t *v, const char *what)
+{
+    int rc = fill(r, BFS_VARINT_MAX);
+    if (rc < 0)
+        return rc;
+    rc = bfs_varint_get_long(r->buf.data, r->buf.len, &r->pos, v);
+    if (rc == BFS_VARINT_TRUNCATED)
+        return rerr(r, "byte %" PRIu64 ": the file ends inside %s", r->off + r->pos, what);
+    if (rc != BFS_VARINT_OK)
+        return rerr(r, "byte %" PRIu64 ": %s is not a valid long", r->off + r->pos, what);
+    return 0;
+}
+
+/* Decoding the entries of one decompressed block. */
+struct dec {
+    const uint8_t *p;
+    size_t len, pos;
+    struct reader *r;
+    uint64_t block;
+    int64_t entry;
+};
+
+static int derr(struct dec *d, const char *what)
+{
+    return rerr(d->r, "block %" PRIu64 ", entry %" PRId64 ": %s", d->block, d->entry, what);
+}
+
+static int dlong(struct dec *d, int64_t *v, const char *what)
+{
+    if (bfs_varint_get_long(d->p, d->len, &d->pos, v) != BFS_VARINT_OK)
+        return derr(d, what);
+    return 0;
+}
+
+static int dulong(struct dec *d, uint64_t *v, const char *what)
+{
+    int64_t x;
+    if (dlong(d, &x, what) < 0 || x < 0)
+        return derr(d, what);
+    *v = (uint64_t)x;
+    return 0;
+}
+
+/* A string into out[STR_MAX + 1]. */
+static int dstr(struct dec *d, char *out, const char *what)
+{
+    int64_t n;
+    if (dlong(d, &n, what) < 0 || n < 0 || n > STR_MAX || (uint64_t)n > d->len - d->pos)
+        return derr(d, what);
+    memcpy(out, d->p + d->pos, (size_t)n);
+    out[n] = '\0';
+    d->pos += (size_t)n;
+    if (memchr(out, '\0', (size_t)n))
+        return derr(d, what);
+    return 0;
+}
+
+struct rstate {
+    bool have_roll, have_archive;
+    uint64_t arch_size, arch_header;
+};
+
+static int decode_entry(struct dec *d, struct rstate *s, const struct bfs_manifest_visitor *v)
+{
+    char a[STR_MAX + 1], b[STR_MAX + 1], c[STR_MAX + 1], e[STR_MAX + 1];
+    int64_t kind;
+    if (dlong(d, &kind, "entry kind") < 0)
+        return -EINVAL;
+    if (kind == E_ROLL) {
+        struct bfs_manifest_roll r = {.node = a, .roll_id = b};
+        if (dstr(d, a, "node") < 0 || dstr(d, b, "roll_id") < 0 || dlong(d, &r.seq, "seq") < 0 ||
+            dlong(d, &r.epoch, "epoch") < 0 || dlong(d, &r.claimed_at, "claimed_at") < 0)
+            return -EINVAL;
+        if (s->have_roll || d->entry != 0 || d->block != 1)
+            return derr(d, "a Roll entry that is not the first entry");
+        if (!node_valid(a) || !printable(b, 64) || r.seq < 1 || r.epoch < 0 || r.claimed_at < 0)
+            return derr(d, "a Roll entry with a bad field");
+        s->have_roll = true;
+        return v->roll ? v->roll(v->ctx, &r) : 0;
+    }
+    if (!s->have_roll)
+        return derr(d, "the first entry is not a Roll entry");
+    if (kind == E_ARCHIVE) {
+        struct bfs_manifest_archive x = {
+            .key = a, .table = b, .period = c, .schema_fingerprint = e};
+        char codec[STR_MAX + 1];
+        if (dstr(d, a, "key") < 0 || dstr(d, b, "table") < 0 || dstr(d, c, "period") < 0 ||
+            dulong(d, &x.size, "size") < 0 || dulong(d, &x.header_length, "header_length") < 0)
+            return -EINVAL;
+        if (d->len - d->pos < 32)
+            return derr(d, "sha256");
+        memcpy(x.sha256, d->p + d->pos, 32);
+        d->pos += 32;
+        if (dstr(d, e, "schema_fingerprint") < 0 || dstr(d, codec, "codec") < 0)
+            return -EINVAL;
+        if (bfs_store_key_check(a) < 0 || !bfs_name_valid(b, strlen(b)) ||
+            !bfs_name_valid(c, strlen(c)) || x.header_length > x.size || !fingerprint_valid(e) ||
+            bfs_codec_parse(codec, strlen(codec), &x.codec) < 0)
+            return derr(d, "an Archive entry with a bad field");
+        s->have_archive = true;
+        s->arch_size = x.size;
+        s->arch_header = x.header_length;
+        return v->archive ? v->archive(v->ctx, &x) : 0;
+    }
+    if (kind == E_INDEX) {
+        struct bfs_manifest_index x = {.dataset = a};
+        if (dstr(d, a, "dataset") < 0 || dulong(d, &x.start, "start") < 0 ||
+            dulong(d, &x.length, "length") < 0 || dulong(d, &x.records, "records") < 0 ||
+            dlong(d, &x.uploaded_at, "uploaded_at") < 0)
+            return -EINVAL;
+        if (!s->have_archive)
+            return derr(d, "an Index entry before any Archive entry");
+        if (!bfs_name_valid(a, strlen(a)) || x.start < s->arch_header ||
+            x.length > s->arch_size - x.start || x.uploaded_at < 0)
+            return derr(d, "an Index entry with a bad field or outside its archive");
+        return v->index ? v->index(v->ctx, &x) : 0;
+    }
+    return derr(d, "an unknown entry kind");
+}
+
+static int inflate_all(const uint8_t *src, size_t n, struct bfs_buf *out)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, -15) != Z_OK)
+        return -ENOMEM;
+    bfs_buf_reset(out);
+    int rc = 0;
+    z.next_in = (Bytef *)src;
+    z.avail_in = (uInt)n;
+    for (;;) {
+        if (out->len >= BLOCK_MAX) {
+            rc = -EFBIG;
+            break;
+        }
+        if (bfs_buf_reserve(out, 65536) < 0) {
+            rc = -ENOMEM;
+            break;
+        }
+        z.next_out = out->data + out->len;
+        z.avail_out = (uInt)(out->cap - out->len);
+        int zr = inflate(&z, Z_NO_FLUSH);
+        out->len = out->cap - z.avail_out;
+        if (zr == Z_STREAM_END)
+            break;
+        if (zr != Z_OK && zr != Z_BUF_ERROR) {
+            rc = -EINVAL;
+            break;
+        }
+        if (zr == Z_BUF_ERROR && z.avail_in == 0) {
+            rc = -EINVAL;
+            break;
+        }
+    }
+    inflateEnd(&z);
+    return rc;
+}
+
+int bfs_manifest_read(int fd, const struct bfs_manifest_visitor *v, struct bfs_ocf_error *err)
+{
+    struct reader r = {.fd = fd, .err = err};
+    struct bfs_buf want = {0}, plain = {0};
+    uint8_t sync[16];
+    int rc = manifest_header(&want, sync);
+    if (rc < 0)
+        goto out;
+    /* The header is exactly the layout's: magic, schema, codec, sync. */
+    if ((rc = fill(&r, want.len)) < 0)
+        goto out;
+    if (r.buf.len < want.len || memcmp(r.buf.data, want.data, want.len) != 0) {
+        rc = rerr(&r, "not a battlefs manifest (version %s): its header differs",
+                  BFS_MANIFEST_VERSION);
+        goto out;
+    }
+    r.pos = want.len;
+    struct rstate s = {0};
+    for (uint64_t block = 1;; block++) {
+        if ((rc = fill(&r, 1)) < 0)
+            goto out;
+        if (r.pos == r.buf.len)
+            break; /* the end of the file, between blocks */
+        int64_t count, size;
+        if ((rc = get_long(&r, &count, "a block's entry count")) < 0 ||
+            (rc = get_long(&r, &size, "a block's size")) < 0)
+            goto out;
+        if (count < 1 || count > ENTRIES_PER_BLOCK || size < 1 || size > BLOCK_MAX) {
+            rc = rerr(&r, "block %" PRIu64 ": bad count %" PRId64 " or size %" PRId64, block, count,
+                      size);
+            goto out;
+        }
+        if ((rc = fill(&r, (size_t)size + 16)) < 0)
+            goto out;
+        if (r.buf.len - r.pos < (size_t)size + 16) {
+            rc = rerr(&r, "block %" PRIu64 ": the file ends inside it", block);
+            goto out;
+        }
+        const uint8_t *data = r.buf.data + r.pos;
+        if (memcmp(data + size, sync, 16) != 0) {
+            rc = rerr(&r, "block %" PRIu64 ": sync marker does not match the header", block);
+            goto out;
+        }
+        rc = inflate_all(data, (size_t)size, &plain);
+        r.pos += (size_t)size + 16;
+        if (rc < 0) {
+            if (rc == -EINVAL || rc == -EFBIG)
+                rc = rerr(&r, "block %" PRIu64 ": deflate data is corrupt or too large", block);
+            goto out;
+        }
+        struct dec d = {.p = plain.data, .len = plain.len, .r = &r, .block = block};
+        for (d.entry = 0; d.entry < count; d.entry++)
+            if ((rc = decode_entry(&d, &s, v)) != 0)
+                goto out;
+        if (d.pos != d.len) {
+            rc =
+                rerr(&r, "block %" PRIu64 ": %zu bytes after its last entry", block, d.len - d.pos);
+            goto out;
+        }
+    }
+    if (!s.have_roll)
+        rc = rerr(&r, "no entries");
+out:
+    bfs_buf_free(&want);
+    bfs_buf_free(&plain);
+    bfs_buf_free(&r.buf);
+    return rc;
+}
