@@ -40,10 +40,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "battlefs/fsutil.h"
@@ -88,6 +90,9 @@ struct bfs_cache {
     struct fetch *inflight;
     uint64_t tmp_seq;
     int write_warned;
+    unsigned waiting;     /* reads in a miss: fetching, or waiting for a fetch */
+    unsigned waiting_max; /* beyond, a miss fails at once with EIO (0: no bound) */
+    time_t busy_warned;   /* when the bound was last logged */
 };
 
 /* ---- identity ---------------------------------------------------------- */
@@ -336,9 +341,23 @@ int bfs_cache_read(struct bfs_cache *c, struct bfs_store *st, const char *key, u
                 continue;
             /* An entry keeps going bad: fall through to a fetch. */
         }
+        if (c->waiting_max && c->waiting >= c->waiting_max) {
+            /* The store is not keeping up: every read waiting on it holds a
+             * FUSE worker thread, and uploads and stats need some. */
+            time_t now = time(NULL);
+            bool warn = now != c->busy_warned;
+            c->busy_warned = now;
+            pthread_mutex_unlock(&c->lock);
+            if (warn)
+                bfs_warn("cache: %u reads already wait for the store; %s bytes %" PRIu64 "+%" PRIu64
+                         " fails with EIO (at most one such line a second)",
+                         c->waiting_max, key, unit_off, unit_len);
+            return -EIO;
+        }
         struct fetch *f = inflight_find(c, id);
         if (f) {
             /* Someone is fetching this unit: wait and share their bytes. */
+            c->waiting++;
             f->refs++;
             while (!f->done)
                 pthread_cond_wait(&c->cond, &c->lock);
@@ -349,6 +368,7 @@ int bfs_cache_read(struct bfs_cache *c, struct bfs_store *st, const char *key, u
                     bfs_stats_add(c->stats, cache_hits, 1);
             }
             fetch_unref(f);
+            c->waiting--;
             pthread_mutex_unlock(&c->lock);
             return rc;
         }
@@ -365,6 +385,7 @@ int bfs_cache_read(struct bfs_cache *c, struct bfs_store *st, const char *key, u
     f->refs = 1;
     f->next = c->inflight;
     c->inflight = f;
+    c->waiting++;
     uint64_t seq = c->tmp_seq++;
     if (c->stats)
         bfs_stats_add(c->stats, cache_misses, 1);
@@ -428,8 +449,16 @@ int bfs_cache_read(struct bfs_cache *c, struct bfs_store *st, const char *key, u
     }
     pthread_cond_broadcast(&c->cond);
     fetch_unref(f);
+    c->waiting--;
     pthread_mutex_unlock(&c->lock);
     return rc;
+}
+
+void bfs_cache_set_waiting_max(struct bfs_cache *c, unsigned n)
+{
+    pthread_mutex_lock(&c->lock);
+    c->waiting_max = n;
+    pthread_mutex_unlock(&c->lock);
 }
 
 /* ---- open / close ---------------------------------------------------------- */

@@ -31,4 +31,11 @@ void bfs_cache_close(struct bfs_cache *c);
 int bfs_cache_read(struct bfs_cache *c, struct bfs_store *st, const char *key, uint64_t unit_off,
                    uint64_t unit_len, uint64_t want_off, uint64_t want_len, void *buf);
 
+/* Bound the reads that wait for the store at once (fetching a unit, or
+ * waiting for another reader's fetch of it) to n; a miss beyond fails at once
+ * with -EIO (and a WARN line, at most one a second). Each waiting read holds
+ * one of the FUSE loop's worker threads: the bound keeps the others for
+ * uploads, stats and hot reads when the store hangs. 0: no bound (the default). */
+void bfs_cache_set_waiting_max(struct bfs_cache *c, unsigned n);
+
 #endif

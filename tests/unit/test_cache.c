@@ -417,6 +417,54 @@ static void concurrent(struct env *e, const char *key, uint64_t ulen, int n, int
     pthread_barrier_destroy(&bar);
 }
 
+/* A hung store: at most waiting_max reads wait for it; more fail at once with
+ * EIO, and hits are served meanwhile. */
+struct slow {
+    struct env *e;
+    char key[32];
+    int rc;
+};
+
+static void *slow_reader(void *arg)
+{
+    struct slow *s = arg;
+    uint8_t buf[100];
+    s->rc = bfs_cache_read(s->e->c, &s->e->f->base, s->key, 0, 100, 0, 100, buf);
+    return NULL;
+}
+
+static void test_waiting_bound(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1 << 20, 1 << 20);
+    uint8_t buf[100];
+    assert_int_equal(bfs_cache_read(e->c, &e->f->base, "hot", 0, 100, 0, 100, buf), 0);
+    bfs_cache_set_waiting_max(e->c, 3);
+    e->f->delay_ms = 400;
+    struct slow s[3];
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) {
+        s[i] = (struct slow){.e = e};
+        snprintf(s[i].key, sizeof s[i].key, "cold%d", i);
+        assert_int_equal(pthread_create(&t[i], NULL, slow_reader, &s[i]), 0);
+    }
+    while (fake_gets(e->f) < 1 + 3) /* all three fetching */
+        usleep(1000);
+    /* a fourth miss fails at once; a waiter for a unit already in flight too */
+    assert_int_equal(bfs_cache_read(e->c, &e->f->base, "cold9", 0, 100, 0, 100, buf), -EIO);
+    assert_int_equal(bfs_cache_read(e->c, &e->f->base, "cold0", 0, 100, 0, 100, buf), -EIO);
+    /* a hit needs no store */
+    assert_int_equal(bfs_cache_read(e->c, &e->f->base, "hot", 0, 100, 0, 100, buf), 0);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(s[i].rc, 0);
+    }
+    /* once they are done, misses work again */
+    e->f->delay_ms = 0;
+    assert_int_equal(bfs_cache_read(e->c, &e->f->base, "cold9", 0, 100, 0, 100, buf), 0);
+    env_free(e);
+}
+
 static void test_concurrent_single_fetch(void **state)
 {
     (void)state;
@@ -646,6 +694,7 @@ int main(void)
         cmocka_unit_test(test_lru_eviction),
         cmocka_unit_test(test_oversize_not_kept),
         cmocka_unit_test(test_concurrent_single_fetch),
+        cmocka_unit_test(test_waiting_bound),
         cmocka_unit_test(test_concurrent_stress),
         cmocka_unit_test(test_reopen_clears),
         cmocka_unit_test(test_store_error_caches_nothing),
