@@ -69,8 +69,11 @@ struct file_store {
     pthread_mutex_t reopen_lock; /* guards old[] and the swap of rootfd (a leaf lock) */
     int old[ROOTS_MAX];          /* replaced roots, closed at destroy */
     size_t n_old;
-    atomic_uint_fast64_t tmp_seq;
 };
+
+/* Numbers the temporary files of this process: one counter for every store
+ * opened in it (two stores on one directory must not pick the same name). */
+static atomic_uint_fast64_t tmp_seq;
 
 static struct file_store *fs_of(struct bfs_store *st)
 {
@@ -325,7 +328,7 @@ static int put_at(struct file_store *st, int rootfd, const char *key, const stru
     }
     /* ".bfs-tmp-<pid>-<seq>-" + leaf may exceed NAME_MAX for a long leaf: cut the leaf. */
     char tmp[256];
-    uint64_t seq = atomic_fetch_add(&st->tmp_seq, 1);
+    uint64_t seq = atomic_fetch_add(&tmp_seq, 1);
     snprintf(tmp, sizeof tmp, "%s%ld-%" PRIu64 "-%.200s", BFS_STORE_TEMP_PREFIX, (long)getpid(),
              seq, leaf);
     int rc = 0;
@@ -642,7 +645,6 @@ int bfs_store_file_open(const char *dir, struct bfs_store **out)
         return -ENOMEM;
     }
     atomic_init(&st->rootfd, fd);
-    atomic_init(&st->tmp_seq, 0);
     pthread_mutex_init(&st->reopen_lock, NULL);
     st->base.ops = &file_ops;
     if (!(st->dir = strdup(dir)) || asprintf(&st->base.url, "file://%s", dir) < 0) {
