@@ -80,6 +80,19 @@ int bfs_store_is_temp_name(const char *name)
     return strncmp(name, BFS_STORE_TEMP_PREFIX, strlen(BFS_STORE_TEMP_PREFIX)) == 0;
 }
 
+int bfs_store_etag_check(const char *etag)
+{
+    if (!etag || !etag[0])
+        return -EINVAL;
+    size_t n = 0;
+    for (const char *p = etag; *p; p++, n++) {
+        unsigned char c = (unsigned char)*p;
+        if (c < 0x21 || c > 0x7e || c == '"' || c == '\\' || n + 1 >= BFS_STORE_ETAG_MAX)
+            return -EINVAL;
+    }
+    return 0;
+}
+
 /* ---- URLs ------------------------------------------------------------- */
 
 int bfs_store_bucket_check(const char *b, size_t n)

@@ -18,8 +18,37 @@
  *   for any reason (EXDEV: another file system; EPERM: no hard links there or
  *   protected_hardlinks; EMLINK; ...) falls back to the copy, which then
  *   reports its own errors. The linked object takes mode 0600 like a copy.
+ *   Conditional puts (store.h) differ only in how the temporary file becomes
+ *   the object:
+ *   - create-only: renameat2(RENAME_NOREPLACE), or, where the file system
+ *     does not offer it (EINVAL, ENOSYS, EOPNOTSUPP; in fault-injection
+ *     builds also with BATTLEFS_FAULT_STORE=no-noreplace), linkat() of the
+ *     temporary file to the key and its unlink: both fail with EEXIST if the
+ *     key exists, atomically (no check-then-rename race). On EEXIST the
+ *     existing object is compared byte for byte with the local file: the same
+ *     bytes are success (the object is fsynced, in case its first writer died
+ *     before it could), others -EEXIST with an ERROR line.
+ *   - compare-and-swap: under an exclusive flock(2) of the key's directory
+ *     (every open of a directory is its own open file description, so threads
+ *     and processes exclude one another), the object's ETag is computed and
+ *     compared, the temporary file renamed over the key and the directory
+ *     fsynced; then the lock is released. A missing key is -ENOENT, another
+ *     ETag -ESTALE (unless the object already holds these bytes: success).
+ *     A file system without flock on directories (NFS) fails the CAS with
+ *     the flock error (-ENOLCK, -EBADF): it is never done unlocked.
+ *   Plain puts and del take the same lock around their rename or unlink when
+ *   they can (best effort: without it they behave as before), so they are
+ *   ordered with a CAS of the same key.
+ *   ETag: the lower-case hex MD5 of the content, as S3 reports for a
+ *   single-part PUT: it changes exactly when the bytes do (never with a new
+ *   inode or mtime alone), and a writer knows the ETag of what it wrote.
+ *   The price: head, get and a CAS read the whole object to hash it, which is
+ *   what they are for (small objects: leases, manifests).
  * get_range: pread of exactly len bytes; a range past the end is -EIO before
  *   anything is read; a file that shrinks under the read is -EIO too.
+ * head: size (fstat) and ETag (MD5 of the content read through one open file:
+ *   objects are replaced by rename, never changed in place, so an open file
+ *   is one version). get: the same, with the bytes.
  * list: a recursive walk from the deepest directory the prefix names, skipping
  *   temporary files, symbolic links, non-regular files and names that are not
  *   valid keys.
@@ -51,11 +80,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #include "battlefs/log.h"
+#include "battlefs/sha256.h"
 #include "battlefs/stats.h"
 
 #define COPY_CHUNK (1u << 20)
@@ -69,8 +100,12 @@ struct file_store {
     pthread_mutex_t reopen_lock; /* guards old[] and the swap of rootfd (a leaf lock) */
     int old[ROOTS_MAX];          /* replaced roots, closed at destroy */
     size_t n_old;
-    atomic_uint_fast64_t tmp_seq;
+    int no_noreplace; /* fault injection: act as if RENAME_NOREPLACE were missing */
 };
+
+/* Numbers the temporary files of this process: one counter for every store
+ * opened in it (two stores on one directory must not pick the same name). */
+static atomic_uint_fast64_t tmp_seq;
 
 static struct file_store *fs_of(struct bfs_store *st)
 {
@@ -279,22 +314,200 @@ static int copy_temp(int src, uint64_t size, int dfd, const char *tmp)
     return rc < 0 ? rc : crc;
 }
 
-static int put_at(struct file_store *st, int rootfd, const char *key, const struct bfs_put_src *ps);
+/* ---- helpers of conditional puts ------------------------------------------ */
+
+/* The lower-case hex MD5 of fd's content from offset 0 to its end (pread).
+ * If size is not NULL, *size is set to the bytes hashed. */
+static int md5_fd(int fd, char hex[33], uint64_t *size)
+{
+    struct bfs_md5 c;
+    int rc = bfs_md5_init(&c);
+    if (rc < 0)
+        return rc;
+    uint8_t *buf = malloc(COPY_CHUNK);
+    if (!buf) {
+        bfs_md5_discard(&c);
+        return -ENOMEM;
+    }
+    uint64_t off = 0;
+    for (;;) {
+        ssize_t n = pread(fd, buf, COPY_CHUNK, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        bfs_md5_update(&c, buf, (size_t)n);
+        off += (uint64_t)n;
+    }
+    free(buf);
+    if (rc < 0) {
+        bfs_md5_discard(&c);
+        return rc;
+    }
+    uint8_t d[16];
+    rc = bfs_md5_final(&c, d);
+    if (rc < 0)
+        return rc;
+    bfs_hex(d, sizeof d, hex);
+    if (size)
+        *size = off;
+    return 0;
+}
+
+/* 1 if a and b both hold exactly size bytes and the same ones, 0 if not,
+ * -errno. */
+static int same_bytes(int a, int b, uint64_t size)
+{
+    struct stat sa, sb;
+    if (fstat(a, &sa) < 0 || fstat(b, &sb) < 0)
+        return -errno;
+    if ((uint64_t)sa.st_size != size || (uint64_t)sb.st_size != size)
+        return 0;
+    if (sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino)
+        return 1; /* one file (a linked put) */
+    const size_t chunk = 64u * 1024u;
+    uint8_t *ba = malloc(2 * chunk);
+    if (!ba)
+        return -ENOMEM;
+    uint8_t *bb = ba + chunk;
+    int rc = 1;
+    uint64_t off = 0;
+    while (rc == 1 && off < size) {
+        size_t want = size - off < chunk ? (size_t)(size - off) : chunk;
+        size_t got[2] = {0, 0};
+        int fds[2] = {a, b};
+        uint8_t *bufs[2] = {ba, bb};
+        for (int i = 0; i < 2 && rc == 1; i++) {
+            while (got[i] < want) {
+                ssize_t n = pread(fds[i], bufs[i] + got[i], want - got[i], (off_t)(off + got[i]));
+                if (n < 0 && errno == EINTR)
+                    continue;
+                if (n < 0) {
+                    rc = -errno;
+                    break;
+                }
+                if (n == 0) {
+                    rc = 0; /* shrank: not the same */
+                    break;
+                }
+                got[i] += (size_t)n;
+            }
+        }
+        if (rc == 1 && memcmp(ba, bb, want) != 0)
+            rc = 0;
+        off += want;
+    }
+    free(ba);
+    return rc;
+}
+
+/* The existing object leaf (in dfd): 1 if it holds exactly src's size bytes,
+ * 0 if it holds others or is not a regular file, -errno. fsyncs it when it is
+ * the same (its first writer may have died before making it durable). */
+static int leaf_is(int dfd, const char *leaf, int src, uint64_t size)
+{
+    int fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ELOOP ? 0 : -errno;
+    struct stat sb;
+    int rc;
+    if (fstat(fd, &sb) < 0)
+        rc = -errno;
+    else if (!S_ISREG(sb.st_mode))
+        rc = 0;
+    else
+        rc = same_bytes(fd, src, size);
+    if (rc == 1 && fsync(fd) < 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+/* Make tmp the object leaf only if leaf does not exist: 0, -EEXIST, -errno. */
+static int link_noreplace(const struct file_store *st, int dfd, const char *tmp, const char *leaf)
+{
+    if (!st->no_noreplace) {
+        if (renameat2(dfd, tmp, dfd, leaf, RENAME_NOREPLACE) == 0)
+            return 0;
+        if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+            return -errno;
+    }
+    /* No RENAME_NOREPLACE here: link(2) never replaces either. The caller
+     * removes tmp. */
+    if (linkat(dfd, tmp, dfd, leaf, 0) < 0)
+        return -errno;
+    return 0;
+}
+
+/* Compare-and-swap, the directory locked: 0 (renamed, or the object already
+ * holds these bytes), -ENOENT, -ESTALE, -errno. *decided: the outcome is the
+ * condition's (not an I/O failure worth a retry). */
+static int swap_if_match(int dfd, const char *tmp, const char *leaf, const char *want, int src,
+                         uint64_t size, const char *key, int *decided)
+{
+    int fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ENOTDIR) {
+            *decided = 1;
+            return -ENOENT;
+        }
+        if (errno != ELOOP)
+            return -errno;
+    }
+    char have[33] = "";
+    int rc = 0;
+    struct stat sb;
+    if (fd >= 0 && fstat(fd, &sb) < 0)
+        rc = -errno;
+    else if (fd >= 0 && S_ISREG(sb.st_mode))
+        rc = md5_fd(fd, have, NULL);
+    if (rc == 0 && have[0] && strcmp(have, want) == 0) {
+        if (renameat(dfd, tmp, dfd, leaf) < 0)
+            rc = -errno;
+    } else if (rc == 0) {
+        int same = have[0] ? same_bytes(fd, src, size) : 0;
+        *decided = same >= 0;
+        if (same < 0)
+            rc = same;
+        else if (!same) {
+            bfs_debug("file store: put %s if ETag %s: the ETag is %s: not replaced", key, want,
+                      have[0] ? have : "(not a regular file)");
+            rc = -ESTALE;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+static int put_at(struct file_store *st, int rootfd, const char *key, const struct bfs_put_src *ps,
+                  int *decided);
 
 static int file_put(struct bfs_store *base, const char *key, const struct bfs_put_src *ps)
 {
     struct file_store *st = fs_of(base);
     int fd = root(st);
-    int rc = put_at(st, fd, key, ps);
-    if (rc < 0 && retry_on_new_root(st, fd, rc))
-        rc = put_at(st, root(st), key, ps);
+    int decided = 0;
+    int rc = put_at(st, fd, key, ps, &decided);
+    if (rc < 0 && !decided && retry_on_new_root(st, fd, rc))
+        rc = put_at(st, root(st), key, ps, &decided);
     return rc;
 }
 
-static int put_at(struct file_store *st, int rootfd, const char *key, const struct bfs_put_src *ps)
+static int put_at(struct file_store *st, int rootfd, const char *key, const struct bfs_put_src *ps,
+                  int *decided)
 {
     struct bfs_store *base = &st->base;
     if (bfs_store_key_check(key) < 0 || !ps || !ps->path)
+        return -EINVAL;
+    enum bfs_put_cond cond = ps->cond;
+    if (cond != BFS_PUT_ALWAYS && cond != BFS_PUT_CREATE && cond != BFS_PUT_MATCH)
+        return -EINVAL;
+    if (cond == BFS_PUT_MATCH && bfs_store_etag_check(ps->if_match) < 0)
         return -EINVAL;
     const char *local_path = ps->path;
     int src = open(local_path, O_RDONLY | O_CLOEXEC);
@@ -314,18 +527,37 @@ static int put_at(struct file_store *st, int rootfd, const char *key, const stru
         return -EINVAL;
     }
     uint64_t size = (uint64_t)sb.st_size;
+    /* The ETag of what is put: its MD5 (the caller's, or read now). */
+    char md5hex[33] = "";
+    if (ps->etag_out) {
+        ps->etag_out[0] = '\0';
+        int mrc = 0;
+        if (ps->md5)
+            bfs_hex(ps->md5, 16, md5hex);
+        else
+            mrc = md5_fd(src, md5hex, NULL);
+        if (mrc < 0) {
+            close(src);
+            return mrc;
+        }
+    }
 
     size_t dl = dir_len(key);
     const char *leaf = dl ? key + dl + 1 : key;
-    int dfd = open_parent(rootfd, key, dl, 1);
+    /* A CAS needs the object, so its directory, to exist already. */
+    int dfd = open_parent(rootfd, key, dl, cond != BFS_PUT_MATCH);
     if (dfd < 0) {
         bfs_debug("file store: put %s: parent directory: %s", key, strerror(-dfd));
         close(src);
+        if (cond == BFS_PUT_MATCH && (dfd == -ENOENT || dfd == -ENOTDIR)) {
+            *decided = 1;
+            return -ENOENT;
+        }
         return dfd;
     }
     /* ".bfs-tmp-<pid>-<seq>-" + leaf may exceed NAME_MAX for a long leaf: cut the leaf. */
     char tmp[256];
-    uint64_t seq = atomic_fetch_add(&st->tmp_seq, 1);
+    uint64_t seq = atomic_fetch_add(&tmp_seq, 1);
     snprintf(tmp, sizeof tmp, "%s%ld-%" PRIu64 "-%.200s", BFS_STORE_TEMP_PREFIX, (long)getpid(),
              seq, leaf);
     int rc = 0;
@@ -336,18 +568,62 @@ static int put_at(struct file_store *st, int rootfd, const char *key, const stru
     } else {
         rc = copy_temp(src, size, dfd, tmp);
     }
-    if (rc == 0 && renameat(dfd, tmp, dfd, leaf) < 0)
-        rc = -errno;
-    /* A link renamed over a link to the same file is a no-op that leaves tmp
-     * (rename(2)); a failure leaves it too. */
-    if ((rc < 0 || linked) && unlinkat(dfd, tmp, 0) < 0 && errno != ENOENT)
+    int locked = 0;
+    if (rc == 0 && cond != BFS_PUT_CREATE) {
+        /* A CAS is never done unlocked; a plain put goes on without the lock
+         * where the file system has none for directories. */
+        int lrc;
+        do
+            lrc = flock(dfd, LOCK_EX);
+        while (lrc < 0 && errno == EINTR);
+        if (lrc == 0)
+            locked = 1;
+        else if (cond == BFS_PUT_MATCH)
+            rc = -errno;
+        else
+            bfs_debug("file store: put %s: flock: %s (going on unlocked)", key, strerror(errno));
+    }
+    if (rc == 0 && cond == BFS_PUT_ALWAYS) {
+        if (renameat(dfd, tmp, dfd, leaf) < 0)
+            rc = -errno;
+    } else if (rc == 0 && cond == BFS_PUT_CREATE) {
+        rc = link_noreplace(st, dfd, tmp, leaf);
+        if (rc == -EEXIST) {
+            int same = leaf_is(dfd, leaf, src, size);
+            if (same == 1) {
+                rc = 0;
+                bfs_debug("file store: put %s (create-only): already holds these bytes", key);
+            } else if (same == 0) {
+                *decided = 1;
+                bfs_error("file store %s: put %s (create-only): the key exists with other bytes: "
+                          "not replaced",
+                          st->dir, key);
+            } else {
+                rc = same;
+            }
+        }
+    } else if (rc == 0) {
+        rc = swap_if_match(dfd, tmp, leaf, ps->if_match, src, size, key, decided);
+    }
+    if (locked && cond == BFS_PUT_ALWAYS) {
+        flock(dfd, LOCK_UN); /* a CAS keeps it until the directory is fsynced */
+        locked = 0;
+    }
+    /* Whatever is left under the temporary name goes: a failure's, a link
+     * renamed over a link to the same file (rename(2) does nothing then), a
+     * create-only put that found the key taken, or made the object by linkat. */
+    if (unlinkat(dfd, tmp, 0) < 0 && errno != ENOENT)
         bfs_debug("file store: put %s: removing %s: %s", key, tmp, strerror(errno));
     if (rc == 0 && fsync(dfd) < 0)
         rc = -errno; /* renamed, but not known to be durable: report it */
-    if (rc < 0)
+    if (locked)
+        flock(dfd, LOCK_UN);
+    if (rc < 0 && rc != -EEXIST)
         bfs_debug("file store: put %s: %s", key, strerror(-rc));
     close(dfd);
     close(src);
+    if (rc == 0 && ps->etag_out)
+        snprintf(ps->etag_out, BFS_STORE_ETAG_MAX, "%s", md5hex);
     if (rc == 0 && base->stats) {
         bfs_stats_add(base->stats, store_put_requests, 1);
         bfs_stats_add(base->stats, store_put_bytes, size);
@@ -423,6 +699,130 @@ static int get_at(struct file_store *st, int rootfd, const char *key, uint64_t o
     if (rc == 0 && base->stats) {
         bfs_stats_add(base->stats, store_get_requests, 1);
         bfs_stats_add(base->stats, store_get_bytes, len);
+    }
+    return rc;
+}
+
+/* Open key for reading a whole object: a regular file's fd (sb filled) or
+ * -errno (-ENOENT for a missing key or something that is not an object). */
+static int open_object(int rootfd, const char *key, struct stat *sb)
+{
+    int fd = openat(rootfd, key, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOTDIR ? -ENOENT : -errno;
+    if (fstat(fd, sb) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    if (!S_ISREG(sb->st_mode)) {
+        close(fd);
+        return -ENOENT;
+    }
+    return fd;
+}
+
+static int head_at(int rootfd, const char *key, struct bfs_store_head *out)
+{
+    struct stat sb;
+    int fd = open_object(rootfd, key, &sb);
+    if (fd < 0)
+        return fd;
+    uint64_t size = 0;
+    int rc = md5_fd(fd, out->etag, &size);
+    close(fd);
+    if (rc == 0)
+        out->size = size; /* what was hashed: one version */
+    return rc;
+}
+
+static int file_head(struct bfs_store *base, const char *key, struct bfs_store_head *out)
+{
+    struct file_store *st = fs_of(base);
+    if (bfs_store_key_check(key) < 0 || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    int fd = root(st);
+    int rc = head_at(fd, key, out);
+    if (rc < 0 && retry_on_new_root(st, fd, rc))
+        rc = head_at(root(st), key, out);
+    if (rc < 0)
+        bfs_debug("file store: head %s: %s", key, strerror(-rc));
+    return rc;
+}
+
+static int whole_at(int rootfd, const char *key, size_t max, void **data, size_t *len, char *etag)
+{
+    struct stat sb;
+    int fd = open_object(rootfd, key, &sb);
+    if (fd < 0)
+        return fd;
+    if ((uint64_t)sb.st_size > max) {
+        close(fd);
+        return -EFBIG;
+    }
+    size_t size = (size_t)sb.st_size;
+    uint8_t *buf = malloc(size + 1); /* room to see it grew */
+    if (!buf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    size_t got = 0;
+    int rc = 0;
+    while (got < size + 1) {
+        ssize_t n = pread(fd, buf + got, size + 1 - got, (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    if (rc == 0 && got != size)
+        rc = -EIO; /* changed in place: not an object battlefs put */
+    if (rc == 0 && etag) {
+        struct bfs_md5 c;
+        uint8_t d[16];
+        rc = bfs_md5_init(&c);
+        if (rc == 0) {
+            bfs_md5_update(&c, buf, size);
+            rc = bfs_md5_final(&c, d);
+        }
+        if (rc == 0)
+            bfs_hex(d, sizeof d, etag);
+    }
+    if (rc < 0) {
+        free(buf);
+        return rc;
+    }
+    *data = buf;
+    *len = size;
+    return 0;
+}
+
+static int file_get(struct bfs_store *base, const char *key, size_t max, void **data, size_t *len,
+                    char *etag)
+{
+    struct file_store *st = fs_of(base);
+    if (bfs_store_key_check(key) < 0 || !data || !len || max > BFS_STORE_GET_MAX)
+        return -EINVAL;
+    *data = NULL;
+    *len = 0;
+    if (etag)
+        etag[0] = '\0';
+    int fd = root(st);
+    int rc = whole_at(fd, key, max, data, len, etag);
+    if (rc < 0 && retry_on_new_root(st, fd, rc))
+        rc = whole_at(root(st), key, max, data, len, etag);
+    if (rc < 0)
+        bfs_debug("file store: get %s: %s", key, strerror(-rc));
+    if (rc == 0 && base->stats) {
+        bfs_stats_add(base->stats, store_get_requests, 1);
+        bfs_stats_add(base->stats, store_get_bytes, *len);
     }
     return rc;
 }
@@ -549,11 +949,18 @@ static int file_del(struct bfs_store *base, const char *key)
         return dfd;
     const char *leaf = dl ? key + dl + 1 : key;
     int rc = 0;
+    /* Ordered with a CAS of the key (store_file.c's header); best effort. */
+    int locked;
+    do
+        locked = flock(dfd, LOCK_EX) == 0;
+    while (!locked && errno == EINTR);
     if (unlinkat(dfd, leaf, 0) < 0) {
         rc = errno == ENOENT ? 0 : -errno;
     } else if (fsync(dfd) < 0) {
         rc = -errno;
     }
+    if (locked)
+        flock(dfd, LOCK_UN);
     close(dfd);
     if (rc < 0)
         bfs_debug("file store: del %s: %s", key, strerror(-rc));
@@ -625,6 +1032,8 @@ static const struct bfs_store_ops file_ops = {
     .del = file_del,
     .clean = file_clean,
     .destroy = file_destroy,
+    .head = file_head,
+    .get = file_get,
 };
 
 int bfs_store_file_open(const char *dir, struct bfs_store **out)
@@ -642,9 +1051,15 @@ int bfs_store_file_open(const char *dir, struct bfs_store **out)
         return -ENOMEM;
     }
     atomic_init(&st->rootfd, fd);
-    atomic_init(&st->tmp_seq, 0);
     pthread_mutex_init(&st->reopen_lock, NULL);
     st->base.ops = &file_ops;
+    st->base.conditional = 1;
+#ifdef BFS_FAULT_INJECTION
+    /* Tests: BATTLEFS_FAULT_STORE=no-noreplace takes the linkat() way of a
+     * create-only put, as on a file system without RENAME_NOREPLACE. */
+    const char *fault = getenv("BATTLEFS_FAULT_STORE");
+    st->no_noreplace = fault && strcmp(fault, "no-noreplace") == 0;
+#endif
     if (!(st->dir = strdup(dir)) || asprintf(&st->base.url, "file://%s", dir) < 0) {
         st->base.url = NULL;
         free(st->dir);

@@ -13,9 +13,29 @@
  * Robustness: easy handles are kept in a LIFO pool (each keeps its live
  * connections across curl_easy_reset), DNS and TLS sessions are shared.
  * Every request has a deadline (opts->timeout_s, default 30 s; a PUT gets one
- * more second per MiB of body); inside it, 5xx, 429, 408 and transport errors
- * are retried with exponential backoff and full jitter, at most
- * S3_MAX_ATTEMPTS times. Other 4xx are final.
+ * more second per MiB of body); inside it, 5xx, 429, 408, 409
+ * ConditionalRequestConflict (AWS: a concurrent conditional write; "retry")
+ * and transport errors are retried with exponential backoff and full jitter,
+ * at most S3_MAX_ATTEMPTS times. Other 4xx are final.
+ *
+ * Conditional puts (store.h) send "If-None-Match: *" or "If-Match: \"<etag>\""
+ * (signed like every header curl sends). 412 PreconditionFailed is then not
+ * the end: a HEAD says what the key holds now, and if it is exactly this
+ * put's bytes the put succeeded (typically our own earlier attempt landed and
+ * its answer was lost: a 503, a timeout, a dropped connection; the retry got
+ * the 412). "Exactly": the same size and an ETag equal to the local file's
+ * MD5 (S3's ETag of a single-part PUT without SSE-KMS/SSE-C: AWS, R2, MinIO,
+ * s3rver). An ETag of the form of an MD5 (32 hex digits) is taken for one,
+ * so another such ETag means other bytes; an ETag of another form (multipart:
+ * "<hex>-<parts>") with the same size is settled by reading the object back
+ * and comparing the bytes, and so is every ETag once this store answered a
+ * conditional PUT with an ETag that is not the body's MD5 (SSE-KMS, SSE-C:
+ * the retry of such a put is typically not the first put of a daemon). Other
+ * bytes:
+ * create-only fails with -EEXIST and an ERROR line, CAS with -ESTALE (a
+ * routine outcome, logged at DEBUG). A CAS of a missing key is -ENOENT (AWS
+ * answers 404 NoSuchKey; stores that answer 412 get the same through the
+ * HEAD).
  *
  * Secrets: the secret key is only handed to libcurl; it and the Authorization
  * header never reach a log line (nothing here logs request headers).
@@ -29,6 +49,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +73,10 @@
 #define S3_ERRBODY_MAX        (16u * 1024u)
 #define S3_LIST_BODY_MAX      (32u * 1024u * 1024u)
 #define S3_LIST_MAX_PAGES     1000000u
+#define S3_COMPARE_CHUNK      (8u * 1024u * 1024u)
+/* Statuses a request's caller handles itself: no ERROR line for them. */
+#define S3_QUIET_404 1u
+#define S3_QUIET_412 2u
 /* SHA-256 of the empty string: the payload hash of GET, DELETE and LIST. */
 #define S3_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -73,20 +98,25 @@ struct s3_store {
     pthread_mutex_t pool_lock;
     CURL *idle[S3_POOL_MAX];
     size_t n_idle;
+    atomic_int etags_not_md5; /* a PUT was answered with an ETag that is not its body's MD5 */
 };
 
 /* One logical request (retried as a whole). */
 struct s3_req {
     struct s3_store *st;
-    const char *method; /* "GET", "PUT", "DELETE" */
+    const char *method; /* "GET", "PUT", "DELETE", "HEAD" */
     const char *what;   /* for log lines: the key, or "list <prefix>" */
     char *url;
     char range[64]; /* "bytes=a-b" or "" */
     /* ranged GET sink */
     uint8_t *dst;
     uint64_t dst_off, dst_len, dst_got;
-    /* whole-body sink (LIST) */
+    /* whole-body sink (LIST, get) */
     struct bfs_buf *body;
+    size_t body_max; /* bound of body; 0: S3_LIST_BODY_MAX (a listing page) */
+    /* conditional PUT: "If-None-Match: *" / "If-Match: \"<etag>\"", or "" */
+    char cond_header[BFS_STORE_ETAG_MAX + 16];
+    unsigned quiet; /* S3_QUIET_*: statuses the caller reports */
     /* PUT source */
     int fd;
     uint64_t put_size, put_pos;
@@ -99,9 +129,12 @@ struct s3_req {
     int errbody_full;
     char content_range[128];
     char request_id[96];
-    char err_code[64]; /* <Code> of the last error answer, "" if none */
-    int bad_status;    /* a 2xx we did not ask for (200 to a Range): aborted */
-    int overflow;      /* more body than asked for: aborted */
+    char etag[BFS_STORE_ETAG_MAX]; /* the answer's ETag, unquoted, or "" */
+    int etag_long;                 /* the answer's ETag did not fit */
+    char content_length[24];       /* the answer's Content-Length (HEAD), or "" */
+    char err_code[64];             /* <Code> of the last error answer, "" if none */
+    int bad_status;                /* a 2xx we did not ask for (200 to a Range): aborted */
+    int overflow;                  /* more body than asked for: aborted */
     char curl_err[CURL_ERROR_SIZE];
 };
 
@@ -419,6 +452,9 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
             r->status = (sp[1] - '0') * 100 + (sp[2] - '0') * 10 + (sp[3] - '0');
         r->content_range[0] = '\0';
         r->request_id[0] = '\0';
+        r->etag[0] = '\0';
+        r->etag_long = 0;
+        r->content_length[0] = '\0';
         return len;
     }
     const char *colon = memchr(data, ':', len);
@@ -438,6 +474,20 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
     } else if (nl == 16 && strncasecmp(data, "x-amz-request-id", 16) == 0) {
         dst = r->request_id;
         dstlen = sizeof r->request_id;
+    } else if (nl == 14 && strncasecmp(data, "Content-Length", 14) == 0) {
+        dst = r->content_length;
+        dstlen = sizeof r->content_length;
+    } else if (nl == 4 && strncasecmp(data, "ETag", 4) == 0) {
+        /* unquoted: W/"x" and "x" are x */
+        if (ve - v >= 2 && v[0] == 'W' && v[1] == '/')
+            v += 2;
+        if (ve - v >= 2 && v[0] == '"' && ve[-1] == '"') {
+            v++;
+            ve--;
+        }
+        dst = r->etag;
+        dstlen = sizeof r->etag;
+        r->etag_long = (size_t)(ve - v) >= dstlen;
     }
     if (dst) {
         size_t vl = (size_t)(ve - v);
@@ -471,7 +521,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *userp)
             return len;
         }
         if (r->body) {
-            if (r->body->len + len > S3_LIST_BODY_MAX) {
+            if (r->body->len + len > (r->body_max ? r->body_max : S3_LIST_BODY_MAX)) {
                 r->overflow = 1;
                 return 0;
             }
@@ -568,6 +618,8 @@ static int setup_handle(struct s3_req *r, CURL *h, struct curl_slist *hdrs, long
         SETOPT(h, CURLOPT_EXPECT_100_TIMEOUT_MS, 1000L);
     } else if (strcmp(r->method, "DELETE") == 0) {
         SETOPT(h, CURLOPT_CUSTOMREQUEST, "DELETE");
+    } else if (strcmp(r->method, "HEAD") == 0) {
+        SETOPT(h, CURLOPT_NOBODY, 1L);
     } else {
         assert(strcmp(r->method, "GET") == 0);
         SETOPT(h, CURLOPT_HTTPGET, 1L);
@@ -647,6 +699,9 @@ static struct s3_outcome attempt(struct s3_req *r, CURL *h, struct curl_slist *h
     r->errbody_full = 0;
     r->content_range[0] = '\0';
     r->request_id[0] = '\0';
+    r->etag[0] = '\0';
+    r->etag_long = 0;
+    r->content_length[0] = '\0';
     r->err_code[0] = '\0';
     r->bad_status = r->overflow = 0;
     r->curl_err[0] = '\0';
@@ -674,14 +729,18 @@ static struct s3_outcome attempt(struct s3_req *r, CURL *h, struct curl_slist *h
                      r->status, r->range);
             o.rc = -EIO;
         } else if (r->overflow) {
-            if (r->dst)
+            o.rc = -EIO;
+            if (r->dst) {
                 snprintf(why, whylen,
                          "the answer is longer than the %" PRIu64
                          " bytes asked for (Range %s, Content-Range \"%s\")",
                          r->dst_len, r->range, r->content_range);
-            else
+            } else if (r->body_max) {
+                snprintf(why, whylen, "the object is over %zu bytes", r->body_max);
+                o.rc = -EFBIG;
+            } else {
                 snprintf(why, whylen, "the listing page is over %u bytes", S3_LIST_BODY_MAX);
-            o.rc = -EIO;
+            }
         } else if (r->put_errno) {
             snprintf(why, whylen, "reading the local file: %s", strerror(r->put_errno));
             o.rc = -r->put_errno;
@@ -731,9 +790,12 @@ static struct s3_outcome attempt(struct s3_req *r, CURL *h, struct curl_slist *h
         o.rc = -ENOENT;
     else if (st == 401 || st == 403)
         o.rc = -EACCES;
+    else if (st == 412)
+        o.rc = -EEXIST; /* a condition failed: the caller (s3_put) says what it means */
     else
         o.rc = -EIO;
-    o.retryable = st >= 500 || st == 429 || st == 408;
+    o.retryable = st >= 500 || st == 429 || st == 408 ||
+                  (st == 409 && strcmp(r->err_code, "ConditionalRequestConflict") == 0);
     return o;
 }
 
@@ -760,6 +822,8 @@ static int s3_perform(struct s3_req *r, uint64_t extra_ms)
      * signature. 100-continue also spares the body upload when S3 says no. */
     if (rc == 0 && strcmp(r->method, "PUT") == 0)
         rc = add_header(&hdrs, "Content-Type: application/octet-stream");
+    if (rc == 0 && r->cond_header[0])
+        rc = add_header(&hdrs, r->cond_header);
     if (rc < 0) {
         curl_slist_free_all(hdrs);
         bfs_error("s3: %s s3://%s/%s%s: out of memory", r->method, st->bucket, st->prefix, r->what);
@@ -809,9 +873,15 @@ static int s3_perform(struct s3_req *r, uint64_t extra_ms)
             return rc; /* the caller decides whether a missing key matters */
         const char *reason = why[0] ? why : "deadline reached before the request could be sent";
         double secs = (double)(now_ms() - start) / 1000.0;
-        bfs_error("s3: %s s3://%s/%s%s%s%s failed: %s (%u attempt%s, %.1f s)", r->method,
-                  st->bucket, st->prefix, r->what, r->range[0] ? " " : "", r->range, reason, tried,
-                  tried == 1 ? "" : "s", secs);
+        int quiet = (r->status == 404 && (r->quiet & S3_QUIET_404)) ||
+                    (r->status == 412 && (r->quiet & S3_QUIET_412));
+        if (quiet)
+            bfs_debug("s3: %s s3://%s/%s%s: %s (%u attempt%s, %.1f s)", r->method, st->bucket,
+                      st->prefix, r->what, reason, tried, tried == 1 ? "" : "s", secs);
+        else
+            bfs_error("s3: %s s3://%s/%s%s%s%s failed: %s (%u attempt%s, %.1f s)", r->method,
+                      st->bucket, st->prefix, r->what, r->range[0] ? " " : "", r->range, reason,
+                      tried, tried == 1 ? "" : "s", secs);
         bfs_store_set_last_error("%s (%u attempt%s, %.1f s)", reason, tried, tried == 1 ? "" : "s",
                                  secs);
     }
@@ -844,20 +914,25 @@ static int key_ok(const char *op, const char *key)
 
 /* ---- operations ------------------------------------------------------- */
 
-/* The SHA-256 of fd's size bytes, streamed: the file is never held in memory
- * whole. 0, -EIO if the file changed size, -errno. */
-static int hash_file(int fd, uint64_t size, const char *key, const char *path, uint8_t out[32])
+/* The SHA-256 and/or MD5 (either may be NULL) of fd's size bytes, streamed
+ * with pread: the file is never held in memory whole. 0, -EIO if the file
+ * changed size, -errno. */
+static int hash_file(int fd, uint64_t size, const char *key, const char *path, uint8_t sha[32],
+                     uint8_t md5[16])
 {
-    struct bfs_sha256 ctx;
-    int rc = bfs_sha256_init(&ctx);
+    struct bfs_sha256 sc = {0};
+    struct bfs_md5 mc = {0};
+    int rc = sha ? bfs_sha256_init(&sc) : 0;
+    if (rc == 0 && md5 && (rc = bfs_md5_init(&mc)) < 0)
+        bfs_sha256_discard(&sc);
     if (rc < 0) {
-        bfs_error("s3: PUT %s: SHA-256: %s", key, strerror(-rc));
+        bfs_error("s3: PUT %s: %s: %s", key, md5 && !mc.md ? "MD5" : "SHA-256", strerror(-rc));
         return rc;
     }
     uint8_t chunk[65536];
     uint64_t total = 0;
     for (;;) {
-        ssize_t got = read(fd, chunk, sizeof chunk);
+        ssize_t got = pread(fd, chunk, sizeof chunk, (off_t)total);
         if (got < 0 && errno == EINTR)
             continue;
         if (got < 0) {
@@ -867,21 +942,156 @@ static int hash_file(int fd, uint64_t size, const char *key, const char *path, u
         }
         if (got == 0)
             break;
-        bfs_sha256_update(&ctx, chunk, (size_t)got);
+        if (sha)
+            bfs_sha256_update(&sc, chunk, (size_t)got);
+        if (md5)
+            bfs_md5_update(&mc, chunk, (size_t)got);
         total += (uint64_t)got;
     }
-    int frc = bfs_sha256_final(&ctx, out);
+    int frc = sha ? bfs_sha256_final(&sc, sha) : 0;
+    int mrc = md5 ? bfs_md5_final(&mc, md5) : 0;
     if (rc < 0)
         return rc;
-    if (frc < 0) {
-        bfs_error("s3: PUT %s: SHA-256: %s", key, strerror(-frc));
-        return frc;
+    if (frc < 0 || mrc < 0) {
+        bfs_error("s3: PUT %s: %s: %s", key, frc < 0 ? "SHA-256" : "MD5",
+                  strerror(-(frc < 0 ? frc : mrc)));
+        return frc < 0 ? frc : mrc;
     }
     if (total != size) {
         bfs_error("s3: PUT %s: %s changed size while being hashed", key, path);
         return -EIO;
     }
     return 0;
+}
+
+static int s3_head(struct bfs_store *base, const char *key, struct bfs_store_head *out);
+static int s3_get(struct bfs_store *base, const char *key, size_t max, void **data, size_t *len,
+                  char *etag);
+static int s3_get_range(struct bfs_store *base, const char *key, uint64_t off, uint64_t len,
+                        void *buf);
+
+/* 1 if key holds exactly the size bytes of the local file fd, 0 if not,
+ * -errno: read back and compared (for an ETag that is not an MD5). */
+static int same_as_remote(struct bfs_store *base, const char *key, int fd, uint64_t size)
+{
+    size_t chunk = size < S3_COMPARE_CHUNK ? (size_t)size : S3_COMPARE_CHUNK;
+    uint8_t *mine = malloc(chunk ? chunk : 1);
+    if (!mine)
+        return -ENOMEM;
+    int rc = 1;
+    void *whole = NULL;
+    size_t wlen = 0;
+    uint8_t *theirs = NULL;
+    if (size <= S3_COMPARE_CHUNK) {
+        /* one GET of the whole object (no Range: a 1-byte range is answered
+         * wrongly by some servers) */
+        rc = s3_get(base, key, S3_COMPARE_CHUNK, &whole, &wlen, NULL);
+        rc = rc < 0 ? rc : wlen == size;
+        theirs = whole;
+    } else {
+        theirs = malloc(chunk);
+        if (!theirs)
+            rc = -ENOMEM;
+    }
+    for (uint64_t off = 0; rc == 1 && off < size; off += chunk) {
+        size_t n = size - off < chunk ? (size_t)(size - off) : chunk;
+        if (!whole) {
+            int grc = s3_get_range(base, key, off, n, theirs);
+            if (grc < 0) {
+                rc = grc == -EIO ? 0 : grc; /* shorter now: not the same */
+                break;
+            }
+        }
+        size_t got = 0;
+        while (got < n) {
+            ssize_t m = pread(fd, mine + got, n - got, (off_t)(off + got));
+            if (m < 0 && errno == EINTR)
+                continue;
+            if (m <= 0) {
+                rc = m < 0 ? -errno : -EIO;
+                break;
+            }
+            got += (size_t)m;
+        }
+        if (rc == 1 && memcmp(mine, theirs + (whole ? (size_t)off : 0), n) != 0)
+            rc = 0;
+    }
+    if (whole)
+        free(whole);
+    else
+        free(theirs);
+    free(mine);
+    return rc;
+}
+
+/* 1 if etag looks like an MD5 (32 hex digits), else 0. */
+static int is_md5_form(const char *etag)
+{
+    size_t n = 0;
+    for (; etag[n]; n++)
+        if (!isxdigit((unsigned char)etag[n]))
+            return 0;
+    return n == 32;
+}
+
+/* A conditional PUT was refused (412): does key hold this put's bytes
+ * anyway? 0 yes (the put succeeded; etag_out set), -EEXIST (create-only) /
+ * -ESTALE (CAS) no, -ENOENT (CAS: no object now), -errno. */
+static int settle_412(struct s3_store *st, const char *key, const struct bfs_put_src *src, int fd,
+                      uint64_t size, const uint8_t md5[16])
+{
+    struct bfs_store_head h;
+    int create = src->cond == BFS_PUT_CREATE;
+    const char *how = create ? "create-only" : "if ETag";
+    int rc = s3_head(&st->base, key, &h);
+    if (rc == -ENOENT) {
+        if (create) {
+            bfs_warn("s3: PUT s3://%s/%s%s (create-only): refused (412) but the key is gone "
+                     "now (deleted meanwhile?)",
+                     st->bucket, st->prefix, key);
+            bfs_store_set_last_error("the key existed, then was deleted");
+            return -EEXIST;
+        }
+        bfs_store_set_last_error("no such key");
+        return -ENOENT;
+    }
+    if (rc < 0)
+        return rc;
+    char mine[33];
+    bfs_hex(md5, 16, mine);
+    int same;
+    if (h.size != size)
+        same = 0;
+    else if (size == 0 || strcasecmp(h.etag, mine) == 0)
+        same = 1;
+    else if (is_md5_form(h.etag) && !atomic_load(&st->etags_not_md5))
+        same = 0;
+    else
+        same = same_as_remote(&st->base, key, fd, size);
+    if (same < 0)
+        return same;
+    if (same) {
+        bfs_info("s3: PUT s3://%s/%s%s (%s): the key already holds these bytes (an earlier "
+                 "attempt landed, or another writer put the same): done",
+                 st->bucket, st->prefix, key, how);
+        if (src->etag_out)
+            snprintf(src->etag_out, BFS_STORE_ETAG_MAX, "%s", h.etag[0] ? h.etag : mine);
+        bfs_store_set_last_error(NULL);
+        return 0;
+    }
+    if (create) {
+        bfs_error("s3: PUT s3://%s/%s%s (create-only) refused: the key holds other bytes (%" PRIu64
+                  " bytes, ETag %s; this put: %" PRIu64 " bytes, MD5 %s): not overwritten",
+                  st->bucket, st->prefix, key, h.size, h.etag[0] ? h.etag : "(none)", size, mine);
+        bfs_store_set_last_error("the key holds other bytes (%" PRIu64 " bytes, ETag %s)", h.size,
+                                 h.etag[0] ? h.etag : "(none)");
+        return -EEXIST;
+    }
+    bfs_debug("s3: PUT s3://%s/%s%s if ETag %s: the ETag is %s: not replaced", st->bucket,
+              st->prefix, key, src->if_match, h.etag);
+    bfs_store_set_last_error("the ETag is %s, not %s", h.etag[0] ? h.etag : "(none)",
+                             src->if_match);
+    return -ESTALE;
 }
 
 static int s3_put(struct bfs_store *base, const char *key, const struct bfs_put_src *src)
@@ -891,6 +1101,14 @@ static int s3_put(struct bfs_store *base, const char *key, const struct bfs_put_
         return -EINVAL;
     if (!src || !src->path)
         return -EINVAL;
+    enum bfs_put_cond cond = src->cond;
+    if ((cond != BFS_PUT_ALWAYS && cond != BFS_PUT_CREATE && cond != BFS_PUT_MATCH) ||
+        (cond == BFS_PUT_MATCH && bfs_store_etag_check(src->if_match) < 0)) {
+        bfs_error("s3: PUT %s: bad condition", key);
+        return -EINVAL;
+    }
+    if (src->etag_out)
+        src->etag_out[0] = '\0';
     const char *local_path = src->path;
     int fd = open(local_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -911,15 +1129,23 @@ static int s3_put(struct bfs_store *base, const char *key, const struct bfs_put_
         return -EINVAL;
     }
     uint64_t total = (uint64_t)sb.st_size;
-    uint8_t digest[32];
+    uint8_t digest[32], md5[16];
+    int have_md5 = 0;
+    if (src->md5) {
+        memcpy(md5, src->md5, sizeof md5);
+        have_md5 = 1;
+    }
     if (src->sha256) {
         memcpy(digest, src->sha256, sizeof digest);
     } else {
-        int hrc = hash_file(fd, total, key, local_path, digest);
+        /* A conditional put may need the MD5: it costs nothing in this pass. */
+        int with_md5 = cond != BFS_PUT_ALWAYS && !have_md5;
+        int hrc = hash_file(fd, total, key, local_path, digest, with_md5 ? md5 : NULL);
         if (hrc < 0) {
             close(fd);
             return hrc;
         }
+        have_md5 |= with_md5;
     }
 
     struct s3_req r;
@@ -927,14 +1153,123 @@ static int s3_put(struct bfs_store *base, const char *key, const struct bfs_put_
     r.fd = fd;
     r.put_size = total;
     bfs_hex(digest, sizeof digest, r.sha_hex);
+    if (cond == BFS_PUT_CREATE) {
+        snprintf(r.cond_header, sizeof r.cond_header, "If-None-Match: *");
+        r.quiet = S3_QUIET_412;
+    } else if (cond == BFS_PUT_MATCH) {
+        snprintf(r.cond_header, sizeof r.cond_header, "If-Match: \"%s\"", src->if_match);
+        r.quiet = S3_QUIET_412 | S3_QUIET_404;
+    }
     r.url = object_url(st, key);
     int rc = r.url ? s3_perform(&r, total / 1024u) /* +1 s per MiB */ : -ENOMEM;
+    if (rc == 0 && have_md5 && r.etag[0]) {
+        char mine[33];
+        bfs_hex(md5, sizeof md5, mine);
+        if (strcasecmp(r.etag, mine) != 0 && !atomic_exchange(&st->etags_not_md5, 1))
+            bfs_info("s3: %s answers a PUT with an ETag that is not the body's MD5 (SSE-KMS? "
+                     "SSE-C?): a conditional put that meets an object of its size reads it back "
+                     "to compare",
+                     base->url);
+    }
+    if (rc == 0 && src->etag_out)
+        snprintf(src->etag_out, BFS_STORE_ETAG_MAX, "%s", r.etag_long ? "" : r.etag);
+    if (rc == -ENOENT && cond == BFS_PUT_MATCH) {
+        bfs_debug("s3: PUT s3://%s/%s%s if ETag %s: no such key", st->bucket, st->prefix, key,
+                  src->if_match);
+    } else if (rc < 0 && r.status == 412 && cond != BFS_PUT_ALWAYS) {
+        if (!have_md5 && (rc = hash_file(fd, total, key, local_path, NULL, md5)) == 0)
+            have_md5 = 1;
+        if (have_md5)
+            rc = settle_412(st, key, src, fd, total, md5);
+    }
     if (rc == 0 && base->stats) {
         bfs_stats_add(base->stats, store_put_requests, 1);
         bfs_stats_add(base->stats, store_put_bytes, total);
     }
     req_free(&r);
     close(fd);
+    return rc;
+}
+
+static int s3_head(struct bfs_store *base, const char *key, struct bfs_store_head *out)
+{
+    struct s3_store *st = (struct s3_store *)base;
+    if (!key_ok("HEAD", key) || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    struct s3_req r;
+    req_init(&r, st, "HEAD", key);
+    r.quiet = S3_QUIET_404; /* "no such key" is an answer */
+    r.url = object_url(st, key);
+    int rc = r.url ? s3_perform(&r, 0) : -ENOMEM;
+    if (rc == 0) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long n = strtoull(r.content_length, &end, 10);
+        if (!r.content_length[0] || r.content_length[0] == '-' || errno || *end) {
+            bfs_error("s3: HEAD s3://%s/%s%s: no valid Content-Length (\"%s\")", st->bucket,
+                      st->prefix, key, r.content_length);
+            rc = -EIO;
+        } else if (r.etag_long) {
+            bfs_error("s3: HEAD s3://%s/%s%s: an ETag longer than %u bytes", st->bucket, st->prefix,
+                      key, BFS_STORE_ETAG_MAX - 1);
+            rc = -EIO;
+        } else {
+            out->size = n;
+            snprintf(out->etag, sizeof out->etag, "%s", r.etag);
+        }
+    }
+    req_free(&r);
+    return rc;
+}
+
+static int s3_get(struct bfs_store *base, const char *key, size_t max, void **data, size_t *len,
+                  char *etag)
+{
+    struct s3_store *st = (struct s3_store *)base;
+    if (!key_ok("GET", key) || !data || !len || max > BFS_STORE_GET_MAX)
+        return -EINVAL;
+    *data = NULL;
+    *len = 0;
+    if (etag)
+        etag[0] = '\0';
+    struct bfs_buf body = {0};
+    struct s3_req r;
+    req_init(&r, st, "GET", key);
+    r.body = &body;
+    r.body_max = max ? max : 1; /* 0 means "the listing bound" to on_body */
+    r.quiet = S3_QUIET_404;
+    r.url = object_url(st, key);
+    int rc = r.url ? s3_perform(&r, 0) : -ENOMEM;
+    if (rc == 0 && max == 0 && body.len) {
+        rc = -EFBIG;
+    } else if (rc == 0 && r.status != 200) {
+        bfs_error("s3: GET s3://%s/%s%s: HTTP %ld instead of 200", st->bucket, st->prefix, key,
+                  r.status);
+        rc = -EIO;
+    } else if (rc == 0 && etag && r.etag_long) {
+        bfs_error("s3: GET s3://%s/%s%s: an ETag longer than %u bytes", st->bucket, st->prefix, key,
+                  BFS_STORE_ETAG_MAX - 1);
+        rc = -EIO;
+    }
+    if (rc == 0) {
+        if (etag)
+            snprintf(etag, BFS_STORE_ETAG_MAX, "%s", r.etag);
+        *len = body.len;
+        if (!body.data && bfs_buf_append(&body, "", 1) == 0)
+            body.len = 0; /* an empty object: still a buffer to free */
+        *data = body.data;
+        if (!*data)
+            rc = -ENOMEM;
+        else
+            body.data = NULL;
+    }
+    if (rc == 0 && base->stats) {
+        bfs_stats_add(base->stats, store_get_requests, 1);
+        bfs_stats_add(base->stats, store_get_bytes, *len);
+    }
+    bfs_buf_free(&body);
+    req_free(&r);
     return rc;
 }
 
@@ -1169,6 +1504,8 @@ static const struct bfs_store_ops s3_ops = {
     .list = s3_list,
     .del = s3_del,
     .destroy = s3_destroy,
+    .head = s3_head,
+    .get = s3_get,
 };
 
 /* ---- open ------------------------------------------------------------- */
@@ -1266,11 +1603,13 @@ int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_s
         snprintf(msg, msglen, "s3: out of memory");
         return -ENOMEM;
     }
+    atomic_init(&st->etags_not_md5, 0);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_init(&st->share_lock[i], NULL);
     pthread_mutex_init(&st->pool_lock, NULL);
     st->base.ops = &s3_ops;
     st->base.put_wants_sha256 = 1;
+    st->base.conditional = 1;
     st->timeout_s = opts && opts->timeout_s ? opts->timeout_s : S3_DEFAULT_TIMEOUT_S;
     const char *mk = getenv("BATTLEFS_S3_LIST_MAX_KEYS"); /* tests: force pagination */
     if (mk && mk[0]) {

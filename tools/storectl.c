@@ -1,13 +1,20 @@
 /* storectl.c - battlefs-store: one store operation from the command line.
  *
  *   battlefs-store [-o endpoint=URL,region=NAME,timeout=SECONDS] [-v] STORE-URL COMMAND ...
- *     put KEY FILE        upload FILE under KEY
+ *     put [--if-none-match | --if-match ETAG] KEY FILE
+ *                         upload FILE under KEY; --if-none-match: only if KEY does not
+ *                         exist (or already holds exactly these bytes); --if-match: only
+ *                         if KEY's ETag is ETAG. A conditional put prints the new ETag.
  *     get KEY OFF LEN     write LEN bytes at OFF of KEY to stdout (one ranged GET)
+ *     cat KEY             write the whole of KEY (at most 64 MiB) to stdout
+ *     head KEY            print "SIZE<TAB>ETAG"
  *     list [PREFIX]       print "KEY<TAB>SIZE" for every key starting with PREFIX
  *     del KEY             delete KEY
  *
  * S3 credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
- * AWS_SESSION_TOKEN only. Exit status: 0 done, 1 the operation failed, 2 usage.
+ * AWS_SESSION_TOKEN only. Exit status: 0 done, 1 the operation failed, 2 usage,
+ * 3 the condition of a put failed (the key holds other bytes; another ETag;
+ * no such key for --if-match): nothing was written.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -26,11 +33,17 @@ static void usage(FILE *f)
     fprintf(f, "usage: battlefs-store [-o endpoint=URL,region=NAME,timeout=SECONDS] [-v] STORE-URL "
                "COMMAND ...\n"
                "  STORE-URL   file:///abs/dir or s3://bucket[/prefix]\n"
-               "  put KEY FILE       upload FILE under KEY\n"
+               "  put [--if-none-match | --if-match ETAG] KEY FILE\n"
+               "                     upload FILE under KEY; --if-none-match: only if KEY does\n"
+               "                     not exist (or already holds exactly these bytes);\n"
+               "                     --if-match: only if KEY's ETag is ETAG; prints the new ETag\n"
                "  get KEY OFF LEN    write LEN bytes at byte OFF of KEY to stdout\n"
+               "  cat KEY            write the whole of KEY (at most 64 MiB) to stdout\n"
+               "  head KEY           print SIZE<TAB>ETAG of KEY\n"
                "  list [PREFIX]      print KEY<TAB>SIZE for every key starting with PREFIX\n"
                "  del KEY            delete KEY\n"
-               "S3 credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN.\n");
+               "S3 credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN.\n"
+               "Exit status: 0 done, 1 failed, 2 usage, 3 the condition of a put failed.\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -87,8 +100,37 @@ static int print_key(void *ctx, const char *key, uint64_t size)
 
 static int fail(const char *what, const char *arg, int rc)
 {
-    fprintf(stderr, "battlefs-store: %s %s: %s\n", what, arg, strerror(-rc));
+    const char *detail = bfs_store_last_error();
+    fprintf(stderr, "battlefs-store: %s %s: %s%s%s\n", what, arg, strerror(-rc),
+            detail[0] ? ": " : "", detail);
     return 1;
+}
+
+/* A conditional put: 0 done, 1 failed, 3 the condition failed. */
+static int put_cond(struct bfs_store *st, const char *key, const char *path, enum bfs_put_cond cond,
+                    const char *if_match)
+{
+    char etag[BFS_STORE_ETAG_MAX] = "";
+    const struct bfs_put_src src = {
+        .path = path, .cond = cond, .if_match = if_match, .etag_out = etag};
+    bfs_store_set_last_error(NULL);
+    int rc = bfs_store_put_src(st, key, &src);
+    if (rc == 0) {
+        printf("%s\n", etag);
+        return 0;
+    }
+    const char *detail = bfs_store_last_error();
+    const char *why = NULL;
+    if (rc == -EEXIST && cond == BFS_PUT_CREATE)
+        why = "the key exists and holds other bytes: not overwritten";
+    else if (rc == -ESTALE && cond == BFS_PUT_MATCH)
+        why = "the object's ETag is not the one given (it changed): not overwritten";
+    else if (rc == -ENOENT && cond == BFS_PUT_MATCH)
+        why = "no such key: nothing written";
+    if (!why)
+        return fail("put", key, rc);
+    fprintf(stderr, "battlefs-store: put %s: %s%s%s\n", key, why, detail[0] ? " - " : "", detail);
+    return 3;
 }
 
 int main(int argc, char **argv)
@@ -120,8 +162,27 @@ int main(int argc, char **argv)
     const char *cmd = argv[optind + 1];
     char **args = argv + optind + 2;
     int nargs = argc - optind - 2;
+    enum bfs_put_cond cond = BFS_PUT_ALWAYS;
+    const char *if_match = NULL;
+    if (strcmp(cmd, "put") == 0 && nargs >= 1 && strcmp(args[0], "--if-none-match") == 0) {
+        cond = BFS_PUT_CREATE;
+        args++;
+        nargs--;
+    } else if (strcmp(cmd, "put") == 0 && nargs >= 2 && strcmp(args[0], "--if-match") == 0) {
+        cond = BFS_PUT_MATCH;
+        if_match = args[1];
+        args += 2;
+        nargs -= 2;
+        if (bfs_store_etag_check(if_match) < 0) {
+            fprintf(stderr, "battlefs-store: \"%s\" is not an ETag (printable, no quotes)\n",
+                    if_match);
+            return 2;
+        }
+    }
     int want = strcmp(cmd, "put") == 0    ? 2
                : strcmp(cmd, "get") == 0  ? 3
+               : strcmp(cmd, "cat") == 0  ? 1
+               : strcmp(cmd, "head") == 0 ? 1
                : strcmp(cmd, "del") == 0  ? 1
                : strcmp(cmd, "list") == 0 ? -1
                                           : -2;
@@ -150,10 +211,28 @@ int main(int argc, char **argv)
         return 1;
     }
     int status = 0;
-    if (strcmp(cmd, "put") == 0) {
+    if (strcmp(cmd, "put") == 0 && cond != BFS_PUT_ALWAYS) {
+        status = put_cond(st, args[0], args[1], cond, if_match);
+    } else if (strcmp(cmd, "put") == 0) {
         rc = bfs_store_put(st, args[0], args[1]);
         if (rc < 0)
             status = fail("put", args[0], rc);
+    } else if (strcmp(cmd, "head") == 0) {
+        struct bfs_store_head h;
+        rc = bfs_store_head(st, args[0], &h);
+        if (rc < 0)
+            status = fail("head", args[0], rc);
+        else
+            printf("%" PRIu64 "\t%s\n", h.size, h.etag);
+    } else if (strcmp(cmd, "cat") == 0) {
+        void *data = NULL;
+        size_t n = 0;
+        rc = bfs_store_get(st, args[0], BFS_STORE_GET_MAX, &data, &n, NULL);
+        if (rc < 0)
+            status = fail("cat", args[0], rc);
+        else if (n && fwrite(data, 1, n, stdout) != n)
+            status = fail("cat", "(writing stdout)", -EIO);
+        free(data);
     } else if (strcmp(cmd, "get") == 0) {
         void *buf = malloc(len ? (size_t)len : 1);
         if (!buf) {

@@ -12,39 +12,92 @@
  *
  * Counting: each backend adds to st->stats (when not NULL) after a successful
  * operation only: put -> store_put_requests + 1, store_put_bytes + file size
- * (whether the bytes were copied, sent or the file linked);
- * get_range -> store_get_requests + 1, store_get_bytes + len (the bytes
- * actually fetched). A get_range of len 0 does no I/O and counts nothing.
+ * (whether the bytes were copied, sent or the file linked, and for a
+ * conditional put that found its bytes already there);
+ * get_range and get -> store_get_requests + 1, store_get_bytes + the bytes
+ * actually fetched. A get_range of len 0 does no I/O and counts nothing; head
+ * counts nothing.
+ *
+ * Conditional writes (bfs_put_src.cond; both backends, st->conditional):
+ *   BFS_PUT_CREATE  create-only (S3 "If-None-Match: *"): the put succeeds only
+ *       if the key does not exist. If it does, and holds exactly the bytes of
+ *       this put, the put succeeds too (the retry of a put whose first attempt
+ *       landed, or a second writer of the same bytes); if it holds other bytes
+ *       the put fails with -EEXIST, leaves the object alone and logs an ERROR.
+ *   BFS_PUT_MATCH   compare-and-swap (S3 "If-Match: <etag>"): the put succeeds
+ *       only if the object exists and its ETag is src->if_match; -ENOENT if
+ *       the key does not exist, -ESTALE if its ETag is another. It also
+ *       succeeds if the object already holds exactly this put's bytes (for the
+ *       same reason as above), so the bytes of a compare-and-swap object must
+ *       say who wrote them and when (a lease names its holder and a sequence
+ *       number): two writers must never mean the same bytes differently.
+ * An ETag is an opaque string of at most BFS_STORE_ETAG_MAX - 1 printable
+ * bytes, without the quotes of HTTP. Both backends report the lower-case hex
+ * MD5 of the content for what they store with put (file:// always; S3 for a
+ * single-part PUT without SSE-KMS or SSE-C, i.e. every battlefs put), so a
+ * writer can know the ETag of what it wrote (etag_out says it anyway).
  *
  * Errors are negative errno. Backends do not log failures at WARN/ERROR
  * level on their own behalf where the caller reports them (file://); the
- * caller (roller, reader) logs one line with the key and strerror(-rc).
+ * caller (roller, reader) logs one line with the key and strerror(-rc). The
+ * exception: a create-only put that finds other bytes under its key logs an
+ * ERROR in every backend (two writers disagree about one object: never
+ * routine).
  */
 #ifndef BATTLEFS_STORE_H
 #define BATTLEFS_STORE_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct bfs_stats;
 struct bfs_store;
 
-/* What a put uploads: a local regular file, and what the caller knows of it. */
-struct bfs_put_src {
-    const char *path;      /* the local file */
-    const uint8_t *sha256; /* its SHA-256 (32 bytes) if known, else NULL. s3:// then sends it
-                            * as x-amz-content-sha256 instead of reading the file once more
-                            * to compute it (a wrong one makes S3 refuse the PUT) */
-    int may_link;          /* nonzero: the file will not change again and the caller removes
-                            * it after the put, so the store may take the file itself
-                            * instead of a copy (file:// hard-links it when it can) */
+#define BFS_STORE_ETAG_MAX 128u /* an ETag and its NUL */
+
+/* The condition of a put (see "Conditional writes" above). */
+enum bfs_put_cond {
+    BFS_PUT_ALWAYS = 0, /* replace whatever is there: the plain put */
+    BFS_PUT_CREATE = 1, /* only if the key does not exist (If-None-Match: *) */
+    BFS_PUT_MATCH = 2,  /* only if the object's ETag is if_match (If-Match) */
 };
+
+/* What a put uploads: a local regular file, and what the caller knows of it.
+ * Fields after may_link are for conditional puts; zero (the default of a
+ * designated initializer) is the plain put. */
+struct bfs_put_src {
+    const char *path;       /* the local file */
+    const uint8_t *sha256;  /* its SHA-256 (32 bytes) if known, else NULL. s3:// then sends it
+                             * as x-amz-content-sha256 instead of reading the file once more
+                             * to compute it (a wrong one makes S3 refuse the PUT) */
+    int may_link;           /* nonzero: the file will not change again and the caller removes
+                             * it after the put, so the store may take the file itself
+                             * instead of a copy (file:// hard-links it when it can) */
+    enum bfs_put_cond cond; /* BFS_PUT_ALWAYS (0), BFS_PUT_CREATE or BFS_PUT_MATCH */
+    const char *if_match;   /* BFS_PUT_MATCH: the ETag the object must have (unquoted) */
+    const uint8_t *md5;     /* the file's MD5 (16 bytes) if known, else NULL: a conditional put
+                             * that finds an object there computes it to compare */
+    char *etag_out;         /* if not NULL: on success, the object's ETag now
+                             * (BFS_STORE_ETAG_MAX bytes; "" if the store did not say) */
+};
+
+/* What head says of an object. */
+struct bfs_store_head {
+    uint64_t size;
+    char etag[BFS_STORE_ETAG_MAX]; /* unquoted; "" if the store sent none */
+};
+
+/* The most a get may be asked to hold (get is for small objects: leases,
+ * manifests). */
+#define BFS_STORE_GET_MAX (64u << 20)
 
 struct bfs_store_ops {
     /* Upload src->path under key, atomically (readers see all or nothing) and,
      * on success, durably. Putting an existing key replaces it (a repeated put
-     * of the same bytes is harmless). file://: -EROFS, -ENOSPC, -EACCES,
-     * -EDQUOT pass through. */
+     * of the same bytes is harmless), unless src->cond says otherwise: then
+     * also -EEXIST, -ESTALE, -ENOENT as above. file://: -EROFS, -ENOSPC,
+     * -EACCES, -EDQUOT pass through. */
     int (*put)(struct bfs_store *st, const char *key, const struct bfs_put_src *src);
     /* Read exactly len bytes at off of key into buf. -ENOENT no such key,
      * -EIO (short, wrong range, transport), -ETIMEDOUT. Never partial. */
@@ -60,6 +113,17 @@ struct bfs_store_ops {
      * nothing to clean (s3://: a PUT is one request, nothing stays). */
     int (*clean)(struct bfs_store *st, uint64_t age);
     void (*destroy)(struct bfs_store *st);
+    /* The size and ETag of key: 0, -ENOENT no such key, -EIO, -ETIMEDOUT.
+     * NULL: not supported (bfs_store_head answers -ENOTSUP). */
+    int (*head)(struct bfs_store *st, const char *key, struct bfs_store_head *out);
+    /* The whole of key, at most max (<= BFS_STORE_GET_MAX) bytes, in a new
+     * buffer (*data, free() it; *len bytes), and, if etag is not NULL, its
+     * ETag (BFS_STORE_ETAG_MAX bytes): the bytes and the ETag are of one
+     * version of the object (one request), which is what a compare-and-swap
+     * needs. -ENOENT, -EFBIG (larger than max), -EIO, -ETIMEDOUT.
+     * NULL: not supported (bfs_store_get answers -ENOTSUP). */
+    int (*get)(struct bfs_store *st, const char *key, size_t max, void **data, size_t *len,
+               char *etag);
 };
 
 struct bfs_store {
@@ -68,6 +132,8 @@ struct bfs_store {
     char *url;               /* as given, for messages (no secrets) */
     int put_wants_sha256;    /* put uses the file's SHA-256: a caller that can compute it
                               * cheaply (while writing the file) should pass it */
+    int conditional;         /* put honours bfs_put_src.cond (else a conditional put
+                              * fails with -ENOTSUP before reaching the backend) */
 };
 
 struct bfs_store_opts {
@@ -85,7 +151,18 @@ void bfs_store_close(struct bfs_store *st);
 static inline int bfs_store_put_src(struct bfs_store *st, const char *key,
                                     const struct bfs_put_src *src)
 {
+    if (src && src->cond != BFS_PUT_ALWAYS && !st->conditional)
+        return -ENOTSUP; /* never let a store that ignores the condition overwrite */
     return st->ops->put(st, key, src);
+}
+static inline int bfs_store_head(struct bfs_store *st, const char *key, struct bfs_store_head *out)
+{
+    return st->ops->head ? st->ops->head(st, key, out) : -ENOTSUP;
+}
+static inline int bfs_store_get(struct bfs_store *st, const char *key, size_t max, void **data,
+                                size_t *len, char *etag)
+{
+    return st->ops->get ? st->ops->get(st, key, max, data, len, etag) : -ENOTSUP;
 }
 /* What bfs_store_ops.clean says, or 0 for a store that needs no cleaning. */
 static inline int bfs_store_clean(struct bfs_store *st, uint64_t age)
@@ -158,6 +235,9 @@ int bfs_store_key_check(const char *key);
 int bfs_store_prefix_check(const char *prefix);
 /* 1 if name (one path component) is a file:// temporary file, else 0. */
 int bfs_store_is_temp_name(const char *name);
+/* 0 if etag may be sent as a condition (1..BFS_STORE_ETAG_MAX-1 bytes of
+ * printable ASCII without '"' or '\\'), else -EINVAL. */
+int bfs_store_etag_check(const char *etag);
 #define BFS_STORE_TEMP_PREFIX ".bfs-tmp-"
 #define BFS_STORE_KEY_MAX     1024u
 

@@ -458,3 +458,224 @@ def test_server_down_then_back(s3, blob):
     assert "502" in r.stderr.decode() or "attempts" in r.stderr.decode()
     s3.server.start()
     assert get(s3, "up.avro", 0, 10, check=0).stdout == data[:10]
+
+
+# ------------------------------------------------------------------ conditional writes
+# s3rver ignores If-None-Match and If-Match on PUT; the proxy enforces them as AWS does
+# (sigv4proxy.put_precondition), so these tests see S3's behaviour.
+
+def md5_hex(data):
+    return hashlib.md5(data).hexdigest()
+
+
+def put_create(s3, key, path, **kw):
+    return run(s3, s3.url, "put", "--if-none-match", key, str(path), **kw)
+
+
+def put_match(s3, etag, key, path, **kw):
+    return run(s3, s3.url, "put", "--if-match", etag, key, str(path), **kw)
+
+
+def head(s3, key, **kw):
+    r = run(s3, s3.url, "head", key, **kw)
+    if r.returncode != 0:
+        return r, None, None
+    size, _, etag = r.stdout.decode().strip().partition("\t")
+    return r, int(size), etag
+
+
+def puts(s3):
+    return [q for q in s3.requests if q["method"] == "PUT"]
+
+
+def signed_headers(q):
+    return re.search(r"SignedHeaders=([^,]+)", q["headers"]["authorization"]).group(1).split(";")
+
+
+def test_create_only_new_key(s3, blob):
+    path, data = blob
+    r = put_create(s3, "m/0001.json", path, check=0)
+    assert r.stdout.decode().strip() == md5_hex(data)  # the new ETag
+    assert s3.get_object("m/0001.json") == data
+    (q,) = puts(s3)
+    assert q["headers"]["if-none-match"] == "*"
+    assert "if-none-match" in signed_headers(q)  # curl signs it; the proxy insists
+    assert q["precondition"] == "ok" and q["status"] == 200
+    assert s3.failures == []
+
+
+def test_create_only_existing_identical_is_success(s3, blob):
+    path, data = blob
+    put_create(s3, "m/1.json", path, check=0)
+    s3.clear_log()
+    r = put_create(s3, "m/1.json", path, check=0)
+    assert r.stdout.decode().strip() == md5_hex(data)
+    assert "already holds these bytes" in r.stderr.decode()
+    assert [(q["method"], q["status"]) for q in s3.requests] == [("PUT", 412), ("HEAD", 200)]
+    assert not puts(s3)[0]["forwarded"]  # refused before s3rver
+    assert s3.get_object("m/1.json") == data
+
+
+def test_create_only_different_bytes_fails_loudly(s3, blob, tmp_path):
+    path, data = blob
+    put_create(s3, "m/2.json", path, check=0)
+    other = tmp_path / "other"
+    for body in (os.urandom(len(data)), b"short"):  # same size (compared by ETag) and not
+        other.write_bytes(body)
+        s3.clear_log()
+        r = put_create(s3, "m/2.json", other, check=3)
+        err = r.stderr.decode()
+        assert "the key exists and holds other bytes: not overwritten" in err
+        assert re.search(r"ERROR: s3: PUT s3://\S+/m/2.json \(create-only\) refused: the key "
+                         r"holds other bytes", err)
+        assert md5_hex(data) in err and r.stdout == b""
+        assert [(q["method"], q["status"]) for q in s3.requests] == [("PUT", 412), ("HEAD", 200)]
+    assert s3.get_object("m/2.json") == data
+
+
+@pytest.mark.parametrize("kind", ["status_after", "drop_after"])
+def test_create_only_retry_after_a_lost_answer(s3, blob, kind):
+    """The PUT lands, its answer is lost (503 / dropped connection); the retry meets 412 and
+    recognises its own bytes: success, stored once."""
+    path, data = blob
+    s3.add_fault(kind, method="PUT", times=1)
+    r = put_create(s3, "m/3.json", path, check=0)
+    assert r.stdout.decode().strip() == md5_hex(data)
+    assert "already holds these bytes" in r.stderr.decode()
+    assert s3.get_object("m/3.json") == data
+    ps = puts(s3)
+    assert [q["forwarded"] for q in ps] == [True, False]  # stored once
+    assert ps[0]["upstream_status"] == 200 and ps[1]["status"] == 412
+    assert [q["method"] for q in s3.requests] == ["PUT", "PUT", "HEAD"]
+
+
+def test_create_only_retry_with_an_etag_that_is_no_md5(s3, blob, tmp_path):
+    """An ETag that is not the body's MD5 (SSE-KMS, multipart): the bytes are read back and
+    compared, for the same bytes and for other bytes of the same size."""
+    path, data = blob
+    s3.add_fault("status_after", method="PUT", times=1)
+    s3.add_fault("opaque_etag")
+    put_create(s3, "m/4.json", path, check=0)
+    assert [q["method"] for q in s3.requests] == ["PUT", "PUT", "HEAD", "GET"]
+    assert s3.get_object("m/4.json") == data
+    other = tmp_path / "other"
+    other.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    s3.clear_log()
+    r = put_create(s3, "m/4.json", other, check=3)
+    assert "holds other bytes" in r.stderr.decode()
+    assert [q["method"] for q in s3.requests] == ["PUT", "HEAD", "GET"]
+    assert s3.get_object("m/4.json") == data
+
+
+def test_conditional_request_conflict_is_retried(s3, blob):
+    path, data = blob
+    s3.add_fault("status", status=409, method="PUT", times=1)
+    put_create(s3, "m/5.json", path, check=0)
+    assert [q["status"] for q in puts(s3)] == [409, 200]
+    assert s3.get_object("m/5.json") == data
+
+
+def test_compare_and_swap(s3, tmp_path):
+    v1, v2, v3 = (tmp_path / "v1", tmp_path / "v2", tmp_path / "v3")
+    v1.write_bytes(b'{"holder": "a", "seq": 1}')
+    v2.write_bytes(b'{"holder": "a", "seq": 2}')
+    v3.write_bytes(b'{"holder": "b", "seq": 2}')
+    key = "_battlefs/leases/battle"
+    assert head(s3, key, check=1)[0].stderr.decode().count("No such file") == 1
+    e1 = put_create(s3, key, v1, check=0).stdout.decode().strip()
+    _, size, etag = head(s3, key, check=0)
+    assert (size, etag) == (v1.stat().st_size, e1) and e1 == md5_hex(v1.read_bytes())
+    assert run(s3, s3.url, "cat", key, check=0).stdout == v1.read_bytes()
+    # the right ETag: replaced
+    s3.clear_log()
+    e2 = put_match(s3, e1, key, v2, check=0).stdout.decode().strip()
+    assert e2 == md5_hex(v2.read_bytes())
+    assert s3.get_object(key) == v2.read_bytes()
+    (q,) = puts(s3)
+    assert q["headers"]["if-match"] == f'"{e1}"' and "if-match" in signed_headers(q)
+    # a stale ETag: refused, unchanged, no ERROR (a lost race is routine)
+    s3.clear_log()
+    r = put_match(s3, e1, key, v3, check=3)
+    err = r.stderr.decode()
+    assert "ETag is not the one given" in err and f"the ETag is {e2}, not {e1}" in err
+    assert "ERROR" not in err
+    assert s3.get_object(key) == v2.read_bytes()
+    assert [(q["method"], q["status"]) for q in s3.requests] == [("PUT", 412), ("HEAD", 200)]
+    # a missing key: 404 NoSuchKey, as AWS
+    s3.clear_log()
+    r = put_match(s3, e1, "_battlefs/leases/none", v3, check=3)
+    assert "no such key" in r.stderr.decode() and "ERROR" not in r.stderr.decode()
+    assert [(q["method"], q["status"]) for q in s3.requests] == [("PUT", 404)]
+    assert "_battlefs/leases/none" not in s3.objects()
+
+
+def test_compare_and_swap_retry_after_a_lost_answer(s3, tmp_path):
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    v1.write_bytes(b"holder=a seq=1")
+    v2.write_bytes(b"holder=a seq=2")
+    e1 = put_create(s3, "l/x", v1, check=0).stdout.decode().strip()
+    s3.clear_log()
+    s3.add_fault("status_after", method="PUT", times=1)
+    r = put_match(s3, e1, "l/x", v2, check=0)
+    assert r.stdout.decode().strip() == md5_hex(v2.read_bytes())
+    assert [q["forwarded"] for q in puts(s3)] == [True, False]
+    assert s3.get_object("l/x") == v2.read_bytes()
+
+
+def test_unsigned_condition_header_is_refused_by_the_proxy(s3):
+    """The proxy's signature check covers the condition headers: one added after signing is a
+    403, not a silently unconditional write."""
+    import http.client
+    import urllib.parse
+    sys.path.insert(0, os.path.join(REPO, "tests", "s3"))
+    from s3server import _sign
+    s3.allow_signature_failures()
+    path = f"/{s3.bucket}/{s3.prefix}/u.json"
+    h = _sign("PUT", s3.endpoint + path, b"x", secret_key=s3.secret_key, region=s3.region)
+    h["If-None-Match"] = "*"
+    u = urllib.parse.urlsplit(s3.endpoint)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        c.request("PUT", path, body=b"x", headers=h)
+        resp = c.getresponse()
+        body = resp.read()
+    finally:
+        c.close()
+    assert resp.status == 403 and b"if-none-match is not signed" in body
+    assert "u.json" not in s3.objects()
+
+
+def test_head_and_cat_of_a_missing_key(s3):
+    r, _, _ = head(s3, "no/such", check=1)
+    assert "No such file or directory" in r.stderr.decode() and "ERROR" not in r.stderr.decode()
+    r = run(s3, s3.url, "cat", "no/such", check=1)
+    assert "No such file or directory" in r.stderr.decode()
+    assert [(q["method"], q["status"]) for q in s3.requests] == [("HEAD", 404), ("GET", 404)]
+
+
+def test_concurrent_creators_one_wins(s3, tmp_path):
+    """Six processes create one key at once: one succeeds, the others fail with exit 3 and
+    leave the winner's bytes; six writers of the same bytes all succeed."""
+    for same in (False, True):
+        key = f"race/{int(same)}"
+        procs = []
+        for i in range(6):
+            p = tmp_path / f"w{int(same)}-{i}"
+            p.write_bytes(b"writer %d" % (0 if same else i))
+            procs.append((p, subprocess.Popen([STORE_BIN, s3.url, "put", "--if-none-match", key,
+                                               str(p)], env=s3.environ(),
+                                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE)))
+        codes = {}
+        for p, proc in procs:
+            out, err = proc.communicate(timeout=60)
+            assert not SANITIZER_RE.search(err.decode("utf-8", "replace"))
+            codes[p] = proc.returncode
+        if same:
+            assert list(codes.values()) == [0] * 6
+            assert s3.get_object(key) == b"writer 0"
+        else:
+            assert sorted(codes.values()) == [0, 3, 3, 3, 3, 3]
+            (winner,) = [p for p, c in codes.items() if c == 0]
+            assert s3.get_object(key) == winner.read_bytes()
+        assert len([q for q in puts(s3) if q["path"].endswith(key) and q["forwarded"]]) == 1

@@ -10,9 +10,18 @@ tests put this proxy between battlefs and s3rver. For every request it:
   must be signed; the credential scope must name the expected region and service "s3";
 - verifies that x-amz-content-sha256 is present and equals the SHA-256 of the received body
   (UNSIGNED-PAYLOAD and streaming payloads are refused);
+- requires the conditional headers If-Match and If-None-Match, when present, to be signed too
+  (S3 does not insist, but battlefs signs every header it sends and a test should know);
+- enforces the conditions of a PUT, which s3rver 3.7.1 ignores, the way AWS S3 does: under a
+  lock per key (taken by every PUT and DELETE of an object, so check and write are one step),
+  it asks s3rver for the object (HEAD) and answers "If-None-Match: *" on an existing key with
+  412 PreconditionFailed, "If-Match: <etag>" with 404 NoSuchKey on a missing key and 412 on
+  another ETag (ETags compared without quotes; "*" matches any object), If-None-Match with
+  anything but "*" with 501 NotImplemented; only then forwards the PUT;
 - answers a failure like S3 (403 SignatureDoesNotMatch, 400 XAmzContentSHA256Mismatch, ...)
   without forwarding, and records it in `failures`;
-- records every request (method, path, query, Range, status, bytes) in `requests`;
+- records every request (method, path, query, Range, status, bytes, whether it reached
+  s3rver and what s3rver answered) in `requests`;
 - applies the first matching injected fault (see `add_fault`), else forwards to s3rver
   (502 BadGateway when s3rver is down).
 
@@ -22,7 +31,15 @@ tests put this proxy between battlefs and s3rver. For every request it:
     proxy.requests, proxy.failures, proxy.clear_log(), proxy.clear_faults(), proxy.stop()
 
 Fault kinds:
-    status         answer `status` (503, 500, 429, 408, ...) with an S3 XML error, no forwarding
+    status         answer `status` (503, 500, 429, 408, 409, ...) with an S3 XML error, no
+                   forwarding (409: ConditionalRequestConflict, as AWS under concurrent
+                   conditional writes)
+    status_after   forward (the PUT lands, its conditions enforced), then answer `status`
+                   instead of s3rver's answer: the client retries what already happened
+    drop_after     forward, then close the connection without any answer (ditto)
+    opaque_etag    forward; replace the ETag of the answer by one that is not an MD5
+                   ("<md5>-1", as for a multipart object), so the client cannot recognise its
+                   bytes by the ETag
     drop           close the connection without any answer (request read, nothing forwarded)
     reset          close the connection with a TCP RST before answering (nothing forwarded)
     stall          sleep `seconds` before forwarding (the client may give up first)
@@ -57,7 +74,10 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailers", "transfer-encoding", "upgrade", "expect", "proxy-connection"}
 ERROR_CODES = {500: "InternalError", 503: "SlowDown", 429: "TooManyRequests",
-               408: "RequestTimeout", 502: "BadGateway", 504: "GatewayTimeout"}
+               408: "RequestTimeout", 502: "BadGateway", 504: "GatewayTimeout",
+               409: "ConditionalRequestConflict", 412: "PreconditionFailed"}
+CONDITION_HEADERS = ("if-match", "if-none-match")  # must be signed when present
+KEY_LOCKS = 64
 MAX_SKEW_S = 15 * 60
 
 
@@ -153,7 +173,7 @@ def verify_sigv4(method, raw_path, raw_query, headers, body, access_key, secret_
     if "host" not in signed_names:
         raise SignatureError(403, "AccessDenied", "Host is not signed")
     for name in hmap:
-        if name.startswith("x-amz-") and name not in signed_names:
+        if (name.startswith("x-amz-") or name in CONDITION_HEADERS) and name not in signed_names:
             raise SignatureError(403, "AccessDenied", f"header {name} is not signed")
     # The payload hash: required, real, equal to the body's.
     declared = one("x-amz-content-sha256")
@@ -189,11 +209,40 @@ def verify_sigv4(method, raw_path, raw_query, headers, body, access_key, secret_
                              "you provided. Check your key and signing method.")
 
 
+def _etag_value(v):
+    """An ETag as compared: without W/ and quotes."""
+    v = v.strip()
+    if v.startswith("W/"):
+        v = v[2:]
+    if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
+        v = v[1:-1]
+    return v
+
+
+def put_precondition(if_none_match, if_match, current_etag):
+    """What S3 answers to a PUT with these condition headers (None: absent) when the object's
+    ETag is current_etag (None: no object): None (write it) or (status, code, message)."""
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            return (501, "NotImplemented", "If-None-Match on PUT accepts only *")
+        if current_etag is not None:
+            return (412, "PreconditionFailed",
+                    "At least one of the pre-conditions you specified did not hold")
+    if if_match is not None:
+        if current_etag is None:
+            return (404, "NoSuchKey", "The specified key does not exist.")
+        wanted = [_etag_value(x) for x in if_match.split(",")]
+        if "*" not in wanted and _etag_value(current_etag) not in wanted:
+            return (412, "PreconditionFailed",
+                    "At least one of the pre-conditions you specified did not hold")
+    return None
+
+
 class Fault:
     def __init__(self, kind, method=None, path_contains=None, query_contains=None, ranged=None,
                  times=None, every=1, ratio=None, status=503, seconds=5.0, seed=1):
         kinds = {"status", "drop", "reset", "stall", "stall_body", "close_body", "ignore_range",
-                 "short_body", "bad_range"}
+                 "short_body", "bad_range", "status_after", "drop_after", "opaque_etag"}
         if kind not in kinds:
             raise ValueError(f"unknown fault kind {kind!r}")
         self.kind, self.method, self.path_contains = kind, method, path_contains
@@ -255,6 +304,7 @@ class SigV4Proxy:
         self._idle = threading.Condition(self._lock)  # notified when _inflight drops to 0
         self._inflight = 0  # requests being handled (recorded when their answer is sent)
         self._faults = []
+        self._key_locks = [threading.Lock() for _ in range(KEY_LOCKS)]
         self._requests = []
         self._failures = []
         self._port = port
@@ -332,8 +382,14 @@ class SigV4Proxy:
 
     def clear_log(self):
         with self._lock:
+            self._settled()  # a request answered just before is recorded before it is cleared
             self._requests.clear()
             self._failures.clear()
+
+    def _key_lock(self, path):
+        """The lock of one object (striped): held by a PUT or DELETE from its precondition
+        check to s3rver's answer."""
+        return self._key_locks[hash(path) % KEY_LOCKS]
 
     def _record(self, rec):
         with self._lock:
@@ -431,6 +487,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "resp_bytes": 0,
             "sig_error": None,
             "fault": None,
+            "precondition": None,     # PUT with If-(None-)Match: "ok" or the status refused
+            "forwarded": False,       # the request reached s3rver
+            "upstream_status": None,  # what s3rver answered (may differ from "status")
             "time": time.time(),
         }
         try:
@@ -465,16 +524,48 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         finally:
             p._record(rec)
 
+    def _upstream(self, method, path, headers, body):
+        """One request to s3rver: (status, [(k, v)] without hop-by-hop headers, data). OSError
+        when s3rver cannot be reached."""
+        conn = http.client.HTTPConnection(*self.proxy.upstream, timeout=120)
+        try:
+            conn.connect()
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            rheaders = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP]
+            return resp.status, rheaders, data
+        finally:
+            conn.close()
+
+    def _current_etag(self, raw_path):
+        """The ETag of the object at raw_path as s3rver has it now, or None if there is none."""
+        p = self.proxy
+        host = "%s:%d" % p.upstream
+        req = AWSRequest(method="HEAD", url="http://" + host + raw_path, data=b"")
+        req.headers["x-amz-content-sha256"] = EMPTY_SHA256
+        S3SigV4Auth(Credentials(p.access_key, p.secret_key), "s3", p.region).add_auth(req)
+        status, rheaders, _ = self._upstream("HEAD", raw_path, dict(req.headers.items()), b"")
+        if status == 404:
+            return None
+        if status != 200:
+            raise OSError(f"HEAD {raw_path} for a precondition: HTTP {status}")
+        return next((v for k, v in rheaders if k.lower() == "etag"), "")
+
+    def _send_error(self, rec, status, code, message, close=False):
+        rec["status"] = status
+        rec["resp_bytes"] = self._send_simple(
+            status, _xml_error(code, message, rec["raw_path"]),
+            extra=[("Connection", "close")] if close else [])
+        if close:
+            self.close_connection = True
+
     def _answer(self, rec, body, fault):
         kind = fault.kind if fault else None
         if kind == "status":
             code = ERROR_CODES.get(fault.status, "InjectedFault")
-            rec["status"] = fault.status
-            rec["resp_bytes"] = self._send_simple(
-                fault.status, _xml_error(code, "injected by the test proxy", rec["raw_path"]),
-                extra=[("Connection", "close")] if fault.status >= 500 else [])
-            if fault.status >= 500:
-                self.close_connection = True
+            self._send_error(rec, fault.status, code, "injected by the test proxy",
+                             close=fault.status >= 500)
             return
         if kind == "drop":
             rec["status"] = "dropped"
@@ -496,32 +587,52 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             headers[k] = v
         if body or self.command in ("PUT", "POST"):
             headers["Content-Length"] = str(len(body))
-        conn = http.client.HTTPConnection(*self.proxy.upstream, timeout=120)
+        # A write of an object (not a bucket) is one step with its precondition check.
+        raw_path = rec["raw_path"]
+        is_object = raw_path.count("/") >= 2 and not raw_path.endswith("/")
+        writes = is_object and self.command in ("PUT", "DELETE")
+        lock = self.proxy._key_lock(rec["path"]) if writes else None
         try:
+            if lock:
+                lock.acquire()
             try:
-                conn.connect()
+                if writes and self.command == "PUT":
+                    inm, im = self.headers.get("If-None-Match"), self.headers.get("If-Match")
+                    if inm is not None or im is not None:
+                        refused = put_precondition(inm, im, self._current_etag(raw_path))
+                        rec["precondition"] = refused[0] if refused else "ok"
+                        if refused:
+                            self._send_error(rec, *refused)
+                            return
+                status, rheaders, data = self._upstream(self.command, self.path, headers, body)
             except OSError as e:  # the server is down: answer like a load balancer would
-                rec["status"] = 502
-                rec["resp_bytes"] = self._send_simple(
-                    502, _xml_error("BadGateway", f"upstream: {e}", rec["raw_path"]),
-                    extra=[("Connection", "close")])
-                self.close_connection = True
+                self._send_error(rec, 502, "BadGateway", f"upstream: {e}", close=True)
                 return
-            conn.request(self.command, self.path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            status = resp.status
-            rheaders = [(k, v) for k, v in resp.getheaders()
-                        if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"]
         finally:
-            conn.close()
+            if lock:
+                lock.release()
+        rec["forwarded"] = True
+        rec["upstream_status"] = status
+        if kind == "status_after":
+            code = ERROR_CODES.get(fault.status, "InjectedFault")
+            self._send_error(rec, fault.status, code, "injected by the test proxy after the "
+                             "request reached the server", close=fault.status >= 500)
+            return
+        if kind == "drop_after":
+            rec["status"] = f"dropped-after ({status})"
+            self.close_connection = True
+            return
+        if kind == "opaque_etag":
+            rheaders = [(k, f'"{_etag_value(v)}-1"' if k.lower() == "etag" else v)
+                        for k, v in rheaders]
         rec["status"] = status
-        if self.command == "HEAD":
+        if self.command == "HEAD":  # no body; its Content-Length is the object's
             self.send_response(status)
             for k, v in rheaders:
                 self.send_header(k, v)
             self.end_headers()
             return
+        rheaders = [(k, v) for k, v in rheaders if k.lower() != "content-length"]
         send = data
         declared = len(data)
         if kind == "short_body" and len(data) > 1:

@@ -1,5 +1,5 @@
 /* test_sha256.c - SHA-256 (libcrypto behind bfs_sha256_*) against the NIST FIPS 180-4
- * example vectors. */
+ * example vectors, and MD5 (bfs_md5_*) against RFC 1321's. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -136,6 +136,47 @@ static void test_hex(void **state)
     assert_string_equal(out, "");
 }
 
+/* MD5: the RFC 1321 test suite (A.5), one shot and in pieces. */
+static void md5_hex(const char *s, size_t piece, char out[33])
+{
+    struct bfs_md5 c;
+    uint8_t d[16];
+    assert_int_equal(bfs_md5_init(&c), 0);
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i += piece)
+        bfs_md5_update(&c, s + i, n - i < piece ? n - i : piece);
+    assert_int_equal(bfs_md5_final(&c, d), 0);
+    assert_null(c.md);
+    bfs_hex(d, 16, out);
+}
+
+static void test_md5(void **state)
+{
+    (void)state;
+    static const char *const v[][2] = {
+        {"", "d41d8cd98f00b204e9800998ecf8427e"},
+        {"a", "0cc175b9c0f1b6a831c399e269772661"},
+        {"abc", "900150983cd24fb0d6963f7d28e17f72"},
+        {"message digest", "f96b697d7cb7938d525a2f31aaf161d0"},
+        {"abcdefghijklmnopqrstuvwxyz", "c3fcd3d76192e4007dfb496cca67e13b"},
+        {"12345678901234567890123456789012345678901234567890123456789012345678901234567890",
+         "57edf4a22be3c955ac49da2e2107b67a"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        char h[33];
+        md5_hex(v[i][0], 1000, h);
+        assert_string_equal(h, v[i][1]);
+        md5_hex(v[i][0], 3, h);
+        assert_string_equal(h, v[i][1]);
+    }
+    struct bfs_md5 c;
+    assert_int_equal(bfs_md5_init(&c), 0);
+    bfs_md5_update(&c, "x", 1);
+    bfs_md5_discard(&c);
+    assert_null(c.md);
+    bfs_md5_discard(&c); /* twice: a no-op */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -143,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_448_bits),  cmocka_unit_test(test_896_bits),
         cmocka_unit_test(test_million_a), cmocka_unit_test(test_streaming_equals_oneshot),
         cmocka_unit_test(test_discard),   cmocka_unit_test(test_hex),
+        cmocka_unit_test(test_md5),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

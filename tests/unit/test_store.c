@@ -1,4 +1,5 @@
-/* test_store.c - store URLs, key rules and the file:// backend. */
+/* test_store.c - store URLs, key rules and the file:// backend (with its conditional
+ * writes, head and get). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "battlefs/sha256.h"
 #include "battlefs/stats.h"
 #include "battlefs/store.h"
 
@@ -1198,6 +1200,373 @@ static void test_file_clean_temps(void **state)
     free(dir);
 }
 
+/* ---- conditional writes, head, get ---------------------------------------- */
+
+static void md5_hex_of(const void *data, size_t n, char out[33])
+{
+    struct bfs_md5 c;
+    uint8_t d[16];
+    assert_int_equal(bfs_md5_init(&c), 0);
+    bfs_md5_update(&c, data, n);
+    assert_int_equal(bfs_md5_final(&c, d), 0);
+    bfs_hex(d, 16, out);
+}
+
+static int put_cond(struct bfs_store *st, const char *key, const char *path, enum bfs_put_cond cond,
+                    const char *if_match, char *etag_out, int may_link)
+{
+    const struct bfs_put_src src = {.path = path,
+                                    .may_link = may_link,
+                                    .cond = cond,
+                                    .if_match = if_match,
+                                    .etag_out = etag_out};
+    return bfs_store_put_src(st, key, &src);
+}
+
+static void test_file_create_only(void **state)
+{
+    (void)state;
+    struct tmp_store t;
+    tmp_store_new(&t, 1);
+    const size_t n = 70000;
+    uint8_t *a = pattern(n, 21), *b = pattern(n, 22);
+    char *pa = path_join(t.dir, "a"), *pb = path_join(t.dir, "b"), *pc = path_join(t.dir, "c");
+    write_file(pa, a, n);
+    write_file(pb, b, n);
+    write_file(pc, a, n - 1); /* a prefix of a: same start, other size */
+    char want[33], etag[BFS_STORE_ETAG_MAX];
+    md5_hex_of(a, n, want);
+    const char *key = "_battlefs/m/0001.json";
+
+    /* A new key: created (its directories too); the ETag is the content's MD5. */
+    assert_int_equal(put_cond(t.st, key, pa, BFS_PUT_CREATE, NULL, etag, 0), 0);
+    assert_string_equal(etag, want);
+    assert_object(t.st, key, a, n);
+    assert_int_equal(t.stats.store_put_requests, 1);
+    /* The same bytes again (a retry whose first attempt landed): success, unchanged. */
+    char *obj = path_join(t.root, key);
+    ino_t ino = ino_of(obj);
+    assert_int_equal(put_cond(t.st, key, pa, BFS_PUT_CREATE, NULL, etag, 0), 0);
+    assert_string_equal(etag, want);
+    assert_true(ino_of(obj) == ino);
+    /* ... also when the put would have linked the file. */
+    assert_int_equal(put_cond(t.st, key, pa, BFS_PUT_CREATE, NULL, NULL, 1), 0);
+    assert_true(ino_of(obj) == ino);
+    /* Other bytes of the same size, or other sizes: -EEXIST, the object stays. */
+    etag[0] = 'x';
+    assert_int_equal(put_cond(t.st, key, pb, BFS_PUT_CREATE, NULL, etag, 0), -EEXIST);
+    assert_int_equal(put_cond(t.st, key, pc, BFS_PUT_CREATE, NULL, NULL, 1), -EEXIST);
+    assert_object(t.st, key, a, n);
+    assert_true(ino_of(obj) == ino);
+    assert_int_equal(t.stats.store_put_requests, 3);
+    /* A key that is a directory here is not an object: not replaced either. */
+    assert_int_equal(put_cond(t.st, "_battlefs/m", pa, BFS_PUT_CREATE, NULL, NULL, 0), -EEXIST);
+    /* A linked create-only put of a new key: the object is the file itself. */
+    assert_int_equal(put_cond(t.st, "_battlefs/m/0002.json", pb, BFS_PUT_CREATE, NULL, NULL, 1), 0);
+    char *obj2 = path_join(t.root, "_battlefs/m/0002.json");
+    assert_true(ino_of(obj2) == ino_of(pb));
+    assert_int_equal(count_temp_files(t.root), 0);
+    /* A plain put still replaces. */
+    assert_int_equal(bfs_store_put(t.st, key, pb), 0);
+    assert_object(t.st, key, b, n);
+    assert_int_equal(count_temp_files(t.root), 0);
+    free(obj);
+    free(obj2);
+    free(pa);
+    free(pb);
+    free(pc);
+    free(a);
+    free(b);
+    tmp_store_free(&t);
+}
+
+static void test_file_head_get(void **state)
+{
+    (void)state;
+    struct tmp_store t;
+    tmp_store_new(&t, 1);
+    const size_t n = 3000;
+    uint8_t *a = pattern(n, 31);
+    char *pa = path_join(t.dir, "a");
+    write_file(pa, a, n);
+    char want[33];
+    md5_hex_of(a, n, want);
+    struct bfs_store_head h;
+    assert_int_equal(bfs_store_head(t.st, "l/lease", &h), -ENOENT);
+    assert_int_equal(bfs_store_put(t.st, "l/lease", pa), 0);
+    assert_int_equal(bfs_store_head(t.st, "l/lease", &h), 0);
+    assert_int_equal(h.size, n);
+    assert_string_equal(h.etag, want);
+    assert_int_equal(bfs_store_head(t.st, "l", &h), -ENOENT); /* a directory */
+    assert_int_equal(bfs_store_head(t.st, "l/lease/x", &h), -ENOENT);
+    assert_int_equal(bfs_store_head(t.st, "../x", &h), -EINVAL);
+
+    void *data = NULL;
+    size_t len = 0;
+    char etag[BFS_STORE_ETAG_MAX];
+    uint64_t gets = t.stats.store_get_requests;
+    assert_int_equal(bfs_store_get(t.st, "l/lease", n, &data, &len, etag), 0);
+    assert_int_equal(len, n);
+    assert_memory_equal(data, a, n);
+    assert_string_equal(etag, want);
+    free(data);
+    assert_int_equal(t.stats.store_get_requests, gets + 1);
+    assert_int_equal(bfs_store_get(t.st, "l/lease", n - 1, &data, &len, NULL), -EFBIG);
+    assert_null(data);
+    assert_int_equal(bfs_store_get(t.st, "l/none", n, &data, &len, etag), -ENOENT);
+    assert_int_equal(bfs_store_get(t.st, "l/lease", BFS_STORE_GET_MAX + 1ul, &data, &len, etag),
+                     -EINVAL);
+    /* An empty object. */
+    char *pe = path_join(t.dir, "e");
+    write_file(pe, "", 0);
+    assert_int_equal(bfs_store_put(t.st, "l/empty", pe), 0);
+    assert_int_equal(bfs_store_get(t.st, "l/empty", 10, &data, &len, etag), 0);
+    assert_int_equal(len, 0);
+    assert_string_equal(etag, "d41d8cd98f00b204e9800998ecf8427e");
+    free(data);
+    free(pe);
+    free(pa);
+    free(a);
+    tmp_store_free(&t);
+}
+
+static void test_file_compare_and_swap(void **state)
+{
+    (void)state;
+    struct tmp_store t;
+    tmp_store_new(&t, 1);
+    char *p1 = path_join(t.dir, "1"), *p2 = path_join(t.dir, "2"), *p3 = path_join(t.dir, "3");
+    write_file(p1, "holder=a seq=1", 14);
+    write_file(p2, "holder=a seq=2", 14);
+    write_file(p3, "holder=b seq=2", 14);
+    const char *key = "_battlefs/leases/battle";
+    char e1[BFS_STORE_ETAG_MAX], e2[BFS_STORE_ETAG_MAX], e[BFS_STORE_ETAG_MAX];
+
+    /* A missing key (and a missing directory): -ENOENT, nothing made. */
+    assert_int_equal(put_cond(t.st, key, p1, BFS_PUT_MATCH, "0123", NULL, 0), -ENOENT);
+    char *ldir = path_join(t.root, "_battlefs");
+    struct stat sb;
+    assert_int_equal(stat(ldir, &sb), -1);
+    assert_int_equal(put_cond(t.st, key, p1, BFS_PUT_CREATE, NULL, e1, 0), 0);
+    assert_int_equal(put_cond(t.st, "_battlefs/leases/other", p1, BFS_PUT_MATCH, e1, NULL, 0),
+                     -ENOENT);
+    /* The right ETag: replaced; the new ETag is the new content's. */
+    assert_int_equal(put_cond(t.st, key, p2, BFS_PUT_MATCH, e1, e2, 0), 0);
+    assert_string_not_equal(e1, e2);
+    md5_hex_of("holder=a seq=2", 14, e);
+    assert_string_equal(e2, e);
+    assert_object(t.st, key, (const uint8_t *)"holder=a seq=2", 14);
+    /* A stale ETag: -ESTALE, unchanged. */
+    assert_int_equal(put_cond(t.st, key, p3, BFS_PUT_MATCH, e1, e, 0), -ESTALE);
+    assert_object(t.st, key, (const uint8_t *)"holder=a seq=2", 14);
+    /* A stale ETag but the object holds these very bytes (a retry that landed): success. */
+    assert_int_equal(put_cond(t.st, key, p2, BFS_PUT_MATCH, e1, e, 0), 0);
+    assert_string_equal(e, e2);
+    /* Linked CAS. */
+    assert_int_equal(put_cond(t.st, key, p3, BFS_PUT_MATCH, e2, NULL, 1), 0);
+    assert_object(t.st, key, (const uint8_t *)"holder=b seq=2", 14);
+    /* Bad ETags are refused before anything. */
+    assert_int_equal(put_cond(t.st, key, p1, BFS_PUT_MATCH, NULL, NULL, 0), -EINVAL);
+    assert_int_equal(put_cond(t.st, key, p1, BFS_PUT_MATCH, "", NULL, 0), -EINVAL);
+    assert_int_equal(put_cond(t.st, key, p1, BFS_PUT_MATCH, "\"abc\"", NULL, 0), -EINVAL);
+    assert_int_equal(put_cond(t.st, key, p1, BFS_PUT_MATCH, "a b", NULL, 0), -EINVAL);
+    assert_int_equal(put_cond(t.st, key, p1, (enum bfs_put_cond)7, NULL, NULL, 0), -EINVAL);
+    assert_int_equal(count_temp_files(t.root), 0);
+    /* del then CAS: -ENOENT. */
+    assert_int_equal(bfs_store_del(t.st, key), 0);
+    assert_int_equal(put_cond(t.st, key, p1, BFS_PUT_MATCH, e2, NULL, 0), -ENOENT);
+    assert_int_equal(count_temp_files(t.root), 0);
+    free(ldir);
+    free(p1);
+    free(p2);
+    free(p3);
+    tmp_store_free(&t);
+}
+
+/* Concurrent creators of one key: exactly one wins, the others see -EEXIST;
+ * writers of the same bytes all succeed. Two store handles, several threads. */
+struct creator {
+    struct bfs_store *st;
+    const char *key;
+    char path[4200];
+    atomic_int *go;
+    int rc;
+};
+
+static void *creator_thread(void *arg)
+{
+    struct creator *c = arg;
+    while (!atomic_load(c->go))
+        sched_yield();
+    c->rc = put_cond(c->st, c->key, c->path, BFS_PUT_CREATE, NULL, NULL, 0);
+    return NULL;
+}
+
+static void create_race(int no_noreplace)
+{
+    struct tmp_store t;
+    if (no_noreplace)
+        setenv("BATTLEFS_FAULT_STORE", "no-noreplace", 1);
+    tmp_store_new(&t, 1);
+    struct bfs_store *st2 = open_file_store(t.root, NULL);
+    unsetenv("BATTLEFS_FAULT_STORE");
+    enum { N = 8, ROUNDS = 20 };
+    for (int round = 0; round < ROUNDS; round++) {
+        int same = round % 4 == 3; /* every fourth round: all write the same bytes */
+        char key[64];
+        snprintf(key, sizeof key, "race/r%d/obj", round);
+        struct creator c[N];
+        pthread_t th[N];
+        atomic_int go = 0;
+        for (int i = 0; i < N; i++) {
+            c[i] = (struct creator){.st = i & 1 ? st2 : t.st, .key = key, .go = &go};
+            snprintf(c[i].path, sizeof c[i].path, "%s/src-%d-%d", t.dir, round, i);
+            char body[64];
+            int bl = snprintf(body, sizeof body, "writer %d of round %d", same ? 0 : i, round);
+            write_file(c[i].path, body, (size_t)bl);
+            assert_int_equal(pthread_create(&th[i], NULL, creator_thread, &c[i]), 0);
+        }
+        atomic_store(&go, 1);
+        int won = 0, lost = 0;
+        for (int i = 0; i < N; i++) {
+            pthread_join(th[i], NULL);
+            if (c[i].rc == 0)
+                won++;
+            else if (c[i].rc == -EEXIST)
+                lost++;
+            else
+                fail_msg("round %d writer %d: %d", round, i, c[i].rc);
+        }
+        if (same) {
+            assert_int_equal(won, N);
+        } else {
+            assert_int_equal(won, 1);
+            assert_int_equal(lost, N - 1);
+            /* the object is the winner's */
+            for (int i = 0; i < N; i++)
+                if (c[i].rc == 0) {
+                    char body[64];
+                    int bl = snprintf(body, sizeof body, "writer %d of round %d", i, round);
+                    assert_object(t.st, key, (const uint8_t *)body, (size_t)bl);
+                }
+        }
+    }
+    assert_int_equal(count_temp_files(t.root), 0);
+    bfs_store_close(st2);
+    tmp_store_free(&t);
+}
+
+static void test_file_create_race(void **state)
+{
+    (void)state;
+    create_race(0);
+}
+
+/* The same where the file system has no RENAME_NOREPLACE: link(2) decides. */
+static void test_file_create_race_linkat(void **state)
+{
+    (void)state;
+#ifdef BFS_FAULT_INJECTION
+    create_race(1);
+#else
+    skip();
+#endif
+}
+
+/* Concurrent compare-and-swap increments of one counter: none is lost. Each
+ * body names its writer (the rule of store.h: two writers never write the
+ * same bytes). */
+struct incr {
+    struct bfs_store *st;
+    const char *dir;
+    int id, n, stale;
+    int bad;
+};
+
+static void *incr_thread(void *arg)
+{
+    struct incr *w = arg;
+    char path[4200];
+    for (int done = 0, attempt = 0; done < w->n && !w->bad; attempt++) {
+        /* a new file each time: a linked put takes the file itself (may_link) */
+        snprintf(path, sizeof path, "%s/incr-%d-%d", w->dir, w->id, attempt);
+        void *data = NULL;
+        size_t len = 0;
+        char etag[BFS_STORE_ETAG_MAX];
+        if (bfs_store_get(w->st, "c/counter", 100, &data, &len, etag) != 0) {
+            w->bad++;
+            break;
+        }
+        char body[101];
+        memcpy(body, data, len);
+        body[len] = '\0';
+        free(data);
+        long v = strtol(body, NULL, 10);
+        int bl = snprintf(body, sizeof body, "%ld by %d", v + 1, w->id);
+        write_file(path, body, (size_t)bl);
+        int rc = put_cond(w->st, "c/counter", path, BFS_PUT_MATCH, etag, NULL, attempt & 1);
+        unlink(path);
+        if (rc == 0)
+            done++;
+        else if (rc == -ESTALE)
+            w->stale++;
+        else
+            w->bad++;
+    }
+    return NULL;
+}
+
+static void test_file_cas_race(void **state)
+{
+    (void)state;
+    struct tmp_store t;
+    tmp_store_new(&t, 1);
+    struct bfs_store *st2 = open_file_store(t.root, NULL);
+    char *p0 = path_join(t.dir, "zero");
+    write_file(p0, "0 by none", 9);
+    assert_int_equal(put_cond(t.st, "c/counter", p0, BFS_PUT_CREATE, NULL, NULL, 0), 0);
+    enum { N = 4, EACH = 40 };
+    struct incr w[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        w[i] = (struct incr){.st = i & 1 ? st2 : t.st, .dir = t.dir, .id = i, .n = EACH};
+        assert_int_equal(pthread_create(&th[i], NULL, incr_thread, &w[i]), 0);
+    }
+    int stale = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(w[i].bad, 0);
+        stale += w[i].stale;
+    }
+    void *data = NULL;
+    size_t len = 0;
+    assert_int_equal(bfs_store_get(t.st, "c/counter", 100, &data, &len, NULL), 0);
+    assert_int_equal(strtol(data, NULL, 10), N * EACH);
+    free(data);
+    print_message("cas race: %d stale attempts\n", stale);
+    assert_int_equal(count_temp_files(t.root), 0);
+    free(p0);
+    bfs_store_close(st2);
+    tmp_store_free(&t);
+}
+
+/* A store that does not say it honours conditions is never asked to. */
+static void test_conditional_needs_support(void **state)
+{
+    (void)state;
+    struct tmp_store t;
+    tmp_store_new(&t, 1);
+    char *p = path_join(t.dir, "p");
+    write_file(p, "x", 1);
+    t.st->conditional = 0;
+    assert_int_equal(put_cond(t.st, "k", p, BFS_PUT_CREATE, NULL, NULL, 0), -ENOTSUP);
+    assert_int_equal(put_cond(t.st, "k", p, BFS_PUT_MATCH, "e", NULL, 0), -ENOTSUP);
+    assert_int_equal(put_cond(t.st, "k", p, BFS_PUT_ALWAYS, NULL, NULL, 0), 0);
+    t.st->conditional = 1;
+    free(p);
+    tmp_store_free(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1218,6 +1587,13 @@ int main(void)
         cmocka_unit_test(test_file_put_link_other_fs),
         cmocka_unit_test(test_file_root_recreated),
         cmocka_unit_test(test_file_clean_temps),
+        cmocka_unit_test(test_file_create_only),
+        cmocka_unit_test(test_file_head_get),
+        cmocka_unit_test(test_file_compare_and_swap),
+        cmocka_unit_test(test_file_create_race),
+        cmocka_unit_test(test_file_create_race_linkat),
+        cmocka_unit_test(test_file_cas_race),
+        cmocka_unit_test(test_conditional_needs_support),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
