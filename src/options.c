@@ -141,7 +141,7 @@ void bfs_options_usage(const char *prog)
 
 int bfs_parse_size(const char *s, uint64_t *out)
 {
-    if (!s || !*s || *s == '-' || *s == '+')
+    if (!s || *s < '0' || *s > '9') /* strtoull would take " 1", "+1" and " -1" (2^64 - 1) */
         return -EINVAL;
     char *end;
     errno = 0;

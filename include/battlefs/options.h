@@ -45,8 +45,9 @@ struct bfs_options {
     int debug;
 };
 
-/* Parse a byte size with an optional K, M or G suffix (powers of 1024).
- * 0 or -EINVAL (not a number, overflow, trailing garbage). */
+/* Parse a byte size: decimal digits with an optional K, M or G suffix
+ * (powers of 1024). 0 or -EINVAL (not a number, a sign or leading space,
+ * overflow, trailing garbage). */
 int bfs_parse_size(const char *s, uint64_t *out);
 
 enum {
