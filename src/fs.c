@@ -481,7 +481,7 @@ static int check_new_name(struct bfs_ctx *ctx, const char *rel)
         return 0;
     char what[PATH_MAX];
     snprintf(what, sizeof what, INCOMING "/%s", rel);
-    bfs_ingest_reject(ctx, what, "no dataset name before .avro");
+    bfs_ingest_reject(&ctx->ingest, what, "no dataset name before .avro");
     return -EINVAL;
 }
 
@@ -502,7 +502,7 @@ static struct upload *new_upload(struct bfs_ctx *ctx, const char *rel, uid_t uid
                      "rename or remove some",
                      (unsigned)uid, q->files, (unsigned long long)q->bytes, BFS_HELD_FILES_MAX,
                      (unsigned long long)ctx->opt.held_bytes_max);
-            bfs_ingest_reject(ctx, what, reason);
+            bfs_ingest_reject(&ctx->ingest, what, reason);
             *err = -EDQUOT;
             return NULL;
         }
@@ -570,7 +570,7 @@ static void expire_held(struct bfs_ctx *ctx)
         snprintf(what, sizeof what, INCOMING "/%s", u->path);
         snprintf(reason, sizeof reason, "held file not renamed within %llu s: discarded",
                  (unsigned long long)ctx->opt.held_timeout);
-        bfs_ingest_reject(ctx, what, reason);
+        bfs_ingest_reject(&ctx->ingest, what, reason);
         settle(fs, u, bfs_up_discard(&u->st, 0));
     }
 }
@@ -659,9 +659,9 @@ static int run_ingest(struct bfs_ctx *ctx, struct upload *u, bool *freed)
     int rc = identity_from_path(what + strlen(INCOMING) + 1, buf, sizeof buf, &id, reason,
                                 sizeof reason);
     if (rc < 0)
-        bfs_ingest_reject(ctx, what, reason);
+        bfs_ingest_reject(&ctx->ingest, what, reason);
     else
-        rc = bfs_ingest(ctx, u->fd, &id, what);
+        rc = bfs_ingest(&ctx->ingest, u->fd, &id, what);
     if (rc == 0 && ctx->roller)
         bfs_roller_notify(ctx->roller);
 
@@ -1114,7 +1114,7 @@ static int bfs_open(const char *path, struct fuse_file_info *fi)
         h = new_handle(H_READER);
         if (!h)
             return -ENOMEM;
-        rc = bfs_reader_open(ctx, nd.table, nd.period, nd.dataset, &h->rd);
+        rc = bfs_reader_open(&ctx->reader, nd.table, nd.period, nd.dataset, &h->rd);
         /* No page cache: a file that grows while open would otherwise read
          * as zeros where the kernel zero-filled a page past an older size
          * (docs/design.md, "The data tree"). */
@@ -1199,7 +1199,7 @@ static void report_refusal(struct bfs_ctx *ctx, const char *rel, int err)
     else
         snprintf(reason, sizeof reason, "cannot spool the upload in the state directory: %s",
                  strerror(-err));
-    bfs_ingest_reject(ctx, what, reason);
+    bfs_ingest_reject(&ctx->ingest, what, reason);
 }
 
 /* The end of a write or truncate that a transition refused or rejected (rc
@@ -1252,7 +1252,8 @@ static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
         snprintf(what, sizeof what, INCOMING "/%s", u->path);
         settle(fs, u, bfs_up_discard(&u->st, -EDQUOT));
         pthread_mutex_unlock(&fs->lock);
-        bfs_ingest_reject(ctx, what, "held files of this uid over their byte bound: discarded");
+        bfs_ingest_reject(&ctx->ingest, what,
+                          "held files of this uid over their byte bound: discarded");
         return -EDQUOT;
     }
     if (rc != 0)

@@ -17,17 +17,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "battlefs/battlefs.h"
 #include "battlefs/catalog.h"
+#include "battlefs/errors.h"
 #include "battlefs/log.h"
 #include "battlefs/names.h"
 #include "battlefs/ocf.h"
+#include "battlefs/stats.h"
 
-void bfs_ingest_reject(struct bfs_ctx *ctx, const char *what, const char *reason)
+void bfs_ingest_reject(const struct bfs_ingest_deps *deps, const char *what, const char *reason)
 {
     bfs_warn("rejected %s: %s", what, reason);
-    bfs_stats_add(&ctx->stats, uploads_rejected, 1);
-    if (bfs_errors_add(&ctx->errors, what, reason) < 0)
+    bfs_stats_add(deps->stats, uploads_rejected, 1);
+    if (bfs_errors_add(deps->errors, what, reason) < 0)
         bfs_error("out of memory recording a rejection of %s", what);
 }
 
@@ -110,23 +111,24 @@ static void spool_unload(uint8_t *buf, size_t len)
         free(buf);
 }
 
-int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const char *what)
+int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_identity *id,
+               const char *what)
 {
     char reason[512] = "";
     struct stat st;
     if (fstat(fd, &st) < 0) {
         snprintf(reason, sizeof reason, "cannot stat spool file: %s", strerror(errno));
-        bfs_ingest_reject(ctx, what, reason);
+        bfs_ingest_reject(deps, what, reason);
         return -EIO;
     }
     if (st.st_size == 0) {
-        bfs_ingest_reject(ctx, what, "empty file: not an Avro object container file");
+        bfs_ingest_reject(deps, what, "empty file: not an Avro object container file");
         return -EINVAL;
     }
-    if ((uint64_t)st.st_size > ctx->opt.max_upload) {
+    if ((uint64_t)st.st_size > deps->max_upload) {
         snprintf(reason, sizeof reason, "upload larger than max_upload (%llu bytes)",
-                 (unsigned long long)ctx->opt.max_upload);
-        bfs_ingest_reject(ctx, what, reason);
+                 (unsigned long long)deps->max_upload);
+        bfs_ingest_reject(deps, what, reason);
         return -EFBIG;
     }
     size_t len = (size_t)st.st_size;
@@ -134,7 +136,7 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
     int rc = spool_load(fd, len, &buf);
     if (rc < 0) {
         snprintf(reason, sizeof reason, "cannot read spool file: %s", strerror(-rc));
-        bfs_ingest_reject(ctx, what, reason);
+        bfs_ingest_reject(deps, what, reason);
         return -EIO;
     }
 
@@ -146,7 +148,7 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
     size_t canon_len = 0;
     char table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1], dataset[BFS_NAME_MAX + 1];
     int have_header = 0;
-    rc = bfs_ocf_parse_header_cached(buf, len, ctx->schemas, &h, &err);
+    rc = bfs_ocf_parse_header_cached(buf, len, deps->schemas, &h, &err);
     if (rc < 0) {
         snprintf(reason, sizeof reason, "%s", err.msg);
         goto reject;
@@ -177,8 +179,8 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
 
     for (int attempt = 0;; attempt++) {
         uint8_t psync[16];
-        enum bfs_codec codec = ctx->opt.codec;
-        rc = bfs_catalog_partition_layout(ctx->cat, table, period, psync, &codec);
+        enum bfs_codec codec = deps->codec;
+        rc = bfs_catalog_partition_layout(deps->cat, table, period, psync, &codec);
         if (rc == 0) {
             if (memcmp(psync, sync, sizeof psync) != 0) {
                 snprintf(reason, sizeof reason,
@@ -198,7 +200,7 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
         bfs_buf_reset(&out);
         /* A decompression bomb stops at max_upload bytes of records (EFBIG). */
         rc = bfs_ocf_process(buf, len, &h, sync, codec, &out, &records,
-                             BFS_OCF_DEFLATE_LEVEL(ctx->opt.deflate_level), ctx->opt.max_upload,
+                             BFS_OCF_DEFLATE_LEVEL(deps->deflate_level), deps->max_upload,
                              &err);
         if (rc < 0) {
             bool said = rc == -EINVAL || rc == -EFBIG;
@@ -234,7 +236,7 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
             .records = records,
         };
         memcpy(up.sync, sync, sizeof up.sync);
-        rc = bfs_catalog_commit_upload(ctx->cat, &up, msg, sizeof msg);
+        rc = bfs_catalog_commit_upload(deps->cat, &up, msg, sizeof msg);
         if (rc == -EAGAIN && attempt < 3)
             continue; /* the partition appeared meanwhile with another codec */
         if (rc < 0) {
@@ -246,10 +248,10 @@ int bfs_ingest(struct bfs_ctx *ctx, int fd, const struct bfs_identity *id, const
                   dataset, (unsigned long long)records, out.len);
         break;
     }
-    bfs_stats_add(&ctx->stats, uploads_ingested, 1);
+    bfs_stats_add(deps->stats, uploads_ingested, 1);
     goto out;
 reject:
-    bfs_ingest_reject(ctx, what, reason);
+    bfs_ingest_reject(deps, what, reason);
 out:
     bfs_buf_free(&out);
     bfs_buf_free(&hdr);

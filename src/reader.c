@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "battlefs/battlefs.h"
 #include "battlefs/cache.h"
 #include "battlefs/catalog.h"
 #include "battlefs/log.h"
@@ -32,7 +31,7 @@ struct view {
 };
 
 struct bfs_reader {
-    struct bfs_ctx *ctx;
+    struct bfs_reader_deps d; /* a copy of bfs_reader_open's */
     char table[BFS_NAME_MAX + 1];
     char period[BFS_NAME_MAX + 1];
     char dataset[BFS_NAME_MAX + 1];
@@ -56,8 +55,8 @@ static int view_load(struct bfs_reader *r, struct view **out)
     if (!w)
         return -ENOMEM;
     /* Read before the snapshot: any upload committed after it changes this. */
-    w->groups = bfs_catalog_commit_groups(r->ctx->cat);
-    int rc = bfs_catalog_dataset(r->ctx->cat, r->table, r->period, r->dataset, &w->v);
+    w->groups = bfs_catalog_commit_groups(r->d.cat);
+    int rc = bfs_catalog_dataset(r->d.cat, r->table, r->period, r->dataset, &w->v);
     if (rc < 0) {
         free(w);
         return rc;
@@ -87,13 +86,15 @@ static int view_load(struct bfs_reader *r, struct view **out)
     return 0;
 }
 
-int bfs_reader_open(struct bfs_ctx *ctx, const char *table, const char *period, const char *dataset,
-                    struct bfs_reader **out)
+int bfs_reader_open(const struct bfs_reader_deps *deps, const char *table, const char *period,
+                    const char *dataset, struct bfs_reader **out)
 {
+    if (deps->read_chunk == 0)
+        return -EINVAL;
     struct bfs_reader *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
-    r->ctx = ctx;
+    r->d = *deps;
     snprintf(r->table, sizeof r->table, "%s", table);
     snprintf(r->period, sizeof r->period, "%s", period);
     snprintf(r->dataset, sizeof r->dataset, "%s", dataset);
@@ -175,8 +176,8 @@ static size_t find_segment(const struct view *w, uint64_t pos)
 static int read_cold(struct bfs_reader *r, const struct bfs_segment *s, uint64_t in_seg, char *dst,
                      size_t n)
 {
-    struct bfs_ctx *ctx = r->ctx;
-    uint64_t chunk = ctx->opt.read_chunk;
+    const struct bfs_reader_deps *d = &r->d;
+    uint64_t chunk = d->read_chunk;
     while (n > 0) {
         uint64_t k = in_seg / chunk;
         uint64_t unit_off = s->offset + k * chunk;
@@ -186,11 +187,11 @@ static int read_cold(struct bfs_reader *r, const struct bfs_segment *s, uint64_t
         if (want_len > n)
             want_len = n;
         int rc;
-        if (ctx->cache)
-            rc = bfs_cache_read(ctx->cache, ctx->store, s->key, unit_off, unit_len, want_off,
-                                want_len, dst);
+        if (d->cache)
+            rc = bfs_cache_read(d->cache, d->store, s->key, unit_off, unit_len, want_off, want_len,
+                                dst);
         else
-            rc = bfs_store_get_range(ctx->store, s->key, want_off, want_len, dst);
+            rc = bfs_store_get_range(d->store, s->key, want_off, want_len, dst);
         if (rc < 0) {
             bfs_error("read of %s/%s/%s: %s bytes %llu-%llu: %s", r->table, r->period, r->dataset,
                       s->key, (unsigned long long)want_off,
@@ -213,7 +214,7 @@ static int reader_end(struct bfs_reader *r, uint64_t want, uint64_t *end)
         return 0;
     struct view *w = view_get(r);
     int rc = 0;
-    if (w->groups != bfs_catalog_commit_groups(r->ctx->cat))
+    if (w->groups != bfs_catalog_commit_groups(r->d.cat))
         rc = view_refresh(r, w);
     view_put(w);
     if (rc < 0)
@@ -245,7 +246,7 @@ static int read_range(struct bfs_reader *r, char *buf, size_t size, uint64_t off
         uint64_t in_seg = pos - w->start[i];
         size_t n = (size_t)(s->length - in_seg < size - done ? s->length - in_seg : size - done);
         if (s->kind == BFS_SEG_HOT)
-            rc = bfs_catalog_read_hot(r->ctx->cat, s->id, in_seg, buf + done, n);
+            rc = bfs_catalog_read_hot(r->d.cat, s->id, in_seg, buf + done, n);
         else
             rc = read_cold(r, s, in_seg, buf + done, n);
         if (rc == -ENOENT && s->kind == BFS_SEG_HOT && refreshes < 5) {

@@ -8,7 +8,7 @@
  *     finishes that roll first.
  *  2. Build. bfs_catalog_roll_rows streams the claimed rows ordered by (table,
  *     period, dataset, id). Each (table, period) group goes into archives in
- *     ctx->work_dir: the partition's layout header, then the rows' stored blocks,
+ *     deps->work_dir: the partition's layout header, then the rows' stored blocks,
  *     copied through one ROLL_CHUNK buffer (memory does not grow with the
  *     buffer). A group is split into a new archive when the next row would make
  *     the archive exceed archive_max_bytes (a row is never split; an archive
@@ -51,20 +51,25 @@
  * computed as its bytes are written and handed to the put, which then does not
  * read the file once more to hash it.
  *
- * Fault injection (only in builds with -DBFS_FAULT_INJECTION, meson
- * -Dfault_injection=true; -o fault=STEP, optionally written "roll:STEP"):
- *   after-claim    _exit(99) right after the claim transaction committed
- *   mid-build      _exit(99) after the first row of the first archive is written
- *   after-build    _exit(99) when every archive is built, before any put (with
- *                  this fault the puts wait for the end of the build)
- *   mid-upload     _exit(99) in the upload thread right after the first archive
- *                  was put and removed (the build may be writing later ones)
- *   after-upload   _exit(99) when every archive has been put, before the commit
- *   before-commit  the same point as after-upload
- *   after-commit   _exit(99) right after the commit transaction
- *   put-fail       every put fails with EIO (the roll fails, nothing exits)
- * (fs.c has one of its own, -o fault=spool:named: spool files with names, as
- * on a file system without O_TMPFILE; the roller ignores "spool:" faults.)
+ * The fault hook (struct bfs_roll_deps: fault, fault_arg) is called at each
+ * step of the protocol (enum bfs_roll_step, roller.h):
+ *   after-claim    right after the claim transaction committed
+ *   mid-build      after the first row of the first archive is written (flushed
+ *                  to the file: a partial archive)
+ *   after-build    when every archive is built (with deps->hold_puts, before
+ *                  any put: the puts wait for the end of the build)
+ *   mid-upload     in the put thread right after the first archive was put and
+ *                  removed (the build may be writing later ones)
+ *   after-upload   when every archive has been put, before the commit
+ *   before-commit  the same point, right after
+ *   after-commit   right after the commit transaction
+ *   put-fail       before each put (an error is that put's failure)
+ * An error from the hook at any step but put-fail stops the roll there as a
+ * crash would: nothing is undone (the claim, the archive files in the work
+ * directory, the objects put), so the unit tests (tests/unit/test_roller.c)
+ * run the recovery after it as after a crash. main.c's hook, in builds with
+ * -Dfault_injection=true, does what -o fault=STEP asks: _exit(99) at that
+ * step, or EIO from every put for put-fail (tests/integration/test_roll_faults.py).
  *
  * The roll thread (bfs_roller_start) rolls at every multiple of roll_interval
  * seconds since the Unix epoch (UTC), when the buffer holds roll_bytes (checked
@@ -93,7 +98,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "battlefs/battlefs.h"
 #include "battlefs/buf.h"
 #include "battlefs/catalog.h"
 #include "battlefs/errors.h"
@@ -109,45 +113,35 @@
 #define ROLL_RETRY_MAX_S    300             /* longest wait before retrying a failed roll */
 #define ROLL_ERR_MAX        480
 
-/* ---- fault injection ---- */
+/* ---- the fault hook ---- */
 
-static const char *const fault_steps[] = {
+static const char *const step_names[BFS_ROLL_STEPS] = {
     "after-claim",  "mid-build",     "after-build",  "mid-upload",
     "after-upload", "before-commit", "after-commit", "put-fail",
 };
 
-/* The configured step ("roll:" prefix removed), or NULL. */
-static const char *fault_step(const struct bfs_ctx *ctx)
+const char *bfs_roll_step_name(enum bfs_roll_step step)
 {
-#ifdef BFS_FAULT_INJECTION
-    const char *f = ctx->opt.fault;
-    if (!f || !*f)
-        return NULL;
-    if (strncmp(f, "spool:", 6) == 0 || strncmp(f, "ingest:", 7) == 0)
-        return NULL; /* fs.c's */
-    if (strncmp(f, "roll:", 5) == 0)
-        f += 5;
-    return f;
-#else
-    (void)ctx;
-    return NULL;
-#endif
+    return (unsigned)step < BFS_ROLL_STEPS ? step_names[step] : NULL;
 }
 
-static int fault_is(const struct bfs_ctx *ctx, const char *step)
+int bfs_roll_step_parse(const char *name, enum bfs_roll_step *out)
 {
-    const char *f = fault_step(ctx);
-    return f && strcmp(f, step) == 0;
+    for (unsigned i = 0; name && i < BFS_ROLL_STEPS; i++)
+        if (strcmp(name, step_names[i]) == 0) {
+            *out = (enum bfs_roll_step)i;
+            return 0;
+        }
+    return -EINVAL;
 }
 
-/* _exit(99) here when the mount's fault names this step (test builds only). */
-static void fault_point(const struct bfs_ctx *ctx, const char *step, const char *roll_id)
+/* Call the deps' fault hook at step: 0 to go on, else its error. */
+static int fault_at(const struct bfs_roll_deps *d, enum bfs_roll_step step, const char *roll_id)
 {
-    if (fault_is(ctx, step)) {
-        bfs_info("fault injection: roll %s: _exit(99) at %s", roll_id, step);
-        fflush(stderr);
-        _exit(99);
-    }
+    if (!d->fault)
+        return 0;
+    int rc = d->fault(d->fault_arg, step, roll_id);
+    return rc < 0 ? rc : 0;
 }
 
 /* ---- building archives ---- */
@@ -172,7 +166,7 @@ struct index_ent {
 };
 
 struct build {
-    struct bfs_ctx *ctx;
+    const struct bfs_roll_deps *d;
     const char *roll_id;
     char err[ROLL_ERR_MAX]; /* the reason of the failure (without the roll id) */
     uint8_t *buf;           /* ROLL_CHUNK bytes: data not yet written to fd */
@@ -202,7 +196,8 @@ struct build {
     pthread_cond_t up_cond;
     size_t n_closed; /* arch[0..n_closed) are complete: the thread may put them */
     size_t n_put;    /* arch[0..n_put) are put and removed locally */
-    int hold_puts;   /* publish no archive until the build is done (fault after-build) */
+    int hold_puts;   /* publish no archive until the build is done (deps->hold_puts) */
+    int crashed;     /* the fault hook stopped the roll: leave the files as a crash would */
     int up_closing;  /* the build is done: put what is left, then end */
     int up_stop;     /* the build failed: put nothing more */
     int up_rc;       /* the first put failure (then the thread has ended), else 0 */
@@ -226,6 +221,20 @@ static int fail(struct build *b, int rc, const char *fmt, ...)
     va_end(ap);
     snprintf(b->err, sizeof b->err, "%s: %s", what, strerror(-rc));
     return rc;
+}
+
+/* The fault hook stopped the roll at step with rc: record it, and leave the
+ * roll's files and objects as a crash there would. Returns rc. */
+static int crash(struct build *b, int rc, enum bfs_roll_step step)
+{
+    if (b->up_started) { /* the put thread reads it (remove_local) */
+        pthread_mutex_lock(&b->up_lock);
+        b->crashed = 1;
+        pthread_mutex_unlock(&b->up_lock);
+    } else {
+        b->crashed = 1;
+    }
+    return fail(b, rc, "stopped by the fault hook at %s", bfs_roll_step_name(step));
 }
 
 static int write_all(int fd, const uint8_t *p, size_t n)
@@ -288,7 +297,6 @@ static int out_write(struct build *b, const void *p, size_t n)
 
 static int open_archive(struct build *b, const char *table, const char *period)
 {
-    struct bfs_ctx *ctx = b->ctx;
     assert(b->fd < 0 && b->have_part);
     /* The upload thread may be copying an earlier entry: move the array only
      * under its lock. A failed put ends the build here, at an archive boundary. */
@@ -310,7 +318,7 @@ static int open_archive(struct build *b, const char *table, const char *period)
         a->key = NULL;
         return fail(b, -ENOMEM, "archive key");
     }
-    if (asprintf(&a->path, "%s/%s-%zu.avro", ctx->work_dir, b->roll_id, b->n_arch) < 0) {
+    if (asprintf(&a->path, "%s/%s-%zu.avro", b->d->work_dir, b->roll_id, b->n_arch) < 0) {
         free(a->key);
         a->key = NULL;
         a->path = NULL;
@@ -378,7 +386,7 @@ static int start_group(struct build *b, const char *table, const char *period)
         b->have_part = 0;
     }
     memset(&b->part, 0, sizeof b->part);
-    int rc = bfs_catalog_partition_get(b->ctx->cat, table, period, &b->part);
+    int rc = bfs_catalog_partition_get(b->d->cat, table, period, &b->part);
     if (rc < 0) {
         memset(&b->part, 0, sizeof b->part);
         return fail(b, rc == -ENOENT ? -EIO : rc, "partition %s/%s", table, period);
@@ -401,7 +409,7 @@ static int same_group(const struct build *b, const struct bfs_roll_row *row)
 static int on_row(void *vb, const struct bfs_roll_row *row)
 {
     struct build *b = vb;
-    struct bfs_ctx *ctx = b->ctx;
+    const struct bfs_roll_deps *d = b->d;
     int rc;
 
     if (!bfs_name_valid(row->table, strlen(row->table)) ||
@@ -412,7 +420,7 @@ static int on_row(void *vb, const struct bfs_roll_row *row)
         if ((rc = close_archive(b)) < 0 || (rc = start_group(b, row->table, row->period)) < 0)
             return rc;
     } else if (b->fd >= 0 && b->arch_rows > 0 &&
-               cur_archive(b)->size + row->length > ctx->opt.archive_max_bytes) {
+               cur_archive(b)->size + row->length > d->archive_max_bytes) {
         if ((rc = close_archive(b)) < 0)
             return rc;
     }
@@ -443,7 +451,7 @@ static int on_row(void *vb, const struct bfs_roll_row *row)
         size_t n = ROLL_CHUNK - b->buf_len;
         if ((uint64_t)n > row->length - off)
             n = (size_t)(row->length - off);
-        rc = bfs_catalog_read_hot(ctx->cat, row->id, off, b->buf + b->buf_len, n);
+        rc = bfs_catalog_read_hot(d->cat, row->id, off, b->buf + b->buf_len, n);
         if (rc < 0)
             return fail(b, rc == -ENOENT ? -EIO : rc, "read buffer row %" PRId64, row->id);
         b->buf_len += n;
@@ -457,10 +465,11 @@ static int on_row(void *vb, const struct bfs_roll_row *row)
     b->bytes += row->length;
     b->records += row->records;
 
-    if (b->n_arch == 1 && b->arch_rows == 1 && fault_is(ctx, "mid-build")) {
+    if (b->n_arch == 1 && b->arch_rows == 1 && d->fault) {
         if ((rc = flush_buf(b)) < 0)
             return rc;
-        fault_point(ctx, "mid-build", b->roll_id);
+        if ((rc = fault_at(d, BFS_ROLL_MID_BUILD, b->roll_id)) < 0)
+            return crash(b, rc, BFS_ROLL_MID_BUILD);
     }
     return 0;
 }
@@ -469,7 +478,7 @@ static void remove_local(struct build *b, struct archive *a)
 {
     if (!a->path)
         return;
-    if (unlink(a->path) < 0 && errno != ENOENT)
+    if (!b->crashed && unlink(a->path) < 0 && errno != ENOENT)
         bfs_warn("roll %s: cannot remove %s: %s", b->roll_id, a->path, strerror(errno));
     free(a->path);
     a->path = NULL;
@@ -487,9 +496,10 @@ static double mono_now(void)
 /* Put one complete archive (a copy of its entry); on failure what names it. */
 static int put_archive(struct build *b, const struct archive *a, char *what, size_t whatlen)
 {
-    if (fault_is(b->ctx, "put-fail")) {
-        snprintf(what, whatlen, "put %s (fault put-fail)", a->key);
-        return -EIO;
+    int rc = fault_at(b->d, BFS_ROLL_PUT, b->roll_id);
+    if (rc < 0) {
+        snprintf(what, whatlen, "put %s (fault %s)", a->key, bfs_roll_step_name(BFS_ROLL_PUT));
+        return rc;
     }
     const struct bfs_put_src src = {
         .path = a->path,
@@ -497,7 +507,7 @@ static int put_archive(struct build *b, const struct archive *a, char *what, siz
         .may_link = 1, /* never written again; removed right after the put */
     };
     bfs_store_set_last_error(NULL);
-    int rc = bfs_store_put_src(b->ctx->store, a->key, &src);
+    rc = bfs_store_put_src(b->d->store, a->key, &src);
     if (rc < 0) {
         /* The store's detail is per thread: read it here, in the putting thread. */
         const char *detail = bfs_store_last_error();
@@ -534,8 +544,18 @@ static void *uploader_main(void *arg)
         }
         remove_local(b, &b->arch[i]);
         b->n_put++;
-        if (i == 0)
-            fault_point(b->ctx, "mid-upload", b->roll_id);
+        if (i == 0 && b->d->fault) {
+            pthread_mutex_unlock(&b->up_lock);
+            rc = fault_at(b->d, BFS_ROLL_MID_UPLOAD, b->roll_id);
+            pthread_mutex_lock(&b->up_lock);
+            if (rc < 0) {
+                snprintf(b->up_what, sizeof b->up_what, "stopped by the fault hook at %s",
+                         bfs_roll_step_name(BFS_ROLL_MID_UPLOAD));
+                b->up_rc = rc;
+                b->crashed = 1;
+                break;
+            }
+        }
     }
     pthread_mutex_unlock(&b->up_lock);
     return NULL;
@@ -550,7 +570,7 @@ static int uploader_start(struct build *b)
         pthread_mutex_destroy(&b->up_lock);
         return fail(b, -rc, "upload thread condition");
     }
-    b->hold_puts = fault_is(b->ctx, "after-build");
+    b->hold_puts = b->d->hold_puts;
     if ((rc = pthread_create(&b->up_thread, NULL, uploader_main, b)) != 0) {
         pthread_cond_destroy(&b->up_cond);
         pthread_mutex_destroy(&b->up_lock);
@@ -610,11 +630,11 @@ static void build_free(struct build *b)
 }
 
 /* Remove archive files left in the work directory by an interrupted roll. */
-static void clean_work_dir(struct bfs_ctx *ctx)
+static void clean_work_dir(const struct bfs_roll_deps *deps)
 {
-    DIR *d = opendir(ctx->work_dir);
+    DIR *d = opendir(deps->work_dir);
     if (!d) {
-        bfs_warn("cannot open the work directory %s: %s", ctx->work_dir, strerror(errno));
+        bfs_warn("cannot open the work directory %s: %s", deps->work_dir, strerror(errno));
         return;
     }
     struct dirent *de;
@@ -623,7 +643,7 @@ static void clean_work_dir(struct bfs_ctx *ctx)
         if (n < 5 || de->d_name[0] == '.' || strcmp(de->d_name + n - 5, ".avro") != 0)
             continue;
         if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
-            bfs_warn("cannot remove %s/%s: %s", ctx->work_dir, de->d_name, strerror(errno));
+            bfs_warn("cannot remove %s/%s: %s", deps->work_dir, de->d_name, strerror(errno));
     }
     closedir(d);
 }
@@ -633,11 +653,11 @@ static void clean_work_dir(struct bfs_ctx *ctx)
  * 0 or -errno with b->err set. */
 static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_bytes)
 {
-    struct bfs_ctx *ctx = b->ctx;
+    const struct bfs_roll_deps *d = b->d;
     int rc;
     double t = mono_now();
 
-    clean_work_dir(ctx);
+    clean_work_dir(d);
     b->buf = malloc(ROLL_CHUNK);
     if (!b->buf)
         return fail(b, -ENOMEM, "copy buffer");
@@ -645,7 +665,7 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
         return rc;
 
     /* 2. Build (3. the upload thread puts each archive once it is closed). */
-    rc = bfs_catalog_roll_rows(ctx->cat, b->roll_id, on_row, b);
+    rc = bfs_catalog_roll_rows(d->cat, b->roll_id, on_row, b);
     if (rc < 0)
         return fail(b, rc, "read the claimed rows");
     if (rc > 0)
@@ -659,7 +679,8 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
                     "claimed %" PRIu64 " rows / %" PRIu64 " bytes but read %" PRIu64
                     " rows / %" PRIu64 " bytes",
                     claimed_rows, claimed_bytes, b->rows, b->bytes);
-    fault_point(ctx, "after-build", b->roll_id);
+    if ((rc = fault_at(d, BFS_ROLL_AFTER_BUILD, b->roll_id)) < 0)
+        return crash(b, rc, BFS_ROLL_AFTER_BUILD);
     b->t_build = mono_now() - t;
     t = mono_now();
 
@@ -668,8 +689,10 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
     if (rc < 0)
         return fail(b, rc, "%s", b->up_what);
     assert(b->n_put == b->n_arch);
-    fault_point(ctx, "after-upload", b->roll_id);
-    fault_point(ctx, "before-commit", b->roll_id);
+    if ((rc = fault_at(d, BFS_ROLL_AFTER_UPLOAD, b->roll_id)) < 0)
+        return crash(b, rc, BFS_ROLL_AFTER_UPLOAD);
+    if ((rc = fault_at(d, BFS_ROLL_BEFORE_COMMIT, b->roll_id)) < 0)
+        return crash(b, rc, BFS_ROLL_BEFORE_COMMIT);
     b->t_upload = mono_now() - t;
     t = mono_now();
 
@@ -700,19 +723,20 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
             .length = b->idx[i].length,
             .records = b->idx[i].records,
         };
-    rc = bfs_catalog_roll_commit(ctx->cat, b->roll_id, ar, b->n_arch, ir, b->n_idx);
+    rc = bfs_catalog_roll_commit(d->cat, b->roll_id, ar, b->n_arch, ir, b->n_idx);
     free(ar);
     free(ir);
     if (rc < 0)
         return fail(b, rc, "commit");
     b->t_commit = mono_now() - t;
-    fault_point(ctx, "after-commit", b->roll_id);
+    if ((rc = fault_at(d, BFS_ROLL_AFTER_COMMIT, b->roll_id)) < 0)
+        return crash(b, rc, BFS_ROLL_AFTER_COMMIT);
     return 0;
 }
 
 /* One roll; *did is set to 1 when a roll was committed, *was_pending to 1 when
  * it finished a roll claimed earlier. */
-static int roll_step(struct bfs_ctx *ctx, int *did, int *was_pending)
+static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
 {
     char roll_id[BFS_ROLL_ID_MAX] = "";
     uint64_t rows = UINT64_MAX, bytes = UINT64_MAX;
@@ -721,15 +745,15 @@ static int roll_step(struct bfs_ctx *ctx, int *did, int *was_pending)
     *did = 0;
     *was_pending = 0;
 
-    int rc = bfs_catalog_roll_pending(ctx->cat, roll_id);
+    int rc = bfs_catalog_roll_pending(d->cat, roll_id);
     if (rc == 0) {
         *was_pending = 1;
         bfs_info("roll %s: finishing the unfinished roll", roll_id);
     } else if (rc == -ENOENT) {
-        rc = bfs_catalog_roll_claim(ctx->cat, roll_id, &rows, &bytes);
+        rc = bfs_catalog_roll_claim(d->cat, roll_id, &rows, &bytes);
         if (rc == -ENODATA) {
             bfs_debug("roll: the buffer is empty");
-            bfs_stats_set_roll_error(&ctx->stats, NULL);
+            bfs_stats_set_roll_error(d->stats, NULL);
             return 0;
         }
         if (rc < 0) {
@@ -737,7 +761,11 @@ static int roll_step(struct bfs_ctx *ctx, int *did, int *was_pending)
             goto failed;
         }
         bfs_debug("roll %s: claimed %" PRIu64 " rows, %" PRIu64 " bytes", roll_id, rows, bytes);
-        fault_point(ctx, "after-claim", roll_id);
+        if ((rc = fault_at(d, BFS_ROLL_AFTER_CLAIM, roll_id)) < 0) {
+            snprintf(reason, sizeof reason, "roll %s: stopped by the fault hook at %s", roll_id,
+                     bfs_roll_step_name(BFS_ROLL_AFTER_CLAIM));
+            goto failed;
+        }
     } else {
         snprintf(reason, sizeof reason, "roll: find an unfinished roll: %s", strerror(-rc));
         goto failed;
@@ -749,16 +777,15 @@ static int roll_step(struct bfs_ctx *ctx, int *did, int *was_pending)
         goto failed;
     }
 
-    struct build b = {
-        .ctx = ctx, .roll_id = roll_id, .fd = -1, .hashing = ctx->store->put_wants_sha256};
+    struct build b = {.d = d, .roll_id = roll_id, .fd = -1, .hashing = d->store->put_wants_sha256};
     rc = roll_finish(&b, rows, bytes);
     if (rc < 0) {
         snprintf(reason, sizeof reason, "roll %s: %s", roll_id, b.err[0] ? b.err : strerror(-rc));
         build_free(&b);
         goto failed;
     }
-    bfs_stats_add(&ctx->stats, rolls, 1);
-    bfs_stats_set_roll_error(&ctx->stats, NULL);
+    bfs_stats_add(d->stats, rolls, 1);
+    bfs_stats_set_roll_error(d->stats, NULL);
     bfs_info("roll %s: committed %" PRIu64 " rows, %" PRIu64 " records, %" PRIu64
              " bytes in %zu archives, %zu index rows, %.3f s (build %.3f, upload %.3f, "
              "commit %.3f), puts %.3f s in all",
@@ -771,37 +798,37 @@ static int roll_step(struct bfs_ctx *ctx, int *did, int *was_pending)
 failed:
     assert(rc < 0);
     bfs_error("%s", reason);
-    if (bfs_errors_add(&ctx->errors, ".battlefs/roll", reason) < 0)
+    if (bfs_errors_add(d->errors, ".battlefs/roll", reason) < 0)
         bfs_error("cannot record the roll error: out of memory");
-    bfs_stats_set_roll_error(&ctx->stats, reason);
+    bfs_stats_set_roll_error(d->stats, reason);
     return rc;
 }
 
-int bfs_roll_once(struct bfs_ctx *ctx)
+int bfs_roll_once(const struct bfs_roll_deps *deps)
 {
     int did, was_pending;
-    return roll_step(ctx, &did, &was_pending);
+    return roll_step(deps, &did, &was_pending);
 }
 
-int bfs_roller_recover(struct bfs_ctx *ctx)
+int bfs_roller_recover(const struct bfs_roll_deps *deps)
 {
     char roll_id[BFS_ROLL_ID_MAX];
-    int rc = bfs_catalog_roll_pending(ctx->cat, roll_id);
+    int rc = bfs_catalog_roll_pending(deps->cat, roll_id);
     if (rc == -ENOENT) {
-        clean_work_dir(ctx);
+        clean_work_dir(deps);
         return 0;
     }
     if (rc < 0) {
         bfs_error("roll recovery: cannot look for an unfinished roll: %s", strerror(-rc));
         return rc;
     }
-    return bfs_roll_once(ctx);
+    return bfs_roll_once(deps);
 }
 
 /* ---- the roll thread ---- */
 
 struct bfs_roller {
-    struct bfs_ctx *ctx;
+    struct bfs_roll_deps d; /* a copy of bfs_roller_start's */
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t wake; /* to the thread: a request, a notify, stop */
@@ -845,7 +872,7 @@ static struct timespec ts_add_ms(struct timespec a, long ms)
 /* The next multiple of roll_interval seconds since the epoch after now. */
 static struct timespec next_tick(const struct bfs_roller *r, struct timespec now)
 {
-    uint64_t iv = r->ctx->opt.roll_interval;
+    uint64_t iv = r->d.roll_interval;
     struct timespec t = {0, 0};
     uint64_t s = (uint64_t)now.tv_sec;
     uint64_t next = (s / iv + 1) * iv;
@@ -857,20 +884,20 @@ static struct timespec next_tick(const struct bfs_roller *r, struct timespec now
 
 /* Roll until nothing claimed before now is left: finish a pending roll, then
  * claim and roll what the buffer holds. */
-static int roll_all(struct bfs_ctx *ctx)
+static int roll_all(const struct bfs_roll_deps *d)
 {
     int did, was_pending;
-    int rc = roll_step(ctx, &did, &was_pending);
+    int rc = roll_step(d, &did, &was_pending);
     if (rc == 0 && was_pending)
-        rc = roll_step(ctx, &did, &was_pending);
+        rc = roll_step(d, &did, &was_pending);
     return rc;
 }
 
 static void *roller_main(void *arg)
 {
     struct bfs_roller *r = arg;
-    struct bfs_ctx *ctx = r->ctx;
-    int interval = ctx->opt.roll_interval > 0;
+    const struct bfs_roll_deps *d = &r->d;
+    int interval = d->roll_interval > 0;
     struct timespec tick = interval ? next_tick(r, real_now()) : (struct timespec){0, 0};
 
     pthread_mutex_lock(&r->lock);
@@ -883,24 +910,23 @@ static void *roller_main(void *arg)
             why = "interval";
         else if (r->failing && !ts_before(now, r->retry_at))
             why = "retry";
-        else if (r->grew && !r->failing && ctx->opt.roll_bytes > 0 &&
-                 !ts_before(now, r->next_check)) {
+        else if (r->grew && !r->failing && d->roll_bytes > 0 && !ts_before(now, r->next_check)) {
             r->grew = 0;
             r->next_check = ts_add_ms(now, ROLL_BYTES_CHECK_MS);
             pthread_mutex_unlock(&r->lock);
             struct bfs_catalog_counts c;
-            int crc = bfs_catalog_counts(ctx->cat, &c);
+            int crc = bfs_catalog_counts(d->cat, &c);
             pthread_mutex_lock(&r->lock);
             if (crc < 0)
                 bfs_warn("roll: cannot read the buffer size: %s", strerror(-crc));
-            else if (c.buffer_bytes >= ctx->opt.roll_bytes)
+            else if (c.buffer_bytes >= d->roll_bytes)
                 why = "roll_bytes";
             if (!why)
                 continue;
         }
         if (!why && r->purge) {
             pthread_mutex_unlock(&r->lock);
-            int n = bfs_catalog_purge(ctx->cat, PURGE_ROWS);
+            int n = bfs_catalog_purge(d->cat, PURGE_ROWS);
             pthread_mutex_lock(&r->lock);
             if (n < 0)
                 bfs_warn("roll: cannot delete rolled blobs (retried after the next roll): %s",
@@ -921,7 +947,7 @@ static void *roller_main(void *arg)
                 until = r->retry_at;
                 have = 1;
             }
-            if (r->grew && !r->failing && ctx->opt.roll_bytes > 0 &&
+            if (r->grew && !r->failing && d->roll_bytes > 0 &&
                 (!have || ts_before(r->next_check, until))) {
                 until = r->next_check;
                 have = 1;
@@ -936,7 +962,7 @@ static void *roller_main(void *arg)
         uint64_t covers = r->requested;
         pthread_mutex_unlock(&r->lock);
         bfs_debug("roll: starting (%s)", why);
-        int rc = roll_all(ctx);
+        int rc = roll_all(d);
         pthread_mutex_lock(&r->lock);
 
         now = real_now();
@@ -963,25 +989,12 @@ static void *roller_main(void *arg)
     return NULL;
 }
 
-int bfs_roller_start(struct bfs_ctx *ctx, struct bfs_roller **out)
+int bfs_roller_start(const struct bfs_roll_deps *deps, struct bfs_roller **out)
 {
-    const char *f = fault_step(ctx);
-    if (f) {
-        size_t i;
-        for (i = 0; i < sizeof fault_steps / sizeof fault_steps[0]; i++)
-            if (strcmp(f, fault_steps[i]) == 0)
-                break;
-        if (i == sizeof fault_steps / sizeof fault_steps[0]) {
-            bfs_error("unknown -o fault=%s (after-claim, mid-build, after-build, mid-upload, "
-                      "after-upload, before-commit, after-commit, put-fail)",
-                      ctx->opt.fault);
-            return -EINVAL;
-        }
-    }
     struct bfs_roller *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
-    r->ctx = ctx;
+    r->d = *deps;
     r->purge = 1; /* what a crash between a commit and its purge left */
     int rc = pthread_mutex_init(&r->lock, NULL);
     if (rc) {
@@ -1002,7 +1015,7 @@ int bfs_roller_start(struct bfs_ctx *ctx, struct bfs_roller **out)
     /* A roll left unfinished (recovery failed: the store is down) is retried
      * soon, not only at the next interval. */
     char roll_id[BFS_ROLL_ID_MAX];
-    if (bfs_catalog_roll_pending(ctx->cat, roll_id) == 0) {
+    if (bfs_catalog_roll_pending(deps->cat, roll_id) == 0) {
         r->failing = 1;
         r->backoff_s = 1;
         r->retry_at = ts_add_ms(real_now(), 1000);

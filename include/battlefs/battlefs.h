@@ -1,4 +1,8 @@
-/* battlefs.h - the mount's context: options and the modules it owns. */
+/* battlefs.h - the mount's context: options and the modules it owns.
+ *
+ * Only main.c and fs.c see it. The roller, the ingest and the reader take a
+ * small struct of what they use (struct bfs_roll_deps, bfs_ingest_deps,
+ * bfs_reader_deps), which main.c fills once from this context. */
 #ifndef BATTLEFS_BATTLEFS_H
 #define BATTLEFS_BATTLEFS_H
 
@@ -6,7 +10,11 @@
 #include <sys/types.h>
 
 #include "battlefs/errors.h"
+#include "battlefs/ingest.h"
 #include "battlefs/ocf.h"
+#include "battlefs/options.h"
+#include "battlefs/reader.h"
+#include "battlefs/roller.h"
 #include "battlefs/stats.h"
 
 struct bfs_catalog;
@@ -14,32 +22,6 @@ struct bfs_store;
 struct bfs_cache;
 struct bfs_roller;
 struct bfs_fs;
-
-struct bfs_options {
-    char *store_url; /* NULL until resolved: file://<state>/store */
-    char *mountpoint;
-    char *state_dir;
-    uint64_t roll_interval; /* seconds */
-    uint64_t roll_bytes;
-    enum bfs_codec codec;
-    int deflate_level; /* 1..9: zlib level of blocks compressed at ingest */
-    uint64_t max_upload;
-    uint64_t cache_size;
-    uint64_t archive_max_bytes;
-    uint64_t read_chunk;
-    uint64_t store_timeout;  /* seconds: bound on one store operation, retries included */
-    uint64_t held_timeout;   /* seconds a closed held (dot) file waits for its rename */
-    uint64_t held_bytes_max; /* bytes of held files per uid: 16 x max_upload */
-    uid_t uid;               /* owner of the tree and the control files (-o uid) */
-    gid_t gid;               /* its group (-o gid) */
-    mode_t umask;            /* taken from the tree's modes (-o umask) */
-    char *endpoint;
-    char *region;
-    char *fault; /* test builds only: "roll:after-claim" etc., else NULL */
-    int foreground;
-    int debug;
-};
-
 struct bfs_ocf_schema_cache;
 
 struct bfs_ctx {
@@ -55,6 +37,10 @@ struct bfs_ctx {
     struct bfs_fs *fs; /* incoming/ state, owned by fs.c */
     struct bfs_stats stats;
     struct bfs_errors errors;
+    /* What each module uses, filled by main.c once the modules are open. */
+    struct bfs_ingest_deps ingest;
+    struct bfs_reader_deps reader;
+    struct bfs_roll_deps roll;
 };
 
 #endif

@@ -6,12 +6,23 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-struct bfs_ctx;
+struct bfs_cache;
+struct bfs_catalog;
 struct bfs_reader;
+struct bfs_store;
 
-/* Snapshot the dataset's view. 0, -ENOENT, -errno. */
-int bfs_reader_open(struct bfs_ctx *ctx, const char *table, const char *period, const char *dataset,
-                    struct bfs_reader **out);
+/* What a reader uses; filled once by main.c (or a test), copied by
+ * bfs_reader_open. The modules are borrowed: they must outlive the reader. */
+struct bfs_reader_deps {
+    struct bfs_catalog *cat;
+    struct bfs_store *store;
+    struct bfs_cache *cache; /* NULL: cold ranges are read from the store directly */
+    uint64_t read_chunk;     /* cold segments are read in units of at most this (> 0) */
+};
+
+/* Snapshot the dataset's view. 0, -ENOENT, -EINVAL (read_chunk 0), -errno. */
+int bfs_reader_open(const struct bfs_reader_deps *deps, const char *table, const char *period,
+                    const char *dataset, struct bfs_reader **out);
 /* The size of the current view: the size at open, or larger once a read
  * past it has found that the file grew. */
 uint64_t bfs_reader_size(struct bfs_reader *r);

@@ -1,0 +1,607 @@
+/* test_roller.c - the roll protocol without a mount: a real catalog, an
+ * in-memory store, the roller's deps (struct bfs_roll_deps) and its fault hook.
+ *
+ * Every roll is checked against a model (testenv.c, model_roll): the archives'
+ * keys and bytes (layout header + the datasets' blocks), archived_files and
+ * block_indexes, and every dataset read back through its segments. A crash is
+ * a fault hook that stops the roll at one step, leaving what a crash there
+ * leaves; recovery must then give the same keys and bytes as an
+ * uninterrupted roll, each upload in exactly one archive. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "battlefs/catalog.h"
+#include "battlefs/roller.h"
+#include "testenv.h"
+
+/* ---- a fault hook that records the steps and can stop the roll at one ---- */
+
+#define MAX_SEEN 256
+
+struct hook {
+    pthread_mutex_t lock;
+    char roll_id[BFS_ROLL_ID_MAX]; /* the last roll's */
+    enum bfs_roll_step seen[MAX_SEEN];
+    size_t n_seen;
+    int fail_at; /* a step, or -1 */
+    int rc;      /* what the hook returns there */
+};
+
+static int hook_fn(void *arg, enum bfs_roll_step step, const char *roll_id)
+{
+    struct hook *h = arg;
+    pthread_mutex_lock(&h->lock);
+    snprintf(h->roll_id, sizeof h->roll_id, "%s", roll_id);
+    if (h->n_seen < MAX_SEEN)
+        h->seen[h->n_seen] = step;
+    h->n_seen++;
+    int rc = (int)step == h->fail_at ? h->rc : 0;
+    pthread_mutex_unlock(&h->lock);
+    return rc;
+}
+
+static void hook_init(struct hook *h, struct tenv *e, int fail_at, int rc)
+{
+    memset(h, 0, sizeof *h);
+    pthread_mutex_init(&h->lock, NULL);
+    h->fail_at = fail_at;
+    h->rc = rc;
+    e->roll.fault = hook_fn;
+    e->roll.fault_arg = h;
+}
+
+static void hook_done(struct hook *h, struct tenv *e)
+{
+    e->roll.fault = NULL;
+    e->roll.fault_arg = NULL;
+    pthread_mutex_destroy(&h->lock);
+}
+
+/* ---- uploads ---- */
+
+#define P1 "2025-12-18"
+#define P2 "2025-12-19"
+
+/* Several tables, periods and datasets, committed interleaved (the roll
+ * orders them by table, period, dataset, row id). Sizes force splits at
+ * SPLIT_MAX bytes in battle/P1. */
+static const struct {
+    const char *table, *period, *dataset;
+    size_t len;
+} PLAN[] = {
+    {"battle", P1, "u1", 300},
+    {"own_ship", P1, "u1", 200},
+    {"battle", P1, "u2", 120},
+    {"battle", P2, "u1", 260},
+    {"battle", P1, "u1", 410},
+    {"cells", P1, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 150},
+    {"own_ship", P1, "u0", 90},
+    {"battle", P1, "u3", 530},
+    {"battle", P1, "u2", 80},
+    {"fusou.battle", P1, "u1", 1700}, /* alone: larger than SPLIT_MAX */
+    {"battle", P1, "u0", 64},
+    {"own_ship", P1, "u1", 33},
+    {"battle", P2, "u1", 1},
+};
+#define N_PLAN    (sizeof PLAN / sizeof PLAN[0])
+#define SPLIT_MAX 700
+
+static void populate(struct tenv *e, unsigned seed)
+{
+    for (size_t i = 0; i < N_PLAN; i++)
+        tenv_upload(e, PLAN[i].table, PLAN[i].period, PLAN[i].dataset, PLAN[i].len, seed + i);
+}
+
+static uint64_t buffer_uploads(struct tenv *e)
+{
+    struct bfs_catalog_counts c;
+    assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
+    return c.buffer_uploads;
+}
+
+static void purge_all(struct tenv *e)
+{
+    int n;
+    while ((n = bfs_catalog_purge(e->cat, 16)) > 0)
+        ;
+    assert_int_equal(n, 0);
+    assert_int_equal(tenv_sql_int(e, "SELECT count(*) FROM buffer_data"),
+                     tenv_sql_int(e, "SELECT count(*) FROM buffer_rows"));
+}
+
+static char *roll_error(struct tenv *e)
+{
+    pthread_mutex_lock(&e->stats.lock);
+    char *s = e->stats.has_roll_error ? strdup(e->stats.last_roll_error) : NULL;
+    pthread_mutex_unlock(&e->stats.lock);
+    return s;
+}
+
+/* ---- tests ---- */
+
+/* One roll of several tables, periods and datasets: the archives, their keys
+ * and bytes, the index rows; every dataset reads the same before and after,
+ * and after the rolled blobs are purged. */
+static void test_roll_layout(void **state)
+{
+    (void)state;
+    struct tenv *e = tenv_new(1); /* put_wants_sha256: every digest is checked */
+    populate(e, 1);
+    check_datasets(e, e->n_up);
+    struct hook h;
+    hook_init(&h, e, -1, 0);
+    assert_int_equal(bfs_roll_once(&e->roll), 0);
+    assert_int_equal(e->stats.rolls, 1);
+    assert_int_equal(buffer_uploads(e), 0);
+
+    struct mroll m;
+    model_roll(e, h.roll_id, 0, e->n_up - 1, e->roll.archive_max_bytes, &m);
+    /* one archive per (table, period): battle/P1, battle/P2, cells, fusou.battle, own_ship */
+    assert_int_equal(m.n, 5);
+    assert_string_equal(m.a[0].table, "battle");
+    assert_int_equal(m.a[0].n_idx, 4); /* u0, u1, u2, u3 */
+    check_roll(e, h.roll_id, &m, 0);
+    assert_int_equal(e->ms->linked, m.n); /* each archive offered to the store to keep */
+    check_datasets(e, e->n_up);
+    purge_all(e);
+    check_datasets(e, e->n_up);
+
+    /* Nothing to roll: 0, nothing changes. */
+    assert_int_equal(bfs_roll_once(&e->roll), 0);
+    assert_int_equal(e->stats.rolls, 1);
+    assert_int_equal(e->ms->puts, m.n);
+    model_free(&m);
+    hook_done(&h, e);
+    tenv_free(e);
+}
+
+/* archive_max_bytes splits a group before the row that would pass it (a row
+ * is never split: a larger one is alone); a second roll adds its own archives. */
+static void test_roll_split(void **state)
+{
+    (void)state;
+    struct tenv *e = tenv_new(0);
+    e->roll.archive_max_bytes = SPLIT_MAX;
+    populate(e, 7);
+    struct hook h;
+    hook_init(&h, e, -1, 0);
+    assert_int_equal(bfs_roll_once(&e->roll), 0);
+    char first_id[BFS_ROLL_ID_MAX];
+    snprintf(first_id, sizeof first_id, "%s", h.roll_id);
+    struct mroll m;
+    model_roll(e, first_id, 0, e->n_up - 1, SPLIT_MAX, &m);
+    check_roll(e, first_id, &m, 0);
+    size_t battle_p1 = 0;
+    for (size_t i = 0; i < m.n; i++) {
+        const struct march *a = &m.a[i];
+        uint64_t rows_bytes = a->bytes.len - a->header_length;
+        if (strcmp(a->table, "battle") == 0 && strcmp(a->period, P1) == 0) {
+            char want[128];
+            snprintf(want, sizeof want, "battle/" P1 "/%s-%zu.avro", first_id, battle_p1++);
+            assert_string_equal(a->key, want);
+        }
+        if (a->bytes.len > SPLIT_MAX) /* only a single row passes the bound */
+            assert_true(a->n_idx == 1 && rows_bytes == 1700);
+    }
+    assert_true(battle_p1 >= 3);
+    check_datasets(e, e->n_up);
+
+    /* More uploads, a second roll: its archives are added, the first's stay. */
+    size_t before = e->n_up;
+    tenv_upload(e, "battle", P1, "u1", 700, 99);
+    tenv_upload(e, "battle", P1, "u9", 20, 98);
+    tenv_upload(e, "own_ship", P2, "u1", 40, 97);
+    assert_int_equal(bfs_roll_once(&e->roll), 0);
+    assert_string_not_equal(h.roll_id, first_id);
+    struct mroll m2;
+    model_roll(e, h.roll_id, before, e->n_up - 1, SPLIT_MAX, &m2);
+    check_roll(e, h.roll_id, &m2, m.n);
+    check_datasets(e, e->n_up);
+    /* and hot uploads after the rolls read behind the cold segments */
+    tenv_upload(e, "battle", P1, "u1", 10, 96);
+    check_datasets(e, e->n_up);
+    model_free(&m);
+    model_free(&m2);
+    hook_done(&h, e);
+    tenv_free(e);
+
+    /* An archive of exactly archive_max_bytes is kept whole; one byte more splits. */
+    e = tenv_new(0);
+    hook_init(&h, e, -1, 0);
+    tenv_upload(e, "edge", P1, "d1", 100, 1);
+    tenv_upload(e, "edge", P1, "d2", 100, 2);
+    tenv_upload(e, "edge", P1, "d3", 1, 3);
+    struct bfs_buf hdr = {0};
+    tenv_header(e, "edge", P1, &hdr);
+    e->roll.archive_max_bytes = hdr.len + 200;
+    assert_int_equal(bfs_roll_once(&e->roll), 0);
+    model_roll(e, h.roll_id, 0, 2, e->roll.archive_max_bytes, &m);
+    assert_int_equal(m.n, 2);
+    assert_int_equal(m.a[0].bytes.len, hdr.len + 200);
+    assert_int_equal(m.a[0].n_idx, 2);
+    check_roll(e, h.roll_id, &m, 0);
+    model_free(&m);
+    bfs_buf_free(&hdr);
+    hook_done(&h, e);
+    tenv_free(e);
+}
+
+/* The hook sees the steps in protocol order (hold_puts: every put after the
+ * build), with one PUT per archive and MID_UPLOAD after the first. */
+static void test_fault_points_in_order(void **state)
+{
+    (void)state;
+    struct tenv *e = tenv_new(1);
+    e->roll.archive_max_bytes = SPLIT_MAX;
+    e->roll.hold_puts = 1;
+    populate(e, 3);
+    struct hook h;
+    hook_init(&h, e, -1, 0);
+    assert_int_equal(bfs_roll_once(&e->roll), 0);
+    struct mroll m;
+    model_roll(e, h.roll_id, 0, e->n_up - 1, SPLIT_MAX, &m);
+    check_roll(e, h.roll_id, &m, 0);
+    enum bfs_roll_step want[MAX_SEEN];
+    size_t n = 0;
+    want[n++] = BFS_ROLL_AFTER_CLAIM;
+    want[n++] = BFS_ROLL_MID_BUILD;
+    want[n++] = BFS_ROLL_AFTER_BUILD;
+    want[n++] = BFS_ROLL_PUT;
+    want[n++] = BFS_ROLL_MID_UPLOAD;
+    for (size_t i = 1; i < m.n; i++)
+        want[n++] = BFS_ROLL_PUT;
+    want[n++] = BFS_ROLL_AFTER_UPLOAD;
+    want[n++] = BFS_ROLL_BEFORE_COMMIT;
+    want[n++] = BFS_ROLL_AFTER_COMMIT;
+    assert_int_equal(h.n_seen, n);
+    for (size_t i = 0; i < n; i++)
+        if (h.seen[i] != want[i])
+            fail_msg("step %zu: %s, want %s", i, bfs_roll_step_name(h.seen[i]),
+                     bfs_roll_step_name(want[i]));
+    /* the names are -o fault='s */
+    for (int s = 0; s < BFS_ROLL_STEPS; s++) {
+        enum bfs_roll_step back;
+        assert_int_equal(bfs_roll_step_parse(bfs_roll_step_name((enum bfs_roll_step)s), &back), 0);
+        assert_int_equal(back, s);
+    }
+    assert_string_equal(bfs_roll_step_name(BFS_ROLL_PUT), "put-fail");
+    assert_null(bfs_roll_step_name((enum bfs_roll_step)BFS_ROLL_STEPS));
+    enum bfs_roll_step x;
+    assert_int_equal(bfs_roll_step_parse("mid-roll", &x), -EINVAL);
+    model_free(&m);
+    hook_done(&h, e);
+    tenv_free(e);
+}
+
+/* A store whose put fails: the roll fails and says why, the claim and the
+ * buffer stay (and read), the work directory is emptied; the retried roll
+ * finishes the same roll; an upload made meanwhile waits for the next one.
+ * The put-fail hook (what -o fault=put-fail does) fails the same way. */
+static void test_put_fails(void **state)
+{
+    (void)state;
+    struct tenv *e = tenv_new(1);
+    e->roll.archive_max_bytes = SPLIT_MAX;
+    populate(e, 11);
+    size_t n = e->n_up;
+    struct hook h;
+    hook_init(&h, e, -1, 0);
+    e->ms->put_rc = -EIO;
+    assert_int_equal(bfs_roll_once(&e->roll), -EIO);
+    char id[BFS_ROLL_ID_MAX];
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, id), 0);
+    assert_string_equal(id, h.roll_id);
+    assert_int_equal(tenv_sql_int(e, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NOT NULL"),
+                     n);
+    assert_int_equal(buffer_uploads(e), n);
+    assert_int_equal(e->ms->n, 0);
+    assert_int_equal(tenv_work_files(e, NULL, 0), 0);
+    assert_int_equal(e->stats.rolls, 0);
+    char *why = roll_error(e);
+    assert_non_null(why);
+    assert_non_null(strstr(why, id));
+    assert_non_null(strstr(why, ": put battle/"));
+    assert_non_null(strstr(why, "Input/output error"));
+    free(why);
+    assert_int_equal(e->errors.count, 1);
+    check_datasets(e, n);
+
+    /* Still failing: the same roll is tried again, nothing is claimed anew. */
+    tenv_upload(e, "battle", P1, "u1", 55, 200);
+    assert_int_equal(bfs_roll_once(&e->roll), -EIO);
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, id), 0);
+    assert_string_equal(id, h.roll_id);
+    assert_int_equal(tenv_sql_int(e, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NOT NULL"),
+                     n);
+
+    /* The fault hook's put-fail: the same failure, named. */
+    e->ms->put_rc = 0;
+    h.fail_at = BFS_ROLL_PUT;
+    h.rc = -EIO;
+    assert_int_equal(bfs_roll_once(&e->roll), -EIO);
+    why = roll_error(e);
+    assert_non_null(why);
+    assert_non_null(strstr(why, "(fault put-fail): Input/output error"));
+    free(why);
+    assert_int_equal(e->ms->n, 0);
+    assert_int_equal(tenv_work_files(e, NULL, 0), 0);
+
+    /* The store works again: the pending roll completes, exactly its rows. */
+    h.fail_at = -1;
+    assert_int_equal(bfs_roll_once(&e->roll), 0);
+    assert_null(roll_error(e));
+    assert_int_equal(e->stats.rolls, 1);
+    struct mroll m;
+    model_roll(e, id, 0, n - 1, SPLIT_MAX, &m);
+    check_roll(e, id, &m, 0);
+    assert_int_equal(buffer_uploads(e), 1);
+    check_datasets(e, e->n_up);
+    /* and the next roll takes the upload made meanwhile */
+    assert_int_equal(bfs_roll_once(&e->roll), 0);
+    assert_string_not_equal(h.roll_id, id);
+    struct mroll m2;
+    model_roll(e, h.roll_id, n, n, SPLIT_MAX, &m2);
+    check_roll(e, h.roll_id, &m2, m.n);
+    assert_int_equal(buffer_uploads(e), 0);
+    check_datasets(e, e->n_up);
+    model_free(&m);
+    model_free(&m2);
+    hook_done(&h, e);
+    tenv_free(e);
+}
+
+/* The objects of the uninterrupted roll base (roll base_id) and of e (roll
+ * id): the same keys but for the roll id, the same bytes. */
+static void same_as_uninterrupted(struct tenv *e, const char *id, struct tenv *base,
+                                  const char *base_id)
+{
+    assert_int_equal(e->ms->n, base->ms->n);
+    for (size_t i = 0; i < base->ms->n; i++) {
+        const struct memobj *b = &base->ms->obj[i];
+        const char *at = strstr(b->key, base_id);
+        assert_non_null(at);
+        char key[512];
+        snprintf(key, sizeof key, "%.*s%s%s", (int)(at - b->key), b->key, id, at + strlen(base_id));
+        const struct memobj *o = memstore_find(e->ms, key);
+        if (!o)
+            fail_msg("recovery made no %s (the uninterrupted roll made %s)", key, b->key);
+        assert_int_equal(o->len, b->len);
+        assert_memory_equal(o->data, b->data, b->len);
+    }
+}
+
+/* A crash at each step of the protocol: the hook stops the roll there; the
+ * state is what a crash leaves (claimed rows, partial or whole archive files
+ * in the work directory, objects put, or the commit done); after a restart
+ * (the catalog opened again) recovery finishes the roll: every upload in
+ * exactly one archive, index rows once, the keys and bytes of an
+ * uninterrupted roll; and the mount goes on rolling. */
+static void test_crash_at_each_step(void **state)
+{
+    (void)state;
+    static const enum bfs_roll_step steps[] = {
+        BFS_ROLL_AFTER_CLAIM,  BFS_ROLL_MID_BUILD,     BFS_ROLL_AFTER_BUILD,  BFS_ROLL_MID_UPLOAD,
+        BFS_ROLL_AFTER_UPLOAD, BFS_ROLL_BEFORE_COMMIT, BFS_ROLL_AFTER_COMMIT,
+    };
+    /* the uninterrupted roll of the same uploads */
+    struct tenv *base = tenv_new(1);
+    base->roll.archive_max_bytes = SPLIT_MAX;
+    populate(base, 21);
+    struct hook bh;
+    hook_init(&bh, base, -1, 0);
+    assert_int_equal(bfs_roll_once(&base->roll), 0);
+    struct mroll bm;
+    model_roll(base, bh.roll_id, 0, base->n_up - 1, SPLIT_MAX, &bm);
+    check_roll(base, bh.roll_id, &bm, 0);
+    assert_true(bm.n >= 6);
+
+    for (size_t si = 0; si < sizeof steps / sizeof steps[0]; si++) {
+        enum bfs_roll_step step = steps[si];
+        const char *name = bfs_roll_step_name(step);
+        struct tenv *e = tenv_new(1);
+        e->roll.archive_max_bytes = SPLIT_MAX;
+        /* after-build: "all built, nothing put", as -o fault=after-build */
+        e->roll.hold_puts = step == BFS_ROLL_AFTER_BUILD;
+        populate(e, 21);
+        size_t n = e->n_up;
+        struct hook h;
+        hook_init(&h, e, (int)step, -ECANCELED);
+        assert_int_equal(bfs_roll_once(&e->roll), -ECANCELED);
+        char id[BFS_ROLL_ID_MAX];
+        snprintf(id, sizeof id, "%s", h.roll_id);
+        char *why = roll_error(e);
+        assert_non_null(why);
+        if (!strstr(why, name))
+            fail_msg("%s: the roll error does not name the step: %s", name, why);
+        free(why);
+        struct mroll m;
+        model_roll(e, id, 0, n - 1, SPLIT_MAX, &m);
+        assert_int_equal(m.n, bm.n);
+
+        /* what the crash left */
+        char pending[BFS_ROLL_ID_MAX];
+        int committed = step == BFS_ROLL_AFTER_COMMIT;
+        assert_int_equal(bfs_catalog_roll_pending(e->cat, pending), committed ? -ENOENT : 0);
+        if (!committed) {
+            assert_string_equal(pending, id);
+            assert_int_equal(
+                tenv_sql_int(e, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NOT NULL"), n);
+            assert_int_equal(tenv_sql_int(e, "SELECT count(*) FROM archived_files"), 0);
+            assert_int_equal(buffer_uploads(e), n);
+        } else {
+            assert_int_equal(tenv_sql_int(e, "SELECT count(*) FROM archived_files"), m.n);
+            assert_int_equal(buffer_uploads(e), 0);
+        }
+        char files[64][128];
+        size_t nf = tenv_work_files(e, files, 64);
+        struct bfs_buf b = {0};
+        char path[512];
+        switch (step) {
+        case BFS_ROLL_AFTER_CLAIM:
+            assert_int_equal(e->ms->n, 0);
+            assert_int_equal(nf, 0);
+            break;
+        case BFS_ROLL_MID_BUILD: {
+            /* one partial archive: the header and the first row */
+            assert_int_equal(e->ms->n, 0);
+            assert_int_equal(nf, 1);
+            char want[128];
+            snprintf(want, sizeof want, "%s-0.avro", id);
+            assert_string_equal(files[0], want);
+            snprintf(path, sizeof path, "%s/%s", e->work, files[0]);
+            read_whole(path, &b);
+            size_t first = m.a[0].idx[0].start; /* battle/P1/u0: one row */
+            assert_int_equal(b.len, first + m.a[0].idx[0].length);
+            assert_true(b.len < m.a[0].bytes.len);
+            assert_memory_equal(b.data, m.a[0].bytes.data, b.len);
+            break;
+        }
+        case BFS_ROLL_AFTER_BUILD:
+        case BFS_ROLL_MID_UPLOAD:
+            /* whole archives not put yet; after-build: all of them, mid-upload:
+             * the first is put (and its file removed), the build may have
+             * written more */
+            assert_int_equal(e->ms->n, step == BFS_ROLL_MID_UPLOAD);
+            if (step == BFS_ROLL_AFTER_BUILD)
+                assert_int_equal(nf, m.n);
+            else
+                assert_true(nf < m.n);
+            for (size_t i = 0; i < nf; i++) {
+                size_t k = m.n;
+                for (size_t j = step == BFS_ROLL_MID_UPLOAD; j < m.n; j++) {
+                    char want[128];
+                    snprintf(want, sizeof want, "%s-%zu.avro", id, j);
+                    if (strcmp(files[i], want) == 0)
+                        k = j;
+                }
+                if (k == m.n)
+                    fail_msg("%s: unexpected work file %s", name, files[i]);
+                snprintf(path, sizeof path, "%s/%s", e->work, files[i]);
+                read_whole(path, &b);
+                assert_int_equal(b.len, m.a[k].bytes.len);
+                assert_memory_equal(b.data, m.a[k].bytes.data, b.len);
+            }
+            if (step == BFS_ROLL_MID_UPLOAD) {
+                const struct memobj *o = memstore_find(e->ms, m.a[0].key);
+                assert_non_null(o);
+                assert_int_equal(o->len, m.a[0].bytes.len);
+                assert_memory_equal(o->data, m.a[0].bytes.data, o->len);
+            }
+            break;
+        default: /* every archive put (and committed, after-commit) */
+            assert_int_equal(e->ms->n, m.n);
+            assert_int_equal(nf, 0);
+            break;
+        }
+        bfs_buf_free(&b);
+
+        /* restart: the catalog opened again, no fault; recovery */
+        hook_done(&h, e);
+        tenv_reopen(e);
+        unsigned puts_before = e->ms->puts;
+        assert_int_equal(bfs_roller_recover(&e->roll), 0);
+        assert_int_equal(e->stats.rolls, committed ? 0 : 1);
+        if (committed)
+            assert_int_equal(e->ms->puts, puts_before);
+        check_roll(e, id, &m, 0);
+        assert_int_equal(buffer_uploads(e), 0);
+        check_datasets(e, n);
+        purge_all(e);
+        check_datasets(e, n);
+        same_as_uninterrupted(e, id, base, bh.roll_id);
+
+        /* and rolls go on */
+        tenv_upload(e, "battle", P1, "u1", 77, 300);
+        hook_init(&h, e, -1, 0);
+        assert_int_equal(bfs_roll_once(&e->roll), 0);
+        assert_string_not_equal(h.roll_id, id);
+        struct mroll m2;
+        model_roll(e, h.roll_id, n, n, SPLIT_MAX, &m2);
+        check_roll(e, h.roll_id, &m2, m.n);
+        check_datasets(e, e->n_up);
+        hook_done(&h, e);
+        model_free(&m2);
+        model_free(&m);
+        tenv_free(e);
+    }
+    model_free(&bm);
+    hook_done(&bh, base);
+    tenv_free(base);
+}
+
+/* Recovery with no pending roll empties the work directory of archives an
+ * interrupted roll left (and leaves other files). */
+static void test_recover_cleans_work_dir(void **state)
+{
+    (void)state;
+    struct tenv *e = tenv_new(0);
+    char path[256];
+    snprintf(path, sizeof path, "%s/20251218T130000Z-1-0.avro", e->work);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "x", 1), 1);
+    close(fd);
+    snprintf(path, sizeof path, "%s/notes.txt", e->work);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(bfs_roller_recover(&e->roll), 0);
+    char files[4][128];
+    assert_int_equal(tenv_work_files(e, files, 4), 1);
+    assert_string_equal(files[0], "notes.txt");
+    assert_int_equal(e->stats.rolls, 0);
+    tenv_free(e);
+}
+
+/* The roll thread on its deps: on-demand rolls, a failing store, stop. */
+static void test_roller_thread(void **state)
+{
+    (void)state;
+    struct tenv *e = tenv_new(1);
+    populate(e, 31);
+    struct hook h;
+    hook_init(&h, e, -1, 0);
+    struct bfs_roller *r;
+    assert_int_equal(bfs_roller_start(&e->roll, &r), 0);
+    assert_int_equal(bfs_roller_roll_now(r), 0);
+    struct mroll m;
+    model_roll(e, h.roll_id, 0, e->n_up - 1, e->roll.archive_max_bytes, &m);
+    check_roll(e, h.roll_id, &m, 0);
+    tenv_upload(e, "battle", P1, "u1", 10, 400);
+    bfs_roller_notify(r);
+    pthread_mutex_lock(&e->ms->lock);
+    e->ms->put_rc = -EIO;
+    pthread_mutex_unlock(&e->ms->lock);
+    assert_int_equal(bfs_roller_roll_now(r), -EIO);
+    bfs_roller_stop(r);
+    assert_int_equal(buffer_uploads(e), 1);
+    check_datasets(e, e->n_up);
+    model_free(&m);
+    hook_done(&h, e);
+    tenv_free(e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roll_layout),
+        cmocka_unit_test(test_roll_split),
+        cmocka_unit_test(test_fault_points_in_order),
+        cmocka_unit_test(test_put_fails),
+        cmocka_unit_test(test_crash_at_each_step),
+        cmocka_unit_test(test_recover_cleans_work_dir),
+        cmocka_unit_test(test_roller_thread),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
