@@ -200,8 +200,7 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
         bfs_buf_reset(&out);
         /* A decompression bomb stops at max_upload bytes of records (EFBIG). */
         rc = bfs_ocf_process(buf, len, &h, sync, codec, &out, &records,
-                             BFS_OCF_DEFLATE_LEVEL(deps->deflate_level), deps->max_upload,
-                             &err);
+                             BFS_OCF_DEFLATE_LEVEL(deps->deflate_level), deps->max_upload, &err);
         if (rc < 0) {
             bool said = rc == -EINVAL || rc == -EFBIG;
             snprintf(reason, sizeof reason, "%s%s", said ? err.msg : strerror(-rc),
