@@ -241,7 +241,8 @@ static const char *const RSQL[R_COUNT] = {
     [R_PERIOD_EXISTS] = "SELECT 1 FROM partitions p WHERE p.table_name = ?1 AND p.period_tag = ?2"
                         " AND " HAS_DATA("p"),
     [R_COUNTS] = "SELECT uploads, bytes, (SELECT count(*) FROM archived_files) FROM buffer_totals",
-    [R_PENDING] = "SELECT id FROM rolls WHERE committed_at IS NULL ORDER BY claimed_at, id LIMIT 1",
+    [R_PENDING] = "SELECT id, byte_count FROM rolls WHERE committed_at IS NULL"
+                  " ORDER BY claimed_at, id LIMIT 1",
     [R_ROLL_GET] = "SELECT first_row, last_row FROM rolls WHERE id = ?1",
     /* A page of the roll's rows (ids ?6 to ?1) after (table, period, dataset,
      * id) = (?2, ?3, ?4, ?5): the rest of that dataset, then the next

@@ -8,7 +8,8 @@
 
 /* ---- rolls ---- */
 
-int bfs_catalog_roll_pending(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX])
+int bfs_catalog_roll_pending(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX],
+                             uint64_t *bytes)
 {
     struct rconn *c;
     int rc = bfs_cat_racquire(cat, &c);
@@ -20,6 +21,8 @@ int bfs_catalog_roll_pending(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_M
         const char *id = (const char *)sqlite3_column_text(st, 0);
         if (id && strlen(id) < BFS_ROLL_ID_MAX) {
             memcpy(roll_id, id, strlen(id) + 1);
+            if (bytes)
+                *bytes = (uint64_t)sqlite3_column_int64(st, 1);
             rc = 0;
         } else {
             bfs_error("catalog: the pending roll has a bad id");

@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,6 +180,57 @@ fail:
     return rc;
 }
 
+/* Make the state directory and its parts (spool, work, cache, and the
+ * embedded store), and refuse a state whose parts are symbolic links or
+ * belong to another user: battlefs empties spool/, work/ and cache/ and makes
+ * the state 0700, which must never reach another directory (design.md,
+ * "Start-up"). 0, or -errno with the reason printed. */
+static int state_dirs(struct bfs_ctx *ctx)
+{
+    char msg[PATH_MAX + 256] = "";
+    const char *state = ctx->opt.state_dir;
+    int rc = bfs_mkdirs(state, 0700);
+    if (rc == 0)
+        rc = bfs_dir_check(state, getuid(), msg, sizeof msg);
+    if (rc == 0)
+        rc = chmod(state, 0700) < 0 ? -errno : 0;
+    ctx->spool_dir = path_join(state, "spool");
+    ctx->cache_dir = path_join(state, "cache");
+    ctx->work_dir = path_join(state, "work");
+    char *store_dir = ctx->opt.store_default ? path_join(state, "store") : NULL;
+    if (rc == 0 && (!ctx->spool_dir || !ctx->cache_dir || !ctx->work_dir ||
+                    (ctx->opt.store_default && !store_dir)))
+        rc = -ENOMEM;
+    /* The embedded default store lives in the state directory. */
+    const char *parts[] = {ctx->spool_dir, ctx->work_dir, ctx->cache_dir, store_dir};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0] && rc == 0; i++) {
+        if (!parts[i])
+            continue;
+        struct stat sb;
+        /* A link is refused as it is, not made through (mkdir -p follows it). */
+        if (lstat(parts[i], &sb) < 0)
+            rc = bfs_mkdirs(parts[i], 0700);
+        if (rc == 0)
+            rc = bfs_dir_check(parts[i], getuid(), msg, sizeof msg);
+    }
+    free(store_dir);
+    if (rc < 0)
+        fprintf(stderr, "battlefs: state directory %s: %s\n", state, msg[0] ? msg : strerror(-rc));
+    return rc;
+}
+
+/* Whether the FUSE options name opt (e.g. "max_threads="). */
+static bool fuse_opt_given(const struct fuse_args *args, const char *opt)
+{
+    for (int i = 0; i < args->argc; i++)
+        if (strstr(args->argv[i], opt))
+            return true;
+    return false;
+}
+
+/* Worker threads of the FUSE loop unless -o max_threads= says otherwise. */
+#define BFS_MAX_THREADS 32
+
 int main(int argc, char *argv[])
 {
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -214,28 +266,9 @@ int main(int argc, char *argv[])
     if (bfs_options_roll_fault(&ctx.opt, &fault_plan.step) == 0)
         fault = &fault_plan;
 
-    rc = bfs_mkdirs(ctx.opt.state_dir, 0700);
-    if (rc == 0)
-        rc = chmod(ctx.opt.state_dir, 0700) < 0 ? -errno : 0;
-    ctx.spool_dir = path_join(ctx.opt.state_dir, "spool");
-    ctx.cache_dir = path_join(ctx.opt.state_dir, "cache");
-    ctx.work_dir = path_join(ctx.opt.state_dir, "work");
-    char *store_dir = ctx.opt.store_default ? path_join(ctx.opt.state_dir, "store") : NULL;
-    if (rc == 0 && (!ctx.spool_dir || !ctx.cache_dir || !ctx.work_dir ||
-                    (ctx.opt.store_default && !store_dir)))
-        rc = -ENOMEM;
-    if (rc == 0)
-        rc = bfs_mkdirs(ctx.spool_dir, 0700);
-    if (rc == 0)
-        rc = bfs_mkdirs(ctx.work_dir, 0700);
-    /* The embedded default store lives in the state directory. */
-    if (rc == 0 && store_dir)
-        rc = bfs_mkdirs(store_dir, 0700);
-    free(store_dir);
-    if (rc < 0) {
-        fprintf(stderr, "battlefs: state directory %s: %s\n", ctx.opt.state_dir, strerror(-rc));
+    rc = state_dirs(&ctx);
+    if (rc < 0)
         goto out_args;
-    }
 
     /* Check everything once before forking (see the top of this file). */
     if (ctx_open_modules(&ctx, fault, 0) < 0)
@@ -244,9 +277,16 @@ int main(int argc, char *argv[])
 
     if (fuse_opt_add_arg(&args, ctx.opt.mountpoint) < 0)
         goto out_args;
+    bool threads_given = fuse_opt_given(&args, "max_threads=");
     struct fuse_cmdline_opts copts;
     if (fuse_parse_cmdline(&args, &copts) != 0)
         goto out_args;
+    /* Reads waiting for the store hold worker threads: more threads than
+     * libfuse's 10, and at most half of them waiting for the store, so a hung
+     * store leaves the rest to uploads, stats and hot reads (design.md,
+     * "Threads and lock order"). */
+    if (!threads_given)
+        copts.max_threads = BFS_MAX_THREADS;
     ctx.opt.foreground = copts.foreground;
     ctx.opt.debug = copts.debug;
     if (copts.debug)
@@ -266,6 +306,8 @@ int main(int argc, char *argv[])
         goto out_unmount;
     if (bfs_fs_init(&ctx) < 0 || ctx_open_modules(&ctx, fault, 1) < 0)
         goto out_signals;
+    if (!copts.singlethread)
+        bfs_cache_set_waiting_max(ctx.cache, copts.max_threads > 1 ? copts.max_threads / 2 : 1);
 
     bfs_info("mounted %s on %s (state %s, codec %s)", ctx.opt.store_url, copts.mountpoint,
              ctx.opt.state_dir, bfs_codec_name(ctx.opt.codec));

@@ -96,6 +96,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "battlefs/buf.h"
@@ -112,6 +113,7 @@
 #define PURGE_ROWS          16              /* rolled blobs deleted per purge transaction */
 #define ROLL_RETRY_MAX_S    300             /* longest wait before retrying a failed roll */
 #define ROLL_ERR_MAX        480
+#define STORE_TEMP_AGE_S    3600 /* store temporaries older than this are a dead put's */
 
 /* ---- the fault hook ---- */
 
@@ -632,9 +634,13 @@ static void build_free(struct build *b)
 /* Remove archive files left in the work directory by an interrupted roll. */
 static void clean_work_dir(const struct bfs_roll_deps *deps)
 {
-    DIR *d = opendir(deps->work_dir);
+    /* Never through a link: every *.avro in it is removed. */
+    int fd = open(deps->work_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
     if (!d) {
         bfs_warn("cannot open the work directory %s: %s", deps->work_dir, strerror(errno));
+        if (fd >= 0)
+            close(fd);
         return;
     }
     struct dirent *de;
@@ -648,6 +654,27 @@ static void clean_work_dir(const struct bfs_roll_deps *deps)
     closedir(d);
 }
 
+/* The work directory has room for the archives being built and put at once:
+ * at most two of archive_max_bytes (one built while the other is put), fewer
+ * for a small roll. A full disk fails the roll before it writes anything (and
+ * the buffer keeps everything); it is retried once there is room. */
+static int check_space(struct build *b, uint64_t claimed_bytes)
+{
+    const struct bfs_roll_deps *d = b->d;
+    struct statvfs sv;
+    if (statvfs(d->work_dir, &sv) < 0)
+        return fail(b, -errno, "free space of %s", d->work_dir);
+    uint64_t two = d->archive_max_bytes > UINT64_MAX / 2 ? UINT64_MAX : 2 * d->archive_max_bytes;
+    uint64_t need = (claimed_bytes < two ? claimed_bytes : two) + (1u << 20);
+    uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+    if (avail < need)
+        return fail(b, -ENOSPC,
+                    "%s has %" PRIu64 " bytes free, the roll needs about %" PRIu64
+                    " (it is retried when there is room)",
+                    d->work_dir, avail, need);
+    return 0;
+}
+
 /* Build, upload and commit the claimed roll roll_id. claimed_rows/bytes are
  * the totals the claim reported (UINT64_MAX when unknown: a pending roll).
  * 0 or -errno with b->err set. */
@@ -658,6 +685,8 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
     double t = mono_now();
 
     clean_work_dir(d);
+    if ((rc = check_space(b, claimed_bytes)) < 0)
+        return rc;
     b->buf = malloc(ROLL_CHUNK);
     if (!b->buf)
         return fail(b, -ENOMEM, "copy buffer");
@@ -745,7 +774,7 @@ static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
     *did = 0;
     *was_pending = 0;
 
-    int rc = bfs_catalog_roll_pending(d->cat, roll_id);
+    int rc = bfs_catalog_roll_pending(d->cat, roll_id, &bytes);
     if (rc == 0) {
         *was_pending = 1;
         bfs_info("roll %s: finishing the unfinished roll", roll_id);
@@ -781,7 +810,12 @@ static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
     rc = roll_finish(&b, rows, bytes);
     if (rc < 0) {
         snprintf(reason, sizeof reason, "roll %s: %s", roll_id, b.err[0] ? b.err : strerror(-rc));
+        int crashed = b.crashed;
         build_free(&b);
+        /* A real failure gives back the space of its partial archives at once
+         * (the retry builds them again); a crash stop leaves them, as a crash. */
+        if (!crashed)
+            clean_work_dir(d);
         goto failed;
     }
     bfs_stats_add(d->stats, rolls, 1);
@@ -812,8 +846,15 @@ int bfs_roll_once(const struct bfs_roll_deps *deps)
 
 int bfs_roller_recover(const struct bfs_roll_deps *deps)
 {
+    /* Temporaries a killed daemon's puts left in the store (file://), old
+     * enough that no put in progress, here or on another host, owns them. */
+    int n = bfs_store_clean(deps->store, STORE_TEMP_AGE_S);
+    if (n > 0)
+        bfs_info("removed %d temporary files of interrupted puts from %s", n, deps->store->url);
+    else if (n < 0)
+        bfs_warn("cannot clean temporary files from %s: %s", deps->store->url, strerror(-n));
     char roll_id[BFS_ROLL_ID_MAX];
-    int rc = bfs_catalog_roll_pending(deps->cat, roll_id);
+    int rc = bfs_catalog_roll_pending(deps->cat, roll_id, NULL);
     if (rc == -ENOENT) {
         clean_work_dir(deps);
         return 0;
@@ -1015,7 +1056,7 @@ int bfs_roller_start(const struct bfs_roll_deps *deps, struct bfs_roller **out)
     /* A roll left unfinished (recovery failed: the store is down) is retried
      * soon, not only at the next interval. */
     char roll_id[BFS_ROLL_ID_MAX];
-    if (bfs_catalog_roll_pending(deps->cat, roll_id) == 0) {
+    if (bfs_catalog_roll_pending(deps->cat, roll_id, NULL) == 0) {
         r->failing = 1;
         r->backoff_s = 1;
         r->retry_at = ts_add_ms(real_now(), 1000);

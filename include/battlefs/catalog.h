@@ -167,8 +167,10 @@ int bfs_catalog_counts(struct bfs_catalog *cat, struct bfs_catalog_counts *c);
 
 #define BFS_ROLL_ID_MAX 64
 
-/* The unfinished (claimed, not committed) roll, if any: 0 with its id, -ENOENT. */
-int bfs_catalog_roll_pending(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX]);
+/* The unfinished (claimed, not committed) roll, if any: 0 with its id (and,
+ * if bytes is not NULL, the bytes it claimed), -ENOENT. */
+int bfs_catalog_roll_pending(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX],
+                             uint64_t *bytes);
 
 /* Claim every unclaimed buffer row in one transaction under a new
  * deterministic roll id (e.g. "20251218T130000Z-42": claim time and first row

@@ -892,7 +892,7 @@ static void test_roll(void **state)
     struct env *e = *state;
     char id[BFS_ROLL_ID_MAX];
     uint64_t rows, bytes;
-    assert_int_equal(bfs_catalog_roll_pending(e->cat, id), -ENOENT);
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, id, NULL), -ENOENT);
     assert_int_equal(bfs_catalog_roll_claim(e->cat, id, &rows, &bytes), -ENODATA);
 
     put(e, "battle", "p1", "u1", 300, 1);
@@ -922,7 +922,7 @@ static void test_roll(void **state)
     assert_int_equal(id[8], 'T');
     assert_int_equal(id[15], 'Z');
     char pending[BFS_ROLL_ID_MAX];
-    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending), 0);
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending, NULL), 0);
     assert_string_equal(pending, id);
     uint64_t r2, b2;
     assert_int_equal(bfs_catalog_roll_claim(e->cat, pending, &r2, &b2), -EBUSY);
@@ -965,7 +965,7 @@ static void test_roll(void **state)
     memmove(s.ix_ds[1], s.ix_ds[2], 32);
     s.ar[1].first_index--;
     assert_int_equal(sim_commit(&s), -EINVAL);
-    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending), 0);
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending, NULL), 0);
     struct bfs_catalog_counts c;
     assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
     assert_int_equal(c.buffer_uploads, 5);
@@ -979,7 +979,7 @@ static void test_roll(void **state)
     s.max_rows = 100;
     assert_int_equal(bfs_catalog_roll_rows(e->cat, id, sim_row, &s), 0);
     assert_int_equal(sim_commit(&s), 0);
-    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending), -ENOENT);
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending, NULL), -ENOENT);
     /* Twice: refused, nothing duplicated. */
     assert_int_equal(sim_commit(&s), -EALREADY);
     assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
@@ -1194,7 +1194,7 @@ static void test_roll_recovery(void **state)
 
     reopen(e); /* the "crash" */
     char pending[BFS_ROLL_ID_MAX];
-    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending), 0);
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending, NULL), 0);
     assert_string_equal(pending, id);
     assert_int_equal(bfs_catalog_roll_rows(e->cat, pending, collect_row, &l2), 0);
     assert_int_equal(l2.n, l1.n);

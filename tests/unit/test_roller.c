@@ -300,7 +300,7 @@ static void test_put_fails(void **state)
     e->ms->put_rc = -EIO;
     assert_int_equal(bfs_roll_once(&e->roll), -EIO);
     char id[BFS_ROLL_ID_MAX];
-    assert_int_equal(bfs_catalog_roll_pending(e->cat, id), 0);
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, id, NULL), 0);
     assert_string_equal(id, h.roll_id);
     assert_int_equal(tenv_sql_int(e, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NOT NULL"),
                      n);
@@ -320,7 +320,7 @@ static void test_put_fails(void **state)
     /* Still failing: the same roll is tried again, nothing is claimed anew. */
     tenv_upload(e, "battle", P1, "u1", 55, 200);
     assert_int_equal(bfs_roll_once(&e->roll), -EIO);
-    assert_int_equal(bfs_catalog_roll_pending(e->cat, id), 0);
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, id, NULL), 0);
     assert_string_equal(id, h.roll_id);
     assert_int_equal(tenv_sql_int(e, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NOT NULL"),
                      n);
@@ -432,7 +432,7 @@ static void test_crash_at_each_step(void **state)
         /* what the crash left */
         char pending[BFS_ROLL_ID_MAX];
         int committed = step == BFS_ROLL_AFTER_COMMIT;
-        assert_int_equal(bfs_catalog_roll_pending(e->cat, pending), committed ? -ENOENT : 0);
+        assert_int_equal(bfs_catalog_roll_pending(e->cat, pending, NULL), committed ? -ENOENT : 0);
         if (!committed) {
             assert_string_equal(pending, id);
             assert_int_equal(

@@ -458,7 +458,7 @@ void model_free(struct mroll *m)
 void check_roll(struct tenv *e, const char *roll_id, const struct mroll *m, size_t others)
 {
     char pending[BFS_ROLL_ID_MAX];
-    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending), -ENOENT);
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending, NULL), -ENOENT);
     assert_int_equal(tenv_work_files(e, NULL, 0), 0);
 
     /* The store: exactly the model's objects (and the earlier rolls'). */
