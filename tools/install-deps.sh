@@ -11,7 +11,8 @@ pkgs=(build-essential pkg-config meson ninja-build fuse3 libfuse3-dev libavro-de
       liblzma-dev)
 if [ "$want_test" = 1 ]; then
   pkgs+=(clang libclang-rt-14-dev llvm libcmocka-dev avro-bin python3-avro python3-pytest
-         python3-botocore python3-snappy rsync sqlite3 curl procps psmisc clang-format cppcheck)
+         python3-botocore python3-snappy rsync sqlite3 curl procps psmisc clang-format cppcheck
+         debhelper dpkg-dev lintian man-db systemd util-linux)   # the Debian package test
 fi
 
 missing=()

@@ -11,6 +11,7 @@
 #   FUZZ_SECONDS=60 PYTEST_ARGS='-k roll' tools/test.sh
 #   SKIP_ASAN_INTEGRATION=1       no pytest run on the ASan build
 #   SKIP_TSAN=1                   no TSan build at all
+#   SKIP_PACKAGE=1                no Debian package test (tests/integration/test_package.py)
 #   TSAN_OPTIONS=...              added to (and overriding) the options set below
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -76,7 +77,8 @@ run_pytest() {
 }
 run_pytest build-test "$results/pytest-test.xml"
 if [ "${SKIP_ASAN_INTEGRATION:-0}" != 1 ]; then
-  run_pytest build-asan "$results/pytest-asan.xml"
+  # The package test builds its own binaries (dpkg-buildpackage): once is enough.
+  run_pytest build-asan "$results/pytest-asan.xml" -m "not package"
 fi
 if [ "$skip_tsan" != 1 ]; then
   # The tests with concurrent writers, readers or rolls (pytest.ini's `concurrency` marker).
