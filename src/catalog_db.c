@@ -321,16 +321,16 @@ static void wtx_release(struct bfs_catalog *cat, const struct wtx *tx)
 
 static int wtx_fail(struct wtx *tx, sqlite3 *db, int rc, const char *step)
 {
-    snprintf(tx->err, sizeof tx->err, "%s", sqlite3_errmsg(db));
+    bfs_err_set(&tx->err, sql_errno(rc), "%s", sqlite3_errmsg(db));
     if (!(tx->flags & WTX_QUIET))
-        bfs_error("catalog: %s: %s: %s", tx->what, step, tx->err);
-    return sql_errno(rc);
+        bfs_error("catalog: %s: %s: %s", tx->what, step, tx->err.msg);
+    return tx->err.code;
 }
 
 int bfs_cat_wtx_begin(struct bfs_catalog *cat, struct wtx *tx)
 {
     sqlite3 *db = cat->w;
-    tx->err[0] = '\0';
+    bfs_err_clear(&tx->err);
     pthread_mutex_lock(&cat->wmu);
     int off = (tx->flags & WTX_FK_OFF) != 0;
     int rc = SQLITE_OK;

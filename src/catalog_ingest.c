@@ -134,9 +134,9 @@ static void fingerprint_hex(const struct bfs_upload *up, char hex[17])
 }
 
 /* Insert one upload inside the group transaction (under its savepoint).
- * Returns 0 or -errno with msg set. */
+ * Returns 0 or -errno with err set. */
 static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, int64_t now,
-                         char *msg, size_t msglen)
+                         struct bfs_err *err)
 {
     sqlite3 *db = cat->w;
     sqlite3_stmt *st;
@@ -159,18 +159,18 @@ static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, i
                    (canon_len == 0 || memcmp(canon, up->canonical, canon_len) == 0);
         if (!same) {
             fingerprint_hex(up, fp_hex);
-            set_msg(msg, msglen,
-                    "schema differs from the one stored for %s/%s (fingerprint %s, upload has "
-                    "%s)",
-                    up->table, up->period,
-                    sqlite3_column_text(st, 3) ? (const char *)sqlite3_column_text(st, 3) : "?",
-                    fp_hex);
+            bfs_err_set(err, -EINVAL,
+                        "schema differs from the one stored for %s/%s (fingerprint %s, upload has "
+                        "%s)",
+                        up->table, up->period,
+                        sqlite3_column_text(st, 3) ? (const char *)sqlite3_column_text(st, 3) : "?",
+                        fp_hex);
             sqlite3_reset(st);
             return -EINVAL;
         }
         if (!pcodec || strcmp(pcodec, codec) != 0) {
-            set_msg(msg, msglen, "partition %s/%s stores codec %s, the upload has %s", up->table,
-                    up->period, pcodec ? pcodec : "?", codec);
+            bfs_err_set(err, -EAGAIN, "partition %s/%s stores codec %s, the upload has %s",
+                        up->table, up->period, pcodec ? pcodec : "?", codec);
             sqlite3_reset(st);
             return -EAGAIN;
         }
@@ -208,11 +208,9 @@ static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, i
         }
         /* The layout as the upload brings it: its sync marker and the header
          * the caller built (the caller found no partition, so it built one). */
-        if (!up->header || up->header_len == 0) {
-            set_msg(msg, msglen, "no layout header for the new partition %s/%s", up->table,
-                    up->period);
-            return -EINVAL;
-        }
+        if (!up->header || up->header_len == 0)
+            return bfs_err_set(err, -EINVAL, "no layout header for the new partition %s/%s",
+                               up->table, up->period);
         st = cat->ws[W_PART_INS];
         bind_text(st, 1, up->table);
         bind_text(st, 2, up->period);
@@ -251,43 +249,33 @@ static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, i
     return 0;
 
 sql_error:
-    set_msg(msg, msglen, "catalog: %s", sqlite3_errmsg(db));
-    return sql_errno(rc);
+    return bfs_err_set(err, sql_errno(rc), "catalog: %s", sqlite3_errmsg(db));
 }
 
 /* One upload of a group: validated, then inserted under a savepoint. */
-static int commit_one(struct bfs_catalog *cat, const struct bfs_upload *up, int64_t now, char *msg,
-                      size_t msglen)
+static int commit_one(struct bfs_catalog *cat, const struct bfs_upload *up, int64_t now,
+                      struct bfs_err *err)
 {
-    if (!valid_name(up->table) || !valid_name(up->period) || !valid_name(up->dataset)) {
-        set_msg(msg, msglen, "bad table, period or dataset name");
-        return -EINVAL;
-    }
-    if (!codec_text(up->codec)) {
-        set_msg(msg, msglen, "unknown codec %d", (int)up->codec);
-        return -EINVAL;
-    }
+    if (!valid_name(up->table) || !valid_name(up->period) || !valid_name(up->dataset))
+        return bfs_err_set(err, -EINVAL, "bad table, period or dataset name");
+    if (!codec_text(up->codec))
+        return bfs_err_set(err, -EINVAL, "unknown codec %d", (int)up->codec);
     if (!up->canonical || !up->schema_json || (up->len && !up->data) || up->len > INT_MAX ||
         up->canonical_len > INT_MAX || up->schema_len > INT_MAX || up->header_len > INT_MAX ||
-        !u64_ok(up->records)) {
-        set_msg(msg, msglen, "bad upload (missing schema or data, or too large)");
-        return -EINVAL;
-    }
+        !u64_ok(up->records))
+        return bfs_err_set(err, -EINVAL, "bad upload (missing schema or data, or too large)");
     sqlite3 *db = cat->w;
     int rc = run(cat->ws[W_SAVEPOINT]);
-    if (rc != SQLITE_OK) {
-        set_msg(msg, msglen, "catalog: savepoint: %s", sqlite3_errmsg(db));
-        return sql_errno(rc);
-    }
-    int e = insert_upload(cat, up, now, msg, msglen);
+    if (rc != SQLITE_OK)
+        return bfs_err_set(err, sql_errno(rc), "catalog: savepoint: %s", sqlite3_errmsg(db));
+    int e = insert_upload(cat, up, now, err);
     if (e < 0 && !sqlite3_get_autocommit(db) && run(cat->ws[W_ROLLBACK_TO]) != SQLITE_OK)
         bfs_error("catalog: rollback to savepoint: %s", sqlite3_errmsg(db));
     if (!sqlite3_get_autocommit(db)) {
         rc = run(cat->ws[W_RELEASE]);
-        if (rc != SQLITE_OK && e == 0) {
-            set_msg(msg, msglen, "catalog: release savepoint: %s", sqlite3_errmsg(db));
-            e = sql_errno(rc);
-        }
+        if (rc != SQLITE_OK && e == 0)
+            e = bfs_err_set(err, sql_errno(rc), "catalog: release savepoint: %s",
+                            sqlite3_errmsg(db));
     }
     return e;
 }
@@ -295,8 +283,7 @@ static int commit_one(struct bfs_catalog *cat, const struct bfs_upload *up, int6
 static void fail_all(struct request *r, int e, const char *what, const char *why)
 {
     for (; r; r = r->next) {
-        r->rc = e;
-        set_msg(r->msg, r->msglen, "catalog: %s: %s", what, why);
+        r->rc = bfs_err_set(r->err, e, "catalog: %s: %s", what, why);
     }
 }
 
@@ -307,11 +294,11 @@ static int commit_group_locked(struct bfs_catalog *cat, struct request *group)
 {
     int64_t now = (int64_t)time(NULL);
     for (struct request *r = group; r; r = r->next) {
-        r->rc = commit_one(cat, r->up, now, r->msg, r->msglen);
+        r->rc = commit_one(cat, r->up, now, r->err);
         if (sqlite3_get_autocommit(cat->w)) {
             int e = r->rc < 0 ? r->rc : -EIO;
-            char why[256];
-            snprintf(why, sizeof why, "%s", r->msg && r->msglen ? r->msg : "rolled back");
+            char why[BFS_ERR_MSG_MAX]; /* fail_all sets r->err too */
+            snprintf(why, sizeof why, "%s", r->err ? r->err->msg : "rolled back");
             fail_all(group, e, "transaction rolled back", why);
             return e;
         }
@@ -327,24 +314,22 @@ static void commit_group(struct bfs_catalog *cat, struct request *group)
     struct wtx tx = {.flags = WTX_QUIET, .what = "upload group"};
     int e = bfs_cat_wtx_begin(cat, &tx);
     if (e < 0) {
-        fail_all(group, e, "begin", tx.err);
+        fail_all(group, e, "begin", tx.err.msg);
         return;
     }
     int body = commit_group_locked(cat, group);
     e = bfs_cat_wtx_end(cat, &tx, body);
     if (body == 0 && e < 0) /* the commit failed: the uploads that were fine are not stored */
         for (struct request *r = group; r; r = r->next)
-            if (r->rc == 0) {
-                r->rc = e;
-                set_msg(r->msg, r->msglen, "catalog: commit: %s", tx.err);
-            }
+            if (r->rc == 0)
+                r->rc = bfs_err_set(r->err, e, "catalog: commit: %s", tx.err.msg);
 }
 
-int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *up, char *msg,
-                              size_t msglen)
+int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *up,
+                              struct bfs_err *err)
 {
-    struct request req = {.up = up, .msg = msg, .msglen = msglen};
-    set_msg(msg, msglen, "%s", "");
+    struct request req = {.up = up, .err = err};
+    bfs_err_clear(err);
 
     pthread_mutex_lock(&cat->qmu);
     /* req lives on this stack in the queue: a leader takes the whole queue

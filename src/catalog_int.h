@@ -122,8 +122,7 @@ struct rconn {
 
 struct request {
     const struct bfs_upload *up;
-    char *msg;
-    size_t msglen;
+    struct bfs_err *err; /* the caller's, may be NULL */
     int rc;
     int done;
     struct request *next;
@@ -176,18 +175,6 @@ struct layout_slot {
 };
 
 /* ---- helpers ---- */
-
-static inline void set_msg(char *msg, size_t msglen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static inline void set_msg(char *msg, size_t msglen, const char *fmt, ...)
-{
-    if (!msg || msglen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, msglen, fmt, ap);
-    va_end(ap);
-}
 
 /* -errno of a SQLite result code: SQLITE_FULL is ENOSPC, everything else EIO. */
 static inline int sql_errno(int rc)
@@ -302,9 +289,9 @@ void bfs_cat_rrelease(struct bfs_catalog *cat, struct rconn *c);
 #define WTX_QUIET  2u /* begin and commit failures are not logged, only put in err */
 
 struct wtx {
-    unsigned flags;   /* WTX_* */
-    const char *what; /* names the transaction in messages: "catalog: <what>: commit: ..." */
-    char err[256];    /* SQLite's message when the begin or the commit failed, else "" */
+    unsigned flags;     /* WTX_* */
+    const char *what;   /* names the transaction in messages: "catalog: <what>: commit: ..." */
+    struct bfs_err err; /* the begin's or the commit's failure (SQLite's message), else {0, ""} */
 };
 
 /* Take wmu, set the connection up as tx->flags ask (outside a transaction:

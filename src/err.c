@@ -5,20 +5,27 @@
 #include <stdio.h>
 #include <string.h>
 
-int bfs_err_set(struct bfs_err *e, int code, const char *fmt, ...)
+int bfs_err_vset(struct bfs_err *e, int code, const char *fmt, va_list ap)
 {
     if (!e)
         return code;
     /* Formatted apart first: an argument may be e->msg itself. */
     char msg[BFS_ERR_MSG_MAX] = "";
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
+    if (fmt)
         vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
-    }
     e->code = code;
     memcpy(e->msg, msg, sizeof msg);
+    return code;
+}
+
+int bfs_err_set(struct bfs_err *e, int code, const char *fmt, ...)
+{
+    if (!e)
+        return code;
+    va_list ap;
+    va_start(ap, fmt);
+    bfs_err_vset(e, code, fmt, ap);
+    va_end(ap);
     return code;
 }
 

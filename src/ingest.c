@@ -34,33 +34,27 @@ void bfs_ingest_reject(const struct bfs_ingest_deps *deps, const char *what, con
 
 /* Resolve one identity field: the path's value, else the metadata key. */
 static int resolve_field(const struct bfs_ocf_header *h, const char *from_path, const char *key,
-                         char out[BFS_NAME_MAX + 1], char *reason, size_t rlen)
+                         char out[BFS_NAME_MAX + 1], struct bfs_err *err)
 {
     const char *v = from_path;
     size_t n = v ? strlen(v) : 0;
     if (!v) {
         const struct bfs_ocf_meta *m = bfs_ocf_meta_get(h, key);
-        if (!m) {
-            snprintf(reason, rlen,
-                     "no %s: name the file <table>/<period>/<dataset>.avro or set "
-                     "the header metadata key %s",
-                     key + strlen("battlefs."), key);
-            return -EINVAL;
-        }
+        if (!m)
+            return bfs_err_set(err, -EINVAL,
+                               "no %s: name the file <table>/<period>/<dataset>.avro or set "
+                               "the header metadata key %s",
+                               key + strlen("battlefs."), key);
         v = (const char *)m->val;
         n = m->val_len;
     }
-    if (strcmp(key, "battlefs.table") == 0 && bfs_table_reserved(v, n)) {
-        snprintf(reason, rlen, "table name '%.*s' is reserved for battlefs", (int)n, v);
-        return -EINVAL;
-    }
-    if (!bfs_name_valid(v, n)) {
-        snprintf(reason, rlen,
-                 "bad %s name '%.*s' (allowed: [A-Za-z0-9_.-]{1,128}, not "
-                 "starting with '.')",
-                 key + strlen("battlefs."), (int)(n > 160 ? 160 : n), v);
-        return -EINVAL;
-    }
+    if (strcmp(key, "battlefs.table") == 0 && bfs_table_reserved(v, n))
+        return bfs_err_set(err, -EINVAL, "table name '%.*s' is reserved for battlefs", (int)n, v);
+    if (!bfs_name_valid(v, n))
+        return bfs_err_set(err, -EINVAL,
+                           "bad %s name '%.*s' (allowed: [A-Za-z0-9_.-]{1,128}, not "
+                           "starting with '.')",
+                           key + strlen("battlefs."), (int)(n > 160 ? 160 : n), v);
     memcpy(out, v, n);
     out[n] = '\0';
     return 0;
@@ -114,34 +108,35 @@ static void spool_unload(uint8_t *buf, size_t len)
 int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_identity *id,
                const char *what)
 {
-    char reason[512] = "";
+    /* Why the upload is rejected: the text of its log line and .battlefs/errors
+     * line, and the errno returned. */
+    struct bfs_err err = {0};
     struct stat st;
     if (fstat(fd, &st) < 0) {
-        snprintf(reason, sizeof reason, "cannot stat spool file: %s", strerror(errno));
-        bfs_ingest_reject(deps, what, reason);
-        return -EIO;
+        bfs_err_set(&err, -EIO, "cannot stat spool file: %s", strerror(errno));
+        bfs_ingest_reject(deps, what, err.msg);
+        return err.code;
     }
     if (st.st_size == 0) {
         bfs_ingest_reject(deps, what, "empty file: not an Avro object container file");
         return -EINVAL;
     }
     if ((uint64_t)st.st_size > deps->max_upload) {
-        snprintf(reason, sizeof reason, "upload larger than max_upload (%llu bytes)",
-                 (unsigned long long)deps->max_upload);
-        bfs_ingest_reject(deps, what, reason);
-        return -EFBIG;
+        bfs_err_set(&err, -EFBIG, "upload larger than max_upload (%llu bytes)",
+                    (unsigned long long)deps->max_upload);
+        bfs_ingest_reject(deps, what, err.msg);
+        return err.code;
     }
     size_t len = (size_t)st.st_size;
     uint8_t *buf = NULL;
     int rc = spool_load(fd, len, &buf);
     if (rc < 0) {
-        snprintf(reason, sizeof reason, "cannot read spool file: %s", strerror(-rc));
-        bfs_ingest_reject(deps, what, reason);
-        return -EIO;
+        bfs_err_set(&err, -EIO, "cannot read spool file: %s", strerror(-rc));
+        bfs_ingest_reject(deps, what, err.msg);
+        return err.code;
     }
 
     struct bfs_ocf_header h;
-    struct bfs_ocf_error err = {""};
     struct bfs_buf out = {0};
     struct bfs_buf hdr = {0}; /* a new partition's layout header */
     const char *canon = NULL;
@@ -149,29 +144,25 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
     char table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1], dataset[BFS_NAME_MAX + 1];
     int have_header = 0;
     rc = bfs_ocf_parse_header_cached(buf, len, deps->schemas, &h, &err);
-    if (rc < 0) {
-        snprintf(reason, sizeof reason, "%s", err.msg);
+    if (rc < 0)
         goto reject;
-    }
     have_header = 1;
-    rc = resolve_field(&h, id->table, "battlefs.table", table, reason, sizeof reason);
+    rc = resolve_field(&h, id->table, "battlefs.table", table, &err);
     if (rc == 0)
-        rc = resolve_field(&h, id->dataset, "battlefs.dataset", dataset, reason, sizeof reason);
+        rc = resolve_field(&h, id->dataset, "battlefs.dataset", dataset, &err);
     if (rc == 0) {
         if (id->period || bfs_ocf_meta_get(&h, "battlefs.period")) {
-            rc = resolve_field(&h, id->period, "battlefs.period", period, reason, sizeof reason);
+            rc = resolve_field(&h, id->period, "battlefs.period", period, &err);
         } else {
             bfs_utc_date(period);
         }
     }
     if (rc < 0)
         goto reject;
-    char msg[256] = "";
     /* The normalised blocks are about the upload's size (null codec): one
      * allocation instead of a doubling series. */
     if (bfs_buf_reserve(&out, len) < 0) {
-        snprintf(reason, sizeof reason, "out of memory for the upload");
-        rc = -EIO;
+        rc = bfs_err_set(&err, -EIO, "out of memory for the upload");
         goto reject;
     }
     canon = bfs_ocf_schema_canonical(h.compiled, &canon_len);
@@ -183,16 +174,14 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
         rc = bfs_catalog_partition_layout(deps->cat, table, period, psync, &codec);
         if (rc == 0) {
             if (memcmp(psync, sync, sizeof psync) != 0) {
-                snprintf(reason, sizeof reason,
-                         "schema differs from the one stored for %s/%s (schema evolution is "
-                         "not supported)",
-                         table, period);
-                rc = -EINVAL;
+                rc = bfs_err_set(&err, -EINVAL,
+                                 "schema differs from the one stored for %s/%s (schema "
+                                 "evolution is not supported)",
+                                 table, period);
                 goto reject;
             }
         } else if (rc != -ENOENT) {
-            snprintf(reason, sizeof reason, "catalog: %s", strerror(-rc));
-            rc = -EIO;
+            rc = bfs_err_set(&err, -EIO, "catalog: %s", strerror(-rc));
             goto reject;
         }
         int new_partition = rc == -ENOENT;
@@ -201,11 +190,13 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
         /* A decompression bomb stops at max_upload bytes of records (EFBIG). */
         rc = bfs_ocf_process(buf, len, &h, sync, codec, &out, &records,
                              BFS_OCF_DEFLATE_LEVEL(deps->deflate_level), deps->max_upload, &err);
+        if (rc == -EFBIG) {
+            bfs_err_set(&err, rc, "%s (max_upload)", err.msg);
+            goto reject;
+        }
         if (rc < 0) {
-            bool said = rc == -EINVAL || rc == -EFBIG;
-            snprintf(reason, sizeof reason, "%s%s", said ? err.msg : strerror(-rc),
-                     rc == -EFBIG ? " (max_upload)" : "");
-            rc = said ? rc : -EIO;
+            if (rc != -EINVAL) /* -ENOMEM: nothing said beyond the errno */
+                rc = bfs_err_set(&err, -EIO, "%s", strerror(-rc));
             goto reject;
         }
         /* The catalog stores the layout as given: the header only when the
@@ -213,9 +204,8 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
         bfs_buf_reset(&hdr);
         if (new_partition &&
             (rc = bfs_ocf_layout_header(h.schema_json, h.schema_len, codec, sync, &hdr)) < 0) {
-            snprintf(reason, sizeof reason, "layout header for %s/%s: %s", table, period,
-                     strerror(-rc));
-            rc = -EIO;
+            rc = bfs_err_set(&err, -EIO, "layout header for %s/%s: %s", table, period,
+                             strerror(-rc));
             goto reject;
         }
         struct bfs_upload up = {
@@ -235,12 +225,11 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
             .records = records,
         };
         memcpy(up.sync, sync, sizeof up.sync);
-        rc = bfs_catalog_commit_upload(deps->cat, &up, msg, sizeof msg);
+        rc = bfs_catalog_commit_upload(deps->cat, &up, &err);
         if (rc == -EAGAIN && attempt < 3)
             continue; /* the partition appeared meanwhile with another codec */
         if (rc < 0) {
-            snprintf(reason, sizeof reason, "%s", msg[0] ? msg : strerror(-rc));
-            rc = errno_of_commit(rc);
+            rc = bfs_err_set(&err, errno_of_commit(rc), "%s", err.msg[0] ? err.msg : strerror(-rc));
             goto reject;
         }
         bfs_debug("ingested %s as %s/%s/%s.avro: %llu records, %zu bytes", what, table, period,
@@ -250,7 +239,7 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
     bfs_stats_add(deps->stats, uploads_ingested, 1);
     goto out;
 reject:
-    bfs_ingest_reject(deps, what, reason);
+    bfs_ingest_reject(deps, what, err.msg);
 out:
     bfs_buf_free(&out);
     bfs_buf_free(&hdr);

@@ -59,8 +59,8 @@ static int manifest_header(struct bfs_buf *out, uint8_t sync[16])
 {
     char *canon = NULL;
     size_t clen;
-    int rc = bfs_schema_canonical(bfs_manifest_schema, strlen(bfs_manifest_schema), &canon, &clen,
-                                  NULL, 0);
+    int rc =
+        bfs_schema_canonical(bfs_manifest_schema, strlen(bfs_manifest_schema), &canon, &clen, NULL);
     if (rc == 0)
         rc = bfs_schema_sync(canon, clen, sync);
     free(canon);
@@ -343,19 +343,17 @@ struct reader {
     size_t pos;
     uint64_t off; /* file offset of buf.data[0] */
     bool eof;
-    struct bfs_ocf_error *err;
+    struct bfs_err *err;
 };
 
 static int rerr(struct reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static int rerr(struct reader *r, const char *fmt, ...)
 {
-    if (r->err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(r->err->msg, sizeof r->err->msg, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    bfs_err_vset(r->err, -EINVAL, fmt, ap);
+    va_end(ap);
     return -EINVAL;
 }
 
@@ -545,9 +543,10 @@ static int inflate_all(const uint8_t *src, size_t n, struct bfs_buf *out)
     return rc;
 }
 
-int bfs_manifest_read(int fd, const struct bfs_manifest_visitor *v, struct bfs_ocf_error *err)
+int bfs_manifest_read(int fd, const struct bfs_manifest_visitor *v, struct bfs_err *err)
 {
     struct reader r = {.fd = fd, .err = err};
+    bfs_err_clear(err);
     struct bfs_buf want = {0}, plain = {0};
     uint8_t sync[16];
     int rc = manifest_header(&want, sync);
@@ -608,6 +607,8 @@ int bfs_manifest_read(int fd, const struct bfs_manifest_visitor *v, struct bfs_o
     if (!s.have_roll)
         rc = rerr(&r, "no entries");
 out:
+    if (rc < 0 && err && err->code == 0)
+        bfs_err_set(err, rc, NULL); /* an I/O error or out of memory: the errno says it all */
     bfs_buf_free(&want);
     bfs_buf_free(&plain);
     bfs_buf_free(&r.buf);

@@ -49,19 +49,6 @@ static const uint8_t magic[4] = {'O', 'b', 'j', 1};
 /* ------------------------------------------------------------------------ */
 /* errors                                                                    */
 
-static void seterr(struct bfs_ocf_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void seterr(struct bfs_ocf_error *err, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-}
-
 /* A printable, bounded copy of untrusted bytes for a message. */
 static const char *printable(const uint8_t *s, size_t n, char *tmp, size_t cap)
 {
@@ -140,30 +127,26 @@ void bfs_ocf_header_free(struct bfs_ocf_header *h)
 
 /* Read a length-prefixed byte string into a new NUL-terminated buffer. */
 static int get_bytes(const uint8_t *buf, size_t len, size_t *pos, uint8_t **out, size_t *n,
-                     struct bfs_ocf_error *err)
+                     struct bfs_err *err)
 {
     int64_t l;
     int rc = bfs_varint_get_long(buf, len, pos, &l);
     if (rc == BFS_VARINT_TRUNCATED) {
-        seterr(err, "truncated header");
-        return -EINVAL;
+        return bfs_err_set(err, -EINVAL, "truncated header");
     }
     if (rc != BFS_VARINT_OK || l < 0) {
-        seterr(err, "bad header: a metadata length is not a valid length");
-        return -EINVAL;
+        return bfs_err_set(err, -EINVAL, "bad header: a metadata length is not a valid length");
     }
     if ((uint64_t)l > len - *pos) {
-        seterr(err, "truncated header");
-        return -EINVAL;
+        return bfs_err_set(err, -EINVAL, "truncated header");
     }
     if (*pos + (size_t)l > BFS_OCF_MAX_HEADER) {
-        seterr(err, "header (metadata and schema) larger than %u KiB", BFS_OCF_MAX_HEADER >> 10);
-        return -EFBIG;
+        return bfs_err_set(err, -EFBIG, "header (metadata and schema) larger than %u KiB",
+                           BFS_OCF_MAX_HEADER >> 10);
     }
     uint8_t *p = malloc((size_t)l + 1);
     if (!p) {
-        seterr(err, "out of memory");
-        return -ENOMEM;
+        return bfs_err_set(err, -ENOMEM, "out of memory");
     }
     memcpy(p, buf + *pos, (size_t)l);
     p[l] = '\0';
@@ -174,19 +157,17 @@ static int get_bytes(const uint8_t *buf, size_t len, size_t *pos, uint8_t **out,
 }
 
 static int parse_meta(const uint8_t *buf, size_t len, size_t *pos, struct bfs_ocf_header *h,
-                      struct bfs_ocf_error *err)
+                      struct bfs_err *err)
 {
     size_t cap = 0;
     for (;;) {
         int64_t count;
         int rc = bfs_varint_get_long(buf, len, pos, &count);
         if (rc == BFS_VARINT_TRUNCATED) {
-            seterr(err, "truncated header");
-            return -EINVAL;
+            return bfs_err_set(err, -EINVAL, "truncated header");
         }
         if (rc != BFS_VARINT_OK || count == INT64_MIN) {
-            seterr(err, "bad header: metadata count is not a valid long");
-            return -EINVAL;
+            return bfs_err_set(err, -EINVAL, "bad header: metadata count is not a valid long");
         }
         if (count == 0)
             return 0;
@@ -196,29 +177,25 @@ static int parse_meta(const uint8_t *buf, size_t len, size_t *pos, struct bfs_oc
             count = -count;
             rc = bfs_varint_get_long(buf, len, pos, &size);
             if (rc == BFS_VARINT_TRUNCATED) {
-                seterr(err, "truncated header");
-                return -EINVAL;
+                return bfs_err_set(err, -EINVAL, "truncated header");
             }
             if (rc != BFS_VARINT_OK || size < 0) {
-                seterr(err, "bad header: metadata block size is not a valid size");
-                return -EINVAL;
+                return bfs_err_set(err, -EINVAL,
+                                   "bad header: metadata block size is not a valid size");
             }
         }
         /* Each entry takes at least two bytes (two zero lengths). */
         if ((uint64_t)count > (len - *pos) / 2) {
-            seterr(err, "truncated header");
-            return -EINVAL;
+            return bfs_err_set(err, -EINVAL, "truncated header");
         }
         if ((uint64_t)count > MAX_META - h->n_meta) {
-            seterr(err, "bad header: more than %d metadata entries", MAX_META);
-            return -EINVAL;
+            return bfs_err_set(err, -EINVAL, "bad header: more than %d metadata entries", MAX_META);
         }
         if (h->n_meta + (size_t)count > cap) {
             size_t ncap = h->n_meta + (size_t)count;
             struct bfs_ocf_meta *m = realloc(h->meta, ncap * sizeof *m);
             if (!m) {
-                seterr(err, "out of memory");
-                return -ENOMEM;
+                return bfs_err_set(err, -ENOMEM, "out of memory");
             }
             h->meta = m;
             cap = ncap;
@@ -236,15 +213,14 @@ static int parse_meta(const uint8_t *buf, size_t len, size_t *pos, struct bfs_oc
             h->n_meta++;
             char tmp[64];
             if (memchr(key, '\0', klen)) {
-                seterr(err, "bad header: metadata key '%s' contains a NUL byte",
-                       printable(key, klen, tmp, sizeof tmp));
-                return -EINVAL;
+                return bfs_err_set(err, -EINVAL,
+                                   "bad header: metadata key '%s' contains a NUL byte",
+                                   printable(key, klen, tmp, sizeof tmp));
             }
             for (size_t k = 0; k + 1 < h->n_meta; k++) {
                 if (strcmp(h->meta[k].key, m->key) == 0) {
-                    seterr(err, "bad header: metadata key '%s' appears twice",
-                           printable(key, klen, tmp, sizeof tmp));
-                    return -EINVAL;
+                    return bfs_err_set(err, -EINVAL, "bad header: metadata key '%s' appears twice",
+                                       printable(key, klen, tmp, sizeof tmp));
                 }
             }
             rc = get_bytes(buf, len, pos, &m->val, &m->val_len, err);
@@ -291,14 +267,13 @@ static struct bfs_ocf_schema *schema_ref(struct bfs_ocf_schema *s)
 }
 
 int bfs_ocf_schema_new(const char *json, size_t len, struct bfs_ocf_schema **out,
-                       struct bfs_ocf_error *err)
+                       struct bfs_err *err)
 {
     *out = NULL;
     struct bfs_ocf_schema *s = calloc(1, sizeof *s);
     if (!s || !(s->json = malloc(len + 1))) {
         free(s);
-        seterr(err, "out of memory");
-        return -ENOMEM;
+        return bfs_err_set(err, -ENOMEM, "out of memory");
     }
     atomic_init(&s->refs, 1);
     memcpy(s->json, json, len);
@@ -306,31 +281,30 @@ int bfs_ocf_schema_new(const char *json, size_t len, struct bfs_ocf_schema **out
     s->json_len = len;
     /* Strict first (valid names, no duplicate definitions, ...), then avro-c
      * must parse it too, then the validator must know every type. */
-    char why[160];
-    int rc = bfs_schema_canonical(json, len, &s->canon, &s->canon_len, why, sizeof why);
+    int rc = bfs_schema_canonical(json, len, &s->canon, &s->canon_len, err);
     if (rc == -ENOMEM) {
-        seterr(err, "out of memory");
+        bfs_err_set(err, rc, "out of memory");
     } else if (rc < 0) {
-        seterr(err, "schema does not parse: %s", why);
+        rc = bfs_err_set(err, -EINVAL, "schema does not parse: %s", err ? err->msg : "");
     } else if (avro_schema_from_json_length(json, len, &s->schema) != 0 || !s->schema) {
         s->schema = NULL;
-        seterr(err, "schema does not parse (avro-c)");
-        rc = -EINVAL;
+        rc = bfs_err_set(err, -EINVAL, "schema does not parse (avro-c)");
     } else {
-        const char *cwhy = "a type this module does not know";
-        rc = bfs_vprog_compile(s->schema, &s->prog, &cwhy);
+        bfs_err_clear(err);
+        rc = bfs_vprog_compile(s->schema, &s->prog, err);
         if (rc == -ENOMEM)
-            seterr(err, "out of memory");
+            bfs_err_set(err, rc, "out of memory");
         else if (rc < 0)
-            seterr(err, "schema is not supported: %s", cwhy);
+            rc = bfs_err_set(err, -EINVAL, "schema is not supported: %s",
+                             err && err->msg[0] ? err->msg : "a type this module does not know");
     }
     if (rc < 0) {
         bfs_ocf_schema_unref(s);
-        return rc == -ENOMEM ? -ENOMEM : -EINVAL;
+        return rc;
     }
     rc = bfs_schema_sync(s->canon, s->canon_len, s->sync);
     if (rc < 0) {
-        seterr(err, "SHA-256 of the schema: %s", strerror(-rc));
+        bfs_err_set(err, rc, "SHA-256 of the schema: %s", strerror(-rc));
         bfs_ocf_schema_unref(s);
         return rc;
     }
@@ -392,7 +366,7 @@ void bfs_ocf_schema_cache_free(struct bfs_ocf_schema_cache *c)
 }
 
 int bfs_ocf_schema_get(struct bfs_ocf_schema_cache *c, const char *json, size_t len,
-                       struct bfs_ocf_schema **out, struct bfs_ocf_error *err)
+                       struct bfs_ocf_schema **out, struct bfs_err *err)
 {
     if (!c)
         return bfs_ocf_schema_new(json, len, out, err);
@@ -426,7 +400,7 @@ int bfs_ocf_schema_get(struct bfs_ocf_schema_cache *c, const char *json, size_t 
 
 struct proc {
     const struct bfs_ocf_header *h;
-    struct bfs_ocf_error *err;
+    struct bfs_err *err;
     const struct bfs_ocf_schema *cs;
     avro_value_iface_t *iface;
     avro_value_t value;
@@ -452,20 +426,19 @@ static int perr(struct proc *p, const char *fmt, ...) __attribute__((format(prin
 /* "block N at byte X: ..." */
 static int perr(struct proc *p, const char *fmt, ...)
 {
-    char tail[200];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(tail, sizeof tail, fmt, ap);
+    bfs_err_vset(p->err, -EINVAL, fmt, ap);
     va_end(ap);
-    seterr(p->err, "block %" PRIu64 " at byte %zu: %s", p->block, p->at, tail);
+    bfs_err_prefix(p->err, "block %" PRIu64 " at byte %zu", p->block, p->at);
     return -EINVAL;
 }
 
 /* The blocks decompress to more than the caller allows: EFBIG, not EINVAL. */
 static int toobig(struct proc *p)
 {
-    seterr(p->err, "the records decompress to more than %" PRIu64 " bytes", p->max_plain);
-    return -EFBIG;
+    return bfs_err_set(p->err, -EFBIG, "the records decompress to more than %" PRIu64 " bytes",
+                       p->max_plain);
 }
 
 /* Largest decompressed size the next block may have; *caller: the bound is the
@@ -479,8 +452,7 @@ static size_t block_limit(const struct proc *p, bool *caller)
 
 static int nomem(struct proc *p)
 {
-    seterr(p->err, "out of memory");
-    return -ENOMEM;
+    return bfs_err_set(p->err, -ENOMEM, "out of memory");
 }
 
 static void proc_free(struct proc *p)
@@ -510,8 +482,7 @@ static int proc_init(struct proc *p, const struct bfs_ocf_schema *cs, bool decod
         return 0;
     p->iface = avro_generic_class_from_schema(cs->schema);
     if (!p->iface) {
-        seterr(p->err, "schema is not supported by avro-c");
-        return -EINVAL;
+        return bfs_err_set(p->err, -EINVAL, "schema is not supported by avro-c");
     }
     if (avro_generic_value_new(p->iface, &p->value) != 0)
         return nomem(p);
@@ -675,10 +646,11 @@ static int decode_records(struct proc *p, const uint8_t *data, size_t n, int64_t
     if (p->crosscheck)
         avro_reader_memory_set_source(p->reader, (const char *)data, (int64_t)n);
     size_t pos = 0;
-    char why[128];
+    struct bfs_err why;
     for (int64_t r = 1; r <= count; r++) {
-        if (bfs_vprog_check(p->cs->prog, data, n, &pos, &p->budget, why, sizeof why) < 0)
-            return perr(p, "record %" PRId64 " does not decode against the schema (%s)", r, why);
+        if (bfs_vprog_check(p->cs->prog, data, n, &pos, &p->budget, &why) < 0)
+            return perr(p, "record %" PRId64 " does not decode against the schema (%s)", r,
+                        why.msg);
         if (p->crosscheck && avro_value_read(p->reader, &p->value) != 0)
             return perr(p, "record %" PRId64 " does not decode against the schema (avro-c)", r);
     }
@@ -723,8 +695,7 @@ static int process(struct proc *p, const uint8_t *buf, size_t len, const uint8_t
         p->block++;
         p->at = pos;
         if (len - pos < MIN_BLOCK) {
-            seterr(p->err, "%zu bytes after the last block", len - pos);
-            return -EINVAL;
+            return bfs_err_set(p->err, -EINVAL, "%zu bytes after the last block", len - pos);
         }
         int64_t count, size;
         rc = bfs_varint_get_long(buf, len, &pos, &count);
@@ -778,28 +749,23 @@ static int process(struct proc *p, const uint8_t *buf, size_t len, const uint8_t
 
 int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header *h,
                     const uint8_t sync[16], enum bfs_codec codec, struct bfs_buf *out,
-                    uint64_t *records, unsigned flags, uint64_t max_plain,
-                    struct bfs_ocf_error *err)
+                    uint64_t *records, unsigned flags, uint64_t max_plain, struct bfs_err *err)
 {
     struct proc p = {.h = h, .err = err, .level = (int)((flags >> 4) & 0xfu)};
     p.max_plain = max_plain && max_plain < BFS_OCF_MAX_TOTAL ? max_plain : BFS_OCF_MAX_TOTAL;
     if (records)
         *records = 0;
-    if (err)
-        err->msg[0] = '\0';
+    bfs_err_clear(err);
     if (p.level == 0)
         p.level = 6;
     if (p.level > 9 || (flags & ~(BFS_OCF_CROSSCHECK | BFS_OCF_DEFLATE_LEVEL(0xf)))) {
-        seterr(err, "bad flags %#x (deflate level %d)", flags, p.level);
-        return -EINVAL;
+        return bfs_err_set(err, -EINVAL, "bad flags %#x (deflate level %d)", flags, p.level);
     }
     if (codec != BFS_CODEC_NULL && codec != BFS_CODEC_DEFLATE && codec != BFS_CODEC_SNAPPY) {
-        seterr(err, "unknown target codec %d", (int)codec);
-        return -EINVAL;
+        return bfs_err_set(err, -EINVAL, "unknown target codec %d", (int)codec);
     }
     if (h->header_len > len || !h->schema_json) {
-        seterr(err, "truncated header");
-        return -EINVAL;
+        return bfs_err_set(err, -EINVAL, "truncated header");
     }
     struct bfs_ocf_schema *own = NULL;
     const struct bfs_ocf_schema *cs = h->compiled;
@@ -818,33 +784,29 @@ int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header 
 }
 
 int bfs_ocf_parse_header(const uint8_t *buf, size_t len, struct bfs_ocf_header *h,
-                         struct bfs_ocf_error *err)
+                         struct bfs_err *err)
 {
     return bfs_ocf_parse_header_cached(buf, len, NULL, h, err);
 }
 
 int bfs_ocf_parse_header_cached(const uint8_t *buf, size_t len, struct bfs_ocf_schema_cache *cache,
-                                struct bfs_ocf_header *h, struct bfs_ocf_error *err)
+                                struct bfs_ocf_header *h, struct bfs_err *err)
 {
     memset(h, 0, sizeof *h);
-    if (err)
-        err->msg[0] = '\0';
+    bfs_err_clear(err);
     if (len < sizeof magic) {
-        seterr(err, len == 0 || memcmp(buf, magic, len) == 0
-                        ? "truncated header"
-                        : "not an Avro object container file (bad magic)");
-        return -EINVAL;
+        return bfs_err_set(err, -EINVAL, "%s",
+                           len == 0 || memcmp(buf, magic, len) == 0
+                               ? "truncated header"
+                               : "not an Avro object container file (bad magic)");
     }
     if (memcmp(buf, magic, sizeof magic) != 0) {
-        seterr(err, "not an Avro object container file (bad magic)");
-        return -EINVAL;
+        return bfs_err_set(err, -EINVAL, "not an Avro object container file (bad magic)");
     }
     size_t pos = sizeof magic;
     int rc = parse_meta(buf, len, &pos, h, err);
-    if (rc == 0 && len - pos < 16) {
-        seterr(err, "truncated header");
-        rc = -EINVAL;
-    }
+    if (rc == 0 && len - pos < 16)
+        rc = bfs_err_set(err, -EINVAL, "truncated header");
     if (rc < 0) {
         bfs_ocf_header_free(h);
         return rc;
@@ -856,14 +818,11 @@ int bfs_ocf_parse_header_cached(const uint8_t *buf, size_t len, struct bfs_ocf_s
     const struct bfs_ocf_meta *codec = bfs_ocf_meta_get(h, "avro.codec");
     const struct bfs_ocf_meta *schema = bfs_ocf_meta_get(h, "avro.schema");
     h->codec = BFS_CODEC_NULL;
-    if (codec && bfs_codec_parse((const char *)codec->val, codec->val_len, &h->codec) < 0) {
-        seterr(err, "codec '%s' is not supported (null, deflate, snappy)",
-               printable(codec->val, codec->val_len, tmp, sizeof tmp));
-        rc = -EINVAL;
-    } else if (!schema) {
-        seterr(err, "header has no avro.schema");
-        rc = -EINVAL;
-    }
+    if (codec && bfs_codec_parse((const char *)codec->val, codec->val_len, &h->codec) < 0)
+        rc = bfs_err_set(err, -EINVAL, "codec '%s' is not supported (null, deflate, snappy)",
+                         printable(codec->val, codec->val_len, tmp, sizeof tmp));
+    else if (!schema)
+        rc = bfs_err_set(err, -EINVAL, "header has no avro.schema");
     if (rc < 0) {
         bfs_ocf_header_free(h);
         return rc;
@@ -876,8 +835,7 @@ int bfs_ocf_parse_header_cached(const uint8_t *buf, size_t len, struct bfs_ocf_s
     if (rc == 0) {
         h->schema_json = malloc(schema->val_len + 1);
         if (!h->schema_json) {
-            seterr(err, "out of memory");
-            rc = -ENOMEM;
+            rc = bfs_err_set(err, -ENOMEM, "out of memory");
         } else {
             memcpy(h->schema_json, schema->val, schema->val_len + 1);
             h->schema_len = schema->val_len;

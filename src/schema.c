@@ -42,10 +42,9 @@
 
 struct canon {
     struct bfs_buf out;
-    json_t *names; /* fullnames of the named types defined so far (a set) */
-    char *msg;
-    size_t msglen;
-    int rc; /* sticky: first error */
+    json_t *names;       /* fullnames of the named types defined so far (a set) */
+    struct bfs_err *err; /* the first error's reason, or NULL */
+    int rc;              /* sticky: first error */
 };
 
 static int fail(struct canon *c, int rc, const char *fmt, ...)
@@ -55,12 +54,10 @@ static int fail(struct canon *c, int rc, const char *fmt, ...)
 {
     if (c->rc == 0) {
         c->rc = rc;
-        if (c->msg && c->msglen) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(c->msg, c->msglen, fmt, ap);
-            va_end(ap);
-        }
+        va_list ap;
+        va_start(ap, fmt);
+        bfs_err_vset(c->err, rc, fmt, ap);
+        va_end(ap);
     }
     return c->rc;
 }
@@ -535,12 +532,11 @@ static int emit(struct canon *c, json_t *j, const char *ns, int depth)
     return put_reference(c, type, ns);
 }
 
-int bfs_schema_canonical(const char *json, size_t len, char **out, size_t *out_len, char *msg,
-                         size_t msglen)
+int bfs_schema_canonical(const char *json, size_t len, char **out, size_t *out_len,
+                         struct bfs_err *err)
 {
-    struct canon c = {.msg = msg, .msglen = msglen};
-    if (msg && msglen)
-        msg[0] = '\0';
+    struct canon c = {.err = err};
+    bfs_err_clear(err);
     *out = NULL;
     *out_len = 0;
     if (memchr(json, '\0', len))

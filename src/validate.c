@@ -100,7 +100,7 @@ struct compiler {
     struct named *named;
     size_t n_named, cap_named;
     size_t pending; /* ops in unfinished sequences */
-    const char **why;
+    struct bfs_err *err;
 };
 
 static int push(struct compiler *c, struct opvec *v, struct op op)
@@ -265,8 +265,7 @@ static int emit(struct compiler *c, struct opvec *v, avro_schema_t s, unsigned l
         if (n <= 0) {
             /* avro-c 1.11 cannot decode a fixed of size 0 (its allocator
              * returns NULL for 0 bytes). */
-            *c->why = "a fixed of size 0 (avro-c cannot decode it)";
-            return -EINVAL;
+            return bfs_err_set(c->err, -EINVAL, "a fixed of size 0 (avro-c cannot decode it)");
         }
         op.code = OP_SKIP;
         op.a = (uint64_t)n;
@@ -386,13 +385,13 @@ void bfs_vprog_free(struct bfs_vprog *p)
     free(p);
 }
 
-int bfs_vprog_compile(avro_schema_t schema, struct bfs_vprog **out, const char **why)
+int bfs_vprog_compile(avro_schema_t schema, struct bfs_vprog **out, struct bfs_err *err)
 {
     *out = NULL;
     struct bfs_vprog *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
-    struct compiler c = {.p = p, .why = why};
+    struct compiler c = {.p = p, .err = err};
     int rc = seq_for(&c, schema, 0, &p->root);
     free(c.named);
     if (rc < 0) {
@@ -425,19 +424,21 @@ struct vstate {
     size_t len;
     size_t pos;
     uint64_t *budget;
-    char *why;
-    size_t whylen;
+    struct bfs_err *err;
 };
 
 static int fail(struct vstate *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 __attribute__((noinline, cold)) static int fail(struct vstate *v, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(v->why, v->whylen, fmt, ap);
-    va_end(ap);
-    return -1;
+    if (v->err) {
+        v->err->code = -EINVAL;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(v->err->msg, sizeof v->err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -EINVAL;
 }
 
 /* A varint of more than one byte, or none left: decoded, with errors. */
@@ -462,7 +463,7 @@ __attribute__((noinline)) static int long_slow(struct vstate *v, size_t *pos, in
             (out) = bfs_zigzag_decode(b_);                                                         \
             (pos)++;                                                                               \
         } else if (long_slow((v), &(pos), &(out), (what)) < 0) {                                   \
-            return -1;                                                                             \
+            return -EINVAL;                                                                        \
         }                                                                                          \
     } while (0)
 
@@ -470,7 +471,7 @@ __attribute__((noinline)) static int varint_slow(struct vstate *v, size_t *pos, 
 {
     int64_t x;
     if (long_slow(v, pos, &x, is_int ? "an int" : "a long") < 0)
-        return -1;
+        return -EINVAL;
     if (is_int && (x < INT32_MIN || x > INT32_MAX))
         return fail(v, "an int is out of range");
     return 0;
@@ -575,7 +576,7 @@ static inline int leaf(struct vstate *v, uint8_t code, uint64_t a, uint32_t b, s
     case OP_VARINT:
         for (uint32_t k = 0; k < b; k++)
             if (skip_varint(v, &p, (a >> k) & 1) < 0)
-                return -1;
+                return -EINVAL;
         break;
     case OP_BOOL:
         if (p >= v->len)
@@ -592,11 +593,11 @@ static inline int leaf(struct vstate *v, uint8_t code, uint64_t a, uint32_t b, s
         break;
     case OP_STRING:
         if (lenval(v, &p, "a string", true) < 0)
-            return -1;
+            return -EINVAL;
         break;
     case OP_BYTES:
         if (lenval(v, &p, "a bytes value", false) < 0)
-            return -1;
+            return -EINVAL;
         break;
     case OP_ENUM:
         GET_LONG(v, p, x, "an enum");
@@ -629,7 +630,7 @@ static inline int value(struct vstate *v, uint32_t s, int depth, size_t *pos)
         return blocks(v, f, depth + f->lvl + 1, pos);
     v->pos = *pos;
     if (run(v, s, depth) < 0)
-        return -1;
+        return -EINVAL;
     *pos = v->pos;
     return 0;
 }
@@ -671,13 +672,13 @@ static int blocks(struct vstate *v, const struct op *op, int depth, size_t *pos)
             bool is_int = f->a & 1;
             for (int64_t i = 0; i < count; i++)
                 if (skip_varint(v, &p, is_int) < 0)
-                    return -1;
+                    return -EINVAL;
         } else {
             for (int64_t i = 0; i < count; i++) {
                 if (map && lenval(v, &p, "a map key", true) < 0)
-                    return -1;
+                    return -EINVAL;
                 if (value(v, item, depth, &p) < 0)
-                    return -1;
+                    return -EINVAL;
             }
         }
         if (size >= 0 && p - start != (uint64_t)size)
@@ -704,12 +705,12 @@ static int run(struct vstate *v, uint32_t s, int depth)
         case OP_VARINT:
             if (op->b == 1) {
                 if (skip_varint(v, &pos, op->a & 1) < 0)
-                    return -1;
+                    return -EINVAL;
                 break;
             }
             for (uint32_t k = 0; k < op->b; k++)
                 if (skip_varint(v, &pos, (op->a >> k) & 1) < 0)
-                    return -1;
+                    return -EINVAL;
             break;
         case OP_SKIP:
             if (op->a > v->len - pos)
@@ -721,7 +722,7 @@ static int run(struct vstate *v, uint32_t s, int depth)
         case OP_BYTES:
         case OP_ENUM:
             if (leaf(v, op->code, op->a, op->b, &pos) < 0)
-                return -1;
+                return -EINVAL;
             break;
         case OP_OPT:
             /* Branch 0 or 1: one byte, 0 or 2. */
@@ -737,9 +738,9 @@ static int run(struct vstate *v, uint32_t s, int depth)
                 break; /* null */
             if (op->sub == OP_VARINT) {
                 if (skip_varint(v, &pos, op->a & 1) < 0)
-                    return -1;
+                    return -EINVAL;
             } else if (leaf(v, op->sub, op->a, 1, &pos) < 0) {
-                return -1;
+                return -EINVAL;
             }
             break;
         case OP_UNION:
@@ -747,19 +748,19 @@ static int run(struct vstate *v, uint32_t s, int depth)
             if (x < 0 || x >= (int64_t)op->b)
                 return fail(v, "union branch %" PRId64 " is not one of the %u branches", x, op->b);
             if (value(v, prog->kids[op->a + (uint64_t)x], depth + op->lvl + 1, &pos) < 0)
-                return -1;
+                return -EINVAL;
             break;
         case OP_ARRAY:
         case OP_MAP:
             if (blocks(v, op, depth + op->lvl + 1, &pos) < 0)
-                return -1;
+                return -EINVAL;
             break;
         case OP_CALL:
             if (depth + op->lvl + 1 > BFS_VALIDATE_MAX_DEPTH)
                 return fail(v, "values nested more than %d levels deep", BFS_VALIDATE_MAX_DEPTH);
             v->pos = pos;
             if (run(v, (uint32_t)op->a, depth + op->lvl + 1) < 0)
-                return -1;
+                return -EINVAL;
             pos = v->pos;
             break;
         default:
@@ -770,14 +771,13 @@ static int run(struct vstate *v, uint32_t s, int depth)
 }
 
 int bfs_vprog_check(const struct bfs_vprog *p, const uint8_t *d, size_t len, size_t *pos,
-                    uint64_t *budget, char *why, size_t whylen)
+                    uint64_t *budget, struct bfs_err *err)
 {
-    struct vstate v = {
-        .p = p, .d = d, .len = len, .pos = *pos, .budget = budget, .why = why, .whylen = whylen};
+    struct vstate v = {.p = p, .d = d, .len = len, .pos = *pos, .budget = budget, .err = err};
     if (*pos > len)
         return fail(&v, "position %zu is beyond the block's %zu bytes", *pos, len);
     if (run(&v, p->root, 0) < 0)
-        return -1;
+        return -EINVAL;
     *pos = v.pos;
     return 0;
 }

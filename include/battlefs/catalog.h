@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "battlefs/err.h"
 #include "battlefs/ocf.h"
 
 struct bfs_catalog;
@@ -93,14 +94,15 @@ struct bfs_upload {
 /* Commit one upload durably (the transaction's commit is fsynced before this
  * returns). Concurrent callers are committed together in one transaction.
  * Creates the schema and partition rows on first use.
- * Returns 0;
- *   -EINVAL  the partition holds another schema (msg says which), or the
+ * Returns 0, or -errno with err (may be NULL) saying why:
+ *   -EINVAL  the partition holds another schema (err says which), or the
  *            upload would create the partition but has no header;
  *   -EAGAIN  the partition exists with another codec than upload->codec
  *            (created concurrently): normalise again and retry;
- *   -ENOSPC  the disk is full; -EIO otherwise (msg set). */
-int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *up, char *msg,
-                              size_t msglen);
+ *   -ENOSPC  the disk is full; -EIO otherwise.
+ * Nothing is logged: the caller (ingest) decides and logs the rejection. */
+int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *up,
+                              struct bfs_err *err);
 
 /* How many upload transactions (groups of one or more uploads) have been
  * committed or attempted since open: for tests and benchmarks. */

@@ -20,6 +20,8 @@
 #ifndef BATTLEFS_ERR_H
 #define BATTLEFS_ERR_H
 
+#include <stdarg.h>
+
 #define BFS_ERR_MSG_MAX 512
 
 struct bfs_err {
@@ -32,6 +34,10 @@ struct bfs_err {
  * e may be NULL: then only code is returned. */
 int bfs_err_set(struct bfs_err *e, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* bfs_err_set with a va_list: for a module's own printf-like failure helper. */
+int bfs_err_vset(struct bfs_err *e, int code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* Put "<formatted context>: " in front of e's reason (just the context when
  * the reason is empty); the code is kept. Returns e->code (0 for a NULL e). */

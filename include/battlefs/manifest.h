@@ -82,7 +82,7 @@ struct bfs_manifest_visitor {
  * everything (magic, schema, sync, counts, every field's bounds and names, a
  * Roll entry first and only there, index rows after an archive and inside
  * it). 0, the visitor's non-zero return, or -EINVAL with err saying where and
- * what, -ENOMEM, -EIO. */
-int bfs_manifest_read(int fd, const struct bfs_manifest_visitor *v, struct bfs_ocf_error *err);
+ * what, -ENOMEM, -EIO (err's code only). */
+int bfs_manifest_read(int fd, const struct bfs_manifest_visitor *v, struct bfs_err *err);
 
 #endif

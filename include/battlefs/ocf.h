@@ -3,6 +3,10 @@
  * All functions work on an in-memory (usually mmap'd) image of a file. Nothing
  * trusts a length field: every size is checked against the bytes that exist and
  * against BFS_OCF_MAX_BLOCK before anything is allocated.
+ *
+ * A failure's reason comes in a struct bfs_err (err.h; the pointer may be
+ * NULL) with the code returned, e.g. {-EINVAL, "block 3 at byte 5120: sync
+ * marker does not match the header"}: the text of a rejection.
  */
 #ifndef BATTLEFS_OCF_H
 #define BATTLEFS_OCF_H
@@ -11,6 +15,7 @@
 #include <stdint.h>
 
 #include "battlefs/buf.h"
+#include "battlefs/err.h"
 
 /* Largest decompressed block accepted (a zip bomb stops here). */
 #define BFS_OCF_MAX_BLOCK (64u * 1024 * 1024)
@@ -56,12 +61,6 @@ struct bfs_ocf_header {
     struct bfs_ocf_meta *meta;
 };
 
-/* A human-readable reason for a rejection, e.g.
- * "block 3 at byte 5120: sync marker does not match the header". */
-struct bfs_ocf_error {
-    char msg[256];
-};
-
 /* Look a metadata key up; NULL if absent. */
 const struct bfs_ocf_meta *bfs_ocf_meta_get(const struct bfs_ocf_header *h, const char *key);
 void bfs_ocf_header_free(struct bfs_ocf_header *h);
@@ -70,12 +69,12 @@ void bfs_ocf_header_free(struct bfs_ocf_header *h);
  * parses with avro-c), avro.codec (absent = null; null/deflate/snappy), sync.
  * Returns 0, -EINVAL (err set) or -ENOMEM. h is valid only on success. */
 int bfs_ocf_parse_header(const uint8_t *buf, size_t len, struct bfs_ocf_header *h,
-                         struct bfs_ocf_error *err);
+                         struct bfs_err *err);
 
 /* Like bfs_ocf_parse_header, taking the compiled schema from cache (NULL: no
  * cache) when the same schema JSON was seen before. */
 int bfs_ocf_parse_header_cached(const uint8_t *buf, size_t len, struct bfs_ocf_schema_cache *cache,
-                                struct bfs_ocf_header *h, struct bfs_ocf_error *err);
+                                struct bfs_ocf_header *h, struct bfs_err *err);
 
 /* A writer schema compiled for validation: avro-c's parse, the Parsing
  * Canonical Form, its fingerprint (bfs_schema_rabin), the layout sync marker
@@ -83,7 +82,7 @@ int bfs_ocf_parse_header_cached(const uint8_t *buf, size_t len, struct bfs_ocf_s
  * between threads. 0, -EINVAL (err: "schema does not parse: ...", "schema does not parse (avro-c)",
  * "schema is not supported: ...") or -ENOMEM. */
 int bfs_ocf_schema_new(const char *json, size_t len, struct bfs_ocf_schema **out,
-                       struct bfs_ocf_error *err);
+                       struct bfs_err *err);
 void bfs_ocf_schema_unref(struct bfs_ocf_schema *s); /* NULL is fine */
 const char *bfs_ocf_schema_canonical(const struct bfs_ocf_schema *s, size_t *len);
 const uint8_t *bfs_ocf_schema_sync(const struct bfs_ocf_schema *s);
@@ -97,7 +96,7 @@ void bfs_ocf_schema_cache_free(struct bfs_ocf_schema_cache *c);
 /* A reference to the compiled json (from the cache, or compiled and added;
  * c NULL: compiled). Errors as bfs_ocf_schema_new. */
 int bfs_ocf_schema_get(struct bfs_ocf_schema_cache *c, const char *json, size_t len,
-                       struct bfs_ocf_schema **out, struct bfs_ocf_error *err);
+                       struct bfs_ocf_schema **out, struct bfs_err *err);
 
 /* Validate every block after the header and, if out != NULL, append the
  * blocks normalised to the layout (sync marker `sync`, codec `codec`) to out:
@@ -120,8 +119,7 @@ int bfs_ocf_schema_get(struct bfs_ocf_schema_cache *c, const char *json, size_t 
  * -ENOMEM. On error out may hold partial data. */
 int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header *h,
                     const uint8_t sync[16], enum bfs_codec codec, struct bfs_buf *out,
-                    uint64_t *records, unsigned flags, uint64_t max_plain,
-                    struct bfs_ocf_error *err);
+                    uint64_t *records, unsigned flags, uint64_t max_plain, struct bfs_err *err);
 #define BFS_OCF_CROSSCHECK       1u
 #define BFS_OCF_DEFLATE_LEVEL(n) (((unsigned)(n)&0xfu) << 4) /* n = 1..9; 0: level 6 */
 

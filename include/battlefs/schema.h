@@ -5,11 +5,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "battlefs/err.h"
+
 /* Parsing Canonical Form of the schema JSON text json[0..len).
  * *out is malloc'd and NUL-terminated; *out_len its length.
- * Returns 0, -EINVAL (not a schema: msg set if msg != NULL), or -ENOMEM. */
-int bfs_schema_canonical(const char *json, size_t len, char **out, size_t *out_len, char *msg,
-                         size_t msglen);
+ * Returns 0, -EINVAL (not a schema) or -ENOMEM, with err (may be NULL) saying
+ * what is wrong. */
+int bfs_schema_canonical(const char *json, size_t len, char **out, size_t *out_len,
+                         struct bfs_err *err);
 
 /* CRC-64-AVRO (Rabin) fingerprint of a canonical form, as in the spec. */
 uint64_t bfs_schema_rabin(const char *canon, size_t len);

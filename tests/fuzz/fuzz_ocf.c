@@ -26,7 +26,7 @@
 #include "battlefs/ocf.h"
 #include "battlefs/schema.h"
 
-static void check(int cond, const char *what, const struct bfs_ocf_error *err)
+static void check(int cond, const char *what, const struct bfs_err *err)
 {
     if (!cond) {
         fprintf(stderr, "fuzz_ocf: property violated: %s (%s)\n", what, err ? err->msg : "");
@@ -34,9 +34,10 @@ static void check(int cond, const char *what, const struct bfs_ocf_error *err)
     }
 }
 
-/* Messages are one non-empty, NUL-terminated line. */
-static void check_msg(const struct bfs_ocf_error *err)
+/* Messages are one non-empty, NUL-terminated line, with the code returned. */
+static void check_msg(const struct bfs_err *err, int rc)
 {
+    check(err->code == rc, "the error's code is the one returned", err);
     size_t n = strnlen(err->msg, sizeof err->msg);
     check(n > 0 && n < sizeof err->msg, "error message set and terminated", NULL);
     check(strchr(err->msg, '\n') == NULL, "error message is one line", err);
@@ -49,13 +50,13 @@ static int upload(const uint8_t *data, size_t size)
 {
     static const uint8_t sync[16] = {0x5a, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0xa5};
     struct bfs_ocf_header h;
-    struct bfs_ocf_error err;
+    struct bfs_err err;
     int rc = bfs_ocf_parse_header(data, size, &h, &err);
     if (verbose)
         fprintf(stderr, "fuzz_ocf: header: %d %s\n", rc, rc ? err.msg : "");
     if (rc != 0) {
         check(rc == -EINVAL || rc == -ENOMEM, "parse_header returns -EINVAL or -ENOMEM", &err);
-        check_msg(&err);
+        check_msg(&err, rc);
         return 0;
     }
     check(h.header_len <= size && h.schema_json != NULL, "header fields", NULL);
@@ -71,7 +72,7 @@ static int upload(const uint8_t *data, size_t size)
                 (unsigned long long)records);
     if (rc != 0) {
         check(rc == -EINVAL || rc == -ENOMEM, "process returns -EINVAL or -ENOMEM", &err);
-        check_msg(&err);
+        check_msg(&err, rc);
         /* The pre-decoder is at least as strict as avro-c: what it accepts,
          * avro-c decodes, to the same end. */
         check(strstr(err.msg, "(avro-c") == NULL, "pre-decoder and avro-c agree", &err);

@@ -41,10 +41,10 @@ struct env {
 static char *canonical(const char *json, size_t *len)
 {
     char *out = NULL;
-    char msg[128];
-    int rc = bfs_schema_canonical(json, strlen(json), &out, len, msg, sizeof msg);
+    struct bfs_err err = {0};
+    int rc = bfs_schema_canonical(json, strlen(json), &out, len, &err);
     if (rc != 0)
-        fail_msg("canonical form: %d %s", rc, msg);
+        fail_msg("canonical form: %d %s", rc, err.msg);
     return out;
 }
 
@@ -115,7 +115,7 @@ static void derive_layout(struct bfs_upload *up, struct bfs_buf *hdr)
     up->header_len = hdr->len;
 }
 
-static int commit(struct env *e, const struct up_spec *s, char *msg, size_t msglen)
+static int commit(struct env *e, const struct up_spec *s, struct bfs_err *err)
 {
     uint8_t *data = malloc(s->len ? s->len : 1);
     assert_non_null(data);
@@ -135,7 +135,7 @@ static int commit(struct env *e, const struct up_spec *s, char *msg, size_t msgl
     };
     struct bfs_buf hdr = {0};
     derive_layout(&up, &hdr);
-    int rc = bfs_catalog_commit_upload(e->cat, &up, msg, msglen);
+    int rc = bfs_catalog_commit_upload(e->cat, &up, err);
     bfs_buf_free(&hdr);
     free(data);
     return rc;
@@ -146,10 +146,10 @@ static void put(struct env *e, const char *table, const char *period, const char
                 size_t len, unsigned seed)
 {
     struct up_spec s = {table, period, dataset, 0, BFS_CODEC_DEFLATE, len, seed, len / 10 + 1};
-    char msg[256];
-    int rc = commit(e, &s, msg, sizeof msg);
+    struct bfs_err err = {0};
+    int rc = commit(e, &s, &err);
     if (rc != 0)
-        fail_msg("commit %s/%s/%s: %d %s", table, period, dataset, rc, msg);
+        fail_msg("commit %s/%s/%s: %d %s", table, period, dataset, rc, err.msg);
 }
 
 /* Read a hot segment fully and compare it with fill(len, seed). */
@@ -371,8 +371,8 @@ static void test_commit_view_read(void **state)
 
     /* Bad names are refused before anything is stored. */
     struct up_spec bad = {"battle", "2025-12-18", "../x", 0, BFS_CODEC_DEFLATE, 5, 1, 1};
-    char msg[256];
-    assert_int_equal(commit(e, &bad, msg, sizeof msg), -EINVAL);
+    struct bfs_err err = {0};
+    assert_int_equal(commit(e, &bad, &err), -EINVAL);
     assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
     assert_int_equal(c.buffer_uploads, 4);
 }
@@ -382,8 +382,8 @@ static void test_schema_mismatch(void **state)
     struct env *e = *state;
     put(e, "battle", "2025-12-18", "u1", 50, 1);
     struct up_spec s = {"battle", "2025-12-18", "u2", 1, BFS_CODEC_DEFLATE, 50, 2, 5};
-    char msg[256] = "";
-    assert_int_equal(commit(e, &s, msg, sizeof msg), -EINVAL);
+    struct bfs_err err = {0};
+    assert_int_equal(commit(e, &s, &err), -EINVAL);
     char fa[17], fb[17], want[256];
     snprintf(fa, sizeof fa, "%016llx",
              (unsigned long long)bfs_schema_rabin(e->canon_a, e->canon_a_len));
@@ -393,14 +393,15 @@ static void test_schema_mismatch(void **state)
              "schema differs from the one stored for battle/2025-12-18 (fingerprint %s, upload "
              "has %s)",
              fa, fb);
-    assert_string_equal(msg, want);
+    assert_string_equal(err.msg, want);
 
     /* Nothing of it is stored; the other schema is fine in another period. */
     struct bfs_dataset_view v;
     assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", "u2", &v), -ENOENT);
     s.period = "2025-12-19";
-    assert_int_equal(commit(e, &s, msg, sizeof msg), 0);
-    assert_string_equal(msg, "");
+    assert_int_equal(commit(e, &s, &err), 0);
+    assert_int_equal(err.code, 0);
+    assert_string_equal(err.msg, "");
     struct bfs_catalog_counts c;
     assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
     assert_int_equal(c.buffer_uploads, 2);
@@ -426,7 +427,7 @@ static void test_schema_mismatch(void **state)
                             .records = 1};
     struct bfs_buf hdr = {0};
     derive_layout(&up, &hdr);
-    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, msg, sizeof msg), 0);
+    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, &err), 0);
     bfs_buf_free(&hdr);
     free(canon);
     sqlite3 *db = raw_open(e);
@@ -454,18 +455,18 @@ static void test_upload_layout(void **state)
                             .len = 1,
                             .records = 1};
     memset(up.sync, 0xab, sizeof up.sync);
-    char msg[256] = "";
+    struct bfs_err err = {0};
 
     /* A new partition without its header: refused, nothing stored. */
-    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, msg, sizeof msg), -EINVAL);
-    assert_non_null(strstr(msg, "no layout header"));
+    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "no layout header"));
     struct bfs_partition p;
     assert_int_equal(bfs_catalog_partition_get(e->cat, "battle", "p1", &p), -ENOENT);
 
     /* With it: the partition row holds exactly the bytes handed over. */
     up.header = (const uint8_t *)fake_header;
     up.header_len = sizeof fake_header;
-    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, msg, sizeof msg), 0);
+    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, &err), 0);
     assert_int_equal(bfs_catalog_partition_get(e->cat, "battle", "p1", &p), 0);
     assert_int_equal(p.header_len, sizeof fake_header);
     assert_memory_equal(p.header, fake_header, sizeof fake_header);
@@ -491,7 +492,7 @@ static void test_upload_layout(void **state)
     up.header = NULL;
     up.header_len = 0;
     up.dataset = "u2";
-    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, msg, sizeof msg), 0);
+    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, &err), 0);
     struct bfs_catalog_counts c;
     assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
     assert_int_equal(c.buffer_uploads, 2);
@@ -500,8 +501,8 @@ static void test_upload_layout(void **state)
     up.canonical = e->canon_b;
     up.canonical_len = e->canon_b_len;
     up.fingerprint = UINT64_C(0xfedcba9876543210);
-    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, msg, sizeof msg), -EINVAL);
-    assert_non_null(strstr(msg, "(fingerprint 0123456789abcdef, upload has fedcba9876543210)"));
+    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "(fingerprint 0123456789abcdef, upload has fedcba9876543210)"));
 }
 
 static void test_codec_mismatch(void **state)
@@ -509,16 +510,17 @@ static void test_codec_mismatch(void **state)
     struct env *e = *state;
     put(e, "battle", "2025-12-18", "u1", 50, 1); /* deflate */
     struct up_spec s = {"battle", "2025-12-18", "u1", 0, BFS_CODEC_SNAPPY, 50, 2, 5};
-    char msg[256] = "";
-    assert_int_equal(commit(e, &s, msg, sizeof msg), -EAGAIN);
-    assert_non_null(strstr(msg, "deflate"));
+    struct bfs_err err = {0};
+    assert_int_equal(commit(e, &s, &err), -EAGAIN);
+    assert_int_equal(err.code, -EAGAIN);
+    assert_non_null(strstr(err.msg, "deflate"));
     struct bfs_dataset_view v;
     assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", "u1", &v), 0);
     assert_int_equal(v.n, 1);
     bfs_dataset_view_free(&v);
     /* A new partition takes the upload's codec. */
     s.period = "2025-12-20";
-    assert_int_equal(commit(e, &s, msg, sizeof msg), 0);
+    assert_int_equal(commit(e, &s, &err), 0);
     struct bfs_partition p;
     assert_int_equal(bfs_catalog_partition_get(e->cat, "battle", "2025-12-20", &p), 0);
     assert_int_equal(p.codec, BFS_CODEC_SNAPPY);
@@ -536,11 +538,12 @@ static void test_partition_layout(void **state)
     assert_int_equal(bfs_schema_sync(e->canon_b, e->canon_b_len, want_b), 0);
     assert_int_equal(bfs_catalog_partition_layout(e->cat, "battle", "p0", sync, &codec), -ENOENT);
     enum { N = 3000 }; /* more than the cache's slots: entries are replaced */
-    char period[32], msg[256];
+    char period[32];
+    struct bfs_err err = {0};
     for (int i = 0; i < N; i++) {
         snprintf(period, sizeof period, "p%d", i);
         struct up_spec s = {"battle", period, "u", i % 2, (enum bfs_codec)(i % 3), 10, 1, 1};
-        assert_int_equal(commit(e, &s, msg, sizeof msg), 0);
+        assert_int_equal(commit(e, &s, &err), 0);
     }
     for (int pass = 0; pass < 2; pass++) /* the second pass mostly from the cache */
         for (int i = 0; i < N; i++) {
@@ -657,7 +660,7 @@ struct worker {
     struct env *e;
     int t;
     int ok, bad, errors;
-    char last_error[320];
+    char last_error[BFS_ERR_MSG_MAX + 64];
 };
 
 static void *worker_main(void *arg)
@@ -675,15 +678,15 @@ static void *worker_main(void *arg)
                             UPLOAD_LEN(w->t, i),
                             (unsigned)(w->t * 1000 + i),
                             (uint64_t)i};
-        char msg[256];
-        int rc = commit(w->e, &s, msg, sizeof msg);
-        if (bad && rc == -EINVAL && strstr(msg, "schema differs"))
+        struct bfs_err err = {0};
+        int rc = commit(w->e, &s, &err);
+        if (bad && rc == -EINVAL && strstr(err.msg, "schema differs"))
             w->bad++;
-        else if (!bad && rc == 0 && msg[0] == '\0')
+        else if (!bad && rc == 0 && err.msg[0] == '\0')
             w->ok++;
         else {
             w->errors++;
-            snprintf(w->last_error, sizeof w->last_error, "upload %d: %d %s", i, rc, msg);
+            snprintf(w->last_error, sizeof w->last_error, "upload %d: %d %s", i, rc, err.msg);
         }
     }
     return NULL;
@@ -1225,8 +1228,8 @@ static void *race_uploader(void *arg)
     for (int i = 0; i < RACE_UPLOADS; i++) {
         struct up_spec s = {"battle",          "p1", i % 2 ? "a" : "b", 0,
                             BFS_CODEC_DEFLATE, 32,   (unsigned)i,       1};
-        char msg[256];
-        if (commit(e, &s, msg, sizeof msg) != 0)
+        struct bfs_err err = {0};
+        if (commit(e, &s, &err) != 0)
             return (void *)1;
     }
     return NULL;
@@ -1337,11 +1340,11 @@ static void test_disk_full(void **state)
     assert_int_equal(fclose(f), 0);
 
     struct up_spec big = {"battle", "p1", "u1", 0, BFS_CODEC_DEFLATE, 512 * 1024, 2, 7};
-    char msg[256] = "";
-    int rc = commit(&e, &big, msg, sizeof msg);
+    struct bfs_err err = {0};
+    int rc = commit(&e, &big, &err);
     assert_int_equal(rc, -ENOSPC);
-    print_message("disk full: %s\n", msg);
-    assert_true(msg[0] != '\0');
+    print_message("disk full: %s\n", err.msg);
+    assert_true(err.msg[0] != '\0');
     struct bfs_dataset_view v;
     assert_int_equal(bfs_catalog_dataset(e.cat, "battle", "p1", "u1", &v), 0);
     assert_int_equal(v.n, 1);
@@ -1349,7 +1352,7 @@ static void test_disk_full(void **state)
 
     /* Space again: the same upload commits. */
     assert_int_equal(unlink(filler), 0);
-    assert_int_equal(commit(&e, &big, msg, sizeof msg), 0);
+    assert_int_equal(commit(&e, &big, &err), 0);
     reopen(&e);
     assert_int_equal(bfs_catalog_dataset(e.cat, "battle", "p1", "u1", &v), 0);
     assert_int_equal(v.n, 2);

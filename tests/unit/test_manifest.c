@@ -128,7 +128,7 @@ static int on_index(void *ctx, const struct bfs_manifest_index *x)
     return s->stop_at && s->indexes == s->stop_at ? 99 : 0;
 }
 
-static int read_path(const char *path, struct seen *s, struct bfs_ocf_error *err)
+static int read_path(const char *path, struct seen *s, struct bfs_err *err)
 {
     struct bfs_manifest_visitor v = {on_roll, on_archive, on_index, s};
     int fd = open(path, O_RDONLY);
@@ -155,7 +155,7 @@ static void test_round_trip_and_determinism(void **state)
     assert_int_equal((uint64_t)st.st_size, z1);
     assert_true(z1 < 100 * N_INDEX); /* deflate: a few bytes per row */
     struct seen s = {0};
-    struct bfs_ocf_error err = {""};
+    struct bfs_err err = {0};
     assert_int_equal(read_path(p1, &s, &err), 0);
     assert_int_equal(s.rolls, 1);
     assert_int_equal(s.archives, 2);
@@ -224,7 +224,7 @@ static void test_damage(void **state)
         assert_int_equal(write(fd, data, cut), (ssize_t)cut);
         close(fd);
         struct seen s = {0};
-        struct bfs_ocf_error err = {""};
+        struct bfs_err err = {0};
         int rc = read_path(q, &s, &err);
         if (rc == -EINVAL) {
             refused++;
@@ -242,7 +242,7 @@ static void test_damage(void **state)
         close(fd);
         data[at] ^= 0x41;
         struct seen s = {0};
-        struct bfs_ocf_error err = {""};
+        struct bfs_err err = {0};
         int rc = read_path(q, &s, &err);
         assert_true(rc == 0 || rc == -EINVAL);
         if (rc == 0)

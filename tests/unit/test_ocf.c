@@ -180,7 +180,7 @@ static void file(struct bfs_buf *f, const char *codec, int nblocks)
 }
 
 /* Parse and process; return the rc and leave the message in err. */
-static int check(const uint8_t *buf, size_t len, uint64_t *records, struct bfs_ocf_error *err)
+static int check(const uint8_t *buf, size_t len, uint64_t *records, struct bfs_err *err)
 {
     struct bfs_ocf_header h;
     int rc = bfs_ocf_parse_header(buf, len, &h, err);
@@ -196,7 +196,7 @@ static int check(const uint8_t *buf, size_t len, uint64_t *records, struct bfs_o
 
 static void expect_ok(const uint8_t *buf, size_t len, uint64_t want_records)
 {
-    struct bfs_ocf_error err = {{0}};
+    struct bfs_err err = {0};
     uint64_t records = 999;
     int rc = check(buf, len, &records, &err);
     if (rc != 0)
@@ -206,7 +206,7 @@ static void expect_ok(const uint8_t *buf, size_t len, uint64_t want_records)
 
 static void expect_reject(const uint8_t *buf, size_t len, const char *needle)
 {
-    struct bfs_ocf_error err = {{0}};
+    struct bfs_err err = {0};
     uint64_t records;
     int rc = check(buf, len, &records, &err);
     if (rc != -EINVAL)
@@ -214,12 +214,13 @@ static void expect_reject(const uint8_t *buf, size_t len, const char *needle)
     if (!strstr(err.msg, needle))
         fail_msg("message '%s' lacks '%s'", err.msg, needle);
     assert_null(strchr(err.msg, '\n'));
+    assert_int_equal(err.code, -EINVAL); /* the reason carries the errno returned */
 }
 
 static size_t header_len_of(const uint8_t *buf, size_t len)
 {
     struct bfs_ocf_header h;
-    struct bfs_ocf_error err;
+    struct bfs_err err;
     assert_int_equal(bfs_ocf_parse_header(buf, len, &h, &err), 0);
     size_t n = h.header_len;
     bfs_ocf_header_free(&h);
@@ -254,7 +255,7 @@ static void test_header_fields(void **state)
     struct bfs_buf f = {0};
     file(&f, "snappy", 1);
     struct bfs_ocf_header h;
-    struct bfs_ocf_error err;
+    struct bfs_err err;
     assert_int_equal(bfs_ocf_parse_header(f.data, f.len, &h, &err), 0);
     assert_int_equal(h.codec, BFS_CODEC_SNAPPY);
     assert_memory_equal(h.sync, SYNC_A, 16);
@@ -304,7 +305,7 @@ static void test_header_map_blocks(void **state)
     blk(&f, 0, 3, "deflate", SYNC_A);
     expect_ok(f.data, f.len, 3);
     struct bfs_ocf_header h;
-    struct bfs_ocf_error err;
+    struct bfs_err err;
     assert_int_equal(bfs_ocf_parse_header(f.data, f.len, &h, &err), 0);
     assert_int_equal(h.n_meta, 3);
     assert_int_equal(bfs_ocf_meta_get(&h, "a")->val_len, 0);
@@ -335,12 +336,12 @@ static void test_fixtures(void **state)
             snprintf(want, sizeof want, "codec '%s' is not supported (null, deflate, snappy)",
                      codec);
             struct bfs_ocf_header h;
-            struct bfs_ocf_error err;
+            struct bfs_err err;
             assert_int_equal(bfs_ocf_parse_header(buf, len, &h, &err), -EINVAL);
             assert_string_equal(err.msg, want);
         } else {
             struct bfs_ocf_header h;
-            struct bfs_ocf_error err;
+            struct bfs_err err;
             assert_int_equal(bfs_ocf_parse_header(buf, len, &h, &err), 0);
             assert_int_equal(h.codec, c);
             uint64_t got = 0;
@@ -365,7 +366,7 @@ static void normalise(const uint8_t *src, size_t len, const uint8_t sync[16], en
                       struct bfs_buf *whole, uint64_t *records)
 {
     struct bfs_ocf_header h;
-    struct bfs_ocf_error err;
+    struct bfs_err err;
     assert_int_equal(bfs_ocf_parse_header(src, len, &h, &err), 0);
     whole->len = 0;
     assert_int_equal(bfs_ocf_layout_header(h.schema_json, h.schema_len, codec, sync, whole), 0);
@@ -391,7 +392,7 @@ static void test_normalise_matrix(void **state)
             normalise(src, len, SYNC_B, codecs[t], &whole, &records);
             assert_int_equal(records, 50);
             struct bfs_ocf_header h;
-            struct bfs_ocf_error err;
+            struct bfs_err err;
             assert_int_equal(bfs_ocf_parse_header(whole.data, whole.len, &h, &err), 0);
             assert_int_equal(h.codec, codecs[t]);
             assert_memory_equal(h.sync, SYNC_B, 16);
@@ -426,7 +427,7 @@ static void test_deflate_level(void **state)
     size_t len;
     uint8_t *src = slurp("rich-null.avro", &len);
     struct bfs_ocf_header h;
-    struct bfs_ocf_error err;
+    struct bfs_err err;
     assert_int_equal(bfs_ocf_parse_header(src, len, &h, &err), 0);
     struct bfs_buf out[4] = {{0}};
     const unsigned levels[] = {1, 9, 0, 6};
@@ -480,7 +481,7 @@ static void test_normalise_matches_python(void **state)
         size_t len;
         uint8_t *src = slurp(others[i], &len);
         struct bfs_ocf_header h;
-        struct bfs_ocf_error err;
+        struct bfs_err err;
         assert_int_equal(bfs_ocf_parse_header(src, len, &h, &err), 0);
         struct bfs_buf out = {0};
         uint64_t records;
@@ -509,7 +510,7 @@ static void test_normalise_same_codec_copies(void **state)
         uint8_t old[16];
         memcpy(old, src + hl - 16, 16);
         struct bfs_ocf_header h;
-        struct bfs_ocf_error err;
+        struct bfs_err err;
         assert_int_equal(bfs_ocf_parse_header(src, len, &h, &err), 0);
         struct bfs_buf out = {0};
         uint64_t records;
@@ -542,9 +543,8 @@ static void test_concatenation(void **state)
     (void)state;
     char *canon;
     size_t clen;
-    char msg[128];
-    assert_int_equal(bfs_schema_canonical(SCHEMA, strlen(SCHEMA), &canon, &clen, msg, sizeof msg),
-                     0);
+    struct bfs_err msg;
+    assert_int_equal(bfs_schema_canonical(SCHEMA, strlen(SCHEMA), &canon, &clen, &msg), 0);
     uint8_t sync[16];
     assert_int_equal(bfs_schema_sync(canon, clen, sync), 0);
     struct bfs_buf all = {0};
@@ -555,7 +555,7 @@ static void test_concatenation(void **state)
         struct bfs_buf f = {0};
         file(&f, codecs[i], i + 1);
         struct bfs_ocf_header h;
-        struct bfs_ocf_error err;
+        struct bfs_err err;
         assert_int_equal(bfs_ocf_parse_header(f.data, f.len, &h, &err), 0);
         uint64_t records;
         assert_int_equal(bfs_ocf_process(f.data, f.len, &h, sync, BFS_CODEC_SNAPPY, &all, &records,
@@ -585,7 +585,7 @@ static void test_empty_blocks(void **state)
     blk_raw(&f, 0, NULL, 0, "deflate", SYNC_A);
     expect_ok(f.data, f.len, 2);
     struct bfs_ocf_header h;
-    struct bfs_ocf_error err;
+    struct bfs_err err;
     assert_int_equal(bfs_ocf_parse_header(f.data, f.len, &h, &err), 0);
     assert_int_equal(h.header_len, hl);
     struct bfs_buf out = {0}, want = {0};
@@ -631,7 +631,7 @@ static void test_layout_header(void **state)
     assert_memory_equal(b.data, want.data, b.len);
     /* and it parses */
     struct bfs_ocf_header h;
-    struct bfs_ocf_error err;
+    struct bfs_err err;
     assert_int_equal(bfs_ocf_parse_header(b.data, b.len, &h, &err), 0);
     assert_int_equal(h.n_meta, 2);
     assert_string_equal(h.meta[0].key, "avro.codec");
@@ -667,7 +667,7 @@ static void test_reject_truncated_header(void **state)
     file(&f, "deflate", 1);
     size_t hl = header_len_of(f.data, f.len);
     for (size_t n = 0; n < hl; n++) {
-        struct bfs_ocf_error err;
+        struct bfs_err err;
         struct bfs_ocf_header h;
         int rc = bfs_ocf_parse_header(f.data, n, &h, &err);
         if (rc != -EINVAL || strcmp(err.msg, "truncated header") != 0)
@@ -709,7 +709,7 @@ static void test_reject_header_content(void **state)
         char want[128];
         snprintf(want, sizeof want, "codec '%s' is not supported (null, deflate, snappy)",
                  codecs[i]);
-        struct bfs_ocf_error err;
+        struct bfs_err err;
         struct bfs_ocf_header h;
         assert_int_equal(bfs_ocf_parse_header(f.data, f.len, &h, &err), -EINVAL);
         assert_string_equal(err.msg, want);
@@ -770,7 +770,7 @@ static void test_hostile_bounds(void **state)
 {
     (void)state;
     struct bfs_buf f = {0};
-    struct bfs_ocf_error err;
+    struct bfs_err err;
     struct bfs_ocf_header h;
     /* a metadata value of 2 MiB */
     size_t big = 2u << 20;
@@ -858,7 +858,7 @@ static void test_reject_bad_sync(void **state)
     f.data[b3 - 1] ^= 1; /* last byte of block 2's sync */
     char want[128];
     snprintf(want, sizeof want, "block 2 at byte %zu: sync marker does not match the header", b2);
-    struct bfs_ocf_error err;
+    struct bfs_err err;
     assert_int_equal(check(f.data, f.len, NULL, &err), -EINVAL);
     assert_string_equal(err.msg, want);
     bfs_buf_free(&f);
@@ -895,7 +895,7 @@ static void test_reject_block_framing(void **state)
     /* trailing bytes */
     file(&f, "deflate", 2);
     assert_int_equal(bfs_buf_append(&f, "junk", 4), 0);
-    struct bfs_ocf_error err;
+    struct bfs_err err;
     assert_int_equal(check(f.data, f.len, NULL, &err), -EINVAL);
     assert_string_equal(err.msg, "4 bytes after the last block");
     /* overlong count varint */
@@ -1329,7 +1329,7 @@ static void *worker(void *arg)
     uint8_t *src = slurp(name, &len);
     for (int i = 0; i < 20; i++) {
         struct bfs_ocf_header h;
-        struct bfs_ocf_error err;
+        struct bfs_err err;
         if (bfs_ocf_parse_header(src, len, &h, &err) != 0)
             return (void *)1;
         struct bfs_buf out = {0};
@@ -1377,7 +1377,7 @@ static void test_schema_cache(void **state)
 {
     (void)state;
     struct bfs_ocf_schema_cache *c;
-    struct bfs_ocf_error err;
+    struct bfs_err err;
     assert_int_equal(bfs_ocf_schema_cache_new(0, &c), -EINVAL);
     assert_int_equal(bfs_ocf_schema_cache_new(2, &c), 0);
     const char *a = SCHEMA;
@@ -1391,8 +1391,7 @@ static void test_schema_cache(void **state)
     /* the canonical form and sync marker are those of schema.c */
     char *canon;
     size_t clen, got_len;
-    char why[160];
-    assert_int_equal(bfs_schema_canonical(a, strlen(a), &canon, &clen, why, sizeof why), 0);
+    assert_int_equal(bfs_schema_canonical(a, strlen(a), &canon, &clen, NULL), 0);
     const char *got = bfs_ocf_schema_canonical(s1, &got_len);
     assert_int_equal(got_len, clen);
     assert_memory_equal(got, canon, clen);

@@ -22,10 +22,10 @@ static char *canon(const char *json)
 {
     char *out = NULL;
     size_t len = 0;
-    char msg[256];
-    int rc = bfs_schema_canonical(json, strlen(json), &out, &len, msg, sizeof msg);
+    struct bfs_err err = {0};
+    int rc = bfs_schema_canonical(json, strlen(json), &out, &len, &err);
     if (rc != 0)
-        fail_msg("canonical form of %s failed: %d %s", json, rc, msg);
+        fail_msg("canonical form of %s failed: %d %s", json, rc, err.msg);
     assert_non_null(out);
     assert_int_equal(strlen(out), len);
     return out;
@@ -55,13 +55,13 @@ static void reject(const char *json, const char *needle)
 {
     char *out = (char *)"sentinel";
     size_t len = 7;
-    char msg[256];
-    int rc = bfs_schema_canonical(json, strlen(json), &out, &len, msg, sizeof msg);
+    struct bfs_err err = {0};
+    int rc = bfs_schema_canonical(json, strlen(json), &out, &len, &err);
     if (rc != -EINVAL)
         fail_msg("%s: expected -EINVAL, got %d", json, rc);
     assert_null(out);
-    if (!strstr(msg, needle))
-        fail_msg("%s: message '%s' lacks '%s'", json, msg, needle);
+    if (!strstr(err.msg, needle))
+        fail_msg("%s: message '%s' lacks '%s'", json, err.msg, needle);
 }
 
 static void test_primitives(void **state)
@@ -293,12 +293,11 @@ static void test_rejections(void **state)
     char nul[] = "\"int\"\0junk";
     char *out;
     size_t len;
-    char msg[128];
-    assert_int_equal(bfs_schema_canonical(nul, sizeof nul - 1, &out, &len, msg, sizeof msg),
-                     -EINVAL);
-    assert_non_null(strstr(msg, "NUL"));
+    struct bfs_err err = {0};
+    assert_int_equal(bfs_schema_canonical(nul, sizeof nul - 1, &out, &len, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "NUL"));
     /* a NULL message buffer is allowed */
-    assert_int_equal(bfs_schema_canonical("[", 1, &out, &len, NULL, 0), -EINVAL);
+    assert_int_equal(bfs_schema_canonical("[", 1, &out, &len, NULL), -EINVAL);
 }
 
 static void test_depth_limit(void **state)
@@ -479,24 +478,23 @@ static void test_wide_schemas(void **state)
         assert_int_equal(bfs_buf_append(&j, tmp, (size_t)k), 0);
     }
     assert_int_equal(bfs_buf_append(&j, "]}}]}", 5), 0);
-    char *out = NULL, msg[256];
+    char *out = NULL;
+    struct bfs_err err = {0};
     size_t out_len;
-    int rc = bfs_schema_canonical((const char *)j.data, j.len, &out, &out_len, msg, sizeof msg);
+    int rc = bfs_schema_canonical((const char *)j.data, j.len, &out, &out_len, &err);
     if (rc != 0)
-        fail_msg("%d: %s", rc, msg);
+        fail_msg("%d: %s", rc, err.msg);
     assert_true(out_len > (size_t)n * 20);
     free(out);
     bfs_buf_free(&j);
     const char *dup =
         "{\"type\":\"record\",\"name\":\"D\",\"fields\":[{\"name\":\"a\",\"type\":\"int\"},"
         "{\"name\":\"b\",\"type\":\"int\"},{\"name\":\"a\",\"type\":\"long\"}]}";
-    assert_int_equal(bfs_schema_canonical(dup, strlen(dup), &out, &out_len, msg, sizeof msg),
-                     -EINVAL);
-    assert_string_equal(msg, "record 'D': field 'a' appears twice");
+    assert_int_equal(bfs_schema_canonical(dup, strlen(dup), &out, &out_len, &err), -EINVAL);
+    assert_string_equal(err.msg, "record 'D': field 'a' appears twice");
     const char *dsym = "{\"type\":\"enum\",\"name\":\"F\",\"symbols\":[\"x\",\"y\",\"x\"]}";
-    assert_int_equal(bfs_schema_canonical(dsym, strlen(dsym), &out, &out_len, msg, sizeof msg),
-                     -EINVAL);
-    assert_string_equal(msg, "enum 'F': symbol 'x' appears twice");
+    assert_int_equal(bfs_schema_canonical(dsym, strlen(dsym), &out, &out_len, &err), -EINVAL);
+    assert_string_equal(err.msg, "enum 'F': symbol 'x' appears twice");
 }
 
 int main(void)

@@ -228,9 +228,9 @@ struct tenv *tenv_new(int wants_sha256)
         .roll_interval = 3600,
         .roll_bytes = 1ull << 40,
     };
-    char msg[128];
-    assert_int_equal(
-        bfs_schema_canonical(SCHEMA, strlen(SCHEMA), &e->canon, &e->canon_len, msg, sizeof msg), 0);
+    struct bfs_err err = {0};
+    assert_int_equal(bfs_schema_canonical(SCHEMA, strlen(SCHEMA), &e->canon, &e->canon_len, &err),
+                     0);
     return e;
 }
 
@@ -301,10 +301,10 @@ size_t tenv_upload(struct tenv *e, const char *table, const char *period, const 
                      0);
     up.header = hdr.data;
     up.header_len = hdr.len;
-    char msg[256] = "";
-    int rc = bfs_catalog_commit_upload(e->cat, &up, msg, sizeof msg);
+    struct bfs_err err = {0};
+    int rc = bfs_catalog_commit_upload(e->cat, &up, &err);
     if (rc != 0)
-        fail_msg("commit %s/%s/%s: %d %s", table, period, dataset, rc, msg);
+        fail_msg("commit %s/%s/%s: %d %s", table, period, dataset, rc, err.msg);
     bfs_buf_free(&hdr);
     return e->n_up++;
 }
