@@ -36,6 +36,7 @@
 #include "battlefs/battlefs.h"
 #include "battlefs/buf.h"
 #include "battlefs/catalog.h"
+#include "battlefs/err.h"
 #include "battlefs/ingest.h"
 #include "battlefs/log.h"
 #include "battlefs/names.h"
@@ -590,12 +591,10 @@ static bool same_process(pid_t a, pid_t b)
 /* Identity from a path inside incoming/ (rel, depth 1..3). Fields point into
  * buf. 0 or -EINVAL with reason. */
 static int identity_from_path(const char *rel, char *buf, size_t buflen, struct bfs_identity *id,
-                              char *reason, size_t rlen)
+                              struct bfs_err *err)
 {
-    if (snprintf(buf, buflen, "%s", rel) >= (int)buflen) {
-        snprintf(reason, rlen, "name too long");
-        return -EINVAL;
-    }
+    if (snprintf(buf, buflen, "%s", rel) >= (int)buflen)
+        return bfs_err_set(err, -EINVAL, "name too long");
     char *part[3];
     int n = 0;
     for (char *p = buf; n < 3;) {
@@ -608,10 +607,8 @@ static int identity_from_path(const char *rel, char *buf, size_t buflen, struct 
     }
     char *file = part[n - 1];
     size_t fl = strlen(file);
-    if (!ends_with(file, fl, ".avro")) {
-        snprintf(reason, rlen, "upload names must end in .avro");
-        return -EINVAL;
-    }
+    if (!ends_with(file, fl, ".avro"))
+        return bfs_err_set(err, -EINVAL, "upload names must end in .avro");
     file[fl - strlen(".avro")] = '\0';
     memset(id, 0, sizeof *id);
     if (n == 1)
@@ -654,12 +651,12 @@ static int run_ingest(struct bfs_ctx *ctx, struct upload *u, bool *freed)
     if (fs->pause_ingest)
         fault_pause_ingest(ctx);
 #endif
-    char buf[PATH_MAX], reason[256];
+    char buf[PATH_MAX];
+    struct bfs_err err;
     struct bfs_identity id;
-    int rc = identity_from_path(what + strlen(INCOMING) + 1, buf, sizeof buf, &id, reason,
-                                sizeof reason);
+    int rc = identity_from_path(what + strlen(INCOMING) + 1, buf, sizeof buf, &id, &err);
     if (rc < 0)
-        bfs_ingest_reject(&ctx->ingest, what, reason);
+        bfs_ingest_reject(&ctx->ingest, what, err.msg);
     else
         rc = bfs_ingest(&ctx->ingest, u->fd, &id, what);
     if (rc == 0 && ctx->roller)

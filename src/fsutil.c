@@ -43,32 +43,28 @@ int bfs_mkdirs(const char *path, mode_t mode)
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
-int bfs_dir_check(const char *path, uid_t uid, char *msg, size_t msglen)
+int bfs_dir_check(const char *path, uid_t uid, struct bfs_err *err)
 {
     struct stat st;
     if (lstat(path, &st) < 0) {
         int e = errno;
-        snprintf(msg, msglen, "%s: %s", path, strerror(e));
-        return -e;
+        return bfs_err_set(err, -e, "%s: %s", path, strerror(e));
     }
     if (S_ISLNK(st.st_mode)) {
         char to[PATH_MAX];
         ssize_t n = readlink(path, to, sizeof to - 1);
         to[n < 0 ? 0 : n] = '\0';
-        snprintf(msg, msglen,
-                 "%s is a symbolic link (to %s): battlefs empties and changes the modes of its "
-                 "state directories, so it does not follow links; give the real directory",
-                 path, n < 0 ? "?" : to);
-        return -ELOOP;
+        return bfs_err_set(err, -ELOOP,
+                           "%s is a symbolic link (to %s): battlefs empties and changes the modes "
+                           "of its state directories, so it does not follow links; give the real "
+                           "directory",
+                           path, n < 0 ? "?" : to);
     }
-    if (!S_ISDIR(st.st_mode)) {
-        snprintf(msg, msglen, "%s is not a directory", path);
-        return -ENOTDIR;
-    }
-    if (st.st_uid != uid) {
-        snprintf(msg, msglen, "%s belongs to uid %u, not to the mounting user (uid %u)", path,
-                 (unsigned)st.st_uid, (unsigned)uid);
-        return -EPERM;
-    }
+    if (!S_ISDIR(st.st_mode))
+        return bfs_err_set(err, -ENOTDIR, "%s is not a directory", path);
+    if (st.st_uid != uid)
+        return bfs_err_set(err, -EPERM, "%s belongs to uid %u, not to the mounting user (uid %u)",
+                           path, (unsigned)st.st_uid, (unsigned)uid);
+    bfs_err_clear(err);
     return 0;
 }

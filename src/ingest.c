@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "battlefs/catalog.h"
+#include "battlefs/err.h"
 #include "battlefs/errors.h"
 #include "battlefs/log.h"
 #include "battlefs/names.h"

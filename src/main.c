@@ -25,6 +25,7 @@
 #include "battlefs/battlefs.h"
 #include "battlefs/cache.h"
 #include "battlefs/catalog.h"
+#include "battlefs/err.h"
 #include "battlefs/fs.h"
 #include "battlefs/fsutil.h"
 #include "battlefs/log.h"
@@ -187,11 +188,11 @@ fail:
  * "Start-up"). 0, or -errno with the reason printed. */
 static int state_dirs(struct bfs_ctx *ctx)
 {
-    char msg[PATH_MAX + 256] = "";
+    struct bfs_err err = {0};
     const char *state = ctx->opt.state_dir;
     int rc = bfs_mkdirs(state, 0700);
     if (rc == 0)
-        rc = bfs_dir_check(state, getuid(), msg, sizeof msg);
+        rc = bfs_dir_check(state, getuid(), &err);
     if (rc == 0)
         rc = chmod(state, 0700) < 0 ? -errno : 0;
     ctx->spool_dir = path_join(state, "spool");
@@ -211,11 +212,12 @@ static int state_dirs(struct bfs_ctx *ctx)
         if (lstat(parts[i], &sb) < 0)
             rc = bfs_mkdirs(parts[i], 0700);
         if (rc == 0)
-            rc = bfs_dir_check(parts[i], getuid(), msg, sizeof msg);
+            rc = bfs_dir_check(parts[i], getuid(), &err);
     }
     free(store_dir);
     if (rc < 0)
-        fprintf(stderr, "battlefs: state directory %s: %s\n", state, msg[0] ? msg : strerror(-rc));
+        fprintf(stderr, "battlefs: state directory %s: %s\n", state,
+                err.msg[0] ? err.msg : strerror(-rc));
     return rc;
 }
 
@@ -242,10 +244,10 @@ int main(int argc, char *argv[])
     bfs_errors_init(&ctx.errors);
     umask(077);
 
-    char msg[512];
-    int rc = bfs_options_parse(&args, &ctx.opt, msg, sizeof msg);
+    struct bfs_err err;
+    int rc = bfs_options_parse(&args, &ctx.opt, &err);
     if (rc < 0) {
-        fprintf(stderr, "battlefs: %s\n", msg[0] ? msg : strerror(-rc));
+        fprintf(stderr, "battlefs: %s\n", err.msg[0] ? err.msg : strerror(-rc));
         goto out_args;
     }
     if (rc == BFS_OPTIONS_HELP) {

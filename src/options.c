@@ -167,8 +167,7 @@ int bfs_parse_size(const char *s, uint64_t *out)
 
 /* Where resolve() reports: the first message wins. */
 struct report {
-    char *msg;
-    size_t len;
+    struct bfs_err *err; /* the caller's, may be NULL */
     int bad;
 };
 
@@ -176,10 +175,10 @@ static void bad(struct report *rep, const char *fmt, ...) __attribute__((format(
 
 static void bad(struct report *rep, const char *fmt, ...)
 {
-    if (!rep->bad && rep->len > 0) {
+    if (!rep->bad) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(rep->msg, rep->len, fmt, ap);
+        bfs_err_vset(rep->err, -EINVAL, fmt, ap);
         va_end(ap);
     }
     rep->bad = 1;
@@ -395,15 +394,14 @@ static void free_raw(struct raw_opts *r)
     r->n_positional = 0;
 }
 
-int bfs_options_parse(struct fuse_args *args, struct bfs_options *o, char *msg, size_t msglen)
+int bfs_options_parse(struct fuse_args *args, struct bfs_options *o, struct bfs_err *err)
 {
     struct raw_opts raw;
     memset(&raw, 0, sizeof raw);
     memset(o, 0, sizeof *o);
     o->log_level = -1;
-    if (msglen > 0)
-        msg[0] = '\0';
-    struct report rep = {.msg = msg, .len = msglen, .bad = 0};
+    bfs_err_clear(err);
+    struct report rep = {.err = err, .bad = 0};
     int rc;
     if (fuse_opt_parse(args, &raw, bfs_opts, opt_proc) < 0) {
         if (raw.nomem) {
@@ -422,6 +420,8 @@ int bfs_options_parse(struct fuse_args *args, struct bfs_options *o, char *msg, 
     }
     if (rc == -ENOMEM && !rep.bad)
         bad(&rep, "out of memory");
+    if (rc < 0 && err)
+        err->code = rc;
     free_raw(&raw);
     return rc;
 }

@@ -22,7 +22,8 @@
 
 #include <stdarg.h>
 
-#define BFS_ERR_MSG_MAX 512
+/* Room for a reason that names two paths (a symbolic link and its target). */
+#define BFS_ERR_MSG_MAX 1024
 
 struct bfs_err {
     int code;                  /* 0, or the negative errno the function returned */

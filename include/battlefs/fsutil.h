@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "battlefs/err.h"
+
 /* mkdir -p: create path and every missing parent, each new directory with mode
  * (less the umask); existing ones are left as they are. Absolute or relative;
  * repeated and trailing '/' are fine. 0 when path is then a directory;
@@ -15,7 +17,7 @@ int bfs_mkdirs(const char *path, mode_t mode);
 /* A directory of the state is what it should be: a real directory (not a
  * symbolic link: the mount would empty or chmod its target), owned by uid.
  * 0, or -ELOOP (a symbolic link), -ENOTDIR, -EPERM (another owner) or lstat's
- * -errno, with msg saying which and what to do. */
-int bfs_dir_check(const char *path, uid_t uid, char *msg, size_t msglen);
+ * -errno, with err saying which and what to do. */
+int bfs_dir_check(const char *path, uid_t uid, struct bfs_err *err);
 
 #endif

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "battlefs/err.h"
 #include "battlefs/ocf.h"
 #include "battlefs/roller.h"
 
@@ -59,13 +60,13 @@ enum {
 /* Parse args: battlefs's options go into o (every default filled in, every
  * value checked), the positional arguments (STORE, MOUNTPOINT) are taken out
  * of args and FUSE's options are left there. Returns BFS_OPTIONS_RUN,
- * BFS_OPTIONS_HELP or BFS_OPTIONS_VERSION; or -EINVAL with msg saying what is
- * wrong ("bad -o roll_bytes=x (a byte size >= 1, with optional K, M or G
- * suffix)"; the first problem found), or -ENOMEM. The state directory
+ * BFS_OPTIONS_HELP or BFS_OPTIONS_VERSION; or -EINVAL with err (may be NULL)
+ * saying what is wrong ("bad -o roll_bytes=x (a byte size >= 1, with optional
+ * K, M or G suffix)"; the first problem found), or -ENOMEM. The state directory
  * defaults to /var/lib/battlefs for root, else $XDG_STATE_HOME/battlefs or
  * $HOME/.local/state/battlefs; a relative one is made absolute. o is always
  * to be freed with bfs_options_free. */
-int bfs_options_parse(struct fuse_args *args, struct bfs_options *o, char *msg, size_t msglen);
+int bfs_options_parse(struct fuse_args *args, struct bfs_options *o, struct bfs_err *err);
 void bfs_options_free(struct bfs_options *o);
 
 /* The roll step -o fault names ("STEP" or "roll:STEP"): 0 with *step, or

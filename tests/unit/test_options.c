@@ -22,7 +22,7 @@
 /* Parse "battlefs" followed by the NULL-terminated arguments; the FUSE
  * arguments left are returned in *rest (if not NULL; free with
  * fuse_opt_free_args). */
-static int parse_rest(struct bfs_options *o, char *msg, size_t msglen, struct fuse_args *rest, ...)
+static int parse_rest(struct bfs_options *o, struct bfs_err *err, struct fuse_args *rest, ...)
 {
     char *argv[MAX_ARGS + 1];
     int argc = 0;
@@ -37,7 +37,7 @@ static int parse_rest(struct bfs_options *o, char *msg, size_t msglen, struct fu
     va_end(ap);
     argv[argc] = NULL;
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-    int rc = bfs_options_parse(&args, o, msg, msglen);
+    int rc = bfs_options_parse(&args, o, err);
     if (rest)
         *rest = args;
     else
@@ -45,18 +45,18 @@ static int parse_rest(struct bfs_options *o, char *msg, size_t msglen, struct fu
     return rc;
 }
 
-#define parse(o, msg, ...) parse_rest(o, msg, sizeof msg, NULL, __VA_ARGS__, (const char *)NULL)
+#define parse(o, err, ...) parse_rest(o, &(err), NULL, __VA_ARGS__, (const char *)NULL)
 
 /* Expect -EINVAL and a message containing want. */
 static void refused(const char *opt, const char *want)
 {
     struct bfs_options o;
-    char msg[512];
-    int rc = parse(&o, msg, "/mnt/x", "-o", "state=/tmp/st", "-o", opt);
+    struct bfs_err err;
+    int rc = parse(&o, err, "/mnt/x", "-o", "state=/tmp/st", "-o", opt);
     if (rc != -EINVAL)
         fail_msg("-o %s: %d, want -EINVAL", opt, rc);
-    if (!strstr(msg, want))
-        fail_msg("-o %s: message \"%s\", want \"%s\"", opt, msg, want);
+    if (!strstr(err.msg, want))
+        fail_msg("-o %s: message \"%s\", want \"%s\"", opt, err.msg, want);
     bfs_options_free(&o);
 }
 
@@ -64,12 +64,12 @@ static void test_defaults(void **state)
 {
     (void)state;
     struct bfs_options o;
-    char msg[512];
+    struct bfs_err err;
     struct fuse_args rest;
-    assert_int_equal(parse_rest(&o, msg, sizeof msg, &rest, "/mnt/x", "-o", "state=/tmp/st", "-f",
-                                "-o", "allow_other", (const char *)NULL),
+    assert_int_equal(parse_rest(&o, &err, &rest, "/mnt/x", "-o", "state=/tmp/st", "-f", "-o",
+                                "allow_other", (const char *)NULL),
                      BFS_OPTIONS_RUN);
-    assert_string_equal(msg, "");
+    assert_string_equal(err.msg, "");
     assert_string_equal(o.mountpoint, "/mnt/x");
     assert_string_equal(o.state_dir, "/tmp/st");
     assert_string_equal(o.store_url, "file:///tmp/st/store");
@@ -108,9 +108,9 @@ static void test_defaults(void **state)
     bfs_options_free(&o);
 
     /* -h and -V */
-    assert_int_equal(parse(&o, msg, "-h"), BFS_OPTIONS_HELP);
+    assert_int_equal(parse(&o, err, "-h"), BFS_OPTIONS_HELP);
     bfs_options_free(&o);
-    assert_int_equal(parse(&o, msg, "/mnt/x", "--version"), BFS_OPTIONS_VERSION);
+    assert_int_equal(parse(&o, err, "/mnt/x", "--version"), BFS_OPTIONS_VERSION);
     bfs_options_free(&o);
 }
 
@@ -118,8 +118,8 @@ static void test_sizes(void **state)
 {
     (void)state;
     struct bfs_options o;
-    char msg[512];
-    assert_int_equal(parse(&o, msg, "/mnt/x", "-o",
+    struct bfs_err err;
+    assert_int_equal(parse(&o, err, "/mnt/x", "-o",
                            "state=/tmp/st,roll_bytes=10K,max_upload=3M,cache_size=2G,"
                            "archive_max_bytes=4096,read_chunk=8k,roll_interval=60,cache_size=0"),
                      0);
@@ -206,24 +206,25 @@ static void test_bad_values(void **state)
 #endif
     /* the first problem is the one reported */
     struct bfs_options o;
-    char msg[512];
-    assert_int_equal(parse(&o, msg, "/mnt/x", "-o", "state=/s,roll_bytes=x,codec=y"), -EINVAL);
-    assert_non_null(strstr(msg, "roll_bytes=x"));
-    assert_null(strstr(msg, "codec"));
+    struct bfs_err err;
+    assert_int_equal(parse(&o, err, "/mnt/x", "-o", "state=/s,roll_bytes=x,codec=y"), -EINVAL);
+    assert_non_null(strstr(err.msg, "roll_bytes=x"));
+    assert_null(strstr(err.msg, "codec"));
     bfs_options_free(&o);
 
     /* positional arguments */
-    assert_int_equal(parse(&o, msg, "-o", "state=/s"), -EINVAL);
-    assert_string_equal(msg, "expected [STORE] MOUNTPOINT (see --help)");
+    assert_int_equal(parse(&o, err, "-o", "state=/s"), -EINVAL);
+    assert_string_equal(err.msg, "expected [STORE] MOUNTPOINT (see --help)");
     bfs_options_free(&o);
-    assert_int_equal(parse(&o, msg, "bucket", "/mnt/x", "-o", "state=/s"), -EINVAL);
-    assert_string_equal(msg, "STORE must be file:///abs/dir or s3://bucket[/prefix], not bucket");
+    assert_int_equal(parse(&o, err, "bucket", "/mnt/x", "-o", "state=/s"), -EINVAL);
+    assert_string_equal(err.msg,
+                        "STORE must be file:///abs/dir or s3://bucket[/prefix], not bucket");
     bfs_options_free(&o);
-    assert_int_equal(parse(&o, msg, "s3://b", "/mnt/x", "/mnt/y", "-o", "state=/s"), -EINVAL);
-    assert_string_equal(msg, "expected [STORE] MOUNTPOINT (see --help)");
+    assert_int_equal(parse(&o, err, "s3://b", "/mnt/x", "/mnt/y", "-o", "state=/s"), -EINVAL);
+    assert_string_equal(err.msg, "expected [STORE] MOUNTPOINT (see --help)");
     bfs_options_free(&o);
-    assert_int_equal(parse(&o, msg, "a://", "b", "c", "d", "-o", "state=/s"), -EINVAL);
-    assert_string_equal(msg, "too many arguments: expected [STORE] MOUNTPOINT");
+    assert_int_equal(parse(&o, err, "a://", "b", "c", "d", "-o", "state=/s"), -EINVAL);
+    assert_string_equal(err.msg, "too many arguments: expected [STORE] MOUNTPOINT");
     bfs_options_free(&o);
 }
 
@@ -231,18 +232,18 @@ static void test_owner_and_modes(void **state)
 {
     (void)state;
     struct bfs_options o;
-    char msg[512];
-    assert_int_equal(parse(&o, msg, "/mnt/x", "-o", "state=/s,uid=1234,gid=5678,umask=027"), 0);
+    struct bfs_err err;
+    assert_int_equal(parse(&o, err, "/mnt/x", "-o", "state=/s,uid=1234,gid=5678,umask=027"), 0);
     assert_int_equal(o.uid, 1234);
     assert_int_equal(o.gid, 5678);
     assert_int_equal(o.umask, 027);
     bfs_options_free(&o);
-    assert_int_equal(parse(&o, msg, "/mnt/x", "-o", "state=/s,uid=0,gid=0,umask=0"), 0);
+    assert_int_equal(parse(&o, err, "/mnt/x", "-o", "state=/s,uid=0,gid=0,umask=0"), 0);
     assert_int_equal(o.uid, 0);
     assert_int_equal(o.gid, 0);
     assert_int_equal(o.umask, 0);
     bfs_options_free(&o);
-    assert_int_equal(parse(&o, msg, "/mnt/x", "-o", "state=/s,uid=4294967294,umask=777"), 0);
+    assert_int_equal(parse(&o, err, "/mnt/x", "-o", "state=/s,uid=4294967294,umask=777"), 0);
     assert_int_equal(o.uid, 4294967294u);
     assert_int_equal(o.umask, 0777);
     bfs_options_free(&o);
@@ -258,8 +259,8 @@ static void test_held_timeout_and_others(void **state)
 {
     (void)state;
     struct bfs_options o;
-    char msg[512];
-    assert_int_equal(parse(&o, msg, "/mnt/x", "-o",
+    struct bfs_err err;
+    assert_int_equal(parse(&o, err, "/mnt/x", "-o",
                            "state=/s,held_timeout=10,codec=snappy,deflate_level=9,"
                            "log_level=debug,endpoint=http://127.0.0.1:9000,region=eu-west-1"),
                      0);
@@ -270,7 +271,7 @@ static void test_held_timeout_and_others(void **state)
     assert_string_equal(o.endpoint, "http://127.0.0.1:9000");
     assert_string_equal(o.region, "eu-west-1");
     bfs_options_free(&o);
-    assert_int_equal(parse(&o, msg, "/mnt/x", "-o", "state=/s,held_timeout=2K"), 0);
+    assert_int_equal(parse(&o, err, "/mnt/x", "-o", "state=/s,held_timeout=2K"), 0);
     assert_int_equal(o.held_timeout, 2048);
     bfs_options_free(&o);
     refused("held_timeout=-5", "bad -o held_timeout=-5 (a byte size >= 1");
@@ -292,7 +293,7 @@ static void test_held_timeout_and_others(void **state)
     for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) {
         char opt[64];
         snprintf(opt, sizeof opt, "state=/s,fault=%s", faults[i].fault);
-        assert_int_equal(parse(&o, msg, "/mnt/x", "-o", opt), 0);
+        assert_int_equal(parse(&o, err, "/mnt/x", "-o", opt), 0);
         assert_string_equal(o.fault, faults[i].fault);
         enum bfs_roll_step step;
         assert_int_equal(bfs_options_roll_fault(&o, &step), faults[i].rc);
@@ -307,21 +308,21 @@ static void test_store_and_state(void **state)
 {
     (void)state;
     struct bfs_options o;
-    char msg[512];
+    struct bfs_err err;
     /* a store given: as is */
-    assert_int_equal(parse(&o, msg, "s3://bucket/prefix", "/mnt/x", "-o", "state=/s"), 0);
+    assert_int_equal(parse(&o, err, "s3://bucket/prefix", "/mnt/x", "-o", "state=/s"), 0);
     assert_string_equal(o.store_url, "s3://bucket/prefix");
     assert_int_equal(o.store_default, 0);
     assert_string_equal(o.mountpoint, "/mnt/x");
     bfs_options_free(&o);
-    assert_int_equal(parse(&o, msg, "file:///data/store", "/mnt/x", "-o", "state=/s"), 0);
+    assert_int_equal(parse(&o, err, "file:///data/store", "/mnt/x", "-o", "state=/s"), 0);
     assert_string_equal(o.store_url, "file:///data/store");
     bfs_options_free(&o);
 
     /* a relative state directory is made absolute; the default store is in it */
     char cwd[PATH_MAX], want[PATH_MAX + 64];
     assert_non_null(getcwd(cwd, sizeof cwd));
-    assert_int_equal(parse(&o, msg, "/mnt/x", "-o", "state=rel/st"), 0);
+    assert_int_equal(parse(&o, err, "/mnt/x", "-o", "state=rel/st"), 0);
     snprintf(want, sizeof want, "%s/rel/st", cwd);
     assert_string_equal(o.state_dir, want);
     snprintf(want, sizeof want, "file://%s/rel/st/store", cwd);
@@ -335,20 +336,20 @@ static void test_store_and_state(void **state)
     char *home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
     setenv("XDG_STATE_HOME", "/xdg/state", 1);
     setenv("HOME", "/home/someone", 1);
-    assert_int_equal(parse(&o, msg, "/mnt/x"), 0);
+    assert_int_equal(parse(&o, err, "/mnt/x"), 0);
     assert_string_equal(o.state_dir, getuid() == 0 ? "/var/lib/battlefs" : "/xdg/state/battlefs");
     bfs_options_free(&o);
     if (getuid() != 0) {
         unsetenv("XDG_STATE_HOME");
-        assert_int_equal(parse(&o, msg, "/mnt/x"), 0);
+        assert_int_equal(parse(&o, err, "/mnt/x"), 0);
         assert_string_equal(o.state_dir, "/home/someone/.local/state/battlefs");
         bfs_options_free(&o);
         unsetenv("HOME");
-        assert_int_equal(parse(&o, msg, "/mnt/x"), -EINVAL);
-        assert_string_equal(msg, "no state directory: set -o state=DIR");
+        assert_int_equal(parse(&o, err, "/mnt/x"), -EINVAL);
+        assert_string_equal(err.msg, "no state directory: set -o state=DIR");
         bfs_options_free(&o);
     } else {
-        assert_int_equal(parse(&o, msg, "/mnt/x"), 0);
+        assert_int_equal(parse(&o, err, "/mnt/x"), 0);
         assert_string_equal(o.store_url, "file:///var/lib/battlefs/store");
         bfs_options_free(&o);
     }
