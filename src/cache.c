@@ -392,7 +392,7 @@ int bfs_cache_read(struct bfs_cache *c, struct bfs_store *st, const char *key, u
     pthread_mutex_unlock(&c->lock);
 
     uint8_t *data = malloc((size_t)unit_len);
-    int rc = data ? bfs_store_get_range(st, key, unit_off, unit_len, data) : -ENOMEM;
+    int rc = data ? bfs_store_get_range(st, key, unit_off, unit_len, data, NULL) : -ENOMEM;
     struct entry *ne = NULL;
     if (rc == 0) {
         memcpy(buf, data + rel, (size_t)want_len);

@@ -116,10 +116,11 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         .region = ctx->opt.region,
         .timeout_s = (unsigned)ctx->opt.store_timeout,
     };
-    char msg[256] = "";
-    rc = bfs_store_open(ctx->opt.store_url, &so, &ctx->stats, &ctx->store, msg, sizeof msg);
+    struct bfs_err err;
+    rc = bfs_store_open(ctx->opt.store_url, &so, &ctx->stats, &ctx->store, &err);
     if (rc < 0) {
-        bfs_error("cannot open store %s: %s", ctx->opt.store_url, msg[0] ? msg : strerror(-rc));
+        bfs_error("cannot open store %s: %s", ctx->opt.store_url,
+                  err.msg[0] ? err.msg : strerror(-rc));
         goto fail;
     }
     rc = bfs_cache_open(ctx->cache_dir, ctx->opt.cache_size, &ctx->stats, &ctx->cache);

@@ -191,7 +191,7 @@ static int read_cold(struct bfs_reader *r, const struct bfs_segment *s, uint64_t
             rc = bfs_cache_read(d->cache, d->store, s->key, unit_off, unit_len, want_off, want_len,
                                 dst);
         else
-            rc = bfs_store_get_range(d->store, s->key, want_off, want_len, dst);
+            rc = bfs_store_get_range(d->store, s->key, want_off, want_len, dst, NULL);
         if (rc < 0) {
             bfs_error("read of %s/%s/%s: %s bytes %llu-%llu: %s", r->table, r->period, r->dataset,
                       s->key, (unsigned long long)want_off,

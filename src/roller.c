@@ -101,6 +101,7 @@
 
 #include "battlefs/buf.h"
 #include "battlefs/catalog.h"
+#include "battlefs/err.h"
 #include "battlefs/errors.h"
 #include "battlefs/log.h"
 #include "battlefs/names.h"
@@ -112,8 +113,7 @@
 #define ROLL_BYTES_CHECK_MS 200             /* roll_bytes is checked at most this often */
 #define PURGE_ROWS          16              /* rolled blobs deleted per purge transaction */
 #define ROLL_RETRY_MAX_S    300             /* longest wait before retrying a failed roll */
-#define ROLL_ERR_MAX        480
-#define STORE_TEMP_AGE_S    3600 /* store temporaries older than this are a dead put's */
+#define STORE_TEMP_AGE_S    3600            /* store temporaries older than this are a dead put's */
 
 /* ---- the fault hook ---- */
 
@@ -170,8 +170,8 @@ struct index_ent {
 struct build {
     const struct bfs_roll_deps *d;
     const char *roll_id;
-    char err[ROLL_ERR_MAX]; /* the reason of the failure (without the roll id) */
-    uint8_t *buf;           /* ROLL_CHUNK bytes: data not yet written to fd */
+    struct bfs_err err; /* the first failure and its reason (without the roll id) */
+    uint8_t *buf;       /* ROLL_CHUNK bytes: data not yet written to fd */
     size_t buf_len;
     int fd;                /* the open archive (arch[n_arch - 1]) or -1 */
     int hashing;           /* compute each archive's SHA-256 for the put */
@@ -196,33 +196,31 @@ struct build {
     int up_started;
     pthread_mutex_t up_lock;
     pthread_cond_t up_cond;
-    size_t n_closed; /* arch[0..n_closed) are complete: the thread may put them */
-    size_t n_put;    /* arch[0..n_put) are put and removed locally */
-    int hold_puts;   /* publish no archive until the build is done (deps->hold_puts) */
-    int crashed;     /* the fault hook stopped the roll: leave the files as a crash would */
-    int up_closing;  /* the build is done: put what is left, then end */
-    int up_stop;     /* the build failed: put nothing more */
-    int up_rc;       /* the first put failure (then the thread has ended), else 0 */
-    char up_what[ROLL_ERR_MAX - 96]; /* what failed, for fail() */
-    double t_puts;                   /* seconds spent in puts */
+    size_t n_closed;       /* arch[0..n_closed) are complete: the thread may put them */
+    size_t n_put;          /* arch[0..n_put) are put and removed locally */
+    int hold_puts;         /* publish no archive until the build is done (deps->hold_puts) */
+    int crashed;           /* the fault hook stopped the roll: leave the files as a crash would */
+    int up_closing;        /* the build is done: put what is left, then end */
+    int up_stop;           /* the build failed: put nothing more */
+    struct bfs_err up_err; /* the first put failure and what failed (then the thread has
+                            * ended), else code 0 */
+    double t_puts;         /* seconds spent in puts */
 };
 
 static int fail(struct build *b, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Record the first failure's reason ("what: strerror(rc)"); returns rc. */
+/* Record the first failure: rc and "what: strerror(rc)"; returns rc. */
 static int fail(struct build *b, int rc, const char *fmt, ...)
 {
     assert(rc < 0);
-    if (b->err[0])
+    if (b->err.code)
         return rc;
-    char what[ROLL_ERR_MAX - 96];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
+    bfs_err_vset(&b->err, rc, fmt, ap);
     va_end(ap);
-    snprintf(b->err, sizeof b->err, "%s: %s", what, strerror(-rc));
-    return rc;
+    return bfs_err_set(&b->err, rc, "%s: %s", b->err.msg, strerror(-rc));
 }
 
 /* The fault hook stopped the roll at step with rc: record it, and leave the
@@ -304,12 +302,12 @@ static int open_archive(struct build *b, const char *table, const char *period)
      * under its lock. A failed put ends the build here, at an archive boundary. */
     assert(b->up_started);
     pthread_mutex_lock(&b->up_lock);
-    int up_rc = b->up_rc;
+    int up_rc = b->up_err.code;
     int grow_rc =
         up_rc ? 0 : bfs_array_reserve(&b->arch, &b->cap_arch, b->n_arch + 1, sizeof *b->arch);
     pthread_mutex_unlock(&b->up_lock);
-    if (up_rc < 0)
-        return fail(b, up_rc, "%s", b->up_what);
+    if (up_rc < 0) /* the upload thread has ended: up_err is ours */
+        return fail(b, up_rc, "%s", b->up_err.msg);
     if (grow_rc < 0)
         return fail(b, grow_rc, "archive list");
     struct archive *a = &b->arch[b->n_arch];
@@ -495,37 +493,32 @@ static double mono_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Put one complete archive (a copy of its entry); on failure what names it. */
-static int put_archive(struct build *b, const struct archive *a, char *what, size_t whatlen)
+/* Put one complete archive (a copy of its entry); on failure err says what
+ * failed: "put <key>" and what the store said, if anything. */
+static int put_archive(struct build *b, const struct archive *a, struct bfs_err *err)
 {
     int rc = fault_at(b->d, BFS_ROLL_PUT, b->roll_id);
-    if (rc < 0) {
-        snprintf(what, whatlen, "put %s (fault %s)", a->key, bfs_roll_step_name(BFS_ROLL_PUT));
-        return rc;
-    }
+    if (rc < 0)
+        return bfs_err_set(err, rc, "put %s (fault %s)", a->key, bfs_roll_step_name(BFS_ROLL_PUT));
     const struct bfs_put_src src = {
         .path = a->path,
         .sha256 = b->hashing ? a->sha256 : NULL,
         .may_link = 1, /* never written again; removed right after the put */
     };
-    bfs_store_set_last_error(NULL);
-    rc = bfs_store_put_src(b->d->store, a->key, &src);
-    if (rc < 0) {
-        /* The store's detail is per thread: read it here, in the putting thread. */
-        const char *detail = bfs_store_last_error();
-        snprintf(what, whatlen, "put %s%s%s", a->key, detail[0] ? ": " : "", detail);
-    }
+    rc = bfs_store_put_src(b->d->store, a->key, &src, err);
+    if (rc < 0)
+        bfs_err_prefix(err, "put %s", a->key);
     return rc;
 }
 
 /* The upload thread: puts arch[n_put] as soon as the build has closed it, in
  * order, one at a time, and removes the local file; ends when the build is
  * done and everything is put, when the build failed (up_stop), or at the
- * first failed put (up_rc). */
+ * first failed put (up_err). */
 static void *uploader_main(void *arg)
 {
     struct build *b = arg;
-    char what[sizeof b->up_what];
+    struct bfs_err err;
     pthread_mutex_lock(&b->up_lock);
     for (;;) {
         while (!b->up_stop && b->n_put == b->n_closed && !b->up_closing)
@@ -536,12 +529,11 @@ static void *uploader_main(void *arg)
         struct archive a = b->arch[i]; /* the build may move the array meanwhile */
         pthread_mutex_unlock(&b->up_lock);
         double t = mono_now();
-        int rc = put_archive(b, &a, what, sizeof what);
+        int rc = put_archive(b, &a, &err);
         pthread_mutex_lock(&b->up_lock);
         b->t_puts += mono_now() - t;
         if (rc < 0) {
-            memcpy(b->up_what, what, sizeof what);
-            b->up_rc = rc;
+            b->up_err = err;
             break;
         }
         remove_local(b, &b->arch[i]);
@@ -551,9 +543,8 @@ static void *uploader_main(void *arg)
             rc = fault_at(b->d, BFS_ROLL_MID_UPLOAD, b->roll_id);
             pthread_mutex_lock(&b->up_lock);
             if (rc < 0) {
-                snprintf(b->up_what, sizeof b->up_what, "stopped by the fault hook at %s",
-                         bfs_roll_step_name(BFS_ROLL_MID_UPLOAD));
-                b->up_rc = rc;
+                bfs_err_set(&b->up_err, rc, "stopped by the fault hook at %s",
+                            bfs_roll_step_name(BFS_ROLL_MID_UPLOAD));
                 b->crashed = 1;
                 break;
             }
@@ -584,7 +575,7 @@ static int uploader_start(struct build *b)
 
 /* End the upload thread. build_done: every archive is built, so put the rest
  * and wait for them; else (the build failed) wait for the put in progress, if
- * any, and put nothing more. Returns the first put failure (up_what says
+ * any, and put nothing more. Returns the first put failure (up_err says
  * which) or 0. */
 static int uploader_finish(struct build *b, int build_done)
 {
@@ -608,7 +599,7 @@ static int uploader_finish(struct build *b, int build_done)
     pthread_cond_destroy(&b->up_cond);
     pthread_mutex_destroy(&b->up_lock);
     b->up_started = 0;
-    return b->up_rc;
+    return b->up_err.code;
 }
 
 static void build_free(struct build *b)
@@ -716,7 +707,7 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
     /* 3. Upload: wait for the puts still to do. */
     rc = uploader_finish(b, 1);
     if (rc < 0)
-        return fail(b, rc, "%s", b->up_what);
+        return fail(b, rc, "%s", b->up_err.msg);
     assert(b->n_put == b->n_arch);
     if ((rc = fault_at(d, BFS_ROLL_AFTER_UPLOAD, b->roll_id)) < 0)
         return crash(b, rc, BFS_ROLL_AFTER_UPLOAD);
@@ -769,7 +760,7 @@ static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
 {
     char roll_id[BFS_ROLL_ID_MAX] = "";
     uint64_t rows = UINT64_MAX, bytes = UINT64_MAX;
-    char reason[ROLL_ERR_MAX + BFS_ROLL_ID_MAX + 16];
+    struct bfs_err err; /* why the roll failed, as logged and recorded */
     double t0 = mono_now();
     *did = 0;
     *was_pending = 0;
@@ -786,30 +777,32 @@ static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
             return 0;
         }
         if (rc < 0) {
-            snprintf(reason, sizeof reason, "roll: claim: %s", strerror(-rc));
+            bfs_err_set(&err, rc, "roll: claim: %s", strerror(-rc));
             goto failed;
         }
         bfs_debug("roll %s: claimed %" PRIu64 " rows, %" PRIu64 " bytes", roll_id, rows, bytes);
         if ((rc = fault_at(d, BFS_ROLL_AFTER_CLAIM, roll_id)) < 0) {
-            snprintf(reason, sizeof reason, "roll %s: stopped by the fault hook at %s", roll_id,
-                     bfs_roll_step_name(BFS_ROLL_AFTER_CLAIM));
+            bfs_err_set(&err, rc, "roll %s: stopped by the fault hook at %s", roll_id,
+                        bfs_roll_step_name(BFS_ROLL_AFTER_CLAIM));
             goto failed;
         }
     } else {
-        snprintf(reason, sizeof reason, "roll: find an unfinished roll: %s", strerror(-rc));
+        bfs_err_set(&err, rc, "roll: find an unfinished roll: %s", strerror(-rc));
         goto failed;
     }
     roll_id[BFS_ROLL_ID_MAX - 1] = '\0';
     if (!bfs_name_valid(roll_id, strlen(roll_id))) {
-        rc = -EIO;
-        snprintf(reason, sizeof reason, "roll: bad roll id \"%s\"", roll_id);
+        rc = bfs_err_set(&err, -EIO, "roll: bad roll id \"%s\"", roll_id);
         goto failed;
     }
 
     struct build b = {.d = d, .roll_id = roll_id, .fd = -1, .hashing = d->store->put_wants_sha256};
     rc = roll_finish(&b, rows, bytes);
     if (rc < 0) {
-        snprintf(reason, sizeof reason, "roll %s: %s", roll_id, b.err[0] ? b.err : strerror(-rc));
+        err = b.err;
+        if (!err.msg[0])
+            bfs_err_set(&err, rc, "%s", strerror(-rc));
+        bfs_err_prefix(&err, "roll %s", roll_id);
         int crashed = b.crashed;
         build_free(&b);
         /* A real failure gives back the space of its partial archives at once
@@ -831,10 +824,10 @@ static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
 
 failed:
     assert(rc < 0);
-    bfs_error("%s", reason);
-    if (bfs_errors_add(d->errors, ".battlefs/roll", reason) < 0)
+    bfs_error("%s", err.msg);
+    if (bfs_errors_add(d->errors, ".battlefs/roll", err.msg) < 0)
         bfs_error("cannot record the roll error: out of memory");
-    bfs_stats_set_roll_error(d->stats, reason);
+    bfs_stats_set_roll_error(d->stats, err.msg);
     return rc;
 }
 
@@ -848,7 +841,7 @@ int bfs_roller_recover(const struct bfs_roll_deps *deps)
 {
     /* Temporaries a killed daemon's puts left in the store (file://), old
      * enough that no put in progress, here or on another host, owns them. */
-    int n = bfs_store_clean(deps->store, STORE_TEMP_AGE_S);
+    int n = bfs_store_clean(deps->store, STORE_TEMP_AGE_S, NULL);
     if (n > 0)
         bfs_info("removed %d temporary files of interrupted puts from %s", n, deps->store->url);
     else if (n < 0)

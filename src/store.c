@@ -8,7 +8,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,43 +129,41 @@ void bfs_store_url_free(struct bfs_store_url *u)
     memset(u, 0, sizeof *u);
 }
 
-static int parse_file(const char *rest, struct bfs_store_url *out, char *msg, size_t msglen)
+static int parse_file(const char *rest, struct bfs_store_url *out, struct bfs_err *err)
 {
     /* RFC 8089: file:///path or file://localhost/path; no other host. */
     if (strncasecmp(rest, "localhost/", 10) == 0)
         rest += 9;
     if (rest[0] != '/') {
-        snprintf(msg, msglen,
-                 "file:// store needs an absolute path, as in file:///abs/dir (three slashes)");
-        return -EINVAL;
+        return bfs_err_set(
+            err, -EINVAL,
+            "file:// store needs an absolute path, as in file:///abs/dir (three slashes)");
     }
     size_t n = strlen(rest);
     for (size_t i = 0; i < n; i++)
         if (is_ctl((unsigned char)rest[i])) {
-            snprintf(msg, msglen, "file:// store path contains a control character");
-            return -EINVAL;
+            return bfs_err_set(err, -EINVAL, "file:// store path contains a control character");
         }
     while (n > 1 && rest[n - 1] == '/')
         n--;
     out->scheme = BFS_STORE_FILE;
     out->path = strndup(rest, n);
     if (!out->path) {
-        snprintf(msg, msglen, "out of memory");
-        return -ENOMEM;
+        return bfs_err_set(err, -ENOMEM, "out of memory");
     }
     return 0;
 }
 
-static int parse_s3(const char *rest, struct bfs_store_url *out, char *msg, size_t msglen)
+static int parse_s3(const char *rest, struct bfs_store_url *out, struct bfs_err *err)
 {
     const char *slash = strchr(rest, '/');
     size_t bl = slash ? (size_t)(slash - rest) : strlen(rest);
     if (bfs_store_bucket_check(rest, bl) < 0) {
-        snprintf(msg, msglen,
-                 "bad S3 bucket name \"%.*s\": 3-63 characters of a-z, 0-9, '.' and '-', "
-                 "starting and ending with a letter or digit, no \"..\", not an IP address",
-                 (int)(bl > 63 ? 63 : bl), rest);
-        return -EINVAL;
+        return bfs_err_set(
+            err, -EINVAL,
+            "bad S3 bucket name \"%.*s\": 3-63 characters of a-z, 0-9, '.' and '-', "
+            "starting and ending with a letter or digit, no \"..\", not an IP address",
+            (int)(bl > 63 ? 63 : bl), rest);
     }
     const char *p = slash ? slash + 1 : "";
     size_t pl = strlen(p);
@@ -174,14 +171,13 @@ static int parse_s3(const char *rest, struct bfs_store_url *out, char *msg, size
         pl--;
     char *prefix = strndup(p, pl);
     if (!prefix) {
-        snprintf(msg, msglen, "out of memory");
-        return -ENOMEM;
+        return bfs_err_set(err, -ENOMEM, "out of memory");
     }
     if (pl && bfs_store_key_check(prefix) < 0) {
-        snprintf(msg, msglen,
-                 "bad S3 prefix \"%s\": no leading or double '/', no \".\" or \"..\" parts, no "
-                 "control characters, at most %u bytes",
-                 prefix, BFS_STORE_KEY_MAX);
+        bfs_err_set(err, -EINVAL,
+                    "bad S3 prefix \"%s\": no leading or double '/', no \".\" or \"..\" parts, no "
+                    "control characters, at most %u bytes",
+                    prefix, BFS_STORE_KEY_MAX);
         free(prefix);
         return -EINVAL;
     }
@@ -189,35 +185,28 @@ static int parse_s3(const char *rest, struct bfs_store_url *out, char *msg, size
     out->prefix = prefix;
     out->bucket = strndup(rest, bl);
     if (!out->bucket) {
-        snprintf(msg, msglen, "out of memory");
-        return -ENOMEM;
+        return bfs_err_set(err, -ENOMEM, "out of memory");
     }
     return 0;
 }
 
-int bfs_store_parse_url(const char *url, struct bfs_store_url *out, char *msg, size_t msglen)
+int bfs_store_parse_url(const char *url, struct bfs_store_url *out, struct bfs_err *err)
 {
     assert(out);
     memset(out, 0, sizeof *out);
-    char dummy[1];
-    if (!msg || !msglen) {
-        msg = dummy;
-        msglen = sizeof dummy;
-    }
-    msg[0] = '\0';
+    bfs_err_clear(err);
     if (!url || !url[0]) {
-        snprintf(msg, msglen, "empty store URL (use file:///abs/dir or s3://bucket[/prefix])");
-        return -EINVAL;
+        return bfs_err_set(err, -EINVAL,
+                           "empty store URL (use file:///abs/dir or s3://bucket[/prefix])");
     }
     int rc;
     if (strncasecmp(url, "file://", 7) == 0) {
-        rc = parse_file(url + 7, out, msg, msglen);
+        rc = parse_file(url + 7, out, err);
     } else if (strncasecmp(url, "s3://", 5) == 0) {
-        rc = parse_s3(url + 5, out, msg, msglen);
+        rc = parse_s3(url + 5, out, err);
     } else {
-        snprintf(msg, msglen,
-                 "unsupported store URL (use file:///abs/dir or s3://bucket[/prefix])");
-        rc = -EINVAL;
+        rc = bfs_err_set(err, -EINVAL,
+                         "unsupported store URL (use file:///abs/dir or s3://bucket[/prefix])");
     }
     if (rc < 0)
         bfs_store_url_free(out);
@@ -227,28 +216,23 @@ int bfs_store_parse_url(const char *url, struct bfs_store_url *out, char *msg, s
 /* ---- open / close ----------------------------------------------------- */
 
 int bfs_store_open(const char *url, const struct bfs_store_opts *opts, struct bfs_stats *stats,
-                   struct bfs_store **out, char *msg, size_t msglen)
+                   struct bfs_store **out, struct bfs_err *err)
 {
     assert(out);
     *out = NULL;
-    char dummy[1];
-    if (!msg || !msglen) {
-        msg = dummy;
-        msglen = sizeof dummy;
-    }
     struct bfs_store_url u;
-    int rc = bfs_store_parse_url(url, &u, msg, msglen);
+    int rc = bfs_store_parse_url(url, &u, err);
     if (rc < 0)
         return rc;
     struct bfs_store *st = NULL;
     if (u.scheme == BFS_STORE_FILE) {
         rc = bfs_store_file_open(u.path, &st);
         if (rc < 0)
-            snprintf(msg, msglen, "store directory %s: %s", u.path, strerror(-rc));
+            bfs_err_set(err, rc, "store directory %s: %s", u.path, strerror(-rc));
     } else {
-        rc = bfs_store_s3_open(u.bucket, u.prefix, opts, &st, msg, msglen);
-        if (rc < 0 && !msg[0])
-            snprintf(msg, msglen, "s3://%s: %s", u.bucket, strerror(-rc));
+        rc = bfs_store_s3_open(u.bucket, u.prefix, opts, &st, err);
+        if (rc < 0 && err && !err->msg[0])
+            bfs_err_set(err, rc, "s3://%s: %s", u.bucket, strerror(-rc));
     }
     bfs_store_url_free(&u);
     if (rc < 0)
@@ -264,24 +248,4 @@ void bfs_store_close(struct bfs_store *st)
     if (!st)
         return;
     st->ops->destroy(st);
-}
-
-/* The detail of this thread's last failure: per thread, like errno. */
-static _Thread_local char last_error[512];
-
-const char *bfs_store_last_error(void)
-{
-    return last_error;
-}
-
-void bfs_store_set_last_error(const char *fmt, ...)
-{
-    if (!fmt) {
-        last_error[0] = '\0';
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
-    va_end(ap);
 }

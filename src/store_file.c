@@ -487,8 +487,10 @@ static int swap_if_match(int dfd, const char *tmp, const char *leaf, const char 
 static int put_at(struct file_store *st, int rootfd, const char *key, const struct bfs_put_src *ps,
                   int *decided);
 
-static int file_put(struct bfs_store *base, const char *key, const struct bfs_put_src *ps)
+static int file_put(struct bfs_store *base, const char *key, const struct bfs_put_src *ps,
+                    struct bfs_err *err)
 {
+    (void)err; /* the errno says it all (the callers name the key) */
     struct file_store *st = fs_of(base);
     int fd = root(st);
     int decided = 0;
@@ -635,8 +637,9 @@ static int get_at(struct file_store *st, int rootfd, const char *key, uint64_t o
                   void *buf);
 
 static int file_get_range(struct bfs_store *base, const char *key, uint64_t off, uint64_t len,
-                          void *buf)
+                          void *buf, struct bfs_err *err)
 {
+    (void)err;
     struct file_store *st = fs_of(base);
     int fd = root(st);
     int rc = get_at(st, fd, key, off, len, buf);
@@ -736,8 +739,10 @@ static int head_at(int rootfd, const char *key, struct bfs_store_head *out)
     return rc;
 }
 
-static int file_head(struct bfs_store *base, const char *key, struct bfs_store_head *out)
+static int file_head(struct bfs_store *base, const char *key, struct bfs_store_head *out,
+                     struct bfs_err *err)
 {
+    (void)err;
     struct file_store *st = fs_of(base);
     if (bfs_store_key_check(key) < 0 || !out)
         return -EINVAL;
@@ -805,8 +810,9 @@ static int whole_at(int rootfd, const char *key, size_t max, void **data, size_t
 }
 
 static int file_get(struct bfs_store *base, const char *key, size_t max, void **data, size_t *len,
-                    char *etag)
+                    char *etag, struct bfs_err *err)
 {
+    (void)err;
     struct file_store *st = fs_of(base);
     if (bfs_store_key_check(key) < 0 || !data || !len || max > BFS_STORE_GET_MAX)
         return -EINVAL;
@@ -900,8 +906,10 @@ static int walk_dir(struct walk *w, int dfd, size_t klen)
 }
 
 static int file_list(struct bfs_store *base, const char *prefix,
-                     int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+                     int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx,
+                     struct bfs_err *err)
 {
+    (void)err;
     struct file_store *st = fs_of(base);
     if (!prefix)
         prefix = "";
@@ -936,8 +944,9 @@ static int file_list(struct bfs_store *base, const char *prefix,
     return rc;
 }
 
-static int file_del(struct bfs_store *base, const char *key)
+static int file_del(struct bfs_store *base, const char *key, struct bfs_err *err)
 {
+    (void)err;
     struct file_store *st = fs_of(base);
     if (bfs_store_key_check(key) < 0)
         return -EINVAL;
@@ -1004,8 +1013,9 @@ static int clean_dir(int dfd, time_t now, uint64_t age, int depth)
     return rc < 0 ? rc : removed;
 }
 
-static int file_clean(struct bfs_store *base, uint64_t age)
+static int file_clean(struct bfs_store *base, uint64_t age, struct bfs_err *err)
 {
+    (void)err;
     struct file_store *st = fs_of(base);
     int fd = openat(root(st), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)

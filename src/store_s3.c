@@ -800,7 +800,7 @@ static struct s3_outcome attempt(struct s3_req *r, CURL *h, struct curl_slist *h
 }
 
 /* Run r with retries inside its deadline. extra_ms widens the deadline (PUT). */
-static int s3_perform(struct s3_req *r, uint64_t extra_ms)
+static int s3_perform(struct s3_req *r, uint64_t extra_ms, struct bfs_err *err)
 {
     struct s3_store *st = r->st;
     char why[1024] = "";
@@ -836,7 +836,7 @@ static int s3_perform(struct s3_req *r, uint64_t extra_ms)
         bfs_error("s3: curl_easy_init failed");
         return -ENOMEM;
     }
-    bfs_store_set_last_error(NULL);
+    bfs_err_clear(err);
     uint64_t start = now_ms();
     uint64_t deadline = start + (uint64_t)st->timeout_s * 1000u + extra_ms;
     unsigned n;
@@ -882,8 +882,8 @@ static int s3_perform(struct s3_req *r, uint64_t extra_ms)
             bfs_error("s3: %s s3://%s/%s%s%s%s failed: %s (%u attempt%s, %.1f s)", r->method,
                       st->bucket, st->prefix, r->what, r->range[0] ? " " : "", r->range, reason,
                       tried, tried == 1 ? "" : "s", secs);
-        bfs_store_set_last_error("%s (%u attempt%s, %.1f s)", reason, tried, tried == 1 ? "" : "s",
-                                 secs);
+        bfs_err_set(err, rc, "%s (%u attempt%s, %.1f s)", reason, tried, tried == 1 ? "" : "s",
+                    secs);
     }
     return rc;
 }
@@ -964,15 +964,17 @@ static int hash_file(int fd, uint64_t size, const char *key, const char *path, u
     return 0;
 }
 
-static int s3_head(struct bfs_store *base, const char *key, struct bfs_store_head *out);
+static int s3_head(struct bfs_store *base, const char *key, struct bfs_store_head *out,
+                   struct bfs_err *err);
 static int s3_get(struct bfs_store *base, const char *key, size_t max, void **data, size_t *len,
-                  char *etag);
+                  char *etag, struct bfs_err *err);
 static int s3_get_range(struct bfs_store *base, const char *key, uint64_t off, uint64_t len,
-                        void *buf);
+                        void *buf, struct bfs_err *err);
 
 /* 1 if key holds exactly the size bytes of the local file fd, 0 if not,
  * -errno: read back and compared (for an ETag that is not an MD5). */
-static int same_as_remote(struct bfs_store *base, const char *key, int fd, uint64_t size)
+static int same_as_remote(struct bfs_store *base, const char *key, int fd, uint64_t size,
+                          struct bfs_err *err)
 {
     size_t chunk = size < S3_COMPARE_CHUNK ? (size_t)size : S3_COMPARE_CHUNK;
     uint8_t *mine = malloc(chunk ? chunk : 1);
@@ -985,7 +987,7 @@ static int same_as_remote(struct bfs_store *base, const char *key, int fd, uint6
     if (size <= S3_COMPARE_CHUNK) {
         /* one GET of the whole object (no Range: a 1-byte range is answered
          * wrongly by some servers) */
-        rc = s3_get(base, key, S3_COMPARE_CHUNK, &whole, &wlen, NULL);
+        rc = s3_get(base, key, S3_COMPARE_CHUNK, &whole, &wlen, NULL, err);
         rc = rc < 0 ? rc : wlen == size;
         theirs = whole;
     } else {
@@ -996,7 +998,7 @@ static int same_as_remote(struct bfs_store *base, const char *key, int fd, uint6
     for (uint64_t off = 0; rc == 1 && off < size; off += chunk) {
         size_t n = size - off < chunk ? (size_t)(size - off) : chunk;
         if (!whole) {
-            int grc = s3_get_range(base, key, off, n, theirs);
+            int grc = s3_get_range(base, key, off, n, theirs, err);
             if (grc < 0) {
                 rc = grc == -EIO ? 0 : grc; /* shorter now: not the same */
                 break;
@@ -1038,22 +1040,20 @@ static int is_md5_form(const char *etag)
  * anyway? 0 yes (the put succeeded; etag_out set), -EEXIST (create-only) /
  * -ESTALE (CAS) no, -ENOENT (CAS: no object now), -errno. */
 static int settle_412(struct s3_store *st, const char *key, const struct bfs_put_src *src, int fd,
-                      uint64_t size, const uint8_t md5[16])
+                      uint64_t size, const uint8_t md5[16], struct bfs_err *err)
 {
     struct bfs_store_head h;
     int create = src->cond == BFS_PUT_CREATE;
     const char *how = create ? "create-only" : "if ETag";
-    int rc = s3_head(&st->base, key, &h);
+    int rc = s3_head(&st->base, key, &h, err);
     if (rc == -ENOENT) {
         if (create) {
             bfs_warn("s3: PUT s3://%s/%s%s (create-only): refused (412) but the key is gone "
                      "now (deleted meanwhile?)",
                      st->bucket, st->prefix, key);
-            bfs_store_set_last_error("the key existed, then was deleted");
-            return -EEXIST;
+            return bfs_err_set(err, -EEXIST, "the key existed, then was deleted");
         }
-        bfs_store_set_last_error("no such key");
-        return -ENOENT;
+        return bfs_err_set(err, -ENOENT, "no such key");
     }
     if (rc < 0)
         return rc;
@@ -1067,7 +1067,7 @@ static int settle_412(struct s3_store *st, const char *key, const struct bfs_put
     else if (is_md5_form(h.etag) && !atomic_load(&st->etags_not_md5))
         same = 0;
     else
-        same = same_as_remote(&st->base, key, fd, size);
+        same = same_as_remote(&st->base, key, fd, size, err);
     if (same < 0)
         return same;
     if (same) {
@@ -1076,25 +1076,24 @@ static int settle_412(struct s3_store *st, const char *key, const struct bfs_put
                  st->bucket, st->prefix, key, how);
         if (src->etag_out)
             snprintf(src->etag_out, BFS_STORE_ETAG_MAX, "%s", h.etag[0] ? h.etag : mine);
-        bfs_store_set_last_error(NULL);
+        bfs_err_clear(err);
         return 0;
     }
     if (create) {
         bfs_error("s3: PUT s3://%s/%s%s (create-only) refused: the key holds other bytes (%" PRIu64
                   " bytes, ETag %s; this put: %" PRIu64 " bytes, MD5 %s): not overwritten",
                   st->bucket, st->prefix, key, h.size, h.etag[0] ? h.etag : "(none)", size, mine);
-        bfs_store_set_last_error("the key holds other bytes (%" PRIu64 " bytes, ETag %s)", h.size,
-                                 h.etag[0] ? h.etag : "(none)");
-        return -EEXIST;
+        return bfs_err_set(err, -EEXIST, "the key holds other bytes (%" PRIu64 " bytes, ETag %s)",
+                           h.size, h.etag[0] ? h.etag : "(none)");
     }
     bfs_debug("s3: PUT s3://%s/%s%s if ETag %s: the ETag is %s: not replaced", st->bucket,
               st->prefix, key, src->if_match, h.etag);
-    bfs_store_set_last_error("the ETag is %s, not %s", h.etag[0] ? h.etag : "(none)",
-                             src->if_match);
-    return -ESTALE;
+    return bfs_err_set(err, -ESTALE, "the ETag is %s, not %s", h.etag[0] ? h.etag : "(none)",
+                       src->if_match);
 }
 
-static int s3_put(struct bfs_store *base, const char *key, const struct bfs_put_src *src)
+static int s3_put(struct bfs_store *base, const char *key, const struct bfs_put_src *src,
+                  struct bfs_err *err)
 {
     struct s3_store *st = (struct s3_store *)base;
     if (!key_ok("PUT", key))
@@ -1161,7 +1160,7 @@ static int s3_put(struct bfs_store *base, const char *key, const struct bfs_put_
         r.quiet = S3_QUIET_412 | S3_QUIET_404;
     }
     r.url = object_url(st, key);
-    int rc = r.url ? s3_perform(&r, total / 1024u) /* +1 s per MiB */ : -ENOMEM;
+    int rc = r.url ? s3_perform(&r, total / 1024u, err) /* +1 s per MiB */ : -ENOMEM;
     if (rc == 0 && have_md5 && r.etag[0]) {
         char mine[33];
         bfs_hex(md5, sizeof md5, mine);
@@ -1180,7 +1179,7 @@ static int s3_put(struct bfs_store *base, const char *key, const struct bfs_put_
         if (!have_md5 && (rc = hash_file(fd, total, key, local_path, NULL, md5)) == 0)
             have_md5 = 1;
         if (have_md5)
-            rc = settle_412(st, key, src, fd, total, md5);
+            rc = settle_412(st, key, src, fd, total, md5, err);
     }
     if (rc == 0 && base->stats) {
         bfs_stats_add(base->stats, store_put_requests, 1);
@@ -1191,7 +1190,8 @@ static int s3_put(struct bfs_store *base, const char *key, const struct bfs_put_
     return rc;
 }
 
-static int s3_head(struct bfs_store *base, const char *key, struct bfs_store_head *out)
+static int s3_head(struct bfs_store *base, const char *key, struct bfs_store_head *out,
+                   struct bfs_err *err)
 {
     struct s3_store *st = (struct s3_store *)base;
     if (!key_ok("HEAD", key) || !out)
@@ -1201,7 +1201,7 @@ static int s3_head(struct bfs_store *base, const char *key, struct bfs_store_hea
     req_init(&r, st, "HEAD", key);
     r.quiet = S3_QUIET_404; /* "no such key" is an answer */
     r.url = object_url(st, key);
-    int rc = r.url ? s3_perform(&r, 0) : -ENOMEM;
+    int rc = r.url ? s3_perform(&r, 0, err) : -ENOMEM;
     if (rc == 0) {
         char *end = NULL;
         errno = 0;
@@ -1224,7 +1224,7 @@ static int s3_head(struct bfs_store *base, const char *key, struct bfs_store_hea
 }
 
 static int s3_get(struct bfs_store *base, const char *key, size_t max, void **data, size_t *len,
-                  char *etag)
+                  char *etag, struct bfs_err *err)
 {
     struct s3_store *st = (struct s3_store *)base;
     if (!key_ok("GET", key) || !data || !len || max > BFS_STORE_GET_MAX)
@@ -1240,7 +1240,7 @@ static int s3_get(struct bfs_store *base, const char *key, size_t max, void **da
     r.body_max = max ? max : 1; /* 0 means "the listing bound" to on_body */
     r.quiet = S3_QUIET_404;
     r.url = object_url(st, key);
-    int rc = r.url ? s3_perform(&r, 0) : -ENOMEM;
+    int rc = r.url ? s3_perform(&r, 0, err) : -ENOMEM;
     if (rc == 0 && max == 0 && body.len) {
         rc = -EFBIG;
     } else if (rc == 0 && r.status != 200) {
@@ -1274,7 +1274,7 @@ static int s3_get(struct bfs_store *base, const char *key, size_t max, void **da
 }
 
 static int s3_get_range(struct bfs_store *base, const char *key, uint64_t off, uint64_t len,
-                        void *buf)
+                        void *buf, struct bfs_err *err)
 {
     struct s3_store *st = (struct s3_store *)base;
     if (!key_ok("GET", key))
@@ -1290,7 +1290,7 @@ static int s3_get_range(struct bfs_store *base, const char *key, uint64_t off, u
     r.dst_len = len;
     snprintf(r.range, sizeof r.range, "bytes=%" PRIu64 "-%" PRIu64, off, off + len - 1);
     r.url = object_url(st, key);
-    int rc = r.url ? s3_perform(&r, 0) : -ENOMEM;
+    int rc = r.url ? s3_perform(&r, 0, err) : -ENOMEM;
     if (rc == 0 && base->stats) {
         bfs_stats_add(base->stats, store_get_requests, 1);
         bfs_stats_add(base->stats, store_get_bytes, len);
@@ -1299,7 +1299,7 @@ static int s3_get_range(struct bfs_store *base, const char *key, uint64_t off, u
     return rc;
 }
 
-static int s3_del(struct bfs_store *base, const char *key)
+static int s3_del(struct bfs_store *base, const char *key, struct bfs_err *err)
 {
     struct s3_store *st = (struct s3_store *)base;
     if (!key_ok("DELETE", key))
@@ -1307,7 +1307,7 @@ static int s3_del(struct bfs_store *base, const char *key)
     struct s3_req r;
     req_init(&r, st, "DELETE", key);
     r.url = object_url(st, key);
-    int rc = r.url ? s3_perform(&r, 0) : -ENOMEM;
+    int rc = r.url ? s3_perform(&r, 0, err) : -ENOMEM;
     if (rc == -ENOENT && strcmp(r.err_code, "NoSuchKey") == 0)
         rc = 0; /* deleting a missing key is not an error (S3 itself answers 204) */
     else if (rc == -ENOENT)
@@ -1391,7 +1391,8 @@ static int parse_list_page(struct s3_store *st, const struct bfs_buf *body, cons
 }
 
 static int s3_list(struct bfs_store *base, const char *prefix,
-                   int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+                   int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx,
+                   struct bfs_err *err)
 {
     struct s3_store *st = (struct s3_store *)base;
     if (!cb || bfs_store_prefix_check(prefix) < 0) {
@@ -1438,7 +1439,7 @@ static int s3_list(struct bfs_store *base, const char *prefix,
             rc = -ENOMEM;
         bfs_buf_free(&u);
         if (rc == 0)
-            rc = s3_perform(&r, 0);
+            rc = s3_perform(&r, 0, err);
         req_free(&r);
         if (rc < 0)
             break;
@@ -1538,26 +1539,22 @@ static int region_ok(const char *r)
 }
 
 int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_store_opts *opts,
-                      struct bfs_store **out, char *msg, size_t msglen)
+                      struct bfs_store **out, struct bfs_err *err)
 {
     assert(out);
     *out = NULL;
-    if (msglen)
-        msg[0] = '\0';
+    bfs_err_clear(err);
     pthread_once(&s3_once, s3_global_init);
     if (s3_global_rc != CURLE_OK) {
-        snprintf(msg, msglen, "s3: curl_global_init: %s", curl_easy_strerror(s3_global_rc));
-        return -EIO;
+        return bfs_err_set(err, -EIO, "s3: curl_global_init: %s", curl_easy_strerror(s3_global_rc));
     }
     const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
     if (!vi || vi->version_num < 0x075500) {
-        snprintf(msg, msglen, "s3: libcurl %s is too old (7.85 or later is needed)",
-                 vi ? vi->version : "?");
-        return -ENOTSUP;
+        return bfs_err_set(err, -ENOTSUP, "s3: libcurl %s is too old (7.85 or later is needed)",
+                           vi ? vi->version : "?");
     }
     if (!bucket || bfs_store_bucket_check(bucket, strlen(bucket)) < 0) {
-        snprintf(msg, msglen, "s3: bad bucket name \"%s\"", bucket ? bucket : "");
-        return -EINVAL;
+        return bfs_err_set(err, -EINVAL, "s3: bad bucket name \"%s\"", bucket ? bucket : "");
     }
     const char *endpoint = opts && opts->endpoint && opts->endpoint[0] ? opts->endpoint : NULL;
     if (!endpoint)
@@ -1570,38 +1567,36 @@ int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_s
     if (!region)
         region = "us-east-1";
     if (!region_ok(region)) {
-        snprintf(msg, msglen, "s3: bad region \"%s\"", region);
-        return -EINVAL;
+        return bfs_err_set(err, -EINVAL, "s3: bad region \"%s\"", region);
     }
     if (endpoint &&
         (strncasecmp(endpoint, "http://", 7) != 0 && strncasecmp(endpoint, "https://", 8) != 0)) {
-        snprintf(msg, msglen, "s3: endpoint \"%s\" must start with http:// or https://", endpoint);
-        return -EINVAL;
+        return bfs_err_set(err, -EINVAL, "s3: endpoint \"%s\" must start with http:// or https://",
+                           endpoint);
     }
     if (endpoint && (strchr(endpoint, '?') || strchr(endpoint, '#') || strchr(endpoint, '@') ||
                      strchr(endpoint, ' '))) {
-        snprintf(msg, msglen, "s3: endpoint \"%s\": no query, fragment, user or spaces allowed",
-                 endpoint);
-        return -EINVAL;
+        return bfs_err_set(err, -EINVAL,
+                           "s3: endpoint \"%s\": no query, fragment, user or spaces allowed",
+                           endpoint);
     }
     const char *akey = env_nonempty("AWS_ACCESS_KEY_ID");
     const char *skey = env_nonempty("AWS_SECRET_ACCESS_KEY");
     const char *token = env_nonempty("AWS_SESSION_TOKEN");
     if (!akey || !skey) {
-        snprintf(msg, msglen,
-                 "s3: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment (they "
-                 "are never taken from the command line)");
-        return -EINVAL;
+        return bfs_err_set(
+            err, -EINVAL,
+            "s3: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment (they "
+            "are never taken from the command line)");
     }
     if (strpbrk(akey, "\r\n") || (token && strpbrk(token, "\r\n"))) {
-        snprintf(msg, msglen, "s3: AWS_ACCESS_KEY_ID or AWS_SESSION_TOKEN contains a line break");
-        return -EINVAL;
+        return bfs_err_set(err, -EINVAL,
+                           "s3: AWS_ACCESS_KEY_ID or AWS_SESSION_TOKEN contains a line break");
     }
 
     struct s3_store *st = calloc(1, sizeof *st);
     if (!st) {
-        snprintf(msg, msglen, "s3: out of memory");
-        return -ENOMEM;
+        return bfs_err_set(err, -ENOMEM, "s3: out of memory");
     }
     atomic_init(&st->etags_not_md5, 0);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
@@ -1616,9 +1611,8 @@ int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_s
         char *end;
         unsigned long v = strtoul(mk, &end, 10);
         if (*end || v < 1 || v > 1000) {
-            snprintf(msg, msglen, "s3: BATTLEFS_S3_LIST_MAX_KEYS must be 1..1000");
             s3_destroy(&st->base);
-            return -EINVAL;
+            return bfs_err_set(err, -EINVAL, "s3: BATTLEFS_S3_LIST_MAX_KEYS must be 1..1000");
         }
         st->list_max_keys = (unsigned)v;
     }
@@ -1673,16 +1667,14 @@ int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_s
     }
     if (rc < 0 || !st->prefix || !st->bucket || !st->region || !st->access_key || !st->secret_key ||
         !st->sigv4 || !st->base_url || !st->list_url || !st->base.url) {
-        snprintf(msg, msglen, "s3: out of memory");
         s3_destroy(&st->base);
-        return -ENOMEM;
+        return bfs_err_set(err, -ENOMEM, "s3: out of memory");
     }
 
     st->share = curl_share_init();
     if (!st->share) {
-        snprintf(msg, msglen, "s3: curl_share_init failed");
         s3_destroy(&st->base);
-        return -ENOMEM;
+        return bfs_err_set(err, -ENOMEM, "s3: curl_share_init failed");
     }
     CURLSHcode sc = curl_share_setopt(st->share, CURLSHOPT_LOCKFUNC, share_lock);
     if (sc == CURLSHE_OK)
@@ -1694,9 +1686,8 @@ int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_s
     if (sc == CURLSHE_OK)
         sc = curl_share_setopt(st->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     if (sc != CURLSHE_OK) {
-        snprintf(msg, msglen, "s3: curl_share_setopt: %s", curl_share_strerror(sc));
         s3_destroy(&st->base);
-        return -EIO;
+        return bfs_err_set(err, -EIO, "s3: curl_share_setopt: %s", curl_share_strerror(sc));
     }
     bfs_debug("s3: store %s at %s (region %s, %s-style, timeout %u s)", st->base.url, st->base_url,
               st->region, endpoint ? "path" : "virtual-host", st->timeout_s);

@@ -98,9 +98,10 @@ static int print_key(void *ctx, const char *key, uint64_t size)
     return 0;
 }
 
-static int fail(const char *what, const char *arg, int rc)
+/* Report a failure: rc, and what the store said about it (e: NULL, nothing). */
+static int fail(const char *what, const char *arg, int rc, const struct bfs_err *e)
 {
-    const char *detail = bfs_store_last_error();
+    const char *detail = e ? e->msg : "";
     fprintf(stderr, "battlefs-store: %s %s: %s%s%s\n", what, arg, strerror(-rc),
             detail[0] ? ": " : "", detail);
     return 1;
@@ -113,13 +114,12 @@ static int put_cond(struct bfs_store *st, const char *key, const char *path, enu
     char etag[BFS_STORE_ETAG_MAX] = "";
     const struct bfs_put_src src = {
         .path = path, .cond = cond, .if_match = if_match, .etag_out = etag};
-    bfs_store_set_last_error(NULL);
-    int rc = bfs_store_put_src(st, key, &src);
+    struct bfs_err err;
+    int rc = bfs_store_put_src(st, key, &src, &err);
     if (rc == 0) {
         printf("%s\n", etag);
         return 0;
     }
-    const char *detail = bfs_store_last_error();
     const char *why = NULL;
     if (rc == -EEXIST && cond == BFS_PUT_CREATE)
         why = "the key exists and holds other bytes: not overwritten";
@@ -128,8 +128,8 @@ static int put_cond(struct bfs_store *st, const char *key, const char *path, enu
     else if (rc == -ENOENT && cond == BFS_PUT_MATCH)
         why = "no such key: nothing written";
     if (!why)
-        return fail("put", key, rc);
-    fprintf(stderr, "battlefs-store: put %s: %s%s%s\n", key, why, detail[0] ? " - " : "", detail);
+        return fail("put", key, rc, &err);
+    fprintf(stderr, "battlefs-store: put %s: %s%s%s\n", key, why, err.msg[0] ? " - " : "", err.msg);
     return 3;
 }
 
@@ -204,56 +204,57 @@ int main(int argc, char **argv)
     }
 
     struct bfs_store *st = NULL;
-    char msg[512] = "";
-    int rc = bfs_store_open(url, &opts, NULL, &st, msg, sizeof msg);
+    struct bfs_err err = {0};
+    int rc = bfs_store_open(url, &opts, NULL, &st, &err);
     if (rc < 0) {
-        fprintf(stderr, "battlefs-store: cannot open %s: %s\n", url, msg[0] ? msg : strerror(-rc));
+        fprintf(stderr, "battlefs-store: cannot open %s: %s\n", url,
+                err.msg[0] ? err.msg : strerror(-rc));
         return 1;
     }
     int status = 0;
     if (strcmp(cmd, "put") == 0 && cond != BFS_PUT_ALWAYS) {
         status = put_cond(st, args[0], args[1], cond, if_match);
     } else if (strcmp(cmd, "put") == 0) {
-        rc = bfs_store_put(st, args[0], args[1]);
+        rc = bfs_store_put(st, args[0], args[1], &err);
         if (rc < 0)
-            status = fail("put", args[0], rc);
+            status = fail("put", args[0], rc, &err);
     } else if (strcmp(cmd, "head") == 0) {
         struct bfs_store_head h;
-        rc = bfs_store_head(st, args[0], &h);
+        rc = bfs_store_head(st, args[0], &h, &err);
         if (rc < 0)
-            status = fail("head", args[0], rc);
+            status = fail("head", args[0], rc, &err);
         else
             printf("%" PRIu64 "\t%s\n", h.size, h.etag);
     } else if (strcmp(cmd, "cat") == 0) {
         void *data = NULL;
         size_t n = 0;
-        rc = bfs_store_get(st, args[0], BFS_STORE_GET_MAX, &data, &n, NULL);
+        rc = bfs_store_get(st, args[0], BFS_STORE_GET_MAX, &data, &n, NULL, &err);
         if (rc < 0)
-            status = fail("cat", args[0], rc);
+            status = fail("cat", args[0], rc, &err);
         else if (n && fwrite(data, 1, n, stdout) != n)
-            status = fail("cat", "(writing stdout)", -EIO);
+            status = fail("cat", "(writing stdout)", -EIO, NULL);
         free(data);
     } else if (strcmp(cmd, "get") == 0) {
         void *buf = malloc(len ? (size_t)len : 1);
         if (!buf) {
-            status = fail("get", args[0], -ENOMEM);
+            status = fail("get", args[0], -ENOMEM, NULL);
         } else {
-            rc = bfs_store_get_range(st, args[0], off, len, buf);
+            rc = bfs_store_get_range(st, args[0], off, len, buf, &err);
             if (rc < 0)
-                status = fail("get", args[0], rc);
+                status = fail("get", args[0], rc, &err);
             else if (len && fwrite(buf, 1, (size_t)len, stdout) != (size_t)len)
-                status = fail("get", "(writing stdout)", -EIO);
+                status = fail("get", "(writing stdout)", -EIO, NULL);
             free(buf);
         }
     } else if (strcmp(cmd, "list") == 0) {
         const char *prefix = nargs ? args[0] : "";
-        rc = st->ops->list(st, prefix, print_key, NULL);
+        rc = bfs_store_list(st, prefix, print_key, NULL, &err);
         if (rc < 0)
-            status = fail("list", prefix[0] ? prefix : "(all)", rc);
+            status = fail("list", prefix[0] ? prefix : "(all)", rc, &err);
     } else {
-        rc = st->ops->del(st, args[0]);
+        rc = bfs_store_del(st, args[0], &err);
         if (rc < 0)
-            status = fail("del", args[0], rc);
+            status = fail("del", args[0], rc, &err);
     }
     bfs_store_close(st);
     if (fflush(stdout) != 0 || ferror(stdout)) {

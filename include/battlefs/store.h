@@ -37,12 +37,19 @@
  * single-part PUT without SSE-KMS or SSE-C, i.e. every battlefs put), so a
  * writer can know the ETag of what it wrote (etag_out says it anyway).
  *
- * Errors are negative errno. Backends do not log failures at WARN/ERROR
- * level on their own behalf where the caller reports them (file://); the
- * caller (roller, reader) logs one line with the key and strerror(-rc). The
- * exception: a create-only put that finds other bytes under its key logs an
- * ERROR in every backend (two writers disagree about one object: never
- * routine).
+ * Errors are negative errno. Every operation also takes a struct bfs_err *err
+ * (err.h; NULL: the errno is enough): on failure it holds the same code and,
+ * when the backend knows more than the errno, the detail (s3://: "HTTP 403
+ * SignatureDoesNotMatch: ... (1 attempt, 0.0 s)"), else an empty msg; on
+ * success it is cleared. The detail never contains a secret. The callers
+ * (roller, battlefs-store) put it in their message; the inline wrappers below
+ * set err's code, so a backend sets only what it has to say.
+ * Backends do not log failures at WARN/ERROR level on their own behalf where
+ * the caller reports them (file://); the caller (roller, reader) logs one line
+ * with the key and strerror(-rc). The s3:// backend logs each request that
+ * failed after its retries (method, key, HTTP status, request id, attempts).
+ * And a create-only put that finds other bytes under its key logs an ERROR in
+ * every backend (two writers disagree about one object: never routine).
  */
 #ifndef BATTLEFS_STORE_H
 #define BATTLEFS_STORE_H
@@ -50,6 +57,8 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "battlefs/err.h"
 
 struct bfs_stats;
 struct bfs_store;
@@ -98,24 +107,28 @@ struct bfs_store_ops {
      * of the same bytes is harmless), unless src->cond says otherwise: then
      * also -EEXIST, -ESTALE, -ENOENT as above. file://: -EROFS, -ENOSPC,
      * -EACCES, -EDQUOT pass through. */
-    int (*put)(struct bfs_store *st, const char *key, const struct bfs_put_src *src);
+    int (*put)(struct bfs_store *st, const char *key, const struct bfs_put_src *src,
+               struct bfs_err *err);
     /* Read exactly len bytes at off of key into buf. -ENOENT no such key,
      * -EIO (short, wrong range, transport), -ETIMEDOUT. Never partial. */
-    int (*get_range)(struct bfs_store *st, const char *key, uint64_t off, uint64_t len, void *buf);
+    int (*get_range)(struct bfs_store *st, const char *key, uint64_t off, uint64_t len, void *buf,
+                     struct bfs_err *err);
     /* Call cb for every key starting with prefix (any order). A non-zero
      * return of cb stops the walk and is returned. */
     int (*list)(struct bfs_store *st, const char *prefix,
-                int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx);
+                int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx,
+                struct bfs_err *err);
     /* Delete key; deleting a key that does not exist is not an error (as S3). */
-    int (*del)(struct bfs_store *st, const char *key);
+    int (*del)(struct bfs_store *st, const char *key, struct bfs_err *err);
     /* Remove what a killed daemon's puts left behind (file://: temporary
      * files) if older than age seconds. The number removed or -errno. NULL:
      * nothing to clean (s3://: a PUT is one request, nothing stays). */
-    int (*clean)(struct bfs_store *st, uint64_t age);
+    int (*clean)(struct bfs_store *st, uint64_t age, struct bfs_err *err);
     void (*destroy)(struct bfs_store *st);
     /* The size and ETag of key: 0, -ENOENT no such key, -EIO, -ETIMEDOUT.
      * NULL: not supported (bfs_store_head answers -ENOTSUP). */
-    int (*head)(struct bfs_store *st, const char *key, struct bfs_store_head *out);
+    int (*head)(struct bfs_store *st, const char *key, struct bfs_store_head *out,
+                struct bfs_err *err);
     /* The whole of key, at most max (<= BFS_STORE_GET_MAX) bytes, in a new
      * buffer (*data, free() it; *len bytes), and, if etag is not NULL, its
      * ETag (BFS_STORE_ETAG_MAX bytes): the bytes and the ETag are of one
@@ -123,7 +136,7 @@ struct bfs_store_ops {
      * needs. -ENOENT, -EFBIG (larger than max), -EIO, -ETIMEDOUT.
      * NULL: not supported (bfs_store_get answers -ENOTSUP). */
     int (*get)(struct bfs_store *st, const char *key, size_t max, void **data, size_t *len,
-               char *etag);
+               char *etag, struct bfs_err *err);
 };
 
 struct bfs_store {
@@ -143,60 +156,77 @@ struct bfs_store_opts {
 };
 
 /* Open the store named by url ("file:///abs/dir" or "s3://bucket[/prefix]").
- * 0 or -EINVAL (bad url, msg set), -errno. */
+ * 0, or -EINVAL (bad url), -errno, with err saying what is wrong. */
 int bfs_store_open(const char *url, const struct bfs_store_opts *opts, struct bfs_stats *stats,
-                   struct bfs_store **out, char *msg, size_t msglen);
+                   struct bfs_store **out, struct bfs_err *err);
 void bfs_store_close(struct bfs_store *st);
 
-static inline int bfs_store_put_src(struct bfs_store *st, const char *key,
-                                    const struct bfs_put_src *src)
+/* What an operation returned, into err: its code on failure (a backend may
+ * have said more in msg), cleared on success. Returns rc. */
+static inline int bfs_store_result(struct bfs_err *err, int rc)
 {
-    if (src && src->cond != BFS_PUT_ALWAYS && !st->conditional)
-        return -ENOTSUP; /* never let a store that ignores the condition overwrite */
-    return st->ops->put(st, key, src);
-}
-static inline int bfs_store_head(struct bfs_store *st, const char *key, struct bfs_store_head *out)
-{
-    return st->ops->head ? st->ops->head(st, key, out) : -ENOTSUP;
-}
-static inline int bfs_store_get(struct bfs_store *st, const char *key, size_t max, void **data,
-                                size_t *len, char *etag)
-{
-    return st->ops->get ? st->ops->get(st, key, max, data, len, etag) : -ENOTSUP;
-}
-/* What bfs_store_ops.clean says, or 0 for a store that needs no cleaning. */
-static inline int bfs_store_clean(struct bfs_store *st, uint64_t age)
-{
-    return st->ops->clean ? st->ops->clean(st, age) : 0;
-}
-/* A put of path with nothing known: no digest, never linked (the file is copied). */
-static inline int bfs_store_put(struct bfs_store *st, const char *key, const char *path)
-{
-    const struct bfs_put_src src = {.path = path, .sha256 = NULL, .may_link = 0};
-    return st->ops->put(st, key, &src);
-}
-static inline int bfs_store_get_range(struct bfs_store *st, const char *key, uint64_t off,
-                                      uint64_t len, void *buf)
-{
-    return st->ops->get_range(st, key, off, len, buf);
-}
-static inline int bfs_store_list(struct bfs_store *st, const char *prefix,
-                                 int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
-{
-    return st->ops->list(st, prefix, cb, ctx);
-}
-static inline int bfs_store_del(struct bfs_store *st, const char *key)
-{
-    return st->ops->del(st, key);
+    if (err) {
+        if (rc < 0)
+            err->code = rc;
+        else
+            bfs_err_clear(err);
+    }
+    return rc;
 }
 
-/* Why the calling thread's most recent failed store operation failed, as the
- * backend knows it (s3://: "HTTP 403 SignatureDoesNotMatch: ..." and the
- * attempts made), or "" if the backend said nothing more than the errno.
- * Per thread, like errno; never contains a secret. */
-const char *bfs_store_last_error(void);
-/* For backends: record the detail of a failure (fmt NULL: clear it). */
-void bfs_store_set_last_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline int bfs_store_put_src(struct bfs_store *st, const char *key,
+                                    const struct bfs_put_src *src, struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    /* never let a store that ignores the condition overwrite */
+    if (src && src->cond != BFS_PUT_ALWAYS && !st->conditional)
+        return bfs_store_result(err, -ENOTSUP);
+    return bfs_store_result(err, st->ops->put(st, key, src, err));
+}
+static inline int bfs_store_head(struct bfs_store *st, const char *key, struct bfs_store_head *out,
+                                 struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    return bfs_store_result(err, st->ops->head ? st->ops->head(st, key, out, err) : -ENOTSUP);
+}
+static inline int bfs_store_get(struct bfs_store *st, const char *key, size_t max, void **data,
+                                size_t *len, char *etag, struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    return bfs_store_result(err, st->ops->get ? st->ops->get(st, key, max, data, len, etag, err)
+                                              : -ENOTSUP);
+}
+/* What bfs_store_ops.clean says, or 0 for a store that needs no cleaning. */
+static inline int bfs_store_clean(struct bfs_store *st, uint64_t age, struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    return bfs_store_result(err, st->ops->clean ? st->ops->clean(st, age, err) : 0);
+}
+/* A put of path with nothing known: no digest, never linked (the file is copied). */
+static inline int bfs_store_put(struct bfs_store *st, const char *key, const char *path,
+                                struct bfs_err *err)
+{
+    const struct bfs_put_src src = {.path = path, .sha256 = NULL, .may_link = 0};
+    return bfs_store_put_src(st, key, &src, err);
+}
+static inline int bfs_store_get_range(struct bfs_store *st, const char *key, uint64_t off,
+                                      uint64_t len, void *buf, struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    return bfs_store_result(err, st->ops->get_range(st, key, off, len, buf, err));
+}
+static inline int bfs_store_list(struct bfs_store *st, const char *prefix,
+                                 int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx,
+                                 struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    return bfs_store_result(err, st->ops->list(st, prefix, cb, ctx, err));
+}
+static inline int bfs_store_del(struct bfs_store *st, const char *key, struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    return bfs_store_result(err, st->ops->del(st, key, err));
+}
 
 /* A parsed store URL (bfs_store_parse_url). */
 enum bfs_store_scheme {
@@ -216,8 +246,8 @@ struct bfs_store_url {
  *   s3://bucket[/prefix]: the bucket follows the S3 naming rules
  *     (bfs_store_bucket_check); the prefix follows the key rules, trailing '/'
  *     are dropped ("s3://b/" is the empty prefix).
- * 0 (free with bfs_store_url_free), -EINVAL with msg set, -ENOMEM. */
-int bfs_store_parse_url(const char *url, struct bfs_store_url *out, char *msg, size_t msglen);
+ * 0 (free with bfs_store_url_free), -EINVAL or -ENOMEM with err set. */
+int bfs_store_parse_url(const char *url, struct bfs_store_url *out, struct bfs_err *err);
 void bfs_store_url_free(struct bfs_store_url *u);
 
 /* 0 if b[0..n) is a valid S3 bucket name, else -EINVAL: the one rule of
@@ -244,6 +274,6 @@ int bfs_store_etag_check(const char *etag);
 /* Backends (store.c dispatches on the scheme). */
 int bfs_store_file_open(const char *dir, struct bfs_store **out);
 int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_store_opts *opts,
-                      struct bfs_store **out, char *msg, size_t msglen);
+                      struct bfs_store **out, struct bfs_err *err);
 
 #endif

@@ -45,8 +45,10 @@ static uint8_t byte_at(const char *key, uint64_t pos)
     return (uint8_t)((pos * 2654435761u) >> 13 ^ h ^ pos);
 }
 
-static int fake_get(struct bfs_store *st, const char *key, uint64_t off, uint64_t len, void *buf)
+static int fake_get(struct bfs_store *st, const char *key, uint64_t off, uint64_t len, void *buf,
+                    struct bfs_err *err)
 {
+    (void)err;
     struct fake *f = (struct fake *)st;
     pthread_mutex_lock(&f->lock);
     if (f->gets < MAX_GETS) {
@@ -72,20 +74,22 @@ static int fake_get(struct bfs_store *st, const char *key, uint64_t off, uint64_
     return 0;
 }
 
-static int fake_put(struct bfs_store *st, const char *key, const struct bfs_put_src *src)
+static int fake_put(struct bfs_store *st, const char *key, const struct bfs_put_src *src,
+                    struct bfs_err *err)
 {
-    (void)st, (void)key, (void)src;
+    (void)st, (void)key, (void)src, (void)err;
     return -ENOTSUP;
 }
 static int fake_list(struct bfs_store *st, const char *prefix,
-                     int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+                     int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx,
+                     struct bfs_err *err)
 {
-    (void)st, (void)prefix, (void)cb, (void)ctx;
+    (void)st, (void)prefix, (void)cb, (void)ctx, (void)err;
     return -ENOTSUP;
 }
-static int fake_del(struct bfs_store *st, const char *key)
+static int fake_del(struct bfs_store *st, const char *key, struct bfs_err *err)
 {
-    (void)st, (void)key;
+    (void)st, (void)key, (void)err;
     return -ENOTSUP;
 }
 static void fake_destroy(struct bfs_store *st)

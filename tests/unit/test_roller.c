@@ -317,9 +317,18 @@ static void test_put_fails(void **state)
     assert_int_equal(e->errors.count, 1);
     check_datasets(e, n);
 
-    /* Still failing: the same roll is tried again, nothing is claimed anew. */
+    /* Still failing: the same roll is tried again, nothing is claimed anew.
+     * What the store says of the failure reaches the roll's error. */
     tenv_upload(e, "battle", P1, "u1", 55, 200);
+    e->ms->put_msg = "HTTP 503 SlowDown (5 attempts, 2.0 s)";
     assert_int_equal(bfs_roll_once(&e->roll), -EIO);
+    why = roll_error(e);
+    assert_non_null(why);
+    if (!strstr(why, ": put battle/") ||
+        !strstr(why, ".avro: HTTP 503 SlowDown (5 attempts, 2.0 s): Input/output error"))
+        fail_msg("the roll error lacks the store's detail: %s", why);
+    free(why);
+    e->ms->put_msg = NULL;
     assert_int_equal(bfs_catalog_roll_pending(e->cat, id, NULL), 0);
     assert_string_equal(id, h.roll_id);
     assert_int_equal(tenv_sql_int(e, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NOT NULL"),

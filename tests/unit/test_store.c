@@ -99,10 +99,10 @@ static struct bfs_store *open_file_store(const char *dir, struct bfs_stats *stat
     char url[4200];
     snprintf(url, sizeof url, "file://%s", dir);
     struct bfs_store *st = NULL;
-    char msg[256] = "";
-    int rc = bfs_store_open(url, NULL, stats, &st, msg, sizeof msg);
+    struct bfs_err err = {0};
+    int rc = bfs_store_open(url, NULL, stats, &st, &err);
     if (rc != 0)
-        fail_msg("open %s: %d %s", url, rc, msg);
+        fail_msg("open %s: %d %s", url, rc, err.msg);
     assert_non_null(st);
     return st;
 }
@@ -112,10 +112,10 @@ static struct bfs_store *open_file_store(const char *dir, struct bfs_stats *stat
 static void parse_ok(const char *url, enum bfs_store_scheme scheme, const char *a, const char *b)
 {
     struct bfs_store_url u;
-    char msg[256] = "x";
-    int rc = bfs_store_parse_url(url, &u, msg, sizeof msg);
+    struct bfs_err err = {0};
+    int rc = bfs_store_parse_url(url, &u, &err);
     if (rc != 0)
-        fail_msg("%s: %d %s", url, rc, msg);
+        fail_msg("%s: %d %s", url, rc, err.msg);
     assert_int_equal(u.scheme, scheme);
     if (scheme == BFS_STORE_FILE) {
         assert_string_equal(u.path, a);
@@ -131,13 +131,13 @@ static void parse_ok(const char *url, enum bfs_store_scheme scheme, const char *
 static void parse_bad(const char *url, const char *msg_part)
 {
     struct bfs_store_url u;
-    char msg[256] = "";
-    int rc = bfs_store_parse_url(url, &u, msg, sizeof msg);
+    struct bfs_err err = {0};
+    int rc = bfs_store_parse_url(url, &u, &err);
     if (rc != -EINVAL)
         fail_msg("%s: expected -EINVAL, got %d", url ? url : "(null)", rc);
-    assert_true(msg[0] != '\0');
-    if (msg_part && !strstr(msg, msg_part))
-        fail_msg("%s: message \"%s\" lacks \"%s\"", url, msg, msg_part);
+    assert_true(err.msg[0] != '\0');
+    if (msg_part && !strstr(err.msg, msg_part))
+        fail_msg("%s: message \"%s\" lacks \"%s\"", url, err.msg, msg_part);
     assert_null(u.path);
     assert_null(u.bucket);
     assert_null(u.prefix);
@@ -242,15 +242,15 @@ static void test_bucket_rules(void **state)
     const char *s3_bad[] = {"Upper", "under_score", "ab", "a..b", "10.0.0.1"};
     for (size_t i = 0; i < sizeof s3_bad / sizeof *s3_bad; i++) {
         struct bfs_store *st = (struct bfs_store *)1;
-        char msg[256] = "";
-        assert_int_equal(bfs_store_s3_open(s3_bad[i], "", &o, &st, msg, sizeof msg), -EINVAL);
+        struct bfs_err err = {0};
+        assert_int_equal(bfs_store_s3_open(s3_bad[i], "", &o, &st, &err), -EINVAL);
         assert_null(st);
-        if (!strstr(msg, "bucket"))
-            fail_msg("%s: message \"%s\" lacks \"bucket\"", s3_bad[i], msg);
+        if (!strstr(err.msg, "bucket"))
+            fail_msg("%s: message \"%s\" lacks \"bucket\"", s3_bad[i], err.msg);
     }
     struct bfs_store *st = NULL;
-    char msg[256] = "";
-    assert_int_equal(bfs_store_s3_open("my.bucket-1", "p", &o, &st, msg, sizeof msg), 0);
+    struct bfs_err err = {0};
+    assert_int_equal(bfs_store_s3_open("my.bucket-1", "p", &o, &st, &err), 0);
     bfs_store_close(st);
     unsetenv("AWS_ACCESS_KEY_ID");
     unsetenv("AWS_SECRET_ACCESS_KEY");
@@ -265,33 +265,32 @@ static void test_parse_other_urls(void **state)
     parse_bad("/abs/dir", "file:///abs/dir");
     parse_bad("s3:/bucket", NULL);
     parse_bad("gs://bucket", NULL);
-    /* msg may be absent */
+    /* err may be NULL */
     struct bfs_store_url u;
-    assert_int_equal(bfs_store_parse_url("nope", &u, NULL, 0), -EINVAL);
+    assert_int_equal(bfs_store_parse_url("nope", &u, NULL), -EINVAL);
 }
 
 static void test_open_errors(void **state)
 {
     (void)state;
     struct bfs_store *st = (struct bfs_store *)1;
-    char msg[256] = "";
-    assert_int_equal(bfs_store_open("ftp://x", NULL, NULL, &st, msg, sizeof msg), -EINVAL);
+    struct bfs_err err = {0};
+    assert_int_equal(bfs_store_open("ftp://x", NULL, NULL, &st, &err), -EINVAL);
     assert_null(st);
-    assert_non_null(strstr(msg, "file:///abs/dir"));
+    assert_non_null(strstr(err.msg, "file:///abs/dir"));
 
-    msg[0] = '\0';
-    assert_int_equal(
-        bfs_store_open("file:///nonexistent/bfs-store-dir", NULL, NULL, &st, msg, sizeof msg),
-        -ENOENT);
+    bfs_err_clear(&err);
+    assert_int_equal(bfs_store_open("file:///nonexistent/bfs-store-dir", NULL, NULL, &st, &err),
+                     -ENOENT);
     assert_null(st);
-    assert_non_null(strstr(msg, "/nonexistent/bfs-store-dir"));
+    assert_non_null(strstr(err.msg, "/nonexistent/bfs-store-dir"));
 
     char *dir = make_tmpdir();
     char *file = path_join(dir, "plain");
     write_file(file, "x", 1);
     char url[4200];
     snprintf(url, sizeof url, "file://%s", file);
-    assert_int_equal(bfs_store_open(url, NULL, NULL, &st, msg, sizeof msg), -ENOTDIR);
+    assert_int_equal(bfs_store_open(url, NULL, NULL, &st, &err), -ENOTDIR);
     assert_null(st);
     free(file);
     rm_rf(dir);
@@ -307,8 +306,8 @@ static void test_open_dispatch(void **state)
     char url[4200];
     snprintf(url, sizeof url, "file://%s//", dir);
     struct bfs_store *st = NULL;
-    char msg[256] = "";
-    assert_int_equal(bfs_store_open(url, NULL, &stats, &st, msg, sizeof msg), 0);
+    struct bfs_err err = {0};
+    assert_int_equal(bfs_store_open(url, NULL, &stats, &st, &err), 0);
     assert_ptr_equal(st->stats, &stats);
     char want[4200];
     snprintf(want, sizeof want, "file://%s", dir);
@@ -321,8 +320,7 @@ static void test_open_dispatch(void **state)
     setenv("AWS_SECRET_ACCESS_KEY", "secret-for-tests", 1);
     struct bfs_store_opts o = {.endpoint = "http://127.0.0.1:9", .region = "us-east-1"};
     st = NULL;
-    assert_int_equal(
-        bfs_store_open("s3://battlefs-test/pre/fix/", &o, &stats, &st, msg, sizeof msg), 0);
+    assert_int_equal(bfs_store_open("s3://battlefs-test/pre/fix/", &o, &stats, &st, &err), 0);
     assert_non_null(st);
     assert_ptr_equal(st->stats, &stats);
     assert_string_equal(st->url, "s3://battlefs-test/pre/fix");
@@ -332,11 +330,11 @@ static void test_open_dispatch(void **state)
     unsetenv("AWS_ACCESS_KEY_ID");
     unsetenv("AWS_SECRET_ACCESS_KEY");
     st = (struct bfs_store *)1;
-    msg[0] = '\0';
-    int rc = bfs_store_open("s3://battlefs-test", &o, &stats, &st, msg, sizeof msg);
+    bfs_err_clear(&err);
+    int rc = bfs_store_open("s3://battlefs-test", &o, &stats, &st, &err);
     assert_true(rc < 0);
     assert_null(st);
-    assert_true(msg[0] != '\0');
+    assert_true(err.msg[0] != '\0');
     rm_rf(dir);
     free(dir);
     bfs_stats_destroy(&stats);
@@ -413,7 +411,7 @@ static void test_file_put_get(void **state)
     char *src = path_join(dir, "src.avro");
     write_file(src, data, n);
     const char *key = "battle/2025-12-18/20251218T130000Z-1-0.avro";
-    assert_int_equal(bfs_store_put(st, key, src), 0);
+    assert_int_equal(bfs_store_put(st, key, src, NULL), 0);
     assert_int_equal(stats.store_put_requests, 1);
     assert_int_equal(stats.store_put_bytes, n);
 
@@ -436,15 +434,15 @@ static void test_file_put_get(void **state)
 
     uint8_t *buf = malloc(n + 16);
     /* whole object */
-    assert_int_equal(bfs_store_get_range(st, key, 0, n, buf), 0);
+    assert_int_equal(bfs_store_get_range(st, key, 0, n, buf, NULL), 0);
     assert_memory_equal(buf, data, n);
     /* exact ranges: first byte, last byte, middle */
-    assert_int_equal(bfs_store_get_range(st, key, 0, 1, buf), 0);
+    assert_int_equal(bfs_store_get_range(st, key, 0, 1, buf, NULL), 0);
     assert_int_equal(buf[0], data[0]);
-    assert_int_equal(bfs_store_get_range(st, key, n - 1, 1, buf), 0);
+    assert_int_equal(bfs_store_get_range(st, key, n - 1, 1, buf, NULL), 0);
     assert_int_equal(buf[0], data[n - 1]);
     memset(buf, 0xEE, n + 16);
-    assert_int_equal(bfs_store_get_range(st, key, 12345, 54321, buf), 0);
+    assert_int_equal(bfs_store_get_range(st, key, 12345, 54321, buf, NULL), 0);
     assert_memory_equal(buf, data + 12345, 54321);
     assert_int_equal(buf[54321], 0xEE); /* nothing written past len */
     assert_int_equal(stats.store_get_requests, 4);
@@ -452,48 +450,49 @@ static void test_file_put_get(void **state)
 
     /* out of range: never partial, buffer untouched, not counted */
     memset(buf, 0xEE, 64);
-    assert_int_equal(bfs_store_get_range(st, key, n, 1, buf), -EIO);
-    assert_int_equal(bfs_store_get_range(st, key, n - 10, 11, buf), -EIO);
-    assert_int_equal(bfs_store_get_range(st, key, UINT64_MAX / 2, 10, buf), -EIO);
+    assert_int_equal(bfs_store_get_range(st, key, n, 1, buf, NULL), -EIO);
+    assert_int_equal(bfs_store_get_range(st, key, n - 10, 11, buf, NULL), -EIO);
+    assert_int_equal(bfs_store_get_range(st, key, UINT64_MAX / 2, 10, buf, NULL), -EIO);
     assert_int_equal(buf[0], 0xEE);
-    assert_int_equal(bfs_store_get_range(st, key, UINT64_MAX - 1, 5, buf), -EINVAL);
+    assert_int_equal(bfs_store_get_range(st, key, UINT64_MAX - 1, 5, buf, NULL), -EINVAL);
     /* len 0 does nothing */
-    assert_int_equal(bfs_store_get_range(st, key, n + 100, 0, buf), 0);
+    assert_int_equal(bfs_store_get_range(st, key, n + 100, 0, buf, NULL), 0);
     assert_int_equal(stats.store_get_requests, 4);
 
     /* missing keys */
-    assert_int_equal(bfs_store_get_range(st, "battle/2025-12-18/nope.avro", 0, 1, buf), -ENOENT);
-    assert_int_equal(bfs_store_get_range(st, "nodir/x.avro", 0, 1, buf), -ENOENT);
+    assert_int_equal(bfs_store_get_range(st, "battle/2025-12-18/nope.avro", 0, 1, buf, NULL),
+                     -ENOENT);
+    assert_int_equal(bfs_store_get_range(st, "nodir/x.avro", 0, 1, buf, NULL), -ENOENT);
     char under_file[512];
     snprintf(under_file, sizeof under_file, "%s/x", key);
-    assert_int_equal(bfs_store_get_range(st, under_file, 0, 1, buf), -ENOENT);
-    assert_int_equal(bfs_store_get_range(st, "battle", 0, 1, buf), -ENOENT); /* a directory */
+    assert_int_equal(bfs_store_get_range(st, under_file, 0, 1, buf, NULL), -ENOENT);
+    assert_int_equal(bfs_store_get_range(st, "battle", 0, 1, buf, NULL), -ENOENT); /* a directory */
     assert_int_equal(stats.store_get_requests, 4);
 
     /* invalid keys */
-    assert_int_equal(bfs_store_get_range(st, "../x", 0, 1, buf), -EINVAL);
-    assert_int_equal(bfs_store_get_range(st, "/etc/passwd", 0, 1, buf), -EINVAL);
-    assert_int_equal(bfs_store_put(st, "a/../../escape", src), -EINVAL);
-    assert_int_equal(bfs_store_put(st, "", src), -EINVAL);
-    assert_int_equal(bfs_store_del(st, "a//b"), -EINVAL);
+    assert_int_equal(bfs_store_get_range(st, "../x", 0, 1, buf, NULL), -EINVAL);
+    assert_int_equal(bfs_store_get_range(st, "/etc/passwd", 0, 1, buf, NULL), -EINVAL);
+    assert_int_equal(bfs_store_put(st, "a/../../escape", src, NULL), -EINVAL);
+    assert_int_equal(bfs_store_put(st, "", src, NULL), -EINVAL);
+    assert_int_equal(bfs_store_del(st, "a//b", NULL), -EINVAL);
 
     /* bad sources: nothing stored, nothing left behind */
-    assert_int_equal(bfs_store_put(st, "k/missing", "/nonexistent/src"), -ENOENT);
-    assert_int_equal(bfs_store_put(st, "k/dir", dir), -EINVAL);
-    assert_int_equal(bfs_store_get_range(st, "k/missing", 0, 1, buf), -ENOENT);
+    assert_int_equal(bfs_store_put(st, "k/missing", "/nonexistent/src", NULL), -ENOENT);
+    assert_int_equal(bfs_store_put(st, "k/dir", dir, NULL), -EINVAL);
+    assert_int_equal(bfs_store_get_range(st, "k/missing", 0, 1, buf, NULL), -ENOENT);
     /* a key below an existing object */
-    assert_int_equal(bfs_store_put(st, under_file, src), -ENOTDIR);
+    assert_int_equal(bfs_store_put(st, under_file, src, NULL), -ENOTDIR);
     /* a key naming an existing directory */
-    assert_true(bfs_store_put(st, "battle/2025-12-18", src) < 0);
+    assert_true(bfs_store_put(st, "battle/2025-12-18", src, NULL) < 0);
     assert_int_equal(count_temp_files(root), 0);
     assert_int_equal(stats.store_put_requests, 1);
 
     /* an empty object */
     char *empty = path_join(dir, "empty");
     write_file(empty, "", 0);
-    assert_int_equal(bfs_store_put(st, "e", empty), 0);
-    assert_int_equal(bfs_store_get_range(st, "e", 0, 0, buf), 0);
-    assert_int_equal(bfs_store_get_range(st, "e", 0, 1, buf), -EIO);
+    assert_int_equal(bfs_store_put(st, "e", empty, NULL), 0);
+    assert_int_equal(bfs_store_get_range(st, "e", 0, 0, buf, NULL), 0);
+    assert_int_equal(bfs_store_get_range(st, "e", 0, 1, buf, NULL), -EIO);
 
     free(empty);
     free(buf);
@@ -518,9 +517,9 @@ static void test_file_reput_idempotent(void **state)
     char *src = path_join(dir, "a");
     write_file(src, data, n);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(bfs_store_put(st, "t/p/r-0.avro", src), 0);
+        assert_int_equal(bfs_store_put(st, "t/p/r-0.avro", src, NULL), 0);
     uint8_t *buf = malloc(n);
-    assert_int_equal(bfs_store_get_range(st, "t/p/r-0.avro", 0, n, buf), 0);
+    assert_int_equal(bfs_store_get_range(st, "t/p/r-0.avro", 0, n, buf, NULL), 0);
     assert_memory_equal(buf, data, n);
     assert_int_equal(count_temp_files(root), 0);
     /* exactly one object */
@@ -540,10 +539,10 @@ static void test_file_reput_idempotent(void **state)
     /* a put of other bytes replaces the object */
     uint8_t *data2 = pattern(n / 2, 8);
     write_file(src, data2, n / 2);
-    assert_int_equal(bfs_store_put(st, "t/p/r-0.avro", src), 0);
-    assert_int_equal(bfs_store_get_range(st, "t/p/r-0.avro", 0, n / 2, buf), 0);
+    assert_int_equal(bfs_store_put(st, "t/p/r-0.avro", src, NULL), 0);
+    assert_int_equal(bfs_store_get_range(st, "t/p/r-0.avro", 0, n / 2, buf, NULL), 0);
     assert_memory_equal(buf, data2, n / 2);
-    assert_int_equal(bfs_store_get_range(st, "t/p/r-0.avro", 0, n / 2 + 1, buf), -EIO);
+    assert_int_equal(bfs_store_get_range(st, "t/p/r-0.avro", 0, n / 2 + 1, buf, NULL), -EIO);
 
     free(pd);
     free(buf);
@@ -586,7 +585,7 @@ static int cmp_str(const void *a, const void *b)
 static void expect_list(struct bfs_store *st, const char *prefix, const char *const *want)
 {
     struct listing l = {.n = 0};
-    assert_int_equal(bfs_store_list(st, prefix, collect, &l), 0);
+    assert_int_equal(bfs_store_list(st, prefix, collect, &l, NULL), 0);
     qsort(l.keys, (size_t)l.n, sizeof l.keys[0], cmp_str);
     int nw = 0;
     while (want[nw])
@@ -612,7 +611,7 @@ static void test_file_list_del(void **state)
         char *src = path_join(dir, "src");
         uint8_t *d = pattern(10 + i, (unsigned)i);
         write_file(src, d, 10 + i);
-        assert_int_equal(bfs_store_put(st, keys[i], src), 0);
+        assert_int_equal(bfs_store_put(st, keys[i], src, NULL), 0);
         free(d);
         free(src);
     }
@@ -631,7 +630,7 @@ static void test_file_list_del(void **state)
     free(p);
 
     struct listing l = {.n = 0};
-    assert_int_equal(bfs_store_list(st, "", collect, &l), 0);
+    assert_int_equal(bfs_store_list(st, "", collect, &l, NULL), 0);
     assert_int_equal(l.n, 6);
     for (int i = 0; i < l.n; i++) {
         int found = 0;
@@ -654,20 +653,20 @@ static void test_file_list_del(void **state)
 
     /* the callback stops the walk */
     struct listing s = {.n = 0, .stop_after = 2};
-    assert_int_equal(bfs_store_list(st, "", collect, &s), 42);
+    assert_int_equal(bfs_store_list(st, "", collect, &s, NULL), 42);
     assert_int_equal(s.n, 2);
     /* bad prefixes */
-    assert_int_equal(bfs_store_list(st, "../", collect, &l), -EINVAL);
-    assert_int_equal(bfs_store_list(st, "/a", collect, &l), -EINVAL);
+    assert_int_equal(bfs_store_list(st, "../", collect, &l, NULL), -EINVAL);
+    assert_int_equal(bfs_store_list(st, "/a", collect, &l, NULL), -EINVAL);
 
     /* del */
-    assert_int_equal(bfs_store_del(st, "a/1"), 0);
+    assert_int_equal(bfs_store_del(st, "a/1", NULL), 0);
     uint8_t b;
-    assert_int_equal(bfs_store_get_range(st, "a/1", 0, 1, &b), -ENOENT);
-    assert_int_equal(bfs_store_del(st, "a/1"), 0);       /* again: not an error */
-    assert_int_equal(bfs_store_del(st, "nodir/x/y"), 0); /* never existed */
+    assert_int_equal(bfs_store_get_range(st, "a/1", 0, 1, &b, NULL), -ENOENT);
+    assert_int_equal(bfs_store_del(st, "a/1", NULL), 0);       /* again: not an error */
+    assert_int_equal(bfs_store_del(st, "nodir/x/y", NULL), 0); /* never existed */
     expect_list(st, "a/", (const char *const[]){"a/2", "a/b/3", NULL});
-    assert_int_equal(bfs_store_del(st, "a/b"), -EISDIR); /* a directory is no object */
+    assert_int_equal(bfs_store_del(st, "a/b", NULL), -EISDIR); /* a directory is no object */
     expect_list(st, "a/", (const char *const[]){"a/2", "a/b/3", NULL});
 
     bfs_store_close(st);
@@ -707,16 +706,16 @@ static void tmp_store_free(struct tmp_store *t)
 static int put_link(struct bfs_store *st, const char *key, const char *path, int may_link)
 {
     const struct bfs_put_src src = {.path = path, .sha256 = NULL, .may_link = may_link};
-    return bfs_store_put_src(st, key, &src);
+    return bfs_store_put_src(st, key, &src, NULL);
 }
 
 static void assert_object(struct bfs_store *st, const char *key, const uint8_t *data, size_t n)
 {
     uint8_t *buf = malloc(n + 1);
     assert_non_null(buf);
-    assert_int_equal(bfs_store_get_range(st, key, 0, n, buf), 0);
+    assert_int_equal(bfs_store_get_range(st, key, 0, n, buf, NULL), 0);
     assert_memory_equal(buf, data, n);
-    assert_int_equal(bfs_store_get_range(st, key, 0, n + 1, buf), -EIO); /* nothing more */
+    assert_int_equal(bfs_store_get_range(st, key, 0, n + 1, buf, NULL), -EIO); /* nothing more */
     free(buf);
 }
 
@@ -791,7 +790,7 @@ static void test_file_put_link(void **state)
     write_file(src, data, n);
     assert_object(st, key, data2, n / 3);
     /* bfs_store_put never links */
-    assert_int_equal(bfs_store_put(st, "flat.avro", src), 0);
+    assert_int_equal(bfs_store_put(st, "flat.avro", src, NULL), 0);
     char *flat = path_join(root, "flat.avro");
     assert_true(ino_of(flat) != ino_of(src));
     assert_object(st, "flat.avro", data, n);
@@ -810,7 +809,7 @@ static void test_file_put_link(void **state)
     /* The sha256 hint means nothing to file:// (even a wrong one). */
     uint8_t zero[32] = {0};
     const struct bfs_put_src hinted = {.path = src, .sha256 = zero, .may_link = 1};
-    assert_int_equal(bfs_store_put_src(st, "t/p/hinted.avro", &hinted), 0);
+    assert_int_equal(bfs_store_put_src(st, "t/p/hinted.avro", &hinted, NULL), 0);
     assert_object(st, "t/p/hinted.avro", data, n);
 
     /* Failures are the copy's: a missing source, a directory. */
@@ -859,7 +858,7 @@ static void test_file_put_link_other_fs(void **state)
         if ((so.st_mode & 07777) != 0600 || so.st_nlink != 1 || ss.st_nlink != 1)
             _exit(3);
         uint8_t *buf = malloc(n);
-        if (!buf || bfs_store_get_range(st, "t/p/r-1.avro", 0, n, buf) != 0 ||
+        if (!buf || bfs_store_get_range(st, "t/p/r-1.avro", 0, n, buf, NULL) != 0 ||
             memcmp(buf, data, n) != 0)
             _exit(4);
         if (t.stats.store_put_requests != 1 || t.stats.store_put_bytes != n)
@@ -911,10 +910,10 @@ static int put_in_child(const char *root, const char *src, int drop_to_nobody, i
         char url[4200];
         snprintf(url, sizeof url, "file://%s", root);
         struct bfs_store *st = NULL;
-        if (bfs_store_open(url, NULL, NULL, &st, NULL, 0) < 0)
+        if (bfs_store_open(url, NULL, NULL, &st, NULL) < 0)
             _exit(252);
-        int rc = bfs_store_put(st, "t/p/x.avro", src);
-        int rc2 = bfs_store_put(st, "flat.avro", src);
+        int rc = bfs_store_put(st, "t/p/x.avro", src, NULL);
+        int rc2 = bfs_store_put(st, "flat.avro", src, NULL);
         bfs_store_close(st);
         _exit(rc == rc2 ? -rc : 253);
     }
@@ -983,7 +982,7 @@ static void *racer_put(void *arg)
 {
     struct race *r = arg;
     for (int i = 0; i < 60; i++) {
-        int rc = bfs_store_put(r->st, "race/obj", (i & 1) ? r->src_b : r->src_a);
+        int rc = bfs_store_put(r->st, "race/obj", (i & 1) ? r->src_b : r->src_a, NULL);
         if (rc != 0)
             r->bad++;
     }
@@ -998,7 +997,7 @@ static void *racer_read(void *arg)
     char *path = path_join(r->root, "race/obj");
     while (!r->stop) {
         /* through the store: a prefix both versions have */
-        int rc = bfs_store_get_range(r->st, "race/obj", 0, r->na, buf);
+        int rc = bfs_store_get_range(r->st, "race/obj", 0, r->na, buf, NULL);
         if (rc == 0) {
             for (size_t i = 1; i < r->na; i++)
                 if (buf[i] != buf[0]) {
@@ -1079,7 +1078,7 @@ static void *mput_thread(void *arg)
     for (int i = 0; i < 20; i++) {
         char key[64];
         snprintf(key, sizeof key, "t%d/p/x/%d-%d.avro", i, m->id, i);
-        if (bfs_store_put(m->st, key, m->src) != 0)
+        if (bfs_store_put(m->st, key, m->src, NULL) != 0)
             m->bad++;
     }
     return NULL;
@@ -1115,7 +1114,7 @@ static void test_file_concurrent_puts(void **state)
         assert_int_equal(m[i].bad, 0);
     }
     int n = 0;
-    assert_int_equal(bfs_store_list(st, "", count_cb, &n), 0);
+    assert_int_equal(bfs_store_list(st, "", count_cb, &n, NULL), 0);
     assert_int_equal(n, 120);
     assert_int_equal(stats.store_put_requests, 120);
     assert_int_equal(stats.store_put_bytes, 600);
@@ -1140,20 +1139,20 @@ static void test_file_root_recreated(void **state)
     uint8_t *data = pattern(1000, 3);
     char *src = path_join(dir, "src");
     write_file(src, data, 1000);
-    assert_int_equal(bfs_store_put(st, "t/p/a.avro", src), 0);
+    assert_int_equal(bfs_store_put(st, "t/p/a.avro", src, NULL), 0);
     rm_rf(root);
     assert_int_equal(mkdir(root, 0755), 0);
     uint8_t buf[1000];
-    assert_int_equal(bfs_store_get_range(st, "t/p/a.avro", 0, 10, buf), -ENOENT);
-    assert_int_equal(bfs_store_put(st, "t/p/b.avro", src), 0);
+    assert_int_equal(bfs_store_get_range(st, "t/p/a.avro", 0, 10, buf, NULL), -ENOENT);
+    assert_int_equal(bfs_store_put(st, "t/p/b.avro", src, NULL), 0);
     char *p = path_join(root, "t/p/b.avro");
     struct stat sb;
     assert_int_equal(stat(p, &sb), 0); /* in the new directory */
-    assert_int_equal(bfs_store_get_range(st, "t/p/b.avro", 0, 1000, buf), 0);
+    assert_int_equal(bfs_store_get_range(st, "t/p/b.avro", 0, 1000, buf, NULL), 0);
     assert_memory_equal(buf, data, 1000);
     /* deleted and not made again: a clear ENOENT, every time */
     rm_rf(root);
-    assert_int_equal(bfs_store_put(st, "t/p/c.avro", src), -ENOENT);
+    assert_int_equal(bfs_store_put(st, "t/p/c.avro", src, NULL), -ENOENT);
     bfs_store_close(st);
     free(p);
     free(src);
@@ -1174,7 +1173,7 @@ static void test_file_clean_temps(void **state)
     struct bfs_store *st = open_file_store(root, NULL);
     char *src = path_join(dir, "src");
     write_file(src, "abc", 3);
-    assert_int_equal(bfs_store_put(st, "t/p/a.avro", src), 0);
+    assert_int_equal(bfs_store_put(st, "t/p/a.avro", src, NULL), 0);
     const char *olds[] = {".bfs-tmp-1-0-a.avro", "t/.bfs-tmp-2-5-x", "t/p/.bfs-tmp-9-1-b.avro"};
     struct timespec past[2] = {{.tv_sec = time(NULL) - 7200}, {.tv_sec = time(NULL) - 7200}};
     for (size_t i = 0; i < 3; i++) {
@@ -1185,12 +1184,12 @@ static void test_file_clean_temps(void **state)
     }
     char *young = path_join(root, "t/p/.bfs-tmp-3-1-c.avro");
     write_file(young, "y", 1);
-    assert_int_equal(bfs_store_clean(st, 3600), 3);
+    assert_int_equal(bfs_store_clean(st, 3600, NULL), 3);
     struct stat sb;
     assert_int_equal(stat(young, &sb), 0);
     char *obj = path_join(root, "t/p/a.avro");
     assert_int_equal(stat(obj, &sb), 0);
-    assert_int_equal(bfs_store_clean(st, 3600), 0);
+    assert_int_equal(bfs_store_clean(st, 3600, NULL), 0);
     bfs_store_close(st);
     free(obj);
     free(young);
@@ -1220,7 +1219,7 @@ static int put_cond(struct bfs_store *st, const char *key, const char *path, enu
                                     .cond = cond,
                                     .if_match = if_match,
                                     .etag_out = etag_out};
-    return bfs_store_put_src(st, key, &src);
+    return bfs_store_put_src(st, key, &src, NULL);
 }
 
 static void test_file_create_only(void **state)
@@ -1267,7 +1266,7 @@ static void test_file_create_only(void **state)
     assert_true(ino_of(obj2) == ino_of(pb));
     assert_int_equal(count_temp_files(t.root), 0);
     /* A plain put still replaces. */
-    assert_int_equal(bfs_store_put(t.st, key, pb), 0);
+    assert_int_equal(bfs_store_put(t.st, key, pb, NULL), 0);
     assert_object(t.st, key, b, n);
     assert_int_equal(count_temp_files(t.root), 0);
     free(obj);
@@ -1292,35 +1291,35 @@ static void test_file_head_get(void **state)
     char want[33];
     md5_hex_of(a, n, want);
     struct bfs_store_head h;
-    assert_int_equal(bfs_store_head(t.st, "l/lease", &h), -ENOENT);
-    assert_int_equal(bfs_store_put(t.st, "l/lease", pa), 0);
-    assert_int_equal(bfs_store_head(t.st, "l/lease", &h), 0);
+    assert_int_equal(bfs_store_head(t.st, "l/lease", &h, NULL), -ENOENT);
+    assert_int_equal(bfs_store_put(t.st, "l/lease", pa, NULL), 0);
+    assert_int_equal(bfs_store_head(t.st, "l/lease", &h, NULL), 0);
     assert_int_equal(h.size, n);
     assert_string_equal(h.etag, want);
-    assert_int_equal(bfs_store_head(t.st, "l", &h), -ENOENT); /* a directory */
-    assert_int_equal(bfs_store_head(t.st, "l/lease/x", &h), -ENOENT);
-    assert_int_equal(bfs_store_head(t.st, "../x", &h), -EINVAL);
+    assert_int_equal(bfs_store_head(t.st, "l", &h, NULL), -ENOENT); /* a directory */
+    assert_int_equal(bfs_store_head(t.st, "l/lease/x", &h, NULL), -ENOENT);
+    assert_int_equal(bfs_store_head(t.st, "../x", &h, NULL), -EINVAL);
 
     void *data = NULL;
     size_t len = 0;
     char etag[BFS_STORE_ETAG_MAX];
     uint64_t gets = t.stats.store_get_requests;
-    assert_int_equal(bfs_store_get(t.st, "l/lease", n, &data, &len, etag), 0);
+    assert_int_equal(bfs_store_get(t.st, "l/lease", n, &data, &len, etag, NULL), 0);
     assert_int_equal(len, n);
     assert_memory_equal(data, a, n);
     assert_string_equal(etag, want);
     free(data);
     assert_int_equal(t.stats.store_get_requests, gets + 1);
-    assert_int_equal(bfs_store_get(t.st, "l/lease", n - 1, &data, &len, NULL), -EFBIG);
+    assert_int_equal(bfs_store_get(t.st, "l/lease", n - 1, &data, &len, NULL, NULL), -EFBIG);
     assert_null(data);
-    assert_int_equal(bfs_store_get(t.st, "l/none", n, &data, &len, etag), -ENOENT);
-    assert_int_equal(bfs_store_get(t.st, "l/lease", BFS_STORE_GET_MAX + 1ul, &data, &len, etag),
-                     -EINVAL);
+    assert_int_equal(bfs_store_get(t.st, "l/none", n, &data, &len, etag, NULL), -ENOENT);
+    assert_int_equal(
+        bfs_store_get(t.st, "l/lease", BFS_STORE_GET_MAX + 1ul, &data, &len, etag, NULL), -EINVAL);
     /* An empty object. */
     char *pe = path_join(t.dir, "e");
     write_file(pe, "", 0);
-    assert_int_equal(bfs_store_put(t.st, "l/empty", pe), 0);
-    assert_int_equal(bfs_store_get(t.st, "l/empty", 10, &data, &len, etag), 0);
+    assert_int_equal(bfs_store_put(t.st, "l/empty", pe, NULL), 0);
+    assert_int_equal(bfs_store_get(t.st, "l/empty", 10, &data, &len, etag, NULL), 0);
     assert_int_equal(len, 0);
     assert_string_equal(etag, "d41d8cd98f00b204e9800998ecf8427e");
     free(data);
@@ -1373,7 +1372,7 @@ static void test_file_compare_and_swap(void **state)
     assert_int_equal(put_cond(t.st, key, p1, (enum bfs_put_cond)7, NULL, NULL, 0), -EINVAL);
     assert_int_equal(count_temp_files(t.root), 0);
     /* del then CAS: -ENOENT. */
-    assert_int_equal(bfs_store_del(t.st, key), 0);
+    assert_int_equal(bfs_store_del(t.st, key, NULL), 0);
     assert_int_equal(put_cond(t.st, key, p1, BFS_PUT_MATCH, e2, NULL, 0), -ENOENT);
     assert_int_equal(count_temp_files(t.root), 0);
     free(ldir);
@@ -1493,7 +1492,7 @@ static void *incr_thread(void *arg)
         void *data = NULL;
         size_t len = 0;
         char etag[BFS_STORE_ETAG_MAX];
-        if (bfs_store_get(w->st, "c/counter", 100, &data, &len, etag) != 0) {
+        if (bfs_store_get(w->st, "c/counter", 100, &data, &len, etag, NULL) != 0) {
             w->bad++;
             break;
         }
@@ -1540,7 +1539,7 @@ static void test_file_cas_race(void **state)
     }
     void *data = NULL;
     size_t len = 0;
-    assert_int_equal(bfs_store_get(t.st, "c/counter", 100, &data, &len, NULL), 0);
+    assert_int_equal(bfs_store_get(t.st, "c/counter", 100, &data, &len, NULL, NULL), 0);
     assert_int_equal(strtol(data, NULL, 10), N * EACH);
     free(data);
     print_message("cas race: %d stale attempts\n", stale);

@@ -35,14 +35,16 @@ static struct memobj *find_locked(struct memstore *m, const char *key)
     return NULL;
 }
 
-static int mem_put(struct bfs_store *st, const char *key, const struct bfs_put_src *src)
+static int mem_put(struct bfs_store *st, const char *key, const struct bfs_put_src *src,
+                   struct bfs_err *err)
 {
     struct memstore *m = (struct memstore *)st;
     pthread_mutex_lock(&m->lock);
     int rc = m->put_rc;
+    const char *msg = m->put_msg;
     pthread_mutex_unlock(&m->lock);
     if (rc)
-        return rc;
+        return msg ? bfs_err_set(err, rc, "%s", msg) : rc;
     if (bfs_store_key_check(key) < 0)
         return -EINVAL;
     struct bfs_buf b = {0};
@@ -82,8 +84,10 @@ static int mem_put(struct bfs_store *st, const char *key, const struct bfs_put_s
     return 0;
 }
 
-static int mem_get(struct bfs_store *st, const char *key, uint64_t off, uint64_t len, void *buf)
+static int mem_get(struct bfs_store *st, const char *key, uint64_t off, uint64_t len, void *buf,
+                   struct bfs_err *err)
 {
+    (void)err;
     struct memstore *m = (struct memstore *)st;
     if (m->on_get)
         m->on_get(m->on_get_arg, key);
@@ -107,8 +111,10 @@ static int mem_get(struct bfs_store *st, const char *key, uint64_t off, uint64_t
 }
 
 static int mem_list(struct bfs_store *st, const char *prefix,
-                    int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
+                    int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx,
+                    struct bfs_err *err)
 {
+    (void)err;
     struct memstore *m = (struct memstore *)st;
     pthread_mutex_lock(&m->lock);
     int rc = 0;
@@ -119,8 +125,9 @@ static int mem_list(struct bfs_store *st, const char *prefix,
     return rc;
 }
 
-static int mem_del(struct bfs_store *st, const char *key)
+static int mem_del(struct bfs_store *st, const char *key, struct bfs_err *err)
 {
+    (void)err;
     struct memstore *m = (struct memstore *)st;
     pthread_mutex_lock(&m->lock);
     struct memobj *o = find_locked(m, key);

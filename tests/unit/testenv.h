@@ -33,12 +33,13 @@ struct memstore {
     pthread_mutex_t lock; /* guards everything below */
     struct memobj *obj;
     size_t n, cap;
-    unsigned puts;    /* successful puts */
-    unsigned changed; /* puts that replaced an object with other bytes */
-    unsigned bad_sha; /* puts whose digest was not the file's */
-    unsigned linked;  /* puts that were offered the file (may_link) */
-    int put_rc;       /* nonzero: every put fails with it */
-    unsigned gets;    /* get_range calls */
+    unsigned puts;       /* successful puts */
+    unsigned changed;    /* puts that replaced an object with other bytes */
+    unsigned bad_sha;    /* puts whose digest was not the file's */
+    unsigned linked;     /* puts that were offered the file (may_link) */
+    int put_rc;          /* nonzero: every put fails with it */
+    const char *put_msg; /* with put_rc: what the failing put says (as s3:// does), or NULL */
+    unsigned gets;       /* get_range calls */
     struct {
         char key[128];
         uint64_t off, len;
