@@ -131,23 +131,19 @@ static int get_bytes(const uint8_t *buf, size_t len, size_t *pos, uint8_t **out,
 {
     int64_t l;
     int rc = bfs_varint_get_long(buf, len, pos, &l);
-    if (rc == BFS_VARINT_TRUNCATED) {
+    if (rc == BFS_VARINT_TRUNCATED)
         return bfs_err_set(err, -EINVAL, "truncated header");
-    }
-    if (rc != BFS_VARINT_OK || l < 0) {
+    if (rc != BFS_VARINT_OK || l < 0)
         return bfs_err_set(err, -EINVAL, "bad header: a metadata length is not a valid length");
-    }
-    if ((uint64_t)l > len - *pos) {
+    if ((uint64_t)l > len - *pos)
         return bfs_err_set(err, -EINVAL, "truncated header");
-    }
     if (*pos + (size_t)l > BFS_OCF_MAX_HEADER) {
         return bfs_err_set(err, -EFBIG, "header (metadata and schema) larger than %u KiB",
                            BFS_OCF_MAX_HEADER >> 10);
     }
     uint8_t *p = malloc((size_t)l + 1);
-    if (!p) {
+    if (!p)
         return bfs_err_set(err, -ENOMEM, "out of memory");
-    }
     memcpy(p, buf + *pos, (size_t)l);
     p[l] = '\0';
     *pos += (size_t)l;
@@ -163,12 +159,10 @@ static int parse_meta(const uint8_t *buf, size_t len, size_t *pos, struct bfs_oc
     for (;;) {
         int64_t count;
         int rc = bfs_varint_get_long(buf, len, pos, &count);
-        if (rc == BFS_VARINT_TRUNCATED) {
+        if (rc == BFS_VARINT_TRUNCATED)
             return bfs_err_set(err, -EINVAL, "truncated header");
-        }
-        if (rc != BFS_VARINT_OK || count == INT64_MIN) {
+        if (rc != BFS_VARINT_OK || count == INT64_MIN)
             return bfs_err_set(err, -EINVAL, "bad header: metadata count is not a valid long");
-        }
         if (count == 0)
             return 0;
         if (count < 0) {
@@ -176,27 +170,23 @@ static int parse_meta(const uint8_t *buf, size_t len, size_t *pos, struct bfs_oc
             int64_t size;
             count = -count;
             rc = bfs_varint_get_long(buf, len, pos, &size);
-            if (rc == BFS_VARINT_TRUNCATED) {
+            if (rc == BFS_VARINT_TRUNCATED)
                 return bfs_err_set(err, -EINVAL, "truncated header");
-            }
             if (rc != BFS_VARINT_OK || size < 0) {
                 return bfs_err_set(err, -EINVAL,
                                    "bad header: metadata block size is not a valid size");
             }
         }
         /* Each entry takes at least two bytes (two zero lengths). */
-        if ((uint64_t)count > (len - *pos) / 2) {
+        if ((uint64_t)count > (len - *pos) / 2)
             return bfs_err_set(err, -EINVAL, "truncated header");
-        }
-        if ((uint64_t)count > MAX_META - h->n_meta) {
+        if ((uint64_t)count > MAX_META - h->n_meta)
             return bfs_err_set(err, -EINVAL, "bad header: more than %d metadata entries", MAX_META);
-        }
         if (h->n_meta + (size_t)count > cap) {
             size_t ncap = h->n_meta + (size_t)count;
             struct bfs_ocf_meta *m = realloc(h->meta, ncap * sizeof *m);
-            if (!m) {
+            if (!m)
                 return bfs_err_set(err, -ENOMEM, "out of memory");
-            }
             h->meta = m;
             cap = ncap;
         }
@@ -481,9 +471,8 @@ static int proc_init(struct proc *p, const struct bfs_ocf_schema *cs, bool decod
     if (!decode)
         return 0;
     p->iface = avro_generic_class_from_schema(cs->schema);
-    if (!p->iface) {
+    if (!p->iface)
         return bfs_err_set(p->err, -EINVAL, "schema is not supported by avro-c");
-    }
     if (avro_generic_value_new(p->iface, &p->value) != 0)
         return nomem(p);
     p->have_value = true;
@@ -694,9 +683,8 @@ static int process(struct proc *p, const uint8_t *buf, size_t len, const uint8_t
     while (pos < len) {
         p->block++;
         p->at = pos;
-        if (len - pos < MIN_BLOCK) {
+        if (len - pos < MIN_BLOCK)
             return bfs_err_set(p->err, -EINVAL, "%zu bytes after the last block", len - pos);
-        }
         int64_t count, size;
         rc = bfs_varint_get_long(buf, len, &pos, &count);
         if (rc != BFS_VARINT_OK)
@@ -758,15 +746,12 @@ int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header 
     bfs_err_clear(err);
     if (p.level == 0)
         p.level = 6;
-    if (p.level > 9 || (flags & ~(BFS_OCF_CROSSCHECK | BFS_OCF_DEFLATE_LEVEL(0xf)))) {
+    if (p.level > 9 || (flags & ~(BFS_OCF_CROSSCHECK | BFS_OCF_DEFLATE_LEVEL(0xf))))
         return bfs_err_set(err, -EINVAL, "bad flags %#x (deflate level %d)", flags, p.level);
-    }
-    if (codec != BFS_CODEC_NULL && codec != BFS_CODEC_DEFLATE && codec != BFS_CODEC_SNAPPY) {
+    if (codec != BFS_CODEC_NULL && codec != BFS_CODEC_DEFLATE && codec != BFS_CODEC_SNAPPY)
         return bfs_err_set(err, -EINVAL, "unknown target codec %d", (int)codec);
-    }
-    if (h->header_len > len || !h->schema_json) {
+    if (h->header_len > len || !h->schema_json)
         return bfs_err_set(err, -EINVAL, "truncated header");
-    }
     struct bfs_ocf_schema *own = NULL;
     const struct bfs_ocf_schema *cs = h->compiled;
     int rc = 0;
@@ -800,9 +785,8 @@ int bfs_ocf_parse_header_cached(const uint8_t *buf, size_t len, struct bfs_ocf_s
                                ? "truncated header"
                                : "not an Avro object container file (bad magic)");
     }
-    if (memcmp(buf, magic, sizeof magic) != 0) {
+    if (memcmp(buf, magic, sizeof magic) != 0)
         return bfs_err_set(err, -EINVAL, "not an Avro object container file (bad magic)");
-    }
     size_t pos = sizeof magic;
     int rc = parse_meta(buf, len, &pos, h, err);
     if (rc == 0 && len - pos < 16)

@@ -141,16 +141,14 @@ static int parse_file(const char *rest, struct bfs_store_url *out, struct bfs_er
     }
     size_t n = strlen(rest);
     for (size_t i = 0; i < n; i++)
-        if (is_ctl((unsigned char)rest[i])) {
+        if (is_ctl((unsigned char)rest[i]))
             return bfs_err_set(err, -EINVAL, "file:// store path contains a control character");
-        }
     while (n > 1 && rest[n - 1] == '/')
         n--;
     out->scheme = BFS_STORE_FILE;
     out->path = strndup(rest, n);
-    if (!out->path) {
+    if (!out->path)
         return bfs_err_set(err, -ENOMEM, "out of memory");
-    }
     return 0;
 }
 
@@ -170,9 +168,8 @@ static int parse_s3(const char *rest, struct bfs_store_url *out, struct bfs_err 
     while (pl && p[pl - 1] == '/')
         pl--;
     char *prefix = strndup(p, pl);
-    if (!prefix) {
+    if (!prefix)
         return bfs_err_set(err, -ENOMEM, "out of memory");
-    }
     if (pl && bfs_store_key_check(prefix) < 0) {
         bfs_err_set(err, -EINVAL,
                     "bad S3 prefix \"%s\": no leading or double '/', no \".\" or \"..\" parts, no "
@@ -184,9 +181,8 @@ static int parse_s3(const char *rest, struct bfs_store_url *out, struct bfs_err 
     out->scheme = BFS_STORE_S3;
     out->prefix = prefix;
     out->bucket = strndup(rest, bl);
-    if (!out->bucket) {
+    if (!out->bucket)
         return bfs_err_set(err, -ENOMEM, "out of memory");
-    }
     return 0;
 }
 

@@ -1545,17 +1545,15 @@ int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_s
     *out = NULL;
     bfs_err_clear(err);
     pthread_once(&s3_once, s3_global_init);
-    if (s3_global_rc != CURLE_OK) {
+    if (s3_global_rc != CURLE_OK)
         return bfs_err_set(err, -EIO, "s3: curl_global_init: %s", curl_easy_strerror(s3_global_rc));
-    }
     const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
     if (!vi || vi->version_num < 0x075500) {
         return bfs_err_set(err, -ENOTSUP, "s3: libcurl %s is too old (7.85 or later is needed)",
                            vi ? vi->version : "?");
     }
-    if (!bucket || bfs_store_bucket_check(bucket, strlen(bucket)) < 0) {
+    if (!bucket || bfs_store_bucket_check(bucket, strlen(bucket)) < 0)
         return bfs_err_set(err, -EINVAL, "s3: bad bucket name \"%s\"", bucket ? bucket : "");
-    }
     const char *endpoint = opts && opts->endpoint && opts->endpoint[0] ? opts->endpoint : NULL;
     if (!endpoint)
         endpoint = env_nonempty("AWS_ENDPOINT_URL_S3");
@@ -1566,9 +1564,8 @@ int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_s
         region = env_nonempty("AWS_REGION");
     if (!region)
         region = "us-east-1";
-    if (!region_ok(region)) {
+    if (!region_ok(region))
         return bfs_err_set(err, -EINVAL, "s3: bad region \"%s\"", region);
-    }
     if (endpoint &&
         (strncasecmp(endpoint, "http://", 7) != 0 && strncasecmp(endpoint, "https://", 8) != 0)) {
         return bfs_err_set(err, -EINVAL, "s3: endpoint \"%s\" must start with http:// or https://",
@@ -1595,9 +1592,8 @@ int bfs_store_s3_open(const char *bucket, const char *prefix, const struct bfs_s
     }
 
     struct s3_store *st = calloc(1, sizeof *st);
-    if (!st) {
+    if (!st)
         return bfs_err_set(err, -ENOMEM, "s3: out of memory");
-    }
     atomic_init(&st->etags_not_md5, 0);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_init(&st->share_lock[i], NULL);
