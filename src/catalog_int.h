@@ -236,31 +236,15 @@ static inline int valid_name(const char *s)
     return s && bfs_name_valid(s, strlen(s));
 }
 
-/* partitions.codec: the codec's Avro name (avro.codec). The catalog's own
- * table, so that it uses nothing of ocf.h but enum bfs_codec. NULL: no such
- * codec. */
+/* partitions.codec: the codec's Avro name (avro.codec); NULL for no codec. */
 static inline const char *codec_text(enum bfs_codec c)
 {
-    switch (c) {
-    case BFS_CODEC_NULL:
-        return "null";
-    case BFS_CODEC_DEFLATE:
-        return "deflate";
-    case BFS_CODEC_SNAPPY:
-        return "snappy";
-    }
-    return NULL;
+    return bfs_codec_valid(c) ? bfs_codec_name(c) : NULL;
 }
 
 static inline int codec_from_text(const char *s, enum bfs_codec *out)
 {
-    static const enum bfs_codec all[] = {BFS_CODEC_NULL, BFS_CODEC_DEFLATE, BFS_CODEC_SNAPPY};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (strcmp(s, codec_text(all[i])) == 0) {
-            *out = all[i];
-            return 0;
-        }
-    return -EINVAL;
+    return bfs_codec_parse(s, strlen(s), out);
 }
 
 /* ---- shared between the files ---- */

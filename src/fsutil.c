@@ -68,3 +68,12 @@ int bfs_dir_check(const char *path, uid_t uid, struct bfs_err *err)
     bfs_err_clear(err);
     return 0;
 }
+
+char *bfs_path_join(const char *a, const char *b)
+{
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", a, b);
+    return p;
+}

@@ -33,15 +33,6 @@
 #include "battlefs/roller.h"
 #include "battlefs/store.h"
 
-static char *path_join(const char *a, const char *b)
-{
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s/%s", a, b);
-    return p;
-}
-
 /* The roll's fault hook in test builds (-o fault=STEP): _exit(99) at the
  * step, or EIO from every put for put-fail. */
 struct roll_fault {
@@ -101,7 +92,7 @@ static void ctx_close_modules(struct bfs_ctx *ctx)
  * roller. */
 static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int start)
 {
-    char *db = path_join(ctx->opt.state_dir, "catalog.db");
+    char *db = bfs_path_join(ctx->opt.state_dir, "catalog.db");
     if (!db)
         return -ENOMEM;
     int rc = bfs_catalog_open(db, &ctx->cat);
@@ -196,10 +187,10 @@ static int state_dirs(struct bfs_ctx *ctx)
         rc = bfs_dir_check(state, getuid(), &err);
     if (rc == 0)
         rc = chmod(state, 0700) < 0 ? -errno : 0;
-    ctx->spool_dir = path_join(state, "spool");
-    ctx->cache_dir = path_join(state, "cache");
-    ctx->work_dir = path_join(state, "work");
-    char *store_dir = ctx->opt.store_default ? path_join(state, "store") : NULL;
+    ctx->spool_dir = bfs_path_join(state, "spool");
+    ctx->cache_dir = bfs_path_join(state, "cache");
+    ctx->work_dir = bfs_path_join(state, "work");
+    char *store_dir = ctx->opt.store_default ? bfs_path_join(state, "store") : NULL;
     if (rc == 0 && (!ctx->spool_dir || !ctx->cache_dir || !ctx->work_dir ||
                     (ctx->opt.store_default && !store_dir)))
         rc = -ENOMEM;

@@ -68,38 +68,6 @@ static const char *printable(const uint8_t *s, size_t n, char *tmp, size_t cap)
 /* ------------------------------------------------------------------------ */
 /* codecs                                                                    */
 
-int bfs_codec_parse(const char *name, size_t len, enum bfs_codec *out)
-{
-    static const struct {
-        const char *name;
-        enum bfs_codec codec;
-    } codecs[] = {
-        {"null", BFS_CODEC_NULL},
-        {"deflate", BFS_CODEC_DEFLATE},
-        {"snappy", BFS_CODEC_SNAPPY},
-    };
-    for (size_t i = 0; i < sizeof codecs / sizeof codecs[0]; i++) {
-        if (strlen(codecs[i].name) == len && memcmp(codecs[i].name, name, len) == 0) {
-            *out = codecs[i].codec;
-            return 0;
-        }
-    }
-    return -EINVAL;
-}
-
-const char *bfs_codec_name(enum bfs_codec c)
-{
-    switch (c) {
-    case BFS_CODEC_NULL:
-        return "null";
-    case BFS_CODEC_DEFLATE:
-        return "deflate";
-    case BFS_CODEC_SNAPPY:
-        return "snappy";
-    }
-    return "unknown";
-}
-
 /* ------------------------------------------------------------------------ */
 /* header                                                                    */
 

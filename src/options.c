@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "battlefs/fsutil.h"
 #include "battlefs/log.h"
 
 /* Raw option strings as fuse_opt_parse fills them. */
@@ -231,15 +232,6 @@ static char *default_state_dir(void)
     return strdup(buf);
 }
 
-static char *path_join(const char *a, const char *b)
-{
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s/%s", a, b);
-    return p;
-}
-
 /* fs.c's faults; the roll's are the roll steps' names, also as "roll:STEP". */
 static const char *const fs_faults[] = {"spool:named", "ingest:pause"};
 
@@ -314,7 +306,7 @@ static int resolve(const struct raw_opts *r, struct bfs_options *o, struct repor
             bad(rep, "-o state=%s: cannot find the current directory: %s", r->state, strerror(e));
             return -e;
         }
-        char *abs = path_join(cwd, o->state_dir);
+        char *abs = bfs_path_join(cwd, o->state_dir);
         free(o->state_dir);
         o->state_dir = abs;
         if (!abs)

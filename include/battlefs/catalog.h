@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #include "battlefs/err.h"
-#include "battlefs/ocf.h"
+#include "battlefs/codec.h"
 
 struct bfs_catalog;
 

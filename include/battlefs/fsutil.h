@@ -14,6 +14,9 @@
  * a parent exists and is not a directory), -ENOMEM, or mkdir's -errno. */
 int bfs_mkdirs(const char *path, mode_t mode);
 
+/* "a/b" in a new string (free it), or NULL when out of memory. */
+char *bfs_path_join(const char *a, const char *b);
+
 /* A directory of the state is what it should be: a real directory (not a
  * symbolic link: the mount would empty or chmod its target), owned by uid.
  * 0, or -ELOOP (a symbolic link), -ENOTDIR, -EPERM (another owner) or lstat's

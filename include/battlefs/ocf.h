@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "battlefs/buf.h"
+#include "battlefs/codec.h"
 #include "battlefs/err.h"
 
 /* Largest decompressed block accepted (a zip bomb stops here). */
@@ -30,16 +31,6 @@
  * items of an array of null) accepted in one file: bounds the work a few
  * bytes can ask for. Every other value takes at least one byte. */
 #define BFS_OCF_MAX_EMPTY (1u << 20)
-
-enum bfs_codec {
-    BFS_CODEC_NULL = 0,
-    BFS_CODEC_DEFLATE = 1,
-    BFS_CODEC_SNAPPY = 2,
-};
-
-/* "null", "deflate", "snappy" -> codec. 0 or -EINVAL. */
-int bfs_codec_parse(const char *name, size_t len, enum bfs_codec *out);
-const char *bfs_codec_name(enum bfs_codec c);
 
 struct bfs_ocf_meta {
     char *key;    /* NUL-terminated */
