@@ -52,6 +52,10 @@
  * list: a recursive walk from the deepest directory the prefix names, skipping
  *   temporary files, symbolic links, non-regular files and names that are not
  *   valid keys.
+ * list_after: the same walk, skipping the keys (and whole directories) that do
+ *   not sort after start_after; the keys found are sorted with strcmp and
+ *   delivered in order (at most max_keys; only the 2 * max_keys smallest are
+ *   held while walking).
  * del: unlink; a missing key is not an error (as S3).
  *
  * clean: remove the temporary files a killed daemon left (older than a bound,
@@ -836,6 +840,7 @@ static int file_get(struct bfs_store *base, const char *key, size_t max, void **
 struct walk {
     const char *prefix;
     size_t plen;
+    const char *after; /* list_after: only keys sorting after it (NULL: all) */
     int (*cb)(void *ctx, const char *key, uint64_t size);
     void *ctx;
     char key[BFS_STORE_KEY_MAX + 2];
@@ -881,6 +886,11 @@ static int walk_dir(struct walk *w, int dfd, size_t klen)
         if (S_ISDIR(sb.st_mode)) {
             if (bfs_store_prefix_check(w->key) < 0)
                 continue;
+            w->key[kl] = '/';
+            w->key[kl + 1] = '\0';
+            /* Every key below sorts before w->after: nothing to walk there. */
+            if (w->after && strncmp(w->after, w->key, kl + 1) > 0)
+                continue;
             int sub = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (sub < 0) {
                 if (errno == ENOENT)
@@ -888,13 +898,12 @@ static int walk_dir(struct walk *w, int dfd, size_t klen)
                 rc = -errno;
                 break;
             }
-            w->key[kl] = '/';
-            w->key[kl + 1] = '\0';
             rc = walk_dir(w, sub, kl + 1);
             if (rc != 0)
                 break;
         } else if (S_ISREG(sb.st_mode)) {
-            if (kl < w->plen || bfs_store_key_check(w->key) < 0)
+            if (kl < w->plen || bfs_store_key_check(w->key) < 0 ||
+                (w->after && strcmp(w->key, w->after) <= 0))
                 continue;
             rc = w->cb(w->ctx, w->key, (uint64_t)sb.st_size);
             if (rc != 0)
@@ -905,21 +914,17 @@ static int walk_dir(struct walk *w, int dfd, size_t klen)
     return rc;
 }
 
-static int file_list(struct bfs_store *base, const char *prefix,
-                     int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx,
-                     struct bfs_err *err)
+/* Walk the keys starting with prefix (checked) and, if after is not NULL,
+ * sorting after it, from the deepest directory prefix names; cb as for list. */
+static int walk_prefix(struct file_store *st, const char *prefix, const char *after,
+                       int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx)
 {
-    (void)err;
-    struct file_store *st = fs_of(base);
-    if (!prefix)
-        prefix = "";
-    if (!cb || bfs_store_prefix_check(prefix) < 0)
-        return -EINVAL;
     struct walk *w = malloc(sizeof *w);
     if (!w)
         return -ENOMEM;
     w->prefix = prefix;
     w->plen = strlen(prefix);
+    w->after = after;
     w->cb = cb;
     w->ctx = ctx;
     size_t dl = 0;
@@ -939,8 +944,95 @@ static int file_list(struct bfs_store *base, const char *prefix,
         rc = walk_dir(w, dfd, klen);
     }
     free(w);
+    return rc;
+}
+
+static int file_list(struct bfs_store *base, const char *prefix,
+                     int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx,
+                     struct bfs_err *err)
+{
+    (void)err;
+    struct file_store *st = fs_of(base);
+    if (!prefix)
+        prefix = "";
+    if (!cb || bfs_store_prefix_check(prefix) < 0)
+        return -EINVAL;
+    int rc = walk_prefix(st, prefix, NULL, cb, ctx);
     if (rc < 0)
         bfs_debug("file store: list %s: %s", prefix, strerror(-rc));
+    return rc;
+}
+
+/* The keys list_after collected, to be sorted; at most 2 * max_keys are kept
+ * (the smallest), so a walk with a bound needs memory for the bound only. */
+struct after_key {
+    char *key;
+    uint64_t size;
+};
+struct after_keys {
+    struct after_key *v;
+    size_t n, cap;
+    unsigned max_keys; /* 0: keep all */
+};
+
+static int cmp_after_key(const void *a, const void *b)
+{
+    return strcmp(((const struct after_key *)a)->key, ((const struct after_key *)b)->key);
+}
+
+/* Sort the keys and keep the max_keys smallest. */
+static void after_trim(struct after_keys *l)
+{
+    qsort(l->v, l->n, sizeof *l->v, cmp_after_key);
+    while (l->max_keys && l->n > l->max_keys)
+        free(l->v[--l->n].key);
+}
+
+static int after_collect(void *ctx, const char *key, uint64_t size)
+{
+    struct after_keys *l = ctx;
+    if (l->n == l->cap && l->max_keys && l->n >= 2 * (size_t)l->max_keys)
+        after_trim(l);
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        struct after_key *v = realloc(l->v, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    char *k = strdup(key);
+    if (!k)
+        return -ENOMEM;
+    l->v[l->n].key = k;
+    l->v[l->n].size = size;
+    l->n++;
+    return 0;
+}
+
+static int file_list_after(struct bfs_store *base, const char *prefix, const char *start_after,
+                           unsigned max_keys, int (*cb)(void *ctx, const char *key, uint64_t size),
+                           void *ctx, struct bfs_err *err)
+{
+    (void)err;
+    struct file_store *st = fs_of(base);
+    if (!prefix)
+        prefix = "";
+    if (!start_after)
+        start_after = "";
+    if (!cb || bfs_store_prefix_check(prefix) < 0 || bfs_store_prefix_check(start_after) < 0)
+        return -EINVAL;
+    struct after_keys l = {.v = NULL, .n = 0, .cap = 0, .max_keys = max_keys};
+    int rc = walk_prefix(st, prefix, start_after[0] ? start_after : NULL, after_collect, &l);
+    if (rc == 0)
+        after_trim(&l);
+    for (size_t i = 0; rc == 0 && i < l.n; i++)
+        rc = cb(ctx, l.v[i].key, l.v[i].size);
+    for (size_t i = 0; i < l.n; i++)
+        free(l.v[i].key);
+    free(l.v);
+    if (rc < 0)
+        bfs_debug("file store: list %s after \"%s\": %s", prefix, start_after, strerror(-rc));
     return rc;
 }
 
@@ -1039,6 +1131,7 @@ static const struct bfs_store_ops file_ops = {
     .put = file_put,
     .get_range = file_get_range,
     .list = file_list,
+    .list_after = file_list_after,
     .del = file_del,
     .clean = file_clean,
     .destroy = file_destroy,

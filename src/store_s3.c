@@ -37,6 +37,12 @@
  * answers 404 NoSuchKey; stores that answer 412 get the same through the
  * HEAD).
  *
+ * Listing: ListObjectsV2 (list-type=2) pages, following NextContinuationToken.
+ * list_after sends start-after=<store prefix><start_after> with every page,
+ * max-keys no larger than the keys still wanted (no page is asked for once
+ * max_keys were delivered), and checks that the keys ascend strictly: its
+ * caller resumes from the last key it saw, so one out of order is -EIO.
+ *
  * Secrets: the secret key is only handed to libcurl; it and the Authorization
  * header never reach a log line (nothing here logs request headers).
  */
@@ -73,6 +79,7 @@
 #define S3_ERRBODY_MAX        (16u * 1024u)
 #define S3_LIST_BODY_MAX      (32u * 1024u * 1024u)
 #define S3_LIST_MAX_PAGES     1000000u
+#define S3_LIST_PAGE_KEYS     1000u /* S3's page when max-keys is not sent */
 #define S3_COMPARE_CHUNK      (8u * 1024u * 1024u)
 /* Statuses a request's caller handles itself: no ERROR line for them. */
 #define S3_QUIET_404 1u
@@ -1317,12 +1324,24 @@ static int s3_del(struct bfs_store *base, const char *key, struct bfs_err *err)
     return rc;
 }
 
-/* Parse one ListObjectsV2 page: call cb for each key, set *token to the
+/* One listing (s3_list, s3_list_after): what was asked, and where it is. */
+struct s3_listing {
+    const char *prefix; /* as the caller gave it, for messages */
+    int (*cb)(void *ctx, const char *key, uint64_t size);
+    void *ctx;
+    uint64_t max_keys; /* deliver at most this many keys; 0: all */
+    uint64_t count;    /* keys delivered */
+    int ordered;       /* list_after: each key must sort after the last one */
+    char *last;        /* ordered: the last key delivered (full, malloc'ed), at first
+                        * start-after's; NULL: none yet */
+};
+
+/* Parse one ListObjectsV2 page: call l->cb for each key, set *token to the
  * continuation token (malloc'ed) if the listing goes on, else NULL. */
-static int parse_list_page(struct s3_store *st, const struct bfs_buf *body, const char *what,
-                           int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx,
-                           char **token, uint64_t *count)
+static int parse_list_page(struct s3_store *st, const struct bfs_buf *body, struct s3_listing *l,
+                           char **token)
 {
+    const char *what = l->prefix;
     const char *s = (const char *)body->data, *e = s + body->len;
     const char *vs, *ve;
     *token = NULL;
@@ -1361,18 +1380,33 @@ static int parse_list_page(struct s3_store *st, const struct bfs_buf *body, cons
             free(size);
             return -EIO;
         }
+        free(size);
         if (strncmp(key, st->prefix, plen) != 0 || !key[plen]) {
             bfs_error("s3: list %s: key \"%.200s\" is outside the store's prefix", what, key);
             free(key);
-            free(size);
             return -EIO;
         }
-        rc = cb(ctx, key + plen, (uint64_t)sz);
-        free(key);
-        free(size);
+        if (l->ordered && l->last && strcmp(key, l->last) <= 0) {
+            /* The caller goes on from the last key it saw: a key out of order
+             * would be skipped for good. */
+            bfs_error("s3: list %s: key \"%.200s\" does not sort after \"%.200s\": the store does "
+                      "not list in ascending order",
+                      what, key, l->last);
+            free(key);
+            return -EIO;
+        }
+        rc = l->cb(l->ctx, key + plen, (uint64_t)sz);
+        if (l->ordered) {
+            free(l->last);
+            l->last = key;
+        } else {
+            free(key);
+        }
         if (rc != 0)
             return rc;
-        (*count)++;
+        l->count++;
+        if (l->max_keys && l->count >= l->max_keys)
+            return 0; /* enough: no token, no more pages */
         p = ce + strlen("</Contents>");
     }
     const char *ts, *te;
@@ -1390,30 +1424,41 @@ static int parse_list_page(struct s3_store *st, const struct bfs_buf *body, cons
     return rc;
 }
 
-static int s3_list(struct bfs_store *base, const char *prefix,
-                   int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx,
-                   struct bfs_err *err)
+/* Run listing l (prefix checked) from the first key after start_after ("":
+ * from the first key): ListObjectsV2 pages, following continuation tokens. */
+static int list_pages(struct s3_store *st, struct s3_listing *l, const char *start_after,
+                      struct bfs_err *err)
 {
-    struct s3_store *st = (struct s3_store *)base;
-    if (!cb || bfs_store_prefix_check(prefix) < 0) {
-        bfs_error("s3: list: invalid prefix \"%.200s\"", prefix ? prefix : "(null)");
-        return -EINVAL;
-    }
-    char *full = NULL;
-    if (asprintf(&full, "%s%s", st->prefix, prefix) < 0)
-        return -ENOMEM;
-    char *what = NULL;
-    if (asprintf(&what, "list %s", prefix) < 0) {
+    char *full = NULL, *after = NULL, *what = NULL;
+    if (asprintf(&full, "%s%s", st->prefix, l->prefix) < 0)
+        full = NULL;
+    if (start_after[0] && asprintf(&after, "%s%s", st->prefix, start_after) < 0)
+        after = NULL;
+    if (asprintf(&what, "list %s", l->prefix) < 0)
+        what = NULL;
+    if (!full || (start_after[0] && !after) || !what) {
         free(full);
+        free(after);
+        free(what);
+        return -ENOMEM;
+    }
+    if (l->ordered && after && !(l->last = strdup(after))) {
+        free(full);
+        free(after);
+        free(what);
         return -ENOMEM;
     }
     struct bfs_buf body = {0};
     char *token = NULL;
-    uint64_t count = 0;
     int rc = 0;
     for (unsigned page = 0; page < S3_LIST_MAX_PAGES; page++) {
+        /* Ask for no more keys than are still wanted. */
+        uint64_t keys = st->list_max_keys;
+        if (l->max_keys && l->max_keys - l->count < (keys ? keys : S3_LIST_PAGE_KEYS))
+            keys = l->max_keys - l->count;
         /* Parameters in canonical (sorted, encoded) order: libcurl 7.88 signs
-         * the query string as written. */
+         * the query string as written. start-after goes with every page, as the
+         * AWS SDKs' paginators send it (S3 goes on from the token). */
         struct bfs_buf u = {0};
         rc = bfs_buf_printf(&u, "%s?", st->list_url);
         if (rc == 0 && token) {
@@ -1425,12 +1470,17 @@ static int s3_list(struct bfs_store *base, const char *prefix,
         }
         if (rc == 0)
             rc = bfs_buf_printf(&u, "list-type=2&");
-        if (rc == 0 && st->list_max_keys)
-            rc = bfs_buf_printf(&u, "max-keys=%u&", st->list_max_keys);
+        if (rc == 0 && keys)
+            rc = bfs_buf_printf(&u, "max-keys=%" PRIu64 "&", keys);
         if (rc == 0)
             rc = bfs_buf_printf(&u, "prefix=");
         if (rc == 0)
             rc = uri_encode(&u, full, 0);
+        if (rc == 0 && after) {
+            rc = bfs_buf_printf(&u, "&start-after=");
+            if (rc == 0)
+                rc = uri_encode(&u, after, 0);
+        }
         struct s3_req r;
         req_init(&r, st, "GET", what);
         r.body = &body;
@@ -1445,19 +1495,57 @@ static int s3_list(struct bfs_store *base, const char *prefix,
             break;
         free(token);
         token = NULL;
-        rc = parse_list_page(st, &body, prefix, cb, ctx, &token, &count);
+        rc = parse_list_page(st, &body, l, &token);
         if (rc != 0 || !token)
             break;
     }
     if (rc == 0 && token) {
-        bfs_error("s3: list %s: more than %u pages", prefix, S3_LIST_MAX_PAGES);
+        bfs_error("s3: list %s: more than %u pages", l->prefix, S3_LIST_MAX_PAGES);
         rc = -EIO;
     }
     free(token);
     bfs_buf_free(&body);
+    free(l->last);
+    l->last = NULL;
     free(full);
+    free(after);
     free(what);
     return rc;
+}
+
+static int s3_list(struct bfs_store *base, const char *prefix,
+                   int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx,
+                   struct bfs_err *err)
+{
+    struct s3_store *st = (struct s3_store *)base;
+    if (!cb || bfs_store_prefix_check(prefix) < 0) {
+        bfs_error("s3: list: invalid prefix \"%.200s\"", prefix ? prefix : "(null)");
+        return -EINVAL;
+    }
+    struct s3_listing l = {.prefix = prefix, .cb = cb, .ctx = ctx};
+    return list_pages(st, &l, "", err);
+}
+
+static int s3_list_after(struct bfs_store *base, const char *prefix, const char *start_after,
+                         unsigned max_keys, int (*cb)(void *ctx, const char *key, uint64_t size),
+                         void *ctx, struct bfs_err *err)
+{
+    struct s3_store *st = (struct s3_store *)base;
+    if (!prefix)
+        prefix = "";
+    if (!start_after)
+        start_after = "";
+    if (!cb || bfs_store_prefix_check(prefix) < 0) {
+        bfs_error("s3: list: invalid prefix \"%.200s\"", prefix);
+        return -EINVAL;
+    }
+    if (bfs_store_prefix_check(start_after) < 0) {
+        bfs_error("s3: list %s: invalid start-after \"%.200s\"", prefix, start_after);
+        return -EINVAL;
+    }
+    struct s3_listing l = {
+        .prefix = prefix, .cb = cb, .ctx = ctx, .max_keys = max_keys, .ordered = 1};
+    return list_pages(st, &l, start_after, err);
 }
 
 static void s3_destroy(struct bfs_store *base)
@@ -1503,6 +1591,7 @@ static const struct bfs_store_ops s3_ops = {
     .put = s3_put,
     .get_range = s3_get_range,
     .list = s3_list,
+    .list_after = s3_list_after,
     .del = s3_del,
     .destroy = s3_destroy,
     .head = s3_head,

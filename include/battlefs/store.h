@@ -137,6 +137,21 @@ struct bfs_store_ops {
      * NULL: not supported (bfs_store_get answers -ENOTSUP). */
     int (*get)(struct bfs_store *st, const char *key, size_t max, void **data, size_t *len,
                char *etag, struct bfs_err *err);
+    /* Call cb for every key that starts with prefix and sorts strictly after
+     * start_after (bytewise, as strcmp and S3's ListObjectsV2 start-after; NULL
+     * or "" = from the first key), in ascending bytewise order, stopping after
+     * max_keys calls when max_keys > 0. A non-zero return of cb stops the walk
+     * and is returned. Both prefix and start_after follow bfs_store_prefix_check
+     * (start_after need not exist: a key, or "dir/", "dir/2025-"). 0, -EINVAL
+     * (bad prefix or start_after), -EIO (s3://: also a listing out of order),
+     * -ETIMEDOUT, with err; file:// also the errno of its walk (-EACCES, -ENOMEM).
+     * For a reader that picks up what is new since the last key it read: s3://
+     * sends start-after and asks for no page once max_keys keys came; file://
+     * walks the directory of the prefix (as list) and sorts what sorts after.
+     * NULL: not supported (bfs_store_list_after answers -ENOTSUP). */
+    int (*list_after)(struct bfs_store *st, const char *prefix, const char *start_after,
+                      unsigned max_keys, int (*cb)(void *ctx, const char *key, uint64_t size),
+                      void *ctx, struct bfs_err *err);
 };
 
 struct bfs_store {
@@ -221,6 +236,16 @@ static inline int bfs_store_list(struct bfs_store *st, const char *prefix,
 {
     bfs_err_clear(err);
     return bfs_store_result(err, st->ops->list(st, prefix, cb, ctx, err));
+}
+static inline int bfs_store_list_after(struct bfs_store *st, const char *prefix,
+                                       const char *start_after, unsigned max_keys,
+                                       int (*cb)(void *ctx, const char *key, uint64_t size),
+                                       void *ctx, struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    return bfs_store_result(err, st->ops->list_after ? st->ops->list_after(st, prefix, start_after,
+                                                                           max_keys, cb, ctx, err)
+                                                     : -ENOTSUP);
 }
 static inline int bfs_store_del(struct bfs_store *st, const char *key, struct bfs_err *err)
 {

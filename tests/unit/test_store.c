@@ -1199,6 +1199,207 @@ static void test_file_clean_temps(void **state)
     free(dir);
 }
 
+/* ---- file:// list_after ---------------------------------------------------- */
+
+/* list_after and compare with want (NULL-terminated, in the order expected). */
+static void expect_after(struct bfs_store *st, const char *prefix, const char *after,
+                         unsigned max_keys, const char *const *want)
+{
+    struct listing l = {.n = 0};
+    struct bfs_err err = {.code = 1};
+    assert_int_equal(bfs_store_list_after(st, prefix, after, max_keys, collect, &l, &err), 0);
+    assert_int_equal(err.code, 0);
+    int nw = 0;
+    while (want[nw])
+        nw++;
+    if (l.n != nw) {
+        for (int i = 0; i < l.n; i++)
+            print_message("  got %s\n", l.keys[i]);
+        fail_msg("list_after \"%s\" after \"%s\" max %u: %d keys, expected %d", prefix,
+                 after ? after : "(null)", max_keys, l.n, nw);
+    }
+    for (int i = 0; i < nw; i++)
+        assert_string_equal(l.keys[i], want[i]);
+}
+
+/* Counts keys and checks that they ascend. */
+struct ascending {
+    char last[64];
+    char first[64];
+    int n;
+};
+
+static int check_ascending(void *ctx, const char *key, uint64_t size)
+{
+    (void)size;
+    struct ascending *a = ctx;
+    if (a->n == 0)
+        snprintf(a->first, sizeof a->first, "%s", key);
+    else
+        assert_true(strcmp(a->last, key) < 0);
+    snprintf(a->last, sizeof a->last, "%s", key);
+    a->n++;
+    return 0;
+}
+
+static void test_file_list_after(void **state)
+{
+    (void)state;
+    struct tmp_store t;
+    tmp_store_new(&t, 1);
+    struct bfs_store *st = t.st;
+    /* put out of order, in nested directories; '.' < '/' < '0' bytewise, so a
+     * walk of the tree, directory by directory, is not the order of the keys */
+    const char *keys[] = {"log/00000000000000000003.json",
+                          "log/a0",
+                          "log/00000000000000000001.json",
+                          "log/a/x",
+                          "log/00000000000000000010.json",
+                          "log/a.x",
+                          "log/a/b/c",
+                          "log/00000000000000000002.json",
+                          "logs/z",
+                          "other/1",
+                          "top"};
+    char *src = path_join(t.dir, "src");
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        write_file(src, "0123456789", i + 1);
+        assert_int_equal(bfs_store_put(st, keys[i], src, NULL), 0);
+    }
+    /* what list_after skips, as list does */
+    const char *junk[] = {"log/.bfs-tmp-1-2-00000000000000000004.json", "log/a/.bfs-tmp-9-1-y"};
+    for (size_t i = 0; i < 2; i++) {
+        char *p = path_join(t.root, junk[i]);
+        write_file(p, "junk", 4);
+        free(p);
+    }
+    char *p = path_join(t.root, "log/a/link");
+    assert_int_equal(symlink("x", p), 0);
+    free(p);
+
+    const char *const all[] = {"log/00000000000000000001.json",
+                               "log/00000000000000000002.json",
+                               "log/00000000000000000003.json",
+                               "log/00000000000000000010.json",
+                               "log/a.x",
+                               "log/a/b/c",
+                               "log/a/x",
+                               "log/a0",
+                               NULL};
+    expect_after(st, "log/", NULL, 0, all);
+    expect_after(st, "log/", "", 0, all);
+    expect_after(st, "log/", "log/", 0, all);
+    expect_after(st, "log/", "a", 0, all);   /* before the prefix */
+    expect_after(st, "log/", "log", 0, all); /* a prefix of the prefix */
+    /* strictly after: a key itself is not listed again */
+    expect_after(st, "log/", "log/00000000000000000002.json", 0, all + 2);
+    expect_after(st, "log/", "log/00000000000000000010.json", 0, all + 4);
+    expect_after(st, "log/", "log/a.x", 0, all + 5);
+    expect_after(st, "log/", "log/a/b/c", 0, all + 6);
+    expect_after(st, "log/", "log/a0", 0, all + 8);
+    /* between keys, and a directory's name */
+    expect_after(st, "log/", "log/00000000000000000002", 0, all + 1);
+    expect_after(st, "log/", "log/00000000000000000005.json", 0, all + 3);
+    expect_after(st, "log/", "log/a", 0, all + 4);
+    expect_after(st, "log/", "log/a/", 0, all + 5);
+    expect_after(st, "log/", "log/a/b/", 0, all + 5);
+    expect_after(st, "log/", "log/a/c", 0, all + 6);
+    /* beyond the last */
+    expect_after(st, "log/", "log/b", 0, all + 8);
+    expect_after(st, "log/", "zzz", 0, all + 8);
+    /* max_keys */
+    expect_after(st, "log/", NULL, 1, (const char *const[]){all[0], NULL});
+    expect_after(st, "log/", NULL, 3, (const char *const[]){all[0], all[1], all[2], NULL});
+    expect_after(st, "log/", "log/00000000000000000003.json", 2,
+                 (const char *const[]){all[3], all[4], NULL});
+    expect_after(st, "log/", "log/a/x", 5, all + 7);
+    expect_after(st, "log/", NULL, 8, all);
+    expect_after(st, "log/", NULL, 1000, all);
+    /* prefixes */
+    expect_after(st, "log/a", NULL, 0, all + 4);
+    expect_after(st, "log/a/", NULL, 0, (const char *const[]){"log/a/b/c", "log/a/x", NULL});
+    expect_after(st, "log/a/", "log/a/b", 0, (const char *const[]){"log/a/b/c", "log/a/x", NULL});
+    expect_after(st, "log/a/", "log/a/b/c", 0, (const char *const[]){"log/a/x", NULL});
+    expect_after(st, "log/a/", "log/a0", 0, (const char *const[]){NULL});
+    expect_after(st, "log/0", "log/00000000000000000003.json", 0,
+                 (const char *const[]){all[3], NULL});
+    expect_after(st, "log", "log/a/x", 0, (const char *const[]){"log/a0", "logs/z", NULL});
+    expect_after(st, "", "log/a0", 0, (const char *const[]){"logs/z", "other/1", "top", NULL});
+    expect_after(st, "", "other/", 2, (const char *const[]){"other/1", "top", NULL});
+    expect_after(st, "nothing/", NULL, 0, (const char *const[]){NULL});
+    expect_after(st, "top/", NULL, 0, (const char *const[]){NULL}); /* a file, not a directory */
+    /* sizes */
+    struct listing l = {.n = 0};
+    assert_int_equal(bfs_store_list_after(st, "log/a", "log/a/b/c", 1, collect, &l, NULL), 0);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.keys[0], "log/a/x");
+    assert_int_equal(l.sizes[0], 4); /* keys[3] */
+
+    /* the callback stops the walk; its value is returned */
+    struct listing s = {.n = 0, .stop_after = 2};
+    assert_int_equal(bfs_store_list_after(st, "log/", "log/a.x", 0, collect, &s, NULL), 42);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.keys[1], "log/a/x");
+
+    /* many keys, put in an order unlike theirs; max_keys keeps only the
+     * smallest while walking */
+    char *many = path_join(t.root, "many");
+    assert_int_equal(mkdir(many, 0700), 0);
+    for (unsigned i = 0; i < 300; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s/%03u", many, (i * 7u) % 300u);
+        write_file(name, "m", 1);
+    }
+    free(many);
+    struct ascending a = {.n = 0};
+    assert_int_equal(bfs_store_list_after(st, "many/", NULL, 0, check_ascending, &a, NULL), 0);
+    assert_int_equal(a.n, 300);
+    assert_string_equal(a.first, "many/000");
+    assert_string_equal(a.last, "many/299");
+    for (unsigned max = 1; max <= 301; max += 50) {
+        memset(&a, 0, sizeof a);
+        assert_int_equal(
+            bfs_store_list_after(st, "many/", "many/099", max, check_ascending, &a, NULL), 0);
+        assert_int_equal(a.n, max < 200 ? (int)max : 200);
+        assert_string_equal(a.first, "many/100");
+        char want[16];
+        snprintf(want, sizeof want, "many/%03u", max < 200 ? 99 + max : 299);
+        assert_string_equal(a.last, want);
+    }
+
+    /* bad arguments */
+    struct bfs_err err;
+    assert_int_equal(bfs_store_list_after(st, "../", NULL, 0, collect, &l, &err), -EINVAL);
+    assert_int_equal(err.code, -EINVAL);
+    assert_int_equal(bfs_store_list_after(st, "/log", NULL, 0, collect, &l, &err), -EINVAL);
+    assert_int_equal(bfs_store_list_after(st, "log//", NULL, 0, collect, &l, &err), -EINVAL);
+    assert_int_equal(bfs_store_list_after(st, "log/", NULL, 0, NULL, NULL, &err), -EINVAL);
+    const char *bad_after[] = {"log/a\nb", "log/\x7f", "/log/a",
+                               "log//a",   "log/../a", "log/.bfs-tmp-1"};
+    for (size_t i = 0; i < sizeof bad_after / sizeof bad_after[0]; i++) {
+        assert_int_equal(bfs_store_list_after(st, "log/", bad_after[i], 0, collect, &l, &err),
+                         -EINVAL);
+        assert_int_equal(err.code, -EINVAL);
+    }
+    char longkey[BFS_STORE_KEY_MAX + 2];
+    memset(longkey, 'z', sizeof longkey - 1);
+    for (size_t i = 100; i < BFS_STORE_KEY_MAX; i += 100)
+        longkey[i] = '/';
+    longkey[sizeof longkey - 1] = '\0'; /* 1025 bytes */
+    assert_int_equal(bfs_store_list_after(st, "", longkey, 0, collect, &l, &err), -EINVAL);
+    longkey[BFS_STORE_KEY_MAX] = '\0'; /* 1024 bytes: fine, and after every key */
+    expect_after(st, "", longkey, 0, (const char *const[]){NULL});
+
+    /* a store without list_after */
+    static const struct bfs_store_ops no_ops = {.list = NULL};
+    struct bfs_store none = {.ops = &no_ops};
+    assert_int_equal(bfs_store_list_after(&none, "", NULL, 0, collect, &l, &err), -ENOTSUP);
+    assert_int_equal(err.code, -ENOTSUP);
+
+    free(src);
+    tmp_store_free(&t);
+}
+
 /* ---- conditional writes, head, get ---------------------------------------- */
 
 static void md5_hex_of(const void *data, size_t n, char out[33])
@@ -1579,6 +1780,7 @@ int main(void)
         cmocka_unit_test(test_file_put_get),
         cmocka_unit_test(test_file_reput_idempotent),
         cmocka_unit_test(test_file_list_del),
+        cmocka_unit_test(test_file_list_after),
         cmocka_unit_test(test_file_put_denied),
         cmocka_unit_test(test_file_put_atomic),
         cmocka_unit_test(test_file_concurrent_puts),
