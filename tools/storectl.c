@@ -8,7 +8,10 @@
  *     get KEY OFF LEN     write LEN bytes at OFF of KEY to stdout (one ranged GET)
  *     cat KEY             write the whole of KEY (at most 64 MiB) to stdout
  *     head KEY            print "SIZE<TAB>ETAG"
- *     list [PREFIX]       print "KEY<TAB>SIZE" for every key starting with PREFIX
+ *     list [--start-after KEY] [--max-keys N] [PREFIX]
+ *                         print "KEY<TAB>SIZE" for every key starting with PREFIX; with
+ *                         either option in ascending bytewise order, only the keys
+ *                         after KEY, at most N of them (bfs_store_list_after)
  *     del KEY             delete KEY
  *
  * S3 credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
@@ -19,6 +22,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +44,10 @@ static void usage(FILE *f)
                "  get KEY OFF LEN    write LEN bytes at byte OFF of KEY to stdout\n"
                "  cat KEY            write the whole of KEY (at most 64 MiB) to stdout\n"
                "  head KEY           print SIZE<TAB>ETAG of KEY\n"
-               "  list [PREFIX]      print KEY<TAB>SIZE for every key starting with PREFIX\n"
+               "  list [--start-after KEY] [--max-keys N] [PREFIX]\n"
+               "                     print KEY<TAB>SIZE for every key starting with PREFIX;\n"
+               "                     with an option: in ascending bytewise order, only keys\n"
+               "                     sorting after KEY, at most N (1..4294967295) of them\n"
                "  del KEY            delete KEY\n"
                "S3 credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN.\n"
                "Exit status: 0 done, 1 failed, 2 usage, 3 the condition of a put failed.\n");
@@ -87,6 +94,54 @@ static int parse_o(char *arg, struct bfs_store_opts *opts)
             return -EINVAL;
         }
     }
+    return 0;
+}
+
+/* The options of list, anywhere among its arguments ("--" ends them):
+ * --start-after KEY and --max-keys N. The other arguments are moved to the
+ * front of args and counted in *nargs. 0, or -EINVAL after a message. */
+static int list_options(char **args, int *nargs, const char **start_after, unsigned *max_keys)
+{
+    int n = 0, options = 1;
+    for (int i = 0; i < *nargs; i++) {
+        const char *a = args[i];
+        if (!options || strncmp(a, "--", 2) != 0) {
+            args[n++] = args[i];
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            options = 0;
+            continue;
+        }
+        int sa = strcmp(a, "--start-after") == 0;
+        if (!sa && strcmp(a, "--max-keys") != 0) {
+            fprintf(stderr, "battlefs-store: unknown option \"%s\" of list\n", a);
+            return -EINVAL;
+        }
+        if (i + 1 == *nargs) {
+            fprintf(stderr, "battlefs-store: %s needs a value\n", a);
+            return -EINVAL;
+        }
+        const char *v = args[++i];
+        uint64_t m = 0;
+        if (sa && bfs_store_prefix_check(v) < 0) {
+            fprintf(stderr,
+                    "battlefs-store: --start-after \"%s\" is not a key or key prefix (at most %u "
+                    "bytes, no control characters, no leading '/', no empty, \".\" or \"..\" "
+                    "component)\n",
+                    v, BFS_STORE_KEY_MAX);
+            return -EINVAL;
+        }
+        if (!sa && (parse_u64(v, &m) < 0 || m == 0 || m > UINT_MAX)) {
+            fprintf(stderr, "battlefs-store: --max-keys must be 1..%u\n", UINT_MAX);
+            return -EINVAL;
+        }
+        if (sa)
+            *start_after = v;
+        else
+            *max_keys = (unsigned)m;
+    }
+    *nargs = n;
     return 0;
 }
 
@@ -179,6 +234,12 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    const char *start_after = NULL;
+    unsigned max_keys = 0;
+    if (strcmp(cmd, "list") == 0 && list_options(args, &nargs, &start_after, &max_keys) < 0) {
+        usage(stderr);
+        return 2;
+    }
     int want = strcmp(cmd, "put") == 0    ? 2
                : strcmp(cmd, "get") == 0  ? 3
                : strcmp(cmd, "cat") == 0  ? 1
@@ -248,7 +309,10 @@ int main(int argc, char **argv)
         }
     } else if (strcmp(cmd, "list") == 0) {
         const char *prefix = nargs ? args[0] : "";
-        rc = bfs_store_list(st, prefix, print_key, NULL, &err);
+        if (start_after || max_keys)
+            rc = bfs_store_list_after(st, prefix, start_after, max_keys, print_key, NULL, &err);
+        else
+            rc = bfs_store_list(st, prefix, print_key, NULL, &err);
         if (rc < 0)
             status = fail("list", prefix[0] ? prefix : "(all)", rc, &err);
     } else {

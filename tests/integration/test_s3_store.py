@@ -228,6 +228,146 @@ def test_list_of_nothing(s3):
     assert got == {} and r.stdout == b""
 
 
+# ------------------------------------------------------------------ listing after a key
+
+def list_after(s3, *args, **kw):
+    """`battlefs-store list ARGS...`: the (key, size) lines in the order printed."""
+    r = run(s3, s3.url, "list", *args, **kw)
+    out = []
+    for line in r.stdout.decode().splitlines():
+        k, _, size = line.rpartition("\t")
+        out.append((k, int(size)))
+    return r, out
+
+
+def list_requests(s3):
+    return [q for q in s3.requests if q["query"].get("list-type") == "2"]
+
+
+LOG = "_battlefs/log/"
+
+
+def log_key(i):
+    return f"{LOG}{i:020d}.json"
+
+
+@pytest.fixture
+def log25(s3):
+    """_battlefs/log/ with 25 keys (put out of order; size = the number), and keys around it."""
+    for i in sorted(range(1, 26), key=lambda i: (i * 7) % 26):
+        s3.put_object(log_key(i), b"L" * i)
+    for k in ("_battlefs/lease", "_battlefs/log.x", "_battlefs/logz/1", "battle/a.avro"):
+        s3.put_object(k, b"o")
+    return [(log_key(i), i) for i in range(1, 26)]
+
+
+def test_list_start_after_follows_continuation_tokens(s3, log25):
+    env = s3.environ(BATTLEFS_S3_LIST_MAX_KEYS=5)
+    after = log_key(7)
+    _, got = list_after(s3, "--start-after", after, LOG, env=env, check=0)
+    assert got == log25[7:]  # 8..25, in ascending order, not 7 itself
+    lists = list_requests(s3)
+    assert len(lists) == 4  # 18 keys, 5 per page: only the pages after the key are read
+    full_after = f"{s3.prefix}/{after}"
+    for q in lists:
+        assert q["query"]["start-after"] == full_after
+        assert q["query"]["prefix"] == f"{s3.prefix}/{LOG}"
+        assert q["query"]["max-keys"] == "5"
+        assert q["status"] == 200
+    assert "continuation-token" not in lists[0]["query"]
+    assert all(q["query"].get("continuation-token") for q in lists[1:])
+    # options after PREFIX too; "" starts from the first key
+    s3.clear_log()
+    _, got = list_after(s3, LOG, "--start-after", "", env=env, check=0)
+    assert got == log25
+    assert all("start-after" not in q["query"] for q in list_requests(s3))
+    assert s3.failures == []
+
+
+def test_list_max_keys_stops_requesting_pages(s3, log25):
+    env = s3.environ(BATTLEFS_S3_LIST_MAX_KEYS=5)
+    _, got = list_after(s3, "--start-after", log_key(7), "--max-keys", "7", LOG, env=env, check=0)
+    assert got == log25[7:14]
+    lists = list_requests(s3)
+    # 5 from the first page; the second asks for the 2 still wanted; no third
+    assert [q["query"]["max-keys"] for q in lists] == ["5", "2"]
+    assert lists[1]["query"].get("continuation-token")
+    # a bound at the end of a page: the (truncated) page is the last request
+    s3.clear_log()
+    _, got = list_after(s3, "--max-keys", "5", LOG, env=env, check=0)
+    assert got == log25[:5]
+    assert [q["query"]["max-keys"] for q in list_requests(s3)] == ["5"]
+    # without the page-size knob: max-keys is the bound itself, one request
+    s3.clear_log()
+    _, got = list_after(s3, "--start-after", log_key(20), "--max-keys", "3", LOG, check=0)
+    assert got == log25[20:23]
+    (q,) = list_requests(s3)
+    assert q["query"]["max-keys"] == "3" and q["query"]["start-after"].endswith(log_key(20))
+    # more than there is
+    s3.clear_log()
+    _, got = list_after(s3, "--start-after", log_key(23), "--max-keys", "100", LOG, env=env,
+                        check=0)
+    assert got == log25[23:]
+    assert len(list_requests(s3)) == 1
+
+
+def test_list_start_after_the_last_key_and_outside_the_prefix(s3, log25):
+    # after the last key: nothing, one request
+    r, got = list_after(s3, "--start-after", log_key(25), LOG, check=0)
+    assert got == [] and r.stdout == b""
+    assert len(list_requests(s3)) == 1
+    # between keys; and a start-after before the prefix, or past it
+    _, got = list_after(s3, "--start-after", f"{LOG}00000000000000000012", LOG, check=0)
+    assert got == log25[11:]
+    _, got = list_after(s3, "--start-after", "_battlefs/a", LOG, check=0)
+    assert got == log25
+    _, got = list_after(s3, "--start-after", "_battlefs/m", LOG, check=0)
+    assert got == []
+    # a shorter prefix: the keys around _battlefs/log/ too
+    _, got = list_after(s3, "--start-after", log_key(24), "_battlefs/", check=0)
+    assert got == [log25[24], ("_battlefs/logz/1", 1)]
+
+
+def test_list_after_refuses_a_listing_out_of_order(s3, log25):
+    """s3rver 3.7.1 walks its directory tree: it lists _battlefs/log/... before _battlefs/log.x,
+    although '.' < '/' (S3 sorts bytewise). A reader that goes on from the last key it saw would
+    skip log.x for good, so list_after fails instead; plain list (any order) does not care."""
+    r, got = list_after(s3, "--start-after", "_battlefs/lease", "_battlefs/", check=1)
+    err = r.stderr.decode()
+    assert re.search(r'ERROR: s3: list _battlefs/: key "\S+/_battlefs/log.x" does not sort after '
+                     r'"\S+/_battlefs/log/00000000000000000025.json"', err)
+    assert "Input/output error" in err
+    assert got == [("_battlefs/log/%020d.json" % i, i) for i in range(1, 26)]
+    _, every = listing(s3, "_battlefs/", check=0)
+    assert len(every) == 28
+
+
+def test_list_start_after_is_encoded_and_signed(s3):
+    keys = ["q/a b&c=d+e 1.json", "q/a b&c=d+e 2.json", "q/a b&c=d+e 3.json", "q/\u00e9t\u00e9"]
+    for k in keys:
+        s3.put_object(k, b"z")
+    _, got = list_after(s3, "--start-after", keys[0], "q/", check=0)
+    assert [k for k, _ in got] == keys[1:]
+    (q,) = list_requests(s3)
+    assert q["query"]["start-after"] == f"{s3.prefix}/{keys[0]}"
+    assert "start-after=" in q["raw_query"] and "%26" in q["raw_query"]
+    assert q["sig_error"] is None and s3.failures == []
+
+
+def test_list_after_bad_arguments_send_nothing(s3):
+    for args in (["--start-after", "../x"], ["--start-after", "a\nb"], ["--start-after", "/a"],
+                 ["--start-after", "x" * 1025], ["--max-keys", "0"], ["--max-keys", "-1"],
+                 ["--max-keys", "4294967296"], ["--max-keys", "ten"], ["--max-keys"],
+                 ["--start-after"], ["--bogus"], ["--start-after", "a", "p/", "q/"]):
+        r = run(s3, s3.url, "list", *args, check=2)
+        assert r.stdout == b""
+    assert s3.requests == []
+    # "--" ends the options: a prefix that looks like one
+    s3.put_object("--x/1", b"1")
+    _, got = list_after(s3, "--max-keys", "1", "--", "--x/", check=0)
+    assert got == [("--x/1", 1)]
+
+
 # ------------------------------------------------------------------ credentials
 
 def test_wrong_secret_is_a_clear_error_and_not_retried(s3, blob):
