@@ -147,6 +147,23 @@ static const char *const MIGRATIONS[] = {
     "CREATE INDEX block_indexes_dataset ON block_indexes(table_name, period_tag, dataset_id,"
     "  file_id);"
     "CREATE INDEX block_indexes_file ON block_indexes(file_id);",
+    /* 2: the store's log (ledger.c): rolls of every node, where each stands
+     * in the log, and what this catalog has read of it */
+    "ALTER TABLE rolls ADD COLUMN node TEXT;"
+    "ALTER TABLE rolls ADD COLUMN log_seq INTEGER;"
+    "ALTER TABLE rolls ADD COLUMN epoch INTEGER;"
+    "CREATE UNIQUE INDEX rolls_log_seq ON rolls(log_seq);"
+    "ALTER TABLE archived_files ADD COLUMN sha256 BLOB;"
+    "ALTER TABLE archived_files ADD COLUMN schema_fingerprint TEXT;"
+    "ALTER TABLE archived_files ADD COLUMN codec TEXT;"
+    "CREATE TABLE ledger("
+    "  id INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  log_pos INTEGER NOT NULL,"
+    "  state_id TEXT NOT NULL);"
+    "INSERT INTO ledger VALUES(1, 0, lower(hex(randomblob(16))));"
+    "CREATE TABLE ledger_nodes("
+    "  node TEXT PRIMARY KEY,"
+    "  epoch INTEGER NOT NULL);",
 };
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -201,6 +218,21 @@ static const char *const WSQL[W_COUNT] = {
                 " ORDER BY id LIMIT ?1)",
     [W_DEL_ROWS] = "DELETE FROM buffer_rows WHERE id BETWEEN ?1 AND ?2",
     [W_ROLL_DONE] = "UPDATE rolls SET committed_at = ?2 WHERE id = ?1 AND committed_at IS NULL",
+    [W_LEDGER_GET] = "SELECT log_pos, substr(state_id, 1, 8) FROM ledger WHERE id = 1",
+    [W_LEDGER_SET] = "UPDATE ledger SET log_pos = ?1 WHERE id = 1",
+    [W_NODE_EPOCH] = "INSERT INTO ledger_nodes(node, epoch) VALUES(?1, ?2) ON CONFLICT(node)"
+                     " DO UPDATE SET epoch = max(epoch, excluded.epoch)",
+    [W_ROLL_LOGGED] = "UPDATE rolls SET committed_at = ?2, node = ?3, log_seq = ?4, epoch = ?5"
+                      " WHERE id = ?1",
+    [W_ROLL_ADD] = "INSERT INTO rolls(id, claimed_at, committed_at, first_row, last_row,"
+                   " row_count, byte_count, node, log_seq, epoch)"
+                   " VALUES(?1, ?2, ?3, 0, -1, ?4, ?5, ?6, ?7, ?8)",
+    [W_ARCH_ADD] = "INSERT INTO archived_files(file_path, table_name, period_tag, size,"
+                   " header_length, roll_id, seq, created_at, sha256, schema_fingerprint, codec)"
+                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    [W_IDX_ADD] = "INSERT INTO block_indexes(dataset_id, table_name, period_tag, file_id,"
+                  " start_byte, length, record_count, uploaded_at)"
+                  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 };
 
 #define HAS_DATA(p)                                                                                \
@@ -211,8 +243,9 @@ static const char *const WSQL[W_COUNT] = {
 static const char *const RSQL[R_COUNT] = {
     [R_BEGIN] = "BEGIN",
     [R_COMMIT] = "COMMIT",
-    [R_PARTITION] = "SELECT id, schema_id, codec, sync, schema_json, header FROM partitions"
-                    " WHERE table_name = ?1 AND period_tag = ?2",
+    [R_PARTITION] = "SELECT p.id, p.schema_id, p.codec, p.sync, p.schema_json, p.header,"
+                    " s.fingerprint FROM partitions p JOIN schemas s ON s.id = p.schema_id"
+                    " WHERE p.table_name = ?1 AND p.period_tag = ?2",
     [R_COLD] = "SELECT a.id, a.file_path, i.start_byte, i.length, i.record_count, i.uploaded_at"
                " FROM block_indexes i JOIN archived_files a ON a.id = i.file_id"
                " WHERE i.table_name = ?1 AND i.period_tag = ?2 AND i.dataset_id = ?3"
@@ -243,21 +276,27 @@ static const char *const RSQL[R_COUNT] = {
     [R_COUNTS] = "SELECT uploads, bytes, (SELECT count(*) FROM archived_files) FROM buffer_totals",
     [R_PENDING] = "SELECT id, byte_count FROM rolls WHERE committed_at IS NULL"
                   " ORDER BY claimed_at, id LIMIT 1",
-    [R_ROLL_GET] = "SELECT first_row, last_row FROM rolls WHERE id = ?1",
+    [R_ROLL_GET] = "SELECT first_row, last_row, claimed_at, row_count, byte_count FROM rolls"
+                   " WHERE id = ?1",
     /* A page of the roll's rows (ids ?6 to ?1) after (table, period, dataset,
      * id) = (?2, ?3, ?4, ?5): the rest of that dataset, then the next
      * datasets. (Two queries: SQLite does not seek on a row value that
      * includes the rowid.) */
-    [R_ROLL_SAME] = "SELECT id, table_name, period_tag, dataset_id, record_count, byte_length"
+    [R_ROLL_SAME] = "SELECT id, table_name, period_tag, dataset_id, record_count, byte_length,"
+                    " created_at"
                     " FROM buffer_rows WHERE table_name = ?2 AND period_tag = ?3"
                     " AND dataset_id = ?4 AND id > ?5 AND id BETWEEN ?6 AND ?1"
                     " ORDER BY id LIMIT ?7",
-    [R_ROLL_NEXT] = "SELECT id, table_name, period_tag, dataset_id, record_count, byte_length"
+    [R_ROLL_NEXT] = "SELECT id, table_name, period_tag, dataset_id, record_count, byte_length,"
+                    " created_at"
                     " FROM buffer_rows INDEXED BY buffer_rows_dataset"
                     " WHERE (table_name, period_tag, dataset_id) > (?2, ?3, ?4)"
                     " AND id BETWEEN ?6 AND ?1"
                     " ORDER BY table_name, period_tag, dataset_id, id LIMIT ?7",
     [R_ARCHIVES] = "SELECT file_path FROM archived_files ORDER BY id",
+    [R_LEDGER] = "SELECT log_pos, state_id FROM ledger WHERE id = 1",
+    [R_NODE_EPOCH] = "SELECT epoch FROM ledger_nodes WHERE node = ?1",
+    [R_ROLL_STATE] = "SELECT committed_at IS NOT NULL, log_seq FROM rolls WHERE id = ?1",
 };
 
 static int set_pragmas(sqlite3 *db, int writer)

@@ -56,6 +56,13 @@ int bfs_cat_read_partition(struct rconn *c, const char *table, const char *perio
         else if (p->header_len)
             memcpy(p->header, hdr, p->header_len);
     }
+    if (e == 0) {
+        const char *fp = (const char *)sqlite3_column_text(st, 6);
+        if (!fp || strlen(fp) != 16)
+            e = -EIO;
+        else
+            memcpy(p->fingerprint, fp, 17);
+    }
     if (e == -EIO)
         bfs_error("catalog: partition %s/%s has a bad codec or sync marker", table, period);
     sqlite3_reset(st);
@@ -133,10 +140,11 @@ static void fingerprint_hex(const struct bfs_upload *up, char hex[17])
     snprintf(hex, 17, "%016" PRIx64, up->fingerprint);
 }
 
-/* Insert one upload inside the group transaction (under its savepoint).
- * Returns 0 or -errno with err set. */
-static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, int64_t now,
-                         struct bfs_err *err)
+/* In a write transaction: find the upload's partition (*schema_id) or create
+ * it with its schema row. 0, -EINVAL (another schema), -EAGAIN (another
+ * codec), -errno; err says why. */
+static int partition_locked(struct bfs_catalog *cat, const struct bfs_upload *up, int64_t now,
+                            int64_t *schema_id_out, struct bfs_err *err)
 {
     sqlite3 *db = cat->w;
     sqlite3_stmt *st;
@@ -227,6 +235,40 @@ static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, i
         if (rc != SQLITE_OK)
             goto sql_error;
     }
+    *schema_id_out = schema_id;
+    return 0;
+
+sql_error:
+    return bfs_err_set(err, sql_errno(rc), "catalog: %s", sqlite3_errmsg(db));
+}
+
+int bfs_catalog_partition_add(struct bfs_catalog *cat, const struct bfs_upload *up,
+                              struct bfs_err *err)
+{
+    if (!valid_name(up->table) || !valid_name(up->period))
+        return bfs_err_set(err, -EINVAL, "bad table or period name");
+    int64_t schema_id;
+    struct wtx tx = {.what = "partition"};
+    int e = bfs_cat_wtx_begin(cat, &tx);
+    if (e < 0)
+        return bfs_err_set(err, e, "catalog: begin: %s", strerror(-e));
+    e = partition_locked(cat, up, (int64_t)time(NULL), &schema_id, err);
+    if (e == -EAGAIN)
+        e = -EINVAL; /* nothing normalises again here: the codecs differ */
+    return bfs_cat_wtx_end(cat, &tx, e);
+}
+
+/* Insert one upload inside the group transaction (under its savepoint).
+ * Returns 0 or -errno with err set. */
+static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, int64_t now,
+                         struct bfs_err *err)
+{
+    sqlite3 *db = cat->w;
+    sqlite3_stmt *st;
+    int64_t schema_id;
+    int rc = partition_locked(cat, up, now, &schema_id, err);
+    if (rc < 0)
+        return rc;
 
     st = cat->ws[W_ROW_INS];
     bind_text(st, 1, up->table);

@@ -88,6 +88,13 @@ enum wst {
     W_PURGE,
     W_DEL_ROWS,
     W_ROLL_DONE,
+    W_LEDGER_GET,
+    W_LEDGER_SET,
+    W_NODE_EPOCH,
+    W_ROLL_LOGGED,
+    W_ROLL_ADD,
+    W_ARCH_ADD,
+    W_IDX_ADD,
     W_COUNT
 };
 
@@ -109,6 +116,9 @@ enum rst {
     R_ROLL_SAME,
     R_ROLL_NEXT,
     R_ARCHIVES,
+    R_LEDGER,
+    R_NODE_EPOCH,
+    R_ROLL_STATE,
     R_COUNT
 };
 

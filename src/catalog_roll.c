@@ -54,8 +54,8 @@ static int pending_locked(struct bfs_catalog *cat, char id[BFS_ROLL_ID_MAX])
 
 /* In a write transaction: record a claim of every buffered row in id. 0 with
  * its rows and bytes, -EBUSY, -ENODATA, -errno. */
-static int claim_locked(struct bfs_catalog *cat, char id[BFS_ROLL_ID_MAX], int64_t *rows,
-                        int64_t *bytes)
+static int claim_locked(struct bfs_catalog *cat, const char *node, char id[BFS_ROLL_ID_MAX],
+                        int64_t *rows, int64_t *bytes)
 {
     sqlite3 *db = cat->w;
     char pending[BFS_ROLL_ID_MAX];
@@ -96,7 +96,17 @@ static int claim_locked(struct bfs_catalog *cat, char id[BFS_ROLL_ID_MAX], int64
     char stamp[32];
     gmtime_r(&now, &tm);
     strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-    snprintf(id, BFS_ROLL_ID_MAX, "%s-%" PRId64, stamp, first);
+    /* Row ids start again at 1 in a new state directory (a rebuilt one, or
+     * another host taking the node name over): its id keeps roll ids apart. */
+    char sid[16] = "";
+    st = cat->ws[W_LEDGER_GET];
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        snprintf(sid, sizeof sid, "%s", (const char *)sqlite3_column_text(st, 1));
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW || strlen(sid) != 8)
+        return rc == SQLITE_ROW || rc == SQLITE_DONE ? -EIO : sql_fail(db, rc, "claim");
+    snprintf(id, BFS_ROLL_ID_MAX, "%s-%s-%s-%" PRId64, node, stamp, sid, first);
 
     st = cat->ws[W_ROLL_INS];
     bind_text(st, 1, id);
@@ -112,15 +122,17 @@ static int claim_locked(struct bfs_catalog *cat, char id[BFS_ROLL_ID_MAX], int64
     return 0;
 }
 
-int bfs_catalog_roll_claim(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX], uint64_t *rows,
-                           uint64_t *bytes)
+int bfs_catalog_roll_claim(struct bfs_catalog *cat, const char *node, char roll_id[BFS_ROLL_ID_MAX],
+                           uint64_t *rows, uint64_t *bytes)
 {
     char id[BFS_ROLL_ID_MAX];
+    if (!bfs_node_valid(node))
+        return -EINVAL;
     int64_t n = 0, total = 0;
     struct wtx tx = {.what = "claim"};
     int e = bfs_cat_wtx_begin(cat, &tx);
     if (e == 0)
-        e = bfs_cat_wtx_end(cat, &tx, claim_locked(cat, id, &n, &total));
+        e = bfs_cat_wtx_end(cat, &tx, claim_locked(cat, node, id, &n, &total));
     if (e < 0)
         return e;
     memcpy(roll_id, id, strlen(id) + 1);
@@ -146,6 +158,7 @@ int bfs_catalog_purge(struct bfs_catalog *cat, int rows)
 
 struct page_row {
     int64_t id;
+    int64_t created_at;
     uint64_t records, length;
     char table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1], dataset[BFS_NAME_MAX + 1];
 };
@@ -160,8 +173,10 @@ static int copy_name(char dst[BFS_NAME_MAX + 1], sqlite3_stmt *st, int col)
     return 0;
 }
 
-/* The id range [lo, hi] of roll_id's rows: 0, -ENOENT or -errno. */
-static int roll_range(struct bfs_catalog *cat, const char *roll_id, int64_t *lo, int64_t *hi)
+/* The id range [lo, hi] of roll_id's rows (and, if info is not NULL, its
+ * claim): 0, -ENOENT or -errno. */
+static int roll_get(struct bfs_catalog *cat, const char *roll_id, int64_t *lo, int64_t *hi,
+                    struct bfs_roll_info *info)
 {
     struct rconn *c;
     int rc = bfs_cat_racquire(cat, &c);
@@ -173,6 +188,11 @@ static int roll_range(struct bfs_catalog *cat, const char *roll_id, int64_t *lo,
     if (rc == SQLITE_ROW) {
         *lo = sqlite3_column_int64(st, 0);
         *hi = sqlite3_column_int64(st, 1);
+        if (info) {
+            info->claimed_at = sqlite3_column_int64(st, 2);
+            info->rows = (uint64_t)sqlite3_column_int64(st, 3);
+            info->bytes = (uint64_t)sqlite3_column_int64(st, 4);
+        }
         rc = 0;
     } else {
         rc = rc == SQLITE_DONE ? -ENOENT : sql_fail(c->db, rc, "look a roll up");
@@ -208,6 +228,7 @@ static int roll_page(struct bfs_catalog *cat, int64_t lo, int64_t hi, const stru
             r->id = sqlite3_column_int64(st, 0);
             r->records = (uint64_t)sqlite3_column_int64(st, 4);
             r->length = (uint64_t)sqlite3_column_int64(st, 5);
+            r->created_at = sqlite3_column_int64(st, 6);
             if (copy_name(r->table, st, 1) < 0 || copy_name(r->period, st, 2) < 0 ||
                 copy_name(r->dataset, st, 3) < 0) {
                 bfs_error("catalog: buffer row %" PRId64 " has a bad name", r->id);
@@ -228,7 +249,7 @@ int bfs_catalog_roll_rows(struct bfs_catalog *cat, const char *roll_id,
                           int (*cb)(void *ctx, const struct bfs_roll_row *row), void *ctx)
 {
     int64_t lo, hi;
-    int ret = roll_range(cat, roll_id, &lo, &hi);
+    int ret = roll_get(cat, roll_id, &lo, &hi, NULL);
     if (ret < 0)
         return ret;
     struct page_row *rows = malloc(ROLL_PAGE * sizeof *rows);
@@ -250,6 +271,7 @@ int bfs_catalog_roll_rows(struct bfs_catalog *cat, const char *roll_id,
                 .dataset = rows[i].dataset,
                 .records = rows[i].records,
                 .length = rows[i].length,
+                .created_at = rows[i].created_at,
             };
             ret = cb(ctx, &row);
         }
@@ -261,147 +283,8 @@ int bfs_catalog_roll_rows(struct bfs_catalog *cat, const char *roll_id,
     return ret;
 }
 
-/* Check the shape of a roll commit's records before touching the database. */
-static int check_records(const char *roll_id, const struct bfs_archive_rec *ar, size_t n_ar,
-                         const struct bfs_index_rec *ix, size_t n_ix)
+int bfs_catalog_roll_info(struct bfs_catalog *cat, const char *roll_id, struct bfs_roll_info *info)
 {
-    size_t next = 0;
-    for (size_t i = 0; i < n_ar; i++) {
-        const struct bfs_archive_rec *a = &ar[i];
-        if (!a->key || !a->key[0] || !valid_name(a->table) || !valid_name(a->period) ||
-            !u64_ok(a->size) || a->header_length > a->size || a->first_index != next ||
-            a->n_index > n_ix - next) {
-            bfs_error("catalog: roll %s: bad archive record %zu", roll_id, i);
-            return -EINVAL;
-        }
-        for (size_t j = a->first_index; j < a->first_index + a->n_index; j++) {
-            const struct bfs_index_rec *x = &ix[j];
-            if (!valid_name(x->dataset) || x->start_byte < a->header_length ||
-                x->start_byte > a->size || x->length > a->size - x->start_byte ||
-                !u64_ok(x->records)) {
-                bfs_error("catalog: roll %s: bad index record %zu of %s", roll_id, j, a->key);
-                return -EINVAL;
-            }
-        }
-        next += a->n_index;
-    }
-    if (next != n_ix) {
-        bfs_error("catalog: roll %s: %zu index records, archives cover %zu", roll_id, n_ix, next);
-        return -EINVAL;
-    }
-    return 0;
-}
-
-/* In a write transaction with foreign keys off: the roll commit's rows. 0 or
- * -errno (logged). */
-static int roll_commit_locked(struct bfs_catalog *cat, const char *roll_id,
-                              const struct bfs_archive_rec *archives, size_t n_archives,
-                              const struct bfs_index_rec *index)
-{
-    sqlite3 *db = cat->w;
-    sqlite3_stmt *st = cat->ws[W_ROLL_GET];
-    bind_text(st, 1, roll_id);
-    int rc = sqlite3_step(st);
-    int committed = rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL;
-    int64_t lo = rc == SQLITE_ROW ? sqlite3_column_int64(st, 1) : 0;
-    int64_t hi = rc == SQLITE_ROW ? sqlite3_column_int64(st, 2) : 0;
-    sqlite3_reset(st);
-    if (rc == SQLITE_DONE) {
-        bfs_error("catalog: commit of roll %s: no such roll", roll_id);
-        return -ENOENT;
-    }
-    if (rc != SQLITE_ROW)
-        goto sql_error;
-    if (committed) {
-        bfs_error("catalog: commit of roll %s: already committed", roll_id);
-        return -EALREADY;
-    }
-
-    int64_t now = (int64_t)time(NULL);
-    for (size_t i = 0; i < n_archives; i++) {
-        const struct bfs_archive_rec *a = &archives[i];
-        st = cat->ws[W_ARCH_INS];
-        bind_text(st, 1, a->key);
-        bind_text(st, 2, a->table);
-        bind_text(st, 3, a->period);
-        sqlite3_bind_int64(st, 4, (int64_t)a->size);
-        sqlite3_bind_int64(st, 5, (int64_t)a->header_length);
-        bind_text(st, 6, roll_id);
-        sqlite3_bind_int64(st, 7, (int64_t)i);
-        sqlite3_bind_int64(st, 8, now);
-        if ((rc = run(st)) != SQLITE_OK)
-            goto sql_error;
-        int64_t file_id = sqlite3_last_insert_rowid(db);
-        st = cat->ws[W_IDX_INS];
-        for (size_t j = a->first_index; j < a->first_index + a->n_index; j++) {
-            const struct bfs_index_rec *x = &index[j];
-            bind_text(st, 1, x->dataset);
-            bind_text(st, 2, a->table);
-            bind_text(st, 3, a->period);
-            sqlite3_bind_int64(st, 4, file_id);
-            sqlite3_bind_int64(st, 5, (int64_t)x->start_byte);
-            sqlite3_bind_int64(st, 6, (int64_t)x->length);
-            sqlite3_bind_int64(st, 7, (int64_t)x->records);
-            sqlite3_bind_int64(st, 8, now);
-            sqlite3_bind_int64(st, 9, lo);
-            sqlite3_bind_int64(st, 10, hi);
-            if ((rc = run(st)) != SQLITE_OK)
-                goto sql_error;
-        }
-    }
-    /* Every claimed row must be covered: per (table, period, dataset), the
-     * index rows' bytes and records equal the claimed rows'. */
-    st = cat->ws[W_ROLL_CHECK];
-    bind_text(st, 1, roll_id);
-    sqlite3_bind_int64(st, 2, lo);
-    sqlite3_bind_int64(st, 3, hi);
-    rc = sqlite3_step(st);
-    int64_t diff = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW)
-        goto sql_error;
-    if (diff != 0) {
-        bfs_error("catalog: commit of roll %s: the index does not match the claimed rows "
-                  "(%" PRId64 " datasets differ)",
-                  roll_id, diff);
-        return -EINVAL;
-    }
-    /* The rows only: their blobs stay, orphaned (foreign keys are off for
-     * this transaction), until bfs_catalog_purge. Nothing reads a blob
-     * without its row but a reader that resolved the row before this commit,
-     * and it gets the same bytes the archive now holds. */
-    st = cat->ws[W_DEL_ROWS];
-    sqlite3_bind_int64(st, 1, lo);
-    sqlite3_bind_int64(st, 2, hi);
-    if ((rc = run(st)) != SQLITE_OK)
-        goto sql_error;
-    st = cat->ws[W_ROLL_DONE];
-    bind_text(st, 1, roll_id);
-    sqlite3_bind_int64(st, 2, now);
-    if ((rc = run(st)) != SQLITE_OK)
-        goto sql_error;
-    return 0;
-
-sql_error:
-    if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-        bfs_error("catalog: commit of roll %s: %s", roll_id, sqlite3_errmsg(db));
-        return -EINVAL;
-    }
-    return sql_fail(db, rc, "roll commit");
-}
-
-int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
-                            const struct bfs_archive_rec *archives, size_t n_archives,
-                            const struct bfs_index_rec *index, size_t n_index)
-{
-    int e = check_records(roll_id, archives, n_archives, index, n_index);
-    if (e < 0)
-        return e;
-    /* Foreign keys off for this transaction only: it deletes the rows and
-     * leaves their blobs to bfs_catalog_purge. */
-    struct wtx tx = {.flags = WTX_FK_OFF, .what = "roll commit"};
-    e = bfs_cat_wtx_begin(cat, &tx);
-    if (e < 0)
-        return e;
-    return bfs_cat_wtx_end(cat, &tx, roll_commit_locked(cat, roll_id, archives, n_archives, index));
+    int64_t lo, hi;
+    return roll_get(cat, roll_id, &lo, &hi, info);
 }

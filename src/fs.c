@@ -38,6 +38,7 @@
 #include "battlefs/catalog.h"
 #include "battlefs/err.h"
 #include "battlefs/ingest.h"
+#include "battlefs/ledger.h"
 #include "battlefs/log.h"
 #include "battlefs/names.h"
 #include "battlefs/reader.h"
@@ -112,6 +113,7 @@ enum node_kind {
     N_CTL_STATS,
     N_CTL_ERRORS,
     N_CTL_ROLL,
+    N_CTL_REFRESH,
     N_TABLE,
     N_PERIOD,
     N_DATASET,
@@ -126,7 +128,13 @@ struct node {
     char dataset[BFS_NAME_MAX + 1];
 };
 
-enum handle_kind { H_UPLOAD, H_READER, H_TEXT, H_ROLL };
+enum handle_kind { H_UPLOAD, H_READER, H_TEXT, H_ROLL, H_REFRESH };
+
+/* The control files written to act: .battlefs/roll, .battlefs/refresh. */
+static bool is_action(enum node_kind k)
+{
+    return k == N_CTL_ROLL || k == N_CTL_REFRESH;
+}
 
 struct handle {
     struct handle *prev, *next; /* in fs->handles */
@@ -214,6 +222,8 @@ static int parse_path(const char *path, struct node *nd)
             nd->kind = N_CTL_ERRORS;
         else if (strcmp(c[1], "roll") == 0)
             nd->kind = N_CTL_ROLL;
+        else if (strcmp(c[1], "refresh") == 0)
+            nd->kind = N_CTL_REFRESH;
         else
             return -ENOENT;
         return 0;
@@ -277,6 +287,7 @@ static mode_t perm_of(const struct bfs_ctx *ctx, enum node_kind k)
     case N_CTL_ERRORS:
         return 0444 & ~ctx->opt.umask;
     case N_CTL_ROLL:
+    case N_CTL_REFRESH:
         return 0200;
     }
     return 0;
@@ -310,7 +321,7 @@ static int may_reach(const struct bfs_ctx *ctx, const struct node *nd)
         rc = may(ctx, N_INCOMING, BFS_MAY_EXEC);
     if (rc == 0 && (nd->kind == N_PERIOD || nd->kind == N_DATASET))
         rc = may(ctx, N_TABLE, BFS_MAY_EXEC);
-    if (rc == 0 && (nd->kind == N_CTL_STATS || nd->kind == N_CTL_ERRORS || nd->kind == N_CTL_ROLL))
+    if (rc == 0 && (nd->kind == N_CTL_STATS || nd->kind == N_CTL_ERRORS || is_action(nd->kind)))
         rc = may(ctx, N_CTL, BFS_MAY_EXEC);
     return rc;
 }
@@ -725,6 +736,7 @@ static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
     case N_CTL_STATS:
     case N_CTL_ERRORS:
     case N_CTL_ROLL:
+    case N_CTL_REFRESH:
         st->st_mode = S_IFREG | perm_of(ctx, nd.kind);
         st->st_nlink = 1;
         return 0; /* content is rendered at open; reads are direct_io */
@@ -878,6 +890,7 @@ static int bfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_
         filler(buf, "stats", NULL, 0, 0);
         filler(buf, "errors", NULL, 0, 0);
         filler(buf, "roll", NULL, 0, 0);
+        filler(buf, "refresh", NULL, 0, 0);
         return 0;
     case N_INCOMING:
         return fill_incoming(ctx->fs, "", buf, filler);
@@ -911,6 +924,8 @@ static int bfs_mkdir(const char *path, mode_t mode)
         return -EROFS;
     if (nd.kind != N_IN)
         return nd.kind == N_CTL ? -EEXIST : -EROFS;
+    if (ctx->opt.read_only)
+        return -EROFS; /* a replica takes no uploads */
     if (nd.depth >= MAX_DEPTH)
         return -EPERM; /* uploads are at most incoming/<table>/<period>/<file> */
     const char *b = base_name(nd.rel);
@@ -1082,7 +1097,9 @@ static int bfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
     if (rc < 0)
         return -EROFS;
     if (nd.kind != N_IN)
-        return nd.kind == N_CTL_ROLL ? -EEXIST : is_incoming(nd.kind) ? -EISDIR : -EROFS;
+        return is_action(nd.kind) ? -EEXIST : is_incoming(nd.kind) ? -EISDIR : -EROFS;
+    if (ctx->opt.read_only)
+        return -EROFS; /* a replica takes no uploads */
     struct handle *h = new_handle(H_UPLOAD);
     if (!h)
         return -ENOMEM;
@@ -1131,16 +1148,21 @@ static int bfs_open(const char *path, struct fuse_file_info *fi)
         fi->direct_io = 1;
         break;
     case N_CTL_ROLL:
+    case N_CTL_REFRESH:
         if (acc == O_RDONLY)
             return -EACCES;
+        if (nd.kind == N_CTL_ROLL && ctx->opt.read_only)
+            return -EROFS; /* a replica never rolls */
         if ((rc = may_reach(ctx, &nd)) < 0 || (rc = may(ctx, nd.kind, BFS_MAY_WRITE)) < 0)
             return rc;
-        h = new_handle(H_ROLL);
+        h = new_handle(nd.kind == N_CTL_ROLL ? H_ROLL : H_REFRESH);
         if (!h)
             return -ENOMEM;
         fi->direct_io = 1;
         break;
     case N_IN:
+        if (ctx->opt.read_only && (acc != O_RDONLY || (fi->flags & O_TRUNC)))
+            return -EROFS; /* a replica takes no uploads */
         h = new_handle(H_UPLOAD);
         if (!h)
             return -ENOMEM;
@@ -1179,6 +1201,7 @@ static int bfs_read(const char *path, char *buf, size_t size, off_t off, struct 
         return n < 0 ? -errno : (int)n;
     }
     case H_ROLL:
+    case H_REFRESH:
         return -EBADF;
     }
     return -EBADF;
@@ -1234,6 +1257,16 @@ static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
     (void)path;
     if (h->kind == H_ROLL) {
         int rc = ctx->roller ? bfs_roller_roll_now(ctx->roller) : -EIO;
+        return rc < 0 ? -EIO : (int)size;
+    }
+    if (h->kind == H_REFRESH) {
+        struct bfs_err err;
+        int rc = ctx->ledger ? bfs_ledger_refresh(ctx->ledger, &err) : -EIO;
+        if (rc < 0) {
+            bfs_error("%s", ctx->ledger ? err.msg : "refresh: no store log");
+            if (ctx->ledger && bfs_errors_add(&ctx->errors, ".battlefs/refresh", err.msg) < 0)
+                bfs_error("cannot record the refresh error: out of memory");
+        }
         return rc < 0 ? -EIO : (int)size;
     }
     if (h->kind != H_UPLOAD)
@@ -1429,7 +1462,7 @@ static int bfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
         return rc;
     if (h && h->kind == H_UPLOAD)
         nd.kind = N_IN; /* ftruncate(2): its own upload, whatever its name */
-    if (nd.kind == N_CTL_ROLL)
+    if (is_action(nd.kind))
         return 0; /* `echo > roll` truncates first */
     if (nd.kind != N_IN)
         return is_data_tree(nd.kind) ? -EROFS : -EACCES;
@@ -1503,7 +1536,9 @@ static int bfs_access(const char *path, int mask)
         pthread_mutex_unlock(&fs->lock);
         return rc;
     }
-    if ((mask & W_OK) && nd.kind != N_INCOMING && nd.kind != N_CTL_ROLL)
+    if ((mask & W_OK) && nd.kind != N_INCOMING && !is_action(nd.kind))
+        return -EROFS;
+    if ((mask & W_OK) && ctx->opt.read_only && nd.kind != N_CTL_REFRESH)
         return -EROFS;
     return may(ctx, nd.kind, mask);
 }

@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,6 +30,7 @@
 #include "battlefs/err.h"
 #include "battlefs/fs.h"
 #include "battlefs/fsutil.h"
+#include "battlefs/ledger.h"
 #include "battlefs/log.h"
 #include "battlefs/options.h"
 #include "battlefs/roller.h"
@@ -71,6 +74,10 @@ static void ctx_close_modules(struct bfs_ctx *ctx)
         bfs_roller_stop(ctx->roller);
         ctx->roller = NULL;
     }
+    if (ctx->ledger) {
+        bfs_ledger_close(ctx->ledger); /* releases the node's lease */
+        ctx->ledger = NULL;
+    }
     if (ctx->cache) {
         bfs_cache_close(ctx->cache);
         ctx->cache = NULL;
@@ -85,6 +92,33 @@ static void ctx_close_modules(struct bfs_ctx *ctx)
         bfs_catalog_close(ctx->cat);
         ctx->cat = NULL;
     }
+}
+
+/* The store's log at mount. Before the fork (check): refuse a node name held
+ * by another live mount, and read the log (a new state directory is rebuilt
+ * from the store here, before anything is served). After it: take the lease,
+ * read what came meanwhile, start the renewal and refresh threads. A store
+ * that cannot be read does not stop the mount (the refresh thread retries;
+ * last_refresh_error says why), a lease that cannot be taken does. */
+static int ledger_mount(struct bfs_ctx *ctx, int start)
+{
+    struct bfs_err err;
+    int rc = 0;
+    if (!ctx->opt.read_only) {
+        rc = start ? bfs_ledger_acquire(ctx->ledger, &err) : bfs_ledger_check(ctx->ledger, &err);
+        if (rc < 0) {
+            bfs_error("%s", err.msg[0] ? err.msg : strerror(-rc));
+            return rc;
+        }
+    }
+    rc = bfs_ledger_refresh(ctx->ledger, &err);
+    if (rc < 0)
+        bfs_warn("%s (mounting anyway: retried every refresh)", err.msg);
+    if (start && (rc = bfs_ledger_start(ctx->ledger)) < 0) {
+        bfs_error("cannot start the store's log threads: %s", strerror(-rc));
+        return rc;
+    }
+    return 0;
 }
 
 /* Open catalog, store and cache and fill the modules' deps (fault: the roll's
@@ -140,9 +174,29 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         .cache = ctx->cache,
         .read_chunk = ctx->opt.read_chunk,
     };
+    const struct bfs_ledger_deps ld = {
+        .cat = ctx->cat,
+        .store = ctx->store,
+        .stats = &ctx->stats,
+        .errors = &ctx->errors,
+        .node = ctx->opt.node,
+        .read_only = ctx->opt.read_only,
+        .refresh_s = ctx->opt.refresh,
+        .lease_ttl_s = ctx->opt.lease_ttl,
+        .work_dir = ctx->work_dir,
+    };
+    rc = bfs_ledger_open(&ld, &ctx->ledger);
+    if (rc < 0) {
+        bfs_error("cannot open the store's log: %s", strerror(-rc));
+        goto fail;
+    }
+    if ((rc = ledger_mount(ctx, start)) < 0)
+        goto fail;
     ctx->roll = (struct bfs_roll_deps){
         .cat = ctx->cat,
         .store = ctx->store,
+        .ledger = ctx->ledger,
+        .node = ctx->opt.node,
         .stats = &ctx->stats,
         .errors = &ctx->errors,
         .work_dir = ctx->work_dir,
@@ -155,7 +209,7 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         ctx->roll.fault_arg = fault;
         ctx->roll.hold_puts = fault->step == BFS_ROLL_AFTER_BUILD;
     }
-    if (!start)
+    if (!start || ctx->opt.read_only)
         return 0;
     rc = bfs_roller_recover(&ctx->roll);
     if (rc < 0) {
@@ -207,6 +261,26 @@ static int state_dirs(struct bfs_ctx *ctx)
             rc = bfs_dir_check(parts[i], getuid(), &err);
     }
     free(store_dir);
+    /* One mount per state directory: a lock held for the daemon's life (the
+     * descriptor survives fuse_daemonize's fork). The node lease counts on
+     * it: a lease held by this state directory's id is a dead process's. */
+    if (rc == 0) {
+        char *lock = bfs_path_join(state, "lock");
+        int fd = lock ? open(lock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
+        if (!lock)
+            rc = -ENOMEM;
+        else if (fd < 0)
+            rc = -errno;
+        else if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+            rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+            if (rc == -EBUSY)
+                bfs_err_set(&err, rc, "in use by another battlefs mount");
+            close(fd);
+        } else {
+            ctx->lock_fd = fd;
+        }
+        free(lock);
+    }
     if (rc < 0)
         fprintf(stderr, "battlefs: state directory %s: %s\n", state,
                 err.msg[0] ? err.msg : strerror(-rc));
@@ -232,6 +306,7 @@ int main(int argc, char *argv[])
     int ret = 1;
 
     memset(&ctx, 0, sizeof ctx);
+    ctx.lock_fd = -1;
     bfs_stats_init(&ctx.stats);
     bfs_errors_init(&ctx.errors);
     umask(077);
@@ -339,5 +414,7 @@ out_args:
     free(ctx.spool_dir);
     free(ctx.cache_dir);
     free(ctx.work_dir);
+    if (ctx.lock_fd >= 0)
+        close(ctx.lock_fd);
     return ret;
 }

@@ -32,7 +32,7 @@ const char bfs_manifest_schema[] =
     "\"fields\":[{\"name\":\"entry\",\"type\":["
     "{\"type\":\"record\",\"name\":\"Roll\",\"fields\":["
     "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"roll_id\",\"type\":\"string\"},"
-    "{\"name\":\"seq\",\"type\":\"long\"},{\"name\":\"epoch\",\"type\":\"long\"},"
+    "{\"name\":\"rows\",\"type\":\"long\"},{\"name\":\"bytes\",\"type\":\"long\"},"
     "{\"name\":\"claimed_at\",\"type\":\"long\"}]},"
     "{\"type\":\"record\",\"name\":\"Archive\",\"fields\":["
     "{\"name\":\"key\",\"type\":\"string\"},{\"name\":\"table\",\"type\":\"string\"},"
@@ -202,8 +202,8 @@ int bfs_manifest_create(const char *path, const struct bfs_manifest_roll *roll,
                         struct bfs_manifest_writer **out)
 {
     *out = NULL;
-    if (!node_valid(roll->node) || !printable(roll->roll_id, 64) || roll->seq < 1 ||
-        roll->epoch < 0 || roll->claimed_at < 0)
+    if (!node_valid(roll->node) || !printable(roll->roll_id, 128) || roll->rows < 1 ||
+        roll->bytes < 0 || roll->claimed_at < 0)
         return -EINVAL;
     struct bfs_manifest_writer *w = calloc(1, sizeof *w);
     if (!w)
@@ -238,9 +238,9 @@ int bfs_manifest_create(const char *path, const struct bfs_manifest_roll *roll,
     if (rc == 0)
         rc = put_str(b, roll->roll_id);
     if (rc == 0)
-        rc = bfs_buf_put_long(b, roll->seq);
+        rc = bfs_buf_put_long(b, roll->rows);
     if (rc == 0)
-        rc = bfs_buf_put_long(b, roll->epoch);
+        rc = bfs_buf_put_long(b, roll->bytes);
     if (rc == 0)
         rc = bfs_buf_put_long(b, roll->claimed_at);
     if (rc == 0)
@@ -455,12 +455,12 @@ static int decode_entry(struct dec *d, struct rstate *s, const struct bfs_manife
         return -EINVAL;
     if (kind == E_ROLL) {
         struct bfs_manifest_roll r = {.node = a, .roll_id = b};
-        if (dstr(d, a, "node") < 0 || dstr(d, b, "roll_id") < 0 || dlong(d, &r.seq, "seq") < 0 ||
-            dlong(d, &r.epoch, "epoch") < 0 || dlong(d, &r.claimed_at, "claimed_at") < 0)
+        if (dstr(d, a, "node") < 0 || dstr(d, b, "roll_id") < 0 || dlong(d, &r.rows, "rows") < 0 ||
+            dlong(d, &r.bytes, "bytes") < 0 || dlong(d, &r.claimed_at, "claimed_at") < 0)
             return -EINVAL;
         if (s->have_roll || d->entry != 0 || d->block != 1)
             return derr(d, "a Roll entry that is not the first entry");
-        if (!node_valid(a) || !printable(b, 64) || r.seq < 1 || r.epoch < 0 || r.claimed_at < 0)
+        if (!node_valid(a) || !printable(b, 128) || r.rows < 1 || r.bytes < 0 || r.claimed_at < 0)
             return derr(d, "a Roll entry with a bad field");
         s->have_roll = true;
         return v->roll ? v->roll(v->ctx, &r) : 0;

@@ -20,6 +20,7 @@
 
 #include "battlefs/fsutil.h"
 #include "battlefs/log.h"
+#include "battlefs/names.h"
 
 /* Raw option strings as fuse_opt_parse fills them. */
 struct raw_opts {
@@ -41,6 +42,10 @@ struct raw_opts {
     char *region;
     char *fault;
     char *log_level;
+    char *node;
+    char *refresh;
+    char *lease_ttl;
+    int ro;
     char *positional[3];
     int n_positional;
     int show_help;
@@ -71,6 +76,10 @@ static const struct fuse_opt bfs_opts[] = {
     OPT("region=%s", region),
     OPT("fault=%s", fault),
     OPT("log_level=%s", log_level),
+    OPT("node=%s", node),
+    OPT("refresh=%s", refresh),
+    OPT("lease_ttl=%s", lease_ttl),
+    FUSE_OPT_KEY("ro", 'r'), /* ours, not the kernel's: .battlefs/refresh stays writable */
     FUSE_OPT_KEY("-h", 'h'),
     FUSE_OPT_KEY("--help", 'h'),
     FUSE_OPT_KEY("-V", 'V'),
@@ -98,6 +107,9 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
         return 0;
     case 'V':
         r->show_version = 1;
+        return 0;
+    case 'r':
+        r->ro = 1;
         return 0;
     default:
         return 1; /* keep: a FUSE option */
@@ -130,6 +142,12 @@ void bfs_options_usage(const char *prog)
         "                               less this mask (022); uploads are 0600 of their writer\n"
         "    -o endpoint=URL            S3 endpoint (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL)\n"
         "    -o region=NAME             S3 region (else AWS_REGION, else us-east-1)\n"
+        "    -o node=NAME               this writer's name in a shared store: 1-64 of\n"
+        "                               [A-Za-z0-9_-] (default: the host name)\n"
+        "    -o ro                      read-only replica: reads and refresh, no uploads,\n"
+        "                               no rolls, nothing written to the store\n"
+        "    -o refresh=SECONDS         read other nodes' new rolls this often (30; 0: only\n"
+        "                               at mount and on a write to .battlefs/refresh)\n"
         "    -o log_level=LEVEL         error, warn, info (default) or debug\n"
         "Credentials come only from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and\n"
         "AWS_SESSION_TOKEN. Sizes accept K, M and G suffixes.\n"
@@ -230,6 +248,21 @@ static char *default_state_dir(void)
     else
         return NULL;
     return strdup(buf);
+}
+
+/* The host name as a node name: other characters become '-', cut at
+ * BFS_NODE_MAX; "node" if there is none. */
+static char *default_node(void)
+{
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) < 0 || !host[0])
+        snprintf(host, sizeof host, "node");
+    host[BFS_NODE_MAX] = '\0';
+    for (char *p = host; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-'))
+            *p = '-';
+    return strdup(host);
 }
 
 /* fs.c's faults; the roll's are the roll steps' names, also as "roll:STEP". */
@@ -353,6 +386,24 @@ static int resolve(const struct raw_opts *r, struct bfs_options *o, struct repor
     }
     if (r->fault && check_fault(rep, r->fault) == 0 && !(o->fault = strdup(r->fault)))
         return -ENOMEM;
+    size_opt(rep, "refresh", r->refresh, 30, 0, &o->refresh);
+    o->read_only = r->ro;
+    if (r->lease_ttl) {
+#ifdef BFS_FAULT_INJECTION
+        size_opt(rep, "lease_ttl", r->lease_ttl, 60, 1, &o->lease_ttl);
+#else
+        bad(rep, "-o lease_ttl=%s needs a build with -Dfault_injection=true", r->lease_ttl);
+#endif
+    }
+    if (r->node) {
+        if (!bfs_node_valid(r->node))
+            bad(rep, "bad -o node=%s (1 to %d of A-Z, a-z, 0-9, '_' and '-')", r->node,
+                BFS_NODE_MAX);
+        else if (!(o->node = strdup(r->node)))
+            return -ENOMEM;
+    } else if (!(o->node = default_node())) {
+        return -ENOMEM;
+    }
     if (rep->bad)
         return -EINVAL;
     o->endpoint = r->endpoint ? strdup(r->endpoint) : NULL;
@@ -376,7 +427,8 @@ static void free_raw(struct raw_opts *r)
                   &r->deflate_level, &r->max_upload,    &r->cache_size,   &r->archive_max_bytes,
                   &r->read_chunk,    &r->store_timeout, &r->endpoint,     &r->region,
                   &r->fault,         &r->log_level,     &r->held_timeout, &r->uid,
-                  &r->gid,           &r->umask};
+                  &r->gid,           &r->umask,         &r->node,         &r->refresh,
+                  &r->lease_ttl};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
         free(*s[i]);
         *s[i] = NULL;
@@ -426,6 +478,7 @@ void bfs_options_free(struct bfs_options *o)
     free(o->endpoint);
     free(o->region);
     free(o->fault);
+    free(o->node);
     memset(o, 0, sizeof *o);
     o->log_level = -1;
 }

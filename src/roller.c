@@ -104,6 +104,8 @@
 #include "battlefs/err.h"
 #include "battlefs/errors.h"
 #include "battlefs/log.h"
+#include "battlefs/ledger.h"
+#include "battlefs/manifest.h"
 #include "battlefs/names.h"
 #include "battlefs/sha256.h"
 #include "battlefs/stats.h"
@@ -119,7 +121,7 @@
 
 static const char *const step_names[BFS_ROLL_STEPS] = {
     "after-claim",  "mid-build",     "after-build",  "mid-upload",
-    "after-upload", "before-commit", "after-commit", "put-fail",
+    "after-upload", "before-commit", "after-commit", "put-fail", "after-manifest", "after-log",
 };
 
 const char *bfs_roll_step_name(enum bfs_roll_step step)
@@ -151,7 +153,9 @@ static int fault_at(const struct bfs_roll_deps *d, enum bfs_roll_step step, cons
 struct archive {
     char *key;
     char *path;         /* the local file; NULL once removed */
-    uint8_t sha256[32]; /* of the whole file, when b->hashing */
+    uint8_t sha256[32]; /* of the whole file */
+    char schema_fp[17];
+    enum bfs_codec codec;
     char table[BFS_NAME_MAX + 1];
     char period[BFS_NAME_MAX + 1];
     uint64_t size;
@@ -165,6 +169,7 @@ struct index_ent {
     uint64_t start;
     uint64_t length;
     uint64_t records;
+    int64_t uploaded_at; /* the newest of its rows' upload times */
 };
 
 struct build {
@@ -174,8 +179,8 @@ struct build {
     uint8_t *buf;       /* ROLL_CHUNK bytes: data not yet written to fd */
     size_t buf_len;
     int fd;                /* the open archive (arch[n_arch - 1]) or -1 */
-    int hashing;           /* compute each archive's SHA-256 for the put */
-    struct bfs_sha256 sha; /* of the open archive's bytes written so far (when hashing) */
+    int pass_sha256;       /* hand each archive's SHA-256 to the put (put_wants_sha256) */
+    struct bfs_sha256 sha; /* of the open archive's bytes written so far */
     struct archive *arch;
     size_t n_arch, cap_arch;
     struct index_ent *idx;
@@ -205,6 +210,11 @@ struct build {
     struct bfs_err up_err; /* the first put failure and what failed (then the thread has
                             * ended), else code 0 */
     double t_puts;         /* seconds spent in puts */
+    /* The manifest (put_manifest). */
+    char *manifest_path;
+    char manifest_key[BFS_STORE_KEY_MAX];
+    uint64_t manifest_size;
+    uint8_t manifest_sha[32];
 };
 
 static int fail(struct build *b, int rc, const char *fmt, ...)
@@ -263,8 +273,7 @@ static struct archive *cur_archive(struct build *b)
 /* Write bytes to the open archive's file (and its hash). */
 static int write_out(struct build *b, const uint8_t *p, size_t n)
 {
-    if (b->hashing)
-        bfs_sha256_update(&b->sha, p, n);
+    bfs_sha256_update(&b->sha, p, n);
     int rc = write_all(b->fd, p, n);
     return rc < 0 ? fail(b, rc, "write %s", cur_archive(b)->path) : 0;
 }
@@ -314,6 +323,8 @@ static int open_archive(struct build *b, const char *table, const char *period)
     memset(a, 0, sizeof *a);
     snprintf(a->table, sizeof a->table, "%s", table);
     snprintf(a->period, sizeof a->period, "%s", period);
+    memcpy(a->schema_fp, b->part.fingerprint, sizeof a->schema_fp);
+    a->codec = b->part.codec;
     if (asprintf(&a->key, "%s/%s/%s-%u.avro", table, period, b->roll_id, b->group_n) < 0) {
         a->key = NULL;
         return fail(b, -ENOMEM, "archive key");
@@ -336,13 +347,11 @@ static int open_archive(struct build *b, const char *table, const char *period)
         a->path = NULL;
         return rc;
     }
-    if (b->hashing) {
-        int rc = bfs_sha256_init(&b->sha);
-        if (rc < 0) {
-            close(b->fd);
-            b->fd = -1;
-            return fail(b, rc, "SHA-256 of %s", a->path);
-        }
+    int rc = bfs_sha256_init(&b->sha);
+    if (rc < 0) {
+        close(b->fd);
+        b->fd = -1;
+        return fail(b, rc, "SHA-256 of %s", a->path);
     }
     b->arch_rows = 0;
     b->ds_open = 0;
@@ -361,11 +370,9 @@ static int close_archive(struct build *b)
         rc = fail(b, -errno, "close %s", a->path);
     b->fd = -1;
     b->ds_open = 0;
-    if (b->hashing) {
-        int hrc = bfs_sha256_final(&b->sha, a->sha256);
-        if (hrc < 0 && rc == 0)
-            rc = fail(b, hrc, "SHA-256 of %s", a->path);
-    }
+    int hrc = bfs_sha256_final(&b->sha, a->sha256);
+    if (hrc < 0 && rc == 0)
+        rc = fail(b, hrc, "SHA-256 of %s", a->path);
     if (rc < 0)
         return rc;
     a->n_index = b->n_idx - a->first_index;
@@ -395,6 +402,12 @@ static int start_group(struct build *b, const char *table, const char *period)
     if (!b->part.header || b->part.header_len == 0)
         return fail(b, -EIO, "partition %s/%s has no layout header", table, period);
     b->group_n = 0;
+    /* Its schema in the store before any manifest names it. */
+    struct bfs_err err;
+    rc = bfs_ledger_put_schema(b->d->ledger, b->part.fingerprint, b->part.schema_json,
+                               b->part.schema_len, &err);
+    if (rc < 0)
+        return fail(b, rc, "%s", err.msg[0] ? err.msg : "put the schema");
     return 0;
 }
 
@@ -438,6 +451,7 @@ static int on_row(void *vb, const struct bfs_roll_row *row)
         e->start = a->size;
         e->length = 0;
         e->records = 0;
+        e->uploaded_at = 0;
         b->n_idx++;
         b->ds_open = 1;
     }
@@ -460,6 +474,8 @@ static int on_row(void *vb, const struct bfs_roll_row *row)
     a->size += row->length;
     e->length += row->length;
     e->records += row->records;
+    if (row->created_at > e->uploaded_at)
+        e->uploaded_at = row->created_at;
     b->arch_rows++;
     b->rows++;
     b->bytes += row->length;
@@ -502,8 +518,9 @@ static int put_archive(struct build *b, const struct archive *a, struct bfs_err 
         return bfs_err_set(err, rc, "put %s (fault %s)", a->key, bfs_roll_step_name(BFS_ROLL_PUT));
     const struct bfs_put_src src = {
         .path = a->path,
-        .sha256 = b->hashing ? a->sha256 : NULL,
+        .sha256 = b->pass_sha256 ? a->sha256 : NULL,
         .may_link = 1, /* never written again; removed right after the put */
+        .cond = BFS_PUT_CREATE, /* never over another writer's object */
     };
     rc = bfs_store_put_src(b->d->store, a->key, &src, err);
     if (rc < 0)
@@ -617,6 +634,9 @@ static void build_free(struct build *b)
     for (size_t i = 0; i < b->n_idx; i++)
         free(b->idx[i].dataset);
     free(b->idx);
+    if (b->manifest_path && !b->crashed && unlink(b->manifest_path) < 0 && errno != ENOENT)
+        bfs_warn("roll %s: cannot remove %s: %s", b->roll_id, b->manifest_path, strerror(errno));
+    free(b->manifest_path);
     if (b->have_part)
         bfs_partition_free(&b->part);
     free(b->buf);
@@ -637,7 +657,9 @@ static void clean_work_dir(const struct bfs_roll_deps *deps)
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         size_t n = strlen(de->d_name);
-        if (n < 5 || de->d_name[0] == '.' || strcmp(de->d_name + n - 5, ".avro") != 0)
+        /* archives and manifests (.avro), log entries and leases being put (.json) */
+        if (n < 5 || de->d_name[0] == '.' ||
+            (strcmp(de->d_name + n - 5, ".avro") != 0 && strcmp(de->d_name + n - 5, ".json") != 0))
             continue;
         if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
             bfs_warn("cannot remove %s/%s: %s", deps->work_dir, de->d_name, strerror(errno));
@@ -664,6 +686,87 @@ static int check_space(struct build *b, uint64_t claimed_bytes)
                     " (it is retried when there is room)",
                     d->work_dir, avail, need);
     return 0;
+}
+
+/* Write the roll's manifest (deterministic: the same claim gives the same
+ * bytes, so a rebuilt roll finds its earlier put) and put it create-only. */
+static int put_manifest(struct build *b)
+{
+    const struct bfs_roll_deps *d = b->d;
+    struct bfs_roll_info info;
+    int rc = bfs_catalog_roll_info(d->cat, b->roll_id, &info);
+    if (rc < 0)
+        return fail(b, rc, "read the claim");
+    if (asprintf(&b->manifest_path, "%s/%s-manifest.avro", d->work_dir, b->roll_id) < 0) {
+        b->manifest_path = NULL;
+        return fail(b, -ENOMEM, "manifest path");
+    }
+    if ((rc = bfs_ledger_manifest_key(d->node, b->roll_id, b->manifest_key,
+                                      sizeof b->manifest_key)) < 0)
+        return fail(b, rc, "manifest key");
+    if (unlink(b->manifest_path) < 0 && errno != ENOENT)
+        return fail(b, -errno, "remove %s", b->manifest_path);
+    const struct bfs_manifest_roll roll = {
+        .node = d->node,
+        .roll_id = b->roll_id,
+        .rows = (int64_t)info.rows,
+        .bytes = (int64_t)info.bytes,
+        .claimed_at = info.claimed_at,
+    };
+    struct bfs_manifest_writer *w;
+    if ((rc = bfs_manifest_create(b->manifest_path, &roll, &w)) < 0)
+        return fail(b, rc, "create %s", b->manifest_path);
+    for (size_t i = 0; i < b->n_arch && rc == 0; i++) {
+        const struct archive *a = &b->arch[i];
+        struct bfs_manifest_archive ma = {
+            .key = a->key,
+            .table = a->table,
+            .period = a->period,
+            .size = a->size,
+            .header_length = a->header_length,
+            .schema_fingerprint = a->schema_fp,
+            .codec = a->codec,
+        };
+        memcpy(ma.sha256, a->sha256, 32);
+        rc = bfs_manifest_add_archive(w, &ma);
+        for (size_t j = a->first_index; j < a->first_index + a->n_index && rc == 0; j++) {
+            const struct bfs_manifest_index mx = {
+                .dataset = b->idx[j].dataset,
+                .start = b->idx[j].start,
+                .length = b->idx[j].length,
+                .records = b->idx[j].records,
+                .uploaded_at = b->idx[j].uploaded_at,
+            };
+            rc = bfs_manifest_add_index(w, &mx);
+        }
+    }
+    if (rc < 0) {
+        bfs_manifest_abort(w);
+        return fail(b, rc, "write %s", b->manifest_path);
+    }
+    if ((rc = bfs_manifest_finish(w, b->manifest_sha, &b->manifest_size)) < 0)
+        return fail(b, rc, "write %s", b->manifest_path);
+    const struct bfs_put_src src = {
+        .path = b->manifest_path,
+        .sha256 = b->pass_sha256 ? b->manifest_sha : NULL,
+        .may_link = 1, /* only read from now on, removed after the commit */
+        .cond = BFS_PUT_CREATE,
+    };
+    struct bfs_err err;
+    rc = bfs_store_put_src(d->store, b->manifest_key, &src, &err);
+    if (rc < 0)
+        return fail(b, rc, "put %s%s%s", b->manifest_key, err.msg[0] ? ": " : "", err.msg);
+    return 0;
+}
+
+/* The ledger's call right after the log entry is put. */
+static int after_log_hook(void *arg)
+{
+    struct build *b = arg;
+    int rc = fault_at(b->d, BFS_ROLL_AFTER_LOG, b->roll_id);
+    if (rc < 0)
+        crash(b, rc, BFS_ROLL_AFTER_LOG);
+    return rc;
 }
 
 /* Build, upload and commit the claimed roll roll_id. claimed_rows/bytes are
@@ -716,38 +819,27 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
     b->t_upload = mono_now() - t;
     t = mono_now();
 
-    /* 4. Commit. */
-    struct bfs_archive_rec *ar = calloc(b->n_arch, sizeof *ar);
-    struct bfs_index_rec *ir = calloc(b->n_idx, sizeof *ir);
-    if (!ar || !ir) {
-        free(ar);
-        free(ir);
-        return fail(b, -ENOMEM, "commit records");
-    }
-    for (size_t i = 0; i < b->n_arch; i++) {
-        const struct archive *a = &b->arch[i];
-        ar[i] = (struct bfs_archive_rec){
-            .key = a->key,
-            .table = a->table,
-            .period = a->period,
-            .size = a->size,
-            .header_length = a->header_length,
-            .first_index = a->first_index,
-            .n_index = a->n_index,
-        };
-    }
-    for (size_t i = 0; i < b->n_idx; i++)
-        ir[i] = (struct bfs_index_rec){
-            .dataset = b->idx[i].dataset,
-            .start_byte = b->idx[i].start,
-            .length = b->idx[i].length,
-            .records = b->idx[i].records,
-        };
-    rc = bfs_catalog_roll_commit(d->cat, b->roll_id, ar, b->n_arch, ir, b->n_idx);
-    free(ar);
-    free(ir);
+    /* 4. Commit: the manifest, then the log entry (the commit in the store),
+     * then the local commit (the ledger applies the entry). */
+    if ((rc = put_manifest(b)) < 0)
+        return rc;
+    if ((rc = fault_at(d, BFS_ROLL_AFTER_MANIFEST, b->roll_id)) < 0)
+        return crash(b, rc, BFS_ROLL_AFTER_MANIFEST);
+    const struct bfs_ledger_roll lr = {
+        .roll_id = b->roll_id,
+        .manifest_key = b->manifest_key,
+        .manifest_path = b->manifest_path,
+        .size = b->manifest_size,
+        .after_log = after_log_hook,
+        .after_log_arg = b,
+    };
+    memcpy((uint8_t *)lr.sha256, b->manifest_sha, 32);
+    struct bfs_err lerr;
+    rc = bfs_ledger_commit(d->ledger, &lr, &lerr);
+    if (b->crashed)
+        return rc;
     if (rc < 0)
-        return fail(b, rc, "commit");
+        return fail(b, rc, "commit: %s", lerr.msg[0] ? lerr.msg : strerror(-rc));
     b->t_commit = mono_now() - t;
     if ((rc = fault_at(d, BFS_ROLL_AFTER_COMMIT, b->roll_id)) < 0)
         return crash(b, rc, BFS_ROLL_AFTER_COMMIT);
@@ -767,10 +859,28 @@ static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
 
     int rc = bfs_catalog_roll_pending(d->cat, roll_id, &bytes);
     if (rc == 0) {
+        /* Its log entry may be in the store already (a crash before the
+         * local commit): then reading the log commits it. */
+        rc = bfs_ledger_refresh(d->ledger, &err);
+        if (rc < 0) {
+            bfs_err_prefix(&err, "roll %s", roll_id);
+            goto failed;
+        }
+        rc = bfs_catalog_roll_pending(d->cat, roll_id, &bytes);
+        if (rc == -ENOENT) {
+            bfs_info("roll: the unfinished roll was committed in the store: done");
+            *did = 1;
+            *was_pending = 1;
+            bfs_stats_add(d->stats, rolls, 1);
+            bfs_stats_set_roll_error(d->stats, NULL);
+            return 0;
+        }
+    }
+    if (rc == 0) {
         *was_pending = 1;
         bfs_info("roll %s: finishing the unfinished roll", roll_id);
     } else if (rc == -ENOENT) {
-        rc = bfs_catalog_roll_claim(d->cat, roll_id, &rows, &bytes);
+        rc = bfs_catalog_roll_claim(d->cat, d->node, roll_id, &rows, &bytes);
         if (rc == -ENODATA) {
             bfs_debug("roll: the buffer is empty");
             bfs_stats_set_roll_error(d->stats, NULL);
@@ -796,7 +906,8 @@ static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
         goto failed;
     }
 
-    struct build b = {.d = d, .roll_id = roll_id, .fd = -1, .hashing = d->store->put_wants_sha256};
+    struct build b = {
+        .d = d, .roll_id = roll_id, .fd = -1, .pass_sha256 = d->store->put_wants_sha256};
     rc = roll_finish(&b, rows, bytes);
     if (rc < 0) {
         err = b.err;

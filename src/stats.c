@@ -17,17 +17,23 @@ void bfs_stats_destroy(struct bfs_stats *s)
     pthread_mutex_destroy(&s->lock);
 }
 
-void bfs_stats_set_roll_error(struct bfs_stats *s, const char *msg)
+static void set_error(struct bfs_stats *s, char *dst, size_t cap, int *has, const char *msg)
 {
     pthread_mutex_lock(&s->lock);
-    if (msg) {
-        snprintf(s->last_roll_error, sizeof s->last_roll_error, "%s", msg);
-        s->has_roll_error = 1;
-    } else {
-        s->last_roll_error[0] = '\0';
-        s->has_roll_error = 0;
-    }
+    snprintf(dst, cap, "%s", msg ? msg : "");
+    *has = msg != NULL;
     pthread_mutex_unlock(&s->lock);
+}
+
+void bfs_stats_set_roll_error(struct bfs_stats *s, const char *msg)
+{
+    set_error(s, s->last_roll_error, sizeof s->last_roll_error, &s->has_roll_error, msg);
+}
+
+void bfs_stats_set_refresh_error(struct bfs_stats *s, const char *msg)
+{
+    set_error(s, s->last_refresh_error, sizeof s->last_refresh_error, &s->has_refresh_error,
+              msg);
 }
 
 static int json_string(struct bfs_buf *out, const char *s)
@@ -64,12 +70,28 @@ int bfs_stats_json(struct bfs_stats *s, const struct bfs_catalog_counts *c, stru
     pthread_mutex_unlock(&s->lock);
     if (rc)
         return rc;
-    return bfs_buf_printf(
+    rc = bfs_buf_printf(
         out,
         ", \"archived_files\": %llu, \"store_get_requests\": %llu, \"store_get_bytes\": %llu, "
         "\"store_put_requests\": %llu, \"store_put_bytes\": %llu, \"cache_hits\": %llu, "
-        "\"cache_misses\": %llu}\n",
+        "\"cache_misses\": %llu, \"manifests_loaded\": %llu, \"refreshes\": %llu, "
+        "\"log_position\": %lld, \"fenced\": %s, \"read_only\": %s, \"node\": ",
         (unsigned long long)c->archived_files, U(store_get_requests), U(store_get_bytes),
-        U(store_put_requests), U(store_put_bytes), U(cache_hits), U(cache_misses));
+        U(store_put_requests), U(store_put_bytes), U(cache_hits), U(cache_misses),
+        U(manifests_loaded), U(refreshes), (long long)atomic_load(&s->log_position),
+        atomic_load(&s->fenced) ? "true" : "false", s->read_only ? "true" : "false");
+    if (rc == 0)
+        rc = json_string(out, s->node);
+    if (rc == 0)
+        rc = bfs_buf_append(out, ", \"last_refresh_error\": ", 24);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&s->lock);
+    if (s->has_refresh_error)
+        rc = json_string(out, s->last_refresh_error);
+    else
+        rc = bfs_buf_append(out, "null", 4);
+    pthread_mutex_unlock(&s->lock);
+    return rc ? rc : bfs_buf_append(out, "}\n", 2);
 #undef U
 }

@@ -601,9 +601,10 @@ static int put_at(struct file_store *st, int rootfd, const char *key, const stru
                 bfs_debug("file store: put %s (create-only): already holds these bytes", key);
             } else if (same == 0) {
                 *decided = 1;
-                bfs_error("file store %s: put %s (create-only): the key exists with other bytes: "
-                          "not replaced",
-                          st->dir, key);
+                bfs_log(ps->race_ok ? BFS_LOG_DEBUG : BFS_LOG_ERROR,
+                        "file store %s: put %s (create-only): the key exists with other bytes: "
+                        "not replaced",
+                        st->dir, key);
             } else {
                 rc = same;
             }

@@ -1087,9 +1087,10 @@ static int settle_412(struct s3_store *st, const char *key, const struct bfs_put
         return 0;
     }
     if (create) {
-        bfs_error("s3: PUT s3://%s/%s%s (create-only) refused: the key holds other bytes (%" PRIu64
-                  " bytes, ETag %s; this put: %" PRIu64 " bytes, MD5 %s): not overwritten",
-                  st->bucket, st->prefix, key, h.size, h.etag[0] ? h.etag : "(none)", size, mine);
+        bfs_log(src->race_ok ? BFS_LOG_DEBUG : BFS_LOG_ERROR,
+                "s3: PUT s3://%s/%s%s (create-only) refused: the key holds other bytes (%" PRIu64
+                " bytes, ETag %s; this put: %" PRIu64 " bytes, MD5 %s): not overwritten",
+                st->bucket, st->prefix, key, h.size, h.etag[0] ? h.etag : "(none)", size, mine);
         return bfs_err_set(err, -EEXIST, "the key holds other bytes (%" PRIu64 " bytes, ETag %s)",
                            h.size, h.etag[0] ? h.etag : "(none)");
     }

@@ -21,6 +21,7 @@ struct bfs_catalog;
 struct bfs_store;
 struct bfs_cache;
 struct bfs_roller;
+struct bfs_ledger;
 struct bfs_fs;
 struct bfs_ocf_schema_cache;
 
@@ -34,6 +35,8 @@ struct bfs_ctx {
     struct bfs_cache *cache;
     struct bfs_ocf_schema_cache *schemas; /* compiled upload schemas, by JSON */
     struct bfs_roller *roller;
+    struct bfs_ledger *ledger; /* the store's log, the node lease, the refresh */
+    int lock_fd;               /* <state>/lock, held while mounted */
     struct bfs_fs *fs; /* incoming/ state, owned by fs.c */
     struct bfs_stats stats;
     struct bfs_errors errors;

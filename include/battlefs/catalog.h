@@ -51,6 +51,7 @@ struct bfs_partition {
     size_t schema_len;
     uint8_t *header; /* the layout header bytes (bfs_ocf_layout_header) */
     size_t header_len;
+    char fingerprint[17]; /* of the schema: 16 hex digits */
 };
 void bfs_partition_free(struct bfs_partition *p);
 
@@ -167,7 +168,7 @@ int bfs_catalog_counts(struct bfs_catalog *cat, struct bfs_catalog_counts *c);
 
 /* ---- Roll protocol (see docs/design.md) ---- */
 
-#define BFS_ROLL_ID_MAX 64
+#define BFS_ROLL_ID_MAX 128
 
 /* The unfinished (claimed, not committed) roll, if any: 0 with its id (and,
  * if bytes is not NULL, the bytes it claimed), -ENOENT. */
@@ -175,12 +176,21 @@ int bfs_catalog_roll_pending(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_M
                              uint64_t *bytes);
 
 /* Claim every unclaimed buffer row in one transaction under a new
- * deterministic roll id (e.g. "20251218T130000Z-42": claim time and first row
- * id). 0 with the id and totals, -ENODATA if the buffer is empty, -EBUSY if
- * a claimed roll is not committed yet, -errno. Rows committed after the claim
- * stay unclaimed. */
-int bfs_catalog_roll_claim(struct bfs_catalog *cat, char roll_id[BFS_ROLL_ID_MAX], uint64_t *rows,
-                           uint64_t *bytes);
+ * deterministic roll id "<node>-<claim time>-<state id>-<first row id>" (e.g.
+ * "a-20251218T130000Z-0f3a9c21-42"; the state id is the first 8 hex digits
+ * of the catalog's random identity). 0 with the id and totals, -ENODATA if the buffer
+ * is empty, -EBUSY if a claimed roll is not committed yet, -EINVAL (a bad
+ * node name), -errno. Rows committed after the claim stay unclaimed. The roll
+ * is committed by applying its log entry (bfs_catalog_apply_*). */
+int bfs_catalog_roll_claim(struct bfs_catalog *cat, const char *node, char roll_id[BFS_ROLL_ID_MAX],
+                           uint64_t *rows, uint64_t *bytes);
+
+/* What a roll claimed: 0 with info, -ENOENT (no such roll), -errno. */
+struct bfs_roll_info {
+    int64_t claimed_at; /* unix seconds */
+    uint64_t rows, bytes;
+};
+int bfs_catalog_roll_info(struct bfs_catalog *cat, const char *roll_id, struct bfs_roll_info *info);
 
 struct bfs_roll_row {
     int64_t id;
@@ -189,6 +199,7 @@ struct bfs_roll_row {
     const char *dataset;
     uint64_t records;
     uint64_t length;
+    int64_t created_at; /* unix seconds of the upload */
 };
 /* Stream the roll's rows ordered by (table, period, dataset, id); the callback
  * reads the data with bfs_catalog_read_hot. A non-zero return stops the walk
@@ -196,33 +207,6 @@ struct bfs_roll_row {
  * callback runs with no database connection held. -ENOENT: no such roll. */
 int bfs_catalog_roll_rows(struct bfs_catalog *cat, const char *roll_id,
                           int (*cb)(void *ctx, const struct bfs_roll_row *row), void *ctx);
-
-struct bfs_archive_rec {
-    const char *key; /* store key, relative to the store root */
-    const char *table;
-    const char *period;
-    uint64_t size;
-    uint64_t header_length;
-    size_t first_index; /* its rows in the index array */
-    size_t n_index;
-};
-struct bfs_index_rec {
-    const char *dataset;
-    uint64_t start_byte;
-    uint64_t length;
-    uint64_t records;
-};
-/* One transaction: insert archived_files and block_indexes, delete the roll's
- * buffer rows (their blobs are left for bfs_catalog_purge), mark the roll
- * committed. archives[i] gets seq i; their index slices must cover index[] in
- * order. The index must account for every
- * claimed row: per (table, period, dataset) its lengths and records sum to
- * the claimed rows'. Returns 0; -ENOENT no such roll; -EALREADY the roll is
- * already committed (nothing changes); -EINVAL records that do not match the
- * claim or a key already used; -ENOSPC; -EIO. */
-int bfs_catalog_roll_commit(struct bfs_catalog *cat, const char *roll_id,
-                            const struct bfs_archive_rec *archives, size_t n_archives,
-                            const struct bfs_index_rec *index, size_t n_index);
 
 /* Delete up to `rows` blobs of committed rolls (left by bfs_catalog_roll_commit,
  * whose transaction would otherwise read every overflow page of 1 GiB of blobs
@@ -233,5 +217,72 @@ int bfs_catalog_purge(struct bfs_catalog *cat, int rows);
 
 /* Store keys of every archived file, in archive (id) order (for checks and tools). */
 int bfs_catalog_list_archives(struct bfs_catalog *cat, bfs_name_cb cb, void *ctx);
+
+/* ---- The store's log (ledger.c; catalog_ledger.c) ----
+ *
+ * Cold data enters the catalog only by applying entries of the store's log,
+ * in log order, one transaction each: a roll entry (this node's or another's)
+ * with its manifest's archives and index rows, or a skipped entry (a fence, a
+ * fenced roll, a roll already applied). The catalog remembers the last entry
+ * applied (log_pos) and, per node, the highest lease epoch seen in the log. */
+
+#define BFS_STATE_ID_MAX 33 /* 32 hex digits and the NUL */
+
+/* 0 with the last log position applied (0: none) and this catalog's random
+ * identity (made once, at creation: the lease holder of its mounts). */
+int bfs_catalog_ledger_state(struct bfs_catalog *cat, int64_t *log_pos,
+                             char state_id[BFS_STATE_ID_MAX]);
+/* The highest epoch of node seen in the log (0 if none): 0 or -errno. */
+int bfs_catalog_node_epoch(struct bfs_catalog *cat, const char *node, int64_t *epoch);
+/* Whether roll_id is committed here: 1 (with its log position in *seq, 0 for
+ * a roll committed before the log), 0 (unknown or only claimed), or -errno. */
+int bfs_catalog_roll_committed(struct bfs_catalog *cat, const char *roll_id, int64_t *seq);
+
+/* Apply log entry seq without data (a fence, a fenced or repeated roll):
+ * log_pos becomes seq, node's epoch at least epoch (node NULL: none). seq must
+ * be log_pos + 1 (else -ESTALE). 0 or -errno. */
+int bfs_catalog_log_skip(struct bfs_catalog *cat, int64_t seq, const char *node, int64_t epoch);
+
+/* A roll entry of the log. */
+struct bfs_log_roll {
+    int64_t seq; /* its position in the log */
+    const char *node;
+    const char *roll_id;
+    int64_t epoch;
+    int64_t claimed_at;
+    int64_t committed_at;
+    uint64_t rows, bytes; /* the manifest's totals (buffer rows rolled, their bytes) */
+};
+struct bfs_manifest_archive;
+struct bfs_manifest_index;
+struct bfs_cat_apply;
+
+/* Begin applying a roll entry: one write transaction (it holds the catalog's
+ * writer until bfs_catalog_apply_end) that inserts the manifest's archives and
+ * index rows as they are read. When roll_id is this catalog's pending claim,
+ * the entry is its commit: the end checks the index against the claimed rows
+ * and deletes them. 0, -ESTALE (seq is not log_pos + 1), -EALREADY (the roll
+ * is committed here already: nothing began; skip the entry), -errno. */
+int bfs_catalog_apply_begin(struct bfs_catalog *cat, const struct bfs_log_roll *r,
+                            struct bfs_cat_apply **out);
+/* The next archive of the manifest: its partition must exist with the same
+ * schema and codec (-EINVAL with err saying what differs; -ENOENT: no
+ * partition). 0 or -errno. */
+int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest_archive *ar,
+                              struct bfs_err *err);
+/* An index row of the last archive. 0, -EINVAL (outside it), -errno. */
+int bfs_catalog_apply_index(struct bfs_cat_apply *a, const struct bfs_manifest_index *x,
+                            struct bfs_err *err);
+/* End: rc == 0 commits (0, or -EINVAL: an own roll's index does not match its
+ * claim, or -errno), else rolls back and returns rc. *own (may be NULL) is
+ * set to 1 when the entry committed this catalog's pending claim. Frees a. */
+int bfs_catalog_apply_end(struct bfs_cat_apply *a, int rc, int *own, struct bfs_err *err);
+
+/* Create the partition (table, period) of an archive read from the store, as
+ * an upload would (schema row, layout header; up->data is not used). 0 (also
+ * when it exists with the same schema and codec), -EINVAL (it exists with
+ * another: err says which), -errno. */
+int bfs_catalog_partition_add(struct bfs_catalog *cat, const struct bfs_upload *up,
+                              struct bfs_err *err);
 
 #endif

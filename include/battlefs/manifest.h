@@ -28,8 +28,8 @@ extern const char bfs_manifest_schema[];
 struct bfs_manifest_roll {
     const char *node;    /* the writer's -o node name */
     const char *roll_id; /* the roll's deterministic id */
-    int64_t seq;         /* the node's manifest sequence number (from 1) */
-    int64_t epoch;       /* the node lease epoch it was written under */
+    int64_t rows;        /* buffer rows (uploads) the roll took, >= 1 */
+    int64_t bytes;       /* their bytes: the sum of the index rows' lengths */
     int64_t claimed_at;  /* unix seconds of the roll's claim */
 };
 

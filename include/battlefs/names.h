@@ -10,6 +10,11 @@
  * n is the length (the name need not be NUL-terminated). 1 if valid, else 0. */
 int bfs_name_valid(const char *s, size_t n);
 
+/* A node name (-o node): 1 to BFS_NODE_MAX of [A-Za-z0-9_-]. 1 if s is one
+ * (NUL-terminated), else 0. */
+#define BFS_NODE_MAX 64
+int bfs_node_valid(const char *s);
+
 /* Reserved table names: "incoming" (the drop box) and "_battlefs" (the
  * store's prefix for battlefs' own objects). 1 if reserved, else 0. */
 int bfs_table_reserved(const char *s, size_t n);

@@ -6,6 +6,7 @@
 
 struct bfs_catalog;
 struct bfs_errors;
+struct bfs_ledger;
 struct bfs_roller;
 struct bfs_stats;
 struct bfs_store;
@@ -22,11 +23,14 @@ enum bfs_roll_step {
     BFS_ROLL_BEFORE_COMMIT, /* the same point, right after AFTER_UPLOAD */
     BFS_ROLL_AFTER_COMMIT,  /* the commit transaction committed */
     BFS_ROLL_PUT,           /* before each put: an error fails that put, as a store would */
+    BFS_ROLL_AFTER_MANIFEST, /* the manifest is put, its log entry not yet */
+    BFS_ROLL_AFTER_LOG,      /* the log entry is put: committed in the store, not locally */
 };
-#define BFS_ROLL_STEPS 8
+#define BFS_ROLL_STEPS 10
 
 /* "after-claim", "mid-build", "after-build", "mid-upload", "after-upload",
- * "before-commit", "after-commit", "put-fail"; NULL for another value. */
+ * "before-commit", "after-commit", "put-fail", "after-manifest", "after-log";
+ * NULL for another value. */
 const char *bfs_roll_step_name(enum bfs_roll_step step);
 /* The step named name: 0, or -EINVAL. */
 int bfs_roll_step_parse(const char *name, enum bfs_roll_step *out);
@@ -46,6 +50,8 @@ typedef int (*bfs_roll_fault_fn)(void *arg, enum bfs_roll_step step, const char 
 struct bfs_roll_deps {
     struct bfs_catalog *cat;
     struct bfs_store *store;
+    struct bfs_ledger *ledger; /* the store's log: the commit goes through it */
+    const char *node;          /* -o node: the roll ids and keys carry it */
     struct bfs_stats *stats;   /* rolls; last_roll_error */
     struct bfs_errors *errors; /* a ".battlefs/roll" line per failed roll */
     const char *work_dir;      /* archives being built (<state>/work) */

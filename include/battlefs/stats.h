@@ -18,9 +18,17 @@ struct bfs_stats {
     atomic_uint_fast64_t store_put_bytes;
     atomic_uint_fast64_t cache_hits;
     atomic_uint_fast64_t cache_misses;
-    pthread_mutex_t lock; /* guards last_roll_error */
+    atomic_uint_fast64_t manifests_loaded; /* roll entries of the store's log applied */
+    atomic_uint_fast64_t refreshes;        /* reads of the store's log, successful or not */
+    atomic_int_fast64_t log_position;      /* the last log entry applied */
+    atomic_int fenced;                     /* the node's lease was taken over */
+    int read_only;                         /* -o ro (set before the mount serves) */
+    char node[72];                         /* -o node (set before the mount serves) */
+    pthread_mutex_t lock; /* guards last_roll_error and last_refresh_error */
     char last_roll_error[512];
     int has_roll_error;
+    char last_refresh_error[512];
+    int has_refresh_error;
 };
 
 void bfs_stats_init(struct bfs_stats *s);
@@ -28,6 +36,8 @@ void bfs_stats_destroy(struct bfs_stats *s);
 #define bfs_stats_add(s, field, n) atomic_fetch_add(&(s)->field, (uint_fast64_t)(n))
 /* Record (msg != NULL) or clear (msg == NULL) the last roll error. */
 void bfs_stats_set_roll_error(struct bfs_stats *s, const char *msg);
+/* The same for the last refresh error. */
+void bfs_stats_set_refresh_error(struct bfs_stats *s, const char *msg);
 
 struct bfs_catalog_counts;
 /* Render the JSON object of .battlefs/stats into out (with a trailing newline). */

@@ -89,6 +89,9 @@ struct bfs_put_src {
                              * that finds an object there computes it to compare */
     char *etag_out;         /* if not NULL: on success, the object's ETag now
                              * (BFS_STORE_ETAG_MAX bytes; "" if the store did not say) */
+    int race_ok;            /* BFS_PUT_CREATE: another writer's bytes under the key are a
+                             * routine outcome (the store's log: two writers race for one
+                             * position), so -EEXIST is logged at DEBUG, not ERROR */
 };
 
 /* What head says of an object. */

@@ -37,8 +37,8 @@ static int teardown(void **state)
 
 static const struct bfs_manifest_roll ROLL = {.node = "node-a",
                                               .roll_id = "20251218T130000Z-42",
-                                              .seq = 7,
-                                              .epoch = 3,
+                                              .rows = 7,
+                                              .bytes = 3,
                                               .claimed_at = 1766062800};
 
 static void archive_of(int k, struct bfs_manifest_archive *a, char *key, size_t keylen)
@@ -94,8 +94,8 @@ static int on_roll(void *ctx, const struct bfs_manifest_roll *r)
 {
     struct seen *s = ctx;
     s->rolls++;
-    if (strcmp(r->node, ROLL.node) || strcmp(r->roll_id, ROLL.roll_id) || r->seq != ROLL.seq ||
-        r->epoch != ROLL.epoch || r->claimed_at != ROLL.claimed_at)
+    if (strcmp(r->node, ROLL.node) || strcmp(r->roll_id, ROLL.roll_id) || r->rows != ROLL.rows ||
+        r->bytes != ROLL.bytes || r->claimed_at != ROLL.claimed_at)
         s->bad++;
     return 0;
 }

@@ -1,0 +1,1126 @@
+/* ledger.c - the store's log, the node lease, and the refresh (ledger.h).
+ *
+ * The log. Entry n is "_battlefs/log/<n, 20 digits>.json", a small JSON object
+ * (docs/format.md, "The log"):
+ *   {"battlefs_log": 1, "type": "roll", "node": N, "epoch": E, "roll_id": R,
+ *    "manifest": KEY, "size": S, "sha256": HEX, "committed_at": T}
+ *   {"battlefs_log": 1, "type": "fence", "node": N, "epoch": E, "at": T}
+ * A writer puts entry pos + 1 create-only (If-None-Match: *) after applying
+ * entries 1..pos. If another writer took that position, the put fails with
+ * -EEXIST (or succeeds if the bytes there are this very entry: a retry whose
+ * first attempt landed); the writer then applies the new entry and tries the
+ * next position. An entry is only ever put by a writer that has read the one
+ * before it, so the log has no gaps and a listing always sees a prefix of it
+ * (S3 and the file store are strongly consistent). Every mount applies the
+ * same entries in the same order: archived_files ids, hence the order of cold
+ * segments in a dataset file, follow the log, and a new entry only ever adds
+ * at the end (the file stays append-only for readers).
+ *
+ * Fencing. A node name is held by a lease object, "_battlefs/nodes/<node>/lease"
+ *   {"battlefs_lease": 1, "node": N, "holder": STATE_ID, "host": H, "pid": P,
+ *    "epoch": E, "expires_at": T, "released": B}
+ * written with compare-and-swap (If-Match) only. A mount takes it when it is
+ * absent, released, expired, or held by its own state directory (the previous
+ * process on this state directory is gone: main.c holds a lock on it), with
+ * epoch + 1. When it takes over a lease that was not released, it first puts
+ * a fence entry {node, epoch} into the log. Every mount applies the rule:
+ * a roll entry of node N whose epoch is lower than an epoch of N seen earlier
+ * in the log is ignored. So a cut-off holder that comes back can put its
+ * entry, but after the fence, and nobody applies it; it sees the fence (or
+ * its failed lease renewal) and stops committing: its rolls fail loudly and
+ * its rows stay in its buffer. The lease expiry (ttl) only decides when
+ * another mount may take the name; the log decides what counts.
+ *
+ * Refresh. Lists "_battlefs/log/" after the last applied entry (start-after,
+ * pages of LIST_PAGE keys), and applies each entry: a roll entry's manifest is
+ * fetched (checked against the entry's size and SHA-256), read once to create
+ * the partitions this mount does not have (from the header of the first
+ * archive, so the header bytes are the writer's), and once more to insert its
+ * rows in one catalog transaction (bfs_catalog_apply_*). The writer's own roll
+ * is applied from its local manifest file: that is its local commit.
+ *
+ * Threads and locks. mu serialises the log: refresh, commit, fence, and the
+ * acquire. lease_mu guards the lease state (etag, epoch, valid_until) and is
+ * taken under mu (commit checks the lease) or alone (renewal): mu -> lease_mu.
+ * tmu/tcv only wake and stop the two threads (renewal every ttl/3, refresh
+ * every refresh_s) and are never held with another lock. mu is held across
+ * store requests and catalog transactions (mu -> the catalog's wmu).
+ */
+#include "battlefs/ledger.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "battlefs/catalog.h"
+#include "battlefs/errors.h"
+#include "battlefs/log.h"
+#include "battlefs/manifest.h"
+#include "battlefs/names.h"
+#include "battlefs/ocf.h"
+#include "battlefs/sha256.h"
+#include "battlefs/stats.h"
+#include "battlefs/store.h"
+
+#define LOG_PREFIX      BFS_LEDGER_PREFIX "log/"
+#define LOG_DIGITS      20
+#define LIST_PAGE       1000        /* log keys listed per request */
+#define ENTRY_MAX       (64u << 10) /* largest log entry or lease read */
+#define COMMIT_ATTEMPTS 64          /* positions tried before a commit gives up */
+#define ACQUIRE_TRIES   4
+#define SCHEMAS_KNOWN   256 /* fingerprints this mount knows are in the store */
+
+struct bfs_ledger {
+    struct bfs_ledger_deps d;
+    char node[BFS_NODE_MAX + 1];
+    char state_id[BFS_STATE_ID_MAX];
+    char *work_dir;
+
+    pthread_mutex_t mu; /* the log: refresh, commit, fence */
+    int need_fence;     /* took over an unreleased lease: fence before committing */
+    const struct bfs_ledger_roll *local; /* under mu: the roll being committed */
+
+    pthread_mutex_t lease_mu; /* the lease state below */
+    int have_lease;
+    int64_t epoch;
+    char etag[BFS_STORE_ETAG_MAX];
+    struct timespec valid_until; /* CLOCK_MONOTONIC: renewed before it */
+
+    pthread_mutex_t tmu; /* the threads' wake-ups and stop */
+    pthread_cond_t tcv;
+    int stop;
+    pthread_t renew_thread, refresh_thread;
+    int renew_started, refresh_started;
+
+    pthread_mutex_t smu; /* schemas known to be in the store */
+    char (*schemas)[17];
+    size_t n_schemas;
+};
+
+/* ---- small helpers ---- */
+
+static struct timespec mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts;
+}
+
+static int ts_before(struct timespec a, struct timespec b)
+{
+    return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec);
+}
+
+static uint64_t ttl_of(const struct bfs_ledger *l)
+{
+    return l->d.lease_ttl_s ? l->d.lease_ttl_s : BFS_LEDGER_LEASE_TTL;
+}
+
+static void log_key(int64_t seq, char out[64])
+{
+    snprintf(out, 64, LOG_PREFIX "%0*" PRId64 ".json", LOG_DIGITS, seq);
+}
+
+/* The position of a log key, or -1 if key is not one. */
+static int64_t log_seq_of(const char *key)
+{
+    size_t plen = strlen(LOG_PREFIX);
+    if (strncmp(key, LOG_PREFIX, plen) != 0 || strlen(key) != plen + LOG_DIGITS + 5 ||
+        strcmp(key + plen + LOG_DIGITS, ".json") != 0)
+        return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < LOG_DIGITS; i++) {
+        char c = key[plen + i];
+        if (c < '0' || c > '9' || v > (INT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (c - '0');
+    }
+    return v >= 1 ? v : -1;
+}
+
+int bfs_ledger_manifest_key(const char *node, const char *roll_id, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, BFS_LEDGER_PREFIX "manifests/%s/%s.avro", node, roll_id);
+    return n > 0 && (size_t)n < cap ? 0 : -ENAMETOOLONG;
+}
+
+/* Write data to a new file path (replacing one a crash left) for a put. */
+static int write_file(const char *path, const void *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    const uint8_t *p = data;
+    int rc = 0;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            rc = w < 0 ? -errno : -EIO;
+            break;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    if (close(fd) < 0 && rc == 0)
+        rc = -errno;
+    return rc;
+}
+
+/* Put a small object from memory through a file in the work directory. */
+static int put_small(struct bfs_ledger *l, const char *key, const char *data, size_t len,
+                     enum bfs_put_cond cond, const char *if_match, int race_ok, char *etag_out,
+                     struct bfs_err *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/ledger-%ld.json", l->work_dir, (long)gettid());
+    int rc = write_file(path, data, len);
+    if (rc < 0)
+        return bfs_err_set(err, rc, "write %s: %s", path, strerror(-rc));
+    const struct bfs_put_src src = {
+        .path = path,
+        .cond = cond,
+        .if_match = if_match,
+        .race_ok = race_ok,
+        .etag_out = etag_out,
+    };
+    rc = bfs_store_put_src(l->d.store, key, &src, err);
+    unlink(path);
+    return rc;
+}
+
+static char *json_text(json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(j);
+    return s;
+}
+
+/* Fields of a JSON object, checked. */
+static int jstr(json_t *o, const char *k, const char **out)
+{
+    json_t *v = json_object_get(o, k);
+    if (!json_is_string(v))
+        return -EINVAL;
+    *out = json_string_value(v);
+    return 0;
+}
+
+static int jint(json_t *o, const char *k, int64_t *out)
+{
+    json_t *v = json_object_get(o, k);
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return -EINVAL;
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* ---- the lease ---- */
+
+struct lease {
+    char holder[BFS_STATE_ID_MAX];
+    char host[256];
+    int64_t pid, epoch, expires_at;
+    int released;
+};
+
+static void lease_key(const struct bfs_ledger *l, char out[160])
+{
+    snprintf(out, 160, BFS_LEDGER_PREFIX "nodes/%s/lease", l->node);
+}
+
+static int lease_parse(const void *data, size_t len, struct lease *out)
+{
+    json_t *j = json_loadb(data, len, 0, NULL);
+    const char *holder, *host;
+    int64_t v;
+    json_t *rel = j ? json_object_get(j, "released") : NULL;
+    int rc = j && jint(j, "battlefs_lease", &v) == 0 && v == 1 &&
+                     jstr(j, "holder", &holder) == 0 && jstr(j, "host", &host) == 0 &&
+                     jint(j, "pid", &out->pid) == 0 && jint(j, "epoch", &out->epoch) == 0 &&
+                     jint(j, "expires_at", &out->expires_at) == 0 && json_is_boolean(rel)
+                 ? 0
+                 : -EINVAL;
+    if (rc == 0) {
+        snprintf(out->holder, sizeof out->holder, "%s", holder);
+        snprintf(out->host, sizeof out->host, "%s", host);
+        out->released = json_is_true(rel);
+    }
+    json_decref(j);
+    return rc;
+}
+
+/* Put the lease {epoch, expires now + ttl (or now, released)} with cond. */
+static int lease_put(struct bfs_ledger *l, int64_t epoch, int released, enum bfs_put_cond cond,
+                     const char *if_match, char etag_out[BFS_STORE_ETAG_MAX], struct bfs_err *err)
+{
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    int64_t now = (int64_t)time(NULL);
+    json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:I, s:I, s:I, s:b}", "battlefs_lease", 1, "node",
+                          l->node, "holder", l->state_id, "host", host, "pid", (json_int_t)getpid(),
+                          "epoch", (json_int_t)epoch, "expires_at",
+                          (json_int_t)(released ? now : now + (int64_t)ttl_of(l)), "released",
+                          released);
+    char *text = j ? json_text(j) : NULL;
+    if (!text)
+        return bfs_err_set(err, -ENOMEM, "lease: out of memory");
+    char key[160];
+    lease_key(l, key);
+    int rc = put_small(l, key, text, strlen(text), cond, if_match, 0, etag_out, err);
+    free(text);
+    return rc;
+}
+
+static void lease_valid_from(struct bfs_ledger *l, struct timespec start)
+{
+    /* Counted from before the request: the store may have taken it late. */
+    l->valid_until = start;
+    l->valid_until.tv_sec += (time_t)ttl_of(l);
+}
+
+/* -EBUSY (err says by whom) if old is held by another live mount, else 0. */
+static int lease_busy(const struct bfs_ledger *l, const struct lease *old, struct bfs_err *err)
+{
+    int64_t now = (int64_t)time(NULL);
+    if (old->released || strcmp(old->holder, l->state_id) == 0 || old->expires_at < now)
+        return 0;
+    char until[32];
+    struct tm tm;
+    time_t t = (time_t)old->expires_at;
+    gmtime_r(&t, &tm);
+    strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return bfs_err_set(err, -EBUSY,
+                       "node %s is held by another mount (host %s, pid %" PRId64
+                       ", lease until %s): stop it, wait for its lease to expire, or mount "
+                       "with another -o node",
+                       l->node, old->host, old->pid, until);
+}
+
+int bfs_ledger_check(struct bfs_ledger *l, struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    if (l->d.read_only)
+        return 0;
+    char key[160];
+    lease_key(l, key);
+    void *data = NULL;
+    size_t len = 0;
+    int rc = bfs_store_get(l->d.store, key, ENTRY_MAX, &data, &len, NULL, err);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc < 0) {
+        bfs_err_prefix(err, "lease %s", key);
+        return rc;
+    }
+    struct lease old;
+    rc = lease_parse(data, len, &old);
+    free(data);
+    if (rc < 0)
+        return bfs_err_set(err, -EIO, "lease %s: not a battlefs lease", key);
+    return lease_busy(l, &old, err);
+}
+
+int bfs_ledger_acquire(struct bfs_ledger *l, struct bfs_err *err)
+{
+    if (l->d.read_only)
+        return 0;
+    char key[160];
+    lease_key(l, key);
+    pthread_mutex_lock(&l->mu);
+    int rc = -ESTALE;
+    for (int attempt = 0; attempt < ACQUIRE_TRIES; attempt++) {
+        void *data = NULL;
+        size_t len = 0;
+        char etag[BFS_STORE_ETAG_MAX] = "";
+        struct timespec start = mono_now();
+        rc = bfs_store_get(l->d.store, key, ENTRY_MAX, &data, &len, etag, err);
+        int64_t epoch = 1;
+        int fence = 0;
+        enum bfs_put_cond cond = BFS_PUT_CREATE;
+        if (rc == 0) {
+            struct lease old;
+            rc = lease_parse(data, len, &old);
+            free(data);
+            if (rc < 0) {
+                bfs_err_set(err, -EIO, "lease %s: not a battlefs lease", key);
+                rc = -EIO;
+                break;
+            }
+            if ((rc = lease_busy(l, &old, err)) < 0)
+                break;
+            epoch = old.epoch + 1;
+            fence = !old.released;
+            cond = BFS_PUT_MATCH;
+        } else if (rc != -ENOENT) {
+            bfs_err_prefix(err, "lease %s", key);
+            break;
+        }
+        char newtag[BFS_STORE_ETAG_MAX] = "";
+        rc = lease_put(l, epoch, 0, cond, cond == BFS_PUT_MATCH ? etag : NULL, newtag, err);
+        if (rc == -EEXIST || rc == -ESTALE || rc == -ENOENT) {
+            bfs_debug("lease %s changed while taking it: again", key);
+            rc = -ESTALE;
+            continue;
+        }
+        if (rc < 0) {
+            bfs_err_prefix(err, "lease %s", key);
+            break;
+        }
+        pthread_mutex_lock(&l->lease_mu);
+        l->have_lease = 1;
+        l->epoch = epoch;
+        snprintf(l->etag, sizeof l->etag, "%s", newtag);
+        lease_valid_from(l, start);
+        pthread_mutex_unlock(&l->lease_mu);
+        l->need_fence = fence;
+        bfs_info("node %s: lease taken (epoch %" PRId64 "%s)", l->node, epoch,
+                 fence ? ", taken over from a holder that did not release it" : "");
+        break;
+    }
+    if (rc == -ESTALE)
+        bfs_err_set(err, rc, "lease %s changes too often to be taken", key);
+    pthread_mutex_unlock(&l->mu);
+    return rc;
+}
+
+/* Renew the lease now. 0, -ESTALE (it was taken over: fenced), -errno. */
+static int lease_renew(struct bfs_ledger *l, struct bfs_err *err)
+{
+    pthread_mutex_lock(&l->lease_mu);
+    if (!l->have_lease) {
+        pthread_mutex_unlock(&l->lease_mu);
+        return bfs_err_set(err, -ESTALE, "node %s holds no lease", l->node);
+    }
+    int64_t epoch = l->epoch;
+    char etag[BFS_STORE_ETAG_MAX];
+    snprintf(etag, sizeof etag, "%s", l->etag);
+    pthread_mutex_unlock(&l->lease_mu);
+
+    struct timespec start = mono_now();
+    char newtag[BFS_STORE_ETAG_MAX] = "";
+    int rc = lease_put(l, epoch, 0, BFS_PUT_MATCH, etag, newtag, err);
+    pthread_mutex_lock(&l->lease_mu);
+    if (rc == 0 && l->have_lease && l->epoch == epoch) {
+        snprintf(l->etag, sizeof l->etag, "%s", newtag);
+        lease_valid_from(l, start);
+    } else if (rc == -ESTALE || rc == -ENOENT) {
+        l->have_lease = 0;
+        atomic_store(&l->d.stats->fenced, 1);
+        bfs_error("node %s: the lease was taken over by another mount (epoch %" PRId64
+                  " is no longer ours): this mount is fenced and will not commit rolls",
+                  l->node, epoch);
+        rc = bfs_err_set(err, -ESTALE, "node %s is fenced: its lease was taken over", l->node);
+    }
+    pthread_mutex_unlock(&l->lease_mu);
+    return rc;
+}
+
+/* Before a commit: a lease with at least a third of its time left. */
+static int lease_ensure(struct bfs_ledger *l, struct bfs_err *err)
+{
+    if (atomic_load(&l->d.stats->fenced))
+        return bfs_err_set(err, -ESTALE, "node %s is fenced: its lease was taken over", l->node);
+    pthread_mutex_lock(&l->lease_mu);
+    struct timespec limit = mono_now();
+    limit.tv_sec += (time_t)(ttl_of(l) / 3);
+    int fresh = l->have_lease && ts_before(limit, l->valid_until);
+    pthread_mutex_unlock(&l->lease_mu);
+    return fresh ? 0 : lease_renew(l, err);
+}
+
+static void lease_release(struct bfs_ledger *l)
+{
+    pthread_mutex_lock(&l->lease_mu);
+    int have = l->have_lease;
+    int64_t epoch = l->epoch;
+    char etag[BFS_STORE_ETAG_MAX];
+    snprintf(etag, sizeof etag, "%s", l->etag);
+    l->have_lease = 0;
+    pthread_mutex_unlock(&l->lease_mu);
+    if (!have)
+        return;
+    struct bfs_err err;
+    int rc = lease_put(l, epoch, 1, BFS_PUT_MATCH, etag, NULL, &err);
+    if (rc < 0)
+        bfs_warn("node %s: cannot release the lease (it expires by itself): %s", l->node,
+                 err.msg[0] ? err.msg : strerror(-rc));
+    else
+        bfs_info("node %s: lease released", l->node);
+}
+
+/* ---- reading the log ---- */
+
+struct entry {
+    int fence;
+    const char *node, *roll_id, *manifest, *sha_hex;
+    int64_t epoch, size, committed_at;
+    json_t *j; /* owns the strings */
+};
+
+static int entry_parse(const void *data, size_t len, struct entry *e)
+{
+    memset(e, 0, sizeof *e);
+    e->j = json_loadb(data, len, 0, NULL);
+    const char *type;
+    int64_t v;
+    if (!e->j || jint(e->j, "battlefs_log", &v) < 0 || v != 1 || jstr(e->j, "type", &type) < 0 ||
+        jstr(e->j, "node", &e->node) < 0 || jint(e->j, "epoch", &e->epoch) < 0 ||
+        !bfs_node_valid(e->node))
+        return -EINVAL;
+    if (strcmp(type, "fence") == 0) {
+        e->fence = 1;
+        return 0;
+    }
+    if (strcmp(type, "roll") != 0 || jstr(e->j, "roll_id", &e->roll_id) < 0 ||
+        jstr(e->j, "manifest", &e->manifest) < 0 || jstr(e->j, "sha256", &e->sha_hex) < 0 ||
+        jint(e->j, "size", &e->size) < 0 || jint(e->j, "committed_at", &e->committed_at) < 0 ||
+        strlen(e->sha_hex) != 64 || strlen(e->roll_id) >= BFS_ROLL_ID_MAX ||
+        !bfs_name_valid(e->roll_id, strlen(e->roll_id)) || bfs_store_key_check(e->manifest) < 0)
+        return -EINVAL;
+    return 0;
+}
+
+static void entry_free(struct entry *e)
+{
+    json_decref(e->j);
+    e->j = NULL;
+}
+
+/* The manifest of a roll entry in a readable fd (a local file for this
+ * mount's own roll being committed, else fetched and checked). */
+static int manifest_fd(struct bfs_ledger *l, const struct entry *e, struct bfs_err *err)
+{
+    if (l->local && strcmp(e->node, l->node) == 0 && strcmp(e->roll_id, l->local->roll_id) == 0) {
+        int fd = open(l->local->manifest_path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return bfs_err_set(err, -errno, "open %s: %s", l->local->manifest_path,
+                               strerror(errno));
+        return fd;
+    }
+    void *data = NULL;
+    size_t len = 0;
+    int rc = bfs_store_get(l->d.store, e->manifest, BFS_STORE_GET_MAX, &data, &len, NULL, err);
+    if (rc < 0) {
+        bfs_err_prefix(err, "manifest %s", e->manifest);
+        return rc;
+    }
+    uint8_t sha[32];
+    char hex[65];
+    rc = bfs_sha256(data, len, sha);
+    if (rc == 0) {
+        bfs_hex(sha, 32, hex);
+        if ((int64_t)len != e->size || strcmp(hex, e->sha_hex) != 0)
+            rc = bfs_err_set(err, -EIO,
+                             "manifest %s: %zu bytes, SHA-256 %s; the log says %" PRId64
+                             " bytes, %s",
+                             e->manifest, len, hex, e->size, e->sha_hex);
+    }
+    int fd = -1;
+    if (rc == 0) {
+        fd = memfd_create("bfs-manifest", MFD_CLOEXEC);
+        if (fd < 0)
+            rc = bfs_err_set(err, -errno, "memfd: %s", strerror(errno));
+    }
+    for (size_t off = 0; rc == 0 && off < len;) {
+        ssize_t w = write(fd, (uint8_t *)data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            rc = bfs_err_set(err, w < 0 ? -errno : -EIO, "memfd write");
+        else
+            off += (size_t)w;
+    }
+    free(data);
+    if (rc < 0) {
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+/* Pass 1 over a manifest: its Roll entry, and the partitions of its archives
+ * that this catalog does not have yet, created from the archive's own header. */
+struct scan {
+    struct bfs_ledger *l;
+    const struct entry *e;
+    struct bfs_err *err;
+    struct bfs_manifest_roll roll;
+    char roll_id[BFS_ROLL_ID_MAX];
+};
+
+static int scan_roll(void *ctx, const struct bfs_manifest_roll *r)
+{
+    struct scan *s = ctx;
+    if (strcmp(r->node, s->e->node) != 0 || strcmp(r->roll_id, s->e->roll_id) != 0)
+        return bfs_err_set(s->err, -EIO, "manifest %s is of roll %s of node %s, the log says %s",
+                           s->e->manifest, r->roll_id, r->node, s->e->roll_id);
+    s->roll = *r;
+    s->roll.node = s->e->node;
+    snprintf(s->roll_id, sizeof s->roll_id, "%s", r->roll_id);
+    s->roll.roll_id = s->roll_id;
+    return 0;
+}
+
+static int partition_from_archive(struct bfs_ledger *l, const struct bfs_manifest_archive *a,
+                                  struct bfs_err *err)
+{
+    if (a->header_length == 0 || a->header_length > BFS_OCF_MAX_HEADER)
+        return bfs_err_set(err, -EIO, "archive %s: bad header length", a->key);
+    uint8_t *hdr = malloc(a->header_length);
+    if (!hdr)
+        return bfs_err_set(err, -ENOMEM, "out of memory");
+    int rc = bfs_store_get_range(l->d.store, a->key, 0, a->header_length, hdr, err);
+    if (rc < 0) {
+        free(hdr);
+        bfs_err_prefix(err, "archive %s: header", a->key);
+        return rc;
+    }
+    struct bfs_ocf_header h;
+    rc = bfs_ocf_parse_header(hdr, a->header_length, &h, err);
+    if (rc < 0) {
+        free(hdr);
+        bfs_err_prefix(err, "archive %s: header", a->key);
+        return rc == -ENOMEM ? rc : -EIO;
+    }
+    size_t clen;
+    const char *canon = bfs_ocf_schema_canonical(h.compiled, &clen);
+    char fp[17];
+    snprintf(fp, sizeof fp, "%016" PRIx64, bfs_ocf_schema_fingerprint(h.compiled));
+    if (h.header_len != a->header_length || strcmp(fp, a->schema_fingerprint) != 0 ||
+        h.codec != a->codec || memcmp(h.sync, bfs_ocf_schema_sync(h.compiled), 16) != 0) {
+        rc = bfs_err_set(err, -EIO,
+                         "archive %s: its header (schema %s, codec %s) is not the layout the "
+                         "manifest says (schema %s, codec %s)",
+                         a->key, fp, bfs_codec_name(h.codec), a->schema_fingerprint,
+                         bfs_codec_name(a->codec));
+    } else {
+        struct bfs_upload up = {
+            .table = a->table,
+            .period = a->period,
+            .schema_json = h.schema_json,
+            .schema_len = h.schema_len,
+            .canonical = canon,
+            .canonical_len = clen,
+            .fingerprint = bfs_ocf_schema_fingerprint(h.compiled),
+            .codec = h.codec,
+            .header = hdr,
+            .header_len = a->header_length,
+        };
+        memcpy(up.sync, h.sync, 16);
+        rc = bfs_catalog_partition_add(l->d.cat, &up, err);
+        if (rc < 0)
+            bfs_err_prefix(err, "archive %s", a->key);
+        else
+            bfs_info("partition %s/%s: layout of schema %s, codec %s, from %s", a->table,
+                     a->period, fp, bfs_codec_name(h.codec), a->key);
+    }
+    bfs_ocf_header_free(&h);
+    free(hdr);
+    return rc;
+}
+
+static int scan_archive(void *ctx, const struct bfs_manifest_archive *a)
+{
+    struct scan *s = ctx;
+    uint8_t sync[16];
+    enum bfs_codec codec;
+    int rc = bfs_catalog_partition_layout(s->l->d.cat, a->table, a->period, sync, &codec);
+    if (rc == -ENOENT)
+        return partition_from_archive(s->l, a, s->err);
+    if (rc < 0)
+        return bfs_err_set(s->err, rc, "partition %s/%s: %s", a->table, a->period,
+                           strerror(-rc));
+    return 0;
+}
+
+static int scan_index(void *ctx, const struct bfs_manifest_index *x)
+{
+    (void)ctx;
+    (void)x;
+    return 0;
+}
+
+/* Pass 2: the rows, into one catalog transaction. */
+struct apply {
+    struct bfs_cat_apply *a;
+    struct bfs_err *err;
+};
+
+static int apply_roll(void *ctx, const struct bfs_manifest_roll *r)
+{
+    (void)ctx;
+    (void)r;
+    return 0;
+}
+
+static int apply_archive(void *ctx, const struct bfs_manifest_archive *ar)
+{
+    struct apply *p = ctx;
+    return bfs_catalog_apply_archive(p->a, ar, p->err);
+}
+
+static int apply_index(void *ctx, const struct bfs_manifest_index *x)
+{
+    struct apply *p = ctx;
+    return bfs_catalog_apply_index(p->a, x, p->err);
+}
+
+/* Apply roll entry seq. */
+static int apply_roll_entry(struct bfs_ledger *l, int64_t seq, const struct entry *e,
+                            struct bfs_err *err)
+{
+    int fd = manifest_fd(l, e, err);
+    if (fd < 0)
+        return fd;
+    struct scan s = {.l = l, .e = e, .err = err};
+    const struct bfs_manifest_visitor v1 = {scan_roll, scan_archive, scan_index, &s};
+    struct bfs_err rerr = {0};
+    int rc = bfs_manifest_read(fd, &v1, &rerr);
+    if (rc < 0 && !err->code)
+        bfs_err_set(err, rc, "manifest %s: %s", e->manifest, rerr.msg[0] ? rerr.msg : strerror(-rc));
+    if (rc == 0 && !s.roll.node)
+        rc = bfs_err_set(err, -EIO, "manifest %s has no Roll entry", e->manifest);
+    struct bfs_cat_apply *a = NULL;
+    if (rc == 0) {
+        const struct bfs_log_roll lr = {
+            .seq = seq,
+            .node = e->node,
+            .roll_id = e->roll_id,
+            .epoch = e->epoch,
+            .claimed_at = s.roll.claimed_at,
+            .committed_at = e->committed_at,
+            .rows = (uint64_t)s.roll.rows,
+            .bytes = (uint64_t)s.roll.bytes,
+        };
+        rc = bfs_catalog_apply_begin(l->d.cat, &lr, &a);
+        if (rc == -EALREADY) {
+            close(fd);
+            bfs_info("log %" PRId64 ": roll %s is already committed here: skipped", seq,
+                     e->roll_id);
+            rc = bfs_catalog_log_skip(l->d.cat, seq, e->node, e->epoch);
+            return rc < 0 ? bfs_err_set(err, rc, "log %" PRId64 ": skip", seq) : 0;
+        }
+        if (rc < 0)
+            bfs_err_set(err, rc, "log %" PRId64 ": apply: %s", seq, strerror(-rc));
+    }
+    if (rc == 0) {
+        struct apply p = {.a = a, .err = err};
+        const struct bfs_manifest_visitor v2 = {apply_roll, apply_archive, apply_index, &p};
+        if (lseek(fd, 0, SEEK_SET) < 0)
+            rc = bfs_err_set(err, -errno, "manifest %s: seek", e->manifest);
+        else
+            rc = bfs_manifest_read(fd, &v2, &rerr);
+        if (rc < 0 && !err->code)
+            bfs_err_set(err, rc, "manifest %s: %s", e->manifest,
+                        rerr.msg[0] ? rerr.msg : strerror(-rc));
+        int own = 0;
+        rc = bfs_catalog_apply_end(a, rc, &own, err);
+        if (rc == 0) {
+            bfs_stats_add(l->d.stats, manifests_loaded, 1);
+            bfs_log(own || strcmp(e->node, l->node) ? BFS_LOG_INFO : BFS_LOG_DEBUG,
+                    "log %" PRId64 ": %s roll %s of node %s (%" PRId64 " rows, %" PRId64
+                    " bytes)",
+                    seq, own ? "committed" : "applied", e->roll_id, e->node, s.roll.rows,
+                    s.roll.bytes);
+        }
+    }
+    close(fd);
+    if (rc < 0)
+        bfs_err_prefix(err, "log %" PRId64 " (roll %s of node %s)", seq, e->roll_id, e->node);
+    return rc;
+}
+
+/* Our own lease epoch, or 0 without a lease. */
+static int64_t my_epoch(struct bfs_ledger *l)
+{
+    pthread_mutex_lock(&l->lease_mu);
+    int64_t e = l->have_lease ? l->epoch : 0;
+    pthread_mutex_unlock(&l->lease_mu);
+    return e;
+}
+
+static void fence_self(struct bfs_ledger *l, int64_t seq, int64_t epoch)
+{
+    if (!atomic_exchange(&l->d.stats->fenced, 1))
+        bfs_error("node %s: log %" PRId64 " holds epoch %" PRId64 " of this node, above ours "
+                  "(%" PRId64 "): another mount took the name; this mount is fenced and "
+                  "will not commit rolls",
+                  l->node, seq, epoch, my_epoch(l));
+}
+
+/* Apply log entry seq (under mu). */
+static int apply_entry(struct bfs_ledger *l, int64_t seq, struct bfs_err *err)
+{
+    char key[64];
+    log_key(seq, key);
+    void *data = NULL;
+    size_t len = 0;
+    int rc = bfs_store_get(l->d.store, key, ENTRY_MAX, &data, &len, NULL, err);
+    if (rc < 0) {
+        bfs_err_prefix(err, "log entry %s", key);
+        return rc;
+    }
+    struct entry e;
+    rc = entry_parse(data, len, &e);
+    free(data);
+    if (rc < 0) {
+        entry_free(&e);
+        return bfs_err_set(err, -EIO, "log entry %s is not a battlefs log entry", key);
+    }
+    int mine = strcmp(e.node, l->node) == 0 && !l->d.read_only;
+    if (mine && e.epoch > my_epoch(l) && my_epoch(l) > 0)
+        fence_self(l, seq, e.epoch);
+    if (e.fence) {
+        bfs_info("log %" PRId64 ": node %s fenced below epoch %" PRId64, seq, e.node, e.epoch);
+        rc = bfs_catalog_log_skip(l->d.cat, seq, e.node, e.epoch);
+        entry_free(&e);
+        return rc < 0 ? bfs_err_set(err, rc, "log %" PRId64 ": skip", seq) : 0;
+    }
+    int64_t known = 0;
+    rc = bfs_catalog_node_epoch(l->d.cat, e.node, &known);
+    if (rc == 0 && e.epoch < known) {
+        bfs_warn("log %" PRId64 ": roll %s of node %s was put under epoch %" PRId64
+                 ", fenced by epoch %" PRId64 ": ignored (its rows are not committed)",
+                 seq, e.roll_id, e.node, e.epoch, known);
+        rc = bfs_catalog_log_skip(l->d.cat, seq, NULL, 0);
+    } else if (rc == 0) {
+        rc = apply_roll_entry(l, seq, &e, err);
+    }
+    if (rc < 0 && !err->code)
+        bfs_err_set(err, rc, "log %" PRId64 ": %s", seq, strerror(-rc));
+    entry_free(&e);
+    return rc;
+}
+
+struct keys {
+    char (*k)[64];
+    size_t n;
+};
+
+static int collect_key(void *ctx, const char *key, uint64_t size)
+{
+    (void)size;
+    struct keys *ks = ctx;
+    if (ks->n < LIST_PAGE && strlen(key) < 64)
+        snprintf(ks->k[ks->n++], 64, "%s", key);
+    return 0;
+}
+
+static int refresh_locked(struct bfs_ledger *l, struct bfs_err *err)
+{
+    int64_t pos;
+    int rc = bfs_catalog_ledger_state(l->d.cat, &pos, NULL);
+    if (rc < 0)
+        return bfs_err_set(err, rc, "read the log position: %s", strerror(-rc));
+    struct keys ks = {.k = malloc(LIST_PAGE * sizeof *ks.k)};
+    if (!ks.k)
+        return bfs_err_set(err, -ENOMEM, "out of memory");
+    for (;;) {
+        char after[64];
+        log_key(pos, after);
+        ks.n = 0;
+        rc = bfs_store_list_after(l->d.store, LOG_PREFIX, pos > 0 ? after : "", LIST_PAGE,
+                                  collect_key, &ks, err);
+        if (rc < 0) {
+            bfs_err_prefix(err, "list %s", LOG_PREFIX);
+            break;
+        }
+        size_t i;
+        for (i = 0; i < ks.n && rc == 0; i++) {
+            int64_t seq = log_seq_of(ks.k[i]);
+            if (seq < 0) {
+                bfs_warn("%s is not a log entry name: ignored", ks.k[i]);
+                continue;
+            }
+            if (seq != pos + 1) {
+                /* Cannot happen with a consistent store: read it again later. */
+                bfs_warn("log %" PRId64 " is missing before %s: the next refresh reads on",
+                         pos + 1, ks.k[i]);
+                break;
+            }
+            rc = apply_entry(l, seq, err);
+            if (rc == 0)
+                pos = seq;
+        }
+        atomic_store(&l->d.stats->log_position, pos);
+        if (rc < 0 || i < ks.n || ks.n < LIST_PAGE)
+            break;
+    }
+    free(ks.k);
+    return rc;
+}
+
+int bfs_ledger_refresh(struct bfs_ledger *l, struct bfs_err *err)
+{
+    pthread_mutex_lock(&l->mu);
+    bfs_err_clear(err);
+    int rc = refresh_locked(l, err);
+    bfs_stats_add(l->d.stats, refreshes, 1);
+    pthread_mutex_unlock(&l->mu);
+    if (rc < 0) {
+        if (!err->msg[0])
+            bfs_err_set(err, rc, "%s", strerror(-rc));
+        bfs_err_prefix(err, "refresh");
+        bfs_stats_set_refresh_error(l->d.stats, err->msg);
+    } else {
+        bfs_stats_set_refresh_error(l->d.stats, NULL);
+    }
+    return rc;
+}
+
+/* ---- writing the log ---- */
+
+/* Put entry text at position seq: 0, -EEXIST (taken), -errno. */
+static int put_entry(struct bfs_ledger *l, int64_t seq, char *text, struct bfs_err *err)
+{
+    char key[64];
+    log_key(seq, key);
+    int rc = put_small(l, key, text, strlen(text), BFS_PUT_CREATE, NULL, 1, NULL, err);
+    free(text);
+    if (rc < 0 && rc != -EEXIST)
+        bfs_err_prefix(err, "put %s", key);
+    return rc;
+}
+
+static char *fence_text(struct bfs_ledger *l)
+{
+    json_t *j = json_pack("{s:i, s:s, s:s, s:I, s:I}", "battlefs_log", 1, "type", "fence", "node",
+                          l->node, "epoch", (json_int_t)my_epoch(l), "at",
+                          (json_int_t)time(NULL));
+    return j ? json_text(j) : NULL;
+}
+
+static char *roll_text(struct bfs_ledger *l, const struct bfs_ledger_roll *r)
+{
+    char hex[65];
+    bfs_hex(r->sha256, 32, hex);
+    json_t *j = json_pack("{s:i, s:s, s:s, s:I, s:s, s:s, s:I, s:s, s:I}", "battlefs_log", 1,
+                          "type", "roll", "node", l->node, "epoch", (json_int_t)my_epoch(l),
+                          "roll_id", r->roll_id, "manifest", r->manifest_key, "size",
+                          (json_int_t)r->size, "sha256", hex, "committed_at",
+                          (json_int_t)time(NULL));
+    return j ? json_text(j) : NULL;
+}
+
+int bfs_ledger_commit(struct bfs_ledger *l, const struct bfs_ledger_roll *r, struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    if (l->d.read_only)
+        return bfs_err_set(err, -EROFS, "read-only mount");
+    pthread_mutex_lock(&l->mu);
+    l->local = r;
+    int rc = -EAGAIN;
+    for (int attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
+        rc = refresh_locked(l, err);
+        if (rc < 0)
+            break;
+        int64_t seq = 0;
+        rc = bfs_catalog_roll_committed(l->d.cat, r->roll_id, &seq);
+        if (rc < 0) {
+            bfs_err_set(err, rc, "look roll %s up: %s", r->roll_id, strerror(-rc));
+            break;
+        }
+        if (rc == 1) {
+            rc = 0;
+            break; /* in the log and applied: committed */
+        }
+        if ((rc = lease_ensure(l, err)) < 0)
+            break;
+        int64_t pos;
+        if ((rc = bfs_catalog_ledger_state(l->d.cat, &pos, NULL)) < 0) {
+            bfs_err_set(err, rc, "read the log position: %s", strerror(-rc));
+            break;
+        }
+        int fencing = l->need_fence;
+        char *text = fencing ? fence_text(l) : roll_text(l, r);
+        if (!text) {
+            rc = bfs_err_set(err, -ENOMEM, "log entry: out of memory");
+            break;
+        }
+        rc = put_entry(l, pos + 1, text, err);
+        if (rc == -EEXIST) {
+            bfs_debug("log %" PRId64 " was taken by another writer: reading it", pos + 1);
+            continue;
+        }
+        if (rc < 0)
+            break;
+        if (fencing) {
+            l->need_fence = 0;
+            bfs_info("log %" PRId64 ": fenced the earlier holders of node %s", pos + 1, l->node);
+            continue;
+        }
+        if (r->after_log && (rc = r->after_log(r->after_log_arg)) < 0) {
+            bfs_err_set(err, rc, "stopped by the fault hook after the log entry");
+            break;
+        }
+        /* The next refresh applies it, from the local manifest: the local commit. */
+    }
+    if (rc == -EAGAIN)
+        bfs_err_set(err, rc, "no free log position after %d attempts", COMMIT_ATTEMPTS);
+    l->local = NULL;
+    pthread_mutex_unlock(&l->mu);
+    return rc;
+}
+
+int bfs_ledger_put_schema(struct bfs_ledger *l, const char *fp, const char *json, size_t len,
+                          struct bfs_err *err)
+{
+    pthread_mutex_lock(&l->smu);
+    for (size_t i = 0; i < l->n_schemas; i++)
+        if (strcmp(l->schemas[i], fp) == 0) {
+            pthread_mutex_unlock(&l->smu);
+            return 0;
+        }
+    pthread_mutex_unlock(&l->smu);
+    char key[128];
+    snprintf(key, sizeof key, BFS_LEDGER_PREFIX "schemas/%s.avsc", fp);
+    struct bfs_store_head h;
+    int rc = bfs_store_head(l->d.store, key, &h, err);
+    if (rc == -ENOENT) {
+        /* Another text of the same canonical form may win the race: any is
+         * right, as the fingerprint names the canonical form. */
+        rc = put_small(l, key, json, len, BFS_PUT_CREATE, NULL, 1, NULL, err);
+        if (rc == -EEXIST)
+            rc = 0;
+    }
+    if (rc < 0) {
+        bfs_err_prefix(err, "schema %s", key);
+        return rc;
+    }
+    pthread_mutex_lock(&l->smu);
+    if (l->n_schemas < SCHEMAS_KNOWN)
+        snprintf(l->schemas[l->n_schemas++], 17, "%s", fp);
+    pthread_mutex_unlock(&l->smu);
+    return 0;
+}
+
+/* ---- threads ---- */
+
+/* Wait up to s seconds or until stop: 1 if stopping. */
+static int nap(struct bfs_ledger *l, uint64_t s)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)s;
+    pthread_mutex_lock(&l->tmu);
+    while (!l->stop && pthread_cond_timedwait(&l->tcv, &l->tmu, &until) != ETIMEDOUT)
+        ;
+    int stop = l->stop;
+    pthread_mutex_unlock(&l->tmu);
+    return stop;
+}
+
+static void *renew_main(void *arg)
+{
+    struct bfs_ledger *l = arg;
+    uint64_t every = ttl_of(l) / 3 ? ttl_of(l) / 3 : 1;
+    while (!nap(l, every)) {
+        if (atomic_load(&l->d.stats->fenced))
+            break;
+        struct bfs_err err;
+        int rc = lease_renew(l, &err);
+        if (rc < 0 && rc != -ESTALE)
+            bfs_warn("node %s: lease renewal failed (retried): %s", l->node,
+                     err.msg[0] ? err.msg : strerror(-rc));
+    }
+    return NULL;
+}
+
+static void *refresh_main(void *arg)
+{
+    struct bfs_ledger *l = arg;
+    while (!nap(l, l->d.refresh_s)) {
+        struct bfs_err err;
+        int rc = bfs_ledger_refresh(l, &err);
+        if (rc < 0)
+            bfs_warn("%s", err.msg);
+    }
+    return NULL;
+}
+
+int bfs_ledger_start(struct bfs_ledger *l)
+{
+    int rc = 0;
+    if (!l->d.read_only && l->have_lease) {
+        rc = pthread_create(&l->renew_thread, NULL, renew_main, l);
+        if (rc)
+            return -rc;
+        l->renew_started = 1;
+    }
+    if (l->d.refresh_s > 0) {
+        rc = pthread_create(&l->refresh_thread, NULL, refresh_main, l);
+        if (rc)
+            return -rc;
+        l->refresh_started = 1;
+    }
+    return 0;
+}
+
+int bfs_ledger_open(const struct bfs_ledger_deps *d, struct bfs_ledger **out)
+{
+    if (!bfs_node_valid(d->node))
+        return -EINVAL;
+    struct bfs_ledger *l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    l->d = *d;
+    snprintf(l->node, sizeof l->node, "%s", d->node);
+    l->d.node = l->node;
+    l->work_dir = strdup(d->work_dir);
+    l->schemas = calloc(SCHEMAS_KNOWN, sizeof *l->schemas);
+    int rc = l->work_dir && l->schemas ? 0 : -ENOMEM;
+    if (rc == 0)
+        rc = bfs_catalog_ledger_state(d->cat, NULL, l->state_id);
+    if (rc < 0) {
+        free(l->work_dir);
+        free(l->schemas);
+        free(l);
+        return rc;
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->lease_mu, NULL);
+    pthread_mutex_init(&l->tmu, NULL);
+    pthread_mutex_init(&l->smu, NULL);
+    pthread_cond_init(&l->tcv, NULL);
+    l->d.work_dir = l->work_dir;
+    snprintf(d->stats->node, sizeof d->stats->node, "%s", l->node);
+    d->stats->read_only = d->read_only;
+    *out = l;
+    return 0;
+}
+
+void bfs_ledger_close(struct bfs_ledger *l)
+{
+    if (!l)
+        return;
+    pthread_mutex_lock(&l->tmu);
+    l->stop = 1;
+    pthread_cond_broadcast(&l->tcv);
+    pthread_mutex_unlock(&l->tmu);
+    if (l->renew_started)
+        pthread_join(l->renew_thread, NULL);
+    if (l->refresh_started)
+        pthread_join(l->refresh_thread, NULL);
+    if (!l->d.read_only)
+        lease_release(l);
+    pthread_cond_destroy(&l->tcv);
+    pthread_mutex_destroy(&l->smu);
+    pthread_mutex_destroy(&l->tmu);
+    pthread_mutex_destroy(&l->lease_mu);
+    pthread_mutex_destroy(&l->mu);
+    free(l->schemas);
+    free(l->work_dir);
+    free(l);
+}
