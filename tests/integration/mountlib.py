@@ -7,9 +7,12 @@
         mount.stats()                                          # .battlefs/stats as a dict
         mount.expect_log(r"rejected .*u2.avro")                # a WARN/ERROR line that is fine
         mount.remount(); mount.kill9_and_remount()
+        mount.pause(); mount.resume()                          # SIGSTOP / SIGCONT the daemon
 
     def test_y(mount_factory):              # mounts with options
         m = mount_factory(codec="snappy", max_upload="64K")
+        m = mount_factory(start=False, store_timeout="0")
+        rc, err = m.start_refused()                            # a mount that must not come up
 
 Environment: BATTLEFS_BUILD (meson build dir, default /work/main/build),
 BATTLEFS_TEST_TIMEOUT (seconds per test before the daemon is killed, default 180).
@@ -116,6 +119,7 @@ class Mount:
         self.problems = []     # things that fail the test at teardown
         self.generation = 0    # daemon starts
         self.killed = False    # the current daemon was killed on purpose
+        self.paused = False    # the current daemon is stopped with SIGSTOP (pause)
         self._logf = None
 
     # ---------------------------------------------------------------- life cycle
@@ -164,6 +168,7 @@ class Mount:
     def stop(self):
         """Unmount and wait for the daemon to exit. Records a problem (fails the test) when
         the unmount does not work or the daemon exits with a non-zero status."""
+        self.resume()
         if self.proc is None:
             _force_unmount(self.mnt)
             return
@@ -200,6 +205,7 @@ class Mount:
         if self.proc is None:
             return
         self.killed = True
+        self.resume()
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -216,6 +222,42 @@ class Mount:
     def kill9_and_remount(self, **options):
         self.kill9()
         return self.start(**options)
+
+    def pause(self):
+        """SIGSTOP the daemon (its process group): it answers nothing until resume(). Do not
+        touch the mountpoint meanwhile (the access would hang). stop() and kill9() resume it."""
+        assert self.proc is not None and not self.paused
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        """SIGCONT a paused daemon (nothing when it is not paused)."""
+        if self.paused and self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self.paused = False
+
+    def start_refused(self, timeout=30):
+        """Run the mount command (with the mount's options) expecting it to refuse: return
+        (exit status, stderr text). Fails the test, after killing it and clearing the mount,
+        if the daemon is still running after timeout seconds. The mount's log is not used."""
+        assert self.proc is None, "already running"
+        p = subprocess.Popen(self.cmdline(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            _, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            _, err = p.communicate(timeout=30)
+            _force_unmount(self.mnt)
+            pytest.fail("the mount was not refused (still running after %ss):\n%s"
+                        % (timeout, err.decode(errors="replace")[-2000:]))
+        mounted = _is_mounted(self.mnt)
+        _force_unmount(self.mnt)
+        assert not mounted, "the refused mount left %s mounted" % self.mnt
+        return p.returncode, err.decode(errors="replace")
 
     @property
     def running(self):

@@ -11,7 +11,7 @@ Use from a test module (or a conftest.py):
         s3.bucket, s3.prefix, s3.region, s3.access_key, s3.secret_key
         s3.environ(AWS_SESSION_TOKEN="t")   # os.environ + credentials (+ overrides; None unsets)
         s3.requests             # proxy log: dicts with method, path, query, range, status,
-                                #   req_bytes, resp_bytes, headers, sig_error, fault,
+                                #   req_bytes, req_sha256, resp_bytes, headers, sig_error, fault,
                                 #   precondition, forwarded, upstream_status
         s3.failures             # requests refused for a bad signature / payload hash
         s3.add_fault("status", status=503, every=2)   # see sigv4proxy.Fault

@@ -484,6 +484,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "status": None,
             "req_bytes": 0,
+            "req_sha256": None,       # hex SHA-256 of the request body
             "resp_bytes": 0,
             "sig_error": None,
             "fault": None,
@@ -500,6 +501,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return
         rec["req_bytes"] = len(body)
+        rec["req_sha256"] = hashlib.sha256(body).hexdigest()
         try:
             verify_sigv4(self.command, raw_path, raw_query, list(self.headers.items()), body,
                          p.access_key, p.secret_key, p.region, p.session_token)
