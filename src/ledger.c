@@ -289,6 +289,8 @@ static void lease_valid_from(struct bfs_ledger *l, struct timespec start)
     l->valid_until.tv_sec += (time_t)ttl_of(l);
 }
 
+static int fence_locked(struct bfs_ledger *l, struct bfs_err *err);
+
 /* -EBUSY (err says by whom) if old is held by another live mount, else 0. */
 static int lease_busy(const struct bfs_ledger *l, const struct lease *old, struct bfs_err *err)
 {
@@ -331,13 +333,11 @@ int bfs_ledger_check(struct bfs_ledger *l, struct bfs_err *err)
     return lease_busy(l, &old, err);
 }
 
-int bfs_ledger_acquire(struct bfs_ledger *l, struct bfs_err *err)
+/* Take the lease (under mu). */
+static int acquire_locked(struct bfs_ledger *l, struct bfs_err *err)
 {
-    if (l->d.read_only)
-        return 0;
     char key[160];
     lease_key(l, key);
-    pthread_mutex_lock(&l->mu);
     int rc = -ESTALE;
     for (int attempt = 0; attempt < ACQUIRE_TRIES; attempt++) {
         void *data = NULL;
@@ -386,10 +386,30 @@ int bfs_ledger_acquire(struct bfs_ledger *l, struct bfs_err *err)
         l->need_fence = fence;
         bfs_info("node %s: lease taken (epoch %" PRId64 "%s)", l->node, epoch,
                  fence ? ", taken over from a holder that did not release it" : "");
+        if (fence) {
+            /* At once, so the earlier holder stops at its next look at the
+             * log; if the store fails now, the first commit does it. */
+            struct bfs_err ferr;
+            int frc = fence_locked(l, &ferr);
+            if (frc < 0)
+                bfs_warn("node %s: cannot fence the earlier holder yet (before the first roll "
+                         "then): %s",
+                         l->node, ferr.msg[0] ? ferr.msg : strerror(-frc));
+        }
         break;
     }
     if (rc == -ESTALE)
         bfs_err_set(err, rc, "lease %s changes too often to be taken", key);
+    return rc;
+}
+
+int bfs_ledger_acquire(struct bfs_ledger *l, struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    if (l->d.read_only)
+        return 0;
+    pthread_mutex_lock(&l->mu);
+    int rc = acquire_locked(l, err);
     pthread_mutex_unlock(&l->mu);
     return rc;
 }
@@ -426,7 +446,9 @@ static int lease_renew(struct bfs_ledger *l, struct bfs_err *err)
     return rc;
 }
 
-/* Before a commit: a lease with at least a third of its time left. */
+/* Before a commit (under mu): a lease with at least a third of its time
+ * left; taken now if the mount could not take it yet (the store did not
+ * answer at mount). */
 static int lease_ensure(struct bfs_ledger *l, struct bfs_err *err)
 {
     if (atomic_load(&l->d.stats->fenced))
@@ -434,8 +456,11 @@ static int lease_ensure(struct bfs_ledger *l, struct bfs_err *err)
     pthread_mutex_lock(&l->lease_mu);
     struct timespec limit = mono_now();
     limit.tv_sec += (time_t)(ttl_of(l) / 3);
-    int fresh = l->have_lease && ts_before(limit, l->valid_until);
+    int have = l->have_lease;
+    int fresh = have && ts_before(limit, l->valid_until);
     pthread_mutex_unlock(&l->lease_mu);
+    if (!have)
+        return acquire_locked(l, err);
     return fresh ? 0 : lease_renew(l, err);
 }
 
@@ -452,7 +477,10 @@ static void lease_release(struct bfs_ledger *l)
         return;
     struct bfs_err err;
     int rc = lease_put(l, epoch, 1, BFS_PUT_MATCH, etag, NULL, &err);
-    if (rc < 0)
+    if (rc == -ENOENT || rc == -ESTALE)
+        bfs_info("node %s: the lease is %s: nothing to release", l->node,
+                 rc == -ENOENT ? "gone from the store" : "another mount's now");
+    else if (rc < 0)
         bfs_warn("node %s: cannot release the lease (it expires by itself): %s", l->node,
                  err.msg[0] ? err.msg : strerror(-rc));
     else
@@ -542,6 +570,8 @@ static int manifest_fd(struct bfs_ledger *l, const struct entry *e, struct bfs_e
             off += (size_t)w;
     }
     free(data);
+    if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0)
+        rc = bfs_err_set(err, -errno, "memfd seek: %s", strerror(errno));
     if (rc < 0) {
         if (fd >= 0)
             close(fd);
@@ -914,6 +944,32 @@ static char *roll_text(struct bfs_ledger *l, const struct bfs_ledger_roll *r)
     return j ? json_text(j) : NULL;
 }
 
+/* Put the fence entry of our epoch at the next free position (under mu). */
+static int fence_locked(struct bfs_ledger *l, struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    for (int attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
+        int rc = refresh_locked(l, err);
+        if (rc < 0)
+            return rc;
+        int64_t pos;
+        if ((rc = bfs_catalog_ledger_state(l->d.cat, &pos, NULL)) < 0)
+            return bfs_err_set(err, rc, "read the log position: %s", strerror(-rc));
+        char *text = fence_text(l);
+        if (!text)
+            return bfs_err_set(err, -ENOMEM, "log entry: out of memory");
+        rc = put_entry(l, pos + 1, text, err);
+        if (rc == -EEXIST)
+            continue;
+        if (rc < 0)
+            return rc;
+        l->need_fence = 0;
+        bfs_info("log %" PRId64 ": fenced the earlier holders of node %s", pos + 1, l->node);
+        return refresh_locked(l, err);
+    }
+    return bfs_err_set(err, -EAGAIN, "no free log position after %d attempts", COMMIT_ATTEMPTS);
+}
+
 int bfs_ledger_commit(struct bfs_ledger *l, const struct bfs_ledger_roll *r, struct bfs_err *err)
 {
     bfs_err_clear(err);
@@ -943,8 +999,12 @@ int bfs_ledger_commit(struct bfs_ledger *l, const struct bfs_ledger_roll *r, str
             bfs_err_set(err, rc, "read the log position: %s", strerror(-rc));
             break;
         }
-        int fencing = l->need_fence;
-        char *text = fencing ? fence_text(l) : roll_text(l, r);
+        if (l->need_fence) {
+            if ((rc = fence_locked(l, err)) < 0)
+                break;
+            continue;
+        }
+        char *text = roll_text(l, r);
         if (!text) {
             rc = bfs_err_set(err, -ENOMEM, "log entry: out of memory");
             break;
@@ -956,11 +1016,6 @@ int bfs_ledger_commit(struct bfs_ledger *l, const struct bfs_ledger_roll *r, str
         }
         if (rc < 0)
             break;
-        if (fencing) {
-            l->need_fence = 0;
-            bfs_info("log %" PRId64 ": fenced the earlier holders of node %s", pos + 1, l->node);
-            continue;
-        }
         if (r->after_log && (rc = r->after_log(r->after_log_arg)) < 0) {
             bfs_err_set(err, rc, "stopped by the fault hook after the log entry");
             break;
@@ -1029,11 +1084,14 @@ static void *renew_main(void *arg)
     while (!nap(l, every)) {
         if (atomic_load(&l->d.stats->fenced))
             break;
+        pthread_mutex_lock(&l->lease_mu);
+        int have = l->have_lease;
+        pthread_mutex_unlock(&l->lease_mu);
         struct bfs_err err;
-        int rc = lease_renew(l, &err);
+        int rc = have ? lease_renew(l, &err) : bfs_ledger_acquire(l, &err);
         if (rc < 0 && rc != -ESTALE)
-            bfs_warn("node %s: lease renewal failed (retried): %s", l->node,
-                     err.msg[0] ? err.msg : strerror(-rc));
+            bfs_warn("node %s: lease %s failed (retried): %s", l->node,
+                     have ? "renewal" : "taking", err.msg[0] ? err.msg : strerror(-rc));
     }
     return NULL;
 }
@@ -1053,7 +1111,7 @@ static void *refresh_main(void *arg)
 int bfs_ledger_start(struct bfs_ledger *l)
 {
     int rc = 0;
-    if (!l->d.read_only && l->have_lease) {
+    if (!l->d.read_only) {
         rc = pthread_create(&l->renew_thread, NULL, renew_main, l);
         if (rc)
             return -rc;

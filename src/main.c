@@ -98,18 +98,24 @@ static void ctx_close_modules(struct bfs_ctx *ctx)
  * by another live mount, and read the log (a new state directory is rebuilt
  * from the store here, before anything is served). After it: take the lease,
  * read what came meanwhile, start the renewal and refresh threads. A store
- * that cannot be read does not stop the mount (the refresh thread retries;
- * last_refresh_error says why), a lease that cannot be taken does. */
+ * that cannot be read does not stop the mount (the threads retry;
+ * last_refresh_error says why): only a node name held by another mount does. */
 static int ledger_mount(struct bfs_ctx *ctx, int start)
 {
     struct bfs_err err;
     int rc = 0;
     if (!ctx->opt.read_only) {
         rc = start ? bfs_ledger_acquire(ctx->ledger, &err) : bfs_ledger_check(ctx->ledger, &err);
-        if (rc < 0) {
-            bfs_error("%s", err.msg[0] ? err.msg : strerror(-rc));
+        if (rc == -EBUSY) {
+            bfs_error("%s", err.msg);
             return rc;
         }
+        /* A store that does not answer must not stop uploads: the lease is
+         * taken when it does (rolls wait for it). */
+        if (rc < 0)
+            bfs_warn("node %s: cannot %s the lease yet (retried; rolls wait for it): %s",
+                     ctx->opt.node, start ? "take" : "check",
+                     err.msg[0] ? err.msg : strerror(-rc));
     }
     rc = bfs_ledger_refresh(ctx->ledger, &err);
     if (rc < 0)
