@@ -78,6 +78,7 @@
 #define COMMIT_ATTEMPTS 64          /* positions tried before a commit gives up */
 #define ACQUIRE_TRIES   4
 #define SCHEMAS_KNOWN   256 /* fingerprints this mount knows are in the store */
+#define FETCH_CHUNK     (4u << 20) /* a manifest is fetched in pieces of this */
 
 struct bfs_ledger {
     struct bfs_ledger_deps d;
@@ -536,45 +537,56 @@ static int manifest_fd(struct bfs_ledger *l, const struct entry *e, struct bfs_e
                                strerror(errno));
         return fd;
     }
-    void *data = NULL;
-    size_t len = 0;
-    int rc = bfs_store_get(l->d.store, e->manifest, BFS_STORE_GET_MAX, &data, &len, NULL, err);
+    /* Fetched in pieces into an anonymous file of the work directory and
+     * hashed on the way: memory does not grow with the manifest. */
+    int fd = open(l->work_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return bfs_err_set(err, -errno, "temporary file in %s: %s", l->work_dir, strerror(errno));
+    uint8_t *buf = malloc(FETCH_CHUNK);
+    struct bfs_sha256 sha;
+    int rc = buf ? bfs_sha256_init(&sha) : -ENOMEM;
     if (rc < 0) {
-        bfs_err_prefix(err, "manifest %s", e->manifest);
-        return rc;
+        free(buf);
+        close(fd);
+        return bfs_err_set(err, rc, "manifest %s: %s", e->manifest, strerror(-rc));
     }
-    uint8_t sha[32];
-    char hex[65];
-    rc = bfs_sha256(data, len, sha);
+    for (uint64_t off = 0; rc == 0 && off < (uint64_t)e->size;) {
+        uint64_t n = (uint64_t)e->size - off < FETCH_CHUNK ? (uint64_t)e->size - off : FETCH_CHUNK;
+        rc = bfs_store_get_range(l->d.store, e->manifest, off, n, buf, err);
+        if (rc < 0) {
+            bfs_err_prefix(err, "manifest %s", e->manifest);
+            break;
+        }
+        bfs_sha256_update(&sha, buf, (size_t)n);
+        for (size_t done = 0; rc == 0 && done < n;) {
+            ssize_t w = write(fd, buf + done, (size_t)n - done);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                rc = bfs_err_set(err, w < 0 ? -errno : -EIO, "manifest %s: write: %s",
+                                 e->manifest, strerror(w < 0 ? errno : EIO));
+            else
+                done += (size_t)w;
+        }
+        off += n;
+    }
+    uint8_t digest[32];
+    if (rc == 0 && (rc = bfs_sha256_final(&sha, digest)) < 0)
+        bfs_err_set(err, rc, "manifest %s: SHA-256", e->manifest);
+    else if (rc < 0)
+        bfs_sha256_discard(&sha);
+    free(buf);
     if (rc == 0) {
-        bfs_hex(sha, 32, hex);
-        if ((int64_t)len != e->size || strcmp(hex, e->sha_hex) != 0)
-            rc = bfs_err_set(err, -EIO,
-                             "manifest %s: %zu bytes, SHA-256 %s; the log says %" PRId64
-                             " bytes, %s",
-                             e->manifest, len, hex, e->size, e->sha_hex);
+        char hex[65];
+        bfs_hex(digest, 32, hex);
+        if (strcmp(hex, e->sha_hex) != 0)
+            rc = bfs_err_set(err, -EIO, "manifest %s: SHA-256 %s, the log says %s", e->manifest,
+                             hex, e->sha_hex);
     }
-    int fd = -1;
-    if (rc == 0) {
-        fd = memfd_create("bfs-manifest", MFD_CLOEXEC);
-        if (fd < 0)
-            rc = bfs_err_set(err, -errno, "memfd: %s", strerror(errno));
-    }
-    for (size_t off = 0; rc == 0 && off < len;) {
-        ssize_t w = write(fd, (uint8_t *)data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            rc = bfs_err_set(err, w < 0 ? -errno : -EIO, "memfd write");
-        else
-            off += (size_t)w;
-    }
-    free(data);
     if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0)
-        rc = bfs_err_set(err, -errno, "memfd seek: %s", strerror(errno));
+        rc = bfs_err_set(err, -errno, "manifest %s: seek: %s", e->manifest, strerror(errno));
     if (rc < 0) {
-        if (fd >= 0)
-            close(fd);
+        close(fd);
         return rc;
     }
     return fd;

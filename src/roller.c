@@ -160,12 +160,12 @@ struct archive {
     char period[BFS_NAME_MAX + 1];
     uint64_t size;
     uint64_t header_length;
-    size_t first_index;
+    long spool_off; /* its index rows in the index spool */
     size_t n_index;
 };
 
 struct index_ent {
-    char *dataset;
+    char dataset[BFS_NAME_MAX + 1];
     uint64_t start;
     uint64_t length;
     uint64_t records;
@@ -184,12 +184,15 @@ struct build {
     struct archive *arch;
     size_t n_arch, cap_arch;
     struct index_ent *idx;
-    size_t n_idx, cap_idx;
+    struct index_ent cur; /* the open archive's current dataset (when ds_open) */
+    size_t n_idx;         /* index rows so far, all archives */
+    FILE *ispool;         /* every finished index row, in order (memory stays flat) */
+    char *ispool_path;
     struct bfs_partition part; /* of the current group */
     int have_part;
     unsigned group_n;   /* archives of the current group so far */
     uint64_t arch_rows; /* rows in the open archive */
-    int ds_open;        /* idx[n_idx - 1] is the open archive's current dataset */
+    int ds_open;        /* cur is the open archive's current dataset */
     uint64_t rows, bytes, records;
     double t_build, t_upload, t_commit; /* seconds per phase */
     /* The upload thread (uploader_main) and what it shares with the build.
@@ -335,7 +338,9 @@ static int open_archive(struct build *b, const char *table, const char *period)
         a->path = NULL;
         return fail(b, -ENOMEM, "archive path");
     }
-    a->first_index = b->n_idx;
+    a->spool_off = ftell(b->ispool);
+    if (a->spool_off < 0)
+        return fail(b, -errno, "index spool %s", b->ispool_path);
     b->n_arch++;
     b->group_n++;
     /* Never O_TRUNC: a stale file of that name may be linked into the store. */
@@ -360,12 +365,48 @@ static int open_archive(struct build *b, const char *table, const char *period)
     return out_write(b, b->part.header, b->part.header_len);
 }
 
+/* Append the current dataset's index row to the spool. */
+static int spool_index(struct build *b)
+{
+    if (!b->ds_open)
+        return 0;
+    const struct index_ent *e = &b->cur;
+    uint16_t n = (uint16_t)strlen(e->dataset);
+    uint64_t v[4] = {e->start, e->length, e->records, (uint64_t)e->uploaded_at};
+    if (fwrite(&n, sizeof n, 1, b->ispool) != 1 || fwrite(e->dataset, 1, n, b->ispool) != n ||
+        fwrite(v, sizeof v, 1, b->ispool) != 1)
+        return fail(b, -EIO, "write the index spool %s", b->ispool_path);
+    b->ds_open = 0;
+    cur_archive(b)->n_index++;
+    b->n_idx++;
+    return 0;
+}
+
+/* Read the next index row of the spool into e. */
+static int unspool_index(struct build *b, struct index_ent *e)
+{
+    uint16_t n;
+    uint64_t v[4];
+    if (fread(&n, sizeof n, 1, b->ispool) != 1 || n == 0 || n > BFS_NAME_MAX ||
+        fread(e->dataset, 1, n, b->ispool) != n || fread(v, sizeof v, 1, b->ispool) != 1)
+        return fail(b, -EIO, "read the index spool %s", b->ispool_path);
+    e->dataset[n] = '\0';
+    e->start = v[0];
+    e->length = v[1];
+    e->records = v[2];
+    e->uploaded_at = (int64_t)v[3];
+    return 0;
+}
+
 static int close_archive(struct build *b)
 {
     if (b->fd < 0)
         return 0;
     struct archive *a = cur_archive(b);
-    int rc = flush_buf(b);
+    int rc = spool_index(b);
+    if (rc < 0)
+        return rc;
+    rc = flush_buf(b);
     if (close(b->fd) < 0 && rc == 0)
         rc = fail(b, -errno, "close %s", a->path);
     b->fd = -1;
@@ -375,7 +416,6 @@ static int close_archive(struct build *b)
         rc = fail(b, hrc, "SHA-256 of %s", a->path);
     if (rc < 0)
         return rc;
-    a->n_index = b->n_idx - a->first_index;
     assert(b->arch_rows >= 1 && a->n_index >= 1);
     if (!b->hold_puts) {
         pthread_mutex_lock(&b->up_lock);
@@ -441,21 +481,18 @@ static int on_row(void *vb, const struct bfs_roll_row *row)
         return rc;
     struct archive *a = cur_archive(b);
 
-    if (!b->ds_open || strcmp(b->idx[b->n_idx - 1].dataset, row->dataset) != 0) {
-        if (bfs_array_reserve(&b->idx, &b->cap_idx, b->n_idx + 1, sizeof *b->idx) < 0)
-            return fail(b, -ENOMEM, "index list");
-        struct index_ent *e = &b->idx[b->n_idx];
-        e->dataset = strdup(row->dataset);
-        if (!e->dataset)
-            return fail(b, -ENOMEM, "index list");
+    if (!b->ds_open || strcmp(b->cur.dataset, row->dataset) != 0) {
+        if ((rc = spool_index(b)) < 0)
+            return rc;
+        struct index_ent *e = &b->cur;
+        snprintf(e->dataset, sizeof e->dataset, "%s", row->dataset);
         e->start = a->size;
         e->length = 0;
         e->records = 0;
         e->uploaded_at = 0;
-        b->n_idx++;
         b->ds_open = 1;
     }
-    struct index_ent *e = &b->idx[b->n_idx - 1];
+    struct index_ent *e = &b->cur;
 
     /* Copy the row's bytes in bounded pieces straight into the buffer. */
     uint64_t off = 0;
@@ -631,9 +668,11 @@ static void build_free(struct build *b)
         free(b->arch[i].key);
     }
     free(b->arch);
-    for (size_t i = 0; i < b->n_idx; i++)
-        free(b->idx[i].dataset);
-    free(b->idx);
+    if (b->ispool)
+        fclose(b->ispool);
+    if (b->ispool_path && !b->crashed && unlink(b->ispool_path) < 0 && errno != ENOENT)
+        bfs_warn("roll %s: cannot remove %s: %s", b->roll_id, b->ispool_path, strerror(errno));
+    free(b->ispool_path);
     if (b->manifest_path && !b->crashed && unlink(b->manifest_path) < 0 && errno != ENOENT)
         bfs_warn("roll %s: cannot remove %s: %s", b->roll_id, b->manifest_path, strerror(errno));
     free(b->manifest_path);
@@ -657,9 +696,11 @@ static void clean_work_dir(const struct bfs_roll_deps *deps)
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         size_t n = strlen(de->d_name);
-        /* archives and manifests (.avro), log entries and leases being put (.json) */
-        if (n < 5 || de->d_name[0] == '.' ||
-            (strcmp(de->d_name + n - 5, ".avro") != 0 && strcmp(de->d_name + n - 5, ".json") != 0))
+        /* archives and manifests (.avro), log entries and leases being put
+         * (.json), a roll's index rows (.spool) */
+        const char *dot = strrchr(de->d_name, '.');
+        if (n < 5 || de->d_name[0] == '.' || !dot ||
+            (strcmp(dot, ".avro") != 0 && strcmp(dot, ".json") != 0 && strcmp(dot, ".spool") != 0))
             continue;
         if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
             bfs_warn("cannot remove %s/%s: %s", deps->work_dir, de->d_name, strerror(errno));
@@ -729,13 +770,18 @@ static int put_manifest(struct build *b)
         };
         memcpy(ma.sha256, a->sha256, 32);
         rc = bfs_manifest_add_archive(w, &ma);
-        for (size_t j = a->first_index; j < a->first_index + a->n_index && rc == 0; j++) {
+        if (rc == 0 && fseek(b->ispool, a->spool_off, SEEK_SET) < 0)
+            rc = fail(b, -errno, "index spool %s", b->ispool_path);
+        for (size_t j = 0; j < a->n_index && rc == 0; j++) {
+            struct index_ent e;
+            if ((rc = unspool_index(b, &e)) < 0)
+                break;
             const struct bfs_manifest_index mx = {
-                .dataset = b->idx[j].dataset,
-                .start = b->idx[j].start,
-                .length = b->idx[j].length,
-                .records = b->idx[j].records,
-                .uploaded_at = b->idx[j].uploaded_at,
+                .dataset = e.dataset,
+                .start = e.start,
+                .length = e.length,
+                .records = e.records,
+                .uploaded_at = e.uploaded_at,
             };
             rc = bfs_manifest_add_index(w, &mx);
         }
@@ -784,6 +830,19 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
     b->buf = malloc(ROLL_CHUNK);
     if (!b->buf)
         return fail(b, -ENOMEM, "copy buffer");
+    /* The index rows wait in a file until the manifest is written: a roll of
+     * a million datasets holds none of them in memory. */
+    if (asprintf(&b->ispool_path, "%s/%s-index.spool", d->work_dir, b->roll_id) < 0) {
+        b->ispool_path = NULL;
+        return fail(b, -ENOMEM, "index spool path");
+    }
+    int sfd = open(b->ispool_path, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (sfd < 0 || !(b->ispool = fdopen(sfd, "w+"))) {
+        rc = -errno;
+        if (sfd >= 0)
+            close(sfd);
+        return fail(b, rc, "create %s", b->ispool_path);
+    }
     if ((rc = uploader_start(b)) < 0)
         return rc;
 
