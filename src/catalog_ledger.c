@@ -132,9 +132,9 @@ struct bfs_cat_apply {
     struct bfs_log_roll r;
     char node[BFS_NODE_MAX + 1];
     char roll_id[BFS_ROLL_ID_MAX];
-    int own;           /* the roll is this catalog's pending claim */
-    int64_t lo, hi;    /* its claimed rows */
-    int64_t file_id;   /* the last archive inserted, or 0 */
+    int own;         /* the roll is this catalog's pending claim */
+    int64_t lo, hi;  /* its claimed rows */
+    int64_t file_id; /* the last archive inserted, or 0 */
     uint64_t file_size, file_header;
     char table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1];
     int64_t n_arch;
@@ -232,8 +232,7 @@ int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest
         if (!fp || strcmp(fp, ar->schema_fingerprint) != 0)
             e = bfs_err_set(err, -EINVAL,
                             "archive %s: partition %s/%s has schema %s here, the archive %s",
-                            ar->key, ar->table, ar->period, fp ? fp : "?",
-                            ar->schema_fingerprint);
+                            ar->key, ar->table, ar->period, fp ? fp : "?", ar->schema_fingerprint);
         else if (!pcodec || strcmp(pcodec, codec) != 0)
             e = bfs_err_set(err, -EINVAL,
                             "archive %s: partition %s/%s has codec %s here, the archive %s",
@@ -267,8 +266,7 @@ int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest
     if (rc != SQLITE_OK) {
         const char *why = sqlite3_errmsg(cat->w);
         if ((rc & 0xff) == SQLITE_CONSTRAINT)
-            return bfs_err_set(err, -EINVAL, "archive %s: %s (a key listed twice?)", ar->key,
-                               why);
+            return bfs_err_set(err, -EINVAL, "archive %s: %s (a key listed twice?)", ar->key, why);
         return bfs_err_set(err, sql_fail(cat->w, rc, "add an archive"), "catalog: %s", why);
     }
     a->file_id = sqlite3_last_insert_rowid(cat->w);

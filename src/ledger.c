@@ -77,7 +77,7 @@
 #define ENTRY_MAX       (64u << 10) /* largest log entry or lease read */
 #define COMMIT_ATTEMPTS 64          /* positions tried before a commit gives up */
 #define ACQUIRE_TRIES   4
-#define SCHEMAS_KNOWN   256 /* fingerprints this mount knows are in the store */
+#define SCHEMAS_KNOWN   256        /* fingerprints this mount knows are in the store */
 #define FETCH_CHUNK     (4u << 20) /* a manifest is fetched in pieces of this */
 
 struct bfs_ledger {
@@ -246,9 +246,9 @@ static int lease_parse(const void *data, size_t len, struct lease *out)
     const char *holder, *host;
     int64_t v;
     json_t *rel = j ? json_object_get(j, "released") : NULL;
-    int rc = j && jint(j, "battlefs_lease", &v) == 0 && v == 1 &&
-                     jstr(j, "holder", &holder) == 0 && jstr(j, "host", &host) == 0 &&
-                     jint(j, "pid", &out->pid) == 0 && jint(j, "epoch", &out->epoch) == 0 &&
+    int rc = j && jint(j, "battlefs_lease", &v) == 0 && v == 1 && jstr(j, "holder", &holder) == 0 &&
+                     jstr(j, "host", &host) == 0 && jint(j, "pid", &out->pid) == 0 &&
+                     jint(j, "epoch", &out->epoch) == 0 &&
                      jint(j, "expires_at", &out->expires_at) == 0 && json_is_boolean(rel)
                  ? 0
                  : -EINVAL;
@@ -268,11 +268,11 @@ static int lease_put(struct bfs_ledger *l, int64_t epoch, int released, enum bfs
     char host[256] = "";
     gethostname(host, sizeof host - 1);
     int64_t now = (int64_t)time(NULL);
-    json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:I, s:I, s:I, s:b}", "battlefs_lease", 1, "node",
-                          l->node, "holder", l->state_id, "host", host, "pid", (json_int_t)getpid(),
-                          "epoch", (json_int_t)epoch, "expires_at",
-                          (json_int_t)(released ? now : now + (int64_t)ttl_of(l)), "released",
-                          released);
+    json_t *j =
+        json_pack("{s:i, s:s, s:s, s:s, s:I, s:I, s:I, s:b}", "battlefs_lease", 1, "node", l->node,
+                  "holder", l->state_id, "host", host, "pid", (json_int_t)getpid(), "epoch",
+                  (json_int_t)epoch, "expires_at",
+                  (json_int_t)(released ? now : now + (int64_t)ttl_of(l)), "released", released);
     char *text = j ? json_text(j) : NULL;
     if (!text)
         return bfs_err_set(err, -ENOMEM, "lease: out of memory");
@@ -563,8 +563,8 @@ static int manifest_fd(struct bfs_ledger *l, const struct entry *e, struct bfs_e
             if (w < 0 && errno == EINTR)
                 continue;
             if (w <= 0)
-                rc = bfs_err_set(err, w < 0 ? -errno : -EIO, "manifest %s: write: %s",
-                                 e->manifest, strerror(w < 0 ? errno : EIO));
+                rc = bfs_err_set(err, w < 0 ? -errno : -EIO, "manifest %s: write: %s", e->manifest,
+                                 strerror(w < 0 ? errno : EIO));
             else
                 done += (size_t)w;
         }
@@ -665,8 +665,8 @@ static int partition_from_archive(struct bfs_ledger *l, const struct bfs_manifes
         if (rc < 0)
             bfs_err_prefix(err, "archive %s", a->key);
         else
-            bfs_info("partition %s/%s: layout of schema %s, codec %s, from %s", a->table,
-                     a->period, fp, bfs_codec_name(h.codec), a->key);
+            bfs_info("partition %s/%s: layout of schema %s, codec %s, from %s", a->table, a->period,
+                     fp, bfs_codec_name(h.codec), a->key);
     }
     bfs_ocf_header_free(&h);
     free(hdr);
@@ -682,8 +682,7 @@ static int scan_archive(void *ctx, const struct bfs_manifest_archive *a)
     if (rc == -ENOENT)
         return partition_from_archive(s->l, a, s->err);
     if (rc < 0)
-        return bfs_err_set(s->err, rc, "partition %s/%s: %s", a->table, a->period,
-                           strerror(-rc));
+        return bfs_err_set(s->err, rc, "partition %s/%s: %s", a->table, a->period, strerror(-rc));
     return 0;
 }
 
@@ -731,7 +730,8 @@ static int apply_roll_entry(struct bfs_ledger *l, int64_t seq, const struct entr
     struct bfs_err rerr = {0};
     int rc = bfs_manifest_read(fd, &v1, &rerr);
     if (rc < 0 && !err->code)
-        bfs_err_set(err, rc, "manifest %s: %s", e->manifest, rerr.msg[0] ? rerr.msg : strerror(-rc));
+        bfs_err_set(err, rc, "manifest %s: %s", e->manifest,
+                    rerr.msg[0] ? rerr.msg : strerror(-rc));
     if (rc == 0 && !s.roll.node)
         rc = bfs_err_set(err, -EIO, "manifest %s has no Roll entry", e->manifest);
     struct bfs_cat_apply *a = NULL;
@@ -772,8 +772,7 @@ static int apply_roll_entry(struct bfs_ledger *l, int64_t seq, const struct entr
         if (rc == 0) {
             bfs_stats_add(l->d.stats, manifests_loaded, 1);
             bfs_log(own || strcmp(e->node, l->node) ? BFS_LOG_INFO : BFS_LOG_DEBUG,
-                    "log %" PRId64 ": %s roll %s of node %s (%" PRId64 " rows, %" PRId64
-                    " bytes)",
+                    "log %" PRId64 ": %s roll %s of node %s (%" PRId64 " rows, %" PRId64 " bytes)",
                     seq, own ? "committed" : "applied", e->roll_id, e->node, s.roll.rows,
                     s.roll.bytes);
         }
@@ -888,8 +887,8 @@ static int refresh_locked(struct bfs_ledger *l, struct bfs_err *err)
             }
             if (seq != pos + 1) {
                 /* Cannot happen with a consistent store: read it again later. */
-                bfs_warn("log %" PRId64 " is missing before %s: the next refresh reads on",
-                         pos + 1, ks.k[i]);
+                bfs_warn("log %" PRId64 " is missing before %s: the next refresh reads on", pos + 1,
+                         ks.k[i]);
                 break;
             }
             rc = apply_entry(l, seq, err);
@@ -939,8 +938,7 @@ static int put_entry(struct bfs_ledger *l, int64_t seq, char *text, struct bfs_e
 static char *fence_text(struct bfs_ledger *l)
 {
     json_t *j = json_pack("{s:i, s:s, s:s, s:I, s:I}", "battlefs_log", 1, "type", "fence", "node",
-                          l->node, "epoch", (json_int_t)my_epoch(l), "at",
-                          (json_int_t)time(NULL));
+                          l->node, "epoch", (json_int_t)my_epoch(l), "at", (json_int_t)time(NULL));
     return j ? json_text(j) : NULL;
 }
 
@@ -948,11 +946,11 @@ static char *roll_text(struct bfs_ledger *l, const struct bfs_ledger_roll *r)
 {
     char hex[65];
     bfs_hex(r->sha256, 32, hex);
-    json_t *j = json_pack("{s:i, s:s, s:s, s:I, s:s, s:s, s:I, s:s, s:I}", "battlefs_log", 1,
-                          "type", "roll", "node", l->node, "epoch", (json_int_t)my_epoch(l),
-                          "roll_id", r->roll_id, "manifest", r->manifest_key, "size",
-                          (json_int_t)r->size, "sha256", hex, "committed_at",
-                          (json_int_t)time(NULL));
+    json_t *j =
+        json_pack("{s:i, s:s, s:s, s:I, s:s, s:s, s:I, s:s, s:I}", "battlefs_log", 1, "type",
+                  "roll", "node", l->node, "epoch", (json_int_t)my_epoch(l), "roll_id", r->roll_id,
+                  "manifest", r->manifest_key, "size", (json_int_t)r->size, "sha256", hex,
+                  "committed_at", (json_int_t)time(NULL));
     return j ? json_text(j) : NULL;
 }
 
@@ -1102,8 +1100,8 @@ static void *renew_main(void *arg)
         struct bfs_err err;
         int rc = have ? lease_renew(l, &err) : bfs_ledger_acquire(l, &err);
         if (rc < 0 && rc != -ESTALE)
-            bfs_warn("node %s: lease %s failed (retried): %s", l->node,
-                     have ? "renewal" : "taking", err.msg[0] ? err.msg : strerror(-rc));
+            bfs_warn("node %s: lease %s failed (retried): %s", l->node, have ? "renewal" : "taking",
+                     err.msg[0] ? err.msg : strerror(-rc));
     }
     return NULL;
 }

@@ -114,8 +114,7 @@ static int ledger_mount(struct bfs_ctx *ctx, int start)
          * taken when it does (rolls wait for it). */
         if (rc < 0)
             bfs_warn("node %s: cannot %s the lease yet (retried; rolls wait for it): %s",
-                     ctx->opt.node, start ? "take" : "check",
-                     err.msg[0] ? err.msg : strerror(-rc));
+                     ctx->opt.node, start ? "take" : "check", err.msg[0] ? err.msg : strerror(-rc));
     }
     rc = bfs_ledger_refresh(ctx->ledger, &err);
     if (rc < 0)

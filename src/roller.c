@@ -120,8 +120,8 @@
 /* ---- the fault hook ---- */
 
 static const char *const step_names[BFS_ROLL_STEPS] = {
-    "after-claim",  "mid-build",     "after-build",  "mid-upload",
-    "after-upload", "before-commit", "after-commit", "put-fail", "after-manifest", "after-log",
+    "after-claim",   "mid-build",    "after-build", "mid-upload",     "after-upload",
+    "before-commit", "after-commit", "put-fail",    "after-manifest", "after-log",
 };
 
 const char *bfs_roll_step_name(enum bfs_roll_step step)
@@ -556,7 +556,7 @@ static int put_archive(struct build *b, const struct archive *a, struct bfs_err 
     const struct bfs_put_src src = {
         .path = a->path,
         .sha256 = b->pass_sha256 ? a->sha256 : NULL,
-        .may_link = 1, /* never written again; removed right after the put */
+        .may_link = 1,          /* never written again; removed right after the put */
         .cond = BFS_PUT_CREATE, /* never over another writer's object */
     };
     rc = bfs_store_put_src(b->d->store, a->key, &src, err);

@@ -32,8 +32,7 @@ void bfs_stats_set_roll_error(struct bfs_stats *s, const char *msg)
 
 void bfs_stats_set_refresh_error(struct bfs_stats *s, const char *msg)
 {
-    set_error(s, s->last_refresh_error, sizeof s->last_refresh_error, &s->has_refresh_error,
-              msg);
+    set_error(s, s->last_refresh_error, sizeof s->last_refresh_error, &s->has_refresh_error, msg);
 }
 
 static int json_string(struct bfs_buf *out, const char *s)

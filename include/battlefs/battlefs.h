@@ -37,7 +37,7 @@ struct bfs_ctx {
     struct bfs_roller *roller;
     struct bfs_ledger *ledger; /* the store's log, the node lease, the refresh */
     int lock_fd;               /* <state>/lock, held while mounted */
-    struct bfs_fs *fs; /* incoming/ state, owned by fs.c */
+    struct bfs_fs *fs;         /* incoming/ state, owned by fs.c */
     struct bfs_stats stats;
     struct bfs_errors errors;
     /* What each module uses, filled by main.c once the modules are open. */

@@ -15,14 +15,14 @@ struct bfs_store;
  * header comment has the details). Their names (bfs_roll_step_name) are the
  * values of -o fault= in test builds. */
 enum bfs_roll_step {
-    BFS_ROLL_AFTER_CLAIM,   /* the claim transaction committed */
-    BFS_ROLL_MID_BUILD,     /* the first row of the first archive is written to its file */
-    BFS_ROLL_AFTER_BUILD,   /* every archive is built (none put yet, with hold_puts) */
-    BFS_ROLL_MID_UPLOAD,    /* in the put thread: the first archive put and removed */
-    BFS_ROLL_AFTER_UPLOAD,  /* every archive put, before the commit */
-    BFS_ROLL_BEFORE_COMMIT, /* the same point, right after AFTER_UPLOAD */
-    BFS_ROLL_AFTER_COMMIT,  /* the commit transaction committed */
-    BFS_ROLL_PUT,           /* before each put: an error fails that put, as a store would */
+    BFS_ROLL_AFTER_CLAIM,    /* the claim transaction committed */
+    BFS_ROLL_MID_BUILD,      /* the first row of the first archive is written to its file */
+    BFS_ROLL_AFTER_BUILD,    /* every archive is built (none put yet, with hold_puts) */
+    BFS_ROLL_MID_UPLOAD,     /* in the put thread: the first archive put and removed */
+    BFS_ROLL_AFTER_UPLOAD,   /* every archive put, before the commit */
+    BFS_ROLL_BEFORE_COMMIT,  /* the same point, right after AFTER_UPLOAD */
+    BFS_ROLL_AFTER_COMMIT,   /* the commit transaction committed */
+    BFS_ROLL_PUT,            /* before each put: an error fails that put, as a store would */
     BFS_ROLL_AFTER_MANIFEST, /* the manifest is put, its log entry not yet */
     BFS_ROLL_AFTER_LOG,      /* the log entry is put: committed in the store, not locally */
 };

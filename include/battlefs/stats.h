@@ -24,7 +24,7 @@ struct bfs_stats {
     atomic_int fenced;                     /* the node's lease was taken over */
     int read_only;                         /* -o ro (set before the mount serves) */
     char node[72];                         /* -o node (set before the mount serves) */
-    pthread_mutex_t lock; /* guards last_roll_error and last_refresh_error */
+    pthread_mutex_t lock;                  /* guards last_roll_error and last_refresh_error */
     char last_roll_error[512];
     int has_roll_error;
     char last_refresh_error[512];
