@@ -1,10 +1,13 @@
-/* manifest.c - write and read roll manifests (manifest.h; docs/format.md).
+/* manifest.c - write and read roll manifests and checkpoints (manifest.h;
+ * docs/format.md, "Manifests" and "Checkpoints").
  *
  * A manifest is an OCF file of the schema below, written with the layout rule
  * of every battlefs file (bfs_ocf_layout_header: the header is a function of
  * the schema and codec, the sync marker the first 16 bytes of the SHA-256 of
  * the schema's canonical form), codec deflate, a block every ENTRIES_PER_BLOCK
  * entries. Reading streams the file a block at a time through one buffer.
+ * A checkpoint is the same file with more kinds of entries: one writer and
+ * one reader serve both, checking the order each allows.
  */
 #include "battlefs/manifest.h"
 
@@ -44,14 +47,21 @@ const char bfs_manifest_schema[] =
     "{\"type\":\"record\",\"name\":\"Index\",\"fields\":["
     "{\"name\":\"dataset\",\"type\":\"string\"},{\"name\":\"start\",\"type\":\"long\"},"
     "{\"name\":\"length\",\"type\":\"long\"},{\"name\":\"records\",\"type\":\"long\"},"
-    "{\"name\":\"uploaded_at\",\"type\":\"long\"}]}]}]}";
+    "{\"name\":\"uploaded_at\",\"type\":\"long\"}]},"
+    "{\"type\":\"record\",\"name\":\"Commit\",\"fields\":["
+    "{\"name\":\"seq\",\"type\":\"long\"},{\"name\":\"epoch\",\"type\":\"long\"},"
+    "{\"name\":\"committed_at\",\"type\":\"long\"}]},"
+    "{\"type\":\"record\",\"name\":\"Node\",\"fields\":["
+    "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"epoch\",\"type\":\"long\"}]}]}]}";
 
-enum { E_ROLL = 0, E_ARCHIVE = 1, E_INDEX = 2 };
+enum { E_ROLL = 0, E_ARCHIVE = 1, E_INDEX = 2, E_COMMIT = 3, E_NODE = 4 };
 
 #define ENTRIES_PER_BLOCK 4096
 #define DEFLATE_LEVEL     6
 #define STR_MAX           1024                /* longest string field */
 #define BLOCK_MAX         (16u * 1024 * 1024) /* largest block, compressed or not */
+#define NODE_MAX          64                  /* longest node name */
+#define ROLL_ID_MAX       128                 /* longest roll id */
 
 /* ---- the layout of a manifest --------------------------------------------- */
 
@@ -85,6 +95,13 @@ struct bfs_manifest_writer {
     /* the current archive, to check its index rows */
     bool have_archive;
     uint64_t arch_size, arch_header;
+    /* what may come next */
+    bool ckpt;                    /* a checkpoint (bfs_checkpoint_create) */
+    bool in_roll;                 /* archives may follow: a manifest, a checkpoint after a roll */
+    bool nodes;                   /* a checkpoint's Node entries began */
+    int64_t last_seq;             /* a checkpoint's last Commit seq (0: none yet) */
+    char last_node[NODE_MAX + 1]; /* a checkpoint's last Node entry */
+    uint64_t total;               /* entries written */
 };
 
 static int put_str(struct bfs_buf *b, const char *s)
@@ -144,13 +161,14 @@ static int flush_block(struct bfs_manifest_writer *w)
 
 static int end_entry(struct bfs_manifest_writer *w)
 {
+    w->total++;
     return ++w->entries >= ENTRIES_PER_BLOCK ? flush_block(w) : 0;
 }
 
 static bool node_valid(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > 64)
+    if (n == 0 || n > NODE_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
@@ -198,13 +216,17 @@ void bfs_manifest_abort(struct bfs_manifest_writer *w)
     free(w);
 }
 
-int bfs_manifest_create(const char *path, const struct bfs_manifest_roll *roll,
-                        struct bfs_manifest_writer **out)
+static bool roll_valid(const struct bfs_manifest_roll *r)
+{
+    return node_valid(r->node) && printable(r->roll_id, ROLL_ID_MAX) && r->rows >= 1 &&
+           r->bytes >= 0 && r->claimed_at >= 0;
+}
+
+/* A writer of a new file at path (created, must not exist) holding the
+ * header. 0 or -errno. */
+static int writer_open(const char *path, struct bfs_manifest_writer **out)
 {
     *out = NULL;
-    if (!node_valid(roll->node) || !printable(roll->roll_id, 128) || roll->rows < 1 ||
-        roll->bytes < 0 || roll->claimed_at < 0)
-        return -EINVAL;
     struct bfs_manifest_writer *w = calloc(1, sizeof *w);
     if (!w)
         return -ENOMEM;
@@ -230,9 +252,20 @@ int bfs_manifest_create(const char *path, const struct bfs_manifest_roll *roll,
     if (rc == 0)
         rc = write_all(w, h.data, h.len);
     bfs_buf_free(&h);
+    if (rc < 0)
+        goto fail;
+    *out = w;
+    return 0;
+fail:
+    bfs_manifest_abort(w);
+    return rc;
+}
+
+/* The Roll entry of a valid roll; a new roll has no archive yet. */
+static int put_roll(struct bfs_manifest_writer *w, const struct bfs_manifest_roll *roll)
+{
     struct bfs_buf *b = &w->block;
-    if (rc == 0)
-        rc = bfs_buf_put_long(b, E_ROLL);
+    int rc = bfs_buf_put_long(b, E_ROLL);
     if (rc == 0)
         rc = put_str(b, roll->node);
     if (rc == 0)
@@ -245,13 +278,79 @@ int bfs_manifest_create(const char *path, const struct bfs_manifest_roll *roll,
         rc = bfs_buf_put_long(b, roll->claimed_at);
     if (rc == 0)
         rc = end_entry(w);
+    w->have_archive = false;
+    w->in_roll = rc == 0;
+    return rc;
+}
+
+int bfs_manifest_create(const char *path, const struct bfs_manifest_roll *roll,
+                        struct bfs_manifest_writer **out)
+{
+    *out = NULL;
+    if (!roll_valid(roll))
+        return -EINVAL;
+    struct bfs_manifest_writer *w;
+    int rc = writer_open(path, &w);
     if (rc < 0)
-        goto fail;
+        return rc;
+    if ((rc = put_roll(w, roll)) < 0) {
+        bfs_manifest_abort(w);
+        return rc;
+    }
     *out = w;
     return 0;
-fail:
-    bfs_manifest_abort(w);
+}
+
+int bfs_checkpoint_create(const char *path, struct bfs_manifest_writer **out)
+{
+    int rc = writer_open(path, out);
+    if (rc == 0)
+        (*out)->ckpt = true;
     return rc;
+}
+
+int bfs_checkpoint_add_roll(struct bfs_manifest_writer *w, const struct bfs_manifest_roll *r,
+                            int64_t seq, int64_t epoch, int64_t committed_at)
+{
+    if (!w->ckpt || w->nodes || !roll_valid(r) || seq < 1 || seq <= w->last_seq || epoch < 0 ||
+        committed_at < 0)
+        return -EINVAL;
+    int rc = put_roll(w, r);
+    struct bfs_buf *b = &w->block;
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, E_COMMIT);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, seq);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, epoch);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, committed_at);
+    if (rc == 0)
+        rc = end_entry(w);
+    if (rc == 0)
+        w->last_seq = seq;
+    return rc;
+}
+
+int bfs_checkpoint_add_node(struct bfs_manifest_writer *w, const char *node, int64_t epoch)
+{
+    if (!w->ckpt || !node_valid(node) || epoch < 0 || (w->nodes && strcmp(node, w->last_node) <= 0))
+        return -EINVAL;
+    struct bfs_buf *b = &w->block;
+    int rc = bfs_buf_put_long(b, E_NODE);
+    if (rc == 0)
+        rc = put_str(b, node);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, epoch);
+    if (rc == 0)
+        rc = end_entry(w);
+    if (rc < 0)
+        return rc;
+    w->nodes = true;
+    w->in_roll = false;
+    w->have_archive = false;
+    snprintf(w->last_node, sizeof w->last_node, "%s", node);
+    return 0;
 }
 
 static bool fits_i64(uint64_t v)
@@ -264,7 +363,7 @@ int bfs_manifest_add_archive(struct bfs_manifest_writer *w, const struct bfs_man
     const char *codec = bfs_codec_name(a->codec);
     bool codec_ok =
         a->codec == BFS_CODEC_NULL || a->codec == BFS_CODEC_DEFLATE || a->codec == BFS_CODEC_SNAPPY;
-    if (bfs_store_key_check(a->key) < 0 || strlen(a->key) > STR_MAX || !codec_ok ||
+    if (!w->in_roll || bfs_store_key_check(a->key) < 0 || strlen(a->key) > STR_MAX || !codec_ok ||
         !bfs_name_valid(a->table, strlen(a->table)) ||
         !bfs_name_valid(a->period, strlen(a->period)) || !fits_i64(a->size) ||
         a->header_length > a->size || !fingerprint_valid(a->schema_fingerprint))
@@ -318,7 +417,7 @@ int bfs_manifest_add_index(struct bfs_manifest_writer *w, const struct bfs_manif
 
 int bfs_manifest_finish(struct bfs_manifest_writer *w, uint8_t sha256[32], uint64_t *size)
 {
-    int rc = flush_block(w);
+    int rc = w->total == 0 ? -EINVAL : flush_block(w); /* an empty checkpoint: nothing to read */
     if (rc == 0 && close(w->fd) < 0)
         rc = -errno;
     w->fd = -1;
@@ -442,31 +541,96 @@ static int dstr(struct dec *d, char *out, const char *what)
     return 0;
 }
 
+/* What a read has seen, and whom it tells. */
 struct rstate {
+    bool ckpt; /* reading a checkpoint */
+    int (*on_archive)(void *ctx, const struct bfs_manifest_archive *a);
+    int (*on_index)(void *ctx, const struct bfs_manifest_index *x);
+    const struct bfs_manifest_visitor *mv;   /* a manifest's visitor */
+    const struct bfs_checkpoint_visitor *cv; /* a checkpoint's */
+    void *ctx;
     bool have_roll, have_archive;
     uint64_t arch_size, arch_header;
+    /* a checkpoint: its Roll entry waiting for its Commit entry, the last
+     * seq, the Node entries */
+    bool want_commit, nodes;
+    struct bfs_manifest_roll roll;
+    char roll_node[NODE_MAX + 1], roll_id[ROLL_ID_MAX + 1];
+    int64_t last_seq;
+    char last_node[NODE_MAX + 1];
 };
 
-static int decode_entry(struct dec *d, struct rstate *s, const struct bfs_manifest_visitor *v)
+static int decode_entry(struct dec *d, struct rstate *s)
 {
     char a[STR_MAX + 1], b[STR_MAX + 1], c[STR_MAX + 1], e[STR_MAX + 1];
     int64_t kind;
     if (dlong(d, &kind, "entry kind") < 0)
         return -EINVAL;
+    if (s->want_commit && kind != E_COMMIT)
+        return derr(d, "a Roll entry not followed by its Commit entry");
     if (kind == E_ROLL) {
         struct bfs_manifest_roll r = {.node = a, .roll_id = b};
         if (dstr(d, a, "node") < 0 || dstr(d, b, "roll_id") < 0 || dlong(d, &r.rows, "rows") < 0 ||
             dlong(d, &r.bytes, "bytes") < 0 || dlong(d, &r.claimed_at, "claimed_at") < 0)
             return -EINVAL;
-        if (s->have_roll || d->entry != 0 || d->block != 1)
+        if (!s->ckpt && (s->have_roll || d->entry != 0 || d->block != 1))
             return derr(d, "a Roll entry that is not the first entry");
-        if (!node_valid(a) || !printable(b, 128) || r.rows < 1 || r.bytes < 0 || r.claimed_at < 0)
+        if (s->nodes)
+            return derr(d, "a Roll entry after a Node entry");
+        if (!roll_valid(&r))
             return derr(d, "a Roll entry with a bad field");
         s->have_roll = true;
-        return v->roll ? v->roll(v->ctx, &r) : 0;
+        s->have_archive = false;
+        if (!s->ckpt)
+            return s->mv->roll ? s->mv->roll(s->ctx, &r) : 0;
+        /* A checkpoint's roll is told with its Commit entry. */
+        snprintf(s->roll_node, sizeof s->roll_node, "%s", a);
+        snprintf(s->roll_id, sizeof s->roll_id, "%s", b);
+        s->roll = r;
+        s->roll.node = s->roll_node;
+        s->roll.roll_id = s->roll_id;
+        s->want_commit = true;
+        return 0;
     }
+    if (kind == E_COMMIT) {
+        int64_t seq, epoch, at;
+        if (dlong(d, &seq, "seq") < 0 || dlong(d, &epoch, "epoch") < 0 ||
+            dlong(d, &at, "committed_at") < 0)
+            return -EINVAL;
+        if (!s->ckpt)
+            return derr(d, "a Commit entry in a manifest");
+        if (!s->want_commit)
+            return derr(d, "a Commit entry that does not follow a Roll entry");
+        if (seq < 1 || epoch < 0 || at < 0)
+            return derr(d, "a Commit entry with a bad field");
+        if (seq <= s->last_seq)
+            return derr(d, "a Commit entry whose seq is not above the one before");
+        s->want_commit = false;
+        s->last_seq = seq;
+        return s->cv->roll ? s->cv->roll(s->ctx, &s->roll, seq, epoch, at) : 0;
+    }
+    if (kind == E_NODE) {
+        int64_t epoch;
+        if (dstr(d, a, "node") < 0 || dlong(d, &epoch, "epoch") < 0)
+            return -EINVAL;
+        if (!s->ckpt)
+            return derr(d, "a Node entry in a manifest");
+        if (!node_valid(a) || epoch < 0)
+            return derr(d, "a Node entry with a bad field");
+        if (s->nodes && strcmp(a, s->last_node) <= 0)
+            return derr(d, "Node entries not in increasing order of names");
+        s->nodes = true;
+        s->have_archive = false;
+        snprintf(s->last_node, sizeof s->last_node, "%s", a);
+        return s->cv->node ? s->cv->node(s->ctx, a, epoch) : 0;
+    }
+    if (kind != E_ARCHIVE && kind != E_INDEX)
+        return derr(d, "an unknown entry kind");
     if (!s->have_roll)
-        return derr(d, "the first entry is not a Roll entry");
+        return derr(d, s->ckpt ? "an Archive or Index entry before any Roll entry"
+                               : "the first entry is not a Roll entry");
+    if (s->nodes)
+        return derr(d, "an Archive or Index entry after a Node entry");
     if (kind == E_ARCHIVE) {
         struct bfs_manifest_archive x = {
             .key = a, .table = b, .period = c, .schema_fingerprint = e};
@@ -487,22 +651,20 @@ static int decode_entry(struct dec *d, struct rstate *s, const struct bfs_manife
         s->have_archive = true;
         s->arch_size = x.size;
         s->arch_header = x.header_length;
-        return v->archive ? v->archive(v->ctx, &x) : 0;
+        return s->on_archive ? s->on_archive(s->ctx, &x) : 0;
     }
-    if (kind == E_INDEX) {
-        struct bfs_manifest_index x = {.dataset = a};
-        if (dstr(d, a, "dataset") < 0 || dulong(d, &x.start, "start") < 0 ||
-            dulong(d, &x.length, "length") < 0 || dulong(d, &x.records, "records") < 0 ||
-            dlong(d, &x.uploaded_at, "uploaded_at") < 0)
-            return -EINVAL;
-        if (!s->have_archive)
-            return derr(d, "an Index entry before any Archive entry");
-        if (!bfs_name_valid(a, strlen(a)) || x.start < s->arch_header ||
-            x.length > s->arch_size - x.start || x.uploaded_at < 0)
-            return derr(d, "an Index entry with a bad field or outside its archive");
-        return v->index ? v->index(v->ctx, &x) : 0;
-    }
-    return derr(d, "an unknown entry kind");
+    struct bfs_manifest_index x = {.dataset = a};
+    if (dstr(d, a, "dataset") < 0 || dulong(d, &x.start, "start") < 0 ||
+        dulong(d, &x.length, "length") < 0 || dulong(d, &x.records, "records") < 0 ||
+        dlong(d, &x.uploaded_at, "uploaded_at") < 0)
+        return -EINVAL;
+    if (!s->have_archive)
+        return derr(d, s->ckpt ? "an Index entry before any Archive entry of its roll"
+                               : "an Index entry before any Archive entry");
+    if (!bfs_name_valid(a, strlen(a)) || x.start < s->arch_header ||
+        x.length > s->arch_size - x.start || x.uploaded_at < 0)
+        return derr(d, "an Index entry with a bad field or outside its archive");
+    return s->on_index ? s->on_index(s->ctx, &x) : 0;
 }
 
 static int inflate_all(const uint8_t *src, size_t n, struct bfs_buf *out)
@@ -543,7 +705,7 @@ static int inflate_all(const uint8_t *src, size_t n, struct bfs_buf *out)
     return rc;
 }
 
-int bfs_manifest_read(int fd, const struct bfs_manifest_visitor *v, struct bfs_err *err)
+static int read_entries(int fd, struct rstate *s, struct bfs_err *err)
 {
     struct reader r = {.fd = fd, .err = err};
     bfs_err_clear(err);
@@ -556,12 +718,11 @@ int bfs_manifest_read(int fd, const struct bfs_manifest_visitor *v, struct bfs_e
     if ((rc = fill(&r, want.len)) < 0)
         goto out;
     if (r.buf.len < want.len || memcmp(r.buf.data, want.data, want.len) != 0) {
-        rc = rerr(&r, "not a battlefs manifest (version %s): its header differs",
-                  BFS_MANIFEST_VERSION);
+        rc = rerr(&r, "not a battlefs %s (version %s): its header differs",
+                  s->ckpt ? "checkpoint" : "manifest", BFS_MANIFEST_VERSION);
         goto out;
     }
     r.pos = want.len;
-    struct rstate s = {0};
     for (uint64_t block = 1;; block++) {
         if ((rc = fill(&r, 1)) < 0)
             goto out;
@@ -596,7 +757,7 @@ int bfs_manifest_read(int fd, const struct bfs_manifest_visitor *v, struct bfs_e
         }
         struct dec d = {.p = plain.data, .len = plain.len, .r = &r, .block = block};
         for (d.entry = 0; d.entry < count; d.entry++)
-            if ((rc = decode_entry(&d, &s, v)) != 0)
+            if ((rc = decode_entry(&d, s)) != 0)
                 goto out;
         if (d.pos != d.len) {
             rc =
@@ -604,7 +765,9 @@ int bfs_manifest_read(int fd, const struct bfs_manifest_visitor *v, struct bfs_e
             goto out;
         }
     }
-    if (!s.have_roll)
+    if (s->want_commit)
+        rc = rerr(&r, "the file ends after a Roll entry without its Commit entry");
+    else if (!s->have_roll && !s->nodes)
         rc = rerr(&r, "no entries");
 out:
     if (rc < 0 && err && err->code == 0)
@@ -613,4 +776,17 @@ out:
     bfs_buf_free(&plain);
     bfs_buf_free(&r.buf);
     return rc;
+}
+
+int bfs_manifest_read(int fd, const struct bfs_manifest_visitor *v, struct bfs_err *err)
+{
+    struct rstate s = {.mv = v, .on_archive = v->archive, .on_index = v->index, .ctx = v->ctx};
+    return read_entries(fd, &s, err);
+}
+
+int bfs_checkpoint_read(int fd, const struct bfs_checkpoint_visitor *v, struct bfs_err *err)
+{
+    struct rstate s = {
+        .ckpt = true, .cv = v, .on_archive = v->archive, .on_index = v->index, .ctx = v->ctx};
+    return read_entries(fd, &s, err);
 }

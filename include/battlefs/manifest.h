@@ -1,5 +1,6 @@
 /* manifest.h - the manifest of a roll: what it added to the store, as an
- * immutable Avro object container file any Avro reader can read.
+ * immutable Avro object container file any Avro reader can read; and the
+ * checkpoint, the same format holding the whole applied log up to a position.
  *
  * A manifest is one roll of one node: a Roll entry first, then each archive
  * the roll put (an Archive entry) followed by that archive's index rows (one
@@ -12,6 +13,13 @@
  * from the manifest schema, blocks are cut at fixed entry counts, deflate at a
  * fixed level), so a roll rebuilt after a crash writes an identical manifest
  * and a create-only put of it finds the same bytes.
+ *
+ * A checkpoint is the index of every roll committed in the log up to a
+ * position, in log order: per roll a Roll entry, a Commit entry (where the
+ * roll stands in the log), its Archive and Index entries; then a Node entry
+ * per node (its highest epoch in the log), in increasing order of names
+ * (docs/format.md, "Checkpoints"). Same header, blocks and determinism as a
+ * manifest; a manifest has no Commit or Node entry.
  */
 #ifndef BATTLEFS_MANIFEST_H
 #define BATTLEFS_MANIFEST_H
@@ -60,11 +68,13 @@ int bfs_manifest_create(const char *path, const struct bfs_manifest_roll *roll,
                         struct bfs_manifest_writer **out);
 /* Add an archive; its index rows follow with bfs_manifest_add_index. 0,
  * -EINVAL (a field that cannot be stored: bad names, an index before any
- * archive, a range outside the archive), or -errno. */
+ * archive (of its roll, in a checkpoint), a range outside the archive; in a
+ * checkpoint, before any roll or after a node), or -errno. */
 int bfs_manifest_add_archive(struct bfs_manifest_writer *w, const struct bfs_manifest_archive *a);
 int bfs_manifest_add_index(struct bfs_manifest_writer *w, const struct bfs_manifest_index *x);
 /* Write the last block and close: 0 with the file's SHA-256 and size, or
- * -errno (the file is removed). The writer is freed either way. */
+ * -errno (the file is removed; -EINVAL: a checkpoint without entries). The
+ * writer is freed either way. */
 int bfs_manifest_finish(struct bfs_manifest_writer *w, uint8_t sha256[32], uint64_t *size);
 /* Give up: close, remove the file, free. */
 void bfs_manifest_abort(struct bfs_manifest_writer *w);
@@ -84,5 +94,46 @@ struct bfs_manifest_visitor {
  * it). 0, the visitor's non-zero return, or -EINVAL with err saying where and
  * what, -ENOMEM, -EIO (err's code only). */
 int bfs_manifest_read(int fd, const struct bfs_manifest_visitor *v, struct bfs_err *err);
+
+/* ---- checkpoints ---- */
+
+/* Start a checkpoint at path (created, must not exist). 0 or -errno. */
+int bfs_checkpoint_create(const char *path, struct bfs_manifest_writer **out);
+/* The next roll: its Roll and Commit entries (seq: its log position, above
+ * the last roll's; epoch: its log entry's; committed_at: unix seconds). Its
+ * archives and index rows follow with bfs_manifest_add_archive and
+ * bfs_manifest_add_index, as in a manifest. 0, -EINVAL (a bad field, seq not
+ * above the last one, after a Node entry, or not a checkpoint), or -errno. */
+int bfs_checkpoint_add_roll(struct bfs_manifest_writer *w, const struct bfs_manifest_roll *r,
+                            int64_t seq, int64_t epoch, int64_t committed_at);
+/* After the last roll, each node with its highest epoch in the log, in
+ * increasing (strcmp) order of names. 0, -EINVAL (a bad name or epoch, a name
+ * not above the last one, not a checkpoint), or -errno. No roll, archive or
+ * index row may follow. bfs_manifest_finish ends the checkpoint (-EINVAL if it
+ * has no entry at all: nothing reads an empty checkpoint), bfs_manifest_abort
+ * gives it up. */
+int bfs_checkpoint_add_node(struct bfs_manifest_writer *w, const char *node, int64_t epoch);
+
+/* What a checkpoint read calls, in file order: roll (once its Commit entry is
+ * read), the roll's archives and index rows, then node for each node. A
+ * non-zero return stops the read and is returned. The pointers are valid
+ * during the call only. */
+struct bfs_checkpoint_visitor {
+    int (*roll)(void *ctx, const struct bfs_manifest_roll *r, int64_t seq, int64_t epoch,
+                int64_t committed_at);
+    int (*archive)(void *ctx, const struct bfs_manifest_archive *a);
+    int (*index)(void *ctx, const struct bfs_manifest_index *x);
+    int (*node)(void *ctx, const char *node, int64_t epoch);
+    void *ctx;
+};
+
+/* Read the checkpoint in the file fd (from its start), streaming, with the
+ * checks of bfs_manifest_read, and: each Roll entry directly followed by its
+ * Commit entry, seq strictly increasing, an archive's index rows in the same
+ * roll, Node entries only after the last roll and in increasing order of
+ * names, at least one entry. Returns as bfs_manifest_read. The file does not
+ * say how far the log went (the last roll may come before fences): the
+ * position is the caller's, e.g. in its name. */
+int bfs_checkpoint_read(int fd, const struct bfs_checkpoint_visitor *v, struct bfs_err *err);
 
 #endif

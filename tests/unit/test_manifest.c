@@ -1,5 +1,6 @@
-/* test_manifest.c - roll manifests: written, read back entry for entry,
- * deterministic bytes, and every kind of damage refused with a reason. */
+/* test_manifest.c - roll manifests and checkpoints: written, read back entry
+ * for entry, deterministic bytes, and every kind of damage or misplaced entry
+ * refused with a reason. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,7 +15,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
+#include "battlefs/buf.h"
 #include "battlefs/manifest.h"
+#include "battlefs/ocf.h"
+#include "battlefs/schema.h"
 
 #define N_INDEX 10000 /* three blocks of entries */
 
@@ -251,12 +257,473 @@ static void test_damage(void **state)
     free(data);
 }
 
+/* ---- checkpoints ---- */
+
+#define CK_ROLLS 5
+
+static const int64_t CK_SEQ[CK_ROLLS] = {1, 2, 4, 7, 8};
+static const char *const CK_NODES[] = {"node-a", "node-b", "z"};
+
+/* Roll k of the checkpoint: archive k (archive_of) with the index rows
+ * [k * N_INDEX / CK_ROLLS, (k + 1) * N_INDEX / CK_ROLLS); roll 2 has two
+ * archives, the second without rows. */
+static void ck_roll_of(int k, struct bfs_manifest_roll *r, char *id, size_t idlen)
+{
+    snprintf(id, idlen, "node-%c-20251218T13000%dZ-0f3a9c21-%d", k % 2 ? 'b' : 'a', k, 10 * k + 1);
+    *r = (struct bfs_manifest_roll){.node = k % 2 ? "node-b" : "node-a",
+                                    .roll_id = id,
+                                    .rows = 1 + k,
+                                    .bytes = 999 * (N_INDEX / CK_ROLLS),
+                                    .claimed_at = 1766062800 + k};
+}
+
+static void write_checkpoint(const char *path, uint8_t sha[32], uint64_t *size)
+{
+    struct bfs_manifest_writer *w;
+    assert_int_equal(bfs_checkpoint_create(path, &w), 0);
+    char id[128], key[128], name[32];
+    for (int k = 0; k < CK_ROLLS; k++) {
+        struct bfs_manifest_roll r;
+        ck_roll_of(k, &r, id, sizeof id);
+        assert_int_equal(bfs_checkpoint_add_roll(w, &r, CK_SEQ[k], 3 + k, 1766063000 + k), 0);
+        struct bfs_manifest_archive a;
+        archive_of(k, &a, key, sizeof key);
+        assert_int_equal(bfs_manifest_add_archive(w, &a), 0);
+        for (int i = k * N_INDEX / CK_ROLLS; i < (k + 1) * N_INDEX / CK_ROLLS; i++) {
+            struct bfs_manifest_index x;
+            index_of(i, &x, name, sizeof name);
+            assert_int_equal(bfs_manifest_add_index(w, &x), 0);
+        }
+        if (k == 2) {
+            archive_of(100, &a, key, sizeof key);
+            assert_int_equal(bfs_manifest_add_archive(w, &a), 0);
+        }
+    }
+    for (int n = 0; n < 3; n++)
+        assert_int_equal(bfs_checkpoint_add_node(w, CK_NODES[n], 10 + n), 0);
+    assert_int_equal(bfs_manifest_finish(w, sha, size), 0);
+}
+
+struct ck_seen {
+    int rolls, archives, indexes, nodes, bad;
+    int k; /* the current roll */
+    int arch_of_roll;
+};
+
+static int ck_on_roll(void *ctx, const struct bfs_manifest_roll *r, int64_t seq, int64_t epoch,
+                      int64_t committed_at)
+{
+    struct ck_seen *s = ctx;
+    struct bfs_manifest_roll want;
+    char id[128];
+    s->k = s->rolls++;
+    s->arch_of_roll = 0;
+    ck_roll_of(s->k, &want, id, sizeof id);
+    if (s->nodes || strcmp(r->node, want.node) || strcmp(r->roll_id, want.roll_id) ||
+        r->rows != want.rows || r->bytes != want.bytes || r->claimed_at != want.claimed_at ||
+        seq != CK_SEQ[s->k] || epoch != 3 + s->k || committed_at != 1766063000 + s->k)
+        s->bad++;
+    return 0;
+}
+
+static int ck_on_archive(void *ctx, const struct bfs_manifest_archive *a)
+{
+    struct ck_seen *s = ctx;
+    struct bfs_manifest_archive want;
+    char key[128];
+    archive_of(s->arch_of_roll++ ? 100 : s->k, &want, key, sizeof key);
+    if (s->nodes || strcmp(a->key, want.key) || a->size != want.size ||
+        a->header_length != want.header_length || memcmp(a->sha256, want.sha256, 32) ||
+        a->codec != want.codec)
+        s->bad++;
+    s->archives++;
+    return 0;
+}
+
+static int ck_on_index(void *ctx, const struct bfs_manifest_index *x)
+{
+    struct ck_seen *s = ctx;
+    struct bfs_manifest_index want;
+    char name[32];
+    index_of(s->indexes, &want, name, sizeof name);
+    if (s->nodes || s->arch_of_roll != 1 || s->indexes / (N_INDEX / CK_ROLLS) != s->k ||
+        strcmp(x->dataset, want.dataset) || x->start != want.start || x->length != want.length ||
+        x->records != want.records || x->uploaded_at != want.uploaded_at)
+        s->bad++;
+    s->indexes++;
+    return 0;
+}
+
+static int ck_on_node(void *ctx, const char *node, int64_t epoch)
+{
+    struct ck_seen *s = ctx;
+    if (s->nodes >= 3 || strcmp(node, CK_NODES[s->nodes]) || epoch != 10 + s->nodes)
+        s->bad++;
+    s->nodes++;
+    return 0;
+}
+
+static int ck_read_path(const char *path, struct ck_seen *s, struct bfs_err *err)
+{
+    struct bfs_checkpoint_visitor v = {ck_on_roll, ck_on_archive, ck_on_index, ck_on_node, s};
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    int rc = bfs_checkpoint_read(fd, &v, err);
+    close(fd);
+    return rc;
+}
+
+static void test_checkpoint_round_trip(void **state)
+{
+    (void)state;
+    char p1[128], p2[128];
+    snprintf(p1, sizeof p1, "%s/c1.avro", dir);
+    snprintf(p2, sizeof p2, "%s/c2.avro", dir);
+    uint8_t s1[32], s2[32];
+    uint64_t z1, z2;
+    write_checkpoint(p1, s1, &z1);
+    write_checkpoint(p2, s2, &z2);
+    assert_int_equal(z1, z2); /* deterministic */
+    assert_memory_equal(s1, s2, 32);
+    struct bfs_buf b1 = {0}, b2 = {0};
+    int f1 = open(p1, O_RDONLY), f2 = open(p2, O_RDONLY);
+    assert_int_equal(bfs_buf_reserve(&b1, z1), 0);
+    assert_int_equal(bfs_buf_reserve(&b2, z2), 0);
+    assert_int_equal(read(f1, b1.data, z1), (ssize_t)z1);
+    assert_int_equal(read(f2, b2.data, z2), (ssize_t)z2);
+    close(f1);
+    close(f2);
+    assert_memory_equal(b1.data, b2.data, z1);
+    bfs_buf_free(&b1);
+    bfs_buf_free(&b2);
+
+    struct ck_seen s = {0};
+    struct bfs_err err = {0};
+    assert_int_equal(ck_read_path(p1, &s, &err), 0);
+    assert_int_equal(s.rolls, CK_ROLLS);
+    assert_int_equal(s.archives, CK_ROLLS + 1);
+    assert_int_equal(s.indexes, N_INDEX);
+    assert_int_equal(s.nodes, 3);
+    assert_int_equal(s.bad, 0);
+
+    /* a checkpoint is not a manifest, and a manifest is a checkpoint of no
+     * Commit: refused both ways */
+    struct seen m = {0};
+    assert_int_equal(read_path(p1, &m, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "Commit entry in a manifest"));
+    char pm[128];
+    snprintf(pm, sizeof pm, "%s/m.avro", dir);
+    uint8_t sm[32];
+    uint64_t zm;
+    write_manifest(pm, sm, &zm);
+    struct ck_seen c = {0};
+    assert_int_equal(ck_read_path(pm, &c, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "not followed by its Commit"));
+}
+
+static void test_checkpoint_writer_refuses(void **state)
+{
+    (void)state;
+    char p[128], id[128], key[128], name[32];
+    snprintf(p, sizeof p, "%s/ck-bad.avro", dir);
+    struct bfs_manifest_writer *w;
+    struct bfs_manifest_roll r;
+    struct bfs_manifest_archive a;
+    struct bfs_manifest_index x;
+    uint8_t sha[32];
+    uint64_t size;
+    ck_roll_of(0, &r, id, sizeof id);
+    archive_of(0, &a, key, sizeof key);
+    index_of(0, &x, name, sizeof name);
+
+    /* checkpoint entries in a manifest */
+    assert_int_equal(bfs_manifest_create(p, &ROLL, &w), 0);
+    assert_int_equal(bfs_checkpoint_add_roll(w, &r, 1, 1, 1), -EINVAL);
+    assert_int_equal(bfs_checkpoint_add_node(w, "a", 1), -EINVAL);
+    bfs_manifest_abort(w);
+
+    assert_int_equal(bfs_checkpoint_create(p, &w), 0);
+    assert_int_equal(bfs_manifest_add_archive(w, &a), -EINVAL);         /* before any roll */
+    assert_int_equal(bfs_checkpoint_add_roll(w, &r, 0, 1, 1), -EINVAL); /* seq from 1 */
+    assert_int_equal(bfs_checkpoint_add_roll(w, &r, 5, -1, 1), -EINVAL);
+    assert_int_equal(bfs_checkpoint_add_roll(w, &r, 5, 1, -1), -EINVAL);
+    assert_int_equal(bfs_checkpoint_add_roll(w, &r, 5, 1, 1), 0);
+    assert_int_equal(bfs_checkpoint_add_roll(w, &r, 5, 1, 1), -EINVAL); /* seq not above */
+    assert_int_equal(bfs_checkpoint_add_roll(w, &r, 4, 1, 1), -EINVAL);
+    assert_int_equal(bfs_manifest_add_index(w, &x), -EINVAL); /* before the roll's archive */
+    assert_int_equal(bfs_manifest_add_archive(w, &a), 0);
+    assert_int_equal(bfs_manifest_add_index(w, &x), 0);
+    assert_int_equal(bfs_checkpoint_add_roll(w, &r, 6, 1, 1), 0);
+    assert_int_equal(bfs_manifest_add_index(w, &x), -EINVAL); /* the archive was the last roll's */
+    assert_int_equal(bfs_checkpoint_add_node(w, "bad node", 1), -EINVAL);
+    assert_int_equal(bfs_checkpoint_add_node(w, "b", -1), -EINVAL);
+    assert_int_equal(bfs_checkpoint_add_node(w, "b", 1), 0);
+    assert_int_equal(bfs_checkpoint_add_node(w, "b", 2), -EINVAL); /* names increase */
+    assert_int_equal(bfs_checkpoint_add_node(w, "a", 2), -EINVAL);
+    assert_int_equal(bfs_checkpoint_add_roll(w, &r, 7, 1, 1), -EINVAL); /* after the nodes */
+    assert_int_equal(bfs_manifest_add_archive(w, &a), -EINVAL);
+    assert_int_equal(bfs_manifest_add_index(w, &x), -EINVAL);
+    assert_int_equal(bfs_checkpoint_add_node(w, "c", 1), 0);
+    assert_int_equal(bfs_manifest_finish(w, sha, &size), 0);
+    struct ck_seen s = {0};
+    struct bfs_err err = {0};
+    struct bfs_checkpoint_visitor v = {NULL, NULL, NULL, NULL, &s};
+    int fd = open(p, O_RDONLY);
+    assert_int_equal(bfs_checkpoint_read(fd, &v, &err), 0);
+    close(fd);
+    unlink(p);
+
+    /* an empty checkpoint is not finished */
+    assert_int_equal(bfs_checkpoint_create(p, &w), 0);
+    assert_int_equal(bfs_manifest_finish(w, sha, &size), -EINVAL);
+    struct stat st;
+    assert_int_equal(stat(p, &st), -1);
+}
+
+/* Files of any entries: the manifest header, then one deflate block. */
+struct raw {
+    struct bfs_buf b;
+    int n;
+};
+
+static void raw_str(struct raw *r, const char *s)
+{
+    assert_int_equal(bfs_buf_put_long(&r->b, (int64_t)strlen(s)), 0);
+    assert_int_equal(bfs_buf_append(&r->b, s, strlen(s)), 0);
+}
+
+static void raw_long(struct raw *r, int64_t v)
+{
+    assert_int_equal(bfs_buf_put_long(&r->b, v), 0);
+}
+
+static void raw_roll(struct raw *r, const char *id)
+{
+    raw_long(r, 0);
+    raw_str(r, "node-a");
+    raw_str(r, id);
+    raw_long(r, 1);
+    raw_long(r, 999);
+    raw_long(r, 1766062800);
+    r->n++;
+}
+
+static void raw_archive(struct raw *r, const char *key)
+{
+    raw_long(r, 1);
+    raw_str(r, key);
+    raw_str(r, "battle");
+    raw_str(r, "2025-12-18");
+    raw_long(r, 100000);
+    raw_long(r, 3000);
+    uint8_t sha[32] = {1};
+    assert_int_equal(bfs_buf_append(&r->b, sha, 32), 0);
+    raw_str(r, "0123456789abcdef");
+    raw_str(r, "deflate");
+    r->n++;
+}
+
+static void raw_index(struct raw *r)
+{
+    raw_long(r, 2);
+    raw_str(r, "user1");
+    raw_long(r, 3000);
+    raw_long(r, 999);
+    raw_long(r, 5);
+    raw_long(r, 1766062000);
+    r->n++;
+}
+
+static void raw_commit(struct raw *r, int64_t seq)
+{
+    raw_long(r, 3);
+    raw_long(r, seq);
+    raw_long(r, 2);
+    raw_long(r, 1766063000);
+    r->n++;
+}
+
+static void raw_node(struct raw *r, const char *node)
+{
+    raw_long(r, 4);
+    raw_str(r, node);
+    raw_long(r, 2);
+    r->n++;
+}
+
+static void raw_write(struct raw *r, const char *path)
+{
+    char *canon;
+    size_t clen;
+    uint8_t sync[16];
+    struct bfs_buf f = {0};
+    assert_int_equal(
+        bfs_schema_canonical(bfs_manifest_schema, strlen(bfs_manifest_schema), &canon, &clen, NULL),
+        0);
+    assert_int_equal(bfs_schema_sync(canon, clen, sync), 0);
+    free(canon);
+    assert_int_equal(bfs_ocf_layout_header(bfs_manifest_schema, strlen(bfs_manifest_schema),
+                                           BFS_CODEC_DEFLATE, sync, &f),
+                     0);
+    if (r->n) {
+        z_stream z;
+        memset(&z, 0, sizeof z);
+        assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+        uLong bound = deflateBound(&z, r->b.len);
+        uint8_t *out = malloc(bound);
+        z.next_in = r->b.data;
+        z.avail_in = (uInt)r->b.len;
+        z.next_out = out;
+        z.avail_out = (uInt)bound;
+        assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+        size_t clen2 = bound - z.avail_out;
+        deflateEnd(&z);
+        assert_int_equal(bfs_buf_put_long(&f, r->n), 0);
+        assert_int_equal(bfs_buf_put_long(&f, (int64_t)clen2), 0);
+        assert_int_equal(bfs_buf_append(&f, out, clen2), 0);
+        assert_int_equal(bfs_buf_append(&f, sync, 16), 0);
+        free(out);
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, f.data, f.len), (ssize_t)f.len);
+    close(fd);
+    bfs_buf_free(&f);
+    bfs_buf_free(&r->b);
+    r->n = 0;
+}
+
+/* Read the raw file as a checkpoint (ckpt) or a manifest: the result, and
+ * with -EINVAL a reason containing want. */
+static void raw_expect(struct raw *r, int ckpt, int want_rc, const char *want)
+{
+    char p[128];
+    snprintf(p, sizeof p, "%s/raw.avro", dir);
+    raw_write(r, p);
+    struct ck_seen cs = {0};
+    struct seen ms = {0};
+    struct bfs_checkpoint_visitor cv = {NULL, NULL, NULL, NULL, &cs};
+    struct bfs_manifest_visitor mv = {NULL, NULL, NULL, &ms};
+    struct bfs_err err = {0};
+    int fd = open(p, O_RDONLY);
+    assert_true(fd >= 0);
+    int rc = ckpt ? bfs_checkpoint_read(fd, &cv, &err) : bfs_manifest_read(fd, &mv, &err);
+    close(fd);
+    if (rc != want_rc || (want && !strstr(err.msg, want)))
+        fail_msg("read gives %d (%s), expected %d (%s)", rc, err.msg, want_rc, want ? want : "");
+}
+
+static void test_checkpoint_reader_refuses(void **state)
+{
+    (void)state;
+    struct raw r = {0};
+    /* the raw writer makes what the real one does */
+    raw_roll(&r, "r1");
+    raw_commit(&r, 3);
+    raw_archive(&r, "battle/2025-12-18/r1-0.avro");
+    raw_index(&r);
+    raw_roll(&r, "r2");
+    raw_commit(&r, 4);
+    raw_node(&r, "a");
+    raw_node(&r, "b");
+    raw_expect(&r, 1, 0, NULL);
+    raw_roll(&r, "r1");
+    raw_archive(&r, "battle/2025-12-18/r1-0.avro");
+    raw_index(&r);
+    raw_expect(&r, 0, 0, NULL);
+    raw_node(&r, "a"); /* nodes only: all the log's rolls were fenced */
+    raw_expect(&r, 1, 0, NULL);
+
+    /* a Commit or a Node in a manifest */
+    raw_roll(&r, "r1");
+    raw_commit(&r, 3);
+    raw_expect(&r, 0, -EINVAL, "a Commit entry in a manifest");
+    raw_roll(&r, "r1");
+    raw_archive(&r, "battle/2025-12-18/r1-0.avro");
+    raw_node(&r, "a");
+    raw_expect(&r, 0, -EINVAL, "a Node entry in a manifest");
+    raw_commit(&r, 3);
+    raw_expect(&r, 0, -EINVAL, "a Commit entry in a manifest");
+    /* a Roll without its Commit: followed by anything else, or at the end */
+    raw_roll(&r, "r1");
+    raw_archive(&r, "battle/2025-12-18/r1-0.avro");
+    raw_expect(&r, 1, -EINVAL, "not followed by its Commit");
+    raw_roll(&r, "r1");
+    raw_commit(&r, 3);
+    raw_roll(&r, "r2");
+    raw_roll(&r, "r3");
+    raw_expect(&r, 1, -EINVAL, "not followed by its Commit");
+    raw_roll(&r, "r1");
+    raw_commit(&r, 3);
+    raw_roll(&r, "r2");
+    raw_expect(&r, 1, -EINVAL, "without its Commit");
+    /* a Commit without a Roll */
+    raw_commit(&r, 3);
+    raw_expect(&r, 1, -EINVAL, "does not follow a Roll");
+    raw_roll(&r, "r1");
+    raw_commit(&r, 3);
+    raw_commit(&r, 4);
+    raw_expect(&r, 1, -EINVAL, "does not follow a Roll");
+    /* seq not increasing */
+    raw_roll(&r, "r1");
+    raw_commit(&r, 3);
+    raw_roll(&r, "r2");
+    raw_commit(&r, 3);
+    raw_expect(&r, 1, -EINVAL, "seq is not above");
+    raw_roll(&r, "r1");
+    raw_commit(&r, 3);
+    raw_roll(&r, "r2");
+    raw_commit(&r, 2);
+    raw_expect(&r, 1, -EINVAL, "seq is not above");
+    raw_roll(&r, "r1");
+    raw_commit(&r, 0);
+    raw_expect(&r, 1, -EINVAL, "a Commit entry with a bad field");
+    /* Node entries before a roll, before an archive or index row, twice */
+    raw_node(&r, "a");
+    raw_roll(&r, "r1");
+    raw_commit(&r, 3);
+    raw_expect(&r, 1, -EINVAL, "a Roll entry after a Node entry");
+    raw_roll(&r, "r1");
+    raw_commit(&r, 3);
+    raw_node(&r, "a");
+    raw_archive(&r, "battle/2025-12-18/r1-0.avro");
+    raw_expect(&r, 1, -EINVAL, "after a Node entry");
+    raw_roll(&r, "r1");
+    raw_commit(&r, 3);
+    raw_archive(&r, "battle/2025-12-18/r1-0.avro");
+    raw_node(&r, "a");
+    raw_index(&r);
+    raw_expect(&r, 1, -EINVAL, "after a Node entry");
+    raw_node(&r, "b");
+    raw_node(&r, "a");
+    raw_expect(&r, 1, -EINVAL, "increasing order");
+    raw_node(&r, "a");
+    raw_node(&r, "a");
+    raw_expect(&r, 1, -EINVAL, "increasing order");
+    /* archives and index rows belong to a roll */
+    raw_archive(&r, "battle/2025-12-18/r1-0.avro");
+    raw_expect(&r, 1, -EINVAL, "before any Roll");
+    raw_roll(&r, "r1");
+    raw_commit(&r, 3);
+    raw_archive(&r, "battle/2025-12-18/r1-0.avro");
+    raw_roll(&r, "r2");
+    raw_commit(&r, 4);
+    raw_index(&r);
+    raw_expect(&r, 1, -EINVAL, "before any Archive entry of its roll");
+    /* no entries at all */
+    raw_expect(&r, 1, -EINVAL, "no entries");
+    raw_expect(&r, 0, -EINVAL, "no entries");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_and_determinism),
         cmocka_unit_test(test_writer_refuses_bad_fields),
         cmocka_unit_test(test_damage),
+        cmocka_unit_test(test_checkpoint_round_trip),
+        cmocka_unit_test(test_checkpoint_writer_refuses),
+        cmocka_unit_test(test_checkpoint_reader_refuses),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
