@@ -192,7 +192,7 @@ static const char *const WSQL[W_COUNT] = {
                     " uploads, bytes FROM buffer_totals",
     [W_ROLL_INS] = "INSERT INTO rolls(id, claimed_at, first_row, last_row, row_count, byte_count)"
                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-    [W_ROLL_GET] = "SELECT committed_at, first_row, last_row FROM rolls WHERE id = ?1",
+    [W_ROLL_GET] = "SELECT committed_at, first_row, last_row, log_seq FROM rolls WHERE id = ?1",
     [W_ARCH_INS] = "INSERT INTO archived_files(file_path, table_name, period_tag, size,"
                    " header_length, roll_id, seq, created_at)"
                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -233,6 +233,11 @@ static const char *const WSQL[W_COUNT] = {
     [W_IDX_ADD] = "INSERT INTO block_indexes(dataset_id, table_name, period_tag, file_id,"
                   " start_byte, length, record_count, uploaded_at)"
                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    /* Whether anything of the log was applied: a checkpoint loads only into
+     * a catalog where nothing was. */
+    [W_LOG_EMPTY] =
+        "SELECT log_pos = 0 AND NOT EXISTS (SELECT 1 FROM rolls WHERE log_seq IS NOT NULL)"
+        " AND NOT EXISTS (SELECT 1 FROM ledger_nodes) FROM ledger WHERE id = 1",
 };
 
 #define HAS_DATA(p)                                                                                \
@@ -297,6 +302,19 @@ static const char *const RSQL[R_COUNT] = {
     [R_LEDGER] = "SELECT log_pos, state_id FROM ledger WHERE id = 1",
     [R_NODE_EPOCH] = "SELECT epoch FROM ledger_nodes WHERE node = ?1",
     [R_ROLL_STATE] = "SELECT committed_at IS NOT NULL, log_seq FROM rolls WHERE id = ?1",
+    /* A checkpoint (bfs_catalog_snapshot): the rolls of the log up to ?1 in
+     * log order (rolls_log_seq), each roll's archives in seq order (the
+     * UNIQUE(roll_id, seq) index), each archive's index rows in id order
+     * (block_indexes_file), the nodes. */
+    [R_SNAP_ROLLS] = "SELECT id, node, claimed_at, row_count, byte_count, log_seq, epoch,"
+                     " committed_at FROM rolls WHERE log_seq IS NOT NULL AND log_seq <= ?1"
+                     " AND committed_at IS NOT NULL ORDER BY log_seq",
+    [R_SNAP_ARCH] =
+        "SELECT id, file_path, table_name, period_tag, size, header_length, sha256,"
+        " schema_fingerprint, codec FROM archived_files WHERE roll_id = ?1 ORDER BY seq",
+    [R_SNAP_IDX] = "SELECT dataset_id, start_byte, length, record_count, uploaded_at"
+                   " FROM block_indexes WHERE file_id = ?1 ORDER BY id",
+    [R_SNAP_NODES] = "SELECT node, epoch FROM ledger_nodes ORDER BY node",
 };
 
 static int set_pragmas(sqlite3 *db, int writer)

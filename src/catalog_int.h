@@ -95,6 +95,7 @@ enum wst {
     W_ROLL_ADD,
     W_ARCH_ADD,
     W_IDX_ADD,
+    W_LOG_EMPTY,
     W_COUNT
 };
 
@@ -119,6 +120,10 @@ enum rst {
     R_LEDGER,
     R_NODE_EPOCH,
     R_ROLL_STATE,
+    R_SNAP_ROLLS,
+    R_SNAP_ARCH,
+    R_SNAP_IDX,
+    R_SNAP_NODES,
     R_COUNT
 };
 

@@ -278,6 +278,56 @@ int bfs_catalog_apply_index(struct bfs_cat_apply *a, const struct bfs_manifest_i
  * set to 1 when the entry committed this catalog's pending claim. Frees a. */
 int bfs_catalog_apply_end(struct bfs_cat_apply *a, int rc, int *own, struct bfs_err *err);
 
+/* ---- Checkpoints (manifest.h: the format; the ledger writes and reads them) ----
+ *
+ * A checkpoint holds what applying the log up to a position left in the
+ * catalog: every roll committed by the log (rolls with a log_seq) with its
+ * archives and index rows, in log order, and every node's epoch. Loading it
+ * into a catalog that has applied nothing of the log gives the rows applying
+ * the log would: archived_files (same order, same columns; created_at is the
+ * roll's committed_at), block_indexes, rolls (first_row and last_row are
+ * local: 0 and -1 but for this catalog's own claim) and ledger_nodes.
+ * Partitions and schemas are not in it: as for a log entry, the partition of
+ * each archive must exist before the load (bfs_catalog_partition_add, which
+ * cannot run while a load holds the writer: a first pass over the file). */
+struct bfs_manifest_roll;
+struct bfs_checkpoint_visitor;
+
+/* Walk the applied index up to log position upto, in log order: v->roll for
+ * each roll with log_seq <= upto (not rolls committed before the log, not a
+ * pending claim), then its archives (seq order), each followed by its index
+ * rows (id order); then v->node for every node (name order). One read
+ * transaction (a consistent snapshot), streamed through cursors: memory does
+ * not grow with the rows. A non-zero return of the visitor stops the walk
+ * and is returned. 0, -ESTALE (log_pos is not upto), -EIO (a row a
+ * checkpoint cannot hold), -errno. */
+int bfs_catalog_snapshot(struct bfs_catalog *cat, int64_t upto,
+                         const struct bfs_checkpoint_visitor *v);
+
+/* Load a checkpoint into a catalog that applied nothing of the log (log_pos
+ * 0, no roll with a log position, no node): one write transaction, which
+ * holds the writer from the begin to the end. The begin gives 0 or -EEXIST
+ * (the catalog applied log entries: read the log instead; nothing began), or
+ * -errno. Then the entries as bfs_checkpoint_read gives them: each roll is
+ * applied as its log entry would be (bfs_catalog_apply_*: the same checks; a
+ * roll that is this catalog's pending claim commits it; one committed here
+ * before the log is skipped), each node's epoch raised. A call that fails
+ * (-EINVAL with err, -ENOENT: no partition, -errno) fails every later call
+ * and the end. The end commits with log_pos = upto when rc == 0 (0, -EINVAL:
+ * upto before the last roll, -errno), else rolls back and returns rc. It
+ * frees c. */
+struct bfs_cat_ckpt;
+int bfs_catalog_ckpt_begin(struct bfs_catalog *cat, struct bfs_cat_ckpt **out);
+int bfs_catalog_ckpt_roll(struct bfs_cat_ckpt *c, const struct bfs_manifest_roll *r, int64_t seq,
+                          int64_t epoch, int64_t committed_at, struct bfs_err *err);
+int bfs_catalog_ckpt_archive(struct bfs_cat_ckpt *c, const struct bfs_manifest_archive *a,
+                             struct bfs_err *err);
+int bfs_catalog_ckpt_index(struct bfs_cat_ckpt *c, const struct bfs_manifest_index *x,
+                           struct bfs_err *err);
+int bfs_catalog_ckpt_node(struct bfs_cat_ckpt *c, const char *node, int64_t epoch,
+                          struct bfs_err *err);
+int bfs_catalog_ckpt_end(struct bfs_cat_ckpt *c, int rc, int64_t upto, struct bfs_err *err);
+
 /* Create the partition (table, period) of an archive read from the store, as
  * an upload would (schema row, layout header; up->data is not used). 0 (also
  * when it exists with the same schema and codec), -EINVAL (it exists with
