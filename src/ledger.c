@@ -79,6 +79,7 @@
 #define ACQUIRE_TRIES   4
 #define SCHEMAS_KNOWN   256        /* fingerprints this mount knows are in the store */
 #define FETCH_CHUNK     (4u << 20) /* a manifest is fetched in pieces of this */
+#define CKPT_PREFIX     BFS_LEDGER_PREFIX "checkpoints/"
 
 struct bfs_ledger {
     struct bfs_ledger_deps d;
@@ -526,6 +527,9 @@ static void entry_free(struct entry *e)
     e->j = NULL;
 }
 
+static int fetch_fd(struct bfs_ledger *l, const char *key, uint64_t size, const char *sha_hex,
+                    struct bfs_err *err);
+
 /* The manifest of a roll entry in a readable fd (a local file for this
  * mount's own roll being committed, else fetched and checked). */
 static int manifest_fd(struct bfs_ledger *l, const struct entry *e, struct bfs_err *err)
@@ -537,8 +541,15 @@ static int manifest_fd(struct bfs_ledger *l, const struct entry *e, struct bfs_e
                                strerror(errno));
         return fd;
     }
-    /* Fetched in pieces into an anonymous file of the work directory and
-     * hashed on the way: memory does not grow with the manifest. */
+    return fetch_fd(l, e->manifest, (uint64_t)e->size, e->sha_hex, err);
+}
+
+/* The object key (size bytes, SHA-256 sha_hex) in a readable fd: fetched in
+ * pieces into an anonymous file of the work directory and hashed on the way,
+ * so memory does not grow with the object. The fd, or -errno with err. */
+static int fetch_fd(struct bfs_ledger *l, const char *key, uint64_t size, const char *sha_hex,
+                    struct bfs_err *err)
+{
     int fd = open(l->work_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0)
         return bfs_err_set(err, -errno, "temporary file in %s: %s", l->work_dir, strerror(errno));
@@ -548,13 +559,13 @@ static int manifest_fd(struct bfs_ledger *l, const struct entry *e, struct bfs_e
     if (rc < 0) {
         free(buf);
         close(fd);
-        return bfs_err_set(err, rc, "manifest %s: %s", e->manifest, strerror(-rc));
+        return bfs_err_set(err, rc, "manifest %s: %s", key, strerror(-rc));
     }
-    for (uint64_t off = 0; rc == 0 && off < (uint64_t)e->size;) {
-        uint64_t n = (uint64_t)e->size - off < FETCH_CHUNK ? (uint64_t)e->size - off : FETCH_CHUNK;
-        rc = bfs_store_get_range(l->d.store, e->manifest, off, n, buf, err);
+    for (uint64_t off = 0; rc == 0 && off < size;) {
+        uint64_t n = size - off < FETCH_CHUNK ? size - off : FETCH_CHUNK;
+        rc = bfs_store_get_range(l->d.store, key, off, n, buf, err);
         if (rc < 0) {
-            bfs_err_prefix(err, "manifest %s", e->manifest);
+            bfs_err_prefix(err, "manifest %s", key);
             break;
         }
         bfs_sha256_update(&sha, buf, (size_t)n);
@@ -563,7 +574,7 @@ static int manifest_fd(struct bfs_ledger *l, const struct entry *e, struct bfs_e
             if (w < 0 && errno == EINTR)
                 continue;
             if (w <= 0)
-                rc = bfs_err_set(err, w < 0 ? -errno : -EIO, "manifest %s: write: %s", e->manifest,
+                rc = bfs_err_set(err, w < 0 ? -errno : -EIO, "manifest %s: write: %s", key,
                                  strerror(w < 0 ? errno : EIO));
             else
                 done += (size_t)w;
@@ -572,19 +583,19 @@ static int manifest_fd(struct bfs_ledger *l, const struct entry *e, struct bfs_e
     }
     uint8_t digest[32];
     if (rc == 0 && (rc = bfs_sha256_final(&sha, digest)) < 0)
-        bfs_err_set(err, rc, "manifest %s: SHA-256", e->manifest);
+        bfs_err_set(err, rc, "manifest %s: SHA-256", key);
     else if (rc < 0)
         bfs_sha256_discard(&sha);
     free(buf);
     if (rc == 0) {
         char hex[65];
         bfs_hex(digest, 32, hex);
-        if (strcmp(hex, e->sha_hex) != 0)
-            rc = bfs_err_set(err, -EIO, "manifest %s: SHA-256 %s, the log says %s", e->manifest,
-                             hex, e->sha_hex);
+        if (strcmp(hex, sha_hex) != 0)
+            rc = bfs_err_set(err, -EIO, "manifest %s: SHA-256 %s, the log says %s", key, hex,
+                             sha_hex);
     }
     if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0)
-        rc = bfs_err_set(err, -errno, "manifest %s: seek: %s", e->manifest, strerror(errno));
+        rc = bfs_err_set(err, -errno, "manifest %s: seek: %s", key, strerror(errno));
     if (rc < 0) {
         close(fd);
         return rc;
@@ -859,12 +870,241 @@ static int collect_key(void *ctx, const char *key, uint64_t size)
     return 0;
 }
 
+/* ---- checkpoints ---- */
+
+/* "_battlefs/checkpoints/<upto, 20 digits>-<SHA-256, 64 hex>.avro": upto and
+ * the hex into sha (65 bytes), or -1 if key is not one. */
+static int64_t ckpt_of(const char *key, char sha[65])
+{
+    size_t plen = strlen(CKPT_PREFIX);
+    if (strncmp(key, CKPT_PREFIX, plen) != 0 || strlen(key) != plen + LOG_DIGITS + 1 + 64 + 5 ||
+        key[plen + LOG_DIGITS] != '-' || strcmp(key + plen + LOG_DIGITS + 65, ".avro") != 0)
+        return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < LOG_DIGITS; i++) {
+        char c = key[plen + i];
+        if (c < '0' || c > '9' || v > (INT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (c - '0');
+    }
+    for (size_t i = 0; i < 64; i++) {
+        char c = key[plen + LOG_DIGITS + 1 + i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return -1;
+        sha[i] = c;
+    }
+    sha[64] = '\0';
+    return v >= 1 ? v : -1;
+}
+
+struct newest {
+    char key[160];
+    uint64_t size;
+    int64_t upto;
+};
+
+static int newest_ckpt(void *ctx, const char *key, uint64_t size)
+{
+    struct newest *n = ctx;
+    char sha[65];
+    int64_t upto = ckpt_of(key, sha);
+    if (upto > n->upto && strlen(key) < sizeof n->key) {
+        n->upto = upto;
+        n->size = size;
+        snprintf(n->key, sizeof n->key, "%s", key);
+    }
+    return 0;
+}
+
+struct ckpt_load {
+    struct bfs_ledger *l;
+    struct bfs_cat_ckpt *c;
+    struct bfs_err *err;
+    int64_t rolls;
+};
+
+static int ck_scan_roll(void *ctx, const struct bfs_manifest_roll *r, int64_t seq, int64_t epoch,
+                        int64_t committed_at)
+{
+    (void)ctx, (void)r, (void)seq, (void)epoch, (void)committed_at;
+    return 0;
+}
+
+static int ck_scan_archive(void *ctx, const struct bfs_manifest_archive *a)
+{
+    struct ckpt_load *k = ctx;
+    uint8_t sync[16];
+    enum bfs_codec codec;
+    int rc = bfs_catalog_partition_layout(k->l->d.cat, a->table, a->period, sync, &codec);
+    if (rc == -ENOENT)
+        return partition_from_archive(k->l, a, k->err);
+    return rc < 0
+               ? bfs_err_set(k->err, rc, "partition %s/%s: %s", a->table, a->period, strerror(-rc))
+               : 0;
+}
+
+static int ck_scan_index(void *ctx, const struct bfs_manifest_index *x)
+{
+    (void)ctx, (void)x;
+    return 0;
+}
+
+static int ck_scan_node(void *ctx, const char *node, int64_t epoch)
+{
+    (void)ctx, (void)node, (void)epoch;
+    return 0;
+}
+
+static int ck_roll(void *ctx, const struct bfs_manifest_roll *r, int64_t seq, int64_t epoch,
+                   int64_t committed_at)
+{
+    struct ckpt_load *k = ctx;
+    k->rolls++;
+    return bfs_catalog_ckpt_roll(k->c, r, seq, epoch, committed_at, k->err);
+}
+
+static int ck_archive(void *ctx, const struct bfs_manifest_archive *a)
+{
+    struct ckpt_load *k = ctx;
+    return bfs_catalog_ckpt_archive(k->c, a, k->err);
+}
+
+static int ck_index(void *ctx, const struct bfs_manifest_index *x)
+{
+    struct ckpt_load *k = ctx;
+    return bfs_catalog_ckpt_index(k->c, x, k->err);
+}
+
+static int ck_node(void *ctx, const char *node, int64_t epoch)
+{
+    struct ckpt_load *k = ctx;
+    return bfs_catalog_ckpt_node(k->c, node, epoch, k->err);
+}
+
+/* A catalog that has read nothing of the log starts from the newest
+ * checkpoint (under mu): 0 with *pos its position (unchanged when there is
+ * none, or the catalog is not empty), or -errno. */
+static int load_checkpoint_locked(struct bfs_ledger *l, int64_t *pos, struct bfs_err *err)
+{
+    struct newest n = {.upto = 0};
+    int rc = bfs_store_list_after(l->d.store, CKPT_PREFIX, "", 0, newest_ckpt, &n, err);
+    if (rc < 0) {
+        bfs_err_prefix(err, "list %s", CKPT_PREFIX);
+        return rc;
+    }
+    if (n.upto == 0)
+        return 0;
+    char sha[65];
+    ckpt_of(n.key, sha);
+    int fd = fetch_fd(l, n.key, n.size, sha, err);
+    if (fd < 0)
+        return fd;
+    struct ckpt_load k = {.l = l, .err = err};
+    struct bfs_err rerr = {0};
+    /* Pass 1: the partitions (not under the catalog's writer: pass 2 holds it). */
+    const struct bfs_checkpoint_visitor scan = {ck_scan_roll, ck_scan_archive, ck_scan_index,
+                                                ck_scan_node, &k};
+    rc = bfs_checkpoint_read(fd, &scan, &rerr);
+    if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0)
+        rc = -errno;
+    if (rc == 0) {
+        rc = bfs_catalog_ckpt_begin(l->d.cat, &k.c);
+        if (rc == -EEXIST) {
+            close(fd);
+            return 0; /* something was applied meanwhile: the log goes on from there */
+        }
+    }
+    if (rc == 0) {
+        const struct bfs_checkpoint_visitor load = {ck_roll, ck_archive, ck_index, ck_node, &k};
+        rc = bfs_checkpoint_read(fd, &load, &rerr);
+        rc = bfs_catalog_ckpt_end(k.c, rc, n.upto, err);
+    }
+    close(fd);
+    if (rc < 0) {
+        if (!err->code || !err->msg[0])
+            bfs_err_set(err, rc, "%s", rerr.msg[0] ? rerr.msg : strerror(-rc));
+        bfs_err_prefix(err, "checkpoint %s", n.key);
+        return rc;
+    }
+    bfs_info("checkpoint %s: %" PRId64 " rolls up to log %" PRId64 " loaded", n.key, k.rolls,
+             n.upto);
+    *pos = n.upto;
+    return 0;
+}
+
+/* The snapshot's visitor: straight into the checkpoint writer. */
+static int cw_roll(void *w, const struct bfs_manifest_roll *r, int64_t seq, int64_t epoch,
+                   int64_t committed_at)
+{
+    return bfs_checkpoint_add_roll(w, r, seq, epoch, committed_at);
+}
+
+static int cw_archive(void *w, const struct bfs_manifest_archive *a)
+{
+    return bfs_manifest_add_archive(w, a);
+}
+
+static int cw_index(void *w, const struct bfs_manifest_index *x)
+{
+    return bfs_manifest_add_index(w, x);
+}
+
+static int cw_node(void *w, const char *node, int64_t epoch)
+{
+    return bfs_checkpoint_add_node(w, node, epoch);
+}
+
+/* After this node's commit put entry pos at a multiple of
+ * BFS_LEDGER_CHECKPOINT_EVERY: write the whole applied index as a checkpoint
+ * (under mu, so the catalog holds exactly the log prefix 1..pos). A failure
+ * only costs start-up time later: it is logged, not returned. */
+static void write_checkpoint_locked(struct bfs_ledger *l)
+{
+    int64_t pos;
+    struct bfs_err err = {0};
+    int rc = bfs_catalog_ledger_state(l->d.cat, &pos, NULL);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/checkpoint-%" PRId64 ".avro", l->work_dir, pos);
+    unlink(path);
+    struct bfs_manifest_writer *w = NULL;
+    if (rc == 0)
+        rc = bfs_checkpoint_create(path, &w);
+    struct bfs_checkpoint_visitor v = {0};
+    if (rc == 0) {
+        v = (struct bfs_checkpoint_visitor){cw_roll, cw_archive, cw_index, cw_node, w};
+        rc = bfs_catalog_snapshot(l->d.cat, pos, &v);
+    }
+    uint8_t sha[32];
+    uint64_t size = 0;
+    if (w && rc == 0)
+        rc = bfs_manifest_finish(w, sha, &size);
+    else if (w)
+        bfs_manifest_abort(w);
+    char key[160];
+    if (rc == 0) {
+        char hex[65];
+        bfs_hex(sha, 32, hex);
+        snprintf(key, sizeof key, CKPT_PREFIX "%0*" PRId64 "-%s.avro", LOG_DIGITS, pos, hex);
+        const struct bfs_put_src src = {.path = path, .may_link = 1, .cond = BFS_PUT_CREATE};
+        rc = bfs_store_put_src(l->d.store, key, &src, &err);
+    }
+    unlink(path);
+    if (rc < 0)
+        bfs_warn("log %" PRId64 ": cannot write a checkpoint (the log is read from further "
+                 "back): %s",
+                 pos, err.msg[0] ? err.msg : strerror(-rc));
+    else
+        bfs_info("log %" PRId64 ": checkpoint %s (%" PRIu64 " bytes)", pos, key, size);
+}
+
 static int refresh_locked(struct bfs_ledger *l, struct bfs_err *err)
 {
     int64_t pos;
     int rc = bfs_catalog_ledger_state(l->d.cat, &pos, NULL);
     if (rc < 0)
         return bfs_err_set(err, rc, "read the log position: %s", strerror(-rc));
+    if (pos == 0 && (rc = load_checkpoint_locked(l, &pos, err)) < 0)
+        return rc;
     struct keys ks = {.k = malloc(LIST_PAGE * sizeof *ks.k)};
     if (!ks.k)
         return bfs_err_set(err, -ENOMEM, "out of memory");
@@ -1000,6 +1240,8 @@ int bfs_ledger_commit(struct bfs_ledger *l, const struct bfs_ledger_roll *r, str
         }
         if (rc == 1) {
             rc = 0;
+            if (seq > 0 && seq % BFS_LEDGER_CHECKPOINT_EVERY == 0)
+                write_checkpoint_locked(l);
             break; /* in the log and applied: committed */
         }
         if ((rc = lease_ensure(l, err)) < 0)

@@ -11,6 +11,9 @@
  *   manifests/<node>/<roll>.avro   what a roll added (manifest.h), create-only
  *   schemas/<fingerprint>.avsc     each schema once, create-only
  *   nodes/<node>/lease        who holds the node name (compare-and-swap)
+ *   checkpoints/<seq>-<sha256>.avro  the whole index up to log entry seq
+ *                             (every BFS_LEDGER_CHECKPOINT_EVERY entries): a
+ *                             new catalog starts from the newest one
  *
  * A roll is committed when its log entry exists; a mount's catalog holds
  * exactly the log prefix it has applied. Everything here is serialised by
@@ -33,6 +36,9 @@ struct bfs_store;
 
 #define BFS_LEDGER_PREFIX    "_battlefs/"
 #define BFS_LEDGER_LEASE_TTL 60 /* seconds, the default */
+/* The writer whose roll takes a log position that is a multiple of this puts
+ * a checkpoint (the whole index so far) under _battlefs/checkpoints/. */
+#define BFS_LEDGER_CHECKPOINT_EVERY 20
 
 struct bfs_ledger_deps {
     struct bfs_catalog *cat;

@@ -41,6 +41,7 @@ MANIFEST_KEY_RE = re.compile(r"^_battlefs/manifests/(?P<node>[A-Za-z0-9_-]{1,64}
                              r"(?P<roll>[^/]+)\.avro$")
 SCHEMA_KEY_RE = re.compile(r"^_battlefs/schemas/(?P<fp>[0-9a-fA-F]{16})\.avsc$")
 LEASE_KEY_RE = re.compile(r"^_battlefs/nodes/(?P<node>[A-Za-z0-9_-]{1,64})/lease$")
+CKPT_KEY_RE = re.compile(r"^_battlefs/checkpoints/(?P<upto>\d{20})-(?P<sha>[0-9a-f]{64})\.avro$")
 # <table>/<period>/<roll-id>-<n>.avro,
 # roll-id = <node>-<YYYYMMDDTHHMMSSZ>-<8 hex of the state id>-<first buffer row id>
 ARCHIVE_KEY_RE = re.compile(r"^(?P<table>[A-Za-z0-9_.-]+)/(?P<period>[A-Za-z0-9_.-]+)/"
@@ -162,7 +163,8 @@ class StoreState:
         for k in files:
             if k.startswith("_battlefs/"):
                 assert any(rx.match(k) for rx in (LOG_KEY_RE, MANIFEST_KEY_RE, SCHEMA_KEY_RE,
-                                                  LEASE_KEY_RE)), "unknown store key %s" % k
+                                                  LEASE_KEY_RE, CKPT_KEY_RE)), \
+                    "unknown store key %s" % k
             else:
                 assert ARCHIVE_KEY_RE.match(k), "bad archive key %s" % k
         seqs = sorted(int(LOG_KEY_RE.match(k)[1]) for k in files if LOG_KEY_RE.match(k))
@@ -839,3 +841,34 @@ def test_crash_at_each_roll_step(mount_factory, file_store, gen, step):
     assert w.data_tree() == tree
     for m in (w, r, fresh):
         assert catalog_rows(m) == state.index_rows(), m.mnt
+
+
+@pytest.mark.parametrize("rolls", [2010])
+def test_start_up_is_bounded_by_checkpoints(mount_factory, file_store, gen, rolls):
+    """A store with 2,010 rolls: the writer puts a checkpoint (the whole index) at every 20th
+    log entry, so a fresh replica loads the newest one (entry 2,000) and reads only the 10 log
+    entries and manifests after it, not 2,010 of each; it then serves every dataset
+    byte-identical to the writer."""
+    a = mount_factory(store=file_store.url, node="a", refresh="0")
+    ups = [gen.upload("battle", 1, codec="null") for _ in range(8)]
+    ctl = a.path(".battlefs", "roll")
+    for i in range(rolls):
+        a.upload_ok("battle/%s/u%d.avro" % (PERIOD, i % 40), ups[i % len(ups)].data)
+        with open(ctl, "w") as f:
+            f.write("1")
+    files = file_store.files()
+    ckpts = sorted(k for k in files if k.startswith("_battlefs/checkpoints/"))
+    assert [k.split("/")[-1][:20] for k in ckpts] == ["%020d" % n for n in range(20, rolls + 1, 20)]
+    logs = [k for k in files if k.startswith("_battlefs/log/")]
+    assert len(logs) == rolls
+    r = mount_factory(store=file_store.url, ro=True, refresh="0")
+    st = r.stats()
+    assert st["log_position"] == rolls and st["last_refresh_error"] is None, st
+    assert st["manifests_loaded"] == rolls % 20, st
+    # one listing of the checkpoints and of the log, the checkpoint (a few pieces), the
+    # archive header of the one partition, 10 log entries and their manifests
+    assert st["store_get_requests"] < 40, st
+    assert r.datasets() == a.datasets()
+    for k in a.datasets():
+        assert r.read_bytes(*k) == a.read_bytes(*k), k
+    assert catalog_rows(r) == catalog_rows(a)
