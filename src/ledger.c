@@ -541,6 +541,8 @@ static int manifest_fd(struct bfs_ledger *l, const struct entry *e, struct bfs_e
         else
             off += (size_t)w;
     }
+    if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0) /* bfs_manifest_read reads from the offset */
+        rc = bfs_err_set(err, -errno, "memfd seek");
     free(data);
     if (rc < 0) {
         if (fd >= 0)
