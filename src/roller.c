@@ -927,6 +927,7 @@ static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
         }
         rc = bfs_catalog_roll_pending(d->cat, roll_id, &bytes);
         if (rc == -ENOENT) {
+            clean_work_dir(d); /* the crashed roll's local manifest */
             bfs_info("roll: the unfinished roll was committed in the store: done");
             *did = 1;
             *was_pending = 1;

@@ -984,7 +984,8 @@ static int cmp_after_key(const void *a, const void *b)
 /* Sort the keys and keep the max_keys smallest. */
 static void after_trim(struct after_keys *l)
 {
-    qsort(l->v, l->n, sizeof *l->v, cmp_after_key);
+    if (l->n > 1) /* l->v is NULL when nothing was collected: qsort wants a pointer */
+        qsort(l->v, l->n, sizeof *l->v, cmp_after_key);
     while (l->max_keys && l->n > l->max_keys)
         free(l->v[--l->n].key);
 }

@@ -15,12 +15,15 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "battlefs/buf.h"
 #include "battlefs/catalog.h"
+#include "battlefs/manifest.h"
 #include "battlefs/ocf.h"
 #include "battlefs/schema.h"
+#include "battlefs/sha256.h"
 
 /* ------------------------------------------------------------------------ */
 /* fixtures                                                                  */
@@ -184,6 +187,52 @@ static int64_t raw_int(sqlite3 *db, const char *sql)
     return v;
 }
 
+/* Every row of the tables a log entry touches (and the buffer), as text:
+ * equal before and after means nothing changed. Free the result. */
+static char *db_state(struct env *e)
+{
+    static const char *const q[] = {
+        "SELECT * FROM rolls ORDER BY id",
+        "SELECT id, file_path, table_name, period_tag, size, header_length, roll_id, seq,"
+        " hex(sha256), schema_fingerprint, codec FROM archived_files ORDER BY id",
+        "SELECT * FROM block_indexes ORDER BY id",
+        "SELECT * FROM buffer_rows ORDER BY id",
+        "SELECT * FROM ledger",
+        "SELECT * FROM ledger_nodes ORDER BY node",
+        "SELECT id, table_name, period_tag, schema_id, codec FROM partitions ORDER BY id",
+        "SELECT id, fingerprint FROM schemas ORDER BY id",
+    };
+    sqlite3 *db = raw_open(e);
+    struct bfs_buf out = {0};
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, q[i], -1, &st, NULL) != SQLITE_OK)
+            fail_msg("%s: %s", q[i], sqlite3_errmsg(db));
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            for (int c = 0; c < sqlite3_column_count(st); c++) {
+                const char *t = (const char *)sqlite3_column_text(st, c);
+                assert_int_equal(bfs_buf_append(&out, t ? t : "NULL", strlen(t ? t : "NULL")), 0);
+                assert_int_equal(bfs_buf_append(&out, "|", 1), 0);
+            }
+            assert_int_equal(bfs_buf_append(&out, "\n", 1), 0);
+        }
+        sqlite3_finalize(st);
+        assert_int_equal(bfs_buf_append(&out, "--\n", 3), 0);
+    }
+    assert_int_equal(bfs_buf_append(&out, "", 1), 0);
+    sqlite3_close(db);
+    return (char *)out.data;
+}
+
+/* The catalog still is as state says (db_state); frees state. */
+static void unchanged(struct env *e, char *state)
+{
+    char *now = db_state(e);
+    assert_string_equal(now, state);
+    free(now);
+    free(state);
+}
+
 struct names {
     int n;
     char name[64][64];
@@ -217,7 +266,7 @@ static void test_migrations(void **state)
     assert_int_equal(st.st_mode & 0777, 0600);
 
     sqlite3 *db = raw_open(e);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 1);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 2);
     /* WAL, and every table of the brief */
     sqlite3_stmt *q;
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
@@ -238,7 +287,21 @@ static void test_migrations(void **state)
         assert_true(has_column(db, "buffer_logs", bl[i]));
     assert_true(has_column(db, "schemas", "canonical"));
     assert_true(has_column(db, "schemas", "fingerprint"));
+    /* 2: the store's log */
+    const char *rolls[] = {"node", "log_seq", "epoch"};
+    for (size_t i = 0; i < sizeof rolls / sizeof *rolls; i++)
+        assert_true(has_column(db, "rolls", rolls[i]));
+    const char *af2[] = {"sha256", "schema_fingerprint", "codec"};
+    for (size_t i = 0; i < sizeof af2 / sizeof *af2; i++)
+        assert_true(has_column(db, "archived_files", af2[i]));
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger WHERE log_pos = 0"), 1);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger_nodes"), 0);
     sqlite3_close(db);
+    char sid[BFS_STATE_ID_MAX], sid2[BFS_STATE_ID_MAX];
+    int64_t pos = -1;
+    assert_int_equal(bfs_catalog_ledger_state(e->cat, &pos, sid), 0);
+    assert_int_equal(pos, 0);
+    assert_int_equal(strlen(sid), 32);
 
     /* Reopen: the data survives, nothing is migrated twice. */
     put(e, "battle", "2025-12-18", "u1", 100, 1);
@@ -252,8 +315,11 @@ static void test_migrations(void **state)
     db = raw_open(e);
     assert_int_equal(raw_int(db, "SELECT length(data) FROM buffer_logs"), 100);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NULL"), 1);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 1);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 2);
     sqlite3_close(db);
+    /* the catalog's identity is made once */
+    assert_int_equal(bfs_catalog_ledger_state(e->cat, NULL, sid2), 0);
+    assert_string_equal(sid2, sid);
 
     /* A database from a newer battlefs is refused. */
     bfs_catalog_close(e->cat);
@@ -265,7 +331,7 @@ static void test_migrations(void **state)
     assert_int_equal(bfs_catalog_open(e->path, &cat), -ENOTSUP);
     assert_null(cat);
     db = raw_open(e);
-    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 1", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 2", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(bfs_catalog_open(e->path, &e->cat), 0);
 
@@ -772,20 +838,29 @@ static int collect_row(void *ctx, const struct bfs_roll_row *row)
 
 /* A simulated roller: one archive per (table, period) group (split into a
  * new archive after max_rows rows), built in memory from the claimed rows as
- * bfs_catalog_read_hot returns them. */
+ * bfs_catalog_read_hot returns them, and committed as the ledger does:
+ * applying its log entry (bfs_catalog_apply_*) with its manifest's archives
+ * and index rows. */
 struct sim_archive {
-    char key[128], table[32], period[32];
+    char key[192], table[32], period[32];
+    char fp[17];
+    enum bfs_codec codec;
     struct bfs_buf bytes;
     size_t header_len, first_index, n_index, rows;
+};
+struct sim_index {
+    char dataset[32];
+    uint64_t start, length, records;
+    int64_t uploaded_at;
 };
 struct sim {
     struct env *e;
     const char *roll_id;
     size_t max_rows;
-    size_t n_ar, n_ix;
+    size_t n_ar, n_ix, rows;
+    int64_t bytes_delta; /* added to the entry's bytes (0: the index rows') */
     struct sim_archive ar[16];
-    struct bfs_index_rec ix[256];
-    char ix_ds[256][32];
+    struct sim_index ix[256];
 };
 
 static int sim_row(void *ctx, const struct bfs_roll_row *row)
@@ -808,17 +883,19 @@ static int sim_row(void *ctx, const struct bfs_roll_row *row)
         assert_int_equal(bfs_catalog_partition_get(s->e->cat, row->table, row->period, &p), 0);
         assert_int_equal(bfs_buf_append(&a->bytes, p.header, p.header_len), 0);
         a->header_len = p.header_len;
+        memcpy(a->fp, p.fingerprint, sizeof a->fp);
+        a->codec = p.codec;
         bfs_partition_free(&p);
         a->first_index = s->n_ix;
     }
-    if (a->n_index == 0 || strcmp(s->ix_ds[s->n_ix - 1], row->dataset) != 0) {
+    if (a->n_index == 0 || strcmp(s->ix[s->n_ix - 1].dataset, row->dataset) != 0) {
         assert_true(s->n_ix < 256);
-        snprintf(s->ix_ds[s->n_ix], 32, "%s", row->dataset);
-        s->ix[s->n_ix] = (struct bfs_index_rec){.start_byte = a->bytes.len};
+        s->ix[s->n_ix] = (struct sim_index){.start = a->bytes.len};
+        snprintf(s->ix[s->n_ix].dataset, 32, "%s", row->dataset);
         s->n_ix++;
         a->n_index++;
     }
-    struct bfs_index_rec *x = &s->ix[s->n_ix - 1];
+    struct sim_index *x = &s->ix[s->n_ix - 1];
     size_t at = a->bytes.len;
     assert_int_equal(bfs_buf_reserve(&a->bytes, row->length + 1), 0);
     assert_int_equal(
@@ -826,26 +903,84 @@ static int sim_row(void *ctx, const struct bfs_roll_row *row)
     a->bytes.len += row->length;
     x->length += row->length;
     x->records += row->records;
+    if (row->created_at > x->uploaded_at)
+        x->uploaded_at = row->created_at;
     a->rows++;
+    s->rows++;
     return 0;
 }
 
+/* Build the sim of roll_id from e's claimed rows. */
+static void sim_build(struct sim *s, struct env *e, const char *roll_id, size_t max_rows)
+{
+    memset(s, 0, sizeof *s);
+    s->e = e;
+    s->roll_id = roll_id;
+    s->max_rows = max_rows;
+    assert_int_equal(bfs_catalog_roll_rows(e->cat, roll_id, sim_row, s), 0);
+}
+
+/* Apply the sim's roll to cat as the log entry seq (0: the next position)
+ * of node, epoch: bfs_catalog_apply_begin, each archive and its index rows,
+ * end. The result of the first step that fails, or of the end. */
+static int sim_apply_to(struct sim *s, struct bfs_catalog *cat, int64_t seq, const char *node,
+                        int64_t epoch, int *own, struct bfs_err *err)
+{
+    int64_t pos = -1;
+    assert_int_equal(bfs_catalog_ledger_state(cat, &pos, NULL), 0);
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < s->n_ix; i++)
+        bytes += s->ix[i].length;
+    const struct bfs_log_roll r = {
+        .seq = seq ? seq : pos + 1,
+        .node = node,
+        .roll_id = s->roll_id,
+        .epoch = epoch,
+        .claimed_at = 1766062800,
+        .committed_at = (int64_t)time(NULL),
+        .rows = s->rows,
+        .bytes = bytes + (uint64_t)s->bytes_delta,
+    };
+    struct bfs_cat_apply *a = NULL;
+    int rc = bfs_catalog_apply_begin(cat, &r, &a);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < s->n_ar && rc == 0; i++) {
+        const struct sim_archive *sa = &s->ar[i];
+        struct bfs_manifest_archive ma = {
+            .key = sa->key,
+            .table = sa->table,
+            .period = sa->period,
+            .size = sa->bytes.len,
+            .header_length = sa->header_len,
+            .schema_fingerprint = sa->fp,
+            .codec = sa->codec,
+        };
+        assert_int_equal(bfs_sha256(sa->bytes.data, sa->bytes.len, ma.sha256), 0);
+        rc = bfs_catalog_apply_archive(a, &ma, err);
+        for (size_t j = sa->first_index; j < sa->first_index + sa->n_index && rc == 0; j++) {
+            const struct bfs_manifest_index mx = {
+                .dataset = s->ix[j].dataset,
+                .start = s->ix[j].start,
+                .length = s->ix[j].length,
+                .records = s->ix[j].records,
+                .uploaded_at = s->ix[j].uploaded_at,
+            };
+            rc = bfs_catalog_apply_index(a, &mx, err);
+        }
+    }
+    return bfs_catalog_apply_end(a, rc, own, err);
+}
+
+/* The local commit of the sim's roll: its log entry at the next position. */
 static int sim_commit(struct sim *s)
 {
-    struct bfs_archive_rec ar[16];
-    for (size_t i = 0; i < s->n_ix; i++)
-        s->ix[i].dataset = s->ix_ds[i];
-    for (size_t i = 0; i < s->n_ar; i++)
-        ar[i] = (struct bfs_archive_rec){
-            .key = s->ar[i].key,
-            .table = s->ar[i].table,
-            .period = s->ar[i].period,
-            .size = s->ar[i].bytes.len,
-            .header_length = s->ar[i].header_len,
-            .first_index = s->ar[i].first_index,
-            .n_index = s->ar[i].n_index,
-        };
-    return bfs_catalog_roll_commit(s->e->cat, s->roll_id, ar, s->n_ar, s->ix, s->n_ix);
+    struct bfs_err err = {0};
+    int own = -1;
+    int rc = sim_apply_to(s, s->e->cat, 0, "n1", 1, &own, &err);
+    if (rc == 0)
+        assert_int_equal(own, 1);
+    return rc;
 }
 
 static void sim_free(struct sim *s)
@@ -896,7 +1031,8 @@ static void test_roll(void **state)
     char id[BFS_ROLL_ID_MAX];
     uint64_t rows, bytes;
     assert_int_equal(bfs_catalog_roll_pending(e->cat, id, NULL), -ENOENT);
-    assert_int_equal(bfs_catalog_roll_claim(e->cat, id, &rows, &bytes), -ENODATA);
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, "n1", id, &rows, &bytes), -ENODATA);
+    int64_t t_begin = (int64_t)time(NULL);
 
     put(e, "battle", "p1", "u1", 300, 1);
     put(e, "own_ship", "p1", "u1", 200, 2);
@@ -914,21 +1050,50 @@ static void test_roll(void **state)
     assert_int_equal(bfs_catalog_dataset_stat(e->cat, "battle", "p1", "u2", &size_u2, &mtime_u2),
                      0);
 
-    /* Claim: the deterministic id is "<UTC time>-<smallest row id>". */
-    assert_int_equal(bfs_catalog_roll_claim(e->cat, id, &rows, &bytes), 0);
+    /* A bad node name: refused, nothing claimed. */
+    static const char *const bad_nodes[] = {"",
+                                            "a b",
+                                            "a/b",
+                                            "a.b",
+                                            "n\x01",
+                                            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                                            "xxxxxxxxxxx"};
+    for (size_t i = 0; i < sizeof bad_nodes / sizeof bad_nodes[0]; i++)
+        assert_int_equal(bfs_catalog_roll_claim(e->cat, bad_nodes[i], id, &rows, &bytes), -EINVAL);
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, id, NULL), -ENOENT);
+
+    /* Claim: the deterministic id is "<node>-<UTC time>-<state id: the first
+     * 8 hex digits of the catalog's identity>-<smallest row id>". */
+    int64_t t0 = (int64_t)time(NULL);
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, "n1", id, &rows, &bytes), 0);
+    int64_t t1 = (int64_t)time(NULL);
     assert_int_equal(rows, 4);
     assert_int_equal(bytes, 1000);
-    char want_sfx[32];
-    snprintf(want_sfx, sizeof want_sfx, "-%lld", (long long)first_id);
-    assert_int_equal(strlen(id), 16 + strlen(want_sfx));
-    assert_string_equal(id + 16, want_sfx);
-    assert_int_equal(id[8], 'T');
-    assert_int_equal(id[15], 'Z');
+    char sid[BFS_STATE_ID_MAX];
+    int64_t pos = -1;
+    assert_int_equal(bfs_catalog_ledger_state(e->cat, &pos, sid), 0);
+    assert_int_equal(pos, 0);
+    assert_int_equal(strlen(sid), 32);
+    assert_int_equal(strspn(sid, "0123456789abcdef"), 32);
+    char want_id[BFS_ROLL_ID_MAX];
+    snprintf(want_id, sizeof want_id, "n1-%.16s-%.8s-%lld", id + 3, sid, (long long)first_id);
+    assert_string_equal(id, want_id);
+    struct tm tm = {0};
+    assert_non_null(strptime(id + 3, "%Y%m%dT%H%M%SZ", &tm));
+    int64_t stamp = (int64_t)timegm(&tm);
+    assert_true(stamp >= t0 && stamp <= t1);
+    struct bfs_roll_info info;
+    assert_int_equal(bfs_catalog_roll_info(e->cat, id, &info), 0);
+    assert_int_equal(info.claimed_at, stamp);
+    assert_int_equal(info.rows, 4);
+    assert_int_equal(info.bytes, 1000);
+    assert_int_equal(bfs_catalog_roll_info(e->cat, "no-such-roll", &info), -ENOENT);
+    assert_int_equal(bfs_catalog_roll_committed(e->cat, id, NULL), 0); /* only claimed */
     char pending[BFS_ROLL_ID_MAX];
     assert_int_equal(bfs_catalog_roll_pending(e->cat, pending, NULL), 0);
     assert_string_equal(pending, id);
     uint64_t r2, b2;
-    assert_int_equal(bfs_catalog_roll_claim(e->cat, pending, &r2, &b2), -EBUSY);
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, "n1", pending, &r2, &b2), -EBUSY);
 
     /* An upload after the claim stays hot and unclaimed. */
     put(e, "battle", "p1", "u1", 50, 5);
@@ -952,22 +1117,20 @@ static void test_roll(void **state)
     assert_int_equal(raw_int(db, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NULL"), 1);
     sqlite3_close(db);
 
-    /* Commit records that miss a dataset: refused, nothing changes. */
+    /* A log entry of the pending roll whose index misses a dataset:
+     * refused, nothing changes. */
     static struct sim s;
-    memset(&s, 0, sizeof s);
-    s.e = e;
-    s.roll_id = id;
-    s.max_rows = 100;
-    assert_int_equal(bfs_catalog_roll_rows(e->cat, id, sim_row, &s), 0);
+    sim_build(&s, e, id, 100);
     assert_int_equal(s.n_ar, 2);
     assert_int_equal(s.n_ix, 3);
-    assert_string_equal(s.ix_ds[1], "u2");
+    assert_string_equal(s.ix[1].dataset, "u2");
     s.ar[0].n_index--; /* drop u2 of battle */
     s.n_ix--;
     memmove(&s.ix[1], &s.ix[2], sizeof s.ix[0]);
-    memmove(s.ix_ds[1], s.ix_ds[2], 32);
     s.ar[1].first_index--;
+    char *before_state = db_state(e);
     assert_int_equal(sim_commit(&s), -EINVAL);
+    unchanged(e, before_state);
     assert_int_equal(bfs_catalog_roll_pending(e->cat, pending, NULL), 0);
     struct bfs_catalog_counts c;
     assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
@@ -975,16 +1138,47 @@ static void test_roll(void **state)
     assert_int_equal(c.archived_files, 0);
     sim_free(&s);
 
-    /* The real commit. */
-    memset(&s, 0, sizeof s);
-    s.e = e;
-    s.roll_id = id;
-    s.max_rows = 100;
-    assert_int_equal(bfs_catalog_roll_rows(e->cat, id, sim_row, &s), 0);
+    /* ... or whose records, or bytes, differ from the claimed rows', or that
+     * has a dataset more: refused, nothing changes. */
+    for (int k = 0; k < 3; k++) {
+        sim_build(&s, e, id, 100);
+        if (k == 0) {
+            s.ix[2].records++;
+        } else if (k == 1) {
+            s.ix[0].length--;
+            s.ix[1].start--;
+        } else {
+            s.ix[s.n_ix] = s.ix[s.n_ix - 1];
+            snprintf(s.ix[s.n_ix].dataset, 32, "u9");
+            s.ix[s.n_ix].length = 0;
+            s.ix[s.n_ix].records = 0;
+            s.n_ix++;
+            s.ar[1].n_index++;
+        }
+        before_state = db_state(e);
+        struct bfs_err err = {0};
+        assert_int_equal(sim_apply_to(&s, e->cat, 0, "n1", 1, NULL, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "does not match the claimed rows"));
+        unchanged(e, before_state);
+        sim_free(&s);
+    }
+
+    /* The real commit: the log entry at position 1. */
+    sim_build(&s, e, id, 100);
     assert_int_equal(sim_commit(&s), 0);
     assert_int_equal(bfs_catalog_roll_pending(e->cat, pending, NULL), -ENOENT);
-    /* Twice: refused, nothing duplicated. */
+    int64_t seq = -1;
+    assert_int_equal(bfs_catalog_roll_committed(e->cat, id, &seq), 1);
+    assert_int_equal(seq, 1);
+    assert_int_equal(bfs_catalog_ledger_state(e->cat, &pos, NULL), 0);
+    assert_int_equal(pos, 1);
+    int64_t epoch = -1;
+    assert_int_equal(bfs_catalog_node_epoch(e->cat, "n1", &epoch), 0);
+    assert_int_equal(epoch, 1);
+    /* Twice: refused, nothing duplicated, the log position stays. */
+    before_state = db_state(e);
     assert_int_equal(sim_commit(&s), -EALREADY);
+    unchanged(e, before_state);
     assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
     assert_int_equal(c.buffer_uploads, 1);
     assert_int_equal(c.buffer_bytes, 50);
@@ -996,6 +1190,18 @@ static void test_roll(void **state)
     /* The rolled rows' blobs are left to the purge. */
     assert_int_equal(raw_int(db, "SELECT count(*) FROM buffer_data"), 5);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM rolls WHERE committed_at IS NOT NULL"), 1);
+    assert_int_equal(raw_int(db, "SELECT log_seq FROM rolls"), 1);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM rolls WHERE node = 'n1' AND epoch = 1"), 1);
+    /* the archives as the manifest says: its SHA-256, schema and codec */
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM archived_files WHERE length(sha256) = 32"
+                                 " AND codec = 'deflate' AND length(schema_fingerprint) = 16"),
+                     2);
+    /* each index row's uploaded_at: its newest upload's time */
+    char q[160];
+    snprintf(q, sizeof q,
+             "SELECT count(*) FROM block_indexes WHERE uploaded_at BETWEEN %lld AND %lld",
+             (long long)t_begin, (long long)t1);
+    assert_int_equal(raw_int(db, q), 3);
 
     /* Until purged, a rolled row reads as its own bytes (a reader that resolved
      * it before the commit sees what the archive now holds); then -ENOENT. */
@@ -1075,16 +1281,14 @@ static void test_roll(void **state)
      * segments, in archive order, after the first roll's. */
     put(e, "battle", "p1", "u1", 60, 6);
     put(e, "battle", "p1", "u2", 70, 7);
-    assert_int_equal(bfs_catalog_roll_claim(e->cat, id, &rows, &bytes), 0);
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, "n1", id, &rows, &bytes), 0);
     assert_int_equal(rows, 3);
     static struct sim s2;
-    memset(&s2, 0, sizeof s2);
-    s2.e = e;
-    s2.roll_id = id;
-    s2.max_rows = 1;
-    assert_int_equal(bfs_catalog_roll_rows(e->cat, id, sim_row, &s2), 0);
+    sim_build(&s2, e, id, 1);
     assert_int_equal(s2.n_ar, 3);
     assert_int_equal(sim_commit(&s2), 0);
+    assert_int_equal(bfs_catalog_roll_committed(e->cat, id, &seq), 1);
+    assert_int_equal(seq, 2);
     assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "p1", "u1", &v), 0);
     assert_int_equal(v.n, 3);
     assert_string_equal(v.seg[0].key, s.ar[0].key);
@@ -1127,16 +1331,12 @@ static void test_roll_foreign_keys(void **state)
     put(e, "battle", "p1", "u2", 100, 2);
     char id[BFS_ROLL_ID_MAX];
     uint64_t rows, bytes;
-    assert_int_equal(bfs_catalog_roll_claim(e->cat, id, &rows, &bytes), 0);
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, "n1", id, &rows, &bytes), 0);
     assert_int_equal(writer_fk(e), 1);
 
     /* A failed commit: the index misses a dataset. */
     static struct sim s;
-    memset(&s, 0, sizeof s);
-    s.e = e;
-    s.roll_id = id;
-    s.max_rows = 100;
-    assert_int_equal(bfs_catalog_roll_rows(e->cat, id, sim_row, &s), 0);
+    sim_build(&s, e, id, 100);
     assert_int_equal(s.n_ix, 2);
     s.ar[0].n_index--;
     s.n_ix--;
@@ -1144,13 +1344,17 @@ static void test_roll_foreign_keys(void **state)
     assert_int_equal(writer_fk(e), 1);
     s.ar[0].n_index++;
     s.n_ix++;
-    /* ... and one of a roll that does not exist. */
-    s.roll_id = "no-such-roll";
-    assert_int_equal(sim_commit(&s), -ENOENT);
+    /* ... one at the wrong log position (nothing began) ... */
+    struct bfs_err err = {0};
+    assert_int_equal(sim_apply_to(&s, e->cat, 2, "n1", 1, NULL, &err), -ESTALE);
     assert_int_equal(writer_fk(e), 1);
+    /* ... and one whose archive fails (another codec) half-way. */
+    s.ar[0].codec = BFS_CODEC_NULL;
+    assert_int_equal(sim_apply_to(&s, e->cat, 0, "n1", 1, NULL, &err), -EINVAL);
+    assert_int_equal(writer_fk(e), 1);
+    s.ar[0].codec = BFS_CODEC_DEFLATE;
 
     /* The real commit, then one twice. */
-    s.roll_id = id;
     assert_int_equal(sim_commit(&s), 0);
     assert_int_equal(writer_fk(e), 1);
     assert_int_equal(sim_commit(&s), -EALREADY);
@@ -1177,7 +1381,7 @@ static void test_roll_recovery(void **state)
     }
     char id[BFS_ROLL_ID_MAX];
     uint64_t rows, bytes;
-    assert_int_equal(bfs_catalog_roll_claim(e->cat, id, &rows, &bytes), 0);
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, "n1", id, &rows, &bytes), 0);
     assert_int_equal(rows, 600);
     static struct rowlist l1, l2;
     l1.n = l2.n = 0;
@@ -1203,15 +1407,11 @@ static void test_roll_recovery(void **state)
     assert_int_equal(l2.n, l1.n);
     assert_memory_equal(&l2.r[0], &l1.r[0], l1.n * sizeof l1.r[0]);
     uint64_t r2, b2;
-    assert_int_equal(bfs_catalog_roll_claim(e->cat, pending, &r2, &b2), -EBUSY);
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, "n1", pending, &r2, &b2), -EBUSY);
     assert_int_equal(bfs_catalog_roll_rows(e->cat, "no-such-roll", collect_row, &l2), -ENOENT);
 
     static struct sim s;
-    memset(&s, 0, sizeof s);
-    s.e = e;
-    s.roll_id = pending;
-    s.max_rows = 1000;
-    assert_int_equal(bfs_catalog_roll_rows(e->cat, pending, sim_row, &s), 0);
+    sim_build(&s, e, pending, 1000);
     assert_int_equal(sim_commit(&s), 0);
     sim_free(&s);
     struct bfs_catalog_counts c;
@@ -1249,7 +1449,7 @@ static void test_roll_races_uploads(void **state)
         assert_null(ret);
         char id[BFS_ROLL_ID_MAX];
         uint64_t rows, bytes;
-        int rc = bfs_catalog_roll_claim(e->cat, id, &rows, &bytes);
+        int rc = bfs_catalog_roll_claim(e->cat, "n1", id, &rows, &bytes);
         if (rc == -ENODATA)
             continue;
         assert_int_equal(rc, 0);
@@ -1303,6 +1503,254 @@ static void test_roll_races_uploads(void **state)
         free(ps[i]);
     }
     free(ps);
+}
+
+/* ------------------------------------------------------------------------ */
+/* the store's log: entries applied                                           */
+
+/* A second catalog (a writer "b") with its own uploads and pending claim. */
+static struct env *writer_b(void)
+{
+    void *st = NULL;
+    assert_int_equal(setup(&st), 0);
+    return st;
+}
+
+static void writer_b_free(struct env *b)
+{
+    void *st = b;
+    teardown(&st);
+}
+
+/* Another node's roll: inserted with its rows (roll, archives, index rows)
+ * at its log position; its cold segments come before the reading catalog's
+ * hot rows, in log order. Every refusal leaves the catalog as it was:
+ * a partition it does not have (-ENOENT), another schema or codec (-EINVAL),
+ * bad fields or index rows outside their archive (-EINVAL), another log
+ * position than the next (-ESTALE), a roll applied twice (-EALREADY). */
+static void test_apply_foreign(void **state)
+{
+    struct env *e = *state;
+    struct env *b = writer_b();
+    put(e, "battle", "p1", "u1", 100, 1); /* e's own hot row */
+    put(b, "battle", "p1", "u1", 300, 2);
+    put(b, "battle", "p1", "u2", 200, 3);
+    put(b, "own_ship", "p1", "u1", 50, 4);
+    char id[BFS_ROLL_ID_MAX];
+    uint64_t rows, bytes;
+    assert_int_equal(bfs_catalog_roll_claim(b->cat, "b", id, &rows, &bytes), 0);
+    static struct sim s;
+    sim_build(&s, b, id, 100);
+    assert_int_equal(s.n_ar, 2);
+    struct bfs_err err = {0};
+    int own = -1;
+
+    /* own_ship/p1 is not a partition of e's: -ENOENT, nothing changes. */
+    char *before = db_state(e);
+    assert_int_equal(sim_apply_to(&s, e->cat, 0, "b", 1, &own, &err), -ENOENT);
+    assert_non_null(strstr(err.msg, "no partition own_ship/p1"));
+    assert_int_equal(own, 0);
+    unchanged(e, before);
+    /* Made from the archive's layout (as the ledger does from its header). */
+    struct bfs_upload up = {
+        .table = "own_ship",
+        .period = "p1",
+        .schema_json = SCHEMA_A,
+        .schema_len = strlen(SCHEMA_A),
+        .canonical = e->canon_a,
+        .canonical_len = e->canon_a_len,
+        .codec = BFS_CODEC_DEFLATE,
+    };
+    struct bfs_buf hdr = {0};
+    derive_layout(&up, &hdr);
+    assert_int_equal(bfs_catalog_partition_add(e->cat, &up, &err), 0);
+    assert_int_equal(bfs_catalog_partition_add(e->cat, &up, &err), 0); /* the same: 0 */
+    assert_memory_equal(hdr.data, s.ar[1].bytes.data, hdr.len);
+    bfs_buf_free(&hdr);
+    /* another schema for it: refused */
+    struct bfs_upload other = up;
+    other.schema_json = SCHEMA_B;
+    other.schema_len = strlen(SCHEMA_B);
+    other.canonical = e->canon_b;
+    other.canonical_len = e->canon_b_len;
+    derive_layout(&other, &hdr);
+    assert_int_equal(bfs_catalog_partition_add(e->cat, &other, &err), -EINVAL);
+    bfs_buf_free(&hdr);
+
+    /* Refusals, each leaving e as it was. */
+    before = db_state(e);
+    struct sim_archive saved = s.ar[0], saved1 = s.ar[1];
+    /* another schema's fingerprint */
+    snprintf(s.ar[0].fp, sizeof s.ar[0].fp, "0123456789abcdef");
+    assert_int_equal(sim_apply_to(&s, e->cat, 0, "b", 1, NULL, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "has schema"));
+    s.ar[0] = saved;
+    /* another codec */
+    s.ar[1].codec = BFS_CODEC_SNAPPY;
+    assert_int_equal(sim_apply_to(&s, e->cat, 0, "b", 1, NULL, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "has codec"));
+    s.ar[1].codec = saved.codec;
+    /* an index row past the end of its archive, or inside its header */
+    uint64_t start1 = s.ix[1].start;
+    s.ix[1].start = s.ar[0].bytes.len - s.ix[1].length + 1;
+    assert_int_equal(sim_apply_to(&s, e->cat, 0, "b", 1, NULL, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "outside its archive"));
+    s.ix[1].start = 3;
+    assert_int_equal(sim_apply_to(&s, e->cat, 0, "b", 1, NULL, &err), -EINVAL);
+    s.ix[1].start = start1;
+    /* a header longer than its archive */
+    s.ar[0].header_len = s.ar[0].bytes.len + 1;
+    assert_int_equal(sim_apply_to(&s, e->cat, 0, "b", 1, NULL, &err), -EINVAL);
+    s.ar[0] = saved;
+    /* a key listed twice */
+    snprintf(s.ar[1].key, sizeof s.ar[1].key, "%s", s.ar[0].key);
+    assert_int_equal(sim_apply_to(&s, e->cat, 0, "b", 1, NULL, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "listed twice"));
+    s.ar[1] = saved1;
+    /* the roll's bytes are not its index rows' */
+    s.bytes_delta = 1;
+    assert_int_equal(sim_apply_to(&s, e->cat, 0, "b", 1, NULL, &err), -EINVAL);
+    s.bytes_delta = 0;
+    /* bad fields of the entry: node, roll id, position, epoch */
+    assert_int_equal(sim_apply_to(&s, e->cat, 0, "b/c", 1, NULL, &err), -EINVAL);
+    assert_int_equal(sim_apply_to(&s, e->cat, -1, "b", 1, NULL, &err), -EINVAL);
+    assert_int_equal(sim_apply_to(&s, e->cat, 0, "b", -1, NULL, &err), -EINVAL);
+    s.roll_id = "b/../x";
+    assert_int_equal(sim_apply_to(&s, e->cat, 0, "b", 1, NULL, &err), -EINVAL);
+    s.roll_id = id;
+    /* not the next position */
+    assert_int_equal(sim_apply_to(&s, e->cat, 2, "b", 1, NULL, &err), -ESTALE);
+    unchanged(e, before);
+
+    /* Applied: a committed roll of node b at position 1, with its rows. */
+    assert_int_equal(sim_apply_to(&s, e->cat, 0, "b", 1, &own, &err), 0);
+    assert_int_equal(own, 0);
+    int64_t seq = -1, pos = -1, epoch = -1;
+    assert_int_equal(bfs_catalog_roll_committed(e->cat, id, &seq), 1);
+    assert_int_equal(seq, 1);
+    assert_int_equal(bfs_catalog_ledger_state(e->cat, &pos, NULL), 0);
+    assert_int_equal(pos, 1);
+    assert_int_equal(bfs_catalog_node_epoch(e->cat, "b", &epoch), 0);
+    assert_int_equal(epoch, 1);
+    char pending[BFS_ROLL_ID_MAX];
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending, NULL), -ENOENT);
+    sqlite3 *db = raw_open(e);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM rolls WHERE node = 'b' AND log_seq = 1"
+                                 " AND epoch = 1 AND committed_at IS NOT NULL AND row_count = 3"
+                                 " AND byte_count = 550 AND claimed_at = 1766062800"),
+                     1);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM archived_files"), 2);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM block_indexes"), 3);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM buffer_rows"), 1); /* e's own */
+    sqlite3_close(db);
+    struct bfs_catalog_counts c;
+    assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
+    assert_int_equal(c.buffer_uploads, 1);
+    assert_int_equal(c.archived_files, 2);
+    struct names ns = {0};
+    assert_int_equal(bfs_catalog_list_tables(e->cat, collect, &ns), 0);
+    assert_int_equal(ns.n, 2); /* own_ship only from b's roll */
+    struct bfs_dataset_view v;
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "p1", "u1", &v), 0);
+    assert_int_equal(v.n, 2);
+    assert_int_equal(v.seg[0].kind, BFS_SEG_COLD);
+    assert_string_equal(v.seg[0].key, s.ar[0].key);
+    assert_int_equal(v.seg[0].length, 300);
+    assert_int_equal(v.seg[1].kind, BFS_SEG_HOT);
+    assert_int_equal(v.seg[1].length, 100);
+    bfs_dataset_view_free(&v);
+
+    /* Twice: -EALREADY at the next position, -ESTALE at its own. */
+    before = db_state(e);
+    assert_int_equal(sim_apply_to(&s, e->cat, 0, "b", 1, &own, &err), -EALREADY);
+    assert_int_equal(own, 0);
+    assert_int_equal(sim_apply_to(&s, e->cat, 1, "b", 1, &own, &err), -ESTALE);
+    unchanged(e, before);
+
+    /* e's own roll comes next (position 2): its cold segment after b's. */
+    char mine[BFS_ROLL_ID_MAX];
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, "a", mine, &rows, &bytes), 0);
+    assert_int_equal(rows, 1);
+    static struct sim s2;
+    sim_build(&s2, e, mine, 100);
+    assert_int_equal(sim_apply_to(&s2, e->cat, 0, "a", 1, &own, &err), 0);
+    assert_int_equal(own, 1);
+    assert_int_equal(bfs_catalog_roll_committed(e->cat, mine, &seq), 1);
+    assert_int_equal(seq, 2);
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "p1", "u1", &v), 0);
+    assert_int_equal(v.n, 2);
+    assert_string_equal(v.seg[0].key, s.ar[0].key);
+    assert_string_equal(v.seg[1].key, s2.ar[0].key);
+    bfs_dataset_view_free(&v);
+    struct sim *sims[2] = {&s, &s2};
+    uint64_t size;
+    uint8_t *all = file_bytes(e, sims, 2, "battle", "p1", "u1", &size);
+    uint8_t want[300];
+    fill(want, 300, 2);
+    struct bfs_partition p;
+    assert_int_equal(bfs_catalog_partition_get(e->cat, "battle", "p1", &p), 0);
+    assert_int_equal(size, p.header_len + 400);
+    assert_memory_equal(all + p.header_len, want, 300);
+    fill(want, 100, 1);
+    assert_memory_equal(all + p.header_len + 300, want, 100);
+    bfs_partition_free(&p);
+    free(all);
+    sim_free(&s);
+    sim_free(&s2);
+    writer_b_free(b);
+}
+
+/* Entries without data (a fence, a fenced roll): the position advances by
+ * one, a node's epoch only grows; another position than the next: -ESTALE. */
+static void test_log_skip(void **state)
+{
+    struct env *e = *state;
+    int64_t pos = -1, epoch = -1;
+    assert_int_equal(bfs_catalog_node_epoch(e->cat, "a", &epoch), 0);
+    assert_int_equal(epoch, 0); /* never seen */
+    assert_int_equal(bfs_catalog_log_skip(e->cat, 2, "a", 1), -ESTALE);
+    assert_int_equal(bfs_catalog_log_skip(e->cat, 0, "a", 1), -ESTALE);
+    assert_int_equal(bfs_catalog_log_skip(e->cat, 1, "a", 3), 0);
+    assert_int_equal(bfs_catalog_ledger_state(e->cat, &pos, NULL), 0);
+    assert_int_equal(pos, 1);
+    assert_int_equal(bfs_catalog_node_epoch(e->cat, "a", &epoch), 0);
+    assert_int_equal(epoch, 3);
+    assert_int_equal(bfs_catalog_log_skip(e->cat, 1, "a", 4), -ESTALE);
+    assert_int_equal(bfs_catalog_node_epoch(e->cat, "a", &epoch), 0);
+    assert_int_equal(epoch, 3);
+    assert_int_equal(bfs_catalog_log_skip(e->cat, 2, "a", 2), 0); /* lower: stays 3 */
+    assert_int_equal(bfs_catalog_node_epoch(e->cat, "a", &epoch), 0);
+    assert_int_equal(epoch, 3);
+    assert_int_equal(bfs_catalog_log_skip(e->cat, 3, NULL, 0), 0); /* no node */
+    assert_int_equal(bfs_catalog_log_skip(e->cat, 4, "b", 7), 0);
+    assert_int_equal(bfs_catalog_node_epoch(e->cat, "b", &epoch), 0);
+    assert_int_equal(epoch, 7);
+    assert_int_equal(bfs_catalog_node_epoch(e->cat, "a", &epoch), 0);
+    assert_int_equal(epoch, 3);
+    reopen(e);
+    assert_int_equal(bfs_catalog_ledger_state(e->cat, &pos, NULL), 0);
+    assert_int_equal(pos, 4);
+    assert_int_equal(bfs_catalog_node_epoch(e->cat, "b", &epoch), 0);
+    assert_int_equal(epoch, 7);
+    /* a roll entry after skips: at position 5 only */
+    put(e, "battle", "p1", "u1", 10, 1);
+    char id[BFS_ROLL_ID_MAX];
+    uint64_t rows, bytes;
+    assert_int_equal(bfs_catalog_roll_claim(e->cat, "a", id, &rows, &bytes), 0);
+    static struct sim s;
+    sim_build(&s, e, id, 100);
+    struct bfs_err err = {0};
+    assert_int_equal(sim_apply_to(&s, e->cat, 4, "a", 3, NULL, &err), -ESTALE);
+    assert_int_equal(sim_apply_to(&s, e->cat, 6, "a", 3, NULL, &err), -ESTALE);
+    assert_int_equal(sim_apply_to(&s, e->cat, 5, "a", 3, NULL, &err), 0);
+    int64_t seq = -1;
+    assert_int_equal(bfs_catalog_roll_committed(e->cat, id, &seq), 1);
+    assert_int_equal(seq, 5);
+    /* the log position of a roll repeated in the log is skipped */
+    assert_int_equal(bfs_catalog_log_skip(e->cat, 6, NULL, 0), 0);
+    assert_int_equal(bfs_catalog_ledger_state(e->cat, &pos, NULL), 0);
+    assert_int_equal(pos, 6);
+    sim_free(&s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1381,6 +1829,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_roll_foreign_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll_races_uploads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_apply_foreign, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_skip, setup, teardown),
         cmocka_unit_test(test_disk_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

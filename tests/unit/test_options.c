@@ -198,7 +198,8 @@ static void test_bad_values(void **state)
 #ifdef BFS_FAULT_INJECTION
     refused("fault=mid-roll",
             "unknown -o fault=mid-roll (after-claim, mid-build, after-build, mid-upload, "
-            "after-upload, before-commit, after-commit, put-fail, spool:named, ingest:pause)");
+            "after-upload, before-commit, after-commit, put-fail, after-manifest, after-log, "
+            "spool:named, ingest:pause)");
     refused("fault=spool:bogus", "unknown -o fault=spool:bogus (");
     refused("fault=roll:put", "unknown -o fault=roll:put (");
 #else
@@ -287,6 +288,8 @@ static void test_held_timeout_and_others(void **state)
         {"before-commit", 0, BFS_ROLL_BEFORE_COMMIT},
         {"after-commit", 0, BFS_ROLL_AFTER_COMMIT},
         {"put-fail", 0, BFS_ROLL_PUT},
+        {"after-manifest", 0, BFS_ROLL_AFTER_MANIFEST},
+        {"roll:after-log", 0, BFS_ROLL_AFTER_LOG},
         {"spool:named", -ENOENT, 0},
         {"ingest:pause", -ENOENT, 0},
     };
@@ -301,6 +304,76 @@ static void test_held_timeout_and_others(void **state)
             assert_int_equal(step, faults[i].step);
         bfs_options_free(&o);
     }
+#endif
+}
+
+/* The node name (default: the host name, made a valid one), the read-only
+ * replica, the refresh period and (test builds) the lease time. */
+static void test_node_and_replica(void **state)
+{
+    (void)state;
+    struct bfs_options o;
+    struct bfs_err err;
+    struct fuse_args rest;
+    assert_int_equal(parse(&o, err, "/mnt/x", "-o", "state=/s"), 0);
+    char host[256] = "";
+    assert_int_equal(gethostname(host, sizeof host - 1), 0);
+    host[64] = '\0';
+    for (char *p = host; *p; p++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", *p))
+            *p = '-';
+    assert_string_equal(o.node, host[0] ? host : "node");
+    assert_int_equal(o.read_only, 0);
+    assert_int_equal(o.refresh, 30);
+    assert_int_equal(o.lease_ttl, 0);
+    bfs_options_free(&o);
+
+    assert_int_equal(parse_rest(&o, &err, &rest, "/mnt/x", "-o", "state=/s,node=web_1-A,refresh=5",
+                                "-o", "ro", (const char *)NULL),
+                     0);
+    assert_string_equal(o.node, "web_1-A");
+    assert_int_equal(o.read_only, 1);
+    assert_int_equal(o.refresh, 5);
+    /* -o ro is ours: the kernel mount stays writable (.battlefs/refresh) */
+    for (int i = 1; i < rest.argc; i++) {
+        assert_null(strstr(rest.argv[i], "node="));
+        assert_string_not_equal(rest.argv[i], "ro");
+        assert_null(strstr(rest.argv[i], ",ro"));
+    }
+    fuse_opt_free_args(&rest);
+    bfs_options_free(&o);
+    assert_int_equal(parse(&o, err, "/mnt/x", "-o", "state=/s,refresh=0"), 0);
+    assert_int_equal(o.refresh, 0);
+    bfs_options_free(&o);
+    char longest[80];
+    memset(longest, 'n', 64);
+    longest[64] = '\0';
+    char opt[96];
+    snprintf(opt, sizeof opt, "state=/s,node=%s", longest);
+    assert_int_equal(parse(&o, err, "/mnt/x", "-o", opt), 0);
+    assert_string_equal(o.node, longest);
+    bfs_options_free(&o);
+
+    const char *node_msg = " (1 to 64 of A-Z, a-z, 0-9, '_' and '-')";
+    static const char *const bad_nodes[] = {"a.b", "a b", "a/b", "", "\xc3\xa9"};
+    char want[160];
+    for (size_t i = 0; i < sizeof bad_nodes / sizeof bad_nodes[0]; i++) {
+        snprintf(opt, sizeof opt, "node=%s", bad_nodes[i]);
+        snprintf(want, sizeof want, "bad -o %s%s", opt, node_msg);
+        refused(opt, want);
+    }
+    strcat(longest, "n"); /* 65 */
+    snprintf(opt, sizeof opt, "node=%s", longest);
+    snprintf(want, sizeof want, "bad -o %s%s", opt, node_msg);
+    refused(opt, want);
+    refused("refresh=soon", "bad -o refresh=soon (");
+#ifdef BFS_FAULT_INJECTION
+    assert_int_equal(parse(&o, err, "/mnt/x", "-o", "state=/s,lease_ttl=3"), 0);
+    assert_int_equal(o.lease_ttl, 3);
+    bfs_options_free(&o);
+    refused("lease_ttl=0", "bad -o lease_ttl=0 (");
+#else
+    refused("lease_ttl=3", "-o lease_ttl=3 needs a build with -Dfault_injection=true");
 #endif
 }
 
@@ -373,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_owner_and_modes),
         cmocka_unit_test(test_held_timeout_and_others),
+        cmocka_unit_test(test_node_and_replica),
         cmocka_unit_test(test_store_and_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

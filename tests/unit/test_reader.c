@@ -179,11 +179,11 @@ static void test_hot_rows_rolled_mid_read(void **state)
     struct roll_on_get g = {e, 0};
     e->ms->on_get = roll_on_first_get;
     e->ms->on_get_arg = &g;
-    unsigned puts = e->ms->puts;
+    unsigned puts = e->ms->data_puts;
     expect_read(r, &want, off, want.len - off, buf);
     e->ms->on_get = NULL;
     /* the roll: b 5, ds 13, ds 1 | ds 33 (archive_max_bytes: header + 50) */
-    assert_int_equal(e->ms->puts, puts + 2);
+    assert_int_equal(e->ms->data_puts, puts + 2);
     /* the formerly hot bytes came from the new archives */
     unsigned from_new = 0;
     for (unsigned i = g0; i < memstore_gets(e->ms); i++) {

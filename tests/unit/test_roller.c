@@ -6,7 +6,10 @@
  * block_indexes, and every dataset read back through its segments. A crash is
  * a fault hook that stops the roll at one step, leaving what a crash there
  * leaves; recovery must then give the same keys and bytes as an
- * uninterrupted roll, each upload in exactly one archive. */
+ * uninterrupted roll, each upload in exactly one archive. The commit goes
+ * through the store's log (a ledger of node "t" on the same store): the
+ * manifest, then the log entry, then the local commit; check_roll checks all
+ * three. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,6 +25,7 @@
 #include <unistd.h>
 
 #include "battlefs/catalog.h"
+#include "battlefs/ledger.h"
 #include "battlefs/roller.h"
 #include "testenv.h"
 
@@ -120,6 +124,12 @@ static void purge_all(struct tenv *e)
                      tenv_sql_int(e, "SELECT count(*) FROM buffer_rows"));
 }
 
+/* Objects in the store outside "_battlefs/": archives. */
+static size_t data_objects(struct tenv *e)
+{
+    return e->ms->n - memstore_count(e->ms, BFS_LEDGER_PREFIX);
+}
+
 static char *roll_error(struct tenv *e)
 {
     pthread_mutex_lock(&e->stats.lock);
@@ -152,15 +162,35 @@ static void test_roll_layout(void **state)
     assert_string_equal(m.a[0].table, "battle");
     assert_int_equal(m.a[0].n_idx, 4); /* u0, u1, u2, u3 */
     check_roll(e, h.roll_id, &m, 0);
-    assert_int_equal(e->ms->linked, m.n); /* each archive offered to the store to keep */
+    /* each archive and the manifest offered to the store to keep */
+    assert_int_equal(e->ms->linked, m.n + 1);
+    /* the store: the archives, one schema, the manifest, one log entry, the lease */
+    assert_int_equal(e->ms->data_puts, m.n);
+    assert_int_equal(memstore_count(e->ms, BFS_LEDGER_PREFIX "schemas/"), 1);
+    assert_int_equal(memstore_count(e->ms, BFS_LEDGER_PREFIX "manifests/t/"), 1);
+    assert_int_equal(memstore_count(e->ms, BFS_LEDGER_PREFIX "log/"), 1);
+    assert_int_equal(memstore_count(e->ms, BFS_LEDGER_PREFIX "nodes/t/lease"), 1);
+    assert_int_equal(e->ms->n, m.n + 4);
+    assert_int_equal(e->ms->puts, m.n + 4);
+    assert_int_equal(e->ms->refused, 0);
+    assert_int_equal(tenv_log_pos(e), 1);
+    assert_int_equal(e->stats.log_position, 1);
+    assert_int_equal(e->stats.manifests_loaded, 1);
+    /* the roll id: "<node>-<claim time>-<state id, 8>-<first row>" */
+    char sid[BFS_STATE_ID_MAX], want[BFS_ROLL_ID_MAX];
+    assert_int_equal(bfs_catalog_ledger_state(e->cat, NULL, sid), 0);
+    snprintf(want, sizeof want, "t-%.16s-%.8s-1", h.roll_id + 2, sid);
+    assert_string_equal(h.roll_id, want);
     check_datasets(e, e->n_up);
     purge_all(e);
     check_datasets(e, e->n_up);
 
     /* Nothing to roll: 0, nothing changes. */
+    unsigned puts = e->ms->puts;
     assert_int_equal(bfs_roll_once(&e->roll), 0);
     assert_int_equal(e->stats.rolls, 1);
-    assert_int_equal(e->ms->puts, m.n);
+    assert_int_equal(e->ms->puts, puts);
+    assert_int_equal(memstore_count(e->ms, BFS_LEDGER_PREFIX "log/"), 1);
     model_free(&m);
     hook_done(&h, e);
     tenv_free(e);
@@ -187,7 +217,7 @@ static void test_roll_split(void **state)
         const struct march *a = &m.a[i];
         uint64_t rows_bytes = a->bytes.len - a->header_length;
         if (strcmp(a->table, "battle") == 0 && strcmp(a->period, P1) == 0) {
-            char want[128];
+            char want[256];
             snprintf(want, sizeof want, "battle/" P1 "/%s-%zu.avro", first_id, battle_p1++);
             assert_string_equal(a->key, want);
         }
@@ -263,6 +293,8 @@ static void test_fault_points_in_order(void **state)
         want[n++] = BFS_ROLL_PUT;
     want[n++] = BFS_ROLL_AFTER_UPLOAD;
     want[n++] = BFS_ROLL_BEFORE_COMMIT;
+    want[n++] = BFS_ROLL_AFTER_MANIFEST;
+    want[n++] = BFS_ROLL_AFTER_LOG;
     want[n++] = BFS_ROLL_AFTER_COMMIT;
     assert_int_equal(h.n_seen, n);
     for (size_t i = 0; i < n; i++)
@@ -276,6 +308,8 @@ static void test_fault_points_in_order(void **state)
         assert_int_equal(back, s);
     }
     assert_string_equal(bfs_roll_step_name(BFS_ROLL_PUT), "put-fail");
+    assert_string_equal(bfs_roll_step_name(BFS_ROLL_AFTER_MANIFEST), "after-manifest");
+    assert_string_equal(bfs_roll_step_name(BFS_ROLL_AFTER_LOG), "after-log");
     assert_null(bfs_roll_step_name((enum bfs_roll_step)BFS_ROLL_STEPS));
     enum bfs_roll_step x;
     assert_int_equal(bfs_roll_step_parse("mid-roll", &x), -EINVAL);
@@ -284,10 +318,51 @@ static void test_fault_points_in_order(void **state)
     tenv_free(e);
 }
 
+/* Puts of keys starting with prefix (NULL: every put) fail with rc. */
+static void fail_puts(struct tenv *e, int rc, const char *prefix)
+{
+    pthread_mutex_lock(&e->ms->lock);
+    e->ms->put_rc = rc;
+    e->ms->put_rc_prefix = prefix;
+    pthread_mutex_unlock(&e->ms->lock);
+}
+
+/* The roll fails with rc, its error (in the stats) containing each of the
+ * NULL-terminated strings; the claim (id) and the buffer stay and read, the
+ * work directory is empty, nothing is committed. */
+static void expect_failed_roll(struct tenv *e, int rc, const char *id, size_t claimed, ...)
+{
+    assert_int_equal(bfs_roll_once(&e->roll), rc);
+    char pending[BFS_ROLL_ID_MAX];
+    assert_int_equal(bfs_catalog_roll_pending(e->cat, pending, NULL), 0);
+    if (id)
+        assert_string_equal(pending, id);
+    assert_int_equal(tenv_sql_int(e, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NOT NULL"),
+                     claimed);
+    assert_int_equal(tenv_sql_int(e, "SELECT count(*) FROM archived_files"), 0);
+    assert_int_equal(tenv_log_pos(e), 0);
+    assert_int_equal(tenv_work_files(e, NULL, 0), 0);
+    assert_int_equal(e->stats.rolls, 0);
+    char *why = roll_error(e);
+    assert_non_null(why);
+    assert_non_null(strstr(why, pending));
+    va_list ap;
+    va_start(ap, claimed);
+    const char *want;
+    while ((want = va_arg(ap, const char *)) != NULL)
+        if (!strstr(why, want))
+            fail_msg("the roll error lacks \"%s\": %s", want, why);
+    va_end(ap);
+    free(why);
+    check_datasets(e, e->n_up);
+}
+
 /* A store whose put fails: the roll fails and says why, the claim and the
  * buffer stay (and read), the work directory is emptied; the retried roll
  * finishes the same roll; an upload made meanwhile waits for the next one.
- * The put-fail hook (what -o fault=put-fail does) fails the same way. */
+ * The put-fail hook (what -o fault=put-fail does) fails the same way. So do
+ * failed puts of the schema, the manifest and the log entry: nothing is
+ * committed without its log entry. */
 static void test_put_fails(void **state)
 {
     (void)state;
@@ -297,62 +372,58 @@ static void test_put_fails(void **state)
     size_t n = e->n_up;
     struct hook h;
     hook_init(&h, e, -1, 0);
-    e->ms->put_rc = -EIO;
-    assert_int_equal(bfs_roll_once(&e->roll), -EIO);
+    fail_puts(e, -EIO, "battle/");
+    expect_failed_roll(e, -EIO, NULL, n, ": put battle/", "Input/output error", (const char *)NULL);
     char id[BFS_ROLL_ID_MAX];
-    assert_int_equal(bfs_catalog_roll_pending(e->cat, id, NULL), 0);
-    assert_string_equal(id, h.roll_id);
-    assert_int_equal(tenv_sql_int(e, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NOT NULL"),
-                     n);
+    snprintf(id, sizeof id, "%s", h.roll_id);
     assert_int_equal(buffer_uploads(e), n);
-    assert_int_equal(e->ms->n, 0);
-    assert_int_equal(tenv_work_files(e, NULL, 0), 0);
-    assert_int_equal(e->stats.rolls, 0);
-    char *why = roll_error(e);
-    assert_non_null(why);
-    assert_non_null(strstr(why, id));
-    assert_non_null(strstr(why, ": put battle/"));
-    assert_non_null(strstr(why, "Input/output error"));
-    free(why);
+    assert_int_equal(data_objects(e), 0);
     assert_int_equal(e->errors.count, 1);
-    check_datasets(e, n);
 
     /* Still failing: the same roll is tried again, nothing is claimed anew.
      * What the store says of the failure reaches the roll's error. */
     tenv_upload(e, "battle", P1, "u1", 55, 200);
     e->ms->put_msg = "HTTP 503 SlowDown (5 attempts, 2.0 s)";
-    assert_int_equal(bfs_roll_once(&e->roll), -EIO);
-    why = roll_error(e);
-    assert_non_null(why);
-    if (!strstr(why, ": put battle/") ||
-        !strstr(why, ".avro: HTTP 503 SlowDown (5 attempts, 2.0 s): Input/output error"))
-        fail_msg("the roll error lacks the store's detail: %s", why);
-    free(why);
+    expect_failed_roll(e, -EIO, id, n, ": put battle/",
+                       ".avro: HTTP 503 SlowDown (5 attempts, 2.0 s): Input/output error",
+                       (const char *)NULL);
     e->ms->put_msg = NULL;
-    assert_int_equal(bfs_catalog_roll_pending(e->cat, id, NULL), 0);
-    assert_string_equal(id, h.roll_id);
-    assert_int_equal(tenv_sql_int(e, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NOT NULL"),
-                     n);
 
     /* The fault hook's put-fail: the same failure, named. */
-    e->ms->put_rc = 0;
+    fail_puts(e, 0, NULL);
     h.fail_at = BFS_ROLL_PUT;
     h.rc = -EIO;
-    assert_int_equal(bfs_roll_once(&e->roll), -EIO);
-    why = roll_error(e);
-    assert_non_null(why);
-    assert_non_null(strstr(why, "(fault put-fail): Input/output error"));
-    free(why);
-    assert_int_equal(e->ms->n, 0);
-    assert_int_equal(tenv_work_files(e, NULL, 0), 0);
-
-    /* The store works again: the pending roll completes, exactly its rows. */
+    expect_failed_roll(e, -EIO, id, n, "(fault put-fail): Input/output error", (const char *)NULL);
+    assert_int_equal(data_objects(e), 0);
     h.fail_at = -1;
+
+    /* The manifest's put fails: every archive is in the store, but no
+     * manifest, no log entry. */
+    fail_puts(e, -EIO, BFS_LEDGER_PREFIX "manifests/");
+    expect_failed_roll(e, -EIO, id, n, ": put " BFS_LEDGER_PREFIX "manifests/t/",
+                       (const char *)NULL);
+    struct mroll m;
+    model_roll(e, id, 0, n - 1, SPLIT_MAX, &m);
+    assert_int_equal(data_objects(e), m.n);
+    assert_int_equal(memstore_count(e->ms, BFS_LEDGER_PREFIX "manifests/"), 0);
+    assert_int_equal(memstore_count(e->ms, BFS_LEDGER_PREFIX "log/"), 0);
+
+    /* The log entry's put fails: the manifest is there, the roll is not
+     * committed (in the store or here). */
+    fail_puts(e, -EIO, BFS_LEDGER_PREFIX "log/");
+    expect_failed_roll(e, -EIO, id, n, "commit: ", "put " BFS_LEDGER_PREFIX "log/",
+                       (const char *)NULL);
+    assert_int_equal(memstore_count(e->ms, BFS_LEDGER_PREFIX "manifests/"), 1);
+    assert_int_equal(memstore_count(e->ms, BFS_LEDGER_PREFIX "log/"), 0);
+
+    /* The store works again: the pending roll completes, exactly its rows;
+     * what was put before is found there (create-only, the same bytes). */
+    fail_puts(e, 0, NULL);
+    unsigned refused = e->ms->refused;
     assert_int_equal(bfs_roll_once(&e->roll), 0);
     assert_null(roll_error(e));
     assert_int_equal(e->stats.rolls, 1);
-    struct mroll m;
-    model_roll(e, id, 0, n - 1, SPLIT_MAX, &m);
+    assert_int_equal(e->ms->refused, refused);
     check_roll(e, id, &m, 0);
     assert_int_equal(buffer_uploads(e), 1);
     check_datasets(e, e->n_up);
@@ -364,44 +435,73 @@ static void test_put_fails(void **state)
     check_roll(e, h.roll_id, &m2, m.n);
     assert_int_equal(buffer_uploads(e), 0);
     check_datasets(e, e->n_up);
+    assert_int_equal(tenv_log_pos(e), 2);
     model_free(&m);
     model_free(&m2);
     hook_done(&h, e);
     tenv_free(e);
+
+    /* Every put fails: the first to fail is the schema's, before any archive. */
+    e = tenv_new(0);
+    populate(e, 12);
+    hook_init(&h, e, -1, 0);
+    fail_puts(e, -EIO, NULL);
+    expect_failed_roll(e, -EIO, NULL, e->n_up, "schema " BFS_LEDGER_PREFIX "schemas/",
+                       "Input/output error", (const char *)NULL);
+    fail_puts(e, 0, NULL);
+    assert_int_equal(bfs_roll_once(&e->roll), 0);
+    model_roll(e, h.roll_id, 0, e->n_up - 1, e->roll.archive_max_bytes, &m);
+    check_roll(e, h.roll_id, &m, 0);
+    model_free(&m);
+    hook_done(&h, e);
+    tenv_free(e);
 }
 
-/* The objects of the uninterrupted roll base (roll base_id) and of e (roll
- * id): the same keys but for the roll id, the same bytes. */
+/* The archives and schemas of the uninterrupted roll base (roll base_id)
+ * and of e (roll id): the same keys but for the roll id, the same bytes.
+ * (Manifests, log entries and leases name the roll, the node's epoch, the
+ * time: check_roll checks them against the model.) */
 static void same_as_uninterrupted(struct tenv *e, const char *id, struct tenv *base,
                                   const char *base_id)
 {
-    assert_int_equal(e->ms->n, base->ms->n);
+    size_t n = 0;
     for (size_t i = 0; i < base->ms->n; i++) {
         const struct memobj *b = &base->ms->obj[i];
+        if (strncmp(b->key, BFS_LEDGER_PREFIX, strlen(BFS_LEDGER_PREFIX)) == 0 &&
+            strncmp(b->key, BFS_LEDGER_PREFIX "schemas/", strlen(BFS_LEDGER_PREFIX "schemas/")))
+            continue;
+        n++;
         const char *at = strstr(b->key, base_id);
-        assert_non_null(at);
         char key[512];
-        snprintf(key, sizeof key, "%.*s%s%s", (int)(at - b->key), b->key, id, at + strlen(base_id));
+        if (at)
+            snprintf(key, sizeof key, "%.*s%s%s", (int)(at - b->key), b->key, id,
+                     at + strlen(base_id));
+        else
+            snprintf(key, sizeof key, "%s", b->key); /* a schema */
         const struct memobj *o = memstore_find(e->ms, key);
         if (!o)
             fail_msg("recovery made no %s (the uninterrupted roll made %s)", key, b->key);
         assert_int_equal(o->len, b->len);
         assert_memory_equal(o->data, b->data, b->len);
     }
+    assert_int_equal(data_objects(e) + memstore_count(e->ms, BFS_LEDGER_PREFIX "schemas/"), n);
 }
 
 /* A crash at each step of the protocol: the hook stops the roll there; the
  * state is what a crash leaves (claimed rows, partial or whole archive files
- * in the work directory, objects put, or the commit done); after a restart
- * (the catalog opened again) recovery finishes the roll: every upload in
+ * in the work directory, objects put, the manifest put, the log entry put, or
+ * the local commit done); after a restart (the catalog and the ledger opened
+ * again, the lease not released: the new mount takes it over and fences the
+ * old epoch before it commits) recovery finishes the roll: every upload in
  * exactly one archive, index rows once, the keys and bytes of an
- * uninterrupted roll; and the mount goes on rolling. */
+ * uninterrupted roll, one log entry; and the mount goes on rolling. */
 static void test_crash_at_each_step(void **state)
 {
     (void)state;
     static const enum bfs_roll_step steps[] = {
-        BFS_ROLL_AFTER_CLAIM,  BFS_ROLL_MID_BUILD,     BFS_ROLL_AFTER_BUILD,  BFS_ROLL_MID_UPLOAD,
-        BFS_ROLL_AFTER_UPLOAD, BFS_ROLL_BEFORE_COMMIT, BFS_ROLL_AFTER_COMMIT,
+        BFS_ROLL_AFTER_CLAIM,    BFS_ROLL_MID_BUILD,    BFS_ROLL_AFTER_BUILD,
+        BFS_ROLL_MID_UPLOAD,     BFS_ROLL_AFTER_UPLOAD, BFS_ROLL_BEFORE_COMMIT,
+        BFS_ROLL_AFTER_MANIFEST, BFS_ROLL_AFTER_LOG,    BFS_ROLL_AFTER_COMMIT,
     };
     /* the uninterrupted roll of the same uploads */
     struct tenv *base = tenv_new(1);
@@ -437,10 +537,15 @@ static void test_crash_at_each_step(void **state)
         struct mroll m;
         model_roll(e, id, 0, n - 1, SPLIT_MAX, &m);
         assert_int_equal(m.n, bm.n);
+        char mkey[256], mfile[BFS_ROLL_ID_MAX + 32];
+        assert_int_equal(bfs_ledger_manifest_key("t", id, mkey, sizeof mkey), 0);
+        snprintf(mfile, sizeof mfile, "%s-manifest.avro", id);
 
         /* what the crash left */
         char pending[BFS_ROLL_ID_MAX];
         int committed = step == BFS_ROLL_AFTER_COMMIT;
+        int logged = committed || step == BFS_ROLL_AFTER_LOG;
+        int manifest = logged || step == BFS_ROLL_AFTER_MANIFEST;
         assert_int_equal(bfs_catalog_roll_pending(e->cat, pending, NULL), committed ? -ENOENT : 0);
         if (!committed) {
             assert_string_equal(pending, id);
@@ -448,24 +553,29 @@ static void test_crash_at_each_step(void **state)
                 tenv_sql_int(e, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NOT NULL"), n);
             assert_int_equal(tenv_sql_int(e, "SELECT count(*) FROM archived_files"), 0);
             assert_int_equal(buffer_uploads(e), n);
+            assert_int_equal(tenv_log_pos(e), 0);
         } else {
             assert_int_equal(tenv_sql_int(e, "SELECT count(*) FROM archived_files"), m.n);
             assert_int_equal(buffer_uploads(e), 0);
+            assert_int_equal(tenv_log_pos(e), 1);
         }
+        assert_int_equal(memstore_count(e->ms, BFS_LEDGER_PREFIX "manifests/"), manifest);
+        assert_int_equal(memstore_count(e->ms, BFS_LEDGER_PREFIX "log/"), logged);
+        assert_int_equal(tlog_count_roll(e->ms, id, NULL), logged);
         char files[64][128];
         size_t nf = tenv_work_files(e, files, 64);
         struct bfs_buf b = {0};
         char path[512];
         switch (step) {
         case BFS_ROLL_AFTER_CLAIM:
-            assert_int_equal(e->ms->n, 0);
+            assert_int_equal(data_objects(e), 0);
             assert_int_equal(nf, 0);
             break;
         case BFS_ROLL_MID_BUILD: {
             /* one partial archive: the header and the first row */
-            assert_int_equal(e->ms->n, 0);
+            assert_int_equal(data_objects(e), 0);
             assert_int_equal(nf, 1);
-            char want[128];
+            char want[256];
             snprintf(want, sizeof want, "%s-0.avro", id);
             assert_string_equal(files[0], want);
             snprintf(path, sizeof path, "%s/%s", e->work, files[0]);
@@ -481,7 +591,7 @@ static void test_crash_at_each_step(void **state)
             /* whole archives not put yet; after-build: all of them, mid-upload:
              * the first is put (and its file removed), the build may have
              * written more */
-            assert_int_equal(e->ms->n, step == BFS_ROLL_MID_UPLOAD);
+            assert_int_equal(data_objects(e), step == BFS_ROLL_MID_UPLOAD);
             if (step == BFS_ROLL_AFTER_BUILD)
                 assert_int_equal(nf, m.n);
             else
@@ -489,7 +599,7 @@ static void test_crash_at_each_step(void **state)
             for (size_t i = 0; i < nf; i++) {
                 size_t k = m.n;
                 for (size_t j = step == BFS_ROLL_MID_UPLOAD; j < m.n; j++) {
-                    char want[128];
+                    char want[256];
                     snprintf(want, sizeof want, "%s-%zu.avro", id, j);
                     if (strcmp(files[i], want) == 0)
                         k = j;
@@ -508,20 +618,36 @@ static void test_crash_at_each_step(void **state)
                 assert_memory_equal(o->data, m.a[0].bytes.data, o->len);
             }
             break;
-        default: /* every archive put (and committed, after-commit) */
-            assert_int_equal(e->ms->n, m.n);
+        case BFS_ROLL_AFTER_UPLOAD:
+        case BFS_ROLL_BEFORE_COMMIT:
+            /* every archive put, no manifest yet */
+            assert_int_equal(data_objects(e), m.n);
             assert_int_equal(nf, 0);
+            break;
+        default:
+            /* every archive put and the manifest (and the log entry, and the
+             * local commit); its local copy is left, as a crash leaves it */
+            assert_int_equal(data_objects(e), m.n);
+            assert_int_equal(nf, 1);
+            assert_string_equal(files[0], mfile);
+            snprintf(path, sizeof path, "%s/%s", e->work, files[0]);
+            read_whole(path, &b);
+            const struct memobj *o = memstore_find(e->ms, mkey);
+            assert_non_null(o);
+            assert_int_equal(o->len, b.len);
+            assert_memory_equal(o->data, b.data, b.len);
             break;
         }
         bfs_buf_free(&b);
 
-        /* restart: the catalog opened again, no fault; recovery */
+        /* restart after a crash: the catalog and the ledger opened again, the
+         * lease not released; no fault; recovery */
         hook_done(&h, e);
-        tenv_reopen(e);
+        tenv_crash_reopen(e);
         unsigned puts_before = e->ms->puts;
         assert_int_equal(bfs_roller_recover(&e->roll), 0);
         assert_int_equal(e->stats.rolls, committed ? 0 : 1);
-        if (committed)
+        if (logged) /* committed by reading the log: nothing put again */
             assert_int_equal(e->ms->puts, puts_before);
         check_roll(e, id, &m, 0);
         assert_int_equal(buffer_uploads(e), 0);
@@ -529,8 +655,28 @@ static void test_crash_at_each_step(void **state)
         purge_all(e);
         check_datasets(e, n);
         same_as_uninterrupted(e, id, base, bh.roll_id);
+        /* The log: the roll once; a roll committed after the restart comes
+         * after a fence of the crashed mount's epoch. */
+        struct tlog *t;
+        size_t n_log = tlog_read(e->ms, &t);
+        assert_int_equal(n_log, logged ? 1 : 2);
+        assert_int_equal(tlog_count_roll(e->ms, id, NULL), 1);
+        if (logged) {
+            assert_int_equal(t[0].epoch, 1);
+        } else {
+            assert_true(t[0].fence);
+            assert_string_equal(t[0].node, "t");
+            assert_int_equal(t[0].epoch, 2);
+            assert_string_equal(t[1].roll_id, id);
+            assert_int_equal(t[1].epoch, 2);
+        }
+        free(t);
+        assert_int_equal(tenv_log_pos(e), n_log);
+        int64_t epoch = 0;
+        assert_int_equal(bfs_catalog_node_epoch(e->cat, "t", &epoch), 0);
+        assert_int_equal(epoch, logged ? 1 : 2);
 
-        /* and rolls go on */
+        /* and rolls go on (after the fence, if not put yet) */
         tenv_upload(e, "battle", P1, "u1", 77, 300);
         hook_init(&h, e, -1, 0);
         assert_int_equal(bfs_roll_once(&e->roll), 0);
@@ -539,6 +685,9 @@ static void test_crash_at_each_step(void **state)
         model_roll(e, h.roll_id, n, n, SPLIT_MAX, &m2);
         check_roll(e, h.roll_id, &m2, m.n);
         check_datasets(e, e->n_up);
+        assert_int_equal(tlog_count_fences(e->ms), 1);
+        assert_int_equal(tenv_log_pos(e), 3);
+        assert_int_equal(tlog_count_roll(e->ms, h.roll_id, NULL), 1);
         hook_done(&h, e);
         model_free(&m2);
         model_free(&m);
@@ -549,25 +698,34 @@ static void test_crash_at_each_step(void **state)
     tenv_free(base);
 }
 
-/* Recovery with no pending roll empties the work directory of archives an
- * interrupted roll left (and leaves other files). */
+/* Recovery with no pending roll empties the work directory of what an
+ * interrupted roll left (archives, its manifest, a log entry or lease being
+ * put) and leaves other files. */
 static void test_recover_cleans_work_dir(void **state)
 {
     (void)state;
     struct tenv *e = tenv_new(0);
+    static const char *const left[] = {
+        "20251218T130000Z-1-0.avro",
+        "t-20251218T130000Z-0123abcd-1-0.avro",
+        "t-20251218T130000Z-0123abcd-1-manifest.avro",
+        "ledger-1234.json",
+    };
     char path[256];
-    snprintf(path, sizeof path, "%s/20251218T130000Z-1-0.avro", e->work);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, "x", 1), 1);
-    close(fd);
+    for (size_t i = 0; i < sizeof left / sizeof left[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", e->work, left[i]);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, "x", 1), 1);
+        close(fd);
+    }
     snprintf(path, sizeof path, "%s/notes.txt", e->work);
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
     assert_true(fd >= 0);
     close(fd);
     assert_int_equal(bfs_roller_recover(&e->roll), 0);
-    char files[4][128];
-    assert_int_equal(tenv_work_files(e, files, 4), 1);
+    char files[8][128];
+    assert_int_equal(tenv_work_files(e, files, 8), 1);
     assert_string_equal(files[0], "notes.txt");
     assert_int_equal(e->stats.rolls, 0);
     tenv_free(e);

@@ -11,13 +11,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <inttypes.h>
+#include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "battlefs/manifest.h"
 #include "battlefs/ocf.h"
 #include "battlefs/schema.h"
 #include "battlefs/sha256.h"
@@ -35,18 +40,59 @@ static struct memobj *find_locked(struct memstore *m, const char *key)
     return NULL;
 }
 
+static void md5_hex(const uint8_t *data, size_t len, char out[33])
+{
+    struct bfs_md5 c;
+    uint8_t d[16];
+    assert_int_equal(bfs_md5_init(&c), 0);
+    bfs_md5_update(&c, data, len);
+    assert_int_equal(bfs_md5_final(&c, d), 0);
+    bfs_hex(d, 16, out);
+}
+
+/* Under the lock: the object at key (a new empty one if there is none). */
+static struct memobj *obj_locked(struct memstore *m, const char *key)
+{
+    struct memobj *o = find_locked(m, key);
+    if (o)
+        return o;
+    assert_int_equal(bfs_array_reserve(&m->obj, &m->cap, m->n + 1, sizeof *m->obj), 0);
+    o = &m->obj[m->n++];
+    memset(o, 0, sizeof *o);
+    o->key = strdup(key);
+    assert_non_null(o->key);
+    return o;
+}
+
+static int has_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
 static int mem_put(struct bfs_store *st, const char *key, const struct bfs_put_src *src,
                    struct bfs_err *err)
 {
     struct memstore *m = (struct memstore *)st;
+    if (m->on_put)
+        m->on_put(m->on_put_arg, key);
     pthread_mutex_lock(&m->lock);
     int rc = m->put_rc;
     const char *msg = m->put_msg;
+    if (rc && m->put_rc_prefix && !has_prefix(key, m->put_rc_prefix))
+        rc = 0;
+    const int fail_rc = rc, lands = rc && m->put_lands;
     pthread_mutex_unlock(&m->lock);
-    if (rc)
+    if (rc && !lands)
         return msg ? bfs_err_set(err, rc, "%s", msg) : rc;
     if (bfs_store_key_check(key) < 0)
         return -EINVAL;
+    if (src->cond == BFS_PUT_MATCH && (!src->if_match || bfs_store_etag_check(src->if_match) < 0))
+        return -EINVAL;
+    /* A source that cannot be opened fails the put as it would a real store's. */
+    int fd = open(src->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return bfs_err_set(err, -errno, "open %s: %s", src->path, strerror(errno));
+    close(fd);
     struct bfs_buf b = {0};
     read_whole(src->path, &b);
     int sha_ok = 1;
@@ -55,6 +101,8 @@ static int mem_put(struct bfs_store *st, const char *key, const struct bfs_put_s
         assert_int_equal(bfs_sha256(b.data, b.len, d), 0);
         sha_ok = memcmp(d, src->sha256, 32) == 0;
     }
+    char etag[33];
+    md5_hex(b.data, b.len, etag);
     pthread_mutex_lock(&m->lock);
     if (src->may_link)
         m->linked++;
@@ -65,22 +113,44 @@ static int mem_put(struct bfs_store *st, const char *key, const struct bfs_put_s
         return -EINVAL; /* as S3 refuses a PUT whose x-amz-content-sha256 is wrong */
     }
     struct memobj *o = find_locked(m, key);
-    if (!o) {
-        assert_int_equal(bfs_array_reserve(&m->obj, &m->cap, m->n + 1, sizeof *m->obj), 0);
-        o = &m->obj[m->n++];
-        memset(o, 0, sizeof *o);
-        o->key = strdup(key);
-        assert_non_null(o->key);
-    } else {
-        if (o->len != b.len || memcmp(o->data, b.data, b.len) != 0)
-            m->changed++;
-        free(o->data);
+    int same = o && o->len == b.len && memcmp(o->data, b.data, b.len) == 0;
+    rc = 0;
+    if (src->cond == BFS_PUT_CREATE && o && !same)
+        rc = bfs_err_set(err, -EEXIST, "%s exists with other bytes", key);
+    else if (src->cond == BFS_PUT_MATCH && !o)
+        rc = bfs_err_set(err, -ENOENT, "%s does not exist", key);
+    else if (src->cond == BFS_PUT_MATCH && !same && strcmp(o->etag, src->if_match) != 0)
+        rc = bfs_err_set(err, -ESTALE, "%s has ETag %s, not %s", key, o->etag, src->if_match);
+    if (rc < 0) {
+        m->refused++;
+        pthread_mutex_unlock(&m->lock);
+        bfs_buf_free(&b);
+        return rc;
     }
-    o->data = b.data;
-    o->len = b.len;
+    if (o && !same) {
+        if (src->cond == BFS_PUT_MATCH)
+            m->swapped++;
+        else
+            m->changed++;
+    }
+    o = obj_locked(m, key);
+    if (same) {
+        bfs_buf_free(&b); /* found its bytes there: nothing changes */
+    } else {
+        free(o->data);
+        o->data = b.data;
+        o->len = b.len;
+        memcpy(o->etag, etag, sizeof etag);
+    }
+    if (src->etag_out)
+        snprintf(src->etag_out, BFS_STORE_ETAG_MAX, "%s", o->etag);
     o->puts++;
     m->puts++;
+    if (!has_prefix(key, BFS_LEDGER_PREFIX))
+        m->data_puts++;
     pthread_mutex_unlock(&m->lock);
+    if (lands) /* the put landed, but its answer was lost: the writer sees the failure */
+        return msg ? bfs_err_set(err, fail_rc, "%s", msg) : fail_rc;
     return 0;
 }
 
@@ -110,6 +180,52 @@ static int mem_get(struct bfs_store *st, const char *key, uint64_t off, uint64_t
     return rc;
 }
 
+static int mem_get_whole(struct bfs_store *st, const char *key, size_t max, void **data,
+                         size_t *len, char *etag, struct bfs_err *err)
+{
+    (void)err;
+    struct memstore *m = (struct memstore *)st;
+    if (bfs_store_key_check(key) < 0)
+        return -EINVAL;
+    assert_true(max <= BFS_STORE_GET_MAX);
+    pthread_mutex_lock(&m->lock);
+    m->whole_gets++;
+    const struct memobj *o = find_locked(m, key);
+    int rc = 0;
+    if (!o) {
+        rc = -ENOENT;
+    } else if (o->len > max) {
+        rc = -EFBIG;
+    } else {
+        *data = malloc(o->len ? o->len : 1);
+        assert_non_null(*data);
+        if (o->len)
+            memcpy(*data, o->data, o->len);
+        *len = o->len;
+        if (etag)
+            snprintf(etag, BFS_STORE_ETAG_MAX, "%s", o->etag);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+static int mem_head(struct bfs_store *st, const char *key, struct bfs_store_head *out,
+                    struct bfs_err *err)
+{
+    (void)err;
+    struct memstore *m = (struct memstore *)st;
+    if (bfs_store_key_check(key) < 0)
+        return -EINVAL;
+    pthread_mutex_lock(&m->lock);
+    const struct memobj *o = find_locked(m, key);
+    if (o) {
+        out->size = o->len;
+        snprintf(out->etag, sizeof out->etag, "%s", o->etag);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return o ? 0 : -ENOENT;
+}
+
 static int mem_list(struct bfs_store *st, const char *prefix,
                     int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx,
                     struct bfs_err *err)
@@ -119,9 +235,52 @@ static int mem_list(struct bfs_store *st, const char *prefix,
     pthread_mutex_lock(&m->lock);
     int rc = 0;
     for (size_t i = 0; i < m->n && rc == 0; i++)
-        if (strncmp(m->obj[i].key, prefix, strlen(prefix)) == 0)
+        if (has_prefix(m->obj[i].key, prefix))
             rc = cb(ctx, m->obj[i].key, m->obj[i].len);
     pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+struct keysize {
+    char *key;
+    uint64_t size;
+};
+
+static int keysize_cmp(const void *pa, const void *pb)
+{
+    const struct keysize *a = pa, *b = pb;
+    return strcmp(a->key, b->key);
+}
+
+/* Sorted, strictly after start_after, at most max_keys; cb runs without the lock. */
+static int mem_list_after(struct bfs_store *st, const char *prefix, const char *start_after,
+                          unsigned max_keys, int (*cb)(void *ctx, const char *key, uint64_t size),
+                          void *ctx, struct bfs_err *err)
+{
+    struct memstore *m = (struct memstore *)st;
+    if (!start_after)
+        start_after = "";
+    if (bfs_store_prefix_check(prefix) < 0 || bfs_store_prefix_check(start_after) < 0)
+        return bfs_err_set(err, -EINVAL, "bad prefix or start-after");
+    pthread_mutex_lock(&m->lock);
+    m->lists_after++;
+    struct keysize *ks = calloc(m->n + 1, sizeof *ks);
+    assert_non_null(ks);
+    size_t n = 0;
+    for (size_t i = 0; i < m->n; i++)
+        if (has_prefix(m->obj[i].key, prefix) && strcmp(m->obj[i].key, start_after) > 0) {
+            ks[n].key = strdup(m->obj[i].key);
+            assert_non_null(ks[n].key);
+            ks[n++].size = m->obj[i].len;
+        }
+    pthread_mutex_unlock(&m->lock);
+    qsort(ks, n, sizeof *ks, keysize_cmp);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0 && (max_keys == 0 || i < max_keys); i++)
+        rc = cb(ctx, ks[i].key, ks[i].size);
+    for (size_t i = 0; i < n; i++)
+        free(ks[i].key);
+    free(ks);
     return rc;
 }
 
@@ -151,6 +310,9 @@ static const struct bfs_store_ops mem_ops = {
     .list = mem_list,
     .del = mem_del,
     .destroy = mem_destroy,
+    .head = mem_head,
+    .get = mem_get_whole,
+    .list_after = mem_list_after,
 };
 
 struct memstore *memstore_new(int wants_sha256)
@@ -159,6 +321,7 @@ struct memstore *memstore_new(int wants_sha256)
     assert_non_null(m);
     m->base.ops = &mem_ops;
     m->base.put_wants_sha256 = wants_sha256;
+    m->base.conditional = 1;
     pthread_mutex_init(&m->lock, NULL);
     return m;
 }
@@ -192,6 +355,140 @@ unsigned memstore_gets(struct memstore *m)
     return n;
 }
 
+void memstore_set(struct memstore *m, const char *key, const void *data, size_t len)
+{
+    assert_int_equal(bfs_store_key_check(key), 0);
+    uint8_t *copy = malloc(len ? len : 1);
+    assert_non_null(copy);
+    if (len)
+        memcpy(copy, data, len);
+    char etag[33];
+    md5_hex(copy, len, etag);
+    pthread_mutex_lock(&m->lock);
+    struct memobj *o = obj_locked(m, key);
+    free(o->data);
+    o->data = copy;
+    o->len = len;
+    memcpy(o->etag, etag, sizeof etag);
+    pthread_mutex_unlock(&m->lock);
+}
+
+size_t memstore_count(struct memstore *m, const char *prefix)
+{
+    pthread_mutex_lock(&m->lock);
+    size_t n = 0;
+    for (size_t i = 0; i < m->n; i++)
+        n += has_prefix(m->obj[i].key, prefix);
+    pthread_mutex_unlock(&m->lock);
+    return n;
+}
+
+/* ---- the store's log ---- */
+
+#define LOG_PREFIX BFS_LEDGER_PREFIX "log/"
+
+static int log_key_cmp(const void *pa, const void *pb)
+{
+    return strcmp(*(char *const *)pa, *(char *const *)pb);
+}
+
+static void copy_str(json_t *j, const char *k, char *out, size_t cap, int required)
+{
+    json_t *v = json_object_get(j, k);
+    if (!json_is_string(v)) {
+        if (required)
+            fail_msg("log entry without \"%s\"", k);
+        out[0] = '\0';
+        return;
+    }
+    assert_true(strlen(json_string_value(v)) < cap);
+    snprintf(out, cap, "%s", json_string_value(v));
+}
+
+static int64_t get_int(json_t *j, const char *k)
+{
+    json_t *v = json_object_get(j, k);
+    if (!json_is_integer(v))
+        fail_msg("log entry without \"%s\"", k);
+    return json_integer_value(v);
+}
+
+size_t tlog_read(struct memstore *m, struct tlog **out)
+{
+    pthread_mutex_lock(&m->lock);
+    char **keys = calloc(m->n + 1, sizeof *keys);
+    assert_non_null(keys);
+    size_t n = 0;
+    for (size_t i = 0; i < m->n; i++)
+        if (has_prefix(m->obj[i].key, LOG_PREFIX)) {
+            keys[n] = strdup(m->obj[i].key);
+            assert_non_null(keys[n++]);
+        }
+    pthread_mutex_unlock(&m->lock);
+    qsort(keys, n, sizeof *keys, log_key_cmp);
+    struct tlog *t = calloc(n + 1, sizeof *t);
+    assert_non_null(t);
+    for (size_t i = 0; i < n; i++) {
+        char want[64];
+        snprintf(want, sizeof want, LOG_PREFIX "%020zu.json", i + 1);
+        if (strcmp(keys[i], want) != 0)
+            fail_msg("log entry %zu is %s: a gap in the log", i + 1, keys[i]);
+        const struct memobj *o = memstore_find(m, keys[i]);
+        assert_non_null(o);
+        json_error_t jerr;
+        json_t *j = json_loadb((const char *)o->data, o->len, 0, &jerr);
+        if (!j)
+            fail_msg("%s: not JSON: %s", keys[i], jerr.text);
+        t[i].seq = (int64_t)i + 1;
+        assert_int_equal(get_int(j, "battlefs_log"), 1);
+        char type[16];
+        copy_str(j, "type", type, sizeof type, 1);
+        t[i].fence = strcmp(type, "fence") == 0;
+        if (!t[i].fence)
+            assert_string_equal(type, "roll");
+        copy_str(j, "node", t[i].node, sizeof t[i].node, 1);
+        t[i].epoch = get_int(j, "epoch");
+        if (!t[i].fence) {
+            copy_str(j, "roll_id", t[i].roll_id, sizeof t[i].roll_id, 1);
+            copy_str(j, "manifest", t[i].manifest, sizeof t[i].manifest, 1);
+            copy_str(j, "sha256", t[i].sha256, sizeof t[i].sha256, 1);
+            t[i].size = get_int(j, "size");
+            assert_true(get_int(j, "committed_at") > 0);
+        } else {
+            assert_true(get_int(j, "at") > 0);
+        }
+        json_decref(j);
+        free(keys[i]);
+    }
+    free(keys);
+    *out = t;
+    return n;
+}
+
+size_t tlog_count_roll(struct memstore *m, const char *roll_id, int64_t *seq)
+{
+    struct tlog *t;
+    size_t n = tlog_read(m, &t), k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!t[i].fence && strcmp(t[i].roll_id, roll_id) == 0) {
+            k++;
+            if (seq)
+                *seq = t[i].seq;
+        }
+    free(t);
+    return k;
+}
+
+size_t tlog_count_fences(struct memstore *m)
+{
+    struct tlog *t;
+    size_t n = tlog_read(m, &t), k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += t[i].fence;
+    free(t);
+    return k;
+}
+
 /* ---- the environment ---- */
 
 void read_whole(const char *path, struct bfs_buf *out)
@@ -212,22 +509,51 @@ void read_whole(const char *path, struct bfs_buf *out)
     close(fd);
 }
 
-struct tenv *tenv_new(int wants_sha256)
+static void ledger_open(struct tenv *e)
+{
+    const struct bfs_ledger_deps ld = {
+        .cat = e->cat,
+        .store = &e->ms->base,
+        .stats = &e->stats,
+        .errors = &e->errors,
+        .node = e->node,
+        .read_only = e->opts.read_only,
+        .refresh_s = e->opts.refresh_s,
+        .lease_ttl_s = e->opts.lease_ttl_s,
+        .work_dir = e->work,
+    };
+    assert_int_equal(bfs_ledger_open(&ld, &e->ledger), 0);
+    e->roll.ledger = e->ledger;
+    if (e->opts.read_only || e->opts.no_acquire)
+        return;
+    struct bfs_err err = {0};
+    int rc = bfs_ledger_acquire(e->ledger, &err);
+    if (rc != 0)
+        fail_msg("node %s: acquire: %d %s", e->node, rc, err.msg);
+}
+
+struct tenv *tenv_new_opts(const struct tenv_opts *o)
 {
     struct tenv *e = calloc(1, sizeof *e);
     assert_non_null(e);
+    e->opts = *o;
+    snprintf(e->node, sizeof e->node, "%s", o->node ? o->node : "t");
+    e->opts.node = e->node;
     snprintf(e->dir, sizeof e->dir, "/tmp/bfs-unit-XXXXXX");
     assert_non_null(mkdtemp(e->dir));
     snprintf(e->db, sizeof e->db, "%s/catalog.db", e->dir);
     snprintf(e->work, sizeof e->work, "%s/work", e->dir);
     assert_int_equal(mkdir(e->work, 0700), 0);
     assert_int_equal(bfs_catalog_open(e->db, &e->cat), 0);
-    e->ms = memstore_new(wants_sha256);
+    e->own_ms = o->ms == NULL;
+    e->ms = o->ms ? o->ms : memstore_new(o->wants_sha256);
+    e->opts.ms = e->ms;
     bfs_stats_init(&e->stats);
     bfs_errors_init(&e->errors);
     e->roll = (struct bfs_roll_deps){
         .cat = e->cat,
         .store = &e->ms->base,
+        .node = e->node,
         .stats = &e->stats,
         .errors = &e->errors,
         .work_dir = e->work,
@@ -235,10 +561,17 @@ struct tenv *tenv_new(int wants_sha256)
         .roll_interval = 3600,
         .roll_bytes = 1ull << 40,
     };
+    ledger_open(e);
     struct bfs_err err = {0};
     assert_int_equal(bfs_schema_canonical(SCHEMA, strlen(SCHEMA), &e->canon, &e->canon_len, &err),
                      0);
     return e;
+}
+
+struct tenv *tenv_new(int wants_sha256)
+{
+    const struct tenv_opts o = {.wants_sha256 = wants_sha256};
+    return tenv_new_opts(&o);
 }
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -252,8 +585,10 @@ void tenv_free(struct tenv *e)
 {
     if (!e)
         return;
+    bfs_ledger_close(e->ledger);
     bfs_catalog_close(e->cat);
-    memstore_free(e->ms);
+    if (e->own_ms)
+        memstore_free(e->ms);
     bfs_errors_destroy(&e->errors);
     bfs_stats_destroy(&e->stats);
     nftw(e->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
@@ -264,12 +599,56 @@ void tenv_free(struct tenv *e)
     free(e);
 }
 
-void tenv_reopen(struct tenv *e)
+static void reopen(struct tenv *e, int crash)
 {
+    if (crash) {
+        /* The lease stays as it is: its release fails. */
+        char key[160];
+        snprintf(key, sizeof key, BFS_LEDGER_PREFIX "nodes/%s/lease", e->node);
+        pthread_mutex_lock(&e->ms->lock);
+        assert_int_equal(e->ms->put_rc, 0);
+        e->ms->put_rc = -EIO;
+        e->ms->put_rc_prefix = key;
+        pthread_mutex_unlock(&e->ms->lock);
+        bfs_ledger_close(e->ledger);
+        pthread_mutex_lock(&e->ms->lock);
+        e->ms->put_rc = 0;
+        e->ms->put_rc_prefix = NULL;
+        pthread_mutex_unlock(&e->ms->lock);
+    } else {
+        bfs_ledger_close(e->ledger);
+    }
+    e->ledger = NULL;
     bfs_catalog_close(e->cat);
     e->cat = NULL;
     assert_int_equal(bfs_catalog_open(e->db, &e->cat), 0);
     e->roll.cat = e->cat;
+    ledger_open(e);
+}
+
+void tenv_reopen(struct tenv *e)
+{
+    reopen(e, 0);
+}
+
+void tenv_crash_reopen(struct tenv *e)
+{
+    reopen(e, 1);
+}
+
+void tenv_refresh(struct tenv *e)
+{
+    struct bfs_err err = {0};
+    int rc = bfs_ledger_refresh(e->ledger, &err);
+    if (rc != 0)
+        fail_msg("node %s: refresh: %d %s", e->node, rc, err.msg);
+}
+
+int64_t tenv_log_pos(struct tenv *e)
+{
+    int64_t pos = -1;
+    assert_int_equal(bfs_catalog_ledger_state(e->cat, &pos, NULL), 0);
+    return pos;
 }
 
 size_t tenv_upload(struct tenv *e, const char *table, const char *period, const char *dataset,
@@ -309,7 +688,9 @@ size_t tenv_upload(struct tenv *e, const char *table, const char *period, const 
     up.header = hdr.data;
     up.header_len = hdr.len;
     struct bfs_err err = {0};
+    u->t0 = (int64_t)time(NULL);
     int rc = bfs_catalog_commit_upload(e->cat, &up, &err);
+    u->t1 = (int64_t)time(NULL);
     if (rc != 0)
         fail_msg("commit %s/%s/%s: %d %s", table, period, dataset, rc, err.msg);
     bfs_buf_free(&hdr);
@@ -381,6 +762,39 @@ int64_t tenv_sql_int(struct tenv *e, const char *sql)
     return v;
 }
 
+void tenv_sql_text(struct tenv *e, const char *sql, struct bfs_buf *out)
+{
+    bfs_buf_reset(out);
+    sqlite3 *db = sql_open(e);
+    sqlite3_stmt *st = sql_prepare(db, sql);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        for (int i = 0; i < sqlite3_column_count(st); i++) {
+            if (i)
+                assert_int_equal(bfs_buf_append(out, "|", 1), 0);
+            if (sqlite3_column_type(st, i) == SQLITE_BLOB) {
+                int n = sqlite3_column_bytes(st, i);
+                char *hex = malloc(2 * (size_t)n + 1);
+                assert_non_null(hex);
+                bfs_hex(sqlite3_column_blob(st, i), (size_t)n, hex);
+                assert_int_equal(bfs_buf_append(out, hex, 2 * (size_t)n), 0);
+                free(hex);
+            } else if (sqlite3_column_type(st, i) == SQLITE_NULL) {
+                assert_int_equal(bfs_buf_append(out, "NULL", 4), 0);
+            } else {
+                const char *t = (const char *)sqlite3_column_text(st, i);
+                assert_int_equal(bfs_buf_append(out, t, strlen(t)), 0);
+            }
+        }
+        assert_int_equal(bfs_buf_append(out, "\n", 1), 0);
+    }
+    assert_int_equal(rc, SQLITE_DONE);
+    assert_int_equal(bfs_buf_append(out, "", 1), 0); /* a C string */
+    out->len--;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 /* ---- the model of a roll ---- */
 
 static int row_cmp(const void *pa, const void *pb)
@@ -412,12 +826,16 @@ void model_roll(struct tenv *e, const char *roll_id, size_t first, size_t last, 
     uint64_t arch_rows = 0;
     int ds_open = 0;
     struct bfs_buf hdr = {0};
+    struct bfs_partition part = {0};
     for (size_t i = 0; i < n; i++) {
         const struct tupload *r = rows[i];
         struct march *a = out->n ? &out->a[out->n - 1] : NULL;
         int new_group = !a || strcmp(a->table, r->table) || strcmp(a->period, r->period);
         if (new_group) {
-            tenv_header(e, r->table, r->period, &hdr);
+            bfs_partition_free(&part);
+            assert_int_equal(bfs_catalog_partition_get(e->cat, r->table, r->period, &part), 0);
+            bfs_buf_reset(&hdr);
+            assert_int_equal(bfs_buf_append(&hdr, part.header, part.header_len), 0);
             group_n = 0;
         }
         if (new_group || (arch_rows > 0 && a->bytes.len + r->len > max)) {
@@ -431,6 +849,8 @@ void model_roll(struct tenv *e, const char *roll_id, size_t first, size_t last, 
                      group_n++);
             assert_int_equal(bfs_buf_append(&a->bytes, hdr.data, hdr.len), 0);
             a->header_length = hdr.len;
+            memcpy(a->fingerprint, part.fingerprint, sizeof a->fingerprint);
+            a->codec = part.codec;
             arch_rows = 0;
             ds_open = 0;
         }
@@ -446,8 +866,13 @@ void model_roll(struct tenv *e, const char *roll_id, size_t first, size_t last, 
         assert_int_equal(bfs_buf_append(&a->bytes, r->data, r->len), 0);
         x->length += r->len;
         x->records += r->records;
+        x->at_lo = r->t0 > x->at_lo ? r->t0 : x->at_lo;
+        x->at_hi = r->t1 > x->at_hi ? r->t1 : x->at_hi;
+        out->rows++;
+        out->bytes += r->len;
         arch_rows++;
     }
+    bfs_partition_free(&part);
     bfs_buf_free(&hdr);
     free(rows);
 }
@@ -462,23 +887,142 @@ void model_free(struct mroll *m)
     memset(m, 0, sizeof *m);
 }
 
+/* A manifest read back: its entries, flattened. */
+struct mread {
+    struct bfs_manifest_roll roll;
+    char node[72], roll_id[BFS_ROLL_ID_MAX];
+    int n_roll;
+    struct {
+        char key[256], table[32], period[32], fp[17];
+        uint64_t size, header_length;
+        uint8_t sha256[32];
+        enum bfs_codec codec;
+        size_t first, n;
+    } a[64];
+    size_t n_a;
+    struct {
+        char dataset[80];
+        uint64_t start, length, records;
+        int64_t uploaded_at;
+    } x[512];
+    size_t n_x;
+};
+
+static int mread_roll(void *ctx, const struct bfs_manifest_roll *r)
+{
+    struct mread *m = ctx;
+    m->roll = *r;
+    snprintf(m->node, sizeof m->node, "%s", r->node);
+    snprintf(m->roll_id, sizeof m->roll_id, "%s", r->roll_id);
+    m->roll.node = m->node;
+    m->roll.roll_id = m->roll_id;
+    m->n_roll++;
+    return 0;
+}
+
+static int mread_archive(void *ctx, const struct bfs_manifest_archive *a)
+{
+    struct mread *m = ctx;
+    assert_true(m->n_a < 64);
+    snprintf(m->a[m->n_a].key, sizeof m->a[0].key, "%s", a->key);
+    snprintf(m->a[m->n_a].table, sizeof m->a[0].table, "%s", a->table);
+    snprintf(m->a[m->n_a].period, sizeof m->a[0].period, "%s", a->period);
+    snprintf(m->a[m->n_a].fp, sizeof m->a[0].fp, "%s", a->schema_fingerprint);
+    m->a[m->n_a].size = a->size;
+    m->a[m->n_a].header_length = a->header_length;
+    memcpy(m->a[m->n_a].sha256, a->sha256, 32);
+    m->a[m->n_a].codec = a->codec;
+    m->a[m->n_a].first = m->n_x;
+    m->a[m->n_a].n = 0;
+    m->n_a++;
+    return 0;
+}
+
+static int mread_index(void *ctx, const struct bfs_manifest_index *x)
+{
+    struct mread *m = ctx;
+    assert_true(m->n_x < 512 && m->n_a > 0);
+    snprintf(m->x[m->n_x].dataset, sizeof m->x[0].dataset, "%s", x->dataset);
+    m->x[m->n_x].start = x->start;
+    m->x[m->n_x].length = x->length;
+    m->x[m->n_x].records = x->records;
+    m->x[m->n_x].uploaded_at = x->uploaded_at;
+    m->n_x++;
+    m->a[m->n_a - 1].n++;
+    return 0;
+}
+
+/* Decode the manifest object key into r (fails the test if it does not decode). */
+static void manifest_decode(struct memstore *ms, const char *key, struct mread *r)
+{
+    const struct memobj *o = memstore_find(ms, key);
+    if (!o)
+        fail_msg("no manifest %s in the store", key);
+    int fd = memfd_create("test-manifest", MFD_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, o->data, o->len), (ssize_t)o->len);
+    assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+    memset(r, 0, sizeof *r);
+    const struct bfs_manifest_visitor v = {mread_roll, mread_archive, mread_index, r};
+    struct bfs_err err = {0};
+    int rc = bfs_manifest_read(fd, &v, &err);
+    close(fd);
+    if (rc != 0)
+        fail_msg("manifest %s: %d %s", key, rc, err.msg);
+    assert_int_equal(r->n_roll, 1);
+}
+
+/* The node a roll id starts with: "<node>-<stamp, 16>-<state, 8>-<row>". */
+static void roll_node(const char *roll_id, char node[72])
+{
+    const char *last = strrchr(roll_id, '-');
+    assert_non_null(last);
+    size_t n = (size_t)(last - roll_id);
+    assert_true(n > 16 + 1 + 8 + 1);
+    n -= 16 + 1 + 8 + 1;
+    assert_true(n >= 1 && n < 72);
+    assert_int_equal(roll_id[n], '-');
+    assert_int_equal(roll_id[n + 1 + 8], 'T');
+    assert_int_equal(roll_id[n + 1 + 15], 'Z');
+    assert_int_equal(roll_id[n + 1 + 16], '-');
+    memcpy(node, roll_id, n);
+    node[n] = '\0';
+}
+
 void check_roll(struct tenv *e, const char *roll_id, const struct mroll *m, size_t others)
 {
     char pending[BFS_ROLL_ID_MAX];
     assert_int_equal(bfs_catalog_roll_pending(e->cat, pending, NULL), -ENOENT);
     assert_int_equal(tenv_work_files(e, NULL, 0), 0);
 
-    /* The store: exactly the model's objects (and the earlier rolls'). */
+    /* The store: exactly the model's archives (and the other rolls'), and
+     * under _battlefs/ only what the ledger puts there. */
     pthread_mutex_lock(&e->ms->lock);
-    assert_int_equal(e->ms->n, m->n + others);
     assert_int_equal(e->ms->changed, 0);
     assert_int_equal(e->ms->bad_sha, 0);
     char infix[BFS_ROLL_ID_MAX + 2];
     snprintf(infix, sizeof infix, "/%s-", roll_id);
-    size_t mine = 0;
-    for (size_t i = 0; i < e->ms->n; i++)
-        mine += strstr(e->ms->obj[i].key, infix) != NULL;
+    size_t mine = 0, data = 0;
+    for (size_t i = 0; i < e->ms->n; i++) {
+        const char *k = e->ms->obj[i].key;
+        if (!has_prefix(k, BFS_LEDGER_PREFIX)) {
+            data++;
+            mine += strstr(k, infix) != NULL;
+            continue;
+        }
+        size_t n = strlen(k);
+        int known = (has_prefix(k, BFS_LEDGER_PREFIX "schemas/") && n > 5 &&
+                     strcmp(k + n - 5, ".avsc") == 0) ||
+                    (has_prefix(k, BFS_LEDGER_PREFIX "manifests/") && n > 5 &&
+                     strcmp(k + n - 5, ".avro") == 0) ||
+                    has_prefix(k, LOG_PREFIX) ||
+                    (has_prefix(k, BFS_LEDGER_PREFIX "nodes/") && n > 6 &&
+                     strcmp(k + n - 6, "/lease") == 0);
+        if (!known)
+            fail_msg("unexpected object %s in the store", k);
+    }
     pthread_mutex_unlock(&e->ms->lock);
+    assert_int_equal(data, m->n + others);
     assert_int_equal(mine, m->n);
     for (size_t i = 0; i < m->n; i++) {
         const struct memobj *o = memstore_find(e->ms, m->a[i].key);
@@ -486,13 +1030,96 @@ void check_roll(struct tenv *e, const char *roll_id, const struct mroll *m, size
             fail_msg("no object %s in the store", m->a[i].key);
         assert_int_equal(o->len, m->a[i].bytes.len);
         assert_memory_equal(o->data, m->a[i].bytes.data, o->len);
+        char skey[128];
+        snprintf(skey, sizeof skey, BFS_LEDGER_PREFIX "schemas/%s.avsc", m->a[i].fingerprint);
+        o = memstore_find(e->ms, skey);
+        if (!o)
+            fail_msg("no schema %s in the store", skey);
+        assert_int_equal(o->len, strlen(SCHEMA));
+        assert_memory_equal(o->data, SCHEMA, o->len);
     }
 
-    /* The catalog: archived_files and block_indexes, exactly the model's. */
+    /* The log: one roll entry names the roll, with its manifest. */
+    char node[72];
+    roll_node(roll_id, node);
+    struct tlog *t;
+    size_t n_log = tlog_read(e->ms, &t);
+    const struct tlog *entry = NULL;
+    for (size_t i = 0; i < n_log; i++)
+        if (!t[i].fence && strcmp(t[i].roll_id, roll_id) == 0) {
+            if (entry)
+                fail_msg("log entries %" PRId64 " and %" PRId64 " both name roll %s", entry->seq,
+                         t[i].seq, roll_id);
+            entry = &t[i];
+        }
+    if (!entry)
+        fail_msg("no log entry names roll %s", roll_id);
+    assert_string_equal(entry->node, node);
+    char mkey[256];
+    assert_int_equal(bfs_ledger_manifest_key(node, roll_id, mkey, sizeof mkey), 0);
+    assert_string_equal(entry->manifest, mkey);
+    const struct memobj *mo = memstore_find(e->ms, mkey);
+    if (!mo)
+        fail_msg("no manifest %s in the store", mkey);
+    assert_int_equal(entry->size, mo->len);
+    uint8_t sha[32];
+    char hex[65];
+    assert_int_equal(bfs_sha256(mo->data, mo->len, sha), 0);
+    bfs_hex(sha, 32, hex);
+    assert_string_equal(entry->sha256, hex);
+    int64_t seq = entry->seq;
+    free(t);
+
+    /* The manifest: exactly the model. */
+    struct mread *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    manifest_decode(e->ms, mkey, r);
+    assert_string_equal(r->node, node);
+    assert_string_equal(r->roll_id, roll_id);
+    assert_int_equal(r->roll.rows, m->rows);
+    assert_int_equal(r->roll.bytes, m->bytes);
+    assert_int_equal(r->n_a, m->n);
+    for (size_t i = 0; i < m->n; i++) {
+        const struct march *a = &m->a[i];
+        assert_string_equal(r->a[i].key, a->key);
+        assert_string_equal(r->a[i].table, a->table);
+        assert_string_equal(r->a[i].period, a->period);
+        assert_string_equal(r->a[i].fp, a->fingerprint);
+        assert_int_equal(r->a[i].codec, a->codec);
+        assert_int_equal(r->a[i].size, a->bytes.len);
+        assert_int_equal(r->a[i].header_length, a->header_length);
+        assert_int_equal(bfs_sha256(a->bytes.data, a->bytes.len, sha), 0);
+        assert_memory_equal(r->a[i].sha256, sha, 32);
+        assert_int_equal(r->a[i].n, a->n_idx);
+        for (size_t j = 0; j < a->n_idx; j++) {
+            const struct mindex *x = &a->idx[j];
+            size_t k = r->a[i].first + j;
+            assert_string_equal(r->x[k].dataset, x->dataset);
+            assert_int_equal(r->x[k].start, x->start);
+            assert_int_equal(r->x[k].length, x->length);
+            assert_int_equal(r->x[k].records, x->records);
+            if (r->x[k].uploaded_at < x->at_lo || r->x[k].uploaded_at > x->at_hi)
+                fail_msg("%s %s: uploaded_at %" PRId64 ", want %" PRId64 "..%" PRId64, a->key,
+                         x->dataset, r->x[k].uploaded_at, x->at_lo, x->at_hi);
+        }
+    }
+
+    /* The catalog: archived_files and block_indexes, exactly the model's (and
+     * the manifest's), the roll committed at its log position. */
     sqlite3 *db = sql_open(e);
-    sqlite3_stmt *st = sql_prepare(db, "SELECT file_path, table_name, period_tag, size,"
-                                       " header_length, seq FROM archived_files"
-                                       " WHERE roll_id = ?1 ORDER BY seq");
+    sqlite3_stmt *st = sql_prepare(db, "SELECT committed_at IS NOT NULL, log_seq, node, row_count,"
+                                       " byte_count FROM rolls WHERE id = ?1");
+    sqlite3_bind_text(st, 1, roll_id, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 1);
+    assert_int_equal(sqlite3_column_int64(st, 1), seq);
+    assert_string_equal((const char *)sqlite3_column_text(st, 2), node);
+    assert_int_equal(sqlite3_column_int64(st, 3), m->rows);
+    assert_int_equal(sqlite3_column_int64(st, 4), m->bytes);
+    sqlite3_finalize(st);
+    st = sql_prepare(db, "SELECT file_path, table_name, period_tag, size,"
+                         " header_length, seq FROM archived_files"
+                         " WHERE roll_id = ?1 ORDER BY seq");
     sqlite3_bind_text(st, 1, roll_id, -1, SQLITE_STATIC);
     for (size_t i = 0; i < m->n; i++) {
         const struct march *a = &m->a[i];
@@ -507,7 +1134,8 @@ void check_roll(struct tenv *e, const char *roll_id, const struct mroll *m, size
     assert_int_equal(sqlite3_step(st), SQLITE_DONE);
     sqlite3_finalize(st);
     st = sql_prepare(db, "SELECT a.file_path, b.dataset_id, b.table_name, b.period_tag,"
-                         " b.start_byte, b.length, b.record_count FROM block_indexes b"
+                         " b.start_byte, b.length, b.record_count, b.uploaded_at"
+                         " FROM block_indexes b"
                          " JOIN archived_files a ON a.id = b.file_id WHERE a.roll_id = ?1"
                          " ORDER BY a.seq, b.start_byte");
     sqlite3_bind_text(st, 1, roll_id, -1, SQLITE_STATIC);
@@ -523,10 +1151,12 @@ void check_roll(struct tenv *e, const char *roll_id, const struct mroll *m, size
             assert_int_equal(sqlite3_column_int64(st, 4), x->start);
             assert_int_equal(sqlite3_column_int64(st, 5), x->length);
             assert_int_equal(sqlite3_column_int64(st, 6), x->records);
+            assert_int_equal(sqlite3_column_int64(st, 7), r->x[r->a[i].first + j].uploaded_at);
         }
     }
     assert_int_equal(sqlite3_step(st), SQLITE_DONE);
     sqlite3_finalize(st);
+    free(r);
     /* No index row points at an archive that is not the catalog's. */
     st = sql_prepare(db, "SELECT count(*) FROM block_indexes"
                          " WHERE file_id NOT IN (SELECT id FROM archived_files)");
@@ -537,6 +1167,11 @@ void check_roll(struct tenv *e, const char *roll_id, const struct mroll *m, size
 }
 
 void check_datasets(struct tenv *e, size_t n_up)
+{
+    check_datasets_in(e, e, n_up);
+}
+
+void check_datasets_in(struct tenv *reader, struct tenv *e, size_t n_up)
 {
     struct bfs_buf want = {0}, got = {0};
     for (size_t i = 0; i < n_up; i++) {
@@ -550,14 +1185,14 @@ void check_datasets(struct tenv *e, size_t n_up)
             continue;
         tenv_dataset_bytes(e, u->table, u->period, u->dataset, n_up, &want);
         struct bfs_dataset_view v;
-        assert_int_equal(bfs_catalog_dataset(e->cat, u->table, u->period, u->dataset, &v), 0);
+        assert_int_equal(bfs_catalog_dataset(reader->cat, u->table, u->period, u->dataset, &v), 0);
         bfs_buf_reset(&got);
         assert_int_equal(bfs_buf_append(&got, v.part.header, v.part.header_len), 0);
         for (size_t s = 0; s < v.n; s++) {
             const struct bfs_segment *sg = &v.seg[s];
             assert_int_equal(bfs_buf_reserve(&got, sg->length), 0);
             if (sg->kind == BFS_SEG_COLD) {
-                const struct memobj *o = memstore_find(e->ms, sg->key);
+                const struct memobj *o = memstore_find(reader->ms, sg->key);
                 if (!o)
                     fail_msg("%s/%s/%s: segment in %s, not in the store", u->table, u->period,
                              u->dataset, sg->key);
@@ -565,7 +1200,8 @@ void check_datasets(struct tenv *e, size_t n_up)
                 memcpy(got.data + got.len, o->data + sg->offset, sg->length);
             } else {
                 assert_int_equal(
-                    bfs_catalog_read_hot(e->cat, sg->id, 0, got.data + got.len, sg->length), 0);
+                    bfs_catalog_read_hot(reader->cat, sg->id, 0, got.data + got.len, sg->length),
+                    0);
             }
             got.len += sg->length;
         }
