@@ -48,6 +48,7 @@
  */
 #include "battlefs/ledger.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -185,7 +186,7 @@ static int put_small(struct bfs_ledger *l, const char *key, const char *data, si
                      struct bfs_err *err)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/ledger-%ld.json", l->work_dir, (long)gettid());
+    snprintf(path, sizeof path, "%s/ledger-%ld.tmp", l->work_dir, (long)gettid());
     int rc = write_file(path, data, len);
     if (rc < 0)
         return bfs_err_set(err, rc, "write %s: %s", path, strerror(-rc));
@@ -432,6 +433,29 @@ static int lease_renew(struct bfs_ledger *l, struct bfs_err *err)
     struct timespec start = mono_now();
     char newtag[BFS_STORE_ETAG_MAX] = "";
     int rc = lease_put(l, epoch, 0, BFS_PUT_MATCH, etag, newtag, err);
+    if (rc == -ESTALE || rc == -ENOENT) {
+        /* Not necessarily taken over: an earlier renewal may have landed
+         * with its answer lost, so the ETag we hold is old. The lease says. */
+        char key[160];
+        lease_key(l, key);
+        void *data = NULL;
+        size_t len = 0;
+        char cur[BFS_STORE_ETAG_MAX] = "";
+        struct bfs_err gerr;
+        int grc = bfs_store_get(l->d.store, key, ENTRY_MAX, &data, &len, cur, &gerr);
+        struct lease now;
+        if (grc == 0 && lease_parse(data, len, &now) == 0 && strcmp(now.holder, l->state_id) == 0 &&
+            now.epoch == epoch && !now.released && cur[0]) {
+            bfs_info("node %s: the lease holds an earlier renewal of ours: renewing on it",
+                     l->node);
+            start = mono_now();
+            rc = lease_put(l, epoch, 0, BFS_PUT_MATCH, cur, newtag, err);
+        } else if (grc < 0 && grc != -ENOENT) {
+            rc = grc; /* cannot tell: retried, not fenced */
+            bfs_err_set(err, grc, "lease %s: %s", key, gerr.msg[0] ? gerr.msg : strerror(-grc));
+        }
+        free(data);
+    }
     pthread_mutex_lock(&l->lease_mu);
     if (rc == 0 && l->have_lease && l->epoch == epoch) {
         snprintf(l->etag, sizeof l->etag, "%s", newtag);
@@ -734,8 +758,10 @@ static int apply_roll_entry(struct bfs_ledger *l, int64_t seq, const struct entr
                             struct bfs_err *err)
 {
     int fd = manifest_fd(l, e, err);
-    if (fd < 0)
+    if (fd < 0) {
+        bfs_err_prefix(err, "log %" PRId64 " (roll %s of node %s)", seq, e->roll_id, e->node);
         return fd;
+    }
     struct scan s = {.l = l, .e = e, .err = err};
     const struct bfs_manifest_visitor v1 = {scan_roll, scan_archive, scan_index, &s};
     struct bfs_err rerr = {0};
@@ -1378,6 +1404,27 @@ int bfs_ledger_start(struct bfs_ledger *l)
     return 0;
 }
 
+/* The small files a killed mount's puts left in the work directory. */
+static void remove_stale_tmp(const char *work_dir)
+{
+    int fd = open(work_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return; /* the roller reports a missing work directory */
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (n > 11 && strncmp(de->d_name, "ledger-", 7) == 0 &&
+            strcmp(de->d_name + n - 4, ".tmp") == 0 && unlinkat(dirfd(d), de->d_name, 0) < 0 &&
+            errno != ENOENT)
+            bfs_warn("cannot remove %s/%s: %s", work_dir, de->d_name, strerror(errno));
+    }
+    closedir(d);
+}
+
 int bfs_ledger_open(const struct bfs_ledger_deps *d, struct bfs_ledger **out)
 {
     if (!bfs_node_valid(d->node))
@@ -1399,6 +1446,7 @@ int bfs_ledger_open(const struct bfs_ledger_deps *d, struct bfs_ledger **out)
         free(l);
         return rc;
     }
+    remove_stale_tmp(l->work_dir);
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->lease_mu, NULL);
     pthread_mutex_init(&l->tmu, NULL);

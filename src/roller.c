@@ -696,11 +696,12 @@ static void clean_work_dir(const struct bfs_roll_deps *deps)
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         size_t n = strlen(de->d_name);
-        /* archives and manifests (.avro), log entries and leases being put
-         * (.json), a roll's index rows (.spool) */
+        /* archives and manifests (.avro), a roll's index rows (.spool); not
+         * the ledger's files (ledger-*.tmp: a lease renewal may be putting
+         * one now; the ledger removes its own at open) */
         const char *dot = strrchr(de->d_name, '.');
         if (n < 5 || de->d_name[0] == '.' || !dot ||
-            (strcmp(dot, ".avro") != 0 && strcmp(dot, ".json") != 0 && strcmp(dot, ".spool") != 0))
+            (strcmp(dot, ".avro") != 0 && strcmp(dot, ".spool") != 0))
             continue;
         if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
             bfs_warn("cannot remove %s/%s: %s", deps->work_dir, de->d_name, strerror(errno));
