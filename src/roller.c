@@ -47,9 +47,11 @@
  * copied twice). So an archive is never written again once put, and a new one
  * is always a new file (O_EXCL, never O_TRUNC): a stale name that could not be
  * removed fails the roll instead of truncating what may be a store object.
- * When the store wants it (put_wants_sha256: s3://), each archive's SHA-256 is
- * computed as its bytes are written and handed to the put, which then does not
- * read the file once more to hash it.
+ * Each archive's SHA-256 (for the manifest) is computed by the put thread,
+ * reading the closed file back from the page cache, so it overlaps the build
+ * of the next archive (hashing in the build thread slowed a 1 GiB roll by a
+ * third: docs/bench.md). When the store wants it (put_wants_sha256: s3://),
+ * the digest goes to the put, which then does not read the file to hash it.
  *
  * The fault hook (struct bfs_roll_deps: fault, fault_arg) is called at each
  * step of the protocol (enum bfs_roll_step, roller.h):
@@ -180,7 +182,6 @@ struct build {
     size_t buf_len;
     int fd;                /* the open archive (arch[n_arch - 1]) or -1 */
     int pass_sha256;       /* hand each archive's SHA-256 to the put (put_wants_sha256) */
-    struct bfs_sha256 sha; /* of the open archive's bytes written so far */
     struct archive *arch;
     size_t n_arch, cap_arch;
     struct index_ent *idx;
@@ -276,7 +277,6 @@ static struct archive *cur_archive(struct build *b)
 /* Write bytes to the open archive's file (and its hash). */
 static int write_out(struct build *b, const uint8_t *p, size_t n)
 {
-    bfs_sha256_update(&b->sha, p, n);
     int rc = write_all(b->fd, p, n);
     return rc < 0 ? fail(b, rc, "write %s", cur_archive(b)->path) : 0;
 }
@@ -352,12 +352,6 @@ static int open_archive(struct build *b, const char *table, const char *period)
         a->path = NULL;
         return rc;
     }
-    int rc = bfs_sha256_init(&b->sha);
-    if (rc < 0) {
-        close(b->fd);
-        b->fd = -1;
-        return fail(b, rc, "SHA-256 of %s", a->path);
-    }
     b->arch_rows = 0;
     b->ds_open = 0;
     a->header_length = b->part.header_len;
@@ -411,9 +405,6 @@ static int close_archive(struct build *b)
         rc = fail(b, -errno, "close %s", a->path);
     b->fd = -1;
     b->ds_open = 0;
-    int hrc = bfs_sha256_final(&b->sha, a->sha256);
-    if (hrc < 0 && rc == 0)
-        rc = fail(b, hrc, "SHA-256 of %s", a->path);
     if (rc < 0)
         return rc;
     assert(b->arch_rows >= 1 && a->n_index >= 1);
@@ -546,6 +537,37 @@ static double mono_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* The SHA-256 of a closed archive, read back (from the page cache: it was
+ * just written) in the put thread, so hashing overlaps the build of the next
+ * archive instead of slowing the build down. */
+static int hash_archive(const char *path, uint8_t *buf, uint8_t out[32], struct bfs_err *err)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return bfs_err_set(err, -errno, "open %s: %s", path, strerror(errno));
+    struct bfs_sha256 sha;
+    int rc = bfs_sha256_init(&sha);
+    for (;;) {
+        if (rc < 0)
+            break;
+        ssize_t n = read(fd, buf, ROLL_CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            bfs_sha256_discard(&sha);
+            break;
+        }
+        if (n == 0) {
+            rc = bfs_sha256_final(&sha, out);
+            break;
+        }
+        bfs_sha256_update(&sha, buf, (size_t)n);
+    }
+    close(fd);
+    return rc < 0 ? bfs_err_set(err, rc, "SHA-256 of %s: %s", path, strerror(-rc)) : 0;
+}
+
 /* Put one complete archive (a copy of its entry); on failure err says what
  * failed: "put <key>" and what the store said, if anything. */
 static int put_archive(struct build *b, const struct archive *a, struct bfs_err *err)
@@ -573,7 +595,13 @@ static void *uploader_main(void *arg)
 {
     struct build *b = arg;
     struct bfs_err err;
+    uint8_t *hbuf = malloc(ROLL_CHUNK);
     pthread_mutex_lock(&b->up_lock);
+    if (!hbuf) {
+        bfs_err_set(&b->up_err, -ENOMEM, "the put thread's buffer: out of memory");
+        pthread_mutex_unlock(&b->up_lock);
+        return NULL;
+    }
     for (;;) {
         while (!b->up_stop && b->n_put == b->n_closed && !b->up_closing)
             pthread_cond_wait(&b->up_cond, &b->up_lock);
@@ -583,13 +611,16 @@ static void *uploader_main(void *arg)
         struct archive a = b->arch[i]; /* the build may move the array meanwhile */
         pthread_mutex_unlock(&b->up_lock);
         double t = mono_now();
-        int rc = put_archive(b, &a, &err);
+        int rc = hash_archive(a.path, hbuf, a.sha256, &err);
+        if (rc == 0)
+            rc = put_archive(b, &a, &err);
         pthread_mutex_lock(&b->up_lock);
         b->t_puts += mono_now() - t;
         if (rc < 0) {
             b->up_err = err;
             break;
         }
+        memcpy(b->arch[i].sha256, a.sha256, sizeof a.sha256); /* for the manifest */
         remove_local(b, &b->arch[i]);
         b->n_put++;
         if (i == 0 && b->d->fault) {
@@ -605,6 +636,7 @@ static void *uploader_main(void *arg)
         }
     }
     pthread_mutex_unlock(&b->up_lock);
+    free(hbuf);
     return NULL;
 }
 
@@ -662,7 +694,6 @@ static void build_free(struct build *b)
     if (b->fd >= 0)
         close(b->fd);
     b->fd = -1;
-    bfs_sha256_discard(&b->sha);
     for (size_t i = 0; i < b->n_arch; i++) {
         remove_local(b, &b->arch[i]);
         free(b->arch[i].key);

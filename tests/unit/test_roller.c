@@ -730,7 +730,7 @@ static void test_recover_cleans_work_dir(void **state)
         "20251218T130000Z-1-0.avro",
         "t-20251218T130000Z-0123abcd-1-0.avro",
         "t-20251218T130000Z-0123abcd-1-manifest.avro",
-        "ledger-1234.json",
+        "t-20251218T130000Z-0123abcd-1-index.spool",
     };
     char path[256];
     for (size_t i = 0; i < sizeof left / sizeof left[0]; i++) {
@@ -740,14 +740,19 @@ static void test_recover_cleans_work_dir(void **state)
         assert_int_equal(write(fd, "x", 1), 1);
         close(fd);
     }
-    snprintf(path, sizeof path, "%s/notes.txt", e->work);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
-    assert_true(fd >= 0);
-    close(fd);
+    /* not the roll's: any other file, and the ledger's puts in progress */
+    const char *keep[] = {"notes.txt", "ledger-1234.tmp"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", e->work, keep[i]);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        assert_true(fd >= 0);
+        close(fd);
+    }
     assert_int_equal(bfs_roller_recover(&e->roll), 0);
     char files[8][128];
-    assert_int_equal(tenv_work_files(e, files, 8), 1);
-    assert_string_equal(files[0], "notes.txt");
+    assert_int_equal(tenv_work_files(e, files, 8), 2);
+    for (size_t i = 0; i < 2; i++)
+        assert_true(strcmp(files[i], keep[0]) == 0 || strcmp(files[i], keep[1]) == 0);
     assert_int_equal(e->stats.rolls, 0);
     tenv_free(e);
 }
