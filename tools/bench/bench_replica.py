@@ -160,10 +160,10 @@ def main():
         xs = sorted(xs)
         return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]
 
+    pr = [x["pread_s"] for x in rows]
     print("| baseline: pread of the dataset's range from the archive file | %s | %s-%s | %s | - "
-          "| %d | - | - |" % (ms(base), ms(pct([x["pread_s"] for x in rows], 0.1)),
-                              ms(pct([x["pread_s"] for x in rows], 0.9)),
-                              ms(max(x["pread_s"] for x in rows)), med([x["length"] for x in rows])))
+          "| %d | - | - |" % (ms(base), ms(pct(pr, 0.1)), ms(pct(pr, 0.9)), ms(max(pr)),
+                              med([x["length"] for x in rows])))
     for kind in ("cold", "cached"):
         wt = med(col("writer_" + kind, "s"))
         for name in ("writer", "replica"):
