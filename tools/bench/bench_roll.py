@@ -15,9 +15,19 @@ about 256 MiB buffered, then all of them, about 1 GiB):
   * remounts, drops the page cache, resets the daemon's peak RSS (clear_refs 5), writes
     .battlefs/roll (returns when the roll has committed) and times it; reads VmHWM.
 
-Prints MB/s (of buffered bytes), peak RSS and ratios against the baseline as a markdown table.
+Prints MB/s (of buffered bytes), the daemon's user+sys CPU over the roll (/proc/PID/stat), peak
+RSS and ratios against the baseline as a markdown table.
 
     tools/bench/bench_roll.py [--uploads 10000] [--build build-bench] [--work /var/tmp/battlefs-bench]
+
+Two builds in one run (--old OLD_BUILD): for each size in --sizes, the uploads are ingested once
+with the old build (a newer build migrates its catalog at mount), and copies of that state
+directory (cp -a) are rolled by the old and the new build alternately (old, new, new, old, ...;
+--pairs rolls each), the baseline run on each copy's catalog right before its roll. Prints every
+roll, then each build's median and range against its baselines, and new over old per pair
+(throughput, each roll against its own baseline; CPU).
+
+    tools/bench/bench_roll.py --old OLD_BUILD --build NEW_BUILD [--pairs 3] [--sizes quarter,full]
 
 Needs root (FUSE mounts, drop_caches). Not a test: it asserts nothing, it reports.
 The helpers here (tree, Mount, ingest, drop_caches) are used by bench_coldread.py and bench_s3.py.
@@ -29,6 +39,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,6 +105,28 @@ def proc_status(pid, field):
     raise KeyError(field)
 
 
+def proc_cpu(pid):
+    """User + system CPU seconds of process pid so far, all its threads, the exited ones too
+    (/proc/PID/stat utime + stime; clock ticks, 10 ms here)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_ns(pid):
+    """On-CPU nanoseconds (user + system) of pid's live threads (sum of
+    /proc/PID/task/*/schedstat): nanosecond resolution for short operations, but a thread that
+    exits takes its time with it (use proc_cpu for operations that start threads)."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
 def proc_io(pid, field):
     """A /proc/PID/io counter (rchar, wchar, read_bytes, ...)."""
     with open("/proc/%d/io" % pid) as f:
@@ -106,7 +139,8 @@ def proc_io(pid, field):
 class Mount:
     """battlefs [STORE] WORK/mnt -f -o state=WORK/state,OPTS with automatic rolls off."""
 
-    def __init__(self, build_dir, work, opts="", store=None, env=None, log_name="battlefs.log"):
+    def __init__(self, build_dir, work, opts="", store=None, env=None, log_name="battlefs.log",
+                 poll=0.05):
         self.work = work
         self.mnt = os.path.join(work, "mnt")
         self.state = os.path.join(work, "state")
@@ -115,14 +149,16 @@ class Mount:
         o = "state=%s,%s" % (self.state, NO_AUTO_ROLL) + ("," + opts if opts else "")
         argv = [os.path.join(build_dir, "battlefs")] + ([store] if store else [])
         argv += [self.mnt, "-f", "-o", o]
+        t0 = time.monotonic()
         self.proc = subprocess.Popen(argv, stderr=self.log, env=env)
         self.pid = self.proc.pid
-        for _ in range(400):
+        while time.monotonic() - t0 < 600:
             if os.path.ismount(self.mnt):
+                self.mount_s = time.monotonic() - t0  # from spawn to mounted (poll-grained)
                 return
             if self.proc.poll() is not None:
                 raise SystemExit("battlefs exited: see %s" % self.log.name)
-            time.sleep(0.05)
+            time.sleep(poll)
         raise SystemExit("battlefs did not mount")
 
     @property
@@ -138,6 +174,10 @@ class Mount:
 
     def peak_rss(self):
         return proc_status(self.pid, "VmHWM")
+
+    def cpu(self):
+        """The daemon's user + system CPU seconds so far (proc_cpu)."""
+        return proc_cpu(self.pid)
 
     def reset_peak_rss(self):
         with open("/proc/%d/clear_refs" % self.pid, "w") as f:
@@ -218,7 +258,9 @@ def run_size(build_dir, work_root, src, entries, label):
         drop_caches()
         res["rss_before_kib"] = m.rss()
         m.reset_peak_rss()
+        cpu0 = m.cpu()
         res["roll_s"] = m.roll()
+        res["roll_cpu_s"] = m.cpu() - cpu0
         res["roll_peak_rss_kib"] = m.peak_rss()
         st = m.stats()
         time.sleep(0.2)  # the roll's log line
@@ -232,15 +274,149 @@ def run_size(build_dir, work_root, src, entries, label):
     return res
 
 
+def copy_state(template, work_root, label):
+    """A fresh work directory holding a copy of template's state directory (cp -a, synced)."""
+    work = tempfile.mkdtemp(prefix="roll-%s-" % label, dir=work_root)
+    subprocess.run(["cp", "-a", os.path.join(template, "state"), os.path.join(work, "state")],
+                   check=True)
+    os.sync()
+    return work
+
+
+def roll_state(build_dir, baseline_build, template, work_root, label):
+    """One measured roll of a copy of template's buffer with build_dir's battlefs: the baseline
+    on the copy's catalog first (page cache dropped), then mount, drop the page cache, reset
+    the peak RSS, roll. Returns the measurements; the copy is removed."""
+    work = copy_state(template, work_root, label)
+    res = {"build": build_dir}
+    try:
+        out = os.path.join(work, "baseline-out")
+        drop_caches()
+        p = subprocess.run([os.path.join(baseline_build, "tools", "bench", "roll_baseline"),
+                            os.path.join(work, "state", "catalog.db"), out],
+                           check=True, capture_output=True, text=True)
+        res["baseline"] = json.loads(p.stdout)
+        shutil.rmtree(out)
+        m = Mount(build_dir, work)
+        try:
+            drop_caches()
+            res["rss_before_kib"] = m.rss()
+            m.reset_peak_rss()
+            cpu0 = m.cpu()
+            res["roll_s"] = m.roll()
+            res["roll_cpu_s"] = m.cpu() - cpu0
+            res["roll_peak_rss_kib"] = m.peak_rss()
+            st = m.stats()
+            time.sleep(0.2)  # the roll's log line
+            res["phases"] = m.roll_phases()
+            res["stats"] = st
+        finally:
+            m.close()
+        if st["rolls"] != 1 or st["buffer_bytes"] != 0 or st["last_roll_error"]:
+            raise SystemExit("roll did not complete: %s" % st)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return res
+
+
+def spread(xs, fmt="%.2f"):
+    """median (min-max)"""
+    return (fmt + " (" + fmt + "-" + fmt + ")") % (statistics.median(xs), min(xs), max(xs))
+
+
+def main_ab(args):
+    """--old: rolls of one ingested buffer by two builds, alternating (ABBA...)."""
+    old, new = args.old, args.build
+    build(old)
+    build(new)
+    load("start")
+    src, entries = tree(args.work, args.uploads)
+    sizes = {"quarter": entries[:len(entries) // 4], "full": entries}
+    names = {old: "old", new: "new"}
+    mib = 1024 * 1024
+    report = []
+    for label in args.sizes.split(","):
+        sub = sizes[label]
+        print("%s: ingesting %d uploads with the old build ..." % (label, len(sub)), flush=True)
+        template = tempfile.mkdtemp(prefix="roll-template-%s-" % label, dir=args.work)
+        m = Mount(old, template)
+        try:
+            ingest_s = ingest(m, src, sub)
+            buffered = m.stats()["buffer_bytes"]
+        finally:
+            m.close()
+        rows = []
+        for i in range(args.pairs):
+            order = (old, new) if i % 2 == 0 else (new, old)
+            for b in order:
+                r = roll_state(b, new, template, args.work, label)
+                r["pair"] = i + 1
+                r["name"] = names[b]
+                b_ = r["baseline"]
+                r["ratio"] = (b_["seconds"] and (buffered / r["roll_s"]) /
+                              (b_["bytes"] / b_["seconds"]))
+                print("  pair %d %s: roll %.2f s, baseline %.2f s, %.2fx, CPU %.2f s, peak RSS "
+                      "%.1f MiB, phases %s" % (i + 1, r["name"], r["roll_s"], b_["seconds"],
+                                               r["ratio"], r["roll_cpu_s"],
+                                               r["roll_peak_rss_kib"] / 1024, r["phases"]),
+                      flush=True)
+                rows.append(r)
+        shutil.rmtree(template, ignore_errors=True)
+        report.append((label, len(sub), buffered, ingest_s, rows))
+
+    print()
+    print("| buffer | pair | build | roll s | MB/s | baseline s | vs baseline | CPU s (user+sys) "
+          "| CPU s per GiB | peak RSS (roll) | build / upload / commit s |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for label, n, buffered, _, rows in report:
+        for r in rows:
+            ph = r["phases"] or (float("nan"),) * 4
+            print("| %.0f MiB, %d datasets | %d | %s | %.2f | %.1f | %.2f | %.2fx | %.2f | %.2f "
+                  "| %.1f MiB | %.2f / %.2f / %.2f |"
+                  % (buffered / mib, n, r["pair"], r["name"], r["roll_s"],
+                     buffered / r["roll_s"] / 1e6, r["baseline"]["seconds"], r["ratio"],
+                     r["roll_cpu_s"], r["roll_cpu_s"] / (buffered / 2**30),
+                     r["roll_peak_rss_kib"] / 1024, ph[0], ph[1], ph[2]))
+    print()
+    print("| buffer | build | vs baseline, median (range) | roll s | CPU s | peak RSS MiB |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for label, n, buffered, _, rows in report:
+        for name in ("old", "new"):
+            rs = [r for r in rows if r["name"] == name]
+            print("| %.0f MiB, %d datasets | %s | %s | %s | %s | %s |"
+                  % (buffered / mib, n, name, spread([r["ratio"] for r in rs]),
+                     spread([r["roll_s"] for r in rs]), spread([r["roll_cpu_s"] for r in rs]),
+                     spread([r["roll_peak_rss_kib"] / 1024 for r in rs], "%.1f")))
+    print()
+    for label, n, buffered, ingest_s, rows in report:
+        tp = []
+        cpu = []
+        for i in range(1, args.pairs + 1):
+            o = [r for r in rows if r["pair"] == i and r["name"] == "old"][0]
+            w = [r for r in rows if r["pair"] == i and r["name"] == "new"][0]
+            tp.append(w["ratio"] / o["ratio"])
+            cpu.append(w["roll_cpu_s"] / o["roll_cpu_s"] if o["roll_cpu_s"] else float("nan"))
+        print("%s (%d datasets, %.0f MiB buffered, ingest %.1f s): new over old, per pair: "
+              "throughput (each against its own baseline) %s; CPU %s"
+              % (label, n, buffered / mib, ingest_s, spread(tp), spread(cpu)))
+    load("end")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--uploads", type=int, default=10000)
     ap.add_argument("--build", default=default_build())
+    ap.add_argument("--old", help="a second (older) build: ingest once with it, then roll copies "
+                    "of that buffer with --old and --build alternately")
+    ap.add_argument("--pairs", type=int, default=3, help="with --old: rolls per build and size")
+    ap.add_argument("--sizes", default="quarter,full", help="with --old: quarter, full or both")
     ap.add_argument("--work", default="/var/tmp/battlefs-bench")
     ap.add_argument("--keep", action="store_true", help="keep the state directories")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_roll.py needs root (FUSE mounts, drop_caches)")
+    if args.old:
+        return main_ab(args)
 
     build(args.build)
     load("start")
@@ -253,18 +429,19 @@ def main():
 
     mib = 1024 * 1024
     print()
-    print("| run | buffered | archives | seconds | MB/s | peak RSS (roll) | RSS growth in roll "
-          "| vs baseline |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| run | buffered | archives | seconds | MB/s | CPU (user+sys) | peak RSS (roll) "
+          "| RSS growth in roll | vs baseline |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         b = r["baseline"]
         bmbs = b["bytes"] / b["seconds"] / 1e6
         mbs = r["buffer_bytes"] / r["roll_s"] / 1e6
         buf = "%.0f MiB, %d datasets" % (r["buffer_bytes"] / mib, r["uploads"])
-        print("| baseline: SQLite -> fsynced files | %s | %d | %.2f | %.1f | %.1f MiB | - | 1.00x |"
-              % (buf, b["files"], b["seconds"], bmbs, b["peak_rss_kib"] / 1024))
-        print("| battlefs roll (file://) | %s | %d | %.2f | %.1f | %.1f MiB | %+.1f MiB | %.2fx |"
-              % (buf, r["stats"]["archived_files"], r["roll_s"], mbs,
+        print("| baseline: SQLite -> fsynced files | %s | %d | %.2f | %.1f | - | %.1f MiB | - "
+              "| 1.00x |" % (buf, b["files"], b["seconds"], bmbs, b["peak_rss_kib"] / 1024))
+        print("| battlefs roll (file://) | %s | %d | %.2f | %.1f | %.2f s | %.1f MiB | %+.1f MiB "
+              "| %.2fx |"
+              % (buf, r["stats"]["archived_files"], r["roll_s"], mbs, r["roll_cpu_s"],
                  r["roll_peak_rss_kib"] / 1024,
                  (r["roll_peak_rss_kib"] - r["rss_before_kib"]) / 1024, mbs / bmbs))
     print()
