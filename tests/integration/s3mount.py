@@ -26,7 +26,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "s3"))
 
-from test_roll import KEY_RE, archives, index_rows  # noqa: E402
+from test_roll import (KEY_RE, archives, catalog_index, check_ledger, index_rows,  # noqa: E402
+                       node_of, store_archives)
 
 
 class EnvMount(Mount):
@@ -83,14 +84,18 @@ def s3_store_files(s3):
 
 
 def check_s3_store(m, s3):
-    """The bucket prefix holds exactly the archives of archived_files, each a valid OCF (read
-    with python3-avro, block counts checked) whose datasets are contiguous block ranges listed
-    in block_indexes; each (header + range) is a valid OCF with record_count records.
-    Returns ({(table, period, dataset): records in the store}, {key: bytes})."""
+    """The bucket prefix holds exactly the archives of archived_files (outside _battlefs/),
+    each a valid OCF (read with python3-avro, block counts checked) whose datasets are
+    contiguous block ranges listed in block_indexes; each (header + range) is a valid OCF with
+    record_count records; and under _battlefs/ exactly the log, manifests, schemas and lease
+    of those archives (test_roll.check_ledger).
+    Returns ({(table, period, dataset): records in the store}, {key: bytes} of every object)."""
     files = s3_store_files(s3)
     arch = archives(m)
     idx = index_rows(m)
-    assert sorted(files) == sorted(a[1] for a in arch), "store objects != archived_files"
+    assert sorted(store_archives(files)) == sorted(a[1] for a in arch), \
+        "store archives != archived_files"
+    check_ledger(files, node_of(m), store_archives(files), catalog_index(m))
     by_file = {}
     for r in idx:
         by_file.setdefault(r[3], []).append(r)

@@ -6,6 +6,7 @@ Helpers here (roll, catalog queries, check_store, ...) are also used by test_rol
 """
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -23,8 +24,21 @@ from mountlib import PERIOD, build_option, gen_avro, write_file
 pytestmark = pytest.mark.concurrency
 
 
+# <table>/<period>/<roll-id>-<n>.avro, roll-id = <node>-<UTC claim time>-<8 hex of the state
+# id>-<first buffer row id> (docs/format.md, "Store layout")
 KEY_RE = re.compile(r"^(?P<table>[A-Za-z0-9_.-]+)/(?P<period>[A-Za-z0-9_.-]+)/"
-                    r"(?P<roll>\d{8}T\d{6}Z-\d+)-(?P<n>\d+)\.avro$")
+                    r"(?P<roll>(?P<node>[A-Za-z0-9_-]{1,64})-\d{8}T\d{6}Z-[0-9a-f]{8}-\d+)"
+                    r"-(?P<n>\d+)\.avro$")
+
+# The store's own objects (docs/format.md: "Store layout", "The log", "Leases", "Schemas"):
+# every roll puts its partitions' schemas (once), its archives, its manifest and a log entry;
+# every writer mount holds its node's lease.
+LEDGER = "_battlefs/"
+LOG_KEY_RE = re.compile(r"^_battlefs/log/(\d{20})\.json$")
+MANIFEST_KEY_RE = re.compile(r"^_battlefs/manifests/(?P<node>[A-Za-z0-9_-]{1,64})/"
+                             r"(?P<roll>[^/]+)\.avro$")
+SCHEMA_KEY_RE = re.compile(r"^_battlefs/schemas/(?P<fp>[0-9a-f]{16})\.avsc$")
+LEASE_KEY_RE = re.compile(r"^_battlefs/nodes/(?P<node>[A-Za-z0-9_-]{1,64})/lease$")
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -71,6 +85,122 @@ def store_files(m):
     return out
 
 
+def store_archives(files):
+    """The archives of {key: bytes}: every key outside _battlefs/."""
+    return {k: v for k, v in files.items() if not k.startswith(LEDGER)}
+
+
+def store_ledger(files):
+    """The store's own objects of {key: bytes}: the keys under _battlefs/."""
+    return {k: v for k, v in files.items() if k.startswith(LEDGER)}
+
+
+def node_of(m):
+    """The mount's node name (-o node, default the host name), as its stats say."""
+    return m.stats()["node"]
+
+
+def log_entries(files):
+    """[entry (parsed JSON)] of the log in {key: bytes}, in log order."""
+    seqs = sorted(int(LOG_KEY_RE.match(k)[1]) for k in files if LOG_KEY_RE.match(k))
+    return [json.loads(files["_battlefs/log/%020d.json" % s]) for s in seqs]
+
+
+def check_ledger(files, node, archive_keys, catalog=None):
+    """The _battlefs/ objects of a store written by one node (files: {key: bytes}, all of the
+    store's objects; archive_keys: the archives it holds) are exactly what its committed rolls
+    make: a log numbered from 1 without gaps, of roll and fence entries of node only (a fence
+    after a restart that took over the lease of a killed mount), no roll id twice, no roll of
+    an epoch below a fence; each roll entry names its manifest, of the size and SHA-256 it
+    says; each manifest is one Roll (node, roll id) then Archive + Index entries; the archives
+    the manifests name are exactly archive_keys, each of the size and SHA-256 its manifest
+    says; the schemas are exactly those the manifests name, each the canonical form of its
+    archives' schema; no other manifest; and one lease, node's. catalog (the mount's
+    catalog_index(m)): the manifests' Archive and Index entries are exactly its rows, in the
+    same order. Returns the log entries."""
+    for k in files:
+        if k.startswith(LEDGER):
+            assert any(rx.match(k) for rx in (LOG_KEY_RE, MANIFEST_KEY_RE, SCHEMA_KEY_RE,
+                                              LEASE_KEY_RE)), "unknown store key %s" % k
+    seqs = sorted(int(LOG_KEY_RE.match(k)[1]) for k in files if LOG_KEY_RE.match(k))
+    assert seqs == list(range(1, len(seqs) + 1)), "the log has gaps: %s" % seqs
+    log = log_entries(files)
+    roll_ids = set()
+    named = {}       # archive key -> its Archive record
+    rows = []        # the manifests' entries as catalog_index has the catalog's
+    manifests = set()
+    fence = 0
+    epoch = 0
+    for e in log:
+        assert e["battlefs_log"] == 1 and e["node"] == node, e
+        assert e["epoch"] >= epoch, "epochs go back: %s" % e
+        epoch = e["epoch"]
+        if e["type"] == "fence":
+            fence = e["epoch"]
+            continue
+        assert e["type"] == "roll" and e["epoch"] >= fence, e
+        rid = e["roll_id"]
+        assert rid.startswith(node + "-") and rid not in roll_ids, "roll %s twice" % rid
+        roll_ids.add(rid)
+        mkey = "_battlefs/manifests/%s/%s.avro" % (node, rid)
+        assert e["manifest"] == mkey and mkey in files, e
+        manifests.add(mkey)
+        man = files[mkey]
+        assert len(man) == e["size"] and hashlib.sha256(man).hexdigest() == e["sha256"], mkey
+        _, ents = gen_avro.read_ocf(man)
+        assert gen_avro.decode_blocks(man) == ents, mkey
+        ents = [x["entry"] for x in ents]
+        assert (ents[0].get("node"), ents[0].get("roll_id")) == (node, rid), (mkey, ents[0])
+        for x in ents[1:]:
+            assert "roll_id" not in x, "a second Roll in %s" % mkey
+            if "key" in x:
+                assert x["key"] not in named, "archive %s in two manifests" % x["key"]
+                named[x["key"]] = x
+                arch = x
+            else:
+                rows.append((arch["key"], arch["table"], arch["period"], arch["size"],
+                             arch["header_length"], x["dataset"], x["start"], x["length"],
+                             x["records"]))
+    assert {k for k in files if MANIFEST_KEY_RE.match(k)} == manifests, "manifests not in the log"
+    if catalog is not None:
+        assert rows == catalog, "the manifests do not make the catalog's rows"
+    assert sorted(named) == sorted(archive_keys), "the manifests' archives != the store's"
+    fps = set()
+    for key, x in named.items():
+        data = files[key]
+        assert len(data) == x["size"] and hashlib.sha256(data).digest() == x["sha256"], key
+        assert KEY_RE.match(key)["node"] == node, key
+        skey = "_battlefs/schemas/%s.avsc" % x["schema_fingerprint"]
+        assert skey in files, "archive %s: no schema %s" % (key, skey)
+        assert gen_avro.canonical_form(files[skey].decode()) == \
+            gen_avro.canonical_form(gen_avro.parse_ocf(data).schema), skey
+        fps.add(skey)
+    assert {k for k in files if SCHEMA_KEY_RE.match(k)} == fps, "schemas no archive has"
+    assert [k for k in files if LEASE_KEY_RE.match(k)] == ["_battlefs/nodes/%s/lease" % node]
+    lease = json.loads(files["_battlefs/nodes/%s/lease" % node])
+    assert lease["battlefs_lease"] == 1 and lease["node"] == node and lease["epoch"] >= epoch, lease
+    return log
+
+
+def check_failed_roll_ledger(files, node):
+    """What a roll that failed before its manifest leaves under _battlefs/: its node's lease
+    and, at most, the schemas it put before the failure; no manifest, no log entry. Returns
+    the schema keys."""
+    led = store_ledger(files)
+    schemas = {k for k in led if SCHEMA_KEY_RE.match(k)}
+    assert set(led) - schemas == {"_battlefs/nodes/%s/lease" % node}, sorted(led)
+    return schemas
+
+
+def catalog_index(m):
+    """The catalog's archives and index rows, in log order (archived_files ids) and each
+    archive's index rows in byte order: [(key, table, period, size, header_length, dataset,
+    start, length, records)], as check_ledger makes them of the manifests."""
+    return query(m, "SELECT a.file_path, a.table_name, a.period_tag, a.size, a.header_length, "
+                    "i.dataset_id, i.start_byte, i.length, i.record_count FROM archived_files a "
+                    "JOIN block_indexes i ON i.file_id = a.id ORDER BY a.id, i.start_byte")
+
+
 def archives(m):
     return query(m, "SELECT id, file_path, table_name, period_tag, size, header_length "
                     "FROM archived_files ORDER BY id")
@@ -111,13 +241,17 @@ def check_datasets(m, ups):
 
 
 def check_store(m, avrocat=True):
-    """The store holds exactly the archives of archived_files, each a valid OCF whose datasets
-    are contiguous block ranges listed in block_indexes; each (header + range) is a valid OCF
-    with record_count records. Returns {(table, period, dataset): records in the store}."""
-    files = store_files(m)
+    """The store holds exactly the archives of archived_files (outside _battlefs/), each a
+    valid OCF whose datasets are contiguous block ranges listed in block_indexes; each
+    (header + range) is a valid OCF with record_count records; and under _battlefs/ exactly
+    the log, manifests, schemas and lease of those archives (check_ledger). Returns
+    {(table, period, dataset): records in the store}."""
+    all_files = store_files(m)
+    files = store_archives(all_files)
     arch = archives(m)
     idx = index_rows(m)
-    assert sorted(files) == sorted(a[1] for a in arch), "store objects != archived_files"
+    assert sorted(files) == sorted(a[1] for a in arch), "store archives != archived_files"
+    check_ledger(all_files, node_of(m), files, catalog_index(m))
     by_file = {}
     for r in idx:
         by_file.setdefault(r[3], []).append(r)
@@ -214,8 +348,13 @@ PLAN = [("battle", PERIOD, "u1", "null"), ("battle", PERIOD, "u2", "deflate"),
 def test_manual_roll(mount, gen):
     ups = populate(mount, gen, PLAN)
     tree = mount.data_tree()
-    st = mount.stats()
-    assert st["buffer_uploads"] == len(PLAN) and st["rolls"] == 0 and st["archived_files"] == 0
+    st0 = mount.stats()
+    assert st0["buffer_uploads"] == len(PLAN) and st0["rolls"] == 0 and st0["archived_files"] == 0
+    # before the first roll the store holds only the lease the mount took
+    node = node_of(mount)
+    lease = "_battlefs/nodes/%s/lease" % node
+    before = store_files(mount)
+    assert list(before) == [lease]
     roll_ok(mount)
     st = mount.stats()
     assert st["rolls"] == 1 and st["last_roll_error"] is None
@@ -224,8 +363,23 @@ def test_manual_roll(mount, gen):
     # one archive per (table, period), none bigger than needed
     parts = {(t, p) for t, p, _, _ in PLAN}
     assert st["archived_files"] == len(parts) == len(archives(mount))
-    assert st["store_put_requests"] == len(parts)
-    assert st["store_put_bytes"] == sum(a[4] for a in archives(mount))
+    # what the roll put, each once: the archives, the schema of each table (the periods of a
+    # table share it), the roll's manifest and its log entry (the first); nothing else but,
+    # if its renewal (every 20 s) fell into the roll, the lease
+    after = store_files(mount)
+    log = check_ledger(after, node, store_archives(after))
+    assert [e["type"] for e in log] == ["roll"]
+    put = {k: v for k, v in after.items() if before.get(k) != v and k != lease}
+    schemas = {k for k in put if SCHEMA_KEY_RE.match(k)}
+    assert len(schemas) == len({t for t, _, _, _ in PLAN})
+    assert set(put) == set(store_archives(after)) | schemas | {
+        "_battlefs/log/%020d.json" % 1,
+        "_battlefs/manifests/%s/%s.avro" % (node, log[0]["roll_id"])}
+    assert len(store_archives(after)) == len(parts)
+    renewed = st["store_put_requests"] - st0["store_put_requests"] - len(put)
+    assert renewed in (0, 1)
+    assert st["store_put_bytes"] - st0["store_put_bytes"] == sum(
+        len(v) for v in put.values()) + renewed * len(after[lease])
     counts = check_store(mount)
     assert counts == {k: len(v) for k, v in ups.items()}
     assert mount.data_tree() == tree
@@ -247,14 +401,21 @@ def test_empty_buffer_makes_no_archive(mount, gen):
     roll_ok(mount)
     st = mount.stats()
     assert st["archived_files"] == 0 and st["rolls"] == 0 and st["last_roll_error"] is None
-    assert store_files(mount) == {}
+    # nothing put by the roll: the store holds only the lease the mount took
+    assert list(store_files(mount)) == ["_battlefs/nodes/%s/lease" % node_of(mount)]
     ups = populate(mount, gen, PLAN[:3])
     roll_ok(mount)
-    n = len(store_files(mount))
+    files = store_files(mount)
+    n = len(store_archives(files))
     assert n == 1
-    roll_ok(mount)  # nothing new: no new archive
-    assert len(store_files(mount)) == n and mount.stats()["rolls"] == 1
+    assert [e["type"] for e in check_ledger(files, node_of(mount), store_archives(files))] == \
+        ["roll"]
+    roll_ok(mount)  # nothing new: no new archive, no new log entry
+    files = store_files(mount)
+    assert len(store_archives(files)) == n and mount.stats()["rolls"] == 1
+    assert len(log_entries(files)) == 1
     check_datasets(mount, ups)
+    assert check_store(mount) == {k: len(v) for k, v in ups.items()}
 
 
 def test_rolls_append_cold_segments(mount, gen):

@@ -9,9 +9,10 @@ import subprocess
 import pytest
 
 from mountlib import PERIOD, needs_faults
-from test_roll import (archives, buffer_rows, check_datasets, check_files_are_segments,
-                       check_store, populate, query, roll, roll_ok, store_files, wait_for,
-                       wait_purged)
+from test_roll import (SCHEMA_KEY_RE, archives, buffer_rows, catalog_index, check_datasets,
+                       check_failed_roll_ledger, check_files_are_segments, check_ledger,
+                       check_store, log_entries, node_of, populate, query, roll, roll_ok,
+                       store_archives, store_files, store_ledger, wait_for, wait_purged)
 
 
 # The whole module is in the ThreadSanitizer selection (tools/test.sh, -m concurrency):
@@ -47,6 +48,8 @@ def restart_without_fault(m):
 @pytest.mark.parametrize("step", STEPS)
 def test_crash_at_each_step(mount_factory, gen, step):
     m = mount_factory(fault=step, archive_max_bytes="24K")
+    node = node_of(m)
+    lease = "_battlefs/nodes/%s/lease" % node
     ups = populate(m, gen, PLAN, records=8)
     tree = m.data_tree()
     e = roll(m)
@@ -54,23 +57,39 @@ def test_crash_at_each_step(mount_factory, gen, step):
     assert m.proc.wait(timeout=30) == 99
     m.wait_log(r"fault injection: roll \S+: _exit\(99\) at %s$" % step)
 
-    # what the crash left behind
+    # what the crash left behind: archives (outside _battlefs/), and under _battlefs/ the
+    # lease the mount took, the schemas the build put when it started each table's partitions
+    # (each table has one schema: 3 in PLAN), the manifest and log entry once committed
     before = store_files(m)
+    arch = store_archives(before)
+    schemas = {k for k in before if SCHEMA_KEY_RE.match(k)}
+    nschemas = len({t for t, _, _, _ in PLAN})
+    if step != "after-commit":
+        assert set(store_ledger(before)) == {lease} | schemas, sorted(before)
+    if step == "after-claim":
+        assert schemas == set()  # nothing built yet
+    elif step in ("mid-build", "mid-upload"):
+        assert 1 <= len(schemas) <= nschemas  # the build has started the first partition
+    else:
+        assert len(schemas) == nschemas
     if step in ("after-claim", "mid-build", "after-build"):
-        assert before == {} and archives(m) == []
+        assert arch == {} and archives(m) == []
         assert len(pending_rolls(m)) == 1 and claimed_rows(m) == len(PLAN)
         if step == "mid-build":
             assert len(os.listdir(os.path.join(m.state, "work"))) == 1
     elif step == "mid-upload":
         # the upload thread _exited right after the first put: one whole object, no temporary
         # file, nothing committed (the build may have been writing later archives)
-        assert len(before) == 1 and archives(m) == []
+        assert len(arch) == 1 and archives(m) == []
         assert len(pending_rolls(m)) == 1 and claimed_rows(m) == len(PLAN)
     elif step in ("after-upload", "before-commit"):
-        assert len(before) >= 3 and archives(m) == []
+        assert len(arch) >= 3 and archives(m) == []
         assert len(pending_rolls(m)) == 1 and claimed_rows(m) == len(PLAN)
     else:
-        assert len(before) >= 3 and len(archives(m)) == len(before)
+        # committed: in the store (manifest + log entry) and locally
+        assert len(arch) >= 3 and sorted(a[1] for a in archives(m)) == sorted(arch)
+        assert [e["type"] for e in check_ledger(before, node, arch, catalog_index(m))] == \
+            ["roll"]
         assert pending_rolls(m) == [] and buffer_rows(m) == 0
 
     restart_without_fault(m)
@@ -89,7 +108,14 @@ def test_crash_at_each_step(mount_factory, gen, step):
     check_files_are_segments(m, ups)
     after = store_files(m)
     for key, data in before.items():
-        assert after.get(key) == data, "recovery rebuilt %s differently" % key
+        if key != lease:  # the restart took the lease again (epoch 2)
+            assert after.get(key) == data, "recovery rebuilt %s differently" % key
+    # the log: the restart took over the lease the killed daemon had not released, so it
+    # fenced the node's earlier epoch at mount, before committing anything; the unfinished
+    # roll was committed after that fence (under epoch 2), a committed one stays before it
+    log = check_ledger(after, node, store_archives(after))
+    assert [(e["type"], e["epoch"]) for e in log] == (
+        [("roll", 1), ("fence", 2)] if step == "after-commit" else [("fence", 2), ("roll", 2)])
     # and the mount goes on normally
     more = populate(m, gen, PLAN[:2], records=3)
     for k, v in more.items():
@@ -97,6 +123,7 @@ def test_crash_at_each_step(mount_factory, gen, step):
     roll_ok(m)
     check_datasets(m, ups)
     assert check_store(m, avrocat=False) == {k: len(v) for k, v in ups.items()}
+    assert [e["type"] for e in log_entries(store_files(m))][-1] == "roll"
     m.remount()
     assert m.stats()["rolls"] == 0 and m.stats()["buffer_uploads"] == 0
     check_datasets(m, ups)
@@ -119,7 +146,12 @@ def test_put_failing(mount_factory, gen):
     assert st["buffer_uploads"] == 6 and st["rolls"] == 0 and st["archived_files"] == 0
     errs = [l for l in m.errors() if " .battlefs/roll: roll " in l]
     assert errs and "put-fail" in errs[-1]
-    assert store_files(m) == {}
+    # no archive; under _battlefs/ the lease and the schema the build put before the failed
+    # archive put (put-fail fails the archive puts only; PLAN[:6] is one table), no manifest,
+    # no log entry
+    files = store_files(m)
+    assert store_archives(files) == {}
+    assert len(check_failed_roll_ledger(files, node_of(m))) == 1
     assert m.data_tree() == tree
     check_datasets(m, ups)
     # uploads still work; the failing roll is retried, nothing new is claimed
@@ -146,6 +178,9 @@ def test_put_failing(mount_factory, gen):
     assert m.stats()["buffer_uploads"] == 0
     check_datasets(m, ups)
     assert check_store(m) == {k: len(v) for k, v in ups.items()}
+    # one log entry per committed roll: the retried one, then the rest (clean unmounts
+    # released the lease: no fence)
+    assert [e["type"] for e in log_entries(store_files(m))] == ["roll", "roll"]
 
 
 def _sh(*cmd):
@@ -186,7 +221,11 @@ def test_store_full(tmpfs_store, mount_factory, gen):
     st = m.stats()
     assert "No space left on device" in st["last_roll_error"]
     assert st["buffer_uploads"] == buffer_rows(m) > 0 and st["archived_files"] == 0
-    assert store_files(m) == {}, "the failed put left files in the store"
+    # the failed put left nothing (no archive, no temporary file); under _battlefs/ the lease
+    # and the schema of the table, put before the archive (small: it fit), nothing else
+    files = store_files(m)
+    assert store_archives(files) == {}, "the failed put left files in the store"
+    assert len(check_failed_roll_ledger(files, node_of(m))) == 1
     assert m.data_tree() == tree
     check_datasets(m, ups)
     _sh("mount", "-o", "remount,size=64m", tmpfs_store)
@@ -199,7 +238,10 @@ def test_store_full(tmpfs_store, mount_factory, gen):
 
 def test_store_read_only(bind_store, mount_factory, gen):
     m = mount_factory(store="file://" + bind_store)
-    m.expect_log(r"^roll \S+: put \S+: Read-only file system$")
+    # the second roll's first write is the schema of own_ship, a table the first roll did not
+    # have (the schema goes into the store before any archive of its partitions)
+    m.expect_log(r"^roll \S+: schema _battlefs/schemas/[0-9a-f]{16}\.avsc: "
+                 r"Read-only file system$")
     ups = populate(m, gen, PLAN[:3])
     roll_ok(m)  # cold data to read while the store is read-only
     _sh("mount", "-o", "remount,ro,bind", bind_store)
@@ -218,5 +260,6 @@ def test_store_read_only(bind_store, mount_factory, gen):
     assert m.stats()["last_roll_error"] is None
     assert m.data_tree() == tree
     assert check_store(m) == {k: len(v) for k, v in ups.items()}
+    assert [e["type"] for e in log_entries(store_files(m))] == ["roll", "roll"]
     m.remount()
     assert m.data_tree() == tree

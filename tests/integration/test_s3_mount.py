@@ -10,6 +10,7 @@ the proxy's log shows what battlefs fetched.
 """
 
 import errno
+import json
 import os
 import re
 import subprocess
@@ -19,10 +20,12 @@ import time
 import pytest
 
 from mountlib import BINARY, PERIOD, errname, gen_avro
-from s3mount import check_s3_store, s3_mount_factory  # noqa: F401  (fixture; sets sys.path)
+from s3mount import (check_s3_store, s3_mount_factory,  # noqa: F401  (fixture; sets sys.path)
+                     s3_store_files)
 from s3fixtures import s3, s3_server  # noqa: F401,E402  (fixtures)
-from test_roll import (archives, buffer_rows, check_datasets, index_rows, populate, query,
-                       read_uncached, roll, roll_ok, wait_for)
+from test_roll import (LEASE_KEY_RE, LEDGER, SCHEMA_KEY_RE, archives, buffer_rows,
+                       check_datasets, index_rows, log_entries, node_of, populate, query,
+                       read_uncached, roll, roll_ok, store_archives, wait_for)
 
 # several tables, periods and datasets; several uploads per dataset; mixed upload codecs
 PLAN = [("battle", PERIOD, "u1", "null"), ("battle", PERIOD, "u2", "deflate"),
@@ -44,11 +47,29 @@ def key_of(s3, req):
     return req["path"][len(pre):] if req["path"].startswith(pre) else None
 
 
+def what(s3, q):
+    """(method, key) of a proxied request; a listing is ("LIST", the prefix it lists)."""
+    if q["method"] == "GET" and "list-type" in q["query"]:
+        pre = s3.prefix + "/"
+        assert q["query"]["prefix"].startswith(pre), q
+        return ("LIST", q["query"]["prefix"][len(pre):])
+    return (q["method"], key_of(s3, q))
+
+
+def is_lease_put(s3, q):
+    """A PUT of a node's lease: taken at mount, released at unmount, and renewed every 20 s,
+    so it may come at any time."""
+    return q["method"] == "PUT" and LEASE_KEY_RE.match(key_of(s3, q) or "") is not None
+
+
 def object_gets(s3, reqs=None):
-    """[(key, first byte, last byte, response bytes, status)] of the GETs of objects."""
+    """[(key, first byte, last byte, response bytes, status)] of the GETs of archives (not of
+    the store's own objects under _battlefs/, read whole: the lease, log entries)."""
     out = []
     for q in s3.requests if reqs is None else reqs:
         if q["method"] != "GET" or "list-type" in q["query"]:
+            continue
+        if key_of(s3, q).startswith(LEDGER):
             continue
         m = RANGE_RE.match(q["range"] or "")
         assert m, "a GET without a single-range Range header: %r" % (q,)
@@ -134,13 +155,26 @@ def timed(fn, *args):
 # --------------------------------------------------------------------------------------- tests
 
 def test_full_cycle(s3, s3_mount_factory, gen):
-    m = s3_mount_factory(s3, archive_max_bytes="20K", read_chunk="8K")
+    # refresh=0: no periodic listing of the log (the requests are counted below)
+    m = s3_mount_factory(s3, archive_max_bytes="20K", read_chunk="8K", refresh="0")
+    node = node_of(m)
+    lease = "_battlefs/nodes/%s/lease" % node
+    LOG = "_battlefs/log/"
     ups = populate(m, gen, PLAN, records=12, blocks=3)
     big = gen.upload("battle", 80, codec="deflate", blocks=4)  # a segment over read_chunk
     m.upload_ok("battle/%s/big.avro" % PERIOD, big.data)
     ups[("battle", PERIOD, "big")] = list(big.records)
     tree = m.data_tree()
-    assert s3.requests == []  # ingest and hot reads do no store I/O
+    # ingest and hot reads do no store I/O: so far only the mount's, on an empty store: the
+    # lease read (404) at the check before the fork and again to take it, then put; the log
+    # listed (empty) at the check and after taking the lease
+    mounted = s3.requests
+    assert sorted(what(s3, q) for q in mounted if not is_lease_put(s3, q)) == sorted(
+        [("GET", lease)] * 2 + [("LIST", LOG)] * 2)
+    assert [q["status"] for q in mounted if q["method"] == "GET" and "list-type" not in
+            q["query"]] == [404, 404]
+    assert len([q for q in mounted if is_lease_put(s3, q)]) >= 1  # taken (and renewed)
+    s3.clear_log()
     roll_ok(m)
     st = m.stats()
     assert st["rolls"] == 1 and st["last_roll_error"] is None and st["buffer_uploads"] == 0
@@ -149,15 +183,42 @@ def test_full_cycle(s3, s3_mount_factory, gen):
     assert st["archived_files"] == len(arch) > 5  # 5 partitions, some split
     counts, files = check_s3_store(m, s3)
     assert counts == {k: len(v) for k, v in ups.items()}
-    # one signed PUT per archive, of exactly its bytes, with the payload hash
-    puts = [q for q in s3.requests if q["method"] == "PUT"]
-    assert sorted(key_of(s3, q) for q in puts) == sorted(a[1] for a in arch)
+    (entry,) = log_entries(files)
+    manifest = "_battlefs/manifests/%s/%s.avro" % (node, entry["roll_id"])
+    schemas = sorted(k for k in files if SCHEMA_KEY_RE.match(k))
+    assert len(schemas) == len({t for t, _, _, _ in PLAN})  # one per table
+    # the roll's requests: one signed PUT per archive, of exactly its bytes, with the payload
+    # hash; each table's schema looked for (HEAD: 404) and put, before its archives; then the
+    # manifest put, the log listed, entry 1 put, the log listed again and entry 1 read back
+    # (the local commit); and the lease if its renewal fell into the roll
+    reqs = [q for q in s3.requests if not is_lease_put(s3, q)]
+    puts = [q for q in reqs if q["method"] == "PUT"]
+    assert sorted(key_of(s3, q) for q in puts) == sorted(
+        [a[1] for a in arch] + schemas + [manifest, "_battlefs/log/%020d.json" % 1])
     for q in puts:
         assert q["status"] == 200 and q["req_bytes"] == len(files[key_of(s3, q)])
         assert q["raw_path"].startswith("/%s/%s/" % (s3.bucket, s3.prefix))  # path-style
-    assert st["store_put_requests"] == len(arch)
-    assert st["store_put_bytes"] == sum(a[4] for a in arch)
-    assert [q["method"] for q in s3.requests] == ["PUT"] * len(arch)
+    assert sorted(what(s3, q) for q in reqs if q["method"] != "PUT") == sorted(
+        [("HEAD", k) for k in schemas] + [("LIST", LOG)] * 2 +
+        [("GET", "_battlefs/log/%020d.json" % 1)])
+    assert all(q["status"] == 404 for q in reqs if q["method"] == "HEAD")
+    order = [what(s3, q) for q in reqs]
+    for k in schemas:
+        assert order.index(("HEAD", k)) < order.index(("PUT", k))
+    _, ents = gen_avro.read_ocf(files[manifest])
+    for x in (x["entry"] for x in ents):
+        if "key" in x:  # an Archive: its schema was in the store before it
+            skey = "_battlefs/schemas/%s.avsc" % x["schema_fingerprint"]
+            assert order.index(("PUT", skey)) < order.index(("PUT", x["key"])), x["key"]
+    assert max(order.index(("PUT", a[1])) for a in arch) < order.index(("PUT", manifest)) < \
+        order.index(("PUT", "_battlefs/log/%020d.json" % 1))
+    # the stats count the successful PUTs and GETs (not HEAD, not LIST): the mount's lease
+    # put, the lease renewals if any, and the roll's puts; the roll's one GET
+    ok_puts = [q for q in mounted + s3.requests if q["method"] == "PUT" and q["status"] == 200]
+    assert st["store_put_requests"] == len(ok_puts) == len(puts) + len(
+        [q for q in mounted + s3.requests if is_lease_put(s3, q)])
+    assert st["store_put_bytes"] == sum(q["req_bytes"] for q in ok_puts)
+    assert st["store_get_requests"] == 1
 
     # a cold read of one dataset: ranged GETs of exactly its segments
     s3.clear_log()
@@ -179,7 +240,7 @@ def test_full_cycle(s3, s3_mount_factory, gen):
         s3.clear_log()
         assert read_uncached(m.dataset_path(*k)) == tree["%s/%s/%s.avro" % k]
         st2 = m.stats()
-        assert s3.requests == []
+        assert [q for q in s3.requests if not is_lease_put(s3, q)] == []
         assert st2["store_get_bytes"] == st1["store_get_bytes"]
         assert st2["cache_hits"] > st1["cache_hits"]
     # every file unchanged; everything fetched by single ranged GETs, each segment once
@@ -189,15 +250,34 @@ def test_full_cycle(s3, s3_mount_factory, gen):
     assert m.data_tree() == tree
     gets = object_gets(s3)
     assert all(g[4] == 206 for g in gets)
-    assert [q["method"] for q in s3.requests] == ["GET"] * len(gets)
+    assert [q["method"] for q in s3.requests if not is_lease_put(s3, q)] == ["GET"] * len(gets)
     check_datasets(m, ups)
-    # after a remount (the cache starts empty: everything is fetched again, ranged)
-    m.remount()
+    # after a remount (the cache starts empty: everything is fetched again, ranged). The
+    # unmount released the lease (a PUT); the mount read the lease (at the check and to take
+    # it) and put it, and listed the log after entry 1 (at the check and after the lease): it
+    # has applied entry 1 already, so it reads no log entry and no manifest
+    reads = s3.requests
+    m.stop()
+    stopped = s3.requests[len(reads):]
+    assert [what(s3, q) for q in stopped] == [("PUT", lease)]
+    assert json.loads(s3.get_object(lease))["released"] is True
+    s3.clear_log()
+    m.start()
     assert m.data_tree() == tree
     check_datasets(m, ups)
-    assert m.stats()["store_put_requests"] == 0
-    for q in s3.requests:
-        assert q["method"] == "GET" and RANGE_RE.match(q["range"] or "")
+    remounted = s3.requests
+    ledger = [what(s3, q) for q in remounted if (key_of(s3, q) or "").startswith(LEDGER) or
+              "list-type" in q["query"]]
+    assert sorted(x for x in ledger if x != ("PUT", lease)) == sorted(
+        [("GET", lease)] * 2 + [("LIST", LOG)] * 2)
+    assert all(q["query"].get("start-after", "").endswith("_battlefs/log/%020d.json" % 1)
+               for q in remounted if "list-type" in q["query"])
+    # it put nothing but its lease: taken at mount (and renewed every 20 s)
+    assert m.stats()["store_put_requests"] == len([q for q in remounted if q["method"] == "PUT"])
+    assert all(is_lease_put(s3, q) for q in remounted if q["method"] == "PUT")
+    for q in reads + stopped + remounted:
+        if not (key_of(s3, q) or "").startswith(LEDGER) and "list-type" not in q["query"]:
+            assert q["method"] == "GET" and RANGE_RE.match(q["range"] or "")  # archives
         assert q["headers"]["authorization"].startswith(
             "AWS4-HMAC-SHA256 Credential=%s/" % s3.access_key)
         assert q["sig_error"] is None
@@ -213,20 +293,41 @@ def test_wrong_secret(s3, s3_mount_factory, gen):
     the right secret a remount finishes the claimed roll and everything reads the same."""
     s3.allow_signature_failures()
     wrong = "wrong-" + s3.secret_key
-    m = s3_mount_factory(s3, env=s3.environ(AWS_SECRET_ACCESS_KEY=wrong))
-    # the store's line (with the hint), the roll's line; the roll thread retries on its own
-    m.expect_log(r"^s3: PUT s3://%s/%s/\S+ failed: HTTP 403 SignatureDoesNotMatch.*"
-                 r"check AWS_SECRET_ACCESS_KEY" % (s3.bucket, re.escape(s3.prefix)))
-    m.expect_log(r"^roll \S+: put \S+: HTTP 403 SignatureDoesNotMatch.*: Permission denied$")
+    # refresh=0: the log is listed only at mount (the requests are counted below)
+    m = s3_mount_factory(s3, env=s3.environ(AWS_SECRET_ACCESS_KEY=wrong), refresh="0")
+    # The mount comes up although the store refuses it (uploads and hot reads go on): the
+    # lease cannot be read (at the check before the fork and to take it) nor the log listed
+    # (at the check and after the lease); the store's lines (with the hint) and a warning
+    # each. Rolls wait for the lease; the renewal thread tries to take it every 20 s.
+    pre = r"^s3: %%s s3://%s/%s/" % (s3.bucket, re.escape(s3.prefix))
+    hint = r"HTTP 403 SignatureDoesNotMatch.*check AWS_SECRET_ACCESS_KEY"
+    m.expect_log(pre % "GET" + r"_battlefs/nodes/\S+/lease failed: " + hint)
+    m.expect_log(pre % "GET" + r"list _battlefs/log/ failed: " + hint)
+    m.expect_log(r"^node \S+: cannot check the lease yet \(retried; rolls wait for it\): .*" + hint)
+    m.expect_log(r"^node \S+: cannot take the lease yet \(retried; rolls wait for it\): .*" + hint)
+    m.expect_log(r"^refresh: list _battlefs/log/: " + hint + r".*\(mounting anyway: retried "
+                 r"every refresh\)$")
+    m.expect_log(r"^node \S+: lease taking failed \(retried\): .*" + hint, required=False)
+    # the roll's first request is the HEAD of its first schema: refused, and a HEAD answer
+    # has no body, so neither line can say more than the status; the roll thread retries
+    m.expect_log(pre % "HEAD" + r"_battlefs/schemas/[0-9a-f]{16}\.avsc failed: HTTP 403 ")
+    m.expect_log(r"^roll \S+: schema _battlefs/schemas/[0-9a-f]{16}\.avsc: HTTP 403 .*"
+                 r": Permission denied$")
+    # the retry of the claimed roll reads the log first (it may be committed there already)
+    m.expect_log(r"^roll \S+: refresh: list _battlefs/log/: " + hint)
+    st = m.stats()
+    # what S3 said, with the hint, is in the stats from the mount on
+    assert "HTTP 403 SignatureDoesNotMatch" in st["last_refresh_error"], st
+    assert "AWS_SECRET_ACCESS_KEY" in st["last_refresh_error"], st
     ups = populate(m, gen, PLAN)
     tree = m.data_tree()
     e = roll(m)
     assert e == errno.EIO, errname(e)
     st = m.stats()
     err = st["last_roll_error"]
-    # the reason says what S3 said, not only the errno
+    # the reason says what failed and what S3 answered, not only the errno
     assert err and err.startswith("roll ") and "Permission denied" in err, err
-    assert "HTTP 403 SignatureDoesNotMatch" in err and "AWS_SECRET_ACCESS_KEY" in err, err
+    assert " schema _battlefs/schemas/" in err and "HTTP 403" in err, err
     assert st["rolls"] == 0 and st["archived_files"] == 0 and st["buffer_uploads"] == len(PLAN)
     errs = [l for l in m.errors() if " .battlefs/roll: " in l]
     assert errs and "Permission denied" in errs[-1]
@@ -234,7 +335,15 @@ def test_wrong_secret(s3, s3_mount_factory, gen):
     refused = s3.failures
     assert refused and all(q["status"] == 403 and "SignatureDoesNotMatch" in q["sig_error"]
                            for q in refused)
-    assert len([q for q in s3.requests if q["method"] == "PUT"]) == 1  # a 403 is not retried
+    # a 403 is not retried: each request once (the mount's four, the roll's HEAD); nothing
+    # was put
+    reqs = [what(s3, q) for q in s3.requests]
+    lease = "_battlefs/nodes/%s/lease" % node_of(m)
+    assert reqs.count(("GET", lease)) in (2, 3)  # + a retry of the lease at 20 s
+    assert reqs.count(("LIST", "_battlefs/log/")) == 2
+    heads = [x for x in reqs if x[0] == "HEAD"]
+    assert len(heads) == 1 and SCHEMA_KEY_RE.match(heads[0][1]), reqs
+    assert len(reqs) == reqs.count(("GET", lease)) + 3, reqs
     # nothing lost: the files read the same, uploads go on
     assert m.data_tree() == tree
     check_datasets(m, ups)
@@ -412,7 +521,7 @@ def check_exactly_once(m, s3, ups):
     counts, files = check_s3_store(m, s3)
     assert counts == {k: len(v) for k, v in ups.items()}
     keys = [a[1] for a in archives(m)]
-    assert len(keys) == len(set(keys)) and sorted(keys) == sorted(s3.objects())
+    assert len(keys) == len(set(keys)) and sorted(keys) == sorted(store_archives(s3.objects()))
     per_archive = query(m, "SELECT file_id, count(*), count(DISTINCT dataset_id) "
                            "FROM block_indexes GROUP BY file_id")
     assert len(per_archive) == len(keys) and all(n == d for _, n, d in per_archive)
@@ -427,9 +536,31 @@ def test_server_stopped(s3, s3_mount_factory, gen):
     hot data stay readable, and once the server is back the rolls finish: no loss, no
     duplicates."""
     m = s3_mount_factory(s3, archive_max_bytes="6K")
+    # the roll fails at its first failing store request: an archive's PUT, or the HEAD of a
+    # schema the store does not have yet (1. adds the table cells), which the build sends
+    # while the upload thread puts the archives before it
     m.expect_log(r"^s3: PUT s3://\S+ failed: HTTP 502 BadGateway")
-    m.expect_log(r"^roll \S+: put \S+: HTTP 502 BadGateway.*: Input/output error$")
+    m.expect_log(r"^s3: HEAD s3://\S+/_battlefs/schemas/[0-9a-f]{16}\.avsc failed: HTTP 502 ",
+                 required=False)
+    m.expect_log(r"^roll \S+: (put \S+: HTTP 502 BadGateway|schema _battlefs/schemas/"
+                 r"[0-9a-f]{16}\.avsc: HTTP 502 ).*: Input/output error$")
     m.expect_log(r"^recovery of an unfinished roll failed: Input/output error \(will retry\)$")
+    # 2.'s remount while the server is down: the unmount cannot release the lease; the mount
+    # cannot read it (at the check before the fork, and to take it) nor list the log (at the
+    # check, after the lease, and before the recovery retries the claimed roll): warnings,
+    # the mount comes up anyway, the lease is taken at the next commit
+    down = r"HTTP 502 BadGateway"
+    m.expect_log(r"^node \S+: cannot release the lease \(it expires by itself\): " + down)
+    m.expect_log(r"^s3: GET s3://\S+/_battlefs/nodes/\S+/lease failed: " + down)
+    m.expect_log(r"^node \S+: cannot check the lease yet \(retried; rolls wait for it\): .*" + down)
+    m.expect_log(r"^node \S+: cannot take the lease yet \(retried; rolls wait for it\): .*" + down)
+    m.expect_log(r"^s3: GET s3://\S+/list _battlefs/log/ failed: " + down)
+    m.expect_log(r"^refresh: list _battlefs/log/: " + down + r".*\(mounting anyway: retried "
+                 r"every refresh\)$")
+    m.expect_log(r"^roll \S+: refresh: list _battlefs/log/: " + down)
+    # while it is down: the lease renewal (every 20 s) and the periodic refresh (30 s) fail
+    m.expect_log(r"^node \S+: lease (renewal|taking) failed \(retried\): ", required=False)
+    m.expect_log(r"^refresh: list _battlefs/log/: " + down, required=False)
     ups = populate(m, gen, PLAN[:4], records=10)
     roll_ok(m)
     cached = ("battle", PERIOD, "u1")
@@ -489,6 +620,10 @@ def test_server_stopped(s3, s3_mount_factory, gen):
     assert m.stats()["last_roll_error"] is None
     assert m.data_tree() == tree
     check_exactly_once(m, s3, ups)
+    # one log entry per committed roll; the lease the remount could not release was taken
+    # over at the last commit, which fenced its earlier epoch first
+    assert [e["type"] for e in log_entries(s3_store_files(s3))] == ["roll", "roll", "fence",
+                                                                    "roll"]
     m.remount()
     assert m.data_tree() == tree
 
@@ -504,8 +639,11 @@ def test_session_token(s3, s3_mount_factory, gen):
     roll_ok(m)
     for k in ups:
         assert read_uncached(m.dataset_path(*k)) == tree["%s/%s/%s.avro" % k]
+    # every kind of request: the lease (GET, PUT), the log (LIST, PUT, GET), the schemas
+    # (HEAD, PUT), the archives and the manifest (PUT), the cold reads (ranged GET)
     methods = {q["method"] for q in s3.requests}
-    assert methods == {"PUT", "GET"}
+    assert methods == {"PUT", "GET", "HEAD"}
+    assert any("list-type" in q["query"] for q in s3.requests)
     for q in s3.requests:
         assert q["headers"].get("x-amz-security-token") == token
         signed = re.search(r"SignedHeaders=([^,]+)", q["headers"]["authorization"]).group(1)
@@ -620,10 +758,17 @@ def test_concurrent_cold_reads_during_rolls(s3, s3_mount_factory, gen):
     assert not errors, errors[:5]
     assert reads[0] >= 20, reads[0]
     st = m.stats()
+    # store_get_requests also counts the mount's reads of its own objects: each roll reads
+    # back its log entry (the local commit), so 3 entries; the lease was not there to read
+    # (404, not counted)
+    ledger_gets = [key_of(s3, q) for q in s3.requests if q["method"] == "GET" and
+                   q["status"] == 200 and (key_of(s3, q) or "").startswith(LEDGER)]
+    assert ledger_gets == ["_battlefs/log/%020d.json" % i for i in (1, 2, 3)]
     # nothing kept: only readers sharing an in-flight fetch of the same unit count as hits
-    assert st["cache_misses"] == st["store_get_requests"] > max(st["cache_hits"], reads[0])
+    assert st["cache_misses"] == st["store_get_requests"] - len(ledger_gets) > max(
+        st["cache_hits"], reads[0])
     gets = object_gets(s3)
-    assert all(g[4] == 206 for g in gets) and len(gets) == st["store_get_requests"]
+    assert all(g[4] == 206 for g in gets) and len(gets) == st["cache_misses"]
     # the final content, read past the page cache
     for k, recs in ups.items():
         data = read_uncached(m.dataset_path(*k))
