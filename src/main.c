@@ -118,7 +118,8 @@ static int ledger_mount(struct bfs_ctx *ctx, int start)
     }
     rc = bfs_ledger_refresh(ctx->ledger, &err);
     if (rc < 0)
-        bfs_warn("%s (mounting anyway: retried every refresh)", err.msg);
+        bfs_warn("%s (mounting anyway: read again %s)", err.msg,
+                 ctx->opt.refresh ? "at every refresh" : "on a write to .battlefs/refresh");
     if (start && (rc = bfs_ledger_start(ctx->ledger)) < 0) {
         bfs_error("cannot start the store's log threads: %s", strerror(-rc));
         return rc;

@@ -180,8 +180,8 @@ struct build {
     struct bfs_err err; /* the first failure and its reason (without the roll id) */
     uint8_t *buf;       /* ROLL_CHUNK bytes: data not yet written to fd */
     size_t buf_len;
-    int fd;                /* the open archive (arch[n_arch - 1]) or -1 */
-    int pass_sha256;       /* hand each archive's SHA-256 to the put (put_wants_sha256) */
+    int fd;          /* the open archive (arch[n_arch - 1]) or -1 */
+    int pass_sha256; /* hand each archive's SHA-256 to the put (put_wants_sha256) */
     struct archive *arch;
     size_t n_arch, cap_arch;
     struct index_ent *idx;
@@ -954,7 +954,9 @@ static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
          * local commit): then reading the log commits it. */
         rc = bfs_ledger_refresh(d->ledger, &err);
         if (rc < 0) {
-            bfs_err_prefix(&err, "roll %s", roll_id);
+            char why[sizeof err.msg];
+            snprintf(why, sizeof why, "%s", err.msg);
+            bfs_err_set(&err, rc, "roll %s: %s: %s", roll_id, why, strerror(-rc));
             goto failed;
         }
         rc = bfs_catalog_roll_pending(d->cat, roll_id, &bytes);

@@ -788,6 +788,9 @@ static struct s3_outcome attempt(struct s3_req *r, CURL *h, struct curl_slist *h
         hint = " (check AWS_SECRET_ACCESS_KEY and the region)";
     else if (st == 403 && strstr(summary, "InvalidAccessKeyId"))
         hint = " (check AWS_ACCESS_KEY_ID)";
+    else if (st == 403 && !summary[0]) /* HEAD: no body to say why */
+        hint = " (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, the region and the bucket's "
+               "permissions)";
     else if (st == 301 || st == 307 || strstr(summary, "PermanentRedirect") ||
              strstr(summary, "AuthorizationHeaderMalformed"))
         hint = " (wrong region or endpoint?)";

@@ -166,11 +166,13 @@ def test_full_cycle(s3, s3_mount_factory, gen):
     ups[("battle", PERIOD, "big")] = list(big.records)
     tree = m.data_tree()
     # ingest and hot reads do no store I/O: so far only the mount's, on an empty store: the
-    # lease read (404) at the check before the fork and again to take it, then put; the log
+    # lease read (404) at the check before the fork and again to take it, then put; the
+    # checkpoints (none: a catalog that has read nothing starts from the newest) and the log
     # listed (empty) at the check and after taking the lease
+    CKPT = "_battlefs/checkpoints/"
     mounted = s3.requests
     assert sorted(what(s3, q) for q in mounted if not is_lease_put(s3, q)) == sorted(
-        [("GET", lease)] * 2 + [("LIST", LOG)] * 2)
+        [("GET", lease)] * 2 + [("LIST", CKPT), ("LIST", LOG)] * 2)
     assert [q["status"] for q in mounted if q["method"] == "GET" and "list-type" not in
             q["query"]] == [404, 404]
     assert len([q for q in mounted if is_lease_put(s3, q)]) >= 1  # taken (and renewed)
@@ -189,8 +191,9 @@ def test_full_cycle(s3, s3_mount_factory, gen):
     assert len(schemas) == len({t for t, _, _, _ in PLAN})  # one per table
     # the roll's requests: one signed PUT per archive, of exactly its bytes, with the payload
     # hash; each table's schema looked for (HEAD: 404) and put, before its archives; then the
-    # manifest put, the log listed, entry 1 put, the log listed again and entry 1 read back
-    # (the local commit); and the lease if its renewal fell into the roll
+    # manifest put, the checkpoints and the log listed, entry 1 put, both listed again (the
+    # log is still unread here) and entry 1 read back (the local commit); and the lease if
+    # its renewal fell into the roll
     reqs = [q for q in s3.requests if not is_lease_put(s3, q)]
     puts = [q for q in reqs if q["method"] == "PUT"]
     assert sorted(key_of(s3, q) for q in puts) == sorted(
@@ -199,7 +202,7 @@ def test_full_cycle(s3, s3_mount_factory, gen):
         assert q["status"] == 200 and q["req_bytes"] == len(files[key_of(s3, q)])
         assert q["raw_path"].startswith("/%s/%s/" % (s3.bucket, s3.prefix))  # path-style
     assert sorted(what(s3, q) for q in reqs if q["method"] != "PUT") == sorted(
-        [("HEAD", k) for k in schemas] + [("LIST", LOG)] * 2 +
+        [("HEAD", k) for k in schemas] + [("LIST", CKPT), ("LIST", LOG)] * 2 +
         [("GET", "_battlefs/log/%020d.json" % 1)])
     assert all(q["status"] == 404 for q in reqs if q["method"] == "HEAD")
     order = [what(s3, q) for q in reqs]
@@ -302,19 +305,20 @@ def test_wrong_secret(s3, s3_mount_factory, gen):
     pre = r"^s3: %%s s3://%s/%s/" % (s3.bucket, re.escape(s3.prefix))
     hint = r"HTTP 403 SignatureDoesNotMatch.*check AWS_SECRET_ACCESS_KEY"
     m.expect_log(pre % "GET" + r"_battlefs/nodes/\S+/lease failed: " + hint)
-    m.expect_log(pre % "GET" + r"list _battlefs/log/ failed: " + hint)
+    # (a catalog that has read nothing of the log looks for a checkpoint first)
+    m.expect_log(pre % "GET" + r"list _battlefs/checkpoints/ failed: " + hint)
     m.expect_log(r"^node \S+: cannot check the lease yet \(retried; rolls wait for it\): .*" + hint)
     m.expect_log(r"^node \S+: cannot take the lease yet \(retried; rolls wait for it\): .*" + hint)
-    m.expect_log(r"^refresh: list _battlefs/log/: " + hint + r".*\(mounting anyway: retried "
-                 r"every refresh\)$")
+    m.expect_log(r"^refresh: list _battlefs/checkpoints/: " + hint + r".*\(mounting anyway: read again "
+                 r"(at every refresh|on a write to \.battlefs/refresh)\)$")
     m.expect_log(r"^node \S+: lease taking failed \(retried\): .*" + hint, required=False)
     # the roll's first request is the HEAD of its first schema: refused, and a HEAD answer
     # has no body, so neither line can say more than the status; the roll thread retries
     m.expect_log(pre % "HEAD" + r"_battlefs/schemas/[0-9a-f]{16}\.avsc failed: HTTP 403 ")
     m.expect_log(r"^roll \S+: schema _battlefs/schemas/[0-9a-f]{16}\.avsc: HTTP 403 .*"
-                 r": Permission denied$")
+                 r"check AWS_ACCESS_KEY_ID.*: Permission denied$")
     # the retry of the claimed roll reads the log first (it may be committed there already)
-    m.expect_log(r"^roll \S+: refresh: list _battlefs/log/: " + hint)
+    m.expect_log(r"^roll \S+: refresh: list _battlefs/checkpoints/: " + hint)
     st = m.stats()
     # what S3 said, with the hint, is in the stats from the mount on
     assert "HTTP 403 SignatureDoesNotMatch" in st["last_refresh_error"], st
@@ -328,6 +332,8 @@ def test_wrong_secret(s3, s3_mount_factory, gen):
     # the reason says what failed and what S3 answered, not only the errno
     assert err and err.startswith("roll ") and "Permission denied" in err, err
     assert " schema _battlefs/schemas/" in err and "HTTP 403" in err, err
+    # a HEAD's 403 has no body: the hint names everything that can be wrong
+    assert "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY" in err, err
     assert st["rolls"] == 0 and st["archived_files"] == 0 and st["buffer_uploads"] == len(PLAN)
     errs = [l for l in m.errors() if " .battlefs/roll: " in l]
     assert errs and "Permission denied" in errs[-1]
@@ -340,7 +346,9 @@ def test_wrong_secret(s3, s3_mount_factory, gen):
     reqs = [what(s3, q) for q in s3.requests]
     lease = "_battlefs/nodes/%s/lease" % node_of(m)
     assert reqs.count(("GET", lease)) in (2, 3)  # + a retry of the lease at 20 s
-    assert reqs.count(("LIST", "_battlefs/log/")) == 2
+    # the catalog has read nothing of the log: it looks for a checkpoint first, refused
+    assert reqs.count(("LIST", "_battlefs/checkpoints/")) == 2
+    assert reqs.count(("LIST", "_battlefs/log/")) == 0
     heads = [x for x in reqs if x[0] == "HEAD"]
     assert len(heads) == 1 and SCHEMA_KEY_RE.match(heads[0][1]), reqs
     assert len(reqs) == reqs.count(("GET", lease)) + 3, reqs
@@ -555,8 +563,8 @@ def test_server_stopped(s3, s3_mount_factory, gen):
     m.expect_log(r"^node \S+: cannot check the lease yet \(retried; rolls wait for it\): .*" + down)
     m.expect_log(r"^node \S+: cannot take the lease yet \(retried; rolls wait for it\): .*" + down)
     m.expect_log(r"^s3: GET s3://\S+/list _battlefs/log/ failed: " + down)
-    m.expect_log(r"^refresh: list _battlefs/log/: " + down + r".*\(mounting anyway: retried "
-                 r"every refresh\)$")
+    m.expect_log(r"^refresh: list _battlefs/log/: " + down + r".*\(mounting anyway: read again "
+                 r"(at every refresh|on a write to \.battlefs/refresh)\)$")
     m.expect_log(r"^roll \S+: refresh: list _battlefs/log/: " + down)
     # while it is down: the lease renewal (every 20 s) and the periodic refresh (30 s) fail
     m.expect_log(r"^node \S+: lease (renewal|taking) failed \(retried\): ", required=False)
