@@ -76,7 +76,10 @@ def test_crash_at_each_step(mount_factory, gen, step):
         assert arch == {} and archives(m) == []
         assert len(pending_rolls(m)) == 1 and claimed_rows(m) == len(PLAN)
         if step == "mid-build":
-            assert len(os.listdir(os.path.join(m.state, "work"))) == 1
+            # one partial archive, and the roll's index spool (its index rows so far)
+            work = sorted(os.listdir(os.path.join(m.state, "work")))
+            assert len(work) == 2 and work[0].endswith("-0.avro") and \
+                work[1].endswith("-index.spool"), work
     elif step == "mid-upload":
         # the upload thread _exited right after the first put: one whole object, no temporary
         # file, nothing committed (the build may have been writing later archives)
