@@ -156,7 +156,7 @@ def test_package_contents(package):
     r = run(["/usr/bin/battlefs-store"], check=False)
     assert r.returncode == 2 and r.stdout.startswith("usage: battlefs-store"), r.stdout
     r = run(["/usr/bin/battlefs-store", "-h"])
-    assert "list [PREFIX]" in r.stdout
+    assert "list [--start-after KEY] [--max-keys N] [PREFIX]" in r.stdout
     # the man pages render without warnings
     for page in ("battlefs", "battlefs-store"):
         r = run(["man", "--warnings", "-l", "/usr/share/man/man1/%s.1.gz" % page],

@@ -38,14 +38,14 @@
 
 /* A fault hook that only records the roll id (the rolls run to the end). */
 struct rec {
-    char roll_id[BFS_ROLL_ID_MAX];
+    char roll_id[BFS_ROLL_ID_MAX]; /* written only at after-claim (the roll's thread) */
 };
 
 static int rec_fn(void *arg, enum bfs_roll_step step, const char *roll_id)
 {
-    (void)step;
     struct rec *r = arg;
-    snprintf(r->roll_id, sizeof r->roll_id, "%s", roll_id);
+    if (step == BFS_ROLL_AFTER_CLAIM || step == BFS_ROLL_AFTER_COMMIT)
+        snprintf(r->roll_id, sizeof r->roll_id, "%s", roll_id);
     return 0;
 }
 
@@ -867,7 +867,7 @@ static void test_threads(void **state)
 /* Fail the lease's next put; with lands, the put is stored first. */
 struct lease_fault {
     struct tenv *e;
-    int armed;
+    atomic_int armed; /* cleared by the renewal thread */
     int clean; /* empty the work directory first, as a roll starting meanwhile does */
 };
 
@@ -891,14 +891,18 @@ static void test_renewal_during_work_dir_cleaning(void **state)
     const struct tenv_opts o = {.ms = ms, .node = "a", .lease_ttl_s = 1};
     struct tenv *a = tenv_new_opts(&o);
     struct lease_fault f = {.e = a, .armed = 1, .clean = 1};
+    pthread_mutex_lock(&ms->lock);
     ms->on_put = lease_on_put;
     ms->on_put_arg = &f;
+    pthread_mutex_unlock(&ms->lock);
     assert_int_equal(bfs_ledger_start(a->ledger), 0); /* renews every second */
     for (int i = 0; i < 30 && f.armed; i++)
         usleep(100 * 1000);
     assert_int_equal(f.armed, 0);
     usleep(100 * 1000);
+    pthread_mutex_lock(&ms->lock);
     ms->on_put = NULL;
+    pthread_mutex_unlock(&ms->lock);
     struct lease l = {0};
     read_lease(ms, "a", &l);
     assert_int_equal(l.epoch, 1); /* nobody took it */

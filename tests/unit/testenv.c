@@ -73,8 +73,12 @@ static int mem_put(struct bfs_store *st, const char *key, const struct bfs_put_s
                    struct bfs_err *err)
 {
     struct memstore *m = (struct memstore *)st;
-    if (m->on_put)
-        m->on_put(m->on_put_arg, key);
+    pthread_mutex_lock(&m->lock);
+    void (*on_put)(void *, const char *) = m->on_put;
+    void *on_put_arg = m->on_put_arg;
+    pthread_mutex_unlock(&m->lock);
+    if (on_put) /* without the lock: the hook may call into the store */
+        on_put(on_put_arg, key);
     pthread_mutex_lock(&m->lock);
     int rc = m->put_rc;
     const char *msg = m->put_msg;
