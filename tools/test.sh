@@ -78,7 +78,7 @@ run_pytest() {
 run_pytest build-test "$results/pytest-test.xml"
 if [ "${SKIP_ASAN_INTEGRATION:-0}" != 1 ]; then
   # The package test builds its own binaries (dpkg-buildpackage): once is enough.
-  run_pytest build-asan "$results/pytest-asan.xml" -m "not package"
+  run_pytest build-asan "$results/pytest-asan.xml" -m "not package and not bulk"
 fi
 if [ "$skip_tsan" != 1 ]; then
   # The tests with concurrent writers, readers or rolls (pytest.ini's `concurrency` marker).

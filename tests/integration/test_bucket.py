@@ -795,7 +795,6 @@ def test_exactly_once_against_a_failing_store(s3, s3_mount_factory, gen):
 
 
 @needs_faults
-@pytest.mark.concurrency
 @pytest.mark.parametrize("step", CRASH_STEPS)
 def test_crash_at_each_roll_step(mount_factory, file_store, gen, step):
     """The writer _exits at a roll step (-o fault=STEP), including after the manifest put
@@ -843,6 +842,7 @@ def test_crash_at_each_roll_step(mount_factory, file_store, gen, step):
         assert catalog_rows(m) == state.index_rows(), m.mnt
 
 
+@pytest.mark.bulk
 @pytest.mark.parametrize("rolls", [2010])
 def test_start_up_is_bounded_by_checkpoints(mount_factory, file_store, gen, rolls):
     """A store with 2,010 rolls: the writer puts a checkpoint (the whole index) at every 20th
