@@ -42,6 +42,8 @@ if [ "$skip_tsan" != 1 ]; then
 fi
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+# LeakSanitizer: one suppression, for libfuse's own directory handles (tools/lsan.supp).
+export LSAN_OPTIONS="suppressions=$root/tools/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 # TSan: report every race and go on (halt_on_error=0), exit 66 at the end if any was
 # reported (a unit test then fails; a daemon's report fails its test through mountlib's
