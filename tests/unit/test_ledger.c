@@ -868,7 +868,7 @@ static void test_threads(void **state)
 struct lease_fault {
     struct tenv *e;
     atomic_int armed; /* cleared by the renewal thread */
-    int clean; /* empty the work directory first, as a roll starting meanwhile does */
+    int clean;        /* empty the work directory first, as a roll starting meanwhile does */
 };
 
 static void lease_on_put(void *arg, const char *key)
