@@ -9,12 +9,12 @@
  *  2. Build. bfs_catalog_roll_rows streams the claimed rows ordered by (table,
  *     period, dataset, id). Each (table, period) group goes into archives in
  *     deps->work_dir: the partition's layout header, then the rows' stored blocks,
- *     copied through one ROLL_CHUNK buffer (memory does not grow with the
- *     buffer). A group is split into a new archive when the next row would make
- *     the archive exceed archive_max_bytes (a row is never split; an archive
- *     holds at least one row). Every dataset's rows are contiguous in an
- *     archive; one index entry per dataset per archive records start_byte,
- *     length and the summed record count.
+ *     copied through a ring of HASH_RING chunks of ROLL_CHUNK bytes (memory
+ *     does not grow with the buffer). A group is split into a new archive when
+ *     the next row would make the archive exceed archive_max_bytes (a row is
+ *     never split; an archive holds at least one row). Every dataset's rows
+ *     are contiguous in an archive; one index entry per dataset per archive
+ *     records start_byte, length and the summed record count.
  *  3. Upload. Each archive is put under "<table>/<period>/<roll-id>-<n>.avro",
  *     n numbering the archives of the roll within the (table, period) from 0.
  *     Keys and bytes are a pure function of the claimed rows, the partition
@@ -22,11 +22,12 @@
  *     objects again (harmless). A failed put fails the roll; the claim stays.
  *     (Retries with backoff inside one put are the store's business.)
  *     The puts overlap the build: an upload thread puts each archive as soon
- *     as the build has closed it (in order, one at a time) while the build
- *     writes the next one; the commit waits for the last put. A failed put
- *     stops the build at the next archive; a failed build lets the put in
- *     progress finish and puts nothing more. Objects put before a roll fails
- *     are uncommitted, so never read, and a rebuild puts them again.
+ *     as the build has closed it and the hash thread has its digest (in
+ *     order, one at a time) while the build writes the next one; the commit
+ *     waits for the last put. A failed put stops the build at the next
+ *     archive; a failed build lets the put in progress finish and puts
+ *     nothing more. Objects put before a roll fails are uncommitted, so never
+ *     read, and a rebuild puts them again.
  *  4. Commit. bfs_catalog_roll_commit inserts archived_files and block_indexes
  *     and deletes the claimed buffer rows in one transaction.
  *  5. Recovery. bfs_roller_recover finishes a pending roll at mount (same rows,
@@ -47,11 +48,31 @@
  * copied twice). So an archive is never written again once put, and a new one
  * is always a new file (O_EXCL, never O_TRUNC): a stale name that could not be
  * removed fails the roll instead of truncating what may be a store object.
- * Each archive's SHA-256 (for the manifest) is computed by the put thread,
- * reading the closed file back from the page cache, so it overlaps the build
- * of the next archive (hashing in the build thread slowed a 1 GiB roll by a
- * third: docs/bench.md). When the store wants it (put_wants_sha256: s3://),
- * the digest goes to the put, which then does not read the file to hash it.
+ * Each archive's SHA-256 (for the manifest) is computed by a hash thread
+ * (hasher_main) fed by the build: the copy buffer is a ring of HASH_RING
+ * chunks of ROLL_CHUNK bytes; each filled chunk is handed to the hash thread
+ * and written to the file, and the build goes on filling the next free chunk
+ * while the other core hashes, so nothing is read back and the hash runs
+ * concurrently with the copy (hashing in the build thread slowed a 1 GiB roll
+ * by a third; hashing in the put thread, reading each closed archive back,
+ * left the commit waiting for it: docs/bench.md). Once an archive is written
+ * and closed, the build hands the hash thread an empty "last" chunk; the hash
+ * thread then stores the digest in the archive's entry and publishes the
+ * archive to the put thread (n_closed), so a put never sees an archive without
+ * its digest. When the store wants it (put_wants_sha256: s3://), the digest
+ * goes to the put, which then does not read the file to hash it.
+ *
+ * Locking of a roll's three threads (build, hash, put): h_lock guards the
+ * ring (h_ring, h_submitted, h_done, h_stop, h_closing, h_err): a chunk's
+ * bytes belong to the build until it is submitted (h_submitted advanced under
+ * h_lock) and to the hash thread, read-only, until it is done (h_done
+ * advanced under h_lock); the build only reads a submitted chunk (its write to
+ * the file) and refills it only once h_done covers it. up_lock guards the put
+ * queue, the address of arch and the digests of the archives (written by the
+ * hash thread under up_lock, read by the put thread under up_lock, by the
+ * manifest after both threads are joined). The two locks are never held
+ * together (each is a leaf). The hash thread is started after the put thread
+ * and ended before it (it signals up_cond).
  *
  * The fault hook (struct bfs_roll_deps: fault, fault_arg) is called at each
  * step of the protocol (enum bfs_roll_step, roller.h):
@@ -113,7 +134,8 @@
 #include "battlefs/stats.h"
 #include "battlefs/store.h"
 
-#define ROLL_CHUNK          (1024u * 1024u) /* the one copy buffer of a roll */
+#define ROLL_CHUNK          (1024u * 1024u) /* one chunk of a roll's copy buffer */
+#define HASH_RING           4               /* chunks in the ring between build and hash */
 #define ROLL_BYTES_CHECK_MS 200             /* roll_bytes is checked at most this often */
 #define PURGE_ROWS          16              /* rolled blobs deleted per purge transaction */
 #define ROLL_RETRY_MAX_S    300             /* longest wait before retrying a failed roll */
@@ -178,7 +200,8 @@ struct build {
     const struct bfs_roll_deps *d;
     const char *roll_id;
     struct bfs_err err; /* the first failure and its reason (without the roll id) */
-    uint8_t *buf;       /* ROLL_CHUNK bytes: data not yet written to fd */
+    uint8_t *buf;       /* the ring chunk being filled (h_ring[h_submitted % HASH_RING]):
+                         * data not yet written to fd */
     size_t buf_len;
     int fd;          /* the open archive (arch[n_arch - 1]) or -1 */
     int pass_sha256; /* hand each archive's SHA-256 to the put (put_wants_sha256) */
@@ -214,6 +237,24 @@ struct build {
     struct bfs_err up_err; /* the first put failure and what failed (then the thread has
                             * ended), else code 0 */
     double t_puts;         /* seconds spent in puts */
+    /* The hash thread (hasher_main) and its ring of chunks (see the header
+     * comment for the locking). */
+    pthread_t h_thread;
+    int h_started;
+    pthread_mutex_t h_lock;
+    pthread_cond_t h_cond; /* both ways: a chunk submitted, a chunk hashed, the end */
+    struct hchunk {
+        uint8_t *buf; /* ROLL_CHUNK bytes */
+        size_t len;   /* bytes to hash */
+        size_t arch;  /* the archive they belong to */
+        int last;     /* the archive is written and closed: finish its digest */
+    } h_ring[HASH_RING];
+    uint64_t h_submitted; /* chunks handed to the hash thread so far */
+    uint64_t h_done;      /* chunks hashed (their buffers are free again) */
+    int h_stop;           /* the build failed: hash nothing more */
+    int h_closing;        /* the build is done: hash what is left, then end */
+    struct bfs_err h_err; /* the hash thread's failure (then it has ended), else code 0 */
+    double t_hash_wait;   /* seconds the build waited for a free chunk */
     /* The manifest (put_manifest). */
     char *manifest_path;
     char manifest_key[BFS_STORE_KEY_MAX];
@@ -274,36 +315,76 @@ static struct archive *cur_archive(struct build *b)
     return &b->arch[b->n_arch - 1];
 }
 
-/* Write bytes to the open archive's file (and its hash). */
-static int write_out(struct build *b, const uint8_t *p, size_t n)
+static double mono_now(void);
+
+/* Hand the chunk being filled (b->buf, buf_len bytes of the open archive, or
+ * of the archive just closed with last) to the hash thread, without waiting. */
+static int hash_submit(struct build *b, int last)
 {
-    int rc = write_all(b->fd, p, n);
-    return rc < 0 ? fail(b, rc, "write %s", cur_archive(b)->path) : 0;
+    assert(b->h_started && b->n_arch > 0);
+    pthread_mutex_lock(&b->h_lock);
+    int rc = b->h_err.code;
+    if (rc == 0) {
+        struct hchunk *c = &b->h_ring[b->h_submitted % HASH_RING];
+        assert(c->buf == b->buf && b->h_submitted - b->h_done < HASH_RING);
+        c->len = b->buf_len;
+        c->arch = b->n_arch - 1;
+        c->last = last;
+        b->h_submitted++;
+        pthread_cond_broadcast(&b->h_cond);
+    }
+    pthread_mutex_unlock(&b->h_lock);
+    return rc < 0 ? fail(b, rc, "%s", b->h_err.msg) : 0; /* the thread has ended */
 }
 
+/* Make the next chunk of the ring the one being filled, once the hash thread
+ * is done with it. */
+static int hash_next(struct build *b)
+{
+    pthread_mutex_lock(&b->h_lock);
+    if (b->h_submitted - b->h_done >= HASH_RING && !b->h_err.code) {
+        double t = mono_now();
+        while (b->h_submitted - b->h_done >= HASH_RING && !b->h_err.code)
+            pthread_cond_wait(&b->h_cond, &b->h_lock);
+        b->t_hash_wait += mono_now() - t;
+    }
+    int rc = b->h_err.code;
+    b->buf = b->h_ring[b->h_submitted % HASH_RING].buf;
+    pthread_mutex_unlock(&b->h_lock);
+    b->buf_len = 0;
+    return rc < 0 ? fail(b, rc, "%s", b->h_err.msg) : 0;
+}
+
+/* Write the filled chunk to the open archive's file and hand it to the hash
+ * thread (which reads it while the write does); go on with the next chunk. */
 static int flush_buf(struct build *b)
 {
     if (b->buf_len == 0)
         return 0;
-    int rc = write_out(b, b->buf, b->buf_len);
+    int rc = hash_submit(b, 0);
     if (rc < 0)
         return rc;
-    b->buf_len = 0;
-    return 0;
+    if ((rc = write_all(b->fd, b->buf, b->buf_len)) < 0)
+        return fail(b, rc, "write %s", cur_archive(b)->path);
+    return hash_next(b);
 }
 
-/* Append bytes to the open archive (through the buffer). */
+/* Append bytes to the open archive (through the chunks). */
 static int out_write(struct build *b, const void *p, size_t n)
 {
-    if (b->buf_len + n > ROLL_CHUNK) {
-        int rc = flush_buf(b);
-        if (rc < 0)
+    const uint8_t *q = p;
+    while (n > 0) {
+        int rc;
+        if (b->buf_len == ROLL_CHUNK && (rc = flush_buf(b)) < 0)
             return rc;
-        if (n > ROLL_CHUNK)
-            return write_out(b, p, n);
+        size_t k = ROLL_CHUNK - b->buf_len;
+        if (k > n)
+            k = n;
+        memcpy(b->buf + b->buf_len, q, k);
+        b->buf_len += k;
+        q += k;
+        n -= k;
     }
-    memcpy(b->buf + b->buf_len, p, n);
-    b->buf_len += n;
     return 0;
 }
 
@@ -408,13 +489,12 @@ static int close_archive(struct build *b)
     if (rc < 0)
         return rc;
     assert(b->arch_rows >= 1 && a->n_index >= 1);
-    if (!b->hold_puts) {
-        pthread_mutex_lock(&b->up_lock);
-        b->n_closed = b->n_arch; /* the upload thread may put it now */
-        pthread_cond_signal(&b->up_cond);
-        pthread_mutex_unlock(&b->up_lock);
-    }
-    return 0;
+    /* Complete on disk: the hash thread finishes its digest, then publishes it
+     * to the put thread. */
+    assert(b->buf_len == 0);
+    if ((rc = hash_submit(b, 1)) < 0)
+        return rc;
+    return hash_next(b);
 }
 
 static int start_group(struct build *b, const char *table, const char *period)
@@ -537,37 +617,6 @@ static double mono_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* The SHA-256 of a closed archive, read back (from the page cache: it was
- * just written) in the put thread, so hashing overlaps the build of the next
- * archive instead of slowing the build down. */
-static int hash_archive(const char *path, uint8_t *buf, uint8_t out[32], struct bfs_err *err)
-{
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return bfs_err_set(err, -errno, "open %s: %s", path, strerror(errno));
-    struct bfs_sha256 sha;
-    int rc = bfs_sha256_init(&sha);
-    for (;;) {
-        if (rc < 0)
-            break;
-        ssize_t n = read(fd, buf, ROLL_CHUNK);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = -errno;
-            bfs_sha256_discard(&sha);
-            break;
-        }
-        if (n == 0) {
-            rc = bfs_sha256_final(&sha, out);
-            break;
-        }
-        bfs_sha256_update(&sha, buf, (size_t)n);
-    }
-    close(fd);
-    return rc < 0 ? bfs_err_set(err, rc, "SHA-256 of %s: %s", path, strerror(-rc)) : 0;
-}
-
 /* Put one complete archive (a copy of its entry); on failure err says what
  * failed: "put <key>" and what the store said, if anything. */
 static int put_archive(struct build *b, const struct archive *a, struct bfs_err *err)
@@ -595,13 +644,7 @@ static void *uploader_main(void *arg)
 {
     struct build *b = arg;
     struct bfs_err err;
-    uint8_t *hbuf = malloc(ROLL_CHUNK);
     pthread_mutex_lock(&b->up_lock);
-    if (!hbuf) {
-        bfs_err_set(&b->up_err, -ENOMEM, "the put thread's buffer: out of memory");
-        pthread_mutex_unlock(&b->up_lock);
-        return NULL;
-    }
     for (;;) {
         while (!b->up_stop && b->n_put == b->n_closed && !b->up_closing)
             pthread_cond_wait(&b->up_cond, &b->up_lock);
@@ -611,16 +654,13 @@ static void *uploader_main(void *arg)
         struct archive a = b->arch[i]; /* the build may move the array meanwhile */
         pthread_mutex_unlock(&b->up_lock);
         double t = mono_now();
-        int rc = hash_archive(a.path, hbuf, a.sha256, &err);
-        if (rc == 0)
-            rc = put_archive(b, &a, &err);
+        int rc = put_archive(b, &a, &err);
         pthread_mutex_lock(&b->up_lock);
         b->t_puts += mono_now() - t;
         if (rc < 0) {
             b->up_err = err;
             break;
         }
-        memcpy(b->arch[i].sha256, a.sha256, sizeof a.sha256); /* for the manifest */
         remove_local(b, &b->arch[i]);
         b->n_put++;
         if (i == 0 && b->d->fault) {
@@ -636,7 +676,6 @@ static void *uploader_main(void *arg)
         }
     }
     pthread_mutex_unlock(&b->up_lock);
-    free(hbuf);
     return NULL;
 }
 
@@ -688,8 +727,114 @@ static int uploader_finish(struct build *b, int build_done)
     return b->up_err.code;
 }
 
+/* ---- hashing: the build's chunks, on the other core ---- */
+
+/* The hash thread: hashes each submitted chunk in order into the digest of its
+ * archive; at an archive's last chunk stores the digest in its entry and lets
+ * the put thread put it. Ends when the build is done and every chunk is
+ * hashed, when the build failed (h_stop), or at its first failure (h_err). */
+static void *hasher_main(void *arg)
+{
+    struct build *b = arg;
+    struct bfs_sha256 sha = {0};
+    int started = 0; /* sha holds the open archive's digest so far */
+    struct bfs_err err = {0};
+    pthread_mutex_lock(&b->h_lock);
+    for (;;) {
+        while (!b->h_stop && b->h_done == b->h_submitted && !b->h_closing)
+            pthread_cond_wait(&b->h_cond, &b->h_lock);
+        if (b->h_stop || b->h_done == b->h_submitted)
+            break;
+        struct hchunk c = b->h_ring[b->h_done % HASH_RING];
+        pthread_mutex_unlock(&b->h_lock);
+        int rc = 0;
+        if (!started) {
+            rc = bfs_sha256_init(&sha);
+            started = rc == 0;
+        }
+        if (rc == 0)
+            bfs_sha256_update(&sha, c.buf, c.len);
+        if (rc == 0 && c.last) {
+            uint8_t digest[32];
+            started = 0;
+            if ((rc = bfs_sha256_final(&sha, digest)) == 0) {
+                pthread_mutex_lock(&b->up_lock);
+                memcpy(b->arch[c.arch].sha256, digest, sizeof digest);
+                if (!b->hold_puts) {
+                    b->n_closed = c.arch + 1; /* the put thread may put it now */
+                    pthread_cond_signal(&b->up_cond);
+                }
+                pthread_mutex_unlock(&b->up_lock);
+            }
+        }
+        pthread_mutex_lock(&b->h_lock);
+        if (rc < 0) {
+            bfs_err_set(&err, rc, "SHA-256 of archive %zu", c.arch);
+            b->h_err = err;
+            break;
+        }
+        b->h_done++;
+        pthread_cond_broadcast(&b->h_cond); /* the build may wait for this chunk */
+    }
+    pthread_cond_broadcast(&b->h_cond); /* the end: the build may be waiting */
+    pthread_mutex_unlock(&b->h_lock);
+    if (started)
+        bfs_sha256_discard(&sha);
+    return NULL;
+}
+
+static int hasher_start(struct build *b)
+{
+    for (unsigned i = 0; i < HASH_RING; i++)
+        if (!(b->h_ring[i].buf = malloc(ROLL_CHUNK)))
+            return fail(b, -ENOMEM, "copy buffer");
+    b->buf = b->h_ring[0].buf;
+    b->buf_len = 0;
+    int rc = pthread_mutex_init(&b->h_lock, NULL);
+    if (rc)
+        return fail(b, -rc, "hash thread lock");
+    if ((rc = pthread_cond_init(&b->h_cond, NULL)) != 0) {
+        pthread_mutex_destroy(&b->h_lock);
+        return fail(b, -rc, "hash thread condition");
+    }
+    if ((rc = pthread_create(&b->h_thread, NULL, hasher_main, b)) != 0) {
+        pthread_cond_destroy(&b->h_cond);
+        pthread_mutex_destroy(&b->h_lock);
+        return fail(b, -rc, "start the hash thread");
+    }
+    b->h_started = 1;
+    return 0;
+}
+
+/* End the hash thread. build_done: every archive is built and closed, so hash
+ * what is left (at most HASH_RING chunks) and wait for it; else stop at the
+ * chunk in progress. Returns the hash thread's failure (h_err) or 0. Called
+ * before uploader_finish: the hash thread uses up_lock. */
+static int hasher_finish(struct build *b, int build_done)
+{
+    if (!b->h_started)
+        return 0;
+    pthread_mutex_lock(&b->h_lock);
+    if (build_done)
+        b->h_closing = 1;
+    else
+        b->h_stop = 1;
+    pthread_cond_broadcast(&b->h_cond);
+    pthread_mutex_unlock(&b->h_lock);
+    int rc = pthread_join(b->h_thread, NULL);
+    if (rc) {
+        bfs_error("roll %s: cannot join the hash thread: %s", b->roll_id, strerror(rc));
+        abort();
+    }
+    pthread_cond_destroy(&b->h_cond);
+    pthread_mutex_destroy(&b->h_lock);
+    b->h_started = 0;
+    return b->h_err.code;
+}
+
 static void build_free(struct build *b)
 {
+    hasher_finish(b, 0);
     uploader_finish(b, 0);
     if (b->fd >= 0)
         close(b->fd);
@@ -709,7 +854,8 @@ static void build_free(struct build *b)
     free(b->manifest_path);
     if (b->have_part)
         bfs_partition_free(&b->part);
-    free(b->buf);
+    for (unsigned i = 0; i < HASH_RING; i++)
+        free(b->h_ring[i].buf);
 }
 
 /* Remove archive files left in the work directory by an interrupted roll. */
@@ -859,9 +1005,6 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
     clean_work_dir(d);
     if ((rc = check_space(b, claimed_bytes)) < 0)
         return rc;
-    b->buf = malloc(ROLL_CHUNK);
-    if (!b->buf)
-        return fail(b, -ENOMEM, "copy buffer");
     /* The index rows wait in a file until the manifest is written: a roll of
      * a million datasets holds none of them in memory. */
     if (asprintf(&b->ispool_path, "%s/%s-index.spool", d->work_dir, b->roll_id) < 0) {
@@ -875,10 +1018,11 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
             close(sfd);
         return fail(b, rc, "create %s", b->ispool_path);
     }
-    if ((rc = uploader_start(b)) < 0)
+    if ((rc = uploader_start(b)) < 0 || (rc = hasher_start(b)) < 0)
         return rc;
 
-    /* 2. Build (3. the upload thread puts each archive once it is closed). */
+    /* 2. Build (the hash thread hashes each chunk as it is written; 3. the
+     * upload thread puts each archive once it is closed and hashed). */
     rc = bfs_catalog_roll_rows(d->cat, b->roll_id, on_row, b);
     if (rc < 0)
         return fail(b, rc, "read the claimed rows");
@@ -886,6 +1030,8 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
         return fail(b, -EIO, "read the claimed rows (walk stopped with %d)", rc);
     if ((rc = close_archive(b)) < 0)
         return rc;
+    if ((rc = hasher_finish(b, 1)) < 0) /* the tail: the last few chunks */
+        return fail(b, rc, "%s", b->h_err.msg);
     if (b->rows == 0)
         return fail(b, -EIO, "the roll has no rows");
     if (claimed_rows != UINT64_MAX && (b->rows != claimed_rows || b->bytes != claimed_bytes))
@@ -1020,9 +1166,9 @@ static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
     bfs_stats_set_roll_error(d->stats, NULL);
     bfs_info("roll %s: committed %" PRIu64 " rows, %" PRIu64 " records, %" PRIu64
              " bytes in %zu archives, %zu index rows, %.3f s (build %.3f, upload %.3f, "
-             "commit %.3f), puts %.3f s in all",
+             "commit %.3f), puts %.3f s in all, %.3f s waiting for the hash",
              roll_id, b.rows, b.records, b.bytes, b.n_arch, b.n_idx, mono_now() - t0, b.t_build,
-             b.t_upload, b.t_commit, b.t_puts);
+             b.t_upload, b.t_commit, b.t_puts, b.t_hash_wait);
     build_free(&b);
     *did = 1;
     return 0;

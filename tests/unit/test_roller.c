@@ -196,6 +196,48 @@ static void test_roll_layout(void **state)
     tenv_free(e);
 }
 
+/* Archives of many copy chunks (1 MiB each, a ring of 4 between the build and
+ * the hash thread): rows larger than a chunk and rows across chunk
+ * boundaries, archives that wrap the ring several times and one that ends
+ * exactly at a chunk boundary; every archive's digest in the manifest (and,
+ * for a store that wants it, handed to the put) is the SHA-256 of its bytes. */
+static void test_roll_many_chunks(void **state)
+{
+    (void)state;
+    for (int wants = 0; wants <= 1; wants++) {
+        struct tenv *e = tenv_new(wants);
+        e->roll.archive_max_bytes = 6u << 20;
+        struct bfs_buf hdr = {0};
+        tenv_upload(e, "battle", P1, "u0", 1000, 1);
+        tenv_header(e, "battle", P1, &hdr);
+        /* battle/P1: 1000 + 2.5 MiB + 7 x 333,333 + ... bytes, split at 6 MiB */
+        tenv_upload(e, "battle", P1, "u1", (5u << 19), 2);
+        for (unsigned i = 0; i < 7; i++)
+            tenv_upload(e, "battle", P1, i % 2 ? "u2" : "u3", 333333, 3 + i);
+        tenv_upload(e, "battle", P1, "u4", (3u << 20) + 17, 10);
+        /* own_ship/P1: exactly two chunks, header included */
+        tenv_upload(e, "own_ship", P1, "u0", 100, 11);
+        struct bfs_buf ohdr = {0};
+        tenv_header(e, "own_ship", P1, &ohdr);
+        tenv_upload(e, "own_ship", P1, "u1", (2u << 20) - ohdr.len - 100, 12);
+        /* battle/P2: one row of 9 MiB, alone (larger than archive_max_bytes) */
+        tenv_upload(e, "battle", P2, "u1", 9u << 20, 13);
+        struct hook h;
+        hook_init(&h, e, -1, 0);
+        assert_int_equal(bfs_roll_once(&e->roll), 0);
+        struct mroll m;
+        model_roll(e, h.roll_id, 0, e->n_up - 1, e->roll.archive_max_bytes, &m);
+        assert_true(m.n >= 4);
+        check_roll(e, h.roll_id, &m, 0);
+        check_datasets(e, e->n_up);
+        model_free(&m);
+        bfs_buf_free(&hdr);
+        bfs_buf_free(&ohdr);
+        hook_done(&h, e);
+        tenv_free(e);
+    }
+}
+
 /* archive_max_bytes splits a group before the row that would pass it (a row
  * is never split: a larger one is alone); a second roll adds its own archives. */
 static void test_roll_split(void **state)
@@ -790,6 +832,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roll_layout),
         cmocka_unit_test(test_roll_split),
+        cmocka_unit_test(test_roll_many_chunks),
         cmocka_unit_test(test_fault_points_in_order),
         cmocka_unit_test(test_put_fails),
         cmocka_unit_test(test_crash_at_each_step),
