@@ -1,13 +1,17 @@
 /* fsutil.c - small file-system helpers shared by the daemon's modules. */
 #include "battlefs/fsutil.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "battlefs/log.h"
 
 int bfs_mkdirs(const char *path, mode_t mode)
 {
@@ -76,4 +80,46 @@ char *bfs_path_join(const char *a, const char *b)
     if (p)
         snprintf(p, n, "%s/%s", a, b);
     return p;
+}
+
+int bfs_write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (w == 0)
+            return -EIO;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int bfs_remove_files(const char *dir, int (*match)(const char *name))
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (!d) {
+        int rc = -errno;
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    int removed = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!match(de->d_name))
+            continue;
+        if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+            removed++;
+        else if (errno != ENOENT)
+            bfs_warn("cannot remove %s/%s: %s", dir, de->d_name, strerror(errno));
+    }
+    closedir(d);
+    return removed;
 }

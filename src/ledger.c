@@ -48,7 +48,6 @@
  */
 #include "battlefs/ledger.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -64,6 +63,7 @@
 
 #include "battlefs/catalog.h"
 #include "battlefs/errors.h"
+#include "battlefs/fsutil.h"
 #include "battlefs/log.h"
 #include "battlefs/manifest.h"
 #include "battlefs/names.h"
@@ -133,6 +133,18 @@ static void log_key(int64_t seq, char out[64])
     snprintf(out, 64, LOG_PREFIX "%0*" PRId64 ".json", LOG_DIGITS, seq);
 }
 
+/* The LOG_DIGITS decimal digits at s as a position (>= 1), or -1. */
+static int64_t position_of(const char *s)
+{
+    int64_t v = 0;
+    for (size_t i = 0; i < LOG_DIGITS; i++) {
+        if (s[i] < '0' || s[i] > '9' || v > (INT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v >= 1 ? v : -1;
+}
+
 /* The position of a log key, or -1 if key is not one. */
 static int64_t log_seq_of(const char *key)
 {
@@ -140,14 +152,7 @@ static int64_t log_seq_of(const char *key)
     if (strncmp(key, LOG_PREFIX, plen) != 0 || strlen(key) != plen + LOG_DIGITS + 5 ||
         strcmp(key + plen + LOG_DIGITS, ".json") != 0)
         return -1;
-    int64_t v = 0;
-    for (size_t i = 0; i < LOG_DIGITS; i++) {
-        char c = key[plen + i];
-        if (c < '0' || c > '9' || v > (INT64_MAX - 9) / 10)
-            return -1;
-        v = v * 10 + (c - '0');
-    }
-    return v >= 1 ? v : -1;
+    return position_of(key + plen);
 }
 
 int bfs_ledger_manifest_key(const char *node, const char *roll_id, char *out, size_t cap)
@@ -162,19 +167,7 @@ static int write_file(const char *path, const void *data, size_t len)
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
-    const uint8_t *p = data;
-    int rc = 0;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            rc = w < 0 ? -errno : -EIO;
-            break;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
+    int rc = bfs_write_all(fd, data, len);
     if (close(fd) < 0 && rc == 0)
         rc = -errno;
     return rc;
@@ -593,16 +586,8 @@ static int fetch_fd(struct bfs_ledger *l, const char *key, uint64_t size, const 
             break;
         }
         bfs_sha256_update(&sha, buf, (size_t)n);
-        for (size_t done = 0; rc == 0 && done < n;) {
-            ssize_t w = write(fd, buf + done, (size_t)n - done);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0)
-                rc = bfs_err_set(err, w < 0 ? -errno : -EIO, "manifest %s: write: %s", key,
-                                 strerror(w < 0 ? errno : EIO));
-            else
-                done += (size_t)w;
-        }
+        if ((rc = bfs_write_all(fd, buf, (size_t)n)) < 0)
+            bfs_err_set(err, rc, "manifest %s: write: %s", key, strerror(-rc));
         off += n;
     }
     uint8_t digest[32];
@@ -708,17 +693,26 @@ static int partition_from_archive(struct bfs_ledger *l, const struct bfs_manifes
     return rc;
 }
 
+/* The partition of archive a exists here (made from the archive's header if
+ * it did not): 0 or -errno with err. Pass 1 of a manifest or a checkpoint,
+ * outside the catalog's writer that pass 2 holds. */
+static int ensure_partition(struct bfs_ledger *l, const struct bfs_manifest_archive *a,
+                            struct bfs_err *err)
+{
+    uint8_t sync[16];
+    enum bfs_codec codec;
+    int rc = bfs_catalog_partition_layout(l->d.cat, a->table, a->period, sync, &codec);
+    if (rc == -ENOENT)
+        return partition_from_archive(l, a, err);
+    if (rc < 0)
+        return bfs_err_set(err, rc, "partition %s/%s: %s", a->table, a->period, strerror(-rc));
+    return 0;
+}
+
 static int scan_archive(void *ctx, const struct bfs_manifest_archive *a)
 {
     struct scan *s = ctx;
-    uint8_t sync[16];
-    enum bfs_codec codec;
-    int rc = bfs_catalog_partition_layout(s->l->d.cat, a->table, a->period, sync, &codec);
-    if (rc == -ENOENT)
-        return partition_from_archive(s->l, a, s->err);
-    if (rc < 0)
-        return bfs_err_set(s->err, rc, "partition %s/%s: %s", a->table, a->period, strerror(-rc));
-    return 0;
+    return ensure_partition(s->l, a, s->err);
 }
 
 static int scan_index(void *ctx, const struct bfs_manifest_index *x)
@@ -906,13 +900,7 @@ static int64_t ckpt_of(const char *key, char sha[65])
     if (strncmp(key, CKPT_PREFIX, plen) != 0 || strlen(key) != plen + LOG_DIGITS + 1 + 64 + 5 ||
         key[plen + LOG_DIGITS] != '-' || strcmp(key + plen + LOG_DIGITS + 65, ".avro") != 0)
         return -1;
-    int64_t v = 0;
-    for (size_t i = 0; i < LOG_DIGITS; i++) {
-        char c = key[plen + i];
-        if (c < '0' || c > '9' || v > (INT64_MAX - 9) / 10)
-            return -1;
-        v = v * 10 + (c - '0');
-    }
+    int64_t v = position_of(key + plen);
     for (size_t i = 0; i < 64; i++) {
         char c = key[plen + LOG_DIGITS + 1 + i];
         if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
@@ -920,7 +908,7 @@ static int64_t ckpt_of(const char *key, char sha[65])
         sha[i] = c;
     }
     sha[64] = '\0';
-    return v >= 1 ? v : -1;
+    return v;
 }
 
 struct newest {
@@ -959,14 +947,7 @@ static int ck_scan_roll(void *ctx, const struct bfs_manifest_roll *r, int64_t se
 static int ck_scan_archive(void *ctx, const struct bfs_manifest_archive *a)
 {
     struct ckpt_load *k = ctx;
-    uint8_t sync[16];
-    enum bfs_codec codec;
-    int rc = bfs_catalog_partition_layout(k->l->d.cat, a->table, a->period, sync, &codec);
-    if (rc == -ENOENT)
-        return partition_from_archive(k->l, a, k->err);
-    return rc < 0
-               ? bfs_err_set(k->err, rc, "partition %s/%s: %s", a->table, a->period, strerror(-rc))
-               : 0;
+    return ensure_partition(k->l, a, k->err);
 }
 
 static int ck_scan_index(void *ctx, const struct bfs_manifest_index *x)
@@ -1404,25 +1385,12 @@ int bfs_ledger_start(struct bfs_ledger *l)
     return 0;
 }
 
-/* The small files a killed mount's puts left in the work directory. */
-static void remove_stale_tmp(const char *work_dir)
+/* The small files of the ledger's puts (ledger-<tid>.tmp): a killed mount's
+ * are removed at open. */
+static int is_ledger_tmp(const char *name)
 {
-    int fd = open(work_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    DIR *d = fd < 0 ? NULL : fdopendir(fd);
-    if (!d) {
-        if (fd >= 0)
-            close(fd);
-        return; /* the roller reports a missing work directory */
-    }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        size_t n = strlen(de->d_name);
-        if (n > 11 && strncmp(de->d_name, "ledger-", 7) == 0 &&
-            strcmp(de->d_name + n - 4, ".tmp") == 0 && unlinkat(dirfd(d), de->d_name, 0) < 0 &&
-            errno != ENOENT)
-            bfs_warn("cannot remove %s/%s: %s", work_dir, de->d_name, strerror(errno));
-    }
-    closedir(d);
+    size_t n = strlen(name);
+    return n > 11 && strncmp(name, "ledger-", 7) == 0 && strcmp(name + n - 4, ".tmp") == 0;
 }
 
 int bfs_ledger_open(const struct bfs_ledger_deps *d, struct bfs_ledger **out)
@@ -1446,7 +1414,7 @@ int bfs_ledger_open(const struct bfs_ledger_deps *d, struct bfs_ledger **out)
         free(l);
         return rc;
     }
-    remove_stale_tmp(l->work_dir);
+    bfs_remove_files(l->work_dir, is_ledger_tmp); /* a missing one: the roller says so */
     pthread_mutex_init(&l->mu, NULL);
     pthread_mutex_init(&l->lease_mu, NULL);
     pthread_mutex_init(&l->tmu, NULL);

@@ -24,6 +24,7 @@
 #include <zlib.h>
 
 #include "battlefs/buf.h"
+#include "battlefs/fsutil.h"
 #include "battlefs/names.h"
 #include "battlefs/schema.h"
 #include "battlefs/sha256.h"
@@ -113,15 +114,9 @@ static int put_str(struct bfs_buf *b, const char *s)
 
 static int write_all(struct bfs_manifest_writer *w, const void *p, size_t n)
 {
-    for (size_t done = 0; done < n;) {
-        ssize_t k = write(w->fd, (const char *)p + done, n - done);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        done += (size_t)k;
-    }
+    int rc = bfs_write_all(w->fd, p, n);
+    if (rc < 0)
+        return rc;
     bfs_sha256_update(&w->sha, p, n);
     w->size += n;
     return 0;
@@ -165,20 +160,6 @@ static int end_entry(struct bfs_manifest_writer *w)
     return ++w->entries >= ENTRIES_PER_BLOCK ? flush_block(w) : 0;
 }
 
-static bool node_valid(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > NODE_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 static bool printable(const char *s, size_t max)
 {
     size_t n = strlen(s);
@@ -218,7 +199,7 @@ void bfs_manifest_abort(struct bfs_manifest_writer *w)
 
 static bool roll_valid(const struct bfs_manifest_roll *r)
 {
-    return node_valid(r->node) && printable(r->roll_id, ROLL_ID_MAX) && r->rows >= 1 &&
+    return bfs_node_valid(r->node) && printable(r->roll_id, ROLL_ID_MAX) && r->rows >= 1 &&
            r->bytes >= 0 && r->claimed_at >= 0;
 }
 
@@ -334,7 +315,8 @@ int bfs_checkpoint_add_roll(struct bfs_manifest_writer *w, const struct bfs_mani
 
 int bfs_checkpoint_add_node(struct bfs_manifest_writer *w, const char *node, int64_t epoch)
 {
-    if (!w->ckpt || !node_valid(node) || epoch < 0 || (w->nodes && strcmp(node, w->last_node) <= 0))
+    if (!w->ckpt || !bfs_node_valid(node) || epoch < 0 ||
+        (w->nodes && strcmp(node, w->last_node) <= 0))
         return -EINVAL;
     struct bfs_buf *b = &w->block;
     int rc = bfs_buf_put_long(b, E_NODE);
@@ -615,7 +597,7 @@ static int decode_entry(struct dec *d, struct rstate *s)
             return -EINVAL;
         if (!s->ckpt)
             return derr(d, "a Node entry in a manifest");
-        if (!node_valid(a) || epoch < 0)
+        if (!bfs_node_valid(a) || epoch < 0)
             return derr(d, "a Node entry with a bad field");
         if (s->nodes && strcmp(a, s->last_node) <= 0)
             return derr(d, "Node entries not in increasing order of names");

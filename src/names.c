@@ -19,17 +19,20 @@ int bfs_name_valid(const char *s, size_t n)
     return 1;
 }
 
+int bfs_node_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
+}
+
 int bfs_node_valid(const char *s)
 {
     size_t n = s ? strlen(s) : 0;
     if (n == 0 || n > BFS_NODE_MAX)
         return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
+    for (size_t i = 0; i < n; i++)
+        if (!bfs_node_char(s[i]))
             return 0;
-    }
     return 1;
 }
 

@@ -259,8 +259,7 @@ static char *default_node(void)
         snprintf(host, sizeof host, "node");
     host[BFS_NODE_MAX] = '\0';
     for (char *p = host; *p; p++)
-        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-              *p == '_' || *p == '-'))
+        if (!bfs_node_char(*p))
             *p = '-';
     return strdup(host);
 }

@@ -108,7 +108,6 @@
 #include "battlefs/roller.h"
 
 #include <assert.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -127,6 +126,7 @@
 #include "battlefs/err.h"
 #include "battlefs/errors.h"
 #include "battlefs/log.h"
+#include "battlefs/fsutil.h"
 #include "battlefs/ledger.h"
 #include "battlefs/manifest.h"
 #include "battlefs/names.h"
@@ -292,23 +292,6 @@ static int crash(struct build *b, int rc, enum bfs_roll_step step)
     return fail(b, rc, "stopped by the fault hook at %s", bfs_roll_step_name(step));
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (w == 0)
-            return -EIO;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static struct archive *cur_archive(struct build *b)
 {
     assert(b->fd >= 0 && b->n_arch > 0);
@@ -364,7 +347,7 @@ static int flush_buf(struct build *b)
     int rc = hash_submit(b, 0);
     if (rc < 0)
         return rc;
-    if ((rc = write_all(b->fd, b->buf, b->buf_len)) < 0)
+    if ((rc = bfs_write_all(b->fd, b->buf, b->buf_len)) < 0)
         return fail(b, rc, "write %s", cur_archive(b)->path);
     return hash_next(b);
 }
@@ -859,31 +842,22 @@ static void build_free(struct build *b)
 }
 
 /* Remove archive files left in the work directory by an interrupted roll. */
+/* A roll's files in the work directory: archives and manifests (.avro), its
+ * index rows (.spool); not the ledger's (ledger-*.tmp: a lease renewal may be
+ * putting one now; the ledger removes its own at open). */
+static int is_roll_file(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return strlen(name) >= 5 && name[0] != '.' && dot &&
+           (strcmp(dot, ".avro") == 0 || strcmp(dot, ".spool") == 0);
+}
+
+/* Remove the files an interrupted roll left in the work directory. */
 static void clean_work_dir(const struct bfs_roll_deps *deps)
 {
-    /* Never through a link: every *.avro in it is removed. */
-    int fd = open(deps->work_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    DIR *d = fd < 0 ? NULL : fdopendir(fd);
-    if (!d) {
-        bfs_warn("cannot open the work directory %s: %s", deps->work_dir, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        size_t n = strlen(de->d_name);
-        /* archives and manifests (.avro), a roll's index rows (.spool); not
-         * the ledger's files (ledger-*.tmp: a lease renewal may be putting
-         * one now; the ledger removes its own at open) */
-        const char *dot = strrchr(de->d_name, '.');
-        if (n < 5 || de->d_name[0] == '.' || !dot ||
-            (strcmp(dot, ".avro") != 0 && strcmp(dot, ".spool") != 0))
-            continue;
-        if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
-            bfs_warn("cannot remove %s/%s: %s", deps->work_dir, de->d_name, strerror(errno));
-    }
-    closedir(d);
+    int rc = bfs_remove_files(deps->work_dir, is_roll_file);
+    if (rc < 0)
+        bfs_warn("cannot open the work directory %s: %s", deps->work_dir, strerror(-rc));
 }
 
 /* The work directory has room for the archives being built and put at once:

@@ -23,4 +23,13 @@ char *bfs_path_join(const char *a, const char *b);
  * -errno, with err saying which and what to do. */
 int bfs_dir_check(const char *path, uid_t uid, struct bfs_err *err);
 
+/* Write all n bytes of p to fd (retrying short writes and EINTR): 0 or -errno
+ * (-EIO if write(2) returns 0). */
+int bfs_write_all(int fd, const void *p, size_t n);
+
+/* Remove every file of the directory dir (never through a symbolic link)
+ * whose name match() accepts; a file that cannot be removed is logged (WARN)
+ * and skipped. The number removed, or -errno when dir cannot be opened. */
+int bfs_remove_files(const char *dir, int (*match)(const char *name));
+
 #endif

@@ -14,6 +14,8 @@ int bfs_name_valid(const char *s, size_t n);
  * (NUL-terminated), else 0. */
 #define BFS_NODE_MAX 64
 int bfs_node_valid(const char *s);
+/* 1 if c may be in a node name ([A-Za-z0-9_-]), else 0. */
+int bfs_node_char(char c);
 
 /* Reserved table names: "incoming" (the drop box) and "_battlefs" (the
  * store's prefix for battlefs' own objects). 1 if reserved, else 0. */
