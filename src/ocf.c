@@ -40,9 +40,6 @@ static const uint8_t magic[4] = {'O', 'b', 'j', 1};
 
 /* Most metadata entries accepted in a header. */
 #define MAX_META 1024
-/* Largest compressed block accepted (a little over BFS_OCF_MAX_BLOCK: stored
- * deflate blocks and snappy literals add a few bytes). */
-#define MAX_COMPRESSED ((size_t)BFS_OCF_MAX_BLOCK + 1024 * 1024)
 /* The smallest possible block: count, size (one byte each), sync. */
 #define MIN_BLOCK 18
 
@@ -370,8 +367,6 @@ struct proc {
     uint64_t max_plain; /* bound on total (the caller's, at most BFS_OCF_MAX_TOTAL) */
     struct bfs_buf dec; /* decompressed block (scratch: its len stays 0) */
     struct bfs_buf cmp; /* recompressed block (scratch) */
-    z_stream inf;
-    bool inf_init;
     struct libdeflate_compressor *def; /* at p->level, made at the first block to deflate */
     int level;                         /* deflate level of recompressed blocks */
     /* the block being processed, for messages */
@@ -421,8 +416,6 @@ static void proc_free(struct proc *p)
         avro_value_iface_decref(p->iface);
     if (p->reader)
         avro_reader_free(p->reader);
-    if (p->inf_init)
-        inflateEnd(&p->inf);
     libdeflate_free_compressor(p->def);
     bfs_buf_free(&p->dec);
     bfs_buf_free(&p->cmp);
@@ -450,97 +443,122 @@ static int proc_init(struct proc *p, const struct bfs_ocf_schema *cs, bool decod
     return 0;
 }
 
-static int inflate_block(struct proc *p, const uint8_t *src, size_t n, size_t *outlen)
+/* Inflate raw deflate src[0..n) into out->data (from its start) up to limit
+ * bytes; *outlen the size. */
+static int inflate_data(const uint8_t *src, size_t n, size_t limit, struct bfs_buf *out,
+                        size_t *outlen, struct bfs_err *err)
 {
-    if (!p->inf_init) {
-        memset(&p->inf, 0, sizeof p->inf);
-        if (inflateInit2(&p->inf, -15) != Z_OK)
-            return nomem(p);
-        p->inf_init = true;
-    } else if (inflateReset(&p->inf) != Z_OK) {
-        return perr(p, "deflate data is corrupt");
-    }
-    bool caller;
-    size_t limit = block_limit(p, &caller);
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, -15) != Z_OK)
+        return bfs_err_set(err, -ENOMEM, "out of memory");
     size_t cap = n < (SIZE_MAX / 4) ? 4 * n : limit;
     if (cap < 65536)
         cap = 65536;
     if (cap > limit)
         cap = limit;
-    if (bfs_buf_reserve_exact(&p->dec, cap) < 0)
-        return nomem(p);
-    assert(n <= MAX_COMPRESSED);
-    p->inf.next_in = (Bytef *)src;
-    p->inf.avail_in = (uInt)n;
-    p->inf.next_out = p->dec.data;
-    p->inf.avail_out = (uInt)cap;
+    int rc = 0;
+    if (bfs_buf_reserve_exact(out, cap) < 0)
+        rc = bfs_err_set(err, -ENOMEM, "out of memory");
+    z.next_in = (Bytef *)src;
+    z.avail_in = (uInt)n;
+    z.next_out = out->data;
+    z.avail_out = (uInt)cap;
     uint8_t probe;
     bool probing = false;
-    for (;;) {
-        int zr = inflate(&p->inf, Z_NO_FLUSH);
-        if (probing && p->inf.avail_out == 0)
-            return caller
-                       ? toobig(p)
-                       : perr(p, "block decompresses to more than %u MiB", BFS_OCF_MAX_BLOCK >> 20);
+    while (rc == 0) {
+        int zr = inflate(&z, Z_NO_FLUSH);
+        if (probing && z.avail_out == 0) {
+            rc = bfs_err_set(err, -EFBIG, "block decompresses to more than %zu bytes", limit);
+            break;
+        }
         if (zr == Z_STREAM_END)
             break;
-        if (zr == Z_MEM_ERROR)
-            return nomem(p);
-        if (zr != Z_OK && zr != Z_BUF_ERROR)
-            return perr(p, "deflate data is corrupt");
-        if (p->inf.avail_out > 0) {
+        if (zr == Z_MEM_ERROR) {
+            rc = bfs_err_set(err, -ENOMEM, "out of memory");
+        } else if (zr != Z_OK && zr != Z_BUF_ERROR) {
+            rc = bfs_err_set(err, -EINVAL, "deflate data is corrupt");
+        } else if (z.avail_out > 0) {
             /* Room left but no end: the input ran out. */
-            if (zr == Z_BUF_ERROR || p->inf.avail_in == 0)
-                return perr(p, "deflate data ends before its end marker");
-            continue;
-        }
-        if (cap == limit) {
+            if (zr == Z_BUF_ERROR || z.avail_in == 0)
+                rc = bfs_err_set(err, -EINVAL, "deflate data ends before its end marker");
+        } else if (cap == limit) {
             /* Full: the stream may still end without more output. */
             probing = true;
-            p->inf.next_out = &probe;
-            p->inf.avail_out = 1;
-            continue;
+            z.next_out = &probe;
+            z.avail_out = 1;
+        } else {
+            size_t used = cap;
+            cap = cap > limit / 2 ? limit : cap * 2;
+            if (bfs_buf_reserve_exact(out, cap) < 0) {
+                rc = bfs_err_set(err, -ENOMEM, "out of memory");
+            } else {
+                z.next_out = out->data + used;
+                z.avail_out = (uInt)(cap - used);
+            }
         }
-        size_t used = cap;
-        cap = cap > limit / 2 ? limit : cap * 2;
-        if (bfs_buf_reserve_exact(&p->dec, cap) < 0)
-            return nomem(p);
-        p->inf.next_out = p->dec.data + used;
-        p->inf.avail_out = (uInt)(cap - used);
     }
     /* Bytes after the end of the deflate stream are ignored, as other readers
      * do (python3-avro writes three: the rest of a zlib trailer). */
-    *outlen = (size_t)p->inf.total_out;
+    *outlen = (size_t)z.total_out;
+    inflateEnd(&z);
+    return rc;
+}
+
+static int unsnappy_data(const uint8_t *src, size_t n, size_t limit, struct bfs_buf *out,
+                         size_t *outlen, struct bfs_err *err)
+{
+    if (n < 4)
+        return bfs_err_set(err, -EINVAL, "snappy block is shorter than its CRC32");
+    size_t clen = n - 4, ulen;
+    if (snappy_uncompressed_length((const char *)src, clen, &ulen) != SNAPPY_OK)
+        return bfs_err_set(err, -EINVAL, "snappy data is corrupt");
+    if (ulen > limit)
+        return bfs_err_set(err, -EFBIG, "block decompresses to more than %zu bytes", limit);
+    /* Validate before allocating what the stream claims. */
+    if (snappy_validate_compressed_buffer((const char *)src, clen) != SNAPPY_OK)
+        return bfs_err_set(err, -EINVAL, "snappy data is corrupt");
+    if (bfs_buf_reserve_exact(out, ulen ? ulen : 1) < 0)
+        return bfs_err_set(err, -ENOMEM, "out of memory");
+    size_t got = ulen;
+    if (snappy_uncompress((const char *)src, clen, (char *)out->data, &got) != SNAPPY_OK ||
+        got != ulen)
+        return bfs_err_set(err, -EINVAL, "snappy data is corrupt");
+    uint32_t want = (uint32_t)src[clen] << 24 | (uint32_t)src[clen + 1] << 16 |
+                    (uint32_t)src[clen + 2] << 8 | (uint32_t)src[clen + 3];
+    uint32_t crc = (uint32_t)crc32(0L, out->data, (uInt)ulen);
+    if (crc != want)
+        return bfs_err_set(err, -EINVAL, "snappy CRC32 does not match the data");
+    *outlen = ulen;
     return 0;
 }
 
-static int unsnappy_block(struct proc *p, const uint8_t *src, size_t n, size_t *outlen)
+int bfs_ocf_block_decompress(enum bfs_codec codec, const uint8_t *src, size_t n, size_t limit,
+                             struct bfs_buf *scratch, const uint8_t **plain, size_t *plain_len,
+                             struct bfs_err *err)
 {
-    if (n < 4)
-        return perr(p, "snappy block is shorter than its CRC32");
-    size_t clen = n - 4, ulen;
-    if (snappy_uncompressed_length((const char *)src, clen, &ulen) != SNAPPY_OK)
-        return perr(p, "snappy data is corrupt");
-    bool caller;
-    if (ulen > block_limit(p, &caller))
-        return caller ? toobig(p)
-                      : perr(p, "block decompresses to more than %u MiB", BFS_OCF_MAX_BLOCK >> 20);
-    /* Validate before allocating what the stream claims. */
-    if (snappy_validate_compressed_buffer((const char *)src, clen) != SNAPPY_OK)
-        return perr(p, "snappy data is corrupt");
-    if (bfs_buf_reserve_exact(&p->dec, ulen ? ulen : 1) < 0)
-        return nomem(p);
-    size_t got = ulen;
-    if (snappy_uncompress((const char *)src, clen, (char *)p->dec.data, &got) != SNAPPY_OK ||
-        got != ulen)
-        return perr(p, "snappy data is corrupt");
-    uint32_t want = (uint32_t)src[clen] << 24 | (uint32_t)src[clen + 1] << 16 |
-                    (uint32_t)src[clen + 2] << 8 | (uint32_t)src[clen + 3];
-    uint32_t crc = (uint32_t)crc32(0L, p->dec.data, (uInt)ulen);
-    if (crc != want)
-        return perr(p, "snappy CRC32 does not match the data");
-    *outlen = ulen;
-    return 0;
+    int rc;
+    if (n > BFS_OCF_MAX_COMPRESSED || limit > BFS_OCF_MAX_BLOCK)
+        return bfs_err_set(err, -EINVAL, "block is larger than %u MiB", BFS_OCF_MAX_BLOCK >> 20);
+    switch (codec) {
+    case BFS_CODEC_NULL:
+        if (n > limit)
+            return bfs_err_set(err, -EFBIG, "block decompresses to more than %zu bytes", limit);
+        *plain = src;
+        *plain_len = n;
+        return 0;
+    case BFS_CODEC_DEFLATE:
+        rc = inflate_data(src, n, limit, scratch, plain_len, err);
+        break;
+    case BFS_CODEC_SNAPPY:
+        rc = unsnappy_data(src, n, limit, scratch, plain_len, err);
+        break;
+    default:
+        return bfs_err_set(err, -EINVAL, "unknown codec %d", (int)codec);
+    }
+    if (rc == 0)
+        *plain = scratch->data;
+    return rc;
 }
 
 /* Compress data[0..n) with codec into p->cmp (or point at data for null). */
@@ -673,19 +691,25 @@ static int process(struct proc *p, const uint8_t *buf, size_t len, const uint8_t
         size_t raw_len = (size_t)size;
         if (memcmp(raw + raw_len, h->sync, 16) != 0)
             return perr(p, "sync marker does not match the header");
-        if (raw_len > (h->codec == BFS_CODEC_NULL ? (size_t)BFS_OCF_MAX_BLOCK : MAX_COMPRESSED))
+        if (raw_len > (h->codec == BFS_CODEC_NULL ? (size_t)BFS_OCF_MAX_BLOCK
+                                                  : (size_t)BFS_OCF_MAX_COMPRESSED))
             return perr(p, "block is larger than %u MiB", BFS_OCF_MAX_BLOCK >> 20);
 
         const uint8_t *plain = raw;
         size_t plain_len = raw_len;
-        if (h->codec == BFS_CODEC_DEFLATE) {
-            if ((rc = inflate_block(p, raw, raw_len, &plain_len)) < 0)
+        if (h->codec != BFS_CODEC_NULL) {
+            bool caller;
+            size_t limit = block_limit(p, &caller);
+            rc = bfs_ocf_block_decompress(h->codec, raw, raw_len, limit, &p->dec, &plain,
+                                          &plain_len, p->err);
+            if (rc == -EFBIG && caller)
+                return toobig(p);
+            if (rc == -EFBIG)
+                return perr(p, "block decompresses to more than %u MiB", BFS_OCF_MAX_BLOCK >> 20);
+            if (rc == -EINVAL)
+                return bfs_err_prefix(p->err, "block %" PRIu64 " at byte %zu", p->block, p->at);
+            if (rc < 0)
                 return rc;
-            plain = p->dec.data;
-        } else if (h->codec == BFS_CODEC_SNAPPY) {
-            if ((rc = unsnappy_block(p, raw, raw_len, &plain_len)) < 0)
-                return rc;
-            plain = p->dec.data;
         }
         if (plain_len > p->max_plain - p->total)
             return toobig(p);

@@ -20,6 +20,10 @@
 
 /* Largest decompressed block accepted (a zip bomb stops here). */
 #define BFS_OCF_MAX_BLOCK (64u * 1024 * 1024)
+/* Largest compressed block (the size field of a block in a deflate or snappy
+ * file) accepted: a little over BFS_OCF_MAX_BLOCK, as stored deflate blocks and
+ * snappy literals add a few bytes. */
+#define BFS_OCF_MAX_COMPRESSED (BFS_OCF_MAX_BLOCK + 1024u * 1024)
 /* Largest sum of the decompressed sizes of a file's blocks (callers pass a
  * smaller one: ingest passes max_upload). */
 #define BFS_OCF_MAX_TOTAL (1024u * 1024 * 1024)
@@ -113,6 +117,18 @@ int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header 
                     uint64_t *records, unsigned flags, uint64_t max_plain, struct bfs_err *err);
 #define BFS_OCF_CROSSCHECK       1u
 #define BFS_OCF_DEFLATE_LEVEL(n) (((unsigned)(n)&0xfu) << 4) /* n = 1..9; 0: level 6 */
+
+/* Decompress one block's data src[0..n) written in codec: null gives *plain =
+ * src; deflate (raw; bytes after the end of the stream are ignored, as other
+ * readers do) and snappy (with its big-endian CRC32, checked) decompress into
+ * scratch from its start (scratch->len is left as it was) and *plain points
+ * there. At most limit (<= BFS_OCF_MAX_BLOCK) bytes; n at most
+ * BFS_OCF_MAX_COMPRESSED. 0; -EFBIG: the data decompresses to more than limit
+ * bytes; -EINVAL: corrupt data ("deflate data is corrupt", ...); -ENOMEM; err
+ * (may be NULL) says which, without a block position. */
+int bfs_ocf_block_decompress(enum bfs_codec codec, const uint8_t *src, size_t n, size_t limit,
+                             struct bfs_buf *scratch, const uint8_t **plain, size_t *plain_len,
+                             struct bfs_err *err);
 
 /* Append a layout header to out: magic, metadata map {avro.codec, avro.schema}
  * (keys sorted), sync. Deterministic: the same inputs give the same bytes. */
