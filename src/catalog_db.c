@@ -164,6 +164,28 @@ static const char *const MIGRATIONS[] = {
     "CREATE TABLE ledger_nodes("
     "  node TEXT PRIMARY KEY,"
     "  epoch INTEGER NOT NULL);",
+    /* 3: schema evolution. A partition's versions (the writer schemas of its
+     * uploads and archives, never removed); partitions.schema_id, sync,
+     * schema_json and header become the merged schema's layout, vgen counts
+     * the changes of the version set. Each archive's writer schema. The
+     * converted length of a segment under the partition's merged schema,
+     * memoised (conv_schema: the merged schema it was measured for). */
+    "CREATE TABLE partition_versions("
+    "  partition_id INTEGER NOT NULL REFERENCES partitions(id),"
+    "  schema_id INTEGER NOT NULL REFERENCES schemas(id),"
+    "  added_at INTEGER NOT NULL,"
+    "  PRIMARY KEY(partition_id, schema_id)) WITHOUT ROWID;"
+    "INSERT INTO partition_versions SELECT id, schema_id, created_at FROM partitions;"
+    "ALTER TABLE partitions ADD COLUMN vgen INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE archived_files ADD COLUMN schema_id INTEGER REFERENCES schemas(id);"
+    "UPDATE archived_files SET schema_id = (SELECT p.schema_id FROM partitions p"
+    "  WHERE p.table_name = archived_files.table_name"
+    "  AND p.period_tag = archived_files.period_tag);"
+    "ALTER TABLE buffer_rows ADD COLUMN conv_schema INTEGER;"
+    "ALTER TABLE buffer_rows ADD COLUMN conv_length INTEGER;"
+    "ALTER TABLE block_indexes ADD COLUMN conv_schema INTEGER;"
+    "ALTER TABLE block_indexes ADD COLUMN conv_length INTEGER;"
+    "CREATE INDEX schemas_fingerprint ON schemas(fingerprint);",
 };
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -176,11 +198,22 @@ static const char *const WSQL[W_COUNT] = {
     [W_SAVEPOINT] = "SAVEPOINT up",
     [W_RELEASE] = "RELEASE up",
     [W_ROLLBACK_TO] = "ROLLBACK TO up",
-    [W_PART_LOOKUP] = "SELECT p.schema_id, p.codec, s.canonical, s.fingerprint FROM partitions p"
+    [W_PART_LOOKUP] = "SELECT p.schema_id, p.codec, s.canonical, s.fingerprint, p.id, p.vgen"
+                      " FROM partitions p"
                       " JOIN schemas s ON s.id = p.schema_id"
                       " WHERE p.table_name = ?1 AND p.period_tag = ?2",
     [W_SCHEMA_FIND] = "SELECT id FROM schemas WHERE canonical = ?1",
     [W_SCHEMA_INS] = "INSERT INTO schemas(canonical, fingerprint, json) VALUES(?1, ?2, ?3)",
+    [W_VERSION_FIND] =
+        "SELECT 1 FROM partition_versions WHERE partition_id = ?1 AND schema_id = ?2",
+    [W_VERSION_INS] = "INSERT OR IGNORE INTO partition_versions(partition_id, schema_id, added_at)"
+                      " VALUES(?1, ?2, ?3)",
+    [W_VERSION_FP] = "SELECT 1 FROM partition_versions v JOIN schemas s ON s.id = v.schema_id"
+                     " WHERE v.partition_id = ?1 AND s.fingerprint = ?2 LIMIT 1",
+    [W_PART_MERGE] = "UPDATE partitions SET schema_id = ?2, sync = ?3, schema_json = ?4,"
+                     " header = ?5, header_length = ?6, vgen = vgen + 1 WHERE id = ?1",
+    [W_MEMO_HOT] = "UPDATE buffer_rows SET conv_schema = ?2, conv_length = ?3 WHERE id = ?1",
+    [W_MEMO_COLD] = "UPDATE block_indexes SET conv_schema = ?2, conv_length = ?3 WHERE id = ?1",
     [W_PART_INS] = "INSERT INTO partitions(table_name, period_tag, schema_id, codec, sync,"
                    " schema_json, header, header_length, created_at)"
                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -201,16 +234,22 @@ static const char *const WSQL[W_COUNT] = {
                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT coalesce(max(created_at), ?8)"
                   " FROM buffer_rows WHERE table_name = ?2 AND period_tag = ?3 AND dataset_id = ?1"
                   " AND id BETWEEN ?9 AND ?10))",
-    /* Rows of (table, period, dataset, bytes, records) on one side only. */
+    /* Rows of (table, period, dataset, records) on one side only, plus the
+     * roll's archives whose index rows do not cover them exactly (header +
+     * ranges). Bytes are not compared with the buffer rows': rows the roll
+     * converted to its archive's schema have other lengths. */
     [W_ROLL_CHECK] =
-        "WITH b AS (SELECT table_name, period_tag, dataset_id, sum(byte_length),"
+        "WITH b AS (SELECT table_name, period_tag, dataset_id,"
         "  sum(record_count) FROM buffer_rows WHERE id BETWEEN ?2 AND ?3 GROUP BY 1, 2, 3),"
-        " c AS (SELECT i.table_name, i.period_tag, i.dataset_id, sum(i.length),"
+        " c AS (SELECT i.table_name, i.period_tag, i.dataset_id,"
         "  sum(i.record_count) FROM archived_files a"
         "  JOIN block_indexes i ON i.file_id = a.id WHERE a.roll_id = ?1"
         "  GROUP BY 1, 2, 3)"
         " SELECT (SELECT count(*) FROM (SELECT * FROM b EXCEPT SELECT * FROM c)) +"
-        " (SELECT count(*) FROM (SELECT * FROM c EXCEPT SELECT * FROM b))",
+        " (SELECT count(*) FROM (SELECT * FROM c EXCEPT SELECT * FROM b)) +"
+        " (SELECT count(*) FROM archived_files a WHERE a.roll_id = ?1 AND a.size -"
+        "  a.header_length != (SELECT coalesce(sum(i.length), 0) FROM block_indexes i"
+        "  WHERE i.file_id = a.id))",
     /* Blobs whose buffer_rows row a roll commit deleted: every id below the
      * smallest live row (rolls claim whole prefixes; ids are never reused). */
     [W_PURGE] = "DELETE FROM buffer_data WHERE id IN (SELECT id FROM buffer_data WHERE id <"
@@ -228,8 +267,9 @@ static const char *const WSQL[W_COUNT] = {
                    " row_count, byte_count, node, log_seq, epoch)"
                    " VALUES(?1, ?2, ?3, 0, -1, ?4, ?5, ?6, ?7, ?8)",
     [W_ARCH_ADD] = "INSERT INTO archived_files(file_path, table_name, period_tag, size,"
-                   " header_length, roll_id, seq, created_at, sha256, schema_fingerprint, codec)"
-                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                   " header_length, roll_id, seq, created_at, sha256, schema_fingerprint, codec,"
+                   " schema_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+                   " (SELECT id FROM schemas WHERE fingerprint = ?10 ORDER BY id LIMIT 1))",
     [W_IDX_ADD] = "INSERT INTO block_indexes(dataset_id, table_name, period_tag, file_id,"
                   " start_byte, length, record_count, uploaded_at)"
                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -245,26 +285,61 @@ static const char *const WSQL[W_COUNT] = {
     " AND b.period_tag = " p ".period_tag) OR EXISTS (SELECT 1 FROM block_indexes c"               \
     " WHERE c.table_name = " p ".table_name AND c.period_tag = " p ".period_tag))"
 
+/* When partition p's file layout last changed by a merge: the newest
+ * version's arrival, if it has more than one version (else NULL). */
+#define MERGED_AT(p)                                                                               \
+    "(SELECT CASE WHEN count(*) > 1 THEN max(v.added_at) END FROM partition_versions v"            \
+    " WHERE v.partition_id = " p ".id)"
+
 static const char *const RSQL[R_COUNT] = {
     [R_BEGIN] = "BEGIN",
     [R_COMMIT] = "COMMIT",
-    [R_PARTITION] = "SELECT p.id, p.schema_id, p.codec, p.sync, p.schema_json, p.header,"
-                    " s.fingerprint FROM partitions p JOIN schemas s ON s.id = p.schema_id"
-                    " WHERE p.table_name = ?1 AND p.period_tag = ?2",
-    [R_COLD] = "SELECT a.id, a.file_path, i.start_byte, i.length, i.record_count, i.uploaded_at"
-               " FROM block_indexes i JOIN archived_files a ON a.id = i.file_id"
+    [R_PARTITION] =
+        "SELECT p.id, p.schema_id, p.codec, p.sync, p.schema_json, p.header,"
+        " s.fingerprint, p.vgen, " MERGED_AT("p") " FROM partitions p"
+                                                  " JOIN schemas s ON s.id = p.schema_id"
+                                                  " WHERE p.table_name = ?1 AND p.period_tag = ?2",
+    [R_COLD] = "SELECT a.id, a.file_path, i.start_byte, i.length, i.record_count, i.uploaded_at,"
+               " a.schema_id, i.id, i.conv_schema, i.conv_length FROM block_indexes i JOIN "
+               "archived_files a ON a.id = i.file_id"
                " WHERE i.table_name = ?1 AND i.period_tag = ?2 AND i.dataset_id = ?3"
                " ORDER BY i.file_id, i.id",
-    [R_HOT] = "SELECT id, byte_length, record_count, created_at FROM buffer_rows"
+    [R_HOT] = "SELECT id, byte_length, record_count, created_at, schema_id, id, conv_schema,"
+              " conv_length FROM buffer_rows"
               " WHERE table_name = ?1 AND period_tag = ?2 AND dataset_id = ?3 ORDER BY id",
-    [R_STAT] = "SELECT p.header_length, c.n, c.len, c.t, h.n, h.len, h.t FROM partitions p,"
-               " (SELECT count(*) n, coalesce(sum(length), 0) len, max(uploaded_at) t"
-               "  FROM block_indexes WHERE table_name = ?1 AND period_tag = ?2"
-               "  AND dataset_id = ?3) c,"
-               " (SELECT count(*) n, coalesce(sum(byte_length), 0) len, max(created_at) t"
-               "  FROM buffer_rows WHERE table_name = ?1 AND period_tag = ?2"
-               "  AND dataset_id = ?3) h"
-               " WHERE p.table_name = ?1 AND p.period_tag = ?2",
+    /* A segment's length in the file is its own when it was written in the
+     * partition's merged schema (m.id), its memoised converted length when
+     * that was measured for the merged schema, else unknown (counted). */
+    [R_STAT] = "WITH m AS (SELECT schema_id id, header_length hl, " MERGED_AT(
+        "partitions") " ma FROM partitions WHERE table_name = ?1 AND period_tag = ?2)"
+                      " SELECT m.hl, c.n, c.len, c.unk, c.t, h.n, h.len, h.unk, h.t, m.ma FROM m,"
+                      " (SELECT count(*) n, coalesce(sum(CASE WHEN a.schema_id = (SELECT id FROM m)"
+                      "  THEN i.length WHEN i.conv_schema = (SELECT id FROM m) THEN i.conv_length "
+                      "END),"
+                      "  0) len, coalesce(sum(a.schema_id IS NOT (SELECT id FROM m) AND"
+                      "  i.conv_schema IS NOT (SELECT id FROM m)), 0) unk,"
+                      "  max(i.uploaded_at) t FROM block_indexes i JOIN archived_files a"
+                      "  ON a.id = i.file_id WHERE i.table_name = ?1 AND i.period_tag = ?2"
+                      "  AND i.dataset_id = ?3) c,"
+                      " (SELECT count(*) n, coalesce(sum(CASE WHEN schema_id = (SELECT id FROM m)"
+                      "  THEN byte_length WHEN conv_schema = (SELECT id FROM m) THEN conv_length "
+                      "END),"
+                      "  0) len, coalesce(sum(schema_id IS NOT (SELECT id FROM m) AND"
+                      "  conv_schema IS NOT (SELECT id FROM m)), 0) unk,"
+                      "  max(created_at) t FROM buffer_rows WHERE table_name = ?1 AND period_tag = "
+                      "?2"
+                      "  AND dataset_id = ?3) h",
+    [R_SCHEMA_JSON] = "SELECT json FROM schemas WHERE id = ?1",
+    [R_VERSIONS] = "SELECT s.id, s.json FROM partition_versions v JOIN schemas s"
+                   " ON s.id = v.schema_id WHERE v.partition_id = ?1 ORDER BY s.id",
+    [R_ROLL_VERSIONS] = "SELECT DISTINCT b.schema_id, s.json FROM rolls o, buffer_rows b"
+                        " JOIN schemas s ON s.id = b.schema_id WHERE o.id = ?1"
+                        " AND b.table_name = ?2 AND b.period_tag = ?3"
+                        " AND b.id BETWEEN o.first_row AND o.last_row ORDER BY b.schema_id",
+    [R_HAS_VERSION] =
+        "SELECT 1 FROM partitions p JOIN partition_versions v ON v.partition_id = p.id"
+        " JOIN schemas s ON s.id = v.schema_id WHERE p.table_name = ?1"
+        " AND p.period_tag = ?2 AND s.fingerprint = ?3 LIMIT 1",
     /* Tables and periods come from partitions (a handful of rows) and are
      * listed when they hold hot or cold data. */
     [R_TABLES] = "SELECT DISTINCT p.table_name FROM partitions p WHERE " HAS_DATA(
@@ -288,12 +363,12 @@ static const char *const RSQL[R_COUNT] = {
      * datasets. (Two queries: SQLite does not seek on a row value that
      * includes the rowid.) */
     [R_ROLL_SAME] = "SELECT id, table_name, period_tag, dataset_id, record_count, byte_length,"
-                    " created_at"
+                    " created_at, schema_id"
                     " FROM buffer_rows WHERE table_name = ?2 AND period_tag = ?3"
                     " AND dataset_id = ?4 AND id > ?5 AND id BETWEEN ?6 AND ?1"
                     " ORDER BY id LIMIT ?7",
     [R_ROLL_NEXT] = "SELECT id, table_name, period_tag, dataset_id, record_count, byte_length,"
-                    " created_at"
+                    " created_at, schema_id"
                     " FROM buffer_rows INDEXED BY buffer_rows_dataset"
                     " WHERE (table_name, period_tag, dataset_id) > (?2, ?3, ?4)"
                     " AND id BETWEEN ?6 AND ?1"

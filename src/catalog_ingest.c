@@ -62,6 +62,8 @@ int bfs_cat_read_partition(struct rconn *c, const char *table, const char *perio
             e = -EIO;
         else
             memcpy(p->fingerprint, fp, 17);
+        p->vgen = sqlite3_column_int64(st, 7);
+        p->merged_at = sqlite3_column_int64(st, 8);
     }
     if (e == -EIO)
         bfs_error("catalog: partition %s/%s has a bad codec or sync marker", table, period);
@@ -135,14 +137,161 @@ int bfs_catalog_partition_layout(struct bfs_catalog *cat, const char *table, con
 
 /* ---- upload commits ---- */
 
-static void fingerprint_hex(const struct bfs_upload *up, char hex[17])
+/* Drop the layout cache's slot of (table, period): its merged schema changed
+ * (the slot is a hint: an ingest that read it before is checked at commit).
+ * Called in the transaction that changes it and again after its commit (a
+ * reader may have refilled the slot from the old row in between). lmu is a
+ * leaf: taken under wmu here, nothing is taken under it. */
+static void layout_forget(struct bfs_catalog *cat, const char *table, const char *period)
 {
-    snprintf(hex, 17, "%016" PRIx64, up->fingerprint);
+    struct layout_slot *slot = &cat->layouts[layout_hash(table, period)];
+    pthread_mutex_lock(&cat->lmu);
+    if (slot->used && strcmp(slot->table, table) == 0 && strcmp(slot->period, period) == 0)
+        slot->used = 0;
+    pthread_mutex_unlock(&cat->lmu);
 }
 
-/* In a write transaction: find the upload's partition (*schema_id) or create
- * it with its schema row. 0, -EINVAL (another schema), -EAGAIN (another
- * codec), -errno; err says why. */
+/* In a write transaction: the id of the schema row of canonical, inserted
+ * (with its fingerprint and text) if missing. 0 or an SQLite error code. */
+static int schema_row(struct bfs_catalog *cat, const char *canonical, size_t canonical_len,
+                      uint64_t fingerprint, const char *json, size_t len, int64_t *id)
+{
+    sqlite3_stmt *st = cat->ws[W_SCHEMA_FIND];
+    sqlite3_bind_text(st, 1, canonical, (int)canonical_len, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    *id = -1;
+    if (rc == SQLITE_ROW)
+        *id = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return rc;
+    if (*id >= 0)
+        return SQLITE_OK;
+    char fp_hex[17];
+    snprintf(fp_hex, sizeof fp_hex, "%016" PRIx64, fingerprint);
+    st = cat->ws[W_SCHEMA_INS];
+    sqlite3_bind_text(st, 1, canonical, (int)canonical_len, SQLITE_STATIC);
+    bind_text(st, 2, fp_hex);
+    sqlite3_bind_text(st, 3, json, (int)len, SQLITE_STATIC);
+    if ((rc = run(st)) != SQLITE_OK)
+        return rc;
+    *id = sqlite3_last_insert_rowid(cat->w);
+    return SQLITE_OK;
+}
+
+/* In a write transaction: whether schema_id is a version of partition pid. */
+static int is_version(struct bfs_catalog *cat, int64_t pid, int64_t schema_id, int *yes)
+{
+    sqlite3_stmt *st = cat->ws[W_VERSION_FIND];
+    sqlite3_bind_int64(st, 1, pid);
+    sqlite3_bind_int64(st, 2, schema_id);
+    int rc = sqlite3_step(st);
+    *yes = rc == SQLITE_ROW;
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int add_version_row(struct bfs_catalog *cat, int64_t pid, int64_t schema_id, int64_t now)
+{
+    sqlite3_stmt *st = cat->ws[W_VERSION_INS];
+    sqlite3_bind_int64(st, 1, pid);
+    sqlite3_bind_int64(st, 2, schema_id);
+    sqlite3_bind_int64(st, 3, now);
+    return run(st);
+}
+
+/* What a writer schema is to an existing partition (in a write transaction). */
+struct version_in {
+    const char *table, *period;
+    const char *json, *canonical;
+    size_t len, canonical_len;
+    uint64_t fingerprint;
+    const struct bfs_merged *merged;
+};
+
+/* The partition row (pid, its merged schema's id and canonical form, vgen)
+ * holds `v` as a version (*schema_id), adding it with v->merged's layout if
+ * it is new. 0, -EAGAIN (new, and no merge for this vgen), -errno; err. */
+static int version_locked(struct bfs_catalog *cat, const struct version_in *v, int64_t pid,
+                          int64_t merged_id, const void *mcanon, size_t mcanon_len, int64_t vgen,
+                          int64_t now, int64_t *schema_id, struct bfs_err *err)
+{
+    sqlite3 *db = cat->w;
+    /* The fast path: the partition's merged schema is the writer's (always
+     * so for a partition of one version). */
+    int rc, yes = 0;
+    if (mcanon_len == v->canonical_len && memcmp(mcanon, v->canonical, mcanon_len) == 0) {
+        /* With several versions the merged schema need not be one of them
+         * (until an archive or a file served is written in it). */
+        if (vgen > 1 && ((rc = is_version(cat, pid, merged_id, &yes)) != SQLITE_OK ||
+                         (!yes && (rc = add_version_row(cat, pid, merged_id, now)) != SQLITE_OK)))
+            goto sql_error;
+        *schema_id = merged_id;
+        return 0;
+    }
+    int64_t wid = -1;
+    sqlite3_stmt *st = cat->ws[W_SCHEMA_FIND];
+    sqlite3_bind_text(st, 1, v->canonical, (int)v->canonical_len, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        wid = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        goto sql_error;
+    if (wid >= 0 && (rc = is_version(cat, pid, wid, &yes)) != SQLITE_OK)
+        goto sql_error;
+    if (yes) {
+        *schema_id = wid;
+        return 0;
+    }
+    const struct bfs_merged *m = v->merged;
+    if (!m)
+        return bfs_err_set(err, -EAGAIN,
+                           "schema %016" PRIx64 " is not a version of %s/%s (merge it with the "
+                           "partition's versions)",
+                           v->fingerprint, v->table, v->period);
+    if (m->base_vgen != vgen)
+        return bfs_err_set(err, -EAGAIN,
+                           "the schema versions of %s/%s changed while the upload was merged",
+                           v->table, v->period);
+    if (!m->header || m->header_len == 0 || m->len > INT_MAX || m->canonical_len > INT_MAX ||
+        m->header_len > INT_MAX)
+        return bfs_err_set(err, -EINVAL, "bad merged layout for %s/%s", v->table, v->period);
+    if ((rc = schema_row(cat, v->canonical, v->canonical_len, v->fingerprint, v->json, v->len,
+                         &wid)) != SQLITE_OK)
+        goto sql_error;
+    int64_t mid;
+    if ((rc = schema_row(cat, m->canonical, m->canonical_len, m->fingerprint, m->json, m->len,
+                         &mid)) != SQLITE_OK)
+        goto sql_error;
+    if ((rc = add_version_row(cat, pid, wid, now)) != SQLITE_OK)
+        goto sql_error;
+    st = cat->ws[W_PART_MERGE];
+    sqlite3_bind_int64(st, 1, pid);
+    sqlite3_bind_int64(st, 2, mid);
+    bind_blob(st, 3, m->sync, sizeof m->sync);
+    sqlite3_bind_text(st, 4, m->json, (int)m->len, SQLITE_STATIC);
+    rc = bind_blob(st, 5, m->header, m->header_len);
+    sqlite3_bind_int64(st, 6, (int64_t)m->header_len);
+    if (rc == SQLITE_OK)
+        rc = run(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_OK)
+        goto sql_error;
+    layout_forget(cat, v->table, v->period);
+    bfs_info("partition %s/%s: schema %016" PRIx64 " added; merged schema %016" PRIx64, v->table,
+             v->period, v->fingerprint, m->fingerprint);
+    *schema_id = wid;
+    return 0;
+
+sql_error:
+    return bfs_err_set(err, sql_errno(rc), "catalog: %s", sqlite3_errmsg(db));
+}
+
+/* In a write transaction: find the upload's partition and its schema row
+ * (*schema_id: the upload's writer schema, a version of the partition) or
+ * create them. 0, -EAGAIN (another codec; a new version without a merge for
+ * this vgen), -errno; err says why. */
 static int partition_locked(struct bfs_catalog *cat, const struct bfs_upload *up, int64_t now,
                             int64_t *schema_id_out, struct bfs_err *err)
 {
@@ -151,7 +300,16 @@ static int partition_locked(struct bfs_catalog *cat, const struct bfs_upload *up
     int rc;
     int64_t schema_id = -1;
     const char *codec = codec_text(up->codec);
-    char fp_hex[17]; /* for a new schema's row and for messages only */
+    struct version_in v = {
+        .table = up->table,
+        .period = up->period,
+        .json = up->schema_json,
+        .len = up->schema_len,
+        .canonical = up->canonical,
+        .canonical_len = up->canonical_len,
+        .fingerprint = up->fingerprint,
+        .merged = up->merged,
+    };
 
     /* The partition, if it exists. */
     st = cat->ws[W_PART_LOOKUP];
@@ -159,87 +317,104 @@ static int partition_locked(struct bfs_catalog *cat, const struct bfs_upload *up
     bind_text(st, 2, up->period);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        schema_id = sqlite3_column_int64(st, 0);
         const char *pcodec = (const char *)sqlite3_column_text(st, 1);
-        const void *canon = sqlite3_column_blob(st, 2);
-        size_t canon_len = (size_t)sqlite3_column_bytes(st, 2);
-        int same = canon_len == up->canonical_len &&
-                   (canon_len == 0 || memcmp(canon, up->canonical, canon_len) == 0);
-        if (!same) {
-            fingerprint_hex(up, fp_hex);
-            bfs_err_set(err, -EINVAL,
-                        "schema differs from the one stored for %s/%s (fingerprint %s, upload has "
-                        "%s)",
-                        up->table, up->period,
-                        sqlite3_column_text(st, 3) ? (const char *)sqlite3_column_text(st, 3) : "?",
-                        fp_hex);
-            sqlite3_reset(st);
-            return -EINVAL;
-        }
         if (!pcodec || strcmp(pcodec, codec) != 0) {
             bfs_err_set(err, -EAGAIN, "partition %s/%s stores codec %s, the upload has %s",
                         up->table, up->period, pcodec ? pcodec : "?", codec);
             sqlite3_reset(st);
             return -EAGAIN;
         }
-        rc = SQLITE_OK;
-    } else if (rc == SQLITE_DONE) {
-        rc = SQLITE_OK;
+        int e = version_locked(cat, &v, sqlite3_column_int64(st, 4), sqlite3_column_int64(st, 0),
+                               sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2),
+                               sqlite3_column_int64(st, 5), now, &schema_id, err);
+        sqlite3_reset(st);
+        if (e < 0)
+            return e;
+        *schema_id_out = schema_id;
+        return 0;
     }
     sqlite3_reset(st);
-    if (rc != SQLITE_OK)
+    if (rc != SQLITE_DONE)
         goto sql_error;
 
-    if (schema_id < 0) {
-        /* A new partition: find or insert the schema, then the partition. */
-        st = cat->ws[W_SCHEMA_FIND];
-        sqlite3_bind_text(st, 1, up->canonical, (int)up->canonical_len, SQLITE_STATIC);
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            schema_id = sqlite3_column_int64(st, 0);
-            rc = SQLITE_OK;
-        } else if (rc == SQLITE_DONE) {
-            rc = SQLITE_OK;
-        }
-        sqlite3_reset(st);
-        if (rc != SQLITE_OK)
-            goto sql_error;
-        if (schema_id < 0) {
-            st = cat->ws[W_SCHEMA_INS];
-            sqlite3_bind_text(st, 1, up->canonical, (int)up->canonical_len, SQLITE_STATIC);
-            fingerprint_hex(up, fp_hex);
-            bind_text(st, 2, fp_hex);
-            sqlite3_bind_text(st, 3, up->schema_json, (int)up->schema_len, SQLITE_STATIC);
-            if ((rc = run(st)) != SQLITE_OK)
-                goto sql_error;
-            schema_id = sqlite3_last_insert_rowid(db);
-        }
-        /* The layout as the upload brings it: its sync marker and the header
-         * the caller built (the caller found no partition, so it built one). */
-        if (!up->header || up->header_len == 0)
-            return bfs_err_set(err, -EINVAL, "no layout header for the new partition %s/%s",
-                               up->table, up->period);
-        st = cat->ws[W_PART_INS];
-        bind_text(st, 1, up->table);
-        bind_text(st, 2, up->period);
-        sqlite3_bind_int64(st, 3, schema_id);
-        bind_text(st, 4, codec);
-        bind_blob(st, 5, up->sync, sizeof up->sync);
-        sqlite3_bind_text(st, 6, up->schema_json, (int)up->schema_len, SQLITE_STATIC);
-        rc = bind_blob(st, 7, up->header, up->header_len);
-        sqlite3_bind_int64(st, 8, (int64_t)up->header_len);
-        sqlite3_bind_int64(st, 9, now);
-        if (rc == SQLITE_OK)
-            rc = run(st);
-        sqlite3_clear_bindings(st);
-        if (rc != SQLITE_OK)
-            goto sql_error;
-    }
+    /* A new partition: its one version is its merged schema. */
+    if ((rc = schema_row(cat, up->canonical, up->canonical_len, up->fingerprint, up->schema_json,
+                         up->schema_len, &schema_id)) != SQLITE_OK)
+        goto sql_error;
+    /* The layout as the upload brings it: its sync marker and the header
+     * the caller built (the caller found no partition, so it built one). */
+    if (!up->header || up->header_len == 0)
+        return bfs_err_set(err, -EINVAL, "no layout header for the new partition %s/%s", up->table,
+                           up->period);
+    st = cat->ws[W_PART_INS];
+    bind_text(st, 1, up->table);
+    bind_text(st, 2, up->period);
+    sqlite3_bind_int64(st, 3, schema_id);
+    bind_text(st, 4, codec);
+    bind_blob(st, 5, up->sync, sizeof up->sync);
+    sqlite3_bind_text(st, 6, up->schema_json, (int)up->schema_len, SQLITE_STATIC);
+    rc = bind_blob(st, 7, up->header, up->header_len);
+    sqlite3_bind_int64(st, 8, (int64_t)up->header_len);
+    sqlite3_bind_int64(st, 9, now);
+    if (rc == SQLITE_OK)
+        rc = run(st);
+    sqlite3_clear_bindings(st);
+    if (rc == SQLITE_OK)
+        rc = add_version_row(cat, sqlite3_last_insert_rowid(db), schema_id, now);
+    if (rc != SQLITE_OK)
+        goto sql_error;
     *schema_id_out = schema_id;
     return 0;
 
 sql_error:
     return bfs_err_set(err, sql_errno(rc), "catalog: %s", sqlite3_errmsg(db));
+}
+
+int bfs_catalog_partition_add_version(struct bfs_catalog *cat, const char *table,
+                                      const char *period, const char *json, size_t len,
+                                      const char *canonical, size_t canonical_len,
+                                      uint64_t fingerprint, const struct bfs_merged *m,
+                                      int64_t *schema_id, struct bfs_err *err)
+{
+    if (!valid_name(table) || !valid_name(period) || len > INT_MAX || canonical_len > INT_MAX)
+        return bfs_err_set(err, -EINVAL, "bad table, period or schema");
+    struct version_in v = {
+        .table = table,
+        .period = period,
+        .json = json,
+        .len = len,
+        .canonical = canonical,
+        .canonical_len = canonical_len,
+        .fingerprint = fingerprint,
+        .merged = m,
+    };
+    struct wtx tx = {.what = "schema version"};
+    int e = bfs_cat_wtx_begin(cat, &tx);
+    if (e < 0)
+        return bfs_err_set(err, e, "catalog: begin: %s", strerror(-e));
+    sqlite3_stmt *st = cat->ws[W_PART_LOOKUP];
+    bind_text(st, 1, table);
+    bind_text(st, 2, period);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        e = version_locked(cat, &v, sqlite3_column_int64(st, 4), sqlite3_column_int64(st, 0),
+                           sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2),
+                           sqlite3_column_int64(st, 5), (int64_t)time(NULL), schema_id, err);
+    } else if (rc == SQLITE_DONE) {
+        e = bfs_err_set(err, -ENOENT, "no partition %s/%s", table, period);
+    } else {
+        e = bfs_err_set(err, sql_errno(rc), "catalog: %s", sqlite3_errmsg(cat->w));
+    }
+    sqlite3_reset(st);
+    e = bfs_cat_wtx_end(cat, &tx, e);
+    if (e == 0)
+        layout_forget(cat, table, period);
+    return e;
+}
+
+void bfs_catalog_layout_forget(struct bfs_catalog *cat, const char *table, const char *period)
+{
+    layout_forget(cat, table, period);
 }
 
 int bfs_catalog_partition_add(struct bfs_catalog *cat, const struct bfs_upload *up,
@@ -414,4 +589,30 @@ uint64_t bfs_catalog_commit_groups(struct bfs_catalog *cat)
     uint64_t n = cat->groups;
     pthread_mutex_unlock(&cat->qmu);
     return n;
+}
+
+/* ---- converted lengths ---- */
+
+int bfs_catalog_conv_memo(struct bfs_catalog *cat, const struct bfs_conv_memo *m, size_t n)
+{
+    if (n == 0)
+        return 0;
+    struct wtx tx = {.what = "converted lengths"};
+    int e = bfs_cat_wtx_begin(cat, &tx);
+    if (e < 0)
+        return e;
+    for (size_t i = 0; i < n && e == 0; i++) {
+        if (m[i].length > (uint64_t)INT64_MAX) {
+            e = -EINVAL;
+            break;
+        }
+        sqlite3_stmt *st = cat->ws[m[i].kind == BFS_SEG_HOT ? W_MEMO_HOT : W_MEMO_COLD];
+        sqlite3_bind_int64(st, 1, m[i].row);
+        sqlite3_bind_int64(st, 2, m[i].merged_id);
+        sqlite3_bind_int64(st, 3, (int64_t)m[i].length);
+        int rc = run(st);
+        if (rc != SQLITE_OK)
+            e = sql_fail(cat->w, rc, "memoise a converted length");
+    }
+    return bfs_cat_wtx_end(cat, &tx, e);
 }

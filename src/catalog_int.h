@@ -38,8 +38,9 @@
  *            which SQLite runs inside each COMMIT.
  *   rmu      the idle read connections, and lmu, the layout cache: leaves,
  *            held for a few loads and stores, never with another of these.
- * So: qmu is never held while another lock is taken; wmu -> cmu is the only
- * nesting; nothing that holds wmu takes rmu or lmu.
+ * So: qmu is never held while another lock is taken; wmu -> cmu and wmu ->
+ * lmu (a transaction that changes a partition's layout drops its slot) are
+ * the only nestings; nothing that holds wmu takes rmu.
  */
 #ifndef BATTLEFS_CATALOG_INT_H
 #define BATTLEFS_CATALOG_INT_H
@@ -75,6 +76,12 @@ enum wst {
     W_PART_LOOKUP = W_TX_COUNT,
     W_SCHEMA_FIND,
     W_SCHEMA_INS,
+    W_VERSION_FIND,
+    W_VERSION_INS,
+    W_VERSION_FP,
+    W_PART_MERGE,
+    W_MEMO_HOT,
+    W_MEMO_COLD,
     W_PART_INS,
     W_ROW_INS,
     W_DATA_INS,
@@ -106,6 +113,10 @@ enum rst {
     R_COLD,
     R_HOT,
     R_STAT,
+    R_SCHEMA_JSON,
+    R_VERSIONS,
+    R_HAS_VERSION,
+    R_ROLL_VERSIONS,
     R_TABLES,
     R_PERIODS,
     R_DATASETS,

@@ -265,11 +265,22 @@ int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest
     if (rc == SQLITE_ROW) {
         const char *pcodec = (const char *)sqlite3_column_text(st, 1);
         const char *fp = (const char *)sqlite3_column_text(st, 3);
-        if (!fp || strcmp(fp, ar->schema_fingerprint) != 0)
-            e = bfs_err_set(err, -EINVAL,
-                            "archive %s: partition %s/%s has schema %s here, the archive %s",
-                            ar->key, ar->table, ar->period, fp ? fp : "?", ar->schema_fingerprint);
-        else if (!pcodec || strcmp(pcodec, codec) != 0)
+        if (!fp || strcmp(fp, ar->schema_fingerprint) != 0) {
+            /* Not the merged schema: one of the partition's versions? */
+            sqlite3_stmt *vs = cat->ws[W_VERSION_FP];
+            sqlite3_bind_int64(vs, 1, sqlite3_column_int64(st, 4));
+            bind_text(vs, 2, ar->schema_fingerprint);
+            int vrc = sqlite3_step(vs);
+            sqlite3_reset(vs);
+            if (vrc == SQLITE_DONE)
+                e = bfs_err_set(err, -EINVAL,
+                                "archive %s: schema %s is not a version of partition %s/%s here",
+                                ar->key, ar->schema_fingerprint, ar->table, ar->period);
+            else if (vrc != SQLITE_ROW)
+                e = bfs_err_set(err, sql_fail(cat->w, vrc, "look a version up"), "catalog: %s",
+                                sqlite3_errmsg(cat->w));
+        }
+        if (e == 0 && (!pcodec || strcmp(pcodec, codec) != 0))
             e = bfs_err_set(err, -EINVAL,
                             "archive %s: partition %s/%s has codec %s here, the archive %s",
                             ar->key, ar->table, ar->period, pcodec ? pcodec : "?", codec);

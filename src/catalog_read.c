@@ -2,6 +2,7 @@
  * transaction each), hot reads through incremental blob I/O, counts. */
 #include <inttypes.h>
 
+#include "battlefs/buf.h"
 #include "catalog_int.h"
 
 /* ---- listing ---- */
@@ -94,6 +95,9 @@ void bfs_dataset_view_free(struct bfs_dataset_view *v)
     for (size_t i = 0; i < v->n; i++)
         free(v->seg[i].key);
     free(v->seg);
+    for (size_t i = 0; i < v->n_schemas; i++)
+        free(v->schemas[i].json);
+    free(v->schemas);
     bfs_partition_free(&v->part);
     memset(v, 0, sizeof *v);
 }
@@ -111,6 +115,47 @@ static struct bfs_segment *add_segment(struct bfs_dataset_view *v, size_t *cap)
     struct bfs_segment *s = &v->seg[v->n++];
     memset(s, 0, sizeof *s);
     return s;
+}
+
+/* The text of schema row id, on c: 0 (*json malloc'd), -ENOENT, -errno. */
+static int schema_text(struct rconn *c, int64_t id, char **json, size_t *len)
+{
+    sqlite3_stmt *st = c->st[R_SCHEMA_JSON];
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    int e;
+    if (rc == SQLITE_ROW) {
+        *len = (size_t)sqlite3_column_bytes(st, 0);
+        *json = dup_n(sqlite3_column_text(st, 0), *len);
+        e = *json ? 0 : -ENOMEM;
+    } else {
+        e = rc == SQLITE_DONE ? -ENOENT : sql_fail(c->db, rc, "read a schema");
+    }
+    sqlite3_reset(st);
+    return e;
+}
+
+/* Add the text of writer schema id to v->schemas, unless it is there. */
+static int view_schema(struct rconn *c, struct bfs_dataset_view *v, int64_t id)
+{
+    for (size_t i = 0; i < v->n_schemas; i++)
+        if (v->schemas[i].id == id)
+            return 0;
+    struct bfs_schema_text *t = realloc(v->schemas, (v->n_schemas + 1) * sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    v->schemas = t;
+    t = &v->schemas[v->n_schemas];
+    int e = schema_text(c, id, &t->json, &t->len);
+    if (e == -ENOENT) {
+        bfs_error("catalog: a segment's schema %" PRId64 " is missing", id);
+        return -EIO;
+    }
+    if (e < 0)
+        return e;
+    t->id = id;
+    v->n_schemas++;
+    return 0;
 }
 
 /* Fill v inside the read transaction of c. */
@@ -155,7 +200,23 @@ static int read_view(struct rconn *c, const char *table, const char *period, con
             int64_t t = sqlite3_column_int64(st, cold ? 5 : 3);
             if (t > mtime)
                 mtime = t;
-            size += s->length;
+            int b = cold ? 6 : 4; /* schema_id, row, conv_schema, conv_length */
+            s->schema_id = sqlite3_column_int64(st, b);
+            s->row = sqlite3_column_int64(st, b + 1);
+            if (s->schema_id == v->part.schema_id) {
+                s->vlength = s->length;
+                s->vknown = 1;
+            } else if (sqlite3_column_type(st, b + 2) == SQLITE_INTEGER &&
+                       sqlite3_column_int64(st, b + 2) == v->part.schema_id) {
+                s->vlength = (uint64_t)sqlite3_column_int64(st, b + 3);
+                s->vknown = 1;
+            } else {
+                v->unknown++;
+            }
+            if (s->vknown)
+                size += s->vlength;
+            if (s->schema_id != v->part.schema_id && (e = view_schema(c, v, s->schema_id)) < 0)
+                break;
         }
         if (e == 0 && rc != SQLITE_DONE)
             e = sql_fail(c->db, rc, "read a dataset");
@@ -166,7 +227,7 @@ static int read_view(struct rconn *c, const char *table, const char *period, con
     if (v->n == 0)
         return -ENOENT;
     v->size = size;
-    v->mtime = mtime;
+    v->mtime = mtime > v->part.merged_at ? mtime : v->part.merged_at;
     return 0;
 }
 
@@ -207,18 +268,148 @@ int bfs_catalog_dataset_stat(struct bfs_catalog *cat, const char *table, const c
     bind_text(st, 3, dataset);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        int64_t cold_n = sqlite3_column_int64(st, 1), hot_n = sqlite3_column_int64(st, 4);
-        int64_t tc = sqlite3_column_int64(st, 3), th = sqlite3_column_int64(st, 6);
+        int64_t cold_n = sqlite3_column_int64(st, 1), hot_n = sqlite3_column_int64(st, 5);
+        int64_t tc = sqlite3_column_int64(st, 4), th = sqlite3_column_int64(st, 8);
         *size = (uint64_t)sqlite3_column_int64(st, 0) + (uint64_t)sqlite3_column_int64(st, 2) +
-                (uint64_t)sqlite3_column_int64(st, 5);
+                (uint64_t)sqlite3_column_int64(st, 6);
         *mtime = tc > th ? tc : th;
-        rc = cold_n + hot_n > 0 ? 0 : -ENOENT;
+        int64_t tm = sqlite3_column_int64(st, 9); /* 0 (NULL): never merged */
+        if (tm > *mtime)
+            *mtime = tm;
+        int64_t unknown = sqlite3_column_int64(st, 3) + sqlite3_column_int64(st, 7);
+        rc = cold_n + hot_n == 0 ? -ENOENT : unknown > 0 ? -EAGAIN : 0;
     } else if (rc == SQLITE_DONE) {
         rc = -ENOENT;
     } else {
         rc = sql_fail(c->db, rc, "stat a dataset");
     }
     sqlite3_reset(st);
+    bfs_cat_rrelease(cat, c);
+    return rc;
+}
+
+/* ---- schema versions ---- */
+
+void bfs_versions_free(struct bfs_versions *v)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < v->n; i++)
+        free(v->v[i].json);
+    free(v->v);
+    memset(v, 0, sizeof *v);
+}
+
+/* Step st (rows of schema id, text) into out->v. */
+static int read_texts(struct rconn *c, sqlite3_stmt *st, struct bfs_versions *out)
+{
+    size_t cap = 0;
+    int src, rc = 0;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        if (bfs_array_reserve(&out->v, &cap, out->n + 1, sizeof *out->v) < 0) {
+            rc = -ENOMEM;
+            break;
+        }
+        struct bfs_schema_text *t = &out->v[out->n];
+        t->id = sqlite3_column_int64(st, 0);
+        t->len = (size_t)sqlite3_column_bytes(st, 1);
+        t->json = dup_n(sqlite3_column_text(st, 1), t->len);
+        if (!t->json) {
+            rc = -ENOMEM;
+            break;
+        }
+        out->n++;
+    }
+    if (rc == 0 && src != SQLITE_DONE)
+        rc = sql_fail(c->db, src, "read schema versions");
+    sqlite3_reset(st);
+    return rc;
+}
+
+int bfs_catalog_roll_versions(struct bfs_catalog *cat, const char *roll_id, const char *table,
+                              const char *period, struct bfs_versions *out)
+{
+    memset(out, 0, sizeof *out);
+    struct rconn *c;
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *st = c->st[R_ROLL_VERSIONS];
+    bind_text(st, 1, roll_id);
+    bind_text(st, 2, table);
+    bind_text(st, 3, period);
+    rc = read_texts(c, st, out);
+    bfs_cat_rrelease(cat, c);
+    if (rc < 0)
+        bfs_versions_free(out);
+    return rc;
+}
+
+int bfs_catalog_partition_versions(struct bfs_catalog *cat, const char *table, const char *period,
+                                   struct bfs_versions *out)
+{
+    memset(out, 0, sizeof *out);
+    struct rconn *c;
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    struct bfs_partition p;
+    int src = run(c->st[R_BEGIN]);
+    if (src != SQLITE_OK) {
+        bfs_cat_rrelease(cat, c);
+        return sql_fail(c->db, src, "begin a read");
+    }
+    rc = bfs_cat_read_partition(c, table, period, &p);
+    if (rc == 0) {
+        out->vgen = p.vgen;
+        out->merged_id = p.schema_id;
+        sqlite3_stmt *st = c->st[R_VERSIONS];
+        sqlite3_bind_int64(st, 1, p.id);
+        rc = read_texts(c, st, out);
+        bfs_partition_free(&p);
+    }
+    src = run(c->st[R_COMMIT]);
+    if (src != SQLITE_OK && rc == 0)
+        rc = sql_fail(c->db, src, "end a read");
+    bfs_cat_rrelease(cat, c);
+    if (rc < 0)
+        bfs_versions_free(out);
+    return rc;
+}
+
+int bfs_catalog_partition_has_version(struct bfs_catalog *cat, const char *table,
+                                      const char *period, const char *fp)
+{
+    struct rconn *c;
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *st = c->st[R_HAS_VERSION];
+    bind_text(st, 1, table);
+    bind_text(st, 2, period);
+    bind_text(st, 3, fp);
+    rc = sqlite3_step(st);
+    int ret = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : sql_fail(c->db, rc, "find a version");
+    sqlite3_reset(st);
+    if (ret == 0) {
+        struct bfs_partition p;
+        int e = bfs_cat_read_partition(c, table, period, &p);
+        if (e < 0)
+            ret = e;
+        else
+            bfs_partition_free(&p);
+    }
+    bfs_cat_rrelease(cat, c);
+    return ret;
+}
+
+int bfs_catalog_schema_json(struct bfs_catalog *cat, int64_t id, char **json, size_t *len)
+{
+    struct rconn *c;
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    rc = schema_text(c, id, json, len);
     bfs_cat_rrelease(cat, c);
     return rc;
 }

@@ -157,7 +157,7 @@ int bfs_catalog_purge(struct bfs_catalog *cat, int rows)
 }
 
 struct page_row {
-    int64_t id;
+    int64_t id, schema_id;
     int64_t created_at;
     uint64_t records, length;
     char table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1], dataset[BFS_NAME_MAX + 1];
@@ -229,6 +229,7 @@ static int roll_page(struct bfs_catalog *cat, int64_t lo, int64_t hi, const stru
             r->records = (uint64_t)sqlite3_column_int64(st, 4);
             r->length = (uint64_t)sqlite3_column_int64(st, 5);
             r->created_at = sqlite3_column_int64(st, 6);
+            r->schema_id = sqlite3_column_int64(st, 7);
             if (copy_name(r->table, st, 1) < 0 || copy_name(r->period, st, 2) < 0 ||
                 copy_name(r->dataset, st, 3) < 0) {
                 bfs_error("catalog: buffer row %" PRId64 " has a bad name", r->id);
@@ -266,6 +267,7 @@ int bfs_catalog_roll_rows(struct bfs_catalog *cat, const char *roll_id,
         for (int i = 0; i < n && ret == 0; i++) {
             struct bfs_roll_row row = {
                 .id = rows[i].id,
+                .schema_id = rows[i].schema_id,
                 .table = rows[i].table,
                 .period = rows[i].period,
                 .dataset = rows[i].dataset,

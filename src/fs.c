@@ -776,7 +776,7 @@ static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
     case N_DATASET: {
         uint64_t size;
         int64_t mtime;
-        rc = bfs_catalog_dataset_stat(ctx->cat, nd.table, nd.period, nd.dataset, &size, &mtime);
+        rc = bfs_reader_stat(&ctx->reader, nd.table, nd.period, nd.dataset, &size, &mtime);
         if (rc < 0)
             return rc;
         st->st_mode = S_IFREG | perm_of(ctx, N_DATASET);

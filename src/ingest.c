@@ -9,6 +9,7 @@
 #include "battlefs/ingest.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include "battlefs/catalog.h"
 #include "battlefs/err.h"
 #include "battlefs/errors.h"
+#include "battlefs/layout.h"
 #include "battlefs/log.h"
 #include "battlefs/names.h"
 #include "battlefs/ocf.h"
@@ -106,6 +108,31 @@ static void spool_unload(uint8_t *buf, size_t len)
         free(buf);
 }
 
+/* The upload's schema is not the merged schema of existing partition
+ * (table, period): 0 if it is one of its versions, 1 with *lay (the layout
+ * it makes) if it is new and merges, -EINVAL (err: why it does not merge),
+ * -ENOENT (no partition after all), -errno. */
+static int version_layout(const struct bfs_ingest_deps *deps, const char *table, const char *period,
+                          const struct bfs_ocf_header *h, enum bfs_codec codec,
+                          struct bfs_layout *lay, struct bfs_err *err)
+{
+    char fp[17];
+    snprintf(fp, sizeof fp, "%016" PRIx64, bfs_ocf_schema_fingerprint(h->compiled));
+    int rc = bfs_catalog_partition_has_version(deps->cat, table, period, fp);
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
+    struct bfs_versions vers;
+    rc = bfs_catalog_partition_versions(deps->cat, table, period, &vers);
+    if (rc < 0)
+        return rc;
+    rc = bfs_layout_merge(&vers, h->schema_json, h->schema_len, codec, lay, err);
+    bfs_versions_free(&vers);
+    if (rc == -EINVAL)
+        bfs_err_prefix(err, "schema %s does not merge with the versions stored for %s/%s", fp,
+                       table, period);
+    return rc < 0 ? rc : 1;
+}
+
 int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_identity *id,
                const char *what)
 {
@@ -144,6 +171,8 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
     size_t canon_len = 0;
     char table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1], dataset[BFS_NAME_MAX + 1];
     int have_header = 0;
+    struct bfs_layout lay; /* the layout the upload's schema makes when it is new */
+    int have_lay = 0;
     rc = bfs_ocf_parse_header_cached(buf, len, deps->schemas, &h, &err);
     if (rc < 0)
         goto reject;
@@ -169,20 +198,30 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
     canon = bfs_ocf_schema_canonical(h.compiled, &canon_len);
     const uint8_t *sync = bfs_ocf_schema_sync(h.compiled);
 
+    int slow = 0; /* the cached layout was stale: ask the catalog */
     for (int attempt = 0;; attempt++) {
         uint8_t psync[16];
         enum bfs_codec codec = deps->codec;
+        const struct bfs_merged *merged = NULL;
+        if (have_lay) {
+            bfs_layout_free(&lay);
+            have_lay = 0;
+        }
         rc = bfs_catalog_partition_layout(deps->cat, table, period, psync, &codec);
-        if (rc == 0) {
-            if (memcmp(psync, sync, sizeof psync) != 0) {
-                rc = bfs_err_set(&err, -EINVAL,
-                                 "schema differs from the one stored for %s/%s (schema "
-                                 "evolution is not supported)",
-                                 table, period);
-                goto reject;
+        if (rc == 0 && (slow || memcmp(psync, sync, sizeof psync) != 0)) {
+            /* Not the partition's merged schema: a version of it already, or
+             * a new version that must merge with the others. */
+            rc = version_layout(deps, table, period, &h, codec, &lay, &err);
+            if (rc == 1) {
+                have_lay = 1;
+                merged = &lay.m;
+                rc = 0;
             }
-        } else if (rc != -ENOENT) {
-            rc = bfs_err_set(&err, -EIO, "catalog: %s", strerror(-rc));
+            if (rc == -EINVAL)
+                goto reject;
+        }
+        if (rc < 0 && rc != -ENOENT) {
+            rc = bfs_err_set(&err, -EIO, "catalog: %s", err.msg[0] ? err.msg : strerror(-rc));
             goto reject;
         }
         int new_partition = rc == -ENOENT;
@@ -221,14 +260,22 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
             .codec = codec,
             .header = new_partition ? hdr.data : NULL,
             .header_len = new_partition ? hdr.len : 0,
+            .merged = merged,
             .data = out.data,
             .len = out.len,
             .records = records,
         };
         memcpy(up.sync, sync, sizeof up.sync);
         rc = bfs_catalog_commit_upload(deps->cat, &up, &err);
-        if (rc == -EAGAIN && attempt < 3)
-            continue; /* the partition appeared meanwhile with another codec */
+        if (rc == -EAGAIN && attempt < 3) {
+            /* The partition appeared meanwhile with another codec, or its
+             * versions changed since they were read. */
+            bfs_catalog_layout_forget(deps->cat, table, period);
+            slow = 1;
+            continue;
+        }
+        if (rc == 0 && merged)
+            bfs_catalog_layout_forget(deps->cat, table, period);
         if (rc < 0) {
             rc = bfs_err_set(&err, errno_of_commit(rc), "%s", err.msg[0] ? err.msg : strerror(-rc));
             goto reject;
@@ -244,6 +291,8 @@ reject:
 out:
     bfs_buf_free(&out);
     bfs_buf_free(&hdr);
+    if (have_lay)
+        bfs_layout_free(&lay);
     if (have_header)
         bfs_ocf_header_free(&h);
     spool_unload(buf, len);

@@ -64,6 +64,7 @@
 #include "battlefs/catalog.h"
 #include "battlefs/errors.h"
 #include "battlefs/fsutil.h"
+#include "battlefs/layout.h"
 #include "battlefs/log.h"
 #include "battlefs/manifest.h"
 #include "battlefs/names.h"
@@ -635,8 +636,42 @@ static int scan_roll(void *ctx, const struct bfs_manifest_roll *r)
     return 0;
 }
 
+/* Add the archive's schema (h) as a version of its existing partition, with
+ * the merged layout it makes. */
+static int version_from_archive(struct bfs_ledger *l, const struct bfs_manifest_archive *a,
+                                const struct bfs_ocf_header *h, struct bfs_err *err)
+{
+    size_t clen;
+    const char *canon = bfs_ocf_schema_canonical(h->compiled, &clen);
+    int rc = -EAGAIN;
+    for (int attempt = 0; rc == -EAGAIN && attempt < 4; attempt++) {
+        struct bfs_versions pv;
+        rc = bfs_catalog_partition_versions(l->d.cat, a->table, a->period, &pv);
+        if (rc < 0)
+            return bfs_err_set(err, rc, "partition %s/%s: %s", a->table, a->period, strerror(-rc));
+        struct bfs_layout lay;
+        rc = bfs_layout_merge(&pv, h->schema_json, h->schema_len, h->codec, &lay, err);
+        bfs_versions_free(&pv);
+        if (rc < 0) {
+            bfs_err_prefix(err, "archive %s: schema %s does not merge with partition %s/%s", a->key,
+                           a->schema_fingerprint, a->table, a->period);
+            return rc == -ENOMEM ? rc : -EIO;
+        }
+        int64_t id;
+        rc = bfs_catalog_partition_add_version(
+            l->d.cat, a->table, a->period, h->schema_json, h->schema_len, canon, clen,
+            bfs_ocf_schema_fingerprint(h->compiled), &lay.m, &id, err);
+        bfs_layout_free(&lay);
+    }
+    if (rc < 0)
+        bfs_err_prefix(err, "archive %s", a->key);
+    return rc;
+}
+
+/* Make the archive's partition from its header, or add the archive's schema
+ * to the partition's versions (exists). */
 static int partition_from_archive(struct bfs_ledger *l, const struct bfs_manifest_archive *a,
-                                  struct bfs_err *err)
+                                  int exists, struct bfs_err *err)
 {
     if (a->header_length == 0 || a->header_length > BFS_OCF_MAX_HEADER)
         return bfs_err_set(err, -EIO, "archive %s: bad header length", a->key);
@@ -667,6 +702,10 @@ static int partition_from_archive(struct bfs_ledger *l, const struct bfs_manifes
                          "manifest says (schema %s, codec %s)",
                          a->key, fp, bfs_codec_name(h.codec), a->schema_fingerprint,
                          bfs_codec_name(a->codec));
+    } else if (exists) {
+        rc = version_from_archive(l, a, &h, err);
+        if (rc == 0)
+            bfs_info("partition %s/%s: schema %s added from %s", a->table, a->period, fp, a->key);
     } else {
         struct bfs_upload up = {
             .table = a->table,
@@ -694,19 +733,19 @@ static int partition_from_archive(struct bfs_ledger *l, const struct bfs_manifes
 }
 
 /* The partition of archive a exists here (made from the archive's header if
- * it did not): 0 or -errno with err. Pass 1 of a manifest or a checkpoint,
- * outside the catalog's writer that pass 2 holds. */
+ * it did not) and has the archive's schema among its versions: 0 or -errno
+ * with err. Pass 1 of a manifest or a checkpoint, outside the catalog's
+ * writer that pass 2 holds. */
 static int ensure_partition(struct bfs_ledger *l, const struct bfs_manifest_archive *a,
                             struct bfs_err *err)
 {
-    uint8_t sync[16];
-    enum bfs_codec codec;
-    int rc = bfs_catalog_partition_layout(l->d.cat, a->table, a->period, sync, &codec);
-    if (rc == -ENOENT)
-        return partition_from_archive(l, a, err);
-    if (rc < 0)
-        return bfs_err_set(err, rc, "partition %s/%s: %s", a->table, a->period, strerror(-rc));
-    return 0;
+    int rc =
+        bfs_catalog_partition_has_version(l->d.cat, a->table, a->period, a->schema_fingerprint);
+    if (rc == 1)
+        return 0;
+    if (rc == 0 || rc == -ENOENT)
+        return partition_from_archive(l, a, rc == 0, err);
+    return bfs_err_set(err, rc, "partition %s/%s: %s", a->table, a->period, strerror(-rc));
 }
 
 static int scan_archive(void *ctx, const struct bfs_manifest_archive *a)

@@ -30,6 +30,7 @@
 #include "battlefs/err.h"
 #include "battlefs/fs.h"
 #include "battlefs/fsutil.h"
+#include "battlefs/evolve.h"
 #include "battlefs/ledger.h"
 #include "battlefs/log.h"
 #include "battlefs/options.h"
@@ -84,6 +85,8 @@ static void ctx_close_modules(struct bfs_ctx *ctx)
     }
     bfs_ocf_schema_cache_free(ctx->schemas);
     ctx->schemas = NULL;
+    bfs_conv_cache_free(ctx->convs);
+    ctx->convs = NULL;
     if (ctx->store) {
         bfs_store_close(ctx->store);
         ctx->store = NULL;
@@ -165,6 +168,12 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         bfs_error("cannot create the schema cache: %s", strerror(-rc));
         goto fail;
     }
+    /* A few conversions per partition that ever took a second version. */
+    rc = bfs_conv_cache_new(64, &ctx->convs);
+    if (rc < 0) {
+        bfs_error("cannot create the conversion cache: %s", strerror(-rc));
+        goto fail;
+    }
     ctx->ingest = (struct bfs_ingest_deps){
         .cat = ctx->cat,
         .schemas = ctx->schemas,
@@ -179,6 +188,7 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         .store = ctx->store,
         .cache = ctx->cache,
         .read_chunk = ctx->opt.read_chunk,
+        .convs = ctx->convs,
     };
     const struct bfs_ledger_deps ld = {
         .cat = ctx->cat,
@@ -209,6 +219,7 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         .archive_max_bytes = ctx->opt.archive_max_bytes,
         .roll_interval = ctx->opt.roll_interval,
         .roll_bytes = ctx->opt.roll_bytes,
+        .convs = ctx->convs,
     };
     if (fault) {
         ctx->roll.fault = roll_fault_hook;

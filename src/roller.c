@@ -125,11 +125,15 @@
 #include "battlefs/catalog.h"
 #include "battlefs/err.h"
 #include "battlefs/errors.h"
+#include "battlefs/evolve.h"
+#include "battlefs/layout.h"
 #include "battlefs/log.h"
 #include "battlefs/fsutil.h"
 #include "battlefs/ledger.h"
 #include "battlefs/manifest.h"
 #include "battlefs/names.h"
+#include "battlefs/ocf.h"
+#include "battlefs/schema.h"
 #include "battlefs/sha256.h"
 #include "battlefs/stats.h"
 #include "battlefs/store.h"
@@ -212,12 +216,19 @@ struct build {
     size_t n_idx;         /* index rows so far, all archives */
     FILE *ispool;         /* every finished index row, in order (memory stays flat) */
     char *ispool_path;
-    struct bfs_partition part; /* of the current group */
+    /* The current group's partition, its layout replaced by the archive
+     * schema's when the group's rows are not all in the merged schema (then
+     * part.schema_id, schema_json, sync, header and fingerprint are the
+     * archive schema's: the merge of the versions of the group's rows). */
+    struct bfs_partition part;
     int have_part;
-    unsigned group_n;   /* archives of the current group so far */
-    uint64_t arch_rows; /* rows in the open archive */
-    int ds_open;        /* cur is the open archive's current dataset */
-    uint64_t rows, bytes, records;
+    struct bfs_versions rv;  /* the versions of the current group's rows */
+    struct bfs_buf row_in, row_out, scratch; /* a row being converted */
+    unsigned group_n;                        /* archives of the current group so far */
+    uint64_t arch_rows;                      /* rows in the open archive */
+    int ds_open;                             /* cur is the open archive's current dataset */
+    uint64_t rows, bytes, records;           /* bytes: of the claimed rows */
+    uint64_t ibytes;                    /* written for them (index lengths; more when converted) */
     double t_build, t_upload, t_commit; /* seconds per phase */
     /* The upload thread (uploader_main) and what it shares with the build.
      * up_lock guards these fields and the address of arch (the build grows it
@@ -480,12 +491,84 @@ static int close_archive(struct build *b)
     return hash_next(b);
 }
 
+/* Give the group's archives the schema of the merge of the group's versions
+ * (b->rv, more than one, or one that is not the merged schema): a function
+ * of the claim alone, so a roll rebuilt after a crash writes the same bytes.
+ * A merge of several versions becomes a version of the partition itself
+ * (its schema row is what the archives' manifest entries name). */
+static int archive_layout(struct build *b, const char *table, const char *period)
+{
+    struct bfs_partition *p = &b->part;
+    struct bfs_err err = {0};
+    int64_t rid = b->rv.v[0].id;
+    const char *json = b->rv.v[0].json;
+    size_t len = b->rv.v[0].len;
+    struct bfs_layout lay = {0}, plus = {0};
+    int rc = 0;
+    if (b->rv.n > 1) {
+        struct bfs_versions head = b->rv;
+        head.n--;
+        rc = bfs_layout_merge(&head, b->rv.v[head.n].json, b->rv.v[head.n].len, p->codec, &lay,
+                              &err);
+        for (int attempt = 0; rc == 0 && attempt < 4; attempt++) {
+            struct bfs_versions pv;
+            if ((rc = bfs_catalog_partition_versions(b->d->cat, table, period, &pv)) < 0)
+                break;
+            bfs_layout_free(&plus);
+            rc = bfs_layout_merge(&pv, lay.json, lay.len, p->codec, &plus, &err);
+            bfs_versions_free(&pv);
+            if (rc == 0)
+                rc = bfs_catalog_partition_add_version(b->d->cat, table, period, lay.json, lay.len,
+                                                       lay.canonical, lay.canonical_len,
+                                                       lay.m.fingerprint, &plus.m, &rid, &err);
+            if (rc != -EAGAIN)
+                break;
+        }
+        json = lay.json;
+        len = lay.len;
+    }
+    char *canon = NULL;
+    size_t clen = 0;
+    if (rc == 0)
+        rc = bfs_schema_canonical(json, len, &canon, &clen, &err);
+    struct bfs_buf hdr = {0};
+    char *text = NULL;
+    if (rc == 0 && (rc = bfs_schema_sync(canon, clen, p->sync)) == 0 &&
+        (rc = bfs_ocf_layout_header(json, len, p->codec, p->sync, &hdr)) == 0) {
+        text = malloc(len + 1);
+        rc = text ? 0 : -ENOMEM;
+    }
+    if (rc == 0) {
+        memcpy(text, json, len);
+        text[len] = '\0';
+        free(p->schema_json);
+        free(p->header);
+        p->schema_json = text;
+        p->schema_len = len;
+        p->header = hdr.data; /* taken */
+        p->header_len = hdr.len;
+        hdr = (struct bfs_buf){0};
+        p->schema_id = rid;
+        snprintf(p->fingerprint, sizeof p->fingerprint, "%016" PRIx64,
+                 bfs_schema_rabin(canon, clen));
+    }
+    bfs_buf_free(&hdr);
+    free(canon);
+    bfs_layout_free(&lay);
+    bfs_layout_free(&plus);
+    if (rc < 0)
+        return fail(b, rc, "archive schema of %s/%s: %s", table, period,
+                    err.msg[0] ? err.msg : strerror(-rc));
+    return 0;
+}
+
 static int start_group(struct build *b, const char *table, const char *period)
 {
     if (b->have_part) {
         bfs_partition_free(&b->part);
         b->have_part = 0;
     }
+    bfs_versions_free(&b->rv);
     memset(&b->part, 0, sizeof b->part);
     int rc = bfs_catalog_partition_get(b->d->cat, table, period, &b->part);
     if (rc < 0) {
@@ -495,6 +578,12 @@ static int start_group(struct build *b, const char *table, const char *period)
     b->have_part = 1;
     if (!b->part.header || b->part.header_len == 0)
         return fail(b, -EIO, "partition %s/%s has no layout header", table, period);
+    rc = bfs_catalog_roll_versions(b->d->cat, b->roll_id, table, period, &b->rv);
+    if (rc < 0 || b->rv.n == 0)
+        return fail(b, rc < 0 ? rc : -EIO, "versions of the rows of %s/%s", table, period);
+    if ((b->rv.n > 1 || b->rv.v[0].id != b->part.schema_id) &&
+        (rc = archive_layout(b, table, period)) < 0)
+        return rc;
     b->group_n = 0;
     /* Its schema in the store before any manifest names it. */
     struct bfs_err err;
@@ -502,6 +591,65 @@ static int start_group(struct build *b, const char *table, const char *period)
                                b->part.schema_len, &err);
     if (rc < 0)
         return fail(b, rc, "%s", err.msg[0] ? err.msg : "put the schema");
+    return 0;
+}
+
+static int convert_blocks(struct build *b, const struct bfs_roll_row *row,
+                          const struct bfs_conv *conv, uint64_t *len);
+
+/* Append row's blocks converted from its version into the archive schema;
+ * *len gets the bytes written. */
+static int convert_row(struct build *b, const struct bfs_roll_row *row, uint64_t *len)
+{
+    const struct bfs_schema_text *w = NULL;
+    for (size_t i = 0; i < b->rv.n && !w; i++)
+        if (b->rv.v[i].id == row->schema_id)
+            w = &b->rv.v[i];
+    if (!w)
+        return fail(b, -EIO, "buffer row %" PRId64 ": schema %" PRId64 " not among the roll's",
+                    row->id, row->schema_id);
+    struct bfs_conv *conv;
+    struct bfs_err err = {0};
+    int rc = bfs_conv_get(b->d->convs, w->json, w->len, b->part.schema_json, b->part.schema_len,
+                          b->part.codec, b->part.sync, &conv, &err);
+    if (rc < 0)
+        return fail(b, rc, "conversion of buffer row %" PRId64 ": %s", row->id, err.msg);
+    rc = convert_blocks(b, row, conv, len);
+    bfs_conv_unref(conv);
+    return rc;
+}
+
+/* convert_row's work, with its conversion. */
+static int convert_blocks(struct build *b, const struct bfs_roll_row *row,
+                          const struct bfs_conv *conv, uint64_t *len)
+{
+    const struct bfs_roll_deps *d = b->d;
+    struct bfs_err err = {0};
+    int rc;
+    bfs_buf_reset(&b->row_in);
+    if (row->length > SIZE_MAX || (rc = bfs_buf_reserve(&b->row_in, (size_t)row->length)) < 0)
+        return fail(b, -ENOMEM, "buffer row %" PRId64, row->id);
+    rc = bfs_catalog_read_hot(d->cat, row->id, 0, b->row_in.data, (size_t)row->length);
+    if (rc < 0)
+        return fail(b, rc == -ENOENT ? -EIO : rc, "read buffer row %" PRId64, row->id);
+    size_t off = 0;
+    *len = 0;
+    while (off < row->length) {
+        size_t span;
+        rc = bfs_ocf_block_span(b->row_in.data + off, (size_t)row->length - off, &span);
+        if (rc == 0 && span > row->length - off)
+            rc = -EINVAL;
+        bfs_buf_reset(&b->row_out);
+        if (rc == 0)
+            rc = bfs_conv_block(conv, b->row_in.data + off, span, &b->row_out, &b->scratch, &err);
+        if (rc < 0)
+            return fail(b, rc == -ENOMEM ? rc : -EIO, "convert buffer row %" PRId64 ": %s", row->id,
+                        err.msg[0] ? err.msg : "corrupt block");
+        if ((rc = out_write(b, b->row_out.data, b->row_out.len)) < 0)
+            return rc;
+        *len += b->row_out.len;
+        off += span;
+    }
     return 0;
 }
 
@@ -548,28 +696,35 @@ static int on_row(void *vb, const struct bfs_roll_row *row)
     }
     struct index_ent *e = &b->cur;
 
-    /* Copy the row's bytes in bounded pieces straight into the buffer. */
-    uint64_t off = 0;
-    while (off < row->length) {
-        if (b->buf_len == ROLL_CHUNK && (rc = flush_buf(b)) < 0)
+    uint64_t written = row->length;
+    if (row->schema_id != b->part.schema_id) {
+        if ((rc = convert_row(b, row, &written)) < 0)
             return rc;
-        size_t n = ROLL_CHUNK - b->buf_len;
-        if ((uint64_t)n > row->length - off)
-            n = (size_t)(row->length - off);
-        rc = bfs_catalog_read_hot(d->cat, row->id, off, b->buf + b->buf_len, n);
-        if (rc < 0)
-            return fail(b, rc == -ENOENT ? -EIO : rc, "read buffer row %" PRId64, row->id);
-        b->buf_len += n;
-        off += n;
+    } else {
+        /* Copy the row's bytes in bounded pieces straight into the buffer. */
+        uint64_t off = 0;
+        while (off < row->length) {
+            if (b->buf_len == ROLL_CHUNK && (rc = flush_buf(b)) < 0)
+                return rc;
+            size_t n = ROLL_CHUNK - b->buf_len;
+            if ((uint64_t)n > row->length - off)
+                n = (size_t)(row->length - off);
+            rc = bfs_catalog_read_hot(d->cat, row->id, off, b->buf + b->buf_len, n);
+            if (rc < 0)
+                return fail(b, rc == -ENOENT ? -EIO : rc, "read buffer row %" PRId64, row->id);
+            b->buf_len += n;
+            off += n;
+        }
     }
-    a->size += row->length;
-    e->length += row->length;
+    a->size += written;
+    e->length += written;
     e->records += row->records;
     if (row->created_at > e->uploaded_at)
         e->uploaded_at = row->created_at;
     b->arch_rows++;
     b->rows++;
     b->bytes += row->length;
+    b->ibytes += written;
     b->records += row->records;
 
     if (b->n_arch == 1 && b->arch_rows == 1 && d->fault) {
@@ -837,6 +992,10 @@ static void build_free(struct build *b)
     free(b->manifest_path);
     if (b->have_part)
         bfs_partition_free(&b->part);
+    bfs_versions_free(&b->rv);
+    bfs_buf_free(&b->row_in);
+    bfs_buf_free(&b->row_out);
+    bfs_buf_free(&b->scratch);
     for (unsigned i = 0; i < HASH_RING; i++)
         free(b->h_ring[i].buf);
 }
@@ -903,7 +1062,7 @@ static int put_manifest(struct build *b)
         .node = d->node,
         .roll_id = b->roll_id,
         .rows = (int64_t)info.rows,
-        .bytes = (int64_t)info.bytes,
+        .bytes = (int64_t)b->ibytes, /* the sum of the index lengths */
         .claimed_at = info.claimed_at,
     };
     struct bfs_manifest_writer *w;

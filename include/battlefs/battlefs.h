@@ -34,6 +34,7 @@ struct bfs_ctx {
     struct bfs_store *store;
     struct bfs_cache *cache;
     struct bfs_ocf_schema_cache *schemas; /* compiled upload schemas, by JSON */
+    struct bfs_conv_cache *convs; /* compiled conversions between schema versions (evolve.h) */
     struct bfs_roller *roller;
     struct bfs_ledger *ledger; /* the store's log, the node lease, the refresh */
     int lock_fd;               /* <state>/lock, held while mounted */

@@ -10,9 +10,14 @@
  * src/catalog_db.c):
  *   schemas(id, canonical UNIQUE, fingerprint, json)
  *   partitions(id, table_name, period_tag, schema_id, codec, sync, schema_json,
- *              header BLOB, header_length, created_at, UNIQUE(table_name, period_tag))
+ *              header BLOB, header_length, created_at, vgen, UNIQUE(table_name, period_tag))
+ *              schema_id..header_length: the layout of the merged schema of the
+ *              partition's versions; vgen counts changes of the version set
+ *   partition_versions(partition_id, schema_id, added_at)   writer schemas seen
  *   buffer_rows(id, table_name, period_tag, dataset_id, schema_id, record_count,
- *               byte_length, created_at)            the hot uploads' metadata
+ *               byte_length, created_at, conv_schema, conv_length)
+ *               the hot uploads' metadata (schema_id: the writer schema;
+ *               conv_*: the length converted to the merged schema conv_schema)
  *   buffer_data(id, data BLOB)                      their normalised blocks
  *   buffer_logs   a VIEW joining the two: id, table_name, period_tag, dataset_id,
  *                 schema_id, record_count, byte_length, data, created_at, roll_id
@@ -21,9 +26,10 @@
  *   rolls(id TEXT, claimed_at, committed_at, first_row, last_row, row_count,
  *         byte_count)   a roll claims the buffer rows with ids in [first_row, last_row]
  *   archived_files(id, file_path UNIQUE, table_name, period_tag, size,
- *                  header_length, roll_id, seq, created_at)
+ *                  header_length, roll_id, seq, created_at, sha256,
+ *                  schema_fingerprint, codec, schema_id)
  *   block_indexes(id, dataset_id, table_name, period_tag, file_id, start_byte,
- *                 length, record_count, uploaded_at)
+ *                 length, record_count, uploaded_at, conv_schema, conv_length)
  */
 #ifndef BATTLEFS_CATALOG_H
 #define BATTLEFS_CATALOG_H
@@ -41,17 +47,21 @@ struct bfs_catalog;
 int bfs_catalog_open(const char *path, struct bfs_catalog **out);
 void bfs_catalog_close(struct bfs_catalog *cat);
 
-/* A (table, period): its one schema and codec, and its layout header. */
+/* A (table, period): its codec and the layout of its merged schema (the
+ * merge of every writer schema stored in it: evolve.h). With one version,
+ * the merged schema is that version, text and all. */
 struct bfs_partition {
     int64_t id;
-    int64_t schema_id;
+    int64_t schema_id; /* the merged schema's row */
     enum bfs_codec codec;
-    uint8_t sync[16];
-    char *schema_json; /* the schema text stored for the partition (first upload's) */
+    uint8_t sync[16];  /* bfs_schema_sync of the merged schema */
+    char *schema_json; /* the merged schema's text */
     size_t schema_len;
     uint8_t *header; /* the layout header bytes (bfs_ocf_layout_header) */
     size_t header_len;
-    char fingerprint[17]; /* of the schema: 16 hex digits */
+    char fingerprint[17]; /* of the merged schema: 16 hex digits */
+    int64_t vgen;         /* changes of the version set (the layout changes with it) */
+    int64_t merged_at;    /* unix seconds of the last version added to several (0: one version) */
 };
 void bfs_partition_free(struct bfs_partition *p);
 
@@ -62,11 +72,32 @@ int bfs_catalog_partition_get(struct bfs_catalog *cat, const char *table, const 
 /* Checkpoints done by the catalog's checkpointer thread since open. */
 uint64_t bfs_catalog_checkpoints(struct bfs_catalog *cat);
 
-/* The layout of a committed (table, period): its sync marker and codec.
- * Cached in memory (partitions never change once stored): the ingest path
- * asks this at every upload. 0, -ENOENT, or -errno. */
+/* The layout of a committed (table, period): its merged schema's sync marker
+ * and its codec. Cached in memory: the ingest path asks this at every upload.
+ * A hint: the sync marker changes when a version is added (the slot is
+ * dropped then, but a caller may race with it); the commit checks. 0,
+ * -ENOENT, or -errno. */
 int bfs_catalog_partition_layout(struct bfs_catalog *cat, const char *table, const char *period,
                                  uint8_t sync[16], enum bfs_codec *codec);
+
+/* A partition's layout after a version is added: the merged schema of its
+ * versions and the new one (bfs_schema_merge), computed by the caller from
+ * the versions it read at base_vgen (bfs_catalog_partition_versions). */
+struct bfs_merged {
+    int64_t base_vgen;
+    const char *json;
+    size_t len;
+    const char *canonical;
+    size_t canonical_len;
+    uint64_t fingerprint;
+    uint8_t sync[16];
+    const uint8_t *header; /* bfs_ocf_layout_header(json, the partition's codec, sync) */
+    size_t header_len;
+};
+
+/* Drop the cached layout of (table, period): after a commit that added a
+ * version (upload->merged was used). */
+void bfs_catalog_layout_forget(struct bfs_catalog *cat, const char *table, const char *period);
 
 /* One validated, normalised upload to commit. The catalog stores what it is
  * handed: it derives nothing from the schema (under its writer lock). */
@@ -87,6 +118,10 @@ struct bfs_upload {
      * partitions are never removed, so the commit will not create it. */
     const uint8_t *header;
     size_t header_len;
+    /* When the upload's schema is not a version of the partition yet: the
+     * layout it makes. NULL otherwise (the commit then fails with -EAGAIN if
+     * the schema turns out to be new). */
+    const struct bfs_merged *merged;
     const uint8_t *data; /* normalised blocks, no header */
     size_t len;
     uint64_t records;
@@ -96,10 +131,12 @@ struct bfs_upload {
  * returns). Concurrent callers are committed together in one transaction.
  * Creates the schema and partition rows on first use.
  * Returns 0, or -errno with err (may be NULL) saying why:
- *   -EINVAL  the partition holds another schema (err says which), or the
- *            upload would create the partition but has no header;
+ *   -EINVAL  the upload would create the partition but has no header;
  *   -EAGAIN  the partition exists with another codec than upload->codec
- *            (created concurrently): normalise again and retry;
+ *            (created concurrently): normalise again and retry; or the
+ *            upload's schema is not a version of the partition and
+ *            upload->merged is NULL or was computed at another vgen: read
+ *            the versions, merge again and retry;
  *   -ENOSPC  the disk is full; -EIO otherwise.
  * Nothing is logged: the caller (ingest) decides and logs the rejection. */
 int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *up,
@@ -133,8 +170,20 @@ struct bfs_segment {
     int64_t id;      /* buffer_logs.id (hot) or archived_files.id (cold) */
     char *key;       /* cold: archived_files.file_path; NULL for hot */
     uint64_t offset; /* cold: start_byte in the archive; hot: 0 */
-    uint64_t length;
+    uint64_t length; /* stored bytes */
     uint64_t records;
+    int64_t row;       /* buffer_rows.id (hot) or block_indexes.id (cold): the memo's key */
+    int64_t schema_id; /* the writer schema of the stored bytes */
+    /* Its length in the file: length when schema_id is the merged schema,
+     * else the converted length if known (vknown). */
+    uint64_t vlength;
+    int vknown;
+};
+
+struct bfs_schema_text {
+    int64_t id;
+    char *json;
+    size_t len;
 };
 
 /* A consistent snapshot of a dataset: header + cold segments (oldest roll
@@ -143,16 +192,63 @@ struct bfs_dataset_view {
     struct bfs_partition part;
     size_t n;
     struct bfs_segment *seg;
-    uint64_t size; /* part.header_len + sum of segment lengths */
-    int64_t mtime; /* unix seconds of the newest upload */
+    uint64_t size;  /* part.header_len + sum of the known vlengths */
+    size_t unknown; /* segments whose converted length is not known yet */
+    int64_t mtime;  /* unix seconds of the newest upload, or of the last merge if newer */
+    /* The texts of the writer schemas other than the merged one. */
+    size_t n_schemas;
+    struct bfs_schema_text *schemas;
 };
 /* 0, -ENOENT (no such dataset), or -errno. Free with bfs_dataset_view_free. */
 int bfs_catalog_dataset(struct bfs_catalog *cat, const char *table, const char *period,
                         const char *dataset, struct bfs_dataset_view *v);
 void bfs_dataset_view_free(struct bfs_dataset_view *v);
-/* Size and mtime only (for getattr): 0, -ENOENT or -errno. */
+/* Size and mtime only (for getattr): 0, -ENOENT, -EAGAIN (a segment's
+ * converted length is not known yet: take a view and measure it), -errno. */
 int bfs_catalog_dataset_stat(struct bfs_catalog *cat, const char *table, const char *period,
                              const char *dataset, uint64_t *size, int64_t *mtime);
+
+/* The writer schemas of a partition, and the generation of that set. */
+struct bfs_versions {
+    int64_t vgen;
+    int64_t merged_id; /* the partition's schema_id */
+    size_t n;
+    struct bfs_schema_text *v; /* in id order */
+};
+/* 0 (free with bfs_versions_free), -ENOENT (no partition), -errno. */
+int bfs_catalog_partition_versions(struct bfs_catalog *cat, const char *table, const char *period,
+                                   struct bfs_versions *out);
+void bfs_versions_free(struct bfs_versions *v);
+/* 1 if the partition has a version of fingerprint fp (16 hex digits), 0 if
+ * not, -ENOENT (no partition), -errno. */
+int bfs_catalog_partition_has_version(struct bfs_catalog *cat, const char *table,
+                                      const char *period, const char *fp);
+/* Add a writer schema (text json, canonical form, fingerprint) as a version
+ * of the existing partition, with the layout m it makes (m->base_vgen: the
+ * vgen the caller merged at). 0 with its schema row in *schema_id (also when
+ * it is a version already), -EAGAIN (the versions changed meanwhile: merge
+ * again), -ENOENT, -errno; err. */
+int bfs_catalog_partition_add_version(struct bfs_catalog *cat, const char *table,
+                                      const char *period, const char *json, size_t len,
+                                      const char *canonical, size_t canonical_len,
+                                      uint64_t fingerprint, const struct bfs_merged *m,
+                                      int64_t *schema_id, struct bfs_err *err);
+/* The writer schemas of the rows roll_id claimed in (table, period), in id
+ * order. 0 (free with bfs_versions_free; vgen and merged_id are 0), -ENOENT
+ * (no such roll), -errno. */
+int bfs_catalog_roll_versions(struct bfs_catalog *cat, const char *roll_id, const char *table,
+                              const char *period, struct bfs_versions *out);
+/* The text of schema row id: 0 (*json malloc'd, NUL-terminated), -ENOENT, -errno. */
+int bfs_catalog_schema_json(struct bfs_catalog *cat, int64_t id, char **json, size_t *len);
+
+/* Memoise segments' converted lengths (one write transaction). */
+struct bfs_conv_memo {
+    enum bfs_segment_kind kind;
+    int64_t row;       /* bfs_segment.row */
+    int64_t merged_id; /* the merged schema the length is for */
+    uint64_t length;
+};
+int bfs_catalog_conv_memo(struct bfs_catalog *cat, const struct bfs_conv_memo *m, size_t n);
 
 /* Read len bytes at off of hot row id's data into buf. 0, -ENOENT if the row
  * is gone (rolled), -EIO. */
@@ -194,6 +290,7 @@ int bfs_catalog_roll_info(struct bfs_catalog *cat, const char *roll_id, struct b
 
 struct bfs_roll_row {
     int64_t id;
+    int64_t schema_id; /* the writer schema of the row's blocks */
     const char *table;
     const char *period;
     const char *dataset;

@@ -8,6 +8,7 @@
 
 struct bfs_cache;
 struct bfs_catalog;
+struct bfs_conv_cache;
 struct bfs_reader;
 struct bfs_store;
 
@@ -18,9 +19,16 @@ struct bfs_reader_deps {
     struct bfs_store *store;
     struct bfs_cache *cache; /* NULL: cold ranges are read from the store directly */
     uint64_t read_chunk;     /* cold segments are read in units of at most this (> 0) */
+    /* Compiled conversions of segments written in another schema version
+     * than their partition's merged schema (evolve.h); NULL: each is
+     * compiled when needed. */
+    struct bfs_conv_cache *convs;
 };
 
-/* Snapshot the dataset's view. 0, -ENOENT, -EINVAL (read_chunk 0), -errno. */
+/* Snapshot the dataset's view. Segments written in another version than the
+ * partition's merged schema are served converted (evolve.h); a converted
+ * length not known yet is measured here (reading the segment) and memoised
+ * in the catalog. 0, -ENOENT, -EINVAL (read_chunk 0), -errno. */
 int bfs_reader_open(const struct bfs_reader_deps *deps, const char *table, const char *period,
                     const char *dataset, struct bfs_reader **out);
 /* The size of the current view: the size at open, or larger once a read
@@ -29,5 +37,11 @@ uint64_t bfs_reader_size(struct bfs_reader *r);
 /* Read up to size bytes at off; returns bytes read (short only at EOF) or -errno. */
 ssize_t bfs_reader_read(struct bfs_reader *r, char *buf, size_t size, uint64_t off);
 void bfs_reader_close(struct bfs_reader *r);
+
+/* Size and mtime of the dataset file (getattr): the catalog's answer, or,
+ * when a converted length is not known yet, a view's (measured and
+ * memoised). 0, -ENOENT, -errno. */
+int bfs_reader_stat(const struct bfs_reader_deps *deps, const char *table, const char *period,
+                    const char *dataset, uint64_t *size, int64_t *mtime);
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 struct bfs_catalog;
+struct bfs_conv_cache;
 struct bfs_errors;
 struct bfs_ledger;
 struct bfs_roller;
@@ -56,8 +57,11 @@ struct bfs_roll_deps {
     struct bfs_errors *errors; /* a ".battlefs/roll" line per failed roll */
     const char *work_dir;      /* archives being built (<state>/work) */
     uint64_t archive_max_bytes;
-    uint64_t roll_interval;  /* seconds (the thread; 0: no interval rolls) */
-    uint64_t roll_bytes;     /* roll when the buffer holds this much (the thread; 0: never) */
+    uint64_t roll_interval; /* seconds (the thread; 0: no interval rolls) */
+    uint64_t roll_bytes;    /* roll when the buffer holds this much (the thread; 0: never) */
+    /* Compiled conversions of rows written in another version than their
+     * archive's schema (evolve.h); NULL: each is compiled when needed. */
+    struct bfs_conv_cache *convs;
     bfs_roll_fault_fn fault; /* NULL: none */
     void *fault_arg;
     /* Publish no archive to the put thread before the build is done, so that

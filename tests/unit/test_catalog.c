@@ -266,7 +266,7 @@ static void test_migrations(void **state)
     assert_int_equal(st.st_mode & 0777, 0600);
 
     sqlite3 *db = raw_open(e);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 3);
     /* WAL, and every table of the brief */
     sqlite3_stmt *q;
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
@@ -296,6 +296,12 @@ static void test_migrations(void **state)
         assert_true(has_column(db, "archived_files", af2[i]));
     assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger WHERE log_pos = 0"), 1);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM ledger_nodes"), 0);
+    /* 3: schema versions */
+    assert_true(has_column(db, "partition_versions", "schema_id"));
+    assert_true(has_column(db, "partitions", "vgen"));
+    assert_true(has_column(db, "archived_files", "schema_id"));
+    assert_true(has_column(db, "buffer_rows", "conv_length"));
+    assert_true(has_column(db, "block_indexes", "conv_length"));
     sqlite3_close(db);
     char sid[BFS_STATE_ID_MAX], sid2[BFS_STATE_ID_MAX];
     int64_t pos = -1;
@@ -315,7 +321,7 @@ static void test_migrations(void **state)
     db = raw_open(e);
     assert_int_equal(raw_int(db, "SELECT length(data) FROM buffer_logs"), 100);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NULL"), 1);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 3);
     sqlite3_close(db);
     /* the catalog's identity is made once */
     assert_int_equal(bfs_catalog_ledger_state(e->cat, NULL, sid2), 0);
@@ -331,7 +337,7 @@ static void test_migrations(void **state)
     assert_int_equal(bfs_catalog_open(e->path, &cat), -ENOTSUP);
     assert_null(cat);
     db = raw_open(e);
-    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 2", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(bfs_catalog_open(e->path, &e->cat), 0);
 
@@ -443,62 +449,134 @@ static void test_commit_view_read(void **state)
     assert_int_equal(c.buffer_uploads, 4);
 }
 
-static void test_schema_mismatch(void **state)
+/* A second schema version of a partition: refused without its merged layout
+ * (-EAGAIN: the caller merges and retries), taken with it, checked against
+ * the versions' generation; the partition's layout becomes the merged one,
+ * and segments of the other versions have unknown lengths in the file until
+ * they are measured and memoised. */
+static void test_schema_versions(void **state)
 {
     struct env *e = *state;
     put(e, "battle", "2025-12-18", "u1", 50, 1);
     struct up_spec s = {"battle", "2025-12-18", "u2", 1, BFS_CODEC_DEFLATE, 50, 2, 5};
     struct bfs_err err = {0};
-    assert_int_equal(commit(e, &s, &err), -EINVAL);
-    char fa[17], fb[17], want[256];
+    assert_int_equal(commit(e, &s, &err), -EAGAIN);
+    assert_non_null(strstr(err.msg, "battle/2025-12-18"));
+    struct bfs_dataset_view v;
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", "u2", &v), -ENOENT);
+
+    struct bfs_versions vers;
+    assert_int_equal(bfs_catalog_partition_versions(e->cat, "battle", "2025-12-18", &vers), 0);
+    assert_int_equal(vers.n, 1);
+    assert_int_equal(vers.vgen, 1);
+    assert_int_equal(vers.v[0].id, vers.merged_id);
+    assert_memory_equal(vers.v[0].json, SCHEMA_A, strlen(SCHEMA_A));
+    int64_t vgen = vers.vgen;
+    bfs_versions_free(&vers);
+    char fa[17], fb[17];
     snprintf(fa, sizeof fa, "%016llx",
              (unsigned long long)bfs_schema_rabin(e->canon_a, e->canon_a_len));
     snprintf(fb, sizeof fb, "%016llx",
              (unsigned long long)bfs_schema_rabin(e->canon_b, e->canon_b_len));
-    snprintf(want, sizeof want,
-             "schema differs from the one stored for battle/2025-12-18 (fingerprint %s, upload "
-             "has %s)",
-             fa, fb);
-    assert_string_equal(err.msg, want);
+    assert_int_equal(bfs_catalog_partition_has_version(e->cat, "battle", "2025-12-18", fa), 1);
+    assert_int_equal(bfs_catalog_partition_has_version(e->cat, "battle", "2025-12-18", fb), 0);
+    assert_int_equal(bfs_catalog_partition_has_version(e->cat, "battle", "none", fa), -ENOENT);
 
-    /* Nothing of it is stored; the other schema is fine in another period. */
-    struct bfs_dataset_view v;
-    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", "u2", &v), -ENOENT);
-    s.period = "2025-12-19";
-    assert_int_equal(commit(e, &s, &err), 0);
-    assert_int_equal(err.code, 0);
-    assert_string_equal(err.msg, "");
-    struct bfs_catalog_counts c;
-    assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
-    assert_int_equal(c.buffer_uploads, 2);
-
-    /* The same canonical form with another text is the same schema. */
-    const char *same = "{\"name\":\"Battle\",\"type\":\"record\",\"fields\":"
-                       "[{\"type\":\"long\",\"name\":\"id\",\"doc\":\"d\"}]}";
-    size_t clen;
-    char *canon = canonical(same, &clen);
-    assert_int_equal(clen, e->canon_a_len);
-    assert_memory_equal(canon, e->canon_a, clen);
-    uint8_t byte = 1;
+    /* The layout the caller merged (the catalog stores what it is handed). */
+    const char *mjson = "{\"type\":\"record\",\"name\":\"Battle\",\"fields\":[{\"name\":"
+                        "\"id\",\"type\":[\"long\",\"string\"]}]}";
+    size_t mclen;
+    char *mcanon = canonical(mjson, &mclen);
+    struct bfs_merged m = {.base_vgen = vgen + 1,
+                           .json = mjson,
+                           .len = strlen(mjson),
+                           .canonical = mcanon,
+                           .canonical_len = mclen,
+                           .fingerprint = bfs_schema_rabin(mcanon, mclen)};
+    assert_int_equal(bfs_schema_sync(mcanon, mclen, m.sync), 0);
+    struct bfs_buf mhdr = {0};
+    assert_int_equal(bfs_ocf_layout_header(mjson, strlen(mjson), BFS_CODEC_DEFLATE, m.sync, &mhdr),
+                     0);
+    m.header = mhdr.data;
+    m.header_len = mhdr.len;
+    uint8_t data[50];
+    fill(data, sizeof data, 2);
     struct bfs_upload up = {.table = "battle",
                             .period = "2025-12-18",
-                            .dataset = "u3",
-                            .schema_json = same,
-                            .schema_len = strlen(same),
-                            .canonical = canon,
-                            .canonical_len = clen,
+                            .dataset = "u2",
+                            .schema_json = SCHEMA_B,
+                            .schema_len = strlen(SCHEMA_B),
+                            .canonical = e->canon_b,
+                            .canonical_len = e->canon_b_len,
+                            .fingerprint = bfs_schema_rabin(e->canon_b, e->canon_b_len),
                             .codec = BFS_CODEC_DEFLATE,
-                            .data = &byte,
-                            .len = 1,
-                            .records = 1};
-    struct bfs_buf hdr = {0};
-    derive_layout(&up, &hdr);
+                            .merged = &m,
+                            .data = data,
+                            .len = sizeof data,
+                            .records = 5};
+    /* merged at another generation: refused */
+    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, &err), -EAGAIN);
+    m.base_vgen = vgen;
     assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, &err), 0);
-    bfs_buf_free(&hdr);
-    free(canon);
-    sqlite3 *db = raw_open(e);
-    assert_int_equal(raw_int(db, "SELECT count(*) FROM schemas"), 2);
-    sqlite3_close(db);
+    bfs_catalog_layout_forget(e->cat, "battle", "2025-12-18");
+    uint8_t sync[16];
+    enum bfs_codec codec;
+    assert_int_equal(bfs_catalog_partition_layout(e->cat, "battle", "2025-12-18", sync, &codec), 0);
+    assert_memory_equal(sync, m.sync, 16);
+    assert_int_equal(bfs_catalog_partition_has_version(e->cat, "battle", "2025-12-18", fb), 1);
+    /* the merged schema is not a version: no upload was written in it */
+    char fm[17];
+    snprintf(fm, sizeof fm, "%016llx", (unsigned long long)m.fingerprint);
+    assert_int_equal(bfs_catalog_partition_has_version(e->cat, "battle", "2025-12-18", fm), 0);
+    /* a version already: no merge needed */
+    up.merged = NULL;
+    up.dataset = "u1";
+    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, &err), 0);
+
+    assert_int_equal(bfs_catalog_partition_versions(e->cat, "battle", "2025-12-18", &vers), 0);
+    assert_int_equal(vers.n, 2);
+    assert_int_equal(vers.vgen, vgen + 1);
+    int64_t merged_id = vers.merged_id;
+    assert_true(merged_id != vers.v[0].id && merged_id != vers.v[1].id);
+    bfs_versions_free(&vers);
+
+    /* u1: one segment of A, one of B, both unknown in the merged file */
+    uint64_t size;
+    int64_t mtime;
+    assert_int_equal(bfs_catalog_dataset_stat(e->cat, "battle", "2025-12-18", "u1", &size, &mtime),
+                     -EAGAIN);
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", "u1", &v), 0);
+    assert_int_equal(v.n, 2);
+    assert_int_equal(v.unknown, 2);
+    assert_int_equal(v.part.schema_id, merged_id);
+    assert_int_equal(v.part.header_len, mhdr.len);
+    assert_int_equal(v.n_schemas, 2);
+    assert_int_equal(v.size, mhdr.len);
+    struct bfs_conv_memo memo[2];
+    for (size_t i = 0; i < 2; i++) {
+        assert_false(v.seg[i].vknown);
+        assert_true(v.seg[i].schema_id != merged_id);
+        memo[i] = (struct bfs_conv_memo){v.seg[i].kind, v.seg[i].row, merged_id, 60 + i};
+    }
+    bfs_dataset_view_free(&v);
+    assert_int_equal(bfs_catalog_conv_memo(e->cat, memo, 2), 0);
+    assert_int_equal(bfs_catalog_dataset_stat(e->cat, "battle", "2025-12-18", "u1", &size, &mtime),
+                     0);
+    assert_int_equal(size, mhdr.len + 60 + 61);
+    assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", "u1", &v), 0);
+    assert_int_equal(v.unknown, 0);
+    assert_int_equal(v.size, size);
+    assert_int_equal(v.seg[0].vlength, 60);
+    assert_int_equal(v.seg[1].vlength, 61);
+    assert_int_equal(v.seg[0].length, 50);
+    bfs_dataset_view_free(&v);
+    /* the other period is untouched: one version, its own layout */
+    s.period = "2025-12-19";
+    assert_int_equal(commit(e, &s, &err), 0);
+    assert_int_equal(bfs_catalog_dataset_stat(e->cat, "battle", "2025-12-19", "u2", &size, &mtime),
+                     0);
+    bfs_buf_free(&mhdr);
+    free(mcanon);
 }
 
 /* The catalog stores the layout it is handed (it derives nothing from the
@@ -563,12 +641,13 @@ static void test_upload_layout(void **state)
     assert_int_equal(bfs_catalog_counts(e->cat, &c), 0);
     assert_int_equal(c.buffer_uploads, 2);
 
-    /* A mismatch names the fingerprint the upload brought. */
+    /* Another schema without its merged layout names the fingerprint the
+     * upload brought. */
     up.canonical = e->canon_b;
     up.canonical_len = e->canon_b_len;
     up.fingerprint = UINT64_C(0xfedcba9876543210);
-    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, &err), -EINVAL);
-    assert_non_null(strstr(err.msg, "(fingerprint 0123456789abcdef, upload has fedcba9876543210)"));
+    assert_int_equal(bfs_catalog_commit_upload(e->cat, &up, &err), -EAGAIN);
+    assert_non_null(strstr(err.msg, "schema fedcba9876543210 is not a version of battle/"));
 }
 
 static void test_codec_mismatch(void **state)
@@ -746,7 +825,7 @@ static void *worker_main(void *arg)
                             (uint64_t)i};
         struct bfs_err err = {0};
         int rc = commit(w->e, &s, &err);
-        if (bad && rc == -EINVAL && strstr(err.msg, "schema differs"))
+        if (bad && rc == -EAGAIN && strstr(err.msg, "is not a version of"))
             w->bad++;
         else if (!bad && rc == 0 && err.msg[0] == '\0')
             w->ok++;
@@ -1583,7 +1662,7 @@ static void test_apply_foreign(void **state)
     /* another schema's fingerprint */
     snprintf(s.ar[0].fp, sizeof s.ar[0].fp, "0123456789abcdef");
     assert_int_equal(sim_apply_to(&s, e->cat, 0, "b", 1, NULL, &err), -EINVAL);
-    assert_non_null(strstr(err.msg, "has schema"));
+    assert_non_null(strstr(err.msg, "is not a version of partition"));
     s.ar[0] = saved;
     /* another codec */
     s.ar[1].codec = BFS_CODEC_SNAPPY;
@@ -1818,7 +1897,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_migrations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_view_read, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_schema_mismatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schema_versions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upload_layout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_codec_mismatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partition_layout, setup, teardown),
