@@ -167,15 +167,19 @@ static const char *const MIGRATIONS[] = {
     /* 3: schema evolution. A partition's versions (the writer schemas of its
      * uploads and archives, never removed); partitions.schema_id, sync,
      * schema_json and header become the merged schema's layout, vgen counts
-     * the changes of the version set. Each archive's writer schema. The
-     * converted length of a segment under the partition's merged schema,
-     * memoised (conv_schema: the merged schema it was measured for). */
+     * the changes of the version set. An alias is a schema the partition's
+     * data is stored in that is a merge of versions (a roll's archive
+     * schema, a served file uploaded again): known, but not merged again. Each archive's writer
+     * schema. The converted length of a segment under the partition's merged schema, memoised
+     * (conv_schema: the merged schema it was measured for). */
     "CREATE TABLE partition_versions("
     "  partition_id INTEGER NOT NULL REFERENCES partitions(id),"
     "  schema_id INTEGER NOT NULL REFERENCES schemas(id),"
     "  added_at INTEGER NOT NULL,"
+    "  alias INTEGER NOT NULL DEFAULT 0,"
     "  PRIMARY KEY(partition_id, schema_id)) WITHOUT ROWID;"
-    "INSERT INTO partition_versions SELECT id, schema_id, created_at FROM partitions;"
+    "INSERT INTO partition_versions(partition_id, schema_id, added_at)"
+    "  SELECT id, schema_id, created_at FROM partitions;"
     "ALTER TABLE partitions ADD COLUMN vgen INTEGER NOT NULL DEFAULT 1;"
     "ALTER TABLE archived_files ADD COLUMN schema_id INTEGER REFERENCES schemas(id);"
     "UPDATE archived_files SET schema_id = (SELECT p.schema_id FROM partitions p"
@@ -206,8 +210,8 @@ static const char *const WSQL[W_COUNT] = {
     [W_SCHEMA_INS] = "INSERT INTO schemas(canonical, fingerprint, json) VALUES(?1, ?2, ?3)",
     [W_VERSION_FIND] =
         "SELECT 1 FROM partition_versions WHERE partition_id = ?1 AND schema_id = ?2",
-    [W_VERSION_INS] = "INSERT OR IGNORE INTO partition_versions(partition_id, schema_id, added_at)"
-                      " VALUES(?1, ?2, ?3)",
+    [W_VERSION_INS] = "INSERT OR IGNORE INTO partition_versions(partition_id, schema_id, added_at,"
+                      " alias) VALUES(?1, ?2, ?3, ?4)",
     [W_VERSION_FP] = "SELECT 1 FROM partition_versions v JOIN schemas s ON s.id = v.schema_id"
                      " WHERE v.partition_id = ?1 AND s.fingerprint = ?2 LIMIT 1",
     [W_PART_MERGE] = "UPDATE partitions SET schema_id = ?2, sync = ?3, schema_json = ?4,"
@@ -289,7 +293,7 @@ static const char *const WSQL[W_COUNT] = {
  * version's arrival, if it has more than one version (else NULL). */
 #define MERGED_AT(p)                                                                               \
     "(SELECT CASE WHEN count(*) > 1 THEN max(v.added_at) END FROM partition_versions v"            \
-    " WHERE v.partition_id = " p ".id)"
+    " WHERE v.partition_id = " p ".id AND v.alias = 0)"
 
 static const char *const RSQL[R_COUNT] = {
     [R_BEGIN] = "BEGIN",
@@ -331,7 +335,8 @@ static const char *const RSQL[R_COUNT] = {
                       "  AND dataset_id = ?3) h",
     [R_SCHEMA_JSON] = "SELECT json FROM schemas WHERE id = ?1",
     [R_VERSIONS] = "SELECT s.id, s.json FROM partition_versions v JOIN schemas s"
-                   " ON s.id = v.schema_id WHERE v.partition_id = ?1 ORDER BY s.id",
+                   " ON s.id = v.schema_id WHERE v.partition_id = ?1 AND v.alias = 0"
+                   " ORDER BY s.id",
     [R_ROLL_VERSIONS] = "SELECT DISTINCT b.schema_id, s.json FROM rolls o, buffer_rows b"
                         " JOIN schemas s ON s.id = b.schema_id WHERE o.id = ?1"
                         " AND b.table_name = ?2 AND b.period_tag = ?3"

@@ -191,12 +191,15 @@ static int is_version(struct bfs_catalog *cat, int64_t pid, int64_t schema_id, i
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-static int add_version_row(struct bfs_catalog *cat, int64_t pid, int64_t schema_id, int64_t now)
+/* Record schema_id as a version (alias 0) or an alias (1) of partition pid. */
+static int add_version_row(struct bfs_catalog *cat, int64_t pid, int64_t schema_id, int64_t now,
+                           int alias)
 {
     sqlite3_stmt *st = cat->ws[W_VERSION_INS];
     sqlite3_bind_int64(st, 1, pid);
     sqlite3_bind_int64(st, 2, schema_id);
     sqlite3_bind_int64(st, 3, now);
+    sqlite3_bind_int(st, 4, alias);
     return run(st);
 }
 
@@ -221,10 +224,11 @@ static int version_locked(struct bfs_catalog *cat, const struct version_in *v, i
      * so for a partition of one version). */
     int rc, yes = 0;
     if (mcanon_len == v->canonical_len && memcmp(mcanon, v->canonical, mcanon_len) == 0) {
-        /* With several versions the merged schema need not be one of them
-         * (until an archive or a file served is written in it). */
-        if (vgen > 1 && ((rc = is_version(cat, pid, merged_id, &yes)) != SQLITE_OK ||
-                         (!yes && (rc = add_version_row(cat, pid, merged_id, now)) != SQLITE_OK)))
+        /* With several versions the merged schema is none of them: an upload
+         * in it (a served file uploaded again) makes it an alias. */
+        if (vgen > 1 &&
+            ((rc = is_version(cat, pid, merged_id, &yes)) != SQLITE_OK ||
+             (!yes && (rc = add_version_row(cat, pid, merged_id, now, 1)) != SQLITE_OK)))
             goto sql_error;
         *schema_id = merged_id;
         return 0;
@@ -264,7 +268,7 @@ static int version_locked(struct bfs_catalog *cat, const struct version_in *v, i
     if ((rc = schema_row(cat, m->canonical, m->canonical_len, m->fingerprint, m->json, m->len,
                          &mid)) != SQLITE_OK)
         goto sql_error;
-    if ((rc = add_version_row(cat, pid, wid, now)) != SQLITE_OK)
+    if ((rc = add_version_row(cat, pid, wid, now, 0)) != SQLITE_OK)
         goto sql_error;
     st = cat->ws[W_PART_MERGE];
     sqlite3_bind_int64(st, 1, pid);
@@ -360,7 +364,7 @@ static int partition_locked(struct bfs_catalog *cat, const struct bfs_upload *up
         rc = run(st);
     sqlite3_clear_bindings(st);
     if (rc == SQLITE_OK)
-        rc = add_version_row(cat, sqlite3_last_insert_rowid(db), schema_id, now);
+        rc = add_version_row(cat, sqlite3_last_insert_rowid(db), schema_id, now, 0);
     if (rc != SQLITE_OK)
         goto sql_error;
     *schema_id_out = schema_id;
@@ -410,6 +414,34 @@ int bfs_catalog_partition_add_version(struct bfs_catalog *cat, const char *table
     if (e == 0)
         layout_forget(cat, table, period);
     return e;
+}
+
+int bfs_catalog_partition_add_alias(struct bfs_catalog *cat, const char *table, const char *period,
+                                    const char *json, size_t len, const char *canonical,
+                                    size_t canonical_len, uint64_t fingerprint, int64_t *schema_id,
+                                    struct bfs_err *err)
+{
+    if (!valid_name(table) || !valid_name(period) || len > INT_MAX || canonical_len > INT_MAX)
+        return bfs_err_set(err, -EINVAL, "bad table, period or schema");
+    struct wtx tx = {.what = "schema alias"};
+    int e = bfs_cat_wtx_begin(cat, &tx);
+    if (e < 0)
+        return bfs_err_set(err, e, "catalog: begin: %s", strerror(-e));
+    sqlite3_stmt *st = cat->ws[W_PART_LOOKUP];
+    bind_text(st, 1, table);
+    bind_text(st, 2, period);
+    int rc = sqlite3_step(st);
+    int64_t pid = rc == SQLITE_ROW ? sqlite3_column_int64(st, 4) : -1;
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE) {
+        e = bfs_err_set(err, -ENOENT, "no partition %s/%s", table, period);
+    } else if (rc != SQLITE_ROW ||
+               (rc = schema_row(cat, canonical, canonical_len, fingerprint, json, len,
+                                schema_id)) != SQLITE_OK ||
+               (rc = add_version_row(cat, pid, *schema_id, (int64_t)time(NULL), 1)) != SQLITE_OK) {
+        e = bfs_err_set(err, sql_errno(rc), "catalog: %s", sqlite3_errmsg(cat->w));
+    }
+    return bfs_cat_wtx_end(cat, &tx, e);
 }
 
 void bfs_catalog_layout_forget(struct bfs_catalog *cat, const char *table, const char *period)

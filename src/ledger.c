@@ -636,106 +636,150 @@ static int scan_roll(void *ctx, const struct bfs_manifest_roll *r)
     return 0;
 }
 
-/* Add the archive's schema (h) as a version of its existing partition, with
- * the merged layout it makes. */
-static int version_from_archive(struct bfs_ledger *l, const struct bfs_manifest_archive *a,
-                                const struct bfs_ocf_header *h, struct bfs_err *err)
+/* Writer schema json (its compiled form cs) joins partition (table, period)
+ * of codec codec: the partition is made with it (exists 0: its layout is
+ * the schema's), or it is added to the versions with the merged layout it
+ * makes. what names the source in messages. */
+static int add_schema(struct bfs_ledger *l, const char *table, const char *period, int exists,
+                      const char *json, size_t len, const struct bfs_ocf_schema *cs,
+                      enum bfs_codec codec, const char *what, struct bfs_err *err)
 {
     size_t clen;
-    const char *canon = bfs_ocf_schema_canonical(h->compiled, &clen);
-    int rc = -EAGAIN;
+    const char *canon = bfs_ocf_schema_canonical(cs, &clen);
+    uint64_t fp = bfs_ocf_schema_fingerprint(cs);
+    int rc;
+    if (!exists) {
+        struct bfs_buf hdr = {0};
+        rc = bfs_ocf_layout_header(json, len, codec, bfs_ocf_schema_sync(cs), &hdr);
+        struct bfs_upload up = {
+            .table = table,
+            .period = period,
+            .schema_json = json,
+            .schema_len = len,
+            .canonical = canon,
+            .canonical_len = clen,
+            .fingerprint = fp,
+            .codec = codec,
+            .header = hdr.data,
+            .header_len = hdr.len,
+        };
+        memcpy(up.sync, bfs_ocf_schema_sync(cs), 16);
+        if (rc == 0)
+            rc = bfs_catalog_partition_add(l->d.cat, &up, err);
+        else
+            bfs_err_set(err, rc, "layout header: %s", strerror(-rc));
+        bfs_buf_free(&hdr);
+        if (rc == 0)
+            bfs_info("partition %s/%s: layout of schema %016" PRIx64 ", codec %s, from %s", table,
+                     period, fp, bfs_codec_name(codec), what);
+        return rc;
+    }
+    rc = -EAGAIN;
     for (int attempt = 0; rc == -EAGAIN && attempt < 4; attempt++) {
         struct bfs_versions pv;
-        rc = bfs_catalog_partition_versions(l->d.cat, a->table, a->period, &pv);
+        rc = bfs_catalog_partition_versions(l->d.cat, table, period, &pv);
         if (rc < 0)
-            return bfs_err_set(err, rc, "partition %s/%s: %s", a->table, a->period, strerror(-rc));
+            return bfs_err_set(err, rc, "partition %s/%s: %s", table, period, strerror(-rc));
         struct bfs_layout lay;
-        rc = bfs_layout_merge(&pv, h->schema_json, h->schema_len, h->codec, &lay, err);
+        rc = bfs_layout_merge(&pv, json, len, codec, &lay, err);
         bfs_versions_free(&pv);
         if (rc < 0) {
-            bfs_err_prefix(err, "archive %s: schema %s does not merge with partition %s/%s", a->key,
-                           a->schema_fingerprint, a->table, a->period);
+            bfs_err_prefix(err, "%s: schema %016" PRIx64 " does not merge with partition %s/%s",
+                           what, fp, table, period);
             return rc == -ENOMEM ? rc : -EIO;
         }
         int64_t id;
-        rc = bfs_catalog_partition_add_version(
-            l->d.cat, a->table, a->period, h->schema_json, h->schema_len, canon, clen,
-            bfs_ocf_schema_fingerprint(h->compiled), &lay.m, &id, err);
+        rc = bfs_catalog_partition_add_version(l->d.cat, table, period, json, len, canon, clen, fp,
+                                               &lay.m, &id, err);
         bfs_layout_free(&lay);
     }
-    if (rc < 0)
-        bfs_err_prefix(err, "archive %s", a->key);
+    if (rc == 0)
+        bfs_info("partition %s/%s: schema %016" PRIx64 " added from %s", table, period, fp, what);
     return rc;
 }
 
-/* Make the archive's partition from its header, or add the archive's schema
- * to the partition's versions (exists). */
-static int partition_from_archive(struct bfs_ledger *l, const struct bfs_manifest_archive *a,
-                                  int exists, struct bfs_err *err)
+/* The text of _battlefs/schemas/<fp>.avsc, compiled; checked to be of that
+ * fingerprint. */
+static int get_schema(struct bfs_ledger *l, const char *fp, struct bfs_ocf_schema **out,
+                      char **json, size_t *len, struct bfs_err *err)
 {
-    if (a->header_length == 0 || a->header_length > BFS_OCF_MAX_HEADER)
-        return bfs_err_set(err, -EIO, "archive %s: bad header length", a->key);
-    uint8_t *hdr = malloc(a->header_length);
-    if (!hdr)
-        return bfs_err_set(err, -ENOMEM, "out of memory");
-    int rc = bfs_store_get_range(l->d.store, a->key, 0, a->header_length, hdr, err);
-    if (rc < 0) {
-        free(hdr);
-        bfs_err_prefix(err, "archive %s: header", a->key);
-        return rc;
+    char key[128];
+    snprintf(key, sizeof key, BFS_LEDGER_PREFIX "schemas/%s.avsc", fp);
+    struct bfs_store_head h;
+    int rc = bfs_store_head(l->d.store, key, &h, err);
+    if (rc == 0 && (h.size == 0 || h.size > BFS_OCF_MAX_HEADER))
+        rc = bfs_err_set(err, -EIO, "%llu bytes", (unsigned long long)h.size);
+    if (rc == 0 && !(*json = malloc(h.size + 1)))
+        rc = bfs_err_set(err, -ENOMEM, "out of memory");
+    if (rc == 0 && (rc = bfs_store_get_range(l->d.store, key, 0, h.size, *json, err)) < 0) {
+        free(*json);
+        *json = NULL;
     }
-    struct bfs_ocf_header h;
-    rc = bfs_ocf_parse_header(hdr, a->header_length, &h, err);
+    if (rc == 0) {
+        (*json)[h.size] = '\0';
+        *len = h.size;
+        rc = bfs_ocf_schema_new(*json, *len, out, err);
+        char got[17];
+        if (rc == 0)
+            snprintf(got, sizeof got, "%016" PRIx64, bfs_ocf_schema_fingerprint(*out));
+        if (rc == 0 && strcmp(got, fp) != 0) {
+            rc = bfs_err_set(err, -EIO, "its fingerprint is %s", got);
+            bfs_ocf_schema_unref(*out);
+        }
+        if (rc < 0) {
+            free(*json);
+            *json = NULL;
+        }
+    }
     if (rc < 0) {
-        free(hdr);
-        bfs_err_prefix(err, "archive %s: header", a->key);
+        bfs_err_prefix(err, "schema %s", key);
         return rc == -ENOMEM ? rc : -EIO;
     }
-    size_t clen;
-    const char *canon = bfs_ocf_schema_canonical(h.compiled, &clen);
-    char fp[17];
-    snprintf(fp, sizeof fp, "%016" PRIx64, bfs_ocf_schema_fingerprint(h.compiled));
-    if (h.header_len != a->header_length || strcmp(fp, a->schema_fingerprint) != 0 ||
-        h.codec != a->codec || memcmp(h.sync, bfs_ocf_schema_sync(h.compiled), 16) != 0) {
-        rc = bfs_err_set(err, -EIO,
-                         "archive %s: its header (schema %s, codec %s) is not the layout the "
-                         "manifest says (schema %s, codec %s)",
-                         a->key, fp, bfs_codec_name(h.codec), a->schema_fingerprint,
-                         bfs_codec_name(a->codec));
-    } else if (exists) {
-        rc = version_from_archive(l, a, &h, err);
-        if (rc == 0)
-            bfs_info("partition %s/%s: schema %s added from %s", a->table, a->period, fp, a->key);
-    } else {
-        struct bfs_upload up = {
-            .table = a->table,
-            .period = a->period,
-            .schema_json = h.schema_json,
-            .schema_len = h.schema_len,
-            .canonical = canon,
-            .canonical_len = clen,
-            .fingerprint = bfs_ocf_schema_fingerprint(h.compiled),
-            .codec = h.codec,
-            .header = hdr,
-            .header_len = a->header_length,
-        };
-        memcpy(up.sync, h.sync, 16);
-        rc = bfs_catalog_partition_add(l->d.cat, &up, err);
-        if (rc < 0)
-            bfs_err_prefix(err, "archive %s", a->key);
-        else
-            bfs_info("partition %s/%s: layout of schema %s, codec %s, from %s", a->table, a->period,
-                     fp, bfs_codec_name(h.codec), a->key);
-    }
-    bfs_ocf_header_free(&h);
-    free(hdr);
-    return rc;
+    return 0;
 }
 
-/* The partition of archive a exists here (made from the archive's header if
- * it did not) and has the archive's schema among its versions: 0 or -errno
- * with err. Pass 1 of a manifest or a checkpoint, outside the catalog's
- * writer that pass 2 holds. */
+/* Archive a is in a merge of versions (its schema names them): each joins
+ * the partition, then the merge is recorded as an alias. */
+static int sources_join(struct bfs_ledger *l, const struct bfs_manifest_archive *a,
+                        const struct bfs_ocf_header *h, char (*fps)[17], size_t n,
+                        struct bfs_err *err)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        rc = bfs_catalog_partition_has_version(l->d.cat, a->table, a->period, fps[i]);
+        if (rc == 1) {
+            rc = 0;
+            continue;
+        }
+        if (rc < 0 && rc != -ENOENT)
+            return bfs_err_set(err, rc, "partition %s/%s: %s", a->table, a->period, strerror(-rc));
+        int exists = rc == 0;
+        struct bfs_ocf_schema *cs;
+        char *json = NULL;
+        size_t len = 0;
+        rc = get_schema(l, fps[i], &cs, &json, &len, err);
+        if (rc == 0) {
+            rc = add_schema(l, a->table, a->period, exists, json, len, cs, a->codec, a->key, err);
+            bfs_ocf_schema_unref(cs);
+            free(json);
+        }
+    }
+    if (rc < 0)
+        return rc;
+    size_t clen;
+    const char *canon = bfs_ocf_schema_canonical(h->compiled, &clen);
+    int64_t id;
+    return bfs_catalog_partition_add_alias(l->d.cat, a->table, a->period, h->schema_json,
+                                           h->schema_len, canon, clen,
+                                           bfs_ocf_schema_fingerprint(h->compiled), &id, err);
+}
+
+/* The partition of archive a knows the archive's schema: as a version (the
+ * partition is made from the archive's header if it did not exist), or, for
+ * a merge of versions, each of them and the merge as an alias. Pass 1 of a
+ * manifest or a checkpoint, outside the catalog's writer that pass 2 holds.
+ * The archive's header is read only for a schema this catalog does not know
+ * for the partition. 0 or -errno with err. */
 static int ensure_partition(struct bfs_ledger *l, const struct bfs_manifest_archive *a,
                             struct bfs_err *err)
 {
@@ -743,9 +787,53 @@ static int ensure_partition(struct bfs_ledger *l, const struct bfs_manifest_arch
         bfs_catalog_partition_has_version(l->d.cat, a->table, a->period, a->schema_fingerprint);
     if (rc == 1)
         return 0;
-    if (rc == 0 || rc == -ENOENT)
-        return partition_from_archive(l, a, rc == 0, err);
-    return bfs_err_set(err, rc, "partition %s/%s: %s", a->table, a->period, strerror(-rc));
+    if (rc < 0 && rc != -ENOENT)
+        return bfs_err_set(err, rc, "partition %s/%s: %s", a->table, a->period, strerror(-rc));
+    int exists = rc == 0;
+    if (a->header_length == 0 || a->header_length > BFS_OCF_MAX_HEADER)
+        return bfs_err_set(err, -EIO, "archive %s: bad header length", a->key);
+    uint8_t *hdr = malloc(a->header_length);
+    if (!hdr)
+        return bfs_err_set(err, -ENOMEM, "out of memory");
+    rc = bfs_store_get_range(l->d.store, a->key, 0, a->header_length, hdr, err);
+    if (rc < 0) {
+        free(hdr);
+        bfs_err_prefix(err, "archive %s: header", a->key);
+        return rc;
+    }
+    struct bfs_ocf_header h;
+    rc = bfs_ocf_parse_header(hdr, a->header_length, &h, err);
+    free(hdr);
+    if (rc < 0) {
+        bfs_err_prefix(err, "archive %s: header", a->key);
+        return rc == -ENOMEM ? rc : -EIO;
+    }
+    char fp[17];
+    snprintf(fp, sizeof fp, "%016" PRIx64, bfs_ocf_schema_fingerprint(h.compiled));
+    char(*fps)[17] = calloc(BFS_LAYOUT_SOURCES_MAX, sizeof *fps);
+    size_t n = 0;
+    if (!fps) {
+        rc = bfs_err_set(err, -ENOMEM, "out of memory");
+    } else if (h.header_len != a->header_length || strcmp(fp, a->schema_fingerprint) != 0 ||
+               h.codec != a->codec || memcmp(h.sync, bfs_ocf_schema_sync(h.compiled), 16) != 0) {
+        rc = bfs_err_set(err, -EIO,
+                         "archive %s: its header (schema %s, codec %s) is not the layout the "
+                         "manifest says (schema %s, codec %s)",
+                         a->key, fp, bfs_codec_name(h.codec), a->schema_fingerprint,
+                         bfs_codec_name(a->codec));
+    } else if (bfs_layout_sources(h.schema_json, h.schema_len, fps, &n) < 0) {
+        rc = bfs_err_set(err, -EIO, "archive %s: a bad \"" BFS_LAYOUT_SOURCES "\" list", a->key);
+    } else if (n > 0) {
+        rc = sources_join(l, a, &h, fps, n, err);
+    } else {
+        rc = add_schema(l, a->table, a->period, exists, h.schema_json, h.schema_len, h.compiled,
+                        h.codec, a->key, err);
+    }
+    if (rc < 0 && n == 0)
+        bfs_err_prefix(err, "archive %s", a->key);
+    free(fps);
+    bfs_ocf_header_free(&h);
+    return rc;
 }
 
 static int scan_archive(void *ctx, const struct bfs_manifest_archive *a)

@@ -222,7 +222,7 @@ struct build {
      * archive schema's: the merge of the versions of the group's rows). */
     struct bfs_partition part;
     int have_part;
-    struct bfs_versions rv;  /* the versions of the current group's rows */
+    struct bfs_versions rv;                  /* the versions of the current group's rows */
     struct bfs_buf row_in, row_out, scratch; /* a row being converted */
     unsigned group_n;                        /* archives of the current group so far */
     uint64_t arch_rows;                      /* rows in the open archive */
@@ -501,49 +501,31 @@ static int archive_layout(struct build *b, const char *table, const char *period
     struct bfs_partition *p = &b->part;
     struct bfs_err err = {0};
     int64_t rid = b->rv.v[0].id;
-    const char *json = b->rv.v[0].json;
-    size_t len = b->rv.v[0].len;
-    struct bfs_layout lay = {0}, plus = {0};
-    int rc = 0;
-    if (b->rv.n > 1) {
-        struct bfs_versions head = b->rv;
-        head.n--;
-        rc = bfs_layout_merge(&head, b->rv.v[head.n].json, b->rv.v[head.n].len, p->codec, &lay,
-                              &err);
-        for (int attempt = 0; rc == 0 && attempt < 4; attempt++) {
-            struct bfs_versions pv;
-            if ((rc = bfs_catalog_partition_versions(b->d->cat, table, period, &pv)) < 0)
-                break;
-            bfs_layout_free(&plus);
-            rc = bfs_layout_merge(&pv, lay.json, lay.len, p->codec, &plus, &err);
-            bfs_versions_free(&pv);
-            if (rc == 0)
-                rc = bfs_catalog_partition_add_version(b->d->cat, table, period, lay.json, lay.len,
-                                                       lay.canonical, lay.canonical_len,
-                                                       lay.m.fingerprint, &plus.m, &rid, &err);
-            if (rc != -EAGAIN)
-                break;
-        }
-        json = lay.json;
-        len = lay.len;
-    }
+    char *json = NULL;
+    size_t len = 0;
     char *canon = NULL;
     size_t clen = 0;
-    if (rc == 0)
-        rc = bfs_schema_canonical(json, len, &canon, &clen, &err);
-    struct bfs_buf hdr = {0};
-    char *text = NULL;
-    if (rc == 0 && (rc = bfs_schema_sync(canon, clen, p->sync)) == 0 &&
-        (rc = bfs_ocf_layout_header(json, len, p->codec, p->sync, &hdr)) == 0) {
-        text = malloc(len + 1);
-        rc = text ? 0 : -ENOMEM;
+    int rc = 0;
+    if (b->rv.n > 1) {
+        rc = bfs_layout_archive_schema(&b->rv, &json, &len, &err);
+        if (rc == 0)
+            rc = bfs_schema_canonical(json, len, &canon, &clen, &err);
+        if (rc == 0)
+            rc = bfs_catalog_partition_add_alias(b->d->cat, table, period, json, len, canon, clen,
+                                                 bfs_schema_rabin(canon, clen), &rid, &err);
+    } else {
+        json = strndup(b->rv.v[0].json, b->rv.v[0].len);
+        len = b->rv.v[0].len;
+        rc = json ? bfs_schema_canonical(json, len, &canon, &clen, &err) : -ENOMEM;
     }
+    struct bfs_buf hdr = {0};
+    if (rc == 0 && (rc = bfs_schema_sync(canon, clen, p->sync)) == 0)
+        rc = bfs_ocf_layout_header(json, len, p->codec, p->sync, &hdr);
     if (rc == 0) {
-        memcpy(text, json, len);
-        text[len] = '\0';
         free(p->schema_json);
         free(p->header);
-        p->schema_json = text;
+        p->schema_json = json; /* taken */
+        json = NULL;
         p->schema_len = len;
         p->header = hdr.data; /* taken */
         p->header_len = hdr.len;
@@ -553,9 +535,8 @@ static int archive_layout(struct build *b, const char *table, const char *period
                  bfs_schema_rabin(canon, clen));
     }
     bfs_buf_free(&hdr);
+    free(json);
     free(canon);
-    bfs_layout_free(&lay);
-    bfs_layout_free(&plus);
     if (rc < 0)
         return fail(b, rc, "archive schema of %s/%s: %s", table, period,
                     err.msg[0] ? err.msg : strerror(-rc));
@@ -585,10 +566,17 @@ static int start_group(struct build *b, const char *table, const char *period)
         (rc = archive_layout(b, table, period)) < 0)
         return rc;
     b->group_n = 0;
-    /* Its schema in the store before any manifest names it. */
+    /* Its schema in the store before any manifest names it, and the
+     * versions it merges (its "battlefs.versions" names them). */
     struct bfs_err err;
     rc = bfs_ledger_put_schema(b->d->ledger, b->part.fingerprint, b->part.schema_json,
                                b->part.schema_len, &err);
+    for (size_t i = 0; rc == 0 && b->rv.n > 1 && i < b->rv.n; i++) {
+        char fp[17];
+        rc = bfs_layout_fingerprint(b->rv.v[i].json, b->rv.v[i].len, fp);
+        if (rc == 0)
+            rc = bfs_ledger_put_schema(b->d->ledger, fp, b->rv.v[i].json, b->rv.v[i].len, &err);
+    }
     if (rc < 0)
         return fail(b, rc, "%s", err.msg[0] ? err.msg : "put the schema");
     return 0;

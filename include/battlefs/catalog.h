@@ -13,7 +13,9 @@
  *              header BLOB, header_length, created_at, vgen, UNIQUE(table_name, period_tag))
  *              schema_id..header_length: the layout of the merged schema of the
  *              partition's versions; vgen counts changes of the version set
- *   partition_versions(partition_id, schema_id, added_at)   writer schemas seen
+ *   partition_versions(partition_id, schema_id, added_at, alias)
+ *              the writer schemas (versions) seen, and the merges data is
+ *              stored in (aliases: not merged again)
  *   buffer_rows(id, table_name, period_tag, dataset_id, schema_id, record_count,
  *               byte_length, created_at, conv_schema, conv_length)
  *               the hot uploads' metadata (schema_id: the writer schema;
@@ -215,12 +217,13 @@ struct bfs_versions {
     size_t n;
     struct bfs_schema_text *v; /* in id order */
 };
-/* 0 (free with bfs_versions_free), -ENOENT (no partition), -errno. */
+/* The versions (not the aliases): 0 (free with bfs_versions_free), -ENOENT
+ * (no partition), -errno. */
 int bfs_catalog_partition_versions(struct bfs_catalog *cat, const char *table, const char *period,
                                    struct bfs_versions *out);
 void bfs_versions_free(struct bfs_versions *v);
-/* 1 if the partition has a version of fingerprint fp (16 hex digits), 0 if
- * not, -ENOENT (no partition), -errno. */
+/* 1 if the partition has a version or an alias of fingerprint fp (16 hex
+ * digits), 0 if not, -ENOENT (no partition), -errno. */
 int bfs_catalog_partition_has_version(struct bfs_catalog *cat, const char *table,
                                       const char *period, const char *fp);
 /* Add a writer schema (text json, canonical form, fingerprint) as a version
@@ -233,6 +236,15 @@ int bfs_catalog_partition_add_version(struct bfs_catalog *cat, const char *table
                                       const char *canonical, size_t canonical_len,
                                       uint64_t fingerprint, const struct bfs_merged *m,
                                       int64_t *schema_id, struct bfs_err *err);
+/* Record a schema the partition's data is stored in that is a merge of its
+ * versions (a roll's archive schema) as an alias: known to the partition
+ * (bfs_catalog_partition_has_version finds it, archives in it apply), but not
+ * one of the versions merged into its layout. 0 with its schema row in
+ * *schema_id, -ENOENT (no partition), -errno; err. */
+int bfs_catalog_partition_add_alias(struct bfs_catalog *cat, const char *table, const char *period,
+                                    const char *json, size_t len, const char *canonical,
+                                    size_t canonical_len, uint64_t fingerprint, int64_t *schema_id,
+                                    struct bfs_err *err);
 /* The writer schemas of the rows roll_id claimed in (table, period), in id
  * order. 0 (free with bfs_versions_free; vgen and merged_id are 0), -ENOENT
  * (no such roll), -errno. */

@@ -15,9 +15,9 @@ import os
 
 import pytest
 
-from mountlib import REPO, gen_avro
+from mountlib import REPO, gen_avro, needs_faults
 from test_bucket import file_store, refresh_ok  # noqa: F401  (fixture)
-from test_roll import query, roll_ok
+from test_roll import query, roll, roll_ok
 
 PERIOD = "2025-12-18"
 FUSOU = os.path.join(REPO, "tests", "data", "fusou")
@@ -274,3 +274,31 @@ def test_open_file_keeps_its_content_across_a_merge(mount, gen):
         rest = f.read()
     assert head + rest == old
     check_dataset(mount, ("battle", PERIOD, "o"), ledger, [t5, t4])
+
+
+@needs_faults
+@pytest.mark.parametrize("step", ["mid-build", "after-upload", "after-manifest", "after-log"])
+def test_crash_during_a_mixed_version_roll(mount_factory, file_store, gen, step):
+    """The writer exits at a roll step (-o fault=STEP) while rolling a partition of three
+    versions (its archives are in their merge, rows of the other versions converted). Restarted
+    without the fault, it rolls: the rebuilt roll writes the same bytes (its archive schema is a
+    function of the claim), the store holds one roll in its log, and every file reads as before
+    the crash, also on a fresh replica."""
+    w = mount_factory(store=file_store.url, node="w", refresh="0", fault=step)
+    ledger = Ledger()
+    mixed_plan(w, gen, ledger, codec="deflate")
+    before = check_all(w, ledger)
+    assert roll(w) != 0
+    assert w.proc.wait(timeout=30) == 99
+    w.kill9()
+    w.options.pop("fault")
+    w.start()
+    assert check_all(w, ledger) == before
+    roll_ok(w)
+    assert query(w, "SELECT count(*) FROM buffer_rows")[0][0] == 0
+    assert check_all(w, ledger) == before
+    files = file_store.files()
+    rolls = [json.loads(v) for k, v in files.items() if k.startswith("_battlefs/log/")]
+    assert [e["type"] for e in rolls].count("roll") == 1, rolls
+    fresh = mount_factory(store=file_store.url, ro=True, refresh="0")
+    assert check_all(fresh, ledger) == before
