@@ -204,8 +204,9 @@ static json_t *extras(json_t *obj, const char *const *skip, int *rc)
     json_t *x = NULL;
     const char *key;
     json_t *val;
-    json_object_foreach(obj, key, val)
-    {
+    for (void *it1 = json_object_iter(obj);
+         it1 && ((key = json_object_iter_key(it1)), (val = json_object_iter_value(it1)));
+         it1 = json_object_iter_next(obj, it1)) {
         bool drop = strcmp(key, "doc") == 0;
         for (const char *const *s = skip; *s && !drop; s++)
             drop = strcmp(key, *s) == 0;
@@ -275,8 +276,7 @@ static int parse_named(struct parser *p, json_t *j, enum kind k, const char *ns,
         json_t *syms = json_object_get(j, "symbols");
         size_t i;
         json_t *sym;
-        json_array_foreach(syms, i, sym)
-        {
+        for (i = 0; i < json_array_size(syms) && (sym = json_array_get(syms, i)); i++) {
             if (!json_is_string(sym))
                 return bfs_err_set(p->err, -EINVAL, "enum %s: a symbol is not a string", full);
             if (add_symbol(&s->d[di], json_string_value(sym)) < 0)
@@ -287,8 +287,7 @@ static int parse_named(struct parser *p, json_t *j, enum kind k, const char *ns,
         json_t *fields = json_object_get(j, "fields");
         size_t i;
         json_t *f;
-        json_array_foreach(fields, i, f)
-        {
+        for (i = 0; i < json_array_size(fields) && (f = json_array_get(fields, i)); i++) {
             const char *fname = json_string_value(json_object_get(f, "name"));
             json_t *ft = json_object_get(f, "type");
             if (!fname || !ft)
@@ -349,8 +348,7 @@ static int parse_ty(struct parser *p, json_t *j, const char *ns, int depth, uint
             return nomem(p->err);
         size_t i;
         json_t *b;
-        json_array_foreach(j, i, b)
-        {
+        for (i = 0; i < json_array_size(j) && (b = json_array_get(j, i)); i++) {
             uint32_t bt;
             if ((rc = parse_ty(p, b, ns, depth + 1, &bt)) < 0)
                 return rc;
