@@ -16,6 +16,7 @@
  */
 #include "battlefs/evolve.h"
 
+#include "battlefs/lru.h"
 #include "battlefs/ocf.h"
 #include "battlefs/schema.h"
 #include "battlefs/validate.h"
@@ -24,7 +25,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -1982,30 +1982,51 @@ int bfs_conv_block(const struct bfs_conv *c, const uint8_t *in, size_t len, stru
 /* ------------------------------------------------------------------------ */
 /* the cache                                                                 */
 
-struct conv_slot {
-    struct bfs_conv *c;
-    uint64_t used; /* tick of the last hit; 0 = empty */
+/* The cache: the lru (lru.h) of convs, keyed by what made them. */
+struct bfs_conv_cache {
+    struct bfs_lru *lru;
 };
 
-struct bfs_conv_cache {
-    pthread_mutex_t mu; /* guards everything below */
-    struct conv_slot *slot;
-    size_t n;
-    uint64_t tick;
+struct conv_key {
+    const char *wjson, *mjson;
+    size_t wlen, mlen;
+    enum bfs_codec codec;
+    const uint8_t *msync;
 };
+
+static bool conv_match(const void *item, const void *key)
+{
+    const struct bfs_conv *v = item;
+    const struct conv_key *k = key;
+    return v->codec == k->codec && v->wlen == k->wlen && v->mlen == k->mlen &&
+           memcmp(v->msync, k->msync, 16) == 0 && memcmp(v->wjson, k->wjson, k->wlen) == 0 &&
+           memcmp(v->mjson, k->mjson, k->mlen) == 0;
+}
+
+static void conv_ref(void *item)
+{
+    struct bfs_conv *v = item;
+    atomic_fetch_add(&v->refs, 1);
+}
+
+static void conv_unref(void *item)
+{
+    bfs_conv_unref(item);
+}
+
+static const struct bfs_lru_type conv_lru = {conv_match, conv_ref, conv_unref};
 
 int bfs_conv_cache_new(size_t slots, struct bfs_conv_cache **out)
 {
     *out = NULL;
-    if (slots == 0)
-        return -EINVAL;
     struct bfs_conv_cache *c = calloc(1, sizeof *c);
-    if (!c || !(c->slot = calloc(slots, sizeof *c->slot))) {
-        free(c);
+    if (!c)
         return -ENOMEM;
+    int rc = bfs_lru_new(slots, &conv_lru, &c->lru);
+    if (rc < 0) {
+        free(c);
+        return rc;
     }
-    c->n = slots;
-    pthread_mutex_init(&c->mu, NULL);
     *out = c;
     return 0;
 }
@@ -2014,19 +2035,8 @@ void bfs_conv_cache_free(struct bfs_conv_cache *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < c->n; i++)
-        bfs_conv_unref(c->slot[i].c);
-    pthread_mutex_destroy(&c->mu);
-    free(c->slot);
+    bfs_lru_free(c->lru);
     free(c);
-}
-
-static bool conv_is(const struct bfs_conv *v, const char *wjson, size_t wlen, const char *mjson,
-                    size_t mlen, enum bfs_codec codec, const uint8_t msync[16])
-{
-    return v->codec == codec && v->wlen == wlen && v->mlen == mlen &&
-           memcmp(v->msync, msync, 16) == 0 && memcmp(v->wjson, wjson, wlen) == 0 &&
-           memcmp(v->mjson, mjson, mlen) == 0;
 }
 
 int bfs_conv_get(struct bfs_conv_cache *c, const char *wjson, size_t wlen, const char *mjson,
@@ -2035,31 +2045,12 @@ int bfs_conv_get(struct bfs_conv_cache *c, const char *wjson, size_t wlen, const
 {
     if (!c)
         return bfs_conv_new(wjson, wlen, mjson, mlen, codec, msync, out, err);
-    pthread_mutex_lock(&c->mu);
-    for (size_t i = 0; i < c->n; i++) {
-        struct bfs_conv *v = c->slot[i].c;
-        if (v && conv_is(v, wjson, wlen, mjson, mlen, codec, msync)) {
-            c->slot[i].used = ++c->tick;
-            atomic_fetch_add(&v->refs, 1);
-            *out = v;
-            pthread_mutex_unlock(&c->mu);
-            return 0;
-        }
-    }
-    pthread_mutex_unlock(&c->mu);
+    struct conv_key key = {wjson, mjson, wlen, mlen, codec, msync};
+    if ((*out = bfs_lru_find(c->lru, &key)))
+        return 0;
     /* Compiled outside the lock; failures are not kept. */
     int rc = bfs_conv_new(wjson, wlen, mjson, mlen, codec, msync, out, err);
-    if (rc < 0)
-        return rc;
-    pthread_mutex_lock(&c->mu);
-    size_t victim = 0;
-    for (size_t i = 1; i < c->n; i++)
-        if (c->slot[i].used < c->slot[victim].used)
-            victim = i;
-    bfs_conv_unref(c->slot[victim].c);
-    atomic_fetch_add(&(*out)->refs, 1);
-    c->slot[victim].c = *out;
-    c->slot[victim].used = ++c->tick;
-    pthread_mutex_unlock(&c->mu);
-    return 0;
+    if (rc == 0)
+        bfs_lru_add(c->lru, *out);
+    return rc;
 }
