@@ -1377,6 +1377,102 @@ static void test_conv_cache(void **state)
     bfs_buf_free(&scratch);
 }
 
+/* A recursive record: merged once, converted at every depth. */
+static void test_recursive_type(void **state)
+{
+    (void)state;
+    const char *a =
+        "{\"type\":\"record\",\"name\":\"Node\",\"fields\":[{\"name\":\"v\",\"type\":\"int\"},"
+        "{\"name\":\"next\",\"type\":[\"null\",\"Node\"]}]}";
+    const char *b =
+        "{\"type\":\"record\",\"name\":\"Node\",\"fields\":[{\"name\":\"v\",\"type\":\"long\"},"
+        "{\"name\":\"tag\",\"type\":\"string\"},"
+        "{\"name\":\"next\",\"type\":[\"null\",\"Node\"]},"
+        "{\"name\":\"kids\",\"type\":{\"type\":\"array\",\"items\":\"Node\"}}]}";
+    char *m = merge2(a, b);
+    assert_avro_parses(m);
+    assert_type(m, "v", "\"long\"");
+    assert_type(m, "tag", "[\"null\",\"string\"]");
+    assert_type(m, "next", "[\"null\",\"Node\"]");
+    for (size_t k = 0; k < 3; k++) {
+        roundtrip(a, m, CODECS[k], 9, 3 + (unsigned)k, NULL);
+        roundtrip(b, m, CODECS[k], 9, 5 + (unsigned)k, NULL);
+    }
+    free(m);
+}
+
+/* A writer whose canonical form is the merge's: records copied as they are. */
+static void test_conv_identity(void **state)
+{
+    (void)state;
+    const char *w = REC("T", F("a", "\"int\"") "," F("b", "[\"null\",\"string\"]"));
+    const char *m =
+        "{\"type\":\"record\",\"name\":\"T\",\"fields\":[{\"name\":\"a\",\"type\":\"int\"},"
+        "{\"name\":\"b\",\"type\":[\"null\",\"string\"],\"default\":null}]}";
+    struct written wr;
+    write_records(w, 20, 77, &wr);
+    for (size_t k = 0; k < 3; k++) {
+        struct bfs_buf in = {0}, out = {0}, scratch = {0}, plain = {0};
+        make_block(CODECS[k], wr.plain.data, wr.plain.len, 20, &in);
+        struct bfs_conv *c;
+        assert_int_equal(bfs_conv_new(w, strlen(w), m, strlen(m), CODECS[k], MSYNC, &c, NULL), 0);
+        assert_int_equal(bfs_conv_block(c, in.data, in.len, &out, &scratch, NULL), 0);
+        assert_int_equal(open_block(CODECS[k], out.data, out.len, &plain), 20);
+        assert_int_equal(plain.len, wr.plain.len);
+        assert_memory_equal(plain.data, wr.plain.data, plain.len);
+        bfs_conv_free(c);
+        bfs_buf_free(&in);
+        bfs_buf_free(&out);
+        bfs_buf_free(&scratch);
+        bfs_buf_free(&plain);
+    }
+    written_free(&wr);
+}
+
+/* The file battlefs serves: a layout header with the merged schema, then the
+ * blocks of every version converted. battlefs' own reader (bfs_ocf_process,
+ * with avro-c decoding every record too) accepts it whole. */
+static void test_whole_file(void **state)
+{
+    (void)state;
+    json_t *tables = load_tables();
+    static const char *const names[] = {"battle", "own_ship", "cells", "battle_result"};
+    for (size_t t = 0; t < 4; t++) {
+        const char *v[NVERSIONS];
+        size_t n = versions(tables, names[t], v);
+        char *m = merge_n(v, n);
+        for (size_t k = 0; k < 3; k++) {
+            struct bfs_buf file = {0}, blk = {0};
+            assert_int_equal(bfs_ocf_layout_header(m, strlen(m), CODECS[k], MSYNC, &file), 0);
+            int64_t total = 0;
+            for (size_t i = 0; i < n; i++) {
+                roundtrip(v[i], m, CODECS[k], 6 + (int)i, (unsigned)(t * 100 + i), &blk);
+                assert_int_equal(bfs_buf_append(&file, blk.data, blk.len), 0);
+                total += 6 + (int64_t)i;
+            }
+            struct bfs_ocf_header h;
+            struct bfs_err err = {0};
+            assert_int_equal(bfs_ocf_parse_header(file.data, file.len, &h, &err), 0);
+            uint64_t records = 0;
+            struct bfs_buf same_codec = {0};
+            int rc = bfs_ocf_process(file.data, file.len, &h, MSYNC, CODECS[k], &same_codec,
+                                     &records, BFS_OCF_CROSSCHECK, 0, &err);
+            if (rc != 0)
+                fail_msg("%s (%s): %s", names[t], bfs_codec_name(CODECS[k]), err.msg);
+            assert_int_equal(records, total);
+            /* blocks in the file's own codec are kept as they are */
+            assert_int_equal(same_codec.len, file.len - h.header_len);
+            assert_memory_equal(same_codec.data, file.data + h.header_len, same_codec.len);
+            bfs_ocf_header_free(&h);
+            bfs_buf_free(&same_codec);
+            bfs_buf_free(&file);
+            bfs_buf_free(&blk);
+        }
+        free(m);
+    }
+    json_decref(tables);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1386,7 +1482,8 @@ int main(void)
         cmocka_unit_test(test_conv_every_table),  cmocka_unit_test(test_conv_framing),
         cmocka_unit_test(test_conv_array_blocks), cmocka_unit_test(test_conv_refusals),
         cmocka_unit_test(test_block_span),        cmocka_unit_test(test_conv_corrupt),
-        cmocka_unit_test(test_conv_cache),
+        cmocka_unit_test(test_conv_cache),        cmocka_unit_test(test_recursive_type),
+        cmocka_unit_test(test_conv_identity),     cmocka_unit_test(test_whole_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
