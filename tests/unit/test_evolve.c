@@ -1291,6 +1291,33 @@ static void test_conv_corrupt(void **state)
         bfs_conv_free(c);
         written_free(&w);
     }
+    /* random blocks: converted or refused, nothing else */
+    {
+        uint64_t x = 88172645463325252ull;
+        const char *bv[NVERSIONS];
+        size_t bn = versions(tables, "battle", bv);
+        char *bm = merge_n(bv, bn);
+        for (size_t k = 0; k < 3; k++) {
+            struct bfs_conv *c;
+            assert_int_equal(
+                bfs_conv_new(bv[0], strlen(bv[0]), bm, strlen(bm), CODECS[k], MSYNC, &c, NULL), 0);
+            for (int i = 0; i < 2000; i++) {
+                bfs_buf_reset(&plain);
+                bfs_buf_reset(&in);
+                size_t len = (size_t)(i % 300);
+                for (size_t j = 0; j < len; j++) {
+                    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                    uint8_t byte = (uint8_t)(i % 3 ? x & 0x7f : x);
+                    assert_int_equal(bfs_buf_append(&plain, &byte, 1), 0);
+                }
+                make_block(CODECS[k], plain.data, plain.len, (int64_t)(x % 5), &in);
+                int rc = bfs_conv_block(c, in.data, in.len, &out, &scratch, &err);
+                assert_true(rc == 0 || rc == -EINVAL);
+            }
+            bfs_conv_free(c);
+        }
+        free(bm);
+    }
     /* a union index out of range */
     {
         const char *s = REC("T", F("a", "[\"null\",\"int\"]"));
