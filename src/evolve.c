@@ -16,6 +16,7 @@
  */
 #include "battlefs/evolve.h"
 
+#include "battlefs/lru.h"
 #include "battlefs/ocf.h"
 #include "battlefs/schema.h"
 #include "battlefs/validate.h"
@@ -24,7 +25,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -204,8 +204,9 @@ static json_t *extras(json_t *obj, const char *const *skip, int *rc)
     json_t *x = NULL;
     const char *key;
     json_t *val;
-    json_object_foreach(obj, key, val)
-    {
+    for (void *it1 = json_object_iter(obj);
+         it1 && ((key = json_object_iter_key(it1)), (val = json_object_iter_value(it1)));
+         it1 = json_object_iter_next(obj, it1)) {
         bool drop = strcmp(key, "doc") == 0;
         for (const char *const *s = skip; *s && !drop; s++)
             drop = strcmp(key, *s) == 0;
@@ -275,8 +276,7 @@ static int parse_named(struct parser *p, json_t *j, enum kind k, const char *ns,
         json_t *syms = json_object_get(j, "symbols");
         size_t i;
         json_t *sym;
-        json_array_foreach(syms, i, sym)
-        {
+        for (i = 0; i < json_array_size(syms) && (sym = json_array_get(syms, i)); i++) {
             if (!json_is_string(sym))
                 return bfs_err_set(p->err, -EINVAL, "enum %s: a symbol is not a string", full);
             if (add_symbol(&s->d[di], json_string_value(sym)) < 0)
@@ -287,8 +287,7 @@ static int parse_named(struct parser *p, json_t *j, enum kind k, const char *ns,
         json_t *fields = json_object_get(j, "fields");
         size_t i;
         json_t *f;
-        json_array_foreach(fields, i, f)
-        {
+        for (i = 0; i < json_array_size(fields) && (f = json_array_get(fields, i)); i++) {
             const char *fname = json_string_value(json_object_get(f, "name"));
             json_t *ft = json_object_get(f, "type");
             if (!fname || !ft)
@@ -349,8 +348,7 @@ static int parse_ty(struct parser *p, json_t *j, const char *ns, int depth, uint
             return nomem(p->err);
         size_t i;
         json_t *b;
-        json_array_foreach(j, i, b)
-        {
+        for (i = 0; i < json_array_size(j) && (b = json_array_get(j, i)); i++) {
             uint32_t bt;
             if ((rc = parse_ty(p, b, ns, depth + 1, &bt)) < 0)
                 return rc;
@@ -1552,11 +1550,15 @@ int bfs_conv_new(const char *wjson, size_t wlen, const char *mjson, size_t mlen,
 /* ------------------------------------------------------------------------ */
 /* running a conversion                                                      */
 
+/* Output is written lazily: what the merged schema encodes as the writer did
+ * (most values) is not copied value by value; d[mark..pos) is the input still
+ * to be copied as it is, flushed before anything else is written. */
 struct run {
     const struct bfs_conv *c;
     const uint8_t *d;
     size_t len;
     size_t pos;
+    size_t mark; /* input from here on is output as it is, up to what replaces it */
     struct bfs_buf *out;
     uint64_t budget; /* zero-byte values still allowed */
     struct bfs_err *err;
@@ -1599,6 +1601,34 @@ static inline int get_long(struct run *r, int64_t *v, const char *what)
                  what);
 }
 
+/* Output the input up to p (from mark), then continue from end. */
+static inline int flush_to(struct run *r, size_t p, size_t end)
+{
+    int rc = p > r->mark ? put(r, r->d + r->mark, p - r->mark) : 0;
+    r->mark = end;
+    return rc;
+}
+
+__attribute__((noinline)) static int replace(struct run *r, size_t p, const uint8_t *b, size_t n)
+{
+    int rc = flush_to(r, p, r->pos);
+    return rc ? rc : put(r, b, n);
+}
+
+/* The value read at d[p..pos) is written as b[0..n): kept when the same
+ * (the bytes are a varint or two: compared inline). */
+static inline int keep_or_put(struct run *r, size_t p, const uint8_t *b, size_t n)
+{
+    if (n == r->pos - p) {
+        size_t i = 0;
+        while (i < n && r->d[p + i] == b[i])
+            i++;
+        if (i == n)
+            return 0;
+    }
+    return replace(r, p, b, n);
+}
+
 /* Copy k varints. */
 static inline int copy_varints(struct run *r, uint64_t k)
 {
@@ -1613,35 +1643,123 @@ static inline int copy_varints(struct run *r, uint64_t k)
                                        : "an int or long is not a varint");
         p = e + 1;
     }
-    int rc = put(r, r->d + r->pos, p - r->pos);
     r->pos = p;
-    return rc;
+    return 0;
 }
 
 /* Copy a length-prefixed value. */
 static inline int copy_len(struct run *r)
 {
-    size_t start = r->pos;
     int64_t n = 0;
     if (get_long(r, &n, "a length") < 0)
         return -EINVAL;
     if (n < 0 || (uint64_t)n > r->len - r->pos)
         return rfail(r, "a string or bytes of %" PRId64 " bytes goes beyond the data", n);
     r->pos += (size_t)n;
-    return put(r, r->d + start, r->pos - start);
+    return 0;
 }
 
-static int run_seq(struct run *r, uint32_t s, int depth);
+static void le32(uint8_t *b, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* One leaf op (C_VARINT .. C_PUT): reads and writes no nested value. */
+static inline int leaf(struct run *r, const struct cop *op)
+{
+    int64_t x = 0;
+    uint8_t b[8];
+    size_t p0 = r->pos;
+    switch (op->code) {
+    case C_VARINT:
+        if (op->a == 1 && r->pos < r->len && r->d[r->pos] < 0x80) {
+            r->pos++;
+            return 0;
+        }
+        return copy_varints(r, op->a);
+    case C_COPY:
+        if (op->a > r->len - r->pos)
+            return rfail(r, "the data ends inside %" PRIu64 " bytes of fixed size", op->a);
+        r->pos += (size_t)op->a;
+        return 0;
+    case C_LEN:
+        return copy_len(r);
+    case C_I2F:
+    case C_I2D:
+        if (get_long(r, &x, "an int or long") < 0)
+            return -EINVAL;
+        if (flush_to(r, p0, r->pos) < 0)
+            return -ENOMEM;
+        if (op->code == C_I2F) {
+            float f = (float)x;
+            uint32_t u;
+            memcpy(&u, &f, 4);
+            le32(b, u);
+            return put(r, b, 4);
+        } else {
+            double d = (double)x;
+            uint64_t u;
+            memcpy(&u, &d, 8);
+            le32(b, (uint32_t)u);
+            le32(b + 4, (uint32_t)(u >> 32));
+            return put(r, b, 8);
+        }
+    case C_F2D: {
+        if (r->len - r->pos < 4)
+            return rfail(r, "the data ends inside a float");
+        const uint8_t *p = r->d + r->pos;
+        uint32_t u =
+            (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+        float f;
+        memcpy(&f, &u, 4);
+        double d = f;
+        uint64_t w;
+        memcpy(&w, &d, 8);
+        le32(b, (uint32_t)w);
+        le32(b + 4, (uint32_t)(w >> 32));
+        r->pos += 4;
+        if (flush_to(r, p0, r->pos) < 0)
+            return -ENOMEM;
+        return put(r, b, 8);
+    }
+    case C_PUT:
+        if (flush_to(r, p0, p0) < 0)
+            return -ENOMEM;
+        return put(r, op->put, op->n);
+    default:
+        return rfail(r, "internal error: op %u", op->code);
+    }
+}
+
+static int run_ops(struct run *r, const struct cop *op, int depth);
+
+/* One value of sequence s: a sequence of one leaf op without a call. */
+static inline int value(struct run *r, uint32_t s, int depth)
+{
+    const struct cop *f = r->c->ops + r->c->seq[s];
+    if (f->code == C_END)
+        return 0;
+    if (f->code <= C_PUT && f[1].code == C_END)
+        return leaf(r, f);
+    if (depth > BFS_VALIDATE_MAX_DEPTH)
+        return rfail(r, "values nested more than %d levels deep", BFS_VALIDATE_MAX_DEPTH);
+    return run_ops(r, f, depth);
+}
 
 /* The items of an array or map; item: their sequence. */
 static int run_blocks(struct run *r, uint32_t item, bool map, int depth)
 {
+    if (depth > BFS_VALIDATE_MAX_DEPTH)
+        return rfail(r, "values nested more than %d levels deep", BFS_VALIDATE_MAX_DEPTH);
+    uint8_t b[10];
     for (;;) {
         int64_t count = 0, size = 0;
+        size_t p0 = r->pos;
         if (get_long(r, &count, "an array or map count") < 0)
             return -EINVAL;
-        if (count == 0)
-            break;
+        if (count == 0) /* the end (as one byte) */
+            return keep_or_put(r, p0, b, zz(0, b));
         if (count == INT64_MIN)
             return rfail(r, "an array or map count is out of range");
         if (count < 0) {
@@ -1656,48 +1774,50 @@ static int run_blocks(struct run *r, uint32_t item, bool map, int depth)
                 return rfail(r, "an array or map of %" PRId64 " items is too long", count);
             r->budget -= (uint64_t)count;
         }
-        uint8_t b[10];
-        int rc = put(r, b, zz(count, b));
+        int rc = keep_or_put(r, p0, b, zz(count, b));
         for (int64_t i = 0; i < count && rc == 0; i++) {
             if (map && (rc = copy_len(r)) < 0)
                 break;
-            rc = run_seq(r, item, depth);
+            rc = value(r, item, depth);
         }
         if (rc < 0)
             return rc;
     }
-    uint8_t zero = 0;
-    return put(r, &zero, 1);
 }
 
 /* A union branch or enum symbol: its index mapped. */
-static int run_map(struct run *r, const struct cop *op, int depth, bool value)
+static inline int run_map(struct run *r, const struct cop *op, int depth, bool branch)
 {
     int64_t x = 0;
-    if (get_long(r, &x, value ? "a union index" : "an enum index") < 0)
+    size_t p0 = r->pos;
+    if (r->pos < r->len && r->d[r->pos] < 0x80)
+        x = bfs_zigzag_decode(r->d[r->pos++]);
+    else if (get_long(r, &x, branch ? "a union index" : "an enum index") < 0)
         return -EINVAL;
     if (x < 0 || (uint64_t)x >= op->b)
-        return rfail(r, "%s %" PRId64 " is not one of %u", value ? "union index" : "enum index", x,
+        return rfail(r, "%s %" PRId64 " is not one of %u", branch ? "union index" : "enum index", x,
                      op->b);
     const struct cmap *m = &r->c->maps[op->a + (uint64_t)x];
-    int rc = put(r, m->idx, m->n);
-    if (rc == 0 && value)
-        rc = run_seq(r, m->seq, depth + 1);
-    return rc;
+    if (keep_or_put(r, p0, m->idx, m->n) < 0)
+        return -ENOMEM;
+    return branch ? value(r, m->seq, depth + 1) : 0;
 }
 
 static int run_reorder(struct run *r, const struct reorder *ro, int depth)
 {
     struct bfs_buf *out = r->out;
-    size_t start = out->len;
     size_t small[33];
     size_t *off = ro->nw < 33 ? small : malloc((ro->nw + 1) * sizeof *off);
     if (!off)
         return bfs_err_set(r->err, -ENOMEM, "out of memory");
-    int rc = 0;
+    /* Each writer's field converted, its output measured (flushed). */
+    int rc = flush_to(r, r->pos, r->pos);
+    size_t start = out->len;
     for (uint32_t i = 0; i < ro->nw && rc == 0; i++) {
         off[i] = out->len - start;
-        rc = run_seq(r, r->c->wseq[ro->first_w + i], depth + 1);
+        rc = value(r, r->c->wseq[ro->first_w + i], depth + 1);
+        if (rc == 0)
+            rc = flush_to(r, r->pos, r->pos);
     }
     off[ro->nw] = out->len - start;
     size_t mid = out->len;
@@ -1722,75 +1842,19 @@ static int run_reorder(struct run *r, const struct reorder *ro, int depth)
     return rc;
 }
 
-static void le32(uint8_t *b, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        b[i] = (uint8_t)(v >> (8 * i));
-}
-
-static int run_seq(struct run *r, uint32_t s, int depth)
+/* The ops from op to its sequence's end; depth: values around them. */
+static int run_ops(struct run *r, const struct cop *op, int depth)
 {
     const struct bfs_conv *c = r->c;
-    if (depth > BFS_VALIDATE_MAX_DEPTH)
-        return rfail(r, "values nested more than %d levels deep", BFS_VALIDATE_MAX_DEPTH);
     int rc = 0;
-    for (const struct cop *op = c->ops + c->seq[s]; rc == 0; op++) {
-        int64_t x = 0;
-        uint8_t b[8];
-        switch (op->code) {
-        case C_END:
-            return 0;
-        case C_VARINT:
-            rc = copy_varints(r, op->a);
-            break;
-        case C_COPY:
-            if (op->a > r->len - r->pos)
-                return rfail(r, "the data ends inside %" PRIu64 " bytes of fixed size", op->a);
-            rc = put(r, r->d + r->pos, (size_t)op->a);
-            r->pos += (size_t)op->a;
-            break;
-        case C_LEN:
-            rc = copy_len(r);
-            break;
-        case C_I2F:
-        case C_I2D:
-            if (get_long(r, &x, "an int or long") < 0)
-                return -EINVAL;
-            if (op->code == C_I2F) {
-                float f = (float)x;
-                uint32_t u;
-                memcpy(&u, &f, 4);
-                le32(b, u);
-                rc = put(r, b, 4);
-            } else {
-                double d = (double)x;
-                uint64_t u;
-                memcpy(&u, &d, 8);
-                le32(b, (uint32_t)u);
-                le32(b + 4, (uint32_t)(u >> 32));
-                rc = put(r, b, 8);
-            }
-            break;
-        case C_F2D: {
-            if (r->len - r->pos < 4)
-                return rfail(r, "the data ends inside a float");
-            const uint8_t *p = r->d + r->pos;
-            uint32_t u =
-                (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-            float f;
-            memcpy(&f, &u, 4);
-            double d = f;
-            uint64_t w;
-            memcpy(&w, &d, 8);
-            le32(b, (uint32_t)w);
-            le32(b + 4, (uint32_t)(w >> 32));
-            r->pos += 4;
-            rc = put(r, b, 8);
-            break;
+    for (; rc == 0; op++) {
+        if (op->code <= C_PUT) {
+            if (op->code == C_END)
+                return 0;
+            rc = leaf(r, op);
+            continue;
         }
-        case C_PUT:
-            rc = put(r, op->put, op->n);
-            break;
+        switch (op->code) {
         case C_UNION:
         case C_ENUM:
             rc = run_map(r, op, depth, op->code == C_UNION);
@@ -1800,7 +1864,9 @@ static int run_seq(struct run *r, uint32_t s, int depth)
             rc = run_blocks(r, (uint32_t)op->a, op->code == C_MAP, depth + 1);
             break;
         case C_CALL:
-            rc = run_seq(r, (uint32_t)op->a, depth + 1);
+            if (depth + 1 > BFS_VALIDATE_MAX_DEPTH)
+                return rfail(r, "values nested more than %d levels deep", BFS_VALIDATE_MAX_DEPTH);
+            rc = run_ops(r, c->ops + c->seq[op->a], depth + 1);
             break;
         case C_REORDER:
             rc = run_reorder(r, &c->ro[op->a], depth);
@@ -1963,17 +2029,17 @@ int bfs_conv_block(const struct bfs_conv *c, const uint8_t *in, size_t len, stru
                                count, plen);
         r.budget -= (uint64_t)count;
     }
-    if (c->identity) {
-        rc = put(&r, plain, plen);
+    if (c->identity)
         r.pos = plen;
-    }
     for (int64_t i = 0; i < count && rc == 0 && !c->identity; i++) {
-        if ((rc = run_seq(&r, c->root, 0)) == -EINVAL)
+        if ((rc = run_ops(&r, c->ops + c->seq[c->root], 0)) == -EINVAL)
             bfs_err_prefix(err, "record %" PRId64, i + 1);
     }
     if (rc == 0 && r.pos != plen)
         rc = bfs_err_set(err, -EINVAL, "%zu bytes left after the block's %" PRId64 " records",
                          plen - r.pos, count);
+    if (rc == 0)
+        rc = flush_to(&r, r.pos, r.pos);
     if (rc == 0)
         rc = frame(c, out, start, count, err);
     if (rc < 0)
@@ -1984,30 +2050,51 @@ int bfs_conv_block(const struct bfs_conv *c, const uint8_t *in, size_t len, stru
 /* ------------------------------------------------------------------------ */
 /* the cache                                                                 */
 
-struct conv_slot {
-    struct bfs_conv *c;
-    uint64_t used; /* tick of the last hit; 0 = empty */
+/* The cache: the lru (lru.h) of convs, keyed by what made them. */
+struct bfs_conv_cache {
+    struct bfs_lru *lru;
 };
 
-struct bfs_conv_cache {
-    pthread_mutex_t mu; /* guards everything below */
-    struct conv_slot *slot;
-    size_t n;
-    uint64_t tick;
+struct conv_key {
+    const char *wjson, *mjson;
+    size_t wlen, mlen;
+    enum bfs_codec codec;
+    const uint8_t *msync;
 };
+
+static bool conv_match(const void *item, const void *key)
+{
+    const struct bfs_conv *v = item;
+    const struct conv_key *k = key;
+    return v->codec == k->codec && v->wlen == k->wlen && v->mlen == k->mlen &&
+           memcmp(v->msync, k->msync, 16) == 0 && memcmp(v->wjson, k->wjson, k->wlen) == 0 &&
+           memcmp(v->mjson, k->mjson, k->mlen) == 0;
+}
+
+static void conv_ref(void *item)
+{
+    struct bfs_conv *v = item;
+    atomic_fetch_add(&v->refs, 1);
+}
+
+static void conv_unref(void *item)
+{
+    bfs_conv_unref(item);
+}
+
+static const struct bfs_lru_type conv_lru = {conv_match, conv_ref, conv_unref};
 
 int bfs_conv_cache_new(size_t slots, struct bfs_conv_cache **out)
 {
     *out = NULL;
-    if (slots == 0)
-        return -EINVAL;
     struct bfs_conv_cache *c = calloc(1, sizeof *c);
-    if (!c || !(c->slot = calloc(slots, sizeof *c->slot))) {
-        free(c);
+    if (!c)
         return -ENOMEM;
+    int rc = bfs_lru_new(slots, &conv_lru, &c->lru);
+    if (rc < 0) {
+        free(c);
+        return rc;
     }
-    c->n = slots;
-    pthread_mutex_init(&c->mu, NULL);
     *out = c;
     return 0;
 }
@@ -2016,19 +2103,8 @@ void bfs_conv_cache_free(struct bfs_conv_cache *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < c->n; i++)
-        bfs_conv_unref(c->slot[i].c);
-    pthread_mutex_destroy(&c->mu);
-    free(c->slot);
+    bfs_lru_free(c->lru);
     free(c);
-}
-
-static bool conv_is(const struct bfs_conv *v, const char *wjson, size_t wlen, const char *mjson,
-                    size_t mlen, enum bfs_codec codec, const uint8_t msync[16])
-{
-    return v->codec == codec && v->wlen == wlen && v->mlen == mlen &&
-           memcmp(v->msync, msync, 16) == 0 && memcmp(v->wjson, wjson, wlen) == 0 &&
-           memcmp(v->mjson, mjson, mlen) == 0;
 }
 
 int bfs_conv_get(struct bfs_conv_cache *c, const char *wjson, size_t wlen, const char *mjson,
@@ -2037,31 +2113,12 @@ int bfs_conv_get(struct bfs_conv_cache *c, const char *wjson, size_t wlen, const
 {
     if (!c)
         return bfs_conv_new(wjson, wlen, mjson, mlen, codec, msync, out, err);
-    pthread_mutex_lock(&c->mu);
-    for (size_t i = 0; i < c->n; i++) {
-        struct bfs_conv *v = c->slot[i].c;
-        if (v && conv_is(v, wjson, wlen, mjson, mlen, codec, msync)) {
-            c->slot[i].used = ++c->tick;
-            atomic_fetch_add(&v->refs, 1);
-            *out = v;
-            pthread_mutex_unlock(&c->mu);
-            return 0;
-        }
-    }
-    pthread_mutex_unlock(&c->mu);
+    struct conv_key key = {wjson, mjson, wlen, mlen, codec, msync};
+    if ((*out = bfs_lru_find(c->lru, &key)))
+        return 0;
     /* Compiled outside the lock; failures are not kept. */
     int rc = bfs_conv_new(wjson, wlen, mjson, mlen, codec, msync, out, err);
-    if (rc < 0)
-        return rc;
-    pthread_mutex_lock(&c->mu);
-    size_t victim = 0;
-    for (size_t i = 1; i < c->n; i++)
-        if (c->slot[i].used < c->slot[victim].used)
-            victim = i;
-    bfs_conv_unref(c->slot[victim].c);
-    atomic_fetch_add(&(*out)->refs, 1);
-    c->slot[victim].c = *out;
-    c->slot[victim].used = ++c->tick;
-    pthread_mutex_unlock(&c->mu);
-    return 0;
+    if (rc == 0)
+        bfs_lru_add(c->lru, *out);
+    return rc;
 }

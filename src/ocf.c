@@ -16,13 +16,13 @@
  */
 #include "battlefs/ocf.h"
 
+#include "battlefs/lru.h"
 #include "battlefs/schema.h"
 #include "battlefs/validate.h"
 #include "battlefs/varint.h"
 
 #include <assert.h>
 #include <avro.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -284,27 +284,45 @@ uint64_t bfs_ocf_schema_fingerprint(const struct bfs_ocf_schema *s)
     return s->fingerprint;
 }
 
-struct cache_slot {
-    struct bfs_ocf_schema *s;
-    uint64_t used; /* tick of the last hit; 0 = empty */
+/* The cache: the lru (lru.h) of compiled schemas, keyed by their JSON. */
+struct bfs_ocf_schema_cache {
+    struct bfs_lru *lru;
 };
 
-struct bfs_ocf_schema_cache {
-    pthread_mutex_t mu; /* guards everything below */
-    struct cache_slot *slot;
-    size_t n;
-    uint64_t tick;
+struct schema_key {
+    const char *json;
+    size_t len;
 };
+
+static bool schema_match(const void *item, const void *key)
+{
+    const struct bfs_ocf_schema *s = item;
+    const struct schema_key *k = key;
+    return s->json_len == k->len && memcmp(s->json, k->json, k->len) == 0;
+}
+
+static void schema_ref_item(void *item)
+{
+    schema_ref(item);
+}
+
+static void schema_unref_item(void *item)
+{
+    bfs_ocf_schema_unref(item);
+}
+
+static const struct bfs_lru_type schema_lru = {schema_match, schema_ref_item, schema_unref_item};
 
 int bfs_ocf_schema_cache_new(size_t n, struct bfs_ocf_schema_cache **out)
 {
     struct bfs_ocf_schema_cache *c = calloc(1, sizeof *c);
-    if (!c || n == 0 || !(c->slot = calloc(n, sizeof *c->slot))) {
+    if (!c)
+        return -ENOMEM;
+    int rc = bfs_lru_new(n, &schema_lru, &c->lru);
+    if (rc < 0) {
         free(c);
-        return n == 0 ? -EINVAL : -ENOMEM;
+        return rc;
     }
-    c->n = n;
-    pthread_mutex_init(&c->mu, NULL);
     *out = c;
     return 0;
 }
@@ -313,10 +331,7 @@ void bfs_ocf_schema_cache_free(struct bfs_ocf_schema_cache *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < c->n; i++)
-        bfs_ocf_schema_unref(c->slot[i].s);
-    pthread_mutex_destroy(&c->mu);
-    free(c->slot);
+    bfs_lru_free(c->lru);
     free(c);
 }
 
@@ -325,32 +340,15 @@ int bfs_ocf_schema_get(struct bfs_ocf_schema_cache *c, const char *json, size_t 
 {
     if (!c)
         return bfs_ocf_schema_new(json, len, out, err);
-    pthread_mutex_lock(&c->mu);
-    for (size_t i = 0; i < c->n; i++) {
-        struct bfs_ocf_schema *s = c->slot[i].s;
-        if (s && s->json_len == len && memcmp(s->json, json, len) == 0) {
-            c->slot[i].used = ++c->tick;
-            *out = schema_ref(s);
-            pthread_mutex_unlock(&c->mu);
-            return 0;
-        }
-    }
-    pthread_mutex_unlock(&c->mu);
+    struct schema_key key = {json, len};
+    if ((*out = bfs_lru_find(c->lru, &key)))
+        return 0;
     /* Compiled outside the lock; a schema that does not compile is not kept
      * (a hostile upload cannot fill the cache with failures). */
     int rc = bfs_ocf_schema_new(json, len, out, err);
-    if (rc < 0)
-        return rc;
-    pthread_mutex_lock(&c->mu);
-    size_t victim = 0;
-    for (size_t i = 1; i < c->n; i++)
-        if (c->slot[i].used < c->slot[victim].used)
-            victim = i;
-    bfs_ocf_schema_unref(c->slot[victim].s);
-    c->slot[victim].s = schema_ref(*out);
-    c->slot[victim].used = ++c->tick;
-    pthread_mutex_unlock(&c->mu);
-    return 0;
+    if (rc == 0)
+        bfs_lru_add(c->lru, *out);
+    return rc;
 }
 
 struct proc {
