@@ -706,35 +706,33 @@ static int get_schema(struct bfs_ledger *l, const char *fp, struct bfs_ocf_schem
     char key[128];
     snprintf(key, sizeof key, BFS_LEDGER_PREFIX "schemas/%s.avsc", fp);
     struct bfs_store_head h;
+    char *text = NULL;
     int rc = bfs_store_head(l->d.store, key, &h, err);
     if (rc == 0 && (h.size == 0 || h.size > BFS_OCF_MAX_HEADER))
         rc = bfs_err_set(err, -EIO, "%llu bytes", (unsigned long long)h.size);
-    if (rc == 0 && !(*json = malloc(h.size + 1)))
+    if (rc == 0 && !(text = malloc(h.size + 1)))
         rc = bfs_err_set(err, -ENOMEM, "out of memory");
-    if (rc == 0 && (rc = bfs_store_get_range(l->d.store, key, 0, h.size, *json, err)) < 0) {
-        free(*json);
-        *json = NULL;
+    if (rc == 0)
+        rc = bfs_store_get_range(l->d.store, key, 0, h.size, text, err);
+    if (rc == 0) {
+        text[h.size] = '\0';
+        rc = bfs_ocf_schema_new(text, h.size, out, err);
     }
     if (rc == 0) {
-        (*json)[h.size] = '\0';
-        *len = h.size;
-        rc = bfs_ocf_schema_new(*json, *len, out, err);
         char got[17];
-        if (rc == 0)
-            snprintf(got, sizeof got, "%016" PRIx64, bfs_ocf_schema_fingerprint(*out));
-        if (rc == 0 && strcmp(got, fp) != 0) {
+        snprintf(got, sizeof got, "%016" PRIx64, bfs_ocf_schema_fingerprint(*out));
+        if (strcmp(got, fp) != 0) {
             rc = bfs_err_set(err, -EIO, "its fingerprint is %s", got);
             bfs_ocf_schema_unref(*out);
         }
-        if (rc < 0) {
-            free(*json);
-            *json = NULL;
-        }
     }
     if (rc < 0) {
+        free(text);
         bfs_err_prefix(err, "schema %s", key);
         return rc == -ENOMEM ? rc : -EIO;
     }
+    *json = text;
+    *len = h.size;
     return 0;
 }
 
