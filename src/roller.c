@@ -1086,6 +1086,7 @@ static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
             *did = 1;
             *was_pending = 1;
             bfs_stats_add(d->stats, rolls, 1);
+            bfs_hist_observe(&d->stats->roll_seconds, mono_now() - t0);
             bfs_stats_set_roll_error(d->stats, NULL);
             return 0;
         }
@@ -1137,6 +1138,7 @@ static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
         goto failed;
     }
     bfs_stats_add(d->stats, rolls, 1);
+    bfs_hist_observe(&d->stats->roll_seconds, mono_now() - t0);
     bfs_stats_set_roll_error(d->stats, NULL);
     bfs_info("roll %s: committed %" PRIu64 " rows, %" PRIu64 " records, %" PRIu64
              " bytes in %zu archives, %zu index rows, %.3f s (build %.3f, upload %.3f, "

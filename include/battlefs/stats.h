@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "battlefs/buf.h"
+#include "battlefs/metrics.h"
 
 struct bfs_stats {
     atomic_uint_fast64_t uploads_ingested;
@@ -29,6 +30,13 @@ struct bfs_stats {
     int has_roll_error;
     char last_refresh_error[512];
     int has_refresh_error;
+    /* Latencies for the metrics (metrics.h): an upload's ingest at close
+     * (accepted uploads), store GETs and PUTs (successful requests, as the
+     * counters above) and committed rolls. */
+    struct bfs_hist close_seconds;
+    struct bfs_hist store_get_seconds;
+    struct bfs_hist store_put_seconds;
+    struct bfs_hist roll_seconds;
 };
 
 void bfs_stats_init(struct bfs_stats *s);
