@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "battlefs/log.h"
+#include "battlefs/metrics.h"
+
 void bfs_progress_begin(struct bfs_progress *p, const char *what, enum bfs_progress_unit unit,
                         const char *items, uint64_t total, double every, double now)
 {
@@ -48,4 +51,34 @@ void bfs_progress_text(const struct bfs_progress *p, double now, char *out, size
                  items, 100.0 * (double)p->done / (double)p->total, r, secs);
     else
         snprintf(out, cap, "%s: %s%s%s, %s/s, %.0f s", p->what, done, sep, items, r, secs);
+}
+
+void bfs_progress_start(struct bfs_progress *p, struct bfs_stats *s, enum bfs_work k,
+                        const char *what, enum bfs_progress_unit unit, const char *items,
+                        uint64_t total)
+{
+    bfs_progress_begin(p, what, unit, items, total, BFS_PROGRESS_EVERY, bfs_metrics_now());
+    p->stats = s;
+    p->work = k;
+    if (s)
+        bfs_stats_work_begin(s, k, what, unit == BFS_PROGRESS_BYTES ? "bytes" : p->items, total);
+}
+
+void bfs_progress_report(struct bfs_progress *p, uint64_t done)
+{
+    if (p->stats)
+        bfs_stats_work_done(p->stats, p->work, done);
+    double now = bfs_metrics_now();
+    if (!bfs_progress_update(p, done, now))
+        return;
+    char line[256];
+    bfs_progress_text(p, now, line, sizeof line);
+    bfs_info("%s", line);
+}
+
+void bfs_progress_end(struct bfs_progress *p)
+{
+    if (p->stats)
+        bfs_stats_work_end(p->stats, p->work);
+    p->stats = NULL;
 }

@@ -130,6 +130,7 @@
 #include "battlefs/ledger.h"
 #include "battlefs/manifest.h"
 #include "battlefs/names.h"
+#include "battlefs/progress.h"
 #include "battlefs/sha256.h"
 #include "battlefs/stats.h"
 #include "battlefs/store.h"
@@ -218,6 +219,7 @@ struct build {
     uint64_t arch_rows; /* rows in the open archive */
     int ds_open;        /* cur is the open archive's current dataset */
     uint64_t rows, bytes, records;
+    struct bfs_progress prog;           /* of the build: bytes of the claimed rows */
     double t_build, t_upload, t_commit; /* seconds per phase */
     /* The upload thread (uploader_main) and what it shares with the build.
      * up_lock guards these fields and the address of arch (the build grows it
@@ -571,6 +573,7 @@ static int on_row(void *vb, const struct bfs_roll_row *row)
     b->rows++;
     b->bytes += row->length;
     b->records += row->records;
+    bfs_progress_report(&b->prog, b->bytes);
 
     if (b->n_arch == 1 && b->arch_rows == 1 && d->fault) {
         if ((rc = flush_buf(b)) < 0)
@@ -817,6 +820,7 @@ static int hasher_finish(struct build *b, int build_done)
 
 static void build_free(struct build *b)
 {
+    bfs_progress_end(&b->prog);
     hasher_finish(b, 0);
     uploader_finish(b, 0);
     if (b->fd >= 0)
@@ -997,6 +1001,10 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
 
     /* 2. Build (the hash thread hashes each chunk as it is written; 3. the
      * upload thread puts each archive once it is closed and hashed). */
+    char what[160];
+    snprintf(what, sizeof what, "roll %s: build", b->roll_id);
+    bfs_progress_start(&b->prog, d->stats, BFS_WORK_ROLL, what, BFS_PROGRESS_BYTES, NULL,
+                       claimed_bytes != UINT64_MAX ? claimed_bytes : 0);
     rc = bfs_catalog_roll_rows(d->cat, b->roll_id, on_row, b);
     if (rc < 0)
         return fail(b, rc, "read the claimed rows");

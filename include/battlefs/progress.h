@@ -13,20 +13,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "battlefs/stats.h"
+
+/* Seconds between two reports of the daemon's long work in the log. */
+#define BFS_PROGRESS_EVERY 5.0
+
 enum bfs_progress_unit {
     BFS_PROGRESS_BYTES = 0, /* "120.0 MiB of 512.0 MiB", rate in MiB/s */
     BFS_PROGRESS_ITEMS = 1, /* "120 of 512 <items>", rate per second */
 };
 
 struct bfs_progress {
-    char what[48];     /* what is being done: "roll r1", "rebuild from the store" */
+    char what[128];    /* what is being done: "roll r1", "rebuild from the store" */
     const char *items; /* BFS_PROGRESS_ITEMS: their name ("log entries"); a static string */
     enum bfs_progress_unit unit;
     uint64_t total; /* 0: not known */
     uint64_t done;
-    double start; /* when the work began */
-    double last;  /* the last report (start: none yet) */
-    double every; /* seconds between reports */
+    double start;            /* when the work began */
+    double last;             /* the last report (start: none yet) */
+    double every;            /* seconds between reports */
+    struct bfs_stats *stats; /* bfs_progress_start: where it is published, or NULL */
+    enum bfs_work work;
 };
 
 /* Begin: nothing done, no report before `every` seconds have passed. */
@@ -39,5 +46,15 @@ int bfs_progress_update(struct bfs_progress *p, uint64_t done, double now);
  * "rebuild from the store: 1200 of 4000 log entries (30%), 600/s, 2 s"; cut
  * to cap. */
 void bfs_progress_text(const struct bfs_progress *p, double now, char *out, size_t cap);
+
+/* The daemon's long work: begin (reports every BFS_PROGRESS_EVERY seconds,
+ * published in s as kind k while it runs; s may be NULL), record done (an
+ * INFO line with bfs_progress_text when due; cheap enough to call per
+ * object), end (no more in the stats). */
+void bfs_progress_start(struct bfs_progress *p, struct bfs_stats *s, enum bfs_work k,
+                        const char *what, enum bfs_progress_unit unit, const char *items,
+                        uint64_t total);
+void bfs_progress_report(struct bfs_progress *p, uint64_t done);
+void bfs_progress_end(struct bfs_progress *p);
 
 #endif

@@ -1,6 +1,6 @@
 /* test_fsck.c - fsck.h on the in-memory store: a clean index, the index
  * rebuilt from the store alone, the partitions of ls, and each kind of
- * damage found with its message; and progress.h's throttle. */
+ * damage found with its message. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,7 +17,6 @@
 #include "battlefs/catalog.h"
 #include "battlefs/fsck.h"
 #include "battlefs/fsutil.h"
-#include "battlefs/progress.h"
 #include "battlefs/roller.h"
 #include "testenv.h"
 
@@ -308,38 +307,12 @@ static void test_deep(void **state)
     tenv_free(e);
 }
 
-/* progress.h: at most one report every `every` seconds, and its text. */
-static void test_progress(void **state)
-{
-    (void)state;
-    struct bfs_progress p;
-    bfs_progress_begin(&p, "roll r1", BFS_PROGRESS_BYTES, NULL, 512u << 20, 5.0, 100.0);
-    assert_int_equal(bfs_progress_update(&p, 1u << 20, 101.0), 0);
-    assert_int_equal(bfs_progress_update(&p, 2u << 20, 104.9), 0);
-    assert_int_equal(bfs_progress_update(&p, 120u << 20, 105.0), 1);
-    assert_int_equal(bfs_progress_update(&p, 121u << 20, 106.0), 0);
-    assert_int_equal(bfs_progress_update(&p, 200u << 20, 109.9), 0);
-    assert_int_equal(bfs_progress_update(&p, 256u << 20, 110.0), 1);
-    char t[128];
-    bfs_progress_text(&p, 110.0, t, sizeof t);
-    assert_string_equal(t, "roll r1: 256.0 MiB of 512.0 MiB (50%), 25.6 MiB/s, 10 s");
-    bfs_progress_begin(&p, "rebuild", BFS_PROGRESS_ITEMS, "log entries", 0, 2.0, 0.0);
-    assert_int_equal(bfs_progress_update(&p, 1200, 2.0), 1);
-    bfs_progress_text(&p, 4.0, t, sizeof t);
-    assert_string_equal(t, "rebuild: 1200 log entries, 300/s, 4 s");
-    bfs_progress_begin(&p, "fsck", BFS_PROGRESS_ITEMS, "archives", 40, 1.0, 0.0);
-    p.done = 10;
-    bfs_progress_text(&p, 5.0, t, sizeof t);
-    assert_string_equal(t, "fsck: 10 of 40 archives (25%), 2/s, 5 s");
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clean),          cmocka_unit_test(test_from_the_store),
         cmocka_unit_test(test_partitions),     cmocka_unit_test(test_truncated_and_missing),
         cmocka_unit_test(test_bad_index_rows), cmocka_unit_test(test_deep),
-        cmocka_unit_test(test_progress),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
