@@ -145,15 +145,29 @@ def rewrite_manifest(path, change):
     return header + varint(len(recs)) + varint(len(block)) + block + sync
 
 
-def test_a_crafted_manifest(store):
-    """The store's own log names a manifest whose index row claims one record more than the
-    archive's blocks hold (the manifest rewritten, and its log entry's SHA-256 and size)."""
+def craft_first_manifest(store, change):
+    """Rewrite the manifest of the store's first log entry (change(records) edits its
+    records), and the entry's SHA-256 and size of it, as a writer could have put them."""
     import hashlib
     import json
     logdir = os.path.join(store["dir"], "_battlefs", "log")
     entry_path = os.path.join(logdir, sorted(os.listdir(logdir))[0])
     entry = json.load(open(entry_path))
     mpath = os.path.join(store["dir"], entry["manifest"])
+    data = rewrite_manifest(mpath, change)
+    os.chmod(mpath, 0o600)
+    with open(mpath, "wb") as f:
+        f.write(data)
+    entry["sha256"] = hashlib.sha256(data).hexdigest()
+    entry["size"] = len(data)
+    os.chmod(entry_path, 0o600)
+    with open(entry_path, "w") as f:
+        f.write(json.dumps(entry, separators=(",", ":")))
+
+
+def test_a_manifest_with_a_wrong_record_count(store):
+    """The store's own log names a manifest whose index row claims one record more than the
+    archive's blocks hold."""
     changed = []
 
     def one_more(recs):
@@ -163,15 +177,7 @@ def test_a_crafted_manifest(store):
                 changed.append(r["entry"]["dataset"])
                 return
 
-    data = rewrite_manifest(mpath, one_more)
-    os.chmod(mpath, 0o600)
-    with open(mpath, "wb") as f:
-        f.write(data)
-    entry["sha256"] = hashlib.sha256(data).hexdigest()
-    entry["size"] = len(data)
-    os.chmod(entry_path, 0o600)
-    with open(entry_path, "w") as f:
-        f.write(json.dumps(entry, separators=(",", ":")))
+    craft_first_manifest(store, one_more)
     rc, out, err = storectl("fsck", store["url"])
     assert rc == 1, (out, err)
     m = re.search(r"^archive \S+: dataset %s: its blocks hold (\d+) records, manifest says "
@@ -181,6 +187,38 @@ def test_a_crafted_manifest(store):
     # the state directory's catalog was written by the mount: it still says the truth
     rc, out, _ = storectl("fsck", "--state", store["state"], store["url"])
     assert rc == 0, out
+
+
+def test_a_manifest_row_past_the_archive_end(store):
+    """The manifest (and so the index rebuilt from the store) says the first archive is 100
+    bytes longer than it is, and its last row ends there."""
+    got = {}
+
+    def longer(recs):
+        roll = recs[0]["entry"]
+        arch = next(r["entry"] for r in recs if "header_length" in r["entry"])
+        i = recs.index(next(r for r in recs if r["entry"] is arch))
+        rows = []
+        for r in recs[i + 1:]:
+            if "records" not in r["entry"]:
+                break
+            rows.append(r["entry"])
+        last = max(rows, key=lambda x: x["start"])
+        assert last["start"] + last["length"] == arch["size"]
+        got.update(key=arch["key"], size=arch["size"], ds=last["dataset"], start=last["start"])
+        arch["size"] += 100
+        last["length"] += 100
+        roll["bytes"] += 100
+
+    craft_first_manifest(store, longer)
+    rc, out, err = storectl("fsck", store["url"])
+    assert rc == 1, (out, err)
+    lines = out.splitlines()
+    k, size = got["key"], got["size"]
+    assert "archive %s: size %d, manifest says %d" % (k, size, size + 100) in lines, out
+    assert ("archive %s: dataset %s: bytes [%d, %d) end past the archive's end (%d bytes)"
+            % (k, got["ds"], got["start"], size + 100, size)) in lines, out
+    assert summary(out) == (6, 12, 2)
 
 
 def test_a_missing_first_archive_stops_the_log(store):
