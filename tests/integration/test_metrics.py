@@ -86,6 +86,7 @@ def read_metrics_file(m):
         return f.read().decode()
 
 
+@pytest.mark.concurrency  # the metrics thread renders while FUSE threads ingest and roll
 def test_scrape_during_uploads_and_after_a_roll(mount_factory, gen):
     port = free_port()
     m = mount_factory(metrics=str(port))
