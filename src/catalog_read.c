@@ -466,3 +466,30 @@ int bfs_catalog_counts(struct bfs_catalog *cat, struct bfs_catalog_counts *out)
     bfs_cat_rrelease(cat, c);
     return rc;
 }
+
+/* The rows' ids are commit order (AUTOINCREMENT), so the first row is the
+ * oldest: one rowid lookup. Prepared per call (a scrape's rate), so the
+ * read pool's statement table stays as it is. */
+int bfs_catalog_oldest_buffered(struct bfs_catalog *cat, int64_t *created_at)
+{
+    struct rconn *c;
+    int rc = bfs_cat_racquire(cat, &c);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    rc = sqlite3_prepare_v2(c->db, "SELECT created_at FROM buffer_rows ORDER BY id LIMIT 1", -1,
+                            &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *created_at = sqlite3_column_int64(st, 0);
+        rc = 0;
+    } else if (rc == SQLITE_DONE) {
+        rc = -ENOENT;
+    } else {
+        rc = sql_fail(c->db, rc, "oldest buffered upload");
+    }
+    sqlite3_finalize(st);
+    bfs_cat_rrelease(cat, c);
+    return rc;
+}

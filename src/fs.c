@@ -5,7 +5,7 @@
  *   /incoming/...                       drop box: uploads being written, held
  *                                       dot-files and virtual directories
  *   /<table>/<period>/<dataset>.avro    read-only, from the catalog (reader.c)
- *   /.battlefs/{stats,errors,roll}      control files
+ *   /.battlefs/{stats,errors,metrics,roll,refresh}  control files
  *
  * incoming/ lives in memory (struct bfs_fs): the list of open or held uploads,
  * each spooled to a file in <state>/spool, and the directories made with
@@ -40,6 +40,7 @@
 #include "battlefs/ingest.h"
 #include "battlefs/ledger.h"
 #include "battlefs/log.h"
+#include "battlefs/metrics.h"
 #include "battlefs/names.h"
 #include "battlefs/reader.h"
 #include "battlefs/roller.h"
@@ -112,6 +113,7 @@ enum node_kind {
     N_CTL,
     N_CTL_STATS,
     N_CTL_ERRORS,
+    N_CTL_METRICS,
     N_CTL_ROLL,
     N_CTL_REFRESH,
     N_TABLE,
@@ -220,6 +222,8 @@ static int parse_path(const char *path, struct node *nd)
             nd->kind = N_CTL_STATS;
         else if (strcmp(c[1], "errors") == 0)
             nd->kind = N_CTL_ERRORS;
+        else if (strcmp(c[1], "metrics") == 0)
+            nd->kind = N_CTL_METRICS;
         else if (strcmp(c[1], "roll") == 0)
             nd->kind = N_CTL_ROLL;
         else if (strcmp(c[1], "refresh") == 0)
@@ -285,6 +289,7 @@ static mode_t perm_of(const struct bfs_ctx *ctx, enum node_kind k)
     case N_DATASET:
     case N_CTL_STATS:
     case N_CTL_ERRORS:
+    case N_CTL_METRICS:
         return 0444 & ~ctx->opt.umask;
     case N_CTL_ROLL:
     case N_CTL_REFRESH:
@@ -321,7 +326,8 @@ static int may_reach(const struct bfs_ctx *ctx, const struct node *nd)
         rc = may(ctx, N_INCOMING, BFS_MAY_EXEC);
     if (rc == 0 && (nd->kind == N_PERIOD || nd->kind == N_DATASET))
         rc = may(ctx, N_TABLE, BFS_MAY_EXEC);
-    if (rc == 0 && (nd->kind == N_CTL_STATS || nd->kind == N_CTL_ERRORS || is_action(nd->kind)))
+    if (rc == 0 && (nd->kind == N_CTL_STATS || nd->kind == N_CTL_ERRORS ||
+                    nd->kind == N_CTL_METRICS || is_action(nd->kind)))
         rc = may(ctx, N_CTL, BFS_MAY_EXEC);
     return rc;
 }
@@ -668,8 +674,12 @@ static int run_ingest(struct bfs_ctx *ctx, struct upload *u, bool *freed)
     int rc = identity_from_path(what + strlen(INCOMING) + 1, buf, sizeof buf, &id, &err);
     if (rc < 0)
         bfs_ingest_reject(&ctx->ingest, what, err.msg);
-    else
+    else {
+        double t = bfs_metrics_now();
         rc = bfs_ingest(&ctx->ingest, u->fd, &id, what);
+        if (rc == 0)
+            bfs_hist_observe(&ctx->stats.close_seconds, bfs_metrics_now() - t);
+    }
     if (rc == 0 && ctx->roller)
         bfs_roller_notify(ctx->roller);
 
@@ -735,6 +745,7 @@ static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
         return 0;
     case N_CTL_STATS:
     case N_CTL_ERRORS:
+    case N_CTL_METRICS:
     case N_CTL_ROLL:
     case N_CTL_REFRESH:
         st->st_mode = S_IFREG | perm_of(ctx, nd.kind);
@@ -889,6 +900,7 @@ static int bfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_
     case N_CTL:
         filler(buf, "stats", NULL, 0, 0);
         filler(buf, "errors", NULL, 0, 0);
+        filler(buf, "metrics", NULL, 0, 0);
         filler(buf, "roll", NULL, 0, 0);
         filler(buf, "refresh", NULL, 0, 0);
         return 0;
@@ -1032,6 +1044,8 @@ static int render_ctl(struct bfs_ctx *ctx, enum node_kind kind, struct bfs_buf *
 {
     if (kind == N_CTL_ERRORS)
         return bfs_errors_render(&ctx->errors, out);
+    if (kind == N_CTL_METRICS)
+        return bfs_metrics_collect(&ctx->stats, ctx->cat, out);
     struct bfs_catalog_counts c;
     int rc = bfs_catalog_counts(ctx->cat, &c);
     if (rc < 0)
@@ -1137,6 +1151,7 @@ static int bfs_open(const char *path, struct fuse_file_info *fi)
     }
     case N_CTL_STATS:
     case N_CTL_ERRORS:
+    case N_CTL_METRICS:
         if (acc != O_RDONLY)
             return -EACCES;
         if ((rc = may_reach(ctx, &nd)) < 0 || (rc = may(ctx, nd.kind, BFS_MAY_READ)) < 0)

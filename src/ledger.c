@@ -68,6 +68,7 @@
 #include "battlefs/log.h"
 #include "battlefs/manifest.h"
 #include "battlefs/names.h"
+#include "battlefs/progress.h"
 #include "battlefs/ocf.h"
 #include "battlefs/sha256.h"
 #include "battlefs/stats.h"
@@ -1060,6 +1061,8 @@ struct ckpt_load {
     struct bfs_cat_ckpt *c;
     struct bfs_err *err;
     int64_t rolls;
+    uint64_t rows, rows_total; /* index rows loaded, and in the checkpoint (pass 1) */
+    struct bfs_progress prog;
 };
 
 static int ck_scan_roll(void *ctx, const struct bfs_manifest_roll *r, int64_t seq, int64_t epoch,
@@ -1077,7 +1080,9 @@ static int ck_scan_archive(void *ctx, const struct bfs_manifest_archive *a)
 
 static int ck_scan_index(void *ctx, const struct bfs_manifest_index *x)
 {
-    (void)ctx, (void)x;
+    struct ckpt_load *k = ctx;
+    (void)x;
+    k->rows_total++;
     return 0;
 }
 
@@ -1104,6 +1109,7 @@ static int ck_archive(void *ctx, const struct bfs_manifest_archive *a)
 static int ck_index(void *ctx, const struct bfs_manifest_index *x)
 {
     struct ckpt_load *k = ctx;
+    bfs_progress_report(&k->prog, ++k->rows);
     return bfs_catalog_ckpt_index(k->c, x, k->err);
 }
 
@@ -1147,9 +1153,14 @@ static int load_checkpoint_locked(struct bfs_ledger *l, int64_t *pos, struct bfs
         }
     }
     if (rc == 0) {
+        char what[BFS_STORE_KEY_MAX + 32];
+        snprintf(what, sizeof what, "checkpoint %s: load", n.key);
+        bfs_progress_start(&k.prog, l->d.stats, BFS_WORK_REFRESH, what, BFS_PROGRESS_ITEMS,
+                           "index rows", k.rows_total);
         const struct bfs_checkpoint_visitor load = {ck_roll, ck_archive, ck_index, ck_node, &k};
         rc = bfs_checkpoint_read(fd, &load, &rerr);
         rc = bfs_catalog_ckpt_end(k.c, rc, n.upto, err);
+        bfs_progress_end(&k.prog);
     }
     close(fd);
     if (rc < 0) {
@@ -1240,6 +1251,8 @@ static int refresh_locked(struct bfs_ledger *l, struct bfs_err *err)
     struct keys ks = {.k = malloc(LIST_PAGE * sizeof *ks.k)};
     if (!ks.k)
         return bfs_err_set(err, -ENOMEM, "out of memory");
+    struct bfs_progress prog = {0}; /* started at the first entry to apply */
+    int64_t first = pos;
     for (;;) {
         char after[64];
         log_key(pos, after);
@@ -1263,14 +1276,20 @@ static int refresh_locked(struct bfs_ledger *l, struct bfs_err *err)
                          ks.k[i]);
                 break;
             }
+            if (pos == first)
+                bfs_progress_start(&prog, l->d.stats, BFS_WORK_REFRESH,
+                                   "refresh: read the store's log", BFS_PROGRESS_ITEMS,
+                                   "log entries", 0);
             rc = apply_entry(l, seq, err);
             if (rc == 0)
                 pos = seq;
+            bfs_progress_report(&prog, (uint64_t)(pos - first));
         }
         atomic_store(&l->d.stats->log_position, pos);
         if (rc < 0 || i < ks.n || ks.n < LIST_PAGE)
             break;
     }
+    bfs_progress_end(&prog);
     free(ks.k);
     return rc;
 }

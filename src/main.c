@@ -33,6 +33,7 @@
 #include "battlefs/evolve.h"
 #include "battlefs/ledger.h"
 #include "battlefs/log.h"
+#include "battlefs/metrics.h"
 #include "battlefs/options.h"
 #include "battlefs/roller.h"
 #include "battlefs/store.h"
@@ -68,6 +69,8 @@ static int loop_status(int rc)
 
 static void ctx_close_modules(struct bfs_ctx *ctx)
 {
+    bfs_metrics_stop(ctx->metrics); /* first: it reads the catalog and the stats */
+    ctx->metrics = NULL;
     memset(&ctx->ingest, 0, sizeof ctx->ingest);
     memset(&ctx->reader, 0, sizeof ctx->reader);
     memset(&ctx->roll, 0, sizeof ctx->roll);
@@ -226,6 +229,14 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         ctx->roll.fault_arg = fault;
         ctx->roll.hold_puts = fault->step == BFS_ROLL_AFTER_BUILD;
     }
+    if (start && ctx->metrics_fd >= 0) {
+        rc = bfs_metrics_start(ctx->metrics_fd, &ctx->stats, ctx->cat, &ctx->metrics);
+        ctx->metrics_fd = -1; /* taken over, also on failure */
+        if (rc < 0) {
+            bfs_error("cannot serve -o metrics=%s: %s", ctx->opt.metrics, strerror(-rc));
+            goto fail;
+        }
+    }
     if (!start || ctx->opt.read_only)
         return 0;
     rc = bfs_roller_recover(&ctx->roll);
@@ -324,6 +335,7 @@ int main(int argc, char *argv[])
 
     memset(&ctx, 0, sizeof ctx);
     ctx.lock_fd = -1;
+    ctx.metrics_fd = -1;
     bfs_stats_init(&ctx.stats);
     bfs_errors_init(&ctx.errors);
     umask(077);
@@ -340,7 +352,7 @@ int main(int argc, char *argv[])
         goto out_args;
     }
     if (rc == BFS_OPTIONS_VERSION) {
-        printf("battlefs version 0.1.0\n");
+        printf("battlefs version %s\n", BFS_VERSION);
         printf("FUSE library version %s\n", fuse_pkgversion());
         ret = 0;
         goto out_args;
@@ -355,6 +367,12 @@ int main(int argc, char *argv[])
     rc = state_dirs(&ctx);
     if (rc < 0)
         goto out_args;
+    /* The metrics socket is bound now, so that a host that does not resolve
+     * or an address in use fails the command; it is served after the fork. */
+    if (ctx.opt.metrics && (ctx.metrics_fd = bfs_metrics_bind(ctx.opt.metrics, &err)) < 0) {
+        fprintf(stderr, "battlefs: %s\n", err.msg);
+        goto out_args;
+    }
 
     /* Check everything once before forking (see the top of this file). */
     if (ctx_open_modules(&ctx, fault, 0) < 0)
@@ -433,5 +451,7 @@ out_args:
     free(ctx.work_dir);
     if (ctx.lock_fd >= 0)
         close(ctx.lock_fd);
+    if (ctx.metrics_fd >= 0)
+        close(ctx.metrics_fd);
     return ret;
 }

@@ -20,6 +20,7 @@
 
 #include "battlefs/fsutil.h"
 #include "battlefs/log.h"
+#include "battlefs/metrics.h"
 #include "battlefs/names.h"
 
 /* Raw option strings as fuse_opt_parse fills them. */
@@ -45,6 +46,7 @@ struct raw_opts {
     char *node;
     char *refresh;
     char *lease_ttl;
+    char *metrics;
     int ro;
     char *positional[3];
     int n_positional;
@@ -79,6 +81,7 @@ static const struct fuse_opt bfs_opts[] = {
     OPT("node=%s", node),
     OPT("refresh=%s", refresh),
     OPT("lease_ttl=%s", lease_ttl),
+    OPT("metrics=%s", metrics),
     FUSE_OPT_KEY("ro", 'r'), /* ours, not the kernel's: .battlefs/refresh stays writable */
     FUSE_OPT_KEY("-h", 'h'),
     FUSE_OPT_KEY("--help", 'h'),
@@ -149,6 +152,8 @@ void bfs_options_usage(const char *prog)
         "    -o refresh=SECONDS         read other nodes' new rolls this often (30; 0: only\n"
         "                               at mount and on a write to .battlefs/refresh)\n"
         "    -o log_level=LEVEL         error, warn, info (default) or debug\n"
+        "    -o metrics=[HOST:]PORT     serve Prometheus metrics at http://HOST:PORT/metrics\n"
+        "                               (HOST default 127.0.0.1; off by default)\n"
         "Credentials come only from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and\n"
         "AWS_SESSION_TOKEN. Sizes accept K, M and G suffixes.\n"
         "\n"
@@ -403,6 +408,15 @@ static int resolve(const struct raw_opts *r, struct bfs_options *o, struct repor
     } else if (!(o->node = default_node())) {
         return -ENOMEM;
     }
+    if (r->metrics) {
+        char host[256];
+        unsigned port;
+        struct bfs_err merr;
+        if (bfs_metrics_addr_parse(r->metrics, host, sizeof host, &port, &merr) < 0)
+            bad(rep, "%s", merr.msg);
+        else if (!(o->metrics = strdup(r->metrics)))
+            return -ENOMEM;
+    }
     if (rep->bad)
         return -EINVAL;
     o->endpoint = r->endpoint ? strdup(r->endpoint) : NULL;
@@ -427,7 +441,7 @@ static void free_raw(struct raw_opts *r)
                   &r->read_chunk,    &r->store_timeout, &r->endpoint,     &r->region,
                   &r->fault,         &r->log_level,     &r->held_timeout, &r->uid,
                   &r->gid,           &r->umask,         &r->node,         &r->refresh,
-                  &r->lease_ttl};
+                  &r->lease_ttl,     &r->metrics};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
         free(*s[i]);
         *s[i] = NULL;
@@ -478,6 +492,7 @@ void bfs_options_free(struct bfs_options *o)
     free(o->region);
     free(o->fault);
     free(o->node);
+    free(o->metrics);
     memset(o, 0, sizeof *o);
     o->log_level = -1;
 }

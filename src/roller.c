@@ -134,6 +134,7 @@
 #include "battlefs/names.h"
 #include "battlefs/ocf.h"
 #include "battlefs/schema.h"
+#include "battlefs/progress.h"
 #include "battlefs/sha256.h"
 #include "battlefs/stats.h"
 #include "battlefs/store.h"
@@ -229,6 +230,7 @@ struct build {
     int ds_open;                             /* cur is the open archive's current dataset */
     uint64_t rows, bytes, records;           /* bytes: of the claimed rows */
     uint64_t ibytes;                    /* written for them (index lengths; more when converted) */
+    struct bfs_progress prog;           /* of the build: bytes of the claimed rows */
     double t_build, t_upload, t_commit; /* seconds per phase */
     /* The upload thread (uploader_main) and what it shares with the build.
      * up_lock guards these fields and the address of arch (the build grows it
@@ -714,6 +716,7 @@ static int on_row(void *vb, const struct bfs_roll_row *row)
     b->bytes += row->length;
     b->ibytes += written;
     b->records += row->records;
+    bfs_progress_report(&b->prog, b->bytes);
 
     if (b->n_arch == 1 && b->arch_rows == 1 && d->fault) {
         if ((rc = flush_buf(b)) < 0)
@@ -960,6 +963,7 @@ static int hasher_finish(struct build *b, int build_done)
 
 static void build_free(struct build *b)
 {
+    bfs_progress_end(&b->prog);
     hasher_finish(b, 0);
     uploader_finish(b, 0);
     if (b->fd >= 0)
@@ -1144,6 +1148,10 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
 
     /* 2. Build (the hash thread hashes each chunk as it is written; 3. the
      * upload thread puts each archive once it is closed and hashed). */
+    char what[160];
+    snprintf(what, sizeof what, "roll %s: build", b->roll_id);
+    bfs_progress_start(&b->prog, d->stats, BFS_WORK_ROLL, what, BFS_PROGRESS_BYTES, NULL,
+                       claimed_bytes != UINT64_MAX ? claimed_bytes : 0);
     rc = bfs_catalog_roll_rows(d->cat, b->roll_id, on_row, b);
     if (rc < 0)
         return fail(b, rc, "read the claimed rows");
@@ -1233,6 +1241,7 @@ static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
             *did = 1;
             *was_pending = 1;
             bfs_stats_add(d->stats, rolls, 1);
+            bfs_hist_observe(&d->stats->roll_seconds, mono_now() - t0);
             bfs_stats_set_roll_error(d->stats, NULL);
             return 0;
         }
@@ -1284,6 +1293,7 @@ static int roll_step(const struct bfs_roll_deps *d, int *did, int *was_pending)
         goto failed;
     }
     bfs_stats_add(d->stats, rolls, 1);
+    bfs_hist_observe(&d->stats->roll_seconds, mono_now() - t0);
     bfs_stats_set_roll_error(d->stats, NULL);
     bfs_info("roll %s: committed %" PRIu64 " rows, %" PRIu64 " records, %" PRIu64
              " bytes in %zu archives, %zu index rows, %.3f s (build %.3f, upload %.3f, "

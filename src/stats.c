@@ -35,6 +35,24 @@ void bfs_stats_set_refresh_error(struct bfs_stats *s, const char *msg)
     set_error(s, s->last_refresh_error, sizeof s->last_refresh_error, &s->has_refresh_error, msg);
 }
 
+void bfs_stats_work_begin(struct bfs_stats *s, enum bfs_work k, const char *what, const char *unit,
+                          uint64_t total)
+{
+    struct bfs_stats_work *w = &s->work[k];
+    pthread_mutex_lock(&s->lock);
+    snprintf(w->what, sizeof w->what, "%s", what);
+    w->unit = unit;
+    atomic_store(&w->done, 0);
+    atomic_store(&w->total, total);
+    atomic_store(&w->active, 1);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void bfs_stats_work_end(struct bfs_stats *s, enum bfs_work k)
+{
+    atomic_store(&s->work[k].active, 0);
+}
+
 static int json_string(struct bfs_buf *out, const char *s)
 {
     int rc = bfs_buf_append(out, "\"", 1);
@@ -90,7 +108,22 @@ int bfs_stats_json(struct bfs_stats *s, const struct bfs_catalog_counts *c, stru
         rc = json_string(out, s->last_refresh_error);
     else
         rc = bfs_buf_append(out, "null", 4);
+    /* "progress": the long work running now, [] when none */
+    if (rc == 0)
+        rc = bfs_buf_printf(out, ", \"progress\": [");
+    for (int k = 0, n = 0; rc == 0 && k < BFS_WORKS; k++) {
+        const struct bfs_stats_work *w = &s->work[k];
+        if (!atomic_load(&w->active))
+            continue;
+        rc = bfs_buf_printf(out, "%s{\"what\": ", n++ ? ", " : "");
+        if (rc == 0)
+            rc = json_string(out, w->what);
+        if (rc == 0)
+            rc = bfs_buf_printf(out, ", \"unit\": \"%s\", \"done\": %llu, \"total\": %llu}",
+                                w->unit ? w->unit : "", (unsigned long long)atomic_load(&w->done),
+                                (unsigned long long)atomic_load(&w->total));
+    }
     pthread_mutex_unlock(&s->lock);
-    return rc ? rc : bfs_buf_append(out, "}\n", 2);
+    return rc ? rc : bfs_buf_append(out, "]}\n", 3);
 #undef U
 }

@@ -1,8 +1,9 @@
 /* store.c - store URLs, key rules, and dispatch to the backends.
  *
  * Counting of store_* stats happens in the backends (each knows when a
- * request really went out and how many bytes came back); store.c only hands
- * the stats pointer to the opened store.
+ * request really went out and how many bytes came back); store.c hands the
+ * stats pointer to the opened store and times the successful GETs and PUTs
+ * of every backend into its latency histograms (the dispatch below).
  */
 #include "battlefs/store.h"
 
@@ -14,6 +15,8 @@
 #include <strings.h>
 
 #include "battlefs/log.h"
+#include "battlefs/metrics.h"
+#include "battlefs/stats.h"
 
 #define COMPONENT_MAX 255u
 
@@ -244,4 +247,44 @@ void bfs_store_close(struct bfs_store *st)
     if (!st)
         return;
     st->ops->destroy(st);
+}
+
+/* ---- timed dispatch ---------------------------------------------------- */
+
+int bfs_store_put_src(struct bfs_store *st, const char *key, const struct bfs_put_src *src,
+                      struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    /* never let a store that ignores the condition overwrite */
+    if (src && src->cond != BFS_PUT_ALWAYS && !st->conditional)
+        return bfs_store_result(err, -ENOTSUP);
+    double t = bfs_metrics_now();
+    int rc = st->ops->put(st, key, src, err);
+    if (rc == 0 && st->stats)
+        bfs_hist_observe(&st->stats->store_put_seconds, bfs_metrics_now() - t);
+    return bfs_store_result(err, rc);
+}
+
+int bfs_store_get(struct bfs_store *st, const char *key, size_t max, void **data, size_t *len,
+                  char *etag, struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    if (!st->ops->get)
+        return bfs_store_result(err, -ENOTSUP);
+    double t = bfs_metrics_now();
+    int rc = st->ops->get(st, key, max, data, len, etag, err);
+    if (rc == 0 && st->stats)
+        bfs_hist_observe(&st->stats->store_get_seconds, bfs_metrics_now() - t);
+    return bfs_store_result(err, rc);
+}
+
+int bfs_store_get_range(struct bfs_store *st, const char *key, uint64_t off, uint64_t len,
+                        void *buf, struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    double t = bfs_metrics_now();
+    int rc = st->ops->get_range(st, key, off, len, buf, err);
+    if (rc == 0 && len > 0 && st->stats) /* a get_range of 0 bytes does no request */
+        bfs_hist_observe(&st->stats->store_get_seconds, bfs_metrics_now() - t);
+    return bfs_store_result(err, rc);
 }

@@ -8,11 +8,12 @@ want_test=0
 
 pkgs=(build-essential pkg-config meson ninja-build fuse3 libfuse3-dev libavro-dev
       libsqlite3-dev libcurl4-openssl-dev libssl-dev libjansson-dev zlib1g-dev libdeflate-dev libsnappy-dev
-      liblzma-dev)
+      liblzma-dev libmicrohttpd-dev)
 if [ "$want_test" = 1 ]; then
   pkgs+=(clang libclang-rt-14-dev llvm libcmocka-dev avro-bin python3-avro python3-pytest
          python3-botocore python3-snappy rsync sqlite3 curl procps psmisc clang-format cppcheck
-         debhelper dpkg-dev lintian man-db systemd util-linux)   # the Debian package test
+         debhelper dpkg-dev lintian man-db systemd util-linux   # the Debian package test
+         prometheus python3-matplotlib)   # promtool (metrics test), tools/bench/report.py
 fi
 
 missing=()

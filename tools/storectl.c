@@ -14,6 +14,17 @@
  *                         after KEY, at most N of them (bfs_store_list_after)
  *     del KEY             delete KEY
  *
+ *   battlefs-store [-o ...] [-v] fsck [--deep] [--state DIR] STORE-URL
+ *                         check the store against its index (the store's log, or the
+ *                         catalog of state directory DIR): one line per problem, a
+ *                         summary line; exit 0 clean, 1 problems found, 2 usage
+ *   battlefs-store [-o ...] [-v] ls [--state DIR] STORE-URL [TABLE[/PERIOD]]
+ *                         the partitions of the index: datasets, archives, bytes, records
+ *   battlefs-store [-o ...] [-v] du STORE-URL
+ *                         bytes and objects of the store per partition, table and
+ *                         kind of battlefs object (one listing)
+ *   (fsck, ls and du may also follow STORE-URL, as the other commands do.)
+ *
  * S3 credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
  * AWS_SESSION_TOKEN only. Exit status: 0 done, 1 the operation failed, 2 usage,
  * 3 the condition of a put failed (the key holds other bytes; another ETag;
@@ -23,10 +34,16 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "battlefs/catalog.h"
+#include "battlefs/fsck.h"
+#include "battlefs/fsutil.h"
 #include "battlefs/log.h"
 #include "battlefs/store.h"
 
@@ -49,6 +66,13 @@ static void usage(FILE *f)
                "                     with an option: in ascending bytewise order, only keys\n"
                "                     sorting after KEY, at most N (1..4294967295) of them\n"
                "  del KEY            delete KEY\n"
+               "  fsck [--deep] [--state DIR]\n"
+               "                     check every archive and index row against the store's log\n"
+               "                     (or DIR/catalog.db); exit 0 clean, 1 problems, 2 usage\n"
+               "  ls [--state DIR] [TABLE[/PERIOD]]\n"
+               "                     partitions: datasets, archives, bytes, records\n"
+               "  du                 bytes and objects per partition, table and battlefs object\n"
+               "fsck, ls and du may also come first: battlefs-store fsck STORE-URL.\n"
                "S3 credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN.\n"
                "Exit status: 0 done, 1 failed, 2 usage, 3 the condition of a put failed.\n");
 }
@@ -188,6 +212,255 @@ static int put_cond(struct bfs_store *st, const char *key, const char *path, enu
     return 3;
 }
 
+/* ---- fsck, ls, du: the store and its index ---- */
+
+static int is_index_command(const char *s)
+{
+    return strcmp(s, "fsck") == 0 || strcmp(s, "ls") == 0 || strcmp(s, "du") == 0;
+}
+
+static int match_any(const char *name)
+{
+    (void)name;
+    return 1;
+}
+
+/* The index of store st: DIR/catalog.db with --state DIR, else rebuilt from the
+ * store into *scratch (a new directory under $TMPDIR, removed by
+ * scratch_remove). 0, 1 (reported: a failure), with *status raised to 1 when
+ * the store's log could not be read to its end (a problem of the store). */
+static int open_index(struct bfs_store *st, const char *state, char **scratch,
+                      struct bfs_catalog **cat, int *log_problem, struct bfs_err *err)
+{
+    *cat = NULL;
+    *scratch = NULL;
+    *log_problem = 0;
+    if (state) {
+        char *db = bfs_path_join(state, "catalog.db");
+        struct stat sb;
+        int rc = !db ? -ENOMEM : stat(db, &sb) < 0 ? -errno : bfs_catalog_open(db, cat);
+        if (rc < 0)
+            fprintf(stderr, "battlefs-store: %s: %s\n", db ? db : state, strerror(-rc));
+        free(db);
+        return rc < 0;
+    }
+    const char *tmp = getenv("TMPDIR");
+    if (asprintf(scratch, "%s/battlefs-index-XXXXXX", tmp && tmp[0] ? tmp : "/tmp") < 0) {
+        *scratch = NULL;
+        return fail("fsck", "(scratch directory)", -ENOMEM, NULL);
+    }
+    if (!mkdtemp(*scratch)) {
+        int rc = -errno;
+        fprintf(stderr, "battlefs-store: cannot make %s: %s\n", *scratch, strerror(-rc));
+        free(*scratch);
+        *scratch = NULL;
+        return 1;
+    }
+    int rc = bfs_fsck_load_store(st, *scratch, cat, err);
+    if (rc < 0 && !*cat) {
+        fprintf(stderr, "battlefs-store: %s\n", err->msg[0] ? err->msg : strerror(-rc));
+        return 1;
+    }
+    *log_problem = rc < 0;
+    return 0;
+}
+
+static void scratch_remove(char *scratch)
+{
+    if (!scratch)
+        return;
+    char *work = bfs_path_join(scratch, "work");
+    if (work) {
+        bfs_remove_files(work, match_any);
+        rmdir(work);
+    }
+    bfs_remove_files(scratch, match_any);
+    if (rmdir(scratch) < 0)
+        fprintf(stderr, "battlefs-store: cannot remove %s: %s\n", scratch, strerror(errno));
+    free(work);
+    free(scratch);
+}
+
+static void print_problem(void *arg, const char *line)
+{
+    (void)arg;
+    printf("%s\n", line);
+}
+
+static int print_partition(void *arg, const struct bfs_fsck_partition *p)
+{
+    (void)arg;
+    char name[512];
+    snprintf(name, sizeof name, "%s/%s", p->table, p->period);
+    return printf("%-40s %10" PRIu64 " %10" PRIu64 " %16" PRIu64 " %12" PRIu64 "\n", name,
+                  p->datasets, p->archives, p->bytes, p->records) < 0
+               ? -EIO
+               : 0;
+}
+
+/* du: "table/period", "table", "_battlefs/<kind>", "_battlefs" and "(other)"
+ * -> [bytes, objects]. */
+static void du_add(json_t *by, const char *path, uint64_t size)
+{
+    json_t *e = json_object_get(by, path);
+    if (!e) {
+        e = json_pack("[I, I]", (json_int_t)0, (json_int_t)0);
+        if (!e || json_object_set_new(by, path, e) < 0)
+            return;
+    }
+    json_array_set_new(e, 0,
+                       json_integer(json_integer_value(json_array_get(e, 0)) + (json_int_t)size));
+    json_array_set_new(e, 1, json_integer(json_integer_value(json_array_get(e, 1)) + 1));
+}
+
+static int du_key(void *ctx, const char *key, uint64_t size)
+{
+    json_t *by = ctx;
+    const char *s1 = strchr(key, '/');
+    const char *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
+    char part[BFS_STORE_KEY_MAX + 1];
+    if (!s2) {
+        du_add(by, "(other)", size); /* battlefs puts nothing there */
+    } else {
+        snprintf(part, sizeof part, "%.*s", (int)(s2 - key), key);
+        du_add(by, part, size); /* <table>/<period>, _battlefs/<kind> */
+        snprintf(part, sizeof part, "%.*s", (int)(s1 - key), key);
+        du_add(by, part, size); /* <table>, _battlefs */
+    }
+    du_add(by, "total", size);
+    return 0;
+}
+
+static int cmp_path(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    int tx = strcmp(x, "total") == 0, ty = strcmp(y, "total") == 0;
+    return tx != ty ? tx - ty : strcmp(x, y); /* total last */
+}
+
+static int cmd_du(struct bfs_store *st)
+{
+    json_t *by = json_pack("{s:[I, I]}", "total", (json_int_t)0, (json_int_t)0);
+    struct bfs_err err;
+    int rc = by ? bfs_store_list(st, "", du_key, by, &err) : -ENOMEM;
+    if (rc < 0) {
+        json_decref(by);
+        return fail("du", "(list)", rc, by ? &err : NULL);
+    }
+    size_t n = json_object_size(by), i = 0;
+    const char **keys = calloc(n, sizeof *keys);
+    if (!keys) {
+        json_decref(by);
+        return fail("du", "(sort)", -ENOMEM, NULL);
+    }
+    const char *k;
+    json_t *e;
+    json_object_foreach(by, k, e) keys[i++] = k;
+    qsort(keys, n, sizeof *keys, cmp_path);
+    for (i = 0; i < n; i++) {
+        e = json_object_get(by, keys[i]);
+        printf("%" PRIu64 "\t%" PRIu64 "\t%s\n", (uint64_t)json_integer_value(json_array_get(e, 0)),
+               (uint64_t)json_integer_value(json_array_get(e, 1)), keys[i]);
+    }
+    free(keys);
+    json_decref(by);
+    return 0;
+}
+
+/* fsck, ls, du: args are what follows the command (STORE-URL among them when
+ * url is NULL). The exit status. */
+static int index_command(const char *cmd, const char *url, char **args, int nargs,
+                         const struct bfs_store_opts *opts)
+{
+    const char *state = NULL, *pos[2] = {url, NULL};
+    int npos = url ? 1 : 0, deep = 0;
+    for (int i = 0; i < nargs; i++) {
+        const char *a = args[i];
+        if (strcmp(a, "--deep") == 0 && strcmp(cmd, "fsck") == 0) {
+            deep = 1;
+        } else if (strcmp(a, "--state") == 0 && strcmp(cmd, "du") != 0 && i + 1 < nargs) {
+            state = args[++i];
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "battlefs-store: unknown option \"%s\" of %s\n", a, cmd);
+            usage(stderr);
+            return 2;
+        } else if (npos < (strcmp(cmd, "ls") == 0 ? 2 : 1)) {
+            pos[npos++] = a;
+        } else {
+            fprintf(stderr, "battlefs-store: bad command line for \"%s\"\n", cmd);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (npos < 1) {
+        fprintf(stderr, "battlefs-store: %s needs a STORE-URL\n", cmd);
+        usage(stderr);
+        return 2;
+    }
+    char table[BFS_STORE_KEY_MAX + 1] = "", *period = NULL;
+    if (pos[1]) {
+        snprintf(table, sizeof table, "%s", pos[1]);
+        if ((period = strchr(table, '/')) != NULL)
+            *period++ = '\0';
+    }
+    struct bfs_store *st = NULL;
+    struct bfs_err err = {0};
+    int rc = bfs_store_open(pos[0], opts, NULL, &st, &err);
+    if (rc < 0) {
+        fprintf(stderr, "battlefs-store: cannot open %s: %s\n", pos[0],
+                err.msg[0] ? err.msg : strerror(-rc));
+        return 1;
+    }
+    if (strcmp(cmd, "du") == 0) {
+        int status = cmd_du(st);
+        bfs_store_close(st);
+        return status;
+    }
+    /* what the ledger says while it reads the log is not fsck's business */
+    if (bfs_log_get_level() < BFS_LOG_DEBUG)
+        bfs_log_set_level(BFS_LOG_ERROR);
+    char *scratch = NULL;
+    struct bfs_catalog *cat = NULL;
+    int log_problem = 0;
+    int status = open_index(st, state, &scratch, &cat, &log_problem, &err);
+    if (status == 0 && strcmp(cmd, "ls") == 0) {
+        if (log_problem)
+            fprintf(stderr,
+                    "battlefs-store: the store's log could not be read to its end: %s (%s)\n",
+                    err.msg, strerror(-err.code));
+        printf("%-40s %10s %10s %16s %12s\n", "PARTITION", "DATASETS", "ARCHIVES", "BYTES",
+               "RECORDS");
+        rc = bfs_fsck_partitions(cat, pos[1] ? table : NULL, period, print_partition, NULL);
+        if (rc < 0)
+            status = fail("ls", "(index)", rc, NULL);
+        else if (log_problem)
+            status = 1;
+    } else if (status == 0) {
+        uint64_t problems = 0;
+        if (log_problem) {
+            printf("store log: %s (%s)\n", err.msg, strerror(-err.code));
+            problems++;
+        }
+        const struct bfs_fsck_opts o = {
+            .deep = deep, .progress = isatty(2), .source = state ? "catalog" : "manifest"};
+        struct bfs_fsck_counts c;
+        rc = bfs_fsck_check(cat, st, &o, print_problem, NULL, &c, &err);
+        if (rc < 0) {
+            fprintf(stderr, "battlefs-store: fsck: %s\n", err.msg);
+            status = 1;
+        } else {
+            problems += c.problems;
+            printf("fsck: %" PRIu64 " archives, %" PRIu64 " index rows, %" PRIu64 " problem%s\n",
+                   c.archives, c.index_rows, problems, problems == 1 ? "" : "s");
+            status = problems ? 1 : 0;
+        }
+    }
+    bfs_catalog_close(cat);
+    scratch_remove(scratch);
+    bfs_store_close(st);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     struct bfs_store_opts opts = {0};
@@ -209,6 +482,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (optind < argc && is_index_command(argv[optind]))
+        return index_command(argv[optind], NULL, argv + optind + 1, argc - optind - 1, &opts);
     if (argc - optind < 2) {
         usage(stderr);
         return 2;
@@ -217,6 +492,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[optind + 1];
     char **args = argv + optind + 2;
     int nargs = argc - optind - 2;
+    if (is_index_command(cmd))
+        return index_command(cmd, url, args, nargs, &opts);
     enum bfs_put_cond cond = BFS_PUT_ALWAYS;
     const char *if_match = NULL;
     if (strcmp(cmd, "put") == 0 && nargs >= 1 && strcmp(args[0], "--if-none-match") == 0) {

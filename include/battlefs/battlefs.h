@@ -24,6 +24,7 @@ struct bfs_roller;
 struct bfs_ledger;
 struct bfs_fs;
 struct bfs_ocf_schema_cache;
+struct bfs_metrics_server;
 
 struct bfs_ctx {
     struct bfs_options opt;
@@ -36,9 +37,11 @@ struct bfs_ctx {
     struct bfs_ocf_schema_cache *schemas; /* compiled upload schemas, by JSON */
     struct bfs_conv_cache *convs; /* compiled conversions between schema versions (evolve.h) */
     struct bfs_roller *roller;
-    struct bfs_ledger *ledger; /* the store's log, the node lease, the refresh */
-    int lock_fd;               /* <state>/lock, held while mounted */
-    struct bfs_fs *fs;         /* incoming/ state, owned by fs.c */
+    struct bfs_ledger *ledger;          /* the store's log, the node lease, the refresh */
+    int lock_fd;                        /* <state>/lock, held while mounted */
+    int metrics_fd;                     /* -o metrics: the socket bound before the fork, or -1 */
+    struct bfs_metrics_server *metrics; /* serving it (after the fork) */
+    struct bfs_fs *fs;                  /* incoming/ state, owned by fs.c */
     struct bfs_stats stats;
     struct bfs_errors errors;
     /* What each module uses, filled by main.c once the modules are open. */

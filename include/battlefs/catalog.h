@@ -273,6 +273,10 @@ struct bfs_catalog_counts {
     uint64_t archived_files;
 };
 int bfs_catalog_counts(struct bfs_catalog *cat, struct bfs_catalog_counts *c);
+/* When the oldest upload still in the buffer was committed (Unix seconds;
+ * rolled rows being claimed count until their roll commits): 0, or -ENOENT
+ * when the buffer is empty, -errno. */
+int bfs_catalog_oldest_buffered(struct bfs_catalog *cat, int64_t *created_at);
 
 /* ---- Roll protocol (see docs/design.md) ---- */
 

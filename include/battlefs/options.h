@@ -44,6 +44,7 @@ struct bfs_options {
     int read_only;      /* -o ro */
     uint64_t refresh;   /* seconds between reads of the store's log (0: none) */
     uint64_t lease_ttl; /* seconds; 0: the default (test builds: -o lease_ttl) */
+    char *metrics;      /* -o metrics=HOST:PORT (checked by bfs_metrics_addr_parse), or NULL */
     char *fault;        /* test builds only: "roll:after-claim" etc., else NULL */
     int log_level;      /* -o log_level: an enum bfs_log_level, or -1 when not given */
     int foreground;     /* set by main.c from fuse_parse_cmdline */

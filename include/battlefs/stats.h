@@ -7,6 +7,22 @@
 #include <stdint.h>
 
 #include "battlefs/buf.h"
+#include "battlefs/metrics.h"
+
+/* Long work in progress (progress.h), one slot per kind, shown in
+ * .battlefs/stats as "progress" while it runs. */
+enum bfs_work {
+    BFS_WORK_ROLL = 0,    /* a roll's build: bytes of the claimed rows */
+    BFS_WORK_REFRESH = 1, /* reading the store's log: entries (a checkpoint: index rows) */
+    BFS_WORKS = 2,
+};
+struct bfs_stats_work {
+    atomic_int active;
+    atomic_uint_fast64_t done;
+    atomic_uint_fast64_t total; /* 0: not known */
+    char what[128];             /* under the stats' lock */
+    const char *unit;           /* "bytes", "log entries", ... (a static string) */
+};
 
 struct bfs_stats {
     atomic_uint_fast64_t uploads_ingested;
@@ -29,6 +45,14 @@ struct bfs_stats {
     int has_roll_error;
     char last_refresh_error[512];
     int has_refresh_error;
+    /* Latencies for the metrics (metrics.h): an upload's ingest at close
+     * (accepted uploads), store GETs and PUTs (successful requests, as the
+     * counters above) and committed rolls. */
+    struct bfs_hist close_seconds;
+    struct bfs_hist store_get_seconds;
+    struct bfs_hist store_put_seconds;
+    struct bfs_hist roll_seconds;
+    struct bfs_stats_work work[BFS_WORKS];
 };
 
 void bfs_stats_init(struct bfs_stats *s);
@@ -38,6 +62,13 @@ void bfs_stats_destroy(struct bfs_stats *s);
 void bfs_stats_set_roll_error(struct bfs_stats *s, const char *msg);
 /* The same for the last refresh error. */
 void bfs_stats_set_refresh_error(struct bfs_stats *s, const char *msg);
+
+/* Publish long work of kind k: begin (what it is, its unit, total), how
+ * much is done, the end. */
+void bfs_stats_work_begin(struct bfs_stats *s, enum bfs_work k, const char *what, const char *unit,
+                          uint64_t total);
+#define bfs_stats_work_done(s, k, n) atomic_store(&(s)->work[k].done, (uint_fast64_t)(n))
+void bfs_stats_work_end(struct bfs_stats *s, enum bfs_work k);
 
 struct bfs_catalog_counts;
 /* Render the JSON object of .battlefs/stats into out (with a trailing newline). */

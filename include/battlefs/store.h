@@ -192,28 +192,19 @@ static inline int bfs_store_result(struct bfs_err *err, int rc)
     return rc;
 }
 
-static inline int bfs_store_put_src(struct bfs_store *st, const char *key,
-                                    const struct bfs_put_src *src, struct bfs_err *err)
-{
-    bfs_err_clear(err);
-    /* never let a store that ignores the condition overwrite */
-    if (src && src->cond != BFS_PUT_ALWAYS && !st->conditional)
-        return bfs_store_result(err, -ENOTSUP);
-    return bfs_store_result(err, st->ops->put(st, key, src, err));
-}
+/* The dispatch of put, get and get_range is in store.c: it also times each
+ * successful request into st->stats' latency histograms (every backend is
+ * measured the same way: the request, retries included). */
+int bfs_store_put_src(struct bfs_store *st, const char *key, const struct bfs_put_src *src,
+                      struct bfs_err *err);
 static inline int bfs_store_head(struct bfs_store *st, const char *key, struct bfs_store_head *out,
                                  struct bfs_err *err)
 {
     bfs_err_clear(err);
     return bfs_store_result(err, st->ops->head ? st->ops->head(st, key, out, err) : -ENOTSUP);
 }
-static inline int bfs_store_get(struct bfs_store *st, const char *key, size_t max, void **data,
-                                size_t *len, char *etag, struct bfs_err *err)
-{
-    bfs_err_clear(err);
-    return bfs_store_result(err, st->ops->get ? st->ops->get(st, key, max, data, len, etag, err)
-                                              : -ENOTSUP);
-}
+int bfs_store_get(struct bfs_store *st, const char *key, size_t max, void **data, size_t *len,
+                  char *etag, struct bfs_err *err);
 /* What bfs_store_ops.clean says, or 0 for a store that needs no cleaning. */
 static inline int bfs_store_clean(struct bfs_store *st, uint64_t age, struct bfs_err *err)
 {
@@ -227,12 +218,8 @@ static inline int bfs_store_put(struct bfs_store *st, const char *key, const cha
     const struct bfs_put_src src = {.path = path, .sha256 = NULL, .may_link = 0};
     return bfs_store_put_src(st, key, &src, err);
 }
-static inline int bfs_store_get_range(struct bfs_store *st, const char *key, uint64_t off,
-                                      uint64_t len, void *buf, struct bfs_err *err)
-{
-    bfs_err_clear(err);
-    return bfs_store_result(err, st->ops->get_range(st, key, off, len, buf, err));
-}
+int bfs_store_get_range(struct bfs_store *st, const char *key, uint64_t off, uint64_t len,
+                        void *buf, struct bfs_err *err);
 static inline int bfs_store_list(struct bfs_store *st, const char *prefix,
                                  int (*cb)(void *ctx, const char *key, uint64_t size), void *ctx,
                                  struct bfs_err *err)

@@ -655,8 +655,10 @@ int64_t tenv_log_pos(struct tenv *e)
     return pos;
 }
 
-size_t tenv_upload(struct tenv *e, const char *table, const char *period, const char *dataset,
-                   size_t len, unsigned seed)
+/* A new entry of e->up for (table, period, dataset) with len bytes of data
+ * (to be filled) and records records. */
+static struct tupload *new_upload(struct tenv *e, const char *table, const char *period,
+                                  const char *dataset, size_t len, uint64_t records)
 {
     assert_int_equal(bfs_array_reserve(&e->up, &e->cap_up, e->n_up + 1, sizeof *e->up), 0);
     struct tupload *u = &e->up[e->n_up];
@@ -665,12 +667,48 @@ size_t tenv_upload(struct tenv *e, const char *table, const char *period, const 
     snprintf(u->period, sizeof u->period, "%s", period);
     snprintf(u->dataset, sizeof u->dataset, "%s", dataset);
     u->len = len;
-    u->records = len / 10 + 1;
-    u->data = malloc(len);
+    u->records = records;
+    u->data = malloc(len ? len : 1);
     assert_non_null(u->data);
+    return u;
+}
+
+static size_t commit_upload(struct tenv *e, struct tupload *u);
+
+size_t tenv_upload(struct tenv *e, const char *table, const char *period, const char *dataset,
+                   size_t len, unsigned seed)
+{
+    struct tupload *u = new_upload(e, table, period, dataset, len, len / 10 + 1);
     for (size_t i = 0; i < len; i++)
         u->data[i] = (uint8_t)(seed * 131u + i * 7u + (i >> 8));
+    return commit_upload(e, u);
+}
 
+size_t tenv_upload_records(struct tenv *e, const char *table, const char *period,
+                           const char *dataset, unsigned records, unsigned blocks)
+{
+    /* a record is one long: the values 0..63 take one byte each */
+    struct bfs_buf b = {0};
+    uint8_t sync[16];
+    assert_int_equal(bfs_schema_sync(e->canon, e->canon_len, sync), 0);
+    for (unsigned k = 0; k < blocks; k++) {
+        unsigned n = records / blocks + (k < records % blocks);
+        assert_int_equal(bfs_buf_put_long(&b, n), 0);
+        assert_int_equal(bfs_buf_put_long(&b, n), 0);
+        for (unsigned i = 0; i < n; i++)
+            assert_int_equal(bfs_buf_put_long(&b, (int64_t)((i + k) % 64)), 0);
+        assert_int_equal(bfs_buf_append(&b, sync, 16), 0);
+    }
+    struct tupload *u = new_upload(e, table, period, dataset, b.len, records);
+    memcpy(u->data, b.data, b.len);
+    bfs_buf_free(&b);
+    return commit_upload(e, u);
+}
+
+/* Commit u (the last entry of e->up) to the catalog; its index. */
+static size_t commit_upload(struct tenv *e, struct tupload *u)
+{
+    const char *table = u->table, *period = u->period, *dataset = u->dataset;
     struct bfs_upload up = {
         .table = table,
         .period = period,
@@ -682,7 +720,7 @@ size_t tenv_upload(struct tenv *e, const char *table, const char *period, const 
         .fingerprint = bfs_schema_rabin(e->canon, e->canon_len),
         .codec = BFS_CODEC_NULL,
         .data = u->data,
-        .len = len,
+        .len = u->len,
         .records = u->records,
     };
     assert_int_equal(bfs_schema_sync(e->canon, e->canon_len, up.sync), 0);

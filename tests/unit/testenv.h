@@ -169,6 +169,10 @@ int64_t tenv_log_pos(struct tenv *e);
  * its index in e->up. */
 size_t tenv_upload(struct tenv *e, const char *table, const char *period, const char *dataset,
                    size_t len, unsigned seed);
+/* The same with data that are valid blocks of the layout: records records
+ * (each one long) in blocks blocks (null codec, the layout's sync marker). */
+size_t tenv_upload_records(struct tenv *e, const char *table, const char *period,
+                           const char *dataset, unsigned records, unsigned blocks);
 /* The layout header of (table, period) (a copy in out). */
 void tenv_header(struct tenv *e, const char *table, const char *period, struct bfs_buf *out);
 /* The bytes of the dataset file: its header, then its uploads' bytes in
