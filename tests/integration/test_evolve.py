@@ -12,14 +12,16 @@ cells). The files are read with python3-avro (its own DataFileReader, and block 
 import errno
 import json
 import os
+import subprocess
 
 import pytest
 
-from mountlib import REPO, gen_avro, needs_faults
+from mountlib import BUILD, REPO, gen_avro, needs_faults
 from test_bucket import file_store, refresh_ok  # noqa: F401  (fixture)
 from test_roll import query, roll, roll_ok
 
 PERIOD = "2025-12-18"
+STORE_BIN = os.environ.get("BATTLEFS_STORE_BIN", os.path.join(BUILD, "tools", "battlefs-store"))
 FUSOU = os.path.join(REPO, "tests", "data", "fusou")
 VERSIONS = ("0_4", "0_5", "0_5_1")
 
@@ -144,6 +146,12 @@ def test_mixed_versions_hot_rolled_remounted_and_on_a_replica(mount_factory, fil
 
     r = mount_factory(store=file_store.url, ro=True, refresh="0")
     assert check_all(r, ledger) == hot
+
+    # the store checks clean: archives in a merge of versions, decoded record by record
+    for args in (["fsck", "--deep", file_store.url],
+                 ["fsck", "--deep", "--state", m.state, file_store.url]):
+        p = subprocess.run([STORE_BIN] + args, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, (args, p.stdout, p.stderr)
 
     # new uploads in an old version after the roll: hot again, merged with the cold ones
     text = SCHEMAS["0_4"]["battle"]
