@@ -189,7 +189,14 @@ static const char *const MIGRATIONS[] = {
     "ALTER TABLE buffer_rows ADD COLUMN conv_length INTEGER;"
     "ALTER TABLE block_indexes ADD COLUMN conv_schema INTEGER;"
     "ALTER TABLE block_indexes ADD COLUMN conv_length INTEGER;"
-    "CREATE INDEX schemas_fingerprint ON schemas(fingerprint);",
+    "CREATE INDEX schemas_fingerprint ON schemas(fingerprint);"
+    "ALTER TABLE archived_files ADD COLUMN versions TEXT;"
+    "CREATE TABLE roll_versions("
+    "  roll_id TEXT NOT NULL,"
+    "  table_name TEXT NOT NULL,"
+    "  period_tag TEXT NOT NULL,"
+    "  schema_id INTEGER NOT NULL REFERENCES schemas(id),"
+    "  PRIMARY KEY(roll_id, table_name, period_tag, schema_id)) WITHOUT ROWID;",
 };
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -229,6 +236,13 @@ static const char *const WSQL[W_COUNT] = {
                     " uploads, bytes FROM buffer_totals",
     [W_ROLL_INS] = "INSERT INTO rolls(id, claimed_at, first_row, last_row, row_count, byte_count)"
                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    /* The versions of each partition the claim ?2..?3 touches. */
+    [W_ROLL_VERSIONS] = "INSERT INTO roll_versions(roll_id, table_name, period_tag, schema_id)"
+                        " SELECT ?1, p.table_name, p.period_tag, v.schema_id FROM partitions p"
+                        " JOIN partition_versions v ON v.partition_id = p.id AND v.alias = 0"
+                        " WHERE EXISTS (SELECT 1 FROM buffer_rows b WHERE b.table_name ="
+                        " p.table_name AND b.period_tag = p.period_tag AND b.id BETWEEN ?2 AND ?3)",
+    [W_ROLL_VERSIONS_DEL] = "DELETE FROM roll_versions WHERE roll_id = ?1",
     [W_ROLL_GET] = "SELECT committed_at, first_row, last_row, log_seq FROM rolls WHERE id = ?1",
     [W_ARCH_INS] = "INSERT INTO archived_files(file_path, table_name, period_tag, size,"
                    " header_length, roll_id, seq, created_at)"
@@ -272,8 +286,8 @@ static const char *const WSQL[W_COUNT] = {
                    " VALUES(?1, ?2, ?3, 0, -1, ?4, ?5, ?6, ?7, ?8)",
     [W_ARCH_ADD] = "INSERT INTO archived_files(file_path, table_name, period_tag, size,"
                    " header_length, roll_id, seq, created_at, sha256, schema_fingerprint, codec,"
-                   " schema_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
-                   " (SELECT id FROM schemas WHERE fingerprint = ?10 ORDER BY id LIMIT 1))",
+                   " schema_id, versions) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+                   " (SELECT id FROM schemas WHERE fingerprint = ?10 ORDER BY id LIMIT 1), ?12)",
     [W_IDX_ADD] = "INSERT INTO block_indexes(dataset_id, table_name, period_tag, file_id,"
                   " start_byte, length, record_count, uploaded_at)"
                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -334,13 +348,18 @@ static const char *const RSQL[R_COUNT] = {
                       "?2"
                       "  AND dataset_id = ?3) h",
     [R_SCHEMA_JSON] = "SELECT json FROM schemas WHERE id = ?1",
+    [R_SCHEMA_BY_FP] = "SELECT json FROM schemas WHERE fingerprint = ?1 ORDER BY id LIMIT 1",
     [R_VERSIONS] = "SELECT s.id, s.json FROM partition_versions v JOIN schemas s"
                    " ON s.id = v.schema_id WHERE v.partition_id = ?1 AND v.alias = 0"
                    " ORDER BY s.id",
-    [R_ROLL_VERSIONS] = "SELECT DISTINCT b.schema_id, s.json FROM rolls o, buffer_rows b"
-                        " JOIN schemas s ON s.id = b.schema_id WHERE o.id = ?1"
-                        " AND b.table_name = ?2 AND b.period_tag = ?3"
-                        " AND b.id BETWEEN o.first_row AND o.last_row ORDER BY b.schema_id",
+    [R_ROLL_VERSIONS] = "SELECT r.schema_id, s.json FROM roll_versions r JOIN schemas s"
+                        " ON s.id = r.schema_id WHERE r.roll_id = ?1 AND r.table_name = ?2"
+                        " AND r.period_tag = ?3 ORDER BY r.schema_id",
+    /* A roll claimed before roll_versions: its rows' schemas. */
+    [R_ROLL_ROW_SCHEMAS] = "SELECT DISTINCT b.schema_id, s.json FROM rolls o, buffer_rows b"
+                           " JOIN schemas s ON s.id = b.schema_id WHERE o.id = ?1"
+                           " AND b.table_name = ?2 AND b.period_tag = ?3"
+                           " AND b.id BETWEEN o.first_row AND o.last_row ORDER BY b.schema_id",
     [R_HAS_VERSION] =
         "SELECT 1 FROM partitions p JOIN partition_versions v ON v.partition_id = p.id"
         " JOIN schemas s ON s.id = v.schema_id WHERE p.table_name = ?1"
@@ -391,7 +410,7 @@ static const char *const RSQL[R_COUNT] = {
                      " AND committed_at IS NOT NULL ORDER BY log_seq",
     [R_SNAP_ARCH] =
         "SELECT id, file_path, table_name, period_tag, size, header_length, sha256,"
-        " schema_fingerprint, codec FROM archived_files WHERE roll_id = ?1 ORDER BY seq",
+        " schema_fingerprint, codec, versions FROM archived_files WHERE roll_id = ?1 ORDER BY seq",
     [R_SNAP_IDX] = "SELECT dataset_id, start_byte, length, record_count, uploaded_at"
                    " FROM block_indexes WHERE file_id = ?1 ORDER BY id",
     [R_SNAP_NODES] = "SELECT node, epoch FROM ledger_nodes ORDER BY node",

@@ -476,6 +476,11 @@ static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, i
     int rc = partition_locked(cat, up, now, &schema_id, err);
     if (rc < 0)
         return rc;
+    /* Converted: the row is in the merged schema it was converted to. */
+    if (up->stored_json && (rc = schema_row(cat, up->stored_canonical, up->stored_canonical_len,
+                                            up->stored_fingerprint, up->stored_json, up->stored_len,
+                                            &schema_id)) != SQLITE_OK)
+        goto sql_error;
 
     st = cat->ws[W_ROW_INS];
     bind_text(st, 1, up->table);
@@ -511,6 +516,8 @@ static int commit_one(struct bfs_catalog *cat, const struct bfs_upload *up, int6
         return bfs_err_set(err, -EINVAL, "unknown codec %d", (int)up->codec);
     if (!up->canonical || !up->schema_json || (up->len && !up->data) || up->len > INT_MAX ||
         up->canonical_len > INT_MAX || up->schema_len > INT_MAX || up->header_len > INT_MAX ||
+        (up->stored_json && (!up->stored_canonical || up->stored_len > INT_MAX ||
+                             up->stored_canonical_len > INT_MAX)) ||
         !u64_ok(up->records))
         return bfs_err_set(err, -EINVAL, "bad upload (missing schema or data, or too large)");
     sqlite3 *db = cat->w;

@@ -307,6 +307,16 @@ int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest
     rc = bind_blob(st, 9, ar->sha256, sizeof ar->sha256);
     bind_text(st, 10, ar->schema_fingerprint);
     bind_text(st, 11, codec);
+    /* the versions, space-separated (NULL: none) */
+    char versions[BFS_MANIFEST_VERSIONS_MAX * 17];
+    size_t vlen = 0;
+    for (size_t i = 0; i < ar->n_versions && i < BFS_MANIFEST_VERSIONS_MAX; i++)
+        vlen += (size_t)snprintf(versions + vlen, sizeof versions - vlen, "%s%s", i ? " " : "",
+                                 ar->versions[i]);
+    if (ar->n_versions > 0)
+        sqlite3_bind_text(st, 12, versions, (int)vlen, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, 12);
     if (rc == SQLITE_OK)
         rc = run(st);
     sqlite3_clear_bindings(st);
@@ -388,6 +398,10 @@ static int roll_end_locked(struct bfs_cat_apply *a, struct bfs_err *err)
         st = cat->ws[W_DEL_ROWS];
         sqlite3_bind_int64(st, 1, a->lo);
         sqlite3_bind_int64(st, 2, a->hi);
+        if ((rc = run(st)) != SQLITE_OK)
+            goto sql_error;
+        st = cat->ws[W_ROLL_VERSIONS_DEL];
+        bind_text(st, 1, a->roll_id);
         if ((rc = run(st)) != SQLITE_OK)
             goto sql_error;
         st = cat->ws[W_ROLL_LOGGED];
@@ -484,7 +498,22 @@ static int snap_archives(struct rconn *c, const char *roll_id,
             break;
         }
         memcpy(a.sha256, sha, sizeof a.sha256);
-        if (v->archive)
+        /* the versions: 16 hex digits each, space-separated */
+        const char *vs = (const char *)sqlite3_column_text(st, 9);
+        char fps[BFS_MANIFEST_VERSIONS_MAX][17];
+        while (vs && *vs && a.n_versions < BFS_MANIFEST_VERSIONS_MAX) {
+            size_t k = strcspn(vs, " ");
+            if (k != 16) {
+                bfs_error("catalog: archive %s has a bad version list", a.key);
+                e = -EIO;
+                break;
+            }
+            memcpy(fps[a.n_versions], vs, 16);
+            fps[a.n_versions++][16] = '\0';
+            vs += k + (vs[k] == ' ');
+        }
+        a.versions = (const char(*)[17])fps;
+        if (e == 0 && v->archive)
             e = v->archive(v->ctx, &a);
         if (e == 0)
             e = snap_index(c, sqlite3_column_int64(st, 0), v);

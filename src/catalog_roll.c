@@ -117,6 +117,14 @@ static int claim_locked(struct bfs_catalog *cat, const char *node, char id[BFS_R
     sqlite3_bind_int64(st, 6, total);
     if ((rc = run(st)) != SQLITE_OK)
         return sql_fail(db, rc, "claim");
+    /* The versions of the partitions it touches, as they are now: its
+     * archives are in their merges, rebuilt the same after a crash. */
+    st = cat->ws[W_ROLL_VERSIONS];
+    bind_text(st, 1, id);
+    sqlite3_bind_int64(st, 2, first);
+    sqlite3_bind_int64(st, 3, last);
+    if ((rc = run(st)) != SQLITE_OK)
+        return sql_fail(db, rc, "claim");
     *rows = n;
     *bytes = total;
     return 0;

@@ -21,10 +21,12 @@
 #include "battlefs/catalog.h"
 #include "battlefs/err.h"
 #include "battlefs/errors.h"
+#include "battlefs/evolve.h"
 #include "battlefs/layout.h"
 #include "battlefs/log.h"
 #include "battlefs/names.h"
 #include "battlefs/ocf.h"
+#include "battlefs/schema.h"
 #include "battlefs/stats.h"
 
 void bfs_ingest_reject(const struct bfs_ingest_deps *deps, const char *what, const char *reason)
@@ -133,6 +135,94 @@ static int version_layout(const struct bfs_ingest_deps *deps, const char *table,
     return rc < 0 ? rc : 1;
 }
 
+/* The schema an upload is stored in when it is not its own: the partition's
+ * merged schema (texts borrowed). */
+struct target {
+    const char *json;
+    size_t len;
+    const char *canonical;
+    size_t canonical_len;
+    uint64_t fingerprint;
+    uint8_t sync[16];
+};
+
+/* The partition's current merged schema as the target: p filled and
+ * *canon its canonical form (the caller frees both; the canonical form is
+ * not stored with the partition: recomputed on this slow path only, a few
+ * microseconds for a FUSOU schema). 0, -ENOENT, -errno. */
+static int merged_target(const struct bfs_ingest_deps *deps, const char *table, const char *period,
+                         struct bfs_partition *p, char **canon, struct target *t)
+{
+    int rc = bfs_catalog_partition_get(deps->cat, table, period, p);
+    if (rc < 0)
+        return rc;
+    size_t clen = 0;
+    rc = bfs_schema_canonical(p->schema_json, p->schema_len, canon, &clen, NULL);
+    if (rc < 0) {
+        bfs_partition_free(p);
+        return rc == -ENOMEM ? rc : -EIO;
+    }
+    *t = (struct target){
+        p->schema_json, p->schema_len, *canon, clen, bfs_schema_rabin(*canon, clen), {0}};
+    memcpy(t->sync, p->sync, 16);
+    return 0;
+}
+
+/* Buffers of an upload's conversion. */
+struct conv_bufs {
+    struct bfs_buf raw, image, scratch;
+};
+
+/* Validate the upload (h) and store it in the target schema: its blocks
+ * decompressed, each converted (evolve.h), written after the target's
+ * null-codec layout header, and that file normalised to the partition's
+ * codec as any upload is (validated again, in the target schema). */
+static int convert_upload(const struct bfs_ingest_deps *deps, const uint8_t *buf, size_t len,
+                          const struct bfs_ocf_header *h, const struct target *t,
+                          enum bfs_codec codec, struct conv_bufs *b, struct bfs_buf *out,
+                          uint64_t *records, struct bfs_err *err)
+{
+    bfs_buf_reset(&b->raw);
+    bfs_buf_reset(&b->image);
+    int rc = bfs_ocf_process(buf, len, h, bfs_ocf_schema_sync(h->compiled), BFS_CODEC_NULL, &b->raw,
+                             records, 0, deps->max_upload, err);
+    if (rc < 0)
+        return rc;
+    struct bfs_conv *conv;
+    rc = bfs_conv_get(deps->convs, h->schema_json, h->schema_len, t->json, t->len, BFS_CODEC_NULL,
+                      t->sync, &conv, err);
+    if (rc < 0)
+        return rc == -ENOMEM ? rc : bfs_err_set(err, -EIO, "conversion: %s", err->msg);
+    rc = bfs_ocf_layout_header(t->json, t->len, BFS_CODEC_NULL, t->sync, &b->image);
+    size_t off = 0;
+    while (rc == 0 && off < b->raw.len) {
+        size_t span;
+        rc = bfs_ocf_block_span(b->raw.data + off, b->raw.len - off, &span);
+        if (rc == 0 && span > b->raw.len - off)
+            rc = -EINVAL;
+        if (rc == 0)
+            rc = bfs_conv_block(conv, b->raw.data + off, span, &b->image, &b->scratch, err);
+        off += span;
+    }
+    bfs_conv_unref(conv);
+    if (rc < 0)
+        return rc == -ENOMEM ? rc : bfs_err_set(err, -EIO, "conversion: %s", err->msg);
+    struct bfs_ocf_header th;
+    rc = bfs_ocf_parse_header_cached(b->image.data, b->image.len, deps->schemas, &th, err);
+    if (rc < 0)
+        return rc == -ENOMEM ? rc : bfs_err_set(err, -EIO, "merged schema: %s", err->msg);
+    uint64_t n = 0;
+    rc = bfs_ocf_process(b->image.data, b->image.len, &th, t->sync, codec, out, &n,
+                         BFS_OCF_DEFLATE_LEVEL(deps->deflate_level), 0, err);
+    bfs_ocf_header_free(&th);
+    if (rc == 0 && n != *records)
+        rc = bfs_err_set(err, -EIO, "conversion: %llu records of %llu", (unsigned long long)n,
+                         (unsigned long long)*records);
+    else if (rc < 0 && rc != -ENOMEM)
+        rc = bfs_err_set(err, -EIO, "converted upload: %s", err->msg);
+    return rc;
+}
+
 int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_identity *id,
                const char *what)
 {
@@ -173,6 +263,10 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
     int have_header = 0;
     struct bfs_layout lay; /* the layout the upload's schema makes when it is new */
     int have_lay = 0;
+    struct bfs_partition part; /* the partition, when its merged schema is the target */
+    int have_part = 0;
+    char *tcanon = NULL; /* its merged schema's canonical form */
+    struct conv_bufs conv = {0};
     rc = bfs_ocf_parse_header_cached(buf, len, deps->schemas, &h, &err);
     if (rc < 0)
         goto reject;
@@ -207,15 +301,29 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
             bfs_layout_free(&lay);
             have_lay = 0;
         }
+        if (have_part) {
+            bfs_partition_free(&part);
+            have_part = 0;
+        }
+        free(tcanon);
+        tcanon = NULL;
+        struct target t = {0}; /* the schema the upload is stored in, if not its own */
         rc = bfs_catalog_partition_layout(deps->cat, table, period, psync, &codec);
         if (rc == 0 && (slow || memcmp(psync, sync, sizeof psync) != 0)) {
             /* Not the partition's merged schema: a version of it already, or
-             * a new version that must merge with the others. */
+             * a new version that must merge with the others. Either way it is
+             * stored converted to the merged schema (below). */
             rc = version_layout(deps, table, period, &h, codec, &lay, &err);
             if (rc == 1) {
                 have_lay = 1;
                 merged = &lay.m;
+                t = (struct target){lay.json,          lay.len,           lay.canonical,
+                                    lay.canonical_len, lay.m.fingerprint, {0}};
+                memcpy(t.sync, lay.m.sync, 16);
                 rc = 0;
+            } else if (rc == 0) {
+                rc = merged_target(deps, table, period, &part, &tcanon, &t);
+                have_part = rc == 0;
             }
             if (rc == -EINVAL)
                 goto reject;
@@ -228,8 +336,12 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
         uint64_t records = 0;
         bfs_buf_reset(&out);
         /* A decompression bomb stops at max_upload bytes of records (EFBIG). */
-        rc = bfs_ocf_process(buf, len, &h, sync, codec, &out, &records,
-                             BFS_OCF_DEFLATE_LEVEL(deps->deflate_level), deps->max_upload, &err);
+        if (t.json)
+            rc = convert_upload(deps, buf, len, &h, &t, codec, &conv, &out, &records, &err);
+        else
+            rc =
+                bfs_ocf_process(buf, len, &h, sync, codec, &out, &records,
+                                BFS_OCF_DEFLATE_LEVEL(deps->deflate_level), deps->max_upload, &err);
         if (rc == -EFBIG) {
             bfs_err_set(&err, rc, "%s (max_upload)", err.msg);
             goto reject;
@@ -261,6 +373,11 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
             .header = new_partition ? hdr.data : NULL,
             .header_len = new_partition ? hdr.len : 0,
             .merged = merged,
+            .stored_json = t.json,
+            .stored_len = t.len,
+            .stored_canonical = t.canonical,
+            .stored_canonical_len = t.canonical_len,
+            .stored_fingerprint = t.fingerprint,
             .data = out.data,
             .len = out.len,
             .records = records,
@@ -293,6 +410,12 @@ out:
     bfs_buf_free(&hdr);
     if (have_lay)
         bfs_layout_free(&lay);
+    if (have_part)
+        bfs_partition_free(&part);
+    free(tcanon);
+    bfs_buf_free(&conv.raw);
+    bfs_buf_free(&conv.image);
+    bfs_buf_free(&conv.scratch);
     if (have_header)
         bfs_ocf_header_free(&h);
     spool_unload(buf, len);

@@ -737,15 +737,51 @@ static int get_schema(struct bfs_ledger *l, const char *fp, struct bfs_ocf_schem
     return 0;
 }
 
-/* Archive a is in a merge of versions (its schema names them): each joins
- * the partition, then the merge is recorded as an alias. */
-static int sources_join(struct bfs_ledger *l, const struct bfs_manifest_archive *a,
-                        const struct bfs_ocf_header *h, char (*fps)[17], size_t n,
-                        struct bfs_err *err)
+/* The header of archive a, parsed and checked against the manifest. */
+static int archive_header(struct bfs_ledger *l, const struct bfs_manifest_archive *a,
+                          struct bfs_ocf_header *h, struct bfs_err *err)
+{
+    if (a->header_length == 0 || a->header_length > BFS_OCF_MAX_HEADER)
+        return bfs_err_set(err, -EIO, "archive %s: bad header length", a->key);
+    uint8_t *hdr = malloc(a->header_length);
+    if (!hdr)
+        return bfs_err_set(err, -ENOMEM, "out of memory");
+    int rc = bfs_store_get_range(l->d.store, a->key, 0, a->header_length, hdr, err);
+    if (rc == 0)
+        rc = bfs_ocf_parse_header(hdr, a->header_length, h, err);
+    free(hdr);
+    if (rc < 0) {
+        bfs_err_prefix(err, "archive %s: header", a->key);
+        return rc == -ENOMEM ? rc : -EIO;
+    }
+    char fp[17];
+    snprintf(fp, sizeof fp, "%016" PRIx64, bfs_ocf_schema_fingerprint(h->compiled));
+    if (h->header_len != a->header_length || strcmp(fp, a->schema_fingerprint) != 0 ||
+        h->codec != a->codec || memcmp(h->sync, bfs_ocf_schema_sync(h->compiled), 16) != 0) {
+        bfs_ocf_header_free(h);
+        return bfs_err_set(err, -EIO,
+                           "archive %s: its header (schema %s, codec %s) is not the layout the "
+                           "manifest says (schema %s, codec %s)",
+                           a->key, fp, bfs_codec_name(h->codec), a->schema_fingerprint,
+                           bfs_codec_name(a->codec));
+    }
+    return 0;
+}
+
+/* The partition of archive a has each version the manifest names for it
+ * (made with the first if it did not exist: the versions' texts come from
+ * _battlefs/schemas/) and knows the archive's own schema, a merge of them
+ * (an alias: read from the archive's header). A manifest of version 1 names
+ * none: the archive's schema is a version (made or added from its header).
+ * Pass 1 of a manifest or a checkpoint, outside the catalog's writer that
+ * pass 2 holds; only schemas this catalog does not know are fetched. 0 or
+ * -errno with err. */
+static int ensure_partition(struct bfs_ledger *l, const struct bfs_manifest_archive *a,
+                            struct bfs_err *err)
 {
     int rc = 0;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        rc = bfs_catalog_partition_has_version(l->d.cat, a->table, a->period, fps[i]);
+    for (size_t i = 0; rc == 0 && i < a->n_versions; i++) {
+        rc = bfs_catalog_partition_has_version(l->d.cat, a->table, a->period, a->versions[i]);
         if (rc == 1) {
             rc = 0;
             continue;
@@ -756,7 +792,7 @@ static int sources_join(struct bfs_ledger *l, const struct bfs_manifest_archive 
         struct bfs_ocf_schema *cs;
         char *json = NULL;
         size_t len = 0;
-        rc = get_schema(l, fps[i], &cs, &json, &len, err);
+        rc = get_schema(l, a->versions[i], &cs, &json, &len, err);
         if (rc == 0) {
             rc = add_schema(l, a->table, a->period, exists, json, len, cs, a->codec, a->key, err);
             bfs_ocf_schema_unref(cs);
@@ -765,72 +801,30 @@ static int sources_join(struct bfs_ledger *l, const struct bfs_manifest_archive 
     }
     if (rc < 0)
         return rc;
-    size_t clen;
-    const char *canon = bfs_ocf_schema_canonical(h->compiled, &clen);
-    int64_t id;
-    return bfs_catalog_partition_add_alias(l->d.cat, a->table, a->period, h->schema_json,
-                                           h->schema_len, canon, clen,
-                                           bfs_ocf_schema_fingerprint(h->compiled), &id, err);
-}
-
-/* The partition of archive a knows the archive's schema: as a version (the
- * partition is made from the archive's header if it did not exist), or, for
- * a merge of versions, each of them and the merge as an alias. Pass 1 of a
- * manifest or a checkpoint, outside the catalog's writer that pass 2 holds.
- * The archive's header is read only for a schema this catalog does not know
- * for the partition. 0 or -errno with err. */
-static int ensure_partition(struct bfs_ledger *l, const struct bfs_manifest_archive *a,
-                            struct bfs_err *err)
-{
-    int rc =
-        bfs_catalog_partition_has_version(l->d.cat, a->table, a->period, a->schema_fingerprint);
+    rc = bfs_catalog_partition_has_version(l->d.cat, a->table, a->period, a->schema_fingerprint);
     if (rc == 1)
         return 0;
     if (rc < 0 && rc != -ENOENT)
         return bfs_err_set(err, rc, "partition %s/%s: %s", a->table, a->period, strerror(-rc));
     int exists = rc == 0;
-    if (a->header_length == 0 || a->header_length > BFS_OCF_MAX_HEADER)
-        return bfs_err_set(err, -EIO, "archive %s: bad header length", a->key);
-    uint8_t *hdr = malloc(a->header_length);
-    if (!hdr)
-        return bfs_err_set(err, -ENOMEM, "out of memory");
-    rc = bfs_store_get_range(l->d.store, a->key, 0, a->header_length, hdr, err);
-    if (rc < 0) {
-        free(hdr);
-        bfs_err_prefix(err, "archive %s: header", a->key);
-        return rc;
-    }
     struct bfs_ocf_header h;
-    rc = bfs_ocf_parse_header(hdr, a->header_length, &h, err);
-    free(hdr);
-    if (rc < 0) {
-        bfs_err_prefix(err, "archive %s: header", a->key);
-        return rc == -ENOMEM ? rc : -EIO;
-    }
-    char fp[17];
-    snprintf(fp, sizeof fp, "%016" PRIx64, bfs_ocf_schema_fingerprint(h.compiled));
-    char(*fps)[17] = calloc(BFS_LAYOUT_SOURCES_MAX, sizeof *fps);
-    size_t n = 0;
-    if (!fps) {
-        rc = bfs_err_set(err, -ENOMEM, "out of memory");
-    } else if (h.header_len != a->header_length || strcmp(fp, a->schema_fingerprint) != 0 ||
-               h.codec != a->codec || memcmp(h.sync, bfs_ocf_schema_sync(h.compiled), 16) != 0) {
-        rc = bfs_err_set(err, -EIO,
-                         "archive %s: its header (schema %s, codec %s) is not the layout the "
-                         "manifest says (schema %s, codec %s)",
-                         a->key, fp, bfs_codec_name(h.codec), a->schema_fingerprint,
-                         bfs_codec_name(a->codec));
-    } else if (bfs_layout_sources(h.schema_json, h.schema_len, fps, &n) < 0) {
-        rc = bfs_err_set(err, -EIO, "archive %s: a bad \"" BFS_LAYOUT_SOURCES "\" list", a->key);
-    } else if (n > 0) {
-        rc = sources_join(l, a, &h, fps, n, err);
-    } else {
+    if ((rc = archive_header(l, a, &h, err)) < 0)
+        return rc;
+    if (a->n_versions == 0) {
         rc = add_schema(l, a->table, a->period, exists, h.schema_json, h.schema_len, h.compiled,
                         h.codec, a->key, err);
+    } else if (!exists) {
+        rc = bfs_err_set(err, -EIO, "no partition %s/%s after its versions", a->table, a->period);
+    } else {
+        size_t clen;
+        const char *canon = bfs_ocf_schema_canonical(h.compiled, &clen);
+        int64_t id;
+        rc = bfs_catalog_partition_add_alias(l->d.cat, a->table, a->period, h.schema_json,
+                                             h.schema_len, canon, clen,
+                                             bfs_ocf_schema_fingerprint(h.compiled), &id, err);
     }
-    if (rc < 0 && n == 0)
+    if (rc < 0)
         bfs_err_prefix(err, "archive %s", a->key);
-    free(fps);
     bfs_ocf_header_free(&h);
     return rc;
 }

@@ -185,6 +185,7 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         .max_upload = ctx->opt.max_upload,
         .codec = ctx->opt.codec,
         .deflate_level = ctx->opt.deflate_level,
+        .convs = ctx->convs,
     };
     ctx->reader = (struct bfs_reader_deps){
         .cat = ctx->cat,

@@ -32,6 +32,33 @@
 #include "battlefs/varint.h"
 
 const char bfs_manifest_schema[] =
+    "{\"type\":\"record\",\"name\":\"ManifestEntry\",\"namespace\":\"battlefs.manifest.v2\","
+    "\"fields\":[{\"name\":\"entry\",\"type\":["
+    "{\"type\":\"record\",\"name\":\"Roll\",\"fields\":["
+    "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"roll_id\",\"type\":\"string\"},"
+    "{\"name\":\"rows\",\"type\":\"long\"},{\"name\":\"bytes\",\"type\":\"long\"},"
+    "{\"name\":\"claimed_at\",\"type\":\"long\"}]},"
+    "{\"type\":\"record\",\"name\":\"Archive\",\"fields\":["
+    "{\"name\":\"key\",\"type\":\"string\"},{\"name\":\"table\",\"type\":\"string\"},"
+    "{\"name\":\"period\",\"type\":\"string\"},{\"name\":\"size\",\"type\":\"long\"},"
+    "{\"name\":\"header_length\",\"type\":\"long\"},"
+    "{\"name\":\"sha256\",\"type\":{\"type\":\"fixed\",\"name\":\"SHA256\",\"size\":32}},"
+    "{\"name\":\"schema_fingerprint\",\"type\":\"string\"},{\"name\":\"codec\",\"type\":\"string\"}"
+    ","
+    "{\"name\":\"versions\",\"type\":{\"type\":\"array\",\"items\":\"string\"}}"
+    "]},"
+    "{\"type\":\"record\",\"name\":\"Index\",\"fields\":["
+    "{\"name\":\"dataset\",\"type\":\"string\"},{\"name\":\"start\",\"type\":\"long\"},"
+    "{\"name\":\"length\",\"type\":\"long\"},{\"name\":\"records\",\"type\":\"long\"},"
+    "{\"name\":\"uploaded_at\",\"type\":\"long\"}]},"
+    "{\"type\":\"record\",\"name\":\"Commit\",\"fields\":["
+    "{\"name\":\"seq\",\"type\":\"long\"},{\"name\":\"epoch\",\"type\":\"long\"},"
+    "{\"name\":\"committed_at\",\"type\":\"long\"}]},"
+    "{\"type\":\"record\",\"name\":\"Node\",\"fields\":["
+    "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"epoch\",\"type\":\"long\"}]}]}]}";
+
+/* Version 1 (read only): an Archive without its versions. */
+const char bfs_manifest_schema_v1[] =
     "{\"type\":\"record\",\"name\":\"ManifestEntry\",\"namespace\":\"battlefs.manifest.v1\","
     "\"fields\":[{\"name\":\"entry\",\"type\":["
     "{\"type\":\"record\",\"name\":\"Roll\",\"fields\":["
@@ -66,18 +93,16 @@ enum { E_ROLL = 0, E_ARCHIVE = 1, E_INDEX = 2, E_COMMIT = 3, E_NODE = 4 };
 
 /* ---- the layout of a manifest --------------------------------------------- */
 
-static int manifest_header(struct bfs_buf *out, uint8_t sync[16])
+static int manifest_header(const char *schema, struct bfs_buf *out, uint8_t sync[16])
 {
     char *canon = NULL;
     size_t clen;
-    int rc =
-        bfs_schema_canonical(bfs_manifest_schema, strlen(bfs_manifest_schema), &canon, &clen, NULL);
+    int rc = bfs_schema_canonical(schema, strlen(schema), &canon, &clen, NULL);
     if (rc == 0)
         rc = bfs_schema_sync(canon, clen, sync);
     free(canon);
     if (rc == 0)
-        rc = bfs_ocf_layout_header(bfs_manifest_schema, strlen(bfs_manifest_schema),
-                                   BFS_CODEC_DEFLATE, sync, out);
+        rc = bfs_ocf_layout_header(schema, strlen(schema), BFS_CODEC_DEFLATE, sync, out);
     return rc;
 }
 
@@ -229,7 +254,7 @@ static int writer_open(const char *path, struct bfs_manifest_writer **out)
         goto fail;
     }
     struct bfs_buf h = {0};
-    rc = manifest_header(&h, w->sync);
+    rc = manifest_header(bfs_manifest_schema, &h, w->sync);
     if (rc == 0)
         rc = write_all(w, h.data, h.len);
     bfs_buf_free(&h);
@@ -348,8 +373,12 @@ int bfs_manifest_add_archive(struct bfs_manifest_writer *w, const struct bfs_man
     if (!w->in_roll || bfs_store_key_check(a->key) < 0 || strlen(a->key) > STR_MAX || !codec_ok ||
         !bfs_name_valid(a->table, strlen(a->table)) ||
         !bfs_name_valid(a->period, strlen(a->period)) || !fits_i64(a->size) ||
-        a->header_length > a->size || !fingerprint_valid(a->schema_fingerprint))
+        a->header_length > a->size || !fingerprint_valid(a->schema_fingerprint) ||
+        a->n_versions > BFS_MANIFEST_VERSIONS_MAX)
         return -EINVAL;
+    for (size_t i = 0; i < a->n_versions; i++)
+        if (!fingerprint_valid(a->versions[i]))
+            return -EINVAL;
     struct bfs_buf *b = &w->block;
     int rc = bfs_buf_put_long(b, E_ARCHIVE);
     if (rc == 0)
@@ -368,6 +397,13 @@ int bfs_manifest_add_archive(struct bfs_manifest_writer *w, const struct bfs_man
         rc = put_str(b, a->schema_fingerprint);
     if (rc == 0)
         rc = put_str(b, codec);
+    /* versions: one array block, then its end */
+    if (rc == 0 && a->n_versions > 0)
+        rc = bfs_buf_put_long(b, (int64_t)a->n_versions);
+    for (size_t i = 0; rc == 0 && i < a->n_versions; i++)
+        rc = put_str(b, a->versions[i]);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, 0);
     if (rc < 0)
         return rc;
     w->have_archive = true;
@@ -523,9 +559,15 @@ static int dstr(struct dec *d, char *out, const char *what)
     return 0;
 }
 
+/* An Archive's versions (an array of fingerprints) into s->versions. */
+struct rstate;
+static int dversions(struct dec *d, struct rstate *s, struct bfs_manifest_archive *x);
+
 /* What a read has seen, and whom it tells. */
 struct rstate {
     bool ckpt; /* reading a checkpoint */
+    bool v1;   /* written by version 1: Archive entries have no versions */
+    char versions[BFS_MANIFEST_VERSIONS_MAX][17]; /* the current Archive's */
     int (*on_archive)(void *ctx, const struct bfs_manifest_archive *a);
     int (*on_index)(void *ctx, const struct bfs_manifest_index *x);
     const struct bfs_manifest_visitor *mv;   /* a manifest's visitor */
@@ -541,6 +583,37 @@ struct rstate {
     int64_t last_seq;
     char last_node[NODE_MAX + 1];
 };
+
+static int dversions(struct dec *d, struct rstate *s, struct bfs_manifest_archive *x)
+{
+    char v[STR_MAX + 1];
+    size_t n = 0;
+    for (;;) {
+        int64_t count;
+        if (dlong(d, &count, "versions") < 0)
+            return -EINVAL;
+        if (count == 0)
+            break;
+        if (count < 0) { /* a block with its byte size */
+            int64_t bytes;
+            if (dlong(d, &bytes, "versions") < 0)
+                return -EINVAL;
+            count = -count;
+        }
+        if ((uint64_t)count > BFS_MANIFEST_VERSIONS_MAX - n)
+            return derr(d, "an Archive entry with too many versions");
+        for (int64_t i = 0; i < count; i++) {
+            if (dstr(d, v, "versions") < 0)
+                return -EINVAL;
+            if (!fingerprint_valid(v))
+                return derr(d, "an Archive entry with a bad version");
+            memcpy(s->versions[n++], v, 17);
+        }
+    }
+    x->versions = (const char(*)[17])s->versions;
+    x->n_versions = n;
+    return 0;
+}
 
 static int decode_entry(struct dec *d, struct rstate *s)
 {
@@ -626,6 +699,8 @@ static int decode_entry(struct dec *d, struct rstate *s)
         d->pos += 32;
         if (dstr(d, e, "schema_fingerprint") < 0 || dstr(d, codec, "codec") < 0)
             return -EINVAL;
+        if (!s->v1 && dversions(d, s, &x) < 0)
+            return -EINVAL;
         if (bfs_store_key_check(a) < 0 || !bfs_name_valid(b, strlen(b)) ||
             !bfs_name_valid(c, strlen(c)) || x.header_length > x.size || !fingerprint_valid(e) ||
             bfs_codec_parse(codec, strlen(codec), &x.codec) < 0)
@@ -693,14 +768,22 @@ static int read_entries(int fd, struct rstate *s, struct bfs_err *err)
     bfs_err_clear(err);
     struct bfs_buf want = {0}, plain = {0};
     uint8_t sync[16];
-    int rc = manifest_header(&want, sync);
+    int rc = manifest_header(bfs_manifest_schema, &want, sync);
     if (rc < 0)
         goto out;
-    /* The header is exactly the layout's: magic, schema, codec, sync. */
+    /* The header is exactly the layout's: magic, schema, codec, sync (of
+     * this version, or of version 1). */
     if ((rc = fill(&r, want.len)) < 0)
         goto out;
     if (r.buf.len < want.len || memcmp(r.buf.data, want.data, want.len) != 0) {
-        rc = rerr(&r, "not a battlefs %s (version %s): its header differs",
+        bfs_buf_free(&want);
+        if ((rc = manifest_header(bfs_manifest_schema_v1, &want, sync)) < 0 ||
+            (rc = fill(&r, want.len)) < 0)
+            goto out;
+        s->v1 = true;
+    }
+    if (r.buf.len < want.len || memcmp(r.buf.data, want.data, want.len) != 0) {
+        rc = rerr(&r, "not a battlefs %s (version 1 or %s): its header differs",
                   s->ckpt ? "checkpoint" : "manifest", BFS_MANIFEST_VERSION);
         goto out;
     }

@@ -184,6 +184,8 @@ struct archive {
     char *path;         /* the local file; NULL once removed */
     uint8_t sha256[32]; /* of the whole file */
     char schema_fp[17];
+    char (*versions)[17]; /* the versions its schema merges (n_versions 0: it is one) */
+    size_t n_versions;
     enum bfs_codec codec;
     char table[BFS_NAME_MAX + 1];
     char period[BFS_NAME_MAX + 1];
@@ -223,7 +225,10 @@ struct build {
      * archive schema's: the merge of the versions of the group's rows). */
     struct bfs_partition part;
     int have_part;
-    struct bfs_versions rv;                  /* the versions of the current group's rows */
+    struct bfs_versions rv; /* the partition's versions at the claim (bfs_catalog_roll_versions) */
+    char (*versions)[17];   /* their fingerprints when the archives' schema is their merge */
+    size_t n_versions;
+    struct bfs_schema_text wtext;            /* the last row schema read that is not in rv */
     struct bfs_buf row_in, row_out, scratch; /* a row being converted */
     unsigned group_n;                        /* archives of the current group so far */
     uint64_t arch_rows;                      /* rows in the open archive */
@@ -405,6 +410,13 @@ static int open_archive(struct build *b, const char *table, const char *period)
     snprintf(a->period, sizeof a->period, "%s", period);
     memcpy(a->schema_fp, b->part.fingerprint, sizeof a->schema_fp);
     a->codec = b->part.codec;
+    if (b->n_versions > 0) {
+        a->versions = malloc(b->n_versions * sizeof *a->versions);
+        if (!a->versions)
+            return fail(b, -ENOMEM, "archive versions");
+        memcpy(a->versions, b->versions, b->n_versions * sizeof *a->versions);
+        a->n_versions = b->n_versions;
+    }
     if (asprintf(&a->key, "%s/%s/%s-%u.avro", table, period, b->roll_id, b->group_n) < 0) {
         a->key = NULL;
         return fail(b, -ENOMEM, "archive key");
@@ -493,11 +505,17 @@ static int close_archive(struct build *b)
     return hash_next(b);
 }
 
-/* Give the group's archives the schema of the merge of the group's versions
- * (b->rv, more than one, or one that is not the merged schema): a function
- * of the claim alone, so a roll rebuilt after a crash writes the same bytes.
- * A merge of several versions becomes a version of the partition itself
- * (its schema row is what the archives' manifest entries name). */
+static int cmp_fp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* Give the group's archives the merged schema of the partition's versions
+ * at the claim (b->rv, when its rows are not all in the partition's merged
+ * schema): a function of the claim alone, so a roll rebuilt after a crash
+ * writes the same bytes, and the partition's own merged schema when no
+ * version came since, so the archive's segments are served as they are.
+ * Recorded as an alias of the partition; the manifest names the versions. */
 static int archive_layout(struct build *b, const char *table, const char *period)
 {
     struct bfs_partition *p = &b->part;
@@ -507,19 +525,32 @@ static int archive_layout(struct build *b, const char *table, const char *period
     size_t len = 0;
     char *canon = NULL;
     size_t clen = 0;
-    int rc = 0;
-    if (b->rv.n > 1) {
-        rc = bfs_layout_archive_schema(&b->rv, &json, &len, &err);
-        if (rc == 0)
-            rc = bfs_schema_canonical(json, len, &canon, &clen, &err);
-        if (rc == 0)
-            rc = bfs_catalog_partition_add_alias(b->d->cat, table, period, json, len, canon, clen,
-                                                 bfs_schema_rabin(canon, clen), &rid, &err);
-    } else {
-        json = strndup(b->rv.v[0].json, b->rv.v[0].len);
-        len = b->rv.v[0].len;
-        rc = json ? bfs_schema_canonical(json, len, &canon, &clen, &err) : -ENOMEM;
+    const char **texts = calloc(b->rv.n, sizeof *texts);
+    size_t *lens = calloc(b->rv.n, sizeof *lens);
+    free(b->versions);
+    b->n_versions = 0;
+    b->versions = b->rv.n > 1 ? calloc(b->rv.n, sizeof *b->versions) : NULL;
+    int rc = texts && lens && (b->rv.n == 1 || b->versions) ? 0 : -ENOMEM;
+    if (b->rv.n > BFS_MANIFEST_VERSIONS_MAX)
+        rc = bfs_err_set(&err, -E2BIG, "%zu schema versions", b->rv.n);
+    for (size_t i = 0; rc == 0 && i < b->rv.n; i++) {
+        texts[i] = b->rv.v[i].json;
+        lens[i] = b->rv.v[i].len;
+        if (b->rv.n > 1 &&
+            (rc = bfs_layout_fingerprint(texts[i], lens[i], b->versions[b->n_versions++])) < 0)
+            bfs_err_set(&err, -EIO, "schema %" PRId64 " does not parse", b->rv.v[i].id);
     }
+    if (rc == 0 && b->n_versions > 1)
+        qsort(b->versions, b->n_versions, sizeof *b->versions, cmp_fp);
+    if (rc == 0)
+        rc = bfs_schema_merge(texts, lens, b->rv.n, &json, &len, &err);
+    if (rc == 0)
+        rc = bfs_schema_canonical(json, len, &canon, &clen, &err);
+    if (rc == 0 && b->rv.n > 1)
+        rc = bfs_catalog_partition_add_alias(b->d->cat, table, period, json, len, canon, clen,
+                                             bfs_schema_rabin(canon, clen), &rid, &err);
+    free(texts);
+    free(lens);
     struct bfs_buf hdr = {0};
     if (rc == 0 && (rc = bfs_schema_sync(canon, clen, p->sync)) == 0)
         rc = bfs_ocf_layout_header(json, len, p->codec, p->sync, &hdr);
@@ -552,6 +583,9 @@ static int start_group(struct build *b, const char *table, const char *period)
         b->have_part = 0;
     }
     bfs_versions_free(&b->rv);
+    free(b->versions);
+    b->versions = NULL;
+    b->n_versions = 0;
     memset(&b->part, 0, sizeof b->part);
     int rc = bfs_catalog_partition_get(b->d->cat, table, period, &b->part);
     if (rc < 0) {
@@ -563,17 +597,17 @@ static int start_group(struct build *b, const char *table, const char *period)
         return fail(b, -EIO, "partition %s/%s has no layout header", table, period);
     rc = bfs_catalog_roll_versions(b->d->cat, b->roll_id, table, period, &b->rv);
     if (rc < 0 || b->rv.n == 0)
-        return fail(b, rc < 0 ? rc : -EIO, "versions of the rows of %s/%s", table, period);
+        return fail(b, rc < 0 ? rc : -EIO, "schema versions of %s/%s at the claim", table, period);
     if ((b->rv.n > 1 || b->rv.v[0].id != b->part.schema_id) &&
         (rc = archive_layout(b, table, period)) < 0)
         return rc;
     b->group_n = 0;
     /* Its schema in the store before any manifest names it, and the
-     * versions it merges (its "battlefs.versions" names them). */
+     * versions it merges (the manifest lists them). */
     struct bfs_err err;
     rc = bfs_ledger_put_schema(b->d->ledger, b->part.fingerprint, b->part.schema_json,
                                b->part.schema_len, &err);
-    for (size_t i = 0; rc == 0 && b->rv.n > 1 && i < b->rv.n; i++) {
+    for (size_t i = 0; rc == 0 && b->n_versions > 0 && i < b->rv.n; i++) {
         char fp[17];
         rc = bfs_layout_fingerprint(b->rv.v[i].json, b->rv.v[i].len, fp);
         if (rc == 0)
@@ -591,13 +625,25 @@ static int convert_blocks(struct build *b, const struct bfs_roll_row *row,
  * *len gets the bytes written. */
 static int convert_row(struct build *b, const struct bfs_roll_row *row, uint64_t *len)
 {
+    /* The row's schema: a version, or a merged schema it was converted to
+     * at ingest (its text read once per run of rows). */
     const struct bfs_schema_text *w = NULL;
     for (size_t i = 0; i < b->rv.n && !w; i++)
         if (b->rv.v[i].id == row->schema_id)
             w = &b->rv.v[i];
+    if (!w && b->wtext.id != row->schema_id) {
+        free(b->wtext.json);
+        b->wtext.json = NULL;
+        b->wtext.id = 0;
+        int rc = bfs_catalog_schema_json(b->d->cat, row->schema_id, &b->wtext.json, &b->wtext.len);
+        if (rc < 0)
+            return fail(b, rc == -ENOENT ? -EIO : rc,
+                        "buffer row %" PRId64 ": schema %" PRId64 " is not here", row->id,
+                        row->schema_id);
+        b->wtext.id = row->schema_id;
+    }
     if (!w)
-        return fail(b, -EIO, "buffer row %" PRId64 ": schema %" PRId64 " not among the roll's",
-                    row->id, row->schema_id);
+        w = &b->wtext;
     struct bfs_conv *conv;
     struct bfs_err err = {0};
     int rc = bfs_conv_get(b->d->convs, w->json, w->len, b->part.schema_json, b->part.schema_len,
@@ -972,6 +1018,7 @@ static void build_free(struct build *b)
     for (size_t i = 0; i < b->n_arch; i++) {
         remove_local(b, &b->arch[i]);
         free(b->arch[i].key);
+        free(b->arch[i].versions);
     }
     free(b->arch);
     if (b->ispool)
@@ -985,6 +1032,8 @@ static void build_free(struct build *b)
     if (b->have_part)
         bfs_partition_free(&b->part);
     bfs_versions_free(&b->rv);
+    free(b->versions);
+    free(b->wtext.json);
     bfs_buf_free(&b->row_in);
     bfs_buf_free(&b->row_out);
     bfs_buf_free(&b->scratch);
@@ -1070,6 +1119,8 @@ static int put_manifest(struct build *b)
             .header_length = a->header_length,
             .schema_fingerprint = a->schema_fp,
             .codec = a->codec,
+            .n_versions = a->n_versions,
+            .versions = (const char(*)[17])a->versions,
         };
         memcpy(ma.sha256, a->sha256, 32);
         rc = bfs_manifest_add_archive(w, &ma);

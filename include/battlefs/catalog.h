@@ -124,6 +124,13 @@ struct bfs_upload {
      * layout it makes. NULL otherwise (the commit then fails with -EAGAIN if
      * the schema turns out to be new). */
     const struct bfs_merged *merged;
+    /* The schema data is in when it is not the upload's own (converted to
+     * the partition's merged schema at ingest); NULL: the upload's. */
+    const char *stored_json;
+    size_t stored_len;
+    const char *stored_canonical;
+    size_t stored_canonical_len;
+    uint64_t stored_fingerprint;
     const uint8_t *data; /* normalised blocks, no header */
     size_t len;
     uint64_t records;
@@ -245,11 +252,14 @@ int bfs_catalog_partition_add_alias(struct bfs_catalog *cat, const char *table, 
                                     const char *json, size_t len, const char *canonical,
                                     size_t canonical_len, uint64_t fingerprint, int64_t *schema_id,
                                     struct bfs_err *err);
-/* The writer schemas of the rows roll_id claimed in (table, period), in id
- * order. 0 (free with bfs_versions_free; vgen and merged_id are 0), -ENOENT
- * (no such roll), -errno. */
+/* The versions of (table, period) when roll_id claimed its rows (for a roll
+ * claimed before they were recorded: its rows' schemas), in id order. 0
+ * (free with bfs_versions_free; vgen and merged_id are 0), -errno. */
 int bfs_catalog_roll_versions(struct bfs_catalog *cat, const char *roll_id, const char *table,
                               const char *period, struct bfs_versions *out);
+/* The text of a schema row of fingerprint fp (16 hex digits): 0 (*json
+ * malloc'd, NUL-terminated), -ENOENT, -errno. */
+int bfs_catalog_schema_by_fp(struct bfs_catalog *cat, const char *fp, char **json, size_t *len);
 /* The text of schema row id: 0 (*json malloc'd, NUL-terminated), -ENOENT, -errno. */
 int bfs_catalog_schema_json(struct bfs_catalog *cat, int64_t id, char **json, size_t *len);
 

@@ -8,6 +8,7 @@
 #include "battlefs/ocf.h"
 
 struct bfs_catalog;
+struct bfs_conv_cache;
 struct bfs_errors;
 struct bfs_ocf_schema_cache;
 struct bfs_stats;
@@ -22,6 +23,9 @@ struct bfs_ingest_deps {
     uint64_t max_upload;                  /* larger uploads fail with EFBIG */
     enum bfs_codec codec;                 /* the codec of a new partition (-o codec) */
     int deflate_level;                    /* 1..9: blocks compressed to deflate at ingest */
+    /* Compiled conversions of uploads of another version than their
+     * partition's merged schema (evolve.h; NULL: each compiled when needed). */
+    struct bfs_conv_cache *convs;
 };
 
 /* Identity from the path; NULL fields come from the OCF metadata

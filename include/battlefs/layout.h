@@ -26,32 +26,13 @@ struct bfs_layout {
     struct bfs_buf header;
 };
 
-/* Merge vers (read at vers->vgen) with the writer schema wjson, for a
- * partition of codec codec (bfs_schema_merge: a function of the set of
- * versions; merging a set with its own merge gives that merge again, so an
- * archive written in a merged schema leaves the partition's layout as it
- * was). 0, -EINVAL (the schemas do not merge: err names the field),
- * -ENOMEM. Free with bfs_layout_free. */
+/* The layout of the partition whose versions are vers (read at vers->vgen)
+ * plus the writer schema wjson (bfs_schema_merge), for codec codec.
+ * 0, -EINVAL (err names the field), -ENOMEM. Free with bfs_layout_free. */
 int bfs_layout_merge(const struct bfs_versions *vers, const char *wjson, size_t wlen,
                      enum bfs_codec codec, struct bfs_layout *out, struct bfs_err *err);
 void bfs_layout_free(struct bfs_layout *l);
 
-/* The JSON attribute of an archive schema that is a merge: the sorted
- * fingerprints of the versions it merges. */
-#define BFS_LAYOUT_SOURCES     "battlefs.versions"
-#define BFS_LAYOUT_SOURCES_MAX 256
-
-/* The schema of a roll's archive of a partition whose rows are in several
- * versions vs (vs->n >= 2): their merge, with BFS_LAYOUT_SOURCES naming them
- * (readers ignore the attribute; the canonical form and the fingerprint do
- * not see it), so that a replica adds the versions, not the merge, to the
- * partition. *json malloc'd. 0, -EINVAL (err), -ENOMEM. */
-int bfs_layout_archive_schema(const struct bfs_versions *vs, char **json, size_t *len,
-                              struct bfs_err *err);
-/* The versions an archive schema names (BFS_LAYOUT_SOURCES): 0 with *n of
- * them in fps (at most BFS_LAYOUT_SOURCES_MAX), 0 with *n 0 when it names
- * none (a version itself), -EINVAL (not JSON, or a bad list). */
-int bfs_layout_sources(const char *json, size_t len, char (*fps)[17], size_t *n);
 /* The fingerprint (16 hex digits) of schema text json. 0, -EINVAL, -ENOMEM. */
 int bfs_layout_fingerprint(const char *json, size_t len, char fp[17]);
 

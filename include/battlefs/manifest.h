@@ -31,7 +31,11 @@
 
 /* The manifest's own schema (Avro JSON) and the version in its metadata. */
 extern const char bfs_manifest_schema[];
-#define BFS_MANIFEST_VERSION "1"
+/* Version 1's schema (read, never written): no Archive.versions. */
+extern const char bfs_manifest_schema_v1[];
+#define BFS_MANIFEST_VERSION "2"
+/* Most schema versions one archive names. */
+#define BFS_MANIFEST_VERSIONS_MAX 256
 
 struct bfs_manifest_roll {
     const char *node;    /* the writer's -o node name */
@@ -50,6 +54,11 @@ struct bfs_manifest_archive {
     uint8_t sha256[32];
     const char *schema_fingerprint; /* 16 hex digits: CRC-64-AVRO of the canonical form */
     enum bfs_codec codec;
+    /* The writer schemas (versions) of the partition whose merge the
+     * archive's schema is, at the roll's claim (fingerprints, sorted). 0: the
+     * archive's schema is a version itself (and a manifest of version 1). */
+    size_t n_versions;
+    const char (*versions)[17];
 };
 
 struct bfs_manifest_index {

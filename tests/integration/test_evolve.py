@@ -164,15 +164,20 @@ def test_mixed_versions_hot_rolled_remounted_and_on_a_replica(mount_factory, fil
 
 
 def test_version_stat_without_reading_first(mount, gen):
-    """getattr of a dataset with segments of an older version gives the exact size before any
-    read (ls -l), hot and after a roll; the converted lengths are memoised in the catalog."""
+    """Uploads stored before a new version merged stay in their version and are converted when
+    read: getattr gives the exact size before any read (ls -l), hot and after a roll, and the
+    converted lengths are memoised in the catalog. Uploads after the merge are stored converted
+    to the merged schema at ingest (in either version)."""
     ledger = Ledger()
-    for v in ("0_4", "0_5", "0_4"):
+    for v in ("0_4", "0_4", "0_5", "0_4"):
         text = SCHEMAS[v]["own_ship"]
         upload(mount, "own_ship", "s1", text, gen_records(gen, text, 4), ledger)
+    merged = query(mount, "SELECT schema_id FROM partitions WHERE table_name = 'own_ship'")[0][0]
+    assert [r[0] == merged for r in query(mount, "SELECT schema_id FROM buffer_rows ORDER BY id")
+            ] == [False, False, True, True]
     path = mount.dataset_path("own_ship", PERIOD, "s1")
     size = os.stat(path).st_size
-    assert query(mount, "SELECT count(*) FROM buffer_rows WHERE conv_length IS NOT NULL")[0][0] >= 2
+    assert query(mount, "SELECT count(*) FROM buffer_rows WHERE conv_length IS NOT NULL")[0][0] == 2
     data = check_dataset(mount, ("own_ship", PERIOD, "s1"), ledger,
                          partition_versions(ledger, "own_ship"))
     assert size == len(data)

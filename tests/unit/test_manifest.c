@@ -484,6 +484,7 @@ static void test_checkpoint_writer_refuses(void **state)
 struct raw {
     struct bfs_buf b;
     int n;
+    int v1; /* write version 1 (no Archive.versions) */
 };
 
 static void raw_str(struct raw *r, const char *s)
@@ -520,6 +521,8 @@ static void raw_archive(struct raw *r, const char *key)
     assert_int_equal(bfs_buf_append(&r->b, sha, 32), 0);
     raw_str(r, "0123456789abcdef");
     raw_str(r, "deflate");
+    if (!r->v1)
+        raw_long(r, 0); /* versions: none */
     r->n++;
 }
 
@@ -557,14 +560,11 @@ static void raw_write(struct raw *r, const char *path)
     size_t clen;
     uint8_t sync[16];
     struct bfs_buf f = {0};
-    assert_int_equal(
-        bfs_schema_canonical(bfs_manifest_schema, strlen(bfs_manifest_schema), &canon, &clen, NULL),
-        0);
+    const char *schema = r->v1 ? bfs_manifest_schema_v1 : bfs_manifest_schema;
+    assert_int_equal(bfs_schema_canonical(schema, strlen(schema), &canon, &clen, NULL), 0);
     assert_int_equal(bfs_schema_sync(canon, clen, sync), 0);
     free(canon);
-    assert_int_equal(bfs_ocf_layout_header(bfs_manifest_schema, strlen(bfs_manifest_schema),
-                                           BFS_CODEC_DEFLATE, sync, &f),
-                     0);
+    assert_int_equal(bfs_ocf_layout_header(schema, strlen(schema), BFS_CODEC_DEFLATE, sync, &f), 0);
     if (r->n) {
         z_stream z;
         memset(&z, 0, sizeof z);
@@ -611,6 +611,77 @@ static void raw_expect(struct raw *r, int ckpt, int want_rc, const char *want)
     close(fd);
     if (rc != want_rc || (want && !strstr(err.msg, want)))
         fail_msg("read gives %d (%s), expected %d (%s)", rc, err.msg, want_rc, want ? want : "");
+}
+
+/* An archive's versions: what the writer puts, the reader gives; a manifest
+ * of version 1 (no versions) is still read, with none. */
+struct vseen {
+    size_t n;
+    char first[17];
+};
+
+static int vseen_archive(void *ctx, const struct bfs_manifest_archive *a)
+{
+    struct vseen *v = ctx;
+    v->n = a->n_versions;
+    if (a->n_versions)
+        memcpy(v->first, a->versions[0], 17);
+    return 0;
+}
+
+static void test_manifest_versions(void **state)
+{
+    (void)state;
+    char p[128];
+    snprintf(p, sizeof p, "%s/versions.avro", dir);
+    const struct bfs_manifest_roll roll = {"node-a", "node-a-1", 1, 999, 1766062800};
+    struct bfs_manifest_writer *w;
+    assert_int_equal(bfs_manifest_create(p, &roll, &w), 0);
+    const char fps[2][17] = {"00000000000000aa", "00000000000000bb"};
+    struct bfs_manifest_archive a = {.key = "battle/2025-12-18/node-a-1-0.avro",
+                                     .table = "battle",
+                                     .period = "2025-12-18",
+                                     .size = 4000,
+                                     .header_length = 3000,
+                                     .schema_fingerprint = "0123456789abcdef",
+                                     .codec = BFS_CODEC_DEFLATE,
+                                     .n_versions = 2,
+                                     .versions = fps};
+    assert_int_equal(bfs_manifest_add_archive(w, &a), 0);
+    const struct bfs_manifest_index x = {"user1", 3000, 999, 5, 1766062000};
+    assert_int_equal(bfs_manifest_add_index(w, &x), 0);
+    uint8_t sha[32];
+    uint64_t size;
+    assert_int_equal(bfs_manifest_finish(w, sha, &size), 0);
+    struct vseen vs = {0};
+    struct bfs_manifest_visitor mv = {NULL, vseen_archive, NULL, &vs};
+    struct bfs_err err = {0};
+    int fd = open(p, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(bfs_manifest_read(fd, &mv, &err), 0);
+    close(fd);
+    assert_int_equal(vs.n, 2);
+    assert_string_equal(vs.first, "00000000000000aa");
+    /* a bad fingerprint is refused by the writer */
+    const char bad[1][17] = {"xyz"};
+    a.versions = bad;
+    a.n_versions = 1;
+    unlink(p);
+    assert_int_equal(bfs_manifest_create(p, &roll, &w), 0);
+    assert_int_equal(bfs_manifest_add_archive(w, &a), -EINVAL);
+    bfs_manifest_abort(w);
+    /* version 1 */
+    struct raw r = {.v1 = 1};
+    raw_roll(&r, "node-a-1");
+    raw_archive(&r, "battle/2025-12-18/node-a-1-0.avro");
+    raw_index(&r);
+    raw_write(&r, p);
+    vs = (struct vseen){.n = 99};
+    fd = open(p, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(bfs_manifest_read(fd, &mv, &err), 0);
+    close(fd);
+    assert_int_equal(vs.n, 0);
 }
 
 static void test_checkpoint_reader_refuses(void **state)
@@ -724,6 +795,7 @@ int main(void)
         cmocka_unit_test(test_checkpoint_round_trip),
         cmocka_unit_test(test_checkpoint_writer_refuses),
         cmocka_unit_test(test_checkpoint_reader_refuses),
+        cmocka_unit_test(test_manifest_versions),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
