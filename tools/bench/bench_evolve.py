@@ -5,10 +5,11 @@
    evolution), interleaved, --rounds rounds each: ingest of --uploads uploads of `battle` (one
    writer, FUSOU-shaped, about 30 KB each), then a hot and a cold read of one 16 MB dataset
    (cold: after a roll, battlefs' cache on, first read). Goal: >= 0.97x.
-2. Reading a mixed-version dataset against a single-version one of the same records count and
-   about the same size, hot and cold (after a roll): the mixed dataset has every other upload
-   in battle v0.4, the rest in v0.5, so half its records are converted as they are read (and
-   at the roll). MB/s of the file read and the ratio. Goal: >= 0.5x.
+2. Reading mixed-version datasets against a single-version one of the same records count,
+   hot and cold (after a roll): "mixed" has every other upload in battle v0.4, the rest in
+   v0.5 (stored converted to the merged schema at ingest); "before" has its v0.5 half
+   uploaded before the first v0.4 upload (stored in v0.5, converted as it is read until the
+   roll converts it). MB/s of the file read and the ratio. Goal: >= 0.5x.
 3. The close of the upload that brings a new version into a partition, against partitions of
    1 MB and 64 MB: it must not grow with the partition.
 
@@ -83,9 +84,9 @@ def roll(m):
         f.write("\n")
 
 
-def read_rate(m, table, dataset, reps):
+def read_rate(m, table, period, dataset, reps):
     """(median MB/s, bytes, daemon CPU ms per MB) of reps reads of the dataset file."""
-    path = os.path.join(m.mnt, table, PERIOD, dataset + ".avro")
+    path = os.path.join(m.mnt, table, period, dataset + ".avro")
     times = []
     cpu0 = proc_cpu(m.proc.pid)
     for _ in range(reps):
@@ -106,12 +107,12 @@ def single_version_round(build_dir, work, ups, big):
         ingest = time.monotonic() - t0
         for i, data in enumerate(big):
             put(m, "battle/%s/big.avro" % PERIOD, data)
-        hot, _, _ = read_rate(m, "battle", "big", 5)
+        hot, _, _ = read_rate(m, "battle", PERIOD, "big", 5)
         roll(m)
         path = os.path.join(m.mnt, "battle", PERIOD, "big.avro")
         dt, n = cat(path)   # first cold read: from the store, into battlefs' cache
         cold_first = n / dt / 1e6
-        cold, _, _ = read_rate(m, "battle", "big", 5)
+        cold, _, _ = read_rate(m, "battle", PERIOD, "big", 5)
         return {"ingest_s": ingest, "hot": hot, "cold_first": cold_first, "cold": cold}
     finally:
         m.close()
@@ -119,20 +120,31 @@ def single_version_round(build_dir, work, ups, big):
 
 
 def mixed_round(build_dir, work, v4, v5):
-    """MB/s of a single-version and a mixed-version dataset, hot and cold."""
+    """MB/s of a single-version dataset (period A: v0.5 only) and of mixed-version ones, hot
+    and cold (after a roll):
+      mixed:  period B, uploads alternating v0.4 and v0.5 (every upload but the first stored
+              converted to the merged schema at ingest);
+      before: period C, the v0.5 half uploaded before the first v0.4 upload (stored in v0.5,
+              converted when read until the roll)."""
     m = Mount(build_dir, work, "codec=deflate")
+    n = len(v5)
     try:
-        for i in range(len(v5)):
-            put(m, "battle/%s/single.avro" % PERIOD, v5[i])
-            put(m, "battle/%s/mixed.avro" % PERIOD, (v4 if i % 2 == 0 else v5)[i])
+        for i in range(n):
+            put(m, "battle/A/single.avro", v5[i])
+            put(m, "battle/B/mixed.avro", (v4 if i % 2 == 0 else v5)[i])
+        for i in range(n // 2):
+            put(m, "battle/C/before.avro", v5[i])
+        for i in range(n // 2, n):
+            put(m, "battle/C/before.avro", v4[i])
         out = {}
-        out["hot_single"] = read_rate(m, "battle", "single", 5)
-        out["hot_mixed"] = read_rate(m, "battle", "mixed", 5)
-        t0 = time.monotonic()
-        roll(m)
-        out["roll_s"] = time.monotonic() - t0
-        out["cold_single"] = read_rate(m, "battle", "single", 5)
-        out["cold_mixed"] = read_rate(m, "battle", "mixed", 5)
+        for tier in ("hot", "cold"):
+            if tier == "cold":
+                t0 = time.monotonic()
+                roll(m)
+                out["roll_s"] = time.monotonic() - t0
+            for name, period in (("single", "A"), ("mixed", "B"), ("before", "C")):
+                os.stat(os.path.join(m.mnt, "battle", period, name + ".avro"))  # measures
+                out[tier + "_" + name] = read_rate(m, "battle", period, name, 5)
         return out
     finally:
         m.close()
@@ -171,10 +183,10 @@ def main():
     build(args.build)
     os.makedirs(args.work, exist_ok=True)
     t4, t5 = schema("0_4"), schema("0_5")
-    # about 30 KB per upload: 60 battle records
-    ups = uploads(t5, args.uploads, 60, 1)
-    v5 = uploads(t5, 600, 60, 2)
-    v4 = uploads(t4, 600, 60, 3)
+    # about 30 KB per upload: 37 battle records
+    ups = uploads(t5, args.uploads, 37, 1)
+    v5 = uploads(t5, 600, 37, 2)
+    v4 = uploads(t4, 600, 37, 3)
     big = v5[:600]
     print("uploads: %d of %.1f KB (battle v0.5); datasets of %.1f MB" % (
         len(ups), sum(map(len, ups)) / len(ups) / 1e3, sum(map(len, big)) / 1e6))
@@ -202,21 +214,19 @@ def main():
             print("| %s | %.0f | %.0f | %.2fx |" % (label, med["old"][k], med["new"][k],
                                                     med["new"][k] / med["old"][k]))
 
-    print("\n## 2. mixed-version dataset (half its uploads in v0.4) vs single-version\n")
+    print("\n## 2. mixed-version datasets (half their uploads in v0.4) vs single-version\n")
     rs = [mixed_round(args.build, tempfile.mkdtemp(prefix="evo-2-", dir=args.work), v4, v5)
           for _ in range(args.rounds)]
-    print("| read | single MB/s | mixed MB/s | mixed/single | CPU ms/MB single | mixed |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| read | dataset | MB/s | vs single | daemon CPU ms/MB | file MB |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
     for tier in ("hot", "cold"):
         s = statistics.median(r[tier + "_single"][0] for r in rs)
-        x = statistics.median(r[tier + "_mixed"][0] for r in rs)
-        cs = statistics.median(r[tier + "_single"][2] for r in rs)
-        cx = statistics.median(r[tier + "_mixed"][2] for r in rs)
-        print("| %s | %.0f | %.0f | %.2fx | %.1f | %.1f |" % (tier, s, x, x / s, cs, cx))
-    r0 = rs[0]
-    print("\nfile sizes: single %.1f MB, mixed %.1f MB (converted blocks are stored uncompressed);"
-          " roll of both %.2f s (median)" % (r0["hot_single"][1] / 1e6, r0["hot_mixed"][1] / 1e6,
-                                              statistics.median(r["roll_s"] for r in rs)))
+        for name in ("single", "mixed", "before"):
+            x = statistics.median(r[tier + "_" + name][0] for r in rs)
+            c = statistics.median(r[tier + "_" + name][2] for r in rs)
+            print("| %s | %s | %.0f | %.2fx | %.1f | %.1f |" % (
+                tier, name, x, x / s, c, rs[0][tier + "_" + name][1] / 1e6))
+    print("\nroll of the three: %.2f s (median)" % statistics.median(r["roll_s"] for r in rs))
 
     print("\n## 3. close of the upload that brings a new version\n")
     print("| partition | first v0.4 close (ms) | next v0.4 close | a v0.5 close |")

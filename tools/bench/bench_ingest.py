@@ -136,7 +136,7 @@ def writer(src, dst, paths, barrier, out):
     out.put((len(blobs), t0, time.monotonic()))
 
 
-def run_battlefs(build_dir, tree, entries, writers, codec, work):
+def run_battlefs(build_dir, tree, entries, writers, codec, work, metrics_out=None):
     m = Mount(build_dir, work, "codec=" + codec)
     try:
         paths = [e["path"] for e in entries]
@@ -162,6 +162,11 @@ def run_battlefs(build_dir, tree, entries, writers, codec, work):
         dt = max(g[2] for g in got) - min(g[1] for g in got)
         st = m.stats()
         rss = m.peak_rss_kib()
+        if metrics_out:
+            # The close-latency histogram (and the rest), for report.py --metrics.
+            with open(os.path.join(m.mnt, ".battlefs", "metrics")) as f, \
+                    open(metrics_out % writers, "w") as g:
+                g.write(f.read())
     finally:
         m.close()
     assert done == len(entries) and st["uploads_ingested"] == len(entries), st
@@ -178,6 +183,9 @@ def main():
     ap.add_argument("--codec", default="deflate")
     ap.add_argument("--work", default="/var/tmp/battlefs-bench")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--metrics-out", default=None,
+                    help="save the last round's .battlefs/metrics of each run here (%%d: the "
+                         "writers), for tools/bench/report.py --metrics")
     args = ap.parse_args()
 
     build(args.build)
@@ -200,8 +208,10 @@ def main():
     # seconds of each other, and the summary takes the median round.
     rounds = []
     for rnd in range(args.rounds):
+        last = rnd == args.rounds - 1
         r1 = run_battlefs(args.build, tree, entries, 1, args.codec,
-                          tempfile.mkdtemp(prefix="ingest-1-", dir=args.work))
+                          tempfile.mkdtemp(prefix="ingest-1-", dir=args.work),
+                          args.metrics_out if last else None)
         # Baseline: the normalised blobs of this round's 1-writer run, same filesystem.
         dst = os.path.join(args.work, "baseline.db")
         out = subprocess.run([os.path.join(args.build, "tools", "bench", "sqlite_baseline"),
@@ -209,7 +219,8 @@ def main():
         base = json.loads(out.stdout)
         os.remove(dst)
         r4 = run_battlefs(args.build, tree, entries, 4, args.codec,
-                          tempfile.mkdtemp(prefix="ingest-4-", dir=args.work))
+                          tempfile.mkdtemp(prefix="ingest-4-", dir=args.work),
+                          args.metrics_out if last else None)
         for r in (r1, r4):
             shutil.rmtree(os.path.dirname(os.path.dirname(r["catalog"])), ignore_errors=True)
         b = {"uploads_per_s": base["uploads"] / base["seconds"],
