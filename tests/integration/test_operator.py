@@ -134,7 +134,7 @@ def test_hung_store_does_not_stop_uploads(s3, s3_mount_factory, gen):
     """20 cold reads stuck on a store that never answers: uploads, stats and hot reads go on
     (on e286395 an upload's close waited 58.8 s behind 16 of them), reads beyond the bound
     of waiting reads fail at once with EIO, and the stuck ones with EIO in bounded time."""
-    m = s3_mount_factory(s3, store_timeout="20")
+    m = s3_mount_factory(s3, store_timeout="10")
     m.expect_log(r"failed: .*(timed out|Timeout)", required=False)
     m.expect_log(r"^read of battle/%s/\S+: " % PERIOD, required=False)
     m.expect_log(r"cache: 16 reads already wait for the store", required=False)

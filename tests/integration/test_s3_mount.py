@@ -435,8 +435,9 @@ def test_reads_when_the_store_fails(s3, s3_mount_factory, gen):
     (headers and half the body, then nothing) and another's answer 503 every time: the cached
     dataset reads from the cache, an unaffected one reads normally (the stalled read blocks
     nobody), the 503 one fails with EIO after bounded retries, the stalled one with EIO in
-    bounded time. Once the store is healthy again everything reads."""
-    m = s3_mount_factory(s3)
+    bounded time (-o store_timeout=10: the bound, not the default 30 s, which makes the test
+    wait for nothing). Once the store is healthy again everything reads."""
+    m = s3_mount_factory(s3, store_timeout="10")
     m.expect_log(r"^s3: GET s3://\S+ bytes=\d+-\d+ failed: HTTP 503 .*\(5 attempts, ")
     m.expect_log(r"^s3: GET s3://\S+ bytes=\d+-\d+ failed: .*(timed out|Timeout)")
     m.expect_log(r"^read of (cells|own_ship)/%s/\S+: \S+ bytes \d+-\d+: " % PERIOD)
