@@ -132,7 +132,7 @@ void bfs_options_usage(const char *prog)
         "    -o roll_interval=SECONDS   roll at multiples of this since the epoch (3600)\n"
         "    -o roll_bytes=BYTES        also roll when the buffer holds this much (256M)\n"
         "    -o codec=null|deflate|snappy  codec of stored blocks (deflate)\n"
-        "    -o deflate_level=1..9      zlib level of blocks compressed at ingest (6)\n"
+        "    -o deflate_level=1..9      libdeflate level of blocks compressed at ingest (1)\n"
         "    -o max_upload=BYTES        largest accepted upload (64M)\n"
         "    -o cache_size=BYTES        cold-read cache bound (1G)\n"
         "    -o archive_max_bytes=BYTES split larger roll groups (128M)\n"
@@ -368,7 +368,7 @@ static int resolve(const struct raw_opts *r, struct bfs_options *o, struct repor
     o->held_bytes_max = o->max_upload > UINT64_MAX / 16 ? UINT64_MAX : 16 * o->max_upload;
     if (r->store_timeout && o->store_timeout > 86400)
         bad(rep, "-o store_timeout=%s: at most 86400 seconds", r->store_timeout);
-    o->deflate_level = 6;
+    o->deflate_level = 1; /* faster and smaller than 6 on FUSOU records: docs/bench.md */
     if (r->deflate_level) {
         const char *v = r->deflate_level;
         if (strlen(v) != 1 || v[0] < '1' || v[0] > '9')

@@ -84,7 +84,7 @@ static void test_defaults(void **state)
     assert_int_equal(o.held_timeout, 3600);
     assert_int_equal(o.held_bytes_max, 16 * (64ull << 20));
     assert_int_equal(o.codec, BFS_CODEC_DEFLATE);
-    assert_int_equal(o.deflate_level, 6);
+    assert_int_equal(o.deflate_level, 1);
     assert_int_equal(o.uid, getuid());
     assert_int_equal(o.gid, getgid());
     assert_int_equal(o.umask, 022);
