@@ -176,6 +176,20 @@ def run_battlefs(build_dir, tree, entries, writers, codec, work, metrics_out=Non
             "catalog": os.path.join(m.state, "catalog.db")}
 
 
+def upload_tree(work, n):
+    """The benchmark's n uploads (1-64 KiB, FUSOU-shaped, 35 tables), generated once under
+    work: (directory, [{"path", "bytes", ...}])."""
+    os.makedirs(work, exist_ok=True)
+    tree = os.path.join(work, "tree-%d" % n)
+    manifest = tree + ".json"
+    if not os.path.exists(manifest):
+        shutil.rmtree(tree, ignore_errors=True)
+        gen_avro.make_tree(tree, n, min_size=1024, max_size=64 * 1024, seed=1,
+                           manifest=manifest)
+    with open(manifest) as f:
+        return tree, json.load(f)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--uploads", type=int, default=10000)
@@ -189,15 +203,7 @@ def main():
     args = ap.parse_args()
 
     build(args.build)
-    os.makedirs(args.work, exist_ok=True)
-    tree = os.path.join(args.work, "tree-%d" % args.uploads)
-    manifest = tree + ".json"
-    if not os.path.exists(manifest):
-        shutil.rmtree(tree, ignore_errors=True)
-        gen_avro.make_tree(tree, args.uploads, min_size=1024, max_size=64 * 1024, seed=1,
-                           manifest=manifest)
-    with open(manifest) as f:
-        entries = json.load(f)
+    tree, entries = upload_tree(args.work, args.uploads)
     nbytes = sum(e["bytes"] for e in entries)
     print("uploads: %d, %.1f MB (1-64 KiB each, FUSOU-shaped, 35 tables)" % (len(entries),
                                                                           nbytes / 1e6))

@@ -13,7 +13,6 @@ Needs root. Not a test: it asserts nothing, it reports.
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -23,10 +22,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 sys.path.insert(0, HERE)
-import gen_avro  # noqa: E402
-from bench_ingest import Mount, build  # noqa: E402
+from bench_ingest import Mount, build, upload_tree  # noqa: E402
 from bench_roll import proc_cpu  # noqa: E402
 
 
@@ -63,15 +60,7 @@ def main():
     ap.add_argument("--work", default="/var/tmp/battlefs-bench")
     args = ap.parse_args()
     build(args.build)
-    os.makedirs(args.work, exist_ok=True)
-    tree = os.path.join(args.work, "tree-%d" % args.uploads)
-    manifest = tree + ".json"
-    if not os.path.exists(manifest):
-        shutil.rmtree(tree, ignore_errors=True)
-        gen_avro.make_tree(tree, args.uploads, min_size=1024, max_size=64 * 1024, seed=1,
-                           manifest=manifest)
-    with open(manifest) as f:
-        entries = json.load(f)
+    tree, entries = upload_tree(args.work, args.uploads)
     nbytes = sum(e["bytes"] for e in entries)
     print("uploads: %d, %.1f MB" % (len(entries), nbytes / 1e6))
     res = {1: [], 6: []}
