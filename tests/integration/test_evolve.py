@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import subprocess
+import threading
 
 import pytest
 
@@ -325,3 +326,44 @@ def test_crash_during_a_mixed_version_roll(mount_factory, file_store, gen, step)
     assert [e["type"] for e in rolls].count("roll") == 1, rolls
     fresh = mount_factory(store=file_store.url, ro=True, refresh="0")
     assert check_all(fresh, ledger) == before
+
+
+@pytest.mark.concurrency
+def test_concurrent_readers_of_a_mixed_version_file(mount, gen):
+    """Readers of a file with segments to convert (stored before a version merged), while
+    uploads of both versions go on and a roll moves everything to an archive: every read is
+    one valid OCF whose records are a prefix of the uploads, in order."""
+    ledger = Ledger()
+    t4, t5 = SCHEMAS["0_4"]["battle"], SCHEMAS["0_5"]["battle"]
+    for text in (t5, t5, t4):   # two segments converted at read, then the merge
+        upload(mount, "battle", "r", text, gen_records(gen, text, 5), ledger)
+    path = mount.dataset_path("battle", PERIOD, "r")
+    stop = threading.Event()
+    seen, errors = [], []
+
+    def reader():
+        while not stop.is_set():
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+                seen.append(gen_avro.read_ocf(data)[1])
+            except Exception as e:  # noqa: BLE001 (reported below)
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(12):
+            text = t4 if i % 2 else t5
+            upload(mount, "battle", "r", text, gen_records(gen, text, 3), ledger)
+            if i == 6:
+                roll_ok(mount)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not errors, errors[:3]
+    final = check_dataset(mount, ("battle", PERIOD, "r"), ledger, [t5, t4])
+    want = gen_avro.read_ocf(final)[1]
+    assert seen and all(recs == want[:len(recs)] for recs in seen)
