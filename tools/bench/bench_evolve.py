@@ -36,8 +36,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 sys.path.insert(0, HERE)
 import gen_avro  # noqa: E402
-from bench_ingest import Mount, build  # noqa: E402
-from bench_roll import proc_cpu  # noqa: E402
+from bench_ingest import Mount, build, proc_cpu  # noqa: E402
 
 READ = 128 * 1024
 PERIOD = "2025-12-18"

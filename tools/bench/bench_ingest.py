@@ -37,6 +37,14 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import gen_avro  # noqa: E402
 
 
+def proc_cpu(pid):
+    """User + system CPU seconds of process pid so far, all its threads, the exited ones too
+    (/proc/PID/stat utime + stime; clock ticks, 10 ms here)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 BENCH_TARGETS = ["battlefs", "tools/battlefs-store", "tools/bench/sqlite_baseline",
                  "tools/bench/roll_baseline"]
 
@@ -121,6 +129,7 @@ def writer(src, dst, paths, barrier, out):
         with open(os.path.join(src, rel), "rb") as f:
             blobs.append((os.path.join(dst, rel), f.read()))
     made = set()
+    lat = []
     barrier.wait()
     t0 = time.monotonic()
     for path, data in blobs:
@@ -128,12 +137,15 @@ def writer(src, dst, paths, barrier, out):
         if d not in made:
             os.makedirs(d, exist_ok=True)
             made.add(d)
+        t = time.monotonic()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, data)
+            t_close = time.monotonic()
         finally:
             os.close(fd)  # raises if battlefs rejected the upload
-    out.put((len(blobs), t0, time.monotonic()))
+        lat.append((time.monotonic() - t, time.monotonic() - t_close))
+    out.put((len(blobs), t0, time.monotonic(), lat))
 
 
 def run_battlefs(build_dir, tree, entries, writers, codec, work, metrics_out=None):
@@ -145,6 +157,7 @@ def run_battlefs(build_dir, tree, entries, writers, codec, work, metrics_out=Non
         procs = [multiprocessing.Process(target=writer, args=(
             tree, os.path.join(m.mnt, "incoming"), paths[i::writers], barrier, out))
             for i in range(writers)]
+        cpu0 = proc_cpu(m.proc.pid)
         for p in procs:
             p.start()
         got = []
@@ -161,6 +174,7 @@ def run_battlefs(build_dir, tree, entries, writers, codec, work, metrics_out=Non
         done = sum(g[0] for g in got)
         dt = max(g[2] for g in got) - min(g[1] for g in got)
         st = m.stats()
+        st["_cpu_us"] = (proc_cpu(m.proc.pid) - cpu0) / max(1, done) * 1e6
         rss = m.peak_rss_kib()
         if metrics_out:
             # The close-latency histogram (and the rest), for report.py --metrics.
@@ -171,7 +185,11 @@ def run_battlefs(build_dir, tree, entries, writers, codec, work, metrics_out=Non
         m.close()
     assert done == len(entries) and st["uploads_ingested"] == len(entries), st
     nbytes = sum(e["bytes"] for e in entries)
+    closes = sorted(c for g in got for _, c in g[3])
+    pct = (lambda q: closes[min(len(closes) - 1, int(q * len(closes)))] * 1000) if closes else None
     return {"writers": writers, "codec": codec, "uploads": done, "seconds": dt,
+            "close_p50_ms": pct(0.5) if pct else 0, "close_p99_ms": pct(0.99) if pct else 0,
+            "cpu_us": st.get("_cpu_us", 0),
             "uploads_per_s": done / dt, "mb_per_s": nbytes / dt / 1e6, "peak_rss_mib": rss / 1024,
             "catalog": os.path.join(m.state, "catalog.db")}
 
@@ -197,6 +215,10 @@ def main():
     ap.add_argument("--codec", default="deflate")
     ap.add_argument("--work", default="/var/tmp/battlefs-bench")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--scale", default=None,
+                    help="comma-separated writer counts (e.g. 1,4,16,64): after the rounds, one "
+                         "run each, with the close latency's p50/p99 and the daemon's CPU per "
+                         "upload, against the median round's baseline")
     ap.add_argument("--metrics-out", default=None,
                     help="save the last round's .battlefs/metrics of each run here (%%d: the "
                          "writers), for tools/bench/report.py --metrics")
@@ -260,6 +282,19 @@ def main():
         "%.2fx" % (x[1]["uploads_per_s"] / x[0]["uploads_per_s"]) for x in rounds))
     print("peak RSS, all runs: max %.1f MiB" % max(max(x[1]["peak_rss_mib"], x[2]["peak_rss_mib"])
                                                   for x in rounds))
+    if args.scale:
+        print()
+        print("| writers | uploads/s | vs baseline | close p50 | close p99 | daemon CPU/upload |"
+              " peak RSS |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for n in (int(x) for x in args.scale.split(",")):
+            r = run_battlefs(args.build, tree, entries, n, args.codec,
+                             tempfile.mkdtemp(prefix="ingest-%d-" % n, dir=args.work))
+            shutil.rmtree(os.path.dirname(os.path.dirname(r["catalog"])), ignore_errors=True)
+            print("| %d | %.0f | %.2fx | %.2f ms | %.2f ms | %.0f us | %.1f MiB |" % (
+                n, r["uploads_per_s"], r["uploads_per_s"] / b["uploads_per_s"],
+                r["close_p50_ms"], r["close_p99_ms"], r["cpu_us"], r["peak_rss_mib"]),
+                flush=True)
 
 
 if __name__ == "__main__":

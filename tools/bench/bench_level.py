@@ -23,8 +23,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
-from bench_ingest import Mount, build, upload_tree  # noqa: E402
-from bench_roll import proc_cpu  # noqa: E402
+from bench_ingest import Mount, build, proc_cpu, upload_tree  # noqa: E402
 
 
 def run(build_dir, tree, entries, level, work):

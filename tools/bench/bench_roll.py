@@ -50,7 +50,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import gen_avro  # noqa: E402
-from bench_ingest import build, copy_uploads  # noqa: E402
+from bench_ingest import build, copy_uploads, proc_cpu  # noqa: E402,F401 (proc_cpu: used here)
 
 TABLES = gen_avro.tables()[:13]
 PERIOD = "2025-12-18"
@@ -103,14 +103,6 @@ def proc_status(pid, field):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise KeyError(field)
-
-
-def proc_cpu(pid):
-    """User + system CPU seconds of process pid so far, all its threads, the exited ones too
-    (/proc/PID/stat utime + stime; clock ticks, 10 ms here)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def proc_cpu_ns(pid):
