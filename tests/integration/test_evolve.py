@@ -12,6 +12,7 @@ cells). The files are read with python3-avro (its own DataFileReader, and block 
 import errno
 import json
 import os
+import sqlite3
 import subprocess
 import threading
 
@@ -367,3 +368,29 @@ def test_concurrent_readers_of_a_mixed_version_file(mount, gen):
     final = check_dataset(mount, ("battle", PERIOD, "r"), ledger, [t5, t4])
     want = gen_avro.read_ocf(final)[1]
     assert seen and all(recs == want[:len(recs)] for recs in seen)
+
+
+def test_a_corrupt_segment_to_convert_fails_the_read_not_the_mount(mount, gen):
+    """A stored row that must be converted when read but whose bytes are corrupt (edited in
+    the catalog behind battlefs' back): getattr and reads of that file fail with EIO and the
+    log says which file and where; the other files of the partition read as before."""
+    mount.expect_log(r"read of battle/%s/bad: " % PERIOD)
+    ledger = Ledger()
+    t4, t5 = SCHEMAS["0_4"]["battle"], SCHEMAS["0_5"]["battle"]
+    upload(mount, "battle", "bad", t5, gen_records(gen, t5, 4), ledger)
+    upload(mount, "battle", "good", t5, gen_records(gen, t5, 4), ledger)
+    upload(mount, "battle", "good", t4, gen_records(gen, t4, 2), ledger)  # the merge
+    (row,) = query(mount, "SELECT id FROM buffer_rows WHERE dataset_id = 'bad'")[0:1]
+    db = sqlite3.connect(os.path.join(mount.state, "catalog.db"), timeout=30)
+    blob = bytearray(db.execute("SELECT data FROM buffer_data WHERE id = ?", row).fetchone()[0])
+    blob[len(blob) // 2: len(blob) // 2 + 64] = b"\xff" * 64   # inside the deflate data
+    with db:
+        db.execute("UPDATE buffer_data SET data = ? WHERE id = ?", (bytes(blob), row[0]))
+    db.close()
+    path = mount.dataset_path("battle", PERIOD, "bad")
+    with pytest.raises(OSError) as e:
+        os.stat(path)
+    assert e.value.errno == errno.EIO
+    assert any("battle/%s/bad" % PERIOD in msg for _, _, msg in mount.log_lines("ERROR"))
+    check_dataset(mount, ("battle", PERIOD, "good"), ledger, [t5, t4])
+    assert mount.stats()["uploads_ingested"] == 3
