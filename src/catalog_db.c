@@ -314,7 +314,7 @@ static const char *const RSQL[R_COUNT] = {
     [R_COMMIT] = "COMMIT",
     [R_PARTITION] =
         "SELECT p.id, p.schema_id, p.codec, p.sync, p.schema_json, p.header,"
-        " s.fingerprint, p.vgen, " MERGED_AT("p") " FROM partitions p"
+        " s.fingerprint, p.vgen, " MERGED_AT("p") ", s.canonical FROM partitions p"
                                                   " JOIN schemas s ON s.id = p.schema_id"
                                                   " WHERE p.table_name = ?1 AND p.period_tag = ?2",
     [R_COLD] = "SELECT a.id, a.file_path, i.start_byte, i.length, i.record_count, i.uploaded_at,"
@@ -348,7 +348,6 @@ static const char *const RSQL[R_COUNT] = {
                       "?2"
                       "  AND dataset_id = ?3) h",
     [R_SCHEMA_JSON] = "SELECT json FROM schemas WHERE id = ?1",
-    [R_SCHEMA_BY_FP] = "SELECT json FROM schemas WHERE fingerprint = ?1 ORDER BY id LIMIT 1",
     [R_VERSIONS] = "SELECT s.id, s.json FROM partition_versions v JOIN schemas s"
                    " ON s.id = v.schema_id WHERE v.partition_id = ?1 AND v.alias = 0"
                    " ORDER BY s.id",

@@ -12,6 +12,7 @@ void bfs_partition_free(struct bfs_partition *p)
     if (!p)
         return;
     free(p->schema_json);
+    free(p->canonical);
     free(p->header);
     memset(p, 0, sizeof *p);
 }
@@ -64,6 +65,10 @@ int bfs_cat_read_partition(struct rconn *c, const char *table, const char *perio
             memcpy(p->fingerprint, fp, 17);
         p->vgen = sqlite3_column_int64(st, 7);
         p->merged_at = sqlite3_column_int64(st, 8);
+        p->canonical_len = (size_t)sqlite3_column_bytes(st, 9);
+        p->canonical = dup_n(sqlite3_column_text(st, 9), p->canonical_len);
+        if (!p->canonical)
+            e = -ENOMEM;
     }
     if (e == -EIO)
         bfs_error("catalog: partition %s/%s has a bad codec or sync marker", table, period);
@@ -374,6 +379,24 @@ sql_error:
     return bfs_err_set(err, sql_errno(rc), "catalog: %s", sqlite3_errmsg(db));
 }
 
+/* In a write transaction: step W_PART_LOOKUP to the row of (table, period).
+ * 0: the statement is on it (the caller reads it and resets the statement);
+ * -ENOENT or -errno with err (reset). */
+static int part_row(struct bfs_catalog *cat, const char *table, const char *period,
+                    struct bfs_err *err)
+{
+    sqlite3_stmt *st = cat->ws[W_PART_LOOKUP];
+    bind_text(st, 1, table);
+    bind_text(st, 2, period);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        return 0;
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE)
+        return bfs_err_set(err, -ENOENT, "no partition %s/%s", table, period);
+    return bfs_err_set(err, sql_errno(rc), "catalog: %s", sqlite3_errmsg(cat->w));
+}
+
 int bfs_catalog_partition_add_version(struct bfs_catalog *cat, const char *table,
                                       const char *period, const char *json, size_t len,
                                       const char *canonical, size_t canonical_len,
@@ -397,18 +420,10 @@ int bfs_catalog_partition_add_version(struct bfs_catalog *cat, const char *table
     if (e < 0)
         return bfs_err_set(err, e, "catalog: begin: %s", strerror(-e));
     sqlite3_stmt *st = cat->ws[W_PART_LOOKUP];
-    bind_text(st, 1, table);
-    bind_text(st, 2, period);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    if ((e = part_row(cat, table, period, err)) == 0)
         e = version_locked(cat, &v, sqlite3_column_int64(st, 4), sqlite3_column_int64(st, 0),
                            sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2),
                            sqlite3_column_int64(st, 5), (int64_t)time(NULL), schema_id, err);
-    } else if (rc == SQLITE_DONE) {
-        e = bfs_err_set(err, -ENOENT, "no partition %s/%s", table, period);
-    } else {
-        e = bfs_err_set(err, sql_errno(rc), "catalog: %s", sqlite3_errmsg(cat->w));
-    }
     sqlite3_reset(st);
     e = bfs_cat_wtx_end(cat, &tx, e);
     if (e == 0)
@@ -428,19 +443,15 @@ int bfs_catalog_partition_add_alias(struct bfs_catalog *cat, const char *table, 
     if (e < 0)
         return bfs_err_set(err, e, "catalog: begin: %s", strerror(-e));
     sqlite3_stmt *st = cat->ws[W_PART_LOOKUP];
-    bind_text(st, 1, table);
-    bind_text(st, 2, period);
-    int rc = sqlite3_step(st);
-    int64_t pid = rc == SQLITE_ROW ? sqlite3_column_int64(st, 4) : -1;
+    e = part_row(cat, table, period, err);
+    int64_t pid = e == 0 ? sqlite3_column_int64(st, 4) : -1;
     sqlite3_reset(st);
-    if (rc == SQLITE_DONE) {
-        e = bfs_err_set(err, -ENOENT, "no partition %s/%s", table, period);
-    } else if (rc != SQLITE_ROW ||
-               (rc = schema_row(cat, canonical, canonical_len, fingerprint, json, len,
-                                schema_id)) != SQLITE_OK ||
-               (rc = add_version_row(cat, pid, *schema_id, (int64_t)time(NULL), 1)) != SQLITE_OK) {
+    int rc;
+    if (e == 0 &&
+        ((rc = schema_row(cat, canonical, canonical_len, fingerprint, json, len, schema_id)) !=
+             SQLITE_OK ||
+         (rc = add_version_row(cat, pid, *schema_id, (int64_t)time(NULL), 1)) != SQLITE_OK))
         e = bfs_err_set(err, sql_errno(rc), "catalog: %s", sqlite3_errmsg(cat->w));
-    }
     return bfs_cat_wtx_end(cat, &tx, e);
 }
 
@@ -477,9 +488,9 @@ static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, i
     if (rc < 0)
         return rc;
     /* Converted: the row is in the merged schema it was converted to. */
-    if (up->stored_json && (rc = schema_row(cat, up->stored_canonical, up->stored_canonical_len,
-                                            up->stored_fingerprint, up->stored_json, up->stored_len,
-                                            &schema_id)) != SQLITE_OK)
+    const struct bfs_merged *sd = up->stored;
+    if (sd && (rc = schema_row(cat, sd->canonical, sd->canonical_len, sd->fingerprint, sd->json,
+                               sd->len, &schema_id)) != SQLITE_OK)
         goto sql_error;
 
     st = cat->ws[W_ROW_INS];
@@ -516,8 +527,8 @@ static int commit_one(struct bfs_catalog *cat, const struct bfs_upload *up, int6
         return bfs_err_set(err, -EINVAL, "unknown codec %d", (int)up->codec);
     if (!up->canonical || !up->schema_json || (up->len && !up->data) || up->len > INT_MAX ||
         up->canonical_len > INT_MAX || up->schema_len > INT_MAX || up->header_len > INT_MAX ||
-        (up->stored_json && (!up->stored_canonical || up->stored_len > INT_MAX ||
-                             up->stored_canonical_len > INT_MAX)) ||
+        (up->stored && (!up->stored->json || !up->stored->canonical || up->stored->len > INT_MAX ||
+                        up->stored->canonical_len > INT_MAX)) ||
         !u64_ok(up->records))
         return bfs_err_set(err, -EINVAL, "bad upload (missing schema or data, or too large)");
     sqlite3 *db = cat->w;

@@ -116,7 +116,6 @@ enum rst {
     R_HOT,
     R_STAT,
     R_SCHEMA_JSON,
-    R_SCHEMA_BY_FP,
     R_VERSIONS,
     R_HAS_VERSION,
     R_ROLL_VERSIONS,

@@ -405,27 +405,6 @@ int bfs_catalog_partition_has_version(struct bfs_catalog *cat, const char *table
     return ret;
 }
 
-int bfs_catalog_schema_by_fp(struct bfs_catalog *cat, const char *fp, char **json, size_t *len)
-{
-    struct rconn *c;
-    int rc = bfs_cat_racquire(cat, &c);
-    if (rc < 0)
-        return rc;
-    sqlite3_stmt *st = c->st[R_SCHEMA_BY_FP];
-    bind_text(st, 1, fp);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *len = (size_t)sqlite3_column_bytes(st, 0);
-        *json = dup_n(sqlite3_column_text(st, 0), *len);
-        rc = *json ? 0 : -ENOMEM;
-    } else {
-        rc = rc == SQLITE_DONE ? -ENOENT : sql_fail(c->db, rc, "read a schema");
-    }
-    sqlite3_reset(st);
-    bfs_cat_rrelease(cat, c);
-    return rc;
-}
-
 int bfs_catalog_schema_json(struct bfs_catalog *cat, int64_t id, char **json, size_t *len)
 {
     struct rconn *c;

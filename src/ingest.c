@@ -135,35 +135,19 @@ static int version_layout(const struct bfs_ingest_deps *deps, const char *table,
     return rc < 0 ? rc : 1;
 }
 
-/* The schema an upload is stored in when it is not its own: the partition's
- * merged schema (texts borrowed). */
-struct target {
-    const char *json;
-    size_t len;
-    const char *canonical;
-    size_t canonical_len;
-    uint64_t fingerprint;
-    uint8_t sync[16];
-};
-
-/* The partition's current merged schema as the target: p filled and
- * *canon its canonical form (the caller frees both; the canonical form is
- * not stored with the partition: recomputed on this slow path only, a few
- * microseconds for a FUSOU schema). 0, -ENOENT, -errno. */
+/* The partition's current merged schema, the one the upload is stored in:
+ * p filled (the caller frees it; *t borrows its texts). 0, -ENOENT, -errno. */
 static int merged_target(const struct bfs_ingest_deps *deps, const char *table, const char *period,
-                         struct bfs_partition *p, char **canon, struct target *t)
+                         struct bfs_partition *p, struct bfs_merged *t)
 {
     int rc = bfs_catalog_partition_get(deps->cat, table, period, p);
     if (rc < 0)
         return rc;
-    size_t clen = 0;
-    rc = bfs_schema_canonical(p->schema_json, p->schema_len, canon, &clen, NULL);
-    if (rc < 0) {
-        bfs_partition_free(p);
-        return rc == -ENOMEM ? rc : -EIO;
-    }
-    *t = (struct target){
-        p->schema_json, p->schema_len, *canon, clen, bfs_schema_rabin(*canon, clen), {0}};
+    *t = (struct bfs_merged){.json = p->schema_json,
+                             .len = p->schema_len,
+                             .canonical = p->canonical,
+                             .canonical_len = p->canonical_len,
+                             .fingerprint = bfs_schema_rabin(p->canonical, p->canonical_len)};
     memcpy(t->sync, p->sync, 16);
     return 0;
 }
@@ -178,7 +162,7 @@ struct conv_bufs {
  * null-codec layout header, and that file normalised to the partition's
  * codec as any upload is (validated again, in the target schema). */
 static int convert_upload(const struct bfs_ingest_deps *deps, const uint8_t *buf, size_t len,
-                          const struct bfs_ocf_header *h, const struct target *t,
+                          const struct bfs_ocf_header *h, const struct bfs_merged *t,
                           enum bfs_codec codec, struct conv_bufs *b, struct bfs_buf *out,
                           uint64_t *records, struct bfs_err *err)
 {
@@ -265,7 +249,6 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
     int have_lay = 0;
     struct bfs_partition part; /* the partition, when its merged schema is the target */
     int have_part = 0;
-    char *tcanon = NULL; /* its merged schema's canonical form */
     struct conv_bufs conv = {0};
     rc = bfs_ocf_parse_header_cached(buf, len, deps->schemas, &h, &err);
     if (rc < 0)
@@ -305,9 +288,9 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
             bfs_partition_free(&part);
             have_part = 0;
         }
-        free(tcanon);
-        tcanon = NULL;
-        struct target t = {0}; /* the schema the upload is stored in, if not its own */
+        /* the schema the upload is stored in, if not its own */
+        const struct bfs_merged *stored = NULL;
+        struct bfs_merged target;
         rc = bfs_catalog_partition_layout(deps->cat, table, period, psync, &codec);
         if (rc == 0 && (slow || memcmp(psync, sync, sizeof psync) != 0)) {
             /* Not the partition's merged schema: a version of it already, or
@@ -316,14 +299,12 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
             rc = version_layout(deps, table, period, &h, codec, &lay, &err);
             if (rc == 1) {
                 have_lay = 1;
-                merged = &lay.m;
-                t = (struct target){lay.json,          lay.len,           lay.canonical,
-                                    lay.canonical_len, lay.m.fingerprint, {0}};
-                memcpy(t.sync, lay.m.sync, 16);
+                merged = stored = &lay.m;
                 rc = 0;
             } else if (rc == 0) {
-                rc = merged_target(deps, table, period, &part, &tcanon, &t);
+                rc = merged_target(deps, table, period, &part, &target);
                 have_part = rc == 0;
+                stored = have_part ? &target : NULL;
             }
             if (rc == -EINVAL)
                 goto reject;
@@ -336,8 +317,8 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
         uint64_t records = 0;
         bfs_buf_reset(&out);
         /* A decompression bomb stops at max_upload bytes of records (EFBIG). */
-        if (t.json)
-            rc = convert_upload(deps, buf, len, &h, &t, codec, &conv, &out, &records, &err);
+        if (stored)
+            rc = convert_upload(deps, buf, len, &h, stored, codec, &conv, &out, &records, &err);
         else
             rc =
                 bfs_ocf_process(buf, len, &h, sync, codec, &out, &records,
@@ -373,11 +354,7 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_iden
             .header = new_partition ? hdr.data : NULL,
             .header_len = new_partition ? hdr.len : 0,
             .merged = merged,
-            .stored_json = t.json,
-            .stored_len = t.len,
-            .stored_canonical = t.canonical,
-            .stored_canonical_len = t.canonical_len,
-            .stored_fingerprint = t.fingerprint,
+            .stored = stored,
             .data = out.data,
             .len = out.len,
             .records = records,
@@ -412,7 +389,6 @@ out:
         bfs_layout_free(&lay);
     if (have_part)
         bfs_partition_free(&part);
-    free(tcanon);
     bfs_buf_free(&conv.raw);
     bfs_buf_free(&conv.image);
     bfs_buf_free(&conv.scratch);

@@ -31,56 +31,38 @@
 #include "battlefs/store.h"
 #include "battlefs/varint.h"
 
+/* The manifest's schema, of a version (its namespace) whose Archive record
+ * ends with ARCHIVE_TAIL (more fields, each after a comma). */
+#define MANIFEST_SCHEMA(NAMESPACE, ARCHIVE_TAIL)                                                   \
+    "{\"type\":\"record\",\"name\":\"ManifestEntry\",\"namespace\":\"" NAMESPACE "\","             \
+    "\"fields\":[{\"name\":\"entry\",\"type\":["                                                   \
+    "{\"type\":\"record\",\"name\":\"Roll\",\"fields\":["                                          \
+    "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"roll_id\",\"type\":\"string\"},"          \
+    "{\"name\":\"rows\",\"type\":\"long\"},{\"name\":\"bytes\",\"type\":\"long\"},"                \
+    "{\"name\":\"claimed_at\",\"type\":\"long\"}]},"                                               \
+    "{\"type\":\"record\",\"name\":\"Archive\",\"fields\":["                                       \
+    "{\"name\":\"key\",\"type\":\"string\"},{\"name\":\"table\",\"type\":\"string\"},"             \
+    "{\"name\":\"period\",\"type\":\"string\"},{\"name\":\"size\",\"type\":\"long\"},"             \
+    "{\"name\":\"header_length\",\"type\":\"long\"},"                                              \
+    "{\"name\":\"sha256\",\"type\":{\"type\":\"fixed\",\"name\":\"SHA256\",\"size\":32}},"         \
+    "{\"name\":\"schema_fingerprint\",\"type\":\"string\"},{\"name\":\"codec\",\"type\":"          \
+    "\"string\"}" ARCHIVE_TAIL "]},"                                                               \
+    "{\"type\":\"record\",\"name\":\"Index\",\"fields\":["                                         \
+    "{\"name\":\"dataset\",\"type\":\"string\"},{\"name\":\"start\",\"type\":\"long\"},"           \
+    "{\"name\":\"length\",\"type\":\"long\"},{\"name\":\"records\",\"type\":\"long\"},"            \
+    "{\"name\":\"uploaded_at\",\"type\":\"long\"}]},"                                              \
+    "{\"type\":\"record\",\"name\":\"Commit\",\"fields\":["                                        \
+    "{\"name\":\"seq\",\"type\":\"long\"},{\"name\":\"epoch\",\"type\":\"long\"},"                 \
+    "{\"name\":\"committed_at\",\"type\":\"long\"}]},"                                             \
+    "{\"type\":\"record\",\"name\":\"Node\",\"fields\":["                                          \
+    "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"epoch\",\"type\":\"long\"}]}]}]}"
+
 const char bfs_manifest_schema[] =
-    "{\"type\":\"record\",\"name\":\"ManifestEntry\",\"namespace\":\"battlefs.manifest.v2\","
-    "\"fields\":[{\"name\":\"entry\",\"type\":["
-    "{\"type\":\"record\",\"name\":\"Roll\",\"fields\":["
-    "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"roll_id\",\"type\":\"string\"},"
-    "{\"name\":\"rows\",\"type\":\"long\"},{\"name\":\"bytes\",\"type\":\"long\"},"
-    "{\"name\":\"claimed_at\",\"type\":\"long\"}]},"
-    "{\"type\":\"record\",\"name\":\"Archive\",\"fields\":["
-    "{\"name\":\"key\",\"type\":\"string\"},{\"name\":\"table\",\"type\":\"string\"},"
-    "{\"name\":\"period\",\"type\":\"string\"},{\"name\":\"size\",\"type\":\"long\"},"
-    "{\"name\":\"header_length\",\"type\":\"long\"},"
-    "{\"name\":\"sha256\",\"type\":{\"type\":\"fixed\",\"name\":\"SHA256\",\"size\":32}},"
-    "{\"name\":\"schema_fingerprint\",\"type\":\"string\"},{\"name\":\"codec\",\"type\":\"string\"}"
-    ","
-    "{\"name\":\"versions\",\"type\":{\"type\":\"array\",\"items\":\"string\"}}"
-    "]},"
-    "{\"type\":\"record\",\"name\":\"Index\",\"fields\":["
-    "{\"name\":\"dataset\",\"type\":\"string\"},{\"name\":\"start\",\"type\":\"long\"},"
-    "{\"name\":\"length\",\"type\":\"long\"},{\"name\":\"records\",\"type\":\"long\"},"
-    "{\"name\":\"uploaded_at\",\"type\":\"long\"}]},"
-    "{\"type\":\"record\",\"name\":\"Commit\",\"fields\":["
-    "{\"name\":\"seq\",\"type\":\"long\"},{\"name\":\"epoch\",\"type\":\"long\"},"
-    "{\"name\":\"committed_at\",\"type\":\"long\"}]},"
-    "{\"type\":\"record\",\"name\":\"Node\",\"fields\":["
-    "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"epoch\",\"type\":\"long\"}]}]}]}";
+    MANIFEST_SCHEMA("battlefs.manifest.v2",
+                    ",{\"name\":\"versions\",\"type\":{\"type\":\"array\",\"items\":\"string\"}}");
 
 /* Version 1 (read only): an Archive without its versions. */
-const char bfs_manifest_schema_v1[] =
-    "{\"type\":\"record\",\"name\":\"ManifestEntry\",\"namespace\":\"battlefs.manifest.v1\","
-    "\"fields\":[{\"name\":\"entry\",\"type\":["
-    "{\"type\":\"record\",\"name\":\"Roll\",\"fields\":["
-    "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"roll_id\",\"type\":\"string\"},"
-    "{\"name\":\"rows\",\"type\":\"long\"},{\"name\":\"bytes\",\"type\":\"long\"},"
-    "{\"name\":\"claimed_at\",\"type\":\"long\"}]},"
-    "{\"type\":\"record\",\"name\":\"Archive\",\"fields\":["
-    "{\"name\":\"key\",\"type\":\"string\"},{\"name\":\"table\",\"type\":\"string\"},"
-    "{\"name\":\"period\",\"type\":\"string\"},{\"name\":\"size\",\"type\":\"long\"},"
-    "{\"name\":\"header_length\",\"type\":\"long\"},"
-    "{\"name\":\"sha256\",\"type\":{\"type\":\"fixed\",\"name\":\"SHA256\",\"size\":32}},"
-    "{\"name\":\"schema_fingerprint\",\"type\":\"string\"},{\"name\":\"codec\",\"type\":\"string\"}"
-    "]},"
-    "{\"type\":\"record\",\"name\":\"Index\",\"fields\":["
-    "{\"name\":\"dataset\",\"type\":\"string\"},{\"name\":\"start\",\"type\":\"long\"},"
-    "{\"name\":\"length\",\"type\":\"long\"},{\"name\":\"records\",\"type\":\"long\"},"
-    "{\"name\":\"uploaded_at\",\"type\":\"long\"}]},"
-    "{\"type\":\"record\",\"name\":\"Commit\",\"fields\":["
-    "{\"name\":\"seq\",\"type\":\"long\"},{\"name\":\"epoch\",\"type\":\"long\"},"
-    "{\"name\":\"committed_at\",\"type\":\"long\"}]},"
-    "{\"type\":\"record\",\"name\":\"Node\",\"fields\":["
-    "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"epoch\",\"type\":\"long\"}]}]}]}";
+const char bfs_manifest_schema_v1[] = MANIFEST_SCHEMA("battlefs.manifest.v1", "");
 
 enum { E_ROLL = 0, E_ARCHIVE = 1, E_INDEX = 2, E_COMMIT = 3, E_NODE = 4 };
 

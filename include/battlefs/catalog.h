@@ -29,7 +29,11 @@
  *         byte_count)   a roll claims the buffer rows with ids in [first_row, last_row]
  *   archived_files(id, file_path UNIQUE, table_name, period_tag, size,
  *                  header_length, roll_id, seq, created_at, sha256,
- *                  schema_fingerprint, codec, schema_id)
+ *                  schema_fingerprint, codec, schema_id, versions)
+ *                  versions: the fingerprints of the versions its schema
+ *                  merges (its manifest's), NULL when it is a version
+ *   roll_versions(roll_id, table_name, period_tag, schema_id)
+ *                  a claimed roll's partitions' versions at the claim
  *   block_indexes(id, dataset_id, table_name, period_tag, file_id, start_byte,
  *                 length, record_count, uploaded_at, conv_schema, conv_length)
  */
@@ -59,6 +63,8 @@ struct bfs_partition {
     uint8_t sync[16];  /* bfs_schema_sync of the merged schema */
     char *schema_json; /* the merged schema's text */
     size_t schema_len;
+    char *canonical; /* its Parsing Canonical Form */
+    size_t canonical_len;
     uint8_t *header; /* the layout header bytes (bfs_ocf_layout_header) */
     size_t header_len;
     char fingerprint[17]; /* of the merged schema: 16 hex digits */
@@ -125,12 +131,9 @@ struct bfs_upload {
      * the schema turns out to be new). */
     const struct bfs_merged *merged;
     /* The schema data is in when it is not the upload's own (converted to
-     * the partition's merged schema at ingest); NULL: the upload's. */
-    const char *stored_json;
-    size_t stored_len;
-    const char *stored_canonical;
-    size_t stored_canonical_len;
-    uint64_t stored_fingerprint;
+     * the partition's merged schema at ingest: its json, canonical form and
+     * fingerprint are read); NULL: the upload's. */
+    const struct bfs_merged *stored;
     const uint8_t *data; /* normalised blocks, no header */
     size_t len;
     uint64_t records;
@@ -257,9 +260,6 @@ int bfs_catalog_partition_add_alias(struct bfs_catalog *cat, const char *table, 
  * (free with bfs_versions_free; vgen and merged_id are 0), -errno. */
 int bfs_catalog_roll_versions(struct bfs_catalog *cat, const char *roll_id, const char *table,
                               const char *period, struct bfs_versions *out);
-/* The text of a schema row of fingerprint fp (16 hex digits): 0 (*json
- * malloc'd, NUL-terminated), -ENOENT, -errno. */
-int bfs_catalog_schema_by_fp(struct bfs_catalog *cat, const char *fp, char **json, size_t *len);
 /* The text of schema row id: 0 (*json malloc'd, NUL-terminated), -ENOENT, -errno. */
 int bfs_catalog_schema_json(struct bfs_catalog *cat, int64_t id, char **json, size_t *len);
 

@@ -236,17 +236,34 @@ def run_size(build_dir, work_root, src, entries, label):
         res["ingest_peak_rss_kib"] = m.peak_rss()
     finally:
         m.close()
-    catalog = os.path.join(work, "state", "catalog.db")
     # 2. baseline: the same blobs, SQLite -> fsynced files in the same filesystem
+    baseline_roll(build_dir, work, res)
+    # 3. battlefs roll on a fresh mount, page cache dropped, peak RSS reset
+    measured_roll(build_dir, work, res)
+    res["work"] = work
+    return res
+
+
+def baseline_roll(baseline_build, work, res):
+    """res["baseline"]: roll_baseline on work's catalog (the same blobs, SQLite -> fsynced
+    files in the same filesystem), page cache dropped first."""
     out = os.path.join(work, "baseline-out")
     drop_caches()
-    p = subprocess.run([os.path.join(build_dir, "tools", "bench", "roll_baseline"), catalog, out],
+    p = subprocess.run([os.path.join(baseline_build, "tools", "bench", "roll_baseline"),
+                        os.path.join(work, "state", "catalog.db"), out],
                        check=True, capture_output=True, text=True)
     res["baseline"] = json.loads(p.stdout)
     shutil.rmtree(out)
-    # 3. battlefs roll on a fresh mount, page cache dropped, peak RSS reset
+
+
+def measured_roll(build_dir, work, res, settle=0.2):
+    """Mount work's state with build_dir's battlefs, drop the page cache, reset the peak RSS,
+    roll, and record in res: rss_before_kib, roll_s, roll_cpu_s, roll_peak_rss_kib, phases,
+    stats, buffer_before (the stats before the roll) and unmount_s. Exits if the roll did not
+    complete."""
     m = Mount(build_dir, work)
     try:
+        res["buffer_before"] = m.stats()
         drop_caches()
         res["rss_before_kib"] = m.rss()
         m.reset_peak_rss()
@@ -255,15 +272,15 @@ def run_size(build_dir, work_root, src, entries, label):
         res["roll_cpu_s"] = m.cpu() - cpu0
         res["roll_peak_rss_kib"] = m.peak_rss()
         st = m.stats()
-        time.sleep(0.2)  # the roll's log line
+        time.sleep(settle)  # the roll's log line
         res["phases"] = m.roll_phases()
         res["stats"] = st
     finally:
+        t0 = time.monotonic()
         m.close()
+        res["unmount_s"] = time.monotonic() - t0
     if st["rolls"] != 1 or st["buffer_bytes"] != 0 or st["last_roll_error"]:
         raise SystemExit("roll did not complete: %s" % st)
-    res["work"] = work
-    return res
 
 
 def copy_state(template, work_root, label):
@@ -282,30 +299,8 @@ def roll_state(build_dir, baseline_build, template, work_root, label):
     work = copy_state(template, work_root, label)
     res = {"build": build_dir}
     try:
-        out = os.path.join(work, "baseline-out")
-        drop_caches()
-        p = subprocess.run([os.path.join(baseline_build, "tools", "bench", "roll_baseline"),
-                            os.path.join(work, "state", "catalog.db"), out],
-                           check=True, capture_output=True, text=True)
-        res["baseline"] = json.loads(p.stdout)
-        shutil.rmtree(out)
-        m = Mount(build_dir, work)
-        try:
-            drop_caches()
-            res["rss_before_kib"] = m.rss()
-            m.reset_peak_rss()
-            cpu0 = m.cpu()
-            res["roll_s"] = m.roll()
-            res["roll_cpu_s"] = m.cpu() - cpu0
-            res["roll_peak_rss_kib"] = m.peak_rss()
-            st = m.stats()
-            time.sleep(0.2)  # the roll's log line
-            res["phases"] = m.roll_phases()
-            res["stats"] = st
-        finally:
-            m.close()
-        if st["rolls"] != 1 or st["buffer_bytes"] != 0 or st["last_roll_error"]:
-            raise SystemExit("roll did not complete: %s" % st)
+        baseline_roll(baseline_build, work, res)
+        measured_roll(build_dir, work, res)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return res

@@ -137,28 +137,9 @@ def roll_copy(build_dir, template, work_root, label):
     work = br.copy_state(template, work_root, label)
     res = {"build": build_dir}
     try:
-        m = br.Mount(build_dir, work)
-        try:
-            st0 = m.stats()
-            br.drop_caches()
-            res["rss_before_kib"] = m.rss()
-            m.reset_peak_rss()
-            cpu0 = m.cpu()
-            res["roll_s"] = m.roll()
-            res["roll_cpu_s"] = m.cpu() - cpu0
-            res["roll_peak_rss_kib"] = m.peak_rss()
-            st = m.stats()
-            time.sleep(0.3)  # the roll's log line
-            res["phases"] = m.roll_phases()
-            res["stats"] = st
-            res["buffer_bytes"] = st0["buffer_bytes"]
-            res["buffer_uploads"] = st0["buffer_uploads"]
-        finally:
-            t0 = time.monotonic()
-            m.close()
-            res["unmount_s"] = time.monotonic() - t0
-        if st["rolls"] != 1 or st["buffer_bytes"] != 0 or st["last_roll_error"]:
-            raise SystemExit("roll did not complete: %s" % st)
+        br.measured_roll(build_dir, work, res, settle=0.3)
+        res["buffer_bytes"] = res["buffer_before"]["buffer_bytes"]
+        res["buffer_uploads"] = res["buffer_before"]["buffer_uploads"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return res
