@@ -136,7 +136,7 @@ static int on_index(void *ctx, const struct bfs_manifest_index *x)
 
 static int read_path(const char *path, struct seen *s, struct bfs_err *err)
 {
-    struct bfs_manifest_visitor v = {on_roll, on_archive, on_index, s};
+    struct bfs_manifest_visitor v = {on_roll, on_archive, on_index, s, NULL, NULL};
     int fd = open(path, O_RDONLY);
     assert_true(fd >= 0);
     int rc = bfs_manifest_read(fd, &v, err);
@@ -365,7 +365,8 @@ static int ck_on_node(void *ctx, const char *node, int64_t epoch)
 
 static int ck_read_path(const char *path, struct ck_seen *s, struct bfs_err *err)
 {
-    struct bfs_checkpoint_visitor v = {ck_on_roll, ck_on_archive, ck_on_index, ck_on_node, s};
+    struct bfs_checkpoint_visitor v = {ck_on_roll, ck_on_archive, ck_on_index, ck_on_node,
+                                       s,          NULL,          NULL};
     int fd = open(path, O_RDONLY);
     assert_true(fd >= 0);
     int rc = bfs_checkpoint_read(fd, &v, err);
@@ -467,7 +468,7 @@ static void test_checkpoint_writer_refuses(void **state)
     assert_int_equal(bfs_manifest_finish(w, sha, &size), 0);
     struct ck_seen s = {0};
     struct bfs_err err = {0};
-    struct bfs_checkpoint_visitor v = {NULL, NULL, NULL, NULL, &s};
+    struct bfs_checkpoint_visitor v = {NULL, NULL, NULL, NULL, &s, NULL, NULL};
     int fd = open(p, O_RDONLY);
     assert_int_equal(bfs_checkpoint_read(fd, &v, &err), 0);
     close(fd);
@@ -560,7 +561,7 @@ static void raw_write(struct raw *r, const char *path)
     size_t clen;
     uint8_t sync[16];
     struct bfs_buf f = {0};
-    const char *schema = r->v1 ? bfs_manifest_schema_v1 : bfs_manifest_schema;
+    const char *schema = r->v1 ? bfs_manifest_schema_v1 : bfs_manifest_schema_v2;
     assert_int_equal(bfs_schema_canonical(schema, strlen(schema), &canon, &clen, NULL), 0);
     assert_int_equal(bfs_schema_sync(canon, clen, sync), 0);
     free(canon);
@@ -602,8 +603,8 @@ static void raw_expect(struct raw *r, int ckpt, int want_rc, const char *want)
     raw_write(r, p);
     struct ck_seen cs = {0};
     struct seen ms = {0};
-    struct bfs_checkpoint_visitor cv = {NULL, NULL, NULL, NULL, &cs};
-    struct bfs_manifest_visitor mv = {NULL, NULL, NULL, &ms};
+    struct bfs_checkpoint_visitor cv = {NULL, NULL, NULL, NULL, &cs, NULL, NULL};
+    struct bfs_manifest_visitor mv = {NULL, NULL, NULL, &ms, NULL, NULL};
     struct bfs_err err = {0};
     int fd = open(p, O_RDONLY);
     assert_true(fd >= 0);
@@ -634,7 +635,7 @@ static void test_manifest_versions(void **state)
     (void)state;
     char p[128];
     snprintf(p, sizeof p, "%s/versions.avro", dir);
-    const struct bfs_manifest_roll roll = {"node-a", "node-a-1", 1, 999, 1766062800};
+    const struct bfs_manifest_roll roll = {"node-a", "node-a-1", 1, 999, 1766062800, 0};
     struct bfs_manifest_writer *w;
     assert_int_equal(bfs_manifest_create(p, &roll, &w), 0);
     const char fps[2][17] = {"00000000000000aa", "00000000000000bb"};
@@ -654,7 +655,7 @@ static void test_manifest_versions(void **state)
     uint64_t size;
     assert_int_equal(bfs_manifest_finish(w, sha, &size), 0);
     struct vseen vs = {0};
-    struct bfs_manifest_visitor mv = {NULL, vseen_archive, NULL, &vs};
+    struct bfs_manifest_visitor mv = {NULL, vseen_archive, NULL, &vs, NULL, NULL};
     struct bfs_err err = {0};
     int fd = open(p, O_RDONLY);
     assert_true(fd >= 0);

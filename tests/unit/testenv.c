@@ -1005,7 +1005,7 @@ static void manifest_decode(struct memstore *ms, const char *key, struct mread *
     assert_int_equal(write(fd, o->data, o->len), (ssize_t)o->len);
     assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
     memset(r, 0, sizeof *r);
-    const struct bfs_manifest_visitor v = {mread_roll, mread_archive, mread_index, r};
+    const struct bfs_manifest_visitor v = {mread_roll, mread_archive, mread_index, r, NULL, NULL};
     struct bfs_err err = {0};
     int rc = bfs_manifest_read(fd, &v, &err);
     close(fd);
