@@ -347,7 +347,7 @@ static void test_migrations(void **state)
     assert_int_equal(bfs_catalog_open(e->path, &cat), -ENOTSUP);
     assert_null(cat);
     db = raw_open(e);
-    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 4", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(bfs_catalog_open(e->path, &e->cat), 0);
 
