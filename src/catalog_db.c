@@ -383,7 +383,10 @@ static const char *const WSQL[W_COUNT] = {
                        " (SELECT 1 FROM buffer_rows r WHERE r.dataset_id = erasures.dataset_id"
                        " AND (erasures.table_name IS NULL OR (r.table_name = erasures.table_name"
                        " AND r.period_tag = erasures.period_tag)) AND r.id <= (SELECT"
-                       " coalesce(max(last_row), 0) FROM rolls WHERE committed_at IS NULL))",
+                       " coalesce(max(last_row), 0) FROM rolls WHERE committed_at IS NULL))"
+                       /* and no rolled blob waits for its purge (it may be one of them) */
+                       " AND NOT EXISTS (SELECT 1 FROM buffer_data d WHERE d.id < coalesce("
+                       " (SELECT min(id) FROM buffer_rows), 9223372036854775807))",
     [W_ARCH_ADD] = "INSERT INTO archived_files(file_path, table_name, period_tag, size,"
                    " header_length, roll_id, seq, created_at, sha256, schema_fingerprint, codec,"
                    " schema_id, versions, ord) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"

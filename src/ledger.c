@@ -61,6 +61,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "battlefs/buf.h"
 #include "battlefs/cache.h"
 #include "battlefs/catalog.h"
 #include "battlefs/errors.h"
@@ -804,8 +805,25 @@ static int archive_header(struct bfs_ledger *l, const struct bfs_manifest_archiv
     if (!hdr)
         return bfs_err_set(err, -ENOMEM, "out of memory");
     int rc = bfs_store_get_range(l->d.store, a->key, 0, a->header_length, hdr, err);
-    if (rc == 0)
+    if (rc == 0) {
         rc = bfs_ocf_parse_header(hdr, a->header_length, h, err);
+    } else if (rc == -ENOENT) {
+        /* Deleted since (a compaction retired it): its header is the layout of
+         * its schema, which _battlefs/schemas/ keeps. */
+        struct bfs_ocf_schema *cs = NULL;
+        char *json = NULL;
+        size_t len = 0;
+        struct bfs_buf b = {0};
+        bfs_err_clear(err);
+        rc = get_schema(l, a->schema_fingerprint, &cs, &json, &len, err);
+        if (rc == 0)
+            rc = bfs_ocf_layout_header(json, len, a->codec, bfs_ocf_schema_sync(cs), &b);
+        if (rc == 0)
+            rc = bfs_ocf_parse_header(b.data, b.len, h, err);
+        bfs_ocf_schema_unref(cs);
+        free(json);
+        bfs_buf_free(&b);
+    }
     free(hdr);
     if (rc < 0) {
         bfs_err_prefix(err, "archive %s: header", a->key);
@@ -1104,13 +1122,17 @@ static int apply_erase_entry(struct bfs_ledger *l, int64_t seq, const struct ent
     }
     struct hit_keys h = {l};
     bfs_catalog_erase_hit_keys(l->d.cat, seq, drop_hit, &h);
+    /* Its hot rows' pages are zeroed (secure_delete); the WAL's older
+     * frames may hold them: truncated (bfs_compact_gc retries when busy). */
     int w = bfs_catalog_wipe(l->d.cat);
     if (w < 0 && w != -EBUSY)
         bfs_warn("log %" PRId64 ": erasure of %s: cannot truncate the catalog's WAL: %s", seq,
                  e->dataset, strerror(-w));
-    int pending = bfs_catalog_erasures_settle(l->d.cat, (int64_t)time(NULL));
+    int pending = w == 0 ? bfs_catalog_erasures_settle(l->d.cat, (int64_t)time(NULL)) : -EBUSY;
     if (pending >= 0)
         atomic_store(&l->d.stats->erasures_pending, (uint64_t)pending);
+    else
+        atomic_fetch_add(&l->d.stats->erasures_pending, 1);
     char where[2 * BFS_NAME_MAX + 8];
     if (e->table)
         snprintf(where, sizeof where, "%s/%s", e->table, e->period);

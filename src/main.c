@@ -27,6 +27,7 @@
 #include "battlefs/battlefs.h"
 #include "battlefs/cache.h"
 #include "battlefs/catalog.h"
+#include "battlefs/compact.h"
 #include "battlefs/err.h"
 #include "battlefs/fs.h"
 #include "battlefs/fsutil.h"
@@ -43,6 +44,17 @@
 struct roll_fault {
     enum bfs_roll_step step;
 };
+
+/* The compaction's (-o fault=compact:STEP): _exit(99) at the step. */
+static int compact_fault_hook(void *arg, enum bfs_compact_step step, const char *id)
+{
+    const enum bfs_compact_step *want = arg;
+    if (step != *want)
+        return 0;
+    bfs_info("fault injection: compaction %s: _exit(99) at %s", id, bfs_compact_step_name(step));
+    fflush(stderr);
+    _exit(99);
+}
 
 static int roll_fault_hook(void *arg, enum bfs_roll_step step, const char *roll_id)
 {
@@ -74,6 +86,11 @@ static void ctx_close_modules(struct bfs_ctx *ctx)
     memset(&ctx->ingest, 0, sizeof ctx->ingest);
     memset(&ctx->reader, 0, sizeof ctx->reader);
     memset(&ctx->roll, 0, sizeof ctx->roll);
+    if (ctx->compactor) {
+        bfs_compactor_stop(ctx->compactor);
+        ctx->compactor = NULL;
+    }
+    memset(&ctx->compact, 0, sizeof ctx->compact);
     if (ctx->roller) {
         bfs_roller_stop(ctx->roller);
         ctx->roller = NULL;
@@ -204,6 +221,7 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         .refresh_s = ctx->opt.refresh,
         .lease_ttl_s = ctx->opt.lease_ttl,
         .work_dir = ctx->work_dir,
+        .cache = ctx->cache,
     };
     rc = bfs_ledger_open(&ld, &ctx->ledger);
     if (rc < 0) {
@@ -225,6 +243,26 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         .roll_bytes = ctx->opt.roll_bytes,
         .convs = ctx->convs,
     };
+    ctx->compact = (struct bfs_compact_deps){
+        .cat = ctx->cat,
+        .store = ctx->store,
+        .ledger = ctx->ledger,
+        .cache = ctx->cache,
+        .convs = ctx->convs,
+        .stats = &ctx->stats,
+        .errors = &ctx->errors,
+        .node = ctx->opt.node,
+        .work_dir = ctx->work_dir,
+        .archive_max_bytes = ctx->opt.archive_max_bytes,
+        .compact_after = ctx->opt.compact_after,
+        .gc_grace = ctx->opt.gc_grace,
+        .erase_within = ctx->opt.erase_within,
+        .lease_ttl_s = ctx->opt.lease_ttl,
+    };
+    if (bfs_options_compact_fault(&ctx->opt, &ctx->compact_fault) == 0) {
+        ctx->compact.fault = compact_fault_hook;
+        ctx->compact.fault_arg = &ctx->compact_fault;
+    }
     if (fault) {
         ctx->roll.fault = roll_fault_hook;
         ctx->roll.fault_arg = fault;
@@ -248,6 +286,15 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
     rc = bfs_roller_start(&ctx->roll, &ctx->roller);
     if (rc < 0) {
         bfs_error("cannot start the roller: %s", strerror(-rc));
+        goto fail;
+    }
+    rc = bfs_compact_recover(&ctx->compact);
+    if (rc < 0)
+        bfs_error("cleanup of an unfinished compaction failed: %s (will retry at the next mount)",
+                  strerror(-rc));
+    rc = bfs_compactor_start(&ctx->compact, &ctx->compactor);
+    if (rc < 0) {
+        bfs_error("cannot start the compactor: %s", strerror(-rc));
         goto fail;
     }
     return 0;

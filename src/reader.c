@@ -312,7 +312,8 @@ static struct view *view_get(struct bfs_reader *r)
     return w;
 }
 
-/* Replace the view `old` by a fresh one (a roll moved some of its hot rows). */
+/* Replace the view `old` by a fresh one (a roll moved some of its hot rows, or a
+ * compaction retired an archive it names). */
 static int view_refresh(struct bfs_reader *r, struct view *old)
 {
     struct view *w;
@@ -489,7 +490,10 @@ static int read_range(struct bfs_reader *r, char *buf, size_t size, uint64_t off
             rc = bfs_catalog_read_hot(r->d.cat, s->id, in_seg, buf + done, n);
         else
             rc = read_cold(&r->d, r->what, s, in_seg, buf + done, n);
-        if (rc == -ENOENT && s->kind == BFS_SEG_HOT && refreshes < 5) {
+        /* A hot row a roll moved, or a cold archive a compaction retired
+         * and deleted after gc_grace: the file's bytes are the same in a
+         * fresh view (dataset files only grow), so read on from it. */
+        if (rc == -ENOENT && refreshes < 5) {
             refreshes++;
             rc = view_refresh(r, w);
             view_put(w);

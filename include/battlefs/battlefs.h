@@ -25,6 +25,7 @@ struct bfs_ledger;
 struct bfs_fs;
 struct bfs_ocf_schema_cache;
 struct bfs_metrics_server;
+struct bfs_compactor;
 
 struct bfs_ctx {
     struct bfs_options opt;
@@ -38,6 +39,7 @@ struct bfs_ctx {
     struct bfs_conv_cache *convs; /* compiled conversions between schema versions (evolve.h) */
     struct bfs_roller *roller;
     struct bfs_ledger *ledger;          /* the store's log, the node lease, the refresh */
+    struct bfs_compactor *compactor;    /* compaction, store garbage, erased bytes (writers) */
     int lock_fd;                        /* <state>/lock, held while mounted */
     int metrics_fd;                     /* -o metrics: the socket bound before the fork, or -1 */
     struct bfs_metrics_server *metrics; /* serving it (after the fork) */
@@ -48,6 +50,8 @@ struct bfs_ctx {
     struct bfs_ingest_deps ingest;
     struct bfs_reader_deps reader;
     struct bfs_roll_deps roll;
+    struct bfs_compact_deps compact;
+    enum bfs_compact_step compact_fault; /* test builds: -o fault=compact:STEP */
 };
 
 #endif
