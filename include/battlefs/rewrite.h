@@ -110,11 +110,11 @@ struct bfs_rw_job {
 /* What a rewrite did. */
 struct bfs_rw_stats {
     uint64_t bytes_read; /* from the store */
-    uint64_t gets;       /* ranged GETs */
+    uint64_t gets;       /* ranged GETs (a failed one too) */
     uint64_t bytes_written;
     uint64_t archives;
-    uint64_t datasets; /* index rows written */
-    uint64_t segments; /* segments read */
+    uint64_t datasets;  /* index rows written */
+    uint64_t segments;  /* segments read */
     uint64_t converted; /* segments converted (another schema) */
 };
 
