@@ -168,40 +168,33 @@ static int temp_open(struct rw *r, const char *suffix, int *fd)
     return rc;
 }
 
-static int pwrite_all(int fd, const void *p, size_t n, uint64_t off)
+/* pwrite (wr) or pread all n bytes at off: 0 or -errno (-EIO: a short
+ * read, the file is shorter than what was written to it). */
+static int io_all(int fd, uint8_t *p, size_t n, uint64_t off, int wr)
 {
-    const uint8_t *c = p;
     while (n > 0) {
-        ssize_t w = pwrite(fd, c, n, (off_t)off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        if (w == 0)
-            return -EIO;
-        c += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
-}
-
-static int pread_all(int fd, void *p, size_t n, uint64_t off)
-{
-    uint8_t *c = p;
-    while (n > 0) {
-        ssize_t k = pread(fd, c, n, (off_t)off);
+        ssize_t k = wr ? pwrite(fd, p, n, (off_t)off) : pread(fd, p, n, (off_t)off);
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0)
             return -errno;
         if (k == 0)
-            return -EIO; /* shorter than what we wrote */
-        c += k;
+            return -EIO;
+        p += k;
         n -= (size_t)k;
         off += (uint64_t)k;
     }
     return 0;
+}
+
+static int pwrite_all(int fd, const void *p, size_t n, uint64_t off)
+{
+    return io_all(fd, (uint8_t *)(uintptr_t)p, n, off, 1); /* only read from */
+}
+
+static int pread_all(int fd, void *p, size_t n, uint64_t off)
+{
+    return io_all(fd, p, n, off, 0);
 }
 
 static int spool_add(struct rw *r, struct spool *s, const void *rec)

@@ -31,6 +31,7 @@
 
 #include "battlefs/buf.h"
 #include "battlefs/evolve.h"
+#include "battlefs/fsutil.h"
 #include "battlefs/ocf.h"
 #include "battlefs/rewrite.h"
 #include "battlefs/sha256.h"
@@ -62,7 +63,8 @@ struct tseg {
 struct part {
     enum bfs_codec codec;
     struct memstore *ms;
-    struct bfs_buf header; /* the target layout (M) */
+    struct bfs_store *store; /* another store the sources are in (file://), or NULL: ms */
+    struct bfs_buf header;   /* the target layout (M) */
     struct bfs_rw_source src[MAX_SRC];
     char keys[MAX_SRC][64];
     struct bfs_buf bytes[MAX_SRC];
@@ -366,7 +368,7 @@ static void run_job(struct run *r, struct part *p, struct ctx *c, uint64_t max,
         make_dir(r);
     c->p = p;
     r->job = (struct bfs_rw_job){
-        .store = &p->ms->base,
+        .store = p->store ? p->store : &p->ms->base,
         .convs = convs,
         .sources = p->src,
         .n_sources = p->n_src,
@@ -389,6 +391,8 @@ static void run_job(struct run *r, struct part *p, struct ctx *c, uint64_t max,
     unsigned g0 = memstore_gets(p->ms);
     r->rc = bfs_rewrite(&r->job, &r->st, &r->err);
     r->gets = memstore_gets(p->ms) - g0;
+    if (p->store)
+        r->gets = (unsigned)r->st.gets;
     assert_int_equal(r->st.gets, r->gets);
 }
 
@@ -576,6 +580,27 @@ static void test_split(void **state)
             fail_msg("%d %s", r.rc, r.err.msg);
         check_output(&p, &c, &r, max);
         assert_true(c.n_arch >= 3);
+        size_t rows04 = 0, over = 0;
+        uint64_t len04 = 0;
+        for (size_t k = 0; k < c.n_row; k++)
+            if (!strcmp(c.row[k].ds, "d04")) {
+                rows04++;
+                len04 += c.row[k].length;
+            }
+        for (size_t k = 0; k < c.n_arch; k++)
+            over += c.arch[k].bytes.len > max;
+        if (max == 1500)
+            assert_true(len04 + p.header.len > max); /* the case is there */
+        if (len04 + p.header.len > max)
+            assert_true(rows04 >= 2); /* larger than an archive: split */
+        uint64_t largest = 0;
+        for (size_t k = 0; k < p.n_seg; k++)
+            if (p.seg[k].length > largest)
+                largest = p.seg[k].length;
+        if (max == 1500)
+            assert_true(largest + p.header.len > max);
+        if (largest + p.header.len > max)
+            assert_true(over >= 1); /* d09's first segment alone */
         /* Greedy: an archive was closed only because the next dataset (or,
          * splitting, segment) did not fit. */
         for (size_t i = 0; i + 1 < c.n_arch; i++) {
@@ -959,6 +984,56 @@ static void test_many_sources(void **state)
     part_free(&p);
 }
 
+/* The same on a file:// store. */
+static void test_file_store(void **state)
+{
+    (void)state;
+    struct part p;
+    part_init(&p, BFS_CODEC_DEFLATE);
+    for (unsigned s = 0; s < 3; s++) {
+        size_t i = add_source(&p, s == 1);
+        for (unsigned d = 0; d < 4; d++) {
+            char ds[16];
+            snprintf(ds, sizeof ds, "f%u", d);
+            add_segment(&p, i, ds, 1 + d % 2, 20, s * 10 + d);
+        }
+    }
+    part_seal(&p);
+    char root[64] = "/tmp/bfs-rwstore-XXXXXX", dir[128];
+    assert_non_null(mkdtemp(root));
+    snprintf(dir, sizeof dir, "%s/t/2025-01-01", root);
+    assert_int_equal(bfs_mkdirs(dir, 0700), 0);
+    for (size_t i = 0; i < p.n_src; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "%s/%s", root, p.keys[i]);
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(p.bytes[i].data, 1, p.bytes[i].len, f), p.bytes[i].len);
+        assert_int_equal(fclose(f), 0);
+    }
+    assert_int_equal(bfs_store_file_open(root, &p.store), 0);
+    struct ctx c = {0};
+    struct run r = {0};
+    run_job(&r, &p, &c, 1500, NULL);
+    if (r.rc)
+        fail_msg("%d %s", r.rc, r.err.msg);
+    check_output(&p, &c, &r, 1500);
+    assert_int_equal(r.gets, 3);
+    bfs_store_close(p.store);
+    for (size_t i = 0; i < p.n_src; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "%s/%s", root, p.keys[i]);
+        assert_int_equal(unlink(path), 0);
+    }
+    assert_int_equal(rmdir(dir), 0);
+    snprintf(dir, sizeof dir, "%s/t", root);
+    assert_int_equal(rmdir(dir), 0);
+    rm_dir(root);
+    rm_dir(r.dir);
+    ctx_free(&c);
+    part_free(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -972,6 +1047,7 @@ int main(void)
         cmocka_unit_test(test_spools),
         cmocka_unit_test(test_stop_and_callbacks),
         cmocka_unit_test(test_many_sources),
+        cmocka_unit_test(test_file_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
