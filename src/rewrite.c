@@ -56,6 +56,7 @@
 #include "battlefs/buf.h"
 #include "battlefs/evolve.h"
 #include "battlefs/fsutil.h"
+#include "battlefs/log.h"
 #include "battlefs/names.h"
 #include "battlefs/sha256.h"
 #include "battlefs/store.h"
@@ -676,8 +677,10 @@ int bfs_rewrite(const struct bfs_rw_job *job, struct bfs_rw_stats *st, struct bf
         close(r.fd);
         bfs_sha256_discard(&r.sha);
     }
-    if (r.path && unlink(r.path) < 0 && errno != ENOENT && rc == 0)
-        rc = bfs_err_set(err, -errno, "remove %s: %s", r.path, strerror(errno));
+    /* Only on failure (a closed archive's path is the caller's): the caller
+     * learns of the failure, not of a file left over, so that is logged. */
+    if (r.path && unlink(r.path) < 0 && errno != ENOENT)
+        bfs_warn("rewrite: cannot remove %s: %s", r.path, strerror(errno));
     free(r.path);
     for (size_t i = 0; r.win && i < job->n_sources; i++) {
         free(r.win[i].buf);

@@ -916,6 +916,18 @@ static void test_stop_and_callbacks(void **state)
         add_segment(&p, s, ds, 2, 10, d);
     }
     part_seal(&p);
+    /* Nothing to rewrite: no archive. */
+    struct part empty;
+    part_init(&empty, BFS_CODEC_NULL);
+    struct ctx c0 = {0};
+    struct run r0 = {0};
+    run_job(&r0, &empty, &c0, 1u << 20, NULL);
+    assert_int_equal(r0.rc, 0);
+    assert_int_equal(c0.n_arch, 0);
+    assert_int_equal(dir_files(r0.dir), 0);
+    rm_dir(r0.dir);
+    ctx_free(&c0);
+    part_free(&empty);
     /* Stopped from the start. */
     struct ctx c = {0};
     c.stop = 1;
