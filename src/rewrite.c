@@ -326,6 +326,25 @@ static int next_block(struct rw *r, const struct seg *g, uint64_t pos, const uin
     return source_read(r, g->source, pos, *span, blk);
 }
 
+/* Call fn for each block of segment g, in order (pos: its offset in the
+ * source). */
+static int walk_blocks(struct rw *r, struct seg *g,
+                       int (*fn)(struct rw *r, struct seg *g, uint64_t pos, const uint8_t *blk,
+                                 size_t span))
+{
+    for (uint64_t pos = g->start; pos < g->start + g->length;) {
+        const uint8_t *blk;
+        size_t span;
+        int rc = next_block(r, g, pos, &blk, &span);
+        if (rc == 0)
+            rc = fn(r, g, pos, blk, span);
+        if (rc < 0)
+            return rc;
+        pos += span;
+    }
+    return 0;
+}
+
 /* ---- the open archive ---- */
 
 static int out_flush(struct rw *r)
@@ -428,11 +447,11 @@ static int archive_close(struct rw *r)
                                  .uploaded_at = x.uploaded_at};
         if ((rc = j->index(j->ctx, &e)) == 0)
             r->st.datasets++;
-        else
+        else if (r->err->code == 0) /* else the callback said why */
             bfs_err_set(r->err, rc < 0 ? rc : -EIO, "the index callback refused %s of %s: %s",
                         x.dataset, path, strerror(rc < 0 ? -rc : EIO));
     }
-    if (rc != 0 && r->err && r->err->code == 0)
+    if (rc != 0 && r->err->code == 0) /* else the callback said why */
         bfs_err_set(r->err, rc < 0 ? rc : -EIO, "the archive callback refused %s: %s", path,
                     strerror(rc < 0 ? -rc : EIO));
     r->idx.n = 0;
@@ -441,6 +460,35 @@ static int archive_close(struct rw *r)
 }
 
 /* ---- one dataset ---- */
+
+/* Convert one block of segment g to the end of the staging file. */
+static int convert_block(struct rw *r, struct seg *g, uint64_t pos, const uint8_t *blk, size_t span)
+{
+    bfs_buf_reset(&r->cb);
+    int rc = bfs_conv_block(r->win[g->source].conv, blk, span, &r->cb, &r->scratch, r->err);
+    if (rc < 0)
+        return bfs_err_prefix(r->err, "source %s at byte %llu: converting the block",
+                              r->job->sources[g->source].key, (unsigned long long)pos);
+    if ((rc = pwrite_all(r->conv_fd, r->cb.data, r->cb.len, r->conv_len)) < 0)
+        return bfs_err_set(r->err, rc, "write converted bytes to %s: %s", r->job->work_dir,
+                           strerror(-rc));
+    r->conv_len += r->cb.len;
+    g->out_len += r->cb.len;
+    return 0;
+}
+
+/* Check the sync marker of one block of segment g and append the block. */
+static int copy_block(struct rw *r, struct seg *g, uint64_t pos, const uint8_t *blk, size_t span)
+{
+    const struct bfs_rw_job *j = r->job;
+    if (memcmp(blk + span - 16, j->sync, 16) != 0)
+        return bfs_err_set(r->err, -EINVAL,
+                           "source %s at byte %llu: the block's sync marker is not the "
+                           "partition's (schema %lld)",
+                           j->sources[g->source].key, (unsigned long long)pos,
+                           (long long)j->schema_id);
+    return out_write(r, blk, span);
+}
 
 /* Convert segment g into the staging file (g->conv_off, g->out_len). */
 static int convert_segment(struct rw *r, struct seg *g)
@@ -463,30 +511,14 @@ static int convert_segment(struct rw *r, struct seg *g)
     g->converted = 1;
     g->conv_off = r->conv_len;
     g->out_len = 0;
-    uint64_t pos = g->start, end = g->start + g->length;
-    while (pos < end) {
-        const uint8_t *blk;
-        size_t span;
-        if ((rc = next_block(r, g, pos, &blk, &span)) < 0)
-            return rc;
-        bfs_buf_reset(&r->cb);
-        rc = bfs_conv_block(w->conv, blk, span, &r->cb, &r->scratch, r->err);
-        if (rc < 0)
-            return bfs_err_prefix(r->err, "source %s at byte %llu: converting the block", s->key,
-                                  (unsigned long long)pos);
-        if ((rc = pwrite_all(r->conv_fd, r->cb.data, r->cb.len, r->conv_len)) < 0)
-            return bfs_err_set(r->err, rc, "write converted bytes to %s: %s", j->work_dir,
-                               strerror(-rc));
-        r->conv_len += r->cb.len;
-        g->out_len += r->cb.len;
-        pos += span;
-    }
+    if ((rc = walk_blocks(r, g, convert_block)) < 0)
+        return rc;
     r->st.converted++;
     return 0;
 }
 
 /* Append segment g's bytes to the open archive. */
-static int write_segment(struct rw *r, const struct seg *g)
+static int write_segment(struct rw *r, struct seg *g)
 {
     const struct bfs_rw_job *j = r->job;
     int rc;
@@ -508,23 +540,7 @@ static int write_segment(struct rw *r, const struct seg *g)
         }
         return 0;
     }
-    const char *key = j->sources[g->source].key;
-    uint64_t pos = g->start, end = g->start + g->length;
-    while (pos < end) {
-        const uint8_t *blk;
-        size_t span;
-        if ((rc = next_block(r, g, pos, &blk, &span)) < 0)
-            return rc;
-        if (memcmp(blk + span - 16, j->sync, 16) != 0)
-            return bfs_err_set(r->err, -EINVAL,
-                               "source %s at byte %llu: the block's sync marker is not the "
-                               "partition's (schema %lld)",
-                               key, (unsigned long long)pos, (long long)j->schema_id);
-        if ((rc = out_write(r, blk, span)) < 0)
-            return rc;
-        pos += span;
-    }
-    return 0;
+    return walk_blocks(r, g, copy_block);
 }
 
 /* Check the segment x handed by next and add it to the current dataset. */
@@ -599,8 +615,10 @@ static int next_segment(struct rw *r, struct bfs_rw_segment *x)
 {
     memset(x, 0, sizeof *x);
     int rc = r->job->next(r->job->ctx, x);
-    if (rc < 0)
+    if (rc < 0 && r->err->code == 0) /* else the callback said why */
         return bfs_err_set(r->err, rc, "next segment: %s", strerror(-rc));
+    if (rc < 0)
+        return rc;
     if (rc > 0 && (!x->dataset || !bfs_name_valid(x->dataset, strlen(x->dataset))))
         return bfs_err_set(r->err, -EINVAL, "a segment of no valid dataset name");
     return rc > 0 ? 1 : 0;

@@ -136,7 +136,8 @@ struct bfs_rw_stats {
  * convert, segments out of order or an invalid dataset name; -EEXIST: a
  * stale "<name>-<n>.avro", left as it is; -ENOSPC; -ECANCELED). A non-zero
  * return of a callback is returned as it is (err's code: that errno, or
- * -EIO for a positive one). *st is filled on failure too (what was done).
+ * -EIO for a positive one; a callback may set err itself, the same struct
+ * passed here: its reason is then kept). *st is filled on failure too (what was done).
  * On failure every file it made that was not passed to `archive` is
  * removed. */
 int bfs_rewrite(const struct bfs_rw_job *job, struct bfs_rw_stats *st, struct bfs_err *err);

@@ -248,6 +248,7 @@ struct ctx {
     int stop_at;       /* set stop when this archive (1-based) is handed */
     int keep;          /* leave the archive files in place (else read and remove them) */
     volatile int stop;
+    struct bfs_err *err; /* the rewrite's: a failing callback says why there */
     char paths[MAX_ARCH][256];
 };
 
@@ -289,7 +290,9 @@ static int cb_archive(void *arg, const struct bfs_rw_archive *a)
         assert_int_equal(unlink(a->path), 0);
     if (c->stop_at == (int)c->n_arch)
         c->stop = 1;
-    return c->archive_rc_at == (int)c->n_arch ? -EIO : 0;
+    if (c->archive_rc_at != (int)c->n_arch)
+        return 0;
+    return bfs_err_set(c->err, -EIO, "put refused by the test");
 }
 
 static int cb_index(void *arg, const struct bfs_rw_index *x)
@@ -367,6 +370,7 @@ static void run_job(struct run *r, struct part *p, struct ctx *c, uint64_t max,
     if (!r->dir[0])
         make_dir(r);
     c->p = p;
+    c->err = &r->err;
     r->job = (struct bfs_rw_job){
         .store = p->store ? p->store : &p->ms->base,
         .convs = convs,
@@ -951,6 +955,7 @@ static void test_stop_and_callbacks(void **state)
     run_job(&r, &p, &c3, 400, NULL);
     assert_int_equal(r.rc, -EIO);
     assert_int_equal(r.err.code, -EIO);
+    assert_string_equal(r.err.msg, "put refused by the test");
     assert_int_equal(c3.n_arch, 2);
     assert_int_equal(c3.arch[1].n_rows, 0); /* no index rows after a refused archive */
     assert_int_equal(dir_files(r.dir), 2);  /* the two handed over, nothing else */
@@ -961,6 +966,7 @@ static void test_stop_and_callbacks(void **state)
     struct ctx c4 = {.index_rc_at = 2};
     run_job(&r, &p, &c4, 400, NULL);
     assert_int_equal(r.rc, -EPIPE);
+    assert_non_null(strstr(r.err.msg, "index callback refused s1"));
     assert_int_equal(c4.n_row, 2);
     assert_int_equal(dir_files(r.dir), 0);
     ctx_free(&c4);
