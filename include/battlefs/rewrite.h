@@ -25,6 +25,18 @@
  * fewer when there are many sources: total read-ahead memory stays under
  * BFS_RW_READAHEAD_MAX), so a partition of 1 GiB is read in large requests
  * with bounded memory.
+ *
+ * A dataset that does not fit what is left of the open archive starts a new
+ * one. So its length must be known first: the segments of a source in
+ * another schema are converted when the dataset's segments are gathered,
+ * into a temporary file in work_dir (room needed: the converted bytes of the
+ * largest such dataset, besides the open archive). Temporary files
+ * ("<name>.segs.tmp", "<name>.index.tmp", "<name>.conv.tmp": the current
+ * dataset's segments and the open archive's index rows past the first 1024,
+ * converted bytes) are unlinked as soon as they are made; a stale one of
+ * those names is removed. Blocks of sources in another schema are not checked
+ * for their sync marker (the reader does not either); bfs_conv_block checks
+ * that their records decode.
  */
 #ifndef BATTLEFS_REWRITE_H
 #define BATTLEFS_REWRITE_H
@@ -110,18 +122,24 @@ struct bfs_rw_job {
 /* What a rewrite did. */
 struct bfs_rw_stats {
     uint64_t bytes_read; /* from the store */
-    uint64_t gets;       /* ranged GETs */
+    uint64_t gets;       /* ranged GETs (a failed one too) */
     uint64_t bytes_written;
     uint64_t archives;
-    uint64_t datasets; /* index rows written */
-    uint64_t segments; /* segments read */
+    uint64_t datasets;  /* index rows written */
+    uint64_t segments;  /* segments read */
     uint64_t converted; /* segments converted (another schema) */
 };
 
 /* Run the rewrite. 0 with *st (may be NULL), or -errno with err saying what
  * failed (a store error, -EINVAL: a segment outside its source, not whole
- * blocks, or a block that does not convert; -ENOSPC; -ECANCELED). On failure
- * every file it made that was not passed to `archive` is removed. */
+ * blocks, a block whose sync marker is not job->sync, a block that does not
+ * convert, segments out of order or an invalid dataset name; -EEXIST: a
+ * stale "<name>-<n>.avro", left as it is; -ENOSPC; -ECANCELED). A non-zero
+ * return of a callback is returned as it is (err's code: that errno, or
+ * -EIO for a positive one; a callback may set err itself, the same struct
+ * passed here: its reason is then kept). *st is filled on failure too (what was done).
+ * On failure every file it made that was not passed to `archive` is
+ * removed. */
 int bfs_rewrite(const struct bfs_rw_job *job, struct bfs_rw_stats *st, struct bfs_err *err);
 
 #endif
