@@ -158,7 +158,8 @@ static int count_row(sqlite3_stmt *st, void *ctx)
     return 0;
 }
 
-int bfs_catalog_erasures_settle(struct bfs_catalog *cat, int64_t now)
+int bfs_catalog_erasures_settle(struct bfs_catalog *cat, int64_t now,
+                                int (*cb)(void *ctx, const struct bfs_erasure *e), void *ctx)
 {
     struct wtx tx = {.what = "settle erasures"};
     int e = bfs_cat_wtx_begin(cat, &tx);
@@ -166,8 +167,24 @@ int bfs_catalog_erasures_settle(struct bfs_catalog *cat, int64_t now)
         return e;
     sqlite3_stmt *st = cat->ws[W_ERASE_SETTLE];
     sqlite3_bind_int64(st, 1, now);
-    int rc = run(st);
-    if (rc != SQLITE_OK)
+    int rc;
+    /* The rows come as the update makes them: the callback only copies. */
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const struct bfs_erasure x = {
+            .seq = sqlite3_column_int64(st, 0),
+            .node = (const char *)sqlite3_column_text(st, 1),
+            .dataset = (const char *)sqlite3_column_text(st, 2),
+            .table = (const char *)sqlite3_column_text(st, 3),
+            .period = (const char *)sqlite3_column_text(st, 4),
+            .erased_at = sqlite3_column_int64(st, 5),
+            .committed_at = sqlite3_column_int64(st, 6),
+            .done_at = now,
+        };
+        if (cb && x.node && x.dataset)
+            cb(ctx, &x);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
         e = sql_fail(cat->w, rc, "settle erasures");
     e = bfs_cat_wtx_end(cat, &tx, e);
     if (e < 0)

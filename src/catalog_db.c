@@ -386,7 +386,9 @@ static const char *const WSQL[W_COUNT] = {
                        " coalesce(max(last_row), 0) FROM rolls WHERE committed_at IS NULL))"
                        /* and no rolled blob waits for its purge (it may be one of them) */
                        " AND NOT EXISTS (SELECT 1 FROM buffer_data d WHERE d.id < coalesce("
-                       " (SELECT min(id) FROM buffer_rows), 9223372036854775807))",
+                       " (SELECT min(id) FROM buffer_rows), 9223372036854775807))"
+                       " RETURNING seq, node, dataset_id, table_name, period_tag, erased_at,"
+                       " committed_at",
     [W_ARCH_ADD] = "INSERT INTO archived_files(file_path, table_name, period_tag, size,"
                    " header_length, roll_id, seq, created_at, sha256, schema_fingerprint, codec,"
                    " schema_id, versions, ord) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"

@@ -701,6 +701,7 @@ int bfs_compact_partition(const struct bfs_compact_deps *d, const char *table, c
         .archive = on_archive,
         .index = on_index,
         .ctx = &j,
+        .stop = d->stop,
     };
     memcpy(rw.sync, p.sync, 16);
     struct bfs_rw_stats st = {0};
@@ -784,6 +785,23 @@ out:
 
 /* ---- garbage ---- */
 
+int bfs_compact_report_erased(void *errors, const struct bfs_erasure *e)
+{
+    char what[3 * BFS_NAME_MAX + 64], note[128];
+    if (e->table)
+        snprintf(what, sizeof what, "erase %s/%s/%s", e->table, e->period, e->dataset);
+    else
+        snprintf(what, sizeof what, ".battlefs/erase %s", e->dataset);
+    snprintf(note, sizeof note,
+             "erasure at log position %lld physically complete: no byte left in the store, "
+             "the catalog or the cache",
+             (long long)e->seq);
+    bfs_info("%s: %s", what, note);
+    if (errors && bfs_errors_add(errors, what, note) < 0)
+        bfs_error("cannot record the erasure: out of memory");
+    return 0;
+}
+
 struct gc_ctx {
     const struct bfs_compact_deps *d;
     char (*keys)[BFS_STORE_KEY_MAX + 1];
@@ -839,11 +857,10 @@ int bfs_compact_gc(const struct bfs_compact_deps *d)
         int w = bfs_catalog_wipe(d->cat);
         if (w < 0 && w != -EBUSY)
             bfs_warn("catalog: truncate the WAL: %s", strerror(-w));
-        int left = w < 0 ? (int)pending : bfs_catalog_erasures_settle(d->cat, now);
+        int left = w < 0 ? (int)pending
+                         : bfs_catalog_erasures_settle(d->cat, now, bfs_compact_report_erased,
+                                                       d->errors);
         if (left >= 0) {
-            if ((uint64_t)left < pending)
-                bfs_info("erasure: %" PRIu64 " erasures physically complete (%d pending)",
-                         pending - (uint64_t)left, left);
             atomic_store(&d->stats->erasures_pending, (uint64_t)left);
         }
     } else {
@@ -870,8 +887,18 @@ static int recover_one(void *ctx, const char *id, const char *table, const char 
     return 0;
 }
 
+static int any_file(const char *name)
+{
+    return name[0] != '.';
+}
+
 int bfs_compact_recover(const struct bfs_compact_deps *d)
 {
+    /* Nothing runs yet: what is in the compactor's work directory is a
+     * crashed compaction's (never reused). */
+    int e = bfs_remove_files(d->work_dir, any_file);
+    if (e < 0)
+        bfs_warn("cannot clean %s: %s", d->work_dir, strerror(-e));
     struct rec_ctx r = {d, 0};
     int rc = bfs_catalog_compactions(d->cat, recover_one, &r);
     return rc < 0 ? rc : r.rc;
@@ -881,6 +908,7 @@ int bfs_compact_recover(const struct bfs_compact_deps *d)
 
 struct bfs_compactor {
     struct bfs_compact_deps d;
+    atomic_int stopping; /* d.stop points here: a rewrite in progress gives up */
     pthread_mutex_t work_mu; /* one compaction or gc at a time */
     pthread_mutex_t mu;      /* kick, stop */
     pthread_cond_t cv;
@@ -990,6 +1018,7 @@ int bfs_compactor_start(const struct bfs_compact_deps *d, struct bfs_compactor *
     if (!c)
         return -ENOMEM;
     c->d = *d;
+    c->d.stop = &c->stopping;
     pthread_mutex_init(&c->work_mu, NULL);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
@@ -1032,6 +1061,7 @@ void bfs_compactor_stop(struct bfs_compactor *c)
         return;
     pthread_mutex_lock(&c->mu);
     c->stop = 1;
+    atomic_store(&c->stopping, 1);
     pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->thread, NULL);

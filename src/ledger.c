@@ -64,6 +64,7 @@
 #include "battlefs/buf.h"
 #include "battlefs/cache.h"
 #include "battlefs/catalog.h"
+#include "battlefs/compact.h"
 #include "battlefs/errors.h"
 #include "battlefs/fsutil.h"
 #include "battlefs/layout.h"
@@ -1128,7 +1129,9 @@ static int apply_erase_entry(struct bfs_ledger *l, int64_t seq, const struct ent
     if (w < 0 && w != -EBUSY)
         bfs_warn("log %" PRId64 ": erasure of %s: cannot truncate the catalog's WAL: %s", seq,
                  e->dataset, strerror(-w));
-    int pending = w == 0 ? bfs_catalog_erasures_settle(l->d.cat, (int64_t)time(NULL)) : -EBUSY;
+    int pending = w == 0 ? bfs_catalog_erasures_settle(l->d.cat, (int64_t)time(NULL),
+                                                       bfs_compact_report_erased, l->d.errors)
+                         : -EBUSY;
     if (pending >= 0)
         atomic_store(&l->d.stats->erasures_pending, (uint64_t)pending);
     else

@@ -252,7 +252,7 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         .stats = &ctx->stats,
         .errors = &ctx->errors,
         .node = ctx->opt.node,
-        .work_dir = ctx->work_dir,
+        .work_dir = ctx->compact_dir,
         .archive_max_bytes = ctx->opt.archive_max_bytes,
         .compact_after = ctx->opt.compact_after,
         .gc_grace = ctx->opt.gc_grace,
@@ -320,12 +320,15 @@ static int state_dirs(struct bfs_ctx *ctx)
     ctx->spool_dir = bfs_path_join(state, "spool");
     ctx->cache_dir = bfs_path_join(state, "cache");
     ctx->work_dir = bfs_path_join(state, "work");
+    /* The compactor's own: a roll empties work/ of its files when it starts. */
+    ctx->compact_dir = ctx->work_dir ? bfs_path_join(ctx->work_dir, "compact") : NULL;
     char *store_dir = ctx->opt.store_default ? bfs_path_join(state, "store") : NULL;
-    if (rc == 0 && (!ctx->spool_dir || !ctx->cache_dir || !ctx->work_dir ||
+    if (rc == 0 && (!ctx->spool_dir || !ctx->cache_dir || !ctx->work_dir || !ctx->compact_dir ||
                     (ctx->opt.store_default && !store_dir)))
         rc = -ENOMEM;
     /* The embedded default store lives in the state directory. */
-    const char *parts[] = {ctx->spool_dir, ctx->work_dir, ctx->cache_dir, store_dir};
+    const char *parts[] = {ctx->spool_dir, ctx->work_dir, ctx->compact_dir, ctx->cache_dir,
+                           store_dir};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0] && rc == 0; i++) {
         if (!parts[i])
             continue;
@@ -497,6 +500,7 @@ out_args:
     free(ctx.spool_dir);
     free(ctx.cache_dir);
     free(ctx.work_dir);
+    free(ctx.compact_dir);
     if (ctx.lock_fd >= 0)
         close(ctx.lock_fd);
     if (ctx.metrics_fd >= 0)

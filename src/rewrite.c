@@ -134,7 +134,7 @@ struct rw {
 
 static int stopped(const struct rw *r)
 {
-    return r->job->stop && *r->job->stop;
+    return r->job->stop && atomic_load(r->job->stop);
 }
 
 /* Fail with rc and "what: strerror(rc)". */

@@ -501,15 +501,19 @@ int bfs_catalog_apply_erase(struct bfs_catalog *cat, const struct bfs_log_erase 
 /* The archives that hold erasure seq's bytes (erase_hits). */
 int bfs_catalog_erase_hit_keys(struct bfs_catalog *cat, int64_t seq,
                                int (*cb)(void *ctx, const char *key), void *ctx);
-/* Erasures whose bytes nothing this mount knows holds any more get done_at =
- * now. Returns how many are still pending (>= 0), or -errno. */
-int bfs_catalog_erasures_settle(struct bfs_catalog *cat, int64_t now);
-/* Every erasure, oldest first (for .battlefs/errors-style audits and tests). */
+/* An erasure (table, period NULL: everywhere; done_at 0: pending). */
 struct bfs_erasure {
     int64_t seq;
-    const char *node, *dataset, *table, *period; /* table, period NULL: everywhere */
-    int64_t erased_at, committed_at, done_at; /* done_at 0: pending */
+    const char *node, *dataset, *table, *period;
+    int64_t erased_at, committed_at, done_at;
 };
+/* Erasures whose bytes nothing this mount knows holds any more get done_at =
+ * now; cb (may be NULL) is called for each, inside the transaction (copy,
+ * do not call the catalog). Returns how many are still pending (>= 0), or
+ * -errno. */
+int bfs_catalog_erasures_settle(struct bfs_catalog *cat, int64_t now,
+                                int (*cb)(void *ctx, const struct bfs_erasure *e), void *ctx);
+/* Every erasure, oldest first. */
 int bfs_catalog_erasures(struct bfs_catalog *cat, int (*cb)(void *ctx, const struct bfs_erasure *e),
                          void *ctx);
 /* Checkpoint the WAL into the database and truncate it (TRUNCATE), so no

@@ -16,6 +16,7 @@
 #ifndef BATTLEFS_COMPACT_H
 #define BATTLEFS_COMPACT_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "battlefs/err.h"
@@ -56,7 +57,7 @@ struct bfs_compact_deps {
     struct bfs_stats *stats;      /* compactions, store_deletes, erasures_pending */
     struct bfs_errors *errors;    /* a ".battlefs/compact" line per failure */
     const char *node;
-    const char *work_dir;
+    const char *work_dir; /* its own directory: every file in it is a compaction's */
     uint64_t archive_max_bytes;
     uint64_t compact_after; /* seconds without a roll into a partition before it compacts */
     uint64_t gc_grace;      /* seconds retired objects stay readable */
@@ -64,6 +65,9 @@ struct bfs_compact_deps {
     uint64_t lease_ttl_s;   /* the compaction lease's time (0: 60) */
     bfs_compact_fault_fn fault;
     void *fault_arg;
+    /* Non-NULL: a rewrite gives up (-ECANCELED) when it reads non-zero
+     * (the compactor's own, set at its stop). */
+    const atomic_int *stop;
 };
 
 /* Compact (table, period) now, whatever its age, in the calling thread: 0
@@ -75,6 +79,12 @@ int bfs_compact_partition(const struct bfs_compact_deps *d, const char *table, c
 /* Delete the retired objects that are due (urgent ones at once), then mark
  * erasures complete. 0 or -errno (the first failure; the others go on). */
 int bfs_compact_gc(const struct bfs_compact_deps *d);
+/* The audit line of an erasure found physically complete (a settle
+ * callback, bfs_catalog_erasures_settle): the log and errors (a struct
+ * bfs_errors *, may be NULL). */
+struct bfs_erasure;
+int bfs_compact_report_erased(void *errors, const struct bfs_erasure *e);
+
 /* At mount, after the log is read: a compaction a crash cut short before its
  * log entry leaves objects nobody references: delete them. 0 or -errno. */
 int bfs_compact_recover(const struct bfs_compact_deps *d);

@@ -42,6 +42,7 @@
 #define BATTLEFS_REWRITE_H
 
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "battlefs/codec.h"
@@ -116,7 +117,7 @@ struct bfs_rw_job {
     void *ctx;
     /* Non-NULL: checked between segments; when it reads non-zero the
      * rewrite stops with -ECANCELED (an unmount). */
-    const volatile int *stop;
+    const atomic_int *stop;
 };
 
 /* What a rewrite did. */

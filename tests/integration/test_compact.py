@@ -22,6 +22,8 @@ import time
 import pytest
 
 from mountlib import PERIOD, gen_avro, needs_faults, write_file
+from s3mount import s3_mount_factory, s3_store_files  # noqa: F401  (fixture; sys.path for tests/s3)
+from s3fixtures import s3, s3_server  # noqa: F401,E402  (fixtures)
 from test_roll import (archives, drop_cache, index_rows, query, read_uncached, roll_ok,
                        store_dir, store_files, wait_for)
 
@@ -105,6 +107,7 @@ def grep_tree(roots, needle):
 
 # ------------------------------------------------------------------------------------ compaction
 
+@pytest.mark.concurrency
 def test_compaction_makes_one_range_per_dataset(mount_factory, gen):
     m = mount_factory(**QUIET)
     ups = three_rolls(m)
@@ -161,6 +164,7 @@ def test_compaction_makes_one_range_per_dataset(mount_factory, gen):
     assert tree_bytes(m) == before
 
 
+@pytest.mark.concurrency
 def test_compaction_after_gc_grace_deletes_retired_archives(mount_factory, gen):
     m = mount_factory(**dict(QUIET, gc_grace="2"))
     three_rolls(m)
@@ -233,6 +237,7 @@ def test_kill9_at_each_compaction_step(mount_factory, step):
     assert tree_bytes(m) == before
 
 
+@pytest.mark.concurrency
 def test_two_compactors_race_for_one_partition(mount_factory, tmp_path):
     store = "file://" + str(tmp_path / "store")
     os.makedirs(str(tmp_path / "store"))
@@ -351,3 +356,34 @@ def test_rm_of_a_missing_dataset(mount_factory):
         os.unlink(m.dataset_path("notes", PERIOD, "nobody"))
     assert erase(m, "bad/name") == errno.EINVAL
     m.expect_log(r"\.battlefs/erase")
+
+
+def test_compaction_and_erasure_on_s3(s3, s3_mount_factory):
+    """Against s3rver behind the proxy that enforces If-None-Match and If-Match (the lease's
+    compare-and-swap, the create-only archives and manifest): a compaction, then an erasure
+    physically complete in the bucket; a replica straight on the bucket reads the same."""
+    m = s3_mount_factory(s3, node="w", **dict(QUIET, gc_grace="0", erase_within="2"))
+    ups = {}
+    for r in range(3):
+        for d in ("u1", "u2"):
+            marker = "SECRET-%s-%d" % (d, r) if d == "u1" else None
+            ups.setdefault(("notes", PERIOD, d), []).extend(
+                upload_notes(m, "notes", PERIOD, d, 10 * r + int(d[1]), marker))
+        roll_ok(m)
+    before = tree_bytes(m)
+    compact_ok(m, "notes", PERIOD)
+    assert tree_bytes(m) == before
+    wait_for(lambda: len([k for k in s3_store_files(s3) if k.startswith("notes/")]) == 1,
+             timeout=30, what="the retired archives' deletion")
+    leases = [k for k in s3_store_files(s3) if k.startswith("_battlefs/compaction/")]
+    assert leases == ["_battlefs/compaction/notes/%s.lease" % PERIOD], leases
+    assert json.loads(s3.get_object(leases[0]))["released"] is True
+    os.unlink(m.dataset_path("notes", PERIOD, "u1"))
+    wait_for(lambda: m.stats()["erasures_pending"] == 0, timeout=60, what="physical removal")
+    wait_for(lambda: not [k for k, v in s3_store_files(s3).items() if b"SECRET-" in v],
+             timeout=30, what="no erased byte in the bucket")
+    assert not grep_tree([m.state], b"SECRET-")
+    r = s3_mount_factory(s3, ro=True, refresh="0")
+    assert r.datasets() == [("notes", PERIOD, "u2")]
+    assert r.read_bytes("notes", PERIOD, "u2") == before["notes/%s/u2.avro" % PERIOD]
+    assert r.records("notes", PERIOD, "u2") == ups[("notes", PERIOD, "u2")]

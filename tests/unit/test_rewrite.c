@@ -247,7 +247,7 @@ struct ctx {
     int index_rc_at;   /* 1-based index row whose callback fails (0: none) */
     int stop_at;       /* set stop when this archive (1-based) is handed */
     int keep;          /* leave the archive files in place (else read and remove them) */
-    volatile int stop;
+    atomic_int stop;
     struct bfs_err *err; /* the rewrite's: a failing callback says why there */
     char paths[MAX_ARCH][256];
 };
