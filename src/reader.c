@@ -501,6 +501,9 @@ static int read_range(struct bfs_reader *r, char *buf, size_t size, uint64_t off
                 return rc == -ESTALE ? -EIO : rc;
             continue;
         }
+        if (rc == -ENOENT && s->kind == BFS_SEG_COLD)
+            bfs_error("%s: archive %s is missing from the store (and from no newer view)",
+                      r->what, s->key);
         view_put(w);
         if (rc < 0)
             return rc == -ENOENT ? -EIO : rc;
