@@ -550,7 +550,8 @@ static int entry_parse(const void *data, size_t len, struct entry *e)
     if (strcmp(type, "erase") == 0) {
         e->type = ENTRY_ERASE;
         if (jstr(e->j, "dataset", &e->dataset) < 0 || jopt_str(e->j, "table", &e->table) < 0 ||
-            jopt_str(e->j, "period", &e->period) < 0 || jint(e->j, "erased_at", &e->erased_at) < 0 ||
+            jopt_str(e->j, "period", &e->period) < 0 ||
+            jint(e->j, "erased_at", &e->erased_at) < 0 ||
             jint(e->j, "committed_at", &e->committed_at) < 0 ||
             !bfs_name_valid(e->dataset, strlen(e->dataset)) || (!e->table) != (!e->period) ||
             (e->table && (!bfs_name_valid(e->table, strlen(e->table)) ||
@@ -1363,9 +1364,8 @@ static int load_checkpoint_locked(struct bfs_ledger *l, int64_t *pos, struct bfs
     struct ckpt_load k = {.l = l, .err = err};
     struct bfs_err rerr = {0};
     /* Pass 1: the partitions (not under the catalog's writer: pass 2 holds it). */
-    const struct bfs_checkpoint_visitor scan = {ck_scan_roll,   ck_scan_archive, ck_scan_index,
-                                                ck_scan_node,   &k,              NULL,
-                                                NULL};
+    const struct bfs_checkpoint_visitor scan = {
+        ck_scan_roll, ck_scan_archive, ck_scan_index, ck_scan_node, &k, NULL, NULL};
     rc = bfs_checkpoint_read(fd, &scan, &rerr);
     if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0)
         rc = -errno;
@@ -1451,7 +1451,7 @@ static void write_checkpoint_locked(struct bfs_ledger *l)
         rc = bfs_checkpoint_create(path, &w);
     struct bfs_checkpoint_visitor v = {0};
     if (rc == 0) {
-        v = (struct bfs_checkpoint_visitor){cw_roll, cw_archive, cw_index,  cw_node,
+        v = (struct bfs_checkpoint_visitor){cw_roll, cw_archive, cw_index, cw_node,
                                             w,       cw_compact, cw_erase};
         rc = bfs_catalog_snapshot(l->d.cat, pos, &v);
     }
@@ -1586,12 +1586,13 @@ static char *roll_text(struct bfs_ledger *l, const struct bfs_ledger_roll *r)
 static char *erase_text(struct bfs_ledger *l, const char *dataset, const char *table,
                         const char *period, int64_t erased_at)
 {
-    json_t *j = json_pack("{s:i, s:s, s:s, s:I, s:s, s:I, s:I}", "battlefs_log", 1, "type",
-                          "erase", "node", l->node, "epoch", (json_int_t)my_epoch(l), "dataset",
-                          dataset, "erased_at", (json_int_t)erased_at, "committed_at",
-                          (json_int_t)time(NULL));
-    if (j && table && (json_object_set_new(j, "table", json_string(table)) < 0 ||
-                       json_object_set_new(j, "period", json_string(period)) < 0)) {
+    json_t *j =
+        json_pack("{s:i, s:s, s:s, s:I, s:s, s:I, s:I}", "battlefs_log", 1, "type", "erase", "node",
+                  l->node, "epoch", (json_int_t)my_epoch(l), "dataset", dataset, "erased_at",
+                  (json_int_t)erased_at, "committed_at", (json_int_t)time(NULL));
+    if (j && table &&
+        (json_object_set_new(j, "table", json_string(table)) < 0 ||
+         json_object_set_new(j, "period", json_string(period)) < 0)) {
         json_decref(j);
         return NULL;
     }
@@ -1624,6 +1625,22 @@ static int fence_locked(struct bfs_ledger *l, struct bfs_err *err)
     return bfs_err_set(err, -EAGAIN, "no free log position after %d attempts", COMMIT_ATTEMPTS);
 }
 
+/* Under mu, after a refresh, before putting an entry of ours: the lease held
+ * and earlier holders of the name fenced. 0 with *pos the last applied log
+ * position, 1 (a fence entry was put: read the log again), or -errno. */
+static int prepare_put_locked(struct bfs_ledger *l, int64_t *pos, struct bfs_err *err)
+{
+    int rc = lease_ensure(l, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = bfs_catalog_ledger_state(l->d.cat, pos, NULL)) < 0)
+        return bfs_err_set(err, rc, "read the log position: %s", strerror(-rc));
+    if (!l->need_fence)
+        return 0;
+    rc = fence_locked(l, err);
+    return rc < 0 ? rc : 1;
+}
+
 int bfs_ledger_commit(struct bfs_ledger *l, const struct bfs_ledger_roll *r, struct bfs_err *err)
 {
     bfs_err_clear(err);
@@ -1648,18 +1665,11 @@ int bfs_ledger_commit(struct bfs_ledger *l, const struct bfs_ledger_roll *r, str
                 write_checkpoint_locked(l);
             break; /* in the log and applied: committed */
         }
-        if ((rc = lease_ensure(l, err)) < 0)
-            break;
         int64_t pos;
-        if ((rc = bfs_catalog_ledger_state(l->d.cat, &pos, NULL)) < 0) {
-            bfs_err_set(err, rc, "read the log position: %s", strerror(-rc));
+        if ((rc = prepare_put_locked(l, &pos, err)) < 0)
             break;
-        }
-        if (l->need_fence) {
-            if ((rc = fence_locked(l, err)) < 0)
-                break;
+        if (rc == 1)
             continue;
-        }
         char *text = roll_text(l, r);
         if (!text) {
             rc = bfs_err_set(err, -ENOMEM, "log entry: out of memory");
@@ -1697,18 +1707,11 @@ int bfs_ledger_erase(struct bfs_ledger *l, const char *dataset, const char *tabl
     pthread_mutex_lock(&l->mu);
     int rc = -EAGAIN;
     for (int attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
-        if ((rc = refresh_locked(l, err)) < 0 || (rc = lease_ensure(l, err)) < 0)
-            break;
         int64_t pos;
-        if ((rc = bfs_catalog_ledger_state(l->d.cat, &pos, NULL)) < 0) {
-            bfs_err_set(err, rc, "read the log position: %s", strerror(-rc));
+        if ((rc = refresh_locked(l, err)) < 0 || (rc = prepare_put_locked(l, &pos, err)) < 0)
             break;
-        }
-        if (l->need_fence) {
-            if ((rc = fence_locked(l, err)) < 0)
-                break;
+        if (rc == 1)
             continue;
-        }
         char *text = erase_text(l, dataset, table, period, erased_at);
         if (!text) {
             rc = bfs_err_set(err, -ENOMEM, "log entry: out of memory");

@@ -502,8 +502,8 @@ static int read_range(struct bfs_reader *r, char *buf, size_t size, uint64_t off
             continue;
         }
         if (rc == -ENOENT && s->kind == BFS_SEG_COLD)
-            bfs_error("%s: archive %s is missing from the store (and from no newer view)",
-                      r->what, s->key);
+            bfs_error("%s: archive %s is missing from the store (and from no newer view)", r->what,
+                      s->key);
         view_put(w);
         if (rc < 0)
             return rc == -ENOENT ? -EIO : rc;
