@@ -164,6 +164,10 @@ struct bfs_cat_apply {
     /* erasures after the entry's base exist: index rows are checked */
     int any_erasure;
     uint64_t dropped; /* bytes of index rows dropped by them */
+    /* loading a checkpoint: it holds only the live archives and rows (a
+     * compaction retired the others, an erasure removed some), so a roll's
+     * bytes are not its index's */
+    int ckpt;
 };
 
 /* The pending claim roll_id (own: 1, with its rows), a committed roll
@@ -609,7 +613,7 @@ static int roll_end_locked(struct bfs_cat_apply *a, struct bfs_err *err)
         if ((rc = run(st)) != SQLITE_OK)
             goto sql_error;
     }
-    if (a->bytes + a->dropped != a->r.bytes)
+    if (!a->ckpt && a->bytes + a->dropped != a->r.bytes)
         return bfs_err_set(err, -EINVAL,
                            "roll %s: the index holds %" PRIu64 " bytes, the roll %" PRIu64,
                            a->roll_id, a->bytes + a->dropped, a->r.bytes);
@@ -913,6 +917,7 @@ int bfs_catalog_ckpt_begin(struct bfs_catalog *cat, struct bfs_cat_ckpt **out)
     if (!c)
         return -ENOMEM;
     c->a.cat = cat;
+    c->a.ckpt = 1;
     /* Foreign keys off, as a log apply: an own roll deletes its rows. */
     c->a.tx = (struct wtx){.flags = WTX_FK_OFF, .what = "checkpoint load"};
     int e = bfs_cat_wtx_begin(cat, &c->a.tx);

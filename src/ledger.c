@@ -987,6 +987,16 @@ static void compaction_applied(struct bfs_ledger *l, const struct entry *e, stru
     }
     if (voided && own)
         bfs_catalog_gc_add(l->d.cat, e->manifest, e->committed_at, 1);
+    /* Another node's compaction may have rewritten the last archive that
+     * held an erasure's bytes (a replica has no compactor to notice). */
+    uint64_t pending = 0, total = 0;
+    if (!own && !voided && bfs_catalog_erase_counts(l->d.cat, &pending, &total) == 0 &&
+        pending > 0 && bfs_catalog_wipe(l->d.cat) == 0) {
+        int left = bfs_catalog_erasures_settle(l->d.cat, (int64_t)time(NULL),
+                                               bfs_compact_report_erased, l->d.errors);
+        if (left >= 0)
+            atomic_store(&l->d.stats->erasures_pending, (uint64_t)left);
+    }
 }
 
 /* Apply roll or compaction entry seq from its manifest. */
@@ -1872,6 +1882,9 @@ int bfs_ledger_open(const struct bfs_ledger_deps *d, struct bfs_ledger **out)
     l->d.work_dir = l->work_dir;
     snprintf(d->stats->node, sizeof d->stats->node, "%s", l->node);
     d->stats->read_only = d->read_only;
+    uint64_t pending = 0, total = 0;
+    if (bfs_catalog_erase_counts(d->cat, &pending, &total) == 0)
+        atomic_store(&d->stats->erasures_pending, pending);
     *out = l;
     return 0;
 }

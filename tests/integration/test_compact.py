@@ -343,6 +343,12 @@ def test_erasure_reaches_a_replica(mount_factory, tmp_path):
     refresh_ok(r)
     assert sorted(os.listdir(r.path("notes", PERIOD))) == ["u2.avro"]
     assert r.read_bytes("notes", PERIOD, "u2") == keep
+    assert r.stats()["erasures_pending"] == 1
+    # the writer rewrites the archive without it; the replica learns it at its next refresh
+    compact_ok(w, "notes", PERIOD)
+    refresh_ok(r)
+    assert r.stats()["erasures_pending"] == 0
+    assert r.read_bytes("notes", PERIOD, "u2") == keep
     with pytest.raises(OSError) as e:
         os.unlink(r.dataset_path("notes", PERIOD, "u2"))
     assert e.value.errno == errno.EROFS
@@ -387,3 +393,31 @@ def test_compaction_and_erasure_on_s3(s3, s3_mount_factory):
     assert r.datasets() == [("notes", PERIOD, "u2")]
     assert r.read_bytes("notes", PERIOD, "u2") == before["notes/%s/u2.avro" % PERIOD]
     assert r.records("notes", PERIOD, "u2") == ups[("notes", PERIOD, "u2")]
+
+
+def test_a_checkpoint_holds_compactions_and_erasures(mount_factory, tmp_path):
+    """Log entries 1-20: rolls, a compaction, an erasure; the writer that takes position 20
+    puts a checkpoint; a new replica starts from it and reads what the writer reads."""
+    os.makedirs(str(tmp_path / "store"))
+    store = "file://" + str(tmp_path / "store")
+    w = mount_factory(store=store, node="w", **QUIET)
+    ups = {}
+    for r in range(17):
+        d = "u%d" % (r % 3)
+        ups.setdefault(("notes", PERIOD, d), []).extend(upload_notes(w, "notes", PERIOD, d, r))
+        roll_ok(w)
+    compact_ok(w, "notes", PERIOD)                      # 18
+    os.unlink(w.dataset_path("notes", PERIOD, "u1"))     # 19
+    del ups[("notes", PERIOD, "u1")]
+    ups[("notes", PERIOD, "u3")] = upload_notes(w, "notes", PERIOD, "u3", 99)
+    roll_ok(w)                                           # 20: the checkpoint
+    assert w.stats()["log_position"] == 20
+    ckpts = [k for k in store_files(w) if k.startswith("_battlefs/checkpoints/")]
+    assert len(ckpts) == 1 and "/00000000000000000020-" in ckpts[0], ckpts
+    want = tree_bytes(w)
+    r = mount_factory(store=store, ro=True, refresh="0")
+    assert r.stats()["manifests_loaded"] == 0  # everything from the checkpoint
+    assert tree_bytes(r) == want
+    for k, recs in ups.items():
+        assert r.records(*k) == recs
+    assert query(r, "SELECT count(*) FROM erasures")[0][0] == 1
