@@ -79,6 +79,18 @@ static int loop_status(int rc)
     return 1;
 }
 
+/* The reader's refresh: read the store's log (a compaction this mount has
+ * not read deleted an archive its view names). */
+static int reader_refresh(void *arg)
+{
+    struct bfs_ctx *ctx = arg;
+    struct bfs_err err;
+    int rc = ctx->ledger ? bfs_ledger_refresh(ctx->ledger, &err) : -ENOENT;
+    if (rc < 0 && ctx->ledger)
+        bfs_warn("%s", err.msg);
+    return rc;
+}
+
 static void ctx_close_modules(struct bfs_ctx *ctx)
 {
     bfs_metrics_stop(ctx->metrics); /* first: it reads the catalog and the stats */
@@ -210,6 +222,8 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         .cache = ctx->cache,
         .read_chunk = ctx->opt.read_chunk,
         .convs = ctx->convs,
+        .refresh = reader_refresh,
+        .refresh_arg = ctx,
     };
     const struct bfs_ledger_deps ld = {
         .cat = ctx->cat,

@@ -421,3 +421,20 @@ def test_a_checkpoint_holds_compactions_and_erasures(mount_factory, tmp_path):
     for k, recs in ups.items():
         assert r.records(*k) == recs
     assert query(r, "SELECT count(*) FROM erasures")[0][0] == 1
+
+
+def test_a_replica_that_missed_a_compaction_reads_on(mount_factory, tmp_path):
+    """A replica that does not refresh (refresh=0) still names archives a writer's compaction
+    retired and deleted (gc_grace 0): a cold read finds them gone, reads the log and goes on."""
+    os.makedirs(str(tmp_path / "store"))
+    store = "file://" + str(tmp_path / "store")
+    w = mount_factory(store=store, node="w", **dict(QUIET, gc_grace="0"))
+    three_rolls(w)
+    r = mount_factory(store=store, ro=True, refresh="0")
+    want = tree_bytes(w)
+    compact_ok(w, "notes", PERIOD)
+    wait_for(lambda: len([k for k in store_files(w) if k.startswith("notes/")]) == 1, timeout=30,
+             what="the retired archives' deletion")
+    assert r.stats()["log_position"] == 3
+    assert tree_bytes(r) == want
+    assert r.stats()["log_position"] == 4
