@@ -80,8 +80,8 @@ static void bind_erase(sqlite3_stmt *st, const struct bfs_log_erase *e, int seq_
         sqlite3_bind_int64(st, seq_param, e->seq);
 }
 
-int bfs_catalog_apply_erase(struct bfs_catalog *cat, const struct bfs_log_erase *e,
-                            uint64_t *hits, struct bfs_err *err)
+int bfs_catalog_apply_erase(struct bfs_catalog *cat, const struct bfs_log_erase *e, uint64_t *hits,
+                            struct bfs_err *err)
 {
     *hits = 0;
     if (!bfs_node_valid(e->node) || !valid_name(e->dataset) || (!e->table) != (!e->period) ||
@@ -326,8 +326,8 @@ static void bind_key(sqlite3_stmt *st, void *p)
 
 int bfs_catalog_gc_done(struct bfs_catalog *cat, const char *key)
 {
-    int e = wexec(cat, "store gc", "DELETE FROM store_gc WHERE key = ?1", bind_key, (void *)key,
-                  NULL);
+    int e =
+        wexec(cat, "store gc", "DELETE FROM store_gc WHERE key = ?1", bind_key, (void *)key, NULL);
     if (e == 0)
         e = wexec(cat, "store gc", "DELETE FROM erase_hits WHERE file_path = ?1", bind_key,
                   (void *)key, NULL);
@@ -396,8 +396,7 @@ static void bind_part(sqlite3_stmt *st, void *p)
 
 int bfs_catalog_compact_sources(struct bfs_catalog *cat, const char *table, const char *period,
                                 int64_t *upto,
-                                int (*cb)(void *ctx, const struct bfs_compact_source *s),
-                                void *ctx)
+                                int (*cb)(void *ctx, const struct bfs_compact_source *s), void *ctx)
 {
     struct rconn *c;
     int e = bfs_cat_racquire(cat, &c);

@@ -389,10 +389,11 @@ static const char *const WSQL[W_COUNT] = {
                        " (SELECT min(id) FROM buffer_rows), 9223372036854775807))"
                        " RETURNING seq, node, dataset_id, table_name, period_tag, erased_at,"
                        " committed_at",
-    [W_ARCH_ADD] = "INSERT INTO archived_files(file_path, table_name, period_tag, size,"
-                   " header_length, roll_id, seq, created_at, sha256, schema_fingerprint, codec,"
-                   " schema_id, versions, ord) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
-                   " (SELECT id FROM schemas WHERE fingerprint = ?10 ORDER BY id LIMIT 1), ?12, ?13)",
+    [W_ARCH_ADD] =
+        "INSERT INTO archived_files(file_path, table_name, period_tag, size,"
+        " header_length, roll_id, seq, created_at, sha256, schema_fingerprint, codec,"
+        " schema_id, versions, ord) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+        " (SELECT id FROM schemas WHERE fingerprint = ?10 ORDER BY id LIMIT 1), ?12, ?13)",
     [W_IDX_ADD] = "INSERT INTO block_indexes(dataset_id, table_name, period_tag, file_id,"
                   " start_byte, length, record_count, uploaded_at)"
                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

@@ -752,8 +752,8 @@ static int snap_erase(sqlite3_stmt *st, const struct bfs_checkpoint_visitor *v)
                   (int64_t)sqlite3_column_int64(st, 0));
         return -EIO;
     }
-    return v->erase ? v->erase(v->ctx, &x, sqlite3_column_int64(st, 0),
-                               sqlite3_column_int64(st, 5), sqlite3_column_int64(st, 7))
+    return v->erase ? v->erase(v->ctx, &x, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 5),
+                               sqlite3_column_int64(st, 7))
                     : 0;
 }
 
@@ -983,8 +983,8 @@ int bfs_catalog_ckpt_roll(struct bfs_cat_ckpt *c, const struct bfs_manifest_roll
                           int64_t epoch, int64_t committed_at, struct bfs_err *err)
 {
     if (r->rows < 0 || r->bytes < 0)
-        return ckpt_failed(c, bfs_err_set(err, -EINVAL, "checkpoint: roll %s: bad fields",
-                                          r->roll_id));
+        return ckpt_failed(
+            c, bfs_err_set(err, -EINVAL, "checkpoint: roll %s: bad fields", r->roll_id));
     const struct bfs_log_roll lr = {
         .seq = seq,
         .node = r->node,
@@ -1003,8 +1003,8 @@ int bfs_catalog_ckpt_compact(struct bfs_cat_ckpt *c, const struct bfs_manifest_c
                              int64_t seq, int64_t epoch, int64_t committed_at, struct bfs_err *err)
 {
     if (cp->bytes < 0)
-        return ckpt_failed(c, bfs_err_set(err, -EINVAL, "checkpoint: compaction %s: bad fields",
-                                          cp->compact_id));
+        return ckpt_failed(
+            c, bfs_err_set(err, -EINVAL, "checkpoint: compaction %s: bad fields", cp->compact_id));
     const struct bfs_log_roll lr = {
         .seq = seq,
         .node = cp->node,

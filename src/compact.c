@@ -139,9 +139,8 @@ static int put_text(const struct bfs_compact_deps *d, const char *key, const cha
 static char *lease_text(const struct bfs_compact_deps *d, const struct lease *ls, int released)
 {
     json_t *j = json_pack("{s:i, s:s, s:s, s:I, s:I, s:b}", "battlefs_compaction_lease", 1, "node",
-                          d->node, "holder", ls->holder, "seq", (json_int_t)ls->seq,
-                          "expires_at", (json_int_t)(time(NULL) + (time_t)ttl_of(d)), "released",
-                          released);
+                          d->node, "holder", ls->holder, "seq", (json_int_t)ls->seq, "expires_at",
+                          (json_int_t)(time(NULL) + (time_t)ttl_of(d)), "released", released);
     if (!j)
         return NULL;
     char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
@@ -177,9 +176,8 @@ static int lease_take(const struct bfs_compact_deps *d, const char *table, const
             }
             int ours = strcmp(holder, ls->holder) == 0;
             if (!released && !ours && exp > (json_int_t)time(NULL)) {
-                rc = bfs_err_set(err, -EBUSY,
-                                 "compaction of %s/%s is held by node %s until %lld", table,
-                                 period, node, (long long)exp);
+                rc = bfs_err_set(err, -EBUSY, "compaction of %s/%s is held by node %s until %lld",
+                                 table, period, node, (long long)exp);
                 json_decref(j);
                 free(data);
                 return rc;
@@ -634,7 +632,7 @@ int bfs_compact_partition(const struct bfs_compact_deps *d, const char *table, c
     }
     struct bfs_partition p;
     memset(&p, 0, sizeof p);
-    char (*versions)[17] = NULL;
+    char(*versions)[17] = NULL;
     size_t n_versions = 0;
     char path[4096] = "", mpath[4096] = "", mkey[BFS_STORE_KEY_MAX + 1] = "";
     int recorded = 0, crashed = 0;
@@ -857,9 +855,9 @@ int bfs_compact_gc(const struct bfs_compact_deps *d)
         int w = bfs_catalog_wipe(d->cat);
         if (w < 0 && w != -EBUSY)
             bfs_warn("catalog: truncate the WAL: %s", strerror(-w));
-        int left = w < 0 ? (int)pending
-                         : bfs_catalog_erasures_settle(d->cat, now, bfs_compact_report_erased,
-                                                       d->errors);
+        int left =
+            w < 0 ? (int)pending
+                  : bfs_catalog_erasures_settle(d->cat, now, bfs_compact_report_erased, d->errors);
         if (left >= 0) {
             atomic_store(&d->stats->erasures_pending, (uint64_t)left);
         }
@@ -908,7 +906,7 @@ int bfs_compact_recover(const struct bfs_compact_deps *d)
 
 struct bfs_compactor {
     struct bfs_compact_deps d;
-    atomic_int stopping; /* d.stop points here: a rewrite in progress gives up */
+    atomic_int stopping;     /* d.stop points here: a rewrite in progress gives up */
     pthread_mutex_t work_mu; /* one compaction or gc at a time */
     pthread_mutex_t mu;      /* kick, stop */
     pthread_cond_t cv;

@@ -1378,9 +1378,8 @@ static int control_lines(struct bfs_ctx *ctx, enum handle_kind kind, const char 
                     rc = bfs_catalog_period_exists(ctx->cat, line, slash + 1);
                     if (rc == -ENOENT)
                         control_failed(ctx, what, "no such table and period");
-                    else if (rc == 0 &&
-                             (rc = bfs_compactor_compact_now(ctx->compactor, line, slash + 1,
-                                                             &err)) < 0)
+                    else if (rc == 0 && (rc = bfs_compactor_compact_now(ctx->compactor, line,
+                                                                        slash + 1, &err)) < 0)
                         rc = rc == -EBUSY ? -EBUSY : -EIO; /* the reason is recorded */
                 }
             }

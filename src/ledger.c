@@ -550,7 +550,8 @@ static int entry_parse(const void *data, size_t len, struct entry *e)
     if (strcmp(type, "erase") == 0) {
         e->type = ENTRY_ERASE;
         if (jstr(e->j, "dataset", &e->dataset) < 0 || jopt_str(e->j, "table", &e->table) < 0 ||
-            jopt_str(e->j, "period", &e->period) < 0 || jint(e->j, "erased_at", &e->erased_at) < 0 ||
+            jopt_str(e->j, "period", &e->period) < 0 ||
+            jint(e->j, "erased_at", &e->erased_at) < 0 ||
             jint(e->j, "committed_at", &e->committed_at) < 0 ||
             !bfs_name_valid(e->dataset, strlen(e->dataset)) || (!e->table) != (!e->period) ||
             (e->table && (!bfs_name_valid(e->table, strlen(e->table)) ||
@@ -1363,9 +1364,8 @@ static int load_checkpoint_locked(struct bfs_ledger *l, int64_t *pos, struct bfs
     struct ckpt_load k = {.l = l, .err = err};
     struct bfs_err rerr = {0};
     /* Pass 1: the partitions (not under the catalog's writer: pass 2 holds it). */
-    const struct bfs_checkpoint_visitor scan = {ck_scan_roll,   ck_scan_archive, ck_scan_index,
-                                                ck_scan_node,   &k,              NULL,
-                                                NULL};
+    const struct bfs_checkpoint_visitor scan = {
+        ck_scan_roll, ck_scan_archive, ck_scan_index, ck_scan_node, &k, NULL, NULL};
     rc = bfs_checkpoint_read(fd, &scan, &rerr);
     if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0)
         rc = -errno;
@@ -1451,7 +1451,7 @@ static void write_checkpoint_locked(struct bfs_ledger *l)
         rc = bfs_checkpoint_create(path, &w);
     struct bfs_checkpoint_visitor v = {0};
     if (rc == 0) {
-        v = (struct bfs_checkpoint_visitor){cw_roll, cw_archive, cw_index,  cw_node,
+        v = (struct bfs_checkpoint_visitor){cw_roll, cw_archive, cw_index, cw_node,
                                             w,       cw_compact, cw_erase};
         rc = bfs_catalog_snapshot(l->d.cat, pos, &v);
     }
@@ -1586,12 +1586,13 @@ static char *roll_text(struct bfs_ledger *l, const struct bfs_ledger_roll *r)
 static char *erase_text(struct bfs_ledger *l, const char *dataset, const char *table,
                         const char *period, int64_t erased_at)
 {
-    json_t *j = json_pack("{s:i, s:s, s:s, s:I, s:s, s:I, s:I}", "battlefs_log", 1, "type",
-                          "erase", "node", l->node, "epoch", (json_int_t)my_epoch(l), "dataset",
-                          dataset, "erased_at", (json_int_t)erased_at, "committed_at",
-                          (json_int_t)time(NULL));
-    if (j && table && (json_object_set_new(j, "table", json_string(table)) < 0 ||
-                       json_object_set_new(j, "period", json_string(period)) < 0)) {
+    json_t *j =
+        json_pack("{s:i, s:s, s:s, s:I, s:s, s:I, s:I}", "battlefs_log", 1, "type", "erase", "node",
+                  l->node, "epoch", (json_int_t)my_epoch(l), "dataset", dataset, "erased_at",
+                  (json_int_t)erased_at, "committed_at", (json_int_t)time(NULL));
+    if (j && table &&
+        (json_object_set_new(j, "table", json_string(table)) < 0 ||
+         json_object_set_new(j, "period", json_string(period)) < 0)) {
         json_decref(j);
         return NULL;
     }

@@ -40,7 +40,7 @@
     "{\"type\":\"record\",\"name\":\"Roll\",\"fields\":["                                          \
     "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"roll_id\",\"type\":\"string\"},"          \
     "{\"name\":\"rows\",\"type\":\"long\"},{\"name\":\"bytes\",\"type\":\"long\"},"                \
-    "{\"name\":\"claimed_at\",\"type\":\"long\"}" ROLL_TAIL "]},"                                   \
+    "{\"name\":\"claimed_at\",\"type\":\"long\"}" ROLL_TAIL "]},"                                  \
     "{\"type\":\"record\",\"name\":\"Archive\",\"fields\":["                                       \
     "{\"name\":\"key\",\"type\":\"string\"},{\"name\":\"table\",\"type\":\"string\"},"             \
     "{\"name\":\"period\",\"type\":\"string\"},{\"name\":\"size\",\"type\":\"long\"},"             \
@@ -66,8 +66,9 @@
     "{\"name\":\"table\",\"type\":\"string\"},{\"name\":\"period\",\"type\":\"string\"},"          \
     "{\"name\":\"upto\",\"type\":\"long\"},{\"name\":\"bytes\",\"type\":\"long\"},"                \
     "{\"name\":\"retired\",\"type\":\"long\"}]},"                                                  \
-    "{\"type\":\"record\",\"name\":\"Retire\",\"fields\":[{\"name\":\"key\",\"type\":\"string\"}]},"  \
-    "{\"type\":\"record\",\"name\":\"Erase\",\"fields\":["                                        \
+    "{\"type\":\"record\",\"name\":\"Retire\",\"fields\":[{\"name\":\"key\",\"type\":\"string\"}]" \
+    "},"                                                                                           \
+    "{\"type\":\"record\",\"name\":\"Erase\",\"fields\":["                                         \
     "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"dataset\",\"type\":\"string\"},"          \
     "{\"name\":\"table\",\"type\":[\"null\",\"string\"]},{\"name\":\"period\",\"type\":"           \
     "[\"null\",\"string\"]},{\"name\":\"erased_at\",\"type\":\"long\"}]}"
@@ -511,8 +512,8 @@ int bfs_manifest_add_archive(struct bfs_manifest_writer *w, const struct bfs_man
     const char *codec = bfs_codec_name(a->codec);
     bool codec_ok =
         a->codec == BFS_CODEC_NULL || a->codec == BFS_CODEC_DEFLATE || a->codec == BFS_CODEC_SNAPPY;
-    if (!w->in_roll || w->retire_left > 0 || bfs_store_key_check(a->key) < 0 || strlen(a->key) > STR_MAX || !codec_ok ||
-        !bfs_name_valid(a->table, strlen(a->table)) ||
+    if (!w->in_roll || w->retire_left > 0 || bfs_store_key_check(a->key) < 0 ||
+        strlen(a->key) > STR_MAX || !codec_ok || !bfs_name_valid(a->table, strlen(a->table)) ||
         !bfs_name_valid(a->period, strlen(a->period)) || !fits_i64(a->size) ||
         a->header_length > a->size || !fingerprint_valid(a->schema_fingerprint) ||
         a->n_versions > BFS_MANIFEST_VERSIONS_MAX)
@@ -801,8 +802,8 @@ static int decode_v3(struct dec *d, struct rstate *s, int64_t kind)
     if (s->nodes)
         return derr(d, "a Compact or Erase entry after a Node entry");
     if (kind == E_COMPACT) {
-        struct bfs_manifest_compact c = {.node = a, .compact_id = b, .table = s->c_table,
-                                         .period = s->c_period};
+        struct bfs_manifest_compact c = {
+            .node = a, .compact_id = b, .table = s->c_table, .period = s->c_period};
         if (dstr(d, a, "node") < 0 || dstr(d, b, "compact_id") < 0 ||
             dstr(d, s->c_table, "table") < 0 || dstr(d, s->c_period, "period") < 0 ||
             dlong(d, &c.upto, "upto") < 0 || dlong(d, &c.bytes, "bytes") < 0 ||
@@ -1088,7 +1089,8 @@ static int read_entries(int fd, struct rstate *s, struct bfs_err *err)
         }
     }
     if (s->want_commit)
-        rc = rerr(&r, "the file ends after a Roll, Compact or Erase entry without its Commit entry");
+        rc =
+            rerr(&r, "the file ends after a Roll, Compact or Erase entry without its Commit entry");
     else if (s->retire_left > 0)
         rc = rerr(&r, "the file ends before the Compact entry's Retire entries");
     else if (!s->any)

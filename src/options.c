@@ -459,11 +459,11 @@ static int resolve(const struct raw_opts *r, struct bfs_options *o, struct repor
 
 static void free_raw(struct raw_opts *r)
 {
-    char **s[] = {&r->state,         &r->roll_interval, &r->roll_bytes,   &r->codec,
-                  &r->deflate_level, &r->max_upload,    &r->cache_size,   &r->archive_max_bytes,
-                  &r->read_chunk,    &r->store_timeout, &r->endpoint,     &r->region,
-                  &r->fault,         &r->log_level,     &r->held_timeout, &r->uid,
-                  &r->gid,           &r->umask,         &r->node,         &r->refresh,
+    char **s[] = {&r->state,         &r->roll_interval, &r->roll_bytes,    &r->codec,
+                  &r->deflate_level, &r->max_upload,    &r->cache_size,    &r->archive_max_bytes,
+                  &r->read_chunk,    &r->store_timeout, &r->endpoint,      &r->region,
+                  &r->fault,         &r->log_level,     &r->held_timeout,  &r->uid,
+                  &r->gid,           &r->umask,         &r->node,          &r->refresh,
                   &r->lease_ttl,     &r->metrics,       &r->compact_after, &r->gc_grace,
                   &r->erase_within};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {

@@ -29,9 +29,9 @@ struct bfs_compactor;
 
 struct bfs_ctx {
     struct bfs_options opt;
-    char *spool_dir; /* <state>/spool */
-    char *cache_dir; /* <state>/cache */
-    char *work_dir;  /* <state>/work (roll archives being built) */
+    char *spool_dir;   /* <state>/spool */
+    char *cache_dir;   /* <state>/cache */
+    char *work_dir;    /* <state>/work (roll archives being built) */
     char *compact_dir; /* <state>/work/compact (compactions' archives being built) */
     struct bfs_catalog *cat;
     struct bfs_store *store;

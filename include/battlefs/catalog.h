@@ -496,8 +496,8 @@ struct bfs_log_erase {
  * its hot rows go (the writer's secure_delete zeroes their pages), but rows a
  * pending roll claimed, which the roll's apply drops. *hits: the archives
  * holding its bytes. 0, -ESTALE (not the next position), -errno. */
-int bfs_catalog_apply_erase(struct bfs_catalog *cat, const struct bfs_log_erase *e,
-                            uint64_t *hits, struct bfs_err *err);
+int bfs_catalog_apply_erase(struct bfs_catalog *cat, const struct bfs_log_erase *e, uint64_t *hits,
+                            struct bfs_err *err);
 /* The archives that hold erasure seq's bytes (erase_hits). */
 int bfs_catalog_erase_hit_keys(struct bfs_catalog *cat, int64_t seq,
                                int (*cb)(void *ctx, const char *key), void *ctx);
@@ -533,11 +533,11 @@ int bfs_catalog_gc_done(struct bfs_catalog *cat, const char *key);
 /* A partition worth compacting (bfs_catalog_compact_candidates). */
 struct bfs_compact_candidate {
     const char *table, *period;
-    int64_t archives;    /* live archives in the log */
-    int64_t rolled;      /* of them, written by rolls (not by a compaction) */
-    int64_t newest;      /* unix seconds: the newest archive's commit */
-    int64_t dirty;       /* archives holding erased bytes */
-    int64_t erased_at;   /* the oldest pending erasure with bytes here (0: none) */
+    int64_t archives;  /* live archives in the log */
+    int64_t rolled;    /* of them, written by rolls (not by a compaction) */
+    int64_t newest;    /* unix seconds: the newest archive's commit */
+    int64_t dirty;     /* archives holding erased bytes */
+    int64_t erased_at; /* the oldest pending erasure with bytes here (0: none) */
 };
 /* Every partition with at least one live archive of the log. */
 int bfs_catalog_compact_candidates(struct bfs_catalog *cat,

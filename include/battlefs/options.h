@@ -41,17 +41,17 @@ struct bfs_options {
     mode_t umask;            /* taken from the tree's modes (-o umask) */
     char *endpoint;
     char *region;
-    char *node;         /* -o node: checked, or the host name made one */
-    int read_only;      /* -o ro */
-    uint64_t refresh;   /* seconds between reads of the store's log (0: none) */
-    uint64_t lease_ttl; /* seconds; 0: the default (test builds: -o lease_ttl) */
+    char *node;             /* -o node: checked, or the host name made one */
+    int read_only;          /* -o ro */
+    uint64_t refresh;       /* seconds between reads of the store's log (0: none) */
+    uint64_t lease_ttl;     /* seconds; 0: the default (test builds: -o lease_ttl) */
     uint64_t compact_after; /* seconds without a roll before a period is compacted */
     uint64_t gc_grace;      /* seconds a retired archive stays in the store */
     uint64_t erase_within;  /* seconds by which an erased dataset's bytes are gone */
-    char *metrics;      /* -o metrics=HOST:PORT (checked by bfs_metrics_addr_parse), or NULL */
-    char *fault;        /* test builds only: "roll:after-claim" etc., else NULL */
-    int log_level;      /* -o log_level: an enum bfs_log_level, or -1 when not given */
-    int foreground;     /* set by main.c from fuse_parse_cmdline */
+    char *metrics;          /* -o metrics=HOST:PORT (checked by bfs_metrics_addr_parse), or NULL */
+    char *fault;            /* test builds only: "roll:after-claim" etc., else NULL */
+    int log_level;          /* -o log_level: an enum bfs_log_level, or -1 when not given */
+    int foreground;         /* set by main.c from fuse_parse_cmdline */
     int debug;
 };
 

@@ -286,7 +286,8 @@ static int snap_node(void *ctx, const char *node, int64_t epoch)
 static void snapshot_to(struct bfs_catalog *cat, int64_t upto, const char *path, struct snap *s)
 {
     assert_int_equal(bfs_checkpoint_create(path, &s->w), 0);
-    struct bfs_checkpoint_visitor v = {snap_roll, snap_archive, snap_index, snap_node, s, NULL, NULL};
+    struct bfs_checkpoint_visitor v = {snap_roll, snap_archive, snap_index, snap_node,
+                                       s,         NULL,         NULL};
     int rc = bfs_catalog_snapshot(cat, upto, &v);
     if (rc != 0) {
         bfs_manifest_abort(s->w);
@@ -338,7 +339,8 @@ static int load_from(struct bfs_catalog *cat, const char *path, int64_t upto, st
         return rc;
     int fd = open(path, O_RDONLY);
     assert_true(fd >= 0);
-    struct bfs_checkpoint_visitor v = {load_roll, load_archive, load_index, load_node, &l, NULL, NULL};
+    struct bfs_checkpoint_visitor v = {load_roll, load_archive, load_index, load_node,
+                                       &l,        NULL,         NULL};
     struct bfs_err rerr = {0};
     rc = bfs_checkpoint_read(fd, &v, &rerr);
     close(fd);
@@ -574,7 +576,8 @@ static void test_snapshot_streams(void **state)
 
     /* the heap during a walk that only counts */
     struct snap s = {.sample = 1};
-    struct bfs_checkpoint_visitor v = {snap_roll, snap_archive, snap_index, snap_node, &s, NULL, NULL};
+    struct bfs_checkpoint_visitor v = {snap_roll, snap_archive, snap_index, snap_node,
+                                       &s,        NULL,         NULL};
     size_t base = heap_in_use();
     s.peak = base;
     assert_int_equal(bfs_catalog_snapshot(x->cat, 2, &v), 0);
