@@ -406,7 +406,9 @@ int bfs_catalog_apply_begin(struct bfs_catalog *cat, const struct bfs_log_roll *
  * with another: bfs_catalog_apply_void), which is not an error. 0 or -errno. */
 int bfs_catalog_apply_retire(struct bfs_cat_apply *a, const char *key, struct bfs_err *err);
 /* 1 if the compaction being applied is void: its end then applies nothing
- * but the log position (and a void rolls row, so the id is known). */
+ * but the log position (and a void rolls row, so the id is known). Known
+ * after its first archive; a compaction without archives may be found void
+ * only by its end (bfs_catalog_compaction_state then says 2). */
 int bfs_catalog_apply_void(const struct bfs_cat_apply *a);
 /* The next archive of the manifest: its partition must exist with the same
  * schema and codec (-EINVAL with err saying what differs; -ENOENT: no
