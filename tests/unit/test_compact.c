@@ -1038,6 +1038,49 @@ static void test_checkpoint_round_trip(void **state)
     tenv_free(x);
 }
 
+/* A catalog that applied nothing of the log may hold uploads (its store did
+ * not answer at mount): an erasure in the checkpoint it loads deletes its
+ * unclaimed rows of the dataset, as the erasure's log entry would. */
+static void test_checkpoint_erasure_hot_rows(void **state)
+{
+    (void)state;
+    struct tenv *x = new_env();
+    const struct tarch r1[] = {{T1, P1, "user1 user2", NULL, 0}};
+    apply_ok(
+        x->cat,
+        &(struct tentry){.seq = 1, .node = "b", .id = "b-r1", .base = 0, .arch = r1, .n_arch = 1},
+        0);
+    erase(x->cat, 2, "user1", T1, P1);
+    erase(x->cat, 3, "user3", NULL, NULL);
+
+    const char *HOT = "SELECT dataset_id, table_name FROM buffer_rows ORDER BY id";
+    struct tenv *z[2];
+    for (int i = 0; i < 2; i++) {
+        z[i] = new_env();
+        tenv_upload(z[i], T1, P1, "user1", 100, 1);
+        tenv_upload(z[i], T1, P1, "user2", 100, 2);
+        tenv_upload(z[i], T2, P2, "user1", 100, 3);
+        tenv_upload(z[i], T2, P2, "user3", 100, 4);
+    }
+    /* z[0] reads the log, z[1] a checkpoint of it */
+    apply_ok(
+        z[0]->cat,
+        &(struct tentry){.seq = 1, .node = "b", .id = "b-r1", .base = 0, .arch = r1, .n_arch = 1},
+        0);
+    erase(z[0]->cat, 2, "user1", T1, P1);
+    erase(z[0]->cat, 3, "user3", NULL, NULL);
+    sql_is(z[0], HOT, "user2|" T1 "\nuser1|" T2 "\n");
+    struct snap s = {0};
+    checkpoint_into(x, z[1], &s);
+    sql_is(z[1], HOT, "user2|" T1 "\nuser1|" T2 "\n");
+    assert_int_equal(tenv_sql_int(z[1], "SELECT count(*) FROM buffer_data"), 2);
+    view_is(z[1]->cat, T1, P1, "user1", NULL);
+    same(z[0], z[1], INDEX);
+    for (int i = 0; i < 2; i++)
+        tenv_free(z[i]);
+    tenv_free(x);
+}
+
 /* ---- the store's garbage ---- */
 
 struct due {
@@ -1115,6 +1158,7 @@ int main(void)
         cmocka_unit_test(test_erasure_of_cold_rows),
         cmocka_unit_test(test_erasure_of_hot_rows),
         cmocka_unit_test(test_checkpoint_round_trip),
+        cmocka_unit_test(test_checkpoint_erasure_hot_rows),
         cmocka_unit_test(test_gc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
