@@ -25,10 +25,6 @@
 #include "battlefs/schema.h"
 #include "testenv.h"
 
-/* testenv.c's schema: partitions made here and by its uploads are the same. */
-static const char *SCHEMA = "{\"type\":\"record\",\"name\":\"Battle\","
-                            "\"fields\":[{\"name\":\"id\",\"type\":\"long\"}]}";
-
 #define T1  "battle"
 #define P1  "2025-12-18"
 #define T2  "ship"
@@ -37,39 +33,12 @@ static const char *SCHEMA = "{\"type\":\"record\",\"name\":\"Battle\","
 
 /* ---- building catalogs ---- */
 
-static void add_partition(struct bfs_catalog *cat, const char *table, const char *period)
-{
-    char *canon;
-    size_t clen;
-    assert_int_equal(bfs_schema_canonical(SCHEMA, strlen(SCHEMA), &canon, &clen, NULL), 0);
-    struct bfs_upload up = {
-        .table = table,
-        .period = period,
-        .schema_json = SCHEMA,
-        .schema_len = strlen(SCHEMA),
-        .canonical = canon,
-        .canonical_len = clen,
-        .fingerprint = bfs_schema_rabin(canon, clen),
-        .codec = BFS_CODEC_NULL,
-    };
-    assert_int_equal(bfs_schema_sync(canon, clen, up.sync), 0);
-    struct bfs_buf hdr = {0};
-    assert_int_equal(bfs_ocf_layout_header(SCHEMA, strlen(SCHEMA), up.codec, up.sync, &hdr), 0);
-    up.header = hdr.data;
-    up.header_len = hdr.len;
-    struct bfs_err err = {0};
-    if (bfs_catalog_partition_add(cat, &up, &err) != 0)
-        fail_msg("partition %s/%s: %s", table, period, err.msg);
-    bfs_buf_free(&hdr);
-    free(canon);
-}
-
 /* A catalog (in a tenv) with the partitions T1/P1 and T2/P2. */
 static struct tenv *new_env(void)
 {
     struct tenv *e = tenv_new(0);
-    add_partition(e->cat, T1, P1);
-    add_partition(e->cat, T2, P2);
+    tenv_add_partition(e->cat, T1, P1, BFS_CODEC_NULL);
+    tenv_add_partition(e->cat, T2, P2, BFS_CODEC_NULL);
     return e;
 }
 
@@ -123,7 +92,7 @@ static size_t arch_rows(const struct tarch *t, struct trow out[16],
     size_t n = 0;
     for (const char *p = t->datasets; *p;) {
         size_t k = strcspn(p, " ");
-        assert_true(n < 16 && k > 0 && k <= BFS_NAME_MAX);
+        assert_true(n < 16 && k > 0 && k < sizeof names[n]);
         memcpy(names[n], p, k);
         names[n][k] = '\0';
         out[n] = (struct trow){names[n], LEN, 1};
@@ -230,6 +199,35 @@ static void apply_ok(struct bfs_catalog *cat, const struct tentry *t, int want_v
     assert_int_equal(voided, want_void);
 }
 
+/* Apply roll seq of node (id, base) with the archives arch[0..n). */
+static void roll(struct bfs_catalog *cat, int64_t seq, const char *node, const char *id,
+                 int64_t base, const struct tarch *arch, size_t n)
+{
+    const struct tentry t = {
+        .seq = seq, .node = node, .id = id, .base = base, .arch = arch, .n_arch = n};
+    apply_ok(cat, &t, 0);
+}
+
+/* Apply compaction seq of T1/P1 by node (id, upto, gc) retiring retire, with
+ * the archives arch[0..n): void or not as want_void. */
+static void compaction(struct bfs_catalog *cat, int64_t seq, const char *node, const char *id,
+                       int64_t upto, int gc, const char *const *retire, const struct tarch *arch,
+                       size_t n, int want_void)
+{
+    const struct tentry t = {.seq = seq,
+                             .node = node,
+                             .id = id,
+                             .base = upto,
+                             .compact = 1,
+                             .table = T1,
+                             .period = P1,
+                             .gc = gc,
+                             .retire = retire,
+                             .arch = arch,
+                             .n_arch = n};
+    apply_ok(cat, &t, want_void);
+}
+
 static uint64_t erase(struct bfs_catalog *cat, int64_t seq, const char *dataset, const char *table,
                       const char *period)
 {
@@ -293,44 +291,28 @@ static void view_is(struct bfs_catalog *cat, const char *table, const char *peri
 
 /* ---- compaction ---- */
 
+/* 1: a roll of b in both partitions; 2: one of c in T1/P1; 3: this node's
+ * compaction of T1/P1 up to 2 (b-r1 keeps its T2/P2 archive). */
+static void compacted_start(struct bfs_catalog *cat)
+{
+    const struct tarch r1[] = {{T1, P1, "u1 u2", NULL, 0}, {T2, P2, "u1 u2", NULL, 0}};
+    roll(cat, 1, "b", "b-r1", 0, r1, 2);
+    const struct tarch r2[] = {{T1, P1, "u1 u3", NULL, 0}};
+    roll(cat, 2, "c", "c-r2", 1, r2, 1);
+    const char *const ret1[] = {T1 "/" P1 "/b-r1-0.avro", T1 "/" P1 "/c-r2-0.avro", NULL};
+    const struct trow c1rows[] = {{"u1", 200, 2}, {"u2", LEN, 1}, {"u3", LEN, 1}};
+    const struct tarch c1[] = {{T1, P1, NULL, c1rows, 3}};
+    compaction(cat, 3, "a", "a-c1", 2, 1, ret1, c1, 1, 0);
+}
+
 static void test_compaction_replaces_partition(void **state)
 {
     (void)state;
     struct tenv *e = new_env();
-    /* 1: a roll of b in both partitions; 2: one of c in T1/P1 */
-    const struct tarch r1[] = {{T1, P1, "u1 u2", NULL, 0}, {T2, P2, "u1", NULL, 0}};
-    apply_ok(
-        e->cat,
-        &(struct tentry){.seq = 1, .node = "b", .id = "b-r1", .base = 0, .arch = r1, .n_arch = 2},
-        0);
-    const struct tarch r2[] = {{T1, P1, "u1 u3", NULL, 0}};
-    apply_ok(
-        e->cat,
-        &(struct tentry){.seq = 2, .node = "c", .id = "c-r2", .base = 1, .arch = r2, .n_arch = 1},
-        0);
-    /* 3: this node's compaction of T1/P1 up to 2 */
-    const char *const ret1[] = {T1 "/" P1 "/b-r1-0.avro", T1 "/" P1 "/c-r2-0.avro", NULL};
-    const struct trow c1rows[] = {{"u1", 200, 2}, {"u2", LEN, 1}, {"u3", LEN, 1}};
-    const struct tarch c1[] = {{T1, P1, NULL, c1rows, 3}};
-    apply_ok(e->cat,
-             &(struct tentry){.seq = 3,
-                              .node = "a",
-                              .id = "a-c1",
-                              .base = 2,
-                              .compact = 1,
-                              .table = T1,
-                              .period = P1,
-                              .gc = 1,
-                              .retire = ret1,
-                              .arch = c1,
-                              .n_arch = 1},
-             0);
+    compacted_start(e->cat);
     /* 4: a later roll */
     const struct tarch r3[] = {{T1, P1, "u1", NULL, 0}};
-    apply_ok(
-        e->cat,
-        &(struct tentry){.seq = 4, .node = "c", .id = "c-r3", .base = 3, .arch = r3, .n_arch = 1},
-        0);
+    roll(e->cat, 4, "c", "c-r3", 3, r3, 1);
     assert_int_equal(tenv_log_pos(e), 4);
     assert_int_equal(bfs_catalog_compaction_state(e->cat, "a-c1"), 1);
     assert_int_equal(bfs_catalog_compaction_state(e->cat, "c-r3"), 0); /* a roll */
@@ -339,9 +321,9 @@ static void test_compaction_replaces_partition(void **state)
            T2 "/" P2 "/b-r1-1.avro|1|0\n" T1 "/" P1 "/a-c1-0.avro|2|0\n" T1 "/" P1
               "/c-r3-0.avro|4|0\n");
     sql_is(e, INDEX,
-           T2 "/" P2 "/b-r1-1.avro|u1|0|100\n" T1 "/" P1 "/a-c1-0.avro|u1|0|200\n" T1 "/" P1
-              "/a-c1-0.avro|u2|200|100\n" T1 "/" P1 "/a-c1-0.avro|u3|300|100\n" T1 "/" P1
-              "/c-r3-0.avro|u1|0|100\n");
+           T2 "/" P2 "/b-r1-1.avro|u1|0|100\n" T2 "/" P2 "/b-r1-1.avro|u2|100|100\n" T1 "/" P1
+              "/a-c1-0.avro|u1|0|200\n" T1 "/" P1 "/a-c1-0.avro|u2|200|100\n" T1 "/" P1
+              "/a-c1-0.avro|u3|300|100\n" T1 "/" P1 "/c-r3-0.avro|u1|0|100\n");
     view_is(e->cat, T1, P1, "u1",
             T1 "/" P1 "/a-c1-0.avro@0+200\n" T1 "/" P1 "/c-r3-0.avro@0+100\n");
     view_is(e->cat, T2, P2, "u1", T2 "/" P2 "/b-r1-1.avro@0+100\n");
@@ -362,19 +344,7 @@ static void test_compaction_replaces_partition(void **state)
     view_is(e->cat, T1, P1, "u1", NULL);
     const char *const ret2[] = {T1 "/" P1 "/a-c1-0.avro", T1 "/" P1 "/c-r3-0.avro", NULL};
     const struct tarch c2[] = {{T1, P1, "u2 u3", NULL, 0}};
-    apply_ok(e->cat,
-             &(struct tentry){.seq = 6,
-                              .node = "b",
-                              .id = "b-c2",
-                              .base = 5,
-                              .compact = 1,
-                              .table = T1,
-                              .period = P1,
-                              .gc = 0,
-                              .retire = ret2,
-                              .arch = c2,
-                              .n_arch = 1},
-             0);
+    compaction(e->cat, 6, "b", "b-c2", 5, 0, ret2, c2, 1, 0);
     sql_is(e, HITS, "");
     sql_is(e, GC, T1 "/" P1 "/b-r1-0.avro|1766063003|0\n" T1 "/" P1 "/c-r2-0.avro|1766063003|0\n");
     sql_is(e, ARCHIVES, T2 "/" P2 "/b-r1-1.avro|1|0\n" T1 "/" P1 "/b-c2-0.avro|5|0\n");
@@ -385,21 +355,11 @@ static void test_compaction_replaces_partition(void **state)
     assert_int_equal(erase(e->cat, 7, "u2", T1, P1), 1);
     const char *const ret3[] = {T1 "/" P1 "/b-c2-0.avro", NULL};
     const struct tarch c3[] = {{T1, P1, "u2 u3", NULL, 0}};
-    apply_ok(e->cat,
-             &(struct tentry){.seq = 8,
-                              .node = "a",
-                              .id = "a-c3",
-                              .base = 6,
-                              .compact = 1,
-                              .table = T1,
-                              .period = P1,
-                              .gc = 1,
-                              .retire = ret3,
-                              .arch = c3,
-                              .n_arch = 1},
-             0);
+    compaction(e->cat, 8, "a", "a-c3", 6, 1, ret3, c3, 1, 0);
     sql_is(e, ARCHIVES, T2 "/" P2 "/b-r1-1.avro|1|0\n" T1 "/" P1 "/a-c3-0.avro|6|1\n");
-    sql_is(e, INDEX, T2 "/" P2 "/b-r1-1.avro|u1|0|100\n" T1 "/" P1 "/a-c3-0.avro|u3|100|100\n");
+    sql_is(e, INDEX,
+           T2 "/" P2 "/b-r1-1.avro|u1|0|100\n" T2 "/" P2 "/b-r1-1.avro|u2|100|100\n" T1 "/" P1
+              "/a-c3-0.avro|u3|100|100\n");
     sql_is(e, HITS, "7|" T1 "/" P1 "/a-c3-0.avro\n7|" T1 "/" P1 "/b-c2-0.avro\n");
     /* the retired archive held erased bytes: urgent */
     sql_is(e, GC,
@@ -415,30 +375,13 @@ static void test_void_compactions(void **state)
     (void)state;
     struct tenv *e = new_env();
     const struct tarch r1[] = {{T1, P1, "u1 u2", NULL, 0}};
-    apply_ok(
-        e->cat,
-        &(struct tentry){.seq = 1, .node = "b", .id = "b-r1", .base = 0, .arch = r1, .n_arch = 1},
-        0);
+    roll(e->cat, 1, "b", "b-r1", 0, r1, 1);
     const struct tarch r2[] = {{T1, P1, "u1", NULL, 0}};
-    apply_ok(
-        e->cat,
-        &(struct tentry){.seq = 2, .node = "b", .id = "b-r2", .base = 1, .arch = r2, .n_arch = 1},
-        0);
+    roll(e->cat, 2, "b", "b-r2", 1, r2, 1);
     const char *const both[] = {T1 "/" P1 "/b-r1-0.avro", T1 "/" P1 "/b-r2-0.avro", NULL};
     const struct trow crows[] = {{"u1", 200, 2}, {"u2", LEN, 1}};
     const struct tarch c1[] = {{T1, P1, NULL, crows, 2}};
-    apply_ok(e->cat,
-             &(struct tentry){.seq = 3,
-                              .node = "c",
-                              .id = "c-c1",
-                              .base = 2,
-                              .compact = 1,
-                              .table = T1,
-                              .period = P1,
-                              .retire = both,
-                              .arch = c1,
-                              .n_arch = 1},
-             0);
+    compaction(e->cat, 3, "c", "c-c1", 2, 0, both, c1, 1, 0);
     struct bfs_buf before = {0}, after = {0}, ibefore = {0}, iafter = {0};
     tenv_sql_text(e, ARCHIVES, &before);
     tenv_sql_text(e, INDEX, &ibefore);
@@ -446,19 +389,7 @@ static void test_void_compactions(void **state)
     /* 4: a second compaction of the same sources (this node's): it retires
      * archives that are not live any more */
     const struct tarch c2[] = {{T1, P1, NULL, crows, 2}};
-    apply_ok(e->cat,
-             &(struct tentry){.seq = 4,
-                              .node = "a",
-                              .id = "a-c2",
-                              .base = 2,
-                              .compact = 1,
-                              .table = T1,
-                              .period = P1,
-                              .gc = 1,
-                              .retire = both,
-                              .arch = c2,
-                              .n_arch = 1},
-             1);
+    compaction(e->cat, 4, "a", "a-c2", 2, 1, both, c2, 1, 1);
     assert_int_equal(tenv_log_pos(e), 4);
     assert_int_equal(bfs_catalog_compaction_state(e->cat, "a-c2"), 2);
     assert_int_equal(bfs_catalog_compaction_state(e->cat, "c-c1"), 1);
@@ -476,27 +407,12 @@ static void test_void_compactions(void **state)
      * archive and leaves c1's (ord 2) out: void, and what its retire did is
      * undone (rows, the gc list) */
     const struct tarch r3[] = {{T1, P1, "u3", NULL, 0}};
-    apply_ok(
-        e->cat,
-        &(struct tentry){.seq = 5, .node = "b", .id = "b-r3", .base = 4, .arch = r3, .n_arch = 1},
-        0);
+    roll(e->cat, 5, "b", "b-r3", 4, r3, 1);
     tenv_sql_text(e, ARCHIVES, &before);
     tenv_sql_text(e, INDEX, &ibefore);
     const char *const one[] = {T1 "/" P1 "/b-r3-0.avro", NULL};
     const struct tarch c3[] = {{T1, P1, "u3", NULL, 0}};
-    apply_ok(e->cat,
-             &(struct tentry){.seq = 6,
-                              .node = "a",
-                              .id = "a-c3",
-                              .base = 5,
-                              .compact = 1,
-                              .table = T1,
-                              .period = P1,
-                              .gc = 1,
-                              .retire = one,
-                              .arch = c3,
-                              .n_arch = 1},
-             1);
+    compaction(e->cat, 6, "a", "a-c3", 5, 1, one, c3, 1, 1);
     assert_int_equal(bfs_catalog_compaction_state(e->cat, "a-c3"), 2);
     tenv_sql_text(e, ARCHIVES, &after);
     tenv_sql_text(e, INDEX, &iafter);
@@ -505,17 +421,7 @@ static void test_void_compactions(void **state)
     sql_is(e, GC, "");
     /* the same without archives (everything it held was erased): found void
      * by its end only */
-    apply_ok(e->cat,
-             &(struct tentry){.seq = 7,
-                              .node = "a",
-                              .id = "a-c4",
-                              .base = 6,
-                              .compact = 1,
-                              .table = T1,
-                              .period = P1,
-                              .gc = 1,
-                              .retire = one},
-             0);
+    compaction(e->cat, 7, "a", "a-c4", 6, 1, one, NULL, 0, 0);
     assert_int_equal(bfs_catalog_compaction_state(e->cat, "a-c4"), 2);
     sql_is(e, GC, "");
     tenv_sql_text(e, INDEX, &iafter);
@@ -595,10 +501,7 @@ static void test_erasure_of_cold_rows(void **state)
     (void)state;
     struct tenv *e = new_env();
     const struct tarch r1[] = {{T1, P1, "u1 u2 u1", NULL, 0}, {T2, P2, "u1 u2", NULL, 0}};
-    apply_ok(
-        e->cat,
-        &(struct tentry){.seq = 1, .node = "b", .id = "b-r1", .base = 0, .arch = r1, .n_arch = 2},
-        0);
+    roll(e->cat, 1, "b", "b-r1", 0, r1, 2);
     /* 2: u1 in T1/P1 only */
     assert_int_equal(erase(e->cat, 2, "u1", T1, P1), 1);
     sql_is(e, ARCHIVES, T1 "/" P1 "/b-r1-0.avro|1|1\n" T2 "/" P2 "/b-r1-1.avro|1|0\n");
@@ -630,10 +533,7 @@ static void test_erasure_of_cold_rows(void **state)
      * that (3), its rows of u2 are dropped; u1 of T1/P1 was erased before
      * its base: applied (a later upload is a new dataset) */
     const struct tarch r2[] = {{T1, P1, "u1 u2", NULL, 0}, {T2, P2, "u2 u3", NULL, 0}};
-    apply_ok(
-        e->cat,
-        &(struct tentry){.seq = 4, .node = "c", .id = "c-r2", .base = 2, .arch = r2, .n_arch = 2},
-        0);
+    roll(e->cat, 4, "c", "c-r2", 2, r2, 2);
     sql_is(e, "SELECT file_path, ord, dirty FROM archived_files WHERE roll_id = 'c-r2' ORDER BY id",
            T1 "/" P1 "/c-r2-0.avro|4|1\n" T2 "/" P2 "/c-r2-1.avro|4|1\n");
     view_is(e->cat, T1, P1, "u1", T1 "/" P1 "/c-r2-0.avro@0+100\n");
@@ -644,17 +544,11 @@ static void test_erasure_of_cold_rows(void **state)
            "3|" T1 "/" P1 "/c-r2-0.avro\n3|" T2 "/" P2 "/c-r2-1.avro\n");
     /* a roll that had read the erasures applies everything */
     const struct tarch r3[] = {{T1, P1, "u2", NULL, 0}};
-    apply_ok(
-        e->cat,
-        &(struct tentry){.seq = 5, .node = "c", .id = "c-r3", .base = 3, .arch = r3, .n_arch = 1},
-        0);
+    roll(e->cat, 5, "c", "c-r3", 3, r3, 1);
     view_is(e->cat, T1, P1, "u2", T1 "/" P1 "/c-r3-0.avro@0+100\n");
     /* a manifest of version 2 (no base): nothing dropped */
     const struct tarch r4[] = {{T1, P1, "u2", NULL, 0}};
-    apply_ok(e->cat,
-             &(struct tentry){
-                 .seq = 6, .node = "c", .id = "c-r4", .base = INT64_MAX, .arch = r4, .n_arch = 1},
-             0);
+    roll(e->cat, 6, "c", "c-r4", INT64_MAX, r4, 1);
     view_is(e->cat, T1, P1, "u2",
             T1 "/" P1 "/c-r3-0.avro@0+100\n" T1 "/" P1 "/c-r4-0.avro@0+100\n");
     /* settled once no archive holds them (gc_done: their objects are deleted) */
@@ -824,50 +718,6 @@ static int snap_node(void *ctx, const char *node, int64_t epoch)
     return bfs_checkpoint_add_node(((struct snap *)ctx)->w, node, epoch);
 }
 
-struct load {
-    struct bfs_cat_ckpt *c;
-    struct bfs_err *err;
-};
-
-static int load_roll(void *ctx, const struct bfs_manifest_roll *r, int64_t seq, int64_t epoch,
-                     int64_t committed_at)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_roll(l->c, r, seq, epoch, committed_at, l->err);
-}
-
-static int load_compact(void *ctx, const struct bfs_manifest_compact *c, int64_t seq, int64_t epoch,
-                        int64_t committed_at)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_compact(l->c, c, seq, epoch, committed_at, l->err);
-}
-
-static int load_erase(void *ctx, const struct bfs_manifest_erase *x, int64_t seq, int64_t epoch,
-                      int64_t committed_at)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_erase(l->c, x, seq, epoch, committed_at, l->err);
-}
-
-static int load_archive(void *ctx, const struct bfs_manifest_archive *a)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_archive(l->c, a, l->err);
-}
-
-static int load_index(void *ctx, const struct bfs_manifest_index *x)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_index(l->c, x, l->err);
-}
-
-static int load_node(void *ctx, const char *node, int64_t epoch)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_node(l->c, node, epoch, l->err);
-}
-
 /* Snapshot x at its log position into a checkpoint, load it into y (which
  * applied nothing of the log). */
 static void checkpoint_into(struct tenv *x, struct tenv *y, struct snap *s)
@@ -880,28 +730,18 @@ static void checkpoint_into(struct tenv *x, struct tenv *y, struct snap *s)
     const struct bfs_checkpoint_visitor sv = {snap_roll, snap_archive, snap_index, snap_node,
                                               s,         snap_compact, snap_erase};
     int rc = bfs_catalog_snapshot(x->cat, upto, &sv);
-    if (rc != 0) {
-        bfs_manifest_abort(s->w);
-        fail_msg("snapshot: %d", rc);
-    }
     uint8_t sha[32];
     uint64_t size;
-    assert_int_equal(bfs_manifest_finish(s->w, sha, &size), 0);
+    if (rc == 0)
+        rc = bfs_manifest_finish(s->w, sha, &size); /* frees the writer */
+    else
+        bfs_manifest_abort(s->w);
     s->w = NULL;
+    if (rc != 0)
+        fail_msg("snapshot into a checkpoint: %d", rc);
 
     struct bfs_err err = {0};
-    struct load l = {.err = &err};
-    assert_int_equal(bfs_catalog_ckpt_begin(y->cat, &l.c), 0);
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
-    const struct bfs_checkpoint_visitor lv = {load_roll, load_archive, load_index, load_node,
-                                              &l,        load_compact, load_erase};
-    struct bfs_err rerr = {0};
-    rc = bfs_checkpoint_read(fd, &lv, &rerr);
-    close(fd);
-    if (rc < 0 && err.code == 0)
-        bfs_err_set(&err, rc, "read: %s", rerr.msg);
-    rc = bfs_catalog_ckpt_end(l.c, rc, upto, &err);
+    rc = tenv_load_checkpoint(y->cat, path, upto, &err);
     if (rc != 0)
         fail_msg("load: %d %s", rc, err.msg);
     assert_int_equal(tenv_log_pos(y), upto);
@@ -923,84 +763,27 @@ static void test_checkpoint_round_trip(void **state)
 {
     (void)state;
     struct tenv *x = new_env();
-    /* 1, 2: rolls; a roll in both partitions */
-    const struct tarch r1[] = {{T1, P1, "u1 u2", NULL, 0}, {T2, P2, "u1 u2", NULL, 0}};
-    apply_ok(
-        x->cat,
-        &(struct tentry){.seq = 1, .node = "b", .id = "b-r1", .base = 0, .arch = r1, .n_arch = 2},
-        0);
-    const struct tarch r2[] = {{T1, P1, "u1 u3", NULL, 0}};
-    apply_ok(
-        x->cat,
-        &(struct tentry){.seq = 2, .node = "c", .id = "c-r2", .base = 1, .arch = r2, .n_arch = 1},
-        0);
-    /* 3: T1/P1 compacted (r1 keeps its T2/P2 archive) */
-    const char *const ret1[] = {T1 "/" P1 "/b-r1-0.avro", T1 "/" P1 "/c-r2-0.avro", NULL};
-    const struct trow c1rows[] = {{"u1", 200, 2}, {"u2", LEN, 1}, {"u3", LEN, 1}};
-    const struct tarch c1[] = {{T1, P1, NULL, c1rows, 3}};
-    apply_ok(x->cat,
-             &(struct tentry){.seq = 3,
-                              .node = "a",
-                              .id = "a-c1",
-                              .base = 2,
-                              .compact = 1,
-                              .table = T1,
-                              .period = P1,
-                              .gc = 1,
-                              .retire = ret1,
-                              .arch = c1,
-                              .n_arch = 1},
-             0);
+    compacted_start(x->cat);
     /* 4: a roll whose writer had read 2; 5: an erasure of u2 everywhere
      * (before 6's base: applied there), of u1 in T2/P2 after 4 */
     const struct tarch r3[] = {{T1, P1, "u1 u2", NULL, 0}};
-    apply_ok(
-        x->cat,
-        &(struct tentry){.seq = 4, .node = "c", .id = "c-r3", .base = 2, .arch = r3, .n_arch = 1},
-        0);
+    roll(x->cat, 4, "c", "c-r3", 2, r3, 1);
     erase(x->cat, 5, "u2", NULL, NULL);
     /* 6: a roll whose writer had read 4: its u2 rows are dropped */
     const struct tarch r4[] = {{T1, P1, "u2 u4", NULL, 0}, {T2, P2, "u4", NULL, 0}};
-    apply_ok(
-        x->cat,
-        &(struct tentry){.seq = 6, .node = "b", .id = "b-r4", .base = 4, .arch = r4, .n_arch = 2},
-        0);
+    roll(x->cat, 6, "b", "b-r4", 4, r4, 2);
     /* 7: a void compaction; 8: a compaction of T1/P1 up to 6 after which
      * c1's archive is gone too; 9: a fence-like skip */
     const char *const ret_void[] = {T1 "/" P1 "/b-r1-0.avro", NULL};
-    apply_ok(x->cat,
-             &(struct tentry){.seq = 7,
-                              .node = "a",
-                              .id = "a-cv",
-                              .base = 2,
-                              .compact = 1,
-                              .table = T1,
-                              .period = P1,
-                              .gc = 1,
-                              .retire = ret_void},
-             1);
+    compaction(x->cat, 7, "a", "a-cv", 2, 1, ret_void, NULL, 0, 1);
     assert_int_equal(bfs_catalog_compaction_state(x->cat, "a-cv"), 2);
     const char *const ret2[] = {T1 "/" P1 "/a-c1-0.avro", T1 "/" P1 "/c-r3-0.avro",
                                 T1 "/" P1 "/b-r4-0.avro", NULL};
     const struct tarch c2[] = {{T1, P1, "u1 u1 u3 u4", NULL, 0}};
-    apply_ok(x->cat,
-             &(struct tentry){.seq = 8,
-                              .node = "b",
-                              .id = "b-c2",
-                              .base = 6,
-                              .compact = 1,
-                              .table = T1,
-                              .period = P1,
-                              .retire = ret2,
-                              .arch = c2,
-                              .n_arch = 1},
-             0);
+    compaction(x->cat, 8, "b", "b-c2", 6, 0, ret2, c2, 1, 0);
     erase(x->cat, 9, "u1", T2, P2);
     const struct tarch r5[] = {{T2, P2, "u5", NULL, 0}};
-    apply_ok(
-        x->cat,
-        &(struct tentry){.seq = 10, .node = "c", .id = "c-r5", .base = 9, .arch = r5, .n_arch = 1},
-        0);
+    roll(x->cat, 10, "c", "c-r5", 9, r5, 1);
     assert_int_equal(bfs_catalog_log_skip(x->cat, 11, "d", 3), 0);
 
     struct tenv *y = new_env();
@@ -1046,10 +829,7 @@ static void test_checkpoint_erasure_hot_rows(void **state)
     (void)state;
     struct tenv *x = new_env();
     const struct tarch r1[] = {{T1, P1, "user1 user2", NULL, 0}};
-    apply_ok(
-        x->cat,
-        &(struct tentry){.seq = 1, .node = "b", .id = "b-r1", .base = 0, .arch = r1, .n_arch = 1},
-        0);
+    roll(x->cat, 1, "b", "b-r1", 0, r1, 1);
     erase(x->cat, 2, "user1", T1, P1);
     erase(x->cat, 3, "user3", NULL, NULL);
 
@@ -1063,10 +843,7 @@ static void test_checkpoint_erasure_hot_rows(void **state)
         tenv_upload(z[i], T2, P2, "user3", 100, 4);
     }
     /* z[0] reads the log, z[1] a checkpoint of it */
-    apply_ok(
-        z[0]->cat,
-        &(struct tentry){.seq = 1, .node = "b", .id = "b-r1", .base = 0, .arch = r1, .n_arch = 1},
-        0);
+    roll(z[0]->cat, 1, "b", "b-r1", 0, r1, 1);
     erase(z[0]->cat, 2, "user1", T1, P1);
     erase(z[0]->cat, 3, "user3", NULL, NULL);
     sql_is(z[0], HOT, "user2|" T1 "\nuser1|" T2 "\n");
@@ -1136,10 +913,7 @@ static void test_gc(void **state)
 
     /* gc_done forgets the key and the erasure hits it held */
     const struct tarch r1[] = {{T1, P1, "u1", NULL, 0}, {T2, P2, "u1", NULL, 0}};
-    apply_ok(
-        e->cat,
-        &(struct tentry){.seq = 1, .node = "b", .id = "b-r1", .base = 0, .arch = r1, .n_arch = 2},
-        0);
+    roll(e->cat, 1, "b", "b-r1", 0, r1, 2);
     assert_int_equal(erase(e->cat, 2, "u1", NULL, NULL), 2);
     assert_int_equal(bfs_catalog_gc_done(e->cat, "k/old"), 0);
     assert_int_equal(bfs_catalog_gc_done(e->cat, T1 "/" P1 "/b-r1-0.avro"), 0);

@@ -145,18 +145,28 @@ static int read_path(const char *path, struct seen *s, struct bfs_err *err)
     return rc;
 }
 
+/* Write a file with fn twice, at dir/a and dir/b (their paths into p1 and
+ * p2): the same size (into *size) and SHA-256, as the bytes are a function
+ * of the entries. */
+static void write_twice(void (*fn)(const char *path, uint8_t sha[32], uint64_t *size),
+                        const char *a, const char *b, char p1[128], char p2[128], uint64_t *size)
+{
+    snprintf(p1, 128, "%s/%s", dir, a);
+    snprintf(p2, 128, "%s/%s", dir, b);
+    uint8_t s1[32], s2[32];
+    uint64_t z2;
+    fn(p1, s1, size);
+    fn(p2, s2, &z2);
+    assert_int_equal(*size, z2);
+    assert_memory_equal(s1, s2, 32);
+}
+
 static void test_round_trip_and_determinism(void **state)
 {
     (void)state;
     char p1[128], p2[128];
-    snprintf(p1, sizeof p1, "%s/m1.avro", dir);
-    snprintf(p2, sizeof p2, "%s/m2.avro", dir);
-    uint8_t s1[32], s2[32];
-    uint64_t z1, z2;
-    write_manifest(p1, s1, &z1);
-    write_manifest(p2, s2, &z2);
-    assert_int_equal(z1, z2);
-    assert_memory_equal(s1, s2, 32);
+    uint64_t z1;
+    write_twice(write_manifest, "m1.avro", "m2.avro", p1, p2, &z1);
     struct stat st;
     assert_int_equal(stat(p1, &st), 0);
     assert_int_equal((uint64_t)st.st_size, z1);
@@ -379,14 +389,9 @@ static void test_checkpoint_round_trip(void **state)
 {
     (void)state;
     char p1[128], p2[128];
-    snprintf(p1, sizeof p1, "%s/c1.avro", dir);
-    snprintf(p2, sizeof p2, "%s/c2.avro", dir);
-    uint8_t s1[32], s2[32];
     uint64_t z1, z2;
-    write_checkpoint(p1, s1, &z1);
-    write_checkpoint(p2, s2, &z2);
-    assert_int_equal(z1, z2); /* deterministic */
-    assert_memory_equal(s1, s2, 32);
+    write_twice(write_checkpoint, "c1.avro", "c2.avro", p1, p2, &z1);
+    z2 = z1;
     struct bfs_buf b1 = {0}, b2 = {0};
     int f1 = open(p1, O_RDONLY), f2 = open(p2, O_RDONLY);
     assert_int_equal(bfs_buf_reserve(&b1, z1), 0);
@@ -960,14 +965,8 @@ static void test_compact_manifest(void **state)
 {
     (void)state;
     char p1[128], p2[128];
-    snprintf(p1, sizeof p1, "%s/cm1.avro", dir);
-    snprintf(p2, sizeof p2, "%s/cm2.avro", dir);
-    uint8_t s1[32], s2[32];
-    uint64_t z1, z2;
-    write_compact(p1, s1, &z1);
-    write_compact(p2, s2, &z2);
-    assert_int_equal(z1, z2);
-    assert_memory_equal(s1, s2, 32);
+    uint64_t z1;
+    write_twice(write_compact, "cm1.avro", "cm2.avro", p1, p2, &z1);
     struct bfs_buf t = {0};
     struct bfs_err err = {0};
     assert_int_equal(tr_read(p1, 0, &t, &err), 0);
