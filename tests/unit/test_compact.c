@@ -858,6 +858,119 @@ static void test_checkpoint_erasure_hot_rows(void **state)
     tenv_free(x);
 }
 
+/* ---- the compactor's reads ---- */
+
+struct reads {
+    char out[2048];
+    size_t n;
+};
+
+static int on_source(void *ctx, const struct bfs_compact_source *s)
+{
+    struct reads *r = ctx;
+    assert_non_null(s->schema_json);
+    r->n += (size_t)snprintf(r->out + r->n, sizeof r->out - r->n, "%s %d\n", s->key, s->dirty);
+    return 0;
+}
+
+static int on_row(void *ctx, const struct bfs_compact_row *x)
+{
+    struct reads *r = ctx;
+    r->n += (size_t)snprintf(r->out + r->n, sizeof r->out - r->n, "%s@%" PRId64 "+%" PRIu64 "\n",
+                             x->dataset, x->file_id, x->length);
+    return 0;
+}
+
+static int on_candidate(void *ctx, const struct bfs_compact_candidate *c)
+{
+    struct reads *r = ctx;
+    r->n += (size_t)snprintf(r->out + r->n, sizeof r->out - r->n,
+                             "%s/%s %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 "\n", c->table,
+                             c->period, c->archives, c->rolled, c->dirty, c->erased_at);
+    return 0;
+}
+
+static int on_compaction(void *ctx, const char *id, const char *table, const char *period,
+                         int64_t upto)
+{
+    struct reads *r = ctx;
+    r->n += (size_t)snprintf(r->out + r->n, sizeof r->out - r->n, "%s %s/%s %" PRId64 "\n", id,
+                             table, period, upto);
+    return 0;
+}
+
+/* The rows a compaction up to upto reads, a page of max datasets at a time
+ * (as compact.c pages them: after the last dataset a page gave). */
+static void rows_paged(struct bfs_catalog *cat, int64_t upto, int max, struct reads *r)
+{
+    char after[BFS_NAME_MAX + 1] = "";
+    r->n = 0;
+    r->out[0] = '\0';
+    for (;;) {
+        size_t from = r->n;
+        int n = bfs_catalog_compact_rows(cat, T1, P1, upto, after, max, on_row, r);
+        assert_true(n >= 0);
+        if (n == 0)
+            break;
+        /* the last row's dataset */
+        const char *last = r->out + from;
+        for (const char *p = r->out + from; p < r->out + r->n - 1; p++)
+            if (*p == '\n')
+                last = p + 1;
+        size_t k = strcspn(last, "@");
+        memcpy(after, last, k);
+        after[k] = '\0';
+    }
+}
+
+static void test_compactor_reads(void **state)
+{
+    (void)state;
+    struct tenv *e = new_env();
+    const struct tarch r1[] = {{T1, P1, "u1 u5", NULL, 0}, {T2, P2, "u1", NULL, 0}};
+    roll(e->cat, 1, "b", "b-r1", 0, r1, 2);
+    const struct tarch r2[] = {{T1, P1, "u1 u6", NULL, 0}};
+    roll(e->cat, 2, "b", "b-r2", 1, r2, 1);
+    erase(e->cat, 3, "u6", NULL, NULL);
+    /* the compactor's snapshot: the position and the sources in file order */
+    int64_t upto = 0;
+    struct reads r = {.n = 0};
+    assert_int_equal(bfs_catalog_compact_sources(e->cat, T1, P1, &upto, on_source, &r), 0);
+    assert_int_equal(upto, 3);
+    assert_string_equal(r.out, T1 "/" P1 "/b-r1-0.avro 0\n" T1 "/" P1 "/b-r2-0.avro 1\n");
+    /* 4: a roll after it, with datasets between the sources' */
+    const struct tarch r3[] = {{T1, P1, "u2 u3 u4", NULL, 0}};
+    roll(e->cat, 4, "c", "c-r3", 3, r3, 1);
+    /* every live row of the sources, by dataset then file order, whatever
+     * the page size: datasets only in later archives fill no page */
+    int64_t f1 = tenv_sql_int(e, "SELECT id FROM archived_files WHERE file_path LIKE '%b-r1-0%'");
+    int64_t f2 = tenv_sql_int(e, "SELECT id FROM archived_files WHERE file_path LIKE '%b-r2-0%'");
+    char want[256];
+    snprintf(want, sizeof want, "u1@%" PRId64 "+100\nu1@%" PRId64 "+100\nu5@%" PRId64 "+100\n", f1,
+             f2, f1);
+    for (int max = 1; max <= 4; max++) {
+        rows_paged(e->cat, upto, max, &r);
+        if (strcmp(r.out, want) != 0)
+            fail_msg("pages of %d datasets:\n%s\nexpected:\n%s", max, r.out, want);
+    }
+    /* candidates: live archives of the log per partition, rolled ones, dirty
+     * ones, the oldest pending erasure holding bytes there */
+    r.n = 0;
+    assert_int_equal(bfs_catalog_compact_candidates(e->cat, on_candidate, &r), 0);
+    assert_string_equal(r.out, T1 "/" P1 " 3 3 1 1766064103\n" T2 "/" P2 " 1 1 0 0\n");
+    /* this mount's compactions in progress */
+    assert_int_equal(bfs_catalog_compaction_begin(e->cat, "a-c1", T1, P1, 3), 0);
+    assert_int_equal(bfs_catalog_compaction_begin(e->cat, "a-c0", T2, P2, 2), 0);
+    r.n = 0;
+    assert_int_equal(bfs_catalog_compactions(e->cat, on_compaction, &r), 0);
+    assert_string_equal(r.out, "a-c0 " T2 "/" P2 " 2\na-c1 " T1 "/" P1 " 3\n");
+    assert_int_equal(bfs_catalog_compaction_end(e->cat, "a-c0"), 0);
+    r.n = 0;
+    assert_int_equal(bfs_catalog_compactions(e->cat, on_compaction, &r), 0);
+    assert_string_equal(r.out, "a-c1 " T1 "/" P1 " 3\n");
+    tenv_free(e);
+}
+
 /* ---- the store's garbage ---- */
 
 struct due {
@@ -933,6 +1046,7 @@ int main(void)
         cmocka_unit_test(test_erasure_of_hot_rows),
         cmocka_unit_test(test_checkpoint_round_trip),
         cmocka_unit_test(test_checkpoint_erasure_hot_rows),
+        cmocka_unit_test(test_compactor_reads),
         cmocka_unit_test(test_gc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
