@@ -16,9 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "battlefs/catalog.h"
+#include "battlefs/compact.h"
+#include "battlefs/ledger.h"
 #include "battlefs/manifest.h"
 #include "battlefs/names.h"
 #include "battlefs/ocf.h"
@@ -971,6 +974,75 @@ static void test_compactor_reads(void **state)
     tenv_free(e);
 }
 
+/* ---- through the ledger ---- */
+
+/* A writer rolls, erases and compacts through its ledger until a roll takes
+ * log position 20 and writes a checkpoint; a new replica of the store loads
+ * that checkpoint and holds the writer's rows. */
+static void test_ledger_checkpoint_after_compaction(void **state)
+{
+    (void)state;
+    struct tenv *a = tenv_new(0);
+    char work[160];
+    snprintf(work, sizeof work, "%s/compact", a->dir);
+    assert_int_equal(mkdir(work, 0700), 0);
+    const struct bfs_compact_deps cd = {
+        .cat = a->cat,
+        .store = &a->ms->base,
+        .ledger = a->ledger,
+        .stats = &a->stats,
+        .errors = &a->errors,
+        .node = a->node,
+        .work_dir = work,
+        .archive_max_bytes = 1u << 20,
+        .gc_grace = 3600,
+        .erase_within = 86400,
+    };
+    struct bfs_err err = {0};
+    char name[16];
+    /* 1..15: rolls of u0..u4 in T1/P1 (and u0 in T2/P2 now and then) */
+    for (int i = 1; i <= 15; i++) {
+        snprintf(name, sizeof name, "u%d", i % 5);
+        tenv_upload_records(a, T1, P1, name, 3, 1);
+        if (i % 4 == 0)
+            tenv_upload_records(a, T2, P2, "u0", 2, 1);
+        assert_int_equal(bfs_roll_once(&a->roll), 0);
+    }
+    assert_int_equal(tenv_log_pos(a), 15);
+    /* 16: u1 erased in T1/P1; 17: T1/P1 compacted without it; 18: u2 everywhere */
+    int64_t seq = 0;
+    if (bfs_ledger_erase(a->ledger, "u1", T1, P1, &seq, &err) != 0)
+        fail_msg("erase: %s", err.msg);
+    assert_int_equal(seq, 16);
+    if (bfs_compact_partition(&cd, T1, P1, &err) != 0)
+        fail_msg("compact: %s", err.msg);
+    assert_int_equal(tenv_log_pos(a), 17);
+    assert_int_equal(bfs_ledger_erase(a->ledger, "u0", NULL, NULL, &seq, &err), 0);
+    /* 19, 20: rolls; the second writes the checkpoint */
+    for (int i = 19; i <= 20; i++) {
+        tenv_upload_records(a, T1, P1, "u3", 2, 1);
+        assert_int_equal(bfs_roll_once(&a->roll), 0);
+    }
+    assert_int_equal(tenv_log_pos(a), 20);
+    assert_int_equal(memstore_count(a->ms, BFS_LEDGER_PREFIX "checkpoints/"), 1);
+    sql_is(a, "SELECT count(*) FROM rolls WHERE kind = 1 AND void = 0", "1\n");
+
+    const struct tenv_opts ro = {.ms = a->ms, .node = "r", .read_only = 1};
+    struct tenv *b = tenv_new_opts(&ro);
+    unsigned lists = a->ms->lists_after;
+    tenv_refresh(b);
+    assert_int_equal(tenv_log_pos(b), 20);
+    /* one listing of the checkpoints, one of the log after 20 */
+    assert_int_equal(a->ms->lists_after - lists, 2);
+    same(a, b, "SELECT file_path, ord, dirty FROM archived_files ORDER BY id");
+    same(a, b, INDEX);
+    same(a, b, "SELECT seq, node, dataset_id, table_name, period_tag FROM erasures ORDER BY seq");
+    view_is(b->cat, T1, P1, "u1", NULL);
+    view_is(b->cat, T2, P2, "u0", NULL);
+    tenv_free(b);
+    tenv_free(a);
+}
+
 /* ---- the store's garbage ---- */
 
 struct due {
@@ -1047,6 +1119,7 @@ int main(void)
         cmocka_unit_test(test_checkpoint_round_trip),
         cmocka_unit_test(test_checkpoint_erasure_hot_rows),
         cmocka_unit_test(test_compactor_reads),
+        cmocka_unit_test(test_ledger_checkpoint_after_compaction),
         cmocka_unit_test(test_gc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
