@@ -430,8 +430,11 @@ int bfs_catalog_apply_end(struct bfs_cat_apply *a, int rc, int *own, struct bfs_
  * archives and index rows, in log order, and every node's epoch. Loading it
  * into a catalog that has applied nothing of the log gives the rows applying
  * the log would: archived_files (same order, same columns; created_at is the
- * roll's committed_at), block_indexes, rolls (first_row and last_row are
- * local: 0 and -1 but for this catalog's own claim) and ledger_nodes.
+ * roll's committed_at; seq numbers a roll's live archives only; dirty: those
+ * their index rows do not cover), block_indexes, rolls (first_row and
+ * last_row are local: 0 and -1 but for this catalog's own claim),
+ * ledger_nodes and erasures (done). An entry's live index rows may hold
+ * fewer bytes than its total (retired archives, erased rows), never more.
  * Partitions and schemas are not in it: as for a log entry, the partition of
  * each archive must exist before the load (bfs_catalog_partition_add, which
  * cannot run while a load holds the writer: a first pass over the file). */
