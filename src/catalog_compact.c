@@ -480,13 +480,18 @@ int bfs_catalog_compact_rows(struct bfs_catalog *cat, const char *table, const c
 {
     struct part_args a = {table, period, upto, after, max_datasets};
     struct rows_ctx x = {cb, ctx, 0};
+    /* The page is of datasets with rows in the sources: one only in a later
+     * roll's archive (or one before the log) would fill it with nothing,
+     * and an empty page ends the caller's walk, dropping the datasets after
+     * it from the compaction. */
     int e = rquery(cat,
                    "SELECT i.dataset_id, i.file_id, i.start_byte, i.length, i.record_count,"
                    " i.uploaded_at FROM block_indexes i JOIN archived_files a ON a.id = i.file_id"
                    " WHERE i.table_name = ?1 AND i.period_tag = ?2 AND a.ord > 0 AND a.ord <= ?3"
-                   " AND i.dataset_id IN (SELECT DISTINCT dataset_id FROM block_indexes"
-                   "  WHERE table_name = ?1 AND period_tag = ?2 AND dataset_id > ?4"
-                   "  ORDER BY dataset_id LIMIT ?5)"
+                   " AND i.dataset_id IN (SELECT DISTINCT j.dataset_id FROM block_indexes j"
+                   "  JOIN archived_files b ON b.id = j.file_id WHERE j.table_name = ?1"
+                   "  AND j.period_tag = ?2 AND j.dataset_id > ?4 AND b.ord > 0 AND b.ord <= ?3"
+                   "  ORDER BY j.dataset_id LIMIT ?5)"
                    " ORDER BY i.dataset_id, a.ord, i.file_id, i.id",
                    bind_part, &a, compact_row, &x);
     return e < 0 ? e : x.n;

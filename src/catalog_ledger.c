@@ -613,10 +613,14 @@ static int roll_end_locked(struct bfs_cat_apply *a, struct bfs_err *err)
         if ((rc = run(st)) != SQLITE_OK)
             goto sql_error;
     }
-    if (!a->ckpt && a->bytes + a->dropped != a->r.bytes)
+    /* A checkpoint lists an entry's live rows only: a later compaction
+     * retired some of its archives, a later erasure some of its rows. Their
+     * bytes cannot be more than the entry's. */
+    uint64_t held = a->bytes + a->dropped;
+    if (a->ckpt ? held > a->r.bytes : held != a->r.bytes)
         return bfs_err_set(err, -EINVAL,
                            "roll %s: the index holds %" PRIu64 " bytes, the roll %" PRIu64,
-                           a->roll_id, a->bytes + a->dropped, a->r.bytes);
+                           a->roll_id, held, a->r.bytes);
     return 0;
 
 sql_error:
@@ -1059,6 +1063,21 @@ int bfs_catalog_ckpt_erase(struct bfs_cat_ckpt *c, const struct bfs_manifest_era
     sqlite3_bind_int64(st, 9, committed_at);
     int rc = run(st);
     sqlite3_clear_bindings(st);
+    /* This catalog's own uploads (taken while it had not read the log) are
+     * rows it had when it learnt of the erasure: its unclaimed ones go, as
+     * applying the erasure's log entry would delete them (claimed ones are
+     * dropped by their roll's apply, whose base is before the erasure). */
+    static const enum wst hot[] = {W_ERASE_HOT_DATA, W_ERASE_HOT_ROWS};
+    for (size_t i = 0; rc == SQLITE_OK && i < sizeof hot / sizeof hot[0]; i++) {
+        st = c->a.cat->ws[hot[i]];
+        bind_text(st, 1, x->dataset);
+        if (x->table) {
+            bind_text(st, 2, x->table);
+            bind_text(st, 3, x->period);
+        }
+        rc = run(st);
+        sqlite3_clear_bindings(st);
+    }
     if (rc != SQLITE_OK)
         return ckpt_failed(c, bfs_err_set(err, sql_fail(c->a.cat->w, rc, "add an erasure"),
                                           "catalog: %s", sqlite3_errmsg(c->a.cat->w)));

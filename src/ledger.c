@@ -1073,6 +1073,10 @@ static int apply_roll_entry(struct bfs_ledger *l, int64_t seq, const struct entr
         int own = 0;
         int voided = bfs_catalog_apply_void(a);
         rc = bfs_catalog_apply_end(a, rc, &own, err);
+        /* A compaction without archives (all it held was erased) is found
+         * void only by its end: ask the catalog. */
+        if (rc == 0 && e->type == ENTRY_COMPACT && !voided)
+            voided = bfs_catalog_compaction_state(l->d.cat, e->roll_id) == 2;
         if (rc == 0) {
             bfs_stats_add(l->d.stats, manifests_loaded, 1);
             if (e->type == ENTRY_COMPACT) {

@@ -406,7 +406,9 @@ int bfs_catalog_apply_begin(struct bfs_catalog *cat, const struct bfs_log_roll *
  * with another: bfs_catalog_apply_void), which is not an error. 0 or -errno. */
 int bfs_catalog_apply_retire(struct bfs_cat_apply *a, const char *key, struct bfs_err *err);
 /* 1 if the compaction being applied is void: its end then applies nothing
- * but the log position (and a void rolls row, so the id is known). */
+ * but the log position (and a void rolls row, so the id is known). Known
+ * after its first archive; a compaction without archives may be found void
+ * only by its end (bfs_catalog_compaction_state then says 2). */
 int bfs_catalog_apply_void(const struct bfs_cat_apply *a);
 /* The next archive of the manifest: its partition must exist with the same
  * schema and codec (-EINVAL with err saying what differs; -ENOENT: no
@@ -428,8 +430,11 @@ int bfs_catalog_apply_end(struct bfs_cat_apply *a, int rc, int *own, struct bfs_
  * archives and index rows, in log order, and every node's epoch. Loading it
  * into a catalog that has applied nothing of the log gives the rows applying
  * the log would: archived_files (same order, same columns; created_at is the
- * roll's committed_at), block_indexes, rolls (first_row and last_row are
- * local: 0 and -1 but for this catalog's own claim) and ledger_nodes.
+ * roll's committed_at; seq numbers a roll's live archives only; dirty: those
+ * their index rows do not cover), block_indexes, rolls (first_row and
+ * last_row are local: 0 and -1 but for this catalog's own claim),
+ * ledger_nodes and erasures (done). An entry's live index rows may hold
+ * fewer bytes than its total (retired archives, erased rows), never more.
  * Partitions and schemas are not in it: as for a log entry, the partition of
  * each archive must exist before the load (bfs_catalog_partition_add, which
  * cannot run while a load holds the writer: a first pass over the file). */
