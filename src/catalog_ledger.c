@@ -1136,12 +1136,21 @@ int bfs_catalog_ckpt_end(struct bfs_cat_ckpt *c, int rc, int64_t upto, struct bf
                          upto, c->last_seq);
     if (rc == 0 && (rc = set_log_pos(c->a.cat, upto)) < 0)
         bfs_err_set(err, rc, "catalog: set the log position");
-    /* Archives whose index rows do not cover them hold erased bytes. */
+    /* Archives whose index rows do not cover them hold erased bytes: each
+     * erasure whose scope holds one is pending until it is rewritten (which
+     * erasure's bytes it holds the checkpoint does not say: every erasure of
+     * that scope waits, the safe side). */
     if (rc == 0 &&
         sqlite3_exec(c->a.cat->w,
                      "UPDATE archived_files SET dirty = 1 WHERE size - header_length !="
                      " (SELECT coalesce(sum(length), 0) FROM block_indexes WHERE file_id ="
-                     " archived_files.id)",
+                     " archived_files.id);"
+                     "INSERT OR IGNORE INTO erase_hits(seq, file_path) SELECT e.seq, a.file_path"
+                     " FROM erasures e JOIN archived_files a ON a.dirty = 1 AND a.ord > 0 AND"
+                     " (e.table_name IS NULL OR (a.table_name = e.table_name AND"
+                     " a.period_tag = e.period_tag));"
+                     "UPDATE erasures SET done_at = NULL WHERE EXISTS (SELECT 1 FROM erase_hits h"
+                     " WHERE h.seq = erasures.seq);",
                      NULL, NULL, NULL) != SQLITE_OK)
         rc = bfs_err_set(err, -EIO, "catalog: %s", sqlite3_errmsg(c->a.cat->w));
     rc = end_tx(c->a.cat, &c->a.tx, rc);
