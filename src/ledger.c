@@ -985,8 +985,8 @@ static void compaction_applied(struct bfs_ledger *l, const struct entry *e, stru
         if (i >= p->n_retired && voided && own)
             bfs_catalog_gc_add(l->d.cat, p->keys[i], e->committed_at, 1);
     }
-    if (voided && own)
-        bfs_catalog_gc_add(l->d.cat, e->manifest, e->committed_at, 1);
+    /* Its manifest stays: every reader of the log reads it to find the
+     * compaction void. */
     /* Another node's compaction may have rewritten the last archive that
      * held an erasure's bytes (a replica has no compactor to notice). */
     uint64_t pending = 0, total = 0;

@@ -334,8 +334,8 @@ static int state_dirs(struct bfs_ctx *ctx)
     ctx->spool_dir = bfs_path_join(state, "spool");
     ctx->cache_dir = bfs_path_join(state, "cache");
     ctx->work_dir = bfs_path_join(state, "work");
-    /* The compactor's own: a roll empties work/ of its files when it starts. */
-    ctx->compact_dir = ctx->work_dir ? bfs_path_join(ctx->work_dir, "compact") : NULL;
+    /* The compactor's own (a roll empties work/ of its files when it starts). */
+    ctx->compact_dir = bfs_path_join(state, "compact");
     char *store_dir = ctx->opt.store_default ? bfs_path_join(state, "store") : NULL;
     if (rc == 0 && (!ctx->spool_dir || !ctx->cache_dir || !ctx->work_dir || !ctx->compact_dir ||
                     (ctx->opt.store_default && !store_dir)))

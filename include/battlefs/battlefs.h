@@ -32,7 +32,7 @@ struct bfs_ctx {
     char *spool_dir;   /* <state>/spool */
     char *cache_dir;   /* <state>/cache */
     char *work_dir;    /* <state>/work (roll archives being built) */
-    char *compact_dir; /* <state>/work/compact (compactions' archives being built) */
+    char *compact_dir; /* <state>/compact (compactions' archives being built) */
     struct bfs_catalog *cat;
     struct bfs_store *store;
     struct bfs_cache *cache;
