@@ -415,6 +415,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     proxy = None  # set per server
     timeout = 120
+    # TCP_NODELAY: an answer is written as headers then body (wfile is unbuffered); with Nagle
+    # the body waited for the client's delayed ACK of the headers, about 40 ms per request on
+    # a kept-alive connection, more than the latency the benchmarks add.
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):  # quiet
         pass

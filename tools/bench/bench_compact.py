@@ -16,21 +16,26 @@ One run measures three things (release build: --build, bench_ingest.build()):
    threads' schedstat. Then the writer writes TABLE/PERIOD to .battlefs/compact (-o gc_grace=2,
    so the retired archives go soon after) and the benchmark waits for their deletion. "After":
    another new read-only mount reads the same datasets; the files must be byte-identical.
+   The floor: each dataset's range in the new archive fetched with curl -r through the same
+   proxy (one curl process, so a kept-alive connection as battlefs has; curl's time_total).
    Reported: medians with ranges, GETs per read, and before over after (time per dataset).
 
 2. Compaction throughput of a period of about --big-mib MiB (1024): --rolls rolls of the same
    datasets, each roll one upload of about --big-kib KiB (stored deflate) per dataset, as many
    datasets as make the size. Per store (--stores: s3 = s3rver directly, no proxy, as
-   bench_s3.py; file = a directory): generated once, then --repeats times a copy (cp -a of the
+   bench_s3.py; file = a directory; s3lat = s3rver behind the proxy adding --latency-ms to each
+   request): generated once, then --repeats times a copy (cp -a of the
    state directory and of the store or s3rver's data) on which, alternating the order, with the
    page cache dropped first:
      * battlefs: mount the writer, reset its peak RSS (clear_refs 5), time the write of
        TABLE/PERIOD to .battlefs/compact (it returns after the commit); the daemon's user+sys
        CPU over it (/proc/PID/stat), VmHWM, GETs/PUTs from .battlefs/stats, the compaction's
        own log line;
-     * baseline, s3: one curl process (--aws-sigv4, as battlefs signs) doing one ranged GET of
-       each source archive's bytes after its header (what the compaction reads) into one local
-       file, then one `curl -T` PUT of that file (the same total size) to another key;
+     * baseline, s3 and s3lat: one curl process (--aws-sigv4, as battlefs signs) doing one
+       ranged GET of each source archive's bytes after its header (what the compaction reads)
+       into one local file, its SHA-256 (`openssl dgst -sha256`: a signed PUT names its
+       payload's hash, as battlefs' PUTs do; reported apart too), then one `curl -T` PUT of
+       that file (the same total size) to another key;
        file: the same bytes read and written in 1 MiB chunks into one file in the store's
        directory, then fsync (what cp does, with the rewrite's durability); wall time and the
        baseline processes' CPU.
@@ -42,7 +47,7 @@ One run measures three things (release build: --build, bench_ingest.build()):
 
     tools/bench/bench_compact.py [--build build-bench] [--datasets 200] [--rolls 24]
         [--samples 10] [--latency-ms 20] [--big-mib 1024] [--big-kib 200] [--repeats 2]
-        [--stores s3,file] [--skip-cold] [--skip-throughput]
+        [--stores s3,file,s3lat] [--skip-cold] [--skip-throughput] [--keep] [--perf DIR]
 
 Needs root (FUSE mounts, drop_caches, clear_refs). Not a test: it asserts nothing, it reports.
 """
@@ -55,6 +60,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -70,7 +76,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "s3"))
 import bench_roll as br  # noqa: E402
 import bench_rollmem as rm  # noqa: E402
 import gen_avro  # noqa: E402
-from bench_coldread import read_file  # noqa: E402
+from bench_coldread import index_rows, read_file  # noqa: E402
 from bench_ingest import build  # noqa: E402
 from s3server import ACCESS_KEY, S3Rver  # noqa: E402
 from sigv4proxy import SigV4Proxy  # noqa: E402
@@ -104,10 +110,10 @@ def upload_of(table, kib, seed):
 class Store:
     """A file:// directory, or s3rver (optionally behind the verifying proxy) with a prefix."""
 
-    def __init__(self, kind, where, prefix="period", proxy=False):
+    def __init__(self, kind, where, prefix="period", proxy=False, latency=0.0):
         self.kind, self.where, self.prefix = kind, where, prefix
         self.srv = self.proxy = None
-        self.use_proxy = proxy
+        self.use_proxy, self.latency = proxy, latency
         if kind == "file":
             os.makedirs(where, exist_ok=True)
 
@@ -115,7 +121,8 @@ class Store:
         if self.kind == "s3":
             self.srv = S3Rver(self.where, buckets=[BUCKET]).start()
             if self.use_proxy:
-                self.proxy = SigV4Proxy(self.srv.port, ACCESS_KEY, SECRET, region=REGION).start()
+                self.proxy = SigV4Proxy(self.srv.port, ACCESS_KEY, SECRET, region=REGION,
+                                        latency=self.latency).start()
         return self
 
     def stop(self):
@@ -179,7 +186,7 @@ class Store:
     def copy(self, where):
         """A copy of this (stopped) store's data in `where`, same prefix."""
         subprocess.run(["cp", "-a", self.where, where], check=True)
-        return Store(self.kind, where, self.prefix, self.use_proxy)
+        return Store(self.kind, where, self.prefix, self.use_proxy, self.latency)
 
 
 def count_objects(store, table, period):
@@ -295,6 +302,34 @@ def read_sample(build_dir, work_root, store, keys, label):
     return out, mount_s
 
 
+def curl_args(store):
+    """curl's options for a signed request to store (the proxy checks the signature)."""
+    return ["curl", "-sS", "--fail", "--aws-sigv4", "aws:amz:%s:s3" % REGION, "--user",
+            "%s:%s" % (ACCESS_KEY, SECRET)]
+
+
+def curl_ranges(store, rows):
+    """Each dataset's one index row after the compaction: its range fetched with `curl -r`
+    through the proxy, one curl process for all (one kept-alive connection, as battlefs has),
+    page cache dropped first; each transfer's time_total, in seconds."""
+    base = "%s/%s/%s/" % (store.endpoint, BUCKET, store.prefix)
+    argv = ["curl"]
+    for i, (fpath, start, length, _) in enumerate(rows.values()):
+        argv += (["--next"] if i else []) + curl_args(store)[1:] + [
+            "-H", "x-amz-content-sha256: " + hashlib.sha256(b"").hexdigest(), "-o", "/dev/null",
+            "-w", "%{http_code} %{size_download} %{time_total}\\n", "-r",
+            "%d-%d" % (start, start + length - 1), base + fpath]
+    br.drop_caches()
+    p = subprocess.run(argv, check=True, capture_output=True, text=True)
+    out = []
+    for line, (_, _, length, _) in zip(p.stdout.splitlines(), rows.values()):
+        code, size, t = line.split()
+        if code != "206" or int(size) != length:
+            raise SystemExit("curl -r: %s" % line)
+        out.append(float(t))
+    return out
+
+
 def wait_deleted(m, n, timeout=120):
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -337,6 +372,8 @@ def cold_part(args, work_root):
         res["objects_after"] = count_objects(store, TABLE, PERIOD)
         res["after"], res["mount_after_s"] = read_sample(args.build, work_root, store, keys,
                                                          "after")
+        res["curl"] = curl_ranges(store, index_rows(os.path.join(wwork, "state", "catalog.db"),
+                                                    keys))
         res["sources"] = len(srcs)
         res["datasets"] = args.datasets
     finally:
@@ -371,6 +408,11 @@ def print_cold(args, res):
                  statistics.median(g), min(g), max(g),
                  statistics.median(x["bytes"] for x in r.values()),
                  statistics.median(x["cpu_ns"] for x in r.values()) / 1e3, ratio))
+    c = res["curl"]
+    print("| floor: curl -r of the dataset's range in the new archive, through the proxy "
+          "(one process, kept-alive connection; time_total of each) | %s ms | 1 | %d | - | - |"
+          % (spread([x * 1e3 for x in c], "%.1f"),
+             statistics.median(x["bytes"] for x in a.values())))
     per = [b[k]["s"] / a[k]["s"] for k in keys]
     same = sum(1 for k in keys if b[k]["sha"] == a[k]["sha"])
     print()
@@ -389,19 +431,15 @@ def print_cold(args, res):
 
 def baseline_s3(store, srcs, tmp):
     """curl: one ranged GET of each source's bytes after its header into tmp (one process, one
-    connection), then one PUT of tmp. (seconds, CPU seconds of the curl processes, bytes)."""
-    common = ["-sS", "--fail", "--aws-sigv4", "aws:amz:%s:s3" % REGION, "--user",
-              "%s:%s" % (ACCESS_KEY, SECRET)]
+    connection), its SHA-256 (openssl dgst, libcrypto as battlefs; a signed PUT names its payload's SHA-256, as battlefs' do),
+    then one PUT of tmp. (seconds, CPU seconds of the processes, bytes, seconds of the hash)."""
+    common = curl_args(store)[1:]
     base = "%s/%s/%s/" % (store.endpoint, BUCKET, store.prefix)
     empty = ["-H", "x-amz-content-sha256: " + hashlib.sha256(b"").hexdigest()]
     argv = ["curl"]
     for i, (key, size, hlen) in enumerate(srcs):
         argv += (["--next"] if i else []) + common + empty + ["-r", "%d-%d" % (hlen, size - 1),
                                                               base + key]
-    # curl does not hash what it uploads: UNSIGNED-PAYLOAD (battlefs sends the SHA-256, which
-    # the manifest records anyway)
-    put = ["curl"] + common + ["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-o", "/dev/null",
-                               "-w", "%{http_code}", "-T", tmp, base + "curl-baseline/all.avro"]
     t0 = time.monotonic()
     cpu = 0.0
     with open(tmp, "wb") as out:
@@ -410,6 +448,14 @@ def baseline_s3(store, srcs, tmp):
         cpu += ru.ru_utime + ru.ru_stime
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit("curl GETs failed")
+    t1 = time.monotonic()
+    p = subprocess.Popen(["openssl", "dgst", "-sha256", "-r", tmp], stdout=subprocess.PIPE)
+    digest = p.stdout.read().split()[0].decode()
+    _, status, ru = os.wait4(p.pid, 0)
+    cpu += ru.ru_utime + ru.ru_stime
+    hash_s = time.monotonic() - t1
+    put = ["curl"] + common + ["-H", "x-amz-content-sha256: " + digest, "-o", "/dev/null",
+                               "-w", "%{http_code}", "-T", tmp, base + "curl-baseline/all.avro"]
     p = subprocess.Popen(put, stdout=subprocess.PIPE)
     code = p.stdout.read()
     _, status, ru = os.wait4(p.pid, 0)
@@ -419,7 +465,7 @@ def baseline_s3(store, srcs, tmp):
         raise SystemExit("curl PUT failed: %s" % code)
     n = os.path.getsize(tmp)
     os.unlink(tmp)
-    return dt, cpu, n
+    return dt, cpu, n, hash_s
 
 
 COPY = r"""
@@ -454,19 +500,30 @@ def baseline_file(store, srcs, dst):
         raise SystemExit("copy baseline failed")
     n = os.path.getsize(dst)
     os.unlink(dst)
-    return dt, ru.ru_utime + ru.ru_stime, n
+    return dt, ru.ru_utime + ru.ru_stime, n, 0.0
 
 
-def measured_compaction(build_dir, work, store):
+def measured_compaction(build_dir, work, store, perf=None):
+    """One compaction on a fresh writer mount; with perf (a file name), under
+    `perf record -g -p PID` (not a measured run)."""
     m = mount(build_dir, work, store, WRITER)
     try:
         s0 = m.stats()
         br.drop_caches()
         rss0 = m.rss()
         m.reset_peak_rss()
+        rec = None
+        if perf:
+            rec = subprocess.Popen(["perf", "record", "-g", "-F", "999", "-o", perf, "-p",
+                                    str(m.pid)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+            time.sleep(1)
         c0 = m.cpu()
         dt = compact(m)
         cpu = m.cpu() - c0
+        if rec:
+            rec.send_signal(signal.SIGINT)
+            rec.wait()
         hwm = m.peak_rss()
         s1 = m.stats()
         time.sleep(0.2)
@@ -484,7 +541,11 @@ def measured_compaction(build_dir, work, store):
 
 def throughput_part(args, kind, work_root):
     work = tempfile.mkdtemp(prefix="compact-%s-" % kind, dir=work_root)
-    tpl_store = Store(kind, os.path.join(work, "tpl-store"))
+    lat = kind == "s3lat"
+
+    def new_store():
+        return Store("s3" if lat else kind, os.path.join(work, "tpl-store"), proxy=lat)
+    tpl_store = new_store()
     upload = upload_of(TABLE, args.big_kib, 5)
     res = {"kind": kind, "runs": []}
     try:
@@ -508,10 +569,11 @@ def throughput_part(args, kind, work_root):
         print("throughput, %s: generating %d rolls of %d datasets (%d-byte stored uploads, "
               "%.0f MiB) ..." % (kind, args.rolls, n, stored, n * stored * args.rolls / 2**20),
               flush=True)
-        tpl_store = Store(kind, os.path.join(work, "tpl-store")).start()
+        tpl_store = new_store().start()
         gen_s = generate(args.build, os.path.join(work, "tpl"), tpl_store, names, args.rolls,
                          upload)
         tpl_store.stop()
+        tpl_store.latency = args.latency_ms / 1e3 if lat else 0.0  # for the copies
         srcs = sources(os.path.join(work, "tpl", "state", "catalog.db"))
         res["objects_before"] = count_objects(tpl_store, TABLE, PERIOD)
         res["datasets"] = n
@@ -533,7 +595,7 @@ def throughput_part(args, kind, work_root):
                 for what in order:
                     br.drop_caches()
                     if what == "baseline":
-                        if kind == "s3":
+                        if kind != "file":
                             run["base"] = baseline_s3(st, srcs, os.path.join(rwork, "curl.tmp"))
                         else:
                             run["base"] = baseline_file(st, srcs,
@@ -550,6 +612,20 @@ def throughput_part(args, kind, work_root):
                   % (i + 1, b["s"], b["cpu_s"], b["hwm_kib"] / 1024, b["gets"], b["puts"],
                      c[0], c[1], c[0] / b["s"]), flush=True)
             res["runs"].append(run)
+        if args.perf:
+            rwork = os.path.join(work, "perf")
+            os.makedirs(rwork)
+            subprocess.run(["cp", "-a", os.path.join(work, "tpl", "state"),
+                            os.path.join(rwork, "state")], check=True)
+            st = tpl_store.copy(os.path.join(rwork, "store")).start()
+            try:
+                out = os.path.join(os.path.abspath(args.perf), "compact-%s.perf" % kind)
+                b = measured_compaction(args.build, rwork, st, perf=out)
+                print("  perf record of one more compaction (%.2f s, not counted): %s"
+                      % (b["s"], out), flush=True)
+            finally:
+                st.stop()
+                shutil.rmtree(rwork, ignore_errors=True)
     finally:
         tpl_store.stop()
         if not args.keep:
@@ -557,37 +633,51 @@ def throughput_part(args, kind, work_root):
     return res
 
 
-def print_throughput(results):
+STORE_NAMES = {"s3": "s3rver", "s3lat": "s3rver + proxy, +%g ms", "file": "file://"}
+
+
+def print_throughput(args, results):
     print()
     print("### 2. Compaction throughput")
     print()
-    print("| store | what | seconds, median (range) | MB/s (source bytes) | vs baseline | CPU s "
-          "| CPU per GiB | peak RSS (before) | GETs | PUTs |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| store | what | seconds, median (range) | MB/s (source bytes) | vs baseline "
+          "| vs baseline without its hash | CPU s | CPU per GiB | peak RSS (before) | GETs "
+          "| PUTs |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for res in results:
         runs = res["runs"]
         nb = res["source_bytes"]
         bs = [r["base"][0] for r in runs]
         fs = [r["bfs"]["s"] for r in runs]
         ratios = [r["base"][0] / r["bfs"]["s"] for r in runs]
+        nohash = [(r["base"][0] - r["base"][3]) / r["bfs"]["s"] for r in runs]
         gib = nb / 2**30
-        base_name = ("curl: %d ranged GETs + 1 PUT" % res["sources"] if res["kind"] == "s3"
+        s3 = res["kind"] != "file"
+        name = STORE_NAMES[res["kind"]].replace("%g", "%g" % args.latency_ms)
+        base_name = ("curl: %d ranged GETs, openssl dgst -sha256, 1 PUT" % res["sources"] if s3
                      else "read/write 1 MiB chunks + fsync")
-        print("| %s | baseline: %s | %s | %.0f | 1.00x | %.2f | %.2f s | - | %d | %d |"
-              % (res["kind"], base_name, spread(bs), nb / statistics.median(bs) / 1e6,
+        print("| %s | baseline: %s | %s | %.0f | 1.00x | %s | %.2f | %.2f s | - | %d | %d |"
+              % (name, base_name, spread(bs), nb / statistics.median(bs) / 1e6,
+                 "%.2fx" % (statistics.median(bs) / statistics.median(
+                     r["base"][0] - r["base"][3] for r in runs)) if s3 else "-",
                  statistics.median(r["base"][1] for r in runs),
                  statistics.median(r["base"][1] for r in runs) / gib,
-                 res["sources"] if res["kind"] == "s3" else 0, 1 if res["kind"] == "s3" else 0))
-        print("| %s | battlefs: .battlefs/compact | %s | %.0f | %s | %.2f | %.2f s | %.1f MiB "
-              "(%.1f) | %d | %d |"
-              % (res["kind"], spread(fs), nb / statistics.median(fs) / 1e6,
-                 spread(ratios) + "x",
+                 res["sources"] if s3 else 0, 1 if s3 else 0))
+        print("| %s | battlefs: .battlefs/compact | %s | %.0f | **%s** | %s | %.2f | %.2f s "
+              "| %.1f MiB (%.1f) | %d | %d |"
+              % (name, spread(fs), nb / statistics.median(fs) / 1e6,
+                 spread(ratios) + "x", spread(nohash) + "x" if s3 else "-",
                  statistics.median(r["bfs"]["cpu_s"] for r in runs),
                  statistics.median(r["bfs"]["cpu_s"] for r in runs) / gib,
                  max(r["bfs"]["hwm_kib"] for r in runs) / 1024,
                  statistics.median(r["bfs"]["rss0_kib"] for r in runs) / 1024,
                  statistics.median(r["bfs"]["gets"] for r in runs),
                  statistics.median(r["bfs"]["puts"] for r in runs)))
+    if any(res["kind"] != "file" for res in results):
+        print()
+        print("the baseline's openssl dgst -sha256: %s s" % ", ".join(
+            "%s %s" % (res["kind"], spread([r["base"][3] for r in res["runs"]]))
+            for res in results if res["kind"] != "file"))
     print()
     for res in results:
         lg = res["runs"][0]["bfs"]["log"]
@@ -600,7 +690,7 @@ def print_throughput(results):
                  spread([r["bfs"]["log"]["s"] for r in res["runs"]])))
 
 
-def print_objects(cold, results):
+def print_objects(args, cold, results):
     print()
     print("### 3. Objects in the store for the period")
     print()
@@ -617,7 +707,8 @@ def print_objects(cold, results):
         row(name, "after the commit", cold["objects_committed"])
         row(name, "after gc (gc_grace=2)", cold["objects_after"])
     for res in results:
-        name = "%s, %d datasets" % (res["kind"], res["datasets"])
+        name = "%s, %d datasets" % (STORE_NAMES[res["kind"]].replace(
+            "%g", "%g" % args.latency_ms), res["datasets"])
         row(name, "before", res["objects_before"])
         row(name, "after the commit", res["runs"][-1]["objects_after"])
 
@@ -633,10 +724,14 @@ def main():
     ap.add_argument("--big-mib", type=float, default=1024)
     ap.add_argument("--big-kib", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--stores", default="s3,file")
+    ap.add_argument("--stores", default="s3,file,s3lat",
+                    help="for the throughput: s3 (s3rver), file, s3lat (s3rver behind the proxy "
+                    "adding --latency-ms)")
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the work directories")
+    ap.add_argument("--perf", metavar="DIR", help="after the repeats, one more compaction per "
+                    "store under perf record -g, its data in DIR/compact-STORE.perf")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_compact.py needs root (FUSE mounts, drop_caches, clear_refs)")
@@ -655,8 +750,8 @@ def main():
     if cold:
         print_cold(args, cold)
     if results:
-        print_throughput(results)
-    print_objects(cold, results)
+        print_throughput(args, results)
+    print_objects(args, cold, results)
     print()
     print("benchmark time %.0f s" % (time.monotonic() - t0))
     br.load("end")
