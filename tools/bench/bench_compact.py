@@ -9,7 +9,9 @@ One run measures three things (release build: --build, bench_ingest.build()):
    (default 20) to every request. The period: --rolls (24) hourly rolls of the same --datasets
    (200) datasets, each roll one tiny upload (one record) of every dataset (generation:
    bench_rollmem's helpers, a real upload creates the partition, then before each roll, while
-   unmounted, one buffer row per dataset inserted with sqlite3; no latency while generating).
+   unmounted, one buffer row per dataset inserted with sqlite3; no latency while generating;
+   after the last roll the writer's purge of the rolled blobs is waited for, so that it does
+   not run during the measurements).
    "Before": a new read-only mount (-o ro, new state directory: battlefs' cache is empty,
    refresh=0) reads --samples datasets, page cache dropped before each read (cat: open, 128 KiB
    reads to EOF, close), GETs and bytes from .battlefs/stats deltas, the daemon's CPU from its
@@ -78,6 +80,7 @@ import bench_rollmem as rm  # noqa: E402
 import gen_avro  # noqa: E402
 from bench_coldread import index_rows, read_file  # noqa: E402
 from bench_ingest import build  # noqa: E402
+from bench_replica import wait_purged  # noqa: E402
 from s3server import ACCESS_KEY, S3Rver  # noqa: E402
 from sigv4proxy import SigV4Proxy  # noqa: E402
 
@@ -225,6 +228,10 @@ def generate(build_dir, work, store, names, rolls, upload):
         try:
             m.roll()
             st = m.stats()
+            if r == rolls - 1:
+                # else the next mount purges the rolled blobs during the measurements (SQLite
+                # writes zeroes over them: secure_delete)
+                wait_purged(m.catalog)
         finally:
             m.close()
         if st["rolls"] != 1 or st["buffer_bytes"] != 0 or st["last_roll_error"]:
