@@ -42,6 +42,9 @@ One run measures three things (release build: --build, bench_ingest.build()):
        directory, then fsync (what cp does, with the rewrite's durability); wall time and the
        baseline processes' CPU.
    Reported: MB/s of bytes read, battlefs over the baseline (throughput), CPU per GiB, peak RSS.
+   For s3 and s3lat, in the first repeat, also curl's GETs of the same bytes in ranges of
+   32 MiB / sources (the compaction's read-ahead budget shared by its sources: about its
+   requests), to show what the number of requests costs.
 
 3. Objects in the store for the period before and after (archives of the period, and the
    store's _battlefs/ objects by kind), from part 1's store (after the commit, and after the
@@ -49,7 +52,7 @@ One run measures three things (release build: --build, bench_ingest.build()):
 
     tools/bench/bench_compact.py [--build build-bench] [--datasets 200] [--rolls 24]
         [--samples 10] [--latency-ms 20] [--big-mib 1024] [--big-kib 200] [--repeats 2]
-        [--stores s3,file,s3lat] [--skip-cold] [--skip-throughput] [--keep] [--perf DIR]
+        [--stores s3,file[,s3lat]] [--skip-cold] [--skip-throughput] [--keep] [--perf DIR]
 
 Needs root (FUSE mounts, drop_caches, clear_refs). Not a test: it asserts nothing, it reports.
 """
@@ -456,6 +459,7 @@ def baseline_s3(store, srcs, tmp):
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit("curl GETs failed")
     t1 = time.monotonic()
+    get_s = t1 - t0
     p = subprocess.Popen(["openssl", "dgst", "-sha256", "-r", tmp], stdout=subprocess.PIPE)
     digest = p.stdout.read().split()[0].decode()
     _, status, ru = os.wait4(p.pid, 0)
@@ -472,7 +476,28 @@ def baseline_s3(store, srcs, tmp):
         raise SystemExit("curl PUT failed: %s" % code)
     n = os.path.getsize(tmp)
     os.unlink(tmp)
-    return dt, cpu, n, hash_s
+    return dt, cpu, n, hash_s, get_s
+
+
+def gets_in_windows(store, srcs, tmp, window):
+    """curl, GETs only: every source's bytes after its header in `window`-byte ranges (about
+    the compaction's requests: its read-ahead budget over the sources), one process, one
+    connection, into tmp. (seconds, GETs)."""
+    empty = ["-H", "x-amz-content-sha256: " + hashlib.sha256(b"").hexdigest()]
+    base = "%s/%s/%s/" % (store.endpoint, BUCKET, store.prefix)
+    argv = ["curl"]
+    n = 0
+    for key, size, hlen in srcs:
+        for off in range(hlen, size, window):
+            argv += (["--next"] if n else []) + curl_args(store)[1:] + empty + [
+                "-r", "%d-%d" % (off, min(off + window, size) - 1), base + key]
+            n += 1
+    t0 = time.monotonic()
+    with open(tmp, "wb") as out:
+        subprocess.run(argv, stdout=out, check=True)
+    dt = time.monotonic() - t0
+    os.unlink(tmp)
+    return dt, n
 
 
 COPY = r"""
@@ -609,6 +634,10 @@ def throughput_part(args, kind, work_root):
                                                         os.path.join(st.where, "copy.tmp"))
                     else:
                         run["bfs"] = measured_compaction(args.build, rwork, st)
+                if kind != "file" and i == 0:
+                    br.drop_caches()
+                    run["windows"] = gets_in_windows(st, srcs, os.path.join(rwork, "w.tmp"),
+                                                     (32 << 20) // len(srcs))
                 run["objects_after"] = count_objects(st, TABLE, PERIOD)
             finally:
                 st.stop()
@@ -680,11 +709,18 @@ def print_throughput(args, results):
                  statistics.median(r["bfs"]["rss0_kib"] for r in runs) / 1024,
                  statistics.median(r["bfs"]["gets"] for r in runs),
                  statistics.median(r["bfs"]["puts"] for r in runs)))
-    if any(res["kind"] != "file" for res in results):
+    for res in results:
+        if res["kind"] == "file":
+            continue
+        runs = res["runs"]
+        w = runs[0]["windows"]
         print()
-        print("the baseline's openssl dgst -sha256: %s s" % ", ".join(
-            "%s %s" % (res["kind"], spread([r["base"][3] for r in res["runs"]]))
-            for res in results if res["kind"] != "file"))
+        print("%s baseline's parts: GETs %s s, openssl dgst -sha256 %s s, PUT %s s; the same "
+              "GETs in %d ranges of 32 MiB / %d sources (about the compaction's): %.2f s (first "
+              "repeat)" % (res["kind"], spread([r["base"][4] for r in runs]),
+                           spread([r["base"][3] for r in runs]),
+                           spread([r["base"][0] - r["base"][3] - r["base"][4] for r in runs]),
+                           w[1], res["sources"], w[0]))
     print()
     for res in results:
         lg = res["runs"][0]["bfs"]["log"]
@@ -731,7 +767,7 @@ def main():
     ap.add_argument("--big-mib", type=float, default=1024)
     ap.add_argument("--big-kib", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--stores", default="s3,file,s3lat",
+    ap.add_argument("--stores", default="s3,file",
                     help="for the throughput: s3 (s3rver), file, s3lat (s3rver behind the proxy "
                     "adding --latency-ms)")
     ap.add_argument("--skip-cold", action="store_true")
