@@ -81,9 +81,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "s3"))
 import bench_roll as br  # noqa: E402
 import bench_rollmem as rm  # noqa: E402
 import gen_avro  # noqa: E402
-from bench_coldread import index_rows, read_file  # noqa: E402
+from bench_coldread import index_rows  # noqa: E402
 from bench_ingest import build  # noqa: E402
-from bench_replica import wait_purged  # noqa: E402
+from bench_replica import measure, wait_purged  # noqa: E402
 from s3server import ACCESS_KEY, S3Rver  # noqa: E402
 from sigv4proxy import SigV4Proxy  # noqa: E402
 
@@ -295,15 +295,8 @@ def read_sample(build_dir, work_root, store, keys, label):
         try:
             for k in keys:
                 path = os.path.join(m.mnt, k[0], k[1], k[2] + ".avro")
-                s0 = m.stats()
-                br.drop_caches()
-                c0 = br.proc_cpu_ns(m.pid)
-                dt, sha = read_file(path)
-                c1 = br.proc_cpu_ns(m.pid)
-                s1 = m.stats()
-                out[k] = {"s": dt, "cpu_ns": c1 - c0, "sha": sha, "size": os.stat(path).st_size,
-                          "gets": s1["store_get_requests"] - s0["store_get_requests"],
-                          "bytes": s1["store_get_bytes"] - s0["store_get_bytes"]}
+                out[k] = measure(m, path)  # page cache dropped first
+                out[k]["size"] = os.stat(path).st_size
             mount_s = m.mount_s
         finally:
             m.close()
@@ -416,13 +409,13 @@ def print_cold(args, res):
         print("| %s | %s ms | %d (%d-%d) | %d | %.0f us | %s |"
               % (name, spread([x["s"] * 1e3 for x in r.values()], "%.1f"),
                  statistics.median(g), min(g), max(g),
-                 statistics.median(x["bytes"] for x in r.values()),
+                 statistics.median(x["get_bytes"] for x in r.values()),
                  statistics.median(x["cpu_ns"] for x in r.values()) / 1e3, ratio))
     c = res["curl"]
     print("| floor: curl -r of the dataset's range in the new archive, through the proxy "
           "(one process, kept-alive connection; time_total of each) | %s ms | 1 | %d | - | - |"
           % (spread([x * 1e3 for x in c], "%.1f"),
-             statistics.median(x["bytes"] for x in a.values())))
+             statistics.median(x["get_bytes"] for x in a.values())))
     per = [b[k]["s"] / a[k]["s"] for k in keys]
     same = sum(1 for k in keys if b[k]["sha"] == a[k]["sha"])
     print()
