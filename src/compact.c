@@ -284,6 +284,7 @@ struct job {
     FILE *spool; /* index rows: archive number, dataset, start, length, records, uploaded_at */
     uint64_t bytes;
     struct lease lease;
+    struct putter *put; /* puts the closed archives */
     struct bfs_err *err;
 };
 
@@ -386,14 +387,124 @@ static int next_segment(void *ctx, struct bfs_rw_segment *out)
     return 1;
 }
 
+/* The put thread: puts each closed archive while the rewrite writes the
+ * next one (one waiting at most: the compaction's directory holds two
+ * archives at most), so the store's PUT and the sources' GETs overlap. */
+struct putter {
+    pthread_mutex_t mu; /* everything below */
+    pthread_cond_t cv;
+    pthread_t thread;
+    int started, have, stop;
+    char path[4096];
+    char key[BFS_STORE_KEY_MAX + 1];
+    uint8_t sha[32];
+    unsigned done;      /* archives put */
+    int rc;             /* the first failure */
+    struct bfs_err err; /* its reason */
+    const struct bfs_compact_deps *d;
+    const char *id;
+};
+
+static void *put_main(void *arg)
+{
+    struct putter *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->have && !p->stop)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (!p->have)
+            break;
+        char path[sizeof p->path], key[sizeof p->key];
+        uint8_t sha[32];
+        memcpy(path, p->path, sizeof path);
+        memcpy(key, p->key, sizeof key);
+        memcpy(sha, p->sha, 32);
+        int failed = p->rc < 0;
+        pthread_mutex_unlock(&p->mu);
+        struct bfs_err err = {0};
+        int rc = 0;
+        if (!failed) { /* after a failure the rest is only removed */
+            const struct bfs_put_src src = {
+                .path = path, .sha256 = sha, .may_link = 1, .cond = BFS_PUT_CREATE};
+            rc = bfs_store_put_src(p->d->store, key, &src, &err);
+            if (rc < 0)
+                bfs_err_prefix(&err, "put %s", key);
+        }
+        unlink(path);
+        pthread_mutex_lock(&p->mu);
+        unsigned done = failed || rc < 0 ? p->done : ++p->done;
+        pthread_mutex_unlock(&p->mu);
+        if (rc == 0 && !failed && done == 1 && (rc = fault(p->d, BFS_COMPACT_MID_BUILD, p->id)) < 0)
+            bfs_err_set(&err, rc, "stopped by the fault hook at mid-build");
+        pthread_mutex_lock(&p->mu);
+        if (rc < 0 && p->rc == 0) {
+            p->rc = rc;
+            p->err = err;
+        }
+        p->have = 0;
+        pthread_cond_broadcast(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static int putter_start(struct putter *p, const struct bfs_compact_deps *d, const char *id)
+{
+    memset(p, 0, sizeof *p);
+    p->d = d;
+    p->id = id;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    int rc = pthread_create(&p->thread, NULL, put_main, p);
+    if (rc != 0) {
+        pthread_cond_destroy(&p->cv);
+        pthread_mutex_destroy(&p->mu);
+        return -rc;
+    }
+    p->started = 1;
+    return 0;
+}
+
+/* Wait until nothing is waiting to be put: 0 or the first put's failure
+ * (into err). */
+static int putter_drain(struct putter *p, struct bfs_err *err)
+{
+    pthread_mutex_lock(&p->mu);
+    while (p->have)
+        pthread_cond_wait(&p->cv, &p->mu);
+    int rc = p->rc;
+    if (rc < 0 && err)
+        *err = p->err;
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+/* Drain, stop and join (nothing when it was not started). */
+static void putter_stop(struct putter *p)
+{
+    if (!p->started)
+        return;
+    putter_drain(p, NULL);
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->thread, NULL);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    p->started = 0;
+}
+
 static int on_archive(void *ctx, const struct bfs_rw_archive *a)
 {
     struct job *j = ctx;
     if (j->n_arch == j->cap_arch) {
         size_t cap = j->cap_arch ? 2 * j->cap_arch : 8;
         void *p = realloc(j->arch, cap * sizeof *j->arch);
-        if (!p)
+        if (!p) {
+            unlink(a->path);
             return -ENOMEM;
+        }
         j->arch = p;
         j->cap_arch = cap;
     }
@@ -402,17 +513,21 @@ static int on_archive(void *ctx, const struct bfs_rw_archive *a)
     x->size = a->size;
     x->header_length = a->header_length;
     memcpy(x->sha256, a->sha256, 32);
-    const struct bfs_put_src src = {
-        .path = a->path, .sha256 = a->sha256, .may_link = 1, .cond = BFS_PUT_CREATE};
-    int rc = bfs_store_put_src(j->d->store, x->key, &src, j->err);
-    unlink(a->path);
+    /* The previous archive's put must be done (or failed) first. */
+    int rc = putter_drain(j->put, j->err);
     if (rc < 0) {
-        bfs_err_prefix(j->err, "put %s", x->key);
+        unlink(a->path);
         return rc;
     }
+    struct putter *p = j->put;
+    pthread_mutex_lock(&p->mu);
+    snprintf(p->path, sizeof p->path, "%s", a->path);
+    memcpy(p->key, x->key, sizeof p->key);
+    memcpy(p->sha, a->sha256, 32);
+    p->have = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
     j->n_arch++;
-    if (j->n_arch == 1 && (rc = fault(j->d, BFS_COMPACT_MID_BUILD, j->id)) < 0)
-        return bfs_err_set(j->err, rc, "stopped by the fault hook at mid-build");
     return lease_renew(j->d, &j->lease, j->err);
 }
 
@@ -703,7 +818,18 @@ int bfs_compact_partition(const struct bfs_compact_deps *d, const char *table, c
     };
     memcpy(rw.sync, p.sync, 16);
     struct bfs_rw_stats st = {0};
-    if ((rc = bfs_rewrite(&rw, &st, err)) < 0) {
+    struct putter put;
+    if ((rc = putter_start(&put, d, j.id)) < 0) {
+        bfs_err_set(err, rc, "start the put thread");
+        goto out;
+    }
+    j.put = &put;
+    rc = bfs_rewrite(&rw, &st, err);
+    if (rc == 0)
+        rc = putter_drain(&put, err); /* the last archive's put */
+    putter_stop(&put);
+    j.put = NULL;
+    if (rc < 0) {
         if (rc == -ESTALE)
             bfs_err_set(err, rc, "the partition changed during the compaction");
         goto out;
