@@ -158,6 +158,22 @@ static int count_row(sqlite3_stmt *st, void *ctx)
     return 0;
 }
 
+/* An erasure from a row of (seq, node, dataset_id, table_name, period_tag,
+ * erased_at, committed_at, done_at); its strings are the statement's. */
+static struct bfs_erasure erasure_of(sqlite3_stmt *st)
+{
+    return (struct bfs_erasure){
+        .seq = sqlite3_column_int64(st, 0),
+        .node = (const char *)sqlite3_column_text(st, 1),
+        .dataset = (const char *)sqlite3_column_text(st, 2),
+        .table = (const char *)sqlite3_column_text(st, 3),
+        .period = (const char *)sqlite3_column_text(st, 4),
+        .erased_at = sqlite3_column_int64(st, 5),
+        .committed_at = sqlite3_column_int64(st, 6),
+        .done_at = sqlite3_column_int64(st, 7),
+    };
+}
+
 int bfs_catalog_erasures_settle(struct bfs_catalog *cat, int64_t now,
                                 int (*cb)(void *ctx, const struct bfs_erasure *e), void *ctx)
 {
@@ -170,16 +186,7 @@ int bfs_catalog_erasures_settle(struct bfs_catalog *cat, int64_t now,
     int rc;
     /* The rows come as the update makes them: the callback only copies. */
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const struct bfs_erasure x = {
-            .seq = sqlite3_column_int64(st, 0),
-            .node = (const char *)sqlite3_column_text(st, 1),
-            .dataset = (const char *)sqlite3_column_text(st, 2),
-            .table = (const char *)sqlite3_column_text(st, 3),
-            .period = (const char *)sqlite3_column_text(st, 4),
-            .erased_at = sqlite3_column_int64(st, 5),
-            .committed_at = sqlite3_column_int64(st, 6),
-            .done_at = now,
-        };
+        const struct bfs_erasure x = erasure_of(st);
         if (cb && x.node && x.dataset)
             cb(ctx, &x);
     }
@@ -203,16 +210,7 @@ struct erasures_ctx {
 static int erasure_row(sqlite3_stmt *st, void *p)
 {
     struct erasures_ctx *x = p;
-    const struct bfs_erasure e = {
-        .seq = sqlite3_column_int64(st, 0),
-        .node = (const char *)sqlite3_column_text(st, 1),
-        .dataset = (const char *)sqlite3_column_text(st, 2),
-        .table = (const char *)sqlite3_column_text(st, 3),
-        .period = (const char *)sqlite3_column_text(st, 4),
-        .erased_at = sqlite3_column_int64(st, 5),
-        .committed_at = sqlite3_column_int64(st, 6),
-        .done_at = sqlite3_column_int64(st, 7),
-    };
+    const struct bfs_erasure e = erasure_of(st);
     return x->cb(x->ctx, &e);
 }
 

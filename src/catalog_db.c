@@ -388,7 +388,7 @@ static const char *const WSQL[W_COUNT] = {
                        " AND NOT EXISTS (SELECT 1 FROM buffer_data d WHERE d.id < coalesce("
                        " (SELECT min(id) FROM buffer_rows), 9223372036854775807))"
                        " RETURNING seq, node, dataset_id, table_name, period_tag, erased_at,"
-                       " committed_at",
+                       " committed_at, done_at",
     [W_ARCH_ADD] =
         "INSERT INTO archived_files(file_path, table_name, period_tag, size,"
         " header_length, roll_id, seq, created_at, sha256, schema_fingerprint, codec,"
