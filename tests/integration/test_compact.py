@@ -16,12 +16,13 @@ import errno
 import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 
 import pytest
 
-from mountlib import PERIOD, gen_avro, needs_faults, write_file
+from mountlib import BUILD, PERIOD, gen_avro, needs_faults, write_file
 from s3mount import s3_mount_factory, s3_store_files  # noqa: F401  (fixture; sys.path for tests/s3)
 from s3fixtures import s3, s3_server  # noqa: F401,E402  (fixtures)
 from test_roll import (archives, drop_cache, index_rows, query, read_uncached, roll_ok,
@@ -31,6 +32,8 @@ NOTE_SCHEMA = json.dumps({
     "type": "record", "name": "Note", "namespace": "test.erase",
     "fields": [{"name": "user", "type": "string"}, {"name": "note", "type": "string"},
                {"name": "n", "type": "long"}]})
+
+STORE_BIN = os.environ.get("BATTLEFS_STORE_BIN", os.path.join(BUILD, "tools", "battlefs-store"))
 
 # Compaction only when asked, unless a test says otherwise.
 QUIET = {"compact_after": "1000000", "codec": "null", "refresh": "0"}
@@ -312,6 +315,12 @@ def test_erase_by_rm_and_by_battlefs_erase(mount_factory, tmp_path):
              what="no erased byte left (%s)" % grep_tree(roots, b"SECRET-"))
     assert m.read_bytes("notes", PERIOD, "u3") == before["notes/%s/u3.avro" % PERIOD]
     assert m.records("notes", PERIOD, "u3") == ups[("notes", PERIOD, "u3")]
+    # battlefs-store fsck reads the log (rolls, erasures, compactions) and finds every
+    # archive and index row it names whole
+    r = subprocess.run([STORE_BIN, "fsck", "file://" + store_dir(m)], capture_output=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    assert b" 0 problems" in r.stdout, r.stdout
 
     # an upload after the erasure is a new dataset, kept
     recs = upload_notes(m, "notes", PERIOD, "u1", 77)
