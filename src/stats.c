@@ -73,9 +73,12 @@ int bfs_stats_json(struct bfs_stats *s, const struct bfs_catalog_counts *c, stru
 #define U(f) (unsigned long long)atomic_load(&s->f)
     int rc = bfs_buf_printf(
         out,
-        "{\"uploads_ingested\": %llu, \"uploads_rejected\": %llu, \"buffer_uploads\": %llu, "
+        "{\"uploads_ingested\": %llu, \"uploads_rejected\": %llu, \"uploads_spilled\": %llu, "
+        "\"upload_memory_bytes\": %llu, \"upload_memory_peak\": %llu, "
+        "\"upload_memory_waits\": %llu, \"buffer_uploads\": %llu, "
         "\"buffer_bytes\": %llu, \"rolls\": %llu, \"last_roll_error\": ",
-        U(uploads_ingested), U(uploads_rejected), (unsigned long long)c->buffer_uploads,
+        U(uploads_ingested), U(uploads_rejected), U(uploads_spilled), U(upload_memory_bytes),
+        U(upload_memory_peak), U(upload_memory_waits), (unsigned long long)c->buffer_uploads,
         (unsigned long long)c->buffer_bytes, U(rolls));
     if (rc)
         return rc;
