@@ -56,6 +56,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "battlefs/walbuf.h"
 #include "catalog_int.h"
 
 #define BUSY_TIMEOUT_MS 10000
@@ -581,7 +582,8 @@ static int open_conn(const char *path, int writer, sqlite3 **out)
     int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE |
                 (writer ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY);
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(path, &db, flags, NULL);
+    /* WAL frames gathered and written at once (walbuf.h); NULL: the default VFS */
+    int rc = sqlite3_open_v2(path, &db, flags, bfs_walbuf_vfs());
     if (rc == SQLITE_OK)
         rc = sqlite3_extended_result_codes(db, 1);
     if (rc == SQLITE_OK)

@@ -1,0 +1,23 @@
+/* walbuf.h - an SQLite VFS that writes a WAL's frames in one system call.
+ *
+ * SQLite writes each WAL frame with two pwrite(2) calls (its 24-byte header,
+ * then the page), so a commit of an upload (about 15 frames) is about 30
+ * system calls, each a partial-page write into the page cache. This VFS wraps
+ * the default one: files opened as a WAL (SQLITE_OPEN_WAL) gather consecutive
+ * writes in a buffer and write them at once (124 KiB at most: the unix VFS
+ * writes no more in one call); the buffer is written before
+ * any other operation on that file (a read, a sync, a truncate, its size, a
+ * file control, a close), so SQLite sees the file as it wrote it, and
+ * before every xSync, so what SQLite syncs is on disk: the WAL's frames are
+ * durable at the same points as before. Other files are the default VFS's
+ * own. docs/design.md, "Group commit".
+ */
+#ifndef BATTLEFS_WALBUF_H
+#define BATTLEFS_WALBUF_H
+
+/* Register the VFS (once; thread-safe) and return its name for
+ * sqlite3_open_v2, or NULL if it could not be registered (then use the
+ * default VFS). */
+const char *bfs_walbuf_vfs(void);
+
+#endif
