@@ -759,7 +759,6 @@ int bfs_catalog_open(const char *path, struct bfs_catalog **out)
     }
     pthread_mutex_init(&cat->wmu, NULL);
     pthread_mutex_init(&cat->qmu, NULL);
-    pthread_cond_init(&cat->qcv, NULL);
     pthread_mutex_init(&cat->rmu, NULL);
     pthread_mutex_init(&cat->lmu, NULL);
     pthread_mutex_init(&cat->cmu, NULL);
@@ -819,7 +818,6 @@ void bfs_catalog_close(struct bfs_catalog *cat)
         bfs_error("catalog: close %s: %s", cat->path, sqlite3_errmsg(cat->w));
     pthread_mutex_destroy(&cat->wmu);
     pthread_mutex_destroy(&cat->qmu);
-    pthread_cond_destroy(&cat->qcv);
     pthread_mutex_destroy(&cat->rmu);
     pthread_mutex_destroy(&cat->lmu);
     pthread_mutex_destroy(&cat->cmu);

@@ -111,6 +111,16 @@ int bfs_stats_json(struct bfs_stats *s, const struct bfs_catalog_counts *c, stru
         rc = json_string(out, s->last_refresh_error);
     else
         rc = bfs_buf_append(out, "null", 4);
+    /* uploads per group commit: how many groups had 1, 2, 3-4, ... uploads */
+    static const char *const group_names[BFS_CATALOG_GROUP_BUCKETS] = {
+        "1", "2", "3-4", "5-8", "9-16", "17-32", "33-64", "65+"};
+    if (rc == 0)
+        rc = bfs_buf_printf(out, ", \"commit_group_uploads\": {");
+    for (int b = 0; rc == 0 && b < BFS_CATALOG_GROUP_BUCKETS; b++)
+        rc = bfs_buf_printf(out, "%s\"%s\": %llu", b ? ", " : "", group_names[b],
+                            (unsigned long long)c->group_sizes[b]);
+    if (rc == 0)
+        rc = bfs_buf_append(out, "}", 1);
     /* "progress": the long work running now, [] when none */
     if (rc == 0)
         rc = bfs_buf_printf(out, ", \"progress\": [");

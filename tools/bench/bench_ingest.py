@@ -187,7 +187,9 @@ def run_battlefs(build_dir, tree, entries, writers, codec, work, metrics_out=Non
     nbytes = sum(e["bytes"] for e in entries)
     closes = sorted(c for g in got for _, c in g[3])
     pct = (lambda q: closes[min(len(closes) - 1, int(q * len(closes)))] * 1000) if closes else None
+    groups = st.get("commit_group_uploads", {})
     return {"writers": writers, "codec": codec, "uploads": done, "seconds": dt,
+            "groups": groups, "uploads_per_commit": done / max(1, sum(groups.values())),
             "close_p50_ms": pct(0.5) if pct else 0, "close_p99_ms": pct(0.99) if pct else 0,
             "cpu_us": st.get("_cpu_us", 0),
             "uploads_per_s": done / dt, "mb_per_s": nbytes / dt / 1e6, "peak_rss_mib": rss / 1024,
@@ -285,16 +287,22 @@ def main():
     if args.scale:
         print()
         print("| writers | uploads/s | vs baseline | close p50 | close p99 | daemon CPU/upload |"
-              " peak RSS |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+              " peak RSS | uploads/commit |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        hists = []
         for n in (int(x) for x in args.scale.split(",")):
             r = run_battlefs(args.build, tree, entries, n, args.codec,
                              tempfile.mkdtemp(prefix="ingest-%d-" % n, dir=args.work))
             shutil.rmtree(os.path.dirname(os.path.dirname(r["catalog"])), ignore_errors=True)
-            print("| %d | %.0f | %.2fx | %.2f ms | %.2f ms | %.0f us | %.1f MiB |" % (
+            print("| %d | %.0f | %.2fx | %.2f ms | %.2f ms | %.0f us | %.1f MiB | %.1f |" % (
                 n, r["uploads_per_s"], r["uploads_per_s"] / b["uploads_per_s"],
-                r["close_p50_ms"], r["close_p99_ms"], r["cpu_us"], r["peak_rss_mib"]),
-                flush=True)
+                r["close_p50_ms"], r["close_p99_ms"], r["cpu_us"], r["peak_rss_mib"],
+                r["uploads_per_commit"]), flush=True)
+            hists.append((n, r["groups"]))
+        print()
+        print("commits by uploads per commit (.battlefs/stats commit_group_uploads):")
+        for n, g in hists:
+            print("  %d writers: %s" % (n, ", ".join("%s: %d" % kv for kv in g.items() if kv[1])))
 
 
 if __name__ == "__main__":
