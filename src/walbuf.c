@@ -1,5 +1,5 @@
-/* walbuf.c - an SQLite VFS that writes a WAL's frames in one system call
- * (walbuf.h). */
+/* walbuf.c - an SQLite VFS that gathers the consecutive writes of a WAL and
+ * of a checkpoint into one system call (walbuf.h). */
 #include "battlefs/walbuf.h"
 
 #include <pthread.h>
@@ -14,7 +14,8 @@
  * masks the count with 0x1ffff), so no more is handed to it at once. */
 #define BUF_MAX (124 * 1024)
 
-/* A WAL file: our methods, then the default VFS's file (real). */
+/* A WAL or main database file: our methods, then the default VFS's file
+ * (real). */
 struct wal_file {
     sqlite3_file base;
     sqlite3_file *real;
@@ -100,16 +101,20 @@ static int w_file_size(sqlite3_file *file, sqlite3_int64 *size)
     return rc != SQLITE_OK ? rc : f->real->pMethods->xFileSize(f->real, size);
 }
 
+/* Locks: what was gathered is written first, so nothing is left in the
+ * buffer once a lock that covers it is given up. */
 static int w_lock(sqlite3_file *file, int level)
 {
     struct wal_file *f = (struct wal_file *)file;
-    return f->real->pMethods->xLock(f->real, level);
+    int rc = flush(f);
+    return rc != SQLITE_OK ? rc : f->real->pMethods->xLock(f->real, level);
 }
 
 static int w_unlock(sqlite3_file *file, int level)
 {
     struct wal_file *f = (struct wal_file *)file;
-    return f->real->pMethods->xUnlock(f->real, level);
+    int rc = flush(f);
+    return rc != SQLITE_OK ? rc : f->real->pMethods->xUnlock(f->real, level);
 }
 
 static int w_check_reserved(sqlite3_file *file, int *out)
@@ -146,12 +151,14 @@ static int w_shm_map(sqlite3_file *file, int pg, int pgsz, int extend, void vola
 static int w_shm_lock(sqlite3_file *file, int offset, int n, int flags)
 {
     struct wal_file *f = (struct wal_file *)file;
-    return f->real->pMethods->xShmLock(f->real, offset, n, flags);
+    int rc = flush(f);
+    return rc != SQLITE_OK ? rc : f->real->pMethods->xShmLock(f->real, offset, n, flags);
 }
 
 static void w_shm_barrier(sqlite3_file *file)
 {
     struct wal_file *f = (struct wal_file *)file;
+    flush(f); /* no way to return an error: the next operation flushes again */
     f->real->pMethods->xShmBarrier(f->real);
 }
 
@@ -196,12 +203,13 @@ static const sqlite3_io_methods wal_methods = {
     .xUnfetch = w_unfetch,
 };
 
-/* A WAL is wrapped (its real file right after our struct); any other file
- * is the default VFS's own, in the same memory. */
+/* A WAL or a main database is wrapped (its real file right after our
+ * struct); any other file (journals, temporary files) is the default VFS's
+ * own, in the same memory. */
 static int v_open(sqlite3_vfs *v, sqlite3_filename name, sqlite3_file *file, int flags, int *out)
 {
     sqlite3_vfs *root = root_vfs(v);
-    if (!(flags & SQLITE_OPEN_WAL))
+    if (!(flags & (SQLITE_OPEN_WAL | SQLITE_OPEN_MAIN_DB)))
         return root->xOpen(root, name, file, flags, out);
     struct wal_file *f = (struct wal_file *)file;
     memset(f, 0, sizeof *f);
