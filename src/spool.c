@@ -294,18 +294,19 @@ ssize_t bfs_spool_write(struct bfs_spool_file *f, const void *buf, size_t n, uin
 {
     if (off > UINT64_MAX - n)
         return -EFBIG;
+    if (n == 0)
+        return 0; /* as pwrite(2): nothing written, the size unchanged */
     uint64_t end = off + n;
     ssize_t rc = 0;
     pthread_mutex_lock(&f->lock);
-    if (f->fd < 0 && n > 0)
+    if (f->fd < 0)
         rc = reserve(f, end);
     if (rc < 0) {
         /* nothing written */
     } else if (f->fd < 0) {
         if (off > f->size)
             memset(f->mem + f->size, 0, (size_t)(off - f->size));
-        if (n > 0)
-            memcpy(f->mem + off, buf, n);
+        memcpy(f->mem + off, buf, n);
         if (end > f->size)
             f->size = end;
         rc = (ssize_t)n;

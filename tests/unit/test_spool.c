@@ -87,6 +87,8 @@ static void test_bytes_in_memory_and_spilled(void **state)
     uint8_t *want = pattern(n, 7), *got = malloc(n);
     struct bfs_spool_file *f;
     assert_int_equal(bfs_spool_file_new(e->sp, &f), 0);
+    assert_int_equal(bfs_spool_write(f, want, 0, 5 * MiB), 0); /* writes nothing */
+    assert_int_equal(bfs_spool_read(f, got, 10, 0), 0);
     assert_int_equal(bfs_spool_write(f, want + 100 * KiB, 50 * KiB, 100 * KiB), 50 * KiB);
     assert_int_equal(bfs_spool_write(f, want, 100 * KiB, 0), 100 * KiB);
     assert_int_equal(bfs_spool_truncate(f, 120 * KiB), 0);
