@@ -454,6 +454,21 @@ int bfs_cache_read(struct bfs_cache *c, struct bfs_store *st, const char *key, u
     return rc;
 }
 
+size_t bfs_cache_drop(struct bfs_cache *c, const char *key)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&c->lock);
+    for (struct entry *e = c->lru.next, *next; e != &c->lru; e = next) {
+        next = e->next;
+        if (strcmp(e->key, key) == 0) {
+            index_drop(c, e);
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
 void bfs_cache_set_waiting_max(struct bfs_cache *c, unsigned n)
 {
     pthread_mutex_lock(&c->lock);

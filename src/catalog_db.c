@@ -198,6 +198,54 @@ static const char *const MIGRATIONS[] = {
     "  period_tag TEXT NOT NULL,"
     "  schema_id INTEGER NOT NULL REFERENCES schemas(id),"
     "  PRIMARY KEY(roll_id, table_name, period_tag, schema_id)) WITHOUT ROWID;",
+    /* 4: compaction and erasure (compact.c). A rolls row is a roll (kind 0)
+     * or a compaction (kind 1, of one partition; void 1: a compaction the
+     * log holds but that lost a race and applied nothing). base: a roll's
+     * log position at its claim, a compaction's upto. archived_files.ord
+     * orders a partition's archives in its dataset files (the log position
+     * of the roll, a compaction's upto; 0 before the log); dirty: the
+     * archive holds bytes of an erased dataset. erasures: the tombstones of
+     * the log (done_at: physically removed, as far as this mount knows);
+     * erase_hits: the archives that still hold an erasure's bytes; store_gc:
+     * objects this mount deletes from the store (retired by its compactions,
+     * after gc_grace, at once when urgent: they hold erased bytes);
+     * compactions: this mount's compaction in progress (recovery). */
+    "ALTER TABLE rolls ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE rolls ADD COLUMN base INTEGER;"
+    "ALTER TABLE rolls ADD COLUMN table_name TEXT;"
+    "ALTER TABLE rolls ADD COLUMN period_tag TEXT;"
+    "ALTER TABLE rolls ADD COLUMN void INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE archived_files ADD COLUMN ord INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE archived_files SET ord = coalesce((SELECT r.log_seq FROM rolls r"
+    "  WHERE r.id = archived_files.roll_id), 0);"
+    "ALTER TABLE archived_files ADD COLUMN dirty INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX archived_files_part ON archived_files(table_name, period_tag, ord);"
+    "CREATE TABLE erasures("
+    "  seq INTEGER PRIMARY KEY,"
+    "  node TEXT NOT NULL,"
+    "  dataset_id TEXT NOT NULL,"
+    "  table_name TEXT,"
+    "  period_tag TEXT,"
+    "  epoch INTEGER NOT NULL,"
+    "  erased_at INTEGER NOT NULL,"
+    "  committed_at INTEGER NOT NULL,"
+    "  done_at INTEGER);"
+    "CREATE INDEX erasures_dataset ON erasures(dataset_id);"
+    "CREATE TABLE erase_hits("
+    "  seq INTEGER NOT NULL,"
+    "  file_path TEXT NOT NULL,"
+    "  PRIMARY KEY(seq, file_path)) WITHOUT ROWID;"
+    "CREATE INDEX erase_hits_path ON erase_hits(file_path);"
+    "CREATE TABLE store_gc("
+    "  key TEXT PRIMARY KEY,"
+    "  retired_at INTEGER NOT NULL,"
+    "  urgent INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE compactions("
+    "  id TEXT PRIMARY KEY,"
+    "  table_name TEXT NOT NULL,"
+    "  period_tag TEXT NOT NULL,"
+    "  upto INTEGER NOT NULL,"
+    "  started_at INTEGER NOT NULL);",
 };
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -235,8 +283,8 @@ static const char *const WSQL[W_COUNT] = {
     [W_PENDING] = "SELECT id FROM rolls WHERE committed_at IS NULL ORDER BY claimed_at, id LIMIT 1",
     [W_UNCLAIMED] = "SELECT (SELECT min(id) FROM buffer_rows), (SELECT max(id) FROM buffer_rows),"
                     " uploads, bytes FROM buffer_totals",
-    [W_ROLL_INS] = "INSERT INTO rolls(id, claimed_at, first_row, last_row, row_count, byte_count)"
-                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [W_ROLL_INS] = "INSERT INTO rolls(id, claimed_at, first_row, last_row, row_count, byte_count,"
+                   " base) VALUES(?1, ?2, ?3, ?4, ?5, ?6, (SELECT log_pos FROM ledger))",
     /* The versions of each partition the claim ?2..?3 touches. */
     [W_ROLL_VERSIONS] = "INSERT INTO roll_versions(roll_id, table_name, period_tag, schema_id)"
                         " SELECT ?1, p.table_name, p.period_tag, v.schema_id FROM partitions p"
@@ -259,14 +307,17 @@ static const char *const WSQL[W_COUNT] = {
      * converted to its archive's schema have other lengths. */
     [W_ROLL_CHECK] =
         "WITH b AS (SELECT table_name, period_tag, dataset_id,"
-        "  sum(record_count) FROM buffer_rows WHERE id BETWEEN ?2 AND ?3 GROUP BY 1, 2, 3),"
+        "  sum(record_count) FROM buffer_rows r WHERE id BETWEEN ?2 AND ?3 AND NOT EXISTS"
+        "  (SELECT 1 FROM erasures e WHERE e.dataset_id = r.dataset_id AND e.seq > ?4 AND"
+        "  (e.table_name IS NULL OR (e.table_name = r.table_name AND e.period_tag = r.period_tag)))"
+        "  GROUP BY 1, 2, 3),"
         " c AS (SELECT i.table_name, i.period_tag, i.dataset_id,"
         "  sum(i.record_count) FROM archived_files a"
         "  JOIN block_indexes i ON i.file_id = a.id WHERE a.roll_id = ?1"
         "  GROUP BY 1, 2, 3)"
         " SELECT (SELECT count(*) FROM (SELECT * FROM b EXCEPT SELECT * FROM c)) +"
         " (SELECT count(*) FROM (SELECT * FROM c EXCEPT SELECT * FROM b)) +"
-        " (SELECT count(*) FROM archived_files a WHERE a.roll_id = ?1 AND a.size -"
+        " (SELECT count(*) FROM archived_files a WHERE a.roll_id = ?1 AND a.dirty = 0 AND a.size -"
         "  a.header_length != (SELECT coalesce(sum(i.length), 0) FROM block_indexes i"
         "  WHERE i.file_id = a.id))",
     /* Blobs whose buffer_rows row a roll commit deleted: every id below the
@@ -283,12 +334,67 @@ static const char *const WSQL[W_COUNT] = {
     [W_ROLL_LOGGED] = "UPDATE rolls SET committed_at = ?2, node = ?3, log_seq = ?4, epoch = ?5"
                       " WHERE id = ?1",
     [W_ROLL_ADD] = "INSERT INTO rolls(id, claimed_at, committed_at, first_row, last_row,"
-                   " row_count, byte_count, node, log_seq, epoch)"
-                   " VALUES(?1, ?2, ?3, 0, -1, ?4, ?5, ?6, ?7, ?8)",
-    [W_ARCH_ADD] = "INSERT INTO archived_files(file_path, table_name, period_tag, size,"
-                   " header_length, roll_id, seq, created_at, sha256, schema_fingerprint, codec,"
-                   " schema_id, versions) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
-                   " (SELECT id FROM schemas WHERE fingerprint = ?10 ORDER BY id LIMIT 1), ?12)",
+                   " row_count, byte_count, node, log_seq, epoch, kind, base, table_name,"
+                   " period_tag, void) VALUES(?1, ?2, ?3, 0, -1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+                   " ?12, ?13)",
+    /* The first erasure after log position ?4 of dataset ?1 in (?2, ?3). */
+    [W_ERASED_AFTER] = "SELECT seq FROM erasures WHERE dataset_id = ?1 AND seq > ?4 AND"
+                       " (table_name IS NULL OR (table_name = ?2 AND period_tag = ?3))"
+                       " ORDER BY seq LIMIT 1",
+    [W_ANY_ERASURE] = "SELECT EXISTS (SELECT 1 FROM erasures WHERE seq > ?1)",
+    [W_HIT_INS] = "INSERT OR IGNORE INTO erase_hits(seq, file_path) VALUES(?1, ?2)",
+    [W_ARCH_DIRTY] = "UPDATE archived_files SET dirty = 1 WHERE id = ?1",
+    /* A compaction's retired archive: its row, if live in the partition
+     * before the compaction's upto. */
+    [W_RETIRE_FIND] = "SELECT id, dirty FROM archived_files WHERE file_path = ?1"
+                      " AND table_name = ?2 AND period_tag = ?3 AND ord > 0 AND ord <= ?4",
+    [W_RETIRE_IDX] = "DELETE FROM block_indexes WHERE file_id = ?1",
+    [W_RETIRE_ARCH] = "DELETE FROM archived_files WHERE id = ?1",
+    [W_GC_INS] = "INSERT OR REPLACE INTO store_gc(key, retired_at, urgent) VALUES(?1, ?2, ?3)",
+    [W_HITS_DEL] = "DELETE FROM erase_hits WHERE file_path = ?1",
+    /* Archives of the partition the compaction at ?4 did not retire. */
+    [W_RETIRE_LEFT] = "SELECT count(*) FROM archived_files WHERE table_name = ?1"
+                      " AND period_tag = ?2 AND ord > 0 AND ord <= ?3 AND roll_id != ?4",
+    [W_ERASE_INS] = "INSERT INTO erasures(seq, node, dataset_id, table_name, period_tag, epoch,"
+                    " erased_at, committed_at, done_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    /* The archives holding dataset ?1 in (?2, ?3) (NULL: everywhere). */
+    [W_ERASE_HITS] = "INSERT OR IGNORE INTO erase_hits(seq, file_path) SELECT DISTINCT ?4,"
+                     " a.file_path FROM block_indexes i JOIN archived_files a ON a.id = i.file_id"
+                     " WHERE i.dataset_id = ?1 AND (?2 IS NULL OR (i.table_name = ?2"
+                     " AND i.period_tag = ?3))",
+    [W_ERASE_DIRTY] = "UPDATE archived_files SET dirty = 1 WHERE id IN (SELECT file_id FROM"
+                      " block_indexes WHERE dataset_id = ?1 AND (?2 IS NULL OR (table_name = ?2"
+                      " AND period_tag = ?3)))",
+    [W_ERASE_IDX] = "DELETE FROM block_indexes WHERE dataset_id = ?1 AND (?2 IS NULL OR"
+                    " (table_name = ?2 AND period_tag = ?3))",
+    /* Hot rows of the dataset no pending roll claimed (a claimed one is
+     * dropped when its roll is applied: its base is before the erasure). */
+    [W_ERASE_HOT_DATA] = "DELETE FROM buffer_data WHERE id IN (SELECT r.id FROM buffer_rows r"
+                         " WHERE r.dataset_id = ?1 AND (?2 IS NULL OR (r.table_name = ?2"
+                         " AND r.period_tag = ?3)) AND NOT EXISTS (SELECT 1 FROM rolls o WHERE"
+                         " o.committed_at IS NULL AND r.id BETWEEN o.first_row AND o.last_row))",
+    [W_ERASE_HOT_ROWS] = "DELETE FROM buffer_rows WHERE id IN (SELECT r.id FROM buffer_rows r"
+                         " WHERE r.dataset_id = ?1 AND (?2 IS NULL OR (r.table_name = ?2"
+                         " AND r.period_tag = ?3)) AND NOT EXISTS (SELECT 1 FROM rolls o WHERE"
+                         " o.committed_at IS NULL AND r.id BETWEEN o.first_row AND o.last_row))",
+    /* Erasures whose bytes are gone from everything this mount knows:
+     * no archive holds them, no hot row (a claimed one) is left. */
+    [W_ERASE_SETTLE] = "UPDATE erasures SET done_at = ?1 WHERE done_at IS NULL AND NOT EXISTS"
+                       " (SELECT 1 FROM erase_hits h WHERE h.seq = erasures.seq) AND NOT EXISTS"
+                       " (SELECT 1 FROM buffer_rows r WHERE r.dataset_id = erasures.dataset_id"
+                       " AND (erasures.table_name IS NULL OR (r.table_name = erasures.table_name"
+                       " AND r.period_tag = erasures.period_tag)) AND r.id <= (SELECT"
+                       " coalesce(max(last_row), 0) FROM rolls WHERE committed_at IS NULL))"
+                       /* and no rolled blob waits for its purge (it may be one of them) */
+                       " AND NOT EXISTS (SELECT 1 FROM buffer_data d WHERE d.id < coalesce("
+                       " (SELECT min(id) FROM buffer_rows), 9223372036854775807))"
+                       " RETURNING seq, node, dataset_id, table_name, period_tag, erased_at,"
+                       " committed_at",
+    [W_ARCH_ADD] =
+        "INSERT INTO archived_files(file_path, table_name, period_tag, size,"
+        " header_length, roll_id, seq, created_at, sha256, schema_fingerprint, codec,"
+        " schema_id, versions, ord) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+        " (SELECT id FROM schemas WHERE fingerprint = ?10 ORDER BY id LIMIT 1), ?12, ?13)",
     [W_IDX_ADD] = "INSERT INTO block_indexes(dataset_id, table_name, period_tag, file_id,"
                   " start_byte, length, record_count, uploaded_at)"
                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -322,7 +428,7 @@ static const char *const RSQL[R_COUNT] = {
                " a.schema_id, i.id, i.conv_schema, i.conv_length FROM block_indexes i JOIN "
                "archived_files a ON a.id = i.file_id"
                " WHERE i.table_name = ?1 AND i.period_tag = ?2 AND i.dataset_id = ?3"
-               " ORDER BY i.file_id, i.id",
+               " ORDER BY a.ord, i.file_id, i.id",
     [R_HOT] = "SELECT id, byte_length, record_count, created_at, schema_id, id, conv_schema,"
               " conv_length FROM buffer_rows"
               " WHERE table_name = ?1 AND period_tag = ?2 AND dataset_id = ?3 ORDER BY id",
@@ -380,8 +486,8 @@ static const char *const RSQL[R_COUNT] = {
     [R_COUNTS] = "SELECT uploads, bytes, (SELECT count(*) FROM archived_files) FROM buffer_totals",
     [R_PENDING] = "SELECT id, byte_count FROM rolls WHERE committed_at IS NULL"
                   " ORDER BY claimed_at, id LIMIT 1",
-    [R_ROLL_GET] = "SELECT first_row, last_row, claimed_at, row_count, byte_count FROM rolls"
-                   " WHERE id = ?1",
+    [R_ROLL_GET] = "SELECT first_row, last_row, claimed_at, row_count, byte_count,"
+                   " coalesce(base, 0) FROM rolls WHERE id = ?1",
     /* A page of the roll's rows (ids ?6 to ?1) after (table, period, dataset,
      * id) = (?2, ?3, ?4, ?5): the rest of that dataset, then the next
      * datasets. (Two queries: SQLite does not seek on a row value that
@@ -406,8 +512,11 @@ static const char *const RSQL[R_COUNT] = {
      * UNIQUE(roll_id, seq) index), each archive's index rows in id order
      * (block_indexes_file), the nodes. */
     [R_SNAP_ROLLS] = "SELECT id, node, claimed_at, row_count, byte_count, log_seq, epoch,"
-                     " committed_at FROM rolls WHERE log_seq IS NOT NULL AND log_seq <= ?1"
-                     " AND committed_at IS NOT NULL ORDER BY log_seq",
+                     " committed_at, kind, base, table_name, period_tag FROM rolls"
+                     " WHERE log_seq IS NOT NULL AND log_seq <= ?1 AND committed_at IS NOT NULL"
+                     " AND void = 0 ORDER BY log_seq",
+    [R_SNAP_ERASURES] = "SELECT seq, node, dataset_id, table_name, period_tag, epoch, erased_at,"
+                        " committed_at FROM erasures WHERE seq <= ?1 ORDER BY seq",
     [R_SNAP_ARCH] =
         "SELECT id, file_path, table_name, period_tag, size, header_length, sha256,"
         " schema_fingerprint, codec, versions FROM archived_files WHERE roll_id = ?1 ORDER BY seq",
@@ -422,7 +531,7 @@ static int set_pragmas(sqlite3 *db, int writer)
     if (writer)
         snprintf(sql, sizeof sql,
                  "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
-                 " PRAGMA journal_size_limit = %d; PRAGMA secure_delete = FAST;",
+                 " PRAGMA journal_size_limit = %d; PRAGMA secure_delete = ON;",
                  WAL_LIMIT);
     else
         snprintf(sql, sizeof sql, "PRAGMA query_only = ON;");

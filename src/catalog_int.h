@@ -108,6 +108,23 @@ enum wst {
     W_ARCH_ADD,
     W_IDX_ADD,
     W_LOG_EMPTY,
+    W_ERASED_AFTER,
+    W_ANY_ERASURE,
+    W_HIT_INS,
+    W_ARCH_DIRTY,
+    W_RETIRE_FIND,
+    W_RETIRE_IDX,
+    W_RETIRE_ARCH,
+    W_GC_INS,
+    W_HITS_DEL,
+    W_RETIRE_LEFT,
+    W_ERASE_INS,
+    W_ERASE_HITS,
+    W_ERASE_DIRTY,
+    W_ERASE_IDX,
+    W_ERASE_HOT_DATA,
+    W_ERASE_HOT_ROWS,
+    W_ERASE_SETTLE,
     W_COUNT
 };
 
@@ -141,6 +158,7 @@ enum rst {
     R_SNAP_ARCH,
     R_SNAP_IDX,
     R_SNAP_NODES,
+    R_SNAP_ERASURES,
     R_COUNT
 };
 

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "battlefs/manifest.h"
+#include "battlefs/store.h"
 #include "catalog_int.h"
 
 int bfs_catalog_ledger_state(struct bfs_catalog *cat, int64_t *log_pos,
@@ -151,8 +152,22 @@ struct bfs_cat_apply {
     int64_t file_id; /* the last archive inserted, or 0 */
     uint64_t file_size, file_header;
     char table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1];
+    char key[BFS_STORE_KEY_MAX + 1]; /* the last archive's */
     int64_t n_arch;
     uint64_t bytes, n_index;
+    /* a compaction: its partition, whether it is void (and since when a
+     * savepoint undoes what it did), whether its retired archives were
+     * checked to be all the partition's */
+    char c_table[BFS_NAME_MAX + 1], c_period[BFS_NAME_MAX + 1];
+    int voided, savepoint, left_checked;
+    uint64_t retired;
+    /* erasures after the entry's base exist: index rows are checked */
+    int any_erasure;
+    uint64_t dropped; /* bytes of index rows dropped by them */
+    /* loading a checkpoint: it holds only the live archives and rows (a
+     * compaction retired the others, an erasure removed some), so a roll's
+     * bytes are not its index's */
+    int ckpt;
 };
 
 /* The pending claim roll_id (own: 1, with its rows), a committed roll
@@ -181,9 +196,40 @@ static int roll_state_locked(struct bfs_cat_apply *a)
 
 static int log_roll_valid(const struct bfs_log_roll *r)
 {
-    return bfs_node_valid(r->node) && r->roll_id && strlen(r->roll_id) < BFS_ROLL_ID_MAX &&
-           valid_name(r->roll_id) && r->seq >= 1 && r->epoch >= 0 && u64_ok(r->rows) &&
-           u64_ok(r->bytes);
+    int kind_ok = r->kind == BFS_LOG_ROLL ||
+                  (r->kind == BFS_LOG_COMPACT && r->table && r->period && valid_name(r->table) &&
+                   valid_name(r->period) && r->base >= 1 && r->base < r->seq);
+    return kind_ok && bfs_node_valid(r->node) && r->roll_id &&
+           strlen(r->roll_id) < BFS_ROLL_ID_MAX && valid_name(r->roll_id) && r->seq >= 1 &&
+           r->epoch >= 0 && u64_ok(r->rows) && u64_ok(r->bytes) && r->base >= 0;
+}
+
+/* A rolls row for r (committed at its log position; void: a compaction that
+ * applied nothing). */
+static int roll_row_locked(struct bfs_cat_apply *a, const struct bfs_log_roll *r, int voided)
+{
+    sqlite3_stmt *st = a->cat->ws[W_ROLL_ADD];
+    bind_text(st, 1, a->roll_id);
+    sqlite3_bind_int64(st, 2, r->claimed_at);
+    sqlite3_bind_int64(st, 3, r->committed_at);
+    sqlite3_bind_int64(st, 4, (int64_t)r->rows);
+    sqlite3_bind_int64(st, 5, (int64_t)r->bytes);
+    bind_text(st, 6, a->node);
+    sqlite3_bind_int64(st, 7, r->seq);
+    sqlite3_bind_int64(st, 8, r->epoch);
+    sqlite3_bind_int(st, 9, (int)r->kind);
+    sqlite3_bind_int64(st, 10, r->base);
+    if (r->kind == BFS_LOG_COMPACT) {
+        bind_text(st, 11, a->c_table);
+        bind_text(st, 12, a->c_period);
+    } else {
+        sqlite3_bind_null(st, 11);
+        sqlite3_bind_null(st, 12);
+    }
+    sqlite3_bind_int(st, 13, voided);
+    int rc = run(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_OK ? 0 : sql_fail(a->cat->w, rc, "add a roll");
 }
 
 /* In the transaction: start applying the valid roll r (a's roll before is
@@ -204,20 +250,27 @@ static int roll_begin_locked(struct bfs_cat_apply *a, const struct bfs_log_roll 
     a->table[0] = a->period[0] = '\0';
     a->n_arch = 0;
     a->bytes = a->n_index = 0;
+    a->key[0] = '\0';
+    a->voided = a->left_checked = 0;
+    a->retired = a->dropped = 0;
+    a->any_erasure = 0;
+    snprintf(a->c_table, sizeof a->c_table, "%s", r->kind == BFS_LOG_COMPACT ? r->table : "");
+    snprintf(a->c_period, sizeof a->c_period, "%s", r->kind == BFS_LOG_COMPACT ? r->period : "");
+    a->r.table = a->c_table;
+    a->r.period = a->c_period;
+    if (r->base < INT64_MAX) {
+        sqlite3_stmt *st = cat->ws[W_ANY_ERASURE];
+        sqlite3_bind_int64(st, 1, r->base);
+        int rc = sqlite3_step(st);
+        a->any_erasure = rc == SQLITE_ROW && sqlite3_column_int(st, 0);
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW)
+            return sql_fail(cat->w, rc, "look erasures up");
+    }
     int e = roll_state_locked(a);
     if (e < 0 || a->own)
         return e;
-    sqlite3_stmt *st = cat->ws[W_ROLL_ADD];
-    bind_text(st, 1, a->roll_id);
-    sqlite3_bind_int64(st, 2, r->claimed_at);
-    sqlite3_bind_int64(st, 3, r->committed_at);
-    sqlite3_bind_int64(st, 4, (int64_t)r->rows);
-    sqlite3_bind_int64(st, 5, (int64_t)r->bytes);
-    bind_text(st, 6, a->node);
-    sqlite3_bind_int64(st, 7, r->seq);
-    sqlite3_bind_int64(st, 8, r->epoch);
-    int rc = run(st);
-    return rc == SQLITE_OK ? 0 : sql_fail(cat->w, rc, "add a roll");
+    return roll_row_locked(a, r, 0);
 }
 
 int bfs_catalog_apply_begin(struct bfs_catalog *cat, const struct bfs_log_roll *r,
@@ -238,6 +291,14 @@ int bfs_catalog_apply_begin(struct bfs_catalog *cat, const struct bfs_log_roll *
         return e;
     }
     e = check_next(cat, r->seq);
+    /* A compaction may turn out void: a savepoint undoes what it did. */
+    if (e == 0 && r->kind == BFS_LOG_COMPACT) {
+        int rc = run(cat->ws[W_SAVEPOINT]);
+        if (rc != SQLITE_OK)
+            e = sql_fail(cat->w, rc, "savepoint");
+        else
+            a->savepoint = 1;
+    }
     if (e == 0)
         e = roll_begin_locked(a, r);
     if (e < 0) {
@@ -249,13 +310,110 @@ int bfs_catalog_apply_begin(struct bfs_catalog *cat, const struct bfs_log_roll *
     return 0;
 }
 
+int bfs_catalog_apply_void(const struct bfs_cat_apply *a)
+{
+    return a->voided;
+}
+
+/* A compaction whose retired archives are not every live archive of its
+ * partition up to its upto is void. */
+static int check_left_locked(struct bfs_cat_apply *a, struct bfs_err *err)
+{
+    if (a->r.kind != BFS_LOG_COMPACT || a->left_checked || a->voided)
+        return 0;
+    a->left_checked = 1;
+    sqlite3_stmt *st = a->cat->ws[W_RETIRE_LEFT];
+    bind_text(st, 1, a->c_table);
+    bind_text(st, 2, a->c_period);
+    sqlite3_bind_int64(st, 3, a->r.base);
+    bind_text(st, 4, a->roll_id);
+    int rc = sqlite3_step(st);
+    int64_t left = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW)
+        return bfs_err_set(err, sql_fail(a->cat->w, rc, "count archives"), "catalog: %s",
+                           sqlite3_errmsg(a->cat->w));
+    if (left > 0) {
+        bfs_warn("log %" PRId64 ": compaction %s of %s/%s leaves %" PRId64
+                 " archives of its partition: void (another compaction came first)",
+                 a->r.seq, a->roll_id, a->c_table, a->c_period, left);
+        a->voided = 1;
+    }
+    return 0;
+}
+
+int bfs_catalog_apply_retire(struct bfs_cat_apply *a, const char *key, struct bfs_err *err)
+{
+    struct bfs_catalog *cat = a->cat;
+    if (a->r.kind != BFS_LOG_COMPACT || a->n_arch > 0)
+        return bfs_err_set(err, -EINVAL, "retire %s: not before a compaction's archives", key);
+    if (a->voided)
+        return 0;
+    sqlite3_stmt *st = cat->ws[W_RETIRE_FIND];
+    bind_text(st, 1, key);
+    bind_text(st, 2, a->c_table);
+    bind_text(st, 3, a->c_period);
+    sqlite3_bind_int64(st, 4, a->r.base);
+    int rc = sqlite3_step(st);
+    int64_t id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    int dirty = rc == SQLITE_ROW ? sqlite3_column_int(st, 1) : 0;
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE) {
+        bfs_warn("log %" PRId64 ": compaction %s retires %s, which is not live here: void "
+                 "(another compaction came first)",
+                 a->r.seq, a->roll_id, key);
+        a->voided = 1;
+        return 0;
+    }
+    if (rc != SQLITE_ROW)
+        goto sql_error;
+    st = cat->ws[W_RETIRE_IDX];
+    sqlite3_bind_int64(st, 1, id);
+    if ((rc = run(st)) != SQLITE_OK)
+        goto sql_error;
+    st = cat->ws[W_RETIRE_ARCH];
+    sqlite3_bind_int64(st, 1, id);
+    if ((rc = run(st)) != SQLITE_OK)
+        goto sql_error;
+    if (a->r.gc) {
+        st = cat->ws[W_GC_INS];
+        bind_text(st, 1, key);
+        sqlite3_bind_int64(st, 2, a->r.committed_at);
+        sqlite3_bind_int(st, 3, dirty);
+    } else {
+        /* Another node's compaction: it deletes the object; its erased
+         * bytes are gone from what this mount reads. */
+        st = cat->ws[W_HITS_DEL];
+        bind_text(st, 1, key);
+    }
+    if ((rc = run(st)) != SQLITE_OK)
+        goto sql_error;
+    a->retired++;
+    return 0;
+sql_error:
+    return bfs_err_set(err, sql_fail(cat->w, rc, "retire an archive"), "catalog: %s",
+                       sqlite3_errmsg(cat->w));
+}
+
 int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest_archive *ar,
                               struct bfs_err *err)
 {
     struct bfs_catalog *cat = a->cat;
     if (!valid_name(ar->table) || !valid_name(ar->period) || ar->header_length > ar->size ||
-        ar->size > (uint64_t)INT64_MAX)
+        ar->size > (uint64_t)INT64_MAX || strlen(ar->key) > BFS_STORE_KEY_MAX)
         return bfs_err_set(err, -EINVAL, "archive %s: bad fields", ar->key);
+    if (a->r.kind == BFS_LOG_COMPACT) {
+        if (strcmp(ar->table, a->c_table) != 0 || strcmp(ar->period, a->c_period) != 0)
+            return bfs_err_set(err, -EINVAL, "archive %s: not in the compaction's partition %s/%s",
+                               ar->key, a->c_table, a->c_period);
+        int e = check_left_locked(a, err);
+        if (e < 0)
+            return e;
+        if (a->voided) {
+            a->n_arch++;
+            return 0;
+        }
+    }
     const char *codec = codec_text(ar->codec);
     sqlite3_stmt *st = cat->ws[W_PART_LOOKUP];
     bind_text(st, 1, ar->table);
@@ -317,6 +475,10 @@ int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest
         sqlite3_bind_text(st, 12, versions, (int)vlen, SQLITE_TRANSIENT);
     else
         sqlite3_bind_null(st, 12);
+    /* Where it stands among the partition's archives: at its roll's log
+     * position, or at a compaction's upto (where the archives it replaces
+     * stood). */
+    sqlite3_bind_int64(st, 13, a->r.kind == BFS_LOG_COMPACT ? a->r.base : a->r.seq);
     if (rc == SQLITE_OK)
         rc = run(st);
     sqlite3_clear_bindings(st);
@@ -329,6 +491,7 @@ int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest
     a->file_id = sqlite3_last_insert_rowid(cat->w);
     a->file_size = ar->size;
     a->file_header = ar->header_length;
+    snprintf(a->key, sizeof a->key, "%s", ar->key);
     snprintf(a->table, sizeof a->table, "%s", ar->table);
     snprintf(a->period, sizeof a->period, "%s", ar->period);
     a->n_arch++;
@@ -338,11 +501,47 @@ int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest
 int bfs_catalog_apply_index(struct bfs_cat_apply *a, const struct bfs_manifest_index *x,
                             struct bfs_err *err)
 {
+    if (a->voided)
+        return 0;
     if (a->file_id == 0)
         return bfs_err_set(err, -EINVAL, "an index row before any archive");
     if (!valid_name(x->dataset) || x->start < a->file_header || x->start > a->file_size ||
         x->length > a->file_size - x->start || x->records > (uint64_t)INT64_MAX)
         return bfs_err_set(err, -EINVAL, "index row of %s outside its archive", x->dataset);
+    if (a->any_erasure) {
+        /* Erased after the writer took its input: not applied; the archive
+         * holds erased bytes until it is rewritten. */
+        sqlite3_stmt *q = a->cat->ws[W_ERASED_AFTER];
+        bind_text(q, 1, x->dataset);
+        bind_text(q, 2, a->table);
+        bind_text(q, 3, a->period);
+        sqlite3_bind_int64(q, 4, a->r.base);
+        int qrc = sqlite3_step(q);
+        int64_t eseq = qrc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
+        sqlite3_reset(q);
+        if (qrc != SQLITE_ROW && qrc != SQLITE_DONE)
+            return bfs_err_set(err, sql_fail(a->cat->w, qrc, "look erasures up"), "catalog: %s",
+                               sqlite3_errmsg(a->cat->w));
+        if (eseq > 0) {
+            sqlite3_stmt *d = a->cat->ws[W_ARCH_DIRTY];
+            sqlite3_bind_int64(d, 1, a->file_id);
+            int rc = run(d);
+            if (rc == SQLITE_OK) {
+                d = a->cat->ws[W_HIT_INS];
+                sqlite3_bind_int64(d, 1, eseq);
+                bind_text(d, 2, a->key);
+                rc = run(d);
+            }
+            if (rc != SQLITE_OK)
+                return bfs_err_set(err, sql_fail(a->cat->w, rc, "drop an erased row"),
+                                   "catalog: %s", sqlite3_errmsg(a->cat->w));
+            bfs_info("log %" PRId64 ": %s of %s/%s in %s was erased at log %" PRId64
+                     ": not applied",
+                     a->r.seq, x->dataset, a->table, a->period, a->key, eseq);
+            a->dropped += x->length;
+            return 0;
+        }
+    }
     sqlite3_stmt *st = a->cat->ws[W_IDX_ADD];
     bind_text(st, 1, x->dataset);
     bind_text(st, 2, a->table);
@@ -382,6 +581,7 @@ static int roll_end_locked(struct bfs_cat_apply *a, struct bfs_err *err)
         bind_text(st, 1, a->roll_id);
         sqlite3_bind_int64(st, 2, a->lo);
         sqlite3_bind_int64(st, 3, a->hi);
+        sqlite3_bind_int64(st, 4, a->r.base);
         rc = sqlite3_step(st);
         int64_t diff = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
         sqlite3_reset(st);
@@ -413,10 +613,14 @@ static int roll_end_locked(struct bfs_cat_apply *a, struct bfs_err *err)
         if ((rc = run(st)) != SQLITE_OK)
             goto sql_error;
     }
-    if (a->bytes != a->r.bytes)
+    /* A checkpoint lists an entry's live rows only: a later compaction
+     * retired some of its archives, a later erasure some of its rows. Their
+     * bytes cannot be more than the entry's. */
+    uint64_t held = a->bytes + a->dropped;
+    if (a->ckpt ? held > a->r.bytes : held != a->r.bytes)
         return bfs_err_set(err, -EINVAL,
                            "roll %s: the index holds %" PRIu64 " bytes, the roll %" PRIu64,
-                           a->roll_id, a->bytes, a->r.bytes);
+                           a->roll_id, held, a->r.bytes);
     return 0;
 
 sql_error:
@@ -427,7 +631,24 @@ sql_error:
 int bfs_catalog_apply_end(struct bfs_cat_apply *a, int rc, int *own, struct bfs_err *err)
 {
     if (rc == 0)
+        rc = check_left_locked(a, err);
+    if (rc == 0 && a->voided) {
+        /* Undo what it did; only the log position moves, and a void rolls
+         * row says the id is taken. */
+        int s1 = run(a->cat->ws[W_ROLLBACK_TO]);
+        int s2 = s1 == SQLITE_OK ? run(a->cat->ws[W_RELEASE]) : s1;
+        a->savepoint = 0;
+        rc = s2 == SQLITE_OK ? roll_row_locked(a, &a->r, 1)
+                             : bfs_err_set(err, sql_fail(a->cat->w, s2, "undo a compaction"),
+                                           "catalog: undo a void compaction");
+    } else if (rc == 0) {
         rc = roll_end_locked(a, err);
+    }
+    if (rc == 0 && a->savepoint) {
+        int s1 = run(a->cat->ws[W_RELEASE]);
+        if (s1 != SQLITE_OK)
+            rc = bfs_err_set(err, sql_fail(a->cat->w, s1, "release"), "catalog: release");
+    }
     if (rc == 0) {
         rc = advance(a->cat, a->r.seq, a->node, a->r.epoch);
         if (rc < 0)
@@ -524,19 +745,50 @@ static int snap_archives(struct rconn *c, const char *roll_id,
     return e;
 }
 
-/* In the read transaction: the rolls up to upto, then the nodes. */
+/* The erasure at the erasures cursor's row. */
+static int snap_erase(sqlite3_stmt *st, const struct bfs_checkpoint_visitor *v)
+{
+    struct bfs_manifest_erase x = {
+        .node = (const char *)sqlite3_column_text(st, 1),
+        .dataset = (const char *)sqlite3_column_text(st, 2),
+        .table = (const char *)sqlite3_column_text(st, 3),
+        .period = (const char *)sqlite3_column_text(st, 4),
+        .erased_at = sqlite3_column_int64(st, 6),
+    };
+    if (!x.node || !x.dataset) {
+        bfs_error("catalog: erasure at log %" PRId64 " has no node or dataset",
+                  (int64_t)sqlite3_column_int64(st, 0));
+        return -EIO;
+    }
+    return v->erase ? v->erase(v->ctx, &x, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 5),
+                               sqlite3_column_int64(st, 7))
+                    : 0;
+}
+
+/* In the read transaction: the rolls, compactions and erasures up to upto in
+ * log order (two cursors merged by position), then the nodes. */
 static int snap_walk(struct rconn *c, int64_t upto, const struct bfs_checkpoint_visitor *v)
 {
     sqlite3_stmt *st = c->st[R_SNAP_ROLLS];
+    sqlite3_stmt *es = c->st[R_SNAP_ERASURES];
     sqlite3_bind_int64(st, 1, upto);
-    int rc, e = 0;
+    sqlite3_bind_int64(es, 1, upto);
+    int rc, erc = sqlite3_step(es), e = 0;
     while (e == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(st, 5);
+        while (e == 0 && erc == SQLITE_ROW && sqlite3_column_int64(es, 0) < seq) {
+            e = snap_erase(es, v);
+            erc = sqlite3_step(es);
+        }
+        if (e != 0)
+            break;
         struct bfs_manifest_roll r = {
             .roll_id = (const char *)sqlite3_column_text(st, 0),
             .node = (const char *)sqlite3_column_text(st, 1),
             .claimed_at = sqlite3_column_int64(st, 2),
             .rows = sqlite3_column_int64(st, 3),
             .bytes = sqlite3_column_int64(st, 4),
+            .base = sqlite3_column_type(st, 9) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 9),
         };
         if (!r.roll_id || !r.node || sqlite3_column_type(st, 6) == SQLITE_NULL) {
             bfs_error("catalog: roll %s of the log has no node or epoch",
@@ -544,15 +796,40 @@ static int snap_walk(struct rconn *c, int64_t upto, const struct bfs_checkpoint_
             e = -EIO;
             break;
         }
-        if (v->roll)
-            e = v->roll(v->ctx, &r, sqlite3_column_int64(st, 5), sqlite3_column_int64(st, 6),
-                        sqlite3_column_int64(st, 7));
+        if (sqlite3_column_int(st, 8) == BFS_LOG_COMPACT) {
+            const struct bfs_manifest_compact cp = {
+                .node = r.node,
+                .compact_id = r.roll_id,
+                .table = (const char *)sqlite3_column_text(st, 10),
+                .period = (const char *)sqlite3_column_text(st, 11),
+                .upto = r.base,
+                .bytes = r.bytes,
+                .retired = 0,
+            };
+            if (!cp.table || !cp.period) {
+                bfs_error("catalog: compaction %s has no partition", r.roll_id);
+                e = -EIO;
+                break;
+            }
+            if (v->compact)
+                e = v->compact(v->ctx, &cp, seq, sqlite3_column_int64(st, 6),
+                               sqlite3_column_int64(st, 7));
+        } else if (v->roll) {
+            e = v->roll(v->ctx, &r, seq, sqlite3_column_int64(st, 6), sqlite3_column_int64(st, 7));
+        }
         if (e == 0)
             e = snap_archives(c, r.roll_id, v);
     }
     if (e == 0 && rc != SQLITE_DONE)
         e = sql_fail(c->db, rc, "snapshot: read rolls");
+    while (e == 0 && erc == SQLITE_ROW) {
+        e = snap_erase(es, v);
+        erc = sqlite3_step(es);
+    }
+    if (e == 0 && erc != SQLITE_DONE && erc != SQLITE_ROW)
+        e = sql_fail(c->db, erc, "snapshot: read erasures");
     sqlite3_reset(st);
+    sqlite3_reset(es);
     if (e != 0)
         return e;
     st = c->st[R_SNAP_NODES];
@@ -644,6 +921,7 @@ int bfs_catalog_ckpt_begin(struct bfs_catalog *cat, struct bfs_cat_ckpt **out)
     if (!c)
         return -ENOMEM;
     c->a.cat = cat;
+    c->a.ckpt = 1;
     /* Foreign keys off, as a log apply: an own roll deletes its rows. */
     c->a.tx = (struct wtx){.flags = WTX_FK_OFF, .what = "checkpoint load"};
     int e = bfs_cat_wtx_begin(cat, &c->a.tx);
@@ -668,35 +946,27 @@ int bfs_catalog_ckpt_begin(struct bfs_catalog *cat, struct bfs_cat_ckpt **out)
     return 0;
 }
 
-int bfs_catalog_ckpt_roll(struct bfs_cat_ckpt *c, const struct bfs_manifest_roll *r, int64_t seq,
-                          int64_t epoch, int64_t committed_at, struct bfs_err *err)
+/* The next roll or compaction of the checkpoint being loaded. */
+static int ckpt_entry(struct bfs_cat_ckpt *c, const struct bfs_log_roll *lr, struct bfs_err *err)
 {
     if (c->failed)
         return bfs_err_set(err, c->failed, "checkpoint: a call before failed");
     int e = ckpt_close_roll(c, err);
     if (e < 0)
         return ckpt_failed(c, e);
-    const struct bfs_log_roll lr = {
-        .seq = seq,
-        .node = r->node,
-        .roll_id = r->roll_id,
-        .epoch = epoch,
-        .claimed_at = r->claimed_at,
-        .committed_at = committed_at,
-        .rows = (uint64_t)r->rows,
-        .bytes = (uint64_t)r->bytes,
-    };
+    int64_t seq = lr->seq;
+    const struct bfs_log_roll *r = lr;
     if (c->nodes || seq <= c->last_seq)
         return ckpt_failed(c, bfs_err_set(err, -EINVAL,
                                           "checkpoint: roll %s at %" PRId64
                                           ": after the nodes or not after the roll before",
                                           r->roll_id, seq));
-    if (r->rows < 0 || r->bytes < 0 || !log_roll_valid(&lr))
+    if (!log_roll_valid(lr))
         return ckpt_failed(c, bfs_err_set(err, -EINVAL,
                                           "checkpoint: roll %s at %" PRId64 ": bad fields",
                                           r->roll_id, seq));
     c->skip = 0;
-    e = roll_begin_locked(&c->a, &lr);
+    e = roll_begin_locked(&c->a, lr);
     if (e == -EALREADY && c->a.logged) {
         e = bfs_err_set(err, -EINVAL,
                         "checkpoint: roll %s at %" PRId64 " is the roll at %" PRId64 " again",
@@ -714,6 +984,105 @@ int bfs_catalog_ckpt_roll(struct bfs_cat_ckpt *c, const struct bfs_manifest_roll
     if (e < 0)
         return ckpt_failed(c, e);
     c->in_roll = 1;
+    c->last_seq = seq;
+    return 0;
+}
+
+int bfs_catalog_ckpt_roll(struct bfs_cat_ckpt *c, const struct bfs_manifest_roll *r, int64_t seq,
+                          int64_t epoch, int64_t committed_at, struct bfs_err *err)
+{
+    if (r->rows < 0 || r->bytes < 0)
+        return ckpt_failed(
+            c, bfs_err_set(err, -EINVAL, "checkpoint: roll %s: bad fields", r->roll_id));
+    const struct bfs_log_roll lr = {
+        .seq = seq,
+        .node = r->node,
+        .roll_id = r->roll_id,
+        .epoch = epoch,
+        .claimed_at = r->claimed_at,
+        .committed_at = committed_at,
+        .rows = (uint64_t)r->rows,
+        .bytes = (uint64_t)r->bytes,
+        .base = r->base,
+    };
+    return ckpt_entry(c, &lr, err);
+}
+
+int bfs_catalog_ckpt_compact(struct bfs_cat_ckpt *c, const struct bfs_manifest_compact *cp,
+                             int64_t seq, int64_t epoch, int64_t committed_at, struct bfs_err *err)
+{
+    if (cp->bytes < 0)
+        return ckpt_failed(
+            c, bfs_err_set(err, -EINVAL, "checkpoint: compaction %s: bad fields", cp->compact_id));
+    const struct bfs_log_roll lr = {
+        .seq = seq,
+        .node = cp->node,
+        .roll_id = cp->compact_id,
+        .epoch = epoch,
+        .claimed_at = committed_at,
+        .committed_at = committed_at,
+        .rows = 0,
+        .bytes = (uint64_t)cp->bytes,
+        .kind = BFS_LOG_COMPACT,
+        .base = cp->upto,
+        .table = cp->table,
+        .period = cp->period,
+    };
+    return ckpt_entry(c, &lr, err);
+}
+
+int bfs_catalog_ckpt_erase(struct bfs_cat_ckpt *c, const struct bfs_manifest_erase *x, int64_t seq,
+                           int64_t epoch, int64_t committed_at, struct bfs_err *err)
+{
+    if (c->failed)
+        return bfs_err_set(err, c->failed, "checkpoint: a call before failed");
+    int e = ckpt_close_roll(c, err);
+    if (e < 0)
+        return ckpt_failed(c, e);
+    if (c->nodes || seq <= c->last_seq || !bfs_node_valid(x->node) || !valid_name(x->dataset))
+        return ckpt_failed(c, bfs_err_set(err, -EINVAL,
+                                          "checkpoint: erasure at %" PRId64 ": bad or out of order",
+                                          seq));
+    /* History: what it hid is not in the checkpoint. Archives that still
+     * hold erased bytes are found at the end (their index does not cover
+     * them) and rewritten by the compactor. */
+    sqlite3_stmt *st = c->a.cat->ws[W_ERASE_INS];
+    sqlite3_bind_int64(st, 1, seq);
+    bind_text(st, 2, x->node);
+    bind_text(st, 3, x->dataset);
+    if (x->table) {
+        bind_text(st, 4, x->table);
+        bind_text(st, 5, x->period);
+    } else {
+        sqlite3_bind_null(st, 4);
+        sqlite3_bind_null(st, 5);
+    }
+    sqlite3_bind_int64(st, 6, epoch);
+    sqlite3_bind_int64(st, 7, x->erased_at);
+    sqlite3_bind_int64(st, 8, committed_at);
+    sqlite3_bind_int64(st, 9, committed_at);
+    int rc = run(st);
+    sqlite3_clear_bindings(st);
+    /* This catalog's own uploads (taken while it had not read the log) are
+     * rows it had when it learnt of the erasure: its unclaimed ones go, as
+     * applying the erasure's log entry would delete them (claimed ones are
+     * dropped by their roll's apply, whose base is before the erasure). */
+    static const enum wst hot[] = {W_ERASE_HOT_DATA, W_ERASE_HOT_ROWS};
+    for (size_t i = 0; rc == SQLITE_OK && i < sizeof hot / sizeof hot[0]; i++) {
+        st = c->a.cat->ws[hot[i]];
+        bind_text(st, 1, x->dataset);
+        if (x->table) {
+            bind_text(st, 2, x->table);
+            bind_text(st, 3, x->period);
+        }
+        rc = run(st);
+        sqlite3_clear_bindings(st);
+    }
+    if (rc != SQLITE_OK)
+        return ckpt_failed(c, bfs_err_set(err, sql_fail(c->a.cat->w, rc, "add an erasure"),
+                                          "catalog: %s", sqlite3_errmsg(c->a.cat->w)));
+    if ((e = raise_epoch(c->a.cat, x->node, epoch)) < 0)
+        return ckpt_failed(c, bfs_err_set(err, e, "catalog: record a node's epoch"));
     c->last_seq = seq;
     return 0;
 }
@@ -767,6 +1136,23 @@ int bfs_catalog_ckpt_end(struct bfs_cat_ckpt *c, int rc, int64_t upto, struct bf
                          upto, c->last_seq);
     if (rc == 0 && (rc = set_log_pos(c->a.cat, upto)) < 0)
         bfs_err_set(err, rc, "catalog: set the log position");
+    /* Archives whose index rows do not cover them hold erased bytes: each
+     * erasure whose scope holds one is pending until it is rewritten (which
+     * erasure's bytes it holds the checkpoint does not say: every erasure of
+     * that scope waits, the safe side). */
+    if (rc == 0 &&
+        sqlite3_exec(c->a.cat->w,
+                     "UPDATE archived_files SET dirty = 1 WHERE size - header_length !="
+                     " (SELECT coalesce(sum(length), 0) FROM block_indexes WHERE file_id ="
+                     " archived_files.id);"
+                     "INSERT OR IGNORE INTO erase_hits(seq, file_path) SELECT e.seq, a.file_path"
+                     " FROM erasures e JOIN archived_files a ON a.dirty = 1 AND a.ord > 0 AND"
+                     " (e.table_name IS NULL OR (a.table_name = e.table_name AND"
+                     " a.period_tag = e.period_tag));"
+                     "UPDATE erasures SET done_at = NULL WHERE EXISTS (SELECT 1 FROM erase_hits h"
+                     " WHERE h.seq = erasures.seq);",
+                     NULL, NULL, NULL) != SQLITE_OK)
+        rc = bfs_err_set(err, -EIO, "catalog: %s", sqlite3_errmsg(c->a.cat->w));
     rc = end_tx(c->a.cat, &c->a.tx, rc);
     if (rc < 0 && err && err->code == 0)
         bfs_err_set(err, rc, "catalog: commit: %s", c->a.tx.err.msg);

@@ -200,6 +200,7 @@ static int roll_get(struct bfs_catalog *cat, const char *roll_id, int64_t *lo, i
             info->claimed_at = sqlite3_column_int64(st, 2);
             info->rows = (uint64_t)sqlite3_column_int64(st, 3);
             info->bytes = (uint64_t)sqlite3_column_int64(st, 4);
+            info->base = sqlite3_column_int64(st, 5);
         }
         rc = 0;
     } else {

@@ -37,6 +37,7 @@
 #include "battlefs/battlefs.h"
 #include "battlefs/buf.h"
 #include "battlefs/catalog.h"
+#include "battlefs/compact.h"
 #include "battlefs/err.h"
 #include "battlefs/ingest.h"
 #include "battlefs/ledger.h"
@@ -118,6 +119,8 @@ enum node_kind {
     N_CTL_METRICS,
     N_CTL_ROLL,
     N_CTL_REFRESH,
+    N_CTL_COMPACT,
+    N_CTL_ERASE,
     N_TABLE,
     N_PERIOD,
     N_DATASET,
@@ -132,12 +135,12 @@ struct node {
     char dataset[BFS_NAME_MAX + 1];
 };
 
-enum handle_kind { H_UPLOAD, H_READER, H_TEXT, H_ROLL, H_REFRESH };
+enum handle_kind { H_UPLOAD, H_READER, H_TEXT, H_ROLL, H_REFRESH, H_COMPACT, H_ERASE };
 
 /* The control files written to act: .battlefs/roll, .battlefs/refresh. */
 static bool is_action(enum node_kind k)
 {
-    return k == N_CTL_ROLL || k == N_CTL_REFRESH;
+    return k == N_CTL_ROLL || k == N_CTL_REFRESH || k == N_CTL_COMPACT || k == N_CTL_ERASE;
 }
 
 struct handle {
@@ -230,6 +233,10 @@ static int parse_path(const char *path, struct node *nd)
             nd->kind = N_CTL_ROLL;
         else if (strcmp(c[1], "refresh") == 0)
             nd->kind = N_CTL_REFRESH;
+        else if (strcmp(c[1], "compact") == 0)
+            nd->kind = N_CTL_COMPACT;
+        else if (strcmp(c[1], "erase") == 0)
+            nd->kind = N_CTL_ERASE;
         else
             return -ENOENT;
         return 0;
@@ -295,6 +302,8 @@ static mode_t perm_of(const struct bfs_ctx *ctx, enum node_kind k)
         return 0444 & ~ctx->opt.umask;
     case N_CTL_ROLL:
     case N_CTL_REFRESH:
+    case N_CTL_COMPACT:
+    case N_CTL_ERASE:
         return 0200;
     }
     return 0;
@@ -716,6 +725,8 @@ static int bfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
     case N_CTL_METRICS:
     case N_CTL_ROLL:
     case N_CTL_REFRESH:
+    case N_CTL_COMPACT:
+    case N_CTL_ERASE:
         st->st_mode = S_IFREG | perm_of(ctx, nd.kind);
         st->st_nlink = 1;
         return 0; /* content is rendered at open; reads are direct_io */
@@ -871,6 +882,8 @@ static int bfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_
         filler(buf, "metrics", NULL, 0, 0);
         filler(buf, "roll", NULL, 0, 0);
         filler(buf, "refresh", NULL, 0, 0);
+        filler(buf, "compact", NULL, 0, 0);
+        filler(buf, "erase", NULL, 0, 0);
         return 0;
     case N_INCOMING:
         return fill_incoming(ctx->fs, "", buf, filler);
@@ -1132,13 +1145,18 @@ static int bfs_open(const char *path, struct fuse_file_info *fi)
         break;
     case N_CTL_ROLL:
     case N_CTL_REFRESH:
+    case N_CTL_COMPACT:
+    case N_CTL_ERASE:
         if (acc == O_RDONLY)
             return -EACCES;
-        if (nd.kind == N_CTL_ROLL && ctx->opt.read_only)
-            return -EROFS; /* a replica never rolls */
+        if (nd.kind != N_CTL_REFRESH && ctx->opt.read_only)
+            return -EROFS; /* a replica never rolls, compacts or erases */
         if ((rc = may_reach(ctx, &nd)) < 0 || (rc = may(ctx, nd.kind, BFS_MAY_WRITE)) < 0)
             return rc;
-        h = new_handle(nd.kind == N_CTL_ROLL ? H_ROLL : H_REFRESH);
+        h = new_handle(nd.kind == N_CTL_ROLL      ? H_ROLL
+                       : nd.kind == N_CTL_REFRESH ? H_REFRESH
+                       : nd.kind == N_CTL_COMPACT ? H_COMPACT
+                                                  : H_ERASE);
         if (!h)
             return -ENOMEM;
         fi->direct_io = 1;
@@ -1183,6 +1201,8 @@ static int bfs_read(const char *path, char *buf, size_t size, off_t off, struct 
         return (int)bfs_spool_read(h->up->bytes, buf, size, (uint64_t)off);
     case H_ROLL:
     case H_REFRESH:
+    case H_COMPACT:
+    case H_ERASE:
         return -EBADF;
     }
     return -EBADF;
@@ -1230,6 +1250,113 @@ static bool over_held_bytes(struct bfs_ctx *ctx, const struct upload *u, uint64_
     return q && q->bytes - u->charged + end > ctx->opt.held_bytes_max;
 }
 
+/* ---- .battlefs/compact, .battlefs/erase and rm of a dataset ---- */
+
+/* Record a failed control request: log and .battlefs/errors. */
+static void control_failed(struct bfs_ctx *ctx, const char *what, const char *why)
+{
+    bfs_error("%s: %s", what, why);
+    if (bfs_errors_add(&ctx->errors, what, why) < 0)
+        bfs_error("cannot record the error: out of memory");
+}
+
+/* Erase dataset in (table, period), or everywhere (table NULL): the store's
+ * log holds the erasure when this returns 0; -EIO (reason recorded),
+ * -EROFS, -EINVAL. */
+static int erase_dataset(struct bfs_ctx *ctx, const char *dataset, const char *table,
+                         const char *period)
+{
+    char what[3 * BFS_NAME_MAX + 64];
+    if (table)
+        snprintf(what, sizeof what, "erase %s/%s/%s", table, period, dataset);
+    else
+        snprintf(what, sizeof what, ".battlefs/erase %s", dataset);
+    if (!bfs_name_valid(dataset, strlen(dataset))) {
+        control_failed(ctx, what, "not a dataset name");
+        return -EINVAL;
+    }
+    if (!ctx->ledger)
+        return -EIO;
+    struct bfs_err err;
+    int64_t seq = 0;
+    int rc = bfs_ledger_erase(ctx->ledger, dataset, table, period, &seq, &err);
+    if (rc < 0) {
+        control_failed(ctx, what, err.msg[0] ? err.msg : strerror(-rc));
+        return rc == -EROFS ? -EROFS : -EIO;
+    }
+    char note[256];
+    snprintf(note, sizeof note,
+             "erased at log position %lld: hidden now; its bytes leave the store within "
+             "erase_within (%llu s)",
+             (long long)seq, (unsigned long long)ctx->opt.erase_within);
+    bfs_info("%s: %s", what, note);
+    if (bfs_errors_add(&ctx->errors, what, note) < 0)
+        bfs_error("cannot record the erasure: out of memory");
+    bfs_compactor_kick(ctx->compactor);
+    return 0;
+}
+
+/* Each line of a write to .battlefs/compact ("<table>/<period>") or
+ * .battlefs/erase ("<dataset>"), done in turn; a write holds whole lines.
+ * 0 when every line succeeded, else the first failure's errno. */
+static int control_lines(struct bfs_ctx *ctx, enum handle_kind kind, const char *buf, size_t size)
+{
+    int first = 0;
+    size_t i = 0;
+    while (i < size) {
+        size_t j = i;
+        while (j < size && buf[j] != '\n')
+            j++;
+        char line[2 * BFS_NAME_MAX + 2];
+        size_t n = j - i;
+        while (n > 0 && (buf[i + n - 1] == ' ' || buf[i + n - 1] == '\r' || buf[i + n - 1] == '\t'))
+            n--;
+        size_t k = 0;
+        while (k < n && (buf[i + k] == ' ' || buf[i + k] == '\t'))
+            k++;
+        int rc = 0;
+        if (n - k == 0) {
+            i = j + 1;
+            continue;
+        }
+        if (n - k >= sizeof line) {
+            control_failed(ctx, kind == H_COMPACT ? ".battlefs/compact" : ".battlefs/erase",
+                           "line too long");
+            rc = -EINVAL;
+        } else {
+            memcpy(line, buf + i + k, n - k);
+            line[n - k] = '\0';
+            if (kind == H_ERASE) {
+                rc = erase_dataset(ctx, line, NULL, NULL);
+            } else {
+                char *slash = strchr(line, '/');
+                char what[2 * BFS_NAME_MAX + 32];
+                snprintf(what, sizeof what, ".battlefs/compact %s", line);
+                if (!slash || !bfs_name_valid(line, (size_t)(slash - line)) ||
+                    !bfs_name_valid(slash + 1, strlen(slash + 1))) {
+                    control_failed(ctx, what, "write <table>/<period>");
+                    rc = -EINVAL;
+                } else if (!ctx->compactor) {
+                    rc = -EROFS;
+                } else {
+                    *slash = '\0';
+                    struct bfs_err err = {0};
+                    rc = bfs_catalog_period_exists(ctx->cat, line, slash + 1);
+                    if (rc == -ENOENT)
+                        control_failed(ctx, what, "no such table and period");
+                    else if (rc == 0 && (rc = bfs_compactor_compact_now(ctx->compactor, line,
+                                                                        slash + 1, &err)) < 0)
+                        rc = rc == -EBUSY ? -EBUSY : -EIO; /* the reason is recorded */
+                }
+            }
+        }
+        if (rc < 0 && first == 0)
+            first = rc;
+        i = j + 1;
+    }
+    return first;
+}
+
 static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
@@ -1249,6 +1376,10 @@ static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
                 bfs_error("cannot record the refresh error: out of memory");
         }
         return rc < 0 ? -EIO : (int)size;
+    }
+    if (h->kind == H_COMPACT || h->kind == H_ERASE) {
+        int rc = control_lines(ctx, h->kind, buf, size);
+        return rc < 0 ? rc : (int)size;
     }
     if (h->kind != H_UPLOAD)
         return -EBADF;
@@ -1359,6 +1490,23 @@ static int bfs_unlink(const char *path)
     int rc = parse_path(path, &nd);
     if (rc < 0)
         return rc;
+    if (nd.kind == N_DATASET) {
+        /* rm of a dataset file erases it in its partition: its owner (the
+         * tree's) or root; a replica cannot. */
+        if ((rc = may_reach(ctx, &nd)) < 0)
+            return rc;
+        if (ctx->opt.read_only)
+            return -EROFS;
+        uid_t uid = fuse_get_context()->uid;
+        if (uid != 0 && uid != ctx->opt.uid)
+            return -EACCES;
+        uint64_t size;
+        int64_t mtime;
+        rc = bfs_catalog_dataset_stat(ctx->cat, nd.table, nd.period, nd.dataset, &size, &mtime);
+        if (rc < 0 && rc != -EAGAIN)
+            return rc == -ENOENT ? -ENOENT : -EIO;
+        return erase_dataset(ctx, nd.dataset, nd.table, nd.period);
+    }
     if (nd.kind != N_IN)
         return is_data_tree(nd.kind) ? -EROFS : -EACCES;
     if ((rc = may_reach(ctx, &nd)) < 0 || (rc = may_change_incoming(ctx)) < 0)

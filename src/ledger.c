@@ -61,7 +61,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "battlefs/buf.h"
+#include "battlefs/cache.h"
 #include "battlefs/catalog.h"
+#include "battlefs/compact.h"
 #include "battlefs/errors.h"
 #include "battlefs/fsutil.h"
 #include "battlefs/layout.h"
@@ -510,12 +513,25 @@ static void lease_release(struct bfs_ledger *l)
 
 /* ---- reading the log ---- */
 
+enum entry_type { ENTRY_ROLL, ENTRY_FENCE, ENTRY_COMPACT, ENTRY_ERASE };
+
 struct entry {
-    int fence;
-    const char *node, *roll_id, *manifest, *sha_hex;
-    int64_t epoch, size, committed_at;
+    enum entry_type type;
+    const char *node, *roll_id, *manifest, *sha_hex; /* roll_id: a compaction's compact_id */
+    const char *dataset, *table, *period;            /* an erasure (table, period: NULL) */
+    int64_t epoch, size, committed_at, erased_at;
     json_t *j; /* owns the strings */
 };
+
+/* An optional string member: 0 (NULL when absent or null), -EINVAL. */
+static int jopt_str(json_t *o, const char *k, const char **out)
+{
+    json_t *v = json_object_get(o, k);
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return 0;
+    return jstr(o, k, out);
+}
 
 static int entry_parse(const void *data, size_t len, struct entry *e)
 {
@@ -528,14 +544,33 @@ static int entry_parse(const void *data, size_t len, struct entry *e)
         !bfs_node_valid(e->node))
         return -EINVAL;
     if (strcmp(type, "fence") == 0) {
-        e->fence = 1;
+        e->type = ENTRY_FENCE;
         return 0;
     }
-    if (strcmp(type, "roll") != 0 || jstr(e->j, "roll_id", &e->roll_id) < 0 ||
-        jstr(e->j, "manifest", &e->manifest) < 0 || jstr(e->j, "sha256", &e->sha_hex) < 0 ||
-        jint(e->j, "size", &e->size) < 0 || jint(e->j, "committed_at", &e->committed_at) < 0 ||
-        strlen(e->sha_hex) != 64 || strlen(e->roll_id) >= BFS_ROLL_ID_MAX ||
-        !bfs_name_valid(e->roll_id, strlen(e->roll_id)) || bfs_store_key_check(e->manifest) < 0)
+    if (strcmp(type, "erase") == 0) {
+        e->type = ENTRY_ERASE;
+        if (jstr(e->j, "dataset", &e->dataset) < 0 || jopt_str(e->j, "table", &e->table) < 0 ||
+            jopt_str(e->j, "period", &e->period) < 0 ||
+            jint(e->j, "erased_at", &e->erased_at) < 0 ||
+            jint(e->j, "committed_at", &e->committed_at) < 0 ||
+            !bfs_name_valid(e->dataset, strlen(e->dataset)) || (!e->table) != (!e->period) ||
+            (e->table && (!bfs_name_valid(e->table, strlen(e->table)) ||
+                          !bfs_name_valid(e->period, strlen(e->period)))))
+            return -EINVAL;
+        return 0;
+    }
+    const char *id_key = "roll_id";
+    if (strcmp(type, "compact") == 0) {
+        e->type = ENTRY_COMPACT;
+        id_key = "compact_id";
+    } else if (strcmp(type, "roll") != 0) {
+        return -EINVAL;
+    }
+    if (jstr(e->j, id_key, &e->roll_id) < 0 || jstr(e->j, "manifest", &e->manifest) < 0 ||
+        jstr(e->j, "sha256", &e->sha_hex) < 0 || jint(e->j, "size", &e->size) < 0 ||
+        jint(e->j, "committed_at", &e->committed_at) < 0 || strlen(e->sha_hex) != 64 ||
+        strlen(e->roll_id) >= BFS_ROLL_ID_MAX || !bfs_name_valid(e->roll_id, strlen(e->roll_id)) ||
+        bfs_store_key_check(e->manifest) < 0)
         return -EINVAL;
     return 0;
 }
@@ -621,19 +656,44 @@ struct scan {
     const struct entry *e;
     struct bfs_err *err;
     struct bfs_manifest_roll roll;
+    struct bfs_manifest_compact compact;
     char roll_id[BFS_ROLL_ID_MAX];
+    char table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1];
+    int have; /* the Roll or Compact entry was read */
 };
+
+static int scan_compact(void *ctx, const struct bfs_manifest_compact *c)
+{
+    struct scan *s = ctx;
+    if (s->e->type != ENTRY_COMPACT || strcmp(c->node, s->e->node) != 0 ||
+        strcmp(c->compact_id, s->e->roll_id) != 0)
+        return bfs_err_set(s->err, -EIO,
+                           "manifest %s is of compaction %s of node %s, the log says %s",
+                           s->e->manifest, c->compact_id, c->node, s->e->roll_id);
+    s->compact = *c;
+    s->compact.node = s->e->node;
+    snprintf(s->roll_id, sizeof s->roll_id, "%s", c->compact_id);
+    snprintf(s->table, sizeof s->table, "%s", c->table);
+    snprintf(s->period, sizeof s->period, "%s", c->period);
+    s->compact.compact_id = s->roll_id;
+    s->compact.table = s->table;
+    s->compact.period = s->period;
+    s->have = 1;
+    return 0;
+}
 
 static int scan_roll(void *ctx, const struct bfs_manifest_roll *r)
 {
     struct scan *s = ctx;
-    if (strcmp(r->node, s->e->node) != 0 || strcmp(r->roll_id, s->e->roll_id) != 0)
+    if (s->e->type != ENTRY_ROLL || strcmp(r->node, s->e->node) != 0 ||
+        strcmp(r->roll_id, s->e->roll_id) != 0)
         return bfs_err_set(s->err, -EIO, "manifest %s is of roll %s of node %s, the log says %s",
                            s->e->manifest, r->roll_id, r->node, s->e->roll_id);
     s->roll = *r;
     s->roll.node = s->e->node;
     snprintf(s->roll_id, sizeof s->roll_id, "%s", r->roll_id);
     s->roll.roll_id = s->roll_id;
+    s->have = 1;
     return 0;
 }
 
@@ -747,8 +807,25 @@ static int archive_header(struct bfs_ledger *l, const struct bfs_manifest_archiv
     if (!hdr)
         return bfs_err_set(err, -ENOMEM, "out of memory");
     int rc = bfs_store_get_range(l->d.store, a->key, 0, a->header_length, hdr, err);
-    if (rc == 0)
+    if (rc == 0) {
         rc = bfs_ocf_parse_header(hdr, a->header_length, h, err);
+    } else if (rc == -ENOENT) {
+        /* Deleted since (a compaction retired it): its header is the layout of
+         * its schema, which _battlefs/schemas/ keeps. */
+        struct bfs_ocf_schema *cs = NULL;
+        char *json = NULL;
+        size_t len = 0;
+        struct bfs_buf b = {0};
+        bfs_err_clear(err);
+        rc = get_schema(l, a->schema_fingerprint, &cs, &json, &len, err);
+        if (rc == 0)
+            rc = bfs_ocf_layout_header(json, len, a->codec, bfs_ocf_schema_sync(cs), &b);
+        if (rc == 0)
+            rc = bfs_ocf_parse_header(b.data, b.len, h, err);
+        bfs_ocf_schema_unref(cs);
+        free(json);
+        bfs_buf_free(&b);
+    }
     free(hdr);
     if (rc < 0) {
         bfs_err_prefix(err, "archive %s: header", a->key);
@@ -844,9 +921,37 @@ static int scan_index(void *ctx, const struct bfs_manifest_index *x)
 
 /* Pass 2: the rows, into one catalog transaction. */
 struct apply {
+    struct bfs_ledger *l;
     struct bfs_cat_apply *a;
     struct bfs_err *err;
+    /* a compaction's retired keys and its archives' keys (its objects:
+     * dropped from the cache, or collected when it is void) */
+    char (*keys)[BFS_STORE_KEY_MAX + 1];
+    size_t n_retired, n_keys, cap;
 };
+
+static int apply_keep(struct apply *p, const char *key)
+{
+    if (p->n_keys == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 16;
+        void *k = realloc(p->keys, cap * sizeof *p->keys);
+        if (!k)
+            return bfs_err_set(p->err, -ENOMEM, "out of memory");
+        p->keys = k;
+        p->cap = cap;
+    }
+    snprintf(p->keys[p->n_keys++], sizeof p->keys[0], "%s", key);
+    return 0;
+}
+
+static int apply_retire(void *ctx, const char *key)
+{
+    struct apply *p = ctx;
+    int rc = bfs_catalog_apply_retire(p->a, key, p->err);
+    if (rc == 0 && (rc = apply_keep(p, key)) == 0)
+        p->n_retired++;
+    return rc;
+}
 
 static int apply_roll(void *ctx, const struct bfs_manifest_roll *r)
 {
@@ -858,7 +963,8 @@ static int apply_roll(void *ctx, const struct bfs_manifest_roll *r)
 static int apply_archive(void *ctx, const struct bfs_manifest_archive *ar)
 {
     struct apply *p = ctx;
-    return bfs_catalog_apply_archive(p->a, ar, p->err);
+    int rc = bfs_catalog_apply_archive(p->a, ar, p->err);
+    return rc == 0 && p->keys != NULL ? apply_keep(p, ar->key) : rc;
 }
 
 static int apply_index(void *ctx, const struct bfs_manifest_index *x)
@@ -867,27 +973,56 @@ static int apply_index(void *ctx, const struct bfs_manifest_index *x)
     return bfs_catalog_apply_index(p->a, x, p->err);
 }
 
-/* Apply roll entry seq. */
+/* After a compaction's apply: the retired archives' cache entries go;
+ * a void compaction of this node leaves its objects to collect. */
+static void compaction_applied(struct bfs_ledger *l, const struct entry *e, struct apply *p,
+                               int voided)
+{
+    int own = strcmp(e->node, l->node) == 0 && !l->d.read_only;
+    for (size_t i = 0; i < p->n_keys; i++) {
+        if (i < p->n_retired && !voided && l->d.cache)
+            bfs_cache_drop(l->d.cache, p->keys[i]);
+        if (i >= p->n_retired && voided && own)
+            bfs_catalog_gc_add(l->d.cat, p->keys[i], e->committed_at, 1);
+    }
+    /* Its manifest stays: every reader of the log reads it to find the
+     * compaction void. */
+    /* Another node's compaction may have rewritten the last archive that
+     * held an erasure's bytes (a replica has no compactor to notice). */
+    uint64_t pending = 0, total = 0;
+    if (!own && !voided && bfs_catalog_erase_counts(l->d.cat, &pending, &total) == 0 &&
+        pending > 0 && bfs_catalog_wipe(l->d.cat) == 0) {
+        int left = bfs_catalog_erasures_settle(l->d.cat, (int64_t)time(NULL),
+                                               bfs_compact_report_erased, l->d.errors);
+        if (left >= 0)
+            atomic_store(&l->d.stats->erasures_pending, (uint64_t)left);
+    }
+}
+
+/* Apply roll or compaction entry seq from its manifest. */
 static int apply_roll_entry(struct bfs_ledger *l, int64_t seq, const struct entry *e,
                             struct bfs_err *err)
 {
+    const char *what = e->type == ENTRY_COMPACT ? "compaction" : "roll";
     int fd = manifest_fd(l, e, err);
     if (fd < 0) {
-        bfs_err_prefix(err, "log %" PRId64 " (roll %s of node %s)", seq, e->roll_id, e->node);
+        bfs_err_prefix(err, "log %" PRId64 " (%s %s of node %s)", seq, what, e->roll_id, e->node);
         return fd;
     }
     struct scan s = {.l = l, .e = e, .err = err};
-    const struct bfs_manifest_visitor v1 = {scan_roll, scan_archive, scan_index, &s};
+    const struct bfs_manifest_visitor v1 = {scan_roll, scan_archive, scan_index,
+                                            &s,        scan_compact, NULL};
     struct bfs_err rerr = {0};
     int rc = bfs_manifest_read(fd, &v1, &rerr);
     if (rc < 0 && !err->code)
         bfs_err_set(err, rc, "manifest %s: %s", e->manifest,
                     rerr.msg[0] ? rerr.msg : strerror(-rc));
-    if (rc == 0 && !s.roll.node)
-        rc = bfs_err_set(err, -EIO, "manifest %s has no Roll entry", e->manifest);
+    if (rc == 0 && !s.have)
+        rc = bfs_err_set(err, -EIO, "manifest %s has no Roll or Compact entry", e->manifest);
     struct bfs_cat_apply *a = NULL;
+    struct apply p = {.l = l, .err = err};
     if (rc == 0) {
-        const struct bfs_log_roll lr = {
+        struct bfs_log_roll lr = {
             .seq = seq,
             .node = e->node,
             .roll_id = e->roll_id,
@@ -896,21 +1031,38 @@ static int apply_roll_entry(struct bfs_ledger *l, int64_t seq, const struct entr
             .committed_at = e->committed_at,
             .rows = (uint64_t)s.roll.rows,
             .bytes = (uint64_t)s.roll.bytes,
+            .base = s.roll.base,
+            .gc = strcmp(e->node, l->node) == 0 && !l->d.read_only,
         };
-        rc = bfs_catalog_apply_begin(l->d.cat, &lr, &a);
+        if (e->type == ENTRY_COMPACT) {
+            lr.kind = BFS_LOG_COMPACT;
+            lr.claimed_at = e->committed_at;
+            lr.rows = 0;
+            lr.bytes = (uint64_t)s.compact.bytes;
+            lr.base = s.compact.upto;
+            lr.table = s.compact.table;
+            lr.period = s.compact.period;
+            if (!(p.keys = malloc(16 * sizeof *p.keys)))
+                rc = bfs_err_set(err, -ENOMEM, "out of memory");
+            p.cap = 16;
+        }
+        if (rc == 0)
+            rc = bfs_catalog_apply_begin(l->d.cat, &lr, &a);
         if (rc == -EALREADY) {
             close(fd);
-            bfs_info("log %" PRId64 ": roll %s is already committed here: skipped", seq,
+            free(p.keys);
+            bfs_info("log %" PRId64 ": %s %s is already committed here: skipped", seq, what,
                      e->roll_id);
             rc = bfs_catalog_log_skip(l->d.cat, seq, e->node, e->epoch);
             return rc < 0 ? bfs_err_set(err, rc, "log %" PRId64 ": skip", seq) : 0;
         }
-        if (rc < 0)
+        if (rc < 0 && !err->code)
             bfs_err_set(err, rc, "log %" PRId64 ": apply: %s", seq, strerror(-rc));
     }
     if (rc == 0) {
-        struct apply p = {.a = a, .err = err};
-        const struct bfs_manifest_visitor v2 = {apply_roll, apply_archive, apply_index, &p};
+        p.a = a;
+        const struct bfs_manifest_visitor v2 = {apply_roll, apply_archive, apply_index,
+                                                &p,         NULL,          apply_retire};
         if (lseek(fd, 0, SEEK_SET) < 0)
             rc = bfs_err_set(err, -errno, "manifest %s: seek", e->manifest);
         else
@@ -919,19 +1071,95 @@ static int apply_roll_entry(struct bfs_ledger *l, int64_t seq, const struct entr
             bfs_err_set(err, rc, "manifest %s: %s", e->manifest,
                         rerr.msg[0] ? rerr.msg : strerror(-rc));
         int own = 0;
+        int voided = bfs_catalog_apply_void(a);
         rc = bfs_catalog_apply_end(a, rc, &own, err);
+        /* A compaction without archives (all it held was erased) is found
+         * void only by its end: ask the catalog. */
+        if (rc == 0 && e->type == ENTRY_COMPACT && !voided)
+            voided = bfs_catalog_compaction_state(l->d.cat, e->roll_id) == 2;
         if (rc == 0) {
             bfs_stats_add(l->d.stats, manifests_loaded, 1);
-            bfs_log(own || strcmp(e->node, l->node) ? BFS_LOG_INFO : BFS_LOG_DEBUG,
-                    "log %" PRId64 ": %s roll %s of node %s (%" PRId64 " rows, %" PRId64 " bytes)",
-                    seq, own ? "committed" : "applied", e->roll_id, e->node, s.roll.rows,
-                    s.roll.bytes);
+            if (e->type == ENTRY_COMPACT) {
+                compaction_applied(l, e, &p, voided);
+                bfs_log(voided ? BFS_LOG_WARN : BFS_LOG_INFO,
+                        "log %" PRId64 ": %s compaction %s of %s/%s by node %s (%zu archives "
+                        "retired, %zu written)",
+                        seq, voided ? "void" : "applied", e->roll_id, s.compact.table,
+                        s.compact.period, e->node, p.n_retired, p.n_keys - p.n_retired);
+            } else {
+                bfs_log(own || strcmp(e->node, l->node) ? BFS_LOG_INFO : BFS_LOG_DEBUG,
+                        "log %" PRId64 ": %s roll %s of node %s (%" PRId64 " rows, %" PRId64
+                        " bytes)",
+                        seq, own ? "committed" : "applied", e->roll_id, e->node, s.roll.rows,
+                        s.roll.bytes);
+            }
         }
     }
+    free(p.keys);
     close(fd);
     if (rc < 0)
-        bfs_err_prefix(err, "log %" PRId64 " (roll %s of node %s)", seq, e->roll_id, e->node);
+        bfs_err_prefix(err, "log %" PRId64 " (%s %s of node %s)", seq, what, e->roll_id, e->node);
     return rc;
+}
+
+struct hit_keys {
+    struct bfs_ledger *l;
+};
+
+static int drop_hit(void *ctx, const char *key)
+{
+    struct hit_keys *h = ctx;
+    if (h->l->d.cache)
+        bfs_cache_drop(h->l->d.cache, key);
+    return 0;
+}
+
+/* Apply erase entry seq: hidden at once; its bytes leave the catalog now
+ * (secure_delete, then the WAL truncated) and the cache; the archives that
+ * hold them wait for the compactor. */
+static int apply_erase_entry(struct bfs_ledger *l, int64_t seq, const struct entry *e,
+                             struct bfs_err *err)
+{
+    const struct bfs_log_erase x = {
+        .seq = seq,
+        .node = e->node,
+        .epoch = e->epoch,
+        .dataset = e->dataset,
+        .table = e->table,
+        .period = e->period,
+        .erased_at = e->erased_at,
+        .committed_at = e->committed_at,
+    };
+    uint64_t hits = 0;
+    int rc = bfs_catalog_apply_erase(l->d.cat, &x, &hits, err);
+    if (rc < 0) {
+        bfs_err_prefix(err, "log %" PRId64 " (erasure of %s)", seq, e->dataset);
+        return rc;
+    }
+    struct hit_keys h = {l};
+    bfs_catalog_erase_hit_keys(l->d.cat, seq, drop_hit, &h);
+    /* Its hot rows' pages are zeroed (secure_delete); the WAL's older
+     * frames may hold them: truncated (bfs_compact_gc retries when busy). */
+    int w = bfs_catalog_wipe(l->d.cat);
+    if (w < 0 && w != -EBUSY)
+        bfs_warn("log %" PRId64 ": erasure of %s: cannot truncate the catalog's WAL: %s", seq,
+                 e->dataset, strerror(-w));
+    int pending = w == 0 ? bfs_catalog_erasures_settle(l->d.cat, (int64_t)time(NULL),
+                                                       bfs_compact_report_erased, l->d.errors)
+                         : -EBUSY;
+    if (pending >= 0)
+        atomic_store(&l->d.stats->erasures_pending, (uint64_t)pending);
+    else
+        atomic_fetch_add(&l->d.stats->erasures_pending, 1);
+    char where[2 * BFS_NAME_MAX + 8];
+    if (e->table)
+        snprintf(where, sizeof where, "%s/%s", e->table, e->period);
+    else
+        snprintf(where, sizeof where, "every table and period");
+    bfs_info("log %" PRId64 ": erasure of dataset %s in %s by node %s: hidden; %" PRIu64
+             " archives hold its bytes until they are compacted",
+             seq, e->dataset, where, e->node, hits);
+    return 0;
 }
 
 /* Our own lease epoch, or 0 without a lease. */
@@ -974,7 +1202,7 @@ static int apply_entry(struct bfs_ledger *l, int64_t seq, struct bfs_err *err)
     int mine = strcmp(e.node, l->node) == 0 && !l->d.read_only;
     if (mine && e.epoch > my_epoch(l) && my_epoch(l) > 0)
         fence_self(l, seq, e.epoch);
-    if (e.fence) {
+    if (e.type == ENTRY_FENCE) {
         bfs_info("log %" PRId64 ": node %s fenced below epoch %" PRId64, seq, e.node, e.epoch);
         rc = bfs_catalog_log_skip(l->d.cat, seq, e.node, e.epoch);
         entry_free(&e);
@@ -983,10 +1211,12 @@ static int apply_entry(struct bfs_ledger *l, int64_t seq, struct bfs_err *err)
     int64_t known = 0;
     rc = bfs_catalog_node_epoch(l->d.cat, e.node, &known);
     if (rc == 0 && e.epoch < known) {
-        bfs_warn("log %" PRId64 ": roll %s of node %s was put under epoch %" PRId64
-                 ", fenced by epoch %" PRId64 ": ignored (its rows are not committed)",
-                 seq, e.roll_id, e.node, e.epoch, known);
+        bfs_warn("log %" PRId64 ": %s of node %s was put under epoch %" PRId64
+                 ", fenced by epoch %" PRId64 ": ignored (it is not committed)",
+                 seq, e.type == ENTRY_ERASE ? "an erasure" : e.roll_id, e.node, e.epoch, known);
         rc = bfs_catalog_log_skip(l->d.cat, seq, NULL, 0);
+    } else if (rc == 0 && e.type == ENTRY_ERASE) {
+        rc = apply_erase_entry(l, seq, &e, err);
     } else if (rc == 0) {
         rc = apply_roll_entry(l, seq, &e, err);
     }
@@ -1113,6 +1343,20 @@ static int ck_node(void *ctx, const char *node, int64_t epoch)
     return bfs_catalog_ckpt_node(k->c, node, epoch, k->err);
 }
 
+static int ck_compact(void *ctx, const struct bfs_manifest_compact *c, int64_t seq, int64_t epoch,
+                      int64_t committed_at)
+{
+    struct ckpt_load *k = ctx;
+    return bfs_catalog_ckpt_compact(k->c, c, seq, epoch, committed_at, k->err);
+}
+
+static int ck_erase(void *ctx, const struct bfs_manifest_erase *x, int64_t seq, int64_t epoch,
+                    int64_t committed_at)
+{
+    struct ckpt_load *k = ctx;
+    return bfs_catalog_ckpt_erase(k->c, x, seq, epoch, committed_at, k->err);
+}
+
 /* A catalog that has read nothing of the log starts from the newest
  * checkpoint (under mu): 0 with *pos its position (unchanged when there is
  * none, or the catalog is not empty), or -errno. */
@@ -1134,8 +1378,8 @@ static int load_checkpoint_locked(struct bfs_ledger *l, int64_t *pos, struct bfs
     struct ckpt_load k = {.l = l, .err = err};
     struct bfs_err rerr = {0};
     /* Pass 1: the partitions (not under the catalog's writer: pass 2 holds it). */
-    const struct bfs_checkpoint_visitor scan = {ck_scan_roll, ck_scan_archive, ck_scan_index,
-                                                ck_scan_node, &k};
+    const struct bfs_checkpoint_visitor scan = {
+        ck_scan_roll, ck_scan_archive, ck_scan_index, ck_scan_node, &k, NULL, NULL};
     rc = bfs_checkpoint_read(fd, &scan, &rerr);
     if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0)
         rc = -errno;
@@ -1151,7 +1395,8 @@ static int load_checkpoint_locked(struct bfs_ledger *l, int64_t *pos, struct bfs
         snprintf(what, sizeof what, "checkpoint %s: load", n.key);
         bfs_progress_start(&k.prog, l->d.stats, BFS_WORK_REFRESH, what, BFS_PROGRESS_ITEMS,
                            "index rows", k.rows_total);
-        const struct bfs_checkpoint_visitor load = {ck_roll, ck_archive, ck_index, ck_node, &k};
+        const struct bfs_checkpoint_visitor load = {ck_roll, ck_archive, ck_index, ck_node,
+                                                    &k,      ck_compact, ck_erase};
         rc = bfs_checkpoint_read(fd, &load, &rerr);
         rc = bfs_catalog_ckpt_end(k.c, rc, n.upto, err);
         bfs_progress_end(&k.prog);
@@ -1191,6 +1436,18 @@ static int cw_node(void *w, const char *node, int64_t epoch)
     return bfs_checkpoint_add_node(w, node, epoch);
 }
 
+static int cw_compact(void *w, const struct bfs_manifest_compact *c, int64_t seq, int64_t epoch,
+                      int64_t committed_at)
+{
+    return bfs_checkpoint_add_compact(w, c, seq, epoch, committed_at);
+}
+
+static int cw_erase(void *w, const struct bfs_manifest_erase *x, int64_t seq, int64_t epoch,
+                    int64_t committed_at)
+{
+    return bfs_checkpoint_add_erase(w, x, seq, epoch, committed_at);
+}
+
 /* After this node's commit put entry pos at a multiple of
  * BFS_LEDGER_CHECKPOINT_EVERY: write the whole applied index as a checkpoint
  * (under mu, so the catalog holds exactly the log prefix 1..pos). A failure
@@ -1208,7 +1465,8 @@ static void write_checkpoint_locked(struct bfs_ledger *l)
         rc = bfs_checkpoint_create(path, &w);
     struct bfs_checkpoint_visitor v = {0};
     if (rc == 0) {
-        v = (struct bfs_checkpoint_visitor){cw_roll, cw_archive, cw_index, cw_node, w};
+        v = (struct bfs_checkpoint_visitor){cw_roll, cw_archive, cw_index, cw_node,
+                                            w,       cw_compact, cw_erase};
         rc = bfs_catalog_snapshot(l->d.cat, pos, &v);
     }
     uint8_t sha[32];
@@ -1331,11 +1589,27 @@ static char *roll_text(struct bfs_ledger *l, const struct bfs_ledger_roll *r)
 {
     char hex[65];
     bfs_hex(r->sha256, 32, hex);
+    json_t *j = json_pack("{s:i, s:s, s:s, s:I, s:s, s:s, s:I, s:s, s:I}", "battlefs_log", 1,
+                          "type", r->compact ? "compact" : "roll", "node", l->node, "epoch",
+                          (json_int_t)my_epoch(l), r->compact ? "compact_id" : "roll_id",
+                          r->roll_id, "manifest", r->manifest_key, "size", (json_int_t)r->size,
+                          "sha256", hex, "committed_at", (json_int_t)time(NULL));
+    return j ? json_text(j) : NULL;
+}
+
+static char *erase_text(struct bfs_ledger *l, const char *dataset, const char *table,
+                        const char *period, int64_t erased_at)
+{
     json_t *j =
-        json_pack("{s:i, s:s, s:s, s:I, s:s, s:s, s:I, s:s, s:I}", "battlefs_log", 1, "type",
-                  "roll", "node", l->node, "epoch", (json_int_t)my_epoch(l), "roll_id", r->roll_id,
-                  "manifest", r->manifest_key, "size", (json_int_t)r->size, "sha256", hex,
-                  "committed_at", (json_int_t)time(NULL));
+        json_pack("{s:i, s:s, s:s, s:I, s:s, s:I, s:I}", "battlefs_log", 1, "type", "erase", "node",
+                  l->node, "epoch", (json_int_t)my_epoch(l), "dataset", dataset, "erased_at",
+                  (json_int_t)erased_at, "committed_at", (json_int_t)time(NULL));
+    if (j && table &&
+        (json_object_set_new(j, "table", json_string(table)) < 0 ||
+         json_object_set_new(j, "period", json_string(period)) < 0)) {
+        json_decref(j);
+        return NULL;
+    }
     return j ? json_text(j) : NULL;
 }
 
@@ -1365,6 +1639,22 @@ static int fence_locked(struct bfs_ledger *l, struct bfs_err *err)
     return bfs_err_set(err, -EAGAIN, "no free log position after %d attempts", COMMIT_ATTEMPTS);
 }
 
+/* Under mu, after a refresh, before putting an entry of ours: the lease held
+ * and earlier holders of the name fenced. 0 with *pos the last applied log
+ * position, 1 (a fence entry was put: read the log again), or -errno. */
+static int prepare_put_locked(struct bfs_ledger *l, int64_t *pos, struct bfs_err *err)
+{
+    int rc = lease_ensure(l, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = bfs_catalog_ledger_state(l->d.cat, pos, NULL)) < 0)
+        return bfs_err_set(err, rc, "read the log position: %s", strerror(-rc));
+    if (!l->need_fence)
+        return 0;
+    rc = fence_locked(l, err);
+    return rc < 0 ? rc : 1;
+}
+
 int bfs_ledger_commit(struct bfs_ledger *l, const struct bfs_ledger_roll *r, struct bfs_err *err)
 {
     bfs_err_clear(err);
@@ -1389,18 +1679,11 @@ int bfs_ledger_commit(struct bfs_ledger *l, const struct bfs_ledger_roll *r, str
                 write_checkpoint_locked(l);
             break; /* in the log and applied: committed */
         }
-        if ((rc = lease_ensure(l, err)) < 0)
-            break;
         int64_t pos;
-        if ((rc = bfs_catalog_ledger_state(l->d.cat, &pos, NULL)) < 0) {
-            bfs_err_set(err, rc, "read the log position: %s", strerror(-rc));
+        if ((rc = prepare_put_locked(l, &pos, err)) < 0)
             break;
-        }
-        if (l->need_fence) {
-            if ((rc = fence_locked(l, err)) < 0)
-                break;
+        if (rc == 1)
             continue;
-        }
         char *text = roll_text(l, r);
         if (!text) {
             rc = bfs_err_set(err, -ENOMEM, "log entry: out of memory");
@@ -1422,6 +1705,48 @@ int bfs_ledger_commit(struct bfs_ledger *l, const struct bfs_ledger_roll *r, str
     if (rc == -EAGAIN)
         bfs_err_set(err, rc, "no free log position after %d attempts", COMMIT_ATTEMPTS);
     l->local = NULL;
+    pthread_mutex_unlock(&l->mu);
+    return rc;
+}
+
+int bfs_ledger_erase(struct bfs_ledger *l, const char *dataset, const char *table,
+                     const char *period, int64_t *seq_out, struct bfs_err *err)
+{
+    bfs_err_clear(err);
+    if (l->d.read_only)
+        return bfs_err_set(err, -EROFS, "read-only mount");
+    if (!bfs_name_valid(dataset, strlen(dataset)) || (!table) != (!period))
+        return bfs_err_set(err, -EINVAL, "erase: bad dataset or partition");
+    int64_t erased_at = (int64_t)time(NULL);
+    pthread_mutex_lock(&l->mu);
+    int rc = -EAGAIN;
+    for (int attempt = 0; attempt < COMMIT_ATTEMPTS; attempt++) {
+        int64_t pos;
+        if ((rc = refresh_locked(l, err)) < 0 || (rc = prepare_put_locked(l, &pos, err)) < 0)
+            break;
+        if (rc == 1)
+            continue;
+        char *text = erase_text(l, dataset, table, period, erased_at);
+        if (!text) {
+            rc = bfs_err_set(err, -ENOMEM, "log entry: out of memory");
+            break;
+        }
+        rc = put_entry(l, pos + 1, text, err);
+        if (rc == -EEXIST)
+            continue;
+        if (rc < 0)
+            break;
+        /* Applied by the refresh, as every entry. */
+        if ((rc = refresh_locked(l, err)) == 0) {
+            if (seq_out)
+                *seq_out = pos + 1;
+            if ((pos + 1) % BFS_LEDGER_CHECKPOINT_EVERY == 0)
+                write_checkpoint_locked(l);
+        }
+        break;
+    }
+    if (rc == -EAGAIN)
+        bfs_err_set(err, rc, "no free log position after %d attempts", COMMIT_ATTEMPTS);
     pthread_mutex_unlock(&l->mu);
     return rc;
 }
@@ -1561,6 +1886,9 @@ int bfs_ledger_open(const struct bfs_ledger_deps *d, struct bfs_ledger **out)
     l->d.work_dir = l->work_dir;
     snprintf(d->stats->node, sizeof d->stats->node, "%s", l->node);
     d->stats->read_only = d->read_only;
+    uint64_t pending = 0, total = 0;
+    if (bfs_catalog_erase_counts(d->cat, &pending, &total) == 0)
+        atomic_store(&d->stats->erasures_pending, pending);
     *out = l;
     return 0;
 }

@@ -28,6 +28,7 @@
 #include "battlefs/battlefs.h"
 #include "battlefs/cache.h"
 #include "battlefs/catalog.h"
+#include "battlefs/compact.h"
 #include "battlefs/err.h"
 #include "battlefs/fs.h"
 #include "battlefs/fsutil.h"
@@ -44,6 +45,17 @@
 struct roll_fault {
     enum bfs_roll_step step;
 };
+
+/* The compaction's (-o fault=compact:STEP): _exit(99) at the step. */
+static int compact_fault_hook(void *arg, enum bfs_compact_step step, const char *id)
+{
+    const enum bfs_compact_step *want = arg;
+    if (step != *want)
+        return 0;
+    bfs_info("fault injection: compaction %s: _exit(99) at %s", id, bfs_compact_step_name(step));
+    fflush(stderr);
+    _exit(99);
+}
 
 static int roll_fault_hook(void *arg, enum bfs_roll_step step, const char *roll_id)
 {
@@ -68,6 +80,18 @@ static int loop_status(int rc)
     return 1;
 }
 
+/* The reader's refresh: read the store's log (a compaction this mount has
+ * not read deleted an archive its view names). */
+static int reader_refresh(void *arg)
+{
+    struct bfs_ctx *ctx = arg;
+    struct bfs_err err;
+    int rc = ctx->ledger ? bfs_ledger_refresh(ctx->ledger, &err) : -ENOENT;
+    if (rc < 0 && ctx->ledger)
+        bfs_warn("%s", err.msg);
+    return rc;
+}
+
 static void ctx_close_modules(struct bfs_ctx *ctx)
 {
     bfs_metrics_stop(ctx->metrics); /* first: it reads the catalog and the stats */
@@ -75,6 +99,11 @@ static void ctx_close_modules(struct bfs_ctx *ctx)
     memset(&ctx->ingest, 0, sizeof ctx->ingest);
     memset(&ctx->reader, 0, sizeof ctx->reader);
     memset(&ctx->roll, 0, sizeof ctx->roll);
+    if (ctx->compactor) {
+        bfs_compactor_stop(ctx->compactor);
+        ctx->compactor = NULL;
+    }
+    memset(&ctx->compact, 0, sizeof ctx->compact);
     if (ctx->roller) {
         bfs_roller_stop(ctx->roller);
         ctx->roller = NULL;
@@ -194,6 +223,8 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         .cache = ctx->cache,
         .read_chunk = ctx->opt.read_chunk,
         .convs = ctx->convs,
+        .refresh = reader_refresh,
+        .refresh_arg = ctx,
     };
     const struct bfs_ledger_deps ld = {
         .cat = ctx->cat,
@@ -205,6 +236,7 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         .refresh_s = ctx->opt.refresh,
         .lease_ttl_s = ctx->opt.lease_ttl,
         .work_dir = ctx->work_dir,
+        .cache = ctx->cache,
     };
     rc = bfs_ledger_open(&ld, &ctx->ledger);
     if (rc < 0) {
@@ -226,6 +258,26 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         .roll_bytes = ctx->opt.roll_bytes,
         .convs = ctx->convs,
     };
+    ctx->compact = (struct bfs_compact_deps){
+        .cat = ctx->cat,
+        .store = ctx->store,
+        .ledger = ctx->ledger,
+        .cache = ctx->cache,
+        .convs = ctx->convs,
+        .stats = &ctx->stats,
+        .errors = &ctx->errors,
+        .node = ctx->opt.node,
+        .work_dir = ctx->compact_dir,
+        .archive_max_bytes = ctx->opt.archive_max_bytes,
+        .compact_after = ctx->opt.compact_after,
+        .gc_grace = ctx->opt.gc_grace,
+        .erase_within = ctx->opt.erase_within,
+        .lease_ttl_s = ctx->opt.lease_ttl,
+    };
+    if (bfs_options_compact_fault(&ctx->opt, &ctx->compact_fault) == 0) {
+        ctx->compact.fault = compact_fault_hook;
+        ctx->compact.fault_arg = &ctx->compact_fault;
+    }
     if (fault) {
         ctx->roll.fault = roll_fault_hook;
         ctx->roll.fault_arg = fault;
@@ -251,6 +303,15 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
         bfs_error("cannot start the roller: %s", strerror(-rc));
         goto fail;
     }
+    rc = bfs_compact_recover(&ctx->compact);
+    if (rc < 0)
+        bfs_error("cleanup of an unfinished compaction failed: %s (will retry at the next mount)",
+                  strerror(-rc));
+    rc = bfs_compactor_start(&ctx->compact, &ctx->compactor);
+    if (rc < 0) {
+        bfs_error("cannot start the compactor: %s", strerror(-rc));
+        goto fail;
+    }
     return 0;
 fail:
     ctx_close_modules(ctx);
@@ -274,12 +335,15 @@ static int state_dirs(struct bfs_ctx *ctx)
     ctx->spool_dir = bfs_path_join(state, "spool");
     ctx->cache_dir = bfs_path_join(state, "cache");
     ctx->work_dir = bfs_path_join(state, "work");
+    /* The compactor's own (a roll empties work/ of its files when it starts). */
+    ctx->compact_dir = bfs_path_join(state, "compact");
     char *store_dir = ctx->opt.store_default ? bfs_path_join(state, "store") : NULL;
-    if (rc == 0 && (!ctx->spool_dir || !ctx->cache_dir || !ctx->work_dir ||
+    if (rc == 0 && (!ctx->spool_dir || !ctx->cache_dir || !ctx->work_dir || !ctx->compact_dir ||
                     (ctx->opt.store_default && !store_dir)))
         rc = -ENOMEM;
     /* The embedded default store lives in the state directory. */
-    const char *parts[] = {ctx->spool_dir, ctx->work_dir, ctx->cache_dir, store_dir};
+    const char *parts[] = {ctx->spool_dir, ctx->work_dir, ctx->compact_dir, ctx->cache_dir,
+                           store_dir};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0] && rc == 0; i++) {
         if (!parts[i])
             continue;
@@ -458,6 +522,7 @@ out_args:
     free(ctx.spool_dir);
     free(ctx.cache_dir);
     free(ctx.work_dir);
+    free(ctx.compact_dir);
     if (ctx.lock_fd >= 0)
         close(ctx.lock_fd);
     if (ctx.metrics_fd >= 0)

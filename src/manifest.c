@@ -31,15 +31,16 @@
 #include "battlefs/store.h"
 #include "battlefs/varint.h"
 
-/* The manifest's schema, of a version (its namespace) whose Archive record
- * ends with ARCHIVE_TAIL (more fields, each after a comma). */
-#define MANIFEST_SCHEMA(NAMESPACE, ARCHIVE_TAIL)                                                   \
+/* The manifest's schema, of a version (its namespace) whose Roll record ends
+ * with ROLL_TAIL and Archive record with ARCHIVE_TAIL (more fields, each after
+ * a comma), and whose entry union ends with MORE (more branches, likewise). */
+#define MANIFEST_SCHEMA(NAMESPACE, ROLL_TAIL, ARCHIVE_TAIL, MORE)                                  \
     "{\"type\":\"record\",\"name\":\"ManifestEntry\",\"namespace\":\"" NAMESPACE "\","             \
     "\"fields\":[{\"name\":\"entry\",\"type\":["                                                   \
     "{\"type\":\"record\",\"name\":\"Roll\",\"fields\":["                                          \
     "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"roll_id\",\"type\":\"string\"},"          \
     "{\"name\":\"rows\",\"type\":\"long\"},{\"name\":\"bytes\",\"type\":\"long\"},"                \
-    "{\"name\":\"claimed_at\",\"type\":\"long\"}]},"                                               \
+    "{\"name\":\"claimed_at\",\"type\":\"long\"}" ROLL_TAIL "]},"                                  \
     "{\"type\":\"record\",\"name\":\"Archive\",\"fields\":["                                       \
     "{\"name\":\"key\",\"type\":\"string\"},{\"name\":\"table\",\"type\":\"string\"},"             \
     "{\"name\":\"period\",\"type\":\"string\"},{\"name\":\"size\",\"type\":\"long\"},"             \
@@ -55,16 +56,43 @@
     "{\"name\":\"seq\",\"type\":\"long\"},{\"name\":\"epoch\",\"type\":\"long\"},"                 \
     "{\"name\":\"committed_at\",\"type\":\"long\"}]},"                                             \
     "{\"type\":\"record\",\"name\":\"Node\",\"fields\":["                                          \
-    "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"epoch\",\"type\":\"long\"}]}]}]}"
+    "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"epoch\",\"type\":\"long\"}]}" MORE "]}]}"
+
+#define VERSIONS_FIELD ",{\"name\":\"versions\",\"type\":{\"type\":\"array\",\"items\":\"string\"}}"
+#define BASE_FIELD     ",{\"name\":\"base\",\"type\":\"long\"}"
+#define V3_BRANCHES                                                                                \
+    ",{\"type\":\"record\",\"name\":\"Compact\",\"fields\":["                                      \
+    "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"compact_id\",\"type\":\"string\"},"       \
+    "{\"name\":\"table\",\"type\":\"string\"},{\"name\":\"period\",\"type\":\"string\"},"          \
+    "{\"name\":\"upto\",\"type\":\"long\"},{\"name\":\"bytes\",\"type\":\"long\"},"                \
+    "{\"name\":\"retired\",\"type\":\"long\"}]},"                                                  \
+    "{\"type\":\"record\",\"name\":\"Retire\",\"fields\":[{\"name\":\"key\",\"type\":\"string\"}]" \
+    "},"                                                                                           \
+    "{\"type\":\"record\",\"name\":\"Erase\",\"fields\":["                                         \
+    "{\"name\":\"node\",\"type\":\"string\"},{\"name\":\"dataset\",\"type\":\"string\"},"          \
+    "{\"name\":\"table\",\"type\":[\"null\",\"string\"]},{\"name\":\"period\",\"type\":"           \
+    "[\"null\",\"string\"]},{\"name\":\"erased_at\",\"type\":\"long\"}]}"
 
 const char bfs_manifest_schema[] =
-    MANIFEST_SCHEMA("battlefs.manifest.v2",
-                    ",{\"name\":\"versions\",\"type\":{\"type\":\"array\",\"items\":\"string\"}}");
+    MANIFEST_SCHEMA("battlefs.manifest.v3", BASE_FIELD, VERSIONS_FIELD, V3_BRANCHES);
+
+/* Version 2 (read only): no Roll.base, no Compact, Retire or Erase. */
+const char bfs_manifest_schema_v2[] =
+    MANIFEST_SCHEMA("battlefs.manifest.v2", "", VERSIONS_FIELD, "");
 
 /* Version 1 (read only): an Archive without its versions. */
-const char bfs_manifest_schema_v1[] = MANIFEST_SCHEMA("battlefs.manifest.v1", "");
+const char bfs_manifest_schema_v1[] = MANIFEST_SCHEMA("battlefs.manifest.v1", "", "", "");
 
-enum { E_ROLL = 0, E_ARCHIVE = 1, E_INDEX = 2, E_COMMIT = 3, E_NODE = 4 };
+enum {
+    E_ROLL = 0,
+    E_ARCHIVE = 1,
+    E_INDEX = 2,
+    E_COMMIT = 3,
+    E_NODE = 4,
+    E_COMPACT = 5,
+    E_RETIRE = 6,
+    E_ERASE = 7
+};
 
 #define ENTRIES_PER_BLOCK 4096
 #define DEFLATE_LEVEL     6
@@ -106,6 +134,7 @@ struct bfs_manifest_writer {
     /* what may come next */
     bool ckpt;                    /* a checkpoint (bfs_checkpoint_create) */
     bool in_roll;                 /* archives may follow: a manifest, a checkpoint after a roll */
+    int64_t retire_left;          /* a compaction's Retire entries still to come */
     bool nodes;                   /* a checkpoint's Node entries began */
     int64_t last_seq;             /* a checkpoint's last Commit seq (0: none yet) */
     char last_node[NODE_MAX + 1]; /* a checkpoint's last Node entry */
@@ -207,7 +236,24 @@ void bfs_manifest_abort(struct bfs_manifest_writer *w)
 static bool roll_valid(const struct bfs_manifest_roll *r)
 {
     return bfs_node_valid(r->node) && printable(r->roll_id, ROLL_ID_MAX) && r->rows >= 1 &&
-           r->bytes >= 0 && r->claimed_at >= 0;
+           r->bytes >= 0 && r->claimed_at >= 0 && r->base >= 0;
+}
+
+static bool compact_valid(const struct bfs_manifest_compact *c)
+{
+    return bfs_node_valid(c->node) && printable(c->compact_id, ROLL_ID_MAX) &&
+           bfs_name_valid(c->table, strlen(c->table)) &&
+           bfs_name_valid(c->period, strlen(c->period)) && c->upto >= 1 && c->bytes >= 0 &&
+           c->retired >= 0;
+}
+
+static bool erase_valid(const struct bfs_manifest_erase *e)
+{
+    return bfs_node_valid(e->node) && bfs_name_valid(e->dataset, strlen(e->dataset)) &&
+           (e->table == NULL) == (e->period == NULL) &&
+           (!e->table || (bfs_name_valid(e->table, strlen(e->table)) &&
+                          bfs_name_valid(e->period, strlen(e->period)))) &&
+           e->erased_at >= 0;
 }
 
 /* A writer of a new file at path (created, must not exist) holding the
@@ -265,10 +311,68 @@ static int put_roll(struct bfs_manifest_writer *w, const struct bfs_manifest_rol
     if (rc == 0)
         rc = bfs_buf_put_long(b, roll->claimed_at);
     if (rc == 0)
+        rc = bfs_buf_put_long(b, roll->base);
+    if (rc == 0)
         rc = end_entry(w);
     w->have_archive = false;
     w->in_roll = rc == 0;
+    w->retire_left = 0;
     return rc;
+}
+
+/* The Compact entry of a valid compaction. */
+static int put_compact(struct bfs_manifest_writer *w, const struct bfs_manifest_compact *c)
+{
+    struct bfs_buf *b = &w->block;
+    int rc = bfs_buf_put_long(b, E_COMPACT);
+    if (rc == 0)
+        rc = put_str(b, c->node);
+    if (rc == 0)
+        rc = put_str(b, c->compact_id);
+    if (rc == 0)
+        rc = put_str(b, c->table);
+    if (rc == 0)
+        rc = put_str(b, c->period);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, c->upto);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, c->bytes);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, c->retired);
+    if (rc == 0)
+        rc = end_entry(w);
+    w->have_archive = false;
+    w->in_roll = rc == 0;
+    w->retire_left = c->retired;
+    return rc;
+}
+
+/* A Commit entry (checkpoints). */
+static int put_commit(struct bfs_manifest_writer *w, int64_t seq, int64_t epoch,
+                      int64_t committed_at)
+{
+    struct bfs_buf *b = &w->block;
+    int rc = bfs_buf_put_long(b, E_COMMIT);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, seq);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, epoch);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, committed_at);
+    if (rc == 0)
+        rc = end_entry(w);
+    if (rc == 0)
+        w->last_seq = seq;
+    return rc;
+}
+
+/* An optional string: the union ["null", "string"]. */
+static int put_opt_str(struct bfs_buf *b, const char *s)
+{
+    if (!s)
+        return bfs_buf_put_long(b, 0);
+    int rc = bfs_buf_put_long(b, 1);
+    return rc ? rc : put_str(b, s);
 }
 
 int bfs_manifest_create(const char *path, const struct bfs_manifest_roll *roll,
@@ -289,6 +393,75 @@ int bfs_manifest_create(const char *path, const struct bfs_manifest_roll *roll,
     return 0;
 }
 
+int bfs_manifest_create_compact(const char *path, const struct bfs_manifest_compact *c,
+                                struct bfs_manifest_writer **out)
+{
+    *out = NULL;
+    if (!compact_valid(c))
+        return -EINVAL;
+    struct bfs_manifest_writer *w;
+    int rc = writer_open(path, &w);
+    if (rc < 0)
+        return rc;
+    if ((rc = put_compact(w, c)) < 0) {
+        bfs_manifest_abort(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+int bfs_manifest_add_retire(struct bfs_manifest_writer *w, const char *key)
+{
+    if (w->ckpt || w->retire_left <= 0 || bfs_store_key_check(key) < 0 || strlen(key) > STR_MAX)
+        return -EINVAL;
+    struct bfs_buf *b = &w->block;
+    int rc = bfs_buf_put_long(b, E_RETIRE);
+    if (rc == 0)
+        rc = put_str(b, key);
+    if (rc == 0)
+        rc = end_entry(w);
+    if (rc == 0)
+        w->retire_left--;
+    return rc;
+}
+
+int bfs_checkpoint_add_compact(struct bfs_manifest_writer *w, const struct bfs_manifest_compact *c,
+                               int64_t seq, int64_t epoch, int64_t committed_at)
+{
+    if (!w->ckpt || w->nodes || !compact_valid(c) || c->retired != 0 || seq < 1 ||
+        seq <= w->last_seq || epoch < 0 || committed_at < 0)
+        return -EINVAL;
+    int rc = put_compact(w, c);
+    return rc ? rc : put_commit(w, seq, epoch, committed_at);
+}
+
+int bfs_checkpoint_add_erase(struct bfs_manifest_writer *w, const struct bfs_manifest_erase *e,
+                             int64_t seq, int64_t epoch, int64_t committed_at)
+{
+    if (!w->ckpt || w->nodes || !erase_valid(e) || seq < 1 || seq <= w->last_seq || epoch < 0 ||
+        committed_at < 0)
+        return -EINVAL;
+    struct bfs_buf *b = &w->block;
+    int rc = bfs_buf_put_long(b, E_ERASE);
+    if (rc == 0)
+        rc = put_str(b, e->node);
+    if (rc == 0)
+        rc = put_str(b, e->dataset);
+    if (rc == 0)
+        rc = put_opt_str(b, e->table);
+    if (rc == 0)
+        rc = put_opt_str(b, e->period);
+    if (rc == 0)
+        rc = bfs_buf_put_long(b, e->erased_at);
+    if (rc == 0)
+        rc = end_entry(w);
+    w->have_archive = false;
+    w->in_roll = false; /* no archive follows an erasure */
+    w->retire_left = 0;
+    return rc ? rc : put_commit(w, seq, epoch, committed_at);
+}
+
 int bfs_checkpoint_create(const char *path, struct bfs_manifest_writer **out)
 {
     int rc = writer_open(path, out);
@@ -304,20 +477,7 @@ int bfs_checkpoint_add_roll(struct bfs_manifest_writer *w, const struct bfs_mani
         committed_at < 0)
         return -EINVAL;
     int rc = put_roll(w, r);
-    struct bfs_buf *b = &w->block;
-    if (rc == 0)
-        rc = bfs_buf_put_long(b, E_COMMIT);
-    if (rc == 0)
-        rc = bfs_buf_put_long(b, seq);
-    if (rc == 0)
-        rc = bfs_buf_put_long(b, epoch);
-    if (rc == 0)
-        rc = bfs_buf_put_long(b, committed_at);
-    if (rc == 0)
-        rc = end_entry(w);
-    if (rc == 0)
-        w->last_seq = seq;
-    return rc;
+    return rc ? rc : put_commit(w, seq, epoch, committed_at);
 }
 
 int bfs_checkpoint_add_node(struct bfs_manifest_writer *w, const char *node, int64_t epoch)
@@ -352,8 +512,8 @@ int bfs_manifest_add_archive(struct bfs_manifest_writer *w, const struct bfs_man
     const char *codec = bfs_codec_name(a->codec);
     bool codec_ok =
         a->codec == BFS_CODEC_NULL || a->codec == BFS_CODEC_DEFLATE || a->codec == BFS_CODEC_SNAPPY;
-    if (!w->in_roll || bfs_store_key_check(a->key) < 0 || strlen(a->key) > STR_MAX || !codec_ok ||
-        !bfs_name_valid(a->table, strlen(a->table)) ||
+    if (!w->in_roll || w->retire_left > 0 || bfs_store_key_check(a->key) < 0 ||
+        strlen(a->key) > STR_MAX || !codec_ok || !bfs_name_valid(a->table, strlen(a->table)) ||
         !bfs_name_valid(a->period, strlen(a->period)) || !fits_i64(a->size) ||
         a->header_length > a->size || !fingerprint_valid(a->schema_fingerprint) ||
         a->n_versions > BFS_MANIFEST_VERSIONS_MAX)
@@ -417,7 +577,8 @@ int bfs_manifest_add_index(struct bfs_manifest_writer *w, const struct bfs_manif
 
 int bfs_manifest_finish(struct bfs_manifest_writer *w, uint8_t sha256[32], uint64_t *size)
 {
-    int rc = w->total == 0 ? -EINVAL : flush_block(w); /* an empty checkpoint: nothing to read */
+    /* an empty checkpoint: nothing to read; a compaction short of Retire entries */
+    int rc = w->total == 0 || w->retire_left > 0 ? -EINVAL : flush_block(w);
     if (rc == 0 && close(w->fd) < 0)
         rc = -errno;
     w->fd = -1;
@@ -547,8 +708,9 @@ static int dversions(struct dec *d, struct rstate *s, struct bfs_manifest_archiv
 
 /* What a read has seen, and whom it tells. */
 struct rstate {
-    bool ckpt; /* reading a checkpoint */
-    bool v1;   /* written by version 1: Archive entries have no versions */
+    bool ckpt;   /* reading a checkpoint */
+    int version; /* 1: Archive entries have no versions; 1, 2: no Roll.base, no
+                  * Compact, Retire or Erase entries */
     char versions[BFS_MANIFEST_VERSIONS_MAX][17]; /* the current Archive's */
     int (*on_archive)(void *ctx, const struct bfs_manifest_archive *a);
     int (*on_index)(void *ctx, const struct bfs_manifest_index *x);
@@ -560,8 +722,14 @@ struct rstate {
     /* a checkpoint: its Roll entry waiting for its Commit entry, the last
      * seq, the Node entries */
     bool want_commit, nodes;
+    int pending; /* the kind of entry waiting for its Commit entry */
     struct bfs_manifest_roll roll;
     char roll_node[NODE_MAX + 1], roll_id[ROLL_ID_MAX + 1];
+    struct bfs_manifest_compact compact;
+    struct bfs_manifest_erase erase;
+    char c_table[STR_MAX + 1], c_period[STR_MAX + 1], e_dataset[STR_MAX + 1];
+    int64_t retire_left; /* a compaction's Retire entries still to come */
+    bool any;            /* an entry was read */
     int64_t last_seq;
     char last_node[NODE_MAX + 1];
 };
@@ -597,18 +765,119 @@ static int dversions(struct dec *d, struct rstate *s, struct bfs_manifest_archiv
     return 0;
 }
 
+/* src (checked to fit) into dst of cap bytes. */
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* An optional string (["null", "string"]) into out: *set 0 for null. */
+static int dopt_str(struct dec *d, char *out, bool *set, const char *what)
+{
+    int64_t branch;
+    if (dlong(d, &branch, what) < 0 || (branch != 0 && branch != 1))
+        return derr(d, what);
+    *set = branch == 1;
+    return *set ? dstr(d, out, what) : 0;
+}
+
+/* The entries of version 3: Compact (first in a compaction's manifest; with
+ * its Commit in a checkpoint), Retire (right after its Compact, in a
+ * manifest), Erase (checkpoints only, with its Commit). */
+static int decode_v3(struct dec *d, struct rstate *s, int64_t kind)
+{
+    char a[STR_MAX + 1], b[STR_MAX + 1];
+    if (kind == E_RETIRE) {
+        if (dstr(d, a, "key") < 0)
+            return -EINVAL;
+        if (s->retire_left <= 0)
+            return derr(d, "a Retire entry that does not follow its Compact entry");
+        if (bfs_store_key_check(a) < 0)
+            return derr(d, "a Retire entry with a bad key");
+        s->retire_left--;
+        return s->mv && s->mv->retire ? s->mv->retire(s->ctx, a) : 0;
+    }
+    if (s->nodes)
+        return derr(d, "a Compact or Erase entry after a Node entry");
+    if (kind == E_COMPACT) {
+        struct bfs_manifest_compact c = {
+            .node = a, .compact_id = b, .table = s->c_table, .period = s->c_period};
+        if (dstr(d, a, "node") < 0 || dstr(d, b, "compact_id") < 0 ||
+            dstr(d, s->c_table, "table") < 0 || dstr(d, s->c_period, "period") < 0 ||
+            dlong(d, &c.upto, "upto") < 0 || dlong(d, &c.bytes, "bytes") < 0 ||
+            dlong(d, &c.retired, "retired") < 0)
+            return -EINVAL;
+        if (!s->ckpt && (s->have_roll || d->entry != 0 || d->block != 1))
+            return derr(d, "a Compact entry that is not the first entry");
+        if (!compact_valid(&c) || (s->ckpt && c.retired != 0))
+            return derr(d, "a Compact entry with a bad field");
+        s->have_roll = true;
+        s->have_archive = false;
+        if (!s->ckpt) {
+            s->retire_left = c.retired;
+            return s->mv->compact ? s->mv->compact(s->ctx, &c) : 0;
+        }
+        copy_str(s->roll_node, sizeof s->roll_node, a);
+        copy_str(s->roll_id, sizeof s->roll_id, b);
+        s->compact = c;
+        s->compact.node = s->roll_node;
+        s->compact.compact_id = s->roll_id;
+        s->want_commit = true;
+        s->pending = E_COMPACT;
+        return 0;
+    }
+    /* E_ERASE */
+    char t[STR_MAX + 1], p[STR_MAX + 1];
+    bool has_t, has_p;
+    struct bfs_manifest_erase e = {.node = a, .dataset = b};
+    if (dstr(d, a, "node") < 0 || dstr(d, b, "dataset") < 0 ||
+        dopt_str(d, t, &has_t, "table") < 0 || dopt_str(d, p, &has_p, "period") < 0 ||
+        dlong(d, &e.erased_at, "erased_at") < 0)
+        return -EINVAL;
+    if (!s->ckpt)
+        return derr(d, "an Erase entry in a manifest");
+    e.table = has_t ? t : NULL;
+    e.period = has_p ? p : NULL;
+    if (!erase_valid(&e))
+        return derr(d, "an Erase entry with a bad field");
+    copy_str(s->roll_node, sizeof s->roll_node, a);
+    copy_str(s->e_dataset, sizeof s->e_dataset, b);
+    copy_str(s->c_table, sizeof s->c_table, has_t ? t : "");
+    copy_str(s->c_period, sizeof s->c_period, has_p ? p : "");
+    s->erase = e;
+    s->erase.node = s->roll_node;
+    s->erase.dataset = s->e_dataset;
+    s->erase.table = has_t ? s->c_table : NULL;
+    s->erase.period = has_p ? s->c_period : NULL;
+    s->have_roll = false; /* no archive follows an erasure */
+    s->have_archive = false;
+    s->want_commit = true;
+    s->pending = E_ERASE;
+    return 0;
+}
+
 static int decode_entry(struct dec *d, struct rstate *s)
 {
     char a[STR_MAX + 1], b[STR_MAX + 1], c[STR_MAX + 1], e[STR_MAX + 1];
     int64_t kind;
     if (dlong(d, &kind, "entry kind") < 0)
         return -EINVAL;
+    s->any = true;
     if (s->want_commit && kind != E_COMMIT)
-        return derr(d, "a Roll entry not followed by its Commit entry");
+        return derr(d, "a Roll, Compact or Erase entry not followed by its Commit entry");
+    if (kind >= E_COMPACT && s->version < 3)
+        return derr(d, "an unknown entry kind");
+    if (s->retire_left > 0 && kind != E_RETIRE)
+        return derr(d, "fewer Retire entries than the Compact entry says");
+    if (kind == E_COMPACT || kind == E_RETIRE || kind == E_ERASE)
+        return decode_v3(d, s, kind);
     if (kind == E_ROLL) {
-        struct bfs_manifest_roll r = {.node = a, .roll_id = b};
+        struct bfs_manifest_roll r = {.node = a, .roll_id = b, .base = INT64_MAX};
         if (dstr(d, a, "node") < 0 || dstr(d, b, "roll_id") < 0 || dlong(d, &r.rows, "rows") < 0 ||
-            dlong(d, &r.bytes, "bytes") < 0 || dlong(d, &r.claimed_at, "claimed_at") < 0)
+            dlong(d, &r.bytes, "bytes") < 0 || dlong(d, &r.claimed_at, "claimed_at") < 0 ||
+            (s->version >= 3 && dlong(d, &r.base, "base") < 0))
             return -EINVAL;
         if (!s->ckpt && (s->have_roll || d->entry != 0 || d->block != 1))
             return derr(d, "a Roll entry that is not the first entry");
@@ -627,6 +896,7 @@ static int decode_entry(struct dec *d, struct rstate *s)
         s->roll.node = s->roll_node;
         s->roll.roll_id = s->roll_id;
         s->want_commit = true;
+        s->pending = E_ROLL;
         return 0;
     }
     if (kind == E_COMMIT) {
@@ -644,6 +914,10 @@ static int decode_entry(struct dec *d, struct rstate *s)
             return derr(d, "a Commit entry whose seq is not above the one before");
         s->want_commit = false;
         s->last_seq = seq;
+        if (s->pending == E_COMPACT)
+            return s->cv->compact ? s->cv->compact(s->ctx, &s->compact, seq, epoch, at) : 0;
+        if (s->pending == E_ERASE)
+            return s->cv->erase ? s->cv->erase(s->ctx, &s->erase, seq, epoch, at) : 0;
         return s->cv->roll ? s->cv->roll(s->ctx, &s->roll, seq, epoch, at) : 0;
     }
     if (kind == E_NODE) {
@@ -664,8 +938,8 @@ static int decode_entry(struct dec *d, struct rstate *s)
     if (kind != E_ARCHIVE && kind != E_INDEX)
         return derr(d, "an unknown entry kind");
     if (!s->have_roll)
-        return derr(d, s->ckpt ? "an Archive or Index entry before any Roll entry"
-                               : "the first entry is not a Roll entry");
+        return derr(d, s->ckpt ? "an Archive or Index entry before any Roll or Compact entry"
+                               : "the first entry is not a Roll or Compact entry");
     if (s->nodes)
         return derr(d, "an Archive or Index entry after a Node entry");
     if (kind == E_ARCHIVE) {
@@ -681,7 +955,7 @@ static int decode_entry(struct dec *d, struct rstate *s)
         d->pos += 32;
         if (dstr(d, e, "schema_fingerprint") < 0 || dstr(d, codec, "codec") < 0)
             return -EINVAL;
-        if (!s->v1 && dversions(d, s, &x) < 0)
+        if (s->version >= 2 && dversions(d, s, &x) < 0)
             return -EINVAL;
         if (bfs_store_key_check(a) < 0 || !bfs_name_valid(b, strlen(b)) ||
             !bfs_name_valid(c, strlen(c)) || x.header_length > x.size || !fingerprint_valid(e) ||
@@ -757,15 +1031,17 @@ static int read_entries(int fd, struct rstate *s, struct bfs_err *err)
      * this version, or of version 1). */
     if ((rc = fill(&r, want.len)) < 0)
         goto out;
-    if (r.buf.len < want.len || memcmp(r.buf.data, want.data, want.len) != 0) {
+    s->version = 3;
+    static const char *const older[] = {bfs_manifest_schema_v2, bfs_manifest_schema_v1};
+    for (int i = 0; i < 2 && (r.buf.len < want.len || memcmp(r.buf.data, want.data, want.len));
+         i++) {
         bfs_buf_free(&want);
-        if ((rc = manifest_header(bfs_manifest_schema_v1, &want, sync)) < 0 ||
-            (rc = fill(&r, want.len)) < 0)
+        if ((rc = manifest_header(older[i], &want, sync)) < 0 || (rc = fill(&r, want.len)) < 0)
             goto out;
-        s->v1 = true;
+        s->version = 2 - i;
     }
     if (r.buf.len < want.len || memcmp(r.buf.data, want.data, want.len) != 0) {
-        rc = rerr(&r, "not a battlefs %s (version 1 or %s): its header differs",
+        rc = rerr(&r, "not a battlefs %s (version 1 to %s): its header differs",
                   s->ckpt ? "checkpoint" : "manifest", BFS_MANIFEST_VERSION);
         goto out;
     }
@@ -813,8 +1089,11 @@ static int read_entries(int fd, struct rstate *s, struct bfs_err *err)
         }
     }
     if (s->want_commit)
-        rc = rerr(&r, "the file ends after a Roll entry without its Commit entry");
-    else if (!s->have_roll && !s->nodes)
+        rc =
+            rerr(&r, "the file ends after a Roll, Compact or Erase entry without its Commit entry");
+    else if (s->retire_left > 0)
+        rc = rerr(&r, "the file ends before the Compact entry's Retire entries");
+    else if (!s->any)
         rc = rerr(&r, "no entries");
 out:
     if (rc < 0 && err && err->code == 0)

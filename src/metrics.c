@@ -128,6 +128,9 @@ int bfs_metrics_render(struct bfs_stats *s, const struct bfs_metrics_gauges *g, 
         {"manifests_loaded_total", &s->manifests_loaded,
          "Roll entries of the store's log applied since mount."},
         {"refreshes_total", &s->refreshes, "Reads of the store's log since mount."},
+        {"compactions_total", &s->compactions, "Compactions this mount committed since mount."},
+        {"store_deletes_total", &s->store_deletes,
+         "Objects deleted from the store (retired by compactions) since mount."},
     };
     pthread_mutex_lock(&s->lock);
     int roll_err = s->has_roll_error, refresh_err = s->has_refresh_error;
@@ -152,6 +155,8 @@ int bfs_metrics_render(struct bfs_stats *s, const struct bfs_metrics_gauges *g, 
         {"fenced", atomic_load(&s->fenced) ? 1 : 0,
          "1 when another mount took this node's name: nothing more is committed."},
         {"read_only", s->read_only ? 1 : 0, "1 for a read-only replica (-o ro)."},
+        {"erasures_pending", (double)atomic_load(&s->erasures_pending),
+         "Erasures whose bytes are hidden but not yet removed from every file."},
         {"last_roll_failed", roll_err, "1 when the last roll failed (reason in .battlefs/stats)."},
         {"last_refresh_failed", refresh_err, "1 when the last read of the store's log failed."},
     };

@@ -47,6 +47,7 @@ struct raw_opts {
     char *node;
     char *refresh;
     char *lease_ttl;
+    char *compact_after, *gc_grace, *erase_within;
     char *metrics;
     int ro;
     char *positional[3];
@@ -83,6 +84,9 @@ static const struct fuse_opt bfs_opts[] = {
     OPT("node=%s", node),
     OPT("refresh=%s", refresh),
     OPT("lease_ttl=%s", lease_ttl),
+    OPT("compact_after=%s", compact_after),
+    OPT("gc_grace=%s", gc_grace),
+    OPT("erase_within=%s", erase_within),
     OPT("metrics=%s", metrics),
     FUSE_OPT_KEY("ro", 'r'), /* ours, not the kernel's: .battlefs/refresh stays writable */
     FUSE_OPT_KEY("-h", 'h'),
@@ -155,6 +159,9 @@ void bfs_options_usage(const char *prog)
         "                               no rolls, nothing written to the store\n"
         "    -o refresh=SECONDS         read other nodes' new rolls this often (30; 0: only\n"
         "                               at mount and on a write to .battlefs/refresh)\n"
+        "    -o compact_after=SECONDS   compact a period no roll added to for this long (7200)\n"
+        "    -o gc_grace=SECONDS        keep archives a compaction retired this long (3600)\n"
+        "    -o erase_within=SECONDS    remove an erased dataset's bytes within this (86400)\n"
         "    -o log_level=LEVEL         error, warn, info (default) or debug\n"
         "    -o metrics=[HOST:]PORT     serve Prometheus metrics at http://HOST:PORT/metrics\n"
         "                               (HOST default 127.0.0.1; off by default)\n"
@@ -290,20 +297,33 @@ int bfs_options_roll_fault(const struct bfs_options *o, enum bfs_roll_step *step
     return roll_fault_of(o->fault, step);
 }
 
+int bfs_options_compact_fault(const struct bfs_options *o, enum bfs_compact_step *step)
+{
+    if (!o->fault || strncmp(o->fault, "compact:", 8) != 0)
+        return -ENOENT;
+    return bfs_compact_step_parse(o->fault + 8, step) == 0 ? 0 : -ENOENT;
+}
+
 static int check_fault(struct report *rep, const char *f)
 {
 #ifdef BFS_FAULT_INJECTION
     enum bfs_roll_step step;
+    enum bfs_compact_step cstep;
     if (roll_fault_of(f, &step) == 0)
+        return 0;
+    if (strncmp(f, "compact:", 8) == 0 && bfs_compact_step_parse(f + 8, &cstep) == 0)
         return 0;
     for (size_t i = 0; i < sizeof fs_faults / sizeof fs_faults[0]; i++)
         if (strcmp(f, fs_faults[i]) == 0)
             return 0;
-    char known[256] = "";
+    char known[512] = "";
     size_t n = 0;
     for (int i = 0; i < BFS_ROLL_STEPS; i++)
         n += (size_t)snprintf(known + n, sizeof known - n, "%s, ",
                               bfs_roll_step_name((enum bfs_roll_step)i));
+    for (int i = 0; i < BFS_COMPACT_STEPS; i++)
+        n += (size_t)snprintf(known + n, sizeof known - n, "compact:%s, ",
+                              bfs_compact_step_name((enum bfs_compact_step)i));
     snprintf(known + n, sizeof known - n, "%s, %s", fs_faults[0], fs_faults[1]);
     bad(rep, "unknown -o fault=%s (%s)", f, known);
     return -EINVAL;
@@ -396,6 +416,9 @@ static int resolve(const struct raw_opts *r, struct bfs_options *o, struct repor
     if (r->fault && check_fault(rep, r->fault) == 0 && !(o->fault = strdup(r->fault)))
         return -ENOMEM;
     size_opt(rep, "refresh", r->refresh, 30, 0, &o->refresh);
+    size_opt(rep, "compact_after", r->compact_after, 7200, 0, &o->compact_after);
+    size_opt(rep, "gc_grace", r->gc_grace, 3600, 0, &o->gc_grace);
+    size_opt(rep, "erase_within", r->erase_within, 86400, 0, &o->erase_within);
     o->read_only = r->ro;
     if (r->lease_ttl) {
 #ifdef BFS_FAULT_INJECTION
@@ -441,12 +464,13 @@ static int resolve(const struct raw_opts *r, struct bfs_options *o, struct repor
 
 static void free_raw(struct raw_opts *r)
 {
-    char **s[] = {&r->state,         &r->roll_interval, &r->roll_bytes,   &r->codec,
-                  &r->deflate_level, &r->max_upload,    &r->cache_size,   &r->archive_max_bytes,
-                  &r->read_chunk,    &r->store_timeout, &r->endpoint,     &r->region,
-                  &r->fault,         &r->log_level,     &r->held_timeout, &r->uid,
-                  &r->gid,           &r->umask,         &r->node,         &r->refresh,
-                  &r->lease_ttl,     &r->metrics,       &r->upload_memory};
+    char **s[] = {&r->state,         &r->roll_interval, &r->roll_bytes,    &r->codec,
+                  &r->deflate_level, &r->max_upload,    &r->cache_size,    &r->archive_max_bytes,
+                  &r->read_chunk,    &r->store_timeout, &r->endpoint,      &r->region,
+                  &r->fault,         &r->log_level,     &r->held_timeout,  &r->uid,
+                  &r->gid,           &r->umask,         &r->node,          &r->refresh,
+                  &r->lease_ttl,     &r->metrics,       &r->compact_after, &r->gc_grace,
+                  &r->erase_within, &r->upload_memory};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
         free(*s[i]);
         *s[i] = NULL;

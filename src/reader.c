@@ -192,15 +192,27 @@ static int measure(const struct bfs_reader_deps *d, const char *what, struct bfs
 static int dataset_view(const struct bfs_reader_deps *d, const char *table, const char *period,
                         const char *dataset, struct bfs_dataset_view *v)
 {
-    int rc = bfs_catalog_dataset(d->cat, table, period, dataset, v);
-    if (rc < 0 || v->unknown == 0)
-        return rc;
     char what[3 * BFS_NAME_MAX + 16];
     snprintf(what, sizeof what, "%s/%s/%s", table, period, dataset);
-    rc = measure(d, what, v);
-    if (rc < 0)
+    /* A segment gone while it is measured (a hot row rolled, an archive a
+     * compaction deleted): a fresh view names where its bytes are now. */
+    for (int attempt = 0;; attempt++) {
+        int rc = bfs_catalog_dataset(d->cat, table, period, dataset, v);
+        if (rc < 0 || v->unknown == 0)
+            return rc;
+        rc = measure(d, what, v);
+        if (rc == 0)
+            return 0;
         bfs_dataset_view_free(v);
-    return rc;
+        if (rc != -ENOENT)
+            return rc;
+        if (attempt == 1 && d->refresh)
+            d->refresh(d->refresh_arg);
+        if (attempt == 3) {
+            bfs_error("read of %s: a segment to convert is missing from the store", what);
+            return -EIO;
+        }
+    }
 }
 
 int bfs_reader_stat(const struct bfs_reader_deps *deps, const char *table, const char *period,
@@ -312,7 +324,8 @@ static struct view *view_get(struct bfs_reader *r)
     return w;
 }
 
-/* Replace the view `old` by a fresh one (a roll moved some of its hot rows). */
+/* Replace the view `old` by a fresh one (a roll moved some of its hot rows, or a
+ * compaction retired an archive it names). */
 static int view_refresh(struct bfs_reader *r, struct view *old)
 {
     struct view *w;
@@ -373,6 +386,8 @@ static int read_cold(const struct bfs_reader_deps *d, const char *what, const st
                                 dst);
         else
             rc = bfs_store_get_range(d->store, s->key, want_off, want_len, dst, NULL);
+        if (rc == -ENOENT)
+            return rc; /* deleted by a compaction: the caller takes a new view */
         if (rc < 0) {
             bfs_error("read of %s: %s bytes %llu-%llu: %s", what, s->key,
                       (unsigned long long)want_off, (unsigned long long)(want_off + want_len - 1),
@@ -489,14 +504,24 @@ static int read_range(struct bfs_reader *r, char *buf, size_t size, uint64_t off
             rc = bfs_catalog_read_hot(r->d.cat, s->id, in_seg, buf + done, n);
         else
             rc = read_cold(&r->d, r->what, s, in_seg, buf + done, n);
-        if (rc == -ENOENT && s->kind == BFS_SEG_HOT && refreshes < 5) {
+        /* A hot row a roll moved, or a cold archive a compaction retired
+         * and deleted after gc_grace: the file's bytes are the same in a
+         * fresh view (dataset files only grow), so read on from it. */
+        if (rc == -ENOENT && refreshes < 5) {
             refreshes++;
+            /* Twice missing from a fresh view: this mount has not read the
+             * compaction that deleted it yet. */
+            if (refreshes == 2 && s->kind == BFS_SEG_COLD && r->d.refresh)
+                r->d.refresh(r->d.refresh_arg);
             rc = view_refresh(r, w);
             view_put(w);
             if (rc < 0)
                 return rc == -ESTALE ? -EIO : rc;
             continue;
         }
+        if (rc == -ENOENT && s->kind == BFS_SEG_COLD)
+            bfs_error("%s: archive %s is missing from the store (and from no newer view)", r->what,
+                      s->key);
         view_put(w);
         if (rc < 0)
             return rc == -ENOENT ? -EIO : rc;

@@ -1105,6 +1105,7 @@ static int put_manifest(struct build *b)
         .rows = (int64_t)info.rows,
         .bytes = (int64_t)b->ibytes, /* the sum of the index lengths */
         .claimed_at = info.claimed_at,
+        .base = info.base,
     };
     struct bfs_manifest_writer *w;
     if ((rc = bfs_manifest_create(b->manifest_path, &roll, &w)) < 0)

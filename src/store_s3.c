@@ -1296,6 +1296,10 @@ static int s3_get_range(struct bfs_store *base, const char *key, uint64_t off, u
         return 0;
     struct s3_req r;
     req_init(&r, st, "GET", key);
+    /* "No such key" is an answer: a compaction deleted an archive a caller's
+     * view still names (it takes a new view), or a rebuild replays a roll
+     * whose archives are gone; callers log what it means for them. */
+    r.quiet = S3_QUIET_404;
     r.dst = buf;
     r.dst_off = off;
     r.dst_len = len;

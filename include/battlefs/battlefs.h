@@ -25,12 +25,14 @@ struct bfs_ledger;
 struct bfs_fs;
 struct bfs_ocf_schema_cache;
 struct bfs_metrics_server;
+struct bfs_compactor;
 
 struct bfs_ctx {
     struct bfs_options opt;
-    char *spool_dir; /* <state>/spool */
-    char *cache_dir; /* <state>/cache */
-    char *work_dir;  /* <state>/work (roll archives being built) */
+    char *spool_dir;   /* <state>/spool */
+    char *cache_dir;   /* <state>/cache */
+    char *work_dir;    /* <state>/work (roll archives being built) */
+    char *compact_dir; /* <state>/compact (compactions' archives being built) */
     struct bfs_catalog *cat;
     struct bfs_store *store;
     struct bfs_cache *cache;
@@ -38,6 +40,7 @@ struct bfs_ctx {
     struct bfs_conv_cache *convs; /* compiled conversions between schema versions (evolve.h) */
     struct bfs_roller *roller;
     struct bfs_ledger *ledger;          /* the store's log, the node lease, the refresh */
+    struct bfs_compactor *compactor;    /* compaction, store garbage, erased bytes (writers) */
     int lock_fd;                        /* <state>/lock, held while mounted */
     int metrics_fd;                     /* -o metrics: the socket bound before the fork, or -1 */
     struct bfs_metrics_server *metrics; /* serving it (after the fork) */
@@ -48,6 +51,8 @@ struct bfs_ctx {
     struct bfs_ingest_deps ingest;
     struct bfs_reader_deps reader;
     struct bfs_roll_deps roll;
+    struct bfs_compact_deps compact;
+    enum bfs_compact_step compact_fault; /* test builds: -o fault=compact:STEP */
 };
 
 #endif

@@ -2,6 +2,7 @@
 #ifndef BATTLEFS_CACHE_H
 #define BATTLEFS_CACHE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct bfs_cache;
@@ -30,6 +31,13 @@ void bfs_cache_close(struct bfs_cache *c);
  * unit), -ENOMEM, or the store's error (nothing is kept then). */
 int bfs_cache_read(struct bfs_cache *c, struct bfs_store *st, const char *key, uint64_t unit_off,
                    uint64_t unit_len, uint64_t want_off, uint64_t want_len, void *buf);
+
+/* Remove every entry of key (an archive retired by a compaction, or holding
+ * erased bytes): its file is unlinked now. A fetch in flight is not
+ * stopped, but what it brings is for its readers only if key is dropped
+ * again after it (callers drop after the catalog stopped pointing at key).
+ * Returns the number of entries removed. */
+size_t bfs_cache_drop(struct bfs_cache *c, const char *key);
 
 /* Bound the reads that wait for the store at once (fetching a unit, or
  * waiting for another reader's fetch of it) to n; a miss beyond fails at once

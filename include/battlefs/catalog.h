@@ -316,6 +316,7 @@ int bfs_catalog_roll_claim(struct bfs_catalog *cat, const char *node, char roll_
 struct bfs_roll_info {
     int64_t claimed_at; /* unix seconds */
     uint64_t rows, bytes;
+    int64_t base; /* the log position applied at the claim (0: not recorded) */
 };
 int bfs_catalog_roll_info(struct bfs_catalog *cat, const char *roll_id, struct bfs_roll_info *info);
 
@@ -371,15 +372,26 @@ int bfs_catalog_roll_committed(struct bfs_catalog *cat, const char *roll_id, int
  * be log_pos + 1 (else -ESTALE). 0 or -errno. */
 int bfs_catalog_log_skip(struct bfs_catalog *cat, int64_t seq, const char *node, int64_t epoch);
 
-/* A roll entry of the log. */
+/* A roll or compaction entry of the log. */
+enum bfs_log_kind { BFS_LOG_ROLL = 0, BFS_LOG_COMPACT = 1 };
 struct bfs_log_roll {
     int64_t seq; /* its position in the log */
     const char *node;
-    const char *roll_id;
+    const char *roll_id; /* a compaction's compact_id */
     int64_t epoch;
     int64_t claimed_at;
     int64_t committed_at;
     uint64_t rows, bytes; /* the manifest's totals (buffer rows rolled, their bytes) */
+    enum bfs_log_kind kind;
+    /* A roll: the log position its writer had applied at the claim
+     * (INT64_MAX: not known, a manifest of version 2); a compaction: its
+     * upto. An erasure after base and before seq also drops the entry's
+     * index rows of the erased dataset (the writer had not seen it). */
+    int64_t base;
+    const char *table, *period; /* a compaction's partition */
+    /* The store objects the entry retires or leaves unused are this mount's
+     * to delete (its own node's entry, on a writer): store_gc. */
+    int gc;
 };
 struct bfs_manifest_archive;
 struct bfs_manifest_index;
@@ -393,6 +405,16 @@ struct bfs_cat_apply;
  * is committed here already: nothing began; skip the entry), -errno. */
 int bfs_catalog_apply_begin(struct bfs_catalog *cat, const struct bfs_log_roll *r,
                             struct bfs_cat_apply **out);
+/* A compaction's retired archive (before its archives): its index rows and
+ * its archived_files row go. An archive that is not live in the partition
+ * up to the compaction's upto makes the compaction void (it lost a race
+ * with another: bfs_catalog_apply_void), which is not an error. 0 or -errno. */
+int bfs_catalog_apply_retire(struct bfs_cat_apply *a, const char *key, struct bfs_err *err);
+/* 1 if the compaction being applied is void: its end then applies nothing
+ * but the log position (and a void rolls row, so the id is known). Known
+ * after its first archive; a compaction without archives may be found void
+ * only by its end (bfs_catalog_compaction_state then says 2). */
+int bfs_catalog_apply_void(const struct bfs_cat_apply *a);
 /* The next archive of the manifest: its partition must exist with the same
  * schema and codec (-EINVAL with err saying what differs; -ENOENT: no
  * partition). 0 or -errno. */
@@ -413,8 +435,11 @@ int bfs_catalog_apply_end(struct bfs_cat_apply *a, int rc, int *own, struct bfs_
  * archives and index rows, in log order, and every node's epoch. Loading it
  * into a catalog that has applied nothing of the log gives the rows applying
  * the log would: archived_files (same order, same columns; created_at is the
- * roll's committed_at), block_indexes, rolls (first_row and last_row are
- * local: 0 and -1 but for this catalog's own claim) and ledger_nodes.
+ * roll's committed_at; seq numbers a roll's live archives only; dirty: those
+ * their index rows do not cover), block_indexes, rolls (first_row and
+ * last_row are local: 0 and -1 but for this catalog's own claim),
+ * ledger_nodes and erasures (done). An entry's live index rows may hold
+ * fewer bytes than its total (retired archives, erased rows), never more.
  * Partitions and schemas are not in it: as for a log entry, the partition of
  * each archive must exist before the load (bfs_catalog_partition_add, which
  * cannot run while a load holds the writer: a first pass over the file). */
@@ -454,7 +479,121 @@ int bfs_catalog_ckpt_index(struct bfs_cat_ckpt *c, const struct bfs_manifest_ind
                            struct bfs_err *err);
 int bfs_catalog_ckpt_node(struct bfs_cat_ckpt *c, const char *node, int64_t epoch,
                           struct bfs_err *err);
+/* A compaction (its archives and index rows follow, as a roll's), an erasure
+ * (its tombstone: what it hid is not in the checkpoint). */
+struct bfs_manifest_compact;
+struct bfs_manifest_erase;
+int bfs_catalog_ckpt_compact(struct bfs_cat_ckpt *c, const struct bfs_manifest_compact *cp,
+                             int64_t seq, int64_t epoch, int64_t committed_at, struct bfs_err *err);
+int bfs_catalog_ckpt_erase(struct bfs_cat_ckpt *c, const struct bfs_manifest_erase *x, int64_t seq,
+                           int64_t epoch, int64_t committed_at, struct bfs_err *err);
 int bfs_catalog_ckpt_end(struct bfs_cat_ckpt *c, int rc, int64_t upto, struct bfs_err *err);
+
+/* ---- Erasure and compaction (catalog_compact.c) ---- */
+
+/* An erasure entry of the log: dataset in (table, period), or everywhere
+ * (table and period NULL). */
+struct bfs_log_erase {
+    int64_t seq;
+    const char *node;
+    int64_t epoch;
+    const char *dataset;
+    const char *table, *period;
+    int64_t erased_at, committed_at;
+};
+/* Apply it in one transaction: the tombstone; the dataset's index rows go
+ * (their archives become dirty and hold the erasure's hits until rewritten);
+ * its hot rows go (the writer's secure_delete zeroes their pages), but rows a
+ * pending roll claimed, which the roll's apply drops. *hits: the archives
+ * holding its bytes. 0, -ESTALE (not the next position), -errno. */
+int bfs_catalog_apply_erase(struct bfs_catalog *cat, const struct bfs_log_erase *e, uint64_t *hits,
+                            struct bfs_err *err);
+/* The archives that hold erasure seq's bytes (erase_hits). */
+int bfs_catalog_erase_hit_keys(struct bfs_catalog *cat, int64_t seq,
+                               int (*cb)(void *ctx, const char *key), void *ctx);
+/* An erasure (table, period NULL: everywhere; done_at 0: pending). */
+struct bfs_erasure {
+    int64_t seq;
+    const char *node, *dataset, *table, *period;
+    int64_t erased_at, committed_at, done_at;
+};
+/* Erasures whose bytes nothing this mount knows holds any more get done_at =
+ * now; cb (may be NULL) is called for each, inside the transaction (copy,
+ * do not call the catalog). Returns how many are still pending (>= 0), or
+ * -errno. */
+int bfs_catalog_erasures_settle(struct bfs_catalog *cat, int64_t now,
+                                int (*cb)(void *ctx, const struct bfs_erasure *e), void *ctx);
+/* Every erasure, oldest first. */
+int bfs_catalog_erasures(struct bfs_catalog *cat, int (*cb)(void *ctx, const struct bfs_erasure *e),
+                         void *ctx);
+/* Checkpoint the WAL into the database and truncate it (TRUNCATE), so no
+ * deleted page survives in the WAL file. 0, -EBUSY (a reader held it: try
+ * again), -errno. */
+int bfs_catalog_wipe(struct bfs_catalog *cat);
+
+/* Store objects to delete (store_gc): add one (retired_at: unix seconds;
+ * urgent: as soon as possible, it holds erased bytes). */
+int bfs_catalog_gc_add(struct bfs_catalog *cat, const char *key, int64_t retired_at, int urgent);
+/* The keys due: urgent, or retired at least grace seconds before now. */
+int bfs_catalog_gc_due(struct bfs_catalog *cat, int64_t now, int64_t grace,
+                       int (*cb)(void *ctx, const char *key, int urgent), void *ctx);
+/* key is deleted from the store: forget it (and the erasure hits it held). */
+int bfs_catalog_gc_done(struct bfs_catalog *cat, const char *key);
+
+/* A partition worth compacting (bfs_catalog_compact_candidates). */
+struct bfs_compact_candidate {
+    const char *table, *period;
+    int64_t archives;  /* live archives in the log */
+    int64_t rolled;    /* of them, written by rolls (not by a compaction) */
+    int64_t newest;    /* unix seconds: the newest archive's commit */
+    int64_t dirty;     /* archives holding erased bytes */
+    int64_t erased_at; /* the oldest pending erasure with bytes here (0: none) */
+};
+/* Every partition with at least one live archive of the log. */
+int bfs_catalog_compact_candidates(struct bfs_catalog *cat,
+                                   int (*cb)(void *ctx, const struct bfs_compact_candidate *c),
+                                   void *ctx);
+
+/* A partition's live archives of the log up to its current position, in
+ * file order (ord, id), read in one transaction with that position. */
+struct bfs_compact_source {
+    int64_t id;
+    const char *key;
+    uint64_t size, header_length;
+    int64_t schema_id;
+    const char *schema_json;
+    int dirty;
+};
+int bfs_catalog_compact_sources(struct bfs_catalog *cat, const char *table, const char *period,
+                                int64_t *upto,
+                                int (*cb)(void *ctx, const struct bfs_compact_source *s),
+                                void *ctx);
+/* The live index rows of archives with 0 < ord <= upto of the partition, for
+ * up to max_datasets datasets after `after` ("" : from the first), ordered
+ * by (dataset, ord, archive, row). Returns the number of rows passed to cb
+ * (0: no more), or -errno. */
+struct bfs_compact_row {
+    const char *dataset;
+    int64_t file_id;
+    uint64_t start, length, records;
+    int64_t uploaded_at;
+};
+int bfs_catalog_compact_rows(struct bfs_catalog *cat, const char *table, const char *period,
+                             int64_t upto, const char *after, int max_datasets,
+                             int (*cb)(void *ctx, const struct bfs_compact_row *r), void *ctx);
+/* This mount's compaction in progress: recorded before its first put,
+ * forgotten after its commit (or its cleanup); listed by recovery. */
+int bfs_catalog_compaction_begin(struct bfs_catalog *cat, const char *id, const char *table,
+                                 const char *period, int64_t upto);
+int bfs_catalog_compaction_end(struct bfs_catalog *cat, const char *id);
+int bfs_catalog_compactions(struct bfs_catalog *cat,
+                            int (*cb)(void *ctx, const char *id, const char *table,
+                                      const char *period, int64_t upto),
+                            void *ctx);
+/* A compaction the log committed: 1 applied, 2 void, 0 not in the log, -errno. */
+int bfs_catalog_compaction_state(struct bfs_catalog *cat, const char *id);
+/* Counts for .battlefs/stats. */
+int bfs_catalog_erase_counts(struct bfs_catalog *cat, uint64_t *pending, uint64_t *total);
 
 /* Create the partition (table, period) of an archive read from the store, as
  * an upload would (schema row, layout header; up->data is not used). 0 (also

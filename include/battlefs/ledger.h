@@ -28,6 +28,7 @@
 
 #include "battlefs/err.h"
 
+struct bfs_cache;
 struct bfs_catalog;
 struct bfs_errors;
 struct bfs_ledger;
@@ -50,6 +51,7 @@ struct bfs_ledger_deps {
     uint64_t refresh_s;        /* the refresh thread's period; 0: no thread */
     uint64_t lease_ttl_s;      /* 0: BFS_LEDGER_LEASE_TTL */
     const char *work_dir;      /* log entries being put */
+    struct bfs_cache *cache;   /* entries of retired or erased archives are dropped; NULL: none */
 };
 
 /* Open the ledger (no store request yet): 0, -EINVAL (bad node), -errno. */
@@ -88,6 +90,10 @@ struct bfs_ledger_roll {
      * stops the commit there, as a crash would. */
     int (*after_log)(void *arg);
     void *after_log_arg;
+    /* A compaction (compact.c): the entry's type is "compact" and roll_id
+     * its compact_id. After the commit, bfs_catalog_compaction_state says
+     * whether it applied or was void (another compaction came first). */
+    int compact;
 };
 
 /* Commit a roll: put its log entry at the next free position (reading what
@@ -96,6 +102,14 @@ struct bfs_ledger_roll {
  * that a crash cut short), -ESTALE (this node is fenced: err says so), -EROFS
  * (read-only), or a store or catalog error. */
 int bfs_ledger_commit(struct bfs_ledger *l, const struct bfs_ledger_roll *r, struct bfs_err *err);
+
+/* Erase dataset in (table, period), or in every table and period (both
+ * NULL): put an erase entry at the next free log position and apply it
+ * (the dataset is hidden on this mount when this returns). 0 with its log
+ * position in *seq (may be NULL), -EROFS, -ESTALE (fenced), or a store or
+ * catalog error, with err. */
+int bfs_ledger_erase(struct bfs_ledger *l, const char *dataset, const char *table,
+                     const char *period, int64_t *seq, struct bfs_err *err);
 
 /* Put the schema object of fingerprint fp (16 hex digits) unless this mount
  * knows it is there. 0 or -errno with err. */

@@ -33,7 +33,10 @@
 extern const char bfs_manifest_schema[];
 /* Version 1's schema (read, never written): no Archive.versions. */
 extern const char bfs_manifest_schema_v1[];
-#define BFS_MANIFEST_VERSION "2"
+/* Version 2's schema (read, never written): no Roll.base, no Compact,
+ * Retire or Erase entries. */
+extern const char bfs_manifest_schema_v2[];
+#define BFS_MANIFEST_VERSION "3"
 /* Most schema versions one archive names. */
 #define BFS_MANIFEST_VERSIONS_MAX 256
 
@@ -43,6 +46,35 @@ struct bfs_manifest_roll {
     int64_t rows;        /* buffer rows (uploads) the roll took, >= 1 */
     int64_t bytes;       /* their bytes: the sum of the index rows' lengths */
     int64_t claimed_at;  /* unix seconds of the roll's claim */
+    /* The log position the writer had applied when it claimed the rows: an
+     * erasure after it and before the roll's own entry also erases the
+     * roll's rows of that dataset (the writer had not seen it). Version 2
+     * manifests: INT64_MAX (none of them). */
+    int64_t base;
+};
+
+/* A compaction of one partition (compact.c): the archives it puts replace
+ * every live archive of the partition that the log up to `upto` holds (its
+ * Retire entries list them); they stand where those stood, so dataset files
+ * do not change. */
+struct bfs_manifest_compact {
+    const char *node;
+    const char *compact_id; /* deterministic, unique: "<node>-<time>-<state>-c<upto>" */
+    const char *table;
+    const char *period;
+    int64_t upto;    /* the log position the compactor had applied, >= 1 */
+    int64_t bytes;   /* the sum of its index rows' lengths */
+    int64_t retired; /* how many Retire entries follow */
+};
+
+/* An erasure, as a checkpoint holds it (the log entry holds it otherwise):
+ * dataset in (table, period), or in every table and period (both NULL). */
+struct bfs_manifest_erase {
+    const char *node;
+    const char *dataset;
+    const char *table;  /* NULL: every table */
+    const char *period; /* NULL with table */
+    int64_t erased_at;  /* unix seconds */
 };
 
 struct bfs_manifest_archive {
@@ -75,6 +107,13 @@ struct bfs_manifest_writer;
  * 0 or -errno. */
 int bfs_manifest_create(const char *path, const struct bfs_manifest_roll *roll,
                         struct bfs_manifest_writer **out);
+/* Start a compaction's manifest: its Compact entry; then c->retired Retire
+ * entries (bfs_manifest_add_retire), then its archives and index rows. */
+int bfs_manifest_create_compact(const char *path, const struct bfs_manifest_compact *c,
+                                struct bfs_manifest_writer **out);
+/* A store key the compaction retires: -EINVAL after an archive, or past the
+ * count its Compact entry gave. */
+int bfs_manifest_add_retire(struct bfs_manifest_writer *w, const char *key);
 /* Add an archive; its index rows follow with bfs_manifest_add_index. 0,
  * -EINVAL (a field that cannot be stored: bad names, an index before any
  * archive (of its roll, in a checkpoint), a range outside the archive; in a
@@ -95,12 +134,16 @@ struct bfs_manifest_visitor {
     int (*archive)(void *ctx, const struct bfs_manifest_archive *a);
     int (*index)(void *ctx, const struct bfs_manifest_index *x);
     void *ctx;
+    /* A compaction's manifest: its Compact entry (first), its Retire entries. */
+    int (*compact)(void *ctx, const struct bfs_manifest_compact *c);
+    int (*retire)(void *ctx, const char *key);
 };
 
 /* Read the manifest in the file fd (from its start), block by block, checking
  * everything (magic, schema, sync, counts, every field's bounds and names, a
- * Roll entry first and only there, index rows after an archive and inside
- * it). 0, the visitor's non-zero return, or -EINVAL with err saying where and
+ * Roll or Compact entry first and only there, a Compact entry's Retire
+ * entries next and as many as it says, index rows after an archive and
+ * inside it). 0, the visitor's non-zero return, or -EINVAL with err saying where and
  * what, -ENOMEM, -EIO (err's code only). */
 int bfs_manifest_read(int fd, const struct bfs_manifest_visitor *v, struct bfs_err *err);
 
@@ -115,6 +158,14 @@ int bfs_checkpoint_create(const char *path, struct bfs_manifest_writer **out);
  * above the last one, after a Node entry, or not a checkpoint), or -errno. */
 int bfs_checkpoint_add_roll(struct bfs_manifest_writer *w, const struct bfs_manifest_roll *r,
                             int64_t seq, int64_t epoch, int64_t committed_at);
+/* A compaction committed at log position seq (its Compact entry with its
+ * Commit entry; retired is 0 here: a checkpoint lists only live archives),
+ * its archives and index rows following as for a roll. */
+int bfs_checkpoint_add_compact(struct bfs_manifest_writer *w, const struct bfs_manifest_compact *c,
+                               int64_t seq, int64_t epoch, int64_t committed_at);
+/* An erasure committed at log position seq (no archive follows it). */
+int bfs_checkpoint_add_erase(struct bfs_manifest_writer *w, const struct bfs_manifest_erase *e,
+                             int64_t seq, int64_t epoch, int64_t committed_at);
 /* After the last roll, each node with its highest epoch in the log, in
  * increasing (strcmp) order of names. 0, -EINVAL (a bad name or epoch, a name
  * not above the last one, not a checkpoint), or -errno. No roll, archive or
@@ -134,6 +185,11 @@ struct bfs_checkpoint_visitor {
     int (*index)(void *ctx, const struct bfs_manifest_index *x);
     int (*node)(void *ctx, const char *node, int64_t epoch);
     void *ctx;
+    /* A compaction (then its archives and index rows), an erasure. */
+    int (*compact)(void *ctx, const struct bfs_manifest_compact *c, int64_t seq, int64_t epoch,
+                   int64_t committed_at);
+    int (*erase)(void *ctx, const struct bfs_manifest_erase *e, int64_t seq, int64_t epoch,
+                 int64_t committed_at);
 };
 
 /* Read the checkpoint in the file fd (from its start), streaming, with the

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "battlefs/compact.h"
 #include "battlefs/err.h"
 #include "battlefs/ocf.h"
 #include "battlefs/roller.h"
@@ -41,14 +42,17 @@ struct bfs_options {
     mode_t umask;            /* taken from the tree's modes (-o umask) */
     char *endpoint;
     char *region;
-    char *node;         /* -o node: checked, or the host name made one */
-    int read_only;      /* -o ro */
-    uint64_t refresh;   /* seconds between reads of the store's log (0: none) */
-    uint64_t lease_ttl; /* seconds; 0: the default (test builds: -o lease_ttl) */
-    char *metrics;      /* -o metrics=HOST:PORT (checked by bfs_metrics_addr_parse), or NULL */
-    char *fault;        /* test builds only: "roll:after-claim" etc., else NULL */
-    int log_level;      /* -o log_level: an enum bfs_log_level, or -1 when not given */
-    int foreground;     /* set by main.c from fuse_parse_cmdline */
+    char *node;             /* -o node: checked, or the host name made one */
+    int read_only;          /* -o ro */
+    uint64_t refresh;       /* seconds between reads of the store's log (0: none) */
+    uint64_t lease_ttl;     /* seconds; 0: the default (test builds: -o lease_ttl) */
+    uint64_t compact_after; /* seconds without a roll before a period is compacted */
+    uint64_t gc_grace;      /* seconds a retired archive stays in the store */
+    uint64_t erase_within;  /* seconds by which an erased dataset's bytes are gone */
+    char *metrics;          /* -o metrics=HOST:PORT (checked by bfs_metrics_addr_parse), or NULL */
+    char *fault;            /* test builds only: "roll:after-claim" etc., else NULL */
+    int log_level;          /* -o log_level: an enum bfs_log_level, or -1 when not given */
+    int foreground;         /* set by main.c from fuse_parse_cmdline */
     int debug;
 };
 
@@ -78,6 +82,8 @@ void bfs_options_free(struct bfs_options *o);
 /* The roll step -o fault names ("STEP" or "roll:STEP"): 0 with *step, or
  * -ENOENT (no fault, or one of fs.c's: "spool:named", "ingest:pause"). */
 int bfs_options_roll_fault(const struct bfs_options *o, enum bfs_roll_step *step);
+/* The compaction step -o fault=compact:STEP names: 0, or -ENOENT. */
+int bfs_options_compact_fault(const struct bfs_options *o, enum bfs_compact_step *step);
 
 /* Print the --help text (battlefs's options, then FUSE's) to stdout. */
 void bfs_options_usage(const char *prog);

@@ -23,6 +23,11 @@ struct bfs_reader_deps {
      * than their partition's merged schema (evolve.h); NULL: each is
      * compiled when needed. */
     struct bfs_conv_cache *convs;
+    /* Read the store's log now (bfs_ledger_refresh): called once when an
+     * archive a fresh view names is missing from the store (a compaction
+     * this mount has not read retired and deleted it). NULL: none. */
+    int (*refresh)(void *arg);
+    void *refresh_arg;
 };
 
 /* Snapshot the dataset's view. Segments written in another version than the

@@ -43,6 +43,9 @@ struct bfs_stats {
     atomic_uint_fast64_t manifests_loaded; /* roll entries of the store's log applied */
     atomic_uint_fast64_t refreshes;        /* reads of the store's log, successful or not */
     atomic_int_fast64_t log_position;      /* the last log entry applied */
+    atomic_uint_fast64_t compactions;      /* compactions this mount committed */
+    atomic_uint_fast64_t erasures_pending; /* erasures hidden, bytes not all removed yet */
+    atomic_uint_fast64_t store_deletes;    /* objects deleted from the store (retired, void) */
     atomic_int fenced;                     /* the node's lease was taken over */
     int read_only;                         /* -o ro (set before the mount serves) */
     char node[72];                         /* -o node (set before the mount serves) */

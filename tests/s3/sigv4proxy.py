@@ -23,11 +23,16 @@ tests put this proxy between battlefs and s3rver. For every request it:
 - records every request (method, path, query, Range, status, bytes, whether it reached
   s3rver and what s3rver answered) in `requests`;
 - applies the first matching injected fault (see `add_fault`), else forwards to s3rver
-  (502 BadGateway when s3rver is down).
+  (502 BadGateway when s3rver is down);
+- waits `latency` seconds (default 0) before it answers any request, after reading it and
+  before any fault or forwarding: a fixed per-request latency, as a remote store's first byte
+  (the benchmarks use 20 ms for S3's). Set it at construction or at any time
+  (`proxy.latency = 0.02`); it adds to a "stall" fault's sleep.
 
     proxy = SigV4Proxy(upstream_port, "S3RVER", "secret", region="us-east-1").start()
     proxy.url                                 # http://127.0.0.1:PORT
     proxy.add_fault("status", status=503, every=2, method="PUT")
+    proxy.latency = 0.02                      # every answer 20 ms later (0: none)
     proxy.requests, proxy.failures, proxy.clear_log(), proxy.clear_faults(), proxy.stop()
 
 Fault kinds:
@@ -296,8 +301,9 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 class SigV4Proxy:
     def __init__(self, upstream_port, access_key, secret_key, region="us-east-1",
-                 upstream_host="127.0.0.1", session_token=None, port=0):
+                 upstream_host="127.0.0.1", session_token=None, port=0, latency=0.0):
         self.upstream = (upstream_host, upstream_port)
+        self.latency = latency  # seconds added before every answer
         self.access_key, self.secret_key, self.region = access_key, secret_key, region
         self.session_token = session_token
         self._lock = threading.Lock()
@@ -409,6 +415,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     proxy = None  # set per server
     timeout = 120
+    # TCP_NODELAY: an answer is written as headers then body (wfile is unbuffered); with Nagle
+    # the body waited for the client's delayed ACK of the headers, about 40 ms per request on
+    # a kept-alive connection, more than the latency the benchmarks add.
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):  # quiet
         pass
@@ -502,6 +512,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         rec["req_bytes"] = len(body)
         rec["req_sha256"] = hashlib.sha256(body).hexdigest()
+        if p.latency > 0:
+            time.sleep(p.latency)
         try:
             verify_sigv4(self.command, raw_path, raw_query, list(self.headers.items()), body,
                          p.access_key, p.secret_key, p.region, p.session_token)

@@ -266,7 +266,7 @@ static void test_migrations(void **state)
     assert_int_equal(st.st_mode & 0777, 0600);
 
     sqlite3 *db = raw_open(e);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 3);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 4);
     /* WAL, and every table of the brief */
     sqlite3_stmt *q;
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
@@ -302,6 +302,16 @@ static void test_migrations(void **state)
     assert_true(has_column(db, "archived_files", "schema_id"));
     assert_true(has_column(db, "buffer_rows", "conv_length"));
     assert_true(has_column(db, "block_indexes", "conv_length"));
+    /* 4: compaction and erasure */
+    const char *r4[] = {"kind", "base", "table_name", "period_tag", "void"};
+    for (size_t i = 0; i < sizeof r4 / sizeof *r4; i++)
+        assert_true(has_column(db, "rolls", r4[i]));
+    assert_true(has_column(db, "archived_files", "ord"));
+    assert_true(has_column(db, "archived_files", "dirty"));
+    assert_true(has_column(db, "erasures", "dataset_id"));
+    assert_true(has_column(db, "erase_hits", "file_path"));
+    assert_true(has_column(db, "store_gc", "urgent"));
+    assert_true(has_column(db, "compactions", "upto"));
     sqlite3_close(db);
     char sid[BFS_STATE_ID_MAX], sid2[BFS_STATE_ID_MAX];
     int64_t pos = -1;
@@ -321,7 +331,7 @@ static void test_migrations(void **state)
     db = raw_open(e);
     assert_int_equal(raw_int(db, "SELECT length(data) FROM buffer_logs"), 100);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NULL"), 1);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 3);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 4);
     sqlite3_close(db);
     /* the catalog's identity is made once */
     assert_int_equal(bfs_catalog_ledger_state(e->cat, NULL, sid2), 0);
@@ -337,7 +347,7 @@ static void test_migrations(void **state)
     assert_int_equal(bfs_catalog_open(e->path, &cat), -ENOTSUP);
     assert_null(cat);
     db = raw_open(e);
-    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 4", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(bfs_catalog_open(e->path, &e->cat), 0);
 

@@ -27,47 +27,12 @@
 #include "battlefs/schema.h"
 #include "testenv.h"
 
-/* The schema of testenv.c's uploads: the partition an upload creates there
- * and the one created here for the same (table, period) are the same. */
-static const char *SCHEMA = "{\"type\":\"record\",\"name\":\"Battle\","
-                            "\"fields\":[{\"name\":\"id\",\"type\":\"long\"}]}";
-
 #define T1 "battle"
 #define P1 "2025-12-18"
 #define T2 "ship"
 #define P2 "2025-12-19"
 
 /* ---- building catalogs ---- */
-
-/* Create (table, period) with codec, as a ledger does for an archive of the
- * store (bfs_catalog_partition_add). */
-static void add_partition(struct bfs_catalog *cat, const char *table, const char *period,
-                          enum bfs_codec codec)
-{
-    char *canon;
-    size_t clen;
-    assert_int_equal(bfs_schema_canonical(SCHEMA, strlen(SCHEMA), &canon, &clen, NULL), 0);
-    struct bfs_upload up = {
-        .table = table,
-        .period = period,
-        .schema_json = SCHEMA,
-        .schema_len = strlen(SCHEMA),
-        .canonical = canon,
-        .canonical_len = clen,
-        .fingerprint = bfs_schema_rabin(canon, clen),
-        .codec = codec,
-    };
-    assert_int_equal(bfs_schema_sync(canon, clen, up.sync), 0);
-    struct bfs_buf hdr = {0};
-    assert_int_equal(bfs_ocf_layout_header(SCHEMA, strlen(SCHEMA), codec, up.sync, &hdr), 0);
-    up.header = hdr.data;
-    up.header_len = hdr.len;
-    struct bfs_err err = {0};
-    if (bfs_catalog_partition_add(cat, &up, &err) != 0)
-        fail_msg("partition %s/%s: %s", table, period, err.msg);
-    bfs_buf_free(&hdr);
-    free(canon);
-}
 
 /* The archive fields of (table, period) from its partition. */
 struct layout {
@@ -286,7 +251,8 @@ static int snap_node(void *ctx, const char *node, int64_t epoch)
 static void snapshot_to(struct bfs_catalog *cat, int64_t upto, const char *path, struct snap *s)
 {
     assert_int_equal(bfs_checkpoint_create(path, &s->w), 0);
-    struct bfs_checkpoint_visitor v = {snap_roll, snap_archive, snap_index, snap_node, s};
+    struct bfs_checkpoint_visitor v = {snap_roll, snap_archive, snap_index, snap_node,
+                                       s,         NULL,         NULL};
     int rc = bfs_catalog_snapshot(cat, upto, &v);
     if (rc != 0) {
         bfs_manifest_abort(s->w);
@@ -296,55 +262,6 @@ static void snapshot_to(struct bfs_catalog *cat, int64_t upto, const char *path,
     uint64_t size;
     assert_int_equal(bfs_manifest_finish(s->w, sha, &size), 0);
     s->w = NULL;
-}
-
-struct load {
-    struct bfs_cat_ckpt *c;
-    struct bfs_err *err;
-};
-
-static int load_roll(void *ctx, const struct bfs_manifest_roll *r, int64_t seq, int64_t epoch,
-                     int64_t committed_at)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_roll(l->c, r, seq, epoch, committed_at, l->err);
-}
-
-static int load_archive(void *ctx, const struct bfs_manifest_archive *a)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_archive(l->c, a, l->err);
-}
-
-static int load_index(void *ctx, const struct bfs_manifest_index *x)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_index(l->c, x, l->err);
-}
-
-static int load_node(void *ctx, const char *node, int64_t epoch)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_node(l->c, node, epoch, l->err);
-}
-
-/* Load the checkpoint at path into cat at position upto, as a ledger would.
- * Returns the end's result, err saying why. */
-static int load_from(struct bfs_catalog *cat, const char *path, int64_t upto, struct bfs_err *err)
-{
-    struct load l = {.err = err};
-    int rc = bfs_catalog_ckpt_begin(cat, &l.c);
-    if (rc < 0)
-        return rc;
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
-    struct bfs_checkpoint_visitor v = {load_roll, load_archive, load_index, load_node, &l};
-    struct bfs_err rerr = {0};
-    rc = bfs_checkpoint_read(fd, &v, &rerr);
-    close(fd);
-    if (rc < 0 && err->code == 0)
-        bfs_err_set(err, rc, "read: %s", rerr.msg);
-    return bfs_catalog_ckpt_end(l.c, rc, upto, err);
 }
 
 /* ---- comparing catalogs ---- */
@@ -468,7 +385,7 @@ static void test_snapshot_load_equal(void **state)
     assert_int_equal(system(cmd), 0);
     tenv_reopen(x);
     tenv_reopen(y0);
-    add_partition(x->cat, T2, P2, BFS_CODEC_DEFLATE);
+    tenv_add_partition(x->cat, T2, P2, BFS_CODEC_DEFLATE);
 
     apply_foreign(x->cat, 1, "b", 1, T1, P1, 2, 3, 8);
     assert_int_equal(bfs_catalog_log_skip(x->cat, 2, "c", 5), 0); /* a fence */
@@ -484,7 +401,7 @@ static void test_snapshot_load_equal(void **state)
     char ck[128], ck2[128];
     snprintf(ck, sizeof ck, "%s/ckpt.avro", x->dir);
     struct snap s = {0};
-    struct bfs_checkpoint_visitor none = {NULL, NULL, NULL, NULL, NULL};
+    struct bfs_checkpoint_visitor none = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     assert_int_equal(bfs_catalog_snapshot(x->cat, 4, &none), -ESTALE);
     assert_int_equal(bfs_catalog_snapshot(x->cat, 6, &none), -ESTALE);
     snapshot_to(x->cat, 5, ck, &s);
@@ -495,15 +412,15 @@ static void test_snapshot_load_equal(void **state)
 
     /* Y1: a new catalog; its partitions first, as for a log entry */
     struct bfs_err err = {0};
-    add_partition(y1->cat, T2, P2, BFS_CODEC_DEFLATE);
-    assert_int_equal(load_from(y1->cat, ck, 5, &err), -ENOENT); /* no T1/P1 yet */
+    tenv_add_partition(y1->cat, T2, P2, BFS_CODEC_DEFLATE);
+    assert_int_equal(tenv_load_checkpoint(y1->cat, ck, 5, &err), -ENOENT); /* no T1/P1 yet */
     int64_t pos;
     assert_int_equal(bfs_catalog_ledger_state(y1->cat, &pos, NULL), 0);
     assert_int_equal(pos, 0); /* rolled back */
     assert_int_equal(tenv_sql_int(y1, "SELECT count(*) FROM rolls"), 0);
-    add_partition(y1->cat, T1, P1, BFS_CODEC_NULL);
+    tenv_add_partition(y1->cat, T1, P1, BFS_CODEC_NULL);
     err = (struct bfs_err){0};
-    if (load_from(y1->cat, ck, 5, &err) != 0)
+    if (tenv_load_checkpoint(y1->cat, ck, 5, &err) != 0)
         fail_msg("load: %s", err.msg);
     assert_int_equal(bfs_catalog_ledger_state(y1->cat, &pos, NULL), 0);
     assert_int_equal(pos, 5);
@@ -512,7 +429,7 @@ static void test_snapshot_load_equal(void **state)
                                       " OR last_row != -1 OR log_seq IS NULL"),
                      0);
     /* loaded once: the log goes on from there */
-    assert_int_equal(load_from(y1->cat, ck, 5, &err), -EEXIST);
+    assert_int_equal(tenv_load_checkpoint(y1->cat, ck, 5, &err), -EEXIST);
     /* Y1's snapshot is X's, byte for byte */
     snprintf(ck2, sizeof ck2, "%s/ckpt2.avro", y1->dir);
     struct snap s2 = {0};
@@ -527,9 +444,9 @@ static void test_snapshot_load_equal(void **state)
 
     /* Y0: X before the log, with the claim of entry 3: the load commits it */
     assert_int_equal(tenv_sql_int(y0, "SELECT count(*) FROM buffer_rows"), 3);
-    add_partition(y0->cat, T2, P2, BFS_CODEC_DEFLATE);
+    tenv_add_partition(y0->cat, T2, P2, BFS_CODEC_DEFLATE);
     err = (struct bfs_err){0};
-    if (load_from(y0->cat, ck, 5, &err) != 0)
+    if (tenv_load_checkpoint(y0->cat, ck, 5, &err) != 0)
         fail_msg("load: %s", err.msg);
     check_same(x->db, y0->db, 1, 4, 10, 3, 3);
     assert_int_equal(tenv_sql_int(y0, "SELECT count(*) FROM buffer_rows"), 0);
@@ -567,14 +484,15 @@ static void test_snapshot_streams(void **state)
     enum { N_ARCH = 4, N_IDX = 10000, NAME = 100 };
     struct tenv *x = tenv_new(0);
     struct tenv *y = tenv_new(0);
-    add_partition(x->cat, T2, P2, BFS_CODEC_DEFLATE);
-    add_partition(y->cat, T2, P2, BFS_CODEC_DEFLATE);
+    tenv_add_partition(x->cat, T2, P2, BFS_CODEC_DEFLATE);
+    tenv_add_partition(y->cat, T2, P2, BFS_CODEC_DEFLATE);
     apply_foreign(x->cat, 1, "b", 1, T2, P2, N_ARCH, N_IDX, NAME);
     apply_foreign(x->cat, 2, "c", 3, T2, P2, 1, 1, 5);
 
     /* the heap during a walk that only counts */
     struct snap s = {.sample = 1};
-    struct bfs_checkpoint_visitor v = {snap_roll, snap_archive, snap_index, snap_node, &s};
+    struct bfs_checkpoint_visitor v = {snap_roll, snap_archive, snap_index, snap_node,
+                                       &s,        NULL,         NULL};
     size_t base = heap_in_use();
     s.peak = base;
     assert_int_equal(bfs_catalog_snapshot(x->cat, 2, &v), 0);
@@ -594,7 +512,7 @@ static void test_snapshot_streams(void **state)
     assert_int_equal(bfs_catalog_ledger_state(x->cat, &pos, NULL), 0);
     assert_int_equal(pos, 3);
     struct bfs_err err = {0};
-    if (load_from(y->cat, ck, 2, &err) != 0)
+    if (tenv_load_checkpoint(y->cat, ck, 2, &err) != 0)
         fail_msg("load: %s", err.msg);
     /* X without entry 3 */
     check_same(x->db, y->db, 0, N_ARCH + 1, N_ARCH * N_IDX + 1, 2, 2);

@@ -199,7 +199,10 @@ static void test_bad_values(void **state)
     refused("fault=mid-roll",
             "unknown -o fault=mid-roll (after-claim, mid-build, after-build, mid-upload, "
             "after-upload, before-commit, after-commit, put-fail, after-manifest, after-log, "
+            "compact:after-lease, compact:mid-build, compact:after-build, "
+            "compact:after-manifest, compact:after-log, compact:after-commit, "
             "spool:named, ingest:pause)");
+    refused("fault=compact:bogus", "unknown -o fault=compact:bogus (");
     refused("fault=spool:bogus", "unknown -o fault=spool:bogus (");
     refused("fault=roll:put", "unknown -o fault=roll:put (");
 #else
@@ -325,6 +328,9 @@ static void test_node_and_replica(void **state)
     assert_string_equal(o.node, host[0] ? host : "node");
     assert_int_equal(o.read_only, 0);
     assert_int_equal(o.refresh, 30);
+    assert_int_equal(o.compact_after, 7200);
+    assert_int_equal(o.gc_grace, 3600);
+    assert_int_equal(o.erase_within, 86400);
     assert_int_equal(o.lease_ttl, 0);
     bfs_options_free(&o);
 

@@ -837,6 +837,99 @@ void tenv_sql_text(struct tenv *e, const char *sql, struct bfs_buf *out)
     sqlite3_close(db);
 }
 
+/* ---- checkpoints ---- */
+
+void tenv_add_partition(struct bfs_catalog *cat, const char *table, const char *period,
+                        enum bfs_codec codec)
+{
+    char *canon;
+    size_t clen;
+    assert_int_equal(bfs_schema_canonical(SCHEMA, strlen(SCHEMA), &canon, &clen, NULL), 0);
+    struct bfs_upload up = {
+        .table = table,
+        .period = period,
+        .schema_json = SCHEMA,
+        .schema_len = strlen(SCHEMA),
+        .canonical = canon,
+        .canonical_len = clen,
+        .fingerprint = bfs_schema_rabin(canon, clen),
+        .codec = codec,
+    };
+    assert_int_equal(bfs_schema_sync(canon, clen, up.sync), 0);
+    struct bfs_buf hdr = {0};
+    assert_int_equal(bfs_ocf_layout_header(SCHEMA, strlen(SCHEMA), codec, up.sync, &hdr), 0);
+    up.header = hdr.data;
+    up.header_len = hdr.len;
+    struct bfs_err err = {0};
+    if (bfs_catalog_partition_add(cat, &up, &err) != 0)
+        fail_msg("partition %s/%s: %s", table, period, err.msg);
+    bfs_buf_free(&hdr);
+    free(canon);
+}
+
+struct load {
+    struct bfs_cat_ckpt *c;
+    struct bfs_err *err;
+};
+
+static int load_roll(void *ctx, const struct bfs_manifest_roll *r, int64_t seq, int64_t epoch,
+                     int64_t committed_at)
+{
+    struct load *l = ctx;
+    return bfs_catalog_ckpt_roll(l->c, r, seq, epoch, committed_at, l->err);
+}
+
+static int load_archive(void *ctx, const struct bfs_manifest_archive *a)
+{
+    struct load *l = ctx;
+    return bfs_catalog_ckpt_archive(l->c, a, l->err);
+}
+
+static int load_index(void *ctx, const struct bfs_manifest_index *x)
+{
+    struct load *l = ctx;
+    return bfs_catalog_ckpt_index(l->c, x, l->err);
+}
+
+static int load_compact(void *ctx, const struct bfs_manifest_compact *c, int64_t seq, int64_t epoch,
+                        int64_t committed_at)
+{
+    struct load *l = ctx;
+    return bfs_catalog_ckpt_compact(l->c, c, seq, epoch, committed_at, l->err);
+}
+
+static int load_erase(void *ctx, const struct bfs_manifest_erase *x, int64_t seq, int64_t epoch,
+                      int64_t committed_at)
+{
+    struct load *l = ctx;
+    return bfs_catalog_ckpt_erase(l->c, x, seq, epoch, committed_at, l->err);
+}
+
+static int load_node(void *ctx, const char *node, int64_t epoch)
+{
+    struct load *l = ctx;
+    return bfs_catalog_ckpt_node(l->c, node, epoch, l->err);
+}
+
+int tenv_load_checkpoint(struct bfs_catalog *cat, const char *path, int64_t upto,
+                         struct bfs_err *err)
+{
+    struct load l = {.err = err};
+    int rc = bfs_catalog_ckpt_begin(cat, &l.c);
+    if (rc < 0)
+        return rc;
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    struct bfs_checkpoint_visitor v = {load_roll, load_archive, load_index, load_node,
+                                       &l,        load_compact, load_erase};
+    struct bfs_err rerr = {0};
+    rc = bfs_checkpoint_read(fd, &v, &rerr);
+    close(fd);
+    if (rc < 0 && err->code == 0)
+        bfs_err_set(err, rc, "read: %s", rerr.msg);
+    return bfs_catalog_ckpt_end(l.c, rc, upto, err);
+}
+
 /* ---- the model of a roll ---- */
 
 static int row_cmp(const void *pa, const void *pb)
@@ -1005,7 +1098,7 @@ static void manifest_decode(struct memstore *ms, const char *key, struct mread *
     assert_int_equal(write(fd, o->data, o->len), (ssize_t)o->len);
     assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
     memset(r, 0, sizeof *r);
-    const struct bfs_manifest_visitor v = {mread_roll, mread_archive, mread_index, r};
+    const struct bfs_manifest_visitor v = {mread_roll, mread_archive, mread_index, r, NULL, NULL};
     struct bfs_err err = {0};
     int rc = bfs_manifest_read(fd, &v, &err);
     close(fd);

@@ -190,6 +190,16 @@ int64_t tenv_sql_int(struct tenv *e, const char *sql);
  * blobs in hex), into out. */
 void tenv_sql_text(struct tenv *e, const char *sql, struct bfs_buf *out);
 
+/* Create (table, period) with codec and the uploads' schema, as a ledger
+ * does for an archive of the store (bfs_catalog_partition_add). */
+void tenv_add_partition(struct bfs_catalog *cat, const char *table, const char *period,
+                        enum bfs_codec codec);
+/* Load the checkpoint file at path into cat at log position upto, as the
+ * ledger does (bfs_checkpoint_read into bfs_catalog_ckpt_*, compactions and
+ * erasures too): the end's result (or the begin's), err saying why. */
+int tenv_load_checkpoint(struct bfs_catalog *cat, const char *path, int64_t upto,
+                         struct bfs_err *err);
+
 /* ---- the model of a roll ---- */
 
 struct mindex {
