@@ -470,7 +470,7 @@ static void free_raw(struct raw_opts *r)
                   &r->fault,         &r->log_level,     &r->held_timeout,  &r->uid,
                   &r->gid,           &r->umask,         &r->node,          &r->refresh,
                   &r->lease_ttl,     &r->metrics,       &r->compact_after, &r->gc_grace,
-                  &r->erase_within, &r->upload_memory};
+                  &r->erase_within,  &r->upload_memory};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
         free(*s[i]);
         *s[i] = NULL;
