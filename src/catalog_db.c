@@ -56,6 +56,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "battlefs/walbuf.h"
 #include "catalog_int.h"
 
 #define BUSY_TIMEOUT_MS 10000
@@ -690,7 +691,8 @@ static int open_conn(const char *path, int writer, sqlite3 **out)
     int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE |
                 (writer ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY);
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(path, &db, flags, NULL);
+    /* WAL frames gathered and written at once (walbuf.h); NULL: the default VFS */
+    int rc = sqlite3_open_v2(path, &db, flags, bfs_walbuf_vfs());
     if (rc == SQLITE_OK)
         rc = sqlite3_extended_result_codes(db, 1);
     if (rc == SQLITE_OK)
@@ -866,7 +868,6 @@ int bfs_catalog_open(const char *path, struct bfs_catalog **out)
     }
     pthread_mutex_init(&cat->wmu, NULL);
     pthread_mutex_init(&cat->qmu, NULL);
-    pthread_cond_init(&cat->qcv, NULL);
     pthread_mutex_init(&cat->rmu, NULL);
     pthread_mutex_init(&cat->lmu, NULL);
     pthread_mutex_init(&cat->cmu, NULL);
@@ -926,7 +927,6 @@ void bfs_catalog_close(struct bfs_catalog *cat)
         bfs_error("catalog: close %s: %s", cat->path, sqlite3_errmsg(cat->w));
     pthread_mutex_destroy(&cat->wmu);
     pthread_mutex_destroy(&cat->qmu);
-    pthread_cond_destroy(&cat->qcv);
     pthread_mutex_destroy(&cat->rmu);
     pthread_mutex_destroy(&cat->lmu);
     pthread_mutex_destroy(&cat->cmu);

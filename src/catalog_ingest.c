@@ -517,6 +517,15 @@ sql_error:
     return bfs_err_set(err, sql_errno(rc), "catalog: %s", sqlite3_errmsg(db));
 }
 
+/* The bucket of a group of n uploads (bfs_catalog_group_sizes). */
+static unsigned group_bucket(unsigned n)
+{
+    unsigned b = 0;
+    while (b + 1 < BFS_CATALOG_GROUP_BUCKETS && n > (1u << b))
+        b++;
+    return b;
+}
+
 /* One upload of a group: validated, then inserted under a savepoint. */
 static int commit_one(struct bfs_catalog *cat, const struct bfs_upload *up, int64_t now,
                       struct bfs_err *err)
@@ -597,6 +606,7 @@ int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *
 {
     struct request req = {.up = up, .err = err};
     bfs_err_clear(err);
+    pthread_cond_init(&req.cv, NULL);
 
     pthread_mutex_lock(&cat->qmu);
     /* req lives on this stack in the queue: a leader takes the whole queue
@@ -606,7 +616,7 @@ int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *
     cat->qtail = &req.next;
     while (!req.done) {
         if (cat->leading) {
-            pthread_cond_wait(&cat->qcv, &cat->qmu);
+            pthread_cond_wait(&req.cv, &cat->qmu);
             continue;
         }
         /* Lead: take the whole queue (ours included) and commit it. */
@@ -620,17 +630,32 @@ int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *
 
         pthread_mutex_lock(&cat->qmu);
         /* A follower may return as soon as it sees done (after we unlock):
-         * read next before marking. */
+         * read next before marking, signal before it can go. */
+        unsigned n = 0;
         for (struct request *r = group, *next; r; r = next) {
             next = r->next;
             r->done = 1;
+            if (r != &req)
+                pthread_cond_signal(&r->cv);
+            n++;
         }
         cat->groups++;
+        cat->group_sizes[group_bucket(n)]++;
         cat->leading = 0;
-        pthread_cond_broadcast(&cat->qcv);
+        /* the first caller queued meanwhile leads the next group */
+        if (cat->qhead)
+            pthread_cond_signal(&cat->qhead->cv);
     }
     pthread_mutex_unlock(&cat->qmu);
+    pthread_cond_destroy(&req.cv);
     return req.rc;
+}
+
+void bfs_catalog_group_sizes(struct bfs_catalog *cat, uint64_t out[BFS_CATALOG_GROUP_BUCKETS])
+{
+    pthread_mutex_lock(&cat->qmu);
+    memcpy(out, cat->group_sizes, sizeof cat->group_sizes);
+    pthread_mutex_unlock(&cat->qmu);
 }
 
 uint64_t bfs_catalog_commit_groups(struct bfs_catalog *cat)

@@ -17,8 +17,10 @@
  *     (cat->qmu). If no leader is running, the caller becomes the leader,
  *     takes the whole queue, runs one BEGIN IMMEDIATE ... COMMIT over it (one
  *     SAVEPOINT per upload, so one upload's failure does not fail the others),
- *     then marks every request done and wakes the waiters (cat->qcv); one of
- *     the callers queued meanwhile leads the next group. WAL with
+ *     then marks every request done and wakes each of their callers (each
+ *     waits on its request's own cv: a broadcast woke every caller queued
+ *     for the next group too, to sleep again); it wakes the first caller
+ *     queued meanwhile, which leads the next group. WAL with
  *     synchronous=FULL makes the commit durable (the WAL is fsynced) before
  *     any of the group's callers returns.
  *   - Reads use read-only connections from a pool (cat->rmu guards the idle
@@ -32,7 +34,8 @@
  *     with no connection held: memory is bounded and no read transaction
  *     stays open across a long roll build.
  * Locks (docs/design.md, "Catalog locks"), in the order they may be taken:
- *   qmu/qcv  the group-commit queue; released before the leader takes wmu.
+ *   qmu      the group-commit queue (each request's cv waits with it);
+ *            released before the leader takes wmu.
  *   wmu      the writer; held for a whole write transaction.
  *   cmu/ccv  the checkpointer's flags; taken under wmu by the WAL hook,
  *            which SQLite runs inside each COMMIT.
@@ -172,6 +175,7 @@ struct request {
     struct bfs_err *err; /* the caller's, may be NULL */
     int rc;
     int done;
+    pthread_cond_t cv; /* its caller waits here (with qmu): done, or its turn to lead */
     struct request *next;
 };
 
@@ -185,10 +189,10 @@ struct bfs_catalog {
     int w_fk_off; /* w's foreign keys are (or may be) off: a WTX_FK_OFF transaction ran */
 
     pthread_mutex_t qmu; /* the commit queue and the counters below */
-    pthread_cond_t qcv;
     struct request *qhead, **qtail;
     int leading;
     uint64_t groups;
+    uint64_t group_sizes[BFS_CATALOG_GROUP_BUCKETS]; /* groups by uploads (catalog.h) */
 
     pthread_mutex_t rmu; /* the idle read connections */
     struct rconn *idle;

@@ -460,6 +460,7 @@ int bfs_catalog_counts(struct bfs_catalog *cat, struct bfs_catalog_counts *out)
         out->buffer_uploads = (uint64_t)sqlite3_column_int64(st, 0);
         out->buffer_bytes = (uint64_t)sqlite3_column_int64(st, 1);
         out->archived_files = (uint64_t)sqlite3_column_int64(st, 2);
+        bfs_catalog_group_sizes(cat, out->group_sizes);
         rc = 0;
     } else {
         rc = sql_fail(c->db, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc, "counts");

@@ -7,12 +7,13 @@
  *   /<table>/<period>/<dataset>.avro    read-only, from the catalog (reader.c)
  *   /.battlefs/{stats,errors,metrics,roll,refresh}  control files
  *
- * incoming/ lives in memory (struct bfs_fs): the list of open or held uploads,
- * each spooled to a file in <state>/spool, and the directories made with
- * mkdir. A directory inside incoming/ at depth 1 or 2 whose name has no '.'
- * exists implicitly, so `cp x.avro incoming/battle/2025-12-18/u1.avro` needs no
- * mkdir; names with a dot need mkdir (-p). See docs/design.md for the errno of
- * each operation that makes no sense here.
+ * incoming/ lives in memory (struct bfs_fs): the list of open or held uploads
+ * (their bytes in memory, or spilled to a file in <state>/spool: spool.h),
+ * and the directories made with mkdir. A directory inside incoming/ at depth
+ * 1 or 2 whose name has no '.' exists implicitly, so
+ * `cp x.avro incoming/battle/2025-12-18/u1.avro` needs no mkdir; names with a
+ * dot need mkdir (-p). See docs/design.md for the errno of each operation
+ * that makes no sense here.
  */
 #include "battlefs/fs.h"
 
@@ -45,6 +46,7 @@
 #include "battlefs/names.h"
 #include "battlefs/reader.h"
 #include "battlefs/roller.h"
+#include "battlefs/spool.h"
 #include "battlefs/upload.h"
 
 #define INCOMING  "incoming"
@@ -56,14 +58,14 @@
 /* Directories made with mkdir in incoming/ (kept in memory; the implicit ones
  * cost nothing): beyond, mkdir fails with EMLINK. */
 #define BFS_VDIRS_MAX 10000
-#define UPLOAD_MODE   0600 /* an upload is its writer's alone */
+#define UPLOAD_MODE   0600         /* an upload is its writer's alone */
+#define BFS_MAX_WRITE (128 * 1024) /* bytes of one FUSE write (bfs_init) */
 
 struct upload {
     struct upload *next; /* in fs->uploads while listed: bound to its name */
     bool listed;
-    char *path;  /* relative to incoming/, e.g. "battle/2025-12-18/u1.avro" */
-    char *spool; /* the spool file's name, NULL when anonymous (O_TMPFILE) */
-    int fd;
+    char *path;                   /* relative to incoming/, e.g. "battle/2025-12-18/u1.avro" */
+    struct bfs_spool_file *bytes; /* in memory or spooled (spool.h) */
     uid_t uid; /* its creator (owner, mode 0600): held files are counted per uid */
     gid_t gid;
     struct bfs_up st;  /* the lifecycle (upload.c) */
@@ -90,8 +92,9 @@ struct vdir {
 struct handle;
 
 /* Lock order: fs->lock is taken before nothing else of the daemon's except
- * the log's and the errors ring's; it is never held across an ingest, a
- * catalog call or a spool write. fs->ingested is waited on with fs->lock. */
+ * the log's, the errors ring's and an upload's spool file lock (a truncate);
+ * it is never held across an ingest, a catalog call or a spool write.
+ * fs->ingested is waited on with fs->lock. */
 struct bfs_fs {
     pthread_mutex_t lock;    /* guards everything below */
     pthread_cond_t ingested; /* an upload left INGESTING */
@@ -101,9 +104,8 @@ struct bfs_fs {
     struct handle *handles;   /* open files; what is left at unmount is freed there */
     struct held_quota *quota; /* per uid */
     size_t n_quota;
-    unsigned long long seq;
+    struct bfs_spool *spool;    /* the uploads' bytes and their memory bound */
     struct timespec mount_time; /* times of the directories */
-    int named_spool;            /* test builds, -o fault=spool:named: no O_TMPFILE */
     int pause_ingest;           /* test builds, -o fault=ingest:pause */
 };
 
@@ -451,49 +453,9 @@ static void sync_upload(struct bfs_fs *fs, struct upload *u)
 
 static void free_upload(struct upload *u)
 {
-    if (u->fd >= 0)
-        close(u->fd);
-    if (u->spool && unlink(u->spool) < 0 && errno != ENOENT)
-        bfs_warn("cannot remove spool file %s: %s", u->spool, strerror(errno));
-    free(u->spool);
+    bfs_spool_file_free(u->bytes);
     free(u->path);
     free(u);
-}
-
-/* The spool file of an upload: anonymous (O_TMPFILE) where the filesystem
- * has them, so there is no name to create or unlink and a crash leaves
- * nothing behind; else <spool>/<n>.upload, unlinked when the upload is freed.
- * Returns the fd or -errno; *named is the name, or NULL. */
-static int open_spool(struct bfs_ctx *ctx, struct bfs_fs *fs, char **named)
-{
-    *named = NULL;
-    int fd = -1;
-    errno = EOPNOTSUPP;
-    if (!fs->named_spool)
-        fd = open(ctx->spool_dir, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        return fd;
-    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
-        int e = errno;
-        bfs_error("cannot create a spool file in %s: %s", ctx->spool_dir, strerror(e));
-        return -e;
-    }
-    char name[64];
-    snprintf(name, sizeof name, "%llu.upload", ++fs->seq);
-    size_t n = strlen(ctx->spool_dir) + strlen(name) + 2;
-    char *path = malloc(n);
-    if (!path)
-        return -ENOMEM;
-    snprintf(path, n, "%s/%s", ctx->spool_dir, name);
-    fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int e = errno;
-        bfs_error("cannot create spool file %s: %s", path, strerror(e));
-        free(path);
-        return -e;
-    }
-    *named = path;
-    return fd;
 }
 
 /* Reject a name that can never become an upload's: "<dir>/.avro" or
@@ -539,11 +501,8 @@ static struct upload *new_upload(struct bfs_ctx *ctx, const char *rel, uid_t uid
         *err = -ENOMEM;
         goto fail;
     }
-    u->fd = open_spool(ctx, fs, &u->spool);
-    if (u->fd < 0) {
-        *err = u->fd;
+    if ((*err = bfs_spool_file_new(fs->spool, &u->bytes)) < 0)
         goto fail;
-    }
     bfs_up_init(&u->st, held);
     u->uid = uid;
     u->gid = gid;
@@ -556,7 +515,6 @@ static struct upload *new_upload(struct bfs_ctx *ctx, const char *rel, uid_t uid
     return u;
 fail:
     if (u) {
-        free(u->spool);
         free(u->path);
         free(u);
     }
@@ -685,7 +643,17 @@ static int run_ingest(struct bfs_ctx *ctx, struct upload *u, bool *freed)
         bfs_ingest_reject(&ctx->ingest, what, err.msg);
     else {
         double t = bfs_metrics_now();
-        rc = bfs_ingest(&ctx->ingest, u->fd, &id, what);
+        const uint8_t *data;
+        size_t len;
+        rc = bfs_spool_view(u->bytes, &data, &len);
+        if (rc < 0) {
+            snprintf(buf, sizeof buf, "cannot read the upload's spool file: %s", strerror(-rc));
+            bfs_ingest_reject(&ctx->ingest, what, buf);
+            rc = -EIO;
+        } else {
+            rc = bfs_ingest(&ctx->ingest, data, len, &id, what);
+            bfs_spool_unview(u->bytes);
+        }
         if (rc == 0)
             bfs_hist_observe(&ctx->stats.close_seconds, bfs_metrics_now() - t);
     }
@@ -1110,7 +1078,7 @@ static int open_upload(struct bfs_ctx *ctx, const struct node *nd, struct fuse_f
         bfs_up_open(&u->st, &h->desc, writable);
         sync_upload(fs, u);
         handle_attach_locked(fs, h, fi);
-        fi->direct_io = 1; /* the spool file is the truth; no page cache for uploads */
+        fi->direct_io = 1; /* the spool is the truth; no page cache for uploads */
     }
     pthread_mutex_unlock(&fs->lock);
     return rc;
@@ -1229,10 +1197,8 @@ static int bfs_read(const char *path, char *buf, size_t size, off_t off, struct 
             size = h->text.len - (size_t)off;
         memcpy(buf, h->text.data + off, size);
         return (int)size;
-    case H_UPLOAD: {
-        ssize_t n = pread(h->up->fd, buf, size, off);
-        return n < 0 ? -errno : (int)n;
-    }
+    case H_UPLOAD:
+        return (int)bfs_spool_read(h->up->bytes, buf, size, (uint64_t)off);
     case H_ROLL:
     case H_REFRESH:
     case H_COMPACT:
@@ -1434,11 +1400,11 @@ static int bfs_write(const char *path, const char *buf, size_t size, off_t off,
     }
     if (rc != 0)
         return refuse_unlock(ctx, u, rc, act, size);
-    /* The copy into the spool file runs unlocked, so writers of different
-     * uploads copy in parallel. u and its fd live while this handle is open. */
+    /* The copy into the spool runs unlocked, so writers of different uploads
+     * copy in parallel. u and its bytes live while this handle is open. */
     pthread_mutex_unlock(&fs->lock);
-    ssize_t n = pwrite(u->fd, buf, size, off);
-    int e = n < 0 ? -errno : 0;
+    ssize_t n = bfs_spool_write(u->bytes, buf, size, (uint64_t)off);
+    int e = n < 0 ? (int)n : 0;
     pthread_mutex_lock(&fs->lock);
     rc = bfs_up_write_end(&u->st, &h->desc, n < 0 ? end : (uint64_t)off + (uint64_t)n, e, &act);
     if (rc != 0)
@@ -1500,7 +1466,7 @@ static int bfs_release(const char *path, struct fuse_file_info *fi)
     }
     pthread_mutex_unlock(&fs->lock);
     /* Nothing else can reach a freed upload, so it is freed unlocked
-     * (closing its spool file frees the file's blocks). */
+     * (its memory given back, its spool file closed). */
     if (to_free)
         free_upload(to_free);
     if (h->kind == H_READER)
@@ -1514,9 +1480,7 @@ static int bfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
     struct handle *h = get_handle(fi);
     (void)path;
-    if (h->kind == H_UPLOAD && (datasync ? fdatasync(h->up->fd) : fsync(h->up->fd)) < 0)
-        return -errno;
-    return 0;
+    return h->kind == H_UPLOAD ? bfs_spool_sync(h->up->bytes, datasync != 0) : 0;
 }
 
 static int bfs_unlink(const char *path)
@@ -1642,8 +1606,8 @@ static int bfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
         return refuse_unlock(ctx, u, rc, act, 0);
     else if (over_held_bytes(ctx, u, (uint64_t)size))
         rc = -EDQUOT;
-    else if (ftruncate(u->fd, size) < 0)
-        rc = -errno;
+    else if ((rc = bfs_spool_truncate(u->bytes, (uint64_t)size)) < 0)
+        ; /* the spool's errno */
     else {
         bfs_up_truncated(&u->st, (uint64_t)size);
         sync_upload(fs, u);
@@ -1760,6 +1724,12 @@ static void *bfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
      * name (which would truncate another writer's upload) and an OPEN. */
     if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
         conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+    /* Writes of at most 128 KiB: libfuse gives each worker thread a receive
+     * buffer of max_write bytes, which a large write fills, so 1 MiB (its
+     * default) is up to 32 MiB of buffers with 32 workers; uploads are a
+     * few KB to 64 KB, one write either way (docs/design.md, "Ingest"). */
+    if (conn->max_write > BFS_MAX_WRITE)
+        conn->max_write = BFS_MAX_WRITE;
     cfg->use_ino = 0;
     /* unlink and rename onto an open upload reach battlefs (upload.c decides),
      * instead of libfuse renaming it to a held .fuse_hidden* name. An open
@@ -1822,13 +1792,14 @@ int bfs_fs_init(struct bfs_ctx *ctx)
     pthread_cond_init(&fs->ingested, NULL);
     ctx->fs = fs;
     clock_gettime(CLOCK_REALTIME, &fs->mount_time);
+    bool named_spool = false;
 #ifdef BFS_FAULT_INJECTION
     /* -o fault=spool:named: spool files as on a file system without O_TMPFILE;
      * -o fault=ingest:pause: every ingest waits (see fault_pause_ingest). */
     const char *f = ctx->opt.fault;
     if (f && (strncmp(f, "spool:", 6) == 0 || strncmp(f, "ingest:", 7) == 0)) {
         if (strcmp(f, "spool:named") == 0) {
-            fs->named_spool = 1;
+            named_spool = true;
         } else if (strcmp(f, "ingest:pause") == 0) {
             fs->pause_ingest = 1;
         } else {
@@ -1837,26 +1808,10 @@ int bfs_fs_init(struct bfs_ctx *ctx)
         }
     }
 #endif
-    /* Uploads a previous daemon never closed were never acknowledged: drop them. */
-    /* Never through a link: everything in it is removed. */
-    int sfd = open(ctx->spool_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    DIR *d = sfd < 0 ? NULL : fdopendir(sfd);
-    if (!d) {
-        int e = errno;
-        bfs_error("cannot open spool %s: %s", ctx->spool_dir, strerror(e));
-        if (sfd >= 0)
-            close(sfd);
-        return -e;
-    }
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        if (unlinkat(dirfd(d), e->d_name, 0) < 0)
-            bfs_warn("cannot remove stale spool file %s: %s", e->d_name, strerror(errno));
-    }
-    closedir(d);
-    return 0;
+    /* Uploads a previous daemon never closed were never acknowledged: the
+     * spool drops their files. */
+    return bfs_spool_open(ctx->spool_dir, ctx->opt.upload_memory, named_spool, &ctx->stats,
+                          &fs->spool);
 }
 
 void bfs_fs_destroy(struct bfs_ctx *ctx)
@@ -1888,6 +1843,7 @@ void bfs_fs_destroy(struct bfs_ctx *ctx)
         free(d);
     }
     free(fs->quota);
+    bfs_spool_close(fs->spool);
     pthread_cond_destroy(&fs->ingested);
     pthread_mutex_destroy(&fs->lock);
     free(fs);

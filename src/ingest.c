@@ -1,10 +1,11 @@
 /* ingest.c - validate, normalise and commit one upload.
  *
- * The spooled file is read into memory (mapped, if large), its header parsed, its identity
- * resolved (path first, then the battlefs.* metadata, then today's date for a
- * missing period), every block validated and normalised to the partition's
- * layout in one pass, and the result committed through the catalog's group
- * commit. Nothing is stored unless everything succeeded.
+ * The upload's bytes (spool.h lends them: in memory, or read from its spool
+ * file) have their header parsed, their identity resolved (path first, then
+ * the battlefs.* metadata, then today's date for a missing period), every
+ * block validated and normalised to the partition's layout in one pass, and
+ * the result committed through the catalog's group commit. Nothing is stored
+ * unless everything succeeded.
  */
 #include "battlefs/ingest.h"
 
@@ -14,9 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "battlefs/catalog.h"
 #include "battlefs/err.h"
@@ -68,46 +66,6 @@ static int resolve_field(const struct bfs_ocf_header *h, const char *from_path, 
 static int errno_of_commit(int rc)
 {
     return rc == -EINVAL || rc == -ENOSPC ? rc : -EIO;
-}
-
-/* Uploads up to this size are read into memory; larger ones are mapped. */
-#define READ_MAX (1024 * 1024)
-
-/* The spool file's len bytes: read for small uploads (the common case: a
- * munmap in this many-threaded process is a TLB shootdown on every CPU that
- * runs one of its threads, which costs more than copying a few pages), mapped
- * for large ones (no second copy of a big upload in memory). 0 or -errno. */
-static int spool_load(int fd, size_t len, uint8_t **out)
-{
-    if (len > READ_MAX) {
-        void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED)
-            return -errno;
-        *out = m;
-        return 0;
-    }
-    uint8_t *buf = malloc(len);
-    if (!buf)
-        return -ENOMEM;
-    for (size_t got = 0; got < len;) {
-        ssize_t n = pread(fd, buf + got, len - got, (off_t)got);
-        if (n <= 0) {
-            int e = n < 0 ? errno : EIO; /* shorter than its size */
-            free(buf);
-            return -e;
-        }
-        got += (size_t)n;
-    }
-    *out = buf;
-    return 0;
-}
-
-static void spool_unload(uint8_t *buf, size_t len)
-{
-    if (len > READ_MAX)
-        munmap(buf, len);
-    else
-        free(buf);
 }
 
 /* The upload's schema is not the merged schema of existing partition
@@ -207,37 +165,23 @@ static int convert_upload(const struct bfs_ingest_deps *deps, const uint8_t *buf
     return rc;
 }
 
-int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_identity *id,
-               const char *what)
+int bfs_ingest(const struct bfs_ingest_deps *deps, const uint8_t *buf, size_t len,
+               const struct bfs_identity *id, const char *what)
 {
     /* Why the upload is rejected: the text of its log line and .battlefs/errors
      * line, and the errno returned. */
     struct bfs_err err = {0};
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        bfs_err_set(&err, -EIO, "cannot stat spool file: %s", strerror(errno));
-        bfs_ingest_reject(deps, what, err.msg);
-        return err.code;
-    }
-    if (st.st_size == 0) {
+    if (len == 0) {
         bfs_ingest_reject(deps, what, "empty file: not an Avro object container file");
         return -EINVAL;
     }
-    if ((uint64_t)st.st_size > deps->max_upload) {
+    if ((uint64_t)len > deps->max_upload) {
         bfs_err_set(&err, -EFBIG, "upload larger than max_upload (%llu bytes)",
                     (unsigned long long)deps->max_upload);
         bfs_ingest_reject(deps, what, err.msg);
         return err.code;
     }
-    size_t len = (size_t)st.st_size;
-    uint8_t *buf = NULL;
-    int rc = spool_load(fd, len, &buf);
-    if (rc < 0) {
-        bfs_err_set(&err, -EIO, "cannot read spool file: %s", strerror(-rc));
-        bfs_ingest_reject(deps, what, err.msg);
-        return err.code;
-    }
-
+    int rc;
     struct bfs_ocf_header h;
     struct bfs_buf out = {0};
     struct bfs_buf hdr = {0}; /* a new partition's layout header */
@@ -394,6 +338,5 @@ out:
     bfs_buf_free(&conv.scratch);
     if (have_header)
         bfs_ocf_header_free(&h);
-    spool_unload(buf, len);
     return rc;
 }

@@ -112,6 +112,10 @@ int bfs_metrics_render(struct bfs_stats *s, const struct bfs_metrics_gauges *g, 
     } counters[] = {
         {"uploads_ingested_total", &s->uploads_ingested, "Uploads accepted since mount."},
         {"uploads_rejected_total", &s->uploads_rejected, "Uploads rejected since mount."},
+        {"uploads_spilled_total", &s->uploads_spilled,
+         "Uploads spilled from memory to a spool file since mount (-o upload_memory)."},
+        {"upload_memory_waits_total", &s->upload_memory_waits,
+         "Ingests that waited for memory under -o upload_memory since mount."},
         {"rolls_total", &s->rolls, "Rolls committed since mount."},
         {"store_get_requests_total", &s->store_get_requests,
          "Successful GET requests to the store since mount."},
@@ -136,6 +140,10 @@ int bfs_metrics_render(struct bfs_stats *s, const struct bfs_metrics_gauges *g, 
         double v;
         const char *help;
     } gauges[] = {
+        {"upload_memory_bytes", (double)atomic_load(&s->upload_memory_bytes),
+         "Bytes of uploads held in memory and of ingests' working copies (-o upload_memory)."},
+        {"upload_memory_peak_bytes", (double)atomic_load(&s->upload_memory_peak),
+         "The most upload_memory_bytes has been since mount."},
         {"buffer_uploads", (double)g->buffer_uploads, "Uploads in the hot buffer, not rolled yet."},
         {"buffer_bytes", (double)g->buffer_bytes, "Bytes in the hot buffer."},
         {"buffer_oldest_upload_age_seconds", g->oldest_upload_age,

@@ -31,6 +31,7 @@ struct raw_opts {
     char *codec;
     char *deflate_level;
     char *max_upload;
+    char *upload_memory;
     char *cache_size;
     char *archive_max_bytes;
     char *read_chunk;
@@ -67,6 +68,7 @@ static const struct fuse_opt bfs_opts[] = {
     OPT("codec=%s", codec),
     OPT("deflate_level=%s", deflate_level),
     OPT("max_upload=%s", max_upload),
+    OPT("upload_memory=%s", upload_memory),
     OPT("cache_size=%s", cache_size),
     OPT("archive_max_bytes=%s", archive_max_bytes),
     OPT("read_chunk=%s", read_chunk),
@@ -138,6 +140,8 @@ void bfs_options_usage(const char *prog)
         "    -o codec=null|deflate|snappy  codec of stored blocks (deflate)\n"
         "    -o deflate_level=1..9      libdeflate level of blocks compressed at ingest (1)\n"
         "    -o max_upload=BYTES        largest accepted upload (64M)\n"
+        "    -o upload_memory=BYTES     memory for uploads being written and ingested; past\n"
+        "                               it they spill to the spool directory (32M; 0: none)\n"
         "    -o cache_size=BYTES        cold-read cache bound (1G)\n"
         "    -o archive_max_bytes=BYTES split larger roll groups (128M)\n"
         "    -o read_chunk=BYTES        largest single ranged GET (4M)\n"
@@ -372,6 +376,7 @@ static int resolve(const struct raw_opts *r, struct bfs_options *o, struct repor
     size_opt(rep, "roll_interval", r->roll_interval, 3600, 1, &o->roll_interval);
     size_opt(rep, "roll_bytes", r->roll_bytes, 256ull << 20, 1, &o->roll_bytes);
     size_opt(rep, "max_upload", r->max_upload, 64ull << 20, 1, &o->max_upload);
+    size_opt(rep, "upload_memory", r->upload_memory, 32ull << 20, 0, &o->upload_memory);
     size_opt(rep, "cache_size", r->cache_size, 1ull << 30, 0, &o->cache_size);
     size_opt(rep, "archive_max_bytes", r->archive_max_bytes, 128ull << 20, 4096,
              &o->archive_max_bytes);
@@ -465,7 +470,7 @@ static void free_raw(struct raw_opts *r)
                   &r->fault,         &r->log_level,     &r->held_timeout,  &r->uid,
                   &r->gid,           &r->umask,         &r->node,          &r->refresh,
                   &r->lease_ttl,     &r->metrics,       &r->compact_after, &r->gc_grace,
-                  &r->erase_within};
+                  &r->erase_within,  &r->upload_memory};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
         free(*s[i]);
         *s[i] = NULL;

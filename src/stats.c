@@ -73,9 +73,12 @@ int bfs_stats_json(struct bfs_stats *s, const struct bfs_catalog_counts *c, stru
 #define U(f) (unsigned long long)atomic_load(&s->f)
     int rc = bfs_buf_printf(
         out,
-        "{\"uploads_ingested\": %llu, \"uploads_rejected\": %llu, \"buffer_uploads\": %llu, "
+        "{\"uploads_ingested\": %llu, \"uploads_rejected\": %llu, \"uploads_spilled\": %llu, "
+        "\"upload_memory_bytes\": %llu, \"upload_memory_peak\": %llu, "
+        "\"upload_memory_waits\": %llu, \"buffer_uploads\": %llu, "
         "\"buffer_bytes\": %llu, \"rolls\": %llu, \"last_roll_error\": ",
-        U(uploads_ingested), U(uploads_rejected), (unsigned long long)c->buffer_uploads,
+        U(uploads_ingested), U(uploads_rejected), U(uploads_spilled), U(upload_memory_bytes),
+        U(upload_memory_peak), U(upload_memory_waits), (unsigned long long)c->buffer_uploads,
         (unsigned long long)c->buffer_bytes, U(rolls));
     if (rc)
         return rc;
@@ -110,6 +113,16 @@ int bfs_stats_json(struct bfs_stats *s, const struct bfs_catalog_counts *c, stru
         rc = json_string(out, s->last_refresh_error);
     else
         rc = bfs_buf_append(out, "null", 4);
+    /* uploads per group commit: how many groups had 1, 2, 3-4, ... uploads */
+    static const char *const group_names[BFS_CATALOG_GROUP_BUCKETS] = {
+        "1", "2", "3-4", "5-8", "9-16", "17-32", "33-64", "65+"};
+    if (rc == 0)
+        rc = bfs_buf_printf(out, ", \"commit_group_uploads\": {");
+    for (int b = 0; rc == 0 && b < BFS_CATALOG_GROUP_BUCKETS; b++)
+        rc = bfs_buf_printf(out, "%s\"%s\": %llu", b ? ", " : "", group_names[b],
+                            (unsigned long long)c->group_sizes[b]);
+    if (rc == 0)
+        rc = bfs_buf_append(out, "}", 1);
     /* "progress": the long work running now, [] when none */
     if (rc == 0)
         rc = bfs_buf_printf(out, ", \"progress\": [");

@@ -157,6 +157,10 @@ int bfs_catalog_commit_upload(struct bfs_catalog *cat, const struct bfs_upload *
 /* How many upload transactions (groups of one or more uploads) have been
  * committed or attempted since open: for tests and benchmarks. */
 uint64_t bfs_catalog_commit_groups(struct bfs_catalog *cat);
+/* Those groups by their uploads: 1, 2, 3-4, 5-8, 9-16, 17-32, 33-64, 65 or more
+ * (.battlefs/stats "commit_group_uploads"). */
+#define BFS_CATALOG_GROUP_BUCKETS 8
+void bfs_catalog_group_sizes(struct bfs_catalog *cat, uint64_t out[BFS_CATALOG_GROUP_BUCKETS]);
 
 /* For tests: *value = PRAGMA name (letters and '_' only) as the writer
  * connection reads it between two write transactions (under the writer's
@@ -281,6 +285,7 @@ struct bfs_catalog_counts {
     uint64_t buffer_uploads;
     uint64_t buffer_bytes;
     uint64_t archived_files;
+    uint64_t group_sizes[BFS_CATALOG_GROUP_BUCKETS]; /* bfs_catalog_group_sizes */
 };
 int bfs_catalog_counts(struct bfs_catalog *cat, struct bfs_catalog_counts *c);
 /* When the oldest upload still in the buffer was committed (Unix seconds;

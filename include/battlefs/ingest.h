@@ -1,4 +1,4 @@
-/* ingest.h - validate, normalise and durably commit one spooled upload. */
+/* ingest.h - validate, normalise and durably commit one upload. */
 #ifndef BATTLEFS_INGEST_H
 #define BATTLEFS_INGEST_H
 
@@ -37,12 +37,12 @@ struct bfs_identity {
     const char *dataset;
 };
 
-/* Ingest the spooled file at fd (its whole content). what names it in
+/* Ingest one upload, its len bytes at buf (spool.h's view). what names it in
  * messages ("incoming/battle/2025-12-18/u1.avro"). On failure the reason is
  * logged, added to .battlefs/errors and counted; nothing is stored.
  * Returns 0, -EINVAL (bad OCF or name), -EFBIG, -ENOSPC or -EIO. */
-int bfs_ingest(const struct bfs_ingest_deps *deps, int fd, const struct bfs_identity *id,
-               const char *what);
+int bfs_ingest(const struct bfs_ingest_deps *deps, const uint8_t *buf, size_t len,
+               const struct bfs_identity *id, const char *what);
 
 /* Record a rejection that happened before ingest (bad name, EFBIG at write):
  * log, .battlefs/errors and uploads_rejected. */

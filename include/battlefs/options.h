@@ -30,6 +30,7 @@ struct bfs_options {
     enum bfs_codec codec;
     int deflate_level; /* 1..9: zlib level of blocks compressed at ingest */
     uint64_t max_upload;
+    uint64_t upload_memory; /* uploads in memory and ingests' copies (spool.h); 0: all spooled */
     uint64_t cache_size;
     uint64_t archive_max_bytes;
     uint64_t read_chunk;

@@ -27,6 +27,12 @@ struct bfs_stats_work {
 struct bfs_stats {
     atomic_uint_fast64_t uploads_ingested;
     atomic_uint_fast64_t uploads_rejected;
+    /* -o upload_memory (spool.h): uploads spilled to spool files, ingests
+     * that waited for memory, the bytes charged now and their peak. */
+    atomic_uint_fast64_t uploads_spilled;
+    atomic_uint_fast64_t upload_memory_waits;
+    atomic_uint_fast64_t upload_memory_bytes;
+    atomic_uint_fast64_t upload_memory_peak;
     atomic_uint_fast64_t rolls;
     atomic_uint_fast64_t store_get_requests;
     atomic_uint_fast64_t store_get_bytes;

@@ -432,6 +432,15 @@ class Mount:
         return out
 
 
+def vm_hwm(m):
+    """The daemon's peak resident set (VmHWM), in bytes."""
+    with open("/proc/%d/status" % m.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
 def write_file(path, data, chunks=None, mode=0o644, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
     """0, or the errno of the first failing step of open/write.../close (close always runs)."""
     try:

@@ -75,8 +75,8 @@ def test_named_spool_files_without_o_tmpfile(mount_factory, gen):
     """Where the state directory's file system has no O_TMPFILE (-o fault=spool:named makes the
     daemon act so), uploads spool to <state>/spool/<n>.upload: one file per open upload, gone
     when it is ingested, rejected or discarded; a kill -9 leaves them, and the next mount
-    removes them."""
-    m = mount_factory(fault="spool:named")
+    removes them. (-o upload_memory=0: every upload spooled to a file, none held in memory.)"""
+    m = mount_factory(fault="spool:named", upload_memory="0")
     spool = os.path.join(m.state, "spool")
     up = gen.upload("battle", 9, codec="deflate", blocks=2)
     fd = os.open(m.incoming("battle/%s/n1.avro" % PERIOD), os.O_WRONLY | os.O_CREAT, 0o644)
@@ -140,13 +140,13 @@ def test_kill9_forgets_unfinished_and_held_uploads(mount, gen):
 
 
 @pytest.mark.concurrency
-@pytest.mark.parametrize("kill_after", [30, 300])
-def test_kill9_during_a_stream_of_uploads(mount, tmp_path, kill_after):
-    """Writers upload continuously; the daemon is killed with SIGKILL; after a remount every
+@pytest.mark.parametrize("nw,kill_after", [(3, 30), (3, 300), (64, 300)])
+def test_kill9_during_a_stream_of_uploads(mount, tmp_path, nw, kill_after):
+    """nw writers upload continuously; the daemon is killed with SIGKILL; after a remount every
     upload whose close returned 0 is there, complete, in order; nothing else is, except at
     most the one upload per writer whose close was in flight at the kill (committed, but its
-    answer lost), and that one complete too."""
-    nw = 3
+    answer lost), and that one complete too. 64 writers: more than the daemon's worker
+    threads, with uploads held in memory (-o upload_memory) when it dies."""
     procs = []
     outs = []
     for w in range(nw):

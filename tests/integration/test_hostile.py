@@ -9,18 +9,9 @@ import zlib
 
 import pytest
 
-from mountlib import PERIOD, gen_avro, write_file
+from mountlib import PERIOD, gen_avro, vm_hwm, write_file
 
 MiB = 1024 * 1024
-
-
-def vm_hwm(m):
-    """The daemon's peak resident set, in bytes."""
-    with open("/proc/%d/status" % m.proc.pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 def wide_schema(n, name):

@@ -7,11 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from mountlib import PERIOD, assert_uploads_interleaved, gen_avro, write_file
+from mountlib import (PERIOD, assert_uploads_interleaved, build_option, gen_avro, needs_faults,
+                      vm_hwm, write_file)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -396,11 +398,9 @@ def test_fsync_before_close(mount, gen):
 
 # ------------------------------------------------------------------------ concurrency
 
-@pytest.mark.concurrency
-def test_four_concurrent_writers(mount, tmp_path):
-    """4 writer processes x 250 uploads each: every upload present with its exact records,
-    in each writer's upload order."""
-    nw, per = 4, 250
+def check_concurrent_writers(mount, tmp_path, nw, per):
+    """nw writer processes x per uploads each: every upload present exactly once with its exact
+    records, in each writer's upload order within its datasets."""
     procs = []
     for w in range(nw):
         out = tmp_path / ("w%d.jsonl" % w)
@@ -421,6 +421,7 @@ def test_four_concurrent_writers(mount, tmp_path):
     assert st["uploads_ingested"] == nw * per
     assert st["uploads_rejected"] == 0
     assert st["buffer_uploads"] == nw * per
+    assert st["upload_memory_bytes"] == 0  # every upload's memory given back
     assert mount.spool_files() == []  # every spool file closed and gone
     # per dataset: the uploads of its writer, in order
     want = {}
@@ -438,11 +439,23 @@ def test_four_concurrent_writers(mount, tmp_path):
 
 
 @pytest.mark.concurrency
+def test_four_concurrent_writers(mount, tmp_path):
+    """4 writer processes x 250 uploads each."""
+    check_concurrent_writers(mount, tmp_path, 4, 250)
+
+
+@pytest.mark.concurrency
+def test_64_concurrent_writers(mount, tmp_path):
+    """64 writer processes x 16 uploads each (more writers than the daemon's 32 worker
+    threads): every upload exactly once, each writer's order kept."""
+    check_concurrent_writers(mount, tmp_path, 64, 16)
+
+
+@pytest.mark.concurrency
 def test_concurrent_uploads_to_one_dataset(mount, gen):
     """Threads uploading into one dataset at once (threads 0 and 1 with flat names and header
     metadata, 2 and 3 rsync-style: a dot-file renamed to <dataset>.avro): every upload's
     records appear contiguous, each exactly once, and each thread's uploads in its order."""
-    import threading
     nthreads, per = 4, 25
     ups = [[gen.upload("battle", 1 + (t * per + i) % 5, codec=("null", "deflate", "snappy")[i % 3],
                        meta=t < 2, dataset="shared", period=PERIOD)
@@ -512,3 +525,135 @@ def test_many_small_blocks(mount, gen):
     assert len(gen_avro.parse_ocf(up.data).blocks) == 500
     mount.upload_ok("cells/%s/blocks.avro" % PERIOD, up.data)
     assert mount.records("cells", PERIOD, "blocks") == up.records
+
+
+# ------------------------------------------------------------------------ upload memory
+
+def big_upload(gen, size, rotate=0):
+    """A battle upload of about size bytes, codec null, blocks of 150 records; rotate makes
+    uploads of one size differ."""
+    schema = gen_avro.schema_json("battle")
+    pool = gen_avro.encode_records(schema, gen.records("battle", 200))
+    n = max(1, size // (sum(map(len, pool)) // 200))
+    enc = [pool[(i + rotate) % 200] for i in range(n)]
+    return gen_avro.make_ocf(schema, encoded=enc, block_records=150, seed=3 + rotate), n
+
+
+def assert_stored_as_uploaded(m, dataset, data, nrecords):
+    """codec null: the dataset's blocks are the uploaded ones, sync markers aside."""
+    got = m.read_bytes("battle", PERIOD, dataset)
+    a, b = gen_avro.parse_ocf(got), gen_avro.parse_ocf(data)
+    assert a.record_count == nrecords, dataset
+    assert got[a.header_len:].replace(a.sync, b.sync) == data[b.header_len:], dataset
+
+
+def memory_stats(m):
+    st = m.stats()
+    return {k: st[k] for k in ("uploads_spilled", "upload_memory_bytes", "upload_memory_peak",
+                               "upload_memory_waits")}
+
+
+@pytest.mark.concurrency
+def test_upload_memory_bound_holds_with_many_large_uploads(mount_factory, gen):
+    """-o upload_memory=4M, 16 threads each writing two uploads of 300-900 KB at once, in
+    64 KiB writes: the memory charged never passes the bound (uploads spill to spool files past
+    it, ingests wait for room), every upload is stored exactly once and whole, and at the end
+    nothing is charged and no spool file is left. Outside sanitizer builds, the daemon's peak
+    RSS stays under 64 MiB."""
+    m = mount_factory(codec="null", upload_memory="4M")
+    bound = 4 * 1024 * 1024
+    nthreads, rounds = 16, 2
+    ups = {}
+    for t in range(nthreads):
+        for r in range(rounds):
+            for k in range(2):
+                size = 300 * 1024 + ((t * 7 + r * 3 + k) % 7) * 100 * 1024
+                ups[(t, r, k)] = big_upload(gen, size, rotate=t * 4 + r * 2 + k)
+    errs = []
+
+    def work(t):
+        for r in range(rounds):
+            fds = []
+            for k in range(2):
+                fds.append(os.open(m.incoming("battle/%s/t%d-r%d-%d.avro" % (PERIOD, t, r, k)),
+                                   os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+            datas = [ups[(t, r, k)][0] for k in range(2)]
+            for off in range(0, max(map(len, datas)), 64 * 1024):
+                for fd, d in zip(fds, datas):
+                    if off < len(d):
+                        os.write(fd, d[off:off + 64 * 1024])
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError as e:
+                    errs.append((t, r, errno.errorcode.get(e.errno, e.errno)))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(nthreads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(240)
+    assert errs == []
+    ms = memory_stats(m)
+    assert ms["uploads_spilled"] > 0, ms
+    assert 0 < ms["upload_memory_peak"] <= bound, ms
+    assert ms["upload_memory_bytes"] == 0, ms
+    st = m.stats()
+    assert st["uploads_ingested"] == len(ups) and st["uploads_rejected"] == 0
+    assert m.spool_files() == []
+    for (t, r, k), (data, n) in ups.items():
+        assert_stored_as_uploaded(m, "t%d-r%d-%d" % (t, r, k), data, n)
+    if build_option("b_sanitize") in (None, "none", "", []):
+        assert vm_hwm(m) < 64 * 1024 * 1024, vm_hwm(m)
+
+
+def test_spilled_upload_is_ingested_identically(mount_factory, gen):
+    """-o upload_memory=256K (128 KiB for uploads being written): one upload held in memory
+    from its first write to its close, the same bytes spilled half-way (another open upload
+    holds the memory), and a larger one spilled at its first write: the first two are stored
+    byte for byte alike, the third as uploaded; uploads_spilled counts the two."""
+    m = mount_factory(codec="null", upload_memory="256K")
+    data, n = big_upload(gen, 100 * 1024)
+    assert 64 * 1024 < len(data) < 120 * 1024
+    m.upload_ok("battle/%s/mem.avro" % PERIOD, data, chunks=[8192])
+    assert memory_stats(m)["uploads_spilled"] == 0
+    hold = os.open(m.incoming("battle/%s/hold.avro" % PERIOD), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(hold, data)  # about 100 KB held in memory while "mid" is written
+    m.upload_ok("battle/%s/mid.avro" % PERIOD, data, chunks=[8192])
+    assert memory_stats(m)["uploads_spilled"] == 1
+    os.close(hold)
+    big, nbig = big_upload(gen, 300 * 1024, rotate=1)
+    m.upload_ok("battle/%s/big.avro" % PERIOD, big)
+    ms = memory_stats(m)
+    assert ms["uploads_spilled"] == 2 and ms["upload_memory_bytes"] == 0, ms
+    # past the bound only by the one ingest of an upload larger than it (alone: 2 x its size)
+    assert ms["upload_memory_peak"] <= max(256 * 1024, 2 * len(big)), ms
+    assert m.read_bytes("battle", PERIOD, "mid") == m.read_bytes("battle", PERIOD, "mem")
+    assert m.read_bytes("battle", PERIOD, "hold") == m.read_bytes("battle", PERIOD, "mem")
+    assert_stored_as_uploaded(m, "mem", data, n)
+    assert_stored_as_uploaded(m, "big", big, nbig)
+    assert m.records("battle", PERIOD, "mid") == m.records("battle", PERIOD, "mem")
+    assert m.spool_files() == []
+
+
+@needs_faults
+def test_upload_spills_to_a_named_spool_file(mount_factory, gen):
+    """With -o fault=spool:named (no O_TMPFILE) and the default upload_memory: an upload held
+    in memory has no spool file; one written past 1 MiB spills to <state>/spool/<n>.upload,
+    which holds every byte written so far and is gone once the upload is ingested."""
+    m = mount_factory(codec="null", fault="spool:named")
+    spool = os.path.join(m.state, "spool")
+    data, n = big_upload(gen, 1536 * 1024)
+    fd = os.open(m.incoming("battle/%s/named.avro" % PERIOD), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, data[:512 * 1024])
+    assert os.listdir(spool) == []
+    os.write(fd, data[512 * 1024:1200 * 1024])
+    names = os.listdir(spool)
+    assert len(names) == 1 and names[0].endswith(".upload"), names
+    with open(os.path.join(spool, names[0]), "rb") as f:
+        assert f.read() == data[:1200 * 1024]
+    os.write(fd, data[1200 * 1024:])
+    os.close(fd)
+    assert m.spool_files() == []  # (waits for the release, which close does not)
+    assert memory_stats(m)["uploads_spilled"] == 1
+    assert_stored_as_uploaded(m, "named", data, n)

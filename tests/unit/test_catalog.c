@@ -852,6 +852,8 @@ static void test_group_commit(void **state)
     struct env *e = *state;
     put(e, "battle", "2025-12-18", "seed", 10, 99); /* the partition exists with schema A */
     uint64_t g0 = bfs_catalog_commit_groups(e->cat);
+    uint64_t h0[BFS_CATALOG_GROUP_BUCKETS];
+    bfs_catalog_group_sizes(e->cat, h0);
 
     pthread_t th[THREADS];
     struct worker w[THREADS];
@@ -875,6 +877,17 @@ static void test_group_commit(void **state)
                   (unsigned long long)groups);
     assert_true(groups < (uint64_t)uploads);
     assert_true(groups >= 1);
+    /* the histogram of group sizes counts each group once, and its buckets'
+     * bounds hold the uploads: at least 1, 2, 3, 5, ... a group */
+    uint64_t h[BFS_CATALOG_GROUP_BUCKETS], in_hist = 0, at_least = 0;
+    bfs_catalog_group_sizes(e->cat, h);
+    for (int b = 0; b < BFS_CATALOG_GROUP_BUCKETS; b++) {
+        in_hist += h[b] - h0[b];
+        at_least += (h[b] - h0[b]) * (b == 0 ? 1 : (1u << (b - 1)) + 1);
+    }
+    assert_int_equal(in_hist, groups);
+    assert_true(at_least <= (uint64_t)uploads);
+    assert_true(h[0] - h0[0] < groups); /* some group had more than one upload */
 
     /* Every good upload is there, in each thread's order, byte-exact. */
     struct bfs_catalog_counts c;

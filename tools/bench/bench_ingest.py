@@ -15,7 +15,8 @@ Prints each round's ratios, then the median round: uploads/s, MB/s, the
 daemon's peak RSS and ratios against the baseline.
 
     tools/bench/bench_ingest.py [--uploads 10000] [--build build-bench] [--codec deflate]
-                                [--rounds 3]
+                                [--rounds 3] [--scale 1,4,16,64 [--repeat 3]
+                                [--compare OTHER-BUILD]]
 
 Needs root (FUSE mounts). Not a test: it asserts nothing, it reports.
 """
@@ -187,11 +188,27 @@ def run_battlefs(build_dir, tree, entries, writers, codec, work, metrics_out=Non
     nbytes = sum(e["bytes"] for e in entries)
     closes = sorted(c for g in got for _, c in g[3])
     pct = (lambda q: closes[min(len(closes) - 1, int(q * len(closes)))] * 1000) if closes else None
+    groups = st.get("commit_group_uploads", {})
     return {"writers": writers, "codec": codec, "uploads": done, "seconds": dt,
+            "groups": groups, "uploads_per_commit": done / max(1, sum(groups.values())),
             "close_p50_ms": pct(0.5) if pct else 0, "close_p99_ms": pct(0.99) if pct else 0,
             "cpu_us": st.get("_cpu_us", 0),
             "uploads_per_s": done / dt, "mb_per_s": nbytes / dt / 1e6, "peak_rss_mib": rss / 1024,
             "catalog": os.path.join(m.state, "catalog.db")}
+
+
+def run_baseline(build_dir, catalog, work):
+    """tools/bench/sqlite_baseline over the normalised blobs of catalog: {uploads, seconds}."""
+    dst = os.path.join(work, "baseline.db")
+    out = subprocess.run([os.path.join(build_dir, "tools", "bench", "sqlite_baseline"),
+                          catalog, dst], check=True, capture_output=True, text=True)
+    os.remove(dst)
+    return json.loads(out.stdout)
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
 
 
 def upload_tree(work, n):
@@ -219,6 +236,12 @@ def main():
                     help="comma-separated writer counts (e.g. 1,4,16,64): after the rounds, one "
                          "run each, with the close latency's p50/p99 and the daemon's CPU per "
                          "upload, against the median round's baseline")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="with --scale: runs per writer count, each with a baseline run of its "
+                         "own just before; the table gives the medians (of the ratios too)")
+    ap.add_argument("--compare", default=None,
+                    help="with --scale: another build directory (e.g. the release before), run "
+                         "in each repetition next to --build, in alternating order")
     ap.add_argument("--metrics-out", default=None,
                     help="save the last round's .battlefs/metrics of each run here (%%d: the "
                          "writers), for tools/bench/report.py --metrics")
@@ -230,6 +253,9 @@ def main():
     print("uploads: %d, %.1f MB (1-64 KiB each, FUSOU-shaped, 35 tables)" % (len(entries),
                                                                           nbytes / 1e6))
 
+    blobs = os.path.join(args.work, "baseline-blobs.db")
+    if args.compare:
+        build(args.compare)
     load("start")
     # Rounds of (1 writer, baseline, 4 writers), each against a fresh state directory: this
     # machine's speed drifts over minutes, so each round's ratios compare runs made within
@@ -241,11 +267,9 @@ def main():
                           tempfile.mkdtemp(prefix="ingest-1-", dir=args.work),
                           args.metrics_out if last else None)
         # Baseline: the normalised blobs of this round's 1-writer run, same filesystem.
-        dst = os.path.join(args.work, "baseline.db")
-        out = subprocess.run([os.path.join(args.build, "tools", "bench", "sqlite_baseline"),
-                              r1["catalog"], dst], check=True, capture_output=True, text=True)
-        base = json.loads(out.stdout)
-        os.remove(dst)
+        base = run_baseline(args.build, r1["catalog"], args.work)
+        if last:  # the blobs for the --scale runs' baselines
+            shutil.copy(r1["catalog"], blobs)
         r4 = run_battlefs(args.build, tree, entries, 4, args.codec,
                           tempfile.mkdtemp(prefix="ingest-4-", dir=args.work),
                           args.metrics_out if last else None)
@@ -283,18 +307,51 @@ def main():
     print("peak RSS, all runs: max %.1f MiB" % max(max(x[1]["peak_rss_mib"], x[2]["peak_rss_mib"])
                                                   for x in rounds))
     if args.scale:
-        print()
-        print("| writers | uploads/s | vs baseline | close p50 | close p99 | daemon CPU/upload |"
-              " peak RSS |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        builds = [("this", args.build)] + ([("compare", args.compare)] if args.compare else [])
+        hists = []
+        rows = []
         for n in (int(x) for x in args.scale.split(",")):
-            r = run_battlefs(args.build, tree, entries, n, args.codec,
-                             tempfile.mkdtemp(prefix="ingest-%d-" % n, dir=args.work))
-            shutil.rmtree(os.path.dirname(os.path.dirname(r["catalog"])), ignore_errors=True)
-            print("| %d | %.0f | %.2fx | %.2f ms | %.2f ms | %.0f us | %.1f MiB |" % (
-                n, r["uploads_per_s"], r["uploads_per_s"] / b["uploads_per_s"],
-                r["close_p50_ms"], r["close_p99_ms"], r["cpu_us"], r["peak_rss_mib"]),
-                flush=True)
+            runs = {name: [] for name, _ in builds}
+            for k in range(args.repeat):
+                b = run_baseline(args.build, blobs, args.work)
+                bps = b["uploads"] / b["seconds"]
+                order = builds if k % 2 == 0 else builds[::-1]
+                for name, bd in order:
+                    r = run_battlefs(bd, tree, entries, n, args.codec,
+                                     tempfile.mkdtemp(prefix="ingest-%d-" % n, dir=args.work))
+                    shutil.rmtree(os.path.dirname(os.path.dirname(r["catalog"])),
+                                  ignore_errors=True)
+                    r["baseline"] = bps
+                    r["ratio"] = r["uploads_per_s"] / bps
+                    runs[name].append(r)
+                    print("  %d writers, %s: %.0f/s, baseline %.0f/s (%.2fx), %.0f us/upload, "
+                          "p99 %.2f ms" % (n, name, r["uploads_per_s"], bps, r["ratio"],
+                                           r["cpu_us"], r["close_p99_ms"]), flush=True)
+            for name, _ in builds:
+                rows.append((n, name, runs[name]))
+                if name == "this":
+                    hists.append((n, runs[name][-1]["groups"]))
+        load("end of the scale runs")
+        print()
+        print("medians of %d run(s) per row%s:" % (args.repeat, (", this build and %s" % args.compare)
+                                                   if args.compare else ""))
+        print()
+        print("| writers | build | uploads/s | baseline/s | vs baseline | close p50 | close p99 |"
+              " daemon CPU/upload | peak RSS | uploads/commit |")
+        print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for n, name, rs in rows:
+            print("| %d | %s | %.0f | %.0f | %.2fx | %.2f ms | %.2f ms | %.0f us | %.1f MiB | %s |" % (
+                n, name, median([r["uploads_per_s"] for r in rs]),
+                median([r["baseline"] for r in rs]), median([r["ratio"] for r in rs]),
+                median([r["close_p50_ms"] for r in rs]), median([r["close_p99_ms"] for r in rs]),
+                median([r["cpu_us"] for r in rs]), max(r["peak_rss_mib"] for r in rs),
+                "%.1f" % median([r["uploads_per_commit"] for r in rs]) if rs[0]["groups"] else "-"))
+        print()
+        print("commits by uploads per commit (.battlefs/stats commit_group_uploads, last run):")
+        for n, g in hists:
+            print("  %d writers: %s" % (n, ", ".join("%s: %d" % kv for kv in g.items() if kv[1])))
+    if os.path.exists(blobs):
+        os.remove(blobs)
 
 
 if __name__ == "__main__":
