@@ -446,9 +446,9 @@ def test_four_concurrent_writers(mount, tmp_path):
 
 @pytest.mark.concurrency
 def test_64_concurrent_writers(mount, tmp_path):
-    """64 writer processes x 16 uploads each (more writers than the daemon's 32 worker
+    """64 writer processes x 8 uploads each (more writers than the daemon's 32 worker
     threads): every upload exactly once, each writer's order kept."""
-    check_concurrent_writers(mount, tmp_path, 64, 16)
+    check_concurrent_writers(mount, tmp_path, 64, 8)
 
 
 @pytest.mark.concurrency
