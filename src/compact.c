@@ -117,23 +117,10 @@ static int put_text(const struct bfs_compact_deps *d, const char *key, const cha
                     enum bfs_put_cond cond, const char *if_match, char *etag_out,
                     struct bfs_err *err)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/compact-lease-%ld.tmp", d->work_dir, (long)gettid());
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return bfs_err_set(err, -errno, "write %s: %s", path, strerror(errno));
-    int rc = bfs_write_all(fd, text, strlen(text));
-    if (close(fd) < 0 && rc == 0)
-        rc = -errno;
-    if (rc < 0) {
-        unlink(path);
-        return bfs_err_set(err, rc, "write %s: %s", path, strerror(-rc));
-    }
-    const struct bfs_put_src src = {
-        .path = path, .cond = cond, .if_match = if_match, .etag_out = etag_out, .race_ok = 1};
-    rc = bfs_store_put_src(d->store, key, &src, err);
-    unlink(path);
-    return rc;
+    const struct bfs_put_src how = {
+        .cond = cond, .if_match = if_match, .etag_out = etag_out, .race_ok = 1};
+    return bfs_store_put_bytes(d->store, d->work_dir, "compact-lease", key, text, strlen(text),
+                               &how, err);
 }
 
 static char *lease_text(const struct bfs_compact_deps *d, const struct lease *ls, int released)

@@ -166,38 +166,19 @@ int bfs_ledger_manifest_key(const char *node, const char *roll_id, char *out, si
     return n > 0 && (size_t)n < cap ? 0 : -ENAMETOOLONG;
 }
 
-/* Write data to a new file path (replacing one a crash left) for a put. */
-static int write_file(const char *path, const void *data, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -errno;
-    int rc = bfs_write_all(fd, data, len);
-    if (close(fd) < 0 && rc == 0)
-        rc = -errno;
-    return rc;
-}
-
-/* Put a small object from memory through a file in the work directory. */
+/* Put a small object from memory through a file in the work directory
+ * (ledger-<tid>.tmp: see is_ledger_tmp). */
 static int put_small(struct bfs_ledger *l, const char *key, const char *data, size_t len,
                      enum bfs_put_cond cond, const char *if_match, int race_ok, char *etag_out,
                      struct bfs_err *err)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/ledger-%ld.tmp", l->work_dir, (long)gettid());
-    int rc = write_file(path, data, len);
-    if (rc < 0)
-        return bfs_err_set(err, rc, "write %s: %s", path, strerror(-rc));
-    const struct bfs_put_src src = {
-        .path = path,
+    const struct bfs_put_src how = {
         .cond = cond,
         .if_match = if_match,
         .race_ok = race_ok,
         .etag_out = etag_out,
     };
-    rc = bfs_store_put_src(l->d.store, key, &src, err);
-    unlink(path);
-    return rc;
+    return bfs_store_put_bytes(l->d.store, l->work_dir, "ledger", key, data, len, &how, err);
 }
 
 static char *json_text(json_t *j)

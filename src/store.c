@@ -9,11 +9,14 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
+#include "battlefs/fsutil.h"
 #include "battlefs/log.h"
 #include "battlefs/metrics.h"
 #include "battlefs/stats.h"
@@ -263,6 +266,35 @@ int bfs_store_put_src(struct bfs_store *st, const char *key, const struct bfs_pu
     if (rc == 0 && st->stats)
         bfs_hist_observe(&st->stats->store_put_seconds, bfs_metrics_now() - t);
     return bfs_store_result(err, rc);
+}
+
+int bfs_store_put_bytes(struct bfs_store *st, const char *work_dir, const char *tag,
+                        const char *key, const void *data, size_t len,
+                        const struct bfs_put_src *how, struct bfs_err *err)
+{
+    char path[4096];
+    int n = snprintf(path, sizeof path, "%s/%s-%ld.tmp", work_dir, tag, (long)gettid());
+    if (n < 0 || (size_t)n >= sizeof path)
+        return bfs_err_set(err, -ENAMETOOLONG, "work directory name too long: %s", work_dir);
+    /* O_TRUNC: replaces a file a crash left */
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return bfs_err_set(err, -errno, "write %s: %s", path, strerror(errno));
+    int rc = bfs_write_all(fd, data, len);
+    if (close(fd) < 0 && rc == 0)
+        rc = -errno;
+    if (rc < 0) {
+        unlink(path);
+        return bfs_err_set(err, rc, "write %s: %s", path, strerror(-rc));
+    }
+    struct bfs_put_src src = how ? *how : (struct bfs_put_src){0};
+    src.path = path;
+    src.may_link = 0;
+    src.sha256 = NULL;
+    src.md5 = NULL;
+    rc = bfs_store_put_src(st, key, &src, err);
+    unlink(path);
+    return rc;
 }
 
 int bfs_store_get(struct bfs_store *st, const char *key, size_t max, void **data, size_t *len,

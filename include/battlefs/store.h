@@ -203,6 +203,15 @@ static inline int bfs_store_head(struct bfs_store *st, const char *key, struct b
     bfs_err_clear(err);
     return bfs_store_result(err, st->ops->head ? st->ops->head(st, key, out, err) : -ENOTSUP);
 }
+/* Put len bytes from memory as key: they go through a temporary file of
+ * work_dir, "<tag>-<thread id>.tmp" (removed afterwards; one left by a kill
+ * is replaced by the thread's next put, and its owner removes the rest). how gives the condition,
+ * if_match, race_ok and etag_out (NULL: an unconditional put); its path,
+ * may_link, sha256 and md5 are ignored. Small objects only (leases, log
+ * entries, schemas). Returns what bfs_store_put_src returns. */
+int bfs_store_put_bytes(struct bfs_store *st, const char *work_dir, const char *tag,
+                        const char *key, const void *data, size_t len,
+                        const struct bfs_put_src *how, struct bfs_err *err);
 int bfs_store_get(struct bfs_store *st, const char *key, size_t max, void **data, size_t *len,
                   char *etag, struct bfs_err *err);
 /* What bfs_store_ops.clean says, or 0 for a store that needs no cleaning. */

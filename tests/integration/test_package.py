@@ -2,7 +2,8 @@
 
 Runs as root on this machine (CI runs here too), so everything it changes is undone:
 
-* dpkg-buildpackage -us -uc -b in a copy of the source tree (the repository stays clean);
+* dpkg-buildpackage -us -uc -b -J2 (two jobs: the two cores) in a copy of the source tree
+  (the repository stays clean);
 * lintian on the .deb: an error or a warning fails;
 * dpkg -i, and dpkg --purge at the end, with the instance's conf, env and state files
   removed (a battlefs package installed before the test is left alone: the test skips);
@@ -106,7 +107,7 @@ def package(tmp_path_factory):
     src = base / "battlefs"
     shutil.copytree(REPO, src, ignore=COPY_IGNORE, symlinks=True)
     t0 = time.monotonic()
-    r = run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=src, timeout=600, check=False)
+    r = run(["dpkg-buildpackage", "-us", "-uc", "-b", "-J2"], cwd=src, timeout=600, check=False)
     if r.returncode != 0:
         pytest.fail("dpkg-buildpackage failed:\n" + r.stdout[-6000:], pytrace=False)
     build_s = time.monotonic() - t0
