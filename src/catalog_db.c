@@ -588,6 +588,21 @@ static int set_foreign_keys(struct bfs_catalog *cat, int off)
     return rc;
 }
 
+/* Under wmu, outside a transaction: the writer's commits fsynced (FULL) or
+ * not (NORMAL). SQLITE_OK or SQLite's error. */
+static int set_nosync(struct bfs_catalog *cat, int nosync)
+{
+    if (!sqlite3_get_autocommit(cat->w))
+        return SQLITE_MISUSE;
+    cat->w_nosync = 1; /* unknown until it succeeded */
+    int rc =
+        sqlite3_exec(cat->w, nosync ? "PRAGMA synchronous = NORMAL" : "PRAGMA synchronous = FULL",
+                     NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        cat->w_nosync = nosync;
+    return rc;
+}
+
 /* Under wmu, outside a transaction: undo what tx->flags set, release wmu. */
 static void wtx_release(struct bfs_catalog *cat, const struct wtx *tx)
 {
@@ -595,6 +610,12 @@ static void wtx_release(struct bfs_catalog *cat, const struct wtx *tx)
         int rc = set_foreign_keys(cat, 0);
         if (rc != SQLITE_OK)
             bfs_error("catalog: %s: foreign keys back on: %s", tx->what,
+                      rc == SQLITE_MISUSE ? "a transaction is still open" : sqlite3_errmsg(cat->w));
+    }
+    if (cat->w_nosync) {
+        int rc = set_nosync(cat, 0);
+        if (rc != SQLITE_OK)
+            bfs_error("catalog: %s: synchronous back to FULL: %s", tx->what,
                       rc == SQLITE_MISUSE ? "a transaction is still open" : sqlite3_errmsg(cat->w));
     }
     pthread_mutex_unlock(&cat->wmu);
@@ -619,6 +640,14 @@ int bfs_cat_wtx_begin(struct bfs_catalog *cat, struct wtx *tx)
         rc = set_foreign_keys(cat, off);
     if (rc != SQLITE_OK) {
         int e = wtx_fail(tx, db, rc, off ? "foreign keys off" : "foreign keys on");
+        wtx_release(cat, tx);
+        return e;
+    }
+    int nosync = (tx->flags & WTX_NO_SYNC) != 0;
+    if (cat->w_nosync != nosync) /* also a restore that failed at the last end */
+        rc = set_nosync(cat, nosync);
+    if (rc != SQLITE_OK) {
+        int e = wtx_fail(tx, db, rc, nosync ? "synchronous NORMAL" : "synchronous FULL");
         wtx_release(cat, tx);
         return e;
     }

@@ -97,7 +97,7 @@ int bfs_catalog_pack_commit(struct bfs_catalog *cat, const struct bfs_pack_row *
                             size_t *applied)
 {
     size_t done = 0;
-    struct wtx tx = {.what = "pack"};
+    struct wtx tx = {.what = "pack", .flags = WTX_NO_SYNC};
     int e = bfs_cat_wtx_begin(cat, &tx);
     if (e < 0)
         return e;

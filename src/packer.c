@@ -2,13 +2,15 @@
  *
  * A batch: read each row (whole blob and flag, a read connection), repack
  * it outside every lock, then replace the rows still unpacked in one write
- * transaction (bfs_catalog_pack_commit). The background thread runs at
- * SCHED_IDLE: Linux runs it only when a core has nothing else to do, so it
- * never takes CPU from the FUSE workers; it holds the catalog's writer only
- * for its short UPDATEs (a batch is at most PACK_BATCH rows or PACK_BYTES).
+ * transaction (bfs_catalog_pack_commit, not fsynced: a packing lost to a
+ * power failure leaves the row stored). The background thread packs only
+ * while uploads pause (QUIET_MS), at SCHED_IDLE: Linux runs it only when a
+ * core has nothing else to do; it holds the catalog's writer only for its
+ * short UPDATEs (a batch is at most PACK_BATCH rows or PACK_BYTES).
  *
- * Locks: `mu` (+ cond `cv`) guards the thread's wake and stop flags; a leaf,
- * never held across a catalog call. */
+ * Locks: `mu` (+ cond `cv`) guards the thread's wake and stop flags; held
+ * across no catalog call but bfs_catalog_commit_groups (which takes the
+ * catalog's qmu, a leaf: packer mu -> qmu). */
 #include "battlefs/packer.h"
 
 #include <errno.h>
@@ -29,6 +31,13 @@
 
 #define PACK_BATCH 16                 /* rows per transaction */
 #define PACK_BYTES (4u * 1024 * 1024) /* or fewer, past this many packed bytes */
+/* The background thread packs only once uploads have paused this long, and
+ * stops at the next upload: packing a row rewrites it (SQLite's copy of the
+ * blob, its WAL frames, the checkpoint), about twice the CPU of compressing
+ * it, and under load that would come out of the uploads' share even at
+ * SCHED_IDLE (docs/bench.md). Rows still stored when a roll claims them are
+ * packed by the roll; a reader packs those it views. */
+#define QUIET_MS 300
 
 struct bfs_packer {
     struct bfs_packer_deps d;
@@ -38,6 +47,7 @@ struct bfs_packer {
     pthread_cond_t cv;
     int kicked, stop;
     int faulted; /* the first batch's fault points were passed */
+    int idle;    /* the thread runs at SCHED_IDLE */
     atomic_uint_fast64_t rows;
 };
 
@@ -112,8 +122,13 @@ static int pack_flush(struct bfs_packer *p, struct packing *k, size_t m, int bac
         k->rows[i].data = k->out.data + k->ends[i];
     int rc = fault(p, BFS_PACK_MID, background);
     size_t applied = 0;
+    struct sched_param sp = {0};
+    int raised =
+        background && p->idle && pthread_setschedparam(pthread_self(), SCHED_OTHER, &sp) == 0;
     if (rc == 0)
         rc = bfs_catalog_pack_commit(p->d.cat, k->rows, m, &applied);
+    if (raised)
+        pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
     if (rc < 0)
         return rc;
     atomic_fetch_add(&p->rows, applied);
@@ -247,6 +262,24 @@ int bfs_packer_pack_range(struct bfs_packer *p, int64_t first, int64_t last, int
     return rc;
 }
 
+/* Under mu: wait until no upload has committed for QUIET_MS (or stop).
+ * Returns the upload commits then. */
+static uint64_t wait_quiet(struct bfs_packer *p)
+{
+    for (;;) {
+        uint64_t g = bfs_catalog_commit_groups(p->d.cat);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += QUIET_MS * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        while (!p->stop && pthread_cond_timedwait(&p->cv, &p->mu, &ts) == 0) {
+        }
+        if (p->stop || bfs_catalog_commit_groups(p->d.cat) == g)
+            return g;
+    }
+}
+
 static void *packer_main(void *arg)
 {
     struct bfs_packer *p = arg;
@@ -256,12 +289,18 @@ static void *packer_main(void *arg)
     int e = pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
     if (e != 0)
         bfs_warn("packer: SCHED_IDLE: %s (packing at normal priority)", strerror(e));
+    p->idle = e == 0;
     struct packing k = {0};
     int64_t ids[PACK_BATCH];
+    uint64_t quiet_at = UINT64_MAX; /* upload commits when uploads last paused */
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
         int hold = p->d.hold;
         p->kicked = 0;
+        if (bfs_catalog_commit_groups(p->d.cat) != quiet_at) {
+            quiet_at = wait_quiet(p);
+            continue;
+        }
         pthread_mutex_unlock(&p->mu);
         size_t n = 0;
         int rc =
