@@ -122,6 +122,11 @@ static int pack_flush(struct bfs_packer *p, struct packing *k, size_t m, int bac
         k->rows[i].data = k->out.data + k->ends[i];
     int rc = fault(p, BFS_PACK_MID, background);
     size_t applied = 0;
+    /* The thread holds the catalog's writer for the commit: at SCHED_IDLE it
+     * could be preempted with it held for as long as the cores are busy, and
+     * every upload would wait (priority inversion). So the commit runs at
+     * SCHED_OTHER when the thread may return to it (root, CAP_SYS_NICE or
+     * RLIMIT_NICE: sched(7)); otherwise it stays idle, which only slows it. */
     struct sched_param sp = {0};
     int raised =
         background && p->idle && pthread_setschedparam(pthread_self(), SCHED_OTHER, &sp) == 0;
