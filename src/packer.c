@@ -45,7 +45,9 @@ struct bfs_packer {
     int started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int kicked, stop;
+    atomic_int kicked; /* a kick since the thread last looked (set without mu) */
+    int sleeping;      /* the thread waits for work (a kick wakes it), under mu */
+    int stop;
     int faulted; /* the first batch's fault points were passed */
     int idle;    /* the thread runs at SCHED_IDLE */
     atomic_uint_fast64_t rows;
@@ -301,7 +303,7 @@ static void *packer_main(void *arg)
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
         int hold = p->d.hold;
-        p->kicked = 0;
+        atomic_store(&p->kicked, 0);
         if (bfs_catalog_commit_groups(p->d.cat) != quiet_at) {
             quiet_at = wait_quiet(p);
             continue;
@@ -316,13 +318,15 @@ static void *packer_main(void *arg)
             bfs_warn("packer: %s (retried)", strerror(-rc));
         pthread_mutex_lock(&p->mu);
         if (rc == 0 && n > 0 && !p->stop)
-            continue; /* more, perhaps */
-        if (!p->kicked && !p->stop) {
+            continue;    /* more, perhaps */
+        p->sleeping = 1; /* before the look: a kick after it signals */
+        if (!atomic_load(&p->kicked) && !p->stop) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += rc < 0 ? 5 : 1;
             pthread_cond_timedwait(&p->cv, &p->mu, &ts);
         }
+        p->sleeping = 0;
     }
     pthread_mutex_unlock(&p->mu);
     packing_free(&k);
@@ -340,6 +344,7 @@ int bfs_packer_start(const struct bfs_packer_deps *deps, struct bfs_packer **out
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     atomic_init(&p->rows, 0);
+    atomic_init(&p->kicked, 0);
     int e = pthread_create(&p->thread, NULL, packer_main, p);
     if (e != 0) {
         pthread_mutex_destroy(&p->mu);
@@ -367,13 +372,16 @@ void bfs_packer_stop(struct bfs_packer *p)
     free(p);
 }
 
+/* Called after every commit of an unpacked row: only the first kick since
+ * the thread last looked takes mu, and it wakes the thread only if it sleeps
+ * for want of work (not while it waits for uploads to pause). */
 void bfs_packer_kick(struct bfs_packer *p)
 {
-    if (!p)
+    if (!p || atomic_exchange(&p->kicked, 1))
         return;
     pthread_mutex_lock(&p->mu);
-    p->kicked = 1;
-    pthread_cond_signal(&p->cv);
+    if (p->sleeping)
+        pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
 }
 
