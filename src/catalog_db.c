@@ -22,7 +22,7 @@
  *       packer (packer.c), which replaces data, byte_length and packed in
  *       one transaction; 1: final.
  *   buffer_data(id -> buffer_rows, data BLOB)
- *   buffer_totals(uploads, bytes): one row kept by triggers on buffer_rows,
+ *   buffer_totals(uploads, bytes, unpacked): one row kept by triggers on buffer_rows,
  *       so bfs_catalog_counts and a claim do not scan the buffer.
  *   buffer_logs: a VIEW with the brief's columns (id, table_name, period_tag,
  *       dataset_id, schema_id, record_count, byte_length, data, created_at,
@@ -256,8 +256,20 @@ static const char *const MIGRATIONS[] = {
      * totals follow a row whose length a packing changes. */
     "ALTER TABLE buffer_rows ADD COLUMN packed INTEGER NOT NULL DEFAULT 1;"
     "CREATE INDEX buffer_rows_unpacked ON buffer_rows(id) WHERE packed = 0;"
-    "CREATE TRIGGER buffer_rows_len AFTER UPDATE OF byte_length ON buffer_rows BEGIN"
-    "  UPDATE buffer_totals SET bytes = bytes - OLD.byte_length + NEW.byte_length;"
+    "ALTER TABLE buffer_totals ADD COLUMN unpacked INTEGER NOT NULL DEFAULT 0;"
+    "DROP TRIGGER buffer_rows_ins;"
+    "DROP TRIGGER buffer_rows_del;"
+    "CREATE TRIGGER buffer_rows_ins AFTER INSERT ON buffer_rows BEGIN"
+    "  UPDATE buffer_totals SET uploads = uploads + 1, bytes = bytes + NEW.byte_length,"
+    "  unpacked = unpacked + (NEW.packed = 0);"
+    "  END;"
+    "CREATE TRIGGER buffer_rows_del AFTER DELETE ON buffer_rows BEGIN"
+    "  UPDATE buffer_totals SET uploads = uploads - 1, bytes = bytes - OLD.byte_length,"
+    "  unpacked = unpacked - (OLD.packed = 0);"
+    "  END;"
+    "CREATE TRIGGER buffer_rows_len AFTER UPDATE OF byte_length, packed ON buffer_rows BEGIN"
+    "  UPDATE buffer_totals SET bytes = bytes - OLD.byte_length + NEW.byte_length,"
+    "  unpacked = unpacked - (OLD.packed = 0) + (NEW.packed = 0);"
     "  END;",
 };
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
@@ -498,8 +510,8 @@ static const char *const RSQL[R_COUNT] = {
         "SELECT 1 FROM partitions p WHERE p.table_name = ?1 AND " HAS_DATA("p") " LIMIT 1",
     [R_PERIOD_EXISTS] = "SELECT 1 FROM partitions p WHERE p.table_name = ?1 AND p.period_tag = ?2"
                         " AND " HAS_DATA("p"),
-    [R_COUNTS] = "SELECT uploads, bytes, (SELECT count(*) FROM archived_files),"
-                 " (SELECT count(*) FROM buffer_rows WHERE packed = 0) FROM buffer_totals",
+    [R_COUNTS] = "SELECT uploads, bytes, (SELECT count(*) FROM archived_files), unpacked"
+                 " FROM buffer_totals",
     [R_PENDING] = "SELECT id, byte_count FROM rolls WHERE committed_at IS NULL"
                   " ORDER BY claimed_at, id LIMIT 1",
     [R_ROLL_GET] = "SELECT first_row, last_row, claimed_at, row_count, byte_count,"

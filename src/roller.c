@@ -1186,6 +1186,10 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
     if (d->pack) {
         int64_t first, last;
         uint64_t now_bytes;
+        /* Packing writes to the catalog: with the disk nearly full, say so
+         * before (the claimed bytes only shrink by packing). */
+        if ((rc = check_space(b, claimed_bytes)) < 0)
+            return rc;
         if ((rc = bfs_catalog_roll_range(d->cat, b->roll_id, &first, &last, &now_bytes)) < 0)
             return fail(b, rc, "the claimed rows");
         if ((rc = d->pack(d->pack_arg, first, last)) < 0)
