@@ -16,9 +16,13 @@
  *       sync = bfs_schema_sync(canonical)), as the upload brings them: the
  *       catalog computes neither.
  *   buffer_rows(id AUTOINCREMENT, table_name, period_tag, dataset_id, schema_id,
- *               record_count, byte_length, created_at)
+ *               record_count, byte_length, created_at, conv_schema, conv_length,
+ *               packed)
+ *       packed = 0: deflate blocks framed stored, compressed later by the
+ *       packer (packer.c), which replaces data, byte_length and packed in
+ *       one transaction; 1: final.
  *   buffer_data(id -> buffer_rows, data BLOB)
- *   buffer_totals(uploads, bytes): one row kept by triggers on buffer_rows,
+ *   buffer_totals(uploads, bytes, unpacked): one row kept by triggers on buffer_rows,
  *       so bfs_catalog_counts and a claim do not scan the buffer.
  *   buffer_logs: a VIEW with the brief's columns (id, table_name, period_tag,
  *       dataset_id, schema_id, record_count, byte_length, data, created_at,
@@ -246,6 +250,27 @@ static const char *const MIGRATIONS[] = {
     "  period_tag TEXT NOT NULL,"
     "  upto INTEGER NOT NULL,"
     "  started_at INTEGER NOT NULL);",
+    /* 5: compression off the close path (packer.c). packed = 0: the row's
+     * blocks are deflate framed as stored blocks (bfs_codec_frame), to be
+     * compressed; 1: in their final form. Rows before this are final. The
+     * totals follow a row whose length a packing changes. */
+    "ALTER TABLE buffer_rows ADD COLUMN packed INTEGER NOT NULL DEFAULT 1;"
+    "CREATE INDEX buffer_rows_unpacked ON buffer_rows(id) WHERE packed = 0;"
+    "ALTER TABLE buffer_totals ADD COLUMN unpacked INTEGER NOT NULL DEFAULT 0;"
+    "DROP TRIGGER buffer_rows_ins;"
+    "DROP TRIGGER buffer_rows_del;"
+    "CREATE TRIGGER buffer_rows_ins AFTER INSERT ON buffer_rows BEGIN"
+    "  UPDATE buffer_totals SET uploads = uploads + 1, bytes = bytes + NEW.byte_length,"
+    "  unpacked = unpacked + (NEW.packed = 0);"
+    "  END;"
+    "CREATE TRIGGER buffer_rows_del AFTER DELETE ON buffer_rows BEGIN"
+    "  UPDATE buffer_totals SET uploads = uploads - 1, bytes = bytes - OLD.byte_length,"
+    "  unpacked = unpacked - (OLD.packed = 0);"
+    "  END;"
+    "CREATE TRIGGER buffer_rows_len AFTER UPDATE OF byte_length, packed ON buffer_rows BEGIN"
+    "  UPDATE buffer_totals SET bytes = bytes - OLD.byte_length + NEW.byte_length,"
+    "  unpacked = unpacked - (OLD.packed = 0) + (NEW.packed = 0);"
+    "  END;",
 };
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -278,7 +303,8 @@ static const char *const WSQL[W_COUNT] = {
                    " schema_json, header, header_length, created_at)"
                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [W_ROW_INS] = "INSERT INTO buffer_rows(table_name, period_tag, dataset_id, schema_id,"
-                  " record_count, byte_length, created_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                  " record_count, byte_length, created_at, packed)"
+                  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [W_DATA_INS] = "INSERT INTO buffer_data(id, data) VALUES(?1, ?2)",
     [W_PENDING] = "SELECT id FROM rolls WHERE committed_at IS NULL ORDER BY claimed_at, id LIMIT 1",
     [W_UNCLAIMED] = "SELECT (SELECT min(id) FROM buffer_rows), (SELECT max(id) FROM buffer_rows),"
@@ -430,14 +456,15 @@ static const char *const RSQL[R_COUNT] = {
                " WHERE i.table_name = ?1 AND i.period_tag = ?2 AND i.dataset_id = ?3"
                " ORDER BY a.ord, i.file_id, i.id",
     [R_HOT] = "SELECT id, byte_length, record_count, created_at, schema_id, id, conv_schema,"
-              " conv_length FROM buffer_rows"
+              " conv_length, packed FROM buffer_rows"
               " WHERE table_name = ?1 AND period_tag = ?2 AND dataset_id = ?3 ORDER BY id",
     /* A segment's length in the file is its own when it was written in the
      * partition's merged schema (m.id), its memoised converted length when
      * that was measured for the merged schema, else unknown (counted). */
     [R_STAT] = "WITH m AS (SELECT schema_id id, header_length hl, " MERGED_AT(
         "partitions") " ma FROM partitions WHERE table_name = ?1 AND period_tag = ?2)"
-                      " SELECT m.hl, c.n, c.len, c.unk, c.t, h.n, h.len, h.unk, h.t, m.ma FROM m,"
+                      " SELECT m.hl, c.n, c.len, c.unk, c.t, h.n, h.len, h.unk, h.t, m.ma, h.unp"
+                      " FROM m,"
                       " (SELECT count(*) n, coalesce(sum(CASE WHEN a.schema_id = (SELECT id FROM m)"
                       "  THEN i.length WHEN i.conv_schema = (SELECT id FROM m) THEN i.conv_length "
                       "END),"
@@ -451,8 +478,8 @@ static const char *const RSQL[R_COUNT] = {
                       "END),"
                       "  0) len, coalesce(sum(schema_id IS NOT (SELECT id FROM m) AND"
                       "  conv_schema IS NOT (SELECT id FROM m)), 0) unk,"
-                      "  max(created_at) t FROM buffer_rows WHERE table_name = ?1 AND period_tag = "
-                      "?2"
+                      "  max(created_at) t, coalesce(sum(packed = 0), 0) unp"
+                      "  FROM buffer_rows WHERE table_name = ?1 AND period_tag = ?2"
                       "  AND dataset_id = ?3) h",
     [R_SCHEMA_JSON] = "SELECT json FROM schemas WHERE id = ?1",
     [R_VERSIONS] = "SELECT s.id, s.json FROM partition_versions v JOIN schemas s"
@@ -483,7 +510,8 @@ static const char *const RSQL[R_COUNT] = {
         "SELECT 1 FROM partitions p WHERE p.table_name = ?1 AND " HAS_DATA("p") " LIMIT 1",
     [R_PERIOD_EXISTS] = "SELECT 1 FROM partitions p WHERE p.table_name = ?1 AND p.period_tag = ?2"
                         " AND " HAS_DATA("p"),
-    [R_COUNTS] = "SELECT uploads, bytes, (SELECT count(*) FROM archived_files) FROM buffer_totals",
+    [R_COUNTS] = "SELECT uploads, bytes, (SELECT count(*) FROM archived_files), unpacked"
+                 " FROM buffer_totals",
     [R_PENDING] = "SELECT id, byte_count FROM rolls WHERE committed_at IS NULL"
                   " ORDER BY claimed_at, id LIMIT 1",
     [R_ROLL_GET] = "SELECT first_row, last_row, claimed_at, row_count, byte_count,"
@@ -572,6 +600,21 @@ static int set_foreign_keys(struct bfs_catalog *cat, int off)
     return rc;
 }
 
+/* Under wmu, outside a transaction: the writer's commits fsynced (FULL) or
+ * not (NORMAL). SQLITE_OK or SQLite's error. */
+static int set_nosync(struct bfs_catalog *cat, int nosync)
+{
+    if (!sqlite3_get_autocommit(cat->w))
+        return SQLITE_MISUSE;
+    cat->w_nosync = 1; /* unknown until it succeeded */
+    int rc =
+        sqlite3_exec(cat->w, nosync ? "PRAGMA synchronous = NORMAL" : "PRAGMA synchronous = FULL",
+                     NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        cat->w_nosync = nosync;
+    return rc;
+}
+
 /* Under wmu, outside a transaction: undo what tx->flags set, release wmu. */
 static void wtx_release(struct bfs_catalog *cat, const struct wtx *tx)
 {
@@ -579,6 +622,12 @@ static void wtx_release(struct bfs_catalog *cat, const struct wtx *tx)
         int rc = set_foreign_keys(cat, 0);
         if (rc != SQLITE_OK)
             bfs_error("catalog: %s: foreign keys back on: %s", tx->what,
+                      rc == SQLITE_MISUSE ? "a transaction is still open" : sqlite3_errmsg(cat->w));
+    }
+    if (cat->w_nosync) {
+        int rc = set_nosync(cat, 0);
+        if (rc != SQLITE_OK)
+            bfs_error("catalog: %s: synchronous back to FULL: %s", tx->what,
                       rc == SQLITE_MISUSE ? "a transaction is still open" : sqlite3_errmsg(cat->w));
     }
     pthread_mutex_unlock(&cat->wmu);
@@ -603,6 +652,14 @@ int bfs_cat_wtx_begin(struct bfs_catalog *cat, struct wtx *tx)
         rc = set_foreign_keys(cat, off);
     if (rc != SQLITE_OK) {
         int e = wtx_fail(tx, db, rc, off ? "foreign keys off" : "foreign keys on");
+        wtx_release(cat, tx);
+        return e;
+    }
+    int nosync = (tx->flags & WTX_NO_SYNC) != 0;
+    if (cat->w_nosync != nosync) /* also a restore that failed at the last end */
+        rc = set_nosync(cat, nosync);
+    if (rc != SQLITE_OK) {
+        int e = wtx_fail(tx, db, rc, nosync ? "synchronous NORMAL" : "synchronous FULL");
         wtx_release(cat, tx);
         return e;
     }

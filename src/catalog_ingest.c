@@ -501,6 +501,7 @@ static int insert_upload(struct bfs_catalog *cat, const struct bfs_upload *up, i
     sqlite3_bind_int64(st, 5, (int64_t)up->records);
     sqlite3_bind_int64(st, 6, (int64_t)up->len);
     sqlite3_bind_int64(st, 7, now);
+    sqlite3_bind_int(st, 8, up->deferred ? 0 : 1);
     if ((rc = run(st)) != SQLITE_OK)
         goto sql_error;
     st = cat->ws[W_DATA_INS];

@@ -182,11 +182,12 @@ struct request {
 struct bfs_catalog {
     char *path;
 
-    pthread_mutex_t wmu; /* w, ws and w_fk_off (taken by bfs_cat_wtx_begin and, to
+    pthread_mutex_t wmu; /* w, ws, w_fk_off and w_nosync (taken by bfs_cat_wtx_begin and, to
                           * read a pragma, bfs_catalog_writer_pragma) */
     sqlite3 *w;
     sqlite3_stmt *ws[W_COUNT];
     int w_fk_off; /* w's foreign keys are (or may be) off: a WTX_FK_OFF transaction ran */
+    int w_nosync; /* w's synchronous is (or may be) NORMAL: a WTX_NO_SYNC transaction ran */
 
     pthread_mutex_t qmu; /* the commit queue and the counters below */
     struct request *qhead, **qtail;
@@ -322,6 +323,12 @@ void bfs_cat_rrelease(struct bfs_catalog *cat, struct rconn *c);
  */
 #define WTX_FK_OFF 1u /* PRAGMA foreign_keys = OFF for this transaction */
 #define WTX_QUIET  2u /* begin and commit failures are not logged, only put in err */
+/* PRAGMA synchronous = NORMAL for this transaction: its commit is not
+ * fsynced. Only for a transaction whose loss at a power failure loses
+ * nothing (a packing: the rows stay in their stored form). The WAL is
+ * append-only, so the next FULL commit's fsync makes it durable too, and
+ * recovery never keeps a later commit without it. */
+#define WTX_NO_SYNC 4u
 
 struct wtx {
     unsigned flags;     /* WTX_* */

@@ -196,6 +196,8 @@ static int read_view(struct rconn *c, const char *table, const char *period, con
                 s->kind = BFS_SEG_HOT;
                 s->length = (uint64_t)sqlite3_column_int64(st, 1);
                 s->records = (uint64_t)sqlite3_column_int64(st, 2);
+                s->stored = sqlite3_column_int(st, 8) == 0;
+                v->stored += (size_t)s->stored;
             }
             int64_t t = sqlite3_column_int64(st, cold ? 5 : 3);
             if (t > mtime)
@@ -276,7 +278,10 @@ int bfs_catalog_dataset_stat(struct bfs_catalog *cat, const char *table, const c
         int64_t tm = sqlite3_column_int64(st, 9); /* 0 (NULL): never merged */
         if (tm > *mtime)
             *mtime = tm;
-        int64_t unknown = sqlite3_column_int64(st, 3) + sqlite3_column_int64(st, 7);
+        /* A hot row not packed yet is as unknown: the reader packs it
+         * before anyone sees its length (reader.c). */
+        int64_t unknown = sqlite3_column_int64(st, 3) + sqlite3_column_int64(st, 7) +
+                          sqlite3_column_int64(st, 10);
         rc = cold_n + hot_n == 0 ? -ENOENT : unknown > 0 ? -EAGAIN : 0;
     } else if (rc == SQLITE_DONE) {
         rc = -ENOENT;
@@ -460,6 +465,7 @@ int bfs_catalog_counts(struct bfs_catalog *cat, struct bfs_catalog_counts *out)
         out->buffer_uploads = (uint64_t)sqlite3_column_int64(st, 0);
         out->buffer_bytes = (uint64_t)sqlite3_column_int64(st, 1);
         out->archived_files = (uint64_t)sqlite3_column_int64(st, 2);
+        out->pack_pending = (uint64_t)sqlite3_column_int64(st, 3);
         bfs_catalog_group_sizes(cat, out->group_sizes);
         rc = 0;
     } else {

@@ -31,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 /* Deepest nesting of types walked (schema.c accepts 200). */
 #define MAX_TYPE_DEPTH 256
@@ -1898,97 +1897,20 @@ int bfs_ocf_block_span(const uint8_t *in, size_t len, size_t *block_len)
     return 0;
 }
 
-/* Deterministic framing of data n bytes long. */
-#define STORED_MAX  65535u /* deflate stored block */
-#define LITERAL_MAX 65536u /* snappy literal element */
-
-static size_t uvarint(uint64_t v, uint8_t *b)
-{
-    size_t n = 0;
-    do {
-        b[n] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-        v >>= 7;
-        n++;
-    } while (v);
-    return n;
-}
-
-/* The header of a snappy literal of n (1..LITERAL_MAX) bytes. */
-static size_t literal_tag(size_t n, uint8_t *b)
-{
-    size_t m = n - 1;
-    if (m < 60) {
-        b[0] = (uint8_t)(m << 2);
-        return 1;
-    }
-    if (m < 256) {
-        b[0] = 60 << 2;
-        b[1] = (uint8_t)m;
-        return 2;
-    }
-    b[0] = 61 << 2;
-    b[1] = (uint8_t)m;
-    b[2] = (uint8_t)(m >> 8);
-    return 3;
-}
-
-static size_t framed_size(enum bfs_codec codec, size_t n)
-{
-    uint8_t tmp[10];
-    switch (codec) {
-    case BFS_CODEC_DEFLATE:
-        return n + 5 * (n ? (n + STORED_MAX - 1) / STORED_MAX : 1);
-    case BFS_CODEC_SNAPPY: {
-        size_t full = n / LITERAL_MAX, rest = n % LITERAL_MAX;
-        return uvarint(n, tmp) + n + 3 * full + (rest ? literal_tag(rest, tmp) : 0) + 4;
-    }
-    default:
-        return n;
-    }
-}
-
 /* The records at out->data[start..start+n): framed as a block (count, size,
  * data in codec, sync) in their place. */
 static int frame(const struct bfs_conv *c, struct bfs_buf *out, size_t start, int64_t count,
                  struct bfs_err *err)
 {
     size_t n = out->len - start;
-    size_t dn = framed_size(c->codec, n);
+    size_t dn = bfs_codec_framed_size(c->codec, n);
     if (bfs_buf_reserve(out, 20 + dn + 16) < 0)
         return nomem(err);
     const uint8_t *src = out->data + start;
     uint8_t *p = out->data + out->len, *q = p;
     q += zz(count, q);
     q += zz((int64_t)dn, q);
-    if (c->codec == BFS_CODEC_NULL) {
-        memcpy(q, src, n);
-        q += n;
-    } else if (c->codec == BFS_CODEC_DEFLATE) {
-        size_t off = 0;
-        do {
-            size_t k = n - off < STORED_MAX ? n - off : STORED_MAX;
-            q[0] = off + k == n ? 1 : 0; /* BFINAL, BTYPE 00 */
-            q[1] = (uint8_t)k;
-            q[2] = (uint8_t)(k >> 8);
-            q[3] = (uint8_t)~k;
-            q[4] = (uint8_t)(~k >> 8);
-            memcpy(q + 5, src + off, k);
-            q += 5 + k;
-            off += k;
-        } while (off < n);
-    } else {
-        q += uvarint(n, q);
-        for (size_t off = 0; off < n;) {
-            size_t k = n - off < LITERAL_MAX ? n - off : LITERAL_MAX;
-            q += literal_tag(k, q);
-            memcpy(q, src + off, k);
-            q += k;
-            off += k;
-        }
-        uint32_t crc = (uint32_t)crc32(0L, src, (uInt)n);
-        for (int i = 0; i < 4; i++)
-            *q++ = (uint8_t)(crc >> (24 - 8 * i));
-    }
+    q += bfs_codec_frame(c->codec, src, n, q);
     memcpy(q, c->msync, 16);
     q += 16;
     memmove(out->data + start, p, (size_t)(q - p));

@@ -24,6 +24,7 @@
 #include "battlefs/log.h"
 #include "battlefs/names.h"
 #include "battlefs/ocf.h"
+#include "battlefs/packer.h"
 #include "battlefs/schema.h"
 #include "battlefs/stats.h"
 
@@ -155,7 +156,9 @@ static int convert_upload(const struct bfs_ingest_deps *deps, const uint8_t *buf
         return rc == -ENOMEM ? rc : bfs_err_set(err, -EIO, "merged schema: %s", err->msg);
     uint64_t n = 0;
     rc = bfs_ocf_process(b->image.data, b->image.len, &th, t->sync, codec, out, &n,
-                         BFS_OCF_DEFLATE_LEVEL(deps->deflate_level), 0, err);
+                         BFS_OCF_DEFLATE_LEVEL(deps->deflate_level) |
+                             (deps->packer ? BFS_OCF_DEFLATE_STORED : 0),
+                         0, err);
     bfs_ocf_header_free(&th);
     if (rc == 0 && n != *records)
         rc = bfs_err_set(err, -EIO, "conversion: %llu records of %llu", (unsigned long long)n,
@@ -261,12 +264,17 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, const uint8_t *buf, size_t le
         uint64_t records = 0;
         bfs_buf_reset(&out);
         /* A decompression bomb stops at max_upload bytes of records (EFBIG). */
+        /* Deflate partitions: blocks not deflate already are framed stored
+         * and compressed after the commit (packer.h). */
+        int deferred =
+            deps->packer && codec == BFS_CODEC_DEFLATE && (stored || h.codec != BFS_CODEC_DEFLATE);
         if (stored)
             rc = convert_upload(deps, buf, len, &h, stored, codec, &conv, &out, &records, &err);
         else
-            rc =
-                bfs_ocf_process(buf, len, &h, sync, codec, &out, &records,
-                                BFS_OCF_DEFLATE_LEVEL(deps->deflate_level), deps->max_upload, &err);
+            rc = bfs_ocf_process(buf, len, &h, sync, codec, &out, &records,
+                                 BFS_OCF_DEFLATE_LEVEL(deps->deflate_level) |
+                                     (deferred ? BFS_OCF_DEFLATE_STORED : 0),
+                                 deps->max_upload, &err);
         if (rc == -EFBIG) {
             bfs_err_set(&err, rc, "%s (max_upload)", err.msg);
             goto reject;
@@ -302,6 +310,7 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, const uint8_t *buf, size_t le
             .data = out.data,
             .len = out.len,
             .records = records,
+            .deferred = deferred,
         };
         memcpy(up.sync, sync, sizeof up.sync);
         rc = bfs_catalog_commit_upload(deps->cat, &up, &err);
@@ -314,6 +323,8 @@ int bfs_ingest(const struct bfs_ingest_deps *deps, const uint8_t *buf, size_t le
         }
         if (rc == 0 && merged)
             bfs_catalog_layout_forget(deps->cat, table, period);
+        if (rc == 0 && deferred)
+            bfs_packer_kick(deps->packer);
         if (rc < 0) {
             rc = bfs_err_set(&err, errno_of_commit(rc), "%s", err.msg[0] ? err.msg : strerror(-rc));
             goto reject;

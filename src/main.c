@@ -37,6 +37,7 @@
 #include "battlefs/log.h"
 #include "battlefs/metrics.h"
 #include "battlefs/options.h"
+#include "battlefs/packer.h"
 #include "battlefs/roller.h"
 #include "battlefs/store.h"
 
@@ -55,6 +56,31 @@ static int compact_fault_hook(void *arg, enum bfs_compact_step step, const char 
     bfs_info("fault injection: compaction %s: _exit(99) at %s", id, bfs_compact_step_name(step));
     fflush(stderr);
     _exit(99);
+}
+
+/* The packer's (-o fault=pack:mid|after-commit): _exit(99) at that step of
+ * its first batch. */
+static int pack_fault_hook(void *arg, enum bfs_pack_step step)
+{
+    const int *want = arg;
+    if ((int)step != *want)
+        return 0;
+    bfs_info("fault injection: packer: _exit(99) at %s",
+             step == BFS_PACK_MID ? "mid" : "after-commit");
+    fflush(stderr);
+    _exit(99);
+}
+
+static int reader_pack(void *arg, const int64_t *ids, size_t n)
+{
+    return bfs_packer_pack_ids(arg, ids, n);
+}
+
+/* The roll's packing: both cores (the machine's). */
+static int roll_pack(void *arg, int64_t first, int64_t last)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    return bfs_packer_pack_range(arg, first, last, cpus > 1 ? (int)cpus : 1);
 }
 
 static int roll_fault_hook(void *arg, enum bfs_roll_step step, const char *roll_id)
@@ -107,6 +133,10 @@ static void ctx_close_modules(struct bfs_ctx *ctx)
     if (ctx->roller) {
         bfs_roller_stop(ctx->roller);
         ctx->roller = NULL;
+    }
+    if (ctx->packer) { /* after the roller, which packs through it */
+        bfs_packer_stop(ctx->packer);
+        ctx->packer = NULL;
     }
     if (ctx->ledger) {
         bfs_ledger_close(ctx->ledger); /* releases the node's lease */
@@ -293,6 +323,28 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
     }
     if (!start || ctx->opt.read_only)
         return 0;
+    /* Compression off the close path: deflate partitions' uploads are
+     * stored uncompressed at close and packed by this thread, by readers
+     * before they take a view, and by the roll before it builds. */
+    ctx->pack_fault = bfs_options_pack_fault(&ctx->opt);
+    const struct bfs_packer_deps pd = {
+        .cat = ctx->cat,
+        .stats = &ctx->stats,
+        .level = ctx->opt.deflate_level,
+        .hold = ctx->pack_fault == 2,
+        .fault = ctx->pack_fault == 0 || ctx->pack_fault == 1 ? pack_fault_hook : NULL,
+        .fault_arg = &ctx->pack_fault,
+    };
+    rc = bfs_packer_start(&pd, &ctx->packer);
+    if (rc < 0) {
+        bfs_error("cannot start the packer: %s", strerror(-rc));
+        goto fail;
+    }
+    ctx->ingest.packer = ctx->packer;
+    ctx->reader.pack = reader_pack;
+    ctx->reader.pack_arg = ctx->packer;
+    ctx->roll.pack = roll_pack;
+    ctx->roll.pack_arg = ctx->packer;
     rc = bfs_roller_recover(&ctx->roll);
     if (rc < 0) {
         /* Not fatal: the data stays claimed and hot-readable; the roller retries. */

@@ -131,6 +131,8 @@ int bfs_metrics_render(struct bfs_stats *s, const struct bfs_metrics_gauges *g, 
         {"compactions_total", &s->compactions, "Compactions this mount committed since mount."},
         {"store_deletes_total", &s->store_deletes,
          "Objects deleted from the store (retired by compactions) since mount."},
+        {"rows_packed_total", &s->rows_packed,
+         "Hot uploads compressed after their close (deflate partitions) since mount."},
     };
     pthread_mutex_lock(&s->lock);
     int roll_err = s->has_roll_error, refresh_err = s->has_refresh_error;
@@ -150,6 +152,8 @@ int bfs_metrics_render(struct bfs_stats *s, const struct bfs_metrics_gauges *g, 
          "Age of the oldest upload in the hot buffer (0 when it is empty)."},
         {"archived_files", (double)g->archived_files,
          "Archives in the store that this mount indexes."},
+        {"pack_pending", (double)g->pack_pending,
+         "Hot uploads stored uncompressed (stored deflate blocks), not packed yet."},
         {"log_position", (double)atomic_load(&s->log_position),
          "The last entry of the store's log applied."},
         {"fenced", atomic_load(&s->fenced) ? 1 : 0,
@@ -199,6 +203,7 @@ int bfs_metrics_collect(struct bfs_stats *s, struct bfs_catalog *cat, struct bfs
         .buffer_uploads = c.buffer_uploads,
         .buffer_bytes = c.buffer_bytes,
         .archived_files = c.archived_files,
+        .pack_pending = c.pack_pending,
     };
     int64_t oldest;
     rc = bfs_catalog_oldest_buffered(cat, &oldest);

@@ -367,6 +367,7 @@ struct proc {
     struct bfs_buf cmp; /* recompressed block (scratch) */
     struct libdeflate_compressor *def; /* at p->level, made at the first block to deflate */
     int level;                         /* deflate level of recompressed blocks */
+    int stored;                        /* deflate: framed stored (BFS_OCF_DEFLATE_STORED) */
     /* the block being processed, for messages */
     uint64_t block;
     size_t at;
@@ -569,6 +570,14 @@ static int compress_block(struct proc *p, enum bfs_codec codec, const uint8_t *d
         *outlen = n;
         return 0;
     case BFS_CODEC_DEFLATE: {
+        if (p->stored) {
+            size_t fn = bfs_codec_framed_size(codec, n);
+            if (bfs_buf_reserve_exact(&p->cmp, fn) < 0)
+                return nomem(p);
+            *out = p->cmp.data;
+            *outlen = bfs_codec_frame(codec, data, n, p->cmp.data);
+            return 0;
+        }
         /* libdeflate (whole-buffer): 2-4x faster than zlib's deflate at the
          * same level on these records, for about the same size. */
         if (!p->def && !(p->def = libdeflate_alloc_compressor(p->level)))
@@ -736,7 +745,9 @@ int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header 
     bfs_err_clear(err);
     if (p.level == 0)
         p.level = 6;
-    if (p.level > 9 || (flags & ~(BFS_OCF_CROSSCHECK | BFS_OCF_DEFLATE_LEVEL(0xf))))
+    p.stored = (flags & BFS_OCF_DEFLATE_STORED) != 0;
+    if (p.level > 9 ||
+        (flags & ~(BFS_OCF_CROSSCHECK | BFS_OCF_DEFLATE_LEVEL(0xf) | BFS_OCF_DEFLATE_STORED)))
         return bfs_err_set(err, -EINVAL, "bad flags %#x (deflate level %d)", flags, p.level);
     if (codec != BFS_CODEC_NULL && codec != BFS_CODEC_DEFLATE && codec != BFS_CODEC_SNAPPY)
         return bfs_err_set(err, -EINVAL, "unknown target codec %d", (int)codec);

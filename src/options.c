@@ -282,6 +282,8 @@ static char *default_node(void)
 
 /* fs.c's faults; the roll's are the roll steps' names, also as "roll:STEP". */
 static const char *const fs_faults[] = {"spool:named", "ingest:pause"};
+/* The packer's (main.c): _exit(99) at a step of its first batch, or hold it. */
+static const char *const pack_faults[] = {"pack:mid", "pack:after-commit", "pack:hold"};
 
 static int roll_fault_of(const char *f, enum bfs_roll_step *step)
 {
@@ -304,6 +306,14 @@ int bfs_options_compact_fault(const struct bfs_options *o, enum bfs_compact_step
     return bfs_compact_step_parse(o->fault + 8, step) == 0 ? 0 : -ENOENT;
 }
 
+int bfs_options_pack_fault(const struct bfs_options *o)
+{
+    for (int i = 0; o->fault && i < 3; i++)
+        if (strcmp(o->fault, pack_faults[i]) == 0)
+            return i;
+    return -ENOENT;
+}
+
 static int check_fault(struct report *rep, const char *f)
 {
 #ifdef BFS_FAULT_INJECTION
@@ -316,6 +326,9 @@ static int check_fault(struct report *rep, const char *f)
     for (size_t i = 0; i < sizeof fs_faults / sizeof fs_faults[0]; i++)
         if (strcmp(f, fs_faults[i]) == 0)
             return 0;
+    for (size_t i = 0; i < sizeof pack_faults / sizeof pack_faults[0]; i++)
+        if (strcmp(f, pack_faults[i]) == 0)
+            return 0;
     char known[512] = "";
     size_t n = 0;
     for (int i = 0; i < BFS_ROLL_STEPS; i++)
@@ -324,11 +337,13 @@ static int check_fault(struct report *rep, const char *f)
     for (int i = 0; i < BFS_COMPACT_STEPS; i++)
         n += (size_t)snprintf(known + n, sizeof known - n, "compact:%s, ",
                               bfs_compact_step_name((enum bfs_compact_step)i));
-    snprintf(known + n, sizeof known - n, "%s, %s", fs_faults[0], fs_faults[1]);
+    snprintf(known + n, sizeof known - n, "%s, %s, %s, %s, %s", fs_faults[0], fs_faults[1],
+             pack_faults[0], pack_faults[1], pack_faults[2]);
     bad(rep, "unknown -o fault=%s (%s)", f, known);
     return -EINVAL;
 #else
     (void)fs_faults;
+    (void)pack_faults;
     bad(rep, "-o fault=%s needs a build with -Dfault_injection=true", f);
     return -EINVAL;
 #endif

@@ -188,16 +188,68 @@ static int measure(const struct bfs_reader_deps *d, const char *what, struct bfs
     return rc;
 }
 
-/* A view of the dataset, every length known. */
+/* Drop the segments of v from its first hot row not packed yet: the file as
+ * it was before that row (hot rows are last, in commit order). */
+static void view_cut(struct bfs_dataset_view *v)
+{
+    size_t i = 0;
+    while (i < v->n && !v->seg[i].stored)
+        i++;
+    for (size_t j = i; j < v->n; j++) {
+        struct bfs_segment *s = &v->seg[j];
+        if (s->vknown)
+            v->size -= s->vlength;
+        else
+            v->unknown--;
+        free(s->key);
+        s->key = NULL;
+    }
+    v->n = i;
+    v->stored = 0;
+}
+
+/* A view of v's dataset with every hot row packed: the rows it holds that
+ * are not are packed (d->pack) and the view taken again. *cut: rows kept
+ * coming (a dataset uploaded to without pause), so the view ends before the
+ * first unpacked one. */
+static int packed_view(const struct bfs_reader_deps *d, const char *table, const char *period,
+                       const char *dataset, struct bfs_dataset_view *v, int *cut)
+{
+    for (int attempt = 0;; attempt++) {
+        int rc = bfs_catalog_dataset(d->cat, table, period, dataset, v);
+        if (rc < 0 || v->stored == 0 || !d->pack)
+            return rc;
+        if (attempt == 3) {
+            view_cut(v);
+            *cut = 1;
+            return v->n == 0 ? (bfs_dataset_view_free(v), -ENOENT) : 0;
+        }
+        int64_t *ids = malloc(v->stored * sizeof *ids);
+        size_t k = 0;
+        for (size_t i = 0; ids && i < v->n; i++)
+            if (v->seg[i].stored)
+                ids[k++] = v->seg[i].id;
+        bfs_dataset_view_free(v);
+        rc = ids ? d->pack(d->pack_arg, ids, k) : -ENOMEM;
+        free(ids);
+        if (rc < 0) {
+            bfs_error("read of %s/%s/%s: packing its hot rows: %s", table, period, dataset,
+                      strerror(-rc));
+            return rc == -ENOMEM ? rc : -EIO;
+        }
+    }
+}
+
+/* A view of the dataset, every length known, every hot row packed. */
 static int dataset_view(const struct bfs_reader_deps *d, const char *table, const char *period,
-                        const char *dataset, struct bfs_dataset_view *v)
+                        const char *dataset, struct bfs_dataset_view *v, int *cut)
 {
     char what[3 * BFS_NAME_MAX + 16];
     snprintf(what, sizeof what, "%s/%s/%s", table, period, dataset);
     /* A segment gone while it is measured (a hot row rolled, an archive a
      * compaction deleted): a fresh view names where its bytes are now. */
     for (int attempt = 0;; attempt++) {
-        int rc = bfs_catalog_dataset(d->cat, table, period, dataset, v);
+        int rc = packed_view(d, table, period, dataset, v, cut);
         if (rc < 0 || v->unknown == 0)
             return rc;
         rc = measure(d, what, v);
@@ -222,7 +274,8 @@ int bfs_reader_stat(const struct bfs_reader_deps *deps, const char *table, const
     if (rc != -EAGAIN)
         return rc;
     struct bfs_dataset_view v;
-    rc = dataset_view(deps, table, period, dataset, &v);
+    int cut = 0;
+    rc = dataset_view(deps, table, period, dataset, &v, &cut);
     if (rc < 0)
         return rc;
     *size = v.size;
@@ -238,11 +291,14 @@ static int view_load(struct bfs_reader *r, struct view **out)
         return -ENOMEM;
     /* Read before the snapshot: any upload committed after it changes this. */
     w->groups = bfs_catalog_commit_groups(r->d.cat);
-    int rc = dataset_view(&r->d, r->table, r->period, r->dataset, &w->v);
+    int cut = 0;
+    int rc = dataset_view(&r->d, r->table, r->period, r->dataset, &w->v, &cut);
     if (rc < 0) {
         free(w);
         return rc;
     }
+    if (cut) /* a read past its end looks again */
+        w->groups = UINT64_MAX;
     w->start = malloc((w->v.n + 1) * sizeof *w->start);
     if (!w->start) {
         bfs_dataset_view_free(&w->v);

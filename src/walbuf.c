@@ -22,6 +22,13 @@ struct wal_file {
     uint8_t *buf; /* BUF_MAX bytes once written to */
     size_t len;   /* bytes gathered, to be written at off */
     sqlite3_int64 off;
+    /* A main database: its connection's WAL while that is open; a WAL: its
+     * main database. Both files are used by one connection, under its mutex.
+     * A commit that is not synced (PRAGMA synchronous = NORMAL) publishes its
+     * frames through the main database's shared memory (a barrier, then the
+     * lock's release) without a call on the WAL: those calls write what the
+     * WAL gathered first, or another connection would read past its end. */
+    struct wal_file *wal, *db;
 };
 
 static sqlite3_vfs *root_vfs(sqlite3_vfs *v)
@@ -35,13 +42,18 @@ static int flush(struct wal_file *f)
     if (f->len == 0)
         return SQLITE_OK;
     int rc = f->real->pMethods->xWrite(f->real, f->buf, (int)f->len, f->off);
-    f->len = 0;
+    if (rc == SQLITE_OK) /* else kept: the next flush writes it again and says so */
+        f->len = 0;
     return rc;
 }
 
 static int w_close(sqlite3_file *file)
 {
     struct wal_file *f = (struct wal_file *)file;
+    if (f->db && f->db->wal == f)
+        f->db->wal = NULL;
+    if (f->wal && f->wal->db == f)
+        f->wal->db = NULL;
     int rc = flush(f);
     int rc2 = f->real->pMethods->xClose(f->real);
     free(f->buf);
@@ -152,13 +164,18 @@ static int w_shm_lock(sqlite3_file *file, int offset, int n, int flags)
 {
     struct wal_file *f = (struct wal_file *)file;
     int rc = flush(f);
+    if (rc == SQLITE_OK && f->wal)
+        rc = flush(f->wal);
     return rc != SQLITE_OK ? rc : f->real->pMethods->xShmLock(f->real, offset, n, flags);
 }
 
 static void w_shm_barrier(sqlite3_file *file)
 {
     struct wal_file *f = (struct wal_file *)file;
-    flush(f); /* no way to return an error: the next operation flushes again */
+    /* No way to return an error: a failed write is written again by the
+     * next flush, and the lock's release after the barrier reports it. */
+    if (flush(f) == SQLITE_OK && f->wal)
+        flush(f->wal);
     f->real->pMethods->xShmBarrier(f->real);
 }
 
@@ -226,6 +243,13 @@ static int v_open(sqlite3_vfs *v, sqlite3_filename name, sqlite3_file *file, int
         return SQLITE_CANTOPEN;
     }
     f->base.pMethods = &wal_methods;
+    if (flags & SQLITE_OPEN_WAL) {
+        sqlite3_file *m = sqlite3_database_file_object(name);
+        if (m && m->pMethods == &wal_methods) {
+            f->db = (struct wal_file *)m;
+            f->db->wal = f;
+        }
+    }
     return SQLITE_OK;
 }
 

@@ -21,6 +21,7 @@ struct bfs_catalog;
 struct bfs_store;
 struct bfs_cache;
 struct bfs_roller;
+struct bfs_packer;
 struct bfs_ledger;
 struct bfs_fs;
 struct bfs_ocf_schema_cache;
@@ -39,6 +40,8 @@ struct bfs_ctx {
     struct bfs_ocf_schema_cache *schemas; /* compiled upload schemas, by JSON */
     struct bfs_conv_cache *convs; /* compiled conversions between schema versions (evolve.h) */
     struct bfs_roller *roller;
+    struct bfs_packer *packer;          /* compression off the close path (writers) */
+    int pack_fault;                     /* test builds: -o fault=pack:STEP (packer.h), else -1 */
     struct bfs_ledger *ledger;          /* the store's log, the node lease, the refresh */
     struct bfs_compactor *compactor;    /* compaction, store garbage, erased bytes (writers) */
     int lock_fd;                        /* <state>/lock, held while mounted */

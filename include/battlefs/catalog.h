@@ -17,7 +17,7 @@
  *              the writer schemas (versions) seen, and the merges data is
  *              stored in (aliases: not merged again)
  *   buffer_rows(id, table_name, period_tag, dataset_id, schema_id, record_count,
- *               byte_length, created_at, conv_schema, conv_length)
+ *               byte_length, created_at, conv_schema, conv_length, packed)
  *               the hot uploads' metadata (schema_id: the writer schema;
  *               conv_*: the length converted to the merged schema conv_schema)
  *   buffer_data(id, data BLOB)                      their normalised blocks
@@ -44,6 +44,7 @@
 #include <stdint.h>
 
 #include "battlefs/err.h"
+#include "battlefs/buf.h"
 #include "battlefs/codec.h"
 
 struct bfs_catalog;
@@ -137,6 +138,9 @@ struct bfs_upload {
     const uint8_t *data; /* normalised blocks, no header */
     size_t len;
     uint64_t records;
+    /* 1: deflate blocks framed stored (BFS_OCF_DEFLATE_STORED), to be
+     * compressed by the packer (packer.h): the row is stored with packed = 0. */
+    int deferred;
 };
 
 /* Commit one upload durably (the transaction's commit is fsynced before this
@@ -194,6 +198,7 @@ struct bfs_segment {
      * else the converted length if known (vknown). */
     uint64_t vlength;
     int vknown;
+    int stored; /* hot: not packed yet (buffer_rows.packed = 0) */
 };
 
 struct bfs_schema_text {
@@ -210,6 +215,7 @@ struct bfs_dataset_view {
     struct bfs_segment *seg;
     uint64_t size;  /* part.header_len + sum of the known vlengths */
     size_t unknown; /* segments whose converted length is not known yet */
+    size_t stored;  /* hot segments not packed yet (bfs_segment.stored) */
     int64_t mtime;  /* unix seconds of the newest upload, or of the last merge if newer */
     /* The texts of the writer schemas other than the merged one. */
     size_t n_schemas;
@@ -276,6 +282,33 @@ struct bfs_conv_memo {
 };
 int bfs_catalog_conv_memo(struct bfs_catalog *cat, const struct bfs_conv_memo *m, size_t n);
 
+/* ---- packing (packer.h): compression off the close path ---- */
+
+/* Up to max ids of rows not packed yet with first <= id <= last, ascending,
+ * into ids (*n of them). 0 or -errno. */
+int bfs_catalog_unpacked(struct bfs_catalog *cat, int64_t first, int64_t last, int64_t *ids,
+                         size_t max, size_t *n);
+/* Hot row id's whole blob into out (replacing its contents) and whether it
+ * is packed. 0, -ENOENT (no such row), -errno. */
+int bfs_catalog_row_data(struct bfs_catalog *cat, int64_t id, struct bfs_buf *out, int *packed);
+/* One packed row: its new blob. */
+struct bfs_pack_row {
+    int64_t id;
+    const uint8_t *data;
+    size_t len;
+};
+/* Replace the blob, byte_length and packed flag of each row still unpacked
+ * in ONE write transaction (a row packed or deleted meanwhile is left as it
+ * is). *applied (may be NULL): the rows replaced. 0 or -errno. */
+int bfs_catalog_pack_commit(struct bfs_catalog *cat, const struct bfs_pack_row *rows, size_t n,
+                            size_t *applied);
+
+/* Roll roll_id's row range and the bytes its rows hold now (packed rows
+ * are smaller than at the claim: rolls.byte_count stays the claim's, an
+ * upper bound). 0, -ENOENT, -errno. */
+int bfs_catalog_roll_range(struct bfs_catalog *cat, const char *roll_id, int64_t *first,
+                           int64_t *last, uint64_t *bytes);
+
 /* Read len bytes at off of hot row id's data into buf. 0, -ENOENT if the row
  * is gone (rolled), -EIO. */
 int bfs_catalog_read_hot(struct bfs_catalog *cat, int64_t id, uint64_t off, void *buf, size_t len);
@@ -285,6 +318,7 @@ struct bfs_catalog_counts {
     uint64_t buffer_uploads;
     uint64_t buffer_bytes;
     uint64_t archived_files;
+    uint64_t pack_pending;                           /* hot rows not packed yet */
     uint64_t group_sizes[BFS_CATALOG_GROUP_BUCKETS]; /* bfs_catalog_group_sizes */
 };
 int bfs_catalog_counts(struct bfs_catalog *cat, struct bfs_catalog_counts *c);

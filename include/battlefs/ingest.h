@@ -11,6 +11,7 @@ struct bfs_catalog;
 struct bfs_conv_cache;
 struct bfs_errors;
 struct bfs_ocf_schema_cache;
+struct bfs_packer;
 struct bfs_stats;
 
 /* What an ingest uses; filled once by main.c (or a test). The modules are
@@ -26,6 +27,10 @@ struct bfs_ingest_deps {
     /* Compiled conversions of uploads of another version than their
      * partition's merged schema (evolve.h; NULL: each compiled when needed). */
     struct bfs_conv_cache *convs;
+    /* Compression off the close path (packer.h): when set, an upload to a
+     * deflate partition that is not deflate already is stored framed as
+     * stored deflate blocks and packed later. NULL: compressed at close. */
+    struct bfs_packer *packer;
 };
 
 /* Identity from the path; NULL fields come from the OCF metadata

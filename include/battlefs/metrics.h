@@ -47,6 +47,7 @@ struct bfs_metrics_gauges {
     uint64_t buffer_uploads;
     uint64_t buffer_bytes;
     uint64_t archived_files;
+    uint64_t pack_pending;
     double oldest_upload_age; /* seconds since the oldest buffered upload's commit; 0: none */
 };
 

@@ -117,6 +117,10 @@ int bfs_ocf_process(const uint8_t *buf, size_t len, const struct bfs_ocf_header 
                     uint64_t *records, unsigned flags, uint64_t max_plain, struct bfs_err *err);
 #define BFS_OCF_CROSSCHECK       1u
 #define BFS_OCF_DEFLATE_LEVEL(n) (((unsigned)(n)&0xfu) << 4) /* n = 1..9; 0: level 6 */
+/* Blocks recompressed to deflate are framed as stored deflate blocks
+ * (bfs_codec_frame) instead of compressed: a valid deflate stream at the cost
+ * of a copy, compressed later (packer.h). Blocks already deflate are copied. */
+#define BFS_OCF_DEFLATE_STORED 0x100u
 
 /* Decompress one block's data src[0..n) written in codec: null gives *plain =
  * src; deflate (raw; bytes after the end of the stream are ignored, as other

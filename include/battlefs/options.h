@@ -84,6 +84,9 @@ void bfs_options_free(struct bfs_options *o);
 int bfs_options_roll_fault(const struct bfs_options *o, enum bfs_roll_step *step);
 /* The compaction step -o fault=compact:STEP names: 0, or -ENOENT. */
 int bfs_options_compact_fault(const struct bfs_options *o, enum bfs_compact_step *step);
+/* -o fault=pack:mid (0), pack:after-commit (1), pack:hold (2): the value, or
+ * -ENOENT for none of them. */
+int bfs_options_pack_fault(const struct bfs_options *o);
 
 /* Print the --help text (battlefs's options, then FUSE's) to stdout. */
 void bfs_options_usage(const char *prog);

@@ -28,6 +28,11 @@ struct bfs_reader_deps {
      * this mount has not read retired and deleted it). NULL: none. */
     int (*refresh)(void *arg);
     void *refresh_arg;
+    /* Pack hot rows ids[0..n) now (bfs_packer_pack_ids): called before a
+     * view that holds rows not packed yet is used, so no view ever holds
+     * bytes that a packing would change. NULL: views take rows as they are. */
+    int (*pack)(void *arg, const int64_t *ids, size_t n);
+    void *pack_arg;
 };
 
 /* Snapshot the dataset's view. Segments written in another version than the

@@ -67,6 +67,11 @@ struct bfs_roll_deps {
     /* Publish no archive to the put thread before the build is done, so that
      * AFTER_BUILD is "all built, nothing put" (test builds' after-build). */
     int hold_puts;
+    /* Pack (compress) the rows first <= id <= last still stored uncompressed
+     * before the build (packer.h: bfs_packer_pack_range, in parallel
+     * threads), so archives hold every block compressed. NULL: none. */
+    int (*pack)(void *arg, int64_t first, int64_t last);
+    void *pack_arg;
 };
 
 /* Complete an unfinished roll left by a crash (same rows, bytes, keys), and

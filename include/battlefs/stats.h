@@ -44,6 +44,7 @@ struct bfs_stats {
     atomic_uint_fast64_t refreshes;        /* reads of the store's log, successful or not */
     atomic_int_fast64_t log_position;      /* the last log entry applied */
     atomic_uint_fast64_t compactions;      /* compactions this mount committed */
+    atomic_uint_fast64_t rows_packed;      /* hot rows compressed after their close (packer.h) */
     atomic_uint_fast64_t erasures_pending; /* erasures hidden, bytes not all removed yet */
     atomic_uint_fast64_t store_deletes;    /* objects deleted from the store (retired, void) */
     atomic_int fenced;                     /* the node's lease was taken over */

@@ -266,7 +266,7 @@ static void test_migrations(void **state)
     assert_int_equal(st.st_mode & 0777, 0600);
 
     sqlite3 *db = raw_open(e);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 4);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 5);
     /* WAL, and every table of the brief */
     sqlite3_stmt *q;
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
@@ -331,7 +331,7 @@ static void test_migrations(void **state)
     db = raw_open(e);
     assert_int_equal(raw_int(db, "SELECT length(data) FROM buffer_logs"), 100);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM buffer_logs WHERE roll_id IS NULL"), 1);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 4);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 5);
     sqlite3_close(db);
     /* the catalog's identity is made once */
     assert_int_equal(bfs_catalog_ledger_state(e->cat, NULL, sid2), 0);
@@ -347,7 +347,7 @@ static void test_migrations(void **state)
     assert_int_equal(bfs_catalog_open(e->path, &cat), -ENOTSUP);
     assert_null(cat);
     db = raw_open(e);
-    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 4", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 5", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(bfs_catalog_open(e->path, &e->cat), 0);
 

@@ -176,6 +176,14 @@ def run_battlefs(build_dir, tree, entries, writers, codec, work, metrics_out=Non
         dt = max(g[2] for g in got) - min(g[1] for g in got)
         st = m.stats()
         st["_cpu_us"] = (proc_cpu(m.proc.pid) - cpu0) / max(1, done) * 1e6
+        # Compression off the close path: rows packed while the writers ran, then the
+        # daemon's CPU per upload once the packer has compressed the rest (the idle core's).
+        st["_packed_during"] = st.get("rows_packed", 0)
+        t_end = time.monotonic()
+        while m.stats().get("pack_pending", 0) and time.monotonic() - t_end < 300:
+            time.sleep(0.05)
+        st["_pack_after_s"] = time.monotonic() - t_end
+        st["_cpu_us_packed"] = (proc_cpu(m.proc.pid) - cpu0) / max(1, done) * 1e6
         rss = m.peak_rss_kib()
         if metrics_out:
             # The close-latency histogram (and the rest), for report.py --metrics.
@@ -192,7 +200,8 @@ def run_battlefs(build_dir, tree, entries, writers, codec, work, metrics_out=Non
     return {"writers": writers, "codec": codec, "uploads": done, "seconds": dt,
             "groups": groups, "uploads_per_commit": done / max(1, sum(groups.values())),
             "close_p50_ms": pct(0.5) if pct else 0, "close_p99_ms": pct(0.99) if pct else 0,
-            "cpu_us": st.get("_cpu_us", 0),
+            "cpu_us": st.get("_cpu_us", 0), "cpu_us_packed": st.get("_cpu_us_packed", 0),
+            "packed_during": st.get("_packed_during", 0), "pack_after_s": st.get("_pack_after_s", 0),
             "uploads_per_s": done / dt, "mb_per_s": nbytes / dt / 1e6, "peak_rss_mib": rss / 1024,
             "catalog": os.path.join(m.state, "catalog.db")}
 
@@ -225,6 +234,48 @@ def upload_tree(work, n):
         return tree, json.load(f)
 
 
+def codec_ratio(args, tree, entries):
+    """codec=deflate against codec=null, same uploads, same writers, runs alternating."""
+    load("start")
+    rows = []
+    for n in (int(x) for x in args.codec_ratio.split(",")):
+        runs = {"deflate": [], "null": []}
+        for k in range(args.repeat):
+            order = ["deflate", "null"] if k % 2 == 0 else ["null", "deflate"]
+            for codec in order:
+                r = run_battlefs(args.build, tree, entries, n, codec,
+                                 tempfile.mkdtemp(prefix="ratio-%d-" % n, dir=args.work))
+                shutil.rmtree(os.path.dirname(os.path.dirname(r["catalog"])), ignore_errors=True)
+                runs[codec].append(r)
+            d, z = runs["deflate"][-1], runs["null"][-1]
+            print("  %d writers, pair %d: deflate %.0f/s (%.0f us, %.0f us with packing; %d of %d "
+                  "packed during, the rest in %.1f s after), null %.0f/s (%.0f us): %.2fx"
+                  % (n, k + 1, d["uploads_per_s"], d["cpu_us"], d["cpu_us_packed"],
+                     d["packed_during"], d["uploads"], d["pack_after_s"], z["uploads_per_s"],
+                     z["cpu_us"], d["uploads_per_s"] / z["uploads_per_s"]), flush=True)
+        ratios = [d["uploads_per_s"] / z["uploads_per_s"]
+                  for d, z in zip(runs["deflate"], runs["null"])]
+        rows.append((n, runs, ratios))
+    load("end")
+    print()
+    print("medians of %d pair(s) per writer count:" % args.repeat)
+    print()
+    print("| writers | deflate uploads/s | null uploads/s | deflate / null | close p99 deflate |"
+          " close p99 null | CPU/upload deflate (at close) | (with packing) | CPU/upload null |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n, runs, ratios in rows:
+        d, z = runs["deflate"], runs["null"]
+        print("| %d | %.0f | %.0f | %.2fx (pairs: %s) | %.2f ms | %.2f ms | %.0f us | %.0f us | "
+              "%.0f us |" % (n, median([r["uploads_per_s"] for r in d]),
+                             median([r["uploads_per_s"] for r in z]), median(ratios),
+                             ", ".join("%.2f" % x for x in ratios),
+                             median([r["close_p99_ms"] for r in d]),
+                             median([r["close_p99_ms"] for r in z]),
+                             median([r["cpu_us"] for r in d]),
+                             median([r["cpu_us_packed"] for r in d]),
+                             median([r["cpu_us"] for r in z])))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--uploads", type=int, default=10000)
@@ -245,6 +296,11 @@ def main():
     ap.add_argument("--metrics-out", default=None,
                     help="save the last round's .battlefs/metrics of each run here (%%d: the "
                          "writers), for tools/bench/report.py --metrics")
+    ap.add_argument("--codec-ratio", default=None,
+                    help="comma-separated writer counts (e.g. 1,16): instead of the rounds, "
+                         "--repeat pairs per count of codec=deflate and codec=null runs "
+                         "(alternating order), and the median ratio deflate/null (issue 14, "
+                         "goal 3)")
     args = ap.parse_args()
 
     build(args.build)
@@ -252,6 +308,9 @@ def main():
     nbytes = sum(e["bytes"] for e in entries)
     print("uploads: %d, %.1f MB (1-64 KiB each, FUSOU-shaped, 35 tables)" % (len(entries),
                                                                           nbytes / 1e6))
+    if args.codec_ratio:
+        codec_ratio(args, tree, entries)
+        return
 
     blobs = os.path.join(args.work, "baseline-blobs.db")
     if args.compare:

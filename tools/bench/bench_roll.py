@@ -29,6 +29,22 @@ roll, then each build's median and range against its baselines, and new over old
 
     tools/bench/bench_roll.py --old OLD_BUILD --build NEW_BUILD [--pairs 3] [--sizes quarter,full]
 
+The roll with compression (issue 14, goal 3; --compress LEVEL): for each size in --sizes, the
+uploads are ingested once with codec=deflate and the mount closed at once (the rows stay stored,
+buffer_rows.packed = 0: the background packer only packs once uploads pause); a copy of that
+state directory is mounted until the packer has packed every row (pack_pending 0) and unmounted.
+Copies of the two (stored, packed) are then rolled alternately (stored, packed, packed,
+stored, ...; --pairs rolls each), each right after the compressing baseline (roll_baseline
+CATALOG OUT 134217728 LEVEL: inflate each block, compress it with libdeflate at LEVEL in one
+thread, write and fsync) on the stored buffer's catalog. For these rolls the page cache is
+dropped before the mount and the roll starts right after it (the packer waits 300 ms); the
+stats before it give pack_pending (rows the roll had to pack) and rows_packed after it how many
+were packed meanwhile. Prints every roll, time ratios (baseline seconds / roll seconds: the same
+records), MB/s of the stored bytes, the daemon's CPU per MB, the roll phases.
+
+    tools/bench/bench_roll.py --compress 1 [--build B] [--pairs 3] [--sizes quarter,full]
+                              [--perf FILE]   (perf record -g of the last stored roll)
+
 Needs root (FUSE mounts, drop_caches). Not a test: it asserts nothing, it reports.
 The helpers here (tree, Mount, ingest, drop_caches) are used by bench_coldread.py and bench_s3.py.
 """
@@ -244,38 +260,58 @@ def run_size(build_dir, work_root, src, entries, label):
     return res
 
 
-def baseline_roll(baseline_build, work, res):
-    """res["baseline"]: roll_baseline on work's catalog (the same blobs, SQLite -> fsynced
-    files in the same filesystem), page cache dropped first."""
+def baseline_roll(baseline_build, work, res, level=0, catalog=None):
+    """res["baseline"]: roll_baseline on work's catalog (or `catalog`: the same blobs, SQLite ->
+    fsynced files in the same filesystem), page cache dropped first; level > 0: each block
+    inflated and compressed again at that libdeflate level."""
     out = os.path.join(work, "baseline-out")
     drop_caches()
-    p = subprocess.run([os.path.join(baseline_build, "tools", "bench", "roll_baseline"),
-                        os.path.join(work, "state", "catalog.db"), out],
-                       check=True, capture_output=True, text=True)
+    argv = [os.path.join(baseline_build, "tools", "bench", "roll_baseline"),
+            catalog or os.path.join(work, "state", "catalog.db"), out]
+    if level:
+        argv += [str(128 * 1024 * 1024), str(level)]
+    p = subprocess.run(argv, check=True, capture_output=True, text=True)
     res["baseline"] = json.loads(p.stdout)
     shutil.rmtree(out)
 
 
-def measured_roll(build_dir, work, res, settle=0.2):
+def measured_roll(build_dir, work, res, settle=0.2, opts="", drop_first=False, perf=None):
     """Mount work's state with build_dir's battlefs, drop the page cache, reset the peak RSS,
     roll, and record in res: rss_before_kib, roll_s, roll_cpu_s, roll_peak_rss_kib, phases,
     stats, buffer_before (the stats before the roll) and unmount_s. Exits if the roll did not
-    complete."""
-    m = Mount(build_dir, work)
+    complete. drop_first: drop the page cache before the mount instead, and roll right after it
+    (before the packer's 300 ms wait ends). perf: a file for perf record -g of the daemon over
+    the roll."""
+    if drop_first:
+        drop_caches()
+    m = Mount(build_dir, work, opts, poll=0.01 if drop_first else 0.05)
+    prof = None
     try:
         res["buffer_before"] = m.stats()
-        drop_caches()
+        if not drop_first:
+            drop_caches()
         res["rss_before_kib"] = m.rss()
         m.reset_peak_rss()
+        if perf:
+            prof = subprocess.Popen(["perf", "record", "-g", "-q", "-o", perf, "-p", str(m.pid)],
+                                    stderr=subprocess.DEVNULL)
+            time.sleep(0.1)  # perf attached (short: the packer waits 300 ms)
         cpu0 = m.cpu()
         res["roll_s"] = m.roll()
         res["roll_cpu_s"] = m.cpu() - cpu0
         res["roll_peak_rss_kib"] = m.peak_rss()
+        if prof:
+            prof.send_signal(2)
+            prof.wait()
+            prof = None
         st = m.stats()
         time.sleep(settle)  # the roll's log line
         res["phases"] = m.roll_phases()
         res["stats"] = st
     finally:
+        if prof:
+            prof.send_signal(2)
+            prof.wait()
         t0 = time.monotonic()
         m.close()
         res["unmount_s"] = time.monotonic() - t0
@@ -389,19 +425,139 @@ def main_ab(args):
     load("end")
 
 
+def wait_packed(m, timeout=1800):
+    """Wait until m's packer has packed every row (pack_pending 0); returns seconds."""
+    t0 = time.monotonic()
+    while m.stats()["pack_pending"] > 0:
+        if time.monotonic() - t0 > timeout:
+            raise SystemExit("rows still unpacked after %d s: %s" % (timeout, m.stats()))
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
+def main_compress(args):
+    """--compress LEVEL: rolls of a stored (unpacked) and of a packed deflate buffer against the
+    compressing baseline on the stored buffer's catalog, alternating."""
+    level = args.compress
+    b = args.build
+    build(b)
+    load("start")
+    src, entries = tree(args.work, args.uploads)
+    sizes = {"quarter": entries[:len(entries) // 4], "full": entries}
+    opts = "codec=deflate,deflate_level=%d" % level
+    mb = 1e6
+    report = []
+    for label in args.sizes.split(","):
+        sub = sizes[label]
+        print("%s: ingesting %d uploads (codec=deflate, level %d) ..." % (label, len(sub), level),
+              flush=True)
+        stored = tempfile.mkdtemp(prefix="roll-stored-%s-" % label, dir=args.work)
+        m = Mount(b, stored, opts)
+        try:
+            ingest_s = ingest(m, src, sub)
+            st = m.stats()
+        finally:
+            m.close()
+        print("  ingest %.1f s, %d rows, %.1f MB buffered, pack_pending %d at unmount"
+              % (ingest_s, st["uploads_ingested"], st["buffer_bytes"] / mb, st["pack_pending"]),
+              flush=True)
+        packed = copy_state(stored, args.work, "packed-" + label)
+        m = Mount(b, packed, opts)
+        try:
+            pack_s = wait_packed(m)
+            pst = m.stats()
+        finally:
+            m.close()
+        print("  background packer: %.1f s to pack every row; %.1f MB buffered packed"
+              % (pack_s, pst["buffer_bytes"] / mb), flush=True)
+        catalog = os.path.join(stored, "state", "catalog.db")
+        templates = {"stored": stored, "packed": packed}
+        rows = []
+        for i in range(args.pairs):
+            order = ("stored", "packed") if i % 2 == 0 else ("packed", "stored")
+            for kind in order:
+                work = copy_state(templates[kind], args.work, kind)
+                r = {"pair": i + 1, "kind": kind}
+                perf = (args.perf if args.perf and kind == "stored" and i == args.pairs - 1
+                        else None)
+                try:
+                    baseline_roll(b, work, r, level, catalog)
+                    measured_roll(b, work, r, opts=opts, drop_first=True, perf=perf)
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+                bl = r["baseline"]
+                before = r["buffer_before"]
+                r["pending"] = before["pack_pending"]
+                r["packed_in_roll"] = r["stats"]["rows_packed"] - before["rows_packed"]
+                r["ratio"] = bl["seconds"] / r["roll_s"]
+                print("  pair %d %s: roll %.2f s, baseline %.2f s (inflate %.2f, compress %.2f),"
+                      " %.2fx, CPU %.2f s, pack_pending %d at the roll, %d packed in it, "
+                      "phases %s, archives %d B, baseline out %d B"
+                      % (i + 1, kind, r["roll_s"], bl["seconds"], bl["inflate_seconds"],
+                         bl["compress_seconds"], r["ratio"], r["roll_cpu_s"], r["pending"],
+                         r["packed_in_roll"], r["phases"], r["stats"]["store_put_bytes"],
+                         bl["out_bytes"]), flush=True)
+                rows.append(r)
+        report.append((label, len(sub), st["buffer_bytes"], pst["buffer_bytes"], ingest_s,
+                       pack_s, rows))
+        if not args.keep:
+            shutil.rmtree(stored, ignore_errors=True)
+            shutil.rmtree(packed, ignore_errors=True)
+
+    print()
+    print("| buffer | pair | rows | rows packed by the roll | roll s | baseline s | baseline / "
+          "roll | MB/s (stored MB) | CPU s (user+sys) | CPU ms per MB | peak RSS (roll) "
+          "| build / upload / commit s |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for label, n, sbytes, pbytes, _, _, rows in report:
+        for r in rows:
+            ph = r["phases"] or (float("nan"),) * 4
+            print("| %.0f MB stored, %.0f MB packed, %d datasets | %d | %s | %d | %.2f | %.2f "
+                  "| %.2fx | %.1f | %.2f | %.2f | %.1f MiB | %.2f / %.2f / %.2f |"
+                  % (sbytes / mb, pbytes / mb, n, r["pair"], r["kind"], r["packed_in_roll"],
+                     r["roll_s"], r["baseline"]["seconds"], r["ratio"],
+                     sbytes / r["roll_s"] / mb,
+                     r["roll_cpu_s"], r["roll_cpu_s"] * 1000 / (sbytes / mb),
+                     r["roll_peak_rss_kib"] / 1024, ph[0], ph[1], ph[2]))
+    print()
+    print("| buffer | rows | baseline / roll, median (range) | roll s | baseline s | CPU ms per "
+          "stored MB |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for label, n, sbytes, pbytes, ingest_s, pack_s, rows in report:
+        for kind in ("stored", "packed"):
+            rs = [r for r in rows if r["kind"] == kind]
+            print("| %.0f MB stored, %d datasets | %s | %s | %s | %s | %s |"
+                  % (sbytes / mb, n, kind, spread([r["ratio"] for r in rs]),
+                     spread([r["roll_s"] for r in rs]),
+                     spread([r["baseline"]["seconds"] for r in rs]),
+                     spread([r["roll_cpu_s"] * 1000 / (sbytes / mb) for r in rs], "%.1f")))
+        print("%s: ingest %.1f s; the background packer took %.1f s for every row"
+              % (label, ingest_s, pack_s))
+    load("end")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--uploads", type=int, default=10000)
     ap.add_argument("--build", default=default_build())
     ap.add_argument("--old", help="a second (older) build: ingest once with it, then roll copies "
                     "of that buffer with --old and --build alternately")
-    ap.add_argument("--pairs", type=int, default=3, help="with --old: rolls per build and size")
-    ap.add_argument("--sizes", default="quarter,full", help="with --old: quarter, full or both")
+    ap.add_argument("--pairs", type=int, default=3,
+                    help="with --old or --compress: rolls per build (kind) and size")
+    ap.add_argument("--sizes", default="quarter,full",
+                    help="with --old or --compress: quarter, full or both")
+    ap.add_argument("--compress", type=int, metavar="LEVEL",
+                    help="rolls of a stored and of a packed codec=deflate buffer against the "
+                    "compressing baseline at this libdeflate level (issue 14, goal 3)")
+    ap.add_argument("--perf", help="with --compress: perf record -g of the last stored roll "
+                    "into this file")
     ap.add_argument("--work", default="/var/tmp/battlefs-bench")
     ap.add_argument("--keep", action="store_true", help="keep the state directories")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_roll.py needs root (FUSE mounts, drop_caches)")
+    if args.compress:
+        return main_compress(args)
     if args.old:
         return main_ab(args)
 
