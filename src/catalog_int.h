@@ -187,6 +187,7 @@ struct bfs_catalog {
     sqlite3 *w;
     sqlite3_stmt *ws[W_COUNT];
     int w_fk_off; /* w's foreign keys are (or may be) off: a WTX_FK_OFF transaction ran */
+    int w_cache;  /* w's cache_size before bfs_catalog_bulk raised it (0: not raised) */
 
     pthread_mutex_t qmu; /* the commit queue and the counters below */
     struct request *qhead, **qtail;

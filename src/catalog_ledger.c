@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <time.h>
 
+#include "battlefs/buf.h"
 #include "battlefs/manifest.h"
 #include "battlefs/store.h"
 #include "catalog_int.h"
@@ -498,6 +499,40 @@ int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest
     return 0;
 }
 
+/* Whether version fp is one of partition pid's (W_VERSION_FP): 1, 0, -errno. */
+static int has_version_locked(struct bfs_catalog *cat, int64_t pid, const char *fp)
+{
+    sqlite3_stmt *vs = cat->ws[W_VERSION_FP];
+    sqlite3_bind_int64(vs, 1, pid);
+    bind_text(vs, 2, fp);
+    int rc = sqlite3_step(vs);
+    sqlite3_reset(vs);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : sql_fail(cat->w, rc, "look a version up");
+}
+
+static int knows_locked(struct bfs_catalog *cat, const struct bfs_manifest_archive *ar)
+{
+    sqlite3_stmt *st = cat->ws[W_PART_LOOKUP];
+    bind_text(st, 1, ar->table);
+    bind_text(st, 2, ar->period);
+    int rc = sqlite3_step(st);
+    int64_t pid = rc == SQLITE_ROW ? sqlite3_column_int64(st, 4) : 0;
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return sql_fail(cat->w, rc, "look a partition up");
+    int e = has_version_locked(cat, pid, ar->schema_fingerprint);
+    for (size_t i = 0; e == 1 && i < ar->n_versions; i++)
+        e = has_version_locked(cat, pid, ar->versions[i]);
+    return e;
+}
+
+int bfs_catalog_apply_knows(struct bfs_cat_apply *a, const struct bfs_manifest_archive *ar)
+{
+    return knows_locked(a->cat, ar);
+}
+
 int bfs_catalog_apply_index(struct bfs_cat_apply *a, const struct bfs_manifest_index *x,
                             struct bfs_err *err)
 {
@@ -505,7 +540,8 @@ int bfs_catalog_apply_index(struct bfs_cat_apply *a, const struct bfs_manifest_i
         return 0;
     if (a->file_id == 0)
         return bfs_err_set(err, -EINVAL, "an index row before any archive");
-    if (!valid_name(x->dataset) || x->start < a->file_header || x->start > a->file_size ||
+    /* x->dataset was checked by the manifest's reader (manifest.c) */
+    if (x->start < a->file_header || x->start > a->file_size ||
         x->length > a->file_size - x->start || x->records > (uint64_t)INT64_MAX)
         return bfs_err_set(err, -EINVAL, "index row of %s outside its archive", x->dataset);
     if (a->any_erasure) {
@@ -886,6 +922,8 @@ out:
  * applied as its log entry would be (a), the log position set at the end. */
 struct bfs_cat_ckpt {
     struct bfs_cat_apply a;
+    char *indexes;    /* the CREATE INDEX statements of block_indexes' dropped
+                       * indexes, to run at the end (NULL: none dropped) */
     int in_roll;      /* a holds a roll whose rows are being loaded */
     int skip;         /* that roll was committed here before the log: its rows are here */
     int nodes;        /* node entries began */
@@ -914,6 +952,64 @@ static int ckpt_close_roll(struct bfs_cat_ckpt *c, struct bfs_err *err)
     return e;
 }
 
+/* In the checkpoint's transaction, block_indexes empty: drop its secondary
+ * indexes, their CREATE statements into c->indexes (run by the end: one
+ * sort each instead of an insert all over each index per row). 0 or -errno. */
+static int drop_indexes(struct bfs_cat_ckpt *c)
+{
+    sqlite3 *db = c->a.cat->w;
+    sqlite3_stmt *st;
+    int rc =
+        sqlite3_prepare_v2(db, "SELECT NOT EXISTS (SELECT 1 FROM block_indexes)", -1, &st, NULL);
+    int empty = 0;
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        empty = rc == SQLITE_ROW && sqlite3_column_int(st, 0);
+        rc = rc == SQLITE_ROW ? SQLITE_OK : rc;
+        sqlite3_finalize(st);
+    }
+    if (rc != SQLITE_OK)
+        return sql_fail(db, rc, "count index rows");
+    if (!empty)
+        return 0;
+    struct bfs_buf create = {0}, drop = {0};
+    rc = sqlite3_prepare_v2(db,
+                            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND"
+                            " tbl_name = 'block_indexes' AND sql IS NOT NULL ORDER BY name",
+                            -1, &st, NULL);
+    int e = 0;
+    if (rc == SQLITE_OK)
+        rc = SQLITE_ROW;
+    while (rc == SQLITE_ROW && e == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        const char *sql = (const char *)sqlite3_column_text(st, 1);
+        if (!name || !sql || strchr(name, '"'))
+            e = -EIO;
+        else if (bfs_buf_append(&create, sql, strlen(sql)) < 0 ||
+                 bfs_buf_append(&create, ";", 1) < 0 ||
+                 bfs_buf_printf(&drop, "DROP INDEX \"%s\";", name) < 0)
+            e = -ENOMEM;
+    }
+    if (rc == SQLITE_DONE || (rc == SQLITE_ROW && e < 0))
+        rc = SQLITE_OK;
+    sqlite3_finalize(st);
+    if (e == 0 && rc != SQLITE_OK)
+        e = sql_fail(db, rc, "list block_indexes' indexes");
+    if (e == 0 && drop.len > 0) {
+        if (bfs_buf_append(&drop, "", 1) < 0 || bfs_buf_append(&create, "", 1) < 0)
+            e = -ENOMEM;
+        else if ((rc = sqlite3_exec(db, (const char *)drop.data, NULL, NULL, NULL)) != SQLITE_OK)
+            e = sql_fail(db, rc, "drop block_indexes' indexes");
+        else {
+            c->indexes = (char *)create.data; /* c owns it now */
+            create = (struct bfs_buf){0};
+        }
+    }
+    bfs_buf_free(&create);
+    bfs_buf_free(&drop);
+    return e;
+}
+
 int bfs_catalog_ckpt_begin(struct bfs_catalog *cat, struct bfs_cat_ckpt **out)
 {
     *out = NULL;
@@ -937,8 +1033,11 @@ int bfs_catalog_ckpt_begin(struct bfs_catalog *cat, struct bfs_cat_ckpt **out)
         e = rc == SQLITE_DONE ? -EIO : sql_fail(cat->w, rc, "read the ledger");
     else if (!empty)
         e = -EEXIST;
+    if (e == 0)
+        e = drop_indexes(c);
     if (e < 0) {
         bfs_cat_wtx_end(cat, &c->a.tx, e);
+        free(c->indexes);
         free(c);
         return e;
     }
@@ -1098,6 +1197,11 @@ int bfs_catalog_ckpt_archive(struct bfs_cat_ckpt *c, const struct bfs_manifest_a
     return c->skip ? 0 : ckpt_failed(c, bfs_catalog_apply_archive(&c->a, a, err));
 }
 
+int bfs_catalog_ckpt_knows(struct bfs_cat_ckpt *c, const struct bfs_manifest_archive *ar)
+{
+    return knows_locked(c->a.cat, ar);
+}
+
 int bfs_catalog_ckpt_index(struct bfs_cat_ckpt *c, const struct bfs_manifest_index *x,
                            struct bfs_err *err)
 {
@@ -1136,6 +1240,10 @@ int bfs_catalog_ckpt_end(struct bfs_cat_ckpt *c, int rc, int64_t upto, struct bf
                          upto, c->last_seq);
     if (rc == 0 && (rc = set_log_pos(c->a.cat, upto)) < 0)
         bfs_err_set(err, rc, "catalog: set the log position");
+    if (rc == 0 && c->indexes &&
+        sqlite3_exec(c->a.cat->w, c->indexes, NULL, NULL, NULL) != SQLITE_OK)
+        rc = bfs_err_set(err, -EIO, "catalog: make block_indexes' indexes: %s",
+                         sqlite3_errmsg(c->a.cat->w));
     /* Archives whose index rows do not cover them hold erased bytes: each
      * erasure whose scope holds one is pending until it is rewritten (which
      * erasure's bytes it holds the checkpoint does not say: every erasure of
@@ -1156,6 +1264,7 @@ int bfs_catalog_ckpt_end(struct bfs_cat_ckpt *c, int rc, int64_t upto, struct bf
     rc = end_tx(c->a.cat, &c->a.tx, rc);
     if (rc < 0 && err && err->code == 0)
         bfs_err_set(err, rc, "catalog: commit: %s", c->a.tx.err.msg);
+    free(c->indexes);
     free(c);
     return rc;
 }

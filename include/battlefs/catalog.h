@@ -420,13 +420,24 @@ int bfs_catalog_apply_void(const struct bfs_cat_apply *a);
  * partition). 0 or -errno. */
 int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest_archive *ar,
                               struct bfs_err *err);
-/* An index row of the last archive. 0, -EINVAL (outside it), -errno. */
+/* 1 if the partition of archive ar exists here and has each of its versions
+ * and its schema_fingerprint (as a version or an alias), so that
+ * bfs_catalog_apply_archive needs nothing made first; 0 if not (the ledger
+ * makes them outside the transaction and applies the entry again), -errno. */
+int bfs_catalog_apply_knows(struct bfs_cat_apply *a, const struct bfs_manifest_archive *ar);
+/* An index row of the last archive, as bfs_manifest_read gives it (its
+ * dataset name checked there). 0, -EINVAL (outside it), -errno. */
 int bfs_catalog_apply_index(struct bfs_cat_apply *a, const struct bfs_manifest_index *x,
                             struct bfs_err *err);
 /* End: rc == 0 commits (0, or -EINVAL: an own roll's index does not match its
  * claim, or -errno), else rolls back and returns rc. *own (may be NULL) is
  * set to 1 when the entry committed this catalog's pending claim. Frees a. */
 int bfs_catalog_apply_end(struct bfs_cat_apply *a, int rc, int *own, struct bfs_err *err);
+
+/* While the store's log is read (a refresh: manifests, a checkpoint), on: 1
+ * gives the writer a larger page cache (index rows land all over
+ * block_indexes' indexes); 0 puts it back and frees it. 0 or -errno. */
+int bfs_catalog_bulk(struct bfs_catalog *cat, int on);
 
 /* ---- Checkpoints (manifest.h: the format; the ledger writes and reads them) ----
  *
@@ -468,13 +479,17 @@ int bfs_catalog_snapshot(struct bfs_catalog *cat, int64_t upto,
  * (-EINVAL with err, -ENOENT: no partition, -errno) fails every later call
  * and the end. The end commits with log_pos = upto when rc == 0 (0, -EINVAL:
  * upto before the last roll, -errno), else rolls back and returns rc. It
- * frees c. */
+ * frees c. When block_indexes is empty at the begin (a new catalog), its
+ * secondary indexes are dropped at the begin and made again by the end, in
+ * the same transaction: a bulk load, which a crash rolls back whole. */
 struct bfs_cat_ckpt;
 int bfs_catalog_ckpt_begin(struct bfs_catalog *cat, struct bfs_cat_ckpt **out);
 int bfs_catalog_ckpt_roll(struct bfs_cat_ckpt *c, const struct bfs_manifest_roll *r, int64_t seq,
                           int64_t epoch, int64_t committed_at, struct bfs_err *err);
 int bfs_catalog_ckpt_archive(struct bfs_cat_ckpt *c, const struct bfs_manifest_archive *a,
                              struct bfs_err *err);
+/* bfs_catalog_apply_knows for the checkpoint being loaded. */
+int bfs_catalog_ckpt_knows(struct bfs_cat_ckpt *c, const struct bfs_manifest_archive *ar);
 int bfs_catalog_ckpt_index(struct bfs_cat_ckpt *c, const struct bfs_manifest_index *x,
                            struct bfs_err *err);
 int bfs_catalog_ckpt_node(struct bfs_cat_ckpt *c, const char *node, int64_t epoch,
