@@ -169,7 +169,56 @@ struct bfs_cat_apply {
      * compaction retired the others, an erasure removed some), so a roll's
      * bytes are not its index's */
     int ckpt;
+    int idx_drop; /* this transaction dropped block_indexes' indexes (bulk_drop_locked) */
 };
+
+/* In a's transaction, during bfs_catalog_bulk with drop_indexes and
+ * block_indexes empty (a new catalog being loaded from the store's log):
+ * drop its secondary indexes, so that each row is appended instead of
+ * inserted all over them; bfs_catalog_bulk's end (or the next open, after a
+ * crash) makes them again, each with one sort. Nothing reads the catalog
+ * meanwhile: the rebuild runs before the mount serves; entries that look
+ * rows up by dataset or archive (compactions, erasures) make them first
+ * (bfs_catalog_bulk_indexes). 0 or -errno. */
+static int bulk_drop_locked(struct bfs_cat_apply *a)
+{
+    struct bfs_catalog *cat = a->cat;
+    if (!cat->bulk || cat->idx_dropped)
+        return 0;
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(cat->w, "SELECT NOT EXISTS (SELECT 1 FROM block_indexes)", -1, &st,
+                                NULL);
+    int empty = 0;
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        empty = rc == SQLITE_ROW && sqlite3_column_int(st, 0);
+        rc = rc == SQLITE_ROW ? SQLITE_OK : rc;
+        sqlite3_finalize(st);
+    }
+    if (rc == SQLITE_OK && empty)
+        rc = sqlite3_exec(cat->w,
+                          "DROP INDEX IF EXISTS block_indexes_dataset;"
+                          "DROP INDEX IF EXISTS block_indexes_file;",
+                          NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return sql_fail(cat->w, rc, "bulk load: drop block_indexes' indexes");
+    if (empty)
+        cat->idx_dropped = a->idx_drop = 1;
+    return 0;
+}
+
+/* a's transaction is rolled back: a drop it made is undone. */
+static void bulk_undone(struct bfs_cat_apply *a)
+{
+    if (a->idx_drop)
+        a->cat->idx_dropped = a->idx_drop = 0;
+}
+
+int bfs_cat_make_indexes_locked(struct bfs_catalog *cat)
+{
+    int rc = sqlite3_exec(cat->w, BI_INDEXES_MAKE, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : sql_fail(cat->w, rc, "make block_indexes' indexes");
+}
 
 /* The pending claim roll_id (own: 1, with its rows), a committed roll
  * (-EALREADY, logged = its log_seq or 0), or neither (0). */
@@ -302,7 +351,10 @@ int bfs_catalog_apply_begin(struct bfs_catalog *cat, const struct bfs_log_roll *
     }
     if (e == 0)
         e = roll_begin_locked(a, r);
+    if (e == 0 && r->kind == BFS_LOG_ROLL && !a->own)
+        e = bulk_drop_locked(a);
     if (e < 0) {
+        bulk_undone(a);
         bfs_cat_wtx_end(cat, &a->tx, e);
         free(a);
         return e;
@@ -691,6 +743,8 @@ int bfs_catalog_apply_end(struct bfs_cat_apply *a, int rc, int *own, struct bfs_
             bfs_err_set(err, rc, "catalog: advance the log position");
     }
     rc = end_tx(a->cat, &a->tx, rc);
+    if (rc != 0) /* rolled back */
+        bulk_undone(a);
     if (own)
         *own = rc == 0 && a->own;
     free(a);
@@ -922,8 +976,6 @@ out:
  * applied as its log entry would be (a), the log position set at the end. */
 struct bfs_cat_ckpt {
     struct bfs_cat_apply a;
-    char *indexes;    /* the CREATE INDEX statements of block_indexes' dropped
-                       * indexes, to run at the end (NULL: none dropped) */
     int in_roll;      /* a holds a roll whose rows are being loaded */
     int skip;         /* that roll was committed here before the log: its rows are here */
     int nodes;        /* node entries began */
@@ -952,64 +1004,6 @@ static int ckpt_close_roll(struct bfs_cat_ckpt *c, struct bfs_err *err)
     return e;
 }
 
-/* In the checkpoint's transaction, block_indexes empty: drop its secondary
- * indexes, their CREATE statements into c->indexes (run by the end: one
- * sort each instead of an insert all over each index per row). 0 or -errno. */
-static int drop_indexes(struct bfs_cat_ckpt *c)
-{
-    sqlite3 *db = c->a.cat->w;
-    sqlite3_stmt *st;
-    int rc =
-        sqlite3_prepare_v2(db, "SELECT NOT EXISTS (SELECT 1 FROM block_indexes)", -1, &st, NULL);
-    int empty = 0;
-    if (rc == SQLITE_OK) {
-        rc = sqlite3_step(st);
-        empty = rc == SQLITE_ROW && sqlite3_column_int(st, 0);
-        rc = rc == SQLITE_ROW ? SQLITE_OK : rc;
-        sqlite3_finalize(st);
-    }
-    if (rc != SQLITE_OK)
-        return sql_fail(db, rc, "count index rows");
-    if (!empty)
-        return 0;
-    struct bfs_buf create = {0}, drop = {0};
-    rc = sqlite3_prepare_v2(db,
-                            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND"
-                            " tbl_name = 'block_indexes' AND sql IS NOT NULL ORDER BY name",
-                            -1, &st, NULL);
-    int e = 0;
-    if (rc == SQLITE_OK)
-        rc = SQLITE_ROW;
-    while (rc == SQLITE_ROW && e == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(st, 0);
-        const char *sql = (const char *)sqlite3_column_text(st, 1);
-        if (!name || !sql || strchr(name, '"'))
-            e = -EIO;
-        else if (bfs_buf_append(&create, sql, strlen(sql)) < 0 ||
-                 bfs_buf_append(&create, ";", 1) < 0 ||
-                 bfs_buf_printf(&drop, "DROP INDEX \"%s\";", name) < 0)
-            e = -ENOMEM;
-    }
-    if (rc == SQLITE_DONE || (rc == SQLITE_ROW && e < 0))
-        rc = SQLITE_OK;
-    sqlite3_finalize(st);
-    if (e == 0 && rc != SQLITE_OK)
-        e = sql_fail(db, rc, "list block_indexes' indexes");
-    if (e == 0 && drop.len > 0) {
-        if (bfs_buf_append(&drop, "", 1) < 0 || bfs_buf_append(&create, "", 1) < 0)
-            e = -ENOMEM;
-        else if ((rc = sqlite3_exec(db, (const char *)drop.data, NULL, NULL, NULL)) != SQLITE_OK)
-            e = sql_fail(db, rc, "drop block_indexes' indexes");
-        else {
-            c->indexes = (char *)create.data; /* c owns it now */
-            create = (struct bfs_buf){0};
-        }
-    }
-    bfs_buf_free(&create);
-    bfs_buf_free(&drop);
-    return e;
-}
-
 int bfs_catalog_ckpt_begin(struct bfs_catalog *cat, struct bfs_cat_ckpt **out)
 {
     *out = NULL;
@@ -1034,10 +1028,10 @@ int bfs_catalog_ckpt_begin(struct bfs_catalog *cat, struct bfs_cat_ckpt **out)
     else if (!empty)
         e = -EEXIST;
     if (e == 0)
-        e = drop_indexes(c);
+        e = bulk_drop_locked(&c->a);
     if (e < 0) {
+        bulk_undone(&c->a);
         bfs_cat_wtx_end(cat, &c->a.tx, e);
-        free(c->indexes);
         free(c);
         return e;
     }
@@ -1240,19 +1234,23 @@ int bfs_catalog_ckpt_end(struct bfs_cat_ckpt *c, int rc, int64_t upto, struct bf
                          upto, c->last_seq);
     if (rc == 0 && (rc = set_log_pos(c->a.cat, upto)) < 0)
         bfs_err_set(err, rc, "catalog: set the log position");
-    if (rc == 0 && c->indexes &&
-        sqlite3_exec(c->a.cat->w, c->indexes, NULL, NULL, NULL) != SQLITE_OK)
-        rc = bfs_err_set(err, -EIO, "catalog: make block_indexes' indexes: %s",
-                         sqlite3_errmsg(c->a.cat->w));
     /* Archives whose index rows do not cover them hold erased bytes: each
      * erasure whose scope holds one is pending until it is rewritten (which
      * erasure's bytes it holds the checkpoint does not say: every erasure of
      * that scope waits, the safe side). */
+    static const char *const dirty[] = {
+        "UPDATE archived_files SET dirty = 1 WHERE size - header_length !="
+        " (SELECT coalesce(sum(length), 0) FROM block_indexes WHERE file_id ="
+        " archived_files.id);",
+        /* block_indexes_file dropped (a bulk load): one pass over the rows */
+        "WITH t(file_id, s) AS MATERIALIZED (SELECT file_id, sum(length) FROM block_indexes"
+        " GROUP BY file_id) UPDATE archived_files SET dirty = 1 WHERE size - header_length !="
+        " coalesce((SELECT s FROM t WHERE t.file_id = archived_files.id), 0);"};
+    if (rc == 0 &&
+        sqlite3_exec(c->a.cat->w, dirty[c->a.cat->idx_dropped != 0], NULL, NULL, NULL) != SQLITE_OK)
+        rc = bfs_err_set(err, -EIO, "catalog: %s", sqlite3_errmsg(c->a.cat->w));
     if (rc == 0 &&
         sqlite3_exec(c->a.cat->w,
-                     "UPDATE archived_files SET dirty = 1 WHERE size - header_length !="
-                     " (SELECT coalesce(sum(length), 0) FROM block_indexes WHERE file_id ="
-                     " archived_files.id);"
                      "INSERT OR IGNORE INTO erase_hits(seq, file_path) SELECT e.seq, a.file_path"
                      " FROM erasures e JOIN archived_files a ON a.dirty = 1 AND a.ord > 0 AND"
                      " (e.table_name IS NULL OR (a.table_name = e.table_name AND"
@@ -1262,9 +1260,10 @@ int bfs_catalog_ckpt_end(struct bfs_cat_ckpt *c, int rc, int64_t upto, struct bf
                      NULL, NULL, NULL) != SQLITE_OK)
         rc = bfs_err_set(err, -EIO, "catalog: %s", sqlite3_errmsg(c->a.cat->w));
     rc = end_tx(c->a.cat, &c->a.tx, rc);
+    if (rc != 0) /* rolled back */
+        bulk_undone(&c->a);
     if (rc < 0 && err && err->code == 0)
         bfs_err_set(err, rc, "catalog: commit: %s", c->a.tx.err.msg);
-    free(c->indexes);
     free(c);
     return rc;
 }

@@ -107,6 +107,7 @@ struct bfs_ledger {
     pthread_cond_t tcv;
     int stop;
     pthread_t renew_thread, refresh_thread;
+    int started; /* under mu: bfs_ledger_start ran (the mount serves) */
     int renew_started, refresh_started;
 
     pthread_mutex_t smu; /* schemas known to be in the store */
@@ -926,11 +927,48 @@ static int scan_index(void *ctx, const struct bfs_manifest_index *x)
  * again without the check). */
 enum { APPLY_ALREADY = 1, APPLY_SCAN = 2 }; /* the visitor's stops */
 
+/* Where an apply stopped with APPLY_SCAN: the archive (a copy: the reader's
+ * strings do not outlive the visit) and the index rows applied before it
+ * (the work its rollback undid). Its partition is made, and the apply runs
+ * again, while the work undone stays under RESTART_ROWS in all and the
+ * restarts under RESTARTS_MAX; past that a whole pass makes every partition
+ * first. */
+#define RESTART_ROWS 50000
+#define RESTARTS_MAX 16
+struct stopped {
+    struct bfs_manifest_archive a;
+    char key[BFS_STORE_KEY_MAX + 1], table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1];
+    char fp[17], versions[BFS_MANIFEST_VERSIONS_MAX][17];
+    uint64_t rows;
+};
+
+static int stop_at(struct stopped *st, const struct bfs_manifest_archive *a, uint64_t rows)
+{
+    st->a = *a;
+    snprintf(st->key, sizeof st->key, "%s", a->key);
+    snprintf(st->table, sizeof st->table, "%s", a->table);
+    snprintf(st->period, sizeof st->period, "%s", a->period);
+    snprintf(st->fp, sizeof st->fp, "%s", a->schema_fingerprint);
+    st->a.n_versions =
+        a->n_versions < BFS_MANIFEST_VERSIONS_MAX ? a->n_versions : BFS_MANIFEST_VERSIONS_MAX;
+    if (st->a.n_versions > 0)
+        memcpy(st->versions, a->versions, st->a.n_versions * sizeof st->versions[0]);
+    st->a.key = st->key;
+    st->a.table = st->table;
+    st->a.period = st->period;
+    st->a.schema_fingerprint = st->fp;
+    st->a.versions = (const char(*)[17])st->versions;
+    st->rows = rows;
+    return APPLY_SCAN;
+}
+
 struct apply {
     struct bfs_ledger *l;
     struct scan *s;
     int64_t seq;
     int check; /* stop with APPLY_SCAN at an archive of a partition not here */
+    struct stopped stop;
+    uint64_t rows; /* index rows applied */
     struct bfs_cat_apply *a;
     struct bfs_err *err;
     /* a compaction's retired keys and its archives' keys (its objects:
@@ -1024,7 +1062,7 @@ static int apply_archive(void *ctx, const struct bfs_manifest_archive *ar)
             return bfs_err_set(p->err, k, "partition %s/%s: %s", ar->table, ar->period,
                                strerror(-k));
         if (k == 0)
-            return APPLY_SCAN;
+            return stop_at(&p->stop, ar, p->rows);
     }
     int rc = bfs_catalog_apply_archive(p->a, ar, p->err);
     return rc == 0 && p->keys != NULL ? apply_keep(p, ar->key) : rc;
@@ -1033,6 +1071,7 @@ static int apply_archive(void *ctx, const struct bfs_manifest_archive *ar)
 static int apply_index(void *ctx, const struct bfs_manifest_index *x)
 {
     struct apply *p = ctx;
+    p->rows++;
     return bfs_catalog_apply_index(p->a, x, p->err);
 }
 
@@ -1122,6 +1161,17 @@ static int apply_roll_entry(struct bfs_ledger *l, int64_t seq, const struct entr
     struct scan s = {.l = l, .e = e, .err = err};
     struct apply p = {.l = l, .s = &s, .seq = seq, .check = 1, .err = err};
     int rc = apply_pass(l, fd, &p, err);
+    uint64_t undone = p.stop.rows;
+    for (int n = 0; rc == APPLY_SCAN && n < RESTARTS_MAX && undone <= RESTART_ROWS;
+         n++, undone += p.stop.rows) {
+        rc = ensure_partition(l, &p.stop.a, err);
+        if (rc == 0) {
+            s = (struct scan){.l = l, .e = e, .err = err};
+            p.n_retired = p.n_keys = 0;
+            p.rows = 0;
+            rc = apply_pass(l, fd, &p, err);
+        }
+    }
     if (rc == APPLY_SCAN) {
         /* Pass 1: the partitions, outside the catalog's writer; then the
          * apply again. */
@@ -1264,6 +1314,11 @@ static int apply_entry(struct bfs_ledger *l, int64_t seq, struct bfs_err *err)
     }
     int64_t known = 0;
     rc = bfs_catalog_node_epoch(l->d.cat, e.node, &known);
+    /* A compaction or an erasure looks rows up by archive or dataset: the
+     * indexes a bulk load dropped first. */
+    if (rc == 0 && e.epoch >= known && e.type != ENTRY_ROLL &&
+        (rc = bfs_catalog_bulk_indexes(l->d.cat)) < 0)
+        bfs_err_set(err, rc, "log %" PRId64 ": make the catalog's indexes: %s", seq, strerror(-rc));
     if (rc == 0 && e.epoch < known) {
         bfs_warn("log %" PRId64 ": %s of node %s was put under epoch %" PRId64
                  ", fenced by epoch %" PRId64 ": ignored (it is not committed)",
@@ -1341,6 +1396,7 @@ struct ckpt_load {
     int64_t rolls;
     uint64_t rows, rows_total; /* index rows loaded, and in the checkpoint (pass 1) */
     int check;                 /* stop with APPLY_SCAN at an archive of a partition not here */
+    struct stopped stop;
     struct bfs_progress prog;
 };
 
@@ -1387,7 +1443,7 @@ static int ck_archive(void *ctx, const struct bfs_manifest_archive *a)
         if (e < 0)
             return bfs_err_set(k->err, e, "partition %s/%s: %s", a->table, a->period, strerror(-e));
         if (e == 0)
-            return APPLY_SCAN;
+            return stop_at(&k->stop, a, k->rows);
     }
     return bfs_catalog_ckpt_archive(k->c, a, k->err);
 }
@@ -1470,6 +1526,13 @@ static int load_checkpoint_locked(struct bfs_ledger *l, int64_t *pos, struct bfs
     struct ckpt_load k = {.l = l, .err = err, .check = 1};
     struct bfs_err rerr = {0};
     rc = load_pass(l, fd, &n, &k, &rerr);
+    uint64_t undone = k.stop.rows;
+    for (int i = 0; rc == APPLY_SCAN && i < RESTARTS_MAX && undone <= RESTART_ROWS;
+         i++, undone += k.stop.rows) {
+        rc = ensure_partition(l, &k.stop.a, err);
+        if (rc == 0)
+            rc = load_pass(l, fd, &n, &k, &rerr);
+    }
     if (rc == APPLY_SCAN) {
         /* Pass 1: the partitions (not under the catalog's writer: the load
          * holds it). */
@@ -1577,13 +1640,14 @@ static void write_checkpoint_locked(struct bfs_ledger *l)
 }
 
 /* The catalog's larger cache while a refresh reads other entries than this
- * mount's own roll being committed (whose peak memory the roll bounds): *on
- * is set once it is. A failure costs only speed: logged. */
+ * mount's own roll being committed (whose peak memory the roll bounds), and
+ * before the mount serves (bfs_ledger_start) a bulk load into a new catalog:
+ * *on is set once it is. A failure costs only speed: logged. */
 static void bulk_on(struct bfs_ledger *l, int *on)
 {
     if (*on || l->local)
         return;
-    int rc = bfs_catalog_bulk(l->d.cat, 1);
+    int rc = bfs_catalog_bulk(l->d.cat, 1, !l->started);
     if (rc < 0)
         bfs_warn("catalog: a larger cache for reading the log: %s", strerror(-rc));
     *on = rc == 0;
@@ -1591,7 +1655,7 @@ static void bulk_on(struct bfs_ledger *l, int *on)
 
 static void bulk_off(struct bfs_ledger *l, int on)
 {
-    int rc = on ? bfs_catalog_bulk(l->d.cat, 0) : 0;
+    int rc = on ? bfs_catalog_bulk(l->d.cat, 0, 0) : 0;
     if (rc < 0)
         bfs_warn("catalog: the cache back to its size: %s", strerror(-rc));
 }
@@ -1944,6 +2008,9 @@ static void *refresh_main(void *arg)
 int bfs_ledger_start(struct bfs_ledger *l)
 {
     int rc = 0;
+    pthread_mutex_lock(&l->mu);
+    l->started = 1; /* the mount serves: refreshes keep the catalog's indexes */
+    pthread_mutex_unlock(&l->mu);
     if (!l->d.read_only) {
         rc = pthread_create(&l->renew_thread, NULL, renew_main, l);
         if (rc)

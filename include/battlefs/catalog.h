@@ -436,8 +436,18 @@ int bfs_catalog_apply_end(struct bfs_cat_apply *a, int rc, int *own, struct bfs_
 
 /* While the store's log is read (a refresh: manifests, a checkpoint), on: 1
  * gives the writer a larger page cache (index rows land all over
- * block_indexes' indexes); 0 puts it back and frees it. 0 or -errno. */
-int bfs_catalog_bulk(struct bfs_catalog *cat, int on);
+ * block_indexes' indexes); with drop_indexes, a roll entry or a checkpoint
+ * applied while block_indexes is empty (a new catalog) also drops its
+ * secondary indexes in its transaction: a bulk load, rows appended. Only
+ * when nothing reads the catalog until the end (the rebuild before the
+ * mount serves). on: 0 makes them again (one sort each, one transaction; the
+ * catalog's open makes them too, after a crash cut a bulk load short), then
+ * puts the cache back and frees it. 0 or -errno. */
+int bfs_catalog_bulk(struct bfs_catalog *cat, int on, int drop_indexes);
+/* Make block_indexes' secondary indexes now if a bulk load dropped them
+ * (before an entry that looks rows up by dataset or archive: a compaction,
+ * an erasure). 0 or -errno. */
+int bfs_catalog_bulk_indexes(struct bfs_catalog *cat);
 
 /* ---- Checkpoints (manifest.h: the format; the ledger writes and reads them) ----
  *
@@ -479,9 +489,7 @@ int bfs_catalog_snapshot(struct bfs_catalog *cat, int64_t upto,
  * (-EINVAL with err, -ENOENT: no partition, -errno) fails every later call
  * and the end. The end commits with log_pos = upto when rc == 0 (0, -EINVAL:
  * upto before the last roll, -errno), else rolls back and returns rc. It
- * frees c. When block_indexes is empty at the begin (a new catalog), its
- * secondary indexes are dropped at the begin and made again by the end, in
- * the same transaction: a bulk load, which a crash rolls back whole. */
+ * frees c. Under bfs_catalog_bulk, a bulk load (see there). */
 struct bfs_cat_ckpt;
 int bfs_catalog_ckpt_begin(struct bfs_catalog *cat, struct bfs_cat_ckpt **out);
 int bfs_catalog_ckpt_roll(struct bfs_cat_ckpt *c, const struct bfs_manifest_roll *r, int64_t seq,
