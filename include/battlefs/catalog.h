@@ -279,6 +279,18 @@ int bfs_catalog_conv_memo(struct bfs_catalog *cat, const struct bfs_conv_memo *m
 /* Read len bytes at off of hot row id's data into buf. 0, -ENOENT if the row
  * is gone (rolled), -EIO. */
 int bfs_catalog_read_hot(struct bfs_catalog *cat, int64_t id, uint64_t off, void *buf, size_t len);
+/* The same for many rows in turn (a roll's build): a reader keeps one read
+ * connection and one open blob, moved from row to row without compiling a
+ * statement each time. While a blob is open, its read
+ * transaction keeps the WAL from being reset: release it now and then (the
+ * roll does at each archive). Free with bfs_catalog_hot_reader_free. */
+struct bfs_hot_reader;
+int bfs_catalog_hot_reader(struct bfs_catalog *cat, struct bfs_hot_reader **out);
+/* As bfs_catalog_read_hot. A failure releases the reader. */
+int bfs_catalog_hot_read(struct bfs_hot_reader *r, int64_t id, uint64_t off, void *buf, size_t len);
+/* Close the blob and give the connection back (r may be NULL). */
+void bfs_catalog_hot_release(struct bfs_hot_reader *r);
+void bfs_catalog_hot_reader_free(struct bfs_hot_reader *r);
 
 /* Current state, for .battlefs/stats. */
 struct bfs_catalog_counts {
