@@ -31,7 +31,9 @@ read on a store of --rolls rolls (default 24) of --datasets datasets (default 10
     read beforehand, untimed, from the writer's catalog (or, with --store, from the first battlefs
     rebuild's), so it times neither decoding nor the manifests' format: only moving the bytes and
     the database's own work for the same rows. Its time is curl's wall time plus the load's; its
-    CPU curl's plus the load's (getrusage of this process around it).
+    CPU curl's plus the load's (getrusage of this process around it). A third line loads the same
+    rows with the indexes made after them in the same transaction (what battlefs' rebuild of a
+    new catalog does, design.md "Bulk load of a new catalog").
 
 Prints both, and battlefs over each baseline for time, CPU and bytes, medians with ranges.
 
@@ -151,10 +153,10 @@ def curl_once(paths):
 SQL_TABLE = ("CREATE TABLE block_indexes(id INTEGER PRIMARY KEY, dataset_id TEXT NOT NULL,"
              " table_name TEXT NOT NULL, period_tag TEXT NOT NULL, file_id INTEGER NOT NULL,"
              " start_byte INTEGER NOT NULL, length INTEGER NOT NULL,"
-             " record_count INTEGER NOT NULL, uploaded_at INTEGER NOT NULL);"
-             "CREATE INDEX block_indexes_dataset ON block_indexes(table_name, period_tag,"
-             " dataset_id, file_id);"
-             "CREATE INDEX block_indexes_file ON block_indexes(file_id);")
+             " record_count INTEGER NOT NULL, uploaded_at INTEGER NOT NULL);")
+SQL_INDEXES = ("CREATE INDEX block_indexes_dataset ON block_indexes(table_name, period_tag,"
+               " dataset_id, file_id);"
+               "CREATE INDEX block_indexes_file ON block_indexes(file_id);")
 
 
 def index_rows(catalog):
@@ -170,9 +172,11 @@ def index_rows(catalog):
         con.close()
 
 
-def sqlite_load_once(rows, work_root):
-    """rows into a new durable SQLite database (WAL, synchronous=FULL, one transaction): (wall
-    seconds, CPU seconds of this process, database bytes)."""
+def sqlite_load_once(rows, work_root, index_after=False):
+    """rows into a new durable SQLite database (WAL, synchronous=FULL, one transaction), the
+    indexes made before the rows or (index_after) after them in the same transaction, as
+    battlefs' rebuild of a new catalog does: (wall seconds, CPU seconds of this process,
+    database bytes)."""
     work = tempfile.mkdtemp(prefix="sqlite-", dir=work_root)
     try:
         path = os.path.join(work, "catalog.db")
@@ -181,11 +185,15 @@ def sqlite_load_once(rows, work_root):
         con = sqlite3.connect(path, isolation_level=None)
         con.execute("PRAGMA journal_mode = WAL")
         con.execute("PRAGMA synchronous = FULL")
-        con.executescript(SQL_TABLE)
+        con.executescript(SQL_TABLE + ("" if index_after else SQL_INDEXES))
         con.execute("BEGIN")
         con.executemany("INSERT INTO block_indexes(dataset_id, table_name, period_tag, file_id,"
                         " start_byte, length, record_count, uploaded_at)"
                         " VALUES(?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        if index_after:
+            for stmt in SQL_INDEXES.split(";"):
+                if stmt:
+                    con.execute(stmt)
         con.execute("COMMIT")
         con.close()
         dt = time.monotonic() - t0
@@ -235,7 +243,7 @@ def main():
                                      max(os.path.getsize(p) for p in man) / 1e3, len(arch),
                                      sum(os.path.getsize(p) for p in arch) / 1e6), flush=True)
 
-    bf, cu, sq = [], [], []
+    bf, cu, sq, sa = [], [], [], []
     rows_list = None
     for i in range(args.repeats):
         steps = ("battlefs", "curl") if i % 2 == 0 else ("curl", "battlefs")
@@ -264,6 +272,12 @@ def main():
                 print("  %d SQLite bulk load of %d rows: %.3f s, CPU %.2f s, %.1f MB; with curl "
                       "%.3f s, CPU %.2f s" % (i + 1, len(rows_list), ldt, lcpu, lsize / 1e6,
                                               dt + ldt, cpu + lcpu), flush=True)
+                adt, acpu, asize = sqlite_load_once(rows_list, args.work, index_after=True)
+                sa.append({"s": dt + adt, "cpu_s": cpu + acpu, "load_s": adt,
+                           "load_cpu_s": acpu, "db_bytes": asize})
+                print("  %d SQLite bulk load, indexes made after the rows: %.3f s, CPU %.2f s, "
+                      "%.1f MB; with curl %.3f s, CPU %.2f s"
+                      % (i + 1, adt, acpu, asize / 1e6, dt + adt, cpu + acpu), flush=True)
 
     def sp(xs, fmt="%.3f"):
         return (fmt + " (" + fmt + "-" + fmt + ")") % (statistics.median(xs), min(xs), max(xs))
@@ -279,6 +293,8 @@ def main():
     cb = [r["bytes"] for r in cu]
     qs = [r["s"] for r in sq]
     qc = [r["cpu_s"] for r in sq]
+    as_ = [r["s"] for r in sa]
+    ac = [r["cpu_s"] for r in sa]
     rows = len(rows_list)
     print()
     print("%d log entries, %d manifests, %d index rows in all; %d repeats each, alternating; "
@@ -294,6 +310,11 @@ def main():
           "synchronous=FULL, one transaction) | %s | %s | %d | %d | %.2fx | %.2fx | 1.00x | "
           "1.00x | 1.00x |" % (rows, sp(qs), sp(qc, "%.2f"), med(cb), len(log) + len(man),
                               med(qs) / med(cs), med(qc) / med(cc) if med(cc) else float("nan")))
+    print("| baseline: the same, indexes made after the rows (in the transaction) | %s | %s | %d "
+          "| %d | %.2fx | %.2fx | 1.00x | %.2fx | %.2fx |"
+          % (sp(as_), sp(ac, "%.2f"), med(cb), len(log) + len(man), med(as_) / med(cs),
+             med(ac) / med(cc) if med(cc) else float("nan"), med(as_) / med(qs),
+             med(ac) / med(qc)))
     print("| battlefs: new state directory, -o ro, until log_position = %d | %s | %s | %d | %d "
           "| **%.2fx** | %.2fx | %.3fx | **%.2fx** | %.2fx |"
           % (last, sp(bs), sp(bc, "%.2f"), med(bb),
@@ -301,9 +322,11 @@ def main():
              med(bs) / med(cs), med(bc) / med(cc) if med(cc) else float("nan"),
              med(bb) / med(cb), med(bs) / med(qs), med(bc) / med(qc)))
     print()
-    print("SQLite bulk load alone: %s s, CPU %s s, database %.1f MB"
+    print("SQLite bulk load alone: %s s, CPU %s s, database %.1f MB; indexes made after the "
+          "rows: %s s, CPU %s s, database %.1f MB"
           % (sp([r["load_s"] for r in sq]), sp([r["load_cpu_s"] for r in sq], "%.2f"),
-             med(r["db_bytes"] for r in sq) / 1e6))
+             med(r["db_bytes"] for r in sq) / 1e6, sp([r["load_s"] for r in sa]),
+             sp([r["load_cpu_s"] for r in sa], "%.2f"), med(r["db_bytes"] for r in sa) / 1e6))
     print("battlefs: mounted (rebuild done) at %s s; per index row %.2f us wall, %.2f us CPU; "
           "peak RSS %.1f MiB; rebuilt catalog %.1f MB"
           % (sp([r["mount_s"] for r in bf]), med(bs) / rows * 1e6,
@@ -311,7 +334,9 @@ def main():
              med(r["peak_rss_kib"] for r in bf) / 1024,
              med(r["catalog_bytes"] for r in bf) / 1e6))
     print("ratios: battlefs / curl %.2fx (time), battlefs / (curl + SQLite bulk load) %.2fx "
-          "(time), %.2fx (CPU)" % (med(bs) / med(cs), med(bs) / med(qs), med(bc) / med(qc)))
+          "(time), %.2fx (CPU); indexes made after the rows: %.2fx (time), %.2fx (CPU)"
+          % (med(bs) / med(cs), med(bs) / med(qs), med(bc) / med(qc), med(bs) / med(as_),
+             med(bc) / med(ac)))
     br.load("end")
     if writer and not args.keep:
         shutil.rmtree(writer, ignore_errors=True)
