@@ -631,7 +631,9 @@ int bfs_cat_wtx_end(struct bfs_catalog *cat, struct wtx *tx, int e)
 /* The writer's page cache while the log is read (bfs_catalog_bulk): a
  * manifest's index rows go into block_indexes_dataset in dataset order, all
  * over the index, whose pages SQLite's default cache (2 MB) would read again
- * from the file for every manifest. 32 MiB, released at the end. */
+ * from the file for every manifest. 16 MiB (with 32, SQLite's sort for a
+ * CREATE INDEX, which takes as much again, took a rebuild past 64 MiB of
+ * RSS), released at the end. */
 #define BULK_CACHE_KIB 16384
 
 int bfs_catalog_bulk_indexes(struct bfs_catalog *cat)

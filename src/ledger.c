@@ -1653,11 +1653,18 @@ static void bulk_on(struct bfs_ledger *l, int *on)
     *on = rc == 0;
 }
 
-static void bulk_off(struct bfs_ledger *l, int on)
+/* The end of bulk_on: the indexes a bulk load dropped made again (the mount
+ * is about to serve: a failure fails the refresh, rc if it had not failed),
+ * the cache back to its size. */
+static int bulk_off(struct bfs_ledger *l, int on, int rc, struct bfs_err *err)
 {
-    int rc = on ? bfs_catalog_bulk(l->d.cat, 0, 0) : 0;
-    if (rc < 0)
-        bfs_warn("catalog: the cache back to its size: %s", strerror(-rc));
+    int e = on ? bfs_catalog_bulk(l->d.cat, 0, 0) : 0;
+    if (e < 0 && rc == 0)
+        return bfs_err_set(err, e, "catalog: make the indexes after the log's bulk load: %s",
+                           strerror(-e));
+    if (e < 0)
+        bfs_warn("catalog: make the indexes after the log's bulk load: %s", strerror(-e));
+    return rc;
 }
 
 static int refresh_locked(struct bfs_ledger *l, struct bfs_err *err)
@@ -1672,10 +1679,8 @@ static int refresh_locked(struct bfs_ledger *l, struct bfs_err *err)
         rc = load_checkpoint_locked(l, &pos, err);
     }
     struct keys ks = {.k = rc == 0 ? malloc(LIST_PAGE * sizeof *ks.k) : NULL};
-    if (rc < 0 || !ks.k) {
-        bulk_off(l, bulk);
-        return rc < 0 ? rc : bfs_err_set(err, -ENOMEM, "out of memory");
-    }
+    if (rc < 0 || !ks.k)
+        return bulk_off(l, bulk, rc < 0 ? rc : bfs_err_set(err, -ENOMEM, "out of memory"), err);
     struct bfs_progress prog = {0}; /* started at the first entry to apply */
     int64_t first = pos;
     for (;;) {
@@ -1717,8 +1722,7 @@ static int refresh_locked(struct bfs_ledger *l, struct bfs_err *err)
     }
     bfs_progress_end(&prog);
     free(ks.k);
-    bulk_off(l, bulk);
-    return rc;
+    return bulk_off(l, bulk, rc, err);
 }
 
 int bfs_ledger_refresh(struct bfs_ledger *l, struct bfs_err *err)
