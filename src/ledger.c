@@ -922,9 +922,9 @@ static int scan_index(void *ctx, const struct bfs_manifest_index *x)
 
 /* The rows, into one catalog transaction, in one pass over the manifest:
  * its Roll or Compact entry (the first) begins the apply; an archive whose
- * partition this catalog lacks stops it (APPLY_SCAN: rolled back, pass 1
- * above makes the partitions outside the transaction, and the apply runs
- * again without the check). */
+ * partition this catalog lacks stops it (APPLY_SCAN: rolled back; the
+ * partition is made outside the transaction and the apply runs again, see
+ * struct stopped; or pass 1 above makes them all first). */
 enum { APPLY_ALREADY = 1, APPLY_SCAN = 2 }; /* the visitor's stops */
 
 /* Where an apply stopped with APPLY_SCAN: the archive (a copy: the reader's
