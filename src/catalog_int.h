@@ -188,6 +188,11 @@ struct bfs_catalog {
     sqlite3_stmt *ws[W_COUNT];
     int w_fk_off; /* w's foreign keys are (or may be) off: a WTX_FK_OFF transaction ran */
     int w_nosync; /* w's synchronous is (or may be) NORMAL: a WTX_NO_SYNC transaction ran */
+    int w_cache;  /* w's cache_size before bfs_catalog_bulk raised it (0: not raised) */
+    int bulk;     /* bfs_catalog_bulk is on with drop_indexes: a load into an empty
+                   * block_indexes drops its secondary indexes (idx_dropped), made again
+                   * when it ends */
+    int idx_dropped;
 
     pthread_mutex_t qmu; /* the commit queue and the counters below */
     struct request *qhead, **qtail;
@@ -321,6 +326,18 @@ void bfs_cat_rrelease(struct bfs_catalog *cat, struct rconn *c);
  *     e = claim_locked(cat, ...);       (statements of cat->ws; 0 or -errno)
  *     e = bfs_cat_wtx_end(cat, &tx, e); (COMMIT if e == 0, else ROLLBACK)
  */
+/* block_indexes' secondary indexes, as schema version 1 made them (MIGRATIONS
+ * in catalog_db.c): "CREATE INDEX [IF NOT EXISTS] " each. */
+#define BI_INDEX_DATASET                                                                           \
+    "block_indexes_dataset ON block_indexes(table_name, period_tag, dataset_id,  file_id)"
+#define BI_INDEX_FILE "block_indexes_file ON block_indexes(file_id)"
+#define BI_INDEXES_MAKE                                                                            \
+    "CREATE INDEX IF NOT EXISTS " BI_INDEX_DATASET ";CREATE INDEX IF NOT EXISTS " BI_INDEX_FILE ";"
+
+/* Under wmu, in a write transaction: make block_indexes' secondary indexes
+ * if a bulk load dropped them (catalog_ledger.c). 0 or -errno. */
+int bfs_cat_make_indexes_locked(struct bfs_catalog *cat);
+
 #define WTX_FK_OFF 1u /* PRAGMA foreign_keys = OFF for this transaction */
 #define WTX_QUIET  2u /* begin and commit failures are not logged, only put in err */
 /* PRAGMA synchronous = NORMAL for this transaction: its commit is not

@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <time.h>
 
+#include "battlefs/buf.h"
 #include "battlefs/manifest.h"
 #include "battlefs/store.h"
 #include "catalog_int.h"
@@ -168,7 +169,56 @@ struct bfs_cat_apply {
      * compaction retired the others, an erasure removed some), so a roll's
      * bytes are not its index's */
     int ckpt;
+    int idx_drop; /* this transaction dropped block_indexes' indexes (bulk_drop_locked) */
 };
+
+/* In a's transaction, during bfs_catalog_bulk with drop_indexes and
+ * block_indexes empty (a new catalog being loaded from the store's log):
+ * drop its secondary indexes, so that each row is appended instead of
+ * inserted all over them; bfs_catalog_bulk's end (or the next open, after a
+ * crash) makes them again, each with one sort. Nothing reads the catalog
+ * meanwhile: the rebuild runs before the mount serves; entries that look
+ * rows up by dataset or archive (compactions, erasures) make them first
+ * (bfs_catalog_bulk_indexes). 0 or -errno. */
+static int bulk_drop_locked(struct bfs_cat_apply *a)
+{
+    struct bfs_catalog *cat = a->cat;
+    if (!cat->bulk || cat->idx_dropped)
+        return 0;
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(cat->w, "SELECT NOT EXISTS (SELECT 1 FROM block_indexes)", -1, &st,
+                                NULL);
+    int empty = 0;
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        empty = rc == SQLITE_ROW && sqlite3_column_int(st, 0);
+        rc = rc == SQLITE_ROW ? SQLITE_OK : rc;
+        sqlite3_finalize(st);
+    }
+    if (rc == SQLITE_OK && empty)
+        rc = sqlite3_exec(cat->w,
+                          "DROP INDEX IF EXISTS block_indexes_dataset;"
+                          "DROP INDEX IF EXISTS block_indexes_file;",
+                          NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return sql_fail(cat->w, rc, "bulk load: drop block_indexes' indexes");
+    if (empty)
+        cat->idx_dropped = a->idx_drop = 1;
+    return 0;
+}
+
+/* a's transaction is rolled back: a drop it made is undone. */
+static void bulk_undone(struct bfs_cat_apply *a)
+{
+    if (a->idx_drop)
+        a->cat->idx_dropped = a->idx_drop = 0;
+}
+
+int bfs_cat_make_indexes_locked(struct bfs_catalog *cat)
+{
+    int rc = sqlite3_exec(cat->w, BI_INDEXES_MAKE, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : sql_fail(cat->w, rc, "make block_indexes' indexes");
+}
 
 /* The pending claim roll_id (own: 1, with its rows), a committed roll
  * (-EALREADY, logged = its log_seq or 0), or neither (0). */
@@ -301,7 +351,10 @@ int bfs_catalog_apply_begin(struct bfs_catalog *cat, const struct bfs_log_roll *
     }
     if (e == 0)
         e = roll_begin_locked(a, r);
+    if (e == 0 && r->kind == BFS_LOG_ROLL && !a->own)
+        e = bulk_drop_locked(a);
     if (e < 0) {
+        bulk_undone(a);
         bfs_cat_wtx_end(cat, &a->tx, e);
         free(a);
         return e;
@@ -498,6 +551,40 @@ int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest
     return 0;
 }
 
+/* Whether version fp is one of partition pid's (W_VERSION_FP): 1, 0, -errno. */
+static int has_version_locked(struct bfs_catalog *cat, int64_t pid, const char *fp)
+{
+    sqlite3_stmt *vs = cat->ws[W_VERSION_FP];
+    sqlite3_bind_int64(vs, 1, pid);
+    bind_text(vs, 2, fp);
+    int rc = sqlite3_step(vs);
+    sqlite3_reset(vs);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : sql_fail(cat->w, rc, "look a version up");
+}
+
+static int knows_locked(struct bfs_catalog *cat, const struct bfs_manifest_archive *ar)
+{
+    sqlite3_stmt *st = cat->ws[W_PART_LOOKUP];
+    bind_text(st, 1, ar->table);
+    bind_text(st, 2, ar->period);
+    int rc = sqlite3_step(st);
+    int64_t pid = rc == SQLITE_ROW ? sqlite3_column_int64(st, 4) : 0;
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return sql_fail(cat->w, rc, "look a partition up");
+    int e = has_version_locked(cat, pid, ar->schema_fingerprint);
+    for (size_t i = 0; e == 1 && i < ar->n_versions; i++)
+        e = has_version_locked(cat, pid, ar->versions[i]);
+    return e;
+}
+
+int bfs_catalog_apply_knows(struct bfs_cat_apply *a, const struct bfs_manifest_archive *ar)
+{
+    return knows_locked(a->cat, ar);
+}
+
 int bfs_catalog_apply_index(struct bfs_cat_apply *a, const struct bfs_manifest_index *x,
                             struct bfs_err *err)
 {
@@ -505,7 +592,8 @@ int bfs_catalog_apply_index(struct bfs_cat_apply *a, const struct bfs_manifest_i
         return 0;
     if (a->file_id == 0)
         return bfs_err_set(err, -EINVAL, "an index row before any archive");
-    if (!valid_name(x->dataset) || x->start < a->file_header || x->start > a->file_size ||
+    /* x->dataset was checked by the manifest's reader (manifest.c) */
+    if (x->start < a->file_header || x->start > a->file_size ||
         x->length > a->file_size - x->start || x->records > (uint64_t)INT64_MAX)
         return bfs_err_set(err, -EINVAL, "index row of %s outside its archive", x->dataset);
     if (a->any_erasure) {
@@ -655,6 +743,8 @@ int bfs_catalog_apply_end(struct bfs_cat_apply *a, int rc, int *own, struct bfs_
             bfs_err_set(err, rc, "catalog: advance the log position");
     }
     rc = end_tx(a->cat, &a->tx, rc);
+    if (rc != 0) /* rolled back */
+        bulk_undone(a);
     if (own)
         *own = rc == 0 && a->own;
     free(a);
@@ -937,7 +1027,10 @@ int bfs_catalog_ckpt_begin(struct bfs_catalog *cat, struct bfs_cat_ckpt **out)
         e = rc == SQLITE_DONE ? -EIO : sql_fail(cat->w, rc, "read the ledger");
     else if (!empty)
         e = -EEXIST;
+    if (e == 0)
+        e = bulk_drop_locked(&c->a);
     if (e < 0) {
+        bulk_undone(&c->a);
         bfs_cat_wtx_end(cat, &c->a.tx, e);
         free(c);
         return e;
@@ -1098,6 +1191,11 @@ int bfs_catalog_ckpt_archive(struct bfs_cat_ckpt *c, const struct bfs_manifest_a
     return c->skip ? 0 : ckpt_failed(c, bfs_catalog_apply_archive(&c->a, a, err));
 }
 
+int bfs_catalog_ckpt_knows(struct bfs_cat_ckpt *c, const struct bfs_manifest_archive *ar)
+{
+    return knows_locked(c->a.cat, ar);
+}
+
 int bfs_catalog_ckpt_index(struct bfs_cat_ckpt *c, const struct bfs_manifest_index *x,
                            struct bfs_err *err)
 {
@@ -1140,11 +1238,19 @@ int bfs_catalog_ckpt_end(struct bfs_cat_ckpt *c, int rc, int64_t upto, struct bf
      * erasure whose scope holds one is pending until it is rewritten (which
      * erasure's bytes it holds the checkpoint does not say: every erasure of
      * that scope waits, the safe side). */
+    static const char *const dirty[] = {
+        "UPDATE archived_files SET dirty = 1 WHERE size - header_length !="
+        " (SELECT coalesce(sum(length), 0) FROM block_indexes WHERE file_id ="
+        " archived_files.id);",
+        /* block_indexes_file dropped (a bulk load): one pass over the rows */
+        "WITH t(file_id, s) AS MATERIALIZED (SELECT file_id, sum(length) FROM block_indexes"
+        " GROUP BY file_id) UPDATE archived_files SET dirty = 1 WHERE size - header_length !="
+        " coalesce((SELECT s FROM t WHERE t.file_id = archived_files.id), 0);"};
+    if (rc == 0 &&
+        sqlite3_exec(c->a.cat->w, dirty[c->a.cat->idx_dropped != 0], NULL, NULL, NULL) != SQLITE_OK)
+        rc = bfs_err_set(err, -EIO, "catalog: %s", sqlite3_errmsg(c->a.cat->w));
     if (rc == 0 &&
         sqlite3_exec(c->a.cat->w,
-                     "UPDATE archived_files SET dirty = 1 WHERE size - header_length !="
-                     " (SELECT coalesce(sum(length), 0) FROM block_indexes WHERE file_id ="
-                     " archived_files.id);"
                      "INSERT OR IGNORE INTO erase_hits(seq, file_path) SELECT e.seq, a.file_path"
                      " FROM erasures e JOIN archived_files a ON a.dirty = 1 AND a.ord > 0 AND"
                      " (e.table_name IS NULL OR (a.table_name = e.table_name AND"
@@ -1154,6 +1260,8 @@ int bfs_catalog_ckpt_end(struct bfs_cat_ckpt *c, int rc, int64_t upto, struct bf
                      NULL, NULL, NULL) != SQLITE_OK)
         rc = bfs_err_set(err, -EIO, "catalog: %s", sqlite3_errmsg(c->a.cat->w));
     rc = end_tx(c->a.cat, &c->a.tx, rc);
+    if (rc != 0) /* rolled back */
+        bulk_undone(&c->a);
     if (rc < 0 && err && err->code == 0)
         bfs_err_set(err, rc, "catalog: commit: %s", c->a.tx.err.msg);
     free(c);

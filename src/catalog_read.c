@@ -421,6 +421,39 @@ int bfs_catalog_schema_json(struct bfs_catalog *cat, int64_t id, char **json, si
     return rc;
 }
 
+/* Read len bytes at off of the blob open in *bp (row id), opening it on c or
+ * moving it to row id (sqlite3_blob_reopen: no statement compiled again). */
+static int blob_read(struct rconn *c, sqlite3_blob **bp, int64_t *bid, int64_t id, uint64_t off,
+                     void *buf, size_t len)
+{
+    int src = SQLITE_OK;
+    if (!*bp)
+        src = sqlite3_blob_open(c->db, "main", "buffer_data", "data", id, 0, bp);
+    else if (*bid != id)
+        src = sqlite3_blob_reopen(*bp, id);
+    if (src != SQLITE_OK) {
+        /* the handle is unusable after a failed reopen */
+        sqlite3_blob_close(*bp);
+        *bp = NULL;
+        /* A missing row is SQLITE_ERROR with "no such rowid: N". */
+        if ((src & 0xff) == SQLITE_ERROR &&
+            strncmp(sqlite3_errmsg(c->db), "no such rowid", 13) == 0)
+            return -ENOENT;
+        return sql_fail(c->db, src, "open a buffer row");
+    }
+    *bid = id;
+    uint64_t size = (uint64_t)sqlite3_blob_bytes(*bp);
+    if (off > size || len > size - off) {
+        bfs_error("catalog: read of %zu bytes at %" PRIu64 " of buffer row %" PRId64 " (%" PRIu64
+                  " bytes)",
+                  len, off, id, size);
+        return -EINVAL;
+    }
+    if (len > 0 && (src = sqlite3_blob_read(*bp, buf, (int)len, (int)off)) != SQLITE_OK)
+        return sql_fail(c->db, src, "read a buffer row");
+    return 0;
+}
+
 int bfs_catalog_read_hot(struct bfs_catalog *cat, int64_t id, uint64_t off, void *buf, size_t len)
 {
     struct rconn *c;
@@ -428,29 +461,57 @@ int bfs_catalog_read_hot(struct bfs_catalog *cat, int64_t id, uint64_t off, void
     if (rc < 0)
         return rc;
     sqlite3_blob *b = NULL;
-    int src = sqlite3_blob_open(c->db, "main", "buffer_data", "data", id, 0, &b);
-    if (src != SQLITE_OK) {
-        /* A missing row is SQLITE_ERROR with "no such rowid: N". */
-        if ((src & 0xff) == SQLITE_ERROR &&
-            strncmp(sqlite3_errmsg(c->db), "no such rowid", 13) == 0)
-            rc = -ENOENT;
-        else
-            rc = sql_fail(c->db, src, "open a buffer row");
-    } else {
-        uint64_t size = (uint64_t)sqlite3_blob_bytes(b);
-        if (off > size || len > size - off) {
-            bfs_error("catalog: read of %zu bytes at %" PRIu64 " of buffer row %" PRId64
-                      " (%" PRIu64 " bytes)",
-                      len, off, id, size);
-            rc = -EINVAL;
-        } else if (len > 0 && (src = sqlite3_blob_read(b, buf, (int)len, (int)off)) != SQLITE_OK) {
-            rc = sql_fail(c->db, src, "read a buffer row");
-        }
-    }
-    if (b)
-        sqlite3_blob_close(b);
+    int64_t bid = 0;
+    rc = blob_read(c, &b, &bid, id, off, buf, len);
+    sqlite3_blob_close(b);
     bfs_cat_rrelease(cat, c);
     return rc;
+}
+
+struct bfs_hot_reader {
+    struct bfs_catalog *cat;
+    struct rconn *c; /* held while b is open */
+    sqlite3_blob *b;
+    int64_t id;
+};
+
+int bfs_catalog_hot_reader(struct bfs_catalog *cat, struct bfs_hot_reader **out)
+{
+    struct bfs_hot_reader *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->cat = cat;
+    *out = r;
+    return 0;
+}
+
+int bfs_catalog_hot_read(struct bfs_hot_reader *r, int64_t id, uint64_t off, void *buf, size_t len)
+{
+    if (!r->c) {
+        int rc = bfs_cat_racquire(r->cat, &r->c);
+        if (rc < 0)
+            return rc;
+    }
+    int rc = blob_read(r->c, &r->b, &r->id, id, off, buf, len);
+    if (rc < 0)
+        bfs_catalog_hot_release(r);
+    return rc;
+}
+
+void bfs_catalog_hot_release(struct bfs_hot_reader *r)
+{
+    if (!r || !r->c)
+        return;
+    sqlite3_blob_close(r->b); /* ends its read transaction */
+    r->b = NULL;
+    bfs_cat_rrelease(r->cat, r->c);
+    r->c = NULL;
+}
+
+void bfs_catalog_hot_reader_free(struct bfs_hot_reader *r)
+{
+    bfs_catalog_hot_release(r);
+    free(r);
 }
 
 int bfs_catalog_counts(struct bfs_catalog *cat, struct bfs_catalog_counts *out)

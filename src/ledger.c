@@ -107,6 +107,7 @@ struct bfs_ledger {
     pthread_cond_t tcv;
     int stop;
     pthread_t renew_thread, refresh_thread;
+    int started; /* under mu: bfs_ledger_start ran (the mount serves) */
     int renew_started, refresh_started;
 
     pthread_mutex_t smu; /* schemas known to be in the store */
@@ -900,9 +901,55 @@ static int scan_index(void *ctx, const struct bfs_manifest_index *x)
     return 0;
 }
 
-/* Pass 2: the rows, into one catalog transaction. */
+/* The rows, into one catalog transaction, in one pass over the manifest:
+ * its Roll or Compact entry (the first) begins the apply; an archive whose
+ * partition this catalog lacks stops it (APPLY_SCAN: rolled back; the
+ * partition is made outside the transaction and the apply runs again, see
+ * struct stopped; or pass 1 above makes them all first). */
+enum { APPLY_ALREADY = 1, APPLY_SCAN = 2 }; /* the visitor's stops */
+
+/* Where an apply stopped with APPLY_SCAN: the archive (a copy: the reader's
+ * strings do not outlive the visit) and the index rows applied before it
+ * (the work its rollback undid). Its partition is made, and the apply runs
+ * again, while the work undone stays under RESTART_ROWS in all and the
+ * restarts under RESTARTS_MAX; past that a whole pass makes every partition
+ * first. */
+#define RESTART_ROWS 50000
+#define RESTARTS_MAX 16
+struct stopped {
+    struct bfs_manifest_archive a;
+    char key[BFS_STORE_KEY_MAX + 1], table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1];
+    char fp[17], versions[BFS_MANIFEST_VERSIONS_MAX][17];
+    uint64_t rows;
+};
+
+static int stop_at(struct stopped *st, const struct bfs_manifest_archive *a, uint64_t rows)
+{
+    st->a = *a;
+    snprintf(st->key, sizeof st->key, "%s", a->key);
+    snprintf(st->table, sizeof st->table, "%s", a->table);
+    snprintf(st->period, sizeof st->period, "%s", a->period);
+    snprintf(st->fp, sizeof st->fp, "%s", a->schema_fingerprint);
+    st->a.n_versions =
+        a->n_versions < BFS_MANIFEST_VERSIONS_MAX ? a->n_versions : BFS_MANIFEST_VERSIONS_MAX;
+    if (st->a.n_versions > 0)
+        memcpy(st->versions, a->versions, st->a.n_versions * sizeof st->versions[0]);
+    st->a.key = st->key;
+    st->a.table = st->table;
+    st->a.period = st->period;
+    st->a.schema_fingerprint = st->fp;
+    st->a.versions = (const char(*)[17])st->versions;
+    st->rows = rows;
+    return APPLY_SCAN;
+}
+
 struct apply {
     struct bfs_ledger *l;
+    struct scan *s;
+    int64_t seq;
+    int check; /* stop with APPLY_SCAN at an archive of a partition not here */
+    struct stopped stop;
+    uint64_t rows; /* index rows applied */
     struct bfs_cat_apply *a;
     struct bfs_err *err;
     /* a compaction's retired keys and its archives' keys (its objects:
@@ -934,16 +981,70 @@ static int apply_retire(void *ctx, const char *key)
     return rc;
 }
 
+/* After the Roll or Compact entry (in p->s): begin the catalog's apply. */
+static int apply_start(struct apply *p)
+{
+    const struct scan *s = p->s;
+    const struct entry *e = s->e;
+    struct bfs_log_roll lr = {
+        .seq = p->seq,
+        .node = e->node,
+        .roll_id = e->roll_id,
+        .epoch = e->epoch,
+        .claimed_at = s->roll.claimed_at,
+        .committed_at = e->committed_at,
+        .rows = (uint64_t)s->roll.rows,
+        .bytes = (uint64_t)s->roll.bytes,
+        .base = s->roll.base,
+        .gc = strcmp(e->node, p->l->node) == 0 && !p->l->d.read_only,
+    };
+    if (e->type == ENTRY_COMPACT) {
+        lr.kind = BFS_LOG_COMPACT;
+        lr.claimed_at = e->committed_at;
+        lr.rows = 0;
+        lr.bytes = (uint64_t)s->compact.bytes;
+        lr.base = s->compact.upto;
+        lr.table = s->compact.table;
+        lr.period = s->compact.period;
+        if (!p->keys) {
+            if (!(p->keys = malloc(16 * sizeof *p->keys)))
+                return bfs_err_set(p->err, -ENOMEM, "out of memory");
+            p->cap = 16;
+        }
+    }
+    int rc = bfs_catalog_apply_begin(p->l->d.cat, &lr, &p->a);
+    if (rc == -EALREADY)
+        return APPLY_ALREADY;
+    if (rc < 0 && !p->err->code)
+        bfs_err_set(p->err, rc, "log %" PRId64 ": apply: %s", p->seq, strerror(-rc));
+    return rc;
+}
+
 static int apply_roll(void *ctx, const struct bfs_manifest_roll *r)
 {
-    (void)ctx;
-    (void)r;
-    return 0;
+    struct apply *p = ctx;
+    int rc = scan_roll(p->s, r);
+    return rc ? rc : apply_start(p);
+}
+
+static int apply_compact(void *ctx, const struct bfs_manifest_compact *c)
+{
+    struct apply *p = ctx;
+    int rc = scan_compact(p->s, c);
+    return rc ? rc : apply_start(p);
 }
 
 static int apply_archive(void *ctx, const struct bfs_manifest_archive *ar)
 {
     struct apply *p = ctx;
+    if (p->check) {
+        int k = bfs_catalog_apply_knows(p->a, ar);
+        if (k < 0)
+            return bfs_err_set(p->err, k, "partition %s/%s: %s", ar->table, ar->period,
+                               strerror(-k));
+        if (k == 0)
+            return stop_at(&p->stop, ar, p->rows);
+    }
     int rc = bfs_catalog_apply_archive(p->a, ar, p->err);
     return rc == 0 && p->keys != NULL ? apply_keep(p, ar->key) : rc;
 }
@@ -951,6 +1052,7 @@ static int apply_archive(void *ctx, const struct bfs_manifest_archive *ar)
 static int apply_index(void *ctx, const struct bfs_manifest_index *x)
 {
     struct apply *p = ctx;
+    p->rows++;
     return bfs_catalog_apply_index(p->a, x, p->err);
 }
 
@@ -980,6 +1082,53 @@ static void compaction_applied(struct bfs_ledger *l, const struct entry *e, stru
     }
 }
 
+/* One pass of the apply over the manifest in fd (from its start): 0 (applied
+ * and committed), APPLY_ALREADY (committed here before: nothing done),
+ * APPLY_SCAN (p->check and a partition is missing: rolled back), -errno with
+ * err (rolled back). */
+static int apply_pass(struct bfs_ledger *l, int fd, struct apply *p, struct bfs_err *err)
+{
+    const struct entry *e = p->s->e;
+    const struct bfs_manifest_visitor v = {apply_roll, apply_archive, apply_index,
+                                           p,          apply_compact, apply_retire};
+    struct bfs_err rerr = {0};
+    int rc = lseek(fd, 0, SEEK_SET) < 0 ? bfs_err_set(err, -errno, "manifest %s: seek", e->manifest)
+                                        : bfs_manifest_read(fd, &v, &rerr);
+    if (rc < 0 && !err->code)
+        bfs_err_set(err, rc, "manifest %s: %s", e->manifest,
+                    rerr.msg[0] ? rerr.msg : strerror(-rc));
+    if (rc == 0 && !p->s->have)
+        rc = bfs_err_set(err, -EIO, "manifest %s has no Roll or Compact entry", e->manifest);
+    if (!p->a)
+        return rc;
+    int own = 0;
+    int voided = bfs_catalog_apply_void(p->a);
+    rc = bfs_catalog_apply_end(p->a, rc, &own, err);
+    p->a = NULL;
+    if (rc != 0)
+        return rc;
+    /* A compaction without archives (all it held was erased) is found
+     * void only by its end: ask the catalog. */
+    if (e->type == ENTRY_COMPACT && !voided)
+        voided = bfs_catalog_compaction_state(l->d.cat, e->roll_id) == 2;
+    bfs_stats_add(l->d.stats, manifests_loaded, 1);
+    const struct scan *s = p->s;
+    if (e->type == ENTRY_COMPACT) {
+        compaction_applied(l, e, p, voided);
+        bfs_log(voided ? BFS_LOG_WARN : BFS_LOG_INFO,
+                "log %" PRId64 ": %s compaction %s of %s/%s by node %s (%zu archives "
+                "retired, %zu written)",
+                p->seq, voided ? "void" : "applied", e->roll_id, s->compact.table,
+                s->compact.period, e->node, p->n_retired, p->n_keys - p->n_retired);
+    } else {
+        bfs_log(own || strcmp(e->node, l->node) ? BFS_LOG_INFO : BFS_LOG_DEBUG,
+                "log %" PRId64 ": %s roll %s of node %s (%" PRId64 " rows, %" PRId64 " bytes)",
+                p->seq, own ? "committed" : "applied", e->roll_id, e->node, s->roll.rows,
+                s->roll.bytes);
+    }
+    return 0;
+}
+
 /* Apply roll or compaction entry seq from its manifest. */
 static int apply_roll_entry(struct bfs_ledger *l, int64_t seq, const struct entry *e,
                             struct bfs_err *err)
@@ -991,93 +1140,48 @@ static int apply_roll_entry(struct bfs_ledger *l, int64_t seq, const struct entr
         return fd;
     }
     struct scan s = {.l = l, .e = e, .err = err};
-    const struct bfs_manifest_visitor v1 = {scan_roll, scan_archive, scan_index,
-                                            &s,        scan_compact, NULL};
-    struct bfs_err rerr = {0};
-    int rc = bfs_manifest_read(fd, &v1, &rerr);
-    if (rc < 0 && !err->code)
-        bfs_err_set(err, rc, "manifest %s: %s", e->manifest,
-                    rerr.msg[0] ? rerr.msg : strerror(-rc));
-    if (rc == 0 && !s.have)
-        rc = bfs_err_set(err, -EIO, "manifest %s has no Roll or Compact entry", e->manifest);
-    struct bfs_cat_apply *a = NULL;
-    struct apply p = {.l = l, .err = err};
-    if (rc == 0) {
-        struct bfs_log_roll lr = {
-            .seq = seq,
-            .node = e->node,
-            .roll_id = e->roll_id,
-            .epoch = e->epoch,
-            .claimed_at = s.roll.claimed_at,
-            .committed_at = e->committed_at,
-            .rows = (uint64_t)s.roll.rows,
-            .bytes = (uint64_t)s.roll.bytes,
-            .base = s.roll.base,
-            .gc = strcmp(e->node, l->node) == 0 && !l->d.read_only,
-        };
-        if (e->type == ENTRY_COMPACT) {
-            lr.kind = BFS_LOG_COMPACT;
-            lr.claimed_at = e->committed_at;
-            lr.rows = 0;
-            lr.bytes = (uint64_t)s.compact.bytes;
-            lr.base = s.compact.upto;
-            lr.table = s.compact.table;
-            lr.period = s.compact.period;
-            if (!(p.keys = malloc(16 * sizeof *p.keys)))
-                rc = bfs_err_set(err, -ENOMEM, "out of memory");
-            p.cap = 16;
+    struct apply p = {.l = l, .s = &s, .seq = seq, .check = 1, .err = err};
+    int rc = apply_pass(l, fd, &p, err);
+    uint64_t undone = p.stop.rows;
+    for (int n = 0; rc == APPLY_SCAN && n < RESTARTS_MAX && undone <= RESTART_ROWS;
+         n++, undone += p.stop.rows) {
+        rc = ensure_partition(l, &p.stop.a, err);
+        if (rc == 0) {
+            s = (struct scan){.l = l, .e = e, .err = err};
+            p.n_retired = p.n_keys = 0;
+            p.rows = 0;
+            rc = apply_pass(l, fd, &p, err);
         }
-        if (rc == 0)
-            rc = bfs_catalog_apply_begin(l->d.cat, &lr, &a);
-        if (rc == -EALREADY) {
-            close(fd);
-            free(p.keys);
-            bfs_info("log %" PRId64 ": %s %s is already committed here: skipped", seq, what,
-                     e->roll_id);
-            rc = bfs_catalog_log_skip(l->d.cat, seq, e->node, e->epoch);
-            return rc < 0 ? bfs_err_set(err, rc, "log %" PRId64 ": skip", seq) : 0;
-        }
-        if (rc < 0 && !err->code)
-            bfs_err_set(err, rc, "log %" PRId64 ": apply: %s", seq, strerror(-rc));
     }
-    if (rc == 0) {
-        p.a = a;
-        const struct bfs_manifest_visitor v2 = {apply_roll, apply_archive, apply_index,
-                                                &p,         NULL,          apply_retire};
-        if (lseek(fd, 0, SEEK_SET) < 0)
-            rc = bfs_err_set(err, -errno, "manifest %s: seek", e->manifest);
-        else
-            rc = bfs_manifest_read(fd, &v2, &rerr);
+    if (rc == APPLY_SCAN) {
+        /* Pass 1: the partitions, outside the catalog's writer; then the
+         * apply again. */
+        const struct bfs_manifest_visitor v1 = {scan_roll, scan_archive, scan_index,
+                                                &s,        scan_compact, NULL};
+        struct bfs_err rerr = {0};
+        s = (struct scan){.l = l, .e = e, .err = err};
+        rc = lseek(fd, 0, SEEK_SET) < 0 ? bfs_err_set(err, -errno, "manifest %s: seek", e->manifest)
+                                        : bfs_manifest_read(fd, &v1, &rerr);
         if (rc < 0 && !err->code)
             bfs_err_set(err, rc, "manifest %s: %s", e->manifest,
                         rerr.msg[0] ? rerr.msg : strerror(-rc));
-        int own = 0;
-        int voided = bfs_catalog_apply_void(a);
-        rc = bfs_catalog_apply_end(a, rc, &own, err);
-        /* A compaction without archives (all it held was erased) is found
-         * void only by its end: ask the catalog. */
-        if (rc == 0 && e->type == ENTRY_COMPACT && !voided)
-            voided = bfs_catalog_compaction_state(l->d.cat, e->roll_id) == 2;
         if (rc == 0) {
-            bfs_stats_add(l->d.stats, manifests_loaded, 1);
-            if (e->type == ENTRY_COMPACT) {
-                compaction_applied(l, e, &p, voided);
-                bfs_log(voided ? BFS_LOG_WARN : BFS_LOG_INFO,
-                        "log %" PRId64 ": %s compaction %s of %s/%s by node %s (%zu archives "
-                        "retired, %zu written)",
-                        seq, voided ? "void" : "applied", e->roll_id, s.compact.table,
-                        s.compact.period, e->node, p.n_retired, p.n_keys - p.n_retired);
-            } else {
-                bfs_log(own || strcmp(e->node, l->node) ? BFS_LOG_INFO : BFS_LOG_DEBUG,
-                        "log %" PRId64 ": %s roll %s of node %s (%" PRId64 " rows, %" PRId64
-                        " bytes)",
-                        seq, own ? "committed" : "applied", e->roll_id, e->node, s.roll.rows,
-                        s.roll.bytes);
-            }
+            s = (struct scan){.l = l, .e = e, .err = err};
+            p.check = 0;
+            p.n_retired = p.n_keys = 0;
+            rc = apply_pass(l, fd, &p, err);
         }
     }
     free(p.keys);
     close(fd);
+    if (rc == APPLY_ALREADY) {
+        bfs_info("log %" PRId64 ": %s %s is already committed here: skipped", seq, what,
+                 e->roll_id);
+        rc = bfs_catalog_log_skip(l->d.cat, seq, e->node, e->epoch);
+        return rc < 0 ? bfs_err_set(err, rc, "log %" PRId64 ": skip", seq) : 0;
+    }
+    if (rc > 0) /* cannot happen: a stop that is not one of these */
+        rc = bfs_err_set(err, -EIO, "manifest %s: read stopped (%d)", e->manifest, rc);
     if (rc < 0)
         bfs_err_prefix(err, "log %" PRId64 " (%s %s of node %s)", seq, what, e->roll_id, e->node);
     return rc;
@@ -1191,6 +1295,11 @@ static int apply_entry(struct bfs_ledger *l, int64_t seq, struct bfs_err *err)
     }
     int64_t known = 0;
     rc = bfs_catalog_node_epoch(l->d.cat, e.node, &known);
+    /* A compaction or an erasure looks rows up by archive or dataset: the
+     * indexes a bulk load dropped first. */
+    if (rc == 0 && e.epoch >= known && e.type != ENTRY_ROLL &&
+        (rc = bfs_catalog_bulk_indexes(l->d.cat)) < 0)
+        bfs_err_set(err, rc, "log %" PRId64 ": make the catalog's indexes: %s", seq, strerror(-rc));
     if (rc == 0 && e.epoch < known) {
         bfs_warn("log %" PRId64 ": %s of node %s was put under epoch %" PRId64
                  ", fenced by epoch %" PRId64 ": ignored (it is not committed)",
@@ -1267,6 +1376,8 @@ struct ckpt_load {
     struct bfs_err *err;
     int64_t rolls;
     uint64_t rows, rows_total; /* index rows loaded, and in the checkpoint (pass 1) */
+    int check;                 /* stop with APPLY_SCAN at an archive of a partition not here */
+    struct stopped stop;
     struct bfs_progress prog;
 };
 
@@ -1308,6 +1419,13 @@ static int ck_roll(void *ctx, const struct bfs_manifest_roll *r, int64_t seq, in
 static int ck_archive(void *ctx, const struct bfs_manifest_archive *a)
 {
     struct ckpt_load *k = ctx;
+    if (k->check) {
+        int e = bfs_catalog_ckpt_knows(k->c, a);
+        if (e < 0)
+            return bfs_err_set(k->err, e, "partition %s/%s: %s", a->table, a->period, strerror(-e));
+        if (e == 0)
+            return stop_at(&k->stop, a, k->rows);
+    }
     return bfs_catalog_ckpt_archive(k->c, a, k->err);
 }
 
@@ -1338,9 +1456,39 @@ static int ck_erase(void *ctx, const struct bfs_manifest_erase *x, int64_t seq, 
     return bfs_catalog_ckpt_erase(k->c, x, seq, epoch, committed_at, k->err);
 }
 
+/* One load of the checkpoint in fd (from its start) into the catalog, as
+ * apply_pass: 0, -EEXIST (the catalog applied log entries meanwhile: nothing
+ * done), APPLY_SCAN (k->check and a partition is missing: rolled back),
+ * -errno with err. */
+static int load_pass(struct bfs_ledger *l, int fd, const struct newest *n, struct ckpt_load *k,
+                     struct bfs_err *rerr)
+{
+    if (lseek(fd, 0, SEEK_SET) < 0)
+        return -errno;
+    int rc = bfs_catalog_ckpt_begin(l->d.cat, &k->c);
+    if (rc < 0)
+        return rc;
+    char what[BFS_STORE_KEY_MAX + 32];
+    snprintf(what, sizeof what, "checkpoint %s: load", n->key);
+    k->rolls = 0;
+    k->rows = 0;
+    bfs_progress_start(&k->prog, l->d.stats, BFS_WORK_REFRESH, what, BFS_PROGRESS_ITEMS,
+                       "index rows", k->rows_total);
+    const struct bfs_checkpoint_visitor load = {ck_roll, ck_archive, ck_index, ck_node,
+                                                k,       ck_compact, ck_erase};
+    rc = bfs_checkpoint_read(fd, &load, rerr);
+    rc = bfs_catalog_ckpt_end(k->c, rc, n->upto, k->err);
+    k->c = NULL;
+    bfs_progress_end(&k->prog);
+    return rc;
+}
+
 /* A catalog that has read nothing of the log starts from the newest
  * checkpoint (under mu): 0 with *pos its position (unchanged when there is
- * none, or the catalog is not empty), or -errno. */
+ * none, or the catalog is not empty), or -errno. One pass when this catalog
+ * has the checkpoint's partitions; else the first archive of a partition it
+ * lacks stops it, a pass makes the partitions (outside the catalog's
+ * writer, which the load holds) and the load runs again. */
 static int load_checkpoint_locked(struct bfs_ledger *l, int64_t *pos, struct bfs_err *err)
 {
     struct newest n = {.upto = 0};
@@ -1356,33 +1504,32 @@ static int load_checkpoint_locked(struct bfs_ledger *l, int64_t *pos, struct bfs
     int fd = fetch_fd(l, n.key, n.size, sha, err);
     if (fd < 0)
         return fd;
-    struct ckpt_load k = {.l = l, .err = err};
+    struct ckpt_load k = {.l = l, .err = err, .check = 1};
     struct bfs_err rerr = {0};
-    /* Pass 1: the partitions (not under the catalog's writer: pass 2 holds it). */
-    const struct bfs_checkpoint_visitor scan = {
-        ck_scan_roll, ck_scan_archive, ck_scan_index, ck_scan_node, &k, NULL, NULL};
-    rc = bfs_checkpoint_read(fd, &scan, &rerr);
-    if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0)
-        rc = -errno;
-    if (rc == 0) {
-        rc = bfs_catalog_ckpt_begin(l->d.cat, &k.c);
-        if (rc == -EEXIST) {
-            close(fd);
-            return 0; /* something was applied meanwhile: the log goes on from there */
+    rc = load_pass(l, fd, &n, &k, &rerr);
+    uint64_t undone = k.stop.rows;
+    for (int i = 0; rc == APPLY_SCAN && i < RESTARTS_MAX && undone <= RESTART_ROWS;
+         i++, undone += k.stop.rows) {
+        rc = ensure_partition(l, &k.stop.a, err);
+        if (rc == 0)
+            rc = load_pass(l, fd, &n, &k, &rerr);
+    }
+    if (rc == APPLY_SCAN) {
+        /* Pass 1: the partitions (not under the catalog's writer: the load
+         * holds it). */
+        const struct bfs_checkpoint_visitor scan = {
+            ck_scan_roll, ck_scan_archive, ck_scan_index, ck_scan_node, &k, NULL, NULL};
+        rc = lseek(fd, 0, SEEK_SET) < 0 ? -errno : bfs_checkpoint_read(fd, &scan, &rerr);
+        if (rc == 0) {
+            k.check = 0;
+            rc = load_pass(l, fd, &n, &k, &rerr);
         }
     }
-    if (rc == 0) {
-        char what[BFS_STORE_KEY_MAX + 32];
-        snprintf(what, sizeof what, "checkpoint %s: load", n.key);
-        bfs_progress_start(&k.prog, l->d.stats, BFS_WORK_REFRESH, what, BFS_PROGRESS_ITEMS,
-                           "index rows", k.rows_total);
-        const struct bfs_checkpoint_visitor load = {ck_roll, ck_archive, ck_index, ck_node,
-                                                    &k,      ck_compact, ck_erase};
-        rc = bfs_checkpoint_read(fd, &load, &rerr);
-        rc = bfs_catalog_ckpt_end(k.c, rc, n.upto, err);
-        bfs_progress_end(&k.prog);
-    }
     close(fd);
+    if (rc == -EEXIST)
+        return 0; /* something was applied meanwhile: the log goes on from there */
+    if (rc > 0)   /* cannot happen: a stop that is not APPLY_SCAN */
+        rc = -EIO;
     if (rc < 0) {
         if (!err->code || !err->msg[0])
             bfs_err_set(err, rc, "%s", rerr.msg[0] ? rerr.msg : strerror(-rc));
@@ -1473,17 +1620,48 @@ static void write_checkpoint_locked(struct bfs_ledger *l)
         bfs_info("log %" PRId64 ": checkpoint %s (%" PRIu64 " bytes)", pos, key, size);
 }
 
+/* The catalog's larger cache while a refresh reads other entries than this
+ * mount's own roll being committed (whose peak memory the roll bounds), and
+ * before the mount serves (bfs_ledger_start) a bulk load into a new catalog:
+ * *on is set once it is. A failure costs only speed: logged. */
+static void bulk_on(struct bfs_ledger *l, int *on)
+{
+    if (*on || l->local)
+        return;
+    int rc = bfs_catalog_bulk(l->d.cat, 1, !l->started);
+    if (rc < 0)
+        bfs_warn("catalog: a larger cache for reading the log: %s", strerror(-rc));
+    *on = rc == 0;
+}
+
+/* The end of bulk_on: the indexes a bulk load dropped made again (the mount
+ * is about to serve: a failure fails the refresh, rc if it had not failed),
+ * the cache back to its size. */
+static int bulk_off(struct bfs_ledger *l, int on, int rc, struct bfs_err *err)
+{
+    int e = on ? bfs_catalog_bulk(l->d.cat, 0, 0) : 0;
+    if (e < 0 && rc == 0)
+        return bfs_err_set(err, e, "catalog: make the indexes after the log's bulk load: %s",
+                           strerror(-e));
+    if (e < 0)
+        bfs_warn("catalog: make the indexes after the log's bulk load: %s", strerror(-e));
+    return rc;
+}
+
 static int refresh_locked(struct bfs_ledger *l, struct bfs_err *err)
 {
     int64_t pos;
+    int bulk = 0;
     int rc = bfs_catalog_ledger_state(l->d.cat, &pos, NULL);
     if (rc < 0)
         return bfs_err_set(err, rc, "read the log position: %s", strerror(-rc));
-    if (pos == 0 && (rc = load_checkpoint_locked(l, &pos, err)) < 0)
-        return rc;
-    struct keys ks = {.k = malloc(LIST_PAGE * sizeof *ks.k)};
-    if (!ks.k)
-        return bfs_err_set(err, -ENOMEM, "out of memory");
+    if (pos == 0) {
+        bulk_on(l, &bulk);
+        rc = load_checkpoint_locked(l, &pos, err);
+    }
+    struct keys ks = {.k = rc == 0 ? malloc(LIST_PAGE * sizeof *ks.k) : NULL};
+    if (rc < 0 || !ks.k)
+        return bulk_off(l, bulk, rc < 0 ? rc : bfs_err_set(err, -ENOMEM, "out of memory"), err);
     struct bfs_progress prog = {0}; /* started at the first entry to apply */
     int64_t first = pos;
     for (;;) {
@@ -1513,6 +1691,7 @@ static int refresh_locked(struct bfs_ledger *l, struct bfs_err *err)
                 bfs_progress_start(&prog, l->d.stats, BFS_WORK_REFRESH,
                                    "refresh: read the store's log", BFS_PROGRESS_ITEMS,
                                    "log entries", 0);
+            bulk_on(l, &bulk);
             rc = apply_entry(l, seq, err);
             if (rc == 0)
                 pos = seq;
@@ -1524,7 +1703,7 @@ static int refresh_locked(struct bfs_ledger *l, struct bfs_err *err)
     }
     bfs_progress_end(&prog);
     free(ks.k);
-    return rc;
+    return bulk_off(l, bulk, rc, err);
 }
 
 int bfs_ledger_refresh(struct bfs_ledger *l, struct bfs_err *err)
@@ -1814,6 +1993,9 @@ static void *refresh_main(void *arg)
 int bfs_ledger_start(struct bfs_ledger *l)
 {
     int rc = 0;
+    pthread_mutex_lock(&l->mu);
+    l->started = 1; /* the mount serves: refreshes keep the catalog's indexes */
+    pthread_mutex_unlock(&l->mu);
     if (!l->d.read_only) {
         rc = pthread_create(&l->renew_thread, NULL, renew_main, l);
         if (rc)

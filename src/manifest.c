@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "battlefs/buf.h"
 #include "battlefs/fsutil.h"
@@ -980,42 +979,34 @@ static int decode_entry(struct dec *d, struct rstate *s)
     return s->on_index ? s->on_index(s->ctx, &x) : 0;
 }
 
-static int inflate_all(const uint8_t *src, size_t n, struct bfs_buf *out)
+/* Inflate block src (n bytes, raw deflate) into out: 0, -EINVAL (corrupt),
+ * -EFBIG (more than BLOCK_MAX), -ENOMEM. libdeflate inflates a whole block
+ * at once (about twice zlib's speed): out grows until the block fits. */
+static int inflate_all(struct libdeflate_decompressor *dec, const uint8_t *src, size_t n,
+                       struct bfs_buf *out)
 {
-    z_stream z;
-    memset(&z, 0, sizeof z);
-    if (inflateInit2(&z, -15) != Z_OK)
-        return -ENOMEM;
     bfs_buf_reset(out);
-    int rc = 0;
-    z.next_in = (Bytef *)src;
-    z.avail_in = (uInt)n;
+    size_t cap = out->cap > 0 ? out->cap : (n < BLOCK_MAX / 8 ? 8 * n : BLOCK_MAX);
+    if (cap < 65536)
+        cap = 65536;
     for (;;) {
-        if (out->len >= BLOCK_MAX) {
-            rc = -EFBIG;
-            break;
+        if (cap > BLOCK_MAX)
+            cap = BLOCK_MAX;
+        if (bfs_buf_reserve_exact(out, cap) < 0)
+            return -ENOMEM;
+        size_t got = 0;
+        enum libdeflate_result r =
+            libdeflate_deflate_decompress(dec, src, n, out->data, out->cap, &got);
+        if (r == LIBDEFLATE_SUCCESS) {
+            out->len = got;
+            return 0;
         }
-        if (bfs_buf_reserve(out, 65536) < 0) {
-            rc = -ENOMEM;
-            break;
-        }
-        z.next_out = out->data + out->len;
-        z.avail_out = (uInt)(out->cap - out->len);
-        int zr = inflate(&z, Z_NO_FLUSH);
-        out->len = out->cap - z.avail_out;
-        if (zr == Z_STREAM_END)
-            break;
-        if (zr != Z_OK && zr != Z_BUF_ERROR) {
-            rc = -EINVAL;
-            break;
-        }
-        if (zr == Z_BUF_ERROR && z.avail_in == 0) {
-            rc = -EINVAL;
-            break;
-        }
+        if (r != LIBDEFLATE_INSUFFICIENT_SPACE)
+            return -EINVAL;
+        if (out->cap >= BLOCK_MAX)
+            return -EFBIG;
+        cap = 2 * out->cap;
     }
-    inflateEnd(&z);
-    return rc;
 }
 
 static int read_entries(int fd, struct rstate *s, struct bfs_err *err)
@@ -1024,6 +1015,9 @@ static int read_entries(int fd, struct rstate *s, struct bfs_err *err)
     bfs_err_clear(err);
     struct bfs_buf want = {0}, plain = {0};
     uint8_t sync[16];
+    struct libdeflate_decompressor *dec = libdeflate_alloc_decompressor();
+    if (!dec)
+        return -ENOMEM;
     int rc = manifest_header(bfs_manifest_schema, &want, sync);
     if (rc < 0)
         goto out;
@@ -1071,7 +1065,7 @@ static int read_entries(int fd, struct rstate *s, struct bfs_err *err)
             rc = rerr(&r, "block %" PRIu64 ": sync marker does not match the header", block);
             goto out;
         }
-        rc = inflate_all(data, (size_t)size, &plain);
+        rc = inflate_all(dec, data, (size_t)size, &plain);
         r.pos += (size_t)size + 16;
         if (rc < 0) {
             if (rc == -EINVAL || rc == -EFBIG)
@@ -1101,6 +1095,7 @@ out:
     bfs_buf_free(&want);
     bfs_buf_free(&plain);
     bfs_buf_free(&r.buf);
+    libdeflate_free_decompressor(dec);
     return rc;
 }
 

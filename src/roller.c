@@ -267,12 +267,13 @@ struct build {
         size_t arch;  /* the archive they belong to */
         int last;     /* the archive is written and closed: finish its digest */
     } h_ring[HASH_RING];
-    uint64_t h_submitted; /* chunks handed to the hash thread so far */
-    uint64_t h_done;      /* chunks hashed (their buffers are free again) */
-    int h_stop;           /* the build failed: hash nothing more */
-    int h_closing;        /* the build is done: hash what is left, then end */
-    struct bfs_err h_err; /* the hash thread's failure (then it has ended), else code 0 */
-    double t_hash_wait;   /* seconds the build waited for a free chunk */
+    uint64_t h_submitted;       /* chunks handed to the hash thread so far */
+    uint64_t h_done;            /* chunks hashed (their buffers are free again) */
+    int h_stop;                 /* the build failed: hash nothing more */
+    int h_closing;              /* the build is done: hash what is left, then end */
+    struct bfs_err h_err;       /* the hash thread's failure (then it has ended), else code 0 */
+    double t_hash_wait;         /* seconds the build waited for a free chunk */
+    struct bfs_hot_reader *hot; /* the claimed rows' blobs (released at each archive) */
     /* The manifest (put_manifest). */
     char *manifest_path;
     char manifest_key[BFS_STORE_KEY_MAX];
@@ -486,6 +487,8 @@ static int close_archive(struct build *b)
     if (b->fd < 0)
         return 0;
     struct archive *a = cur_archive(b);
+    /* not one read transaction for the whole build: the WAL is reset between */
+    bfs_catalog_hot_release(b->hot);
     int rc = spool_index(b);
     if (rc < 0)
         return rc;
@@ -659,13 +662,12 @@ static int convert_row(struct build *b, const struct bfs_roll_row *row, uint64_t
 static int convert_blocks(struct build *b, const struct bfs_roll_row *row,
                           const struct bfs_conv *conv, uint64_t *len)
 {
-    const struct bfs_roll_deps *d = b->d;
     struct bfs_err err = {0};
     int rc;
     bfs_buf_reset(&b->row_in);
     if (row->length > SIZE_MAX || (rc = bfs_buf_reserve(&b->row_in, (size_t)row->length)) < 0)
         return fail(b, -ENOMEM, "buffer row %" PRId64, row->id);
-    rc = bfs_catalog_read_hot(d->cat, row->id, 0, b->row_in.data, (size_t)row->length);
+    rc = bfs_catalog_hot_read(b->hot, row->id, 0, b->row_in.data, (size_t)row->length);
     if (rc < 0)
         return fail(b, rc == -ENOENT ? -EIO : rc, "read buffer row %" PRId64, row->id);
     size_t off = 0;
@@ -745,7 +747,7 @@ static int on_row(void *vb, const struct bfs_roll_row *row)
             size_t n = ROLL_CHUNK - b->buf_len;
             if ((uint64_t)n > row->length - off)
                 n = (size_t)(row->length - off);
-            rc = bfs_catalog_read_hot(d->cat, row->id, off, b->buf + b->buf_len, n);
+            rc = bfs_catalog_hot_read(b->hot, row->id, off, b->buf + b->buf_len, n);
             if (rc < 0)
                 return fail(b, rc == -ENOENT ? -EIO : rc, "read buffer row %" PRId64, row->id);
             b->buf_len += n;
@@ -1010,6 +1012,8 @@ static int hasher_finish(struct build *b, int build_done)
 static void build_free(struct build *b)
 {
     bfs_progress_end(&b->prog);
+    bfs_catalog_hot_reader_free(b->hot);
+    b->hot = NULL;
     hasher_finish(b, 0);
     uploader_finish(b, 0);
     if (b->fd >= 0)
@@ -1216,6 +1220,8 @@ static int roll_finish(struct build *b, uint64_t claimed_rows, uint64_t claimed_
     }
     if ((rc = uploader_start(b)) < 0 || (rc = hasher_start(b)) < 0)
         return rc;
+    if ((rc = bfs_catalog_hot_reader(d->cat, &b->hot)) < 0)
+        return fail(b, rc, "blob reader");
 
     /* 2. Build (the hash thread hashes each chunk as it is written; 3. the
      * upload thread puts each archive once it is closed and hashed). */

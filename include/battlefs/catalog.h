@@ -312,6 +312,18 @@ int bfs_catalog_roll_range(struct bfs_catalog *cat, const char *roll_id, int64_t
 /* Read len bytes at off of hot row id's data into buf. 0, -ENOENT if the row
  * is gone (rolled), -EIO. */
 int bfs_catalog_read_hot(struct bfs_catalog *cat, int64_t id, uint64_t off, void *buf, size_t len);
+/* The same for many rows in turn (a roll's build): a reader keeps one read
+ * connection and one open blob, moved from row to row without compiling a
+ * statement each time. While a blob is open, its read
+ * transaction keeps the WAL from being reset: release it now and then (the
+ * roll does at each archive). Free with bfs_catalog_hot_reader_free. */
+struct bfs_hot_reader;
+int bfs_catalog_hot_reader(struct bfs_catalog *cat, struct bfs_hot_reader **out);
+/* As bfs_catalog_read_hot. A failure releases the reader. */
+int bfs_catalog_hot_read(struct bfs_hot_reader *r, int64_t id, uint64_t off, void *buf, size_t len);
+/* Close the blob and give the connection back (r may be NULL). */
+void bfs_catalog_hot_release(struct bfs_hot_reader *r);
+void bfs_catalog_hot_reader_free(struct bfs_hot_reader *r);
 
 /* Current state, for .battlefs/stats. */
 struct bfs_catalog_counts {
@@ -454,13 +466,34 @@ int bfs_catalog_apply_void(const struct bfs_cat_apply *a);
  * partition). 0 or -errno. */
 int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest_archive *ar,
                               struct bfs_err *err);
-/* An index row of the last archive. 0, -EINVAL (outside it), -errno. */
+/* 1 if the partition of archive ar exists here and has each of its versions
+ * and its schema_fingerprint (as a version or an alias), so that
+ * bfs_catalog_apply_archive needs nothing made first; 0 if not (the ledger
+ * makes them outside the transaction and applies the entry again), -errno. */
+int bfs_catalog_apply_knows(struct bfs_cat_apply *a, const struct bfs_manifest_archive *ar);
+/* An index row of the last archive, as bfs_manifest_read gives it (its
+ * dataset name checked there). 0, -EINVAL (outside it), -errno. */
 int bfs_catalog_apply_index(struct bfs_cat_apply *a, const struct bfs_manifest_index *x,
                             struct bfs_err *err);
 /* End: rc == 0 commits (0, or -EINVAL: an own roll's index does not match its
  * claim, or -errno), else rolls back and returns rc. *own (may be NULL) is
  * set to 1 when the entry committed this catalog's pending claim. Frees a. */
 int bfs_catalog_apply_end(struct bfs_cat_apply *a, int rc, int *own, struct bfs_err *err);
+
+/* While the store's log is read (a refresh: manifests, a checkpoint), on: 1
+ * gives the writer a larger page cache (index rows land all over
+ * block_indexes' indexes); with drop_indexes, a roll entry or a checkpoint
+ * applied while block_indexes is empty (a new catalog) also drops its
+ * secondary indexes in its transaction: a bulk load, rows appended. Only
+ * when nothing reads the catalog until the end (the rebuild before the
+ * mount serves). on: 0 makes them again (one sort each, one transaction; the
+ * catalog's open makes them too, after a crash cut a bulk load short), then
+ * puts the cache back and frees it. 0 or -errno. */
+int bfs_catalog_bulk(struct bfs_catalog *cat, int on, int drop_indexes);
+/* Make block_indexes' secondary indexes now if a bulk load dropped them
+ * (before an entry that looks rows up by dataset or archive: a compaction,
+ * an erasure). 0 or -errno. */
+int bfs_catalog_bulk_indexes(struct bfs_catalog *cat);
 
 /* ---- Checkpoints (manifest.h: the format; the ledger writes and reads them) ----
  *
@@ -502,13 +535,15 @@ int bfs_catalog_snapshot(struct bfs_catalog *cat, int64_t upto,
  * (-EINVAL with err, -ENOENT: no partition, -errno) fails every later call
  * and the end. The end commits with log_pos = upto when rc == 0 (0, -EINVAL:
  * upto before the last roll, -errno), else rolls back and returns rc. It
- * frees c. */
+ * frees c. Under bfs_catalog_bulk, a bulk load (see there). */
 struct bfs_cat_ckpt;
 int bfs_catalog_ckpt_begin(struct bfs_catalog *cat, struct bfs_cat_ckpt **out);
 int bfs_catalog_ckpt_roll(struct bfs_cat_ckpt *c, const struct bfs_manifest_roll *r, int64_t seq,
                           int64_t epoch, int64_t committed_at, struct bfs_err *err);
 int bfs_catalog_ckpt_archive(struct bfs_cat_ckpt *c, const struct bfs_manifest_archive *a,
                              struct bfs_err *err);
+/* bfs_catalog_apply_knows for the checkpoint being loaded. */
+int bfs_catalog_ckpt_knows(struct bfs_cat_ckpt *c, const struct bfs_manifest_archive *ar);
 int bfs_catalog_ckpt_index(struct bfs_cat_ckpt *c, const struct bfs_manifest_index *x,
                            struct bfs_err *err);
 int bfs_catalog_ckpt_node(struct bfs_cat_ckpt *c, const char *node, int64_t epoch,
