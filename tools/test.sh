@@ -3,7 +3,7 @@
 # three times (normal, ASan+UBSan, ThreadSanitizer; every build with -Dtests=enabled,
 # so a missing cmocka, clang-format or cppcheck fails the run instead of dropping
 # tests), and run the tests: cmocka unit tests in every build (the style checks
-# too in the first two), the libFuzzer target for a bounded time, and the pytest
+# too in the first), the libFuzzer target for a bounded time, and the pytest
 # suite on real mounts (normal build, then the sanitizer build, then the
 # `concurrency` selection on the TSan build). Ends with one line
 # "N passed, N failed". Idempotent; run as root (tests mount FUSE filesystems).
@@ -56,7 +56,8 @@ suppressions=$root/tools/tsan.supp${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
 echo "== unit tests (build-test)"
 meson test -C build-test --print-errorlogs --num-processes 2
 echo "== unit tests (build-asan)"
-meson test -C build-asan --print-errorlogs --num-processes 2
+# The style checks read the sources, not a build: once (build-test) is enough.
+meson test -C build-asan --print-errorlogs --num-processes 2 --suite unit
 if [ "$skip_tsan" != 1 ]; then
   tsan_start=$SECONDS
   echo "== unit tests (build-tsan)"

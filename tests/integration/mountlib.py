@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, HERE)
 
 import gen_avro  # noqa: E402
+from fileops import write_file  # noqa: E402,F401  (re-exported to the tests)
 
 BUILD = os.environ.get("BATTLEFS_BUILD", os.path.join(REPO, "build"))
 
@@ -439,32 +440,6 @@ def vm_hwm(m):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM")
-
-
-def write_file(path, data, chunks=None, mode=0o644, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
-    """0, or the errno of the first failing step of open/write.../close (close always runs)."""
-    try:
-        fd = os.open(path, flags, mode)
-    except OSError as e:
-        return e.errno
-    err = 0
-    try:
-        pos = 0
-        i = 0
-        while pos < len(data):
-            n = chunks[i % len(chunks)] if chunks else len(data) - pos
-            i += 1
-            w = os.write(fd, data[pos:pos + n])
-            assert w > 0
-            pos += w
-    except OSError as e:
-        err = e.errno
-    try:
-        os.close(fd)
-    except OSError as e:
-        if not err:
-            err = e.errno
-    return err
 
 
 PERIOD = "2025-12-18"

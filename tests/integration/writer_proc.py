@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "tools"))
 sys.path.insert(0, HERE)
 
 import gen_avro  # noqa: E402
-from mountlib import write_file  # noqa: E402
+from fileops import write_file  # noqa: E402
 
 
 def main():
