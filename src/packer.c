@@ -208,18 +208,33 @@ int bfs_packer_pack_ids(struct bfs_packer *p, const int64_t *ids, size_t n)
     return rc;
 }
 
-struct slice {
+/* The rows of one page of a range, shared by the threads that pack it: each
+ * takes the next PACK_BATCH of them until none are left (or one failed), so
+ * a thread whose rows compress faster takes more. */
+struct page_work {
     struct bfs_packer *p;
     const int64_t *ids;
     size_t n;
-    int rc;
+    atomic_size_t next;
+    atomic_int rc; /* the first failure */
 };
 
-static void *slice_main(void *arg)
+static void *page_main(void *arg)
 {
-    struct slice *s = arg;
+    struct page_work *w = arg;
     struct packing k = {0};
-    s->rc = pack_list(s->p, &k, s->ids, s->n, 0);
+    for (;;) {
+        size_t i = atomic_fetch_add(&w->next, PACK_BATCH);
+        if (i >= w->n || atomic_load(&w->rc) < 0)
+            break;
+        size_t m = w->n - i < PACK_BATCH ? w->n - i : PACK_BATCH;
+        int rc = pack_batch(w->p, &k, w->ids + i, m, 0);
+        if (rc < 0) {
+            int none = 0;
+            atomic_compare_exchange_strong(&w->rc, &none, rc);
+            break;
+        }
+    }
     packing_free(&k);
     return NULL;
 }
@@ -240,27 +255,22 @@ int bfs_packer_pack_range(struct bfs_packer *p, int64_t first, int64_t last, int
         size_t n;
         if ((rc = bfs_catalog_unpacked(p->d.cat, first, last, ids, RANGE_PAGE, &n)) < 0 || n == 0)
             break;
-        /* Slices of the page, one per thread: the caller packs the first. */
-        struct slice s[8] = {{0}};
+        struct page_work w = {.p = p, .ids = ids, .n = n};
+        atomic_init(&w.next, 0);
+        atomic_init(&w.rc, 0);
+        /* threads - 1 more threads (no more than the page's batches need),
+         * and the caller's; a thread that cannot start leaves its share to
+         * the others */
         pthread_t t[8];
-        int started[8] = {0};
-        size_t per = (n + (size_t)threads - 1) / (size_t)threads, off = 0;
-        int k = 0;
-        for (; k < threads && off < n; k++) {
-            s[k] = (struct slice){p, ids + off, n - off < per ? n - off : per, 0};
-            off += s[k].n;
-            if (k > 0 && pthread_create(&t[k], NULL, slice_main, &s[k]) == 0)
-                started[k] = 1;
-            else if (k > 0)
-                slice_main(&s[k]); /* no thread: do it here */
-        }
-        slice_main(&s[0]);
-        for (int i = 0; i < k; i++) {
-            if (started[i])
-                pthread_join(t[i], NULL);
-            if (s[i].rc < 0 && rc == 0)
-                rc = s[i].rc;
-        }
+        int started = 0;
+        size_t batches = (n + PACK_BATCH - 1) / PACK_BATCH;
+        for (int k = 1; k < threads && (size_t)k < batches; k++)
+            if (pthread_create(&t[started], NULL, page_main, &w) == 0)
+                started++;
+        page_main(&w);
+        for (int i = 0; i < started; i++)
+            pthread_join(t[i], NULL);
+        rc = atomic_load(&w.rc);
         if (rc < 0 || n < RANGE_PAGE)
             break;
         first = ids[n - 1] + 1;
