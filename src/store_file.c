@@ -1071,6 +1071,10 @@ static int file_del(struct bfs_store *base, const char *key, struct bfs_err *err
 }
 
 /* Remove temporaries older than age seconds below directory dfd (closed here).
+ * One dated after now is young, not ancient: the file system's clock may be a
+ * tick ahead of time() here, and another host's clock ahead of this one's
+ * (a file:// store on a shared file system); (uint64_t)(now - mtime) would
+ * make a temporary being written now the oldest of all.
  * Returns how many were removed, or -errno. */
 static int clean_dir(int dfd, time_t now, uint64_t age, int depth)
 {
@@ -1096,7 +1100,7 @@ static int clean_dir(int dfd, time_t now, uint64_t age, int depth)
                 removed += n;
         } else if (S_ISREG(sb.st_mode) &&
                    strncmp(name, BFS_STORE_TEMP_PREFIX, strlen(BFS_STORE_TEMP_PREFIX)) == 0 &&
-                   (uint64_t)(now - sb.st_mtime) >= age) {
+                   sb.st_mtime <= now && (uint64_t)(now - sb.st_mtime) >= age) {
             if (unlinkat(dirfd(d), name, 0) == 0)
                 removed++;
             else if (errno != ENOENT)

@@ -1184,15 +1184,23 @@ static void test_file_clean_temps(void **state)
     }
     char *young = path_join(root, "t/p/.bfs-tmp-3-1-c.avro");
     write_file(young, "y", 1);
+    /* dated after now (another host's clock, or the file system's tick):
+     * young, not the oldest of all */
+    char *ahead = path_join(root, "t/p/.bfs-tmp-4-1-d.avro");
+    write_file(ahead, "z", 1);
+    struct timespec future[2] = {{.tv_sec = time(NULL) + 7200}, {.tv_sec = time(NULL) + 7200}};
+    assert_int_equal(utimensat(AT_FDCWD, ahead, future, 0), 0);
     assert_int_equal(bfs_store_clean(st, 3600, NULL), 3);
     struct stat sb;
     assert_int_equal(stat(young, &sb), 0);
+    assert_int_equal(stat(ahead, &sb), 0);
     char *obj = path_join(root, "t/p/a.avro");
     assert_int_equal(stat(obj, &sb), 0);
     assert_int_equal(bfs_store_clean(st, 3600, NULL), 0);
     bfs_store_close(st);
     free(obj);
     free(young);
+    free(ahead);
     free(src);
     free(root);
     rm_rf(dir);
