@@ -11,6 +11,7 @@ pkgs=(build-essential pkg-config meson ninja-build fuse3 libfuse3-dev libavro-de
       liblzma-dev libmicrohttpd-dev)
 if [ "$want_test" = 1 ]; then
   pkgs+=(clang libclang-rt-14-dev llvm libcmocka-dev avro-bin python3-avro python3-pytest
+         python3-pytest-xdist   # tools/test.sh runs the integration tests in two workers
          python3-botocore python3-snappy rsync sqlite3 curl procps psmisc clang-format cppcheck
          debhelper dpkg-dev lintian man-db systemd util-linux   # the Debian package test
          prometheus python3-matplotlib)   # promtool (metrics test), tools/bench/report.py
