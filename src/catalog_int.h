@@ -182,8 +182,9 @@ struct request {
 struct bfs_catalog {
     char *path;
 
-    pthread_mutex_t wmu; /* w, ws, w_fk_off and w_nosync (taken by bfs_cat_wtx_begin and, to
-                          * read a pragma, bfs_catalog_writer_pragma) */
+    pthread_mutex_t wmu; /* w, ws, w_fk_off, w_nosync, w_cache, bulk and idx_dropped (taken
+                          * by bfs_cat_wtx_begin and, to read a pragma,
+                          * bfs_catalog_writer_pragma) */
     sqlite3 *w;
     sqlite3_stmt *ws[W_COUNT];
     int w_fk_off; /* w's foreign keys are (or may be) off: a WTX_FK_OFF transaction ran */
