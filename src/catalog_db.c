@@ -67,6 +67,9 @@
 #define WAL_LIMIT       (64 * 1024 * 1024) /* journal_size_limit */
 #define CKPT_FRAMES     1000               /* WAL frames that wake the checkpointer */
 #define CKPT_INLINE     16000 /* WAL frames (64 MiB) past which a commit checkpoints itself */
+#define CKPT_FINISH     32 /* frames (128 KiB) left that a checkpoint copies holding the writer */
+#define CKPT_PASSES     8  /* passes after the first before a checkpoint gives up finishing */
+#define CKPT_SMALL      2  /* passes tried without the writer once few frames are left */
 
 /* ---- schema ---- */
 
@@ -886,14 +889,18 @@ static int create_private(const char *path)
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
     struct bfs_catalog *cat = arg;
+    atomic_store_explicit(&cat->wal_frames, frames, memory_order_relaxed);
     if (frames >= CKPT_INLINE) {
+        atomic_fetch_add_explicit(&cat->wal_inline_ckpts, 1, memory_order_relaxed);
         int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         if (rc != SQLITE_OK && rc != SQLITE_BUSY)
             bfs_warn("catalog: checkpoint of a %d-frame WAL: %s", frames, sqlite3_errmsg(db));
         return SQLITE_OK;
     }
-    if (frames < cat->ckpt_mark)
-        cat->ckpt_mark = 0; /* the WAL restarted */
+    if (frames < cat->ckpt_mark) { /* the WAL restarted */
+        cat->ckpt_mark = 0;
+        atomic_fetch_add_explicit(&cat->wal_restarts, 1, memory_order_relaxed);
+    }
     if (frames >= cat->ckpt_mark + CKPT_FRAMES && cat->ckpt_started) {
         cat->ckpt_mark = frames;
         pthread_mutex_lock(&cat->cmu);
@@ -904,6 +911,57 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
         pthread_mutex_unlock(&cat->cmu);
     }
     return SQLITE_OK;
+}
+
+/* One passive checkpoint on the checkpointer's connection: SQLite's result,
+ * *log the WAL's frames and *done the frames now in the database. */
+static int ckpt_pass(struct bfs_catalog *cat, int *log, int *done)
+{
+    *log = *done = 0;
+    int rc = sqlite3_wal_checkpoint_v2(cat->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, log, done);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        bfs_warn("catalog: checkpoint: %s", sqlite3_errmsg(cat->ckpt_db));
+    return rc;
+}
+
+/* A checkpoint that lets the WAL restart. SQLite starts the WAL again from
+ * its beginning only when a write transaction begins with every frame copied
+ * into the database. Under a stream of commits a pass never ends there
+ * (commits land while it copies and syncs), so the WAL grew to CKPT_INLINE
+ * frames, where a commit checkpointed 64 MiB holding the writer: a 40 ms
+ * stall of every upload twice a second at 16 writers (docs/bench.md). So
+ * passes follow each other, each copying what landed during the one before,
+ * until at most CKPT_FINISH frames are left; CKPT_SMALL more passes may end
+ * between two commits (a few writers leave gaps); else the last pass runs
+ * holding the writer (wmu: no commit lands), copies and syncs those few
+ * (1-8 ms), and the next commit restarts the WAL. If the WAL grew while it waited for wmu (a long
+ * transaction), it lets go and passes on without it. A reader holding an
+ * old snapshot can keep a pass short of the end: it stops, and the next
+ * wake-up tries again (CKPT_INLINE stays the bound). */
+static void ckpt_run(struct bfs_catalog *cat)
+{
+    int log, done;
+    int rc = ckpt_pass(cat, &log, &done);
+    int small = 0;
+    for (int pass = 0; rc == SQLITE_OK && pass < CKPT_PASSES; pass++) {
+        /* what landed while the pass copied */
+        log = atomic_load_explicit(&cat->wal_frames, memory_order_relaxed);
+        if (log <= done)
+            break; /* nothing, or the WAL restarted */
+        if (log - done > CKPT_FINISH || small++ < CKPT_SMALL) {
+            rc = ckpt_pass(cat, &log, &done);
+            continue;
+        }
+        pthread_mutex_lock(&cat->wmu);
+        log = atomic_load_explicit(&cat->wal_frames, memory_order_relaxed);
+        if (log - done <= 4 * CKPT_FINISH) {
+            rc = ckpt_pass(cat, &log, &done);
+            pthread_mutex_unlock(&cat->wmu);
+            break;
+        }
+        pthread_mutex_unlock(&cat->wmu);
+        rc = ckpt_pass(cat, &log, &done);
+    }
 }
 
 static void *ckpt_main(void *arg)
@@ -917,10 +975,7 @@ static void *ckpt_main(void *arg)
             break;
         cat->ckpt_wanted = 0;
         pthread_mutex_unlock(&cat->cmu);
-        int rc =
-            sqlite3_wal_checkpoint_v2(cat->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-            bfs_warn("catalog: checkpoint: %s", sqlite3_errmsg(cat->ckpt_db));
+        ckpt_run(cat);
         pthread_mutex_lock(&cat->cmu);
         cat->checkpoints++;
     }
@@ -957,6 +1012,12 @@ static void stop_checkpointer(struct bfs_catalog *cat)
     if (cat->ckpt_db && sqlite3_close(cat->ckpt_db) != SQLITE_OK)
         bfs_error("catalog: close the checkpointer's connection: %s", sqlite3_errmsg(cat->ckpt_db));
     cat->ckpt_db = NULL;
+}
+
+void bfs_catalog_wal_counts(struct bfs_catalog *cat, uint64_t *restarts, uint64_t *inline_ckpts)
+{
+    *restarts = atomic_load_explicit(&cat->wal_restarts, memory_order_relaxed);
+    *inline_ckpts = atomic_load_explicit(&cat->wal_inline_ckpts, memory_order_relaxed);
 }
 
 uint64_t bfs_catalog_checkpoints(struct bfs_catalog *cat)

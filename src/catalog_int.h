@@ -36,7 +36,9 @@
  * Locks (docs/design.md, "Catalog locks"), in the order they may be taken:
  *   qmu      the group-commit queue (each request's cv waits with it);
  *            released before the leader takes wmu.
- *   wmu      the writer; held for a whole write transaction.
+ *   wmu      the writer; held for a whole write transaction, and by the
+ *            checkpointer thread for a checkpoint's last pass (ckpt_run,
+ *            with cmu released).
  *   cmu/ccv  the checkpointer's flags; taken under wmu by the WAL hook,
  *            which SQLite runs inside each COMMIT.
  *   rmu      the idle read connections, and lmu, the layout cache: leaves,
@@ -54,6 +56,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,7 +220,10 @@ struct bfs_catalog {
     pthread_cond_t ccv;
     pthread_t ckpt_thread;
     int ckpt_started, ckpt_wanted, ckpt_stop;
-    int ckpt_mark; /* WAL frames at the last wake-up (the WAL hook's, under wmu) */
+    int ckpt_mark;                 /* WAL frames at the last wake-up (the WAL hook's, under wmu) */
+    _Atomic int wal_frames;        /* the WAL's frames after the last commit (the WAL hook's) */
+    _Atomic uint64_t wal_restarts; /* commits that began the WAL again (the hook's) */
+    _Atomic uint64_t wal_inline_ckpts; /* checkpoints a commit made past CKPT_INLINE */
     sqlite3 *ckpt_db;
     uint64_t checkpoints;
 };

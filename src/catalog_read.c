@@ -528,6 +528,7 @@ int bfs_catalog_counts(struct bfs_catalog *cat, struct bfs_catalog_counts *out)
         out->archived_files = (uint64_t)sqlite3_column_int64(st, 2);
         out->pack_pending = (uint64_t)sqlite3_column_int64(st, 3);
         bfs_catalog_group_sizes(cat, out->group_sizes);
+        bfs_catalog_wal_counts(cat, &out->wal_restarts, &out->wal_inline_checkpoints);
         rc = 0;
     } else {
         rc = sql_fail(c->db, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc, "counts");

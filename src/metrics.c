@@ -186,6 +186,14 @@ int bfs_metrics_render(struct bfs_stats *s, const struct bfs_metrics_gauges *g, 
         rc = bfs_buf_printf(out, "\",version=\"%s\"} 1\n", BFS_VERSION);
     for (size_t i = 0; rc == 0 && i < sizeof counters / sizeof counters[0]; i++)
         rc = counter(out, counters[i].name, (uint64_t)atomic_load(counters[i].v), counters[i].help);
+    if (rc == 0)
+        rc = counter(out, "wal_restarts_total", g->wal_restarts,
+                     "Times the catalog's WAL began again from its start (a checkpoint finished "
+                     "between two commits) since mount.");
+    if (rc == 0)
+        rc = counter(out, "wal_inline_checkpoints_total", g->wal_inline_checkpoints,
+                     "Checkpoints a commit made itself, holding every upload, because the WAL "
+                     "reached 16000 frames (the checkpointer did not keep up) since mount.");
     for (size_t i = 0; rc == 0 && i < sizeof gauges / sizeof gauges[0]; i++)
         rc = gauge(out, gauges[i].name, gauges[i].v, gauges[i].help);
     for (size_t i = 0; rc == 0 && i < sizeof hists / sizeof hists[0]; i++)
@@ -204,6 +212,8 @@ int bfs_metrics_collect(struct bfs_stats *s, struct bfs_catalog *cat, struct bfs
         .buffer_bytes = c.buffer_bytes,
         .archived_files = c.archived_files,
         .pack_pending = c.pack_pending,
+        .wal_restarts = c.wal_restarts,
+        .wal_inline_checkpoints = c.wal_inline_checkpoints,
     };
     int64_t oldest;
     rc = bfs_catalog_oldest_buffered(cat, &oldest);

@@ -80,6 +80,11 @@ int bfs_catalog_partition_get(struct bfs_catalog *cat, const char *table, const 
 
 /* Checkpoints done by the catalog's checkpointer thread since open. */
 uint64_t bfs_catalog_checkpoints(struct bfs_catalog *cat);
+/* Since open: the times the WAL began again from its start after at least
+ * 1000 frames (the checkpointer finished a checkpoint between two commits),
+ * and the checkpoints commits made themselves because the WAL reached 16000
+ * frames (the checkpointer did not keep up; each holds every upload). */
+void bfs_catalog_wal_counts(struct bfs_catalog *cat, uint64_t *restarts, uint64_t *inline_ckpts);
 
 /* The layout of a committed (table, period): its merged schema's sync marker
  * and its codec. Cached in memory: the ingest path asks this at every upload.
@@ -332,6 +337,7 @@ struct bfs_catalog_counts {
     uint64_t archived_files;
     uint64_t pack_pending;                           /* hot rows not packed yet */
     uint64_t group_sizes[BFS_CATALOG_GROUP_BUCKETS]; /* bfs_catalog_group_sizes */
+    uint64_t wal_restarts, wal_inline_checkpoints;   /* bfs_catalog_wal_counts */
 };
 int bfs_catalog_counts(struct bfs_catalog *cat, struct bfs_catalog_counts *c);
 /* When the oldest upload still in the buffer was committed (Unix seconds;

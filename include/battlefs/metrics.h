@@ -48,6 +48,7 @@ struct bfs_metrics_gauges {
     uint64_t buffer_bytes;
     uint64_t archived_files;
     uint64_t pack_pending;
+    uint64_t wal_restarts, wal_inline_checkpoints; /* counters: bfs_catalog_wal_counts */
     double oldest_upload_age; /* seconds since the oldest buffered upload's commit; 0: none */
 };
 
