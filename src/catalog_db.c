@@ -67,9 +67,8 @@
 #define WAL_LIMIT       (64 * 1024 * 1024) /* journal_size_limit */
 #define CKPT_FRAMES     1000               /* WAL frames that wake the checkpointer */
 #define CKPT_INLINE     16000 /* WAL frames (64 MiB) past which a commit checkpoints itself */
-#define CKPT_FINISH     32 /* frames (128 KiB) left that a checkpoint copies holding the writer */
-#define CKPT_PASSES     8  /* passes after the first before a checkpoint gives up finishing */
-#define CKPT_SMALL      2  /* passes tried without the writer once few frames are left */
+#define CKPT_FINISH     256   /* frames (1 MiB) left that a checkpoint copies holding the writer */
+#define CKPT_PASSES     8     /* passes after the first before a checkpoint gives up finishing */
 
 /* ---- schema ---- */
 
@@ -931,10 +930,10 @@ static int ckpt_pass(struct bfs_catalog *cat, int *log, int *done)
  * frames, where a commit checkpointed 64 MiB holding the writer: a 40 ms
  * stall of every upload twice a second at 16 writers (docs/bench.md). So
  * passes follow each other, each copying what landed during the one before,
- * until at most CKPT_FINISH frames are left; CKPT_SMALL more passes may end
- * between two commits (a few writers leave gaps); else the last pass runs
- * holding the writer (wmu: no commit lands), copies and syncs those few
- * (1-8 ms), and the next commit restarts the WAL. If the WAL grew while it waited for wmu (a long
+ * until at most CKPT_FINISH frames are left (a group commit of 16 uploads
+ * is about 150); the last pass runs holding the writer (wmu: no commit
+ * lands), copies and syncs those few (1-8 ms), and the next commit restarts
+ * the WAL. If the WAL grew while it waited for wmu (a long
  * transaction), it lets go and passes on without it. A reader holding an
  * old snapshot can keep a pass short of the end: it stops, and the next
  * wake-up tries again (CKPT_INLINE stays the bound). */
@@ -942,24 +941,29 @@ static void ckpt_run(struct bfs_catalog *cat)
 {
     int log, done;
     int rc = ckpt_pass(cat, &log, &done);
-    int small = 0;
-    for (int pass = 0; rc == SQLITE_OK && pass < CKPT_PASSES; pass++) {
+    for (int pass = 0; rc == SQLITE_OK; pass++) {
         /* what landed while the pass copied */
         log = atomic_load_explicit(&cat->wal_frames, memory_order_relaxed);
-        if (log <= done)
-            break; /* nothing, or the WAL restarted */
-        if (log - done > CKPT_FINISH || small++ < CKPT_SMALL) {
+        if (log < done)
+            break; /* the WAL restarted meanwhile */
+        if (log - done > CKPT_FINISH) {
+            if (pass == CKPT_PASSES)
+                break; /* commits outrun the passes: the next wake-up tries again */
             rc = ckpt_pass(cat, &log, &done);
             continue;
         }
+        /* Also with nothing left to copy: a commit may have begun before
+         * the pass ended, and then it goes on appending to the WAL. */
         pthread_mutex_lock(&cat->wmu);
         log = atomic_load_explicit(&cat->wal_frames, memory_order_relaxed);
-        if (log - done <= 4 * CKPT_FINISH) {
+        if (log >= done && log - done <= 2 * CKPT_FINISH) {
             rc = ckpt_pass(cat, &log, &done);
             pthread_mutex_unlock(&cat->wmu);
             break;
         }
         pthread_mutex_unlock(&cat->wmu);
+        if (log < done || pass == CKPT_PASSES)
+            break;
         rc = ckpt_pass(cat, &log, &done);
     }
 }

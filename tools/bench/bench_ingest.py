@@ -47,15 +47,26 @@ def proc_cpu(pid):
 
 
 BENCH_TARGETS = ["battlefs", "tools/battlefs-store", "tools/bench/sqlite_baseline",
-                 "tools/bench/roll_baseline"]
+                 "tools/bench/roll_baseline", "tools/bench/ingest_writer"]
+# The writers' program: "python" (writer() below, in multiprocessing processes) or "c"
+# (tools/bench/ingest_writer, the same calls with less of the CPU in the load generator).
+WRITER = "python"
+WRITER_EXE = None  # the --build's ingest_writer, also for the --compare build's runs
 
 
-def build(build_dir):
+def machine_busy():
+    """CPU seconds the whole machine spent busy (not idle or iowait) so far."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def build(build_dir, targets=None):
     if not os.path.exists(os.path.join(build_dir, "build.ninja")):
         subprocess.run(["meson", "setup", build_dir, ROOT, "-Dbuildtype=release"], check=True,
                        stdout=subprocess.DEVNULL)
     # Only what the benchmarks run: a branch whose unit tests do not build yet can be measured.
-    subprocess.run(["ninja", "-C", build_dir] + BENCH_TARGETS, check=True,
+    subprocess.run(["ninja", "-C", build_dir] + (targets or BENCH_TARGETS), check=True,
                    stdout=subprocess.DEVNULL)
 
 
@@ -149,33 +160,76 @@ def writer(src, dst, paths, barrier, out):
     out.put((len(blobs), t0, time.monotonic(), lat))
 
 
+def c_writers(build_dir, tree, dst, paths, writers, work):
+    """writers tools/bench/ingest_writer processes over paths[i::writers]: the same list
+    of (count, t0, t1, latencies) as the Python writers put in their queue."""
+    exe = WRITER_EXE or os.path.join(build_dir, "tools", "bench", "ingest_writer")
+    procs = []
+    for i in range(writers):
+        lst = os.path.join(work, "writer-%d.list" % i)
+        with open(lst, "w") as f:
+            f.write("".join(p + "\n" for p in paths[i::writers]))
+        procs.append((subprocess.Popen([exe, tree, dst, lst, lst + ".out"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True), lst + ".out"))
+    for p, _ in procs:
+        if p.stdout.readline().strip() != "ready":
+            raise SystemExit("a writer failed before it was ready")
+    for p, _ in procs:  # every writer has its uploads in memory: go
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    got = []
+    for p, out in procs:
+        if p.wait() != 0:
+            raise SystemExit("a writer failed (see its message above)")
+        with open(out) as f:
+            n, t0, t1 = f.readline().split()
+            lat = [tuple(float(x) for x in line.split()) for line in f]
+        got.append((int(n), float(t0), float(t1), lat))
+    return got
+
+
+def python_writers(m, tree, paths, writers):
+    """writers writer() processes over paths[i::writers]: (their results, the daemon's CPU
+    seconds before they started)."""
+    barrier = multiprocessing.Barrier(writers)
+    out = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=writer, args=(
+        tree, os.path.join(m.mnt, "incoming"), paths[i::writers], barrier, out))
+        for i in range(writers)]
+    cpu0 = proc_cpu(m.proc.pid)
+    for p in procs:
+        p.start()
+    got = []
+    while len(got) < writers:
+        try:
+            got.append(out.get(timeout=1))
+        except queue.Empty:
+            if any(p.exitcode not in (None, 0) for p in procs):
+                for p in procs:
+                    p.terminate()
+                raise SystemExit("a writer failed (see its traceback above)")
+    for p in procs:
+        p.join()
+    return got, cpu0
+
+
 def run_battlefs(build_dir, tree, entries, writers, codec, work, metrics_out=None):
     m = Mount(build_dir, work, "codec=" + codec)
     try:
         paths = [e["path"] for e in entries]
-        barrier = multiprocessing.Barrier(writers)
-        out = multiprocessing.Queue()
-        procs = [multiprocessing.Process(target=writer, args=(
-            tree, os.path.join(m.mnt, "incoming"), paths[i::writers], barrier, out))
-            for i in range(writers)]
-        cpu0 = proc_cpu(m.proc.pid)
-        for p in procs:
-            p.start()
-        got = []
-        while len(got) < writers:
-            try:
-                got.append(out.get(timeout=1))
-            except queue.Empty:
-                if any(p.exitcode not in (None, 0) for p in procs):
-                    for p in procs:
-                        p.terminate()
-                    raise SystemExit("a writer failed (see its traceback above)")
-        for p in procs:
-            p.join()
+        busy0 = machine_busy()
+        if WRITER == "c":
+            cpu0 = proc_cpu(m.proc.pid)
+            got = c_writers(build_dir, tree, os.path.join(m.mnt, "incoming"), paths, writers,
+                            work)
+        else:
+            got, cpu0 = python_writers(m, tree, paths, writers)
+        busy = machine_busy() - busy0
         done = sum(g[0] for g in got)
         dt = max(g[2] for g in got) - min(g[1] for g in got)
         st = m.stats()
         st["_cpu_us"] = (proc_cpu(m.proc.pid) - cpu0) / max(1, done) * 1e6
+        st["_machine_us"] = busy / max(1, done) * 1e6
         # Compression off the close path: rows packed while the writers ran, then the
         # daemon's CPU per upload once the packer has compressed the rest (the idle core's).
         st["_packed_during"] = st.get("rows_packed", 0)
@@ -200,7 +254,8 @@ def run_battlefs(build_dir, tree, entries, writers, codec, work, metrics_out=Non
     return {"writers": writers, "codec": codec, "uploads": done, "seconds": dt,
             "groups": groups, "uploads_per_commit": done / max(1, sum(groups.values())),
             "close_p50_ms": pct(0.5) if pct else 0, "close_p99_ms": pct(0.99) if pct else 0,
-            "cpu_us": st.get("_cpu_us", 0), "cpu_us_packed": st.get("_cpu_us_packed", 0),
+            "cpu_us": st.get("_cpu_us", 0), "machine_us": st.get("_machine_us", 0),
+            "cpu_us_packed": st.get("_cpu_us_packed", 0),
             "packed_during": st.get("_packed_during", 0), "pack_after_s": st.get("_pack_after_s", 0),
             "uploads_per_s": done / dt, "mb_per_s": nbytes / dt / 1e6, "peak_rss_mib": rss / 1024,
             "catalog": os.path.join(m.state, "catalog.db")}
@@ -296,12 +351,19 @@ def main():
     ap.add_argument("--metrics-out", default=None,
                     help="save the last round's .battlefs/metrics of each run here (%%d: the "
                          "writers), for tools/bench/report.py --metrics")
+    ap.add_argument("--writer", choices=("python", "c"), default="python",
+                    help="the writers' program: python (multiprocessing, the default) or c "
+                         "(tools/bench/ingest_writer: the same calls, less CPU taken from the "
+                         "daemon by the load generator on a small machine)")
     ap.add_argument("--codec-ratio", default=None,
                     help="comma-separated writer counts (e.g. 1,16): instead of the rounds, "
                          "--repeat pairs per count of codec=deflate and codec=null runs "
                          "(alternating order), and the median ratio deflate/null (issue 14, "
                          "goal 3)")
     args = ap.parse_args()
+    global WRITER, WRITER_EXE
+    WRITER = args.writer
+    WRITER_EXE = os.path.join(args.build, "tools", "bench", "ingest_writer")
 
     build(args.build)
     tree, entries = upload_tree(args.work, args.uploads)
@@ -314,7 +376,7 @@ def main():
 
     blobs = os.path.join(args.work, "baseline-blobs.db")
     if args.compare:
-        build(args.compare)
+        build(args.compare, ["battlefs"])  # an older build may lack the newer tools
     load("start")
     # Rounds of (1 writer, baseline, 4 writers), each against a fresh state directory: this
     # machine's speed drifts over minutes, so each round's ratios compare runs made within
@@ -395,15 +457,20 @@ def main():
         print("medians of %d run(s) per row%s:" % (args.repeat, (", this build and %s" % args.compare)
                                                    if args.compare else ""))
         print()
+        print("writers: %s; machine CPU/upload: every process's (the writers', the daemon's, "
+              "the kernel's), from /proc/stat" % WRITER)
+        print()
         print("| writers | build | uploads/s | baseline/s | vs baseline | close p50 | close p99 |"
-              " daemon CPU/upload | peak RSS | uploads/commit |")
-        print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+              " daemon CPU/upload | machine CPU/upload | peak RSS | uploads/commit |")
+        print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for n, name, rs in rows:
-            print("| %d | %s | %.0f | %.0f | %.2fx | %.2f ms | %.2f ms | %.0f us | %.1f MiB | %s |" % (
+            print("| %d | %s | %.0f | %.0f | %.2fx | %.2f ms | %.2f ms | %.0f us | %.0f us | %.1f MiB "
+                  "| %s |" % (
                 n, name, median([r["uploads_per_s"] for r in rs]),
                 median([r["baseline"] for r in rs]), median([r["ratio"] for r in rs]),
                 median([r["close_p50_ms"] for r in rs]), median([r["close_p99_ms"] for r in rs]),
-                median([r["cpu_us"] for r in rs]), max(r["peak_rss_mib"] for r in rs),
+                median([r["cpu_us"] for r in rs]), median([r["machine_us"] for r in rs]),
+                max(r["peak_rss_mib"] for r in rs),
                 "%.1f" % median([r["uploads_per_commit"] for r in rs]) if rs[0]["groups"] else "-"))
         print()
         print("commits by uploads per commit (.battlefs/stats commit_group_uploads, last run):")
