@@ -644,33 +644,24 @@ static int wtx_fail(struct wtx *tx, sqlite3 *db, int rc, const char *step)
 
 int bfs_cat_wtx_begin(struct bfs_catalog *cat, struct wtx *tx)
 {
-    sqlite3 *db = cat->w;
     bfs_err_clear(&tx->err);
     pthread_mutex_lock(&cat->wmu);
     int off = (tx->flags & WTX_FK_OFF) != 0;
-    int rc = SQLITE_OK;
-    if (cat->w_fk_off != off) /* also a restore that failed at the last end */
-        rc = set_foreign_keys(cat, off);
-    if (rc != SQLITE_OK) {
-        int e = wtx_fail(tx, db, rc, off ? "foreign keys off" : "foreign keys on");
-        wtx_release(cat, tx);
-        return e;
-    }
     int nosync = (tx->flags & WTX_NO_SYNC) != 0;
-    if (cat->w_nosync != nosync) /* also a restore that failed at the last end */
-        rc = set_nosync(cat, nosync);
-    if (rc != SQLITE_OK) {
-        int e = wtx_fail(tx, db, rc, nosync ? "synchronous NORMAL" : "synchronous FULL");
-        wtx_release(cat, tx);
-        return e;
-    }
-    rc = run(cat->ws[W_BEGIN]);
-    if (rc != SQLITE_OK) {
-        int e = wtx_fail(tx, db, rc, "begin");
-        wtx_release(cat, tx);
-        return e;
-    }
-    return 0;
+    int rc = SQLITE_OK;
+    const char *step = NULL;
+    /* each setting also redone after a restore that failed at the last end */
+    if (cat->w_fk_off != off && (rc = set_foreign_keys(cat, off)) != SQLITE_OK)
+        step = off ? "foreign keys off" : "foreign keys on";
+    else if (cat->w_nosync != nosync && (rc = set_nosync(cat, nosync)) != SQLITE_OK)
+        step = nosync ? "synchronous NORMAL" : "synchronous FULL";
+    else if ((rc = run(cat->ws[W_BEGIN])) != SQLITE_OK)
+        step = "begin";
+    if (!step)
+        return 0;
+    int e = wtx_fail(tx, cat->w, rc, step);
+    wtx_release(cat, tx);
+    return e;
 }
 
 int bfs_cat_wtx_end(struct bfs_catalog *cat, struct wtx *tx, int e)
@@ -941,29 +932,22 @@ static void ckpt_run(struct bfs_catalog *cat)
 {
     int log, done;
     int rc = ckpt_pass(cat, &log, &done);
-    for (int pass = 0; rc == SQLITE_OK; pass++) {
-        /* what landed while the pass copied */
-        log = atomic_load_explicit(&cat->wal_frames, memory_order_relaxed);
+    for (int pass = 0; rc == SQLITE_OK && pass < CKPT_PASSES; pass++) {
+        log = atomic_load_explicit(&cat->wal_frames, memory_order_relaxed); /* landed meanwhile */
         if (log < done)
-            break; /* the WAL restarted meanwhile */
-        if (log - done > CKPT_FINISH) {
-            if (pass == CKPT_PASSES)
-                break; /* commits outrun the passes: the next wake-up tries again */
-            rc = ckpt_pass(cat, &log, &done);
-            continue;
-        }
+            break; /* the WAL restarted */
         /* Also with nothing left to copy: a commit may have begun before
          * the pass ended, and then it goes on appending to the WAL. */
-        pthread_mutex_lock(&cat->wmu);
-        log = atomic_load_explicit(&cat->wal_frames, memory_order_relaxed);
-        if (log >= done && log - done <= 2 * CKPT_FINISH) {
-            rc = ckpt_pass(cat, &log, &done);
+        if (log - done <= CKPT_FINISH) {
+            pthread_mutex_lock(&cat->wmu);
+            log = atomic_load_explicit(&cat->wal_frames, memory_order_relaxed);
+            int finish = log >= done && log - done <= 2 * CKPT_FINISH;
+            if (finish)
+                rc = ckpt_pass(cat, &log, &done);
             pthread_mutex_unlock(&cat->wmu);
-            break;
+            if (finish || log < done)
+                break;
         }
-        pthread_mutex_unlock(&cat->wmu);
-        if (log < done || pass == CKPT_PASSES)
-            break;
         rc = ckpt_pass(cat, &log, &done);
     }
 }

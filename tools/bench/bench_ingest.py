@@ -217,7 +217,7 @@ def run_battlefs(build_dir, tree, entries, writers, codec, work, metrics_out=Non
     m = Mount(build_dir, work, "codec=" + codec)
     try:
         paths = [e["path"] for e in entries]
-        busy0 = machine_busy()
+        busy0 = machine_busy()  # before the writers read their uploads: counted too
         if WRITER == "c":
             cpu0 = proc_cpu(m.proc.pid)
             got = c_writers(build_dir, tree, os.path.join(m.mnt, "incoming"), paths, writers,
