@@ -350,7 +350,7 @@ def spread(xs, fmt="%.2f"):
 def main_ab(args):
     """--old: rolls of one ingested buffer by two builds, alternating (ABBA...)."""
     old, new = args.old, args.build
-    build(old)
+    build(old, ["battlefs"])  # an older build may lack the newer tools
     build(new)
     load("start")
     src, entries = tree(args.work, args.uploads)

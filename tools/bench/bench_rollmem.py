@@ -159,7 +159,7 @@ def main():
         raise SystemExit("bench_rollmem.py needs root (FUSE mounts, drop_caches)")
     builds = [args.old, args.build] if args.old else [args.build]
     for b in builds:
-        build(b)
+        build(b, None if b == args.build else ["battlefs"])  # an older build may lack newer tools
     names = {args.old: "old", args.build: "new"} if args.old else {args.build: "build"}
     tables = br.TABLES[:args.tables]
     br.load("start")
