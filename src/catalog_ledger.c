@@ -1310,6 +1310,11 @@ static int load_erase(void *ctx, const struct bfs_manifest_erase *x, int64_t seq
 
 void bfs_catalog_ckpt_visitor(struct bfs_cat_ckpt_load *ld, struct bfs_checkpoint_visitor *v)
 {
-    *v = (struct bfs_checkpoint_visitor){load_roll, load_archive, load_index, load_node,
-                                         ld,        load_compact, load_erase};
+    *v = (struct bfs_checkpoint_visitor){.roll = load_roll,
+                                         .archive = load_archive,
+                                         .index = load_index,
+                                         .node = load_node,
+                                         .ctx = ld,
+                                         .compact = load_compact,
+                                         .erase = load_erase};
 }
