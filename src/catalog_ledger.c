@@ -1267,3 +1267,54 @@ int bfs_catalog_ckpt_end(struct bfs_cat_ckpt *c, int rc, int64_t upto, struct bf
     free(c);
     return rc;
 }
+
+/* The load's visitor: each entry straight into its bfs_catalog_ckpt_* call. */
+static int load_roll(void *ctx, const struct bfs_manifest_roll *r, int64_t seq, int64_t epoch,
+                     int64_t committed_at)
+{
+    struct bfs_cat_ckpt_load *ld = ctx;
+    return bfs_catalog_ckpt_roll(ld->c, r, seq, epoch, committed_at, ld->err);
+}
+
+static int load_archive(void *ctx, const struct bfs_manifest_archive *a)
+{
+    struct bfs_cat_ckpt_load *ld = ctx;
+    return bfs_catalog_ckpt_archive(ld->c, a, ld->err);
+}
+
+static int load_index(void *ctx, const struct bfs_manifest_index *x)
+{
+    struct bfs_cat_ckpt_load *ld = ctx;
+    return bfs_catalog_ckpt_index(ld->c, x, ld->err);
+}
+
+static int load_node(void *ctx, const char *node, int64_t epoch)
+{
+    struct bfs_cat_ckpt_load *ld = ctx;
+    return bfs_catalog_ckpt_node(ld->c, node, epoch, ld->err);
+}
+
+static int load_compact(void *ctx, const struct bfs_manifest_compact *cp, int64_t seq,
+                        int64_t epoch, int64_t committed_at)
+{
+    struct bfs_cat_ckpt_load *ld = ctx;
+    return bfs_catalog_ckpt_compact(ld->c, cp, seq, epoch, committed_at, ld->err);
+}
+
+static int load_erase(void *ctx, const struct bfs_manifest_erase *x, int64_t seq, int64_t epoch,
+                      int64_t committed_at)
+{
+    struct bfs_cat_ckpt_load *ld = ctx;
+    return bfs_catalog_ckpt_erase(ld->c, x, seq, epoch, committed_at, ld->err);
+}
+
+void bfs_catalog_ckpt_visitor(struct bfs_cat_ckpt_load *ld, struct bfs_checkpoint_visitor *v)
+{
+    *v = (struct bfs_checkpoint_visitor){.roll = load_roll,
+                                         .archive = load_archive,
+                                         .index = load_index,
+                                         .node = load_node,
+                                         .ctx = ld,
+                                         .compact = load_compact,
+                                         .erase = load_erase};
+}

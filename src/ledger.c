@@ -1371,9 +1371,11 @@ static int newest_ckpt(void *ctx, const char *key, uint64_t size)
 }
 
 struct ckpt_load {
+    /* First: the catalog's visitor (bfs_catalog_ckpt_visitor) has it as ctx,
+     * and ck_roll, ck_archive and ck_index, in place of three of its
+     * callbacks, take it as the whole. */
+    struct bfs_cat_ckpt_load ld;
     struct bfs_ledger *l;
-    struct bfs_cat_ckpt *c;
-    struct bfs_err *err;
     int64_t rolls;
     uint64_t rows, rows_total; /* index rows loaded, and in the checkpoint (pass 1) */
     int check;                 /* stop with APPLY_SCAN at an archive of a partition not here */
@@ -1391,7 +1393,7 @@ static int ck_scan_roll(void *ctx, const struct bfs_manifest_roll *r, int64_t se
 static int ck_scan_archive(void *ctx, const struct bfs_manifest_archive *a)
 {
     struct ckpt_load *k = ctx;
-    return ensure_partition(k->l, a, k->err);
+    return ensure_partition(k->l, a, k->ld.err);
 }
 
 static int ck_scan_index(void *ctx, const struct bfs_manifest_index *x)
@@ -1413,47 +1415,28 @@ static int ck_roll(void *ctx, const struct bfs_manifest_roll *r, int64_t seq, in
 {
     struct ckpt_load *k = ctx;
     k->rolls++;
-    return bfs_catalog_ckpt_roll(k->c, r, seq, epoch, committed_at, k->err);
+    return bfs_catalog_ckpt_roll(k->ld.c, r, seq, epoch, committed_at, k->ld.err);
 }
 
 static int ck_archive(void *ctx, const struct bfs_manifest_archive *a)
 {
     struct ckpt_load *k = ctx;
     if (k->check) {
-        int e = bfs_catalog_ckpt_knows(k->c, a);
+        int e = bfs_catalog_ckpt_knows(k->ld.c, a);
         if (e < 0)
-            return bfs_err_set(k->err, e, "partition %s/%s: %s", a->table, a->period, strerror(-e));
+            return bfs_err_set(k->ld.err, e, "partition %s/%s: %s", a->table, a->period,
+                               strerror(-e));
         if (e == 0)
             return stop_at(&k->stop, a, k->rows);
     }
-    return bfs_catalog_ckpt_archive(k->c, a, k->err);
+    return bfs_catalog_ckpt_archive(k->ld.c, a, k->ld.err);
 }
 
 static int ck_index(void *ctx, const struct bfs_manifest_index *x)
 {
     struct ckpt_load *k = ctx;
     bfs_progress_report(&k->prog, ++k->rows);
-    return bfs_catalog_ckpt_index(k->c, x, k->err);
-}
-
-static int ck_node(void *ctx, const char *node, int64_t epoch)
-{
-    struct ckpt_load *k = ctx;
-    return bfs_catalog_ckpt_node(k->c, node, epoch, k->err);
-}
-
-static int ck_compact(void *ctx, const struct bfs_manifest_compact *c, int64_t seq, int64_t epoch,
-                      int64_t committed_at)
-{
-    struct ckpt_load *k = ctx;
-    return bfs_catalog_ckpt_compact(k->c, c, seq, epoch, committed_at, k->err);
-}
-
-static int ck_erase(void *ctx, const struct bfs_manifest_erase *x, int64_t seq, int64_t epoch,
-                    int64_t committed_at)
-{
-    struct ckpt_load *k = ctx;
-    return bfs_catalog_ckpt_erase(k->c, x, seq, epoch, committed_at, k->err);
+    return bfs_catalog_ckpt_index(k->ld.c, x, k->ld.err);
 }
 
 /* One load of the checkpoint in fd (from its start) into the catalog, as
@@ -1465,7 +1448,7 @@ static int load_pass(struct bfs_ledger *l, int fd, const struct newest *n, struc
 {
     if (lseek(fd, 0, SEEK_SET) < 0)
         return -errno;
-    int rc = bfs_catalog_ckpt_begin(l->d.cat, &k->c);
+    int rc = bfs_catalog_ckpt_begin(l->d.cat, &k->ld.c);
     if (rc < 0)
         return rc;
     char what[BFS_STORE_KEY_MAX + 32];
@@ -1474,11 +1457,14 @@ static int load_pass(struct bfs_ledger *l, int fd, const struct newest *n, struc
     k->rows = 0;
     bfs_progress_start(&k->prog, l->d.stats, BFS_WORK_REFRESH, what, BFS_PROGRESS_ITEMS,
                        "index rows", k->rows_total);
-    const struct bfs_checkpoint_visitor load = {ck_roll, ck_archive, ck_index, ck_node,
-                                                k,       ck_compact, ck_erase};
+    struct bfs_checkpoint_visitor load;
+    bfs_catalog_ckpt_visitor(&k->ld, &load); /* nodes, compactions, erasures: as they are */
+    load.roll = ck_roll;
+    load.archive = ck_archive;
+    load.index = ck_index;
     rc = bfs_checkpoint_read(fd, &load, rerr);
-    rc = bfs_catalog_ckpt_end(k->c, rc, n->upto, k->err);
-    k->c = NULL;
+    rc = bfs_catalog_ckpt_end(k->ld.c, rc, n->upto, k->ld.err);
+    k->ld.c = NULL;
     bfs_progress_end(&k->prog);
     return rc;
 }
@@ -1504,7 +1490,7 @@ static int load_checkpoint_locked(struct bfs_ledger *l, int64_t *pos, struct bfs
     int fd = fetch_fd(l, n.key, n.size, sha, err);
     if (fd < 0)
         return fd;
-    struct ckpt_load k = {.l = l, .err = err, .check = 1};
+    struct ckpt_load k = {.ld = {.err = err}, .l = l, .check = 1};
     struct bfs_err rerr = {0};
     rc = load_pass(l, fd, &n, &k, &rerr);
     uint64_t undone = k.stop.rows;

@@ -563,6 +563,17 @@ int bfs_catalog_ckpt_compact(struct bfs_cat_ckpt *c, const struct bfs_manifest_c
 int bfs_catalog_ckpt_erase(struct bfs_cat_ckpt *c, const struct bfs_manifest_erase *x, int64_t seq,
                            int64_t epoch, int64_t committed_at, struct bfs_err *err);
 int bfs_catalog_ckpt_end(struct bfs_cat_ckpt *c, int rc, int64_t upto, struct bfs_err *err);
+/* The visitor of a load: between the begin and the end,
+ * bfs_checkpoint_read(fd, v, ...) gives each entry to its bfs_catalog_ckpt_*
+ * call above, on ld->c with ld->err. ld is v's ctx and must outlive the
+ * read. It may be the first member of the caller's own context, whose
+ * callbacks then take the place of some of v's (to count or check an entry
+ * before its call). */
+struct bfs_cat_ckpt_load {
+    struct bfs_cat_ckpt *c;
+    struct bfs_err *err;
+};
+void bfs_catalog_ckpt_visitor(struct bfs_cat_ckpt_load *ld, struct bfs_checkpoint_visitor *v);
 
 /* ---- Erasure and compaction (catalog_compact.c) ---- */
 

@@ -26,6 +26,7 @@
 #include "battlefs/evolve.h"
 #include "battlefs/ocf.h"
 #include "battlefs/schema.h"
+#include "testblock.h"
 
 static const uint8_t SYNC_IN[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 static const uint8_t MSYNC[16] = {0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
@@ -445,43 +446,6 @@ static void put_long(struct bfs_buf *b, int64_t v)
     assert_int_equal(bfs_buf_put_long(b, v), 0);
 }
 
-/* A block of count records plain[0..n) in codec, as another writer would
- * write it (zlib's deflate, snappy's compressor). */
-static void make_block(enum bfs_codec codec, const uint8_t *plain, size_t n, int64_t count,
-                       struct bfs_buf *out)
-{
-    struct bfs_buf data = {0};
-    if (codec == BFS_CODEC_NULL) {
-        assert_int_equal(bfs_buf_append(&data, plain, n), 0);
-    } else if (codec == BFS_CODEC_DEFLATE) {
-        z_stream z = {0};
-        assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
-        size_t bound = deflateBound(&z, (uLong)n);
-        assert_int_equal(bfs_buf_reserve(&data, bound), 0);
-        z.next_in = (Bytef *)plain;
-        z.avail_in = (uInt)n;
-        z.next_out = data.data;
-        z.avail_out = (uInt)bound;
-        assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
-        data.len = z.total_out;
-        deflateEnd(&z);
-    } else {
-        size_t bound = snappy_max_compressed_length(n) + 4, clen = bound;
-        assert_int_equal(bfs_buf_reserve(&data, bound), 0);
-        assert_int_equal(snappy_compress((const char *)plain, n, (char *)data.data, &clen),
-                         SNAPPY_OK);
-        uint32_t crc = (uint32_t)crc32(0L, plain, (uInt)n);
-        for (int i = 0; i < 4; i++)
-            data.data[clen + (size_t)i] = (uint8_t)(crc >> (24 - 8 * i));
-        data.len = clen + 4;
-    }
-    put_long(out, count);
-    put_long(out, (int64_t)data.len);
-    assert_int_equal(bfs_buf_append(out, data.data, data.len), 0);
-    assert_int_equal(bfs_buf_append(out, SYNC_IN, 16), 0);
-    bfs_buf_free(&data);
-}
-
 /* Check a converted block's framing in codec (deterministic stored deflate
  * blocks, snappy literals, the sync) and decompress it with zlib or snappy
  * into plain. Returns the record count. */
@@ -627,7 +591,7 @@ static void roundtrip(const char *wjson, const char *mjson, enum bfs_codec codec
     struct written w;
     write_records(wjson, n, seed, &w);
     struct bfs_buf in = {0}, out = {0}, again = {0}, scratch = {0}, plain = {0};
-    make_block(codec, w.plain.data, w.plain.len, n, &in);
+    tblock_make(codec, w.plain.data, w.plain.len, n, SYNC_IN, &in);
     size_t span = 0;
     assert_int_equal(bfs_ocf_block_span(in.data, in.len, &span), 0);
     assert_int_equal(span, in.len);
@@ -1084,7 +1048,7 @@ static void test_conv_framing(void **state)
         assert_int_equal(bfs_conv_new(s, strlen(s), m, strlen(m), CODECS[k], MSYNC, &c, NULL), 0);
         bfs_buf_reset(&in);
         bfs_buf_reset(&out);
-        make_block(CODECS[k], plain.data, plain.len, 3, &in);
+        tblock_make(CODECS[k], plain.data, plain.len, 3, SYNC_IN, &in);
         assert_int_equal(bfs_conv_block(c, in.data, in.len, &out, &scratch, NULL), 0);
         assert_int_equal(open_block(CODECS[k], out.data, out.len, &dec), 3);
         assert_int_equal(dec.len, plain.len + 3);
@@ -1099,7 +1063,7 @@ static void test_conv_framing(void **state)
         /* an empty block */
         bfs_buf_reset(&in);
         bfs_buf_reset(&out);
-        make_block(CODECS[k], NULL, 0, 0, &in);
+        tblock_make(CODECS[k], NULL, 0, 0, SYNC_IN, &in);
         assert_int_equal(bfs_conv_block(c, in.data, in.len, &out, &scratch, NULL), 0);
         assert_int_equal(open_block(CODECS[k], out.data, out.len, &dec), 0);
         assert_int_equal(dec.len, 0);
@@ -1140,7 +1104,7 @@ static void test_conv_array_blocks(void **state)
     put_long(&plain, 1);
     put_long(&plain, 7);
     put_long(&plain, 0);
-    make_block(BFS_CODEC_NULL, plain.data, plain.len, 1, &in);
+    tblock_make(BFS_CODEC_NULL, plain.data, plain.len, 1, SYNC_IN, &in);
     assert_int_equal(bfs_conv_block(c, in.data, in.len, &out, &scratch, NULL), 0);
     static const uint8_t want[] = {2, 14, 4, 10, 9, 2, 14, 0, 0};
     assert_memory_equal(out.data, want, sizeof want);
@@ -1157,13 +1121,13 @@ static void test_conv_array_blocks(void **state)
     bfs_buf_reset(&out);
     put_long(&plain, 1000);
     put_long(&plain, 0);
-    make_block(BFS_CODEC_NULL, plain.data, plain.len, 1, &in);
+    tblock_make(BFS_CODEC_NULL, plain.data, plain.len, 1, SYNC_IN, &in);
     assert_int_equal(bfs_conv_block(c, in.data, in.len, &out, &scratch, NULL), 0);
     bfs_buf_reset(&plain);
     bfs_buf_reset(&in);
     put_long(&plain, INT64_MAX);
     put_long(&plain, 0);
-    make_block(BFS_CODEC_NULL, plain.data, plain.len, 1, &in);
+    tblock_make(BFS_CODEC_NULL, plain.data, plain.len, 1, SYNC_IN, &in);
     struct bfs_err err = {0};
     size_t before = out.len;
     assert_int_equal(bfs_conv_block(c, in.data, in.len, &out, &scratch, &err), -EINVAL);
@@ -1252,7 +1216,7 @@ static void test_conv_corrupt(void **state)
         struct written w;
         write_records(v[0], 6, 5, &w);
         bfs_buf_reset(&in);
-        make_block(CODECS[k], w.plain.data, w.plain.len, 6, &in);
+        tblock_make(CODECS[k], w.plain.data, w.plain.len, 6, SYNC_IN, &in);
         struct bfs_conv *c;
         assert_int_equal(bfs_conv_new(v[0], strlen(v[0]), m, strlen(m), CODECS[k], MSYNC, &c, &err),
                          0);
@@ -1281,7 +1245,7 @@ static void test_conv_corrupt(void **state)
         /* more records than the data holds; bytes left after the records */
         for (int d = -1; d <= 1; d += 2) {
             bfs_buf_reset(&in);
-            make_block(CODECS[k], w.plain.data, w.plain.len, 6 + d, &in);
+            tblock_make(CODECS[k], w.plain.data, w.plain.len, 6 + d, SYNC_IN, &in);
             assert_int_equal(bfs_conv_block(c, in.data, in.len, &out, &scratch, &err), -EINVAL);
             if (d < 0)
                 assert_non_null(strstr(err.msg, "bytes left after the block's 5 records"));
@@ -1310,7 +1274,7 @@ static void test_conv_corrupt(void **state)
                     uint8_t byte = (uint8_t)(i % 3 ? x & 0x7f : x);
                     assert_int_equal(bfs_buf_append(&plain, &byte, 1), 0);
                 }
-                make_block(CODECS[k], plain.data, plain.len, (int64_t)(x % 5), &in);
+                tblock_make(CODECS[k], plain.data, plain.len, (int64_t)(x % 5), SYNC_IN, &in);
                 int rc = bfs_conv_block(c, in.data, in.len, &out, &scratch, &err);
                 assert_true(rc == 0 || rc == -EINVAL);
             }
@@ -1329,7 +1293,7 @@ static void test_conv_corrupt(void **state)
         bfs_buf_reset(&in);
         put_long(&plain, 2);
         put_long(&plain, 1);
-        make_block(BFS_CODEC_NULL, plain.data, plain.len, 1, &in);
+        tblock_make(BFS_CODEC_NULL, plain.data, plain.len, 1, SYNC_IN, &in);
         assert_int_equal(bfs_conv_block(c, in.data, in.len, &out, &scratch, &err), -EINVAL);
         assert_string_equal(err.msg, "record 1: union index 2 is not one of 2");
         bfs_conv_free(c);
@@ -1348,7 +1312,7 @@ static void test_conv_corrupt(void **state)
         struct written w;
         write_records(v[0], 2, 9, &w);
         bfs_buf_reset(&in);
-        make_block(BFS_CODEC_SNAPPY, w.plain.data, w.plain.len, 2, &in);
+        tblock_make(BFS_CODEC_SNAPPY, w.plain.data, w.plain.len, 2, SYNC_IN, &in);
         in.data[in.len - 17] ^= 1; /* the CRC */
         assert_int_equal(bfs_conv_block(c, in.data, in.len, &out, &scratch, &err), -EINVAL);
         assert_string_equal(err.msg, "snappy CRC32 does not match the data");
@@ -1390,7 +1354,7 @@ static void test_conv_cache(void **state)
     bfs_conv_cache_free(cache); /* references outlive the cache */
     struct bfs_buf plain = {0}, in = {0}, out = {0}, scratch = {0};
     put_long(&plain, 21);
-    make_block(BFS_CODEC_NULL, plain.data, plain.len, 1, &in);
+    tblock_make(BFS_CODEC_NULL, plain.data, plain.len, 1, SYNC_IN, &in);
     assert_int_equal(bfs_conv_block(a, in.data, in.len, &out, &scratch, NULL), 0);
     static const uint8_t want[] = {2, 4, 42, 0};
     assert_memory_equal(out.data, want, sizeof want);
@@ -1440,7 +1404,7 @@ static void test_conv_identity(void **state)
     write_records(w, 20, 77, &wr);
     for (size_t k = 0; k < 3; k++) {
         struct bfs_buf in = {0}, out = {0}, scratch = {0}, plain = {0};
-        make_block(CODECS[k], wr.plain.data, wr.plain.len, 20, &in);
+        tblock_make(CODECS[k], wr.plain.data, wr.plain.len, 20, SYNC_IN, &in);
         struct bfs_conv *c;
         assert_int_equal(bfs_conv_new(w, strlen(w), m, strlen(m), CODECS[k], MSYNC, &c, NULL), 0);
         assert_int_equal(bfs_conv_block(c, in.data, in.len, &out, &scratch, NULL), 0);

@@ -16,12 +16,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <zlib.h>
-
 #include "battlefs/buf.h"
 #include "battlefs/manifest.h"
 #include "battlefs/ocf.h"
 #include "battlefs/schema.h"
+#include "testblock.h"
 
 #define N_INDEX 10000 /* three blocks of entries */
 
@@ -614,25 +613,8 @@ static void raw_write(struct raw *r, const char *path)
     assert_int_equal(bfs_schema_sync(canon, clen, sync), 0);
     free(canon);
     assert_int_equal(bfs_ocf_layout_header(schema, strlen(schema), BFS_CODEC_DEFLATE, sync, &f), 0);
-    if (r->n) {
-        z_stream z;
-        memset(&z, 0, sizeof z);
-        assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
-        uLong bound = deflateBound(&z, r->b.len);
-        uint8_t *out = malloc(bound);
-        z.next_in = r->b.data;
-        z.avail_in = (uInt)r->b.len;
-        z.next_out = out;
-        z.avail_out = (uInt)bound;
-        assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
-        size_t clen2 = bound - z.avail_out;
-        deflateEnd(&z);
-        assert_int_equal(bfs_buf_put_long(&f, r->n), 0);
-        assert_int_equal(bfs_buf_put_long(&f, (int64_t)clen2), 0);
-        assert_int_equal(bfs_buf_append(&f, out, clen2), 0);
-        assert_int_equal(bfs_buf_append(&f, sync, 16), 0);
-        free(out);
-    }
+    if (r->n)
+        tblock_make(BFS_CODEC_DEFLATE, r->b.data, r->b.len, r->n, sync, &f);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     assert_true(fd >= 0);
     assert_int_equal(write(fd, f.data, f.len), (ssize_t)f.len);

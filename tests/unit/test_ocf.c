@@ -16,12 +16,11 @@
 #include <cmocka.h>
 
 #include <pthread.h>
-#include <snappy-c.h>
-#include <zlib.h>
 
 #include "battlefs/buf.h"
 #include "battlefs/ocf.h"
 #include "battlefs/schema.h"
+#include "testblock.h"
 
 /* ------------------------------------------------------------------------ */
 /* helpers                                                                   */
@@ -117,56 +116,21 @@ static void hdr(struct bfs_buf *f, const char *codec, const char *schema, const 
     assert_int_equal(bfs_buf_append(f, sync, 16), 0);
 }
 
-static void test_compress(const char *codec, const uint8_t *in, size_t n, struct bfs_buf *out)
+/* The codec named codec ("null", "deflate", "snappy"). */
+static enum bfs_codec codec_of(const char *codec)
 {
-    out->len = 0;
-    if (strcmp(codec, "null") == 0) {
-        assert_int_equal(bfs_buf_append(out, in, n), 0);
-    } else if (strcmp(codec, "deflate") == 0) {
-        z_stream z;
-        memset(&z, 0, sizeof z);
-        assert_int_equal(deflateInit2(&z, 9, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
-        size_t bound = deflateBound(&z, n);
-        assert_int_equal(bfs_buf_reserve(out, bound), 0);
-        z.next_in = (Bytef *)in;
-        z.avail_in = (uInt)n;
-        z.next_out = out->data;
-        z.avail_out = (uInt)bound;
-        assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
-        out->len = z.total_out;
-        deflateEnd(&z);
-    } else {
-        size_t clen = snappy_max_compressed_length(n);
-        assert_int_equal(bfs_buf_reserve(out, clen + 4), 0);
-        assert_int_equal(snappy_compress((const char *)in, n, (char *)out->data, &clen), SNAPPY_OK);
-        uint32_t crc = (uint32_t)crc32(0, in, (uInt)n);
-        out->data[clen] = (uint8_t)(crc >> 24);
-        out->data[clen + 1] = (uint8_t)(crc >> 16);
-        out->data[clen + 2] = (uint8_t)(crc >> 8);
-        out->data[clen + 3] = (uint8_t)crc;
-        out->len = clen + 4;
-    }
+    enum bfs_codec c;
+    assert_int_equal(bfs_codec_parse(codec, strlen(codec), &c), 0);
+    return c;
 }
 
-/* A block of `count` records numbered from first, declared as `declared`. */
-static void blk_raw(struct bfs_buf *f, int64_t declared, const uint8_t *plain, size_t n,
-                    const char *codec, const uint8_t sync[16])
-{
-    struct bfs_buf c = {0};
-    test_compress(codec, plain, n, &c);
-    put_long(f, declared);
-    put_long(f, (int64_t)c.len);
-    assert_int_equal(bfs_buf_append(f, c.data, c.len), 0);
-    assert_int_equal(bfs_buf_append(f, sync, 16), 0);
-    bfs_buf_free(&c);
-}
-
+/* A block of count records numbered from first. */
 static void blk(struct bfs_buf *f, int first, int count, const char *codec, const uint8_t sync[16])
 {
     struct bfs_buf plain = {0};
     for (int i = 0; i < count; i++)
         rec(&plain, first + i);
-    blk_raw(f, count, plain.data, plain.len, codec, sync);
+    tblock_make(codec_of(codec), plain.data, plain.len, count, sync, f);
     bfs_buf_free(&plain);
 }
 
@@ -580,9 +544,9 @@ static void test_empty_blocks(void **state)
     hdr(&f, "deflate", SCHEMA, SYNC_A);
     size_t hl = f.len;
     expect_ok(f.data, f.len, 0);
-    blk_raw(&f, 0, NULL, 0, "deflate", SYNC_A);
+    tblock_make(BFS_CODEC_DEFLATE, NULL, 0, 0, SYNC_A, &f);
     blk(&f, 0, 2, "deflate", SYNC_A);
-    blk_raw(&f, 0, NULL, 0, "deflate", SYNC_A);
+    tblock_make(BFS_CODEC_DEFLATE, NULL, 0, 0, SYNC_A, &f);
     expect_ok(f.data, f.len, 2);
     struct bfs_ocf_header h;
     struct bfs_err err;
@@ -798,7 +762,7 @@ static void test_hostile_bounds(void **state)
     assert_int_equal(bfs_buf_reserve(&plain, plain_len), 0);
     memset(plain.data + plain.len, 0, plain_len - plain.len);
     plain.len = plain_len;
-    test_compress("deflate", plain.data, plain.len, &z);
+    tblock_compress(BFS_CODEC_DEFLATE, plain.data, plain.len, &z);
     assert_true(z.len < 64 * 1024);
     f.len = 0;
     hdr(&f, "deflate", bytes_schema, SYNC_A);
@@ -870,7 +834,7 @@ static void test_reject_block_framing(void **state)
     struct bfs_buf f = {0};
     /* negative count */
     file(&f, "null", 1);
-    blk_raw(&f, -1, NULL, 0, "null", SYNC_A);
+    tblock_make(BFS_CODEC_NULL, NULL, 0, -1, SYNC_A, &f);
     put_long(&f, 0); /* padding so the block is long enough to be one */
     expect_reject(f.data, f.len, "block 2 at byte");
     expect_reject(f.data, f.len, "negative record count -1");
@@ -915,12 +879,12 @@ static void test_reject_records(void **state)
     hdr(&f, "deflate", SCHEMA, SYNC_A);
     for (int i = 0; i < 2; i++)
         rec(&plain, i);
-    blk_raw(&f, 3, plain.data, plain.len, "deflate", SYNC_A);
+    tblock_make(BFS_CODEC_DEFLATE, plain.data, plain.len, 3, SYNC_A, &f);
     expect_reject(f.data, f.len, "record 3 does not decode against the schema");
     /* too many */
     f.len = 0;
     hdr(&f, "snappy", SCHEMA, SYNC_A);
-    blk_raw(&f, 1, plain.data, plain.len, "snappy", SYNC_A);
+    tblock_make(BFS_CODEC_SNAPPY, plain.data, plain.len, 1, SYNC_A, &f);
     expect_reject(f.data, f.len, "bytes left after the block's 1 records");
     /* undecodable record 2 in block 2: union branch out of range */
     f.len = 0;
@@ -933,7 +897,7 @@ static void test_reject_records(void **state)
     put_str(&plain, "n");
     put_long(&plain, 0);
     put_long(&plain, 5); /* opt: no branch 5 */
-    blk_raw(&f, 2, plain.data, plain.len, "null", SYNC_A);
+    tblock_make(BFS_CODEC_NULL, plain.data, plain.len, 2, SYNC_A, &f);
     char want[128];
     snprintf(want, sizeof want,
              "block 2 at byte %zu: record 2 does not decode against the schema (union branch 5",
@@ -984,7 +948,7 @@ static void test_reject_records(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         f.len = 0;
         hdr(&f, "null", SCHEMA, SYNC_A);
-        blk_raw(&f, 1, bad[i].bytes, bad[i].n, "null", SYNC_A);
+        tblock_make(BFS_CODEC_NULL, bad[i].bytes, bad[i].n, 1, SYNC_A, &f);
         expect_reject(f.data, f.len, "record 1 does not decode against the schema");
         expect_reject(f.data, f.len, bad[i].needle);
     }
@@ -992,12 +956,12 @@ static void test_reject_records(void **state)
     f.len = 0;
     hdr(&f, "null", SCHEMA, SYNC_A);
     const uint8_t good[] = {0x02, 0x00, 0x01, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00};
-    blk_raw(&f, 1, good, sizeof good, "null", SYNC_A);
+    tblock_make(BFS_CODEC_NULL, good, sizeof good, 1, SYNC_A, &f);
     expect_ok(f.data, f.len, 1);
     /* a count larger than the block's bytes */
     f.len = 0;
     hdr(&f, "null", SCHEMA, SYNC_A);
-    blk_raw(&f, INT64_MAX, good, sizeof good, "null", SYNC_A);
+    tblock_make(BFS_CODEC_NULL, good, sizeof good, INT64_MAX, SYNC_A, &f);
     expect_reject(f.data, f.len, "is more than the block's 10 bytes can hold");
     bfs_buf_free(&plain);
     bfs_buf_free(&f);
@@ -1050,7 +1014,7 @@ static void test_reject_codec_data(void **state)
     struct bfs_buf plain = {0}, c = {0};
     for (int i = 0; i < 50; i++)
         rec(&plain, i);
-    test_compress("deflate", plain.data, plain.len, &c);
+    tblock_compress(BFS_CODEC_DEFLATE, plain.data, plain.len, &c);
     f.len = 0;
     hdr(&f, "deflate", SCHEMA, SYNC_A);
     put_long(&f, 50);
@@ -1081,11 +1045,11 @@ static void test_deflate_bomb(void **state)
     assert_non_null(zeros);
     struct bfs_buf f = {0};
     hdr(&f, "deflate", schema, SYNC_A);
-    blk_raw(&f, BFS_OCF_MAX_BLOCK >> 20, zeros, BFS_OCF_MAX_BLOCK, "deflate", SYNC_A);
+    tblock_make(BFS_CODEC_DEFLATE, zeros, BFS_OCF_MAX_BLOCK, BFS_OCF_MAX_BLOCK >> 20, SYNC_A, &f);
     expect_ok(f.data, f.len, BFS_OCF_MAX_BLOCK >> 20);
     f.len = 0;
     hdr(&f, "deflate", schema, SYNC_A);
-    blk_raw(&f, 1, zeros, BFS_OCF_MAX_BLOCK + 1, "deflate", SYNC_A);
+    tblock_make(BFS_CODEC_DEFLATE, zeros, BFS_OCF_MAX_BLOCK + 1, 1, SYNC_A, &f);
     expect_reject(f.data, f.len, "block decompresses to more than 64 MiB");
     free(zeros);
     bfs_buf_free(&f);
@@ -1097,17 +1061,17 @@ static void test_empty_values_budget(void **state)
     (void)state;
     struct bfs_buf f = {0};
     hdr(&f, "null", "\"null\"", SYNC_A);
-    blk_raw(&f, 1000, NULL, 0, "null", SYNC_A);
+    tblock_make(BFS_CODEC_NULL, NULL, 0, 1000, SYNC_A, &f);
     expect_ok(f.data, f.len, 1000);
     f.len = 0;
     hdr(&f, "null", "\"null\"", SYNC_A);
-    blk_raw(&f, INT64_MAX, NULL, 0, "null", SYNC_A);
+    tblock_make(BFS_CODEC_NULL, NULL, 0, INT64_MAX, SYNC_A, &f);
     expect_reject(f.data, f.len, "too large for records of no bytes");
     /* the budget is per file, not per block */
     f.len = 0;
     hdr(&f, "null", "\"null\"", SYNC_A);
     for (int i = 0; i < 3; i++)
-        blk_raw(&f, BFS_OCF_MAX_EMPTY / 2, NULL, 0, "null", SYNC_A);
+        tblock_make(BFS_CODEC_NULL, NULL, 0, BFS_OCF_MAX_EMPTY / 2, SYNC_A, &f);
     expect_reject(f.data, f.len, "block 3 at byte");
     /* arrays of null */
     f.len = 0;
@@ -1115,14 +1079,14 @@ static void test_empty_values_budget(void **state)
     struct bfs_buf d = {0};
     put_long(&d, INT64_MAX / 2);
     put_long(&d, 0);
-    blk_raw(&f, 1, d.data, d.len, "null", SYNC_A);
+    tblock_make(BFS_CODEC_NULL, d.data, d.len, 1, SYNC_A, &f);
     expect_reject(f.data, f.len, "empty items is too long");
     f.len = 0;
     d.len = 0;
     hdr(&f, "null", "{\"type\":\"array\",\"items\":\"null\"}", SYNC_A);
     put_long(&d, 3000);
     put_long(&d, 0);
-    blk_raw(&f, 1, d.data, d.len, "null", SYNC_A);
+    tblock_make(BFS_CODEC_NULL, d.data, d.len, 1, SYNC_A, &f);
     expect_ok(f.data, f.len, 1);
     /* records of no bytes: a record of null and an empty record */
     f.len = 0;
@@ -1130,7 +1094,7 @@ static void test_empty_values_budget(void **state)
         "{\"type\":\"record\",\"name\":\"E\",\"fields\":[{\"name\":\"a\",\"type\":\"null\"},"
         "{\"name\":\"z\",\"type\":{\"type\":\"record\",\"name\":\"Z\",\"fields\":[]}}]}",
         SYNC_A);
-    blk_raw(&f, 5000, NULL, 0, "deflate", SYNC_A);
+    tblock_make(BFS_CODEC_DEFLATE, NULL, 0, 5000, SYNC_A, &f);
     expect_ok(f.data, f.len, 5000);
     bfs_buf_free(&d);
     bfs_buf_free(&f);
@@ -1141,7 +1105,7 @@ static void expect_one(const char *schema, const uint8_t *rec, size_t n, const c
 {
     struct bfs_buf f = {0};
     hdr(&f, "null", schema, SYNC_A);
-    blk_raw(&f, 1, rec, n, "null", SYNC_A);
+    tblock_make(BFS_CODEC_NULL, rec, n, 1, SYNC_A, &f);
     if (needle)
         expect_reject(f.data, f.len, needle);
     else
@@ -1192,13 +1156,13 @@ static void test_validator_shortcuts(void **state)
     put_long(&d, INT64_MAX); /* z: ten bytes, at the very end */
     size_t good_len = d.len;
     hdr(&f, "null", schema, SYNC_A);
-    blk_raw(&f, 1, d.data, d.len, "null", SYNC_A);
+    tblock_make(BFS_CODEC_NULL, d.data, d.len, 1, SYNC_A, &f);
     expect_ok(f.data, f.len, 1);
     /* two records back to back: the first one's z is no longer at the end */
     bfs_buf_append(&d, d.data, good_len);
     f.len = 0;
     hdr(&f, "null", schema, SYNC_A);
-    blk_raw(&f, 2, d.data, d.len, "null", SYNC_A);
+    tblock_make(BFS_CODEC_NULL, d.data, d.len, 2, SYNC_A, &f);
     expect_ok(f.data, f.len, 2);
 
     /* the same record with one thing wrong */
@@ -1233,7 +1197,7 @@ static void test_validator_shortcuts(void **state)
         }
         f.len = 0;
         hdr(&f, "null", schema, SYNC_A);
-        blk_raw(&f, 1, r.data, r.len, "null", SYNC_A);
+        tblock_make(BFS_CODEC_NULL, r.data, r.len, 1, SYNC_A, &f);
         expect_reject(f.data, f.len, bad[i].needle);
         bfs_buf_free(&r);
     }
@@ -1288,7 +1252,7 @@ static void test_nesting_limit(void **state)
             put_long(&d, 1);
         put_long(&d, 0);
         hdr(&f, "null", schema, SYNC_A);
-        blk_raw(&f, 1, d.data, d.len, "null", SYNC_A);
+        tblock_make(BFS_CODEC_NULL, d.data, d.len, 1, SYNC_A, &f);
         if (depth == 10)
             expect_ok(f.data, f.len, 1);
         else
@@ -1315,7 +1279,7 @@ static void test_schema_types(void **state)
     put_long(&d, 1);
     assert_int_equal(bfs_buf_append(&d, "\x00\x00\x00\x00\x00\x00\xf0\x3f", 8), 0);
     put_long(&d, 0);
-    blk_raw(&f, 1, d.data, d.len, "null", SYNC_A);
+    tblock_make(BFS_CODEC_NULL, d.data, d.len, 1, SYNC_A, &f);
     expect_ok(f.data, f.len, 1);
     bfs_buf_free(&d);
     bfs_buf_free(&f);

@@ -27,8 +27,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <zlib.h>
-
 #include "battlefs/buf.h"
 #include "battlefs/evolve.h"
 #include "battlefs/fsutil.h"
@@ -36,6 +34,7 @@
 #include "battlefs/rewrite.h"
 #include "battlefs/sha256.h"
 #include "battlefs/store.h"
+#include "testblock.h"
 #include "testenv.h"
 
 static const char W_JSON[] = "{\"type\":\"record\",\"name\":\"R\",\"fields\":["
@@ -82,7 +81,7 @@ static void put_long(struct bfs_buf *b, int64_t v)
  * W: the long) in the partition's codec with sync. */
 static void make_block(struct part *p, int old, unsigned n, unsigned seed, struct bfs_buf *out)
 {
-    struct bfs_buf plain = {0}, data = {0};
+    struct bfs_buf plain = {0};
     for (unsigned i = 0; i < n; i++) {
         put_long(&plain, (int64_t)seed * 1000 + i);
         if (!old) {
@@ -94,30 +93,8 @@ static void make_block(struct part *p, int old, unsigned n, unsigned seed, struc
                                  0);
         }
     }
-    if (p->codec == BFS_CODEC_DEFLATE) {
-        z_stream z = {0};
-        assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
-        size_t bound = deflateBound(&z, (uLong)plain.len);
-        assert_int_equal(bfs_buf_reserve(&data, bound), 0);
-        z.next_in = plain.data;
-        z.avail_in = (uInt)plain.len;
-        z.next_out = data.data;
-        z.avail_out = (uInt)bound;
-        assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
-        data.len = z.total_out;
-        deflateEnd(&z);
-    } else {
-        assert_int_equal(p->codec, BFS_CODEC_NULL);
-        if (plain.len)
-            assert_int_equal(bfs_buf_append(&data, plain.data, plain.len), 0);
-    }
-    put_long(out, n);
-    put_long(out, (int64_t)data.len);
-    if (data.len)
-        assert_int_equal(bfs_buf_append(out, data.data, data.len), 0);
-    assert_int_equal(bfs_buf_append(out, old ? W_SYNC : M_SYNC, 16), 0);
+    tblock_make(p->codec, plain.data, plain.len, n, old ? W_SYNC : M_SYNC, out);
     bfs_buf_free(&plain);
-    bfs_buf_free(&data);
 }
 
 static void part_init(struct part *p, enum bfs_codec codec)

@@ -867,67 +867,23 @@ void tenv_add_partition(struct bfs_catalog *cat, const char *table, const char *
     free(canon);
 }
 
-struct load {
-    struct bfs_cat_ckpt *c;
-    struct bfs_err *err;
-};
-
-static int load_roll(void *ctx, const struct bfs_manifest_roll *r, int64_t seq, int64_t epoch,
-                     int64_t committed_at)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_roll(l->c, r, seq, epoch, committed_at, l->err);
-}
-
-static int load_archive(void *ctx, const struct bfs_manifest_archive *a)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_archive(l->c, a, l->err);
-}
-
-static int load_index(void *ctx, const struct bfs_manifest_index *x)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_index(l->c, x, l->err);
-}
-
-static int load_compact(void *ctx, const struct bfs_manifest_compact *c, int64_t seq, int64_t epoch,
-                        int64_t committed_at)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_compact(l->c, c, seq, epoch, committed_at, l->err);
-}
-
-static int load_erase(void *ctx, const struct bfs_manifest_erase *x, int64_t seq, int64_t epoch,
-                      int64_t committed_at)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_erase(l->c, x, seq, epoch, committed_at, l->err);
-}
-
-static int load_node(void *ctx, const char *node, int64_t epoch)
-{
-    struct load *l = ctx;
-    return bfs_catalog_ckpt_node(l->c, node, epoch, l->err);
-}
-
 int tenv_load_checkpoint(struct bfs_catalog *cat, const char *path, int64_t upto,
                          struct bfs_err *err)
 {
-    struct load l = {.err = err};
-    int rc = bfs_catalog_ckpt_begin(cat, &l.c);
+    struct bfs_cat_ckpt_load ld = {.err = err};
+    int rc = bfs_catalog_ckpt_begin(cat, &ld.c);
     if (rc < 0)
         return rc;
     int fd = open(path, O_RDONLY);
     assert_true(fd >= 0);
-    struct bfs_checkpoint_visitor v = {load_roll, load_archive, load_index, load_node,
-                                       &l,        load_compact, load_erase};
+    struct bfs_checkpoint_visitor v;
+    bfs_catalog_ckpt_visitor(&ld, &v);
     struct bfs_err rerr = {0};
     rc = bfs_checkpoint_read(fd, &v, &rerr);
     close(fd);
     if (rc < 0 && err->code == 0)
         bfs_err_set(err, rc, "read: %s", rerr.msg);
-    return bfs_catalog_ckpt_end(l.c, rc, upto, err);
+    return bfs_catalog_ckpt_end(ld.c, rc, upto, err);
 }
 
 /* ---- the model of a roll ---- */

@@ -195,8 +195,9 @@ void tenv_sql_text(struct tenv *e, const char *sql, struct bfs_buf *out);
 void tenv_add_partition(struct bfs_catalog *cat, const char *table, const char *period,
                         enum bfs_codec codec);
 /* Load the checkpoint file at path into cat at log position upto, as the
- * ledger does (bfs_checkpoint_read into bfs_catalog_ckpt_*, compactions and
- * erasures too): the end's result (or the begin's), err saying why. */
+ * ledger does (bfs_checkpoint_read through bfs_catalog_ckpt_visitor, between
+ * bfs_catalog_ckpt_begin and _end): the end's result (or the begin's), err
+ * saying why. */
 int tenv_load_checkpoint(struct bfs_catalog *cat, const char *path, int64_t upto,
                          struct bfs_err *err);
 
