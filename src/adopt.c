@@ -340,7 +340,7 @@ static int r_archive(void *ctx, const struct bfs_manifest_archive *m)
     struct adopt *a = ctx;
     const struct arch *x = a->next < a->n_arch ? &a->arch[a->next] : NULL;
     if (!x || strcmp(x->key, m->key) != 0 || x->size != m->size ||
-        memcmp(x->sha256, m->sha256, sizeof x->sha256) != 0)
+        x->header_length != m->header_length || memcmp(x->sha256, m->sha256, sizeof x->sha256) != 0)
         return bfs_err_set(a->err, -EEXIST, "its archive %s is not the roll's %s", m->key,
                            x ? x->key : "(none)");
     a->next++;

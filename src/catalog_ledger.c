@@ -1133,38 +1133,51 @@ static int snap_walk(struct rconn *c, int64_t upto, const struct bfs_checkpoint_
     return e;
 }
 
-int bfs_catalog_snapshot(struct bfs_catalog *cat, int64_t upto,
-                         const struct bfs_checkpoint_visitor *v)
+/* fn(c, arg) in one read transaction on a connection of the pool: what it
+ * reads is of one state of the catalog. what names it in messages. */
+static int in_read_tx(struct bfs_catalog *cat, const char *what,
+                      int (*fn)(struct rconn *c, void *arg), void *arg)
 {
     struct rconn *c;
     int e = bfs_cat_racquire(cat, &c);
     if (e < 0)
         return e;
-    /* One read transaction: the snapshot starts at its first read, the
-     * ledger row, so log_pos and every row walked are of one state. */
     int rc = run(c->st[R_BEGIN]);
     if (rc != SQLITE_OK) {
-        e = sql_fail(c->db, rc, "snapshot: begin");
-        goto out;
+        bfs_error("catalog: %s: begin: %s", what, sqlite3_errmsg(c->db));
+        e = sql_errno(rc);
+    } else if ((e = fn(c, arg)) == 0 && (rc = run(c->st[R_COMMIT])) != SQLITE_OK) {
+        bfs_error("catalog: %s: end: %s", what, sqlite3_errmsg(c->db));
+        e = sql_errno(rc);
     }
-    sqlite3_stmt *st = c->st[R_LEDGER];
-    rc = sqlite3_step(st);
-    int64_t pos = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW) {
-        e = rc == SQLITE_DONE ? -EIO : sql_fail(c->db, rc, "snapshot: read the ledger");
-        goto out;
-    }
-    if (pos != upto) {
-        e = -ESTALE;
-        goto out;
-    }
-    e = snap_walk(c, upto, v);
-    if (e == 0 && (rc = run(c->st[R_COMMIT])) != SQLITE_OK)
-        e = sql_fail(c->db, rc, "snapshot: end");
-out:
     bfs_cat_rrelease(cat, c); /* ends the read transaction if it is still open */
     return e;
+}
+
+struct snap_args {
+    int64_t upto;
+    const struct bfs_checkpoint_visitor *v;
+};
+
+/* The snapshot starts at its first read, the ledger row, so log_pos and
+ * every row walked are of one state. */
+static int snap_at(struct rconn *c, void *arg)
+{
+    const struct snap_args *a = arg;
+    sqlite3_stmt *st = c->st[R_LEDGER];
+    int rc = sqlite3_step(st);
+    int64_t pos = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW)
+        return rc == SQLITE_DONE ? -EIO : sql_fail(c->db, rc, "snapshot: read the ledger");
+    return pos != a->upto ? -ESTALE : snap_walk(c, a->upto, a->v);
+}
+
+int bfs_catalog_snapshot(struct bfs_catalog *cat, int64_t upto,
+                         const struct bfs_checkpoint_visitor *v)
+{
+    struct snap_args a = {upto, v};
+    return in_read_tx(cat, "snapshot", snap_at, &a);
 }
 
 int bfs_catalog_prelog_next(struct bfs_catalog *cat, int64_t *after, char roll_id[BFS_ROLL_ID_MAX],
@@ -1206,24 +1219,21 @@ out:
     return e;
 }
 
-int bfs_catalog_roll_walk(struct bfs_catalog *cat, const char *roll_id,
-                          const struct bfs_checkpoint_visitor *v)
+struct walk_args {
+    const char *roll_id;
+    const struct bfs_checkpoint_visitor *v;
+};
+
+/* In one read transaction: the Roll's bytes are the rows walked. */
+static int walk_roll(struct rconn *c, void *arg)
 {
-    struct rconn *c;
-    int e = bfs_cat_racquire(cat, &c);
-    if (e < 0)
-        return e;
-    /* One read transaction: the Roll's bytes are the rows walked. */
-    int rc = run(c->st[R_BEGIN]);
-    if (rc != SQLITE_OK) {
-        e = sql_fail(c->db, rc, "roll walk: begin");
-        goto out;
-    }
+    const struct walk_args *w = arg;
     sqlite3_stmt *st = c->st[R_WALK_ROLL];
-    bind_text(st, 1, roll_id);
-    rc = sqlite3_step(st);
-    struct bfs_manifest_roll r = {.roll_id = roll_id};
+    bind_text(st, 1, w->roll_id);
+    int rc = sqlite3_step(st);
+    struct bfs_manifest_roll r = {.roll_id = w->roll_id};
     int64_t committed_at = 0;
+    int e = 0;
     if (rc == SQLITE_ROW) {
         r.claimed_at = sqlite3_column_int64(st, 0);
         committed_at = sqlite3_column_int64(st, 1);
@@ -1234,15 +1244,16 @@ int bfs_catalog_roll_walk(struct bfs_catalog *cat, const char *roll_id,
         e = rc == SQLITE_DONE ? -ENOENT : sql_fail(c->db, rc, "roll walk: read the roll");
     }
     sqlite3_reset(st);
-    if (e == 0 && v->roll)
-        e = v->roll(v->ctx, &r, 0, 0, committed_at);
-    if (e == 0)
-        e = snap_archives(c, roll_id, v, 0);
-    if (e == 0 && (rc = run(c->st[R_COMMIT])) != SQLITE_OK)
-        e = sql_fail(c->db, rc, "roll walk: end");
-out:
-    bfs_cat_rrelease(cat, c); /* ends the read transaction if it is still open */
-    return e;
+    if (e == 0 && w->v->roll)
+        e = w->v->roll(w->v->ctx, &r, 0, 0, committed_at);
+    return e == 0 ? snap_archives(c, w->roll_id, w->v, 0) : e;
+}
+
+int bfs_catalog_roll_walk(struct bfs_catalog *cat, const char *roll_id,
+                          const struct bfs_checkpoint_visitor *v)
+{
+    struct walk_args w = {roll_id, v};
+    return in_read_tx(cat, "roll walk", walk_roll, &w);
 }
 
 /* A checkpoint being loaded: one write transaction (a.tx), each roll

@@ -37,7 +37,9 @@
  * the partitions this mount does not have (from the header of the first
  * archive, so the header bytes are the writer's), and once more to insert its
  * rows in one catalog transaction (bfs_catalog_apply_*). The writer's own roll
- * is applied from its local manifest file: that is its local commit.
+ * is applied from its local manifest file: that is its local commit. An entry
+ * of a roll this catalog committed before the log existed (adopt.h) stamps
+ * the rows it has instead of inserting them (bfs_catalog_apply_begin).
  *
  * Threads and locks. mu serialises the log: refresh, commit, fence, and the
  * acquire. lease_mu guards the lease state (etag, epoch, valid_until) and is
@@ -1103,6 +1105,10 @@ static int apply_pass(struct bfs_ledger *l, int fd, struct apply *p, struct bfs_
                 s->compact.period, e->node, p->n_retired, p->n_keys - p->n_retired);
     } else if (own == BFS_APPLIED_ADOPTED) {
         bfs_stats_add(l->d.stats, rolls_adopted, 1);
+        uint_fast64_t left = atomic_load(&l->d.stats->rolls_unadopted);
+        while (left > 0 &&
+               !atomic_compare_exchange_weak(&l->d.stats->rolls_unadopted, &left, left - 1))
+            ;
         bfs_info("log %" PRId64 ": adopted roll %s, committed here before the log (%" PRId64
                  " rows, %" PRId64 " bytes): in the store's log now (entry of node %s)",
                  p->seq, e->roll_id, s->roll.rows, s->roll.bytes, e->node);

@@ -252,7 +252,7 @@ def crash_start(m, **options):
         logf.write(b"=== crash start: %s\n" % " ".join(cmd).encode())
         logf.flush()
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                             start_new_session=True)
+                             start_new_session=True, env=getattr(m, "env", None))
         try:
             rc = p.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -371,16 +371,8 @@ def test_adopt_after_another_nodes_roll_and_compact(mount_factory, file_store, g
     assert catalog_rows(w) == catalog_rows(r)
 
 
-@needs_faults
-@pytest.mark.concurrency
-@pytest.mark.parametrize("step", STEPS)
-def test_kill9_at_each_adoption_step(mount_factory, file_store, gen, step):
-    """The writer dies (-o fault=adopt:STEP: _exit(99)) at a step of the first roll's adoption
-    before it serves: its schemas put; its manifest put; its log entry put, not applied; it
-    applied. Mounted again (it takes its lease over: a fence entry), it finishes: each roll in
-    the log once, no row added, every file byte-identical; a rebuild and a replica agree."""
-    side = FileSide(file_store)
-    pl = prelog_writer(mount_factory, side, gen)
+def kill9_at(make, side, gen, step):
+    pl = prelog_writer(make, side, gen)
     w = pl.mount
     assert crash_start(w, fault="adopt:" + step) == 99
     w.wait_log(r"fault injection: adoption of roll %s: _exit\(99\) at %s$"
@@ -406,7 +398,7 @@ def test_kill9_at_each_adoption_step(mount_factory, file_store, gen, step):
     assert catalog_counts(w) == pl.counts, "rows added"
     check_reads(w, pl)
     rows, rolls = catalog_rows(w), roll_rows(w)
-    r = mount_factory(store=side.url, ro=True, refresh="0")
+    r = make(store=side.url, ro=True, refresh="0")
     assert catalog_rows(r) == rows and roll_rows(r) == rolls
     check_reads(r, pl)
     w.stop()
@@ -414,3 +406,23 @@ def test_kill9_at_each_adoption_step(mount_factory, file_store, gen, step):
     w.start()
     assert catalog_rows(w) == rows
     check_reads(w, pl)
+
+
+@needs_faults
+@pytest.mark.concurrency
+@pytest.mark.parametrize("step", STEPS)
+def test_kill9_at_each_adoption_step(mount_factory, file_store, gen, step):
+    """The writer dies (-o fault=adopt:STEP: _exit(99)) at a step of the first roll's adoption
+    before it serves: its schemas put; its manifest put; its log entry put, not applied; it
+    applied. Mounted again (it takes its lease over: a fence entry), it finishes: each roll in
+    the log once, no row added, every file byte-identical; a rebuild and a replica agree."""
+    kill9_at(mount_factory, FileSide(file_store), gen, step)
+
+
+@needs_faults
+@pytest.mark.parametrize("step", ["after-manifest", "after-log"])
+def test_kill9_during_adoption_s3(s3, s3_mount_factory, gen, step):
+    """The same on s3rver for the two steps between the store's objects: a manifest put and
+    no log entry, a log entry and no local commit."""
+    kill9_at(lambda **o: s3_mount_factory(s3, **o), S3Side(s3), gen, step)
+    check_conditional_puts(s3)
