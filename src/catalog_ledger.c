@@ -9,7 +9,10 @@
  * order, which is the order of cold segments in a dataset file). The roll of
  * this catalog's own pending claim is applied the same way, from the local
  * manifest file: that transaction is the roll's local commit, and also deletes
- * the claimed buffer rows after checking the index covers them exactly.
+ * the claimed buffer rows after checking the index covers them exactly. A
+ * roll this catalog committed before the log existed is put into the log by
+ * adopt.c; applying its entry stamps the rows it has (ADOPT_STAMP below)
+ * instead of inserting them again.
  */
 #include <inttypes.h>
 #include <time.h>
