@@ -70,12 +70,11 @@ const char *bfs_adopt_step_name(enum bfs_adopt_step step)
 
 int bfs_adopt_step_parse(const char *name, enum bfs_adopt_step *out)
 {
-    for (unsigned i = 0; name && i < BFS_ADOPT_STEPS; i++)
-        if (strcmp(name, step_names[i]) == 0) {
-            *out = (enum bfs_adopt_step)i;
-            return 0;
-        }
-    return -EINVAL;
+    int i = bfs_name_index(step_names, BFS_ADOPT_STEPS, name);
+    if (i < 0)
+        return -EINVAL;
+    *out = (enum bfs_adopt_step)i;
+    return 0;
 }
 
 /* An archive of the roll, as the catalog has it (and the store, once checked). */
