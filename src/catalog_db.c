@@ -425,6 +425,30 @@ static const char *const WSQL[W_COUNT] = {
     [W_IDX_ADD] = "INSERT INTO block_indexes(dataset_id, table_name, period_tag, file_id,"
                   " start_byte, length, record_count, uploaded_at)"
                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    /* A roll committed here before the store's log, adopted by its log entry
+     * (bfs_catalog_apply_*, "stamp"): each archive named by the manifest gets
+     * what the manifest says of it and stands at the entry's position. */
+    [W_ARCH_ADOPT] = "UPDATE archived_files SET sha256 = ?3, schema_fingerprint = ?4, codec = ?5,"
+                     " versions = ?6, ord = ?7, created_at = ?8, schema_id = coalesce((SELECT id"
+                     " FROM schemas WHERE fingerprint = ?4 ORDER BY id LIMIT 1), schema_id)"
+                     " WHERE roll_id = ?1 AND file_path = ?2 AND size = ?9 AND header_length = ?10",
+    /* Its archives the manifest did not name. */
+    [W_ADOPT_LEFT] = "SELECT count(*) FROM archived_files WHERE roll_id = ?1 AND ord != ?2",
+    [W_ROLL_ADOPT] = "UPDATE rolls SET committed_at = ?2, node = ?3, log_seq = ?4, epoch = ?5,"
+                     " base = ?6, row_count = ?7, byte_count = ?8 WHERE id = ?1"
+                     " AND log_seq IS NULL AND committed_at IS NOT NULL",
+    /* ... or by a checkpoint ("replace"): its rows become the checkpoint's. */
+    [W_ADOPT_DROP_IDX] = "DELETE FROM block_indexes WHERE file_id IN (SELECT id FROM"
+                         " archived_files WHERE roll_id = ?1)",
+    [W_ADOPT_DROP_ARCH] = "DELETE FROM archived_files WHERE roll_id = ?1",
+    /* An archive ?1 of the entry at ?2 that its index rows do not cover (its
+     * writer's rows of an erased dataset were gone): every erasure of its
+     * scope before the entry waits for it, as after a checkpoint's load. */
+    [W_UNCOVERED_HITS] = "INSERT OR IGNORE INTO erase_hits(seq, file_path) SELECT seq, ?1 FROM"
+                         " erasures WHERE seq < ?2 AND (table_name IS NULL OR (table_name = ?3"
+                         " AND period_tag = ?4))",
+    [W_HITS_PENDING] = "UPDATE erasures SET done_at = NULL WHERE done_at IS NOT NULL AND seq IN"
+                       " (SELECT seq FROM erase_hits WHERE file_path = ?1)",
     /* Whether anything of the log was applied: a checkpoint loads only into
      * a catalog where nothing was. */
     [W_LOG_EMPTY] =
@@ -552,6 +576,20 @@ static const char *const RSQL[R_COUNT] = {
     [R_SNAP_IDX] = "SELECT dataset_id, start_byte, length, record_count, uploaded_at"
                    " FROM block_indexes WHERE file_id = ?1 ORDER BY id",
     [R_SNAP_NODES] = "SELECT node, epoch FROM ledger_nodes ORDER BY node",
+    /* Rolls committed here before the store's log (battlefs before issue 11:
+     * no log position), in the order of their first archive (their commit
+     * order) after ?1 (bfs_catalog_prelog_next). */
+    [R_PRELOG_NEXT] = "SELECT id, f FROM (SELECT r.id id, (SELECT min(a.id) FROM archived_files a"
+                      " WHERE a.roll_id = r.id) f FROM rolls r WHERE r.committed_at IS NOT NULL"
+                      " AND r.log_seq IS NULL AND r.kind = 0) WHERE f > ?1 ORDER BY f LIMIT 1",
+    [R_PRELOG_COUNT] = "SELECT count(*) FROM rolls r WHERE r.committed_at IS NOT NULL"
+                       " AND r.log_seq IS NULL AND r.kind = 0 AND EXISTS (SELECT 1 FROM"
+                       " archived_files a WHERE a.roll_id = r.id)",
+    /* A committed roll as its manifest says it (bfs_catalog_roll_walk). */
+    [R_WALK_ROLL] = "SELECT claimed_at, committed_at, row_count, (SELECT coalesce(sum(i.length), 0)"
+                    " FROM archived_files a JOIN block_indexes i ON i.file_id = a.id"
+                    " WHERE a.roll_id = ?1), coalesce(base, 0) FROM rolls WHERE id = ?1"
+                    " AND committed_at IS NOT NULL AND kind = 0",
 };
 
 static int set_pragmas(sqlite3 *db, int writer)

@@ -128,6 +128,13 @@ enum wst {
     W_ERASE_HOT_DATA,
     W_ERASE_HOT_ROWS,
     W_ERASE_SETTLE,
+    W_ARCH_ADOPT,
+    W_ADOPT_LEFT,
+    W_ROLL_ADOPT,
+    W_ADOPT_DROP_IDX,
+    W_ADOPT_DROP_ARCH,
+    W_UNCOVERED_HITS,
+    W_HITS_PENDING,
     W_COUNT
 };
 
@@ -162,6 +169,9 @@ enum rst {
     R_SNAP_IDX,
     R_SNAP_NODES,
     R_SNAP_ERASURES,
+    R_PRELOG_NEXT,
+    R_PRELOG_COUNT,
+    R_WALK_ROLL,
     R_COUNT
 };
 

@@ -9,7 +9,10 @@
  * order, which is the order of cold segments in a dataset file). The roll of
  * this catalog's own pending claim is applied the same way, from the local
  * manifest file: that transaction is the roll's local commit, and also deletes
- * the claimed buffer rows after checking the index covers them exactly.
+ * the claimed buffer rows after checking the index covers them exactly. A
+ * roll this catalog committed before the log existed is put into the log by
+ * adopt.c; applying its entry stamps the rows it has (ADOPT_STAMP below)
+ * instead of inserting them again.
  */
 #include <inttypes.h>
 #include <time.h>
@@ -148,10 +151,13 @@ struct bfs_cat_apply {
     char node[BFS_NODE_MAX + 1];
     char roll_id[BFS_ROLL_ID_MAX];
     int own;         /* the roll is this catalog's pending claim */
+    int adopt;       /* ADOPT_*: the roll was committed here before the log */
     int64_t lo, hi;  /* its claimed rows */
     int64_t logged;  /* -EALREADY: the log position it was committed at (0: before the log) */
     int64_t file_id; /* the last archive inserted, or 0 */
     uint64_t file_size, file_header;
+    uint64_t file_bytes; /* the lengths of its index rows applied */
+    int file_dirty;      /* it is marked dirty already (a row of it was erased) */
     char table[BFS_NAME_MAX + 1], period[BFS_NAME_MAX + 1];
     char key[BFS_STORE_KEY_MAX + 1]; /* the last archive's */
     int64_t n_arch;
@@ -171,6 +177,17 @@ struct bfs_cat_apply {
     int ckpt;
     int idx_drop; /* this transaction dropped block_indexes' indexes (bulk_drop_locked) */
 };
+
+/* A roll committed here before the store's log (battlefs before issue 11:
+ * a rolls row with no log position, its archives at ord 0) whose entry is
+ * being applied: by its log entry, its rows here are the ones the entry's
+ * manifest was written from (adopt.c), so they stay and are stamped with the
+ * entry (ADOPT_STAMP: the archives' SHA-256, schema, codec, versions, their
+ * place at the entry's position, the rolls row's node, log position and
+ * epoch); by a checkpoint, which holds what the log made of it since (a
+ * compaction may have retired its archives, an erasure some rows), its rows
+ * are replaced by the checkpoint's (ADOPT_REPLACE). */
+enum { ADOPT_NONE = 0, ADOPT_STAMP = 1, ADOPT_REPLACE = 2 };
 
 /* In a's transaction, during bfs_catalog_bulk with drop_indexes and
  * block_indexes empty (a new catalog being loaded from the store's log):
@@ -282,6 +299,25 @@ static int roll_row_locked(struct bfs_cat_apply *a, const struct bfs_log_roll *r
     return rc == SQLITE_OK ? 0 : sql_fail(a->cat->w, rc, "add a roll");
 }
 
+/* In the transaction: the roll being applied was committed here before the
+ * log (see ADOPT_*). Its rolls row stays (the end stamps it); by a
+ * checkpoint, its archives and index rows go: the checkpoint's come. */
+static int adopt_begin_locked(struct bfs_cat_apply *a)
+{
+    a->adopt = a->ckpt ? ADOPT_REPLACE : ADOPT_STAMP;
+    if (a->adopt == ADOPT_STAMP)
+        return 0;
+    static const enum wst drop[] = {W_ADOPT_DROP_IDX, W_ADOPT_DROP_ARCH};
+    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) {
+        sqlite3_stmt *st = a->cat->ws[drop[i]];
+        bind_text(st, 1, a->roll_id);
+        int rc = run(st);
+        if (rc != SQLITE_OK)
+            return sql_fail(a->cat->w, rc, "replace the rows of a roll from before the log");
+    }
+    return 0;
+}
+
 /* In the transaction: start applying the valid roll r (a's roll before is
  * forgotten): its rolls row, unless it is the pending claim (own: committed
  * at its end). 0, -EALREADY (committed here already: nothing done), -errno. */
@@ -294,9 +330,11 @@ static int roll_begin_locked(struct bfs_cat_apply *a, const struct bfs_log_roll 
     a->r.node = a->node;
     a->r.roll_id = a->roll_id;
     a->own = 0;
+    a->adopt = ADOPT_NONE;
     a->lo = a->hi = a->logged = 0;
     a->file_id = 0;
-    a->file_size = a->file_header = 0;
+    a->file_size = a->file_header = a->file_bytes = 0;
+    a->file_dirty = 0;
     a->table[0] = a->period[0] = '\0';
     a->n_arch = 0;
     a->bytes = a->n_index = 0;
@@ -318,6 +356,8 @@ static int roll_begin_locked(struct bfs_cat_apply *a, const struct bfs_log_roll 
             return sql_fail(cat->w, rc, "look erasures up");
     }
     int e = roll_state_locked(a);
+    if (e == -EALREADY && a->logged == 0 && r->kind == BFS_LOG_ROLL)
+        return adopt_begin_locked(a);
     if (e < 0 || a->own)
         return e;
     return roll_row_locked(a, r, 0);
@@ -351,7 +391,7 @@ int bfs_catalog_apply_begin(struct bfs_catalog *cat, const struct bfs_log_roll *
     }
     if (e == 0)
         e = roll_begin_locked(a, r);
-    if (e == 0 && r->kind == BFS_LOG_ROLL && !a->own)
+    if (e == 0 && r->kind == BFS_LOG_ROLL && !a->own && !a->adopt)
         e = bulk_drop_locked(a);
     if (e < 0) {
         bulk_undone(a);
@@ -448,6 +488,96 @@ sql_error:
                        sqlite3_errmsg(cat->w));
 }
 
+/* The archive's versions, space-separated, into out (cap bytes): its length
+ * (0: none). */
+static size_t versions_text(const struct bfs_manifest_archive *ar, char *out, size_t cap)
+{
+    size_t vlen = 0;
+    for (size_t i = 0; i < ar->n_versions && i < BFS_MANIFEST_VERSIONS_MAX; i++)
+        vlen += (size_t)snprintf(out + vlen, cap - vlen, "%s%s", i ? " " : "", ar->versions[i]);
+    return vlen;
+}
+
+/* In the transaction, when the last archive's index rows are all applied
+ * (the next archive, or the end of the entry): an archive of a log entry that
+ * its index rows do not cover holds bytes its writer's catalog no longer
+ * indexed (a roll from before the log adopted after an erasure of some of
+ * its rows: adopt.c writes the manifest from the rows left). It is dirty, and
+ * every erasure of its scope before the entry is pending on it until a
+ * compaction rewrites it, as after a checkpoint's load (which finds such
+ * archives at its end). An archive of a roll, an erasure, a compaction is
+ * covered, or dirty already (a row dropped). */
+static int archive_done_locked(struct bfs_cat_apply *a, struct bfs_err *err)
+{
+    if (a->ckpt || a->own || a->adopt == ADOPT_STAMP || a->file_id == 0 || a->file_dirty ||
+        a->file_size - a->file_header == a->file_bytes)
+        return 0;
+    a->file_dirty = 1;
+    sqlite3_stmt *st = a->cat->ws[W_ARCH_DIRTY];
+    sqlite3_bind_int64(st, 1, a->file_id);
+    int rc = run(st);
+    if (rc == SQLITE_OK) {
+        st = a->cat->ws[W_UNCOVERED_HITS];
+        bind_text(st, 1, a->key);
+        sqlite3_bind_int64(st, 2, a->r.seq);
+        bind_text(st, 3, a->table);
+        bind_text(st, 4, a->period);
+        rc = run(st);
+    }
+    if (rc == SQLITE_OK) {
+        st = a->cat->ws[W_HITS_PENDING];
+        bind_text(st, 1, a->key);
+        rc = run(st);
+    }
+    if (rc != SQLITE_OK)
+        return bfs_err_set(err, sql_fail(a->cat->w, rc, "mark an archive dirty"), "catalog: %s",
+                           sqlite3_errmsg(a->cat->w));
+    bfs_info("log %" PRId64 ": archive %s of roll %s: its index rows cover %" PRIu64
+             " of its %" PRIu64 " bytes after the header (rows erased before the entry was "
+             "written): rewritten by the next compaction",
+             a->r.seq, a->key, a->roll_id, a->file_bytes, a->file_size - a->file_header);
+    return 0;
+}
+
+/* ADOPT_STAMP: archive ar of the manifest is one of the roll's here (same key,
+ * size and header length): it takes what the manifest says of it and the
+ * entry's position. */
+static int adopt_archive_locked(struct bfs_cat_apply *a, const struct bfs_manifest_archive *ar,
+                                struct bfs_err *err)
+{
+    struct bfs_catalog *cat = a->cat;
+    sqlite3_stmt *st = cat->ws[W_ARCH_ADOPT];
+    char versions[BFS_MANIFEST_VERSIONS_MAX * 17];
+    size_t vlen = versions_text(ar, versions, sizeof versions);
+    bind_text(st, 1, a->roll_id);
+    bind_text(st, 2, ar->key);
+    int rc = bind_blob(st, 3, ar->sha256, sizeof ar->sha256);
+    bind_text(st, 4, ar->schema_fingerprint);
+    bind_text(st, 5, codec_text(ar->codec));
+    if (vlen > 0)
+        sqlite3_bind_text(st, 6, versions, (int)vlen, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, 6);
+    sqlite3_bind_int64(st, 7, a->r.seq);
+    sqlite3_bind_int64(st, 8, a->r.committed_at);
+    sqlite3_bind_int64(st, 9, (int64_t)ar->size);
+    sqlite3_bind_int64(st, 10, (int64_t)ar->header_length);
+    if (rc == SQLITE_OK)
+        rc = run(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_OK)
+        return bfs_err_set(err, sql_fail(cat->w, rc, "adopt an archive"), "catalog: %s",
+                           sqlite3_errmsg(cat->w));
+    if (sqlite3_changes(cat->w) != 1)
+        return bfs_err_set(err, -EINVAL,
+                           "archive %s (%" PRIu64 " bytes) is not one of roll %s here, which "
+                           "was committed before the log",
+                           ar->key, ar->size, a->roll_id);
+    a->file_id = 0; /* its index rows are here already */
+    a->n_arch++;
+    return 0;
+}
+
 int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest_archive *ar,
                               struct bfs_err *err)
 {
@@ -455,6 +585,11 @@ int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest
     if (!valid_name(ar->table) || !valid_name(ar->period) || ar->header_length > ar->size ||
         ar->size > (uint64_t)INT64_MAX || strlen(ar->key) > BFS_STORE_KEY_MAX)
         return bfs_err_set(err, -EINVAL, "archive %s: bad fields", ar->key);
+    int done = archive_done_locked(a, err);
+    if (done < 0)
+        return done;
+    if (a->adopt == ADOPT_STAMP)
+        return adopt_archive_locked(a, ar, err);
     if (a->r.kind == BFS_LOG_COMPACT) {
         if (strcmp(ar->table, a->c_table) != 0 || strcmp(ar->period, a->c_period) != 0)
             return bfs_err_set(err, -EINVAL, "archive %s: not in the compaction's partition %s/%s",
@@ -520,11 +655,8 @@ int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest
     bind_text(st, 11, codec);
     /* the versions, space-separated (NULL: none) */
     char versions[BFS_MANIFEST_VERSIONS_MAX * 17];
-    size_t vlen = 0;
-    for (size_t i = 0; i < ar->n_versions && i < BFS_MANIFEST_VERSIONS_MAX; i++)
-        vlen += (size_t)snprintf(versions + vlen, sizeof versions - vlen, "%s%s", i ? " " : "",
-                                 ar->versions[i]);
-    if (ar->n_versions > 0)
+    size_t vlen = versions_text(ar, versions, sizeof versions);
+    if (vlen > 0)
         sqlite3_bind_text(st, 12, versions, (int)vlen, SQLITE_TRANSIENT);
     else
         sqlite3_bind_null(st, 12);
@@ -544,6 +676,8 @@ int bfs_catalog_apply_archive(struct bfs_cat_apply *a, const struct bfs_manifest
     a->file_id = sqlite3_last_insert_rowid(cat->w);
     a->file_size = ar->size;
     a->file_header = ar->header_length;
+    a->file_bytes = 0;
+    a->file_dirty = 0;
     snprintf(a->key, sizeof a->key, "%s", ar->key);
     snprintf(a->table, sizeof a->table, "%s", ar->table);
     snprintf(a->period, sizeof a->period, "%s", ar->period);
@@ -582,14 +716,16 @@ static int knows_locked(struct bfs_catalog *cat, const struct bfs_manifest_archi
 
 int bfs_catalog_apply_knows(struct bfs_cat_apply *a, const struct bfs_manifest_archive *ar)
 {
+    if (a->adopt == ADOPT_STAMP)
+        return 1; /* nothing is inserted */
     return knows_locked(a->cat, ar);
 }
 
 int bfs_catalog_apply_index(struct bfs_cat_apply *a, const struct bfs_manifest_index *x,
                             struct bfs_err *err)
 {
-    if (a->voided)
-        return 0;
+    if (a->voided || (a->adopt == ADOPT_STAMP && a->n_arch > 0))
+        return 0; /* a void compaction's; an adopted roll's: here already */
     if (a->file_id == 0)
         return bfs_err_set(err, -EINVAL, "an index row before any archive");
     /* x->dataset was checked by the manifest's reader (manifest.c) */
@@ -627,6 +763,7 @@ int bfs_catalog_apply_index(struct bfs_cat_apply *a, const struct bfs_manifest_i
                      ": not applied",
                      a->r.seq, x->dataset, a->table, a->period, a->key, eseq);
             a->dropped += x->length;
+            a->file_dirty = 1;
             return 0;
         }
     }
@@ -644,6 +781,7 @@ int bfs_catalog_apply_index(struct bfs_cat_apply *a, const struct bfs_manifest_i
         return bfs_err_set(err, sql_fail(a->cat->w, rc, "add an index row"), "catalog: %s",
                            sqlite3_errmsg(a->cat->w));
     a->bytes += x->length;
+    a->file_bytes += x->length;
     a->n_index++;
     return 0;
 }
@@ -659,11 +797,61 @@ static int end_tx(struct bfs_catalog *cat, struct wtx *tx, int rc)
 /* In the transaction: the end of a roll's rows. An own roll's commit (the
  * index covers the claim exactly; the claimed rows go; the roll is committed
  * at its log position); the index holds the roll's bytes. */
-static int roll_end_locked(struct bfs_cat_apply *a, struct bfs_err *err)
+/* In the transaction: the end of a roll committed here before the log (see
+ * ADOPT_*): stamped with its entry (ADOPT_STAMP: every archive of it here was
+ * named by the manifest). */
+static int adopt_end_locked(struct bfs_cat_apply *a, struct bfs_err *err)
 {
     struct bfs_catalog *cat = a->cat;
     sqlite3_stmt *st;
     int rc;
+    if (a->adopt == ADOPT_STAMP) {
+        st = cat->ws[W_ADOPT_LEFT];
+        bind_text(st, 1, a->roll_id);
+        sqlite3_bind_int64(st, 2, a->r.seq);
+        rc = sqlite3_step(st);
+        int64_t left = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW)
+            goto sql_error;
+        if (left != 0)
+            return bfs_err_set(err, -EINVAL,
+                               "roll %s (committed here before the log): %" PRId64
+                               " of its archives here are not in the entry's manifest",
+                               a->roll_id, left);
+    }
+    st = cat->ws[W_ROLL_ADOPT];
+    bind_text(st, 1, a->roll_id);
+    sqlite3_bind_int64(st, 2, a->r.committed_at);
+    bind_text(st, 3, a->node);
+    sqlite3_bind_int64(st, 4, a->r.seq);
+    sqlite3_bind_int64(st, 5, a->r.epoch);
+    sqlite3_bind_int64(st, 6, a->r.base);
+    sqlite3_bind_int64(st, 7, (int64_t)a->r.rows);
+    sqlite3_bind_int64(st, 8, (int64_t)a->r.bytes);
+    rc = run(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_OK)
+        goto sql_error;
+    if (sqlite3_changes(cat->w) != 1)
+        return bfs_err_set(err, -EIO, "roll %s: its rolls row changed", a->roll_id);
+    return 0;
+sql_error:
+    return bfs_err_set(err, sql_fail(cat->w, rc, "adopt a roll"), "catalog: %s",
+                       sqlite3_errmsg(cat->w));
+}
+
+static int roll_end_locked(struct bfs_cat_apply *a, struct bfs_err *err)
+{
+    struct bfs_catalog *cat = a->cat;
+    sqlite3_stmt *st;
+    int rc = archive_done_locked(a, err);
+    if (rc < 0)
+        return rc;
+    if (a->adopt && (rc = adopt_end_locked(a, err)) < 0)
+        return rc;
+    if (a->adopt == ADOPT_STAMP)
+        return 0; /* its rows are the ones here (an erasure since the manifest: fewer) */
     if (a->own) {
         st = cat->ws[W_ROLL_CHECK];
         bind_text(st, 1, a->roll_id);
@@ -746,7 +934,10 @@ int bfs_catalog_apply_end(struct bfs_cat_apply *a, int rc, int *own, struct bfs_
     if (rc != 0) /* rolled back */
         bulk_undone(a);
     if (own)
-        *own = rc == 0 && a->own;
+        *own = rc != 0    ? BFS_APPLIED
+               : a->own   ? BFS_APPLIED_OWN
+               : a->adopt ? BFS_APPLIED_ADOPTED
+                          : BFS_APPLIED;
     free(a);
     return rc;
 }
@@ -781,9 +972,12 @@ static int snap_index(struct rconn *c, int64_t file_id, const struct bfs_checkpo
     return e;
 }
 
-/* The archives of roll_id, each with its index rows. */
+/* The archives of roll_id, each with its index rows (unless v->index is
+ * NULL). strict: an archive without its SHA-256, schema or codec (one
+ * committed before the log) is an error; else it comes with
+ * schema_fingerprint NULL. */
 static int snap_archives(struct rconn *c, const char *roll_id,
-                         const struct bfs_checkpoint_visitor *v)
+                         const struct bfs_checkpoint_visitor *v, int strict)
 {
     sqlite3_stmt *st = c->st[R_SNAP_ARCH];
     bind_text(st, 1, roll_id);
@@ -800,15 +994,19 @@ static int snap_archives(struct rconn *c, const char *roll_id,
         const void *sha = sqlite3_column_blob(st, 6);
         int sha_len = sqlite3_column_bytes(st, 6);
         const char *codec = (const char *)sqlite3_column_text(st, 8);
-        if (!a.key || !a.table || !a.period || !a.schema_fingerprint || !sha ||
-            sha_len != (int)sizeof a.sha256 || !codec || codec_from_text(codec, &a.codec) < 0) {
+        int known = a.schema_fingerprint && sha && sha_len == (int)sizeof a.sha256 && codec &&
+                    codec_from_text(codec, &a.codec) == 0;
+        if (!a.key || !a.table || !a.period || (strict && !known)) {
             bfs_error("catalog: archive %s of roll %s lacks what a checkpoint holds "
                       "(SHA-256, schema, codec)",
                       a.key ? a.key : "?", roll_id);
             e = -EIO;
             break;
         }
-        memcpy(a.sha256, sha, sizeof a.sha256);
+        if (known)
+            memcpy(a.sha256, sha, sizeof a.sha256);
+        else
+            a.schema_fingerprint = NULL;
         /* the versions: 16 hex digits each, space-separated */
         const char *vs = (const char *)sqlite3_column_text(st, 9);
         char fps[BFS_MANIFEST_VERSIONS_MAX][17];
@@ -826,7 +1024,7 @@ static int snap_archives(struct rconn *c, const char *roll_id,
         a.versions = (const char(*)[17])fps;
         if (e == 0 && v->archive)
             e = v->archive(v->ctx, &a);
-        if (e == 0)
+        if (e == 0 && v->index)
             e = snap_index(c, sqlite3_column_int64(st, 0), v);
     }
     if (e == 0 && rc != SQLITE_DONE)
@@ -908,7 +1106,7 @@ static int snap_walk(struct rconn *c, int64_t upto, const struct bfs_checkpoint_
             e = v->roll(v->ctx, &r, seq, sqlite3_column_int64(st, 6), sqlite3_column_int64(st, 7));
         }
         if (e == 0)
-            e = snap_archives(c, r.roll_id, v);
+            e = snap_archives(c, r.roll_id, v, 1);
     }
     if (e == 0 && rc != SQLITE_DONE)
         e = sql_fail(c->db, rc, "snapshot: read rolls");
@@ -938,38 +1136,127 @@ static int snap_walk(struct rconn *c, int64_t upto, const struct bfs_checkpoint_
     return e;
 }
 
-int bfs_catalog_snapshot(struct bfs_catalog *cat, int64_t upto,
-                         const struct bfs_checkpoint_visitor *v)
+/* fn(c, arg) in one read transaction on a connection of the pool: what it
+ * reads is of one state of the catalog. what names it in messages. */
+static int in_read_tx(struct bfs_catalog *cat, const char *what,
+                      int (*fn)(struct rconn *c, void *arg), void *arg)
 {
     struct rconn *c;
     int e = bfs_cat_racquire(cat, &c);
     if (e < 0)
         return e;
-    /* One read transaction: the snapshot starts at its first read, the
-     * ledger row, so log_pos and every row walked are of one state. */
     int rc = run(c->st[R_BEGIN]);
     if (rc != SQLITE_OK) {
-        e = sql_fail(c->db, rc, "snapshot: begin");
-        goto out;
+        bfs_error("catalog: %s: begin: %s", what, sqlite3_errmsg(c->db));
+        e = sql_errno(rc);
+    } else if ((e = fn(c, arg)) == 0 && (rc = run(c->st[R_COMMIT])) != SQLITE_OK) {
+        bfs_error("catalog: %s: end: %s", what, sqlite3_errmsg(c->db));
+        e = sql_errno(rc);
     }
-    sqlite3_stmt *st = c->st[R_LEDGER];
-    rc = sqlite3_step(st);
-    int64_t pos = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW) {
-        e = rc == SQLITE_DONE ? -EIO : sql_fail(c->db, rc, "snapshot: read the ledger");
-        goto out;
-    }
-    if (pos != upto) {
-        e = -ESTALE;
-        goto out;
-    }
-    e = snap_walk(c, upto, v);
-    if (e == 0 && (rc = run(c->st[R_COMMIT])) != SQLITE_OK)
-        e = sql_fail(c->db, rc, "snapshot: end");
-out:
     bfs_cat_rrelease(cat, c); /* ends the read transaction if it is still open */
     return e;
+}
+
+struct snap_args {
+    int64_t upto;
+    const struct bfs_checkpoint_visitor *v;
+};
+
+/* The snapshot starts at its first read, the ledger row, so log_pos and
+ * every row walked are of one state. */
+static int snap_at(struct rconn *c, void *arg)
+{
+    const struct snap_args *a = arg;
+    sqlite3_stmt *st = c->st[R_LEDGER];
+    int rc = sqlite3_step(st);
+    int64_t pos = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW)
+        return rc == SQLITE_DONE ? -EIO : sql_fail(c->db, rc, "snapshot: read the ledger");
+    return pos != a->upto ? -ESTALE : snap_walk(c, a->upto, a->v);
+}
+
+int bfs_catalog_snapshot(struct bfs_catalog *cat, int64_t upto,
+                         const struct bfs_checkpoint_visitor *v)
+{
+    struct snap_args a = {upto, v};
+    return in_read_tx(cat, "snapshot", snap_at, &a);
+}
+
+int bfs_catalog_prelog_next(struct bfs_catalog *cat, int64_t *after, char roll_id[BFS_ROLL_ID_MAX],
+                            uint64_t *left)
+{
+    struct rconn *c;
+    int e = bfs_cat_racquire(cat, &c);
+    if (e < 0)
+        return e;
+    sqlite3_stmt *st = c->st[R_PRELOG_COUNT];
+    int rc = SQLITE_ROW;
+    if (left) {
+        rc = sqlite3_step(st);
+        *left = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+        sqlite3_reset(st);
+    }
+    if (rc != SQLITE_ROW) {
+        e = sql_fail(c->db, rc, "count the rolls from before the log");
+        goto out;
+    }
+    st = c->st[R_PRELOG_NEXT];
+    sqlite3_bind_int64(st, 1, *after);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        if (!id || strlen(id) >= BFS_ROLL_ID_MAX) {
+            bfs_error("catalog: a roll from before the log has a bad id");
+            e = -EIO;
+        } else {
+            snprintf(roll_id, BFS_ROLL_ID_MAX, "%s", id);
+            *after = sqlite3_column_int64(st, 1);
+        }
+    } else {
+        e = rc == SQLITE_DONE ? -ENOENT : sql_fail(c->db, rc, "find a roll from before the log");
+    }
+    sqlite3_reset(st);
+out:
+    bfs_cat_rrelease(cat, c);
+    return e;
+}
+
+struct walk_args {
+    const char *roll_id;
+    const struct bfs_checkpoint_visitor *v;
+};
+
+/* In one read transaction: the Roll's bytes are the rows walked. */
+static int walk_roll(struct rconn *c, void *arg)
+{
+    const struct walk_args *w = arg;
+    sqlite3_stmt *st = c->st[R_WALK_ROLL];
+    bind_text(st, 1, w->roll_id);
+    int rc = sqlite3_step(st);
+    struct bfs_manifest_roll r = {.roll_id = w->roll_id};
+    int64_t committed_at = 0;
+    int e = 0;
+    if (rc == SQLITE_ROW) {
+        r.claimed_at = sqlite3_column_int64(st, 0);
+        committed_at = sqlite3_column_int64(st, 1);
+        r.rows = sqlite3_column_int64(st, 2);
+        r.bytes = sqlite3_column_int64(st, 3);
+        r.base = sqlite3_column_int64(st, 4);
+    } else {
+        e = rc == SQLITE_DONE ? -ENOENT : sql_fail(c->db, rc, "roll walk: read the roll");
+    }
+    sqlite3_reset(st);
+    if (e == 0 && w->v->roll)
+        e = w->v->roll(w->v->ctx, &r, 0, 0, committed_at);
+    return e == 0 ? snap_archives(c, w->roll_id, w->v, 0) : e;
+}
+
+int bfs_catalog_roll_walk(struct bfs_catalog *cat, const char *roll_id,
+                          const struct bfs_checkpoint_visitor *v)
+{
+    struct walk_args w = {roll_id, v};
+    return in_read_tx(cat, "roll walk", walk_roll, &w);
 }
 
 /* A checkpoint being loaded: one write transaction (a.tx), each roll
@@ -977,7 +1264,6 @@ out:
 struct bfs_cat_ckpt {
     struct bfs_cat_apply a;
     int in_roll;      /* a holds a roll whose rows are being loaded */
-    int skip;         /* that roll was committed here before the log: its rows are here */
     int nodes;        /* node entries began */
     int64_t last_seq; /* of the last roll (0: none yet) */
     int failed;       /* the first call that failed: the end rolls back */
@@ -991,14 +1277,13 @@ static int ckpt_failed(struct bfs_cat_ckpt *c, int e)
 }
 
 /* In the transaction: the end of the roll being loaded, as the end of its
- * log entry, applied or skipped (without the log position: the checkpoint's
- * end sets it). */
+ * log entry (without the log position: the checkpoint's end sets it). */
 static int ckpt_close_roll(struct bfs_cat_ckpt *c, struct bfs_err *err)
 {
     if (!c->in_roll)
         return 0;
     c->in_roll = 0;
-    int e = c->skip ? 0 : roll_end_locked(&c->a, err);
+    int e = roll_end_locked(&c->a, err);
     if (e == 0 && (e = raise_epoch(c->a.cat, c->a.node, c->a.r.epoch)) < 0)
         bfs_err_set(err, e, "catalog: record a node's epoch");
     return e;
@@ -1058,18 +1343,15 @@ static int ckpt_entry(struct bfs_cat_ckpt *c, const struct bfs_log_roll *lr, str
         return ckpt_failed(c, bfs_err_set(err, -EINVAL,
                                           "checkpoint: roll %s at %" PRId64 ": bad fields",
                                           r->roll_id, seq));
-    c->skip = 0;
     e = roll_begin_locked(&c->a, lr);
-    if (e == -EALREADY && c->a.logged) {
+    if (e == -EALREADY) {
         e = bfs_err_set(err, -EINVAL,
                         "checkpoint: roll %s at %" PRId64 " is the roll at %" PRId64 " again",
                         r->roll_id, seq, c->a.logged);
-    } else if (e == -EALREADY) {
-        /* As the log apply does: the rows are here, the roll is skipped. */
-        bfs_info("checkpoint: roll %s at %" PRId64 " is already committed here: skipped",
+    } else if (e == 0 && c->a.adopt) {
+        bfs_info("checkpoint: roll %s at %" PRId64 " was committed here before the log: "
+                 "adopted, its rows are the checkpoint's",
                  r->roll_id, seq);
-        c->skip = 1;
-        e = 0;
     } else if (e < 0) {
         bfs_err_set(err, e, "checkpoint: roll %s at %" PRId64 ": %s", r->roll_id, seq,
                     strerror(-e));
@@ -1188,7 +1470,7 @@ int bfs_catalog_ckpt_archive(struct bfs_cat_ckpt *c, const struct bfs_manifest_a
     if (!c->in_roll)
         return ckpt_failed(
             c, bfs_err_set(err, -EINVAL, "checkpoint: archive %s outside a roll", a->key));
-    return c->skip ? 0 : ckpt_failed(c, bfs_catalog_apply_archive(&c->a, a, err));
+    return ckpt_failed(c, bfs_catalog_apply_archive(&c->a, a, err));
 }
 
 int bfs_catalog_ckpt_knows(struct bfs_cat_ckpt *c, const struct bfs_manifest_archive *ar)
@@ -1204,7 +1486,7 @@ int bfs_catalog_ckpt_index(struct bfs_cat_ckpt *c, const struct bfs_manifest_ind
     if (!c->in_roll)
         return ckpt_failed(
             c, bfs_err_set(err, -EINVAL, "checkpoint: index row of %s outside a roll", x->dataset));
-    return c->skip ? 0 : ckpt_failed(c, bfs_catalog_apply_index(&c->a, x, err));
+    return ckpt_failed(c, bfs_catalog_apply_index(&c->a, x, err));
 }
 
 int bfs_catalog_ckpt_node(struct bfs_cat_ckpt *c, const char *node, int64_t epoch,

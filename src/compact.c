@@ -83,12 +83,11 @@ const char *bfs_compact_step_name(enum bfs_compact_step step)
 
 int bfs_compact_step_parse(const char *name, enum bfs_compact_step *out)
 {
-    for (int i = 0; i < BFS_COMPACT_STEPS; i++)
-        if (strcmp(name, STEP_NAMES[i]) == 0) {
-            *out = (enum bfs_compact_step)i;
-            return 0;
-        }
-    return -EINVAL;
+    int i = bfs_name_index(STEP_NAMES, BFS_COMPACT_STEPS, name);
+    if (i < 0)
+        return -EINVAL;
+    *out = (enum bfs_compact_step)i;
+    return 0;
 }
 
 static int fault(const struct bfs_compact_deps *d, enum bfs_compact_step step, const char *id)

@@ -143,27 +143,11 @@ static int cmp_rows(const void *a, const void *b)
 /* The SHA-256 pass: 0 (with the digest), or -errno (reported). */
 static int hash_archive(struct fsck *f, uint64_t size, uint8_t sha[32])
 {
-    struct bfs_sha256 h;
-    int rc = bfs_sha256_init(&h);
+    struct bfs_err e;
+    int rc = bfs_store_fetch(f->st, f->key, size, f->buf, CHUNK, -1, sha, &e);
     if (rc < 0)
-        return rc;
-    for (uint64_t off = 0; off < size && rc == 0;) {
-        size_t n = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
-        struct bfs_err e;
-        rc = bfs_store_get_range(f->st, f->key, off, n, f->buf, &e);
-        if (rc < 0) {
-            problem(f, "archive %s: cannot read bytes [%" PRIu64 ", %" PRIu64 "): %s%s%s", f->key,
-                    off, off + n, strerror(-rc), e.msg[0] ? ": " : "", e.msg);
-            break;
-        }
-        bfs_sha256_update(&h, f->buf, n);
-        off += n;
-    }
-    if (rc < 0) {
-        bfs_sha256_discard(&h);
-        return rc;
-    }
-    return bfs_sha256_final(&h, sha);
+        problem(f, "archive %s: cannot read %s (%s)", f->key, e.msg, strerror(-rc));
+    return rc;
 }
 
 /* The blocks of one index row (buf[0..len), the row's bytes): count, size,

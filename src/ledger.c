@@ -37,7 +37,9 @@
  * the partitions this mount does not have (from the header of the first
  * archive, so the header bytes are the writer's), and once more to insert its
  * rows in one catalog transaction (bfs_catalog_apply_*). The writer's own roll
- * is applied from its local manifest file: that is its local commit.
+ * is applied from its local manifest file: that is its local commit. An entry
+ * of a roll this catalog committed before the log existed (adopt.h) stamps
+ * the rows it has instead of inserting them (bfs_catalog_apply_begin).
  *
  * Threads and locks. mu serialises the log: refresh, commit, fence, and the
  * acquire. lease_mu guards the lease state (etag, epoch, valid_until) and is
@@ -590,30 +592,11 @@ static int fetch_fd(struct bfs_ledger *l, const char *key, uint64_t size, const 
     if (fd < 0)
         return bfs_err_set(err, -errno, "temporary file in %s: %s", l->work_dir, strerror(errno));
     uint8_t *buf = malloc(FETCH_CHUNK);
-    struct bfs_sha256 sha;
-    int rc = buf ? bfs_sha256_init(&sha) : -ENOMEM;
-    if (rc < 0) {
-        free(buf);
-        close(fd);
-        return bfs_err_set(err, rc, "manifest %s: %s", key, strerror(-rc));
-    }
-    for (uint64_t off = 0; rc == 0 && off < size;) {
-        uint64_t n = size - off < FETCH_CHUNK ? size - off : FETCH_CHUNK;
-        rc = bfs_store_get_range(l->d.store, key, off, n, buf, err);
-        if (rc < 0) {
-            bfs_err_prefix(err, "manifest %s", key);
-            break;
-        }
-        bfs_sha256_update(&sha, buf, (size_t)n);
-        if ((rc = bfs_write_all(fd, buf, (size_t)n)) < 0)
-            bfs_err_set(err, rc, "manifest %s: write: %s", key, strerror(-rc));
-        off += n;
-    }
     uint8_t digest[32];
-    if (rc == 0 && (rc = bfs_sha256_final(&sha, digest)) < 0)
-        bfs_err_set(err, rc, "manifest %s: SHA-256", key);
-    else if (rc < 0)
-        bfs_sha256_discard(&sha);
+    int rc = buf ? bfs_store_fetch(l->d.store, key, size, buf, FETCH_CHUNK, fd, digest, err)
+                 : bfs_err_set(err, -ENOMEM, "out of memory");
+    if (rc < 0)
+        bfs_err_prefix(err, "manifest %s", key);
     free(buf);
     if (rc == 0) {
         char hex[65];
@@ -1101,7 +1084,7 @@ static int apply_pass(struct bfs_ledger *l, int fd, struct apply *p, struct bfs_
         rc = bfs_err_set(err, -EIO, "manifest %s has no Roll or Compact entry", e->manifest);
     if (!p->a)
         return rc;
-    int own = 0;
+    int own = BFS_APPLIED;
     int voided = bfs_catalog_apply_void(p->a);
     rc = bfs_catalog_apply_end(p->a, rc, &own, err);
     p->a = NULL;
@@ -1120,6 +1103,15 @@ static int apply_pass(struct bfs_ledger *l, int fd, struct apply *p, struct bfs_
                 "retired, %zu written)",
                 p->seq, voided ? "void" : "applied", e->roll_id, s->compact.table,
                 s->compact.period, e->node, p->n_retired, p->n_keys - p->n_retired);
+    } else if (own == BFS_APPLIED_ADOPTED) {
+        bfs_stats_add(l->d.stats, rolls_adopted, 1);
+        uint_fast64_t left = atomic_load(&l->d.stats->rolls_unadopted);
+        while (left > 0 &&
+               !atomic_compare_exchange_weak(&l->d.stats->rolls_unadopted, &left, left - 1))
+            ;
+        bfs_info("log %" PRId64 ": adopted roll %s, committed here before the log (%" PRId64
+                 " rows, %" PRId64 " bytes): in the store's log now (entry of node %s)",
+                 p->seq, e->roll_id, s->roll.rows, s->roll.bytes, e->node);
     } else {
         bfs_log(own || strcmp(e->node, l->node) ? BFS_LOG_INFO : BFS_LOG_DEBUG,
                 "log %" PRId64 ": %s roll %s of node %s (%" PRId64 " rows, %" PRId64 " bytes)",
@@ -1735,11 +1727,12 @@ static char *roll_text(struct bfs_ledger *l, const struct bfs_ledger_roll *r)
 {
     char hex[65];
     bfs_hex(r->sha256, 32, hex);
-    json_t *j = json_pack("{s:i, s:s, s:s, s:I, s:s, s:s, s:I, s:s, s:I}", "battlefs_log", 1,
-                          "type", r->compact ? "compact" : "roll", "node", l->node, "epoch",
-                          (json_int_t)my_epoch(l), r->compact ? "compact_id" : "roll_id",
-                          r->roll_id, "manifest", r->manifest_key, "size", (json_int_t)r->size,
-                          "sha256", hex, "committed_at", (json_int_t)time(NULL));
+    json_t *j =
+        json_pack("{s:i, s:s, s:s, s:I, s:s, s:s, s:I, s:s, s:I}", "battlefs_log", 1, "type",
+                  r->compact ? "compact" : "roll", "node", l->node, "epoch",
+                  (json_int_t)my_epoch(l), r->compact ? "compact_id" : "roll_id", r->roll_id,
+                  "manifest", r->manifest_key, "size", (json_int_t)r->size, "sha256", hex,
+                  "committed_at", (json_int_t)(r->committed_at ? r->committed_at : time(NULL)));
     return j ? json_text(j) : NULL;
 }
 
@@ -1819,11 +1812,17 @@ int bfs_ledger_commit(struct bfs_ledger *l, const struct bfs_ledger_roll *r, str
             bfs_err_set(err, rc, "look roll %s up: %s", r->roll_id, strerror(-rc));
             break;
         }
-        if (rc == 1) {
+        /* An adopted roll is committed here from the start: it is done
+         * once the log holds it (a position). */
+        if (rc == 1 && (seq > 0 || !r->adopt)) {
             rc = 0;
             if (seq > 0 && seq % BFS_LEDGER_CHECKPOINT_EVERY == 0)
                 write_checkpoint_locked(l);
             break; /* in the log and applied: committed */
+        }
+        if (rc == 0 && r->adopt) {
+            rc = bfs_err_set(err, -ENOENT, "roll %s is not committed here", r->roll_id);
+            break;
         }
         int64_t pos;
         if ((rc = prepare_put_locked(l, &pos, err)) < 0)

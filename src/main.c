@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "battlefs/adopt.h"
 #include "battlefs/battlefs.h"
 #include "battlefs/cache.h"
 #include "battlefs/catalog.h"
@@ -56,6 +57,47 @@ static int compact_fault_hook(void *arg, enum bfs_compact_step step, const char 
     bfs_info("fault injection: compaction %s: _exit(99) at %s", id, bfs_compact_step_name(step));
     fflush(stderr);
     _exit(99);
+}
+
+/* The adoption's (-o fault=adopt:STEP): _exit(99) at the step. */
+static int adopt_fault_hook(void *arg, enum bfs_adopt_step step, const char *roll_id)
+{
+    const enum bfs_adopt_step *want = arg;
+    if (step != *want)
+        return 0;
+    bfs_info("fault injection: adoption of roll %s: _exit(99) at %s", roll_id,
+             bfs_adopt_step_name(step));
+    fflush(stderr);
+    _exit(99);
+}
+
+/* The rolls this catalog committed before the store's log go into it (a
+ * writer, after ledger_mount took the lease and read the log, before the
+ * roller and the compactor start and before the mount serves: adopting a
+ * roll moves its archives from before the log's to its log position in
+ * dataset files, which no open file may see; design.md, "Rolls from before
+ * the log"). A failure (the store, the lease) leaves the rest for the next
+ * mount; it does not stop this one. */
+static void adopt_at_mount(struct bfs_ctx *ctx)
+{
+    struct bfs_adopt_deps ad = {
+        .cat = ctx->cat,
+        .store = ctx->store,
+        .ledger = ctx->ledger,
+        .stats = &ctx->stats,
+        .errors = &ctx->errors,
+        .node = ctx->opt.node,
+        .work_dir = ctx->work_dir,
+    };
+    if (bfs_options_adopt_fault(&ctx->opt, &ctx->adopt_fault) == 0) {
+        ad.fault = adopt_fault_hook;
+        ad.fault_arg = &ctx->adopt_fault;
+    }
+    struct bfs_err err;
+    int rc = bfs_adopt_run(&ad, &err);
+    if (rc < 0)
+        bfs_warn("rolls from before the store's log: %s (the rest is adopted at the next mount)",
+                 err.msg[0] ? err.msg : strerror(-rc));
 }
 
 /* The packer's (-o fault=pack:mid|after-commit): _exit(99) at that step of
@@ -345,6 +387,7 @@ static int ctx_open_modules(struct bfs_ctx *ctx, struct roll_fault *fault, int s
     ctx->reader.pack_arg = ctx->packer;
     ctx->roll.pack = roll_pack;
     ctx->roll.pack_arg = ctx->packer;
+    adopt_at_mount(ctx);
     rc = bfs_roller_recover(&ctx->roll);
     if (rc < 0) {
         /* Not fatal: the data stays claimed and hot-readable; the roller retries. */

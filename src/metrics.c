@@ -133,6 +133,8 @@ int bfs_metrics_render(struct bfs_stats *s, const struct bfs_metrics_gauges *g, 
          "Objects deleted from the store (retired by compactions) since mount."},
         {"rows_packed_total", &s->rows_packed,
          "Hot uploads compressed after their close (deflate partitions) since mount."},
+        {"rolls_adopted_total", &s->rolls_adopted,
+         "Rolls committed before the store's log existed, put into it since mount."},
     };
     pthread_mutex_lock(&s->lock);
     int roll_err = s->has_roll_error, refresh_err = s->has_refresh_error;
@@ -161,6 +163,9 @@ int bfs_metrics_render(struct bfs_stats *s, const struct bfs_metrics_gauges *g, 
         {"read_only", s->read_only ? 1 : 0, "1 for a read-only replica (-o ro)."},
         {"erasures_pending", (double)atomic_load(&s->erasures_pending),
          "Erasures whose bytes are hidden but not yet removed from every file."},
+        {"rolls_unadopted", (double)atomic_load(&s->rolls_unadopted),
+         "Rolls committed here before the store's log existed, not in it yet (adopted at "
+         "mount)."},
         {"last_roll_failed", roll_err, "1 when the last roll failed (reason in .battlefs/stats)."},
         {"last_refresh_failed", refresh_err, "1 when the last read of the store's log failed."},
     };

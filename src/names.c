@@ -92,3 +92,11 @@ void bfs_utc_timestamp(char out[21])
     gmtime_r(&now, &tm);
     strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
+
+int bfs_name_index(const char *const *names, unsigned n, const char *name)
+{
+    for (unsigned i = 0; name && i < n; i++)
+        if (strcmp(name, names[i]) == 0)
+            return (int)i;
+    return -1;
+}

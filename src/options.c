@@ -306,6 +306,13 @@ int bfs_options_compact_fault(const struct bfs_options *o, enum bfs_compact_step
     return bfs_compact_step_parse(o->fault + 8, step) == 0 ? 0 : -ENOENT;
 }
 
+int bfs_options_adopt_fault(const struct bfs_options *o, enum bfs_adopt_step *step)
+{
+    if (!o->fault || strncmp(o->fault, "adopt:", 6) != 0)
+        return -ENOENT;
+    return bfs_adopt_step_parse(o->fault + 6, step) == 0 ? 0 : -ENOENT;
+}
+
 int bfs_options_pack_fault(const struct bfs_options *o)
 {
     for (int i = 0; o->fault && i < 3; i++)
@@ -319,9 +326,12 @@ static int check_fault(struct report *rep, const char *f)
 #ifdef BFS_FAULT_INJECTION
     enum bfs_roll_step step;
     enum bfs_compact_step cstep;
+    enum bfs_adopt_step astep;
     if (roll_fault_of(f, &step) == 0)
         return 0;
     if (strncmp(f, "compact:", 8) == 0 && bfs_compact_step_parse(f + 8, &cstep) == 0)
+        return 0;
+    if (strncmp(f, "adopt:", 6) == 0 && bfs_adopt_step_parse(f + 6, &astep) == 0)
         return 0;
     for (size_t i = 0; i < sizeof fs_faults / sizeof fs_faults[0]; i++)
         if (strcmp(f, fs_faults[i]) == 0)
@@ -329,7 +339,7 @@ static int check_fault(struct report *rep, const char *f)
     for (size_t i = 0; i < sizeof pack_faults / sizeof pack_faults[0]; i++)
         if (strcmp(f, pack_faults[i]) == 0)
             return 0;
-    char known[512] = "";
+    char known[768] = "";
     size_t n = 0;
     for (int i = 0; i < BFS_ROLL_STEPS; i++)
         n += (size_t)snprintf(known + n, sizeof known - n, "%s, ",
@@ -337,6 +347,9 @@ static int check_fault(struct report *rep, const char *f)
     for (int i = 0; i < BFS_COMPACT_STEPS; i++)
         n += (size_t)snprintf(known + n, sizeof known - n, "compact:%s, ",
                               bfs_compact_step_name((enum bfs_compact_step)i));
+    for (int i = 0; i < BFS_ADOPT_STEPS; i++)
+        n += (size_t)snprintf(known + n, sizeof known - n, "adopt:%s, ",
+                              bfs_adopt_step_name((enum bfs_adopt_step)i));
     snprintf(known + n, sizeof known - n, "%s, %s, %s, %s, %s", fs_faults[0], fs_faults[1],
              pack_faults[0], pack_faults[1], pack_faults[2]);
     bad(rep, "unknown -o fault=%s (%s)", f, known);

@@ -160,12 +160,11 @@ const char *bfs_roll_step_name(enum bfs_roll_step step)
 
 int bfs_roll_step_parse(const char *name, enum bfs_roll_step *out)
 {
-    for (unsigned i = 0; name && i < BFS_ROLL_STEPS; i++)
-        if (strcmp(name, step_names[i]) == 0) {
-            *out = (enum bfs_roll_step)i;
-            return 0;
-        }
-    return -EINVAL;
+    int i = bfs_name_index(step_names, BFS_ROLL_STEPS, name);
+    if (i < 0)
+        return -EINVAL;
+    *out = (enum bfs_roll_step)i;
+    return 0;
 }
 
 /* Call the deps' fault hook at step: 0 to go on, else its error. */

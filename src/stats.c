@@ -96,15 +96,17 @@ int bfs_stats_json(struct bfs_stats *s, const struct bfs_catalog_counts *c, stru
         "\"store_put_requests\": %llu, \"store_put_bytes\": %llu, \"cache_hits\": %llu, "
         "\"cache_misses\": %llu, \"manifests_loaded\": %llu, \"refreshes\": %llu, "
         "\"log_position\": %lld, \"compactions\": %llu, \"erasures_pending\": %llu, "
-        "\"store_deletes\": %llu, \"rows_packed\": %llu, \"pack_pending\": %llu, "
+        "\"store_deletes\": %llu, \"rolls_adopted\": %llu, \"rolls_unadopted\": %llu, "
+        "\"rows_packed\": %llu, \"pack_pending\": %llu, "
         "\"wal_restarts\": %llu, \"wal_inline_checkpoints\": %llu, \"fenced\": %s, \"read_only\": "
         "%s, \"node\": ",
         (unsigned long long)c->archived_files, U(store_get_requests), U(store_get_bytes),
         U(store_put_requests), U(store_put_bytes), U(cache_hits), U(cache_misses),
         U(manifests_loaded), U(refreshes), (long long)atomic_load(&s->log_position), U(compactions),
-        U(erasures_pending), U(store_deletes), U(rows_packed), (unsigned long long)c->pack_pending,
-        (unsigned long long)c->wal_restarts, (unsigned long long)c->wal_inline_checkpoints,
-        atomic_load(&s->fenced) ? "true" : "false", s->read_only ? "true" : "false");
+        U(erasures_pending), U(store_deletes), U(rolls_adopted), U(rolls_unadopted), U(rows_packed),
+        (unsigned long long)c->pack_pending, (unsigned long long)c->wal_restarts,
+        (unsigned long long)c->wal_inline_checkpoints, atomic_load(&s->fenced) ? "true" : "false",
+        s->read_only ? "true" : "false");
     if (rc == 0)
         rc = json_string(out, s->node);
     if (rc == 0)

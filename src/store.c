@@ -19,6 +19,7 @@
 #include "battlefs/fsutil.h"
 #include "battlefs/log.h"
 #include "battlefs/metrics.h"
+#include "battlefs/sha256.h"
 #include "battlefs/stats.h"
 
 #define COMPONENT_MAX 255u
@@ -319,4 +320,32 @@ int bfs_store_get_range(struct bfs_store *st, const char *key, uint64_t off, uin
     if (rc == 0 && len > 0 && st->stats) /* a get_range of 0 bytes does no request */
         bfs_hist_observe(&st->stats->store_get_seconds, bfs_metrics_now() - t);
     return bfs_store_result(err, rc);
+}
+
+int bfs_store_fetch(struct bfs_store *st, const char *key, uint64_t size, void *buf, size_t chunk,
+                    int fd, uint8_t sha256[32], struct bfs_err *err)
+{
+    struct bfs_sha256 h;
+    int rc = sha256 ? bfs_sha256_init(&h) : 0;
+    if (rc < 0)
+        return bfs_err_set(err, rc, "SHA-256: %s", strerror(-rc));
+    for (uint64_t off = 0; rc == 0 && off < size;) {
+        size_t n = size - off < chunk ? (size_t)(size - off) : chunk;
+        rc = bfs_store_get_range(st, key, off, n, buf, err);
+        if (rc < 0) {
+            bfs_err_prefix(err, "bytes [%llu, %llu)", (unsigned long long)off,
+                           (unsigned long long)(off + n));
+            break;
+        }
+        if (sha256)
+            bfs_sha256_update(&h, buf, n);
+        if (fd >= 0 && (rc = bfs_write_all(fd, buf, n)) < 0)
+            bfs_err_set(err, rc, "write: %s", strerror(-rc));
+        off += n;
+    }
+    if (sha256 && rc == 0 && (rc = bfs_sha256_final(&h, sha256)) < 0)
+        bfs_err_set(err, rc, "SHA-256: %s", strerror(-rc));
+    else if (sha256 && rc < 0)
+        bfs_sha256_discard(&h);
+    return rc;
 }

@@ -56,6 +56,7 @@ struct bfs_ctx {
     struct bfs_roll_deps roll;
     struct bfs_compact_deps compact;
     enum bfs_compact_step compact_fault; /* test builds: -o fault=compact:STEP */
+    enum bfs_adopt_step adopt_fault;     /* test builds: -o fault=adopt:STEP */
 };
 
 #endif

@@ -453,8 +453,16 @@ struct bfs_cat_apply;
  * writer until bfs_catalog_apply_end) that inserts the manifest's archives and
  * index rows as they are read. When roll_id is this catalog's pending claim,
  * the entry is its commit: the end checks the index against the claimed rows
- * and deletes them. 0, -ESTALE (seq is not log_pos + 1), -EALREADY (the roll
- * is committed here already: nothing began; skip the entry), -errno. */
+ * and deletes them. When roll_id is a roll committed here before the log
+ * (adopt.h), the entry adopts it: nothing is inserted; each archive the
+ * manifest names must be one of the roll's here (key, size, header length)
+ * and takes the manifest's SHA-256, schema, codec and versions and the
+ * entry's position (archived_files.ord), the end checks that the manifest
+ * named them all and stamps the rolls row with the entry (node, log_seq,
+ * epoch, committed_at, base, the manifest's rows and bytes); its index rows
+ * stay as they are. 0, -ESTALE (seq is not log_pos + 1), -EALREADY (the roll
+ * is committed here by the log already: nothing began; skip the entry),
+ * -errno. */
 int bfs_catalog_apply_begin(struct bfs_catalog *cat, const struct bfs_log_roll *r,
                             struct bfs_cat_apply **out);
 /* A compaction's retired archive (before its archives): its index rows and
@@ -481,9 +489,19 @@ int bfs_catalog_apply_knows(struct bfs_cat_apply *a, const struct bfs_manifest_a
  * dataset name checked there). 0, -EINVAL (outside it), -errno. */
 int bfs_catalog_apply_index(struct bfs_cat_apply *a, const struct bfs_manifest_index *x,
                             struct bfs_err *err);
+/* What bfs_catalog_apply_end's entry was to this catalog. */
+enum {
+    BFS_APPLIED = 0,         /* another mount's roll or compaction (or nothing: rolled back) */
+    BFS_APPLIED_OWN = 1,     /* the commit of this catalog's pending claim */
+    BFS_APPLIED_ADOPTED = 2, /* a roll committed here before the log, now in the log */
+};
 /* End: rc == 0 commits (0, or -EINVAL: an own roll's index does not match its
- * claim, or -errno), else rolls back and returns rc. *own (may be NULL) is
- * set to 1 when the entry committed this catalog's pending claim. Frees a. */
+ * claim, an adopted roll's archives are not the manifest's, or -errno), else
+ * rolls back and returns rc. *own (may be NULL) is set to a BFS_APPLIED_*.
+ * An archive of a roll or compaction whose index rows do not cover it (the
+ * manifest of a roll from before the log written after an erasure) becomes
+ * dirty, with every erasure of its scope before the entry pending on it, as
+ * after a checkpoint's load. Frees a. */
 int bfs_catalog_apply_end(struct bfs_cat_apply *a, int rc, int *own, struct bfs_err *err);
 
 /* While the store's log is read (a refresh: manifests, a checkpoint), on: 1
@@ -537,7 +555,9 @@ int bfs_catalog_snapshot(struct bfs_catalog *cat, int64_t upto,
  * -errno. Then the entries as bfs_checkpoint_read gives them: each roll is
  * applied as its log entry would be (bfs_catalog_apply_*: the same checks; a
  * roll that is this catalog's pending claim commits it; one committed here
- * before the log is skipped), each node's epoch raised. A call that fails
+ * before the log is adopted, its archives and index rows replaced by the
+ * checkpoint's, which hold what the log made of them since), each node's
+ * epoch raised. A call that fails
  * (-EINVAL with err, -ENOENT: no partition, -errno) fails every later call
  * and the end. The end commits with log_pos = upto when rc == 0 (0, -EINVAL:
  * upto before the last roll, -errno), else rolls back and returns rc. It
@@ -574,6 +594,32 @@ struct bfs_cat_ckpt_load {
     struct bfs_err *err;
 };
 void bfs_catalog_ckpt_visitor(struct bfs_cat_ckpt_load *ld, struct bfs_checkpoint_visitor *v);
+
+/* ---- Rolls committed before the store's log (adopt.h) ----
+ *
+ * battlefs before the log (issue 11) committed rolls into its catalog only:
+ * rolls rows committed with no log position, their archives at ord 0 (first
+ * in dataset files), without SHA-256, schema fingerprint or codec in a
+ * catalog migrated from then. adopt.c puts each into the log, from these
+ * rows; applying its entry stamps them (bfs_catalog_apply_begin). */
+
+/* The next roll committed here before the log, in the order of their first
+ * archive's id (the order they were committed in) after *after (0 at first):
+ * 0 with its id in roll_id and *after its first archive's id, -ENOENT when
+ * none is left, -errno. *left (may be NULL): how many there are in all. Rolls
+ * without an archive are not listed. */
+int bfs_catalog_prelog_next(struct bfs_catalog *cat, int64_t *after, char roll_id[BFS_ROLL_ID_MAX],
+                            uint64_t *left);
+/* Walk committed roll roll_id as its manifest lists it, in one read
+ * transaction: v->roll with its Roll (node NULL: the caller's; rows, its
+ * claimed_at, base (0 for a roll from before the log), bytes = the lengths of
+ * its live index rows; seq and epoch 0, committed_at its commit time), then
+ * its archives in seq order, each followed by its index rows in id order
+ * (none read when v->index is NULL). An archive whose row lacks its SHA-256,
+ * schema fingerprint or codec comes with schema_fingerprint NULL. 0, -ENOENT
+ * (no such committed roll), the visitor's non-zero return, -errno. */
+int bfs_catalog_roll_walk(struct bfs_catalog *cat, const char *roll_id,
+                          const struct bfs_checkpoint_visitor *v);
 
 /* ---- Erasure and compaction (catalog_compact.c) ---- */
 

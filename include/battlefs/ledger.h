@@ -94,13 +94,21 @@ struct bfs_ledger_roll {
      * its compact_id. After the commit, bfs_catalog_compaction_state says
      * whether it applied or was void (another compaction came first). */
     int compact;
+    /* A roll this catalog committed before the log (adopt.c): committed
+     * here, not yet in the log; applying its entry stamps its rows. */
+    int adopt;
+    /* The entry's committed_at (unix seconds); 0: now. An adopted roll's is
+     * its commit time here, so the entry's bytes are the same when a
+     * commit cut short by a crash is done again. */
+    int64_t committed_at;
 };
 
 /* Commit a roll: put its log entry at the next free position (reading what
  * others put meanwhile), then apply it to the catalog from the local manifest
  * (the local commit). 0 (also when the log already holds the roll: a commit
  * that a crash cut short), -ESTALE (this node is fenced: err says so), -EROFS
- * (read-only), or a store or catalog error. */
+ * (read-only), -ENOENT (r->adopt and the roll is not committed here), or a
+ * store or catalog error. */
 int bfs_ledger_commit(struct bfs_ledger *l, const struct bfs_ledger_roll *r, struct bfs_err *err);
 
 /* Erase dataset in (table, period), or in every table and period (both

@@ -27,6 +27,10 @@ int bfs_table_reserved(const char *s, size_t n);
  * Returns the length written. */
 size_t bfs_escape_ctl(char *dst, size_t cap, const char *src);
 
+/* The index of name in names[0..n) (the names of an enum's values, as the
+ * fault steps of -o fault), or -1 (name NULL or not there). */
+int bfs_name_index(const char *const *names, unsigned n, const char *name);
+
 /* Today's UTC date as YYYY-MM-DD into out[11]. */
 void bfs_utc_date(char out[11]);
 /* Now as an ISO-8601 UTC timestamp "YYYY-MM-DDTHH:MM:SSZ" into out[21]. */

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "battlefs/adopt.h"
 #include "battlefs/compact.h"
 #include "battlefs/err.h"
 #include "battlefs/ocf.h"
@@ -84,6 +85,8 @@ void bfs_options_free(struct bfs_options *o);
 int bfs_options_roll_fault(const struct bfs_options *o, enum bfs_roll_step *step);
 /* The compaction step -o fault=compact:STEP names: 0, or -ENOENT. */
 int bfs_options_compact_fault(const struct bfs_options *o, enum bfs_compact_step *step);
+/* The adoption step -o fault=adopt:STEP names (adopt.h): 0, or -ENOENT. */
+int bfs_options_adopt_fault(const struct bfs_options *o, enum bfs_adopt_step *step);
 /* -o fault=pack:mid (0), pack:after-commit (1), pack:hold (2): the value, or
  * -ENOENT for none of them. */
 int bfs_options_pack_fault(const struct bfs_options *o);

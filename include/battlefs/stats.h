@@ -47,6 +47,8 @@ struct bfs_stats {
     atomic_uint_fast64_t rows_packed;      /* hot rows compressed after their close (packer.h) */
     atomic_uint_fast64_t erasures_pending; /* erasures hidden, bytes not all removed yet */
     atomic_uint_fast64_t store_deletes;    /* objects deleted from the store (retired, void) */
+    atomic_uint_fast64_t rolls_adopted;    /* rolls from before the log put into it (adopt.h) */
+    atomic_uint_fast64_t rolls_unadopted;  /* rolls from before the log left (set at mount) */
     atomic_int fenced;                     /* the node's lease was taken over */
     int read_only;                         /* -o ro (set before the mount serves) */
     char node[72];                         /* -o node (set before the mount serves) */

@@ -214,6 +214,13 @@ int bfs_store_put_bytes(struct bfs_store *st, const char *work_dir, const char *
                         const struct bfs_put_src *how, struct bfs_err *err);
 int bfs_store_get(struct bfs_store *st, const char *key, size_t max, void **data, size_t *len,
                   char *etag, struct bfs_err *err);
+/* Read the first size bytes of key in ranged GETs of at most chunk bytes
+ * through buf (chunk bytes), writing them to fd (-1: nowhere) and hashing
+ * them into sha256 (NULL: not hashed): memory does not grow with the object.
+ * 0, or -errno with err ("bytes [a, b): <the store's reason>", or "write:
+ * ..."). */
+int bfs_store_fetch(struct bfs_store *st, const char *key, uint64_t size, void *buf, size_t chunk,
+                    int fd, uint8_t sha256[32], struct bfs_err *err);
 /* What bfs_store_ops.clean says, or 0 for a store that needs no cleaning. */
 static inline int bfs_store_clean(struct bfs_store *st, uint64_t age, struct bfs_err *err)
 {

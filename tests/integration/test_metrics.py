@@ -20,7 +20,7 @@ from mountlib import PERIOD, write_file
 # The counters of .battlefs/stats and their metric names.
 COUNTERS = ["uploads_ingested", "uploads_rejected", "rolls", "store_get_requests",
             "store_get_bytes", "store_put_requests", "store_put_bytes", "cache_hits",
-            "cache_misses", "manifests_loaded", "refreshes", "wal_restarts",
+            "cache_misses", "manifests_loaded", "refreshes", "rolls_adopted", "wal_restarts",
             "wal_inline_checkpoints"]
 HISTOGRAMS = ["upload_close_seconds", "store_get_seconds", "store_put_seconds",
               "roll_duration_seconds"]

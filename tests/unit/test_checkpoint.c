@@ -580,26 +580,50 @@ static void test_load_refuses(void **state)
     assert_int_equal(tenv_sql_int(y, "SELECT count(*) FROM rolls"), 1); /* the claim only */
     assert_int_equal(tenv_sql_int(y, "SELECT count(*) FROM ledger_nodes"), 0);
 
-    /* a roll committed here before the log (as battlefs before the log did)
-     * is skipped, with its rows, as the log skips it; the epoch counts */
+    /* a roll committed here before the log (as battlefs before the log did,
+     * with an archive and an index row) is adopted: its rows become the
+     * checkpoint's (the archive's columns, its place in the log; the index
+     * rows the checkpoint holds), its rolls row takes the entry; the epoch
+     * counts */
+    tenv_add_partition(y->cat, T2, P2, BFS_CODEC_DEFLATE);
+    struct layout l;
+    layout_of(y->cat, T2, P2, &l);
     sqlite3 *db;
     assert_int_equal(sqlite3_open_v2(y->db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
     sqlite3_busy_timeout(db, 5000);
-    assert_int_equal(sqlite3_exec(db,
-                                  "INSERT INTO rolls(id, claimed_at, committed_at, first_row,"
-                                  " last_row, row_count, byte_count) VALUES('b-old', 1, 2, 0, -1,"
-                                  " 1, 7)",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO rolls(id, claimed_at, committed_at, first_row, last_row, row_count,"
+             " byte_count) VALUES('b-old', 1, 2, 0, -1, 2, 70);"
+             "INSERT INTO archived_files(file_path, table_name, period_tag, size, header_length,"
+             " roll_id, seq, created_at) VALUES('%s/%s/old-0.avro', '%s', '%s', %" PRIu64
+             ", %" PRIu64 ", 'b-old', 0, 2);"
+             "INSERT INTO block_indexes(dataset_id, table_name, period_tag, file_id, start_byte,"
+             " length, record_count, uploaded_at) SELECT d, '%s', '%s', a.id, %" PRIu64
+             " + o, 35, 1, 1 FROM archived_files a, (SELECT 'u1' d, 0 o UNION SELECT 'u2', 35)"
+             " WHERE a.roll_id = 'b-old';",
+             T2, P2, T2, P2, l.header_len + 70, l.header_len, T2, P2, l.header_len);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(bfs_catalog_ckpt_begin(y->cat, &c), 0);
-    load_roll_direct(c, "b-old", 2, 0, &err);
-    const struct bfs_manifest_archive a = {.key = "nowhere/x/b-old-0.avro",
-                                           .table = "nowhere",
-                                           .period = "x",
-                                           .size = 10,
-                                           .schema_fingerprint = "0123456789abcdef"};
-    assert_int_equal(bfs_catalog_ckpt_archive(c, &a, &err), 0); /* skipped: no partition needed */
+    const struct bfs_manifest_roll old = {
+        .node = "b", .roll_id = "b-old", .rows = 2, .bytes = 70, .claimed_at = 1};
+    assert_int_equal(bfs_catalog_ckpt_roll(c, &old, 2, 1, 2, &err), 0);
+    char key[128];
+    snprintf(key, sizeof key, "%s/%s/old-0.avro", T2, P2);
+    struct bfs_manifest_archive a = {.key = key,
+                                     .table = T2,
+                                     .period = P2,
+                                     .size = l.header_len + 70,
+                                     .header_length = l.header_len,
+                                     .schema_fingerprint = l.fingerprint,
+                                     .codec = l.codec};
+    memset(a.sha256, 0xab, sizeof a.sha256);
+    assert_int_equal(bfs_catalog_ckpt_archive(c, &a, &err), 0);
+    /* u1 only: u2 was erased later in the log */
+    const struct bfs_manifest_index x1 = {
+        .dataset = "u1", .start = l.header_len, .length = 35, .records = 1, .uploaded_at = 1};
+    assert_int_equal(bfs_catalog_ckpt_index(c, &x1, &err), 0);
     const struct bfs_manifest_roll r3 = {
         .node = "d", .roll_id = "d-r3", .rows = 1, .bytes = 0, .claimed_at = 1};
     assert_int_equal(bfs_catalog_ckpt_roll(c, &r3, 3, 4, 5, &err), 0);
@@ -609,10 +633,17 @@ static void test_load_refuses(void **state)
     assert_int_equal(bfs_catalog_ledger_state(y->cat, &pos, NULL), 0);
     assert_int_equal(pos, 3);
     assert_int_equal(tenv_sql_int(y, "SELECT count(*) FROM rolls WHERE id = 'b-old'"
-                                     " AND log_seq IS NULL AND byte_count = 7"),
+                                     " AND log_seq = 2 AND node = 'b' AND epoch = 1"
+                                     " AND byte_count = 70 AND base = 0"),
                      1);
     assert_int_equal(tenv_sql_int(y, "SELECT log_seq FROM rolls WHERE id = 'd-r3'"), 3);
-    assert_int_equal(tenv_sql_int(y, "SELECT count(*) FROM archived_files"), 0);
+    assert_int_equal(tenv_sql_int(y, "SELECT count(*) FROM archived_files WHERE roll_id = 'b-old'"
+                                     " AND ord = 2 AND seq = 0 AND dirty = 1"
+                                     " AND hex(sha256) LIKE 'ABAB%'"),
+                     1);
+    assert_int_equal(tenv_sql_int(y, "SELECT count(*) FROM block_indexes"), 1);
+    assert_int_equal(tenv_sql_int(y, "SELECT count(*) FROM block_indexes WHERE dataset_id = 'u1'"),
+                     1);
     assert_int_equal(tenv_sql_int(y, "SELECT count(*) FROM ledger_nodes"), 2);
     assert_int_equal(tenv_sql_int(y, "SELECT epoch FROM ledger_nodes WHERE node = 'b'"), 1);
 

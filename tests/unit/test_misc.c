@@ -350,6 +350,13 @@ static void test_table_reserved(void **state)
     assert_false(bfs_table_reserved("incoming2", 9));
     assert_false(bfs_table_reserved("incoming", 7)); /* "incomin" */
     assert_false(bfs_table_reserved("battle", 6));
+    /* the one lookup of a name among an enum's (the fault steps) */
+    static const char *const names[] = {"after-log", "after-commit"};
+    assert_int_equal(bfs_name_index(names, 2, "after-commit"), 1);
+    assert_int_equal(bfs_name_index(names, 2, "after-log"), 0);
+    assert_int_equal(bfs_name_index(names, 2, "after"), -1);
+    assert_int_equal(bfs_name_index(names, 2, NULL), -1);
+    assert_int_equal(bfs_name_index(names, 1, "after-commit"), -1);
 }
 
 static void test_escape_ctl(void **state)

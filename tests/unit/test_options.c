@@ -201,8 +201,10 @@ static void test_bad_values(void **state)
             "after-upload, before-commit, after-commit, put-fail, after-manifest, after-log, "
             "compact:after-lease, compact:mid-build, compact:after-build, "
             "compact:after-manifest, compact:after-log, compact:after-commit, "
+            "adopt:after-schemas, adopt:after-manifest, adopt:after-log, adopt:after-commit, "
             "spool:named, ingest:pause, pack:mid, pack:after-commit, pack:hold)");
     refused("fault=compact:bogus", "unknown -o fault=compact:bogus (");
+    refused("fault=adopt:bogus", "unknown -o fault=adopt:bogus (");
     refused("fault=spool:bogus", "unknown -o fault=spool:bogus (");
     refused("fault=roll:put", "unknown -o fault=roll:put (");
 #else
