@@ -794,9 +794,6 @@ static int end_tx(struct bfs_catalog *cat, struct wtx *tx, int rc)
     return rc > 0 ? rc : e;
 }
 
-/* In the transaction: the end of a roll's rows. An own roll's commit (the
- * index covers the claim exactly; the claimed rows go; the roll is committed
- * at its log position); the index holds the roll's bytes. */
 /* In the transaction: the end of a roll committed here before the log (see
  * ADOPT_*): stamped with its entry (ADOPT_STAMP: every archive of it here was
  * named by the manifest). */
@@ -841,6 +838,10 @@ sql_error:
                        sqlite3_errmsg(cat->w));
 }
 
+/* In the transaction: the end of a roll's rows. An own roll's commit (the
+ * index covers the claim exactly; the claimed rows go; the roll is committed
+ * at its log position); the index holds the roll's bytes. An adopted roll's:
+ * adopt_end_locked. */
 static int roll_end_locked(struct bfs_cat_apply *a, struct bfs_err *err)
 {
     struct bfs_catalog *cat = a->cat;
