@@ -978,11 +978,13 @@ static void ckpt_run(struct bfs_catalog *cat)
          * the pass ended, and then it goes on appending to the WAL. */
         if (log - done <= CKPT_FINISH) {
             pthread_mutex_lock(&cat->wmu);
+            double held = bfs_metrics_now();
             log = atomic_load_explicit(&cat->wal_frames, memory_order_relaxed);
             int finish = log >= done && log - done <= 2 * CKPT_FINISH;
             if (finish)
                 rc = ckpt_pass(cat, &log, &done);
             pthread_mutex_unlock(&cat->wmu);
+            bfs_hist_observe(&cat->timing.checkpoint_hold, bfs_metrics_now() - held);
             if (finish || log < done)
                 break;
         }
@@ -1038,6 +1040,11 @@ static void stop_checkpointer(struct bfs_catalog *cat)
     if (cat->ckpt_db && sqlite3_close(cat->ckpt_db) != SQLITE_OK)
         bfs_error("catalog: close the checkpointer's connection: %s", sqlite3_errmsg(cat->ckpt_db));
     cat->ckpt_db = NULL;
+}
+
+const struct bfs_commit_timing *bfs_catalog_commit_timing(struct bfs_catalog *cat)
+{
+    return &cat->timing;
 }
 
 void bfs_catalog_wal_counts(struct bfs_catalog *cat, uint64_t *restarts, uint64_t *inline_ckpts)

@@ -589,13 +589,19 @@ static int commit_group_locked(struct bfs_catalog *cat, struct request *group)
 static void commit_group(struct bfs_catalog *cat, struct request *group)
 {
     struct wtx tx = {.flags = WTX_QUIET, .what = "upload group"};
+    double t0 = bfs_metrics_now();
     int e = bfs_cat_wtx_begin(cat, &tx);
     if (e < 0) {
         fail_all(group, e, "begin", tx.err.msg);
         return;
     }
+    double t1 = bfs_metrics_now();
     int body = commit_group_locked(cat, group);
+    double t2 = bfs_metrics_now();
     e = bfs_cat_wtx_end(cat, &tx, body);
+    bfs_hist_observe(&cat->timing.wait, t1 - t0);
+    bfs_hist_observe(&cat->timing.insert, t2 - t1);
+    bfs_hist_observe(&cat->timing.sync, bfs_metrics_now() - t2);
     if (body == 0 && e < 0) /* the commit failed: the uploads that were fine are not stored */
         for (struct request *r = group; r; r = r->next)
             if (r->rc == 0)

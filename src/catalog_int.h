@@ -63,6 +63,7 @@
 #include <string.h>
 
 #include "battlefs/catalog.h"
+#include "battlefs/metrics.h"
 #include "battlefs/log.h"
 #include "battlefs/names.h"
 
@@ -234,6 +235,7 @@ struct bfs_catalog {
     _Atomic int wal_frames;        /* the WAL's frames after the last commit (the WAL hook's) */
     _Atomic uint64_t wal_restarts; /* commits that began the WAL again (the hook's) */
     _Atomic uint64_t wal_inline_ckpts; /* checkpoints a commit made past CKPT_INLINE */
+    struct bfs_commit_timing timing;   /* histograms (atomics): the leader's, the checkpointer's */
     sqlite3 *ckpt_db;
     uint64_t checkpoints;
 };

@@ -68,7 +68,8 @@ static int gauge(struct bfs_buf *out, const char *name, double v, const char *he
     return rc ? rc : bfs_buf_printf(out, "battlefs_%s %.17g\n", name, v);
 }
 
-static int histogram(struct bfs_buf *out, const char *name, struct bfs_hist *h, const char *help)
+static int histogram(struct bfs_buf *out, const char *name, const struct bfs_hist *h,
+                     const char *help)
 {
     int rc = head(out, name, "histogram", help);
     /* The count is the sum of the buckets read here, so +Inf equals it. */
@@ -203,6 +204,21 @@ int bfs_metrics_render(struct bfs_stats *s, const struct bfs_metrics_gauges *g, 
         rc = gauge(out, gauges[i].name, gauges[i].v, gauges[i].help);
     for (size_t i = 0; rc == 0 && i < sizeof hists / sizeof hists[0]; i++)
         rc = histogram(out, hists[i].name, hists[i].h, hists[i].help);
+    const struct bfs_commit_timing *t = g->timing;
+    if (t) {
+        const struct bfs_hist *th[] = {&t->wait, &t->insert, &t->sync, &t->checkpoint_hold};
+        static const char *const tname[] = {
+            "upload_commit_wait_seconds", "upload_commit_insert_seconds",
+            "upload_commit_sync_seconds", "checkpoint_hold_seconds"};
+        static const char *const thelp[] = {
+            "Per upload group commit: waiting for the catalog's writer (held by a checkpoint's "
+            "last pass, the packer, a roll's claim) and BEGIN.",
+            "Per upload group commit: inserting the group's rows.",
+            "Per upload group commit: COMMIT, the WAL written and fsynced.",
+            "Per checkpoint: its last pass, every commit held (the WAL then begins again)."};
+        for (size_t i = 0; rc == 0 && i < sizeof th / sizeof th[0]; i++)
+            rc = histogram(out, tname[i], th[i], thelp[i]);
+    }
     return rc;
 }
 
@@ -219,6 +235,7 @@ int bfs_metrics_collect(struct bfs_stats *s, struct bfs_catalog *cat, struct bfs
         .pack_pending = c.pack_pending,
         .wal_restarts = c.wal_restarts,
         .wal_inline_checkpoints = c.wal_inline_checkpoints,
+        .timing = bfs_catalog_commit_timing(cat),
     };
     int64_t oldest;
     rc = bfs_catalog_oldest_buffered(cat, &oldest);

@@ -85,6 +85,10 @@ uint64_t bfs_catalog_checkpoints(struct bfs_catalog *cat);
  * and the checkpoints commits made themselves because the WAL reached 16000
  * frames (the checkpointer did not keep up; each holds every upload). */
 void bfs_catalog_wal_counts(struct bfs_catalog *cat, uint64_t *restarts, uint64_t *inline_ckpts);
+/* The histograms of the upload group commits' phases and of the
+ * checkpointer's holds of the writer (metrics.h), valid while cat is open. */
+struct bfs_commit_timing;
+const struct bfs_commit_timing *bfs_catalog_commit_timing(struct bfs_catalog *cat);
 
 /* The layout of a committed (table, period): its merged schema's sync marker
  * and its codec. Cached in memory: the ingest path asks this at every upload.

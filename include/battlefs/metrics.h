@@ -37,6 +37,17 @@ struct bfs_hist {
     atomic_uint_fast64_t sum_ns;                      /* sum of the observations, nanoseconds */
 };
 
+/* Where an upload group commit's time goes (catalog_ingest.c), one
+ * observation per group, and how long each last checkpoint pass held the
+ * catalog's writer (catalog_db.c): owned by the catalog
+ * (bfs_catalog_commit_timing), rendered by bfs_metrics_render. */
+struct bfs_commit_timing {
+    struct bfs_hist wait;            /* the writer lock and BEGIN */
+    struct bfs_hist insert;          /* the group's rows, each under its savepoint */
+    struct bfs_hist sync;            /* COMMIT: the WAL written and fsynced */
+    struct bfs_hist checkpoint_hold; /* a checkpoint's last pass, every commit held */
+};
+
 /* Record one observation of seconds (negative counts as 0). */
 void bfs_hist_observe(struct bfs_hist *h, double seconds);
 /* Seconds since an arbitrary point (CLOCK_MONOTONIC), for timing. */
@@ -50,6 +61,7 @@ struct bfs_metrics_gauges {
     uint64_t pack_pending;
     uint64_t wal_restarts, wal_inline_checkpoints; /* counters: bfs_catalog_wal_counts */
     double oldest_upload_age; /* seconds since the oldest buffered upload's commit; 0: none */
+    const struct bfs_commit_timing *timing; /* NULL: not rendered */
 };
 
 /* Render the exposition text (version 0.0.4) of s and g into out. 0 or -ENOMEM. */

@@ -23,7 +23,12 @@ COUNTERS = ["uploads_ingested", "uploads_rejected", "rolls", "store_get_requests
             "cache_misses", "manifests_loaded", "refreshes", "rolls_adopted", "wal_restarts",
             "wal_inline_checkpoints"]
 HISTOGRAMS = ["upload_close_seconds", "store_get_seconds", "store_put_seconds",
-              "roll_duration_seconds"]
+              "roll_duration_seconds", "upload_commit_wait_seconds",
+              "upload_commit_insert_seconds", "upload_commit_sync_seconds",
+              "checkpoint_hold_seconds"]
+# One observation per upload group commit (.battlefs/stats' commit_group_uploads).
+GROUP_HISTOGRAMS = ["upload_commit_wait_seconds", "upload_commit_insert_seconds",
+                    "upload_commit_sync_seconds"]
 SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
 
@@ -140,6 +145,13 @@ def test_scrape_during_uploads_and_after_a_roll(mount_factory, gen):
         assert s["battlefs_%s_total" % c] == st[c], c
     assert st["uploads_ingested"] == n
     assert check_histogram(s, "upload_close_seconds") == n
+    groups = sum(st["commit_group_uploads"].values())
+    assert 1 <= groups <= n
+    for h in GROUP_HISTOGRAMS:
+        assert check_histogram(s, h) == groups, h
+    # the group's phases fit in the time its uploads' closes took
+    parts = sum(s["battlefs_%s_sum" % h] for h in GROUP_HISTOGRAMS)
+    assert 0 < parts <= s["battlefs_upload_close_seconds_sum"]
     assert s["battlefs_buffer_uploads"] == st["buffer_uploads"] == n
     assert s["battlefs_buffer_bytes"] == st["buffer_bytes"]
     assert s["battlefs_archived_files"] == st["archived_files"] == 0
