@@ -385,9 +385,9 @@ static int take_stored(struct adopt *a, uint64_t size)
         }
     }
     close(fd);
-    if (rc == 0 && !same) {
-        if (rename(tmp, a->path) < 0)
-            rc = bfs_err_set(a->err, -errno, "rename %s: %s", tmp, strerror(errno));
+    if (rc == 0 && !same && rename(tmp, a->path) < 0) {
+        rc = bfs_err_set(a->err, -errno, "rename %s: %s", tmp, strerror(errno));
+    } else if (rc == 0 && !same) {
         a->size = size;
         memcpy(a->sha256, sha, sizeof sha);
         bfs_info("roll %s: the store holds its manifest from an earlier attempt, written before "
@@ -543,6 +543,7 @@ int bfs_adopt_run(const struct bfs_adopt_deps *d, struct bfs_err *err)
         rc = 0;
     else if (rc < 0 && !err->code)
         bfs_err_set(err, rc, "find the rolls from before the log: %s", strerror(-rc));
+    /* How many are left: the count alone (no roll is after INT64_MAX). */
     int64_t end = INT64_MAX;
     char id[BFS_ROLL_ID_MAX];
     if (bfs_catalog_prelog_next(d->cat, &end, id, &left) == -ENOENT)

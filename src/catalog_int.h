@@ -63,8 +63,8 @@
 #include <string.h>
 
 #include "battlefs/catalog.h"
-#include "battlefs/metrics.h"
 #include "battlefs/log.h"
+#include "battlefs/metrics.h"
 #include "battlefs/names.h"
 
 #define POOL_MAX  8   /* idle read connections kept */

@@ -25,7 +25,7 @@ struct bfs_stats;
 struct bfs_catalog;
 
 /* The upper bounds of the histograms' buckets, in seconds (the same for
- * every histogram: 0.5 ms to 10 min), and +Inf. */
+ * every histogram: 0.5 ms to 30 min), and +Inf. */
 #define BFS_HIST_BOUNDS 20
 extern const double bfs_hist_bounds[BFS_HIST_BOUNDS];
 
