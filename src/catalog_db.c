@@ -1209,6 +1209,12 @@ int bfs_cat_racquire(struct bfs_catalog *cat, struct rconn **out)
     return 0;
 }
 
+void bfs_cat_rdiscard(struct bfs_catalog *cat, struct rconn *c)
+{
+    (void)cat;
+    rconn_free(c);
+}
+
 void bfs_cat_rrelease(struct bfs_catalog *cat, struct rconn *c)
 {
     if (!sqlite3_get_autocommit(c->db) &&

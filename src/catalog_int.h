@@ -330,6 +330,9 @@ static inline int codec_from_text(const char *s, enum bfs_codec *out)
  * any read transaction left open. 0 or -errno. */
 int bfs_cat_racquire(struct bfs_catalog *cat, struct rconn **out);
 void bfs_cat_rrelease(struct bfs_catalog *cat, struct rconn *c);
+/* Close c instead of pooling it (a connection whose settings could not be
+ * restored). */
+void bfs_cat_rdiscard(struct bfs_catalog *cat, struct rconn *c);
 
 /* Write transactions (catalog_db.c). Every write to the database is one
  * bfs_cat_wtx_begin ... bfs_cat_wtx_end pair on the writer connection, and

@@ -468,12 +468,35 @@ int bfs_catalog_read_hot(struct bfs_catalog *cat, int64_t id, uint64_t off, void
     return rc;
 }
 
+/* A hot reader reads catalog.db through a memory map (PRAGMA mmap_size on its
+ * connection): SQLite then hands out pages of the map instead of reading each
+ * overflow page of a blob into its cache with a pread of its own (a 1 GiB
+ * roll: 262,144 preads and as many copies fewer; docs/bench.md, 2026-12-02
+ * (3)). The map's pages count in the daemon's RSS
+ * (and its OOM score) once touched, so after every BFS_HOT_MAP_WINDOW bytes
+ * read the blob is closed (SQLite keeps its map while a page of it is in use)
+ * and the map dropped and made again; a release drops it before the
+ * connection goes back to the pool, where other readers read with pread. An
+ * I/O error under the map is a SIGBUS, not an error code: the daemon dies in
+ * the middle of a roll's build, which the roll protocol recovers at the next
+ * mount (design.md, "Roll"). */
+#define HOT_MAP_SIZE "2147418112" /* SQLite's largest (SQLITE_MAX_MMAP_SIZE) */
+
 struct bfs_hot_reader {
     struct bfs_catalog *cat;
     struct rconn *c; /* held while b is open */
     sqlite3_blob *b;
     int64_t id;
+    uint64_t mapped; /* bytes read through the current map */
 };
+
+static int hot_map(struct rconn *c, int on)
+{
+    int src = sqlite3_exec(c->db, on ? "PRAGMA mmap_size = " HOT_MAP_SIZE : "PRAGMA mmap_size = 0",
+                           NULL, NULL, NULL);
+    return src == SQLITE_OK ? 0
+                            : sql_fail(c->db, src, on ? "map the catalog" : "unmap the catalog");
+}
 
 int bfs_catalog_hot_reader(struct bfs_catalog *cat, struct bfs_hot_reader **out)
 {
@@ -487,12 +510,23 @@ int bfs_catalog_hot_reader(struct bfs_catalog *cat, struct bfs_hot_reader **out)
 
 int bfs_catalog_hot_read(struct bfs_hot_reader *r, int64_t id, uint64_t off, void *buf, size_t len)
 {
+    int rc;
     if (!r->c) {
-        int rc = bfs_cat_racquire(r->cat, &r->c);
-        if (rc < 0)
+        if ((rc = bfs_cat_racquire(r->cat, &r->c)) < 0)
             return rc;
+        r->mapped = 0;
+        if ((rc = hot_map(r->c, 1)) < 0)
+            goto out;
+    } else if (r->mapped >= BFS_HOT_MAP_WINDOW) {
+        sqlite3_blob_close(r->b); /* ends its read transaction: the rows are claimed */
+        r->b = NULL;
+        r->mapped = 0;
+        if ((rc = hot_map(r->c, 0)) < 0 || (rc = hot_map(r->c, 1)) < 0)
+            goto out;
     }
-    int rc = blob_read(r->c, &r->b, &r->id, id, off, buf, len);
+    rc = blob_read(r->c, &r->b, &r->id, id, off, buf, len);
+    r->mapped += len;
+out:
     if (rc < 0)
         bfs_catalog_hot_release(r);
     return rc;
@@ -504,7 +538,10 @@ void bfs_catalog_hot_release(struct bfs_hot_reader *r)
         return;
     sqlite3_blob_close(r->b); /* ends its read transaction */
     r->b = NULL;
-    bfs_cat_rrelease(r->cat, r->c);
+    if (hot_map(r->c, 0) < 0) /* said; a connection still mapped is not pooled */
+        bfs_cat_rdiscard(r->cat, r->c);
+    else
+        bfs_cat_rrelease(r->cat, r->c);
     r->c = NULL;
 }
 

@@ -1863,6 +1863,105 @@ static void test_log_skip(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* the roll's reader: catalog.db through a bounded memory map                */
+
+/* kB of catalog.db mapped in this process's RSS (/proc/self/smaps), and how
+ * many mappings of it there are. */
+static long mapped_rss(const char *path, int *maps)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    char line[512];
+    long kb = 0;
+    int in = 0;
+    size_t n = strlen(path);
+    *maps = 0;
+    while (fgets(line, sizeof line, f)) {
+        size_t l = strcspn(line, "\n");
+        line[l] = 0;
+        /* a mapping's first line: "start-end perms offset dev inode [path]" */
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx ", &a, &b) == 2) {
+            in = l >= n && strcmp(line + l - n, path) == 0;
+            *maps += in;
+            continue;
+        }
+        long v;
+        if (in && sscanf(line, "Rss: %ld kB", &v) == 1)
+            kb += v;
+    }
+    fclose(f);
+    return kb;
+}
+
+/* Rows read through a hot reader across several map windows (rows in the
+ * database file after a checkpoint, as a roll finds them) equal the rows
+ * read with pread; at most about a window of the file is in RSS at a time,
+ * and a release unmaps it. */
+static void test_hot_reader_map(void **state)
+{
+    struct env *e = *state;
+    enum { ROWS = 24, LEN = 512000, CHUNK = 65536 };
+    char ds[16];
+    for (int i = 0; i < ROWS; i++) {
+        snprintf(ds, sizeof ds, "u%02d", i);
+        put(e, "battle", "2025-12-18", ds, LEN, 100u + (unsigned)i);
+    }
+    reopen(e); /* the last close checkpoints: every row in catalog.db */
+
+    int64_t ids[ROWS];
+    for (int i = 0; i < ROWS; i++) {
+        struct bfs_dataset_view v;
+        snprintf(ds, sizeof ds, "u%02d", i);
+        assert_int_equal(bfs_catalog_dataset(e->cat, "battle", "2025-12-18", ds, &v), 0);
+        assert_int_equal(v.n, 1);
+        ids[i] = v.seg[0].id;
+        bfs_dataset_view_free(&v);
+    }
+
+    uint8_t *want = malloc(LEN), *got = malloc(LEN);
+    assert_non_null(want);
+    assert_non_null(got);
+    struct bfs_hot_reader *r;
+    assert_int_equal(bfs_catalog_hot_reader(e->cat, &r), 0);
+    int maps;
+    long peak = 0;
+    for (int i = 0; i < ROWS; i++) {
+        for (size_t off = 0; off < LEN; off += CHUNK) {
+            size_t n = LEN - off < CHUNK ? LEN - off : CHUNK;
+            assert_int_equal(bfs_catalog_hot_read(r, ids[i], off, got + off, n), 0);
+        }
+        fill(want, LEN, 100u + (unsigned)i);
+        assert_memory_equal(got, want, LEN);
+        long kb = mapped_rss(e->path, &maps);
+        assert_int_equal(maps, 1); /* read through the map */
+        if (kb > peak)
+            peak = kb;
+    }
+    /* 12 MB read; a window of 4 MiB, plus a row's and the kernel's
+     * fault-around (64 KiB a fault) */
+    assert_true(peak > 0);
+    assert_true(peak <= (long)(BFS_HOT_MAP_WINDOW + LEN + (1u << 20)) / 1024);
+    bfs_catalog_hot_release(r);
+    assert_int_equal(mapped_rss(e->path, &maps), 0);
+    assert_int_equal(maps, 0);
+
+    /* The pooled connection reads with pread again: nothing is mapped by a
+     * read of another caller, and a reader used again maps again. */
+    expect_hot(e, ids[3], LEN, 103);
+    mapped_rss(e->path, &maps);
+    assert_int_equal(maps, 0);
+    assert_int_equal(bfs_catalog_hot_read(r, ids[5], 1000, got, 4096), 0);
+    fill(want, LEN, 105);
+    assert_memory_equal(got, want + 1000, 4096);
+    bfs_catalog_hot_reader_free(r);
+    mapped_rss(e->path, &maps);
+    assert_int_equal(maps, 0);
+    free(want);
+    free(got);
+}
+
+/* ------------------------------------------------------------------------ */
 /* a full disk                                                               */
 
 /* On a small tmpfs (needs root; skipped otherwise): a commit that does not
@@ -1940,6 +2039,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_roll_races_uploads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_apply_foreign, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_skip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hot_reader_map, setup, teardown),
         cmocka_unit_test(test_disk_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
