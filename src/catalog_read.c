@@ -1,6 +1,9 @@
 /* catalog_read.c - the read side: listing, dataset views (one read
  * transaction each), hot reads through incremental blob I/O, counts. */
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include "battlefs/buf.h"
 #include "catalog_int.h"
@@ -472,30 +475,75 @@ int bfs_catalog_read_hot(struct bfs_catalog *cat, int64_t id, uint64_t off, void
  * connection): SQLite then hands out pages of the map instead of reading each
  * overflow page of a blob into its cache with a pread of its own (a 1 GiB
  * roll: 262,144 preads and as many copies fewer; docs/bench.md, 2026-12-02
- * (3)). The map's pages count in the daemon's RSS
- * (and its OOM score) once touched, so after every BFS_HOT_MAP_WINDOW bytes
- * read the blob is closed (SQLite keeps its map while a page of it is in use)
- * and the map dropped and made again; a release drops it before the
- * connection goes back to the pool, where other readers read with pread. An
+ * (3)). The map's pages count in the daemon's RSS (and its OOM score) once
+ * touched, and more of them than the bytes read: the kernel maps the 64 KiB
+ * around each page faulted in (fault-around), so rows of 100 bytes, one per
+ * leaf page, touched 50 MB of map per 4 MiB read. The reader therefore looks
+ * at the process's resident file pages (/proc/self/statm) after every
+ * HOT_MAP_CHECK bytes read (a read counts at least HOT_READ_MIN), and once the
+ * map has added BFS_HOT_MAP_WINDOW to them it closes the blob (SQLite keeps
+ * its map while a page of it is in use) and drops the map and makes it again.
+ * A release drops it before the connection goes back to the pool, where other
+ * readers read with pread; without /proc the reader reads with pread too. An
  * I/O error under the map is a SIGBUS, not an error code: the daemon dies in
  * the middle of a roll's build, which the roll protocol recovers at the next
  * mount (design.md, "Roll"). */
-#define HOT_MAP_SIZE "2147418112" /* SQLite's largest (SQLITE_MAX_MMAP_SIZE) */
+#define HOT_MAP_SIZE  "2147418112" /* SQLite's largest (SQLITE_MAX_MMAP_SIZE) */
+#define HOT_MAP_CHECK (256u << 10)
+#define HOT_READ_MIN  4096u
 
 struct bfs_hot_reader {
     struct bfs_catalog *cat;
     struct rconn *c; /* held while b is open */
     sqlite3_blob *b;
     int64_t id;
-    uint64_t mapped; /* bytes read through the current map */
+    int statm;       /* /proc/self/statm, -1: no map */
+    long page;       /* bytes a page */
+    long base;       /* resident file pages when the map was made */
+    uint64_t looked; /* bytes read since the last look at statm */
 };
 
-static int hot_map(struct rconn *c, int on)
+/* Resident file-backed (and shared) pages of the process: statm's third
+ * field. -1 if it cannot be read. */
+static long file_pages(const struct bfs_hot_reader *r)
 {
-    int src = sqlite3_exec(c->db, on ? "PRAGMA mmap_size = " HOT_MAP_SIZE : "PRAGMA mmap_size = 0",
-                           NULL, NULL, NULL);
-    return src == SQLITE_OK ? 0
-                            : sql_fail(c->db, src, on ? "map the catalog" : "unmap the catalog");
+    char b[128];
+    ssize_t n = pread(r->statm, b, sizeof b - 1, 0);
+    long size, resident, shared;
+    if (n <= 0)
+        return -1;
+    b[n] = 0;
+    return sscanf(b, "%ld %ld %ld", &size, &resident, &shared) == 3 ? shared : -1;
+}
+
+static int hot_map(struct bfs_hot_reader *r, int on)
+{
+    if (r->statm < 0)
+        return 0;
+    int src =
+        sqlite3_exec(r->c->db, on ? "PRAGMA mmap_size = " HOT_MAP_SIZE : "PRAGMA mmap_size = 0",
+                     NULL, NULL, NULL);
+    if (src != SQLITE_OK)
+        return sql_fail(r->c->db, src, on ? "map the catalog" : "unmap the catalog");
+    if (on) { /* nothing of it touched yet */
+        r->base = file_pages(r);
+        r->looked = 0;
+    }
+    return 0;
+}
+
+/* After HOT_MAP_CHECK bytes: if the map has grown the resident file pages by
+ * a window, drop it (the blob closed first) and make it again. */
+static int hot_window(struct bfs_hot_reader *r)
+{
+    r->looked = 0;
+    long now = file_pages(r);
+    if (now < 0 || r->base < 0 || (now - r->base) * r->page < (long)BFS_HOT_MAP_WINDOW)
+        return 0;
+    sqlite3_blob_close(r->b); /* ends its read transaction: the caller's rows stay */
+    r->b = NULL;
+    int rc = hot_map(r, 0);
+    return rc < 0 ? rc : hot_map(r, 1);
 }
 
 int bfs_catalog_hot_reader(struct bfs_catalog *cat, struct bfs_hot_reader **out)
@@ -504,29 +552,32 @@ int bfs_catalog_hot_reader(struct bfs_catalog *cat, struct bfs_hot_reader **out)
     if (!r)
         return -ENOMEM;
     r->cat = cat;
+    r->statm = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    r->page = sysconf(_SC_PAGESIZE);
+    if (r->statm >= 0 && (r->page <= 0 || file_pages(r) < 0)) {
+        close(r->statm);
+        r->statm = -1;
+    }
+    if (r->statm < 0)
+        bfs_debug("catalog: no /proc/self/statm: the roll reads the catalog with pread");
     *out = r;
     return 0;
 }
 
 int bfs_catalog_hot_read(struct bfs_hot_reader *r, int64_t id, uint64_t off, void *buf, size_t len)
 {
-    int rc;
+    int rc = 0;
     if (!r->c) {
         if ((rc = bfs_cat_racquire(r->cat, &r->c)) < 0)
             return rc;
-        r->mapped = 0;
-        if ((rc = hot_map(r->c, 1)) < 0)
-            goto out;
-    } else if (r->mapped >= BFS_HOT_MAP_WINDOW) {
-        sqlite3_blob_close(r->b); /* ends its read transaction: the rows are claimed */
-        r->b = NULL;
-        r->mapped = 0;
-        if ((rc = hot_map(r->c, 0)) < 0 || (rc = hot_map(r->c, 1)) < 0)
-            goto out;
+        rc = hot_map(r, 1);
+    } else if (r->statm >= 0 && r->looked >= HOT_MAP_CHECK) {
+        rc = hot_window(r);
     }
-    rc = blob_read(r->c, &r->b, &r->id, id, off, buf, len);
-    r->mapped += len;
-out:
+    if (rc == 0) {
+        r->looked += len > HOT_READ_MIN ? len : HOT_READ_MIN;
+        rc = blob_read(r->c, &r->b, &r->id, id, off, buf, len);
+    }
     if (rc < 0)
         bfs_catalog_hot_release(r);
     return rc;
@@ -538,7 +589,7 @@ void bfs_catalog_hot_release(struct bfs_hot_reader *r)
         return;
     sqlite3_blob_close(r->b); /* ends its read transaction */
     r->b = NULL;
-    if (hot_map(r->c, 0) < 0) /* said; a connection still mapped is not pooled */
+    if (hot_map(r, 0) < 0) /* said; a connection still mapped is not pooled */
         bfs_cat_rdiscard(r->cat, r->c);
     else
         bfs_cat_rrelease(r->cat, r->c);
@@ -547,7 +598,11 @@ void bfs_catalog_hot_release(struct bfs_hot_reader *r)
 
 void bfs_catalog_hot_reader_free(struct bfs_hot_reader *r)
 {
+    if (!r)
+        return;
     bfs_catalog_hot_release(r);
+    if (r->statm >= 0)
+        close(r->statm);
     free(r);
 }
 
