@@ -509,7 +509,7 @@ struct bfs_hot_reader {
     long base;       /* resident file pages when the map was made */
     uint64_t looked; /* bytes read since the last look at statm */
     int mapped;      /* the connection reads through the map */
-    uint64_t rows;   /* rows read from (a read of a row other than the last) */
+    uint64_t rows;   /* rows read from (reads of a row other than the last one) */
     uint64_t bytes;  /* bytes read */
 };
 
@@ -554,8 +554,10 @@ static int hot_look(struct bfs_hot_reader *r)
     r->looked = 0;
     int want = hot_wants_map(r);
     if (want == r->mapped) {
-        long now = want ? file_pages(r) : -1;
-        if (now < 0 || r->base < 0 || (now - r->base) * r->page < (long)BFS_HOT_MAP_WINDOW)
+        if (!want)
+            return 0;
+        long now = file_pages(r); /* unknown counts as a full window: the map stays bounded */
+        if (now >= 0 && r->base >= 0 && (now - r->base) * r->page < (long)BFS_HOT_MAP_WINDOW)
             return 0;
     }
     sqlite3_blob_close(r->b);
@@ -588,7 +590,6 @@ int bfs_catalog_hot_read(struct bfs_hot_reader *r, int64_t id, uint64_t off, voi
     if (!r->c) {
         if ((rc = bfs_cat_racquire(r->cat, &r->c)) < 0)
             return rc;
-        r->mapped = 0;
         r->looked = 0;
         if (hot_wants_map(r))
             rc = hot_map(r, 1);
@@ -596,7 +597,7 @@ int bfs_catalog_hot_read(struct bfs_hot_reader *r, int64_t id, uint64_t off, voi
         rc = hot_look(r);
     }
     if (rc == 0) {
-        r->rows += !r->b || id != r->id;
+        r->rows += id != r->id; /* ids start at 1 */
         r->bytes += len;
         r->looked += len > HOT_READ_MIN ? len : HOT_READ_MIN;
         rc = blob_read(r->c, &r->b, &r->id, id, off, buf, len);
@@ -617,6 +618,7 @@ void bfs_catalog_hot_release(struct bfs_hot_reader *r)
     else
         bfs_cat_rrelease(r->cat, r->c);
     r->c = NULL;
+    r->mapped = 0;
 }
 
 void bfs_catalog_hot_reader_free(struct bfs_hot_reader *r)

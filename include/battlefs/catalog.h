@@ -323,9 +323,10 @@ int bfs_catalog_roll_range(struct bfs_catalog *cat, const char *roll_id, int64_t
 int bfs_catalog_read_hot(struct bfs_catalog *cat, int64_t id, uint64_t off, void *buf, size_t len);
 /* The same for many rows in turn (a roll's build): a reader keeps one read
  * connection and one open blob, moved from row to row without compiling a
- * statement each time, and reads catalog.db through a memory map of it,
- * dropped and made again once it has added about BFS_HOT_MAP_WINDOW to the
- * daemon's resident pages (looked at in /proc/self/statm), and by a release.
+ * statement each time, and, while the rows it reads are 16 KiB long on
+ * average, reads catalog.db through a memory map of it, dropped and made again
+ * once it has added about BFS_HOT_MAP_WINDOW to the daemon's resident pages
+ * (looked at in /proc/self/statm), and by a release.
  * While a blob is open, its read transaction keeps the WAL from being reset:
  * release it now and then (the roll does at each archive). Free with
  * bfs_catalog_hot_reader_free. */
